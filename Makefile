@@ -1,0 +1,26 @@
+# Two commands for a fresh machine: `make demo` (whole pipeline on the stand-in) and `make test`.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: venv demo test test-fast bench clean
+
+$(BIN)/producer: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(BIN)/producer
+
+venv: $(BIN)/producer
+
+demo: venv
+	$(BIN)/python -m examples.demo
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+test-fast: venv
+	$(BIN)/python -m pytest -q -m "not e2e and not slow and not faults"
+
+clean:
+	rm -rf $(VENV) output .pytest_cache

@@ -1,0 +1,99 @@
+"""One exception hierarchy for the whole project.
+
+Callers catch `FleetError` for anything we raise on purpose; the subclasses say what kind of
+trouble it is, which decides what happens next (retry, fall back, fail the item, exit code).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class FleetError(Exception):
+    """Base of every error this project raises deliberately."""
+
+
+class ConfigError(FleetError):
+    """A setting is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the user's input, pointing at the item and field."""
+
+    message: str
+    index: int | None = None  # item position in prompts.json (0-based), None for file-level
+    item_id: str | None = None
+    field: str | None = None
+
+    def __str__(self) -> str:
+        where = []
+        if self.index is not None:
+            where.append(f"item {self.index}" + (f" (id {self.item_id!r})" if self.item_id else ""))
+        if self.field:
+            where.append(f"field {self.field!r}")
+        return (", ".join(where) + ": " if where else "") + self.message
+
+
+class InputError(FleetError):
+    """The user's input is invalid; carries every problem found, not only the first."""
+
+    def __init__(self, problems: list[Problem] | Problem | str):
+        if isinstance(problems, (Problem, str)):
+            problems = [problems if isinstance(problems, Problem) else Problem(problems)]
+        self.problems: list[Problem] = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class UnknownModelError(InputError):
+    """A model name that the registry does not know."""
+
+
+class RedisUnavailableError(FleetError):
+    """Redis (broker, limiter and ledger) cannot be reached."""
+
+
+class NoWorkerError(FleetError):
+    """No Celery worker is consuming the queue."""
+
+
+class LimiterError(FleetError):
+    """The distributed limiter could not grant what was asked."""
+
+
+class LeaseLostError(LimiterError):
+    """A slot lease expired (or was revoked) while its holder still thought it held it."""
+
+
+class AcquireTimeoutError(LimiterError):
+    """Waiting for a slot or token took longer than the caller allowed."""
+
+
+class ReplicateCallError(FleetError):
+    """Something went wrong talking to Replicate or with the prediction itself."""
+
+    def __init__(self, message: str, *, status: int | None = None, prediction_id: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.prediction_id = prediction_id
+
+
+class TransientError(ReplicateCallError):
+    """Worth retrying the same model later: 429, 5xx, timeouts, connection errors, `aborted`."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw):
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
+class PermanentModelError(ReplicateCallError):
+    """This model will not produce this image (prediction failed, NSFW, input rejected):
+    move on along the fallback route."""
+
+
+class LocalError(FleetError):
+    """A problem on our side (disk full, unwritable output dir, bad download). Never triggers a
+    paid fallback: the item fails with this reason."""
+
+
+class CanceledError(FleetError):
+    """The batch or item was canceled."""

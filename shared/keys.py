@@ -1,0 +1,42 @@
+"""Every Redis key this project uses, in one place, under one prefix.
+
+Keys of one limiter share a hash tag (`{prefix:limiter}`) so the Lua scripts that touch several of
+them stay valid on Redis Cluster.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "fleet"
+
+    # --- limiter -------------------------------------------------------------------------------
+    @property
+    def limiter(self) -> str:
+        return f"{{{self.prefix}:limiter}}"
+
+    def limiter_key(self, name: str) -> str:
+        return f"{self.limiter}:{name}"
+
+    # --- batch ledger --------------------------------------------------------------------------
+    @property
+    def batches(self) -> str:
+        return f"{self.prefix}:batches"
+
+    def batch(self, batch_id: str) -> str:
+        return f"{self.prefix}:batch:{batch_id}"
+
+    def batch_key(self, batch_id: str, name: str) -> str:
+        return f"{self.prefix}:batch:{batch_id}:{name}"
+
+    def item(self, batch_id: str, index: int) -> str:
+        return f"{self.prefix}:batch:{batch_id}:item:{index}"
+
+    # --- cost safety -----------------------------------------------------------------------------
+    def attempt(self, batch_id: str, index: int, attempt: int) -> str:
+        return f"{self.prefix}:attempt:{batch_id}:{index}:{attempt}"
+
+    def claim(self, batch_id: str, index: int, attempt: int) -> str:
+        return f"{self.prefix}:claim:{batch_id}:{index}:{attempt}"

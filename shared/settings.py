@@ -1,0 +1,106 @@
+"""Settings from the environment and `.env`, read when asked for, never at import time.
+
+`Settings.load()` reads `.env` (python-dotenv, without touching `os.environ`) under the real
+environment, then applies explicit overrides (CLI flags, tests). The token is kept out of `repr`.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from dotenv import dotenv_values
+
+from shared.errors import ConfigError
+
+# env name -> (attribute, parser)
+_ENV: dict[str, tuple[str, Any]] = {
+    "REDIS_URL": ("redis_url", str),
+    "REPLICATE_API_TOKEN": ("replicate_api_token", str),
+    "REPLICATE_BASE_URL": ("replicate_base_url", str),
+    "REPLICATE_GLOBAL_MAX_CONCURRENT": ("global_max_concurrent", int),
+    "REPLICATE_CREATE_LIMIT": ("create_limit", int),
+    "REPLICATE_READ_LIMIT": ("read_limit", int),
+    "REPLICATE_RATE_WINDOW": ("rate_window", float),
+    "OUTPUT_DIR": ("output_dir", Path),
+    "FLEET_KEY_PREFIX": ("key_prefix", str),
+    "FLEET_LEASE_SECONDS": ("lease_seconds", float),
+    "FLEET_VISIBILITY_TIMEOUT": ("visibility_timeout", int),
+    "FLEET_PREDICTION_TIMEOUT": ("prediction_timeout", float),
+    "FLEET_MAX_TRANSIENT_RETRIES": ("max_transient_retries", int),
+    "FLEET_MAX_DOWNLOAD_BYTES": ("max_download_bytes", int),
+    "FLEET_LOG_LEVEL": ("log_level", str),
+    "FLEET_QUEUE": ("queue", str),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    replicate_api_token: str | None = field(default=None, repr=False)
+    replicate_base_url: str | None = None  # None: the official client's default (Replicate)
+    global_max_concurrent: int = 60
+    create_limit: int = 600
+    read_limit: int = 3000
+    rate_window: float = 60.0
+    output_dir: Path = Path("./output")
+    key_prefix: str = "fleet"  # every Redis key of ours starts with this
+    lease_seconds: float = 30.0  # slot lease; renewed every lease/3 while held
+    visibility_timeout: int = 3600  # Redis broker: redelivery of unacked tasks after this
+    prediction_timeout: float = 1800.0  # Replicate itself stops predictions after 30 min
+    max_transient_retries: int = 8
+    max_download_bytes: int = 200 * 1024 * 1024
+    log_level: str = "INFO"
+    queue: str = "fleet"
+
+    @classmethod
+    def load(
+        cls,
+        overrides: Mapping[str, Any] | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+        dotenv_path: str | os.PathLike | None = ".env",
+    ) -> "Settings":
+        """Defaults < `.env` < environment < overrides (attribute names, None values ignored)."""
+        merged: dict[str, str] = {}
+        if dotenv_path is not None and Path(dotenv_path).is_file():
+            merged.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+        merged.update(os.environ if environ is None else environ)
+        values: dict[str, Any] = {}
+        for name, (attr, parse) in _ENV.items():
+            raw = merged.get(name)
+            if raw is None or raw == "":
+                continue
+            try:
+                values[attr] = parse(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{name}={raw!r} is not a valid {parse.__name__}") from exc
+        known = {f.name for f in fields(cls)}
+        for attr, value in (overrides or {}).items():
+            if attr not in known:
+                raise ConfigError(f"unknown setting {attr!r}")
+            if value is not None:
+                values[attr] = value
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        for attr in ("global_max_concurrent", "create_limit", "read_limit"):
+            if getattr(self, attr) < 1:
+                raise ConfigError(f"{attr} must be at least 1, got {getattr(self, attr)}")
+        if self.rate_window <= 0 or self.lease_seconds <= 0:
+            raise ConfigError("rate_window and lease_seconds must be positive")
+
+    def with_(self, **changes: Any) -> "Settings":
+        return replace(self, **changes)
+
+    def as_env(self) -> dict[str, str]:
+        """The settings as environment variables (to hand to a child process)."""
+        env = {}
+        for name, (attr, _) in _ENV.items():
+            value = getattr(self, attr)
+            if value is not None:
+                env[name] = str(value)
+        return env

@@ -65,7 +65,11 @@ class LeaseLostError(LimiterError):
 
 
 class AcquireTimeoutError(LimiterError):
-    """Waiting for a slot or token took longer than the caller allowed."""
+    """Waiting for a slot or token took longer than the caller allowed (or it was told to stop)."""
+
+    def __init__(self, message: str = "", *, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after  # seconds until a token would be free, when known
 
 
 class ReplicateCallError(FleetError):

@@ -1,0 +1,336 @@
+"""The account-wide limiter: a leased FIFO semaphore plus two exact sliding-window rate limits.
+
+All state and all time live in Redis (Lua scripts, `TIME`), so hosts with wrong clocks cannot
+break the limits; see README.md in this folder for the design, the guarantees and what happens
+when Redis restarts.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import threading
+import time
+from typing import Any, Callable
+
+import redis
+
+from shared.errors import AcquireTimeoutError, LimiterError, RedisUnavailableError
+from shared.keys import Keys
+from shared.limiter import scripts
+from shared.limiter.agent import LISTEN_BLOCK_SECONDS, ProcessAgent
+from shared.limiter.lease import Lease
+from shared.limiter.types import HolderInfo, HolderStatus, LimiterStatus
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+KEY_NAMES = ("holders", "info", "fence", "limits", "waiters", "waiter_exp", "ticket", "epoch",
+             "creates", "reads", "pause")
+STOP_POLL_SECONDS = 0.25  # how often a waiting call asks should_stop()
+CONFIRM_AFTER_SECONDS = 0.05  # re-check the pause after sleeping longer than this for a creation
+
+
+class Limiter:
+    """Create ONE per process and share it between threads (it is thread-safe).
+
+    rate_margin: seconds added to the rate window on our side. Two grants R apart are then at
+        least window+margin apart in Redis time, so they cannot fall into one window at
+        Replicate's side as long as the requests' network delays differ by less than the margin.
+        Costs margin/window of the rate (0.25 s of 60 s = 0.4 %).
+    waiter_ttl: a waiter registration lives this long unless its process refreshes it (every
+        ttl/3), so a dead waiter blocks the head of the line for at most this long.
+    recheck_interval: a waiting thread re-runs acquire after this long even without a wake
+        signal, so a lost signal only ever delays (it never deadlocks).
+    """
+
+    def __init__(
+        self,
+        redis_client: redis.Redis,
+        keys: Keys,
+        settings: Settings,
+        *,
+        rate_margin: float = 0.25,
+        waiter_ttl: float = 5.0,
+        recheck_interval: float = 15.0,
+        lease_seconds: float | None = None,
+    ):
+        if rate_margin < 0 or waiter_ttl <= 0 or recheck_interval <= 0:
+            raise ValueError("rate_margin must be >= 0, waiter_ttl and recheck_interval > 0")
+        self.redis = redis_client
+        self.keys = keys
+        self.settings = settings
+        self.lease_seconds = float(lease_seconds or settings.lease_seconds)
+        self.rate_margin = float(rate_margin)
+        self.waiter_ttl = float(waiter_ttl)
+        self.recheck_interval = float(recheck_interval)
+        self.wake_prefix = keys.limiter_key("wake:")
+        self._key_list = [keys.limiter_key(name) for name in KEY_NAMES]
+        self._config = json.dumps({
+            "c": settings.global_max_concurrent,
+            "cl": settings.create_limit,
+            "rl": settings.read_limit,
+            "w": round(settings.rate_window * 1000, 3),
+            "wp": self.wake_prefix,
+            "wt": int(self.waiter_ttl * 1000),
+        })
+        self._scripts = scripts.register_all(redis_client)
+        self._listen_client = _blocking_client(redis_client, LISTEN_BLOCK_SECONDS + 5)
+        self._agent_lock = threading.Lock()
+        self._agent: ProcessAgent | None = None
+
+    # --- slots ----------------------------------------------------------------------------------
+    def acquire(
+        self,
+        info: HolderInfo,
+        timeout: float | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Lease:
+        """Wait (FIFO) for a slot. Raises AcquireTimeoutError after `timeout` seconds or when
+        should_stop() turns True (ask it again to tell which), RedisUnavailableError if Redis
+        cannot be reached (the waiter's place is then gone; retry later)."""
+        agent = self._current_agent()
+        holder_id = agent.new_id()
+        record = info.to_record()
+        record_json = json.dumps(record)
+        lease_ms = int(self.lease_seconds * 1000)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        event = agent.add_waiter(holder_id)
+        granted = False
+        try:
+            while True:
+                sent_at = time.monotonic()
+                res = self._call("acquire", holder_id, lease_ms, record_json)
+                if int(res[0]) == 1:
+                    lease = Lease(self, holder_id, int(res[1]), float(res[2]) / 1000, _text(res[3]),
+                                  record, sent_at)
+                    agent.add_lease(lease)
+                    granted = True
+                    return lease
+                agent.start_waiting()
+                recheck_at = time.monotonic() + self.recheck_interval * random.uniform(0.8, 1.2)
+                while True:
+                    now = time.monotonic()
+                    if deadline is not None and now >= deadline:
+                        raise AcquireTimeoutError(f"no slot within {timeout:g} s (place {int(res[1]) + 1} "
+                                                  f"in line, {max(int(res[2]), 0)} free)")
+                    if should_stop is not None and should_stop():
+                        raise AcquireTimeoutError("stopped waiting for a slot (should_stop)")
+                    wait = recheck_at - now
+                    if deadline is not None:
+                        wait = min(wait, deadline - now)
+                    if should_stop is not None:
+                        wait = min(wait, STOP_POLL_SECONDS)
+                    if event.wait(max(wait, 0)):
+                        event.clear()
+                        break
+                    if time.monotonic() >= recheck_at:
+                        break
+        finally:
+            agent.remove_waiter(holder_id)
+            if not granted:
+                self._drop_quietly(holder_id)
+
+    def force_release(self, holder_id: str) -> bool:
+        """Take a slot away (an operator's tool). True if it was held. The holder learns it at
+        its next renewal (lease.lost)."""
+        return int(self._call("drop", holder_id)[0]) == 1
+
+    # --- rates ----------------------------------------------------------------------------------
+    def take_create_token(self, timeout: float | None = None,
+                          should_stop: Callable[[], bool] | None = None) -> float:
+        """Block until a creation may be sent (exact window, honours a global pause). Returns the
+        grant time (Unix seconds, Redis clock). AcquireTimeoutError (with .retry_after seconds)
+        if it cannot be had within `timeout`."""
+        return self._take("create", timeout, should_stop)
+
+    def take_read_token(self, timeout: float | None = None,
+                        should_stop: Callable[[], bool] | None = None) -> float:
+        """Block until a read (poll, get, file call) may be sent. Same contract as creations."""
+        return self._take("read", timeout, should_stop)
+
+    def pause_creations(self, seconds: float, reason: str = "") -> float:
+        """Stop creations on every host for `seconds` (Redis time); a longer pause already set
+        wins. Returns the pause end (Unix seconds, Redis clock)."""
+        if seconds <= 0:
+            raise ValueError("seconds must be positive")
+        res = self._call("pause", int(seconds * 1000), reason[:200])
+        return float(res[0]) / 1000
+
+    def _take(self, kind: str, timeout: float | None, should_stop: Callable[[], bool] | None) -> float:
+        agent = self._current_agent()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        margin_ms = int(self.rate_margin * 1000)
+        while True:
+            member = agent.new_id()
+            max_wait = -1 if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
+            res = self._call("token", kind, member, margin_ms, max_wait)
+            wait = float(res[1]) / 1000
+            if int(res[0]) == 0:
+                reason = _text(res[2])
+                if reason == "busy" or (deadline is not None and time.monotonic() + wait > deadline):
+                    what = "creations are paused" if reason == "paused" else f"no {kind} token"
+                    exc = AcquireTimeoutError(f"{what} for another {wait:.2f} s (timeout {timeout:g} s)", retry_after=wait)
+                    raise exc
+                # paused: sleep it out (a little jitter so the fleet does not resume in lockstep)
+                if not _sleep(wait + random.uniform(0, 0.05), should_stop):
+                    raise AcquireTimeoutError(f"stopped waiting for a {kind} token (should_stop)")
+                continue
+            granted_at = float(res[2]) / 1000
+            if wait > 0 and not _sleep(wait, should_stop):
+                self._unreserve(kind, member)
+                raise AcquireTimeoutError(f"stopped waiting for a {kind} token (should_stop)")
+            if kind == "create" and wait > CONFIRM_AFTER_SECONDS:
+                check = self._call("confirm_create", member)
+                if int(check[0]) == 0:
+                    continue  # a pause began while we slept; the reservation is given back
+            return granted_at
+
+    def _unreserve(self, kind: str, member: str) -> None:
+        # Taking a reserved grant out only loosens the window for later grants: always safe.
+        key = self.keys.limiter_key("creates" if kind == "create" else "reads")
+        try:
+            self.redis.zrem(key, member)
+        except redis.RedisError:
+            pass
+
+    # --- visibility and control -----------------------------------------------------------------
+    def status(self) -> LimiterStatus:
+        raw = json.loads(self._call("status"))
+        now = float(raw["now_ms"]) / 1000
+        limit = int(raw["concurrency"])
+        in_use = int(raw["in_use"])
+        holders = raw["holders"] if isinstance(raw["holders"], list) else []
+        pause_left = float(raw.get("pause_ms_left") or 0) / 1000
+        return LimiterStatus(
+            limit=limit,
+            in_use=in_use,
+            free=max(limit - in_use, 0),
+            waiters=int(raw["waiters"]),
+            utilisation=round(in_use / limit, 4) if limit else 0.0,
+            creations_in_window=int(raw["creations_in_window"]),
+            creations_reserved=int(raw["creations_reserved"]),
+            reads_in_window=int(raw["reads_in_window"]),
+            reads_reserved=int(raw["reads_reserved"]),
+            create_limit=int(raw["create_limit"]),
+            read_limit=int(raw["read_limit"]),
+            window=float(raw["window_ms"]) / 1000,
+            paused_until=now + pause_left if pause_left > 0 else None,
+            pause_seconds_left=round(pause_left, 3),
+            pause_reason=raw.get("pause_reason") if pause_left > 0 else None,
+            holders=sorted((_holder_status(h) for h in holders), key=lambda h: -(h.held_for or 0)),
+            redis_time=now,
+            epoch=str(raw.get("epoch") or ""),
+            fence=int(raw.get("fence") or 0),
+        )
+
+    def set_limits(self, concurrency: int | None = None, create_limit: int | None = None,
+                   read_limit: int | None = None, window: float | None = None) -> None:
+        """Change the limits for every host at once (no restarts). Shrinking the concurrency lets
+        holders finish and admits no one until in_use is below the new limit."""
+        changes: dict[str, Any] = {}
+        for name, value in (("concurrency", concurrency), ("create_limit", create_limit),
+                            ("read_limit", read_limit)):
+            if value is not None:
+                if int(value) != value or value < 1:
+                    raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+                changes[name] = int(value)
+        if window is not None:
+            if window <= 0:
+                raise ValueError(f"window must be positive, got {window!r}")
+            changes["window_ms"] = round(float(window) * 1000, 3)
+        if changes:
+            self._call("set_limits", json.dumps(changes))
+
+    def held_leases(self) -> list[Lease]:
+        """The leases this process holds through this limiter (for shutdown / diagnostics)."""
+        agent = self._agent
+        return agent.held() if agent is not None and agent.pid == os.getpid() else []
+
+    def close(self) -> None:
+        """Stop the background threads (held leases then expire unless released first)."""
+        with self._agent_lock:
+            agent, self._agent = self._agent, None
+        if agent is not None and agent.pid == os.getpid():
+            agent.stop()
+
+    # --- plumbing -------------------------------------------------------------------------------
+    def _current_agent(self) -> ProcessAgent:
+        agent = self._agent
+        if agent is None or agent.pid != os.getpid():  # first use, or we are a forked child
+            with self._agent_lock:
+                agent = self._agent
+                if agent is None or agent.pid != os.getpid():
+                    agent = self._agent = ProcessAgent(self)
+        return agent
+
+    def _forget_lease(self, lease: Lease) -> None:
+        agent = self._agent
+        if agent is not None:
+            agent.remove_lease(lease.holder_id)
+
+    def _drop_quietly(self, holder_id: str) -> None:
+        try:
+            self._call("drop", holder_id)
+        except Exception as exc:  # noqa: BLE001 - the registration expires by itself anyway
+            log.debug("could not withdraw waiter %s: %s", holder_id, exc)
+
+    def _call(self, name: str, *args: Any) -> Any:
+        try:
+            return self._scripts[name](keys=self._key_list, args=[self._config, *args])
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise RedisUnavailableError(f"limiter cannot reach Redis: {exc}") from exc
+        except redis.RedisError as exc:
+            raise LimiterError(f"limiter script {name} failed: {exc}") from exc
+
+
+def _holder_status(raw: dict[str, Any]) -> HolderStatus:
+    def num(name: str) -> float | None:
+        value = raw.get(name)
+        return None if value is None else float(value)
+
+    held = num("held_for_ms")
+    fence = raw.get("fence")
+    return HolderStatus(
+        holder_id=raw.get("holder_id", ""),
+        host=raw.get("host"),
+        pid=raw.get("pid"),
+        task_id=raw.get("task_id"),
+        batch_id=raw.get("batch_id"),
+        index=raw.get("index"),
+        model=raw.get("model"),
+        prediction_id=raw.get("prediction_id"),
+        fence=int(fence) if fence is not None else None,
+        held_for=None if held is None else round(held / 1000, 3),
+        expires_in=round((num("expires_in_ms") or 0) / 1000, 3),
+    )
+
+
+def _blocking_client(client: redis.Redis, socket_timeout: float) -> redis.Redis:
+    """A separate small pool for the BLPOP listener, so it never holds a worker's connection and
+    its socket timeout is longer than the block."""
+    pool = client.connection_pool
+    try:
+        kwargs = dict(pool.connection_kwargs)
+        kwargs["socket_timeout"] = socket_timeout
+        return redis.Redis(connection_pool=type(pool)(connection_class=pool.connection_class,
+                                                      max_connections=4, **kwargs))
+    except Exception:  # noqa: BLE001 - unusual clients (fakeredis): share the caller's
+        return client
+
+
+def _sleep(seconds: float, should_stop: Callable[[], bool] | None) -> bool:
+    """Sleep; False if should_stop() turned True first."""
+    end = time.monotonic() + seconds
+    while True:
+        left = end - time.monotonic()
+        if left <= 0:
+            return True
+        if should_stop is not None and should_stop():
+            return False
+        time.sleep(min(left, STOP_POLL_SECONDS) if should_stop is not None else left)
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value

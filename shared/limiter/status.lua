@@ -1,0 +1,37 @@
+-- Read-only snapshot in one round trip. Expired-but-not-yet-pruned entries are left out.
+-- Returns one JSON string; times are relative to Redis "now" except now_ms.
+local L = limits(true)
+local live = '(' .. fmt(NOW)
+local holders = {}
+local rows = redis.call('ZRANGEBYSCORE', K_HOLDERS, live, '+inf', 'WITHSCORES')
+for i = 1, #rows, 2 do
+  local id, exp = rows[i], tonumber(rows[i + 1])
+  local rec = cjson.decode(redis.call('HGET', K_INFO, id) or '{}')
+  rec.holder_id = id
+  rec.expires_in_ms = exp - NOW
+  if rec.acquired_at then rec.held_for_ms = NOW - tonumber(rec.acquired_at) end
+  rec.acquired_at = nil
+  holders[#holders + 1] = rec
+end
+local window_start = '(' .. fmt(NOW - L.window_ms)
+local pause = redis.call('HMGET', K_PAUSE, 'until', 'reason')
+local out = {
+  now_ms = fmt(NOW),
+  concurrency = L.concurrency, create_limit = L.create_limit, read_limit = L.read_limit,
+  window_ms = L.window_ms,
+  in_use = #holders,
+  waiters = redis.call('ZCOUNT', K_WAITER_EXP, live, '+inf'),
+  creations_in_window = redis.call('ZCOUNT', K_CREATES, window_start, fmt(NOW)),
+  creations_reserved = redis.call('ZCOUNT', K_CREATES, live, '+inf'),
+  reads_in_window = redis.call('ZCOUNT', K_READS, window_start, fmt(NOW)),
+  reads_reserved = redis.call('ZCOUNT', K_READS, live, '+inf'),
+  pause_ms_left = 0,
+  epoch = redis.call('GET', K_EPOCH) or '',
+  fence = redis.call('GET', K_FENCE) or '0',
+  holders = holders,
+}
+if pause[1] and tonumber(pause[1]) > NOW then
+  out.pause_ms_left = tonumber(pause[1]) - NOW
+  out.pause_reason = pause[2] or ''
+end
+return cjson.encode(out)

@@ -1,0 +1,71 @@
+"""Plain data the limiter hands in and out: who holds a slot, and a status snapshot."""
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class HolderInfo:
+    """Who is holding (or waiting for) a slot; shown by `producer limits`."""
+
+    host: str = field(default_factory=socket.gethostname)
+    pid: int = field(default_factory=os.getpid)
+    task_id: str | None = None
+    batch_id: str | None = None
+    index: int | None = None
+    model: str | None = None
+    prediction_id: str | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class HolderStatus:
+    holder_id: str
+    host: str | None
+    pid: int | None
+    task_id: str | None
+    batch_id: str | None
+    index: int | None
+    model: str | None
+    prediction_id: str | None
+    fence: int | None
+    held_for: float | None  # seconds, Redis time
+    expires_in: float  # seconds until the lease runs out unless renewed
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class LimiterStatus:
+    """One consistent snapshot (one read-only script, one round trip)."""
+
+    limit: int
+    in_use: int
+    free: int
+    waiters: int
+    utilisation: float  # in_use / limit (can exceed 1 right after a shrink)
+    creations_in_window: int
+    creations_reserved: int  # tokens granted for a moment still ahead (callers sleeping to it)
+    reads_in_window: int
+    reads_reserved: int
+    create_limit: int
+    read_limit: int
+    window: float  # seconds
+    paused_until: float | None  # Unix time on the Redis clock, None when not paused
+    pause_seconds_left: float
+    pause_reason: str | None
+    holders: list[HolderStatus]
+    redis_time: float  # Unix time on the Redis clock when the snapshot was taken
+    epoch: str  # changes when Redis lost the limiter state
+    fence: int  # last fencing token issued
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["holders"] = [h.to_dict() for h in self.holders]
+        return out

@@ -1,0 +1,1 @@
+"""Entry points for the limiter tests' child processes (importable under multiprocessing spawn)."""

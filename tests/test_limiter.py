@@ -1,0 +1,319 @@
+"""The limiter against the real Redis server, within one process (threads).
+
+Multi-process proofs (hammering, SIGKILL, clock skew, FIFO across processes, pause across
+processes) are in test_limiter_processes.py.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from shared.errors import AcquireTimeoutError, RedisUnavailableError
+from shared.keys import Keys
+from shared.limiter import HolderInfo, Limiter, LimiterStatus
+from shared.limiter.limiter import KEY_NAMES
+from tests.limiter_helpers.checks import most_in_any_window, tightest_window
+
+
+@pytest.fixture
+def make_limiter(redis_client, settings, key_prefix):
+    made: list[Limiter] = []
+
+    def make(concurrency=2, create_limit=5, read_limit=50, window=1.0, lease=1.5, **kwargs) -> Limiter:
+        kwargs.setdefault("waiter_ttl", 0.6)
+        s = settings.with_(global_max_concurrent=concurrency, create_limit=create_limit,
+                           read_limit=read_limit, rate_window=window, lease_seconds=lease)
+        limiter = Limiter(redis_client, Keys(key_prefix), s, **kwargs)
+        made.append(limiter)
+        return limiter
+
+    yield make
+    for limiter in made:
+        for lease in limiter.held_leases():
+            lease.release()
+        limiter.close()
+
+
+def wait_until(predicate, timeout=5.0, step=0.01):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
+
+
+def start_waiter(limiter, name, results, **kwargs):
+    def run():
+        try:
+            lease = limiter.acquire(HolderInfo(task_id=name), **kwargs)
+        except AcquireTimeoutError as exc:
+            results.append((name, exc))
+            return
+        results.append((name, lease))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+# --- slots --------------------------------------------------------------------------------------
+def test_grants_up_to_the_limit_with_increasing_fences_and_idempotent_release(make_limiter):
+    limiter = make_limiter(concurrency=2)
+    a = limiter.acquire(HolderInfo(task_id="a"))
+    b = limiter.acquire(HolderInfo(task_id="b"))
+    assert b.fence > a.fence
+    with pytest.raises(AcquireTimeoutError):
+        limiter.acquire(HolderInfo(task_id="c"), timeout=0.2)
+    a.release()
+    a.release()  # idempotent: must not free a second slot
+    with limiter.acquire(HolderInfo(task_id="c"), timeout=1) as c:
+        assert c.fence > b.fence
+        assert limiter.status().in_use == 2
+        with pytest.raises(AcquireTimeoutError):
+            limiter.acquire(HolderInfo(task_id="d"), timeout=0.1)
+    assert c.released and limiter.status().in_use == 1
+
+
+def test_release_wakes_the_waiter_without_polling(make_limiter):
+    # recheck_interval is huge: only the wake signal can get the waiter in before its timeout
+    limiter = make_limiter(concurrency=1, recheck_interval=600)
+    held = limiter.acquire(HolderInfo(task_id="first"))
+    results: list = []
+    thread = start_waiter(limiter, "second", results, timeout=10)
+    assert wait_until(lambda: limiter.status().waiters == 1)
+    held.release()
+    thread.join(5)
+    assert results and results[0][0] == "second" and not isinstance(results[0][1], Exception)
+
+
+def test_waiters_are_granted_in_arrival_order(make_limiter):
+    limiter = make_limiter(concurrency=1)
+    held = limiter.acquire(HolderInfo(task_id="holder"))
+    order: list[str] = []
+
+    def waiter(name):
+        lease = limiter.acquire(HolderInfo(task_id=name), timeout=20)
+        order.append(name)
+        time.sleep(0.01)
+        lease.release()
+
+    threads = []
+    for i in range(6):
+        thread = threading.Thread(target=waiter, args=(f"w{i}",), daemon=True)
+        thread.start()
+        threads.append(thread)
+        assert wait_until(lambda: limiter.status().waiters == i + 1)
+    held.release()
+    for thread in threads:
+        thread.join(10)
+    assert order == [f"w{i}" for i in range(6)]
+
+
+def test_a_waiter_that_gives_up_leaves_no_trace(make_limiter, redis_client, key_prefix):
+    limiter = make_limiter(concurrency=1)
+    held = limiter.acquire(HolderInfo(task_id="holder"))
+    with pytest.raises(AcquireTimeoutError):
+        limiter.acquire(HolderInfo(task_id="impatient"), timeout=0.2)
+    stop = threading.Event()
+    with pytest.raises(AcquireTimeoutError, match="should_stop"):
+        threading.Timer(0.2, stop.set).start()
+        limiter.acquire(HolderInfo(task_id="stopped"), should_stop=stop.is_set)
+    keys = Keys(key_prefix)
+    assert redis_client.zcard(keys.limiter_key("waiters")) == 0
+    assert redis_client.zcard(keys.limiter_key("waiter_exp")) == 0
+    assert limiter.status().waiters == 0
+    held.release()
+    # the line is empty, so the next caller gets the slot at once
+    limiter.acquire(HolderInfo(task_id="next"), timeout=0).release()
+
+
+def test_a_dead_waiter_is_pruned_and_does_not_block_the_line(make_limiter):
+    limiter = make_limiter(concurrency=1)  # waiter_ttl 0.6 s
+    held = limiter.acquire(HolderInfo(task_id="holder"))
+    # A waiter of a process that no longer exists: registered, never refreshed, never woken.
+    res = limiter._call("acquire", "ghost-host:1:dead/1", 1500, json.dumps({"task_id": "ghost"}))
+    assert int(res[0]) == 0 and int(res[1]) == 0  # first in line
+    results: list = []
+    thread = start_waiter(limiter, "alive", results, timeout=10)
+    assert wait_until(lambda: limiter.status().waiters == 2)
+    held.release()  # the wake goes to the ghost; its registration expires; then "alive" is next
+    thread.join(10)
+    assert results and results[0][0] == "alive" and not isinstance(results[0][1], Exception)
+    assert limiter.status().waiters == 0
+
+
+def test_shrinking_admits_no_one_until_under_the_new_limit(make_limiter):
+    limiter = make_limiter(concurrency=3)
+    leases = [limiter.acquire(HolderInfo(task_id=f"h{i}")) for i in range(3)]
+    limiter.set_limits(concurrency=1)
+    status = limiter.status()
+    assert (status.limit, status.in_use, status.free) == (1, 3, 0)
+    assert status.utilisation == 3.0
+    results: list = []
+    thread = start_waiter(limiter, "w", results, timeout=10)
+    assert wait_until(lambda: limiter.status().waiters == 1)
+    leases[0].release()
+    leases[1].release()
+    time.sleep(0.3)
+    assert results == []  # in_use 1 == limit 1: still waiting
+    leases[2].release()
+    thread.join(5)
+    assert results and not isinstance(results[0][1], Exception)
+    assert not any(lease.lost for lease in leases)
+
+
+def test_growing_admits_waiters_at_once(make_limiter):
+    limiter = make_limiter(concurrency=1, recheck_interval=600)
+    limiter.acquire(HolderInfo(task_id="holder"))
+    results: list = []
+    threads = [start_waiter(limiter, f"w{i}", results, timeout=10) for i in range(3)]
+    assert wait_until(lambda: limiter.status().waiters == 3)
+    limiter.set_limits(concurrency=4)
+    for thread in threads:
+        thread.join(5)
+    assert len(results) == 3 and not any(isinstance(r[1], Exception) for r in results)
+    assert limiter.status().in_use == 4
+
+
+def test_limits_are_seeded_once_and_shared_by_every_limiter(make_limiter):
+    first = make_limiter(concurrency=2, create_limit=5)
+    first.status()
+    first.acquire(HolderInfo()).release()  # seeds
+    second = make_limiter(concurrency=9, create_limit=99)  # other settings: ignored, Redis wins
+    assert (second.status().limit, second.status().create_limit) == (2, 5)
+    second.set_limits(concurrency=7, create_limit=11, read_limit=13, window=2.5)
+    status = first.status()
+    assert (status.limit, status.create_limit, status.read_limit, status.window) == (7, 11, 13, 2.5)
+    for bad in ({"concurrency": 0}, {"create_limit": 1.5}, {"window": 0}):
+        with pytest.raises(ValueError):
+            first.set_limits(**bad)
+
+
+def test_renewal_keeps_a_long_hold_and_force_release_is_noticed(make_limiter):
+    limiter = make_limiter(concurrency=1, lease=0.9)
+    lease = limiter.acquire(HolderInfo(task_id="long"))
+    time.sleep(2.0)  # more than two leases: only renewal keeps it
+    assert not lease.lost and limiter.status().in_use == 1
+    assert limiter.force_release(lease.holder_id) is True
+    assert limiter.force_release(lease.holder_id) is False
+    assert lease.wait_lost(timeout=2.0)
+    assert "force-released" in lease.lost_reason
+    lease.release()  # still fine to call
+
+
+def test_status_reports_holders_and_is_json_friendly(make_limiter):
+    limiter = make_limiter(concurrency=3)
+    lease = limiter.acquire(HolderInfo(host="h1", pid=42, task_id="t-1", batch_id="b", index=7,
+                                       model="m/x"))
+    lease.set_prediction("pred-123")
+    limiter.take_create_token()
+    limiter.take_read_token()
+    status = limiter.status()
+    assert isinstance(status, LimiterStatus)
+    data = json.loads(json.dumps(status.to_dict()))
+    assert (data["limit"], data["in_use"], data["free"], data["waiters"]) == (3, 1, 2, 0)
+    assert data["creations_in_window"] == 1 and data["reads_in_window"] == 1
+    (holder,) = data["holders"]
+    assert holder["host"] == "h1" and holder["pid"] == 42 and holder["task_id"] == "t-1"
+    assert holder["prediction_id"] == "pred-123" and holder["index"] == 7
+    assert holder["fence"] == lease.fence and holder["held_for"] >= 0
+    assert 0 < holder["expires_in"] <= 1.5
+
+
+def test_state_lost_by_redis_is_rebuilt_by_renewals(make_limiter, redis_client, key_prefix):
+    """Redis restarted without persistence (simulated by deleting every limiter key): a live
+    holder is re-registered at its next renewal when there is room, else it learns it is lost."""
+    keys = Keys(key_prefix)
+    limiter = make_limiter(concurrency=2, lease=0.9)
+    a = limiter.acquire(HolderInfo(task_id="a"))
+    b = limiter.acquire(HolderInfo(task_id="b"))
+    old_epoch = limiter.status().epoch
+    redis_client.delete(*[keys.limiter_key(name) for name in KEY_NAMES])
+    assert wait_until(lambda: limiter.status().in_use == 2, timeout=3)
+    status = limiter.status()
+    assert status.epoch != old_epoch and not a.lost and not b.lost
+    assert {h.task_id for h in status.holders} == {"a", "b"}
+    with pytest.raises(AcquireTimeoutError):  # the rebuilt state counts them: full
+        limiter.acquire(HolderInfo(task_id="c"), timeout=0)
+    # Second loss, but this time other callers take the room before the renewals come.
+    redis_client.delete(*[keys.limiter_key(name) for name in KEY_NAMES])
+    other = make_limiter(concurrency=2, lease=5)
+    grabbed = [other.acquire(HolderInfo(task_id=f"new{i}"), timeout=0) for i in range(2)]
+    assert a.wait_lost(timeout=3) and b.wait_lost(timeout=3)
+    assert {h.task_id for h in limiter.status().holders} == {"new0", "new1"}
+    assert all(g.fence > max(a.fence, b.fence) for g in grabbed)  # fences still increase
+
+
+def test_keeper_survives_an_outage_and_marks_leases_it_could_not_renew(make_limiter, monkeypatch):
+    limiter = make_limiter(concurrency=2, lease=0.9)
+    lease = limiter.acquire(HolderInfo(task_id="x"))
+    real_call = limiter._call
+
+    def broken(name, *args):
+        if name == "heartbeat":
+            raise RedisUnavailableError("simulated outage")
+        return real_call(name, *args)
+
+    monkeypatch.setattr(limiter, "_call", broken)
+    assert lease.wait_lost(timeout=3)
+    assert "could not renew" in lease.lost_reason
+    monkeypatch.setattr(limiter, "_call", real_call)
+    again = limiter.acquire(HolderInfo(task_id="y"), timeout=2)
+    time.sleep(1.5)  # the same keeper thread renews the new lease
+    assert not again.lost
+
+
+# --- rates ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("margin", [0.0, 0.2])
+def test_creation_tokens_never_exceed_the_limit_in_any_window(make_limiter, margin):
+    limiter = make_limiter(create_limit=4, window=0.5, rate_margin=margin)
+    grants: list[float] = []
+    lock = threading.Lock()
+
+    def take():
+        for _ in range(3):
+            granted = limiter.take_create_token(timeout=10)
+            with lock:
+                grants.append(granted)
+
+    threads = [threading.Thread(target=take) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(15)
+    assert len(grants) == 12
+    assert tightest_window(grants, 4) >= 0.5 + margin - 1e-5
+    assert most_in_any_window(grants, 0.5) == 4  # and the limit is actually used
+
+
+def test_token_timeout_reserves_nothing_and_says_when_to_retry(make_limiter):
+    limiter = make_limiter(read_limit=2, window=1.0)
+    limiter.take_read_token()
+    limiter.take_read_token()
+    with pytest.raises(AcquireTimeoutError) as info:
+        limiter.take_read_token(timeout=0.1)
+    assert 0.1 < info.value.retry_after <= 1.25
+    status = limiter.status()
+    assert status.reads_in_window == 2 and status.reads_reserved == 0
+    stop = threading.Event()
+    threading.Timer(0.1, stop.set).start()
+    with pytest.raises(AcquireTimeoutError, match="should_stop"):
+        limiter.take_read_token(should_stop=stop.is_set)  # had a reservation: given back
+    assert limiter.status().reads_reserved == 0
+
+
+def test_pause_blocks_creations_not_reads_and_keeps_the_longest(make_limiter):
+    limiter = make_limiter(create_limit=50, read_limit=50)
+    until = limiter.pause_creations(0.8, reason="429 from replicate")
+    assert limiter.pause_creations(0.1) == until  # a shorter pause does not cut it short
+    status = limiter.status()
+    assert status.pause_reason == "429 from replicate" and 0.5 < status.pause_seconds_left <= 0.8
+    with pytest.raises(AcquireTimeoutError, match="paused"):
+        limiter.take_create_token(timeout=0.2)
+    limiter.take_read_token(timeout=0.1)
+    granted = limiter.take_create_token(timeout=5)
+    assert granted >= until

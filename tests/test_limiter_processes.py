@@ -1,0 +1,177 @@
+"""The limiter's guarantees across real processes (multiprocessing spawn) on the real Redis.
+
+Every child builds its own client and Limiter, exactly like a worker process on another host;
+results come back through Redis lists under the test's key prefix.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from shared.errors import AcquireTimeoutError
+from shared.keys import Keys
+from shared.limiter import HolderInfo, Limiter
+from tests.limiter_helpers import procs
+from tests.limiter_helpers.checks import max_overlap, most_in_any_window, tightest_window
+
+SPAWN = multiprocessing.get_context("spawn")
+
+
+@pytest.fixture
+def children():
+    started: list = []
+
+    def start(target, *args):
+        proc = SPAWN.Process(target=target, args=args, daemon=True)
+        proc.start()
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.is_alive():
+            proc.kill()
+        proc.join(5)
+
+
+def opts(concurrency=1, create_limit=100, window=1.0, lease=1.0, **limiter):
+    limiter.setdefault("waiter_ttl", 0.9)
+    return {"settings": {"global_max_concurrent": concurrency, "create_limit": create_limit,
+                         "rate_window": window, "lease_seconds": lease},
+            "limiter": limiter}
+
+
+def local_limiter(redis_client, settings, key_prefix, o) -> Limiter:
+    """The test process's own Limiter, configured like the children's."""
+    s = settings.with_(**o["settings"])
+    return Limiter(redis_client, Keys(key_prefix), s, **o["limiter"])
+
+
+def pop_json(redis_client, key, timeout=30):
+    item = procs.blpop_wait(redis_client, key, timeout)
+    assert item is not None, f"no message on {key} within {timeout} s"
+    return json.loads(item)
+
+
+def test_many_processes_never_exceed_the_slots_or_the_rate(redis_client, redis_url, key_prefix, children):
+    """8 processes x 4 threads, seeded random timings, two of them with clocks 1 h off; checked
+    from the grant log (Redis times of every grant and release) and by an observer process."""
+    n_slots, rate, window, margin = 4, 12, 1.0, 0.1
+    o = opts(concurrency=n_slots, create_limit=rate, window=window, lease=1.5, rate_margin=margin)
+    duration, n_procs = 5.0, 8
+    for i in range(n_procs):
+        skew = {0: 3600.0, 1: -3600.0}.get(i, 0.0)
+        children(procs.hammer, redis_url, key_prefix, o, 100 + i, 4, duration, skew)
+    children(procs.observer, redis_url, key_prefix, duration + 6)
+    time.sleep(1.0)  # let the children import and connect
+    redis_client.rpush(f"{key_prefix}:go", "1")
+    results = [pop_json(redis_client, f"{key_prefix}:results", timeout=60) for _ in range(n_procs)]
+    observed = pop_json(redis_client, f"{key_prefix}:observer", timeout=30)
+
+    intervals = [iv for r in results for iv in r["intervals"]]
+    tokens = [t for r in results for t in r["tokens"]]
+    assert all(r["lost"] == 0 for r in results)  # live renewing holders never lose their slot
+    assert all(released is not None and released >= granted for granted, released in intervals)
+    assert len(intervals) > 100 and len(tokens) > 2 * rate
+    assert max_overlap(intervals) == n_slots  # reached, never exceeded
+    assert observed["samples"] > 100 and observed["peak"] <= n_slots
+    assert tightest_window(tokens, rate) >= window + margin - 1e-5
+    assert most_in_any_window(tokens, window) <= rate
+
+
+def test_a_holder_killed_mid_hold_returns_its_slot_within_the_lease_plus_a_second(
+        redis_client, redis_url, key_prefix, settings, children):
+    o = opts(concurrency=1, lease=1.0)
+    proc = children(procs.hold_forever, redis_url, key_prefix, o)
+    pop_json(redis_client, f"{key_prefix}:held")
+    limiter = local_limiter(redis_client, settings, key_prefix, o)
+    granted: list = []
+    thread = threading.Thread(target=lambda: granted.append(
+        limiter.acquire(HolderInfo(task_id="next"), timeout=10)), daemon=True)
+    thread.start()
+    time.sleep(1.5)  # the holder keeps it while it renews
+    assert granted == [] and limiter.status().in_use == 1
+    killed_at = time.monotonic()
+    os.kill(proc.pid, signal.SIGKILL)
+    thread.join(10)
+    took = time.monotonic() - killed_at
+    assert granted, "the dead holder's slot never came back"
+    assert took <= 1.0 + 1.0
+    granted[0].release()
+    limiter.close()
+
+
+def test_a_skewed_clock_neither_shortens_nor_stretches_a_lease(
+        redis_client, redis_url, key_prefix, settings, children):
+    """A holder whose clocks run 1 h ahead, then one 1 h behind, keeps its slot for 3 leases
+    (so it is neither expired early nor believed to be expired) and others wait for it."""
+    o = opts(concurrency=1, lease=0.9)
+    limiter = local_limiter(redis_client, settings, key_prefix, o)
+    for skew in (3600.0, -3600.0):
+        children(procs.hold_for, redis_url, key_prefix, o, 2.7, skew)
+        procs.blpop_wait(redis_client, f"{key_prefix}:held", 30)
+        with pytest.raises(AcquireTimeoutError):
+            limiter.acquire(HolderInfo(task_id="impatient"), timeout=1.5)
+        lease = limiter.acquire(HolderInfo(task_id="after"), timeout=10)
+        done = pop_json(redis_client, f"{key_prefix}:skewed-done")
+        assert done["lost"] is False
+        assert lease.granted_at >= done["released_at"]  # got it only when the holder let go
+        lease.release()
+    limiter.close()
+
+
+def test_waiters_in_other_processes_are_served_in_arrival_order(
+        redis_client, redis_url, key_prefix, settings, children):
+    o = opts(concurrency=1, lease=2.0)
+    limiter = local_limiter(redis_client, settings, key_prefix, o)
+    held = limiter.acquire(HolderInfo(task_id="holder"))
+    names = [f"p{i}" for i in range(5)]
+    for i, name in enumerate(names):
+        children(procs.queue_up, redis_url, key_prefix, o, name)
+        end = time.monotonic() + 30
+        while limiter.status().waiters < i + 1 and time.monotonic() < end:
+            time.sleep(0.02)
+    assert limiter.status().waiters == len(names)
+    held.release()
+    end = time.monotonic() + 30
+    while redis_client.llen(f"{key_prefix}:order") < len(names) and time.monotonic() < end:
+        time.sleep(0.05)
+    assert redis_client.lrange(f"{key_prefix}:order", 0, -1) == names
+    limiter.close()
+
+
+def test_a_pause_set_in_one_process_stops_creations_in_another(
+        redis_client, redis_url, key_prefix, settings, children):
+    o = opts(create_limit=100)
+    limiter = local_limiter(redis_client, settings, key_prefix, o)
+    until = limiter.pause_creations(2.0, reason="429")
+    children(procs.try_create, redis_url, key_prefix, o)
+    outcome = pop_json(redis_client, f"{key_prefix}:create")
+    assert outcome["short"] == "timeout" and outcome["retry_after"] > 0
+    assert outcome["granted_at"] >= until
+    limiter.close()
+
+
+def test_limits_changed_in_one_process_apply_to_waiters_in_others(
+        redis_client, redis_url, key_prefix, settings, children):
+    o = opts(concurrency=1, lease=2.0, recheck_interval=600)
+    limiter = local_limiter(redis_client, settings, key_prefix, o)
+    held = limiter.acquire(HolderInfo(task_id="holder"))
+    for i in range(3):
+        children(procs.queue_up, redis_url, key_prefix, o, f"p{i}")
+    end = time.monotonic() + 30
+    while limiter.status().waiters < 3 and time.monotonic() < end:
+        time.sleep(0.02)
+    limiter.set_limits(concurrency=4)  # the holder still holds: three free slots appear
+    end = time.monotonic() + 10
+    while redis_client.llen(f"{key_prefix}:order") < 3 and time.monotonic() < end:
+        time.sleep(0.02)
+    assert redis_client.llen(f"{key_prefix}:order") == 3
+    held.release()
+    limiter.close()

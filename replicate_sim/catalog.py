@@ -1,0 +1,286 @@
+"""The stand-in's model catalog: which models exist, what inputs they accept, what they return.
+
+This is Replicate's side of the truth, kept apart from the project's own registry on purpose: a
+mismatch between the two is exactly what the stand-in should expose (as a 422), not hide.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+VERSION_CREATED_AT = "2025-01-01T00:00:00.000000Z"
+DEFAULT_COG_VERSION = "0.14.2"
+
+
+@dataclass(frozen=True)
+class InvalidField:
+    """One problem with a prediction's input, reported the way Replicate's 422 body does."""
+
+    type: str  # "required", "enum", "type", "range", "max_items", "additional"
+    field: str  # e.g. "input.aspect_ratio"
+    description: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"type": self.type, "field": self.field, "description": self.description}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str  # "owner/name"
+    description: str
+    official: bool
+    kind: str  # "image" | "video"
+    output: str  # "single" | "list"
+    default_format: str
+    inputs: dict[str, dict[str, Any]]
+    required: tuple[str, ...]
+    latency_mean: float
+    latency_sigma: float
+    format_param: str | None = None
+    count_param: str | None = None
+    megapixels_param: str | None = None
+    cog_version: str = DEFAULT_COG_VERSION
+    version_id: str = field(default="")
+
+    @property
+    def owner(self) -> str:
+        return self.name.split("/", 1)[0]
+
+    @property
+    def short_name(self) -> str:
+        return self.name.split("/", 1)[1]
+
+    def output_format(self, values: dict[str, Any]) -> str:
+        if self.format_param and isinstance(values.get(self.format_param), str):
+            return values[self.format_param]
+        return self.default_format
+
+    def output_count(self, values: dict[str, Any]) -> int:
+        if self.output == "single":
+            return 1
+        if self.count_param and isinstance(values.get(self.count_param), int):
+            return values[self.count_param]
+        return 1
+
+    def megapixels(self, values: dict[str, Any]) -> float:
+        if self.megapixels_param and values.get(self.megapixels_param) is not None:
+            return float(values[self.megapixels_param])
+        return 1.0
+
+    def with_defaults(self, values: dict[str, Any]) -> dict[str, Any]:
+        merged = {k: spec["default"] for k, spec in self.inputs.items() if "default" in spec}
+        merged.update(values)
+        return merged
+
+
+class Catalog:
+    """All models the stand-in serves, by name and by version id."""
+
+    def __init__(self, models: list[ModelInfo]):
+        self._by_name = {m.name: m for m in models}
+        self._by_version = {m.version_id: m for m in models}
+
+    def names(self) -> list[str]:
+        return sorted(self._by_name)
+
+    def get(self, name: str) -> ModelInfo | None:
+        return self._by_name.get(name)
+
+    def by_version(self, version_id: str) -> ModelInfo | None:
+        return self._by_version.get(version_id)
+
+    def resolve_version_ref(self, ref: str) -> ModelInfo | None:
+        """A `version` field of POST /v1/predictions: a 64-hex id, owner/name:id or owner/name."""
+        if "/" in ref:
+            name, _, version_id = ref.partition(":")
+            model = self.get(name)
+            if model is None or (version_id and version_id != model.version_id):
+                return None
+            return model
+        return self.by_version(ref)
+
+
+def version_id_for(name: str) -> str:
+    # Stable across runs and processes, so a client may pin owner/name:<id> in its config.
+    return hashlib.sha256(f"replicate-sim/{name}/v1".encode()).hexdigest()
+
+
+def load_catalog(path: str | Path | None = None) -> Catalog:
+    if path is None:
+        text = resources.files("replicate_sim.data").joinpath("models.json").read_text("utf-8")
+    else:
+        text = Path(path).read_text("utf-8")
+    models = []
+    for raw in json.loads(text)["models"]:
+        models.append(
+            ModelInfo(
+                name=raw["name"],
+                description=raw.get("description", ""),
+                official=bool(raw.get("official", True)),
+                kind=raw.get("kind", "image"),
+                output=raw.get("output", "single"),
+                default_format=raw.get("default_format", "png"),
+                inputs=raw["inputs"],
+                required=tuple(raw.get("required", ["prompt"])),
+                latency_mean=float(raw.get("latency", {}).get("mean", 5.0)),
+                latency_sigma=float(raw.get("latency", {}).get("sigma", 0.3)),
+                format_param=raw.get("format_param"),
+                count_param=raw.get("count_param"),
+                megapixels_param=raw.get("megapixels_param"),
+                cog_version=raw.get("cog_version", DEFAULT_COG_VERSION),
+                version_id=version_id_for(raw["name"]),
+            )
+        )
+    return Catalog(models)
+
+
+# --- input validation ---------------------------------------------------------------------------
+
+def _type_ok(expected: str, value: Any) -> bool:
+    if expected == "string":
+        return isinstance(value, str)
+    if expected == "boolean":
+        return isinstance(value, bool)
+    if expected == "integer":
+        # JSON-schema validation, like Replicate's API gateway: 3.0 is not an integer, True is not.
+        return isinstance(value, int) and not isinstance(value, bool)
+    if expected == "number":
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if expected == "array":
+        return isinstance(value, list)
+    return True
+
+
+_JSON_TYPE_NAMES = {str: "string", bool: "boolean", int: "integer", float: "number", list: "array",
+                    dict: "object", type(None): "null"}
+
+
+def _given(value: Any) -> str:
+    return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+def _is_uri(value: str) -> bool:
+    return value.startswith(("http://", "https://", "data:"))
+
+
+def _check_value(name: str, spec: dict[str, Any], value: Any) -> list[InvalidField]:
+    path = f"input.{name}"
+    expected = spec.get("type")
+    if expected and not _type_ok(expected, value):
+        return [InvalidField("invalid_type", path,
+                             f"Invalid type. Expected: {expected}, given: {_given(value)}")]
+    if "enum" in spec and value not in spec["enum"]:
+        choices = ", ".join(json.dumps(c) for c in spec["enum"])
+        return [InvalidField("enum", path, f"{name} must be one of the following: {choices}")]
+    problems = []
+    if "minimum" in spec and value < spec["minimum"]:
+        problems.append(InvalidField("number_gte", path,
+                                     f"Must be greater than or equal to {spec['minimum']}"))
+    if "maximum" in spec and value > spec["maximum"]:
+        problems.append(InvalidField("number_lte", path,
+                                     f"Must be less than or equal to {spec['maximum']}"))
+    if spec.get("format") == "uri" and isinstance(value, str) and not _is_uri(value):
+        problems.append(InvalidField("format", path, "Does not match format 'uri'"))
+    if expected == "array":
+        if "maxItems" in spec and len(value) > spec["maxItems"]:
+            problems.append(InvalidField("array_max_items", path,
+                                         f"Array must have at most {spec['maxItems']} items"))
+        item_spec = spec.get("items") or {}
+        for i, item in enumerate(value):
+            for p in _check_value(f"{name}.{i}", item_spec, item):
+                problems.append(p)
+    return problems
+
+
+def validate_input(model: ModelInfo, values: Any, *, strict: bool = False) -> list[InvalidField]:
+    """Every problem with `values` for `model` (empty list = valid).
+
+    Unknown keys are ignored like Replicate does, unless `strict` (useful to prove that a client
+    cleans parameters a model does not take).
+    """
+    if not isinstance(values, dict):
+        return [InvalidField("invalid_type", "input", f"Invalid type. Expected: object, given: {_given(values)}")]
+    problems: list[InvalidField] = []
+    for name in model.required:
+        if values.get(name) is None:
+            problems.append(InvalidField("required", "input", f"{name} is required"))
+    for name, value in values.items():
+        spec = model.inputs.get(name)
+        if spec is None:
+            if strict:
+                problems.append(InvalidField("additional_property_not_allowed", f"input.{name}",
+                                             f"Additional property {name} is not allowed"))
+            continue
+        if value is None:
+            continue  # null means "use the default", as Cog treats it (a missing required one is reported above)
+        problems.extend(_check_value(name, spec, value))
+    return problems
+
+
+# --- OpenAPI schema as Cog publishes it -----------------------------------------------------------
+
+def openapi_schema(model: ModelInfo) -> dict[str, Any]:
+    properties: dict[str, Any] = {}
+    components: dict[str, Any] = {}
+    for order, (name, spec) in enumerate(model.inputs.items()):
+        prop = {k: v for k, v in spec.items() if k not in ("enum", "type")}
+        if "enum" in spec:
+            # Cog publishes enums as a referenced component, not inline.
+            components[name] = {"enum": spec["enum"], "type": spec.get("type", "string"),
+                                "title": name, "description": "An enumeration."}
+            prop["allOf"] = [{"$ref": f"#/components/schemas/{name}"}]
+        else:
+            prop["type"] = spec.get("type", "string")
+        prop["title"] = name.replace("_", " ").title()
+        prop["x-order"] = order
+        properties[name] = prop
+    if model.output == "list":
+        output = {"type": "array", "items": {"type": "string", "format": "uri"}, "title": "Output"}
+    else:
+        output = {"type": "string", "format": "uri", "title": "Output"}
+    schemas = {
+        "Input": {"type": "object", "title": "Input", "required": list(model.required),
+                  "properties": properties},
+        "Output": output,
+        "Status": {"enum": ["starting", "processing", "succeeded", "canceled", "failed"],
+                   "type": "string", "title": "Status", "description": "An enumeration."},
+        **components,
+    }
+    return {
+        "openapi": "3.0.2",
+        "info": {"title": "Cog", "version": "0.1.0"},
+        "paths": {},
+        "components": {"schemas": schemas},
+    }
+
+
+def version_json(model: ModelInfo) -> dict[str, Any]:
+    return {
+        "id": model.version_id,
+        "created_at": VERSION_CREATED_AT,
+        "cog_version": model.cog_version,
+        "openapi_schema": openapi_schema(model),
+    }
+
+
+def model_json(model: ModelInfo, run_count: int = 0) -> dict[str, Any]:
+    return {
+        "url": f"https://replicate.com/{model.name}",
+        "owner": model.owner,
+        "name": model.short_name,
+        "description": model.description,
+        "visibility": "public",
+        "github_url": None,
+        "paper_url": None,
+        "license_url": None,
+        "run_count": run_count,
+        "cover_image_url": None,
+        "default_example": None,
+        "is_official": model.official,
+        "latest_version": version_json(model),
+    }

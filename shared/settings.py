@@ -32,6 +32,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "FLEET_MAX_DOWNLOAD_BYTES": ("max_download_bytes", int),
     "FLEET_LOG_LEVEL": ("log_level", str),
     "FLEET_QUEUE": ("queue", str),
+    "FLEET_MODELS_FILE": ("models_file", Path),
 }
 
 
@@ -53,6 +54,7 @@ class Settings:
     max_download_bytes: int = 200 * 1024 * 1024
     log_level: str = "INFO"
     queue: str = "fleet"
+    models_file: Path | None = None  # extra model registry file layered over the built-in one
 
     @classmethod
     def load(

@@ -1,0 +1,389 @@
+"""prompts.json: the three forms, validation of every item, output paths, references, file limits."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from shared import prompts as prompts_module
+from shared.errors import InputError
+from shared.models import load_registry
+from shared.prompts import load_prompts_file, output_names, parse_prompts, slugify
+
+FLUX = "black-forest-labs/flux-dev"
+KONTEXT = "black-forest-labs/flux-kontext-max"
+NANO = "google/nano-banana"
+
+
+@pytest.fixture(scope="module")
+def registry():
+    return load_registry()
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> Path:
+    """A prompts folder with reference images, and an output root beside it."""
+    folder = tmp_path / "job"
+    (folder / "refs").mkdir(parents=True)
+    Image.new("RGB", (4, 4), "red").save(folder / "refs" / "a.png")
+    Image.new("RGB", (4, 4), "blue").save(folder / "refs" / "b.jpg")
+    Image.new("RGB", (4, 4), "green").save(folder / "refs" / "c.webp")
+    Image.new("RGB", (4, 4), "white").save(folder / "refs" / "d.png")
+    (folder / "refs" / "fake.png").write_text("not an image, only a name")
+    (tmp_path / "out").mkdir()
+    return tmp_path
+
+
+def parse(data, files: Path, registry, **kw):
+    kw.setdefault("batch_id", "b1")
+    kw.setdefault("output_root", files / "out")
+    kw.setdefault("base_dir", files / "job")
+    return parse_prompts(data, registry=registry, **kw)
+
+
+def problems_of(data, files, registry, **kw):
+    with pytest.raises(InputError) as info:
+        parse(data, files, registry, **kw)
+    return info.value.problems
+
+
+# ------------------------------------------------------------------------------- the three forms
+def test_form_1_list_of_strings_with_flags(files, registry):
+    requests = parse(["a red fox", "a blue whale"], files, registry,
+                     model="qwen-image", params={"aspect_ratio": "16:9", "num_inference_steps": "20"})
+    assert [r.prompt for r in requests] == ["a red fox", "a blue whale"]
+    assert {r.model for r in requests} == {"qwen/qwen-image"}
+    assert requests[0].params == {"aspect_ratio": "16:9", "num_inference_steps": 20, "output_format": "webp"}
+    assert [r.output for r in requests] == ["b1/0000_a-red-fox.webp", "b1/0001_a-blue-whale.webp"]
+    assert [r.id for r in requests] == ["0", "1"]
+    assert requests[0].route == (FLUX, "google/imagen-4-ultra")
+
+
+def test_form_1_without_a_model_uses_the_registry_default(files, registry):
+    (request,) = parse(["a fox"], files, registry)
+    assert request.model == request.requested_model == registry.default_model
+
+
+def test_form_2_list_of_objects(files, registry):
+    data = [
+        {"id": "city", "prompt": "a futuristic city", "model": "qwen/qwen-image",
+         "params": {"aspect_ratio": "16:9"}, "output": "covers/city.png"},
+        {"prompt": "a magical forest", "model": "google/imagen-4-ultra"},
+        {"prompt": "same character, red hair", "model": KONTEXT, "input_image": "refs/a.png"},
+        {"prompt": "fuse them", "model": NANO, "image_input": ["refs/a.png", "refs/b.jpg"]},
+    ]
+    city, forest, character, fused = parse(data, files, registry)
+    assert city.id == "city" and city.output == "covers/city.png" and city.params["output_format"] == "png"
+    assert forest.output == "b1/0001_a-magical-forest.jpg"
+    assert character.reference_images == (str((files / "job/refs/a.png").resolve()),)
+    assert fused.reference_images[1].endswith("b.jpg") and fused.model == NANO
+    assert all(r.warnings == () for r in (city, forest, character, fused))
+
+
+def test_form_3_defaults_and_items(files, registry):
+    data = {
+        "model": FLUX,
+        "params": {"aspect_ratio": "16:9", "guidance": 3, "output_format": "png"},
+        "_comment": "ignored",
+        "items": [
+            "plain",
+            {"prompt": "override", "params": {"aspect_ratio": "1:1", "guidance": None}},
+            {"prompt": "other model", "model": "qwen/qwen-image"},
+        ],
+    }
+    plain, override, other = parse(data, files, registry)
+    assert plain.params == {"aspect_ratio": "16:9", "guidance": 3.0, "output_format": "png"}
+    assert override.params == {"aspect_ratio": "1:1", "output_format": "png"}  # null removed the default
+    assert other.model == "qwen/qwen-image" and other.params["aspect_ratio"] == "16:9"
+
+
+def test_precedence_item_over_flags_over_file_defaults(files, registry):
+    data = {"model": "qwen/qwen-image", "params": {"seed": 1, "guidance": 2},
+            "items": ["a", {"prompt": "b", "model": FLUX, "params": {"seed": 3}}]}
+    a, b = parse(data, files, registry, model="google/imagen-4-ultra", params={"seed": 2})
+    assert a.model == "google/imagen-4-ultra"  # the flag beats the file's default
+    assert b.model == FLUX and b.params["seed"] == 3 and b.params["guidance"] == 2.0
+
+
+def test_seed_style_names_and_single_object(files, registry):
+    data = [{"prompt": "x", "model_name": "flux-dev", "kwargs": {"input_image": "refs/a.png", "seed": 5},
+             "output_filepath": "seed/x.jpg"}]
+    (request,) = parse(data, files, registry)
+    assert request.requested_model == FLUX and request.model == KONTEXT  # the reference moved it
+    assert request.params == {"seed": 5, "output_format": "jpg"} and request.output == "seed/x.jpg"
+    assert len(request.reference_images) == 1
+    (single,) = parse({"prompt": "one image", "model": "nano-banana"}, files, registry)
+    assert single.model == NANO
+
+
+def test_model_specific_reference_names_at_item_level(files, registry):
+    (video,) = parse([{"prompt": "pan", "model": "kwaivgi/kling-v2.1-master", "start_image": "refs/a.png",
+                       "params": {"duration": 10}}], files, registry)
+    assert video.output.endswith(".mp4") and video.reference_images[0].endswith("a.png")
+
+
+def test_reference_urls_are_kept(files, registry):
+    (request,) = parse([{"prompt": "x", "model": KONTEXT, "input_image": "https://example.com/a.png"}],
+                       files, registry)
+    assert request.reference_images == ("https://example.com/a.png",)
+
+
+def test_routing_changes_are_warnings(files, registry):
+    data = [{"prompt": "a", "model": FLUX, "image_input": ["refs/a.png", "refs/b.jpg"],
+             "params": {"num_outputs": 2, "aspect_ratio": "9:21"}}]
+    (request,) = parse(data, files, registry)
+    assert request.model == NANO and request.requested_model == FLUX
+    assert request.warnings[0] == f"routed to {NANO}: {FLUX} takes no reference image (2 given)"
+    assert "num_outputs=2 dropped" in " ".join(request.warnings)
+    assert request.params["aspect_ratio"] == "9:16"
+
+
+# ------------------------------------------------------------------------------- bad inputs
+MALFORMED = [
+    # (data, index, field, fragment of the message)
+    ([{"prompt": ""}], 0, "prompt", "prompt is empty"),
+    ([{"prompt": "   "}], 0, "prompt", "prompt is empty"),
+    ([{"model": FLUX}], 0, "prompt", "prompt is missing"),
+    ([{"prompt": 5}], 0, "prompt", "prompt must be a string"),
+    (["x" * 10_001], 0, "prompt", "the limit is 10000"),
+    ([42], 0, None, "an item must be a prompt string or an object"),
+    ([None], 0, None, "not null"),
+    ([{"prompt": "a", "modle": FLUX}], 0, "modle", "Did you mean 'model'?"),
+    ([{"prompt": "a", "aspect_ratio": "1:1"}], 0, "aspect_ratio", 'model parameters go under "params"'),
+    ([{"prompt": "a", "model": "flux-devv"}], 0, "model", "Known models:"),
+    ([{"prompt": "a", "model": 7}], 0, "model", "must be a model name"),
+    ([{"prompt": "a", "params": []}], 0, "params", "params must be an object"),
+    ([{"prompt": "a", "params": {"guidanse": 3}}], 0, "params.guidanse", "Did you mean 'guidance'?"),
+    ([{"prompt": "a", "params": {"num_outputs": 5}}], 0, "params.num_outputs", "above the maximum"),
+    ([{"prompt": "a", "params": {"aspect_ratio": "7:3"}}], 0, "params.aspect_ratio", "is not allowed"),
+    ([{"prompt": "a", "params": {"go_fast": "fast"}}], 0, "params.go_fast", "must be true or false"),
+    ([{"prompt": "a", "image_input": "refs/missing.png"}], 0, "image_input", "file not found"),
+    ([{"prompt": "a", "image_input": "refs/fake.png"}], 0, "image_input", "not an image file"),
+    ([{"prompt": "a", "image_input": "refs"}], 0, "image_input", "not a file"),
+    ([{"prompt": "a", "image_input": ["refs/a.png", 3]}], 0, "image_input[1]", "must be a file path or an http(s) URL"),
+    ([{"prompt": "a", "image_input": "ftp://host/a.png"}], 0, "image_input", "only local files and http(s) URLs"),
+    ([{"prompt": "a", "image_input": {"a": 1}}], 0, "image_input", "must be a path/URL or a list"),
+    ([{"prompt": "a", "image_input": ["refs/a.png", "refs/b.jpg", "refs/c.webp", "refs/d.png"]}], 0, "image_input",
+     "no image model takes more than 3"),
+    ([{"prompt": "a", "image_input": "refs/a.png", "input_image": "refs/b.jpg"}], 0, "input_image",
+     "given under several names"),
+    ([{"prompt": "a", "image_input": "refs/a.png", "params": {"input_image": "refs/b.jpg"}}], 0,
+     "params.input_image", "both at item level and inside params"),
+    ([{"prompt": "a", "model": "qwen-imgedit"}], 0, "image_input", "needs a reference image"),
+    ([{"prompt": "a", "model": "kwaivgi/kling-v2.1-master", "image_input": ["refs/a.png", "refs/b.jpg"]}], 0,
+     "image_input", "takes at most 1"),
+    ([{"prompt": "a", "output": "../escape.png"}], 0, "output", "must not contain '..'"),
+    ([{"prompt": "a", "output": "x/../../escape.png"}], 0, "output", "must not contain '..'"),
+    ([{"prompt": "a", "output": "/etc/escape.png"}], 0, "output", "not absolute"),
+    ([{"prompt": "a", "output": "~/escape.png"}], 0, "output", "not absolute"),
+    ([{"prompt": "a", "output": "C:/escape.png"}], 0, "output", "not absolute"),
+    ([{"prompt": "a", "output": "a\\b.png"}], 0, "output", "use '/'"),
+    ([{"prompt": "a", "output": "folder/"}], 0, "output", "names a folder"),
+    ([{"prompt": "a", "output": ""}], 0, "output", "must be a relative file path"),
+    ([{"prompt": "a", "output": 3}], 0, "output", "must be a relative file path"),
+    ([{"prompt": "a", "output": "x.gif"}], 0, "output", "extension .gif"),
+    ([{"prompt": "a", "model": KONTEXT, "output": "x.webp"}], 0, "output", "makes jpg, png"),
+    ([{"prompt": "a", "output": "x.png", "params": {"output_format": "jpg"}}], 0, "output",
+     "does not match output_format 'jpg'"),
+    ([{"prompt": "a", "id": "x"}, {"prompt": "b", "id": "x"}], 1, "id", "also the id of item 0"),
+    ([{"prompt": "a"}, {"prompt": "b", "id": "0"}], 1, "id", "also the id of item 0"),
+    ([{"prompt": "a", "id": True}], 0, "id", "must be a string or an integer"),
+    ([{"prompt": "a", "id": ""}], 0, "id", "id is empty"),
+    ([{"prompt": "a", "output": "same.png"}, {"prompt": "b", "output": "same.png"}], 1, "output",
+     "also written by item 0"),
+    ([{"prompt": "a", "output": "Same.PNG"}, {"prompt": "b", "output": "same.png"}], 1, "output",
+     "ignoring case"),
+    ([{"prompt": "a", "output": "dup.png", "params": {"num_outputs": 2}}, {"prompt": "b", "output": "dup_1.png"}],
+     1, "output", "also written by item 0"),
+    ([{"prompt": "a", "output": "./d/x.png"}, {"prompt": "b", "output": "d//x.png"}], 1, "output",
+     "also written by item 0"),
+    ({"items": "a"}, None, "items", "'items' must be a list"),
+    ({"items": []}, None, "items", "no items"),
+    ([], None, "items", "no items"),
+    ({"model": FLUX}, None, "items", "needs 'items'"),
+    ({"prompt": "shared", "items": ["a"]}, None, "prompt", "belongs in each item"),
+    ({"modle": FLUX, "items": ["a"]}, None, "modle", "Did you mean 'model'?"),
+    (5, None, None, "expected a list of prompts"),
+]
+
+
+@pytest.mark.parametrize("data, index, field, fragment", MALFORMED,
+                         ids=[f"{i}-{m[3][:30]}" for i, m in enumerate(MALFORMED)])
+def test_malformed_input_is_rejected_naming_item_and_field(files, registry, data, index, field, fragment):
+    problems = problems_of(data, files, registry)
+    matching = [p for p in problems if fragment in p.message]
+    assert matching, f"no problem mentions {fragment!r}: {problems}"
+    assert matching[0].index == index
+    assert matching[0].field == field
+    if index is not None:
+        assert str(matching[0]).startswith(f"item {index}")
+
+
+def test_every_problem_is_reported_at_once(files, registry):
+    data = [
+        {"prompt": "", "model": "nope"},
+        {"prompt": "ok"},
+        {"prompt": "b", "params": {"num_outputs": 9}, "output": "../x.png"},
+        {"prompt": "c", "image_input": "refs/missing.png", "id": "cee"},
+    ]
+    problems = problems_of(data, files, registry)
+    found = {(p.index, p.field) for p in problems}
+    assert {(0, "prompt"), (0, "model"), (2, "params.num_outputs"), (3, "image_input")} <= found
+    assert [p.index for p in problems] == sorted(p.index for p in problems)
+    assert any(p.item_id == "cee" for p in problems)
+    assert "item 3 (id 'cee'), field 'image_input'" in str(InputError(problems))
+
+
+def test_bad_batch_id(files, registry):
+    for batch_id in ("../up", "a/b", "", ".hidden"):
+        problems = problems_of(["a"], files, registry, batch_id=batch_id)
+        assert problems[0].field == "batch_id"
+
+
+# ------------------------------------------------------------------------------- outputs
+def test_symlink_escape_is_rejected(files, registry, tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    os.symlink(outside, files / "out" / "link")
+    problems = problems_of([{"prompt": "a", "output": "link/x.png"}], files, registry)
+    assert problems[0].field == "output" and "through a symbolic link" in problems[0].message
+    # a file symlink pointing outside is an escape too
+    os.symlink(outside / "target.png", files / "out" / "file.png")
+    problems = problems_of([{"prompt": "a", "output": "file.png"}], files, registry, overwrite=True)
+    assert "through a symbolic link" in problems[0].message
+
+
+def test_symlink_inside_the_root_is_fine(files, registry):
+    (files / "out" / "real").mkdir()
+    os.symlink(files / "out" / "real", files / "out" / "alias")
+    (request,) = parse([{"prompt": "a", "output": "alias/x.png"}], files, registry)
+    assert request.output == "alias/x.png"
+    # ... but the same file through two names is a collision
+    problems = problems_of([{"prompt": "a", "output": "alias/x.png"}, {"prompt": "b", "output": "real/x.png"}],
+                           files, registry)
+    assert problems[0].index == 1 and "also written by item 0" in problems[0].message
+
+
+def test_existing_files_need_overwrite(files, registry):
+    (files / "out" / "b1").mkdir()
+    (files / "out" / "b1" / "0000_a.webp").write_bytes(b"old")
+    problems = problems_of(["a"], files, registry)
+    assert "already exists" in problems[0].message and problems[0].field == "output"
+    (request,) = parse(["a"], files, registry, overwrite=True)
+    assert request.output == "b1/0000_a.webp"
+    (files / "out" / "folder.png").mkdir()
+    problems = problems_of([{"prompt": "a", "output": "folder.png"}], files, registry, overwrite=True)
+    assert "existing folder" in problems[0].message
+
+
+def test_output_under_a_file_is_rejected(files, registry):
+    (files / "out" / "plain").write_text("x")
+    problems = problems_of([{"prompt": "a", "output": "plain/x.png"}], files, registry)
+    assert "is a file, not a folder" in problems[0].message
+
+
+def test_extension_and_format(files, registry):
+    a, b, c, d = parse([
+        {"prompt": "a", "output": "a"},  # no extension: the model's default format
+        {"prompt": "b", "output": "b", "params": {"output_format": "jpg"}},
+        {"prompt": "c", "output": "c.jpeg"},  # the extension decides the format
+        {"prompt": "d", "output": "v1.2"},  # not a media extension: one is added
+    ], files, registry)
+    assert (a.output, a.params["output_format"]) == ("a.webp", "webp")
+    assert (b.output, b.params["output_format"]) == ("b.jpg", "jpg")
+    assert (c.output, c.params["output_format"]) == ("c.jpeg", "jpg")
+    assert d.output == "v1.2.webp"
+
+
+def test_default_outputs_and_names():
+    assert slugify("A red fox, in the SNOW!") == "a-red-fox-in-the-snow"
+    assert slugify("一只猫") == "item"
+    assert slugify("Crème brûlée") == "creme-brulee"
+    assert len(slugify("word " * 40)) <= 40
+    assert output_names("b/x.png", 3) == ["b/x.png", "b/x_1.png", "b/x_2.png"]
+    assert output_names("b.d/x", 2) == ["b.d/x", "b.d/x_1"]
+
+
+# ------------------------------------------------------------------------------- the file
+def test_load_prompts_file_and_relative_references(files, registry, monkeypatch):
+    path = files / "job" / "prompts.json"
+    path.write_text(json.dumps([{"prompt": "x", "model": KONTEXT, "input_image": "refs/a.png"}]))
+    data = load_prompts_file(path)
+    assert data.source_dir == path.parent.resolve()
+    monkeypatch.chdir(files)  # the current directory does not matter: the file's folder does
+    (request,) = parse_prompts(data, batch_id="b1", output_root=files / "out", registry=registry)
+    assert request.reference_images == (str((files / "job/refs/a.png").resolve()),)
+
+
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        ('[\n  "a",\n  "b"\n  "c"\n]', "line 4, column 3"),
+        ('{"items": [\n"a",\n]}', "line 3, column 1"),
+        ("", "the file is empty"),
+        ("   \n", "the file is empty"),
+        ('[{"prompt": "a", "prompt": "b"}]', "duplicate key(s) 'prompt'"),
+        ('[{"prompt": "a", "params": {"guidance": NaN}}]', "NaN is not valid JSON"),
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ("12", "expected a list of prompts"),
+    ],
+)
+def test_load_prompts_file_errors(tmp_path, content, fragment):
+    path = tmp_path / "p.json"
+    path.write_text(content)
+    with pytest.raises(InputError) as info:
+        load_prompts_file(path)
+    assert fragment in str(info.value)
+    assert str(path) in str(info.value)
+
+
+def test_load_prompts_file_limits_and_encoding(tmp_path):
+    with pytest.raises(InputError, match="file not found"):
+        load_prompts_file(tmp_path / "none.json")
+    with pytest.raises(InputError, match="is a folder"):
+        load_prompts_file(tmp_path)
+    big = tmp_path / "big.json"
+    big.write_text(json.dumps(["x" * 100] * 20))
+    with pytest.raises(InputError, match="MB limit for one prompts file"):
+        load_prompts_file(big, max_bytes=1000)
+    latin = tmp_path / "latin.json"
+    latin.write_bytes('["caf\xe9"]'.encode("latin-1"))
+    with pytest.raises(InputError, match="not UTF-8"):
+        load_prompts_file(latin)
+    bom = tmp_path / "bom.json"
+    bom.write_bytes('["café"]'.encode("utf-8-sig"))
+    assert load_prompts_file(bom) == ["café"]
+    single = tmp_path / "single.json"
+    single.write_text('"a lone prompt"')
+    assert load_prompts_file(single) == ["a lone prompt"]
+
+
+def test_item_cap(files, registry, monkeypatch):
+    monkeypatch.setattr(prompts_module, "MAX_ITEMS", 5)
+    with pytest.raises(InputError, match="6 items is above the limit of 5"):
+        parse(["a"] * 6, files, registry)
+
+
+def test_a_large_batch_parses_quickly_enough(files, registry):
+    """10k items: no quadratic work (caches for folders and reference images)."""
+    data = {"model": FLUX, "items": [{"prompt": f"prompt {i}", "id": f"i{i}"} for i in range(10_000)]}
+    requests = parse(data, files, registry)
+    assert len(requests) == 10_000 and requests[-1].output == "b1/9999_prompt-9999.webp"
+    assert len({r.output.casefold() for r in requests}) == 10_000
+
+
+def test_examples_parse(registry, tmp_path):
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    paths = sorted(examples.glob("prompts*.json"))
+    assert paths, "examples/prompts*.json are missing"
+    for path in paths:
+        requests = parse_prompts(load_prompts_file(path), batch_id="ex", output_root=tmp_path,
+                                 registry=registry)
+        assert requests, path
+    main = parse_prompts(load_prompts_file(examples / "prompts.json"), batch_id="ex", output_root=tmp_path,
+                         registry=registry)
+    assert 5 <= len(main) <= 10
+    assert all(not r.reference_images and registry.get(r.model).price <= 0.03 for r in main)

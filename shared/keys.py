@@ -40,3 +40,19 @@ class Keys:
 
     def claim(self, batch_id: str, index: int, attempt: int) -> str:
         return f"{self.prefix}:claim:{batch_id}:{index}:{attempt}"
+
+    def prediction_owner(self, prediction_id: str) -> str:
+        """Which (batch, item, attempt) a prediction belongs to, so reconciliation never adopts
+        another item's prediction with an identical input."""
+        return f"{self.prefix}:prediction:{prediction_id}"
+
+    def uploads(self, batch_id: str, index: int) -> str:
+        """Reference files already uploaded for an item (path -> URL): retries reuse them, so
+        the input (and the duplicate check) stays the same across attempts."""
+        return f"{self.prefix}:batch:{batch_id}:uploads:{index}"
+
+    # --- worker statistics ---------------------------------------------------------------------
+    @property
+    def model_latency(self) -> str:
+        """Hash model -> smoothed prediction duration in seconds (first poll is timed by it)."""
+        return f"{self.prefix}:latency"

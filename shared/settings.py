@@ -31,6 +31,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "FLEET_MAX_TRANSIENT_RETRIES": ("max_transient_retries", int),
     "FLEET_MAX_DOWNLOAD_BYTES": ("max_download_bytes", int),
     "FLEET_LOG_LEVEL": ("log_level", str),
+    "FLEET_LOG_JSON": ("log_json", lambda raw: raw.strip().lower() in ("1", "true", "yes", "on")),
     "FLEET_QUEUE": ("queue", str),
     "FLEET_MODELS_FILE": ("models_file", Path),
 }
@@ -53,6 +54,7 @@ class Settings:
     max_transient_retries: int = 8
     max_download_bytes: int = 200 * 1024 * 1024
     log_level: str = "INFO"
+    log_json: bool = False  # one JSON object per line instead of key=value
     queue: str = "fleet"
     models_file: Path | None = None  # extra model registry file layered over the built-in one
 

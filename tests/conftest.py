@@ -50,7 +50,8 @@ def redis_client(redis_url: str, key_prefix: str):
 
 
 def delete_prefix(client: redis.Redis, prefix: str) -> None:
-    for pattern in (f"{prefix}*", f"{{{prefix}*"):
+    # our keys, the limiter's hash-tagged keys, and kombu's bindings of this test's queue
+    for pattern in (f"{prefix}*", f"{{{prefix}*", f"_kombu.binding*.{prefix}*"):
         batch = []
         for key in client.scan_iter(match=pattern, count=1000):
             batch.append(key)

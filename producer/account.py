@@ -1,0 +1,80 @@
+"""`producer init`: check a Replicate token against GET /v1/account, then store it in `.env`.
+
+The token only ever travels in the Authorization header and into the file (mode 600, written
+through a temporary file and a rename so a crash never leaves a half-written `.env`). Messages
+name the account, never the token.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import requests
+
+from shared.errors import ConfigError, InputError, Problem, ReplicateCallError
+
+DEFAULT_BASE_URL = "https://api.replicate.com"
+
+
+def check_token(token: str, base_url: str | None = None, *, timeout: float = 10.0) -> dict:
+    """The account JSON (`username`, `type`, ...) for a valid token; InputError when rejected."""
+    token = (token or "").strip()
+    if not token:
+        raise InputError(Problem("the token is empty", field="REPLICATE_API_TOKEN"))
+    if any(c.isspace() for c in token):
+        raise InputError(Problem("the token contains whitespace", field="REPLICATE_API_TOKEN"))
+    url = (base_url or DEFAULT_BASE_URL).rstrip("/") + "/v1/account"
+    try:
+        response = requests.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
+    except requests.RequestException as exc:
+        # The exception text holds the URL only; the header is not part of it.
+        raise ReplicateCallError(f"cannot reach {url}: {type(exc).__name__}") from None
+    if response.status_code in (401, 403):
+        raise InputError(Problem(f"{url} rejected the token (HTTP {response.status_code})",
+                                 field="REPLICATE_API_TOKEN"))
+    if response.status_code != 200:
+        raise ReplicateCallError(f"{url} answered HTTP {response.status_code}", status=response.status_code)
+    try:
+        return response.json()
+    except ValueError:
+        raise ReplicateCallError(f"{url} did not answer JSON") from None
+
+
+_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=")
+
+
+def write_env(path: str | os.PathLike, values: dict[str, str]) -> Path:
+    """Set `values` in the dotenv file at `path` (other lines kept), mode 600."""
+    path = Path(path)
+    lines = path.read_text().splitlines() if path.is_file() else []
+    remaining = dict(values)
+    out: list[str] = []
+    for line in lines:
+        match = _LINE.match(line)
+        if match and match.group(1) in values:
+            name = match.group(1)
+            if name in remaining:
+                out.append(f"{name}={_quote(remaining.pop(name))}")
+            continue  # a duplicate of a key we set: drop it
+        out.append(line)
+    out += [f"{name}={_quote(value)}" for name, value in remaining.items()]
+    fd, tmp = tempfile.mkstemp(prefix=".env.", dir=path.parent)  # created with mode 600
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write("\n".join(out) + "\n")
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _quote(value: str) -> str:
+    if "\n" in value:
+        raise ConfigError("values in .env cannot contain newlines")
+    if re.fullmatch(r"[A-Za-z0-9_./:@+-]*", value):
+        return value
+    return "'" + value.replace("'", "\\'") + "'"

@@ -1,0 +1,427 @@
+"""The producer's Python API; the CLI (producer/cli.py) is a thin layer over it.
+
+    from producer import submit, generate
+    batch = submit("prompts.json", settings=Settings.load())
+    batch.wait(progress=True)
+    for record in batch.results(): ...
+
+    paths = generate("a red fox in snow", "black-forest-labs/flux-dev", settings=settings,
+                     aspect_ratio="16:9")
+
+Everything is validated before anything is written: a bad input raises InputError listing every
+problem, and neither Redis nor the disk has changed.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from shared.errors import FleetError, InputError, NoWorkerError, Problem, ReplicateCallError
+from shared.keys import Keys
+from shared.redis_conn import connect
+from shared.request import ImageRequest
+from shared.settings import Settings
+
+from producer.progress import Reporter, Snapshot, make_reporter, snapshot_from_info
+
+_BATCH_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+# How long `wait` gives workers to answer a ping, and how long without any progress before it
+# asks again (a fleet that died mid-batch is reported instead of waited on forever).
+WORKER_PING_SECONDS = 2.0
+WORKER_RECHECK_SECONDS = 30.0
+
+
+# --- batch ids ----------------------------------------------------------------------------------
+def new_batch_id() -> str:
+    """The ledger's id format (b-YYYYMMDD-<6 hex>), so every tool names batches alike."""
+    from shared.ledger import new_batch_id as ledger_batch_id
+
+    return ledger_batch_id()
+
+
+def check_batch_id(batch_id: str) -> str:
+    # It becomes a Redis key part and a directory name under OUTPUT_DIR.
+    if not isinstance(batch_id, str) or not _BATCH_ID.match(batch_id):
+        raise InputError(Problem(
+            f"batch id {batch_id!r} must be 1-64 letters, digits, '.', '_' or '-', starting with a "
+            "letter or digit", field="batch_id"))
+    return batch_id
+
+
+# --- the pieces other helpers provide, imported when first needed --------------------------------
+def _ledger(settings: Settings, client=None):
+    from shared.ledger import Ledger
+
+    return Ledger(client if client is not None else connect(settings), Keys(settings.key_prefix))
+
+
+def _registry(registry=None):
+    if registry is not None:
+        return registry
+    from shared.models import load_registry
+
+    return load_registry()
+
+
+def load_source(source: Any) -> Any:
+    """A path (str or PathLike) is read as prompts.json; anything else is already-loaded data
+    (a list of prompt strings, a list of items, or an object with defaults and `items`)."""
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise InputError(Problem(f"{str(path)!r} is not a readable file", field="FILE"))
+        from shared.prompts import load_prompts_file
+
+        return load_prompts_file(path)
+    if isinstance(source, (list, tuple)):
+        return list(source)
+    if isinstance(source, dict):
+        return source
+    raise InputError(Problem(f"expected a file path, a list or an object, not {type(source).__name__}",
+                             field="source"))
+
+
+def validate(source: Any, *, settings: Settings, model: str | None = None, params: dict | None = None,
+             batch_id: str | None = None, overwrite: bool = False, registry=None) -> list[ImageRequest]:
+    """Parse, validate and route every item; InputError with every problem. Writes nothing."""
+    from shared.prompts import parse_prompts
+
+    batch_id = check_batch_id(batch_id) if batch_id is not None else new_batch_id()
+    data = load_source(source)
+    return parse_prompts(data, batch_id=batch_id, output_root=Path(settings.output_dir),
+                         registry=_registry(registry), model=model, params=dict(params or {}),
+                         overwrite=overwrite)
+
+
+# --- the batch handle ---------------------------------------------------------------------------
+class Batch:
+    """A submitted batch (or, with dry_run, the plan of one). Cheap to create; every method reads
+    the current state from Redis."""
+
+    def __init__(self, batch_id: str, settings: Settings, *, requests: Sequence[ImageRequest] | None = None,
+                 created: bool = True, dry_run: bool = False, registry=None):
+        self.id = batch_id
+        self.settings = settings
+        self.requests = list(requests) if requests is not None else None
+        # False when the batch id existed already (nothing was enqueued) or for a dry run.
+        self.created = created
+        self.dry_run = dry_run
+        self.registry = registry
+        self._ledger_obj = None
+
+    def __repr__(self) -> str:
+        return f"Batch({self.id!r}{', dry_run' if self.dry_run else ''})"
+
+    @property
+    def ledger(self):
+        if self.dry_run:
+            raise FleetError(f"batch {self.id} is a dry run: nothing was recorded")
+        if self._ledger_obj is None:
+            self._ledger_obj = _ledger(self.settings)
+        return self._ledger_obj
+
+    # --- reading -------------------------------------------------------------------------------
+    def info(self):
+        info = self.ledger.batch(self.id)
+        if info is None:
+            raise InputError(Problem(f"no batch {self.id!r} in Redis (prefix {self.settings.key_prefix!r}); "
+                                     "`producer list` shows the recent ones", field="BATCH"))
+        return info
+
+    def status(self, *, with_slots: bool = True) -> Snapshot:
+        """Counts by state, rate, elapsed, ETA (one ledger read) and the account's slots."""
+        return snapshot_from_info(self.info(), limiter_status=_limiter_status_or_none(self.settings)
+                                  if with_slots else None)
+
+    def results(self) -> list[dict[str, Any]]:
+        """The manifest records, one per item, in submission order."""
+        self.info()
+        return [item.to_result() for item in self.ledger.items(self.id)]
+
+    def write_manifest(self) -> Path:
+        return Path(self.ledger.write_manifest(self.id))
+
+    @property
+    def output_root(self) -> Path:
+        root = getattr(self.info(), "output_root", None)
+        return Path(root) if root else Path(self.settings.output_dir)
+
+    def output_paths(self, record: dict[str, Any]) -> list[Path]:
+        root = self.output_root
+        return [Path(p) if Path(p).is_absolute() else root / p for p in record.get("outputs") or []]
+
+    # --- acting --------------------------------------------------------------------------------
+    def cancel(self) -> int:
+        """Flags the batch canceled: pending items become canceled at once, workers cancel the
+        running predictions. Returns how many items the ledger canceled now."""
+        self.info()
+        return int(self.ledger.cancel_batch(self.id))
+
+    def retry(self) -> list[int]:
+        """Failed items back to pending and enqueued again; returns their indexes."""
+        from workers.dispatch import enqueue_items
+
+        self.info()
+        indexes = list(self.ledger.reset_failed(self.id))
+        if indexes:
+            enqueue_items(self.settings, self.id, [self.ledger.request(self.id, i) for i in indexes])
+        return indexes
+
+    def wait(self, progress: Any = None, timeout: float | None = None, *, poll_interval: float = 1.0,
+             check_workers: bool = True, interval: float = 10.0) -> Snapshot:
+        """Block until every item is terminal (or `timeout` seconds passed: check `.finished` on the
+        returned snapshot). `progress`: see producer.progress.make_reporter.
+
+        Raises NoWorkerError within a few seconds when unfinished work has no worker consuming
+        the queue. Ctrl-C (KeyboardInterrupt) propagates; the batch keeps running either way.
+        """
+        reporter: Reporter | None = make_reporter(progress, interval=interval)
+        ledger = self.ledger
+        limiter = _limiter_or_none(self.settings)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pinger: _WorkerWatch | None = None  # started only if there is something left to wait for
+        snap: Snapshot | None = None
+        try:
+            last_done, last_change = -1, time.monotonic()
+            while True:
+                snap = snapshot_from_info(self._info_from(ledger), limiter_status=_safe_status(limiter))
+                if reporter is not None:
+                    reporter.update(snap)
+                if snap.finished:
+                    break
+                if pinger is None:
+                    pinger = _WorkerWatch(self.settings, enabled=check_workers)
+                now = time.monotonic()
+                if snap.done != last_done:
+                    last_done, last_change = snap.done, now
+                pinger.poll(stalled_for=now - last_change, batch_id=self.id)
+                if deadline is not None and now >= deadline:
+                    break
+                time.sleep(poll_interval if deadline is None else max(min(poll_interval, deadline - now), 0))
+        finally:
+            if pinger is not None:
+                pinger.close()
+            if reporter is not None:
+                reporter.close(snap)
+            if limiter is not None:
+                _close_quietly(limiter)
+        return snap
+
+    def _info_from(self, ledger):
+        info = ledger.batch(self.id)
+        if info is None:
+            raise InputError(Problem(f"no batch {self.id!r}", field="BATCH"))
+        return info
+
+
+class _WorkerWatch:
+    """Asks Celery in the background whether any worker consumes the queue: at the start, and
+    again whenever the batch has made no progress for WORKER_RECHECK_SECONDS."""
+
+    def __init__(self, settings: Settings, *, enabled: bool):
+        self.settings = settings
+        self.enabled = enabled
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="worker-ping") if enabled else None
+        self._future = self._ping() if enabled else None
+        self._last_ping = time.monotonic()
+
+    def _ping(self):
+        from workers.dispatch import workers_alive
+
+        return self._pool.submit(workers_alive, self.settings, WORKER_PING_SECONDS)
+
+    def poll(self, *, stalled_for: float, batch_id: str) -> None:
+        if not self.enabled:
+            return
+        if self._future is not None and self._future.done():
+            names = self._future.result()
+            self._future = None
+            if not names:
+                raise NoWorkerError(
+                    f"no worker is consuming queue {self.settings.queue!r}; batch {batch_id} is recorded "
+                    f"and queued. Start one (celery -A workers worker -Q {self.settings.queue}), "
+                    f"then run: producer wait {batch_id}")
+        if self._future is None and stalled_for >= WORKER_RECHECK_SECONDS \
+                and time.monotonic() - self._last_ping >= WORKER_RECHECK_SECONDS:
+            self._future = self._ping()
+            self._last_ping = time.monotonic()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+# --- module-level API ----------------------------------------------------------------------------
+def submit(source: Any, *, settings: Settings, model: str | None = None, params: dict | None = None,
+           batch_id: str | None = None, overwrite: bool = False, substitute_on_failure: bool = False,
+           dry_run: bool = False, registry=None) -> Batch:
+    """Validate every item, then record the batch and enqueue one task per item.
+
+    source: a path to prompts.json, or the loaded data (a list of prompt strings, a list of
+    items, or an object with shared defaults and `items`).
+    Raises InputError (every problem; nothing written). Resubmitting an existing batch id
+    enqueues nothing new and returns the existing batch with `.created == False`.
+    """
+    explicit_id = batch_id is not None
+    batch_id = check_batch_id(batch_id) if explicit_id else new_batch_id()
+    registry = _registry(registry)
+    try:
+        requests = validate(source, settings=settings, model=model, params=params, batch_id=batch_id,
+                            overwrite=overwrite, registry=registry)
+    except InputError:
+        # The same batch submitted again (a retry after a crash, a second click): its own outputs
+        # exist by now, which is not a problem for a submission that enqueues nothing.
+        if not explicit_id or dry_run or not _batch_exists(settings, batch_id):
+            raise
+        requests = validate(source, settings=settings, model=model, params=params, batch_id=batch_id,
+                            overwrite=True, registry=registry)
+    if dry_run:
+        return Batch(batch_id, settings, requests=requests, created=False, dry_run=True, registry=registry)
+
+    ledger = _ledger(settings)  # RedisUnavailableError before anything else is imported or written
+    from workers.dispatch import enqueue_items
+
+    options = {"substitute_on_failure": bool(substitute_on_failure), "overwrite": bool(overwrite),
+               "model": model, "params": dict(params or {})}
+    created = ledger.create_batch(batch_id, requests, output_root=str(Path(settings.output_dir).resolve()),
+                                  options=options)
+    if created:
+        enqueue_items(settings, batch_id, requests)
+    else:
+        _check_same_items(ledger, batch_id, requests)
+    batch = Batch(batch_id, settings, requests=requests, created=created, registry=registry)
+    batch._ledger_obj = ledger
+    return batch
+
+
+def _batch_exists(settings: Settings, batch_id: str) -> bool:
+    try:
+        return _ledger(settings).batch(batch_id) is not None
+    except FleetError:
+        return False  # Redis down: the input problems are what the user must see
+
+
+def _check_same_items(ledger, batch_id: str, requests: Sequence[ImageRequest]) -> None:
+    """A resubmission must be the same batch; another input under a used id is a mistake."""
+    recorded = [(item.request.id, item.request.prompt, item.request.requested_model)
+                for item in ledger.items(batch_id)]
+    given = [(r.id, r.prompt, r.requested_model) for r in requests]
+    if recorded != given:
+        differ = next((i for i, (a, b) in enumerate(zip(recorded, given)) if a != b), min(len(recorded), len(given)))
+        raise InputError(Problem(
+            f"batch {batch_id!r} exists already with other items ({len(recorded)} recorded, {len(given)} given; "
+            f"first difference at item {differ}); nothing was enqueued. Choose another --batch-id",
+            field="batch_id"))
+
+
+def open_batch(batch_id: str, settings: Settings) -> Batch:
+    """A handle on an existing batch; InputError if Redis has no such batch."""
+    batch = Batch(check_batch_id(batch_id), settings)
+    batch.info()
+    return batch
+
+
+def list_batches(settings: Settings, limit: int = 20) -> list:
+    """The most recent batches (ledger BatchInfo objects), newest first."""
+    return list(_ledger(settings).list_batches(limit=limit))
+
+
+def limits_status(settings: Settings):
+    """The limiter's LimiterStatus (limit, in use, waiters, holders, window counts, pause)."""
+    limiter = _limiter(settings)
+    try:
+        return limiter.status()
+    finally:
+        _close_quietly(limiter)
+
+
+def set_limits(settings: Settings, *, concurrency: int | None = None, create_limit: int | None = None,
+               read_limit: int | None = None, window: float | None = None):
+    """Change the account-wide limits for every host at once; returns the new status."""
+    if all(v is None for v in (concurrency, create_limit, read_limit, window)):
+        raise InputError(Problem("give at least one of concurrency, create_limit, read_limit, window",
+                                 field="limits"))
+    limiter = _limiter(settings)
+    try:
+        try:
+            limiter.set_limits(concurrency=concurrency, create_limit=create_limit, read_limit=read_limit,
+                               window=window)
+        except ValueError as exc:
+            raise InputError(Problem(str(exc), field="limits")) from exc
+        return limiter.status()
+    finally:
+        _close_quietly(limiter)
+
+
+def generate(prompt: str, model: str, *, settings: Settings, output: str | os.PathLike | None = None,
+             timeout: float | None = None, progress: Any = None, registry=None, **params: Any) -> list[Path]:
+    """One image (or video), blocking: submit a batch of one, wait, return the output paths.
+
+    `image_input=[...]` / `input_image=...` are reference images; other keyword arguments are the
+    model's parameters. Raises ReplicateCallError when the item did not succeed (with the last
+    attempt's error), NoWorkerError when no worker runs, InputError for bad input.
+    """
+    item: dict[str, Any] = {"prompt": prompt, "model": model}
+    for ref in ("image_input", "input_image"):
+        if ref in params:
+            item[ref] = params.pop(ref)
+    if params:
+        item["params"] = params
+    if output is not None:
+        item["output"] = os.fspath(output)
+    batch = submit([item], settings=settings, registry=registry)
+    snap = batch.wait(progress=progress, timeout=timeout)
+    if not snap.finished and snap.done < snap.total:
+        raise FleetError(f"batch {batch.id} did not finish within {timeout} s; it keeps running "
+                         f"(producer wait {batch.id})")
+    record = batch.results()[0]
+    if record.get("status") != "succeeded":
+        raise ReplicateCallError(f"{model}: image {record.get('status')}: {record.get('error') or 'no output'}")
+    return batch.output_paths(record)
+
+
+# --- limiter helpers -----------------------------------------------------------------------------
+def _limiter(settings: Settings, client=None):
+    from shared.limiter import Limiter
+
+    return Limiter(client if client is not None else connect(settings), keys=Keys(settings.key_prefix),
+                   settings=settings)
+
+
+def _limiter_or_none(settings: Settings):
+    """Progress shows slots when the limiter is available; waiting must not depend on it."""
+    try:
+        return _limiter(settings)
+    except (ImportError, FleetError):
+        return None
+
+
+def _limiter_status_or_none(settings: Settings):
+    limiter = _limiter_or_none(settings)
+    if limiter is None:
+        return None
+    try:
+        return _safe_status(limiter)
+    finally:
+        _close_quietly(limiter)
+
+
+def _safe_status(limiter):
+    if limiter is None:
+        return None
+    try:
+        return limiter.status()
+    except Exception:  # noqa: BLE001 - slots are decoration on the progress line
+        return None
+
+
+def _close_quietly(limiter) -> None:
+    try:
+        limiter.close()
+    except Exception:  # noqa: BLE001
+        pass

@@ -1,0 +1,531 @@
+"""`producer`: submit batches, follow them, read results, adjust the account-wide limits.
+
+A thin layer over producer.api; this module only parses options, prints and picks exit codes.
+
+Exit codes: 0 every item succeeded (or the command did what it was asked), 1 some item failed,
+was canceled or substituted (or another error), 2 bad input or usage, 3 Redis unreachable or
+no worker consuming the queue, 130 stopped waiting with Ctrl-C (the batch keeps running).
+"""
+from __future__ import annotations
+
+import getpass
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import redis
+
+from shared.errors import (ConfigError, FleetError, InputError, NoWorkerError, Problem,
+                           RedisUnavailableError)
+from shared.settings import Settings
+
+from producer import api
+from producer.params import split_params
+from producer.progress import Snapshot, format_counts, format_duration
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_BAD_INPUT, EXIT_UNAVAILABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0  every item succeeded (or the command did what it was asked)
+  1  some item failed, was canceled or substituted
+  2  bad input or usage (every problem is listed, one per line)
+  3  Redis cannot be reached, or no worker consumes the queue
+  130  stopped waiting with Ctrl-C (the batch keeps running)"""
+
+
+class FleetGroup(click.Group):
+    """Turns the project's errors into one clear line each and the documented exit codes, for
+    every subcommand (also under click's CliRunner)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except InputError as exc:
+            for problem in exc.problems:
+                click.echo(f"error: {problem}", err=True)
+            if len(exc.problems) > 1:
+                click.echo(f"{len(exc.problems)} problems; nothing was enqueued or written.", err=True)
+            ctx.exit(EXIT_BAD_INPUT)
+        except ConfigError as exc:
+            click.echo(f"error: configuration: {exc}", err=True)
+            ctx.exit(EXIT_BAD_INPUT)
+        except (RedisUnavailableError, NoWorkerError) as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(EXIT_UNAVAILABLE)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            click.echo(f"error: cannot reach Redis: {exc}", err=True)
+            ctx.exit(EXIT_UNAVAILABLE)
+        except FleetError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(EXIT_SOME_FAILED)
+
+
+class Context:
+    def __init__(self, redis_url: str | None, env_file: str):
+        self.redis_url = redis_url
+        self.env_file = env_file
+
+    def settings(self, **overrides: Any) -> Settings:
+        return Settings.load({"redis_url": self.redis_url, **overrides}, dotenv_path=self.env_file)
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+@click.group(cls=FleetGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+             epilog=EXIT_CODES_HELP)
+@click.option("--redis-url", metavar="URL", help="Redis of the fleet (default: REDIS_URL from the "
+              "environment or .env, else redis://127.0.0.1:6379/0).")
+@click.option("--env-file", default=".env", show_default=True, metavar="PATH",
+              help="dotenv file read under the environment.")
+@click.pass_context
+def cli(ctx: click.Context, redis_url: str | None, env_file: str) -> None:
+    """Generate images with Replicate on a fleet of Celery workers that share one account-wide
+    concurrency and rate limit.
+
+    \b
+    Quick start:
+      producer init                          # store and check REPLICATE_API_TOKEN in .env
+      producer submit prompts.json --wait    # validate, enqueue, follow with a progress bar
+      producer results BATCH --json          # one record per image: status, model, files, attempts
+    """
+    ctx.obj = Context(redis_url, env_file)
+
+
+# --- submit -------------------------------------------------------------------------------------
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--model", "-m", metavar="OWNER/NAME", help="Model for items that name none (required for a "
+              "list of prompt strings).")
+@click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE",
+              help="Model parameter for every item (items override); repeatable. Values are JSON when "
+                   "they parse (2, true, [\"a.png\"]), text otherwise (16:9).")
+@click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Root of every output file (default OUTPUT_DIR, ./output).")
+@click.option("--batch-id", metavar="ID", help="Name the batch (default: time-based). Submitting the same "
+              "id again enqueues nothing new.")
+@click.option("--wait", "-w", is_flag=True, help="Follow the batch until it ends; exit 1 if any item failed.")
+@click.option("--json", "as_json", is_flag=True, help='Machine output: the last line is {"batch": ID, "items": N}.')
+@click.option("--dry-run", is_flag=True, help="Validate, print the routing plan and the estimated cost; "
+              "record and enqueue nothing.")
+@click.option("--overwrite", is_flag=True, help="Allow replacing files that exist already.")
+@click.option("--substitute-on-failure", is_flag=True, help="Write the black 1600x900 substitute for items "
+              "that fail on every model (marked `substituted`, never `succeeded`).")
+@pass_context
+def submit(obj: Context, file: str, model: str | None, params: tuple[str, ...], output_dir: Path | None,
+           batch_id: str | None, wait: bool, as_json: bool, dry_run: bool, overwrite: bool,
+           substitute_on_failure: bool) -> None:
+    """Validate FILE (prompts.json), record a batch and enqueue one task per image.
+
+    Every item is checked first; any problem is reported (item, id and field), exit 2, and
+    nothing is enqueued or written.
+
+    \b
+    FILE is one of:
+      ["a red fox", "a blue whale"]                       with --model and --param
+      [{"prompt": "...", "model": "...", "params": {...}, "image_input": [...], "output": "x.png", "id": "x"}]
+      {"model": "...", "params": {...}, "items": [...]}   shared defaults, items override
+
+    \b
+    Examples:
+      producer submit prompts.json --wait
+      producer submit prompts.json --dry-run
+      producer submit names.json -m black-forest-labs/flux-dev -p aspect_ratio=16:9 -p num_outputs=1
+      producer submit prompts.json --batch-id catalog-v2 --json
+    """
+    settings = obj.settings(output_dir=output_dir)
+    param_values, param_problems = split_params(params)
+    if param_problems:
+        # Report these together with everything else wrong in the input (validation writes nothing).
+        try:
+            api.validate(file, settings=settings, model=model, params=param_values, batch_id=batch_id,
+                         overwrite=overwrite)
+        except InputError as exc:
+            raise InputError(param_problems + exc.problems) from None
+        raise InputError(param_problems)
+    batch = api.submit(file, settings=settings, model=model, params=param_values, batch_id=batch_id,
+                       overwrite=overwrite, substitute_on_failure=substitute_on_failure, dry_run=dry_run)
+    requests = batch.requests or []
+    if not dry_run or as_json:  # the plan lists the warnings itself
+        _print_warnings(requests)
+    if dry_run:
+        _print_plan(batch, as_json)
+        return
+    err = as_json  # with --json, stdout carries only JSON
+    if batch.created:
+        click.echo(f"batch {batch.id}: {len(requests)} items queued on {settings.queue!r}", err=err)
+    else:
+        click.echo(f"batch {batch.id} exists already: nothing new was enqueued. Follow it with "
+                   f"`producer wait {batch.id}`; `producer retry {batch.id}` re-enqueues failed items.",
+                   err=True)
+    if not wait:
+        if not as_json:
+            click.echo(f"follow it: producer wait {batch.id}   results: producer results {batch.id} --json")
+        else:
+            click.echo(json.dumps({"batch": batch.id, "items": len(requests)}))
+        return
+    snap = _wait(batch, progress_stream=sys.stderr if as_json else sys.stdout, as_json=as_json)
+    if as_json:
+        click.echo(json.dumps({"batch": batch.id, "items": len(requests), "counts": snap.counts,
+                               "finished": snap.finished}))
+    sys.exit(_outcome(snap))
+
+
+def _print_warnings(requests) -> None:
+    for request in requests:
+        for warning in getattr(request, "warnings", ()) or ():
+            click.echo(f"warning: item {request.index} (id {request.id!r}): {warning}", err=True)
+
+
+def _print_plan(batch: api.Batch, as_json: bool) -> None:
+    from shared.routing import describe_plan, estimate_cost
+
+    requests = batch.requests or []
+    if as_json:
+        cost = estimate_cost(requests, batch.registry)
+        click.echo(json.dumps({"batch": batch.id, "items": len(requests), "dry_run": True,
+                               "estimated_cost_usd": round(cost, 4),
+                               "plan": [r.to_dict() for r in requests]}))
+        return
+    plan = describe_plan(requests, batch.registry)
+    click.echo(plan if isinstance(plan, str) else "\n".join(plan))
+    click.echo("Dry run: nothing was recorded or enqueued.")
+
+
+# --- following a batch ------------------------------------------------------------------------------
+def _wait(batch: api.Batch, *, progress_stream, as_json: bool = False) -> Snapshot:
+    try:
+        snap = batch.wait(progress=progress_stream)
+    except KeyboardInterrupt:
+        click.echo(f"stopped waiting; batch {batch.id} keeps running (nothing was canceled). "
+                   f"Resume with: producer wait {batch.id}", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    manifest = _manifest_quietly(batch)
+    out = sys.stderr if as_json else sys.stdout
+    verdict = "all succeeded" if snap.all_succeeded else format_counts(snap.counts)
+    click.echo(f"batch {batch.id} finished in {format_duration(snap.elapsed)}: {snap.total} items, {verdict}",
+               file=out)
+    if manifest is not None:
+        click.echo(f"files under {batch.output_root}; manifest {manifest}", file=out)
+    if not snap.all_succeeded:
+        click.echo(f"details: producer results {batch.id}" + (f"; retry failed items: producer retry {batch.id}"
+                                                               if snap.failed else ""), file=out)
+    return snap
+
+
+def _manifest_quietly(batch: api.Batch) -> Path | None:
+    try:
+        return batch.write_manifest()
+    except (FleetError, OSError, AttributeError) as exc:
+        click.echo(f"warning: could not write the manifest: {exc}", err=True)
+        return None
+
+
+def _outcome(snap: Snapshot) -> int:
+    return EXIT_OK if snap.all_succeeded else EXIT_SOME_FAILED
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.argument("batch_id", metavar="BATCH")
+@click.option("--json", "as_json", is_flag=True, help="Progress on stderr, a JSON summary on stdout.")
+@pass_context
+def wait(obj: Context, batch_id: str, as_json: bool) -> None:
+    """Follow BATCH until every item is done: a live bar on a terminal, a line every 10 s
+    otherwise. Ctrl-C stops waiting; the batch keeps running.
+
+    \b
+    Examples:
+      producer wait 20250101-120000-ab12
+      producer wait catalog-v2 > progress.log
+    """
+    batch = api.open_batch(batch_id, obj.settings())
+    snap = _wait(batch, progress_stream=sys.stderr if as_json else sys.stdout, as_json=as_json)
+    if as_json:
+        click.echo(json.dumps({"batch": batch.id, **snap.to_dict()}))
+    sys.exit(_outcome(snap))
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.argument("batch_id", metavar="BATCH")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@pass_context
+def status(obj: Context, batch_id: str, as_json: bool) -> None:
+    """Counts by state, rate, elapsed time and ETA of BATCH.
+
+    \b
+    Examples:
+      producer status 20250101-120000-ab12
+      producer status catalog-v2 --json | jq .counts
+    """
+    batch = api.open_batch(batch_id, obj.settings())
+    info = batch.info()
+    snap = batch.status()
+    if as_json:
+        click.echo(json.dumps({**snap.to_dict(), "created_at": getattr(info, "created_at", None),
+                               "output_root": getattr(info, "output_root", None)}))
+        return
+    state = "finished" if snap.finished else ("canceled, finishing" if snap.canceled else "running")
+    click.echo(f"batch {snap.batch_id}: {state}")
+    click.echo(f"  created  {_when(getattr(info, 'created_at', None))}   output {getattr(info, 'output_root', '?')}")
+    click.echo(f"  items    {snap.total}: {format_counts(snap.counts, keep_zero=('succeeded', 'failed'))}")
+    rate = "-" if snap.per_minute is None else f"{snap.per_minute:.1f} images/min"
+    eta = "" if snap.finished else f", ETA {format_duration(snap.eta)}"
+    click.echo(f"  rate     {rate}, elapsed {format_duration(snap.elapsed)}{eta}")
+    if snap.slots_limit:
+        click.echo(f"  slots    {snap.slots_in_use}/{snap.slots_limit} in use account-wide")
+
+
+def _when(timestamp: Any) -> str:
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(timestamp)))
+    except (TypeError, ValueError):
+        return "?"
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.argument("batch_id", metavar="BATCH")
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines: one manifest record per item.")
+@pass_context
+def results(obj: Context, batch_id: str, as_json: bool) -> None:
+    """One record per item of BATCH, in submission order: status, the model that produced it,
+    output files, every attempt and the error.
+
+    \b
+    Examples:
+      producer results 20250101-120000-ab12
+      producer results catalog-v2 --json | jq -r 'select(.status=="failed") | .id'
+    """
+    batch = api.open_batch(batch_id, obj.settings())
+    records = batch.results()
+    if as_json:
+        for record in records:
+            click.echo(json.dumps(record, default=str))
+        return
+    click.echo(f"{'index':>5}  {'id':<20}  {'status':<11}  {'model':<36}  files / error")
+    for record in records:
+        outputs = ", ".join(str(p) for p in record.get("outputs") or [])
+        detail = outputs if record.get("status") in ("succeeded", "substituted") else (record.get("error") or "")
+        click.echo(f"{record.get('index'):>5}  {str(record.get('id'))[:20]:<20}  {record.get('status'):<11}  "
+                   f"{record.get('model') or record.get('requested_model') or '':<36}  {detail}")
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.argument("batch_id", metavar="BATCH")
+@pass_context
+def cancel(obj: Context, batch_id: str) -> None:
+    """Cancel BATCH: queued items are marked canceled at once, running predictions are canceled
+    at Replicate by the workers and their slots freed.
+
+    \b
+    Example:
+      producer cancel 20250101-120000-ab12
+    """
+    batch = api.open_batch(batch_id, obj.settings())
+    count = batch.cancel()
+    click.echo(f"batch {batch.id} canceled: {count} queued items canceled; running predictions are "
+               "being canceled by the workers (producer status shows when they are done).")
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.argument("batch_id", metavar="BATCH")
+@click.option("--wait", "-w", is_flag=True, help="Follow the batch afterwards.")
+@pass_context
+def retry(obj: Context, batch_id: str, wait: bool) -> None:
+    """Re-enqueue the failed items of BATCH (only those).
+
+    \b
+    Examples:
+      producer retry 20250101-120000-ab12
+      producer retry catalog-v2 --wait
+    """
+    batch = api.open_batch(batch_id, obj.settings())
+    indexes = batch.retry()
+    if indexes:
+        shown = ", ".join(map(str, indexes[:20])) + (" ..." if len(indexes) > 20 else "")
+        click.echo(f"batch {batch.id}: {len(indexes)} failed items enqueued again (items {shown})")
+    else:
+        click.echo(f"batch {batch.id}: no failed items to retry")
+    if wait:
+        sys.exit(_outcome(_wait(batch, progress_stream=sys.stdout)))
+
+
+@cli.command("list", epilog=EXIT_CODES_HELP)
+@click.option("--limit", "-n", default=20, show_default=True, help="How many batches.")
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines, one batch per line.")
+@pass_context
+def list_(obj: Context, limit: int, as_json: bool) -> None:
+    """The most recent batches, newest first.
+
+    \b
+    Example:
+      producer list -n 5
+    """
+    from producer.progress import snapshot_from_info
+
+    infos = api.list_batches(obj.settings(), limit=limit)
+    if not infos:
+        if not as_json:
+            click.echo("no batches yet")
+        return
+    for info in infos:
+        snap = snapshot_from_info(info)
+        if as_json:
+            click.echo(json.dumps({**snap.to_dict(), "created_at": getattr(info, "created_at", None)}))
+        else:
+            state = "done" if snap.finished else "running"
+            click.echo(f"{info.id:<28} {_when(getattr(info, 'created_at', None))}  {state:<7} "
+                       f"{snap.done}/{snap.total}  {format_counts(snap.counts)}")
+
+
+# --- limits -------------------------------------------------------------------------------------
+@cli.group(invoke_without_command=True, epilog=EXIT_CODES_HELP)
+@click.option("--json", "as_json", is_flag=True, help="The full status as JSON.")
+@click.pass_context
+def limits(ctx: click.Context, as_json: bool) -> None:
+    """Show the account-wide limiter: slots in use, waiters, holders, creations and reads in
+    the current window, an active pause.
+
+    \b
+    Examples:
+      producer limits
+      producer limits --json | jq .holders
+      producer limits set --concurrency 20 --create-limit 300
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    status_ = api.limits_status(ctx.find_object(Context).settings())
+    _print_limits(status_, as_json)
+
+
+def _print_limits(status_: Any, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(status_.to_dict(), default=str))
+        return
+    s = status_
+    click.echo(f"slots      {s.in_use}/{s.limit} in use, {s.free} free, {s.waiters} waiting, "
+               f"utilisation {s.utilisation:.0%}")
+    click.echo(f"creations  {s.creations_in_window}/{s.create_limit} in the last {s.window:g} s")
+    click.echo(f"reads      {s.reads_in_window}/{s.read_limit} in the last {s.window:g} s")
+    if s.pause_seconds_left:
+        click.echo(f"paused     creations paused for {s.pause_seconds_left:.1f} s more"
+                   + (f" ({s.pause_reason})" if s.pause_reason else ""))
+    if s.holders:
+        click.echo("holders    host  pid  task  prediction  held for")
+        for h in s.holders:
+            held = "?" if h.held_for is None else f"{h.held_for:.1f}s"
+            click.echo(f"  {h.host}  {h.pid}  {h.task_id or '-'}  {h.prediction_id or '-'}  {held}"
+                       + (f"  ({h.model}, batch {h.batch_id} item {h.index})" if h.batch_id else ""))
+
+
+@limits.command("set", epilog=EXIT_CODES_HELP)
+@click.option("--concurrency", type=click.IntRange(min=1), help="Predictions in flight account-wide.")
+@click.option("--create-limit", type=click.IntRange(min=1), help="Creations per window.")
+@click.option("--read-limit", type=click.IntRange(min=1), help="Other API calls per window.")
+@click.option("--window", type=click.FloatRange(min=0, min_open=True), help="Window length in seconds.")
+@click.option("--json", "as_json", is_flag=True, help="Print the new status as JSON.")
+@pass_context
+def limits_set(obj: Context, concurrency: int | None, create_limit: int | None, read_limit: int | None,
+               window: float | None, as_json: bool) -> None:
+    """Change the limits for every host at once, without restarting workers. Shrinking lets
+    current holders finish and admits no one until in use is under the new limit.
+
+    \b
+    Examples:
+      producer limits set --concurrency 10
+      producer limits set --create-limit 300 --window 60
+    """
+    if all(v is None for v in (concurrency, create_limit, read_limit, window)):
+        raise click.UsageError("give at least one of --concurrency, --create-limit, --read-limit, --window")
+    status_ = api.set_limits(obj.settings(), concurrency=concurrency, create_limit=create_limit,
+                             read_limit=read_limit, window=window)
+    _print_limits(status_, as_json)
+
+
+# --- init ---------------------------------------------------------------------------------------
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.option("--token-stdin", is_flag=True, help="Read the token from standard input (for scripts).")
+@click.option("--base-url", metavar="URL", help="API base (default REPLICATE_BASE_URL, else Replicate); "
+              "stored in .env when given.")
+@click.pass_context
+def init(ctx: click.Context, token_stdin: bool, base_url: str | None) -> None:
+    """Check a Replicate API token against GET /v1/account and store it in .env (mode 600).
+    The token is asked for without echo and never printed.
+
+    \b
+    Examples:
+      producer init
+      printf %s "$TOKEN" | producer init --token-stdin
+      producer init --base-url http://127.0.0.1:8787     # the stand-in
+    """
+    from producer.account import check_token, write_env
+
+    obj = ctx.find_object(Context)
+    if token_stdin:
+        token = sys.stdin.readline().strip()
+    else:
+        if not sys.stdin.isatty():
+            raise click.UsageError("no terminal to ask for the token: pipe it with --token-stdin")
+        token = getpass.getpass("Replicate API token (input hidden): ").strip()
+    if not token:
+        raise InputError(Problem("no token given", field="REPLICATE_API_TOKEN"))
+    url = base_url
+    if url is None:
+        try:
+            url = Settings.load(dotenv_path=obj.env_file).replicate_base_url
+        except ConfigError:
+            url = None
+    account = check_token(token, url)
+    values = {"REPLICATE_API_TOKEN": token}
+    if base_url:
+        values["REPLICATE_BASE_URL"] = base_url
+    path = write_env(obj.env_file, values)
+    who = account.get("username") or account.get("name") or "?"
+    click.echo(f"token accepted for account {who!r} ({account.get('type', 'account')}); "
+               f"saved in {path} (mode 600)")
+
+
+# --- services other helpers built (thin wrappers) ---------------------------------------------------
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.option("--port", default=5555, show_default=True)
+@click.option("--basic-auth", envvar="FLOWER_BASIC_AUTH", metavar="USER:PASS",
+              help="Required (or FLOWER_BASIC_AUTH); Flower never runs without auth.")
+@click.option("--persistent", "persistent_path", type=click.Path(dir_okay=False), help="Keep task history here.")
+@pass_context
+def flower(obj: Context, port: int, basic_auth: str | None, persistent_path: str | None) -> None:
+    """Run Flower against the fleet's broker, with basic auth.
+
+    \b
+    Example:
+      FLOWER_BASIC_AUTH=admin:secret producer flower --port 5555
+    """
+    from producer.flower import run_flower
+
+    sys.exit(run_flower(obj.settings(), port, basic_auth, persistent_path))
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.option("--port", default=9808, show_default=True)
+@click.option("--addr", default="0.0.0.0", show_default=True)
+@pass_context
+def metrics(obj: Context, port: int, addr: str) -> None:
+    """Serve Prometheus metrics (limiter, batches) read from Redis at each scrape.
+
+    \b
+    Example:
+      producer metrics --port 9808
+    """
+    from producer.metrics_server import serve_metrics
+
+    serve_metrics(obj.settings(), port, addr=addr)
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli.main(args=argv, prog_name="producer")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,260 @@
+"""Progress of a batch: one snapshot from the ledger's counters, rendered as a live bar on a
+terminal or as plain periodic lines in logs and pipes.
+
+A snapshot costs one ledger read (the per-status counters kept with every transition) and,
+optionally, one limiter status read; never one read per item.
+"""
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Mapping, TextIO
+
+# Order in which the counts are shown everywhere.
+STATUSES = ("succeeded", "substituted", "failed", "canceled", "running", "pending")
+TERMINAL = ("succeeded", "substituted", "failed", "canceled")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Where a batch stands, computed from one ledger read."""
+
+    batch_id: str
+    total: int
+    counts: dict[str, int]
+    elapsed: float  # seconds since the batch was created (or finished, for a finished batch)
+    finished: bool
+    canceled: bool = False
+    slots_in_use: int | None = None  # account-wide, from the limiter
+    slots_limit: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def done(self) -> int:
+        return sum(self.counts.get(s, 0) for s in TERMINAL)
+
+    @property
+    def succeeded(self) -> int:
+        return self.counts.get("succeeded", 0)
+
+    @property
+    def failed(self) -> int:
+        return self.counts.get("failed", 0)
+
+    @property
+    def running(self) -> int:
+        return self.counts.get("running", 0)
+
+    @property
+    def queued(self) -> int:
+        # Items not yet terminal nor running; computed so an item is never shown twice or lost.
+        return max(self.total - self.done - self.running, 0)
+
+    @property
+    def all_succeeded(self) -> bool:
+        return self.finished and self.succeeded == self.total
+
+    @property
+    def per_minute(self) -> float | None:
+        """Finished images per minute since the batch started; None before the first one."""
+        if self.done == 0 or self.elapsed <= 0:
+            return None
+        return self.done / self.elapsed * 60.0
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left at the current rate; 0 when finished, None when unknown."""
+        if self.finished:
+            return 0.0
+        rate = self.per_minute
+        if not rate:
+            return None
+        return (self.total - self.done) / rate * 60.0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("extra")
+        data.update(
+            done=self.done,
+            queued=self.queued,
+            per_minute=None if self.per_minute is None else round(self.per_minute, 2),
+            eta_seconds=None if self.eta is None else round(self.eta, 1),
+            elapsed=round(self.elapsed, 1),
+        )
+        return data
+
+
+def snapshot_from_info(info: Any, *, now: float | None = None, limiter_status: Any = None) -> Snapshot:
+    """A Snapshot from a ledger BatchInfo (attributes per the ledger contract)."""
+    now = time.time() if now is None else now
+    counts = {str(k): int(v) for k, v in (getattr(info, "counts", None) or {}).items()}
+    start = _num(getattr(info, "created_at", None)) or now
+    total = int(info.total)
+    done = sum(counts.get(s, 0) for s in TERMINAL)
+    # Every item terminal is the definition of finished (the ledger's flag follows it).
+    finished = bool(getattr(info, "finished", False)) or done >= total
+    end = _num(getattr(info, "finished_at", None)) if finished else None
+    slots_in_use = slots_limit = None
+    if limiter_status is not None:
+        slots_in_use = int(getattr(limiter_status, "in_use", 0))
+        slots_limit = int(getattr(limiter_status, "limit", 0))
+    return Snapshot(
+        batch_id=str(info.id),
+        total=total,
+        counts=counts,
+        elapsed=max((end or now) - start, 0.0),
+        finished=finished,
+        canceled=bool(getattr(info, "canceled", False)),
+        slots_in_use=slots_in_use,
+        slots_limit=slots_limit,
+    )
+
+
+def _num(value: Any) -> float | None:
+    try:
+        return float(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+# --- formatting -------------------------------------------------------------------------------
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def format_counts(counts: Mapping[str, int], *, keep_zero: tuple[str, ...] = ()) -> str:
+    parts = [f"{s} {counts.get(s, 0)}" for s in STATUSES if counts.get(s, 0) or s in keep_zero]
+    parts += [f"{k} {v}" for k, v in counts.items() if k not in STATUSES and v]
+    return ", ".join(parts) or "nothing yet"
+
+
+def _tail(snap: Snapshot) -> str:
+    rate = "-" if snap.per_minute is None else f"{snap.per_minute:.1f}"
+    parts = [f"{rate} img/min", f"ETA {format_duration(snap.eta)}" if not snap.finished
+             else f"took {format_duration(snap.elapsed)}"]
+    if snap.slots_limit:
+        parts.append(f"slots {snap.slots_in_use}/{snap.slots_limit}")
+    return " | ".join(parts)
+
+
+def format_line(snap: Snapshot) -> str:
+    """One self-contained line for logs and pipes."""
+    others = ""
+    for name in ("substituted", "canceled"):
+        if snap.counts.get(name):
+            others += f" {name} {snap.counts[name]}"
+    return (f"batch {snap.batch_id}: {snap.done}/{snap.total} done (ok {snap.succeeded}, "
+            f"failed {snap.failed}{others}), running {snap.running}, queued {snap.queued} | {_tail(snap)}")
+
+
+def format_bar(snap: Snapshot, width: int = 80, *, unicode: bool = True) -> str:
+    """The live bar for a terminal, fitted to `width` columns."""
+    full, empty = ("█", "░") if unicode else ("#", "-")
+    text = (f" {snap.done}/{snap.total}  ok {snap.succeeded}  failed {snap.failed}  "
+            f"running {snap.running}  queued {snap.queued} | {_tail(snap)}")
+    bar_width = max(min(30, width - len(text) - 3), 5)
+    filled = int(bar_width * snap.done / snap.total) if snap.total else bar_width
+    line = f"[{full * filled}{empty * (bar_width - filled)}]{text}"
+    return line[: max(width - 1, 10)]
+
+
+# --- reporters --------------------------------------------------------------------------------
+class Reporter:
+    """Receives snapshots while waiting; `close` is called once at the end (also on Ctrl-C)."""
+
+    def update(self, snap: Snapshot) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def close(self, snap: Snapshot | None) -> None:
+        pass
+
+
+class TerminalReporter(Reporter):
+    """Redraws one line in place (carriage return + erase to end of line)."""
+
+    def __init__(self, stream: TextIO):
+        self.stream = stream
+        encoding = (getattr(stream, "encoding", None) or "").lower()
+        self.unicode = "utf" in encoding
+        self._drawn = False
+
+    def update(self, snap: Snapshot) -> None:
+        width = shutil.get_terminal_size((100, 24)).columns
+        self.stream.write("\r\x1b[K" + format_bar(snap, width, unicode=self.unicode))
+        self.stream.flush()
+        self._drawn = True
+
+    def close(self, snap: Snapshot | None) -> None:
+        if snap is not None:
+            self.update(snap)
+        if self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+class LineReporter(Reporter):
+    """Plain lines: one every `interval` seconds, plus one whenever the batch ends, so logs stay
+    short for long batches yet always show the final state."""
+
+    def __init__(self, stream: TextIO, interval: float = 10.0, clock: Callable[[], float] = time.monotonic):
+        self.stream = stream
+        self.interval = interval
+        self.clock = clock
+        self._last_time: float | None = None
+        self._last_line: str | None = None
+
+    def update(self, snap: Snapshot) -> None:
+        now = self.clock()
+        if self._last_time is None or now - self._last_time >= self.interval or snap.finished:
+            self._emit(snap)
+            self._last_time = now
+
+    def close(self, snap: Snapshot | None) -> None:
+        if snap is not None:
+            self._emit(snap)
+
+    def _emit(self, snap: Snapshot) -> None:
+        line = format_line(snap)
+        if line != self._last_line:  # the final update and close() would repeat it otherwise
+            self.stream.write(line + "\n")
+            self.stream.flush()
+            self._last_line = line
+
+
+class CallbackReporter(Reporter):
+    def __init__(self, callback: Callable[[Snapshot], None]):
+        self.callback = callback
+
+    def update(self, snap: Snapshot) -> None:
+        self.callback(snap)
+
+
+def make_reporter(progress: Any, *, interval: float = 10.0) -> Reporter | None:
+    """What `Batch.wait(progress=...)` accepts: None/False (silent), True or "auto" (a bar when
+    stderr is a terminal, plain lines otherwise), a stream (same choice for that stream),
+    a Reporter, or a callable taking a Snapshot."""
+    if progress is None or progress is False:
+        return None
+    if isinstance(progress, Reporter):
+        return progress
+    if progress is True or progress == "auto":
+        progress = sys.stderr
+    if hasattr(progress, "write"):
+        isatty = getattr(progress, "isatty", None)
+        if isatty is not None and isatty():
+            return TerminalReporter(progress)
+        return LineReporter(progress, interval=interval)
+    if callable(progress):
+        return CallbackReporter(progress)
+    raise TypeError(f"progress must be None, True, a stream, a Reporter or a callable, not {progress!r}")

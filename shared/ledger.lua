@@ -1,0 +1,196 @@
+-- The batch ledger's state changes, one script so every change is atomic with its counters.
+--
+-- Layout (see ledger.py): the batch hash holds the batch fields and one counter per status
+-- ("n:<status>"); each item hash holds "status", "attempt" (the current attempt number),
+-- "current_model", the request JSON, the outcome fields, and one "att:<n>" JSON record per attempt.
+-- Time always comes from Redis (TIME) so every host writes comparable timestamps.
+--
+-- ARGV[1] is the operation; the rest depends on it (documented per function).
+
+local TERMINAL = { succeeded = true, failed = true, canceled = true, substituted = true }
+local STATUSES = { "pending", "running", "succeeded", "failed", "canceled", "substituted" }
+
+local function now()
+  local t = redis.call("TIME")
+  return tonumber(t[1]) + tonumber(t[2]) / 1e6
+end
+
+local function terminal_count(batch)
+  local n = 0
+  for status, _ in pairs(TERMINAL) do
+    n = n + tonumber(redis.call("HGET", batch, "n:" .. status) or "0")
+  end
+  return n
+end
+
+-- Sets finished_at when every item is terminal; returns 1 the first time that happens.
+local function check_finished(batch, t)
+  local total = tonumber(redis.call("HGET", batch, "total") or "0")
+  if terminal_count(batch) >= total and redis.call("HEXISTS", batch, "finished_at") == 0 then
+    redis.call("HSET", batch, "finished_at", string.format("%.6f", t))
+    return 1
+  end
+  return 0
+end
+
+local function move(batch, item, from, to)
+  if from ~= to then
+    redis.call("HINCRBY", batch, "n:" .. from, -1)
+    redis.call("HINCRBY", batch, "n:" .. to, 1)
+    redis.call("HSET", item, "status", to)
+  end
+end
+
+-- Merge `update` (a decoded JSON object) into the attempt record att:<n>. started_at is kept once
+-- set; when the update carries a final status, `seconds` is filled from started_at.
+local function merge_attempt(item, n, update, t)
+  local field = "att:" .. n
+  local raw = redis.call("HGET", item, field)
+  local record = raw and cjson.decode(raw) or { attempt = tonumber(n) }
+  for k, v in pairs(update) do
+    if not (k == "started_at" and record.started_at ~= nil and record.started_at ~= cjson.null) then
+      record[k] = v
+    end
+  end
+  if record.started_at == nil or record.started_at == cjson.null then
+    record.started_at = t
+  end
+  if update.final then
+    record.seconds = math.floor((t - tonumber(record.started_at)) * 1000 + 0.5) / 1000
+    record.final = nil
+  end
+  redis.call("HSET", item, field, cjson.encode(record))
+end
+
+-- create: KEYS = batches zset, batch hash, item hash x N
+-- ARGV[2] batch id, ARGV[3] output_root, ARGV[4] options JSON, ARGV[5..] one JSON per item:
+--   {"request": <ImageRequest JSON string>, "model": first model}
+local function create()
+  local batch = KEYS[2]
+  if redis.call("EXISTS", batch) == 1 then
+    return 0
+  end
+  local t = now()
+  local total = #ARGV - 4
+  redis.call("HSET", batch, "id", ARGV[2], "created_at", string.format("%.6f", t), "total", total,
+    "output_root", ARGV[3], "options", ARGV[4], "canceled", "0")
+  for _, status in ipairs(STATUSES) do
+    redis.call("HSET", batch, "n:" .. status, 0)
+  end
+  redis.call("HSET", batch, "n:pending", total)
+  for i = 1, total do
+    local spec = cjson.decode(ARGV[4 + i])
+    redis.call("DEL", KEYS[2 + i])
+    redis.call("HSET", KEYS[2 + i], "status", "pending", "attempt", 1, "base_attempt", 1,
+      "current_model", spec.model, "request", spec.request)
+  end
+  if total == 0 then
+    redis.call("HSET", batch, "finished_at", string.format("%.6f", t))
+  end
+  redis.call("ZADD", KEYS[1], t, ARGV[2])
+  return 1
+end
+
+-- transition: KEYS = batch hash, item hash
+-- ARGV[2] new status, ARGV[3] allowed current statuses (comma list, "" = any non-terminal),
+-- ARGV[4] expected current attempt ("" = any), ARGV[5] item fields JSON (string values; JSON null
+-- deletes the field), ARGV[6] attempt number ("" = none), ARGV[7] attempt update JSON.
+-- Returns {changed 0|1, status before, batch finished now 0|1, current attempt}.
+local function transition()
+  local batch, item = KEYS[1], KEYS[2]
+  local cur = redis.call("HGET", item, "status")
+  if not cur then
+    return { 0, "missing", 0, 0 }
+  end
+  local attempt = redis.call("HGET", item, "attempt") or "0"
+  if TERMINAL[cur] then
+    return { 0, cur, 0, tonumber(attempt) }
+  end
+  if ARGV[3] ~= "" then
+    local ok = false
+    for allowed in string.gmatch(ARGV[3], "[^,]+") do
+      if allowed == cur then ok = true end
+    end
+    if not ok then
+      return { 0, cur, 0, tonumber(attempt) }
+    end
+  end
+  if ARGV[4] ~= "" and ARGV[4] ~= attempt then
+    return { 0, cur, 0, tonumber(attempt) }
+  end
+  local t = now()
+  local new = ARGV[2]
+  move(batch, item, cur, new)
+  if new == "running" then
+    redis.call("HSETNX", batch, "started_at", string.format("%.6f", t))
+  end
+  local fields = cjson.decode(ARGV[5])
+  for k, v in pairs(fields) do
+    if v == cjson.null then
+      redis.call("HDEL", item, k)
+    else
+      redis.call("HSET", item, k, tostring(v))
+    end
+  end
+  if ARGV[6] ~= "" then
+    merge_attempt(item, ARGV[6], cjson.decode(ARGV[7]), t)
+  end
+  local finished = 0
+  if TERMINAL[new] then
+    redis.call("HSET", item, "finished_at", string.format("%.6f", t))
+    finished = check_finished(batch, t)
+  end
+  return { 1, cur, finished, tonumber(redis.call("HGET", item, "attempt") or "0") }
+end
+
+-- cancel: KEYS = batch hash, item hash x N. Flags the batch; pending items become canceled now,
+-- running ones are canceled by their workers. Returns {items canceled now, batch finished now}.
+local function cancel()
+  local batch = KEYS[1]
+  if redis.call("EXISTS", batch) == 0 then
+    return { -1, 0 }
+  end
+  local t = now()
+  redis.call("HSET", batch, "canceled", "1")
+  redis.call("HSETNX", batch, "canceled_at", string.format("%.6f", t))
+  local n = 0
+  for i = 2, #KEYS do
+    local item = KEYS[i]
+    if redis.call("HGET", item, "status") == "pending" then
+      move(batch, item, "pending", "canceled")
+      redis.call("HSET", item, "error", "batch canceled", "finished_at", string.format("%.6f", t))
+      n = n + 1
+    end
+  end
+  return { n, check_finished(batch, t) }
+end
+
+-- reset: KEYS = batch hash, item hash x N. Failed items go back to pending with a fresh attempt
+-- number and the first model of their route (ARGV[2..] = that model per item, same order).
+-- Returns the positions (1-based in KEYS[2..]) that were reset.
+local function reset()
+  local batch = KEYS[1]
+  local done = {}
+  for i = 2, #KEYS do
+    local item = KEYS[i]
+    if redis.call("HGET", item, "status") == "failed" then
+      local next_attempt = tonumber(redis.call("HGET", item, "attempt") or "0") + 1
+      move(batch, item, "failed", "pending")
+      redis.call("HSET", item, "attempt", next_attempt, "base_attempt", next_attempt,
+        "current_model", ARGV[i])
+      redis.call("HDEL", item, "error", "model", "outputs", "finished_at")
+      table.insert(done, i - 1)
+    end
+  end
+  if #done > 0 then
+    redis.call("HDEL", batch, "finished_at")
+  end
+  return done
+end
+
+local op = ARGV[1]
+if op == "create" then return create() end
+if op == "transition" then return transition() end
+if op == "cancel" then return cancel() end
+if op == "reset" then return reset() end
+return redis.error_reply("unknown ledger op " .. tostring(op))

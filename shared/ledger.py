@@ -1,0 +1,354 @@
+"""The batch ledger: every batch and item's state in Redis, the result store of the fleet.
+
+Celery results are ignored; this ledger is what `producer status/results` read and what workers
+write. Every state change runs in one Lua script (ledger.lua) together with the per-status
+counters, so a batch's progress is one HGETALL, and terminal states are final: a late or
+duplicate execution can never turn `succeeded` into `failed`.
+
+Layout under the key prefix (shared.keys.Keys):
+- `batches` (zset batch id -> created_at) for listing;
+- `batch:<id>` (hash) batch fields + `n:<status>` counters;
+- `batch:<id>:item:<i>` (hash) status, current attempt/model, request JSON, outcome, and one
+  `att:<n>` JSON record per attempt (model, prediction_id, status, error, seconds).
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import redis
+
+from shared.keys import Keys
+from shared.request import ImageRequest
+
+STATUSES = ("pending", "running", "succeeded", "failed", "canceled", "substituted")
+TERMINAL = frozenset({"succeeded", "failed", "canceled", "substituted"})
+
+_LUA = (Path(__file__).with_name("ledger.lua")).read_text()
+
+
+def new_batch_id(now: float | None = None) -> str:
+    """Short, sortable by day, readable: b-20261122-ab12cd."""
+    day = time.strftime("%Y%m%d", time.gmtime(now if now is not None else time.time()))
+    return f"b-{day}-{secrets.token_hex(3)}"
+
+
+@dataclass
+class AttemptRecord:
+    attempt: int
+    model: str | None = None
+    prediction_id: str | None = None
+    status: str | None = None  # running, succeeded, failed, canceled, retry (transient, retried)
+    error: str | None = None
+    seconds: float | None = None
+    started_at: float | None = None  # Unix time (Redis clock)
+    kind: str | None = None  # error class: transient, permanent, local, canceled
+
+    @classmethod
+    def from_json(cls, raw: str) -> "AttemptRecord":
+        data = json.loads(raw)
+        known = {k: data.get(k) for k in cls.__dataclass_fields__ if k in data}
+        known["attempt"] = int(data.get("attempt") or 0)
+        return cls(**known)
+
+    def to_result(self) -> dict[str, Any]:
+        return {
+            "attempt": self.attempt,
+            "model": self.model,
+            "prediction_id": self.prediction_id,
+            "status": self.status,
+            "error": self.error,
+            "seconds": self.seconds,
+        }
+
+
+@dataclass
+class ItemRecord:
+    index: int
+    request: ImageRequest
+    status: str
+    attempt: int  # the current (latest) attempt number
+    current_model: str  # the model the current attempt uses
+    model: str | None = None  # the model that produced the output
+    outputs: list[str] = field(default_factory=list)
+    error: str | None = None
+    attempts: list[AttemptRecord] = field(default_factory=list)
+    base_attempt: int = 1  # first attempt since the last reset (transient retries count from here)
+    finished_at: float | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    def to_result(self) -> dict[str, Any]:
+        """The manifest / `producer results --json` record."""
+        return {
+            "index": self.index,
+            "id": self.request.id,
+            "prompt": self.request.prompt,
+            "requested_model": self.request.requested_model,
+            "model": self.model,
+            "status": self.status,
+            "outputs": list(self.outputs),
+            "attempts": [a.to_result() for a in self.attempts],
+            "error": self.error,
+        }
+
+
+@dataclass
+class BatchInfo:
+    id: str
+    created_at: float
+    total: int
+    output_root: str
+    options: dict[str, Any]
+    canceled: bool
+    counts: dict[str, int]
+    finished: bool
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def done(self) -> int:
+        return sum(self.counts.get(s, 0) for s in TERMINAL)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Ledger:
+    """Thread-safe (redis-py clients are); one per process is plenty."""
+
+    def __init__(self, redis_client: redis.Redis, keys: Keys):
+        self.redis = redis_client
+        self.keys = keys
+        self._script = redis_client.register_script(_LUA)
+
+    # --- batches --------------------------------------------------------------------------------
+    def create_batch(self, batch_id: str, requests: list[ImageRequest], *, output_root: str,
+                     options: dict | None = None) -> bool:
+        """Record a batch and its items, all or nothing. False (nothing changed) if the id exists."""
+        keys = [self.keys.batches, self.keys.batch(batch_id)]
+        keys += [self.keys.item(batch_id, r.index) for r in requests]
+        if sorted(r.index for r in requests) != list(range(len(requests))):
+            raise ValueError("request indexes must be 0..N-1")
+        args = ["create", batch_id, str(output_root), json.dumps(options or {})]
+        args += [json.dumps({"request": json.dumps(r.to_dict()), "model": r.model}) for r in requests]
+        return int(self._script(keys=keys, args=args)) == 1
+
+    def batch(self, batch_id: str) -> BatchInfo | None:
+        raw = self.redis.hgetall(self.keys.batch(batch_id))
+        return _batch_info(raw) if raw else None
+
+    def list_batches(self, limit: int = 20) -> list[BatchInfo]:
+        """Newest first."""
+        ids = self.redis.zrevrange(self.keys.batches, 0, max(limit, 1) - 1)
+        pipe = self.redis.pipeline(transaction=False)
+        for batch_id in ids:
+            pipe.hgetall(self.keys.batch(batch_id))
+        return [_batch_info(raw) for raw in pipe.execute() if raw]
+
+    def is_canceled(self, batch_id: str) -> bool:
+        return self.redis.hget(self.keys.batch(batch_id), "canceled") == "1"
+
+    def options(self, batch_id: str) -> dict[str, Any]:
+        raw = self.redis.hget(self.keys.batch(batch_id), "options")
+        return json.loads(raw) if raw else {}
+
+    # --- items ----------------------------------------------------------------------------------
+    def request(self, batch_id: str, index: int) -> ImageRequest:
+        raw = self.redis.hget(self.keys.item(batch_id, index), "request")
+        if raw is None:
+            raise KeyError(f"no item {index} in batch {batch_id}")
+        return ImageRequest.from_dict(json.loads(raw))
+
+    def item(self, batch_id: str, index: int) -> ItemRecord | None:
+        raw = self.redis.hgetall(self.keys.item(batch_id, index))
+        return _item_record(index, raw) if raw else None
+
+    def items(self, batch_id: str) -> list[ItemRecord]:
+        """Every item in submission order (one pipelined round trip)."""
+        total = int(self.redis.hget(self.keys.batch(batch_id), "total") or 0)
+        pipe = self.redis.pipeline(transaction=False)
+        for index in range(total):
+            pipe.hgetall(self.keys.item(batch_id, index))
+        return [_item_record(i, raw) for i, raw in enumerate(pipe.execute()) if raw]
+
+    def item_states(self, batch_id: str, indexes: Iterable[int]) -> dict[int, tuple[str, int, str]]:
+        """(status, current attempt, current model) per item, one round trip."""
+        indexes = list(indexes)
+        pipe = self.redis.pipeline(transaction=False)
+        for index in indexes:
+            pipe.hmget(self.keys.item(batch_id, index), "status", "attempt", "current_model")
+        out = {}
+        for index, (status, attempt, model) in zip(indexes, pipe.execute()):
+            if status is not None:
+                out[index] = (status, int(attempt or 0), model or "")
+        return out
+
+    # --- transitions ----------------------------------------------------------------------------
+    def transition(
+        self,
+        batch_id: str,
+        index: int,
+        status: str,
+        *,
+        allowed_from: Iterable[str] = (),
+        expect_attempt: int | None = None,
+        fields: dict[str, Any] | None = None,
+        attempt: int | None = None,
+        attempt_update: dict[str, Any] | None = None,
+    ) -> "Transition":
+        """Move an item to `status` unless it is terminal (terminal states are final), not in
+        `allowed_from` (when given), or its current attempt is not `expect_attempt` (when given).
+        `fields` are set on the item (None deletes); `attempt_update` is merged into the record of
+        `attempt` (a `final: True` key fills `seconds`)."""
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}")
+        encoded = {k: (None if v is None else (v if isinstance(v, str) else json.dumps(v)))
+                   for k, v in (fields or {}).items()}
+        res = self._script(
+            keys=[self.keys.batch(batch_id), self.keys.item(batch_id, index)],
+            args=["transition", status, ",".join(allowed_from),
+                  "" if expect_attempt is None else str(expect_attempt),
+                  json.dumps(encoded), "" if attempt is None else str(attempt),
+                  json.dumps(attempt_update or {})],
+        )
+        return Transition(changed=int(res[0]) == 1, previous=_text(res[1]),
+                          batch_finished=int(res[2]) == 1, attempt=int(res[3]))
+
+    def update_attempt(self, batch_id: str, index: int, attempt: int, update: dict[str, Any]) -> bool:
+        """Merge into an attempt record without changing the item's status (only while the item is
+        not terminal and `attempt` is still its current attempt)."""
+        return self.transition(batch_id, index, "running", allowed_from=("running",),
+                               expect_attempt=attempt, attempt=attempt,
+                               attempt_update=update).changed
+
+    def cancel_batch(self, batch_id: str) -> int:
+        """Flag the batch canceled and mark its pending items canceled; workers cancel the
+        running ones (and their predictions) when they next look. Returns items canceled now."""
+        total = int(self.redis.hget(self.keys.batch(batch_id), "total") or 0)
+        keys = [self.keys.batch(batch_id)] + [self.keys.item(batch_id, i) for i in range(total)]
+        count, finished = self._script(keys=keys, args=["cancel"])
+        if int(count) < 0:
+            raise KeyError(f"no batch {batch_id}")
+        if int(finished):  # nothing was running: no worker will write the manifest
+            try:
+                self.write_manifest(batch_id)
+            except OSError:
+                pass
+        return int(count)
+
+    def reset_failed(self, batch_id: str) -> list[int]:
+        """Failed items back to pending (fresh attempt number, first model of the route), for
+        `producer retry`. Returns their indexes; the caller enqueues them."""
+        items = self.items(batch_id)
+        keys = [self.keys.batch(batch_id)] + [self.keys.item(batch_id, it.index) for it in items]
+        args = ["reset"] + [it.request.model for it in items]
+        positions = self._script(keys=keys, args=args)
+        return [items[int(p) - 1].index for p in positions]
+
+    # --- manifest -------------------------------------------------------------------------------
+    def manifest(self, batch_id: str) -> dict[str, Any]:
+        info = self.batch(batch_id)
+        if info is None:
+            raise KeyError(f"no batch {batch_id}")
+        return {"batch": info.to_dict(), "items": [it.to_result() for it in self.items(batch_id)]}
+
+    def write_manifest(self, batch_id: str, output_root: str | os.PathLike | None = None) -> Path:
+        """Write `<output_root>/<batch_id>/manifest.json` atomically (temp file, fsync, rename).
+        output_root defaults to the one recorded with the batch; workers pass their own (the
+        same storage may be mounted elsewhere on their host)."""
+        data = self.manifest(batch_id)
+        root = Path(output_root if output_root is not None else data["batch"]["output_root"])
+        path = root / batch_id / "manifest.json"
+        write_atomic(path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode())
+        return path
+
+
+@dataclass(frozen=True)
+class Transition:
+    changed: bool
+    previous: str  # status before (or "missing")
+    batch_finished: bool  # this change finished the batch (exactly one caller sees True)
+    attempt: int  # the item's current attempt after the call
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Temp file in the same directory, fsync, rename over the target, fsync the directory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _float(value: str | None) -> float | None:
+    return float(value) if value not in (None, "") else None
+
+
+def _batch_info(raw: dict[str, str]) -> BatchInfo:
+    counts = {s: int(raw.get(f"n:{s}") or 0) for s in STATUSES}
+    return BatchInfo(
+        id=raw["id"],
+        created_at=float(raw["created_at"]),
+        total=int(raw["total"]),
+        output_root=raw.get("output_root", ""),
+        options=json.loads(raw.get("options") or "{}"),
+        canceled=raw.get("canceled") == "1",
+        counts=counts,
+        finished=bool(raw.get("finished_at")),
+        started_at=_float(raw.get("started_at")),
+        finished_at=_float(raw.get("finished_at")),
+    )
+
+
+def _item_record(index: int, raw: dict[str, str]) -> ItemRecord:
+    attempts = sorted((AttemptRecord.from_json(v) for k, v in raw.items() if k.startswith("att:")),
+                      key=lambda a: a.attempt)
+    return ItemRecord(
+        index=index,
+        request=ImageRequest.from_dict(json.loads(raw["request"])),
+        status=raw["status"],
+        attempt=int(raw.get("attempt") or 0),
+        current_model=raw.get("current_model", ""),
+        model=raw.get("model") or None,
+        outputs=json.loads(raw["outputs"]) if raw.get("outputs") else [],
+        error=raw.get("error") or None,
+        attempts=attempts,
+        base_attempt=int(raw.get("base_attempt") or 1),
+        finished_at=_float(raw.get("finished_at")),
+    )
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,30 @@
+"""Prometheus metrics for what Flower cannot show: the limiter, the batches, and counters that
+workers keep in Redis. Workers call the record_*/observe_* functions; an exporter process serves
+them (`producer metrics`, see producer/metrics_server.py)."""
+from shared.metrics.recorder import (
+    WAIT_BUCKETS,
+    MetricsRecorder,
+    metrics_key,
+    observe_slot_wait,
+    read_counters,
+    record_creation,
+    record_fallback,
+    record_prediction,
+    record_rate_limited,
+    record_retry,
+    reset_counters,
+)
+
+__all__ = [
+    "WAIT_BUCKETS",
+    "MetricsRecorder",
+    "metrics_key",
+    "observe_slot_wait",
+    "read_counters",
+    "record_creation",
+    "record_fallback",
+    "record_prediction",
+    "record_rate_limited",
+    "record_retry",
+    "reset_counters",
+]

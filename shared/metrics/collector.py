@@ -1,0 +1,212 @@
+"""A prometheus-client Collector that reads the fleet's state from Redis on every scrape: the
+limiter's status, the ledger's counters of every active batch, and the counters workers keep in
+the metrics hash (see recorder.py). Nothing is cached between scrapes, so any number of exporters
+(one per host, or one `producer metrics`) report the same numbers.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any, Callable, Iterator
+
+import redis
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from shared.keys import Keys
+from shared.metrics.recorder import WAIT_BUCKETS, read_counters
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "fleet"
+MAX_BATCHES = 50  # active batches reported per scrape: enough for a fleet, bounded label cardinality
+
+
+def _status_dict(status: Any) -> dict[str, Any]:
+    if hasattr(status, "to_dict"):
+        return status.to_dict()
+    if dataclasses.is_dataclass(status):
+        return dataclasses.asdict(status)
+    return dict(status)
+
+
+def _holder_field(holder: Any, name: str, default: Any = None) -> Any:
+    if isinstance(holder, dict):
+        return holder.get(name, default)
+    return getattr(holder, name, default)
+
+
+class FleetCollector(Collector):
+    """Register with a CollectorRegistry; `limiter_factory`/`ledger_factory` default to the
+    project's Limiter and Ledger and are skipped (with fleet_exporter_part_up 0) when those
+    packages are missing or fail."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        settings: Settings,
+        *,
+        limiter_factory: Callable[[], Any] | None = None,
+        ledger_factory: Callable[[], Any] | None = None,
+    ):
+        self.client, self.keys, self.settings = client, keys, settings
+        self._limiter_factory = limiter_factory or self._default_limiter
+        self._ledger_factory = ledger_factory or self._default_ledger
+        self._limiter: Any = None
+        self._ledger: Any = None
+
+    def _default_limiter(self) -> Any:
+        from shared.limiter import Limiter
+
+        return Limiter(self.client, keys=self.keys, settings=self.settings)
+
+    def _default_ledger(self) -> Any:
+        from shared.ledger import Ledger
+
+        return Ledger(self.client, self.keys)
+
+    # prometheus-client calls describe() at registration; returning nothing makes it skip the
+    # collect() it would otherwise run then (which would need Redis at import/registration time).
+    def describe(self) -> Iterator[Any]:
+        return iter(())
+
+    def collect(self) -> Iterator[Any]:
+        parts = GaugeMetricFamily(
+            f"{NAMESPACE}_exporter_part_up",
+            "1 if this part of the fleet state was read on this scrape, 0 if it failed or is unavailable",
+            labels=["part"],
+        )
+        for part, method in (("limiter", self._limiter_metrics), ("ledger", self._ledger_metrics),
+                             ("counters", self._counter_metrics)):
+            try:
+                families = list(method())
+            except Exception as exc:  # one broken part must not empty the whole scrape
+                log.warning("metrics: reading %s failed: %s", part, exc)
+                parts.add_metric([part], 0)
+                continue
+            parts.add_metric([part], 1 if families else 0)
+            yield from families
+        yield parts
+
+    # --- limiter -------------------------------------------------------------------------------
+    def _limiter_metrics(self) -> Iterator[Any]:
+        if self._limiter is None:
+            try:
+                self._limiter = self._limiter_factory()
+            except ImportError:
+                return
+        status = _status_dict(self._limiter.status())
+
+        def gauge(name: str, doc: str, value: Any) -> Iterator[Any]:
+            if value is not None:
+                yield GaugeMetricFamily(f"{NAMESPACE}_{name}", doc, value=float(value))
+
+        yield from gauge("slots_limit", "account-wide concurrency limit (slots)", status.get("limit"))
+        yield from gauge("slots_in_use", "slots held right now, across every host", status.get("in_use"))
+        yield from gauge("slots_free", "slots free right now", status.get("free"))
+        yield from gauge("slot_waiters", "tasks waiting for a slot", status.get("waiters"))
+        yield from gauge("slot_utilisation", "in_use / limit", status.get("utilisation"))
+        yield from gauge("creations_in_window", "creation tokens granted in the current window",
+                         status.get("creations_in_window"))
+        yield from gauge("creations_reserved", "creation tokens granted for a moment still ahead",
+                         status.get("creations_reserved"))
+        yield from gauge("create_limit", "creation tokens allowed per window", status.get("create_limit"))
+        yield from gauge("reads_in_window", "read tokens granted in the current window", status.get("reads_in_window"))
+        yield from gauge("reads_reserved", "read tokens granted for a moment still ahead", status.get("reads_reserved"))
+        yield from gauge("read_limit", "read tokens allowed per window", status.get("read_limit"))
+        yield from gauge("rate_window_seconds", "length of the rate window", status.get("window"))
+        left = status.get("pause_seconds_left")
+        if left is None and status.get("paused_until") is not None:
+            left = 0.0  # absolute time only: active-ness unknown without Redis time; report 0
+        left = max(0.0, float(left or 0.0))
+        yield from gauge("creation_pause_active", "1 while creations are paused after a 429", 1 if left > 0 else 0)
+        yield from gauge("creation_pause_seconds_left", "seconds until creations resume", left)
+
+        holders = status.get("holders") or []
+        by_host = GaugeMetricFamily(f"{NAMESPACE}_slots_held", "slots held, by host", labels=["host"])
+        by_model = GaugeMetricFamily(f"{NAMESPACE}_slots_held_by_model", "slots held, by model", labels=["model"])
+        counts: dict[str, int] = {}
+        model_counts: dict[str, int] = {}
+        oldest = 0.0
+        for holder in holders:
+            host = str(_holder_field(holder, "host", "") or "unknown")
+            model = str(_holder_field(holder, "model", "") or "unknown")
+            counts[host] = counts.get(host, 0) + 1
+            model_counts[model] = model_counts.get(model, 0) + 1
+            oldest = max(oldest, float(_holder_field(holder, "held_for", 0) or 0))
+        for host, count in sorted(counts.items()):
+            by_host.add_metric([host], count)
+        for model, count in sorted(model_counts.items()):
+            by_model.add_metric([model], count)
+        yield by_host
+        yield by_model
+        yield GaugeMetricFamily(f"{NAMESPACE}_slot_oldest_hold_seconds",
+                                "how long the longest-held slot has been held (a stuck holder shows here)",
+                                value=oldest)
+
+    # --- ledger --------------------------------------------------------------------------------
+    def _ledger_metrics(self) -> Iterator[Any]:
+        if self._ledger is None:
+            try:
+                self._ledger = self._ledger_factory()
+            except ImportError:
+                return
+        batches = [b for b in self._ledger.list_batches(limit=MAX_BATCHES) if not getattr(b, "finished", False)]
+        active = GaugeMetricFamily(f"{NAMESPACE}_batches_active", "batches not finished yet", value=len(batches))
+        items = GaugeMetricFamily(f"{NAMESPACE}_batch_items", "items of an active batch, by status",
+                                  labels=["batch", "status"])
+        totals = GaugeMetricFamily(f"{NAMESPACE}_batch_items_total", "items in an active batch", labels=["batch"])
+        for batch in batches:
+            batch_id = str(batch.id)
+            totals.add_metric([batch_id], float(batch.total))
+            for status, count in sorted((batch.counts or {}).items()):
+                items.add_metric([batch_id, str(status)], float(count))
+        yield active
+        yield items
+        yield totals
+
+    # --- counters from workers -----------------------------------------------------------------
+    def _counter_metrics(self) -> Iterator[Any]:
+        counters = read_counters(self.client, self.keys)
+        specs = (
+            ("predictions", "predictions_total", "predictions finished, by model and outcome", ["model", "outcome"]),
+            ("creations", "creations_total", "predictions created on Replicate (paid calls started)", ["model"]),
+            ("retries", "retries_total", "attempts retried on the same model", ["model", "reason"]),
+            ("fallbacks", "fallbacks_total", "items moved to the next model of their route", ["from_model", "to_model"]),
+            ("rate_limited", "rate_limited_total", "HTTP 429 answers from Replicate", ["kind"]),
+            ("cost_usd", "cost_usd_total", "estimated USD spent, by model", ["model"]),
+        )
+        for source, name, doc, labels in specs:
+            # CounterMetricFamily appends _total itself.
+            family = CounterMetricFamily(f"{NAMESPACE}_{name.removesuffix('_total')}", doc, labels=labels)
+            for label_values, value in counters.get(source, []):
+                family.add_metric([label_values.get(label, "") for label in labels], value)
+            yield family
+        yield self._wait_histogram(counters)
+
+    def _wait_histogram(self, counters: dict[str, list[tuple[dict[str, str], float]]]) -> HistogramMetricFamily:
+        family = HistogramMetricFamily(
+            f"{NAMESPACE}_limiter_wait_seconds",
+            "time spent waiting on the limiter, by kind (slot, create, read, handoff)",
+            labels=["kind"],
+        )
+        per_kind: dict[str, dict[str, float]] = {}
+        for labels, value in counters.get("wait_bucket", []):
+            per_kind.setdefault(labels.get("kind", ""), {})[labels.get("le", "+Inf")] = value
+        sums = {labels.get("kind", ""): value for labels, value in counters.get("wait_sum", [])}
+        for kind in sorted(set(per_kind) | set(sums)):
+            raw = per_kind.get(kind, {})
+            cumulative, buckets = 0.0, []
+            for bound in WAIT_BUCKETS:
+                cumulative += raw.get(repr(float(bound)), 0.0)
+                buckets.append((_le(bound), cumulative))
+            cumulative += raw.get("+Inf", 0.0)
+            buckets.append(("+Inf", cumulative))
+            family.add_metric([kind], buckets, sum_value=sums.get(kind, 0.0))
+        return family
+
+
+def _le(bound: float) -> str:
+    return repr(float(bound))

@@ -1,0 +1,143 @@
+"""Counters that worker processes increment, kept in Redis so that every process on every host
+adds to the same numbers (a per-process prometheus-client registry would need a scrape target per
+process and would lose counts at every restart).
+
+Everything lives in one hash per key prefix; a field names the metric and its labels (JSON, so a
+model name like `black-forest-labs/flux-schnell` needs no escaping). Each call is one pipelined
+round trip without MULTI: a counter that misses one increment when Redis fails over is acceptable
+for monitoring, and the work itself never waits for, or fails on, its metrics.
+"""
+from __future__ import annotations
+
+import bisect
+import json
+import logging
+from typing import Any, Iterable
+
+import redis
+
+from shared.keys import Keys
+
+log = logging.getLogger(__name__)
+
+# Histogram buckets (seconds) for waits on the limiter: a free slot is ~1 ms (one Lua call), a
+# full account queues for whole prediction lengths (tens of seconds to minutes).
+WAIT_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+PREDICTION_OUTCOMES = ("succeeded", "failed", "canceled", "substituted", "transient_error", "resumed")
+
+
+def metrics_key(keys: Keys) -> str:
+    """The hash holding every aggregated counter. (Belongs in shared.keys; see the OPS report.)"""
+    return f"{keys.prefix}:metrics:counters"
+
+
+def encode_field(metric: str, **labels: Any) -> str:
+    return json.dumps([metric, {k: str(v) for k, v in sorted(labels.items())}], separators=(",", ":"))
+
+
+def decode_field(field: str) -> tuple[str, dict[str, str]]:
+    metric, labels = json.loads(field)
+    return metric, labels
+
+
+def _apply(client: redis.Redis, keys: Keys, ints: Iterable[tuple[str, int]] = (), floats: Iterable[tuple[str, float]] = ()) -> None:
+    key = metrics_key(keys)
+    try:
+        pipe = client.pipeline(transaction=False)
+        for field, amount in ints:
+            pipe.hincrby(key, field, amount)
+        for field, amount in floats:
+            pipe.hincrbyfloat(key, field, amount)
+        pipe.execute()
+    except redis.RedisError as exc:
+        # Metrics must never fail a paid prediction's bookkeeping.
+        log.warning("metrics update lost: %s", exc)
+
+
+def record_prediction(client: redis.Redis, keys: Keys, model: str, outcome: str, cost: float = 0.0) -> None:
+    """One prediction reached an outcome (succeeded, failed, canceled, ...). `cost` in USD, the
+    registry's estimate for what was billed (0 for a prediction that never ran)."""
+    floats = [(encode_field("cost_usd", model=model), float(cost))] if cost else []
+    _apply(client, keys, ints=[(encode_field("predictions", model=model, outcome=outcome), 1)], floats=floats)
+
+
+def record_creation(client: redis.Redis, keys: Keys, model: str) -> None:
+    """A prediction was created on Replicate (a paid call started)."""
+    _apply(client, keys, ints=[(encode_field("creations", model=model), 1)])
+
+
+def record_retry(client: redis.Redis, keys: Keys, model: str, reason: str = "transient") -> None:
+    """An attempt will be retried on the same model (429, 5xx, timeout, connection error)."""
+    _apply(client, keys, ints=[(encode_field("retries", model=model, reason=reason), 1)])
+
+
+def record_fallback(client: redis.Redis, keys: Keys, from_model: str, to_model: str) -> None:
+    """An item moved from one model to the next on its fallback route."""
+    _apply(client, keys, ints=[(encode_field("fallbacks", from_model=from_model, to_model=to_model), 1)])
+
+
+def record_rate_limited(client: redis.Redis, keys: Keys, kind: str = "create") -> None:
+    """Replicate answered 429 (the limiter pauses creations after it)."""
+    _apply(client, keys, ints=[(encode_field("rate_limited", kind=kind), 1)])
+
+
+def observe_slot_wait(client: redis.Redis, keys: Keys, seconds: float, kind: str = "slot") -> None:
+    """Time a worker waited on the limiter: kind="slot" (concurrency slot), "create" or "read"
+    (rate tokens), "handoff" (release to the next holder's acquire, if measured)."""
+    seconds = max(0.0, float(seconds))
+    index = bisect.bisect_left(WAIT_BUCKETS, seconds)
+    le = "+Inf" if index == len(WAIT_BUCKETS) else repr(float(WAIT_BUCKETS[index]))
+    # Non-cumulative bucket counts: one HINCRBY per observation; the exporter sums them up.
+    _apply(
+        client,
+        keys,
+        ints=[(encode_field("wait_bucket", kind=kind, le=le), 1), (encode_field("wait_count", kind=kind), 1)],
+        floats=[(encode_field("wait_sum", kind=kind), seconds)],
+    )
+
+
+class MetricsRecorder:
+    """The same functions bound to one client and key prefix, for code that passes one object
+    around: `metrics = MetricsRecorder(redis, keys); metrics.prediction("m", "succeeded", 0.003)`."""
+
+    def __init__(self, client: redis.Redis, keys: Keys):
+        self.client, self.keys = client, keys
+
+    def prediction(self, model: str, outcome: str, cost: float = 0.0) -> None:
+        record_prediction(self.client, self.keys, model, outcome, cost)
+
+    def creation(self, model: str) -> None:
+        record_creation(self.client, self.keys, model)
+
+    def retry(self, model: str, reason: str = "transient") -> None:
+        record_retry(self.client, self.keys, model, reason)
+
+    def fallback(self, from_model: str, to_model: str) -> None:
+        record_fallback(self.client, self.keys, from_model, to_model)
+
+    def rate_limited(self, kind: str = "create") -> None:
+        record_rate_limited(self.client, self.keys, kind)
+
+    def slot_wait(self, seconds: float, kind: str = "slot") -> None:
+        observe_slot_wait(self.client, self.keys, seconds, kind)
+
+
+def read_counters(client: redis.Redis, keys: Keys) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """metric -> [(labels, value)], from one HGETALL."""
+    raw = client.hgetall(metrics_key(keys))
+    result: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for field, value in raw.items():
+        field = field.decode() if isinstance(field, bytes) else field
+        value = value.decode() if isinstance(value, bytes) else value
+        try:
+            metric, labels = decode_field(field)
+            number = float(value)
+        except (ValueError, TypeError):
+            continue  # a foreign field: ignore rather than break the scrape
+        result.setdefault(metric, []).append((labels, number))
+    return result
+
+
+def reset_counters(client: redis.Redis, keys: Keys) -> None:
+    client.delete(metrics_key(keys))

@@ -1,0 +1,184 @@
+"""The CLI's structure, exit codes and the commands that need no worker: help, limits, init,
+dry runs, unreachable Redis."""
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from producer.cli import cli
+from tests.conftest import delete_prefix
+
+ROOT = Path(__file__).resolve().parent.parent
+CLOSED_PORT_URL = "redis://127.0.0.1:1/0"
+COMMANDS = ["submit", "status", "results", "wait", "cancel", "retry", "list", "limits", "limits set", "init",
+            "flower", "metrics"]
+
+
+def run_cli(*args: str, env: dict | None = None, input: str | None = None, timeout: float = 60):
+    """The installed entry point in a subprocess: real exit codes, real streams."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("REPLICATE_", "FLEET_", "REDIS_URL"))}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "producer.cli", *args], cwd=ROOT, env=full_env, input=input,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def cli_env(settings) -> dict[str, str]:
+    return settings.as_env()
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help_with_an_example(command):
+    result = CliRunner().invoke(cli, [*command.split(), "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Example" in result.output and "Exit codes" in result.output
+
+
+def test_top_level_help_lists_commands_and_exit_codes():
+    result = CliRunner().invoke(cli, ["--help"])
+    assert result.exit_code == 0
+    for command in ("submit", "status", "results", "wait", "cancel", "retry", "list", "limits", "init"):
+        assert command in result.output
+    assert "3  Redis cannot be reached" in result.output
+
+
+def test_usage_errors_exit_2():
+    runner = CliRunner()
+    assert runner.invoke(cli, ["submit"]).exit_code == 2  # missing FILE
+    assert runner.invoke(cli, ["nosuchcommand"]).exit_code == 2
+    assert runner.invoke(cli, ["limits", "set"]).exit_code == 2  # nothing to set
+    assert runner.invoke(cli, ["limits", "set", "--concurrency", "0"]).exit_code == 2
+
+
+@pytest.mark.parametrize("args", [["status", "b-x"], ["results", "b-x", "--json"], ["wait", "b-x"],
+                                  ["cancel", "b-x"], ["retry", "b-x"], ["list"], ["limits"],
+                                  ["limits", "set", "--concurrency", "3"]])
+def test_unreachable_redis_exits_3_with_one_line(args):
+    result = run_cli("--redis-url", CLOSED_PORT_URL, "--env-file", "/nonexistent", *args)
+    assert result.returncode == 3, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot reach Redis"), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_submit_with_unreachable_redis_exits_3_after_validation(tmp_path):
+    prompts = tmp_path / "p.json"
+    prompts.write_text('["a red fox"]')
+    result = run_cli("--redis-url", CLOSED_PORT_URL, "--env-file", "/nonexistent", "submit", str(prompts),
+                     env={"OUTPUT_DIR": str(tmp_path / "out")})
+    assert result.returncode == 3, result.stderr
+    assert "cannot reach Redis" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_batch_is_bad_input(settings, redis_client):
+    result = CliRunner().invoke(cli, ["--redis-url", settings.redis_url, "--env-file", "/nonexistent",
+                                      "status", "b-nope"], env=cli_env(settings))
+    assert result.exit_code == 2 and "no batch 'b-nope'" in result.stderr
+
+
+def test_dry_run_prints_the_plan_and_cost_and_writes_nothing(tmp_path, settings, redis_client, key_prefix):
+    prompts = tmp_path / "p.json"
+    prompts.write_text(json.dumps({"model": "black-forest-labs/flux-dev",
+                                   "items": ["a red fox", {"prompt": "a whale", "model": "google/nano-banana"}]}))
+    redis_client.set(f"{key_prefix}:sentinel", "1")
+    before = set(redis_client.scan_iter(match=f"*{key_prefix}*"))
+    runner = CliRunner()
+    args = ["--redis-url", settings.redis_url, "--env-file", "/nonexistent", "submit", str(prompts), "--dry-run"]
+    result = runner.invoke(cli, args, env=cli_env(settings))
+    assert result.exit_code == 0, result.output
+    assert "black-forest-labs/flux-dev" in result.stdout and "google/nano-banana" in result.stdout
+    assert "$" in result.stdout and "nothing was recorded or enqueued" in result.stdout
+    as_json = runner.invoke(cli, args + ["--json"], env=cli_env(settings))
+    assert as_json.exit_code == 0
+    last = json.loads(as_json.stdout.strip().splitlines()[-1])
+    assert last["items"] == 2 and last["dry_run"] is True and last["estimated_cost_usd"] > 0
+    assert set(redis_client.scan_iter(match=f"*{key_prefix}*")) == before
+    assert not Path(settings.output_dir).exists()
+
+
+def test_dry_run_needs_no_redis(tmp_path):
+    prompts = tmp_path / "p.json"
+    prompts.write_text('["a red fox"]')
+    result = run_cli("--redis-url", CLOSED_PORT_URL, "submit", str(prompts), "--dry-run",
+                     env={"OUTPUT_DIR": str(tmp_path / "out")})
+    assert result.returncode == 0, result.stderr
+    assert "Plan: 1 item" in result.stdout
+
+
+# --- limits ------------------------------------------------------------------------------------------
+def test_limits_show_and_set(settings, redis_client, key_prefix):
+    runner = CliRunner()
+    base = ["--redis-url", settings.redis_url, "--env-file", "/nonexistent"]
+    shown = runner.invoke(cli, base + ["limits"], env=cli_env(settings))
+    assert shown.exit_code == 0, shown.output
+    assert "slots      0/60 in use" in shown.stdout and "creations  0/600" in shown.stdout
+    changed = runner.invoke(cli, base + ["limits", "set", "--concurrency", "7", "--create-limit", "30",
+                                         "--window", "20"], env=cli_env(settings))
+    assert changed.exit_code == 0, changed.output
+    status = json.loads(runner.invoke(cli, base + ["limits", "--json"], env=cli_env(settings)).stdout)
+    assert (status["limit"], status["create_limit"], status["window"], status["in_use"]) == (7, 30, 20.0, 0)
+    assert status["holders"] == []
+
+
+def test_limits_python_api_matches(settings, redis_client):
+    from producer import limits_status, set_limits
+    from shared.errors import InputError
+
+    status = set_limits(settings, read_limit=1234)
+    assert status.read_limit == 1234 and limits_status(settings).read_limit == 1234
+    with pytest.raises(InputError):
+        set_limits(settings)
+
+
+# --- init --------------------------------------------------------------------------------------------
+SECRET = "r8_Secret_Token_For_Init_Test_123"
+
+
+def test_init_checks_the_token_and_writes_env_with_mode_600(tmp_path, sim_factory):
+    sim = sim_factory(token=SECRET)
+    (tmp_path / ".env").write_text("OUTPUT_DIR=/data/out\nREPLICATE_API_TOKEN=old\n")
+    os.chmod(tmp_path / ".env", 0o644)
+    result = subprocess.run([sys.executable, "-m", "producer.cli", "init", "--token-stdin", "--base-url", sim.url],
+                            cwd=tmp_path, input=SECRET + "\n", capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr
+    assert SECRET not in result.stdout + result.stderr
+    env_file = tmp_path / ".env"
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    lines = env_file.read_text().splitlines()
+    assert f"REPLICATE_API_TOKEN={SECRET}" in lines and "REPLICATE_API_TOKEN=old" not in lines
+    assert "OUTPUT_DIR=/data/out" in lines and f"REPLICATE_BASE_URL={sim.url}" in lines
+    assert list(tmp_path.iterdir()) == [env_file]  # no temp file left behind
+
+
+def test_init_rejected_token_exits_2_and_writes_nothing(tmp_path, sim_factory):
+    sim = sim_factory(token=SECRET)
+    wrong = "r8_wrong_token_value_456"
+    result = subprocess.run([sys.executable, "-m", "producer.cli", "init", "--token-stdin", "--base-url", sim.url],
+                            cwd=tmp_path, input=wrong, capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 2, result.stderr
+    assert "rejected the token" in result.stderr and wrong not in result.stdout + result.stderr
+    assert not (tmp_path / ".env").exists()
+
+
+def test_init_unreachable_api_is_one_line_without_the_token(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "producer.cli", "init", "--token-stdin", "--base-url",
+                             "http://127.0.0.1:1"], cwd=tmp_path, input=SECRET, capture_output=True, text=True,
+                            timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: cannot reach http://127.0.0.1:1/v1/account")
+    assert SECRET not in result.stdout + result.stderr and not (tmp_path / ".env").exists()
+
+
+def test_init_without_a_terminal_asks_for_token_stdin(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "producer.cli", "init"], cwd=tmp_path, input="",
+                            capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 2 and "--token-stdin" in result.stderr

@@ -1,0 +1,147 @@
+"""End to end: prompts -> ledger -> real Celery worker processes -> the stand-in -> files on disk.
+
+Everything is real: Redis, `celery -A workers worker` subprocesses, the stand-in over HTTP, the
+official replicate client. The stand-in runs fast (latency_scale, image_scale) so this stays quick.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from shared.keys import Keys
+from shared.ledger import Ledger
+from shared.limiter import Limiter
+from shared.models import load_registry
+from shared.prompts import parse_prompts
+from workers.dispatch import enqueue_items
+
+pytestmark = pytest.mark.e2e
+
+MODEL = "black-forest-labs/flux-dev"
+
+
+def submit(settings, redis_client, batch_id, prompts, *, model=MODEL, options=None, data=None):
+    requests = parse_prompts(data if data is not None else prompts, batch_id=batch_id,
+                             output_root=Path(settings.output_dir), registry=load_registry(), model=model)
+    ledger = Ledger(redis_client, Keys(settings.key_prefix))
+    assert ledger.create_batch(batch_id, requests, output_root=str(settings.output_dir), options=options or {})
+    enqueue_items(settings, batch_id, requests)
+    return ledger, requests
+
+
+def wait_finished(ledger: Ledger, batch_id: str, timeout: float, fleet=None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = ledger.batch(batch_id)
+        if info.finished:
+            return
+        time.sleep(0.2)
+    info = ledger.batch(batch_id)
+    raise AssertionError(f"batch not finished in {timeout}s: {info.counts}" + ("\n" + fleet.logs() if fleet else ""))
+
+
+def served_hashes(ledger_json: dict) -> set[str]:
+    files = ledger_json.get("files_served") or {}
+    return set(files.values()) if isinstance(files, dict) else set()
+
+
+def sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def test_twenty_images_through_two_workers(settings, redis_client, sim_factory, worker_factory):
+    sim = sim_factory(latency_scale=0.02, image_scale=0.01)
+    fleet = worker_factory(settings, count=2, sim=sim)
+    prompts = [f"a lighthouse at dusk, study {i}" for i in range(20)]
+    ledger, requests = submit(settings, redis_client, "b-e2e-20", prompts)
+    wait_finished(ledger, "b-e2e-20", 60, fleet)
+
+    info = ledger.batch("b-e2e-20")
+    assert info.counts["succeeded"] == 20, info.counts
+    items = ledger.items("b-e2e-20")
+    sim_ledger = sim.ledger()
+    served = served_hashes(sim_ledger)
+    for item, request in zip(items, requests):
+        assert item.status == "succeeded" and item.model == MODEL
+        [path] = item.outputs
+        assert Path(path) == (Path(settings.output_dir) / request.output).resolve()
+        assert sha256(path) in served, f"{path} does not hold bytes the stand-in served"
+        [attempt] = item.attempts
+        assert attempt.prediction_id and attempt.status == "succeeded"
+    assert sim_ledger["creations"] == 20
+    assert sim_ledger["duplicate_inputs"] == 0
+    assert sim_ledger["rejected_429"]["create"] == 0
+    # no temp files left behind, and the manifest sits next to the outputs
+    out_dir = Path(settings.output_dir) / "b-e2e-20"
+    assert not list(out_dir.glob(".*.part"))
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    assert [r["index"] for r in manifest["items"]] == list(range(20))
+    assert all(r["status"] == "succeeded" and r["attempts"][0]["model"] == MODEL for r in manifest["items"])
+    # every slot was given back
+    status = Limiter(redis_client, Keys(settings.key_prefix), settings).status()
+    assert status.in_use == 0
+
+
+@pytest.mark.slow
+def test_limiter_holds_the_account_limits_across_three_workers(settings, redis_client, sim_factory,
+                                                             worker_factory):
+    """The issue's proof, scaled in time: 10 in flight and 30 creations per 10 s window at the
+    stand-in and in the limiter; 90 images through 3 worker processes."""
+    settings = settings.with_(global_max_concurrent=10, create_limit=30, rate_window=10.0)
+    sim = sim_factory(max_in_flight=10, create_limit=30, window=10.0, latency_scale=0.5, image_scale=0.01)
+    fleet = worker_factory(settings, count=3, sim=sim, concurrency=16)
+    prompts = [f"a paper boat on a pond, variation {i}" for i in range(90)]
+    ledger, requests = submit(settings, redis_client, "b-limits", prompts)
+    wait_finished(ledger, "b-limits", 120, fleet)
+
+    sim_ledger = sim.ledger()
+    assert ledger.batch("b-limits").counts["succeeded"] == 90
+    assert sim_ledger["creations"] == 90 and sim_ledger["duplicate_inputs"] == 0
+    assert sim_ledger["peak_in_flight"] <= 10
+    assert sim_ledger["peak_in_flight"] >= 5  # the limit was actually exercised
+    assert sim_ledger["max_creations_in_window"] <= 30
+    assert sum(sim_ledger["rejected_429"].values()) == 0, sim_ledger["rejected_429"]
+    served = served_hashes(sim_ledger)
+    for item in ledger.items("b-limits"):
+        assert item.status == "succeeded" and sha256(item.outputs[0]) in served
+    assert Limiter(redis_client, Keys(settings.key_prefix), settings).status().in_use == 0
+
+
+def test_duplicate_messages_never_pay_twice(settings, redis_client, sim_factory, worker_factory):
+    """Every task delivered twice at once (a double submission, a redelivery while the first
+    still runs): the claim and the attempt record keep it to one creation per item."""
+    sim = sim_factory(latency_scale=0.1, image_scale=0.01)
+    fleet = worker_factory(settings, count=2, sim=sim, concurrency=8)
+    prompts = [f"a tin robot reading, panel {i}" for i in range(10)]
+    ledger, requests = submit(settings, redis_client, "b-dup", prompts)
+    enqueue_items(settings, "b-dup", requests)  # the same ten attempts, again
+    wait_finished(ledger, "b-dup", 60, fleet)
+    assert ledger.batch("b-dup").counts["succeeded"] == 10
+    enqueue_items(settings, "b-dup", requests)  # after the end: items are terminal, nothing is sent
+    time.sleep(1.0)
+    sim_ledger = sim.ledger()
+    assert sim_ledger["creations"] == 10 and sim_ledger["duplicate_inputs"] == 0
+
+
+def test_worker_reads_settings_at_start_and_keeps_the_token_out_of_task_arguments(settings, redis_client,
+                                                                                   sim_factory, worker_factory):
+    sim = sim_factory(latency_scale=0.02, image_scale=0.01)
+    fleet = worker_factory(settings, count=1, sim=sim)
+    from workers.dispatch import producer_app, workers_alive
+
+    assert workers_alive(settings, timeout=1.0)
+    assert not workers_alive(settings.with_(queue="nobody-listens-here"), timeout=0.5)
+    ledger, _ = submit(settings, redis_client, "b-token", ["a small lantern"])
+    wait_finished(ledger, "b-token", 30, fleet)
+    conf = producer_app(settings).control.inspect(timeout=2).conf() or {}
+    assert conf, "the worker did not answer inspect conf"
+    for worker_conf in conf.values():
+        assert worker_conf["task_default_queue"] == settings.queue
+        assert worker_conf["worker_prefetch_multiplier"] == 1 and worker_conf["task_acks_late"] is True
+    token = settings.replicate_api_token
+    assert token not in fleet.logs()
+    assert token not in json.dumps(ledger.manifest("b-token"))

@@ -1,0 +1,117 @@
+"""Flower as `producer flower` starts it: auth on, same broker, no secret anywhere it shows."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from producer.flower import check_basic_auth, flower_command
+from shared.errors import ConfigError
+from shared.settings import Settings
+from tests.test_flower_support import (  # noqa: F401  (stub_fleet is a fixture)
+    REDIS_PASSWORD,
+    TOKEN,
+    http_get,
+    stub_fleet,
+    wait_until,
+)
+
+
+def _settings(**overrides) -> Settings:
+    values = {"redis_url": f"redis://:{REDIS_PASSWORD}@redis:6379/0", "replicate_api_token": TOKEN}
+    values.update(overrides)
+    return Settings.load(values, environ={}, dotenv_path=None)
+
+
+class TestCommand:
+    def test_no_secret_in_argv_and_no_token_in_env(self, tmp_path):
+        command = flower_command(_settings(), 5566, "admin:pw", tmp_path / "state" / "flower.db",
+                                 base_env={"REPLICATE_API_TOKEN": TOKEN, "PATH": "/bin"})
+        argv = " ".join(command.argv)
+        assert REDIS_PASSWORD not in argv and "admin:pw" not in argv and TOKEN not in argv
+        assert TOKEN not in json.dumps(command.env)
+        assert command.env["CELERY_BROKER_URL"].endswith("@redis:6379/0")
+        assert command.env["FLOWER_BASIC_AUTH"] == "admin:pw"
+        assert "--persistent=True" in command.argv
+        assert f"--db={tmp_path / 'state' / 'flower.db'}" in command.argv
+        assert (tmp_path / "state").is_dir()
+        assert command.argv[command.argv.index("-A") + 1] == "workers"
+
+    @pytest.mark.parametrize("bad", [None, "", "admin", "admin:", ":pw", "a:b,c"])
+    def test_auth_is_required(self, bad):
+        with pytest.raises(ConfigError):
+            check_basic_auth(bad)
+
+    def test_several_users(self):
+        assert check_basic_auth("a:1, b:2") == "a:1,b:2"
+        assert check_basic_auth(["a:1", "b:2"]) == "a:1,b:2"
+
+
+@pytest.mark.e2e
+def test_flower_with_a_real_worker(stub_fleet):  # noqa: F811 (fixture)
+    fleet = stub_fleet
+    # Authentication on: pages and API refuse without credentials.
+    for path in ("/", "/tasks", "/api/tasks", "/broker"):
+        assert http_get(fleet.url + path, auth=False)[0] == 401, path
+
+    task_ids = fleet.send_batch("b-flower", [f"a red fox number {i}" for i in range(3)])
+    tasks = wait_until(
+        lambda: (lambda t: t if all(t.get(i, {}).get("state") == "SUCCESS" for i in task_ids) else None)(
+            json.loads(http_get(f"{fleet.url}/api/tasks")[1])),
+        30, what="the batch's tasks to succeed in Flower")
+    for index, task_id in enumerate(task_ids):
+        assert tasks[task_id]["name"] == "workers.generate_image"
+        assert f"batch=b-flower item={index}" in tasks[task_id]["args"]
+
+    # Every page Flower can show for this fleet: no token, no Redis password.
+    worker_name = wait_until(lambda: list(json.loads(http_get(f"{fleet.url}/api/workers?refresh=1")[1])), 10,
+                             what="worker list")[0]
+    pages = ["/", "/workers", "/tasks", "/broker", f"/worker/{worker_name}", f"/task/{task_ids[0]}",
+             "/api/tasks", "/api/workers?refresh=1", f"/api/task/info/{task_ids[0]}", "/api/queues/length",
+             "/metrics"]
+    for path in pages:
+        status, body = http_get(fleet.url + path)
+        assert status == 200, (path, status, body[:300])
+        assert TOKEN not in body, path
+        assert REDIS_PASSWORD not in body, path
+    assert "b-flower" in http_get(f"{fleet.url}/task/{task_ids[0]}")[1]
+    # The bait setting is on the worker page, censored (so the check above was not vacuous).
+    worker_page = http_get(f"{fleet.url}/worker/{worker_name}")[1]
+    assert "replicate_api_token" in worker_page and "********" in worker_page
+
+    # The Flower process: no token in its environment, no secret on its command line.
+    environ = open(f"/proc/{fleet.flower.pid}/environ", "rb").read().decode(errors="replace")
+    cmdline = open(f"/proc/{fleet.flower.pid}/cmdline", "rb").read().decode(errors="replace")
+    assert TOKEN not in environ
+    assert REDIS_PASSWORD not in cmdline and "flower-pw-123" not in cmdline
+
+    # Persistent state is written on shutdown.
+    fleet.flower.terminate()
+    fleet.flower.wait(15)
+    assert any(p.name.startswith("flower.db") for p in fleet.db_path.parent.iterdir())
+    assert TOKEN not in fleet.output() and REDIS_PASSWORD not in fleet.output()
+
+
+@pytest.mark.skipif(not (Path(__file__).resolve().parent.parent / "workers" / "__init__.py").exists(),
+                    reason="the workers app has not landed yet")
+def test_flower_loads_the_project_app(tmp_path, settings):
+    """`celery -A workers flower` as run_flower starts it: the app module loads and Flower answers."""
+    from producer.flower import start_flower
+    from tests.test_flower_support import _stop, free_port
+
+    port = free_port()
+    process = start_flower(settings, port, "u:p", None, address="127.0.0.1",
+                           stdout=(tmp_path / "flower.log").open("w"), stderr=-2)
+    try:
+        wait_until(lambda: _answers(port), 30, what="Flower with the workers app")
+        assert http_get(f"http://127.0.0.1:{port}/api/workers", auth=False)[0] == 401
+    finally:
+        _stop(process)
+
+
+def _answers(port: int) -> bool:
+    try:
+        return http_get(f"http://127.0.0.1:{port}/healthcheck", auth=False, timeout=2)[0] == 200
+    except OSError:
+        return False

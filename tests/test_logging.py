@@ -1,0 +1,223 @@
+"""Structured logging: one line per event with the item's context, and never the token."""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from shared.logging_setup import (
+    bind_log_context,
+    celery_setup_logging,
+    configure_logging,
+    get_logger,
+    log_context,
+)
+from shared.settings import Settings
+
+TOKEN = "r8_" + "Zx9" * 12  # shaped like a real token, 39 characters
+OTHER_TOKEN = "r8_" + "Q" * 30  # not the configured one: caught by its shape
+
+
+@pytest.fixture
+def log_settings() -> Settings:
+    return Settings.load({"replicate_api_token": TOKEN, "log_level": "DEBUG"}, environ={}, dotenv_path=None)
+
+
+@pytest.fixture
+def restore_root():
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def _capture(settings: Settings, *, json_lines: bool) -> io.StringIO:
+    stream = io.StringIO()
+    configure_logging(settings, stream=stream, json=json_lines)
+    return stream
+
+
+@pytest.mark.usefixtures("restore_root")
+class TestRedaction:
+    def test_token_in_message_args_tuple_and_exception(self, log_settings):
+        stream = _capture(log_settings, json_lines=False)
+        log = logging.getLogger("fleet.test")
+        log.info("token is %s", TOKEN)
+        log.info("headers %r", ({"Authorization": f"Bearer {TOKEN}"}, 3))
+        log.warning("split " + TOKEN[:10] + "%s", TOKEN[10:])  # only the merged text shows it
+        log.info("other token %s and redis %s", OTHER_TOKEN, "rediss://:hunter2secret@redis:6380/0")
+        try:
+            raise RuntimeError(f"call failed with token {TOKEN}")
+        except RuntimeError:
+            log.exception("boom %s", TOKEN)
+        log.error("with stack", stack_info=True, extra={"model": f"m-{TOKEN}"})
+
+        out = stream.getvalue()
+        assert TOKEN not in out
+        assert TOKEN[10:] not in out
+        assert OTHER_TOKEN not in out
+        assert "hunter2secret" not in out
+        assert "RuntimeError: call failed with token [REDACTED]" in out
+        assert "rediss://:***@redis:6380/0" in out
+        assert out.count("[REDACTED]") >= 6
+
+    def test_one_line_per_event_even_with_traceback(self, log_settings):
+        stream = _capture(log_settings, json_lines=False)
+        log = logging.getLogger("fleet.test")
+        try:
+            raise ValueError("line1\nline2")
+        except ValueError:
+            log.exception("failed")
+        log.info("second")
+        lines = stream.getvalue().splitlines()
+        assert len(lines) == 2
+        assert lines[0].startswith("ts=") and "level=ERROR" in lines[0] and 'exc="Traceback' in lines[0]
+
+    def test_json_lines_parse_and_carry_no_token(self, log_settings):
+        stream = _capture(log_settings, json_lines=True)
+        try:
+            {}["k"]  # noqa: B018
+        except KeyError:
+            logging.getLogger("fleet.test").exception("lookup failed for %s", TOKEN)
+        (line,) = stream.getvalue().splitlines()
+        record = json.loads(line)
+        assert record["level"] == "ERROR"
+        assert record["msg"] == "lookup failed for [REDACTED]"
+        assert "KeyError" in record["exc"]
+        assert TOKEN not in line
+
+    def test_object_whose_repr_holds_the_token(self, log_settings):
+        class Client:
+            def __repr__(self):
+                return f"Client(token={TOKEN!r})"
+
+        stream = _capture(log_settings, json_lines=True)
+        logging.getLogger("fleet.test").info("client %r", Client())
+        assert TOKEN not in stream.getvalue()
+        assert "Client(token='[REDACTED]')" in stream.getvalue()
+
+
+@pytest.mark.usefixtures("restore_root")
+class TestContext:
+    def test_context_fields_in_order_and_nesting(self, log_settings):
+        stream = _capture(log_settings, json_lines=False)
+        log = logging.getLogger("workers.tasks")
+        with log_context(batch="b1", item=3, model="flux-schnell"):
+            with log_context(attempt=2):
+                bind_log_context(prediction="p-123")
+                log.info("created prediction")
+            log.info("outside attempt")
+        log.info("no context")
+        first, second, third = stream.getvalue().splitlines()
+        assert "batch=b1 item=3 model=flux-schnell prediction=p-123 attempt=2 msg=\"created prediction\"" in first
+        assert "attempt=" not in second and "prediction=" not in second and "batch=b1" in second
+        assert "batch=" not in third
+
+    def test_adapter_and_extra(self, log_settings):
+        stream = _capture(log_settings, json_lines=True)
+        log = get_logger("workers.tasks", batch="b2", item=0)
+        log.info("downloaded", extra={"model": "m", "bytes": 1234})
+        record = json.loads(stream.getvalue())
+        assert record["batch"] == "b2" and record["item"] == 0 and record["model"] == "m"
+        assert record["bytes"] == 1234
+
+    def test_level_from_settings(self, log_settings):
+        stream = _capture(log_settings.with_(log_level="WARNING"), json_lines=False)
+        logging.getLogger("fleet.test").info("hidden")
+        logging.getLogger("fleet.test").warning("shown")
+        assert "hidden" not in stream.getvalue() and "shown" in stream.getvalue()
+
+    def test_reconfigure_does_not_duplicate_lines(self, log_settings):
+        configure_logging(log_settings, stream=io.StringIO())
+        stream = _capture(log_settings, json_lines=False)
+        logging.getLogger("fleet.test").info("once")
+        assert len(stream.getvalue().splitlines()) == 1
+
+
+def test_celery_setup_logging_routes_celery_loggers(log_settings, restore_root):
+    from celery.utils.log import get_task_logger
+
+    stream = io.StringIO()
+    celery_setup_logging(log_settings, json=False, stream=stream)
+    get_task_logger("workers.tasks").info("task says %s", TOKEN)
+    logging.getLogger("celery.worker").info("worker says hi")
+    out = stream.getvalue()
+    assert "task says [REDACTED]" in out and "worker says hi" in out and TOKEN not in out
+
+
+def test_uncaught_exception_in_a_real_celery_worker_is_redacted(tmp_path, redis_url):
+    """A real worker (solo pool, our setup_logging receiver) runs a task that raises with the token
+    in its message; Celery logs the failure, and nothing the process writes contains the token."""
+    import os
+
+    import redis
+
+    queue = f"ops-logging-{tmp_path.name}"
+    marker = tmp_path / "failed"
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    (app_dir / "leaky_app.py").write_text(textwrap.dedent(f"""
+        from pathlib import Path
+        from celery import Celery, signals
+        from shared.logging_setup import celery_setup_logging, log_context
+        from shared.settings import Settings
+
+        app = Celery("leaky", broker={redis_url!r})
+        app.conf.task_default_queue = {queue!r}
+
+        @signals.setup_logging.connect
+        def _setup(**_):
+            celery_setup_logging(Settings.load(environ={{"REPLICATE_API_TOKEN": {TOKEN!r}}}, dotenv_path=None))
+
+        @signals.task_failure.connect
+        def _failed(**_):
+            Path({str(marker)!r}).write_text("x")
+
+        @app.task(name="leaky.fail")
+        def fail():
+            with log_context(batch="b9", item=1, model="m"):
+                raise RuntimeError("upstream said: bad token {TOKEN}")
+    """))
+    script = textwrap.dedent(f"""
+        import time
+        from pathlib import Path
+        from celery.contrib.testing.worker import start_worker
+        from leaky_app import app, fail
+        with start_worker(app, pool="solo", perform_ping_check=False, loglevel="INFO"):
+            fail.delay()
+            deadline = time.monotonic() + 30
+            while not Path({str(marker)!r}).exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(0.3)  # let the failure line be written after the signal
+        print("done", Path({str(marker)!r}).exists())
+    """)
+    try:
+        run = subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=app_dir,
+            env={"PYTHONPATH": f"{app_dir}:{os.getcwd()}", "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+    finally:
+        client = redis.Redis.from_url(redis_url)
+        client.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
+        client.close()
+    output = run.stdout + run.stderr
+    assert "done True" in run.stdout, output
+    assert "upstream said: bad token [REDACTED]" in output, output
+    assert TOKEN not in output
+
+
+def test_json_chosen_by_settings_for_celery(log_settings, restore_root):
+    stream = io.StringIO()
+    celery_setup_logging(log_settings.with_(log_json=True), stream=stream)
+    logging.getLogger("celery.worker").info("ready")
+    assert json.loads(stream.getvalue())["msg"] == "ready"

@@ -1,0 +1,264 @@
+"""The Prometheus exporter, scraped over HTTP against the real Redis."""
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+import urllib.request
+from dataclasses import dataclass, field
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from shared.keys import Keys
+from shared.metrics import (
+    MetricsRecorder,
+    observe_slot_wait,
+    read_counters,
+    record_fallback,
+    record_prediction,
+    record_retry,
+)
+from shared.metrics.server import start_metrics_server
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """{(sample name, sorted labels): value} of one scrape."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.status == 200
+        text = response.read().decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def value(samples, name: str, **labels: str) -> float:
+    return samples[(name, tuple(sorted(labels.items())))]
+
+
+def _has(module: str, name: str) -> bool:
+    """True once the other helper's module has landed with the class we need."""
+    try:
+        return hasattr(importlib.import_module(module), name)
+    except ImportError:
+        return False
+
+
+@dataclass
+class FakeStatus:
+    """The limiter's status as the contract describes it, for the mapping test."""
+
+    limit: int = 10
+    in_use: int = 3
+    free: int = 7
+    waiters: int = 5
+    utilisation: float = 0.3
+    creations_in_window: int = 42
+    reads_in_window: int = 99
+    create_limit: int = 600
+    read_limit: int = 3000
+    window: float = 60.0
+    paused_until: float | None = 1e9
+    pause_seconds_left: float = 12.5
+    holders: list = field(default_factory=lambda: [
+        {"host": "a", "pid": 1, "task_id": "t1", "prediction_id": "p1", "held_for": 4.0},
+        {"host": "a", "pid": 2, "task_id": "t2", "prediction_id": None, "held_for": 9.5},
+        {"host": "b", "pid": 3, "task_id": "t3", "prediction_id": "p3", "held_for": 1.0},
+    ])
+
+    def to_dict(self):
+        return dict(vars(self))
+
+
+class FakeLimiter:
+    def status(self):
+        return FakeStatus()
+
+
+def test_worker_counters_aggregate_across_processes_and_scrape(settings, redis_client):
+    keys = Keys(settings.key_prefix)
+    record_prediction(redis_client, keys, "black-forest-labs/flux-schnell", "succeeded", cost=0.003)
+    record_prediction(redis_client, keys, "black-forest-labs/flux-schnell", "succeeded", cost=0.003)
+    record_prediction(redis_client, keys, "google/imagen-4", "failed")
+    record_retry(redis_client, keys, "google/imagen-4", reason="429")
+    record_fallback(redis_client, keys, "google/imagen-4", "black-forest-labs/flux-schnell")
+    MetricsRecorder(redis_client, keys).creation("google/imagen-4")
+    for seconds in (0.001, 0.2, 0.2, 7.0, 5000.0):
+        observe_slot_wait(redis_client, keys, seconds)
+    observe_slot_wait(redis_client, keys, 0.02, kind="create")
+
+    # A second "process": another client on the same prefix adds to the same numbers.
+    import redis
+
+    other = redis.Redis.from_url(settings.redis_url)
+    record_prediction(other, keys, "google/imagen-4", "failed")
+    other.close()
+
+    with start_metrics_server(settings, port=0, addr="127.0.0.1", limiter_factory=FakeLimiter) as server:
+        samples = scrape(server.url)
+
+    assert value(samples, "fleet_predictions_total", model="black-forest-labs/flux-schnell", outcome="succeeded") == 2
+    assert value(samples, "fleet_predictions_total", model="google/imagen-4", outcome="failed") == 2
+    assert value(samples, "fleet_cost_usd_total", model="black-forest-labs/flux-schnell") == pytest.approx(0.006)
+    assert value(samples, "fleet_retries_total", model="google/imagen-4", reason="429") == 1
+    assert value(samples, "fleet_fallbacks_total", from_model="google/imagen-4",
+                 to_model="black-forest-labs/flux-schnell") == 1
+    assert value(samples, "fleet_creations_total", model="google/imagen-4") == 1
+    # Histogram: cumulative buckets, sum and count.
+    assert value(samples, "fleet_limiter_wait_seconds_bucket", kind="slot", le="0.005") == 1
+    assert value(samples, "fleet_limiter_wait_seconds_bucket", kind="slot", le="0.25") == 3
+    assert value(samples, "fleet_limiter_wait_seconds_bucket", kind="slot", le="10.0") == 4
+    assert value(samples, "fleet_limiter_wait_seconds_bucket", kind="slot", le="600.0") == 4
+    assert value(samples, "fleet_limiter_wait_seconds_bucket", kind="slot", le="+Inf") == 5
+    assert value(samples, "fleet_limiter_wait_seconds_count", kind="slot") == 5
+    assert value(samples, "fleet_limiter_wait_seconds_sum", kind="slot") == pytest.approx(5007.401)
+    assert value(samples, "fleet_limiter_wait_seconds_count", kind="create") == 1
+    assert value(samples, "fleet_exporter_part_up", part="counters") == 1
+
+
+def test_limiter_status_mapping(settings, redis_client):
+    with start_metrics_server(settings, port=0, addr="127.0.0.1", limiter_factory=FakeLimiter) as server:
+        samples = scrape(server.url)
+    assert value(samples, "fleet_slots_limit") == 10
+    assert value(samples, "fleet_slots_in_use") == 3
+    assert value(samples, "fleet_slot_waiters") == 5
+    assert value(samples, "fleet_creations_in_window") == 42
+    assert value(samples, "fleet_reads_in_window") == 99
+    assert value(samples, "fleet_creation_pause_active") == 1
+    assert value(samples, "fleet_creation_pause_seconds_left") == 12.5
+    assert value(samples, "fleet_slots_held", host="a") == 2
+    assert value(samples, "fleet_slots_held", host="b") == 1
+    assert value(samples, "fleet_slot_oldest_hold_seconds") == 9.5
+    assert value(samples, "fleet_exporter_part_up", part="limiter") == 1
+
+
+def test_a_failing_part_does_not_empty_the_scrape(settings, redis_client):
+    class BrokenLimiter:
+        def status(self):
+            raise RuntimeError("limiter exploded")
+
+    keys = Keys(settings.key_prefix)
+    record_prediction(redis_client, keys, "m", "succeeded")
+    with start_metrics_server(settings, port=0, addr="127.0.0.1", limiter_factory=BrokenLimiter) as server:
+        samples = scrape(server.url)
+    assert value(samples, "fleet_exporter_part_up", part="limiter") == 0
+    assert value(samples, "fleet_predictions_total", model="m", outcome="succeeded") == 1
+
+
+def test_counters_live_under_the_key_prefix_only(settings, redis_client):
+    keys = Keys(settings.key_prefix)
+    record_retry(redis_client, keys, "m")
+    assert read_counters(redis_client, Keys(settings.key_prefix + "-other")) == {}
+    assert all(k.startswith(settings.key_prefix) for k in redis_client.keys(f"*{settings.key_prefix}*"))
+
+
+@pytest.mark.skipif(not _has("shared.limiter", "Limiter"), reason="shared.limiter has not landed yet")
+def test_real_limiter_status_is_exported(settings, redis_client):
+    from shared.limiter import HolderInfo, Limiter
+
+    limiter = Limiter(redis_client, keys=Keys(settings.key_prefix), settings=settings.with_(global_max_concurrent=4))
+    lease = limiter.acquire(HolderInfo(host="host-a", pid=os.getpid(), task_id="t-1", batch_id="b", index=0,
+                                       model="m"), timeout=10)
+    try:
+        limiter.take_create_token(timeout=10)
+        limiter.pause_creations(30, reason="test 429")
+        with start_metrics_server(settings, port=0, addr="127.0.0.1") as server:
+            samples = scrape(server.url)
+    finally:
+        lease.release()
+        limiter.close()
+    assert value(samples, "fleet_exporter_part_up", part="limiter") == 1
+    assert value(samples, "fleet_slots_limit") == 4
+    assert value(samples, "fleet_slots_in_use") == 1
+    assert value(samples, "fleet_slots_held", host="host-a") == 1
+    assert value(samples, "fleet_creations_in_window") >= 1
+    assert value(samples, "fleet_creation_pause_active") == 1
+    assert 0 < value(samples, "fleet_creation_pause_seconds_left") <= 30
+
+
+@pytest.mark.skipif(not _has("shared.ledger", "Ledger"), reason="shared.ledger has not landed yet")
+def test_active_batch_counts_are_exported(settings, redis_client):
+    from shared.ledger import Ledger
+    from shared.request import ImageRequest
+
+    keys = Keys(settings.key_prefix)
+    requests = [ImageRequest(index=i, id=str(i), prompt=f"p{i}", requested_model="m", model="m",
+                             output=f"b1/{i:04d}_p.png") for i in range(3)]
+    ledger = Ledger(redis_client, keys)
+    assert ledger.create_batch("b-metrics", requests, output_root=str(settings.output_dir), options={})
+    with start_metrics_server(settings, port=0, addr="127.0.0.1", limiter_factory=FakeLimiter) as server:
+        samples = scrape(server.url)
+    assert value(samples, "fleet_exporter_part_up", part="ledger") == 1
+    assert value(samples, "fleet_batch_items_total", batch="b-metrics") == 3
+    assert value(samples, "fleet_batch_items", batch="b-metrics", status="pending") == 3
+    assert value(samples, "fleet_batches_active") >= 1
+
+
+def test_serve_metrics_blocks_until_stopped(settings, redis_client):
+    from producer.metrics_server import serve_metrics
+
+    ready, stop = threading.Event(), threading.Event()
+    servers = []
+
+    def on_ready(server):
+        servers.append(server)
+        ready.set()
+
+    thread = threading.Thread(target=serve_metrics, args=(settings, 0),
+                              kwargs={"addr": "127.0.0.1", "stop": stop, "on_ready": on_ready}, daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    samples = scrape(servers[0].url)
+    assert ("fleet_exporter_part_up", (("part", "counters"),)) in samples
+    stop.set()
+    thread.join(10)
+    assert not thread.is_alive()
+
+
+def _pipeline_available() -> bool:
+    from tests.test_compose_shutdown import _available
+
+    return _available() and _has("tests.fixtures.workers", "worker_factory")
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(not _pipeline_available(), reason="workers, ledger, prompts or the stand-in have not landed yet")
+def test_a_real_batch_shows_up_in_the_metrics(settings, redis_client, sim_factory, request):
+    """Workers of the project's app increment the Redis counters; the exporter shows them."""
+    import time
+
+    from shared.ledger import Ledger
+    from shared.models import load_registry
+    from shared.prompts import parse_prompts
+    from tests.test_compose_shutdown import delete_queue_bindings, pick_image_model
+    from workers.dispatch import enqueue_items
+
+    worker_factory = request.getfixturevalue("worker_factory")
+    sim = sim_factory()
+    settings = settings.with_(replicate_base_url=sim.url, global_max_concurrent=3)
+    registry = load_registry()
+    model = pick_image_model(registry)
+    batch_id = f"metrics-{settings.key_prefix}"
+    requests = parse_prompts([f"a quiet harbour, take {i}" for i in range(5)], batch_id=batch_id,
+                             output_root=settings.output_dir, registry=registry, model=model)
+    ledger = Ledger(redis_client, Keys(settings.key_prefix))
+    assert ledger.create_batch(batch_id, requests, output_root=str(settings.output_dir), options={})
+    worker_factory(settings, count=1, sim=sim, concurrency=4)
+    enqueue_items(settings, batch_id, requests)
+    deadline = time.monotonic() + 90
+    while not getattr(ledger.batch(batch_id), "finished", False):
+        assert time.monotonic() < deadline, "batch did not finish"
+        time.sleep(0.2)
+
+    with start_metrics_server(settings, port=0, addr="127.0.0.1") as server:
+        samples = scrape(server.url)
+    delete_queue_bindings(redis_client, settings.queue)
+    assert value(samples, "fleet_predictions_total", model=model, outcome="succeeded") == 5
+    assert value(samples, "fleet_creations_total", model=model) == 5
+    assert value(samples, "fleet_cost_usd_total", model=model) > 0
+    assert value(samples, "fleet_limiter_wait_seconds_count", kind="slot") >= 5
+    assert value(samples, "fleet_slots_in_use") == 0
+    assert value(samples, "fleet_slots_limit") == 3
+    assert ("fleet_batch_items_total", (("batch", batch_id),)) not in samples  # finished: not active

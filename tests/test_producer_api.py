@@ -1,0 +1,240 @@
+"""The Python API and the CLI commands around a recorded batch, without workers: the ledger
+is driven by hand where a worker would write, so the producer side is tested on its own (the
+end-to-end tests with real workers are in test_producer_e2e.py)."""
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+
+import pytest
+from click.testing import CliRunner
+
+import producer
+from producer.cli import cli
+from shared.errors import InputError, NoWorkerError
+from shared.keys import Keys
+from shared.ledger import Ledger
+
+pytest.importorskip("workers.dispatch")
+
+PROMPTS = ["a red fox in snow", "a lighthouse in a storm", "a tiny robot gardener"]
+
+
+def base_args(settings):
+    return ["--redis-url", settings.redis_url, "--env-file", "/nonexistent"]
+
+
+def queue_length(redis_client, settings) -> int:
+    return int(redis_client.llen(settings.queue))
+
+
+def finish(ledger: Ledger, batch_id: str, index: int, status: str = "succeeded", outputs=None):
+    ledger.transition(batch_id, index, "running", attempt=1, attempt_update={"model": "m", "status": "running"})
+    ledger.transition(batch_id, index, status, attempt=1, fields={"outputs": outputs or [f"{index}.png"],
+                                                                  "model": "black-forest-labs/flux-dev"},
+                      attempt_update={"status": status, "final": True})
+
+
+def test_submit_records_and_enqueues_one_task_per_item(settings, redis_client):
+    batch = producer.submit(PROMPTS, settings=settings, model="black-forest-labs/flux-dev")
+    assert batch.created and len(batch.requests) == 3
+    assert queue_length(redis_client, settings) == 3
+    snap = batch.status()
+    assert (snap.total, snap.counts["pending"], snap.finished) == (3, 3, False)
+    records = batch.results()
+    assert [r["index"] for r in records] == [0, 1, 2]
+    assert [r["prompt"] for r in records] == PROMPTS and {r["status"] for r in records} == {"pending"}
+
+
+def test_resubmitting_the_same_batch_id_enqueues_nothing(settings, redis_client):
+    first = producer.submit(PROMPTS, settings=settings, batch_id="same-id")
+    assert first.created and queue_length(redis_client, settings) == 3
+    again = producer.submit(PROMPTS, settings=settings, batch_id="same-id")
+    assert not again.created and queue_length(redis_client, settings) == 3
+    with pytest.raises(InputError, match="exists already with other items"):
+        producer.submit(PROMPTS[:2], settings=settings, batch_id="same-id")
+    assert queue_length(redis_client, settings) == 3
+
+    result = CliRunner().invoke(cli, base_args(settings) + ["submit", "-", "--batch-id", "same-id"],
+                                env=settings.as_env())
+    assert result.exit_code == 2  # "-" is not a file: bad input, still nothing enqueued
+    assert queue_length(redis_client, settings) == 3
+
+
+def test_cli_resubmit_says_nothing_new_was_enqueued(tmp_path, settings, redis_client):
+    prompts = tmp_path / "p.json"
+    prompts.write_text(json.dumps(PROMPTS))
+    runner = CliRunner()
+    args = base_args(settings) + ["submit", str(prompts), "--batch-id", "cli-same", "--json"]
+    first = runner.invoke(cli, args, env=settings.as_env())
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.stdout.strip().splitlines()[-1]) == {"batch": "cli-same", "items": 3}
+    second = runner.invoke(cli, args, env=settings.as_env())
+    assert second.exit_code == 0
+    assert "nothing new was enqueued" in second.stderr
+    assert json.loads(second.stdout.strip().splitlines()[-1]) == {"batch": "cli-same", "items": 3}
+    assert queue_length(redis_client, settings) == 3
+
+
+def test_submit_wait_without_any_worker_exits_3_quickly(tmp_path, settings, redis_client):
+    prompts = tmp_path / "p.json"
+    prompts.write_text(json.dumps(PROMPTS))
+    started = time.monotonic()
+    result = CliRunner().invoke(cli, base_args(settings) + ["submit", str(prompts), "--wait"],
+                                env=settings.as_env())
+    assert result.exit_code == 3, result.output
+    assert time.monotonic() - started < 30  # "within a few seconds", with a wide margin for CI
+    assert "no worker is consuming queue" in result.stderr and "producer wait" in result.stderr
+
+
+def test_wait_prints_plain_lines_when_not_a_terminal(settings, redis_client):
+    batch = producer.submit(PROMPTS, settings=settings)
+    ledger = Ledger(redis_client, Keys(settings.key_prefix))
+
+    def fake_worker():
+        for index in range(3):
+            time.sleep(0.3)
+            finish(ledger, batch.id, index, "failed" if index == 2 else "succeeded")
+
+    thread = threading.Thread(target=fake_worker)
+    thread.start()
+    out = io.StringIO()
+    snap = batch.wait(progress=out, check_workers=False, poll_interval=0.05, interval=0.0)
+    thread.join()
+    text = out.getvalue()
+    assert "\r" not in text and "\x1b" not in text
+    lines = text.splitlines()
+    assert len(lines) >= 3 and all(line.startswith(f"batch {batch.id}: ") for line in lines)
+    assert lines[-1].startswith(f"batch {batch.id}: 3/3 done (ok 2, failed 1)")
+    assert snap.finished and not snap.all_succeeded and snap.failed == 1
+
+
+def test_cli_wait_exit_codes_and_plain_output(settings, redis_client, monkeypatch):
+    monkeypatch.setattr("workers.dispatch.workers_alive", lambda *a, **k: ["fake@host"])
+    batch = producer.submit(PROMPTS, settings=settings)
+    ledger = Ledger(redis_client, Keys(settings.key_prefix))
+    for index in range(3):
+        finish(ledger, batch.id, index)
+    result = CliRunner().invoke(cli, base_args(settings) + ["wait", batch.id], env=settings.as_env())
+    assert result.exit_code == 0, result.output
+    assert f"batch {batch.id}: 3/3 done" in result.stdout and "all succeeded" in result.stdout
+    assert "manifest" in result.stdout
+
+    failed = producer.submit(PROMPTS, settings=settings)
+    finish(ledger, failed.id, 0)
+    finish(ledger, failed.id, 1, "failed")
+    finish(ledger, failed.id, 2, "substituted")
+    result = CliRunner().invoke(cli, base_args(settings) + ["wait", failed.id, "--json"], env=settings.as_env())
+    assert result.exit_code == 1
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["counts"]["failed"] == 1 and summary["counts"]["substituted"] == 1
+    assert f"producer retry {failed.id}" in result.stderr
+
+
+def test_status_results_list_cancel_retry_through_the_cli(settings, redis_client):
+    runner = CliRunner()
+    env = settings.as_env()
+    batch = producer.submit(PROMPTS, settings=settings)
+    ledger = Ledger(redis_client, Keys(settings.key_prefix))
+    finish(ledger, batch.id, 0)
+    finish(ledger, batch.id, 1, "failed")
+
+    status = runner.invoke(cli, base_args(settings) + ["status", batch.id, "--json"], env=env)
+    data = json.loads(status.stdout)
+    assert (data["done"], data["queued"], data["counts"]["failed"], data["finished"]) == (2, 1, 1, False)
+    human = runner.invoke(cli, base_args(settings) + ["status", batch.id], env=env).stdout
+    assert "succeeded 1" in human and "failed 1" in human and "ETA" in human
+
+    results = runner.invoke(cli, base_args(settings) + ["results", batch.id, "--json"], env=env)
+    records = [json.loads(line) for line in results.stdout.splitlines()]
+    assert [r["status"] for r in records] == ["succeeded", "failed", "pending"]
+    assert set(records[0]) >= {"index", "id", "prompt", "requested_model", "model", "status", "outputs",
+                               "attempts", "error"}
+
+    listed = runner.invoke(cli, base_args(settings) + ["list"], env=env).stdout
+    assert batch.id in listed
+
+    before = queue_length(redis_client, settings)
+    retried = runner.invoke(cli, base_args(settings) + ["retry", batch.id], env=env)
+    assert retried.exit_code == 0 and "1 failed items enqueued again (items 1)" in retried.stdout
+    assert queue_length(redis_client, settings) == before + 1
+    assert batch.status().counts["pending"] == 2
+
+    canceled = runner.invoke(cli, base_args(settings) + ["cancel", batch.id], env=env)
+    assert canceled.exit_code == 0 and "2 queued items canceled" in canceled.stdout
+    snap = batch.status()
+    assert snap.finished and snap.counts["canceled"] == 2 and snap.succeeded == 1
+
+
+def test_wait_raises_no_worker_error(settings, redis_client):
+    batch = producer.submit(PROMPTS[:1], settings=settings)
+    with pytest.raises(NoWorkerError, match=f"producer wait {batch.id}"):
+        batch.wait(poll_interval=0.1, timeout=30)
+
+
+def test_wait_timeout_returns_an_unfinished_snapshot(settings, redis_client):
+    batch = producer.submit(PROMPTS[:1], settings=settings)
+    snap = batch.wait(timeout=0.3, poll_interval=0.1, check_workers=False)
+    assert not snap.finished and snap.queued == 1
+
+
+def test_open_batch_unknown_and_bad_ids(settings, redis_client):
+    with pytest.raises(InputError, match="no batch"):
+        producer.open_batch("b-missing", settings)
+    with pytest.raises(InputError, match="batch id"):
+        producer.open_batch("../etc", settings)
+
+
+def test_resubmitting_other_items_under_a_used_id_is_bad_input(settings, redis_client):
+    producer.submit(PROMPTS, settings=settings, batch_id="used-id")
+    with pytest.raises(InputError, match="first difference at item 1"):
+        producer.submit([PROMPTS[0], "something else", PROMPTS[2]], settings=settings, batch_id="used-id")
+    assert queue_length(redis_client, settings) == 3
+
+
+def test_ctrl_c_stops_waiting_without_cancelling(settings, redis_client, monkeypatch):
+    monkeypatch.setattr("workers.dispatch.workers_alive", lambda *a, **k: ["fake@host"])
+    batch = producer.submit(PROMPTS, settings=settings)
+
+    def interrupted(_seconds):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("producer.api.time.sleep", interrupted)
+    result = CliRunner().invoke(cli, base_args(settings) + ["wait", batch.id], env=settings.as_env())
+    assert result.exit_code == 130
+    assert f"Resume with: producer wait {batch.id}" in result.stderr and "nothing was canceled" in result.stderr
+    info = batch.info()
+    assert not info.canceled and info.counts["pending"] == 3
+
+
+def test_terminal_gets_a_live_bar(settings, redis_client):
+    """`producer wait` in a pseudo-terminal draws the bar in place instead of printing lines."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    batch = producer.submit(PROMPTS, settings=settings)
+    ledger = Ledger(redis_client, Keys(settings.key_prefix))
+    for index in range(3):
+        finish(ledger, batch.id, index)
+    primary, secondary = pty.openpty()
+    env = {**os.environ, **settings.as_env(), "COLUMNS": "120"}
+    process = subprocess.Popen([sys.executable, "-m", "producer.cli", "--env-file", "/nonexistent", "wait", batch.id],
+                               stdin=secondary, stdout=secondary, stderr=secondary, env=env)
+    os.close(secondary)
+    chunks = []
+    while True:
+        try:
+            data = os.read(primary, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    assert process.wait(30) == 0
+    os.close(primary)
+    text = b"".join(chunks).decode(errors="replace")
+    assert "\r\x1b[K[" in text and "█" in text and "3/3" in text

@@ -1,0 +1,113 @@
+"""The producer against real celery workers, the real Redis and the stand-in: the Python API,
+`generate`, and the CLI's --wait / --json / exit codes / retry as a user runs them."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import producer
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parent.parent
+MIXED = {
+    "params": {"output_format": "png"},
+    "items": [
+        {"id": "fox", "prompt": "a red fox in snow", "model": "black-forest-labs/flux-dev"},
+        {"id": "market", "prompt": "a night market in the rain", "model": "qwen/qwen-image"},
+        {"id": "whale", "prompt": "a blue whale, aurora", "model": "google/nano-banana",
+         "params": {"output_format": "jpg"}},
+        "a lighthouse in a storm",
+        "a tiny robot gardener",
+    ],
+    "model": "black-forest-labs/flux-dev",
+}
+ROUTE = ["black-forest-labs/flux-dev", "qwen/qwen-image", "google/imagen-4-ultra"]
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def cli(settings, sim, *args, timeout=120):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REPLICATE_", "FLEET_", "REDIS_URL"))}
+    env.update(settings.as_env(), REPLICATE_BASE_URL=sim.url, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "producer.cli", "--env-file", "/nonexistent", *args],
+                          env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def test_python_api_end_to_end(settings, redis_client, sim, worker_factory):
+    import io
+
+    worker_factory(settings, count=2, sim=sim)
+    settings = settings.with_(replicate_base_url=sim.url)
+    batch = producer.submit(MIXED, settings=settings)
+    out = io.StringIO()
+    snap = batch.wait(progress=out, timeout=90, poll_interval=0.2, interval=1.0)
+    assert snap.finished and snap.all_succeeded, batch.results()
+    assert out.getvalue().splitlines()[-1].startswith(f"batch {batch.id}: 5/5 done (ok 5, failed 0)")
+
+    records = batch.results()
+    assert [r["id"] for r in records] == ["fox", "market", "whale", "3", "4"]
+    assert [r["model"] for r in records[:3]] == ["black-forest-labs/flux-dev", "qwen/qwen-image",
+                                                 "google/nano-banana"]
+    ledger = sim.ledger()
+    assert ledger["creations"] == 5 and ledger["duplicate_inputs"] == 0
+    for record in records:
+        paths = batch.output_paths(record)
+        assert len(paths) == 1 and paths[0].is_file()
+        assert paths[0].is_relative_to(Path(settings.output_dir).resolve() / batch.id)
+        prediction = record["attempts"][-1]["prediction_id"]
+        assert sha256(paths[0]) in ledger["outputs_sha256"][prediction]
+    assert batch.output_paths(records[2])[0].suffix == ".jpg"
+    manifest = json.loads(batch.write_manifest().read_text())
+    assert [item["id"] for item in manifest["items"]] == ["fox", "market", "whale", "3", "4"]
+
+    # the same batch id again: nothing new is enqueued, nothing is created at the stand-in
+    again = producer.submit(MIXED, settings=settings, batch_id=batch.id)
+    assert not again.created and again.wait(timeout=10).all_succeeded
+    assert sim.ledger()["creations"] == 5
+
+    paths = producer.generate("a paper boat on a pond", "black-forest-labs/flux-dev", settings=settings,
+                              output="single/boat.png", aspect_ratio="1:1", timeout=60)
+    assert paths == [Path(settings.output_dir).resolve() / "single" / "boat.png"] and paths[0].stat().st_size > 0
+
+
+def test_cli_submit_wait_failures_retry_and_exit_codes(tmp_path, settings, redis_client, sim, worker_factory):
+    worker_factory(settings, count=2, sim=sim)
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps(["a red fox", "a blue whale", "a green forest"]))
+
+    ok = cli(settings, sim, "submit", str(prompts), "-m", "black-forest-labs/flux-dev", "-p", "aspect_ratio=16:9",
+             "--wait")
+    assert ok.returncode == 0, ok.stderr + ok.stdout
+    lines = ok.stdout.splitlines()
+    assert "\r" not in ok.stdout and "\x1b[" not in ok.stdout  # not a terminal: plain lines
+    assert any(line.startswith("batch ") and "3/3 done (ok 3, failed 0)" in line for line in lines)
+    assert any("all succeeded" in line for line in lines) and any("manifest" in line for line in lines)
+
+    # every model of the route fails: the items end failed, exit 1, and retry fixes them
+    sim.configure(always_fail_models=ROUTE)
+    failed = cli(settings, sim, "submit", str(prompts), "-m", "black-forest-labs/flux-dev", "--wait", "--json",
+                 "--batch-id", "cli-fail")
+    assert failed.returncode == 1, failed.stderr
+    summary = json.loads(failed.stdout.strip().splitlines()[-1])
+    assert summary["batch"] == "cli-fail" and summary["items"] == 3 and summary["counts"]["failed"] == 3
+    assert "producer retry cli-fail" in failed.stderr
+    results = cli(settings, sim, "results", "cli-fail", "--json")
+    records = [json.loads(line) for line in results.stdout.splitlines()]
+    assert [r["status"] for r in records] == ["failed"] * 3
+    assert [a["model"] for a in records[0]["attempts"]] == ROUTE
+
+    sim.configure(always_fail_models=[])
+    retried = cli(settings, sim, "retry", "cli-fail", "--wait")
+    assert retried.returncode == 0, retried.stderr + retried.stdout
+    assert "3 failed items enqueued again" in retried.stdout
+    status = json.loads(cli(settings, sim, "status", "cli-fail", "--json").stdout)
+    assert status["counts"]["succeeded"] == 3 and status["finished"]

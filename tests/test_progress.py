@@ -1,0 +1,116 @@
+"""Progress snapshots and their two renderings (terminal bar, plain lines)."""
+from __future__ import annotations
+
+import io
+from types import SimpleNamespace
+
+import pytest
+
+from producer.progress import (LineReporter, Snapshot, TerminalReporter, format_bar, format_duration,
+                               format_line, make_reporter, snapshot_from_info)
+
+
+def info(counts: dict, total: int = 10, created_at: float = 1000.0, finished_at=None, canceled=False):
+    return SimpleNamespace(id="b-1", total=total, counts=counts, created_at=created_at,
+                           finished=finished_at is not None, finished_at=finished_at, canceled=canceled)
+
+
+def test_snapshot_counts_rate_and_eta():
+    snap = snapshot_from_info(info({"succeeded": 3, "failed": 1, "running": 2, "pending": 4}), now=1060.0)
+    assert (snap.done, snap.running, snap.queued) == (4, 2, 4)
+    assert snap.per_minute == pytest.approx(4.0)
+    assert snap.eta == pytest.approx(90.0)  # 6 left at 4/min
+    assert not snap.finished and not snap.all_succeeded
+
+
+def test_snapshot_finished_when_every_item_is_terminal_and_elapsed_stops_at_finish():
+    snap = snapshot_from_info(info({"succeeded": 9, "substituted": 1}, finished_at=1030.0), now=5000.0)
+    assert snap.finished and snap.elapsed == pytest.approx(30.0) and snap.eta == 0.0
+    assert not snap.all_succeeded  # a substitute is not a success
+    # the ledger's flag may lag; counts decide
+    assert snapshot_from_info(info({"succeeded": 10}), now=1010.0).all_succeeded
+
+
+def test_queued_never_negative_and_unknown_eta_before_first_result():
+    snap = snapshot_from_info(info({"running": 3, "pending": 7}), now=1005.0)
+    assert snap.queued == 7 and snap.per_minute is None and snap.eta is None
+    assert "ETA ?" in format_line(snap)
+
+
+def test_slots_from_limiter_status_appear():
+    snap = snapshot_from_info(info({"running": 3, "pending": 7}), now=1005.0,
+                              limiter_status=SimpleNamespace(in_use=3, limit=10))
+    assert "slots 3/10" in format_line(snap)
+    assert "slots 3/10" in format_bar(snap, 120)
+
+
+def test_format_line_names_every_count():
+    snap = snapshot_from_info(info({"succeeded": 5, "failed": 1, "canceled": 2, "running": 1, "pending": 1}),
+                              now=1060.0)
+    line = format_line(snap)
+    for text in ("8/10 done", "ok 5", "failed 1", "canceled 2", "running 1", "queued 1", "img/min"):
+        assert text in line
+
+
+@pytest.mark.parametrize("width", [40, 80, 200])
+def test_bar_fits_the_terminal(width):
+    snap = snapshot_from_info(info({"succeeded": 5, "pending": 5}), now=1060.0)
+    bar = format_bar(snap, width)
+    assert len(bar) < width and bar.startswith("[")
+
+
+def test_format_duration():
+    assert [format_duration(s) for s in (None, 5, 65, 3725)] == ["?", "5s", "1m05s", "1h02m"]
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_line_reporter_prints_periodically_and_the_final_state_once():
+    out, clock = io.StringIO(), FakeClock()
+    reporter = LineReporter(out, interval=10, clock=clock)
+    for t, done in ((0, 0), (3, 1), (6, 2), (11, 3), (15, 4)):
+        clock.now = t
+        reporter.update(snapshot_from_info(info({"succeeded": done, "pending": 10 - done}), now=1000 + t))
+    final = snapshot_from_info(info({"succeeded": 10}, finished_at=1020.0), now=1020.0)
+    clock.now = 16
+    reporter.update(final)
+    reporter.close(final)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3  # t=0, t=11, the final state (not repeated by close)
+    assert "\r" not in out.getvalue() and "\x1b" not in out.getvalue()
+    assert lines[-1].startswith("batch b-1: 10/10 done")
+
+
+class TTY(io.StringIO):
+    encoding = "utf-8"
+
+    def isatty(self):
+        return True
+
+
+def test_terminal_reporter_redraws_one_line():
+    out = TTY()
+    reporter = TerminalReporter(out)
+    reporter.update(snapshot_from_info(info({"succeeded": 2, "pending": 8}), now=1010))
+    reporter.update(snapshot_from_info(info({"succeeded": 4, "pending": 6}), now=1020))
+    reporter.close(None)
+    text = out.getvalue()
+    assert text.count("\r\x1b[K") == 2 and text.endswith("\n") and text.count("\n") == 1
+    assert "█" in text
+
+
+def test_make_reporter_picks_by_terminal():
+    assert isinstance(make_reporter(TTY()), TerminalReporter)
+    assert isinstance(make_reporter(io.StringIO()), LineReporter)
+    assert make_reporter(None) is None and make_reporter(False) is None
+    seen = []
+    make_reporter(seen.append).update(Snapshot("b", 1, {}, 0.0, False))
+    assert len(seen) == 1
+    with pytest.raises(TypeError):
+        make_reporter(42)

@@ -1,0 +1,96 @@
+"""The Celery app and its configuration, built from Settings when first needed (never at import).
+
+Choices (see the design notes in workers/README.md):
+- acks_late + reject_on_worker_lost: a worker killed mid-task leaves its message to be redelivered;
+  tasks are idempotent per (batch, item, attempt) thanks to the claim and the attempt record.
+- prefetch multiplier 1: a process reserves at most `concurrency` messages, so the broker's
+  visibility timeout (which counts from delivery) is not eaten by messages waiting in a buffer.
+- threads pool: a task spends its life waiting on HTTP and on the limiter; threads let one process
+  hold many in-flight predictions cheaply (no fork per task, one limiter keeper per process).
+- results ignored: the ledger (shared.ledger) is the result store.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, signals
+
+from shared.settings import Settings
+
+TASK_NAME = "workers.generate_image"
+DEFAULT_CONCURRENCY = 32  # threads per worker process; `celery worker -c N` overrides
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery settings for producers and workers. Never carries the Replicate token."""
+    visibility = int(settings.visibility_timeout)
+    return {
+        "broker_url": settings.redis_url,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {
+            "visibility_timeout": visibility,
+            # Sweep for abandoned (unacked) messages often enough that a short visibility timeout
+            # (tests, small deployments) recovers a killed worker's tasks promptly.
+            "unacked_restore_interval": max(1, min(10, visibility // 10)),
+            "unacked_restore_throttle": 1 if visibility < 600 else 10,
+        },
+        "result_backend": None,
+        "task_ignore_result": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_acks_on_failure_or_timeout": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_concurrency": DEFAULT_CONCURRENCY,
+        "worker_pool": "threads",
+        "task_default_queue": settings.queue,
+        "task_create_missing_queues": True,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "worker_hijack_root_logger": False,
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+    }
+
+
+class FleetCelery(Celery):
+    """Celery app whose configuration comes from Settings.load() at first use (worker start)."""
+
+    fleet_settings: Settings | None = None
+
+    def on_configure(self) -> None:  # type: ignore[override]  # Celery calls it lazily, once
+        if self.fleet_settings is None:
+            self.fleet_settings = Settings.load()
+        self.config_from_object(celery_config(self.fleet_settings))
+
+    def settings(self) -> Settings:
+        """The settings this worker runs with (loads the configuration if not done yet)."""
+        _ = self.conf.broker_url  # triggers on_configure
+        assert self.fleet_settings is not None
+        return self.fleet_settings
+
+
+app = FleetCelery("workers", include=["workers.tasks"])
+
+
+@signals.setup_logging.connect
+def _setup_logging(loglevel: Any = None, **_: Any) -> None:
+    # Our structured, token-redacting handler instead of Celery's; level from FLEET_LOG_LEVEL.
+    from shared.logging_setup import celery_setup_logging
+
+    celery_setup_logging(app.settings())
+
+
+@signals.worker_ready.connect
+def _warm_up(sender: Any = None, **_: Any) -> None:
+    # Build the process's shared objects now (Redis, limiter, client) so the first task does not
+    # pay for them between its creation token and its POST.
+    from workers.context import get_context
+
+    try:
+        get_context(app.settings()).calls.warm_up()
+    except Exception as exc:  # noqa: BLE001 - the first task will report the real problem
+        import logging
+
+        logging.getLogger("workers").warning("warm-up failed: %s", exc)
+

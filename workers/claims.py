@@ -1,0 +1,93 @@
+"""Claims: at most one live execution of a (batch, item, attempt) at a time.
+
+A claim is `SET key token NX PX ttl`, renewed by one keeper thread per process while the task
+runs. A second execution (a message redelivered by the broker's visibility timeout while the
+first still runs) sees the claim held and backs off; a dead holder's claim expires after `ttl`.
+The claim is a guard, not the only one: the attempt record (workers.attempts) still prevents a
+second creation if a claim were ever lost (a stalled process, a Redis failover).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import redis
+
+log = logging.getLogger(__name__)
+_LUA = Path(__file__).with_name("lua")
+
+
+class Claim:
+    def __init__(self, keeper: "ClaimKeeper", key: str, token: str):
+        self.key = key
+        self.token = token
+        self._keeper = keeper
+        self.lost = False  # a renewal found someone else's token (or none)
+
+    def release(self) -> None:
+        self._keeper._release(self)
+
+    def __enter__(self) -> "Claim":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class ClaimKeeper:
+    """Takes claims and renews every held one from a single background thread."""
+
+    def __init__(self, redis_client: redis.Redis, ttl: float = 30.0):
+        self.redis = redis_client
+        self.ttl_ms = int(ttl * 1000)
+        self._renew_script = redis_client.register_script((_LUA / "claim_renew.lua").read_text())
+        self._release_script = redis_client.register_script((_LUA / "claim_release.lua").read_text())
+        self._held: dict[str, Claim] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def try_claim(self, key: str) -> Claim | None:
+        token = uuid.uuid4().hex
+        if not self.redis.set(key, token, nx=True, px=self.ttl_ms):
+            return None
+        claim = Claim(self, key, token)
+        with self._lock:
+            self._held[token] = claim
+            self._ensure_thread()
+        return claim
+
+    def holder(self, key: str) -> str | None:
+        return self.redis.get(key)
+
+    def _release(self, claim: Claim) -> None:
+        with self._lock:
+            if self._held.pop(claim.token, None) is None:
+                return
+        try:
+            self._release_script(keys=[claim.key], args=[claim.token])
+        except redis.RedisError as exc:  # it expires by itself
+            log.warning("could not release claim %s: %s", claim.key, exc)
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="claim-keeper", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        interval = self.ttl_ms / 3000
+        while True:
+            time.sleep(interval)
+            with self._lock:
+                held = list(self._held.values())
+            for claim in held:
+                try:
+                    if not int(self._renew_script(keys=[claim.key], args=[claim.token, self.ttl_ms])):
+                        if not claim.lost:
+                            log.warning("claim %s lost (expired before renewal)", claim.key)
+                        claim.lost = True
+                except redis.RedisError as exc:
+                    log.warning("claim renewal failed for %s: %s", claim.key, exc)

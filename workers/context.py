@@ -1,0 +1,129 @@
+"""Everything a worker process shares between its task threads, built once on first use.
+
+One Redis client, one ledger, one limiter (with its one keeper thread), one claim keeper, one
+Replicate client, one downloader, the model registry. Built lazily from the app's settings, so
+importing the package reads nothing and a forked child builds its own.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+
+import redis
+
+from shared.keys import Keys
+from shared.ledger import Ledger
+from shared.redis_conn import connect
+from shared.settings import Settings
+from workers.attempts import AttemptStore
+from workers.claims import ClaimKeeper
+from workers.download import Downloader
+from workers.replicate_calls import ReplicateCalls
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerContext:
+    settings: Settings
+    redis: redis.Redis
+    keys: Keys
+    ledger: Ledger
+    limiter: object  # shared.limiter.Limiter
+    claims: ClaimKeeper
+    attempts: AttemptStore
+    calls: ReplicateCalls
+    downloader: Downloader
+    registry: object  # shared.models.ModelRegistry
+    metrics: object | None
+    cancel_watch: "CancelWatch" = field(init=False)
+    pid: int = field(default_factory=os.getpid)
+
+    def __post_init__(self) -> None:
+        self.cancel_watch = CancelWatch(self.ledger)
+
+    @classmethod
+    def build(cls, settings: Settings) -> "WorkerContext":
+        from shared.limiter import Limiter
+        from shared.models import load_registry
+
+        client = connect(settings, max_connections=512)
+        keys = Keys(settings.key_prefix)
+        try:
+            from shared.metrics.recorder import MetricsRecorder
+
+            metrics = MetricsRecorder(client, keys)
+        except ImportError:  # pragma: no cover - metrics are optional
+            metrics = None
+        return cls(
+            settings=settings,
+            redis=client,
+            keys=keys,
+            ledger=Ledger(client, keys),
+            limiter=Limiter(client, keys=keys, settings=settings),
+            claims=ClaimKeeper(client, ttl=claim_ttl(settings)),
+            attempts=AttemptStore(client, keys),
+            calls=ReplicateCalls(settings),
+            downloader=Downloader(max_bytes=settings.max_download_bytes),
+            registry=load_registry(),
+            metrics=metrics,
+        )
+
+    def close(self) -> None:
+        for closer in (getattr(self.limiter, "close", None), self.calls.close, self.downloader.close):
+            try:
+                if closer:
+                    closer()
+            except Exception as exc:  # noqa: BLE001
+                log.debug("close failed: %s", exc)
+
+
+def claim_ttl(settings: Settings) -> float:
+    """A dead execution's claim must expire well before anyone gives up on the item; the lease
+    length is the natural unit (a dead holder loses its slot after the same time)."""
+    return max(3.0, float(settings.lease_seconds))
+
+
+class CancelWatch:
+    """`is_canceled(batch)` for many waiting threads, at most one Redis read per batch per
+    `interval` in this process."""
+
+    def __init__(self, ledger: Ledger, interval: float = 1.0):
+        self.ledger = ledger
+        self.interval = interval
+        self._cache: dict[str, tuple[float, bool]] = {}
+        self._lock = threading.Lock()
+
+    def is_canceled(self, batch_id: str) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(batch_id)
+            if cached is not None and (cached[1] or now - cached[0] < self.interval):
+                return cached[1]
+        try:
+            value = self.ledger.is_canceled(batch_id)
+        except redis.RedisError:
+            return False if cached is None else cached[1]
+        with self._lock:
+            self._cache[batch_id] = (now, value)
+            if len(self._cache) > 1000:
+                self._cache.clear()
+        return value
+
+
+_context: WorkerContext | None = None
+_context_lock = threading.Lock()
+
+
+def get_context(settings: Settings) -> WorkerContext:
+    global _context
+    ctx = _context
+    if ctx is None or ctx.pid != os.getpid():
+        with _context_lock:
+            ctx = _context
+            if ctx is None or ctx.pid != os.getpid():
+                ctx = _context = WorkerContext.build(settings)
+    return ctx

@@ -1,0 +1,1 @@
+"""Lua scripts loaded by workers.claims (data files, kept beside the code that loads them)."""

@@ -1,0 +1,613 @@
+"""One attempt of one image, end to end: the decisions of "One image, end to end" and "Cost safety".
+
+`Pipeline(ctx).run(job)` runs the attempt `job.attempt` of item `job.index` with the item's
+current model and returns the task to enqueue next (None when the item needs nothing more):
+
+    ledger check -> claim (batch, item, attempt) -> item running
+    -> the attempt record: resume its prediction / reconcile an unresolved create / create
+    -> slot (FIFO, bounded wait) -> creation token -> intent -> POST -> prediction id recorded
+    -> poll (read tokens, first poll near the model's usual latency) -> slot released at once
+    -> download every output (no token, timeouts, byte cap, atomic) -> item succeeded
+
+Failures become the next task: TransientError -> a new attempt on the same model (backoff with
+jitter, honouring retry_after, bounded); PermanentModelError -> a new attempt on the next model
+of the route; LocalError -> the item fails (never a paid fallback); no route left -> failed, or
+`substituted` with the black placeholder when the batch asked for it. Work that must continue
+with the SAME attempt (a prediction already exists, or may exist) is re-enqueued with the same
+attempt number, so it resumes or reconciles instead of paying again.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import redis
+
+from shared.errors import (AcquireTimeoutError, CanceledError, InputError, LocalError, PermanentModelError,
+                           RedisUnavailableError, TransientError)
+from shared.ledger import TERMINAL
+from shared.request import ImageRequest
+from workers.context import WorkerContext, claim_ttl
+from workers.download import extension_of, output_urls
+from workers.replicate_calls import PredictionView, failure_error, is_ambiguous, same_input
+from workers.storage import output_paths, write_substitute
+
+try:
+    from shared.logging_setup import log_context
+except ImportError:  # pragma: no cover
+    from contextlib import nullcontext as log_context  # type: ignore[assignment]
+
+log = logging.getLogger("workers.pipeline")
+T = TypeVar("T")
+
+RECONCILE_SKEW = 300.0  # seconds of clock difference tolerated between a host and Replicate
+RECONCILE_MAX_PAGES = 10
+MAX_POLL_INTERVAL = 5.0
+LATENCY_SMOOTHING = 0.2
+
+
+@dataclass(frozen=True)
+class Job:
+    batch_id: str
+    index: int
+    attempt: int
+    model: str
+    task_id: str | None = None
+    recheck: int = 0  # how many times this task found the attempt claimed by a live execution
+
+
+@dataclass(frozen=True)
+class NextTask:
+    """What the task layer enqueues after this one."""
+
+    attempt: int
+    model: str
+    countdown: float = 0.0
+    recheck: int = 0
+    prompt: str = ""
+
+
+class Requeue(Exception):
+    """Control flow, not an error: run this same attempt again later (it resumes its prediction or
+    reconciles its unresolved create). `counted` re-runs are bounded by max_transient_retries."""
+
+    def __init__(self, reason: str, *, countdown: float = 0.0, counted: bool = True):
+        super().__init__(reason)
+        self.reason = reason
+        self.countdown = countdown
+        self.counted = counted
+
+
+class Pipeline:
+    def __init__(self, ctx: WorkerContext):
+        self.ctx = ctx
+        s = ctx.settings
+        vis = float(s.visibility_timeout)
+        # Every wait inside one delivery stays far below the broker's visibility timeout, which
+        # counts from delivery: countdowns (ETA messages sit unacked in a worker) and slot waits.
+        self.countdown_cap = max(0.5, min(vis * 0.2, 300.0))
+        self.slot_wait = max(1.0, min(vis * 0.3, 600.0))
+        self.recheck_interval = max(0.5, min(claim_ttl(s) / 2, self.countdown_cap))
+        self.max_rechecks = int((s.prediction_timeout + 2 * claim_ttl(s)) / self.recheck_interval) + 3
+
+    # --- entry ----------------------------------------------------------------------------------
+    def run(self, job: Job) -> NextTask | None:
+        with log_context(batch=job.batch_id, item=job.index, attempt=job.attempt, model=job.model,
+                         task_id=job.task_id):
+            return self._run(job)
+
+    def _run(self, job: Job) -> NextTask | None:
+        ctx, b, i, n = self.ctx, job.batch_id, job.index, job.attempt
+        state = ctx.ledger.item_states(b, [i]).get(i)
+        if state is None:
+            log.warning("no such item in the ledger; nothing to do")
+            return None
+        status, current, model = state
+        if status in TERMINAL:
+            return None
+        if n < current:
+            if status == "pending" and n == current - 1:
+                # This attempt ended but its follow-up may never have been sent (killed between
+                # the ledger update and the send). Sending it again is safe: the claim and the
+                # attempt record make a duplicate task a no-op.
+                return NextTask(current, model, prompt=self._prompt(b, i))
+            return None
+        if n > current:
+            log.error("attempt %s is ahead of the ledger's %s; ignored", n, current)
+            return None
+        claim = ctx.claims.try_claim(ctx.keys.claim(b, i, n))
+        if claim is None:
+            # Another live execution has this attempt (a redelivered duplicate): do not run it
+            # twice, but do not drop it either, in case that execution dies after our ack.
+            if job.recheck >= self.max_rechecks:
+                log.error("attempt still claimed after %s checks; leaving it to its holder", job.recheck)
+                return None
+            return NextTask(n, model, countdown=self.recheck_interval, recheck=job.recheck + 1,
+                            prompt=self._prompt(b, i))
+        try:
+            return self._run_claimed(job, model)
+        finally:
+            claim.release()
+
+    def _run_claimed(self, job: Job, model: str) -> NextTask | None:
+        ctx, b, i, n = self.ctx, job.batch_id, job.index, job.attempt
+        if ctx.ledger.is_canceled(b):
+            self._cancel_recorded_prediction(job)
+            self._finish(job, "canceled", model, error="batch canceled", att_status="canceled")
+            return None
+        t = ctx.ledger.transition(b, i, "running", allowed_from=("pending", "running"), expect_attempt=n,
+                                  fields={"task_id": job.task_id or ""}, attempt=n,
+                                  attempt_update={"model": model, "status": "running"})
+        if not t.changed:
+            return None
+        request = ctx.ledger.request(b, i)
+        try:
+            outputs, prediction_id = self._attempt(job, request, model)
+        except Requeue as again:
+            return self._requeue_same(job, request, model, again)
+        except CanceledError as exc:
+            self._finish(job, "canceled", model, error=str(exc), att_status="canceled")
+            return None
+        except TransientError as exc:
+            return self._after_transient(job, request, model, exc)
+        except PermanentModelError as exc:
+            return self._after_permanent(job, request, model, exc)
+        except LocalError as exc:
+            self._finish(job, "failed", model, error=str(exc), att_status="failed", kind="local")
+            return None
+        except Exception as exc:  # noqa: BLE001 - a bug or an unknown failure: resume, bounded
+            log.exception("unexpected error in attempt")
+            return self._requeue_same(job, request, model,
+                                      Requeue(f"unexpected {type(exc).__name__}: {str(exc)[:200]}",
+                                              countdown=self._backoff(0)))
+        self._finish(job, "succeeded", model, outputs=outputs, att_status="succeeded",
+                     prediction_id=prediction_id)
+        self._metric("prediction", model, "succeeded", self._price(model, request))
+        return None
+
+    # --- the attempt ----------------------------------------------------------------------------
+    def _attempt(self, job: Job, request: ImageRequest, model: str) -> tuple[list[str], str]:
+        ctx, b, i, n = self.ctx, job.batch_id, job.index, job.attempt
+        try:
+            spec = ctx.registry.get(model)
+        except InputError as exc:
+            raise LocalError(f"this worker's model registry does not know {model}: {exc}") from None
+        record = ctx.attempts.get(b, i, n)
+        prediction_id = record.prediction_id
+        if prediction_id:
+            log.info("resuming prediction %s (no new creation)", prediction_id)
+            self._metric("prediction", model, "resumed")
+            view = self._read(job, lambda: ctx.calls.get(prediction_id))
+            if not view.terminal:
+                view = self._run_with_slot(job, model, spec, prediction_id, None)
+        else:
+            input_ = self._build_input(job, request, model)
+            if record.intent_at is not None:
+                prediction_id = self._reconcile(job, model, input_, record.intent_at)
+            view = self._run_with_slot(job, model, spec, prediction_id, input_)
+        return self._conclude(job, request, model, spec, view), view.id
+
+    def _run_with_slot(self, job: Job, model: str, spec: Any, prediction_id: str | None,
+                       input_: dict[str, Any] | None) -> PredictionView:
+        """Hold a slot exactly while the prediction is in flight (released before downloading)."""
+        lease = self._acquire_slot(job, model)
+        try:
+            started = time.monotonic()
+            if prediction_id is None:
+                prediction_id = self._create(job, model, input_ or {}).id
+                created_here = True
+            else:
+                created_here = False
+            try:
+                lease.set_prediction(prediction_id)
+            except Exception as exc:  # noqa: BLE001 - status display only
+                log.debug("could not show the prediction on the lease: %s", exc)
+            view = self._wait(job, prediction_id, lease, model, spec)
+            if created_here and view.status == "succeeded":
+                self._record_latency(model, time.monotonic() - started)
+            return view
+        finally:
+            lease.release()
+
+    def _acquire_slot(self, job: Job, model: str):
+        from shared.limiter import HolderInfo
+
+        ctx = self.ctx
+        info = HolderInfo(task_id=job.task_id, batch_id=job.batch_id, index=job.index, model=model)
+        began = time.monotonic()
+        try:
+            lease = ctx.limiter.acquire(info, timeout=self.slot_wait, should_stop=self._stopper(job))
+        except AcquireTimeoutError:
+            if ctx.ledger.is_canceled(job.batch_id):
+                raise CanceledError("batch canceled") from None
+            # Waiting longer would risk the broker redelivering this message to another worker.
+            raise Requeue(f"no slot within {self.slot_wait:g} s; back in the queue", counted=False) from None
+        except RedisUnavailableError as exc:
+            raise Requeue(f"limiter unavailable: {exc}", countdown=self._backoff(1)) from None
+        self._metric("slot_wait", time.monotonic() - began, "slot")
+        return lease
+
+    def _create(self, job: Job, model: str, input_: dict[str, Any]) -> PredictionView:
+        ctx, b, i, n = self.ctx, job.batch_id, job.index, job.attempt
+        last: TransientError | None = None
+        for _ in range(max(1, ctx.settings.max_transient_retries)):
+            # The intent goes first so that nothing stands between the token and the POST: the
+            # limiter's window margin must cover the spread of token-to-arrival delays.
+            ctx.attempts.write_intent(b, i, n, model)
+            began = time.monotonic()
+            try:
+                ctx.limiter.take_create_token(timeout=self.slot_wait, should_stop=self._stopper(job))
+            except AcquireTimeoutError:
+                ctx.attempts.clear_intent(b, i, n)
+                if ctx.ledger.is_canceled(b):
+                    raise CanceledError("batch canceled") from None
+                raise Requeue("no creation token in time; back in the queue", counted=False) from None
+            waited = time.monotonic() - began
+            if ctx.ledger.is_canceled(b):  # a fresh read: the shared watch may be a second old
+                ctx.attempts.clear_intent(b, i, n)
+                raise CanceledError("batch canceled")
+            try:
+                view = ctx.calls.create(model, input_)
+            except TransientError as exc:
+                if exc.status == 429:
+                    # Nothing was created. Someone else uses the account: pause every host.
+                    ctx.attempts.clear_intent(b, i, n)
+                    self._metric("rate_limited", "create")
+                    seconds = float(exc.retry_after or 1.0)
+                    ctx.limiter.pause_creations(seconds, reason=f"429 on create ({model})")
+                    log.warning("429 on create; creations paused %.1f s for every worker", seconds)
+                    last = exc
+                    continue
+                if is_ambiguous(exc):
+                    # The prediction may exist: keep the intent, the next run reconciles first.
+                    raise Requeue(f"{exc}; reconciling before any new creation",
+                                  countdown=self._backoff(1)) from None
+                ctx.attempts.clear_intent(b, i, n)
+                raise
+            except (PermanentModelError, LocalError):
+                ctx.attempts.clear_intent(b, i, n)
+                raise
+            ctx.attempts.record_prediction(b, i, n, view.id)
+            ctx.ledger.update_attempt(b, i, n, {"prediction_id": view.id})
+            self._metric("slot_wait", waited, "create")
+            self._metric("creation", model)
+            log.info("created prediction %s", view.id)
+            return view
+        raise last or TransientError("creation kept being refused")
+
+    def _reconcile(self, job: Job, model: str, input_: dict[str, Any], intent_at: float) -> str | None:
+        """An earlier run sent (or may have sent) the POST without recording an answer: adopt the
+        prediction it created, if the account's recent predictions show one."""
+        ctx, b, i, n = self.ctx, job.batch_id, job.index, job.attempt
+        since = intent_at - RECONCILE_SKEW
+        cursor: str | None = None
+        for _ in range(RECONCILE_MAX_PAGES):
+            views, cursor = self._read(job, lambda c=cursor: ctx.calls.list_page(c))
+            for view in views:
+                if view.model != model or not same_input(input_, view.input):
+                    continue
+                if ctx.attempts.owned_by_other(view.id, b, i, n):
+                    continue
+                if ctx.attempts.record_prediction(b, i, n, view.id, origin="adopted"):
+                    ctx.ledger.update_attempt(b, i, n, {"prediction_id": view.id})
+                    log.warning("adopted prediction %s created by an earlier run of this attempt", view.id)
+                    return view.id
+            times = [t for t in (v.created_ts() for v in views) if t is not None]
+            if not cursor or (times and min(times) < since):
+                break
+        ctx.attempts.clear_intent(b, i, n)
+        log.info("reconciliation found no prediction for the earlier create; creating one")
+        return None
+
+    def _wait(self, job: Job, prediction_id: str, lease: Any, model: str, spec: Any) -> PredictionView:
+        ctx = self.ctx
+        expected = self._expected_latency(model, spec)
+        delay = min(max(expected * 0.9, 0.25), 60.0) if expected else 1.0
+        interval = min(max(expected * 0.1, 0.25), 2.0) if expected else 0.5
+        deadline = time.monotonic() + ctx.settings.prediction_timeout
+        warned_lost = False
+        last_error: Exception | None = None
+        while True:
+            self._sleep_watching(job, delay)
+            if ctx.cancel_watch.is_canceled(job.batch_id):
+                self._cancel_prediction(job, prediction_id)
+                raise CanceledError("batch canceled")
+            if lease.lost and not warned_lost:
+                warned_lost = True
+                log.warning("slot lease lost (Redis unreachable or lease expired); still waiting for "
+                            "prediction %s, which keeps running at Replicate", prediction_id)
+            if time.monotonic() > deadline:
+                if last_error is not None:
+                    raise Requeue(f"cannot read prediction {prediction_id}: {last_error}",
+                                  countdown=self._backoff(1))
+                self._cancel_prediction(job, prediction_id)
+                raise TransientError(f"no result within {ctx.settings.prediction_timeout:g} s; canceled",
+                                     prediction_id=prediction_id)
+            try:
+                ctx.limiter.take_read_token(timeout=self.slot_wait, should_stop=self._stopper(job))
+            except AcquireTimeoutError:
+                delay = 0.0
+                continue
+            try:
+                view = ctx.calls.get(prediction_id)
+            except TransientError as exc:
+                last_error = exc
+                if exc.status == 429:
+                    self._metric("rate_limited", "read")
+                delay = min(max(float(exc.retry_after or 0), interval * 2), MAX_POLL_INTERVAL * 2)
+                continue
+            except PermanentModelError as exc:  # 404: Replicate does not know it (any more)
+                raise TransientError(f"prediction {prediction_id} cannot be read: {exc}",
+                                     prediction_id=prediction_id) from None
+            last_error = None
+            if view.terminal:
+                return view
+            delay = interval
+            interval = min(interval * 1.5, MAX_POLL_INTERVAL)
+
+    def _conclude(self, job: Job, request: ImageRequest, model: str, spec: Any,
+                  view: PredictionView) -> list[str]:
+        if view.status == "succeeded":
+            return self._store(job, request, spec, view)
+        if view.status == "failed":
+            raise failure_error(view)
+        if view.status == "canceled":
+            raise CanceledError("batch canceled" if self.ctx.ledger.is_canceled(job.batch_id)
+                                else f"prediction {view.id} was canceled at Replicate")
+        # aborted: the deadline passed before it started; nothing ran, try again
+        raise TransientError(f"prediction {view.id} {view.status}: {view.error or 'never started'}",
+                             prediction_id=view.id)
+
+    def _store(self, job: Job, request: ImageRequest, spec: Any, view: PredictionView) -> list[str]:
+        ctx = self.ctx
+        urls = output_urls(view.output)
+        if not urls:
+            raise PermanentModelError(f"prediction {view.id} succeeded without any output", prediction_id=view.id)
+        ext = extension_of(urls[0]) or getattr(spec, "default_format", None) or "png"
+        relative = request.output or f"{job.batch_id}/{job.index:04d}.{ext}"
+        paths = output_paths(Path(ctx.settings.output_dir), relative, len(urls), default_ext=ext)
+        for url, path in zip(urls, paths):
+            try:
+                ctx.downloader.save(url, path)
+            except TransientError as exc:
+                if exc.status in (404, 410):
+                    raise TransientError(f"output of {view.id} is gone ({exc}); a new prediction is needed",
+                                         prediction_id=view.id) from None
+                raise Requeue(f"{exc}; the finished prediction will be fetched again",
+                              countdown=self._backoff(1)) from None
+        return [str(p) for p in paths]
+
+    # --- outcomes -------------------------------------------------------------------------------
+    def _requeue_same(self, job: Job, request: ImageRequest, model: str, again: Requeue) -> NextTask | None:
+        ctx, b, i, n = self.ctx, job.batch_id, job.index, job.attempt
+        if again.counted:
+            tries = ctx.attempts.bump_tries(b, i, n)
+            if tries > ctx.settings.max_transient_retries:
+                return self._after_transient(job, request, model,
+                                             TransientError(f"gave up on this attempt: {again.reason}"))
+            self._metric("retry", model, "resume")
+        log.info("attempt runs again later: %s", again.reason)
+        ctx.ledger.update_attempt(b, i, n, {"error": again.reason})
+        return NextTask(n, model, countdown=again.countdown, prompt=request.prompt)
+
+    def _after_transient(self, job: Job, request: ImageRequest, model: str, exc: TransientError) -> NextTask | None:
+        ctx = self.ctx
+        item = ctx.ledger.item(job.batch_id, job.index)
+        streak = 0  # transient failures of this model in a row, since the last reset
+        for record in sorted(item.attempts if item else [], key=lambda a: -a.attempt):
+            if record.attempt >= job.attempt or record.attempt < (item.base_attempt if item else 1):
+                continue
+            if record.model != model or record.status != "retry":
+                break
+            streak += 1
+        if streak >= ctx.settings.max_transient_retries:
+            return self._after_permanent(job, request, model, PermanentModelError(
+                f"gave up on {model} after {streak + 1} transient failures; last: {exc}"))
+        self._metric("retry", model, "transient")
+        countdown = self._backoff(streak, exc.retry_after)
+        log.warning("transient failure, new attempt on %s in %.1f s: %s", model, countdown, exc)
+        return self._next_attempt(job, request, model, model, error=str(exc), att_status="retry",
+                                  kind="transient", countdown=countdown)
+
+    def _after_permanent(self, job: Job, request: ImageRequest, model: str,
+                         exc: PermanentModelError) -> NextTask | None:
+        models = list(request.models)
+        remaining = models[models.index(model) + 1:] if model in models else []
+        if remaining:
+            nxt = remaining[0]
+            self._metric("fallback", model, nxt)
+            self._metric("prediction", model, "failed")
+            log.warning("%s cannot make this image (%s); falling back to %s", model, exc, nxt)
+            return self._next_attempt(job, request, model, nxt, error=str(exc), att_status="failed",
+                                      kind="permanent", countdown=0.0)
+        reason = f"no model left on the route; last error: {exc}"
+        self._metric("prediction", model, "failed")
+        if self.ctx.ledger.options(job.batch_id).get("substitute_on_failure"):
+            try:
+                first = output_paths(Path(self.ctx.settings.output_dir),
+                                     request.output or f"{job.batch_id}/{job.index:04d}.png", 1)[0]
+                path = write_substitute(first)
+            except LocalError as local:
+                self._finish(job, "failed", model, error=f"{reason}; substitute not written: {local}",
+                             att_status="failed", kind="permanent", att_error=str(exc))
+                return None
+            self._finish(job, "substituted", model, error=reason, outputs=[str(path)], att_status="failed",
+                         kind="permanent", att_error=str(exc))
+            self._metric("prediction", model, "substituted")
+            return None
+        self._finish(job, "failed", model, error=reason, att_status="failed", kind="permanent", att_error=str(exc))
+        return None
+
+    def _next_attempt(self, job: Job, request: ImageRequest, model: str, next_model: str, *, error: str,
+                      att_status: str, kind: str, countdown: float) -> NextTask | None:
+        t = self.ctx.ledger.transition(
+            job.batch_id, job.index, "pending", expect_attempt=job.attempt,
+            fields={"attempt": job.attempt + 1, "current_model": next_model}, attempt=job.attempt,
+            attempt_update={"model": model, "status": att_status, "error": error, "kind": kind, "final": True})
+        if not t.changed:
+            return None
+        return NextTask(job.attempt + 1, next_model, countdown=countdown, prompt=request.prompt)
+
+    def _finish(self, job: Job, status: str, model: str, *, error: str | None = None,
+                outputs: list[str] | None = None, att_status: str, kind: str | None = None,
+                prediction_id: str | None = None, att_error: str | None = None) -> None:
+        fields: dict[str, Any] = {"error": error}
+        if outputs is not None:
+            fields["outputs"] = outputs
+        if status == "succeeded":
+            fields["model"] = model  # the model that produced the output
+        update: dict[str, Any] = {"model": model, "status": att_status, "final": True,
+                                  "error": att_error if att_error is not None else error}
+        if kind:
+            update["kind"] = kind
+        if prediction_id:
+            update["prediction_id"] = prediction_id
+        t = self.ctx.ledger.transition(job.batch_id, job.index, status, expect_attempt=job.attempt,
+                                       fields=fields, attempt=job.attempt, attempt_update=update)
+        if t.changed:
+            log.info("item %s%s", status, f": {error}" if error and status != "succeeded" else "")
+        if t.batch_finished:
+            self._write_manifest(job.batch_id)
+
+    def _write_manifest(self, batch_id: str) -> None:
+        try:
+            path = self.ctx.ledger.write_manifest(batch_id, self.ctx.settings.output_dir)
+            log.info("batch finished; manifest at %s", path)
+        except (OSError, redis.RedisError) as exc:
+            log.error("batch finished but the manifest could not be written: %s", exc)
+
+    # --- helpers --------------------------------------------------------------------------------
+    def _build_input(self, job: Job, request: ImageRequest, model: str) -> dict[str, Any]:
+        from shared.routing import build_input
+
+        try:
+            input_, warnings = build_input(request, model, self.ctx.registry)
+        except InputError as exc:  # this model cannot take the item (a route built elsewhere)
+            raise PermanentModelError(str(exc)) from None
+        for warning in warnings:
+            log.info("input for %s: %s", model, warning)
+        return self._upload_references(job, request, input_)
+
+    def _upload_references(self, job: Job, request: ImageRequest, input_: dict[str, Any]) -> dict[str, Any]:
+        """Local reference paths become uploaded-file URLs, once per item (cached in Redis), so
+        every attempt sends the same input and reconciliation can recognise it."""
+        local = {ref for ref in request.reference_images if not _is_url(ref)}
+        if not local:
+            return input_
+        ctx = self.ctx
+        key = ctx.keys.uploads(job.batch_id, job.index)
+        cached = ctx.redis.hgetall(key)
+
+        def url_for(path: str) -> str:
+            if path not in cached:
+                url = self._read(job, lambda: ctx.calls.upload(Path(path)))
+                ctx.redis.hset(key, path, url)
+                ctx.redis.expire(key, 14 * 24 * 3600)
+                cached[path] = url
+            return cached[path]
+
+        def swap(value: Any) -> Any:
+            if isinstance(value, str) and value in local:
+                return url_for(value)
+            if isinstance(value, list):
+                return [swap(v) for v in value]
+            return value
+
+        return {k: swap(v) for k, v in input_.items()}
+
+    def _read(self, job: Job, call: Callable[[], T]) -> T:
+        """A read-budget call outside the polling loop; failures re-run the attempt later."""
+        try:
+            self.ctx.limiter.take_read_token(timeout=self.slot_wait, should_stop=self._stopper(job))
+        except AcquireTimeoutError:
+            if self.ctx.ledger.is_canceled(job.batch_id):
+                raise CanceledError("batch canceled") from None
+            raise Requeue("no read token in time", counted=False) from None
+        try:
+            return call()
+        except TransientError as exc:
+            if exc.status == 429:
+                self._metric("rate_limited", "read")
+            raise Requeue(str(exc), countdown=self._backoff(1, exc.retry_after)) from None
+
+    def _cancel_prediction(self, job: Job, prediction_id: str) -> None:
+        try:
+            self.ctx.limiter.take_read_token(timeout=10.0)
+            self.ctx.calls.cancel(prediction_id)
+            log.info("canceled prediction %s at Replicate", prediction_id)
+        except Exception as exc:  # noqa: BLE001 - best effort; it ends by itself anyway
+            log.warning("could not cancel prediction %s: %s", prediction_id, exc)
+
+    def _cancel_recorded_prediction(self, job: Job) -> None:
+        record = self.ctx.attempts.get(job.batch_id, job.index, job.attempt)
+        if record.prediction_id:
+            self._cancel_prediction(job, record.prediction_id)
+
+    def _stopper(self, job: Job) -> Callable[[], bool]:
+        watch, batch_id = self.ctx.cancel_watch, job.batch_id
+        return lambda: watch.is_canceled(batch_id)
+
+    def _sleep_watching(self, job: Job, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while True:
+            left = end - time.monotonic()
+            if left <= 0 or self.ctx.cancel_watch.is_canceled(job.batch_id):
+                return
+            time.sleep(min(left, 0.5))
+
+    def _backoff(self, streak: int, retry_after: float | None = None) -> float:
+        """Exponential with jitter, at least retry_after, never near the visibility timeout."""
+        base = min(self.countdown_cap, 0.5 * (2 ** streak))
+        delay = random.uniform(base / 2, base)
+        if retry_after:
+            delay = max(delay, float(retry_after) + random.uniform(0, 0.5))
+        return round(min(delay, self.countdown_cap), 3)
+
+    def _expected_latency(self, model: str, spec: Any) -> float | None:
+        try:
+            value = self.ctx.redis.hget(self.ctx.keys.model_latency, model)
+        except redis.RedisError:
+            value = None
+        if value:
+            return float(value)
+        hint = getattr(spec, "expected_seconds", None) or getattr(spec, "latency", None)
+        return float(hint) if isinstance(hint, (int, float)) and hint > 0 else None
+
+    def _record_latency(self, model: str, seconds: float) -> None:
+        key = self.ctx.keys.model_latency
+        try:
+            old = self.ctx.redis.hget(key, model)
+            new = seconds if not old else (1 - LATENCY_SMOOTHING) * float(old) + LATENCY_SMOOTHING * seconds
+            self.ctx.redis.hset(key, model, f"{new:.3f}")
+        except redis.RedisError:
+            pass
+
+    def _prompt(self, batch_id: str, index: int) -> str:
+        try:
+            return self.ctx.ledger.request(batch_id, index).prompt
+        except (KeyError, redis.RedisError):
+            return ""
+
+    def _price(self, model: str, request: ImageRequest) -> float:
+        try:
+            spec = self.ctx.registry.get(model)
+            return float(spec.cost(request.params))
+        except Exception:  # noqa: BLE001 - metrics only
+            return 0.0
+
+    def _metric(self, name: str, *args: Any) -> None:
+        metrics = self.ctx.metrics
+        if metrics is None:
+            return
+        try:
+            getattr(metrics, name)(*args)
+        except Exception as exc:  # noqa: BLE001 - the work never fails on its metrics
+            log.debug("metric %s not recorded: %s", name, exc)
+
+
+def _is_url(value: str) -> bool:
+    return value.startswith(("http://", "https://", "data:"))

@@ -1,0 +1,248 @@
+"""Talking to Replicate through the official client, with errors turned into the fleet's taxonomy.
+
+One `ReplicateCalls` per process (the client pools connections and is used from many threads).
+Rate tokens are NOT taken here: the pipeline takes a creation token right before `create` and a
+read token before every other call, so all hosts share one budget.
+
+Why some calls go around the client's models:
+- replicate 1.0.7's pydantic Prediction rejects the `aborted` status; `get` turns that validation
+  error into a view with status "aborted" (an ambiguous-free transient failure);
+- the reconciliation listing reads raw JSON pages (`client._request`), because one `aborted`
+  prediction on a page would make the typed `predictions.list` fail as a whole.
+Predictions are created by model and WITHOUT `Prefer: wait`, so the id is known at once.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import replicate
+from replicate.exceptions import ReplicateError
+
+from shared.errors import LocalError, PermanentModelError, ReplicateCallError, TransientError
+from shared.settings import Settings
+
+try:  # the client builds its models with pydantic's v1 API when pydantic 2 is installed
+    from pydantic.v1 import ValidationError as _V1ValidationError
+except ImportError:  # pragma: no cover
+    from pydantic import ValidationError as _V1ValidationError  # type: ignore[assignment]
+from pydantic import ValidationError as _V2ValidationError
+
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled", "aborted"})
+SENSITIVE_WORDS = ("nsfw", "sensitive", "flagged", "safety", "content policy", "moderation")
+DEFAULT_RETRY_AFTER = 2.0
+_RETRY_AFTER = re.compile(r"~?\s*(\d+(?:\.\d+)?)\s*s")
+
+
+@dataclass(frozen=True)
+class PredictionView:
+    id: str
+    status: str
+    model: str | None = None
+    input: dict[str, Any] | None = None
+    output: Any = None
+    error: str | None = None
+    created_at: str | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    def created_ts(self) -> float | None:
+        return parse_time(self.created_at)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "PredictionView":
+        return cls(id=str(data.get("id")), status=str(data.get("status")), model=data.get("model"),
+                   input=data.get("input"), output=data.get("output"),
+                   error=_error_text(data.get("error")), created_at=data.get("created_at"))
+
+    @classmethod
+    def from_client(cls, prediction: Any) -> "PredictionView":
+        return cls(id=prediction.id, status=prediction.status, model=getattr(prediction, "model", None),
+                   input=getattr(prediction, "input", None), output=prediction.output,
+                   error=_error_text(prediction.error), created_at=getattr(prediction, "created_at", None))
+
+
+class ReplicateCalls:
+    def __init__(self, settings: Settings, *, timeout: httpx.Timeout | None = None):
+        if not settings.replicate_api_token:
+            raise LocalError("REPLICATE_API_TOKEN is not set")
+        self.client = replicate.Client(
+            api_token=settings.replicate_api_token,
+            base_url=settings.replicate_base_url or None,
+            timeout=timeout or httpx.Timeout(30.0, connect=10.0, pool=30.0),
+        )
+
+    def warm_up(self) -> None:
+        """Pay the one-time costs (httpx client, lazily imported client modules, pydantic model
+        set-up) at worker start, not between a creation token and its POST: the limiter's window
+        margin has to cover the delay from token to arrival at Replicate."""
+        import replicate.deployment  # noqa: F401  - imported lazily inside create()
+        import replicate.model  # noqa: F401
+
+        _ = self.client._client
+        PredictionView.from_client(replicate.prediction.Prediction(
+            id="warmup", model="a/b", version="v", status="starting", input={}, output=None, logs=None,
+            error=None, metrics=None, created_at=None, started_at=None, completed_at=None, urls=None))
+
+    # --- predictions ----------------------------------------------------------------------------
+    def create(self, model: str, input: dict[str, Any]) -> PredictionView:
+        """POST by model, no Prefer: wait. Errors: see `classify` (`ambiguous` tells whether the
+        prediction may exist after all)."""
+        try:
+            prediction = self.client.models.predictions.create(model=model, input=input)
+        except (_V1ValidationError, _V2ValidationError) as exc:
+            status = _invalid_status(exc)
+            raise TransientError(f"create answered an unreadable prediction (status {status})") from None
+        except Exception as exc:  # noqa: BLE001 - classified below
+            raise classify(exc, during="create") from None
+        return PredictionView.from_client(prediction)
+
+    def get(self, prediction_id: str) -> PredictionView:
+        try:
+            return PredictionView.from_client(self.client.predictions.get(prediction_id))
+        except (_V1ValidationError, _V2ValidationError) as exc:
+            if _invalid_status(exc):
+                return PredictionView(id=prediction_id, status="aborted",
+                                      error="prediction aborted before it started")
+            raise TransientError(f"unreadable prediction {prediction_id}") from None
+        except Exception as exc:  # noqa: BLE001
+            raise classify(exc, during="get") from None
+
+    def cancel(self, prediction_id: str) -> None:
+        try:
+            self.client.predictions.cancel(prediction_id)
+        except (_V1ValidationError, _V2ValidationError):
+            return  # canceled (or aborted): the answer's shape does not matter
+        except Exception as exc:  # noqa: BLE001
+            raise classify(exc, during="cancel") from None
+
+    def list_page(self, cursor: str | None = None) -> tuple[list[PredictionView], str | None]:
+        """One page of the account's predictions, newest first, and the next page's cursor."""
+        try:
+            response = self.client._request("GET", cursor or "/v1/predictions")
+            data = response.json()
+        except ValueError as exc:
+            raise TransientError(f"unreadable prediction list: {exc}") from None
+        except Exception as exc:  # noqa: BLE001
+            raise classify(exc, during="list") from None
+        results = [PredictionView.from_json(r) for r in data.get("results") or [] if isinstance(r, dict)]
+        return results, data.get("next")
+
+    # --- files ----------------------------------------------------------------------------------
+    def upload(self, path: Path) -> str:
+        """Upload a local reference image; returns the URL to put in the input."""
+        try:
+            with open(path, "rb") as fh:
+                created = self.client.files.create(fh, filename=path.name)
+        except OSError as exc:
+            raise LocalError(f"cannot read reference image {path}: {exc.strerror or exc}") from None
+        except Exception as exc:  # noqa: BLE001
+            raise classify(exc, during="upload") from None
+        url = (created.urls or {}).get("get")
+        if not url:
+            raise TransientError("file upload answered without a URL")
+        return url
+
+    def close(self) -> None:
+        try:
+            self.client._client.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def classify(exc: BaseException, *, during: str) -> ReplicateCallError | LocalError:
+    """Map a client exception to TransientError / PermanentModelError / LocalError. The message
+    never includes request headers (the token). `.ambiguous` on the result says whether a POST
+    may have created the prediction anyway (5xx, read timeouts, a dropped connection)."""
+    if isinstance(exc, ReplicateError):
+        status = exc.status or 0
+        detail = (exc.detail or exc.title or "").strip().replace("\n", " ")[:300]
+        text = f"HTTP {status} on {during}" + (f": {detail}" if detail else "")
+        if status == 429:
+            err: Any = TransientError(text, status=429, retry_after=retry_after_of(detail))
+            err.ambiguous = False
+            return err
+        if status >= 500 or status in (408, 409):
+            err = TransientError(text, status=status)
+            err.ambiguous = during == "create"
+            return err
+        if status in (401, 403):
+            return LocalError(f"Replicate refused the API token ({text}); check REPLICATE_API_TOKEN")
+        err = PermanentModelError(text, status=status)  # 400, 404 (model), 422 (input rejected)
+        err.ambiguous = False
+        return err
+    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)):
+        err = TransientError(f"cannot reach Replicate on {during}: {type(exc).__name__}")
+        err.ambiguous = False  # nothing was sent
+        return err
+    if isinstance(exc, (httpx.TimeoutException, httpx.TransportError)):
+        err = TransientError(f"{type(exc).__name__} on {during}")
+        err.ambiguous = during == "create"
+        return err
+    if isinstance(exc, (TransientError, PermanentModelError, LocalError)):
+        return exc  # type: ignore[return-value]
+    err = TransientError(f"unexpected {type(exc).__name__} on {during}: {str(exc)[:200]}")
+    err.ambiguous = during == "create"
+    return err
+
+
+def is_ambiguous(exc: BaseException) -> bool:
+    return bool(getattr(exc, "ambiguous", False))
+
+
+def failure_error(prediction: PredictionView) -> PermanentModelError:
+    """The error for a `failed` prediction: permanent for this model (sensitive content included)."""
+    text = prediction.error or "prediction failed without an error message"
+    kind = "sensitive content" if any(w in text.lower() for w in SENSITIVE_WORDS) else "model error"
+    return PermanentModelError(f"{kind}: {text[:500]}", prediction_id=prediction.id)
+
+
+def retry_after_of(detail: str | None) -> float:
+    """Seconds from a 429 body ("... resets in ~5s."); the client drops headers on POST errors."""
+    if detail:
+        match = _RETRY_AFTER.search(detail)
+        if match:
+            return max(float(match.group(1)), 0.5)
+    return DEFAULT_RETRY_AFTER
+
+
+def parse_time(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def same_input(sent: dict[str, Any], seen: dict[str, Any] | None) -> bool:
+    """Whether a listed prediction's input is the one we sent (every key we sent, same value;
+    the API may echo extra defaults)."""
+    if not isinstance(seen, dict):
+        return False
+    return all(_canon(seen.get(k)) == _canon(v) for k, v in sent.items())
+
+
+def _canon(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _invalid_status(exc: Exception) -> bool:
+    try:
+        return any("status" in tuple(e.get("loc", ())) for e in exc.errors())  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _error_text(error: Any) -> str | None:
+    if error is None or error == "":
+        return None
+    return error if isinstance(error, str) else json.dumps(error)[:1000]
+

@@ -22,5 +22,10 @@ test: venv
 test-fast: venv
 	$(BIN)/python -m pytest -q -m "not e2e and not slow and not faults"
 
+bench: venv
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python -m bench.limiter_bench
+	$(BIN)/python -m bench.run --all
+
 clean:
 	rm -rf $(VENV) output .pytest_cache

@@ -1,0 +1,252 @@
+"""The real fleet on the harness's hosts: `celery -A workers worker` processes spread over the
+namespaces, a batch submitted through the producer API, and the per-process cost read from /proc.
+
+    fleet = Fleet(hosts, settings, sim_url=sim.url, workers_per_host=1, concurrency=32)
+    fleet.start(); fleet.wait_ready()
+    run = fleet.submit(prompts, model=...)      # -> batch id, started at
+    fleet.wait_finished(batch_id, timeout=...)  # polls the ledger, returns when every item is terminal
+"""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from bench.hosts import Hosts
+from shared.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class ProcStats:
+    """CPU seconds (user+system, the process and its reaped children) and peak RSS of one process."""
+
+    cpu_seconds: float
+    peak_rss_bytes: int
+
+    @classmethod
+    def read(cls, pid: int) -> "ProcStats | None":
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            return None
+        tick = os.sysconf("SC_CLK_TCK")
+        # fields[0] is state (field 3); utime=14, stime=15, cutime=16, cstime=17 (1-based)
+        cpu = sum(int(fields[i]) for i in (11, 12, 13, 14)) / tick
+        hwm = 0
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                hwm = int(line.split()[1]) * 1024
+        return cls(cpu, hwm)
+
+
+def worker_pid(proc: subprocess.Popen) -> int:
+    """The celery process itself: `ip netns exec` exec()s into it (and libfaketime is preloaded,
+    not a wrapper process), so it is proc.pid."""
+    return proc.pid
+
+
+@dataclass
+class WorkerHandle:
+    name: str
+    host: int
+    proc: subprocess.Popen
+    log_path: Path
+    clock_offset: float | None = None
+    last_stats: ProcStats | None = None
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def sample(self) -> ProcStats | None:
+        stats = ProcStats.read(worker_pid(self.proc)) if self.alive() else None
+        if stats is not None:
+            self.last_stats = stats
+        return self.last_stats
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.alive():
+            self.sample()
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+
+
+def worker_env(settings: Settings, sim_url: str, token: str = "r8_bench_not_a_real_token",
+               **extra: Any) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REPLICATE_", "FLEET_", "CELERY_"))}
+    env.pop("REDIS_URL", None)
+    env.update(settings.as_env())
+    env["REPLICATE_BASE_URL"] = sim_url
+    env["REPLICATE_API_TOKEN"] = token
+    env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+@dataclass
+class Fleet:
+    hosts: Hosts
+    settings: Settings
+    sim_url: str
+    workers_per_host: int = 1
+    concurrency: int = 32
+    log_dir: Path | None = None
+    host_indexes: list[int] | None = None  # default: every host
+    clock_offsets: dict[int, float] = field(default_factory=dict)  # host -> seconds ahead
+    loglevel: str = "WARNING"
+    workers: list[WorkerHandle] = field(default_factory=list)
+    retired: list[WorkerHandle] = field(default_factory=list)  # killed ones, for the cost totals
+
+    def __post_init__(self) -> None:
+        self.log_dir = Path(self.log_dir or self.hosts.workdir / "logs")
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.env = worker_env(self.settings, self.sim_url)
+        self._serial = 0
+
+    def start(self) -> None:
+        for host in self.host_indexes or [h.index for h in self.hosts.hosts]:
+            for _ in range(self.workers_per_host):
+                self.start_worker(host)
+
+    def start_worker(self, host: int) -> WorkerHandle:
+        self._serial += 1
+        name = f"w{self._serial}-h{host}-{self.settings.key_prefix}@bench"
+        log_path = self.log_dir / f"worker-{self._serial}-h{host}.log"
+        argv = [sys.executable, "-m", "celery", "-A", "workers", "worker", "-n", name,
+                "-c", str(self.concurrency), "--pool", "threads", "-Q", self.settings.queue,
+                "--without-mingle", "--without-gossip", "-l", self.loglevel]
+        offset = self.clock_offsets.get(host)
+        proc = self.hosts.popen(host, argv, env=self.env, log_path=log_path, cwd=REPO_ROOT,
+                                clock_offset=offset)
+        worker = WorkerHandle(name, host, proc, log_path, offset)
+        self.workers.append(worker)
+        return worker
+
+    def alive(self) -> list[WorkerHandle]:
+        return [w for w in self.workers if w.alive()]
+
+    def wait_ready(self, timeout: float = 60.0) -> list[str]:
+        from workers.dispatch import workers_alive
+
+        want = len(self.alive())
+        deadline = time.monotonic() + timeout
+        names: list[str] = []
+        while time.monotonic() < deadline:
+            dead = [w for w in self.workers if not w.alive() and w not in self.retired]
+            if dead:
+                raise RuntimeError(f"worker {dead[0].name} exited with {dead[0].proc.returncode}:\n"
+                                   f"{_tail(dead[0].log_path)}")
+            names = workers_alive(self.settings, timeout=1.0)
+            if len(names) >= want:
+                return names
+        raise RuntimeError(f"only {len(names)} of {want} workers answered within {timeout}s")
+
+    def kill_random(self, rng: random.Random, *, restart: bool = True) -> WorkerHandle | None:
+        """SIGKILL one live worker (a crash); start a replacement on the same host if asked."""
+        live = self.alive()
+        if not live:
+            return None
+        victim = rng.choice(live)
+        victim.kill(signal.SIGKILL)
+        self.retired.append(victim)
+        if restart:
+            self.start_worker(victim.host)
+        return victim
+
+    def sample(self) -> None:
+        for worker in self.workers:
+            worker.sample()
+
+    def cost(self) -> dict[str, Any]:
+        """CPU seconds and peak RSS of every worker process this fleet ran (killed ones included,
+        as of their last sample)."""
+        self.sample()
+        stats = [w.last_stats for w in self.workers if w.last_stats is not None]
+        return {
+            "worker_processes": len(self.workers),
+            "cpu_seconds": round(sum(s.cpu_seconds for s in stats), 2),
+            "peak_rss_bytes_max": max((s.peak_rss_bytes for s in stats), default=0),
+            "peak_rss_bytes_sum": sum(s.peak_rss_bytes for s in stats),
+        }
+
+    def stop(self) -> None:
+        self.sample()
+        for worker in self.workers:
+            if worker.alive():
+                try:
+                    os.killpg(worker.proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + 15
+        for worker in self.workers:
+            try:
+                worker.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                worker.kill(signal.SIGKILL)
+
+    def logs(self, tail: int = 4000) -> str:
+        return "\n".join(f"===== {w.name} =====\n{_tail(w.log_path, tail)}" for w in self.workers)
+
+
+def submit(settings: Settings, prompts: list[str], *, model: str, batch_id: str | None = None,
+           params: dict | None = None) -> str:
+    from producer.api import submit as producer_submit
+
+    batch = producer_submit(prompts, settings=settings, model=model, batch_id=batch_id, params=params)
+    return batch.id
+
+
+def wait_finished(settings: Settings, batch_id: str, *, timeout: float, poll: float = 0.2,
+                  on_tick: Callable[[float, Any], None] | None = None,
+                  redis_client: Any = None) -> tuple[bool, float, Any]:
+    """Poll the ledger until the batch is finished. Returns (finished, when (time.time()), info).
+    Redis errors (a restart under test) are waited out, not raised."""
+    import redis
+
+    from shared.keys import Keys
+    from shared.ledger import Ledger
+
+    client = redis_client or redis.Redis.from_url(settings.redis_url, decode_responses=True,
+                                                  socket_timeout=5, socket_connect_timeout=2)
+    ledger = Ledger(client, Keys(settings.key_prefix))
+    deadline = time.monotonic() + timeout
+    info = None
+    polls = 0
+    while time.monotonic() < deadline:
+        try:
+            info = ledger.batch(batch_id)
+            polls += 1
+        except redis.RedisError:
+            info = None
+        now = time.time()
+        if on_tick is not None:
+            on_tick(now, info)
+        if info is not None and info.finished:
+            wait_finished.polls = polls  # type: ignore[attr-defined]
+            return True, now, info
+        time.sleep(poll)
+    wait_finished.polls = polls  # type: ignore[attr-defined]
+    return False, time.time(), info
+
+
+def _tail(path: Path, size: int = 3000) -> str:
+    try:
+        return path.read_text(errors="replace")[-size:]
+    except OSError:
+        return "(no log)"

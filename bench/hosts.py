@@ -1,0 +1,503 @@
+"""Several "hosts" on one machine: Linux network namespaces on a private bridge.
+
+    with Hosts(3) as hosts:                      # namespaces fbench-h1..h3, bridge fbench-br0
+        redis = hosts.start_redis()              # redis-server bound to the bridge address
+        sim = hosts.start_sim(create_limit=60)   # the stand-in, bound to the bridge address
+        proc = hosts.popen(1, ["celery", ...], env=..., log_path=...)   # runs inside host 1
+        hosts.cut(2); ...; hosts.restore(2)      # host 2 loses its network, then gets it back
+
+Addresses: the bridge (the "server" side, in the root namespace) is 10.77.0.1/24, host i is
+10.77.0.(10+i). Nothing here ever talks to any other address: Redis and the stand-in listen on the
+bridge address only, and the namespaces have no default route, so a host can reach exactly the
+bridge and nothing else.
+
+Teardown always runs: on leaving the `with` block (also on exceptions), at interpreter exit
+(atexit) and on SIGTERM/SIGINT/SIGHUP (turned into SystemExit/KeyboardInterrupt so the `with`
+block unwinds). A crashed earlier run's namespaces, links and processes are found by their name
+prefix and removed before a new run starts.
+
+Where namespaces are not permitted (not root, no `ip`, a container without CAP_NET_ADMIN), every
+host is a plain process group on 127.0.0.1: the harness says so (`hosts.isolated` is False and a
+warning is printed) and network cuts are not available (`cut` raises HostsError).
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+PREFIX = "fbench"
+BRIDGE = f"{PREFIX}-br0"
+SUBNET = "10.77.0"
+BRIDGE_ADDRESS = f"{SUBNET}.1"
+
+
+class HostsError(RuntimeError):
+    """The harness could not set up or drive its hosts (a tool problem, not a project error)."""
+
+
+def _run(argv: Sequence[str], *, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(list(argv), capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise HostsError(f"{' '.join(argv)}: exit {result.returncode}: {result.stderr.strip()}")
+    return result
+
+
+def namespaces_permitted() -> tuple[bool, str]:
+    """(True, "") if `ip netns` works here; else (False, why)."""
+    if os.geteuid() != 0:
+        return False, "not root"
+    if shutil.which("ip") is None:
+        return False, "no `ip` command (iproute2)"
+    probe = f"{PREFIX}-probe{os.getpid()}"
+    result = _run(["ip", "netns", "add", probe], check=False)
+    if result.returncode != 0:
+        return False, result.stderr.strip() or "ip netns add failed"
+    _run(["ip", "netns", "del", probe], check=False)
+    return True, ""
+
+
+def cleanup_stale(prefix: str = PREFIX) -> list[str]:
+    """Remove namespaces and links left by a crashed run (by name prefix); kill what ran in them."""
+    removed: list[str] = []
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        return removed
+    listing = _run(["ip", "netns", "list"], check=False).stdout.split("\n")
+    for line in listing:
+        name = line.split(" ")[0].strip()
+        if not name.startswith(prefix + "-"):
+            continue
+        pids = _run(["ip", "netns", "pids", name], check=False).stdout.split()
+        for pid in pids:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+        _run(["ip", "netns", "del", name], check=False)
+        removed.append(name)
+    for line in _run(["ip", "-o", "link", "show"], check=False).stdout.splitlines():
+        parts = line.split(":")
+        if len(parts) > 1:
+            link = parts[1].strip().split("@")[0]
+            if link.startswith(prefix + "-"):
+                _run(["ip", "link", "del", link], check=False)
+                removed.append(link)
+    return removed
+
+
+def cleanup_dead_owners(family: str) -> list[str]:
+    """Remove `<family><pid>-...` namespaces and links whose owning process <pid> is gone (test
+    runs name their hosts after their pid so that several can run at once)."""
+    removed: list[str] = []
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        return removed
+    names = [line.split(" ")[0] for line in _run(["ip", "netns", "list"], check=False).stdout.splitlines()]
+    for line in _run(["ip", "-o", "link", "show"], check=False).stdout.splitlines():
+        parts = line.split(":")
+        if len(parts) > 1:
+            names.append(parts[1].strip().split("@")[0])
+    owners = set()
+    for name in names:
+        head = name.split("-", 1)[0]
+        if head.startswith(family) and head[len(family):].isdigit():
+            owners.add(head)
+    for owner in owners:
+        pid = int(owner[len(family):])
+        if not Path(f"/proc/{pid}").exists():
+            removed += cleanup_stale(owner)
+    return removed
+
+
+def faketime_env(offset: float) -> dict[str, str]:
+    """Environment that runs a process's clocks `offset` s ahead (Debian's libfaketime)."""
+    import glob
+
+    libs = sorted(glob.glob("/usr/lib/*/faketime/libfaketimeMT.so.1") + glob.glob("/usr/lib/faketime/libfaketimeMT.so.1"))
+    if not libs:
+        raise HostsError("libfaketime is not installed (apt-get install faketime)")
+    return {"LD_PRELOAD": libs[0], "FAKETIME": f"{offset:+g}s"}
+
+
+@dataclass
+class Host:
+    index: int
+    name: str  # namespace name, or a label in fallback mode
+    address: str
+    veth: str | None = None  # root-namespace end of the host's cable
+
+
+@dataclass
+class RedisServer:
+    """A redis-server the harness started (persistence per `appendonly`)."""
+
+    host: str
+    port: int
+    workdir: Path
+    appendonly: bool
+    process: subprocess.Popen | None = None
+    extra: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> "RedisServer":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        argv = ["redis-server", "--bind", self.host, "--port", str(self.port), "--save", "",
+                "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "everysec",
+                "--dir", str(self.workdir), "--protected-mode", "no", "--daemonize", "no",
+                "--maxclients", "10000", "--logfile", str(self.workdir / "redis.log"), *self.extra]
+        self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL, start_new_session=True)
+        _register_process(self.process)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise HostsError(f"redis-server exited with {self.process.returncode}: "
+                                 f"{_tail(self.workdir / 'redis.log')}")
+            if self.ping():
+                # wait until an AOF reload (after a restart) has finished: PING answers LOADING errors
+                return self
+            time.sleep(0.05)
+        raise HostsError(f"redis-server did not answer on {self.host}:{self.port}")
+
+    def ping(self) -> bool:
+        try:
+            with socket.create_connection((self.host, self.port), timeout=0.5) as conn:
+                conn.sendall(b"PING\r\n")
+                return conn.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+    def restart(self, *, down_for: float = 0.0, sig: int = signal.SIGKILL) -> float:
+        """Kill (SIGKILL by default: a crash, not a clean shutdown), stay down `down_for` s, start
+        again from the same directory (the AOF, if enabled). Returns seconds it was unreachable."""
+        began = time.monotonic()
+        self.kill(sig)
+        if down_for > 0:
+            time.sleep(down_for)
+        self.start()
+        return time.monotonic() - began
+
+    def stop(self) -> None:
+        self.kill(signal.SIGTERM)
+
+    def client(self, **kwargs: Any):
+        import redis
+
+        kwargs.setdefault("decode_responses", True)
+        return redis.Redis(host=self.host, port=self.port, **kwargs)
+
+
+class Hosts:
+    """K hosts as network namespaces (or plain processes where that is not permitted)."""
+
+    def __init__(self, count: int, *, workdir: str | Path | None = None, isolate: bool | None = None,
+                 prefix: str = PREFIX, subnet: str = SUBNET, quiet: bool = False):
+        if count < 1 or count > 200:
+            raise ValueError("between 1 and 200 hosts")
+        self.count = count
+        self.prefix = prefix
+        self.bridge = f"{prefix}-br0"
+        self.subnet = subnet
+        self.bridge_address = f"{subnet}.1"
+        self.quiet = quiet
+        self._own_workdir = workdir is None
+        self.keep_workdir = bool(os.environ.get("FLEET_BENCH_KEEP"))  # keep logs for a post-mortem
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix=f"{prefix}-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        permitted, why = namespaces_permitted() if isolate is not False else (False, "disabled by the caller")
+        if isolate and not permitted:
+            raise HostsError(f"network namespaces are not permitted here: {why}")
+        self.isolated = permitted
+        self.why_not_isolated = why
+        self.hosts: list[Host] = []
+        self.processes: list[subprocess.Popen] = []
+        self.redis_servers: list[RedisServer] = []
+        self.sims: list[Any] = []
+        self._closed = False
+        self._cut: set[int] = set()
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    def __enter__(self) -> "Hosts":
+        _install_signal_handlers()
+        _live.add(self)
+        try:
+            self._create()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def server_address(self) -> str:
+        """Where Redis and the stand-in listen, as the hosts see it."""
+        return self.bridge_address if self.isolated else "127.0.0.1"
+
+    def _say(self, text: str) -> None:
+        if not self.quiet:
+            print(f"[hosts] {text}", file=sys.stderr, flush=True)
+
+    def _create(self) -> None:
+        if not self.isolated:
+            self._say(f"network namespaces not available ({self.why_not_isolated}): hosts are plain "
+                      "processes on 127.0.0.1; network cuts are not possible in this mode")
+            self.hosts = [Host(i, f"host{i}", "127.0.0.1") for i in range(1, self.count + 1)]
+            return
+        self._take_lock()
+        stale = cleanup_stale(self.prefix)
+        if stale:
+            self._say(f"removed what a crashed earlier run left: {', '.join(stale)}")
+        _run(["ip", "link", "add", self.bridge, "type", "bridge"])
+        _run(["ip", "addr", "add", f"{self.bridge_address}/24", "dev", self.bridge])
+        _run(["ip", "link", "set", self.bridge, "up"])
+        for i in range(1, self.count + 1):
+            ns = f"{self.prefix}-h{i}"
+            veth = f"{self.prefix}-v{i}"
+            address = f"{self.subnet}.{10 + i}"
+            _run(["ip", "netns", "add", ns])
+            _run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns])
+            _run(["ip", "link", "set", veth, "master", self.bridge])
+            _run(["ip", "link", "set", veth, "up"])
+            _run(["ip", "netns", "exec", ns, "ip", "addr", "add", f"{address}/24", "dev", "eth0"])
+            _run(["ip", "netns", "exec", ns, "ip", "link", "set", "eth0", "up"])
+            _run(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"])
+            self.hosts.append(Host(i, ns, address, veth))
+        self._say(f"{self.count} hosts {self.subnet}.11..{self.subnet}.{10 + self.count} on bridge "
+                  f"{self.bridge} ({self.bridge_address})")
+
+    @property
+    def _lock_path(self) -> Path:
+        return Path(tempfile.gettempdir()) / f"{self.prefix}-hosts.pid"
+
+    def _take_lock(self) -> None:
+        """One run per prefix at a time: a second run would remove the first one's hosts as stale."""
+        path = self._lock_path
+        try:
+            owner = int(path.read_text().strip())
+        except (OSError, ValueError):
+            owner = None
+        if owner and owner != os.getpid() and Path(f"/proc/{owner}").exists():
+            raise HostsError(f"another run (pid {owner}) is using the {self.prefix}-* hosts; wait for it "
+                             f"or use another prefix/subnet")
+        path.write_text(str(os.getpid()))
+        self._locked = True
+
+    def close(self) -> None:
+        """Stop every process, the servers, then remove namespaces and links. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for proc in self.processes:
+            _kill_group(proc)
+        for sim in self.sims:
+            try:
+                sim.stop()
+            except Exception:  # noqa: BLE001 - teardown goes on
+                pass
+        for server in self.redis_servers:
+            server.kill(signal.SIGKILL)
+        if self.isolated:
+            for host in self.hosts:
+                for pid in _run(["ip", "netns", "pids", host.name], check=False).stdout.split():
+                    try:
+                        os.kill(int(pid), signal.SIGKILL)
+                    except (ProcessLookupError, ValueError):
+                        pass
+                _run(["ip", "netns", "del", host.name], check=False)
+                if host.veth:
+                    _run(["ip", "link", "del", host.veth], check=False)
+            _run(["ip", "link", "del", self.bridge], check=False)
+        if getattr(self, "_locked", False):
+            try:
+                if self._lock_path.read_text().strip() == str(os.getpid()):
+                    self._lock_path.unlink()
+            except OSError:
+                pass
+        if self._own_workdir and not self.keep_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        _live.discard(self)
+
+    # --- servers in the root namespace, on the bridge address -----------------------------------
+    def start_redis(self, port: int = 6390, *, appendonly: bool = True, extra: Sequence[str] = ()) -> RedisServer:
+        server = RedisServer(self.server_address, port, self.workdir / f"redis-{port}", appendonly,
+                             extra=list(extra))
+        self.redis_servers.append(server)
+        return server.start()
+
+    def start_sim(self, port: int = 8790, **options: Any):
+        from replicate_sim.control import start_sim
+
+        sim = start_sim(port, host=self.server_address, log_path=self.workdir / f"sim-{port}.log", **options)
+        self.sims.append(sim)
+        _register_process(sim.process)
+        return sim
+
+    # --- processes on a host --------------------------------------------------------------------
+    def host(self, index: int) -> Host:
+        return self.hosts[index - 1]
+
+    def command(self, index: int, argv: Sequence[str]) -> list[str]:
+        """argv wrapped to run on host `index`."""
+        argv = list(argv)
+        if self.isolated:
+            argv = ["ip", "netns", "exec", self.host(index).name, *argv]
+        return argv
+
+    def popen(self, index: int, argv: Sequence[str], *, env: dict[str, str] | None = None,
+              log_path: str | Path | None = None, cwd: str | Path | None = None,
+              clock_offset: float | None = None) -> subprocess.Popen:
+        """Start argv on host `index` in its own process group; output to log_path (or discarded).
+        With clock_offset, every clock of the process runs that many seconds ahead (libfaketime,
+        preloaded directly so the process keeps its pid; its monotonic clock moves by the same
+        constant, which no process can notice — Python's sleeps break if only the wall clock is
+        faked)."""
+        child_env = dict(os.environ if env is None else env)
+        if clock_offset:
+            child_env.update(faketime_env(clock_offset))
+        full = self.command(index, argv)
+        out = open(log_path, "ab") if log_path else subprocess.DEVNULL
+        try:
+            proc = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    env=child_env, cwd=str(cwd) if cwd else None, start_new_session=True)
+        finally:
+            if log_path:
+                out.close()  # type: ignore[union-attr]
+        self.processes.append(proc)
+        _register_process(proc)
+        return proc
+
+    def run(self, index: int, argv: Sequence[str], *, timeout: float = 30.0, **kwargs: Any) -> subprocess.CompletedProcess:
+        return subprocess.run(self.command(index, argv), capture_output=True, text=True, timeout=timeout, **kwargs)
+
+    # --- faults ---------------------------------------------------------------------------------
+    def cut(self, index: int, *, mode: str = "down", loss: float = 100.0) -> None:
+        """Cut host `index` off the network: "down" = its cable unplugged (ip link set down on
+        both ends), "loss" = tc netem dropping `loss` % of its packets (connections hang instead
+        of failing fast, like a real partition)."""
+        if not self.isolated:
+            raise HostsError("network cuts need network namespaces, which are not available here")
+        host = self.host(index)
+        if mode == "down":
+            _run(["ip", "link", "set", host.veth, "down"])
+        elif mode == "loss":
+            try:
+                _run(["tc", "qdisc", "replace", "dev", host.veth, "root", "netem", "loss", f"{loss}%"])
+                _run(["ip", "netns", "exec", host.name, "tc", "qdisc", "replace", "dev", "eth0", "root",
+                      "netem", "loss", f"{loss}%"])
+            except HostsError as exc:
+                _run(["tc", "qdisc", "del", "dev", host.veth, "root"], check=False)
+                raise HostsError(f"tc netem is not available in this kernel ({exc}); use mode='down'") from None
+        else:
+            raise ValueError(f"mode must be 'down' or 'loss', not {mode!r}")
+        self._cut.add(index)
+
+    def restore(self, index: int) -> None:
+        if not self.isolated:
+            return
+        host = self.host(index)
+        _run(["ip", "link", "set", host.veth, "up"], check=False)
+        _run(["ip", "netns", "exec", host.name, "tc", "qdisc", "del", "dev", "eth0", "root"], check=False)
+        _run(["tc", "qdisc", "del", "dev", host.veth, "root"], check=False)
+        self._cut.discard(index)
+
+    def reachable(self, index: int, port: int, timeout: float = 1.0) -> bool:
+        """Can host `index` open a TCP connection to the bridge address on `port`?"""
+        probe = ("import socket,sys\ntry:\n socket.create_connection((sys.argv[1], int(sys.argv[2])), "
+                 f"timeout={timeout}).close()\nexcept OSError:\n sys.exit(1)")
+        result = self.run(index, [sys.executable, "-c", probe, self.server_address, str(port)],
+                          timeout=timeout + 10)
+        return result.returncode == 0
+
+
+# --- process-wide safety net ----------------------------------------------------------------------
+_live: "weakref.WeakSet[Hosts]" = weakref.WeakSet()
+_processes: list[subprocess.Popen] = []
+_handlers_installed = False
+_lock = threading.Lock()
+
+
+def _register_process(proc: subprocess.Popen) -> None:
+    with _lock:
+        _processes.append(proc)
+
+
+def _kill_group(proc: subprocess.Popen, grace: float = 3.0) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        return
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def _close_everything() -> None:
+    for hosts in list(_live):
+        try:
+            hosts.close()
+        except Exception:  # noqa: BLE001
+            pass
+    with _lock:
+        for proc in _processes:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+
+
+def _install_signal_handlers() -> None:
+    """SIGTERM/SIGHUP unwind like Ctrl-C, so `with Hosts(...)` blocks clean up; atexit as the last net."""
+    global _handlers_installed
+    if _handlers_installed or threading.current_thread() is not threading.main_thread():
+        return
+    _handlers_installed = True
+    atexit.register(_close_everything)
+
+    def _unwind(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) in (signal.SIG_DFL, None):
+            signal.signal(sig, _unwind)
+
+
+def _tail(path: Path, size: int = 1500) -> str:
+    try:
+        return path.read_text(errors="replace")[-size:]
+    except OSError:
+        return "(no log)"

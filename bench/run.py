@@ -1,0 +1,232 @@
+"""One command for every figure of BENCHMARKS.md.
+
+    .venv/bin/python -m bench.run --all            # the full runs (about an hour on a quiet machine)
+    .venv/bin/python -m bench.run --quick          # small versions of everything (a few minutes)
+    .venv/bin/python -m bench.run throughput --n 1000 --slots 60 --rate 600 [--baseline]
+    .venv/bin/python -m bench.run faults [--ci] [--only kill,partition]
+    .venv/bin/python -m bench.run capacity [--sizes 50,100,200]
+
+Needs root for the network namespaces (falls back to plain processes and says so). Starts its own
+redis-server (port 6390) and stand-in (port 8790) on the hosts' bridge; never touches the shared
+Redis. Writes bench/results/*.json, *.png and summary.md; with --all or --quick (or --update-doc)
+it also replaces the results section of BENCHMARKS.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.hosts import Hosts
+from bench.throughput import RESULTS_DIR, RunResult, Scenario, matrix, run_baseline, run_fleet, summary_line
+
+DOC = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
+START, END = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def throughput_section(hosts: Hosts, redis, sim, scenarios: list[Scenario], *, baseline_ns: set[int],
+                       plots: bool = True) -> list[RunResult]:
+    from bench.plots import plot_runs
+
+    results: list[RunResult] = []
+    for sc in scenarios:
+        _say(f"== {sc.name}: window {sc.window:g}s latency {sc.real_latency:g}s threads {sc.threads}")
+        runs = [run_fleet(sc, hosts, redis, sim, log=_say)]
+        _say(summary_line(runs[-1]))
+        if sc.n in baseline_ns:
+            for mode in ("naive", "split"):
+                runs.append(run_baseline(sc, hosts, redis, sim, mode=mode, log=_say))
+                _say(summary_line(runs[-1]))
+        if plots:
+            plot_runs(runs, RESULTS_DIR, sc.name)
+        results.extend(runs)
+        _save("throughput", results)
+    return results
+
+
+def faults_section(hosts: Hosts, redis, sim, *, ci: bool, only: list[str] | None) -> list[RunResult]:
+    from bench.faults import FAULTS, ci_scenario, fault_line, full_scenario, run_fault
+
+    sc, plan = ci_scenario() if ci else full_scenario()
+    chosen = only or [f for f in FAULTS]
+    if "none" not in chosen:
+        chosen = ["none", *chosen]
+    results: list[RunResult] = []
+    reference = None
+    for fault in chosen:
+        result = run_fault(fault, sc, plan, hosts, redis, sim, reference_makespan=reference, log=_say)
+        if fault == "none":
+            reference = result.figures.get("makespan_s")
+        _say(fault_line(result))
+        results.append(result)
+        _save("faults-ci" if ci else "faults", results)
+    return results
+
+
+def capacity_section(hosts: Hosts, redis, sim, sizes: tuple[int, ...], latency: float) -> dict[str, Any]:
+    from bench.capacity import sweep
+
+    out = sweep(hosts, redis, sim, sizes=sizes, latency=latency)
+    for row in out["rows"]:
+        _say(f"capacity {row}")
+    _save("capacity", out)
+    return out
+
+
+def _save(name: str, data: Any) -> None:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    if isinstance(data, list):
+        data = [r.to_json() if isinstance(r, RunResult) else r for r in data]
+    (RESULTS_DIR / f"{name}.json").write_text(json.dumps(data, indent=1, default=str))
+
+
+# --- markdown -------------------------------------------------------------------------------------
+def throughput_table(results: list[RunResult]) -> str:
+    rows = ["| system | N | slots | creations / window | window s | latency s | makespan s | bound s | efficiency "
+            "| peak in flight / limit | max creations in a window / limit | 429s | duplicates | lost |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        s, f = r.scenario, r.figures
+        rows.append(f"| {r.system} | {s['n']} | {s['slots']} | {s['create_per_min']} | {s['window']:g} | "
+                    f"{f['mean_latency_s']:.2f} | {f['makespan_s']:.1f} | {f['bound_s']:.1f} | {f['efficiency']:.3f} | "
+                    f"{f['peak_in_flight']} / {s['slots']} | {f['max_creations_in_window']} / {s['create_per_min']} | "
+                    f"{f['http_429']} | {f['duplicate_predictions']} | {f['images_lost']} |")
+    return "\n".join(rows)
+
+
+def cost_table(results: list[RunResult]) -> str:
+    rows = ["| scenario | workers | worker CPU s / 1000 images | peak RSS / worker MB | Redis commands / image "
+            "| Redis CPU s / 1000 images | API reads / image | top Redis commands / image |",
+            "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for r in results:
+        if r.system != "fleet":
+            continue
+        f = r.figures
+        top = ", ".join(f"{k} {v}" for k, v in list(f.get("redis_top_cmds_per_image", {}).items())[:5])
+        rows.append(f"| {r.scenario['name']} | {f['workers']} | {f['worker_cpu_s_per_1000']} | {f['worker_peak_rss_mb']} | "
+                    f"{f['redis_cmds_per_image']} | {f['redis_cpu_s_per_1000']} | {f['reads_per_image']} | {top} |")
+    return "\n".join(rows)
+
+
+def faults_table(results: list[RunResult]) -> str:
+    rows = ["| fault | lost | duplicate predictions | extra creations | peak in flight / limit "
+            "| max creations in a window / limit | 429s | 5xx | makespan s | slowdown s | recovery s |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        f = r.figures
+        if "skipped" in f:
+            rows.append(f"| {r.system} | skipped: {f['skipped']} |||||||||")
+            continue
+        rows.append(f"| {r.system} | {f['images_lost']} | {f['duplicate_predictions']} | {f['extra_creations']} | "
+                    f"{f['peak_in_flight']} / {f['slot_limit']} | {f['max_creations_in_window']} / {f['create_limit']} | "
+                    f"{f['http_429']} | {f['errors_5xx']} | {f['makespan_s']} | {f['slowdown_s'] if f['slowdown_s'] is not None else '-'} | "
+                    f"{f['recovery_s'] if f['recovery_s'] is not None else '-'} |")
+    return "\n".join(rows)
+
+
+def capacity_table(cap: dict[str, Any]) -> str:
+    rows = ["| threads (= slots) | images | peak in flight | CPU cores (mean) | CPU s / 1000 images | peak RSS MB |",
+            "|---:|---:|---:|---:|---:|---:|"]
+    for row in cap.get("rows", []):
+        rows.append(f"| {row['threads']} | {row['images']} | {row['peak_in_flight']} | {row['cpu_cores']} | "
+                    f"{row['cpu_s_per_1000']} | {row['peak_rss_mb']} |")
+    rows.append(f"\nMost in-flight predictions one worker process held under one core: "
+                f"**{cap.get('max_in_flight_under_one_core')}**")
+    return "\n".join(rows)
+
+
+def summary(label: str, command: str, *, throughput=None, faults=None, capacity=None, isolated=True) -> str:
+    parts = [f"_{label}; `{command}`; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+             f"hosts: {'network namespaces' if isolated else 'PLAIN PROCESSES (namespaces not permitted)'}._", ""]
+    if throughput:
+        parts += ["### Throughput against the bound", "", throughput_table(throughput), "",
+                  "### Cost of running the fleet", "", cost_table(throughput), ""]
+        stems = sorted({r.scenario["name"] for r in throughput})
+        parts += ["### Plots", ""] + [f"- {s}: ![in flight](bench/results/{s}-inflight.png) "
+                                      f"![creations per window](bench/results/{s}-window.png)" for s in stems] + [""]
+    if capacity:
+        parts += ["### In-flight predictions per worker process", "", capacity_table(capacity), ""]
+    if faults:
+        parts += ["### Faults", "", faults_table(faults), ""]
+        for r in faults:
+            log = r.figures.get("fault_log")
+            if log:
+                parts.append(f"- {r.system}: " + "; ".join(log[:6]) + (" ..." if len(log) > 6 else ""))
+        parts.append("")
+    return "\n".join(parts)
+
+
+def update_doc(text: str) -> None:
+    doc = DOC.read_text() if DOC.exists() else f"# Benchmarks\n\n{START}\n{END}\n"
+    if START not in doc or END not in doc:
+        doc += f"\n{START}\n{END}\n"
+    head, rest = doc.split(START, 1)
+    _, tail = rest.split(END, 1)
+    DOC.write_text(f"{head}{START}\n{text}\n{END}{tail}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
+    p.add_argument("section", nargs="?", choices=("throughput", "faults", "capacity"))
+    p.add_argument("--all", action="store_true", help="every figure, full size")
+    p.add_argument("--quick", action="store_true", help="every figure, small (N=200, CI faults)")
+    p.add_argument("--n", type=int, action="append")
+    p.add_argument("--slots", type=int, action="append")
+    p.add_argument("--rate", type=int, action="append", help="creations per (scaled) minute")
+    p.add_argument("--baseline", action="store_true", help="also run the plain-Celery baseline")
+    p.add_argument("--target-rate", type=float, default=10.0, help="real creations/s the time scale aims at")
+    p.add_argument("--ci", action="store_true", help="faults: the small CI version")
+    p.add_argument("--only", help="faults: comma-separated subset")
+    p.add_argument("--sizes", default="50,100,200,400", help="capacity: threads per process to try")
+    p.add_argument("--hosts", type=int, default=3)
+    p.add_argument("--update-doc", action="store_true", help="write the summary into BENCHMARKS.md")
+    p.add_argument("--no-isolation", action="store_true", help="plain processes instead of namespaces")
+    args = p.parse_args(argv)
+    if not (args.all or args.quick or args.section):
+        p.error("give a section, --all or --quick")
+
+    command = "python -m bench.run " + " ".join(argv if argv is not None else sys.argv[1:])
+    throughput = faults = capacity = None
+    with Hosts(max(args.hosts, 3), workdir=None, isolate=False if args.no_isolation else None) as hosts:
+        redis = hosts.start_redis(6390)
+        sim = hosts.start_sim(8790)
+        common = {"hosts": args.hosts, "target_rate": args.target_rate}
+        if args.all or args.quick or args.section == "throughput":
+            if args.all:
+                scenarios = matrix(**common)
+                baseline_ns = {200, 1000}
+            elif args.quick:
+                scenarios = matrix(ns=(200,), **common)
+                baseline_ns = {200}
+            else:
+                scenarios = matrix(ns=tuple(args.n or [200]), slots=tuple(args.slots or [10, 60]),
+                                   rates=tuple(args.rate or [600, 60]), **common)
+                baseline_ns = set(args.n or [200]) if args.baseline else set()
+            throughput = throughput_section(hosts, redis, sim, scenarios, baseline_ns=baseline_ns)
+        if args.all or args.quick or args.section == "capacity":
+            sizes = tuple(int(x) for x in args.sizes.split(","))
+            if args.quick:
+                sizes = (50, 100)
+            capacity = capacity_section(hosts, redis, sim, sizes, latency=20.0 if args.all else 10.0)
+        if args.all or args.quick or args.section == "faults":
+            only = args.only.split(",") if args.only else None
+            faults = faults_section(hosts, redis, sim, ci=args.quick or args.ci, only=only)
+        isolated = hosts.isolated
+    label = "full run" if args.all else ("quick run (small sizes, preliminary)" if args.quick else "partial run")
+    text = summary(label, command, throughput=throughput, faults=faults, capacity=capacity, isolated=isolated)
+    (RESULTS_DIR / "summary.md").write_text(text)
+    print(text)
+    if args.all or args.quick or args.update_doc:
+        update_doc(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

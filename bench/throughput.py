@@ -1,0 +1,337 @@
+"""Throughput against the bound, for the fleet and for the plain-Celery baseline, on the same stand-in.
+
+Time scaling (so a 5000-image run at 60 creations/min does not take 83 minutes): every scenario is
+stated in Replicate's real units (slots, creations per 60 s, model latency in s) and run with ONE
+time factor s applied to every duration — the rate window (60 s * s) and the model's mean latency
+(L * s) — while every count stays as stated (slots, creations per window, reads per window).
+All ratios of the problem are kept, so the efficiency is the same as unscaled, up to fixed
+overheads that do not scale (network, task hand-off). s is chosen per scenario so the busiest
+limit runs at about `target_rate` creations per real second (default 10/s, what 2 cores carry
+with room to spare), but never so small that the scaled latency drops under `min_latency`
+(default 2 s: the workers' polling has a 0.25 s floor); s <= 1.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.fleet import Fleet, submit, wait_finished
+from bench.hosts import Hosts, RedisServer
+from bench.measure import Series, bound, command_delta, fetch_events, redis_commands, redis_cpu
+from shared.settings import Settings
+
+MODEL = "google/imagen-4-ultra"  # single output, no fallback route; catalog mean 8 s, sigma 0.3
+NOMINAL_LATENCY = 8.0
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+@dataclass
+class Scenario:
+    n: int
+    slots: int
+    create_per_min: int  # nominal: creations per 60 s
+    latency: float = NOMINAL_LATENCY  # nominal mean seconds
+    read_per_min: int = 3000
+    hosts: int = 3
+    workers_per_host: int = 1
+    concurrency: int | None = None  # threads per worker; default from slots
+    target_rate: float = 10.0
+    min_latency: float = 2.0
+    time_scale: float | None = None  # None: chosen as described above
+    model: str = MODEL
+    seed: int = 7
+
+    @property
+    def name(self) -> str:
+        return f"n{self.n}-s{self.slots}-r{self.create_per_min}"
+
+    @property
+    def scale(self) -> float:
+        if self.time_scale is not None:
+            return self.time_scale
+        nominal = min(self.slots / self.latency, self.create_per_min / 60.0)  # images per nominal s
+        s = nominal / self.target_rate
+        s = max(s, self.min_latency / self.latency)
+        return min(1.0, s)
+
+    @property
+    def window(self) -> float:
+        return round(60.0 * self.scale, 3)
+
+    @property
+    def real_latency(self) -> float:
+        return round(self.latency * self.scale, 3)
+
+    @property
+    def threads(self) -> int:
+        if self.concurrency:
+            return self.concurrency
+        workers = self.hosts * self.workers_per_host
+        return max(8, math.ceil(self.slots * 1.5 / workers) + 4)
+
+
+def prompts_for(n: int, tag: str) -> list[str]:
+    # Unique prompts: a duplicate input at the stand-in is then always a paid duplicate.
+    return [f"bench {tag} image {i:05d}: a lighthouse at dusk, variation {i}" for i in range(n)]
+
+
+def sim_options(sc: Scenario) -> dict[str, Any]:
+    return {"create_limit": sc.create_per_min, "read_limit": sc.read_per_min, "window": sc.window,
+            "latency_scale": 1.0, "latency_overrides": {sc.model: sc.real_latency}, "image_scale": 0.002,
+            "max_in_flight": None, "seed": sc.seed, "record_events": True, "error_burst": 0, "storm_next": 0,
+            "error_rate": 0.0, "fail_rate": 0.0}
+
+
+def fleet_settings(sc: Scenario, redis: RedisServer, out: Path, **overrides: Any) -> Settings:
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    values = {
+        "redis_url": redis.url, "key_prefix": prefix, "queue": f"{prefix}-q", "output_dir": out,
+        "replicate_api_token": "r8_bench_not_a_real_token", "global_max_concurrent": sc.slots,
+        "create_limit": sc.create_per_min, "read_limit": sc.read_per_min, "rate_window": sc.window,
+        "log_level": "WARNING",
+    }
+    values.update(overrides)
+    return Settings.load(values, environ={}, dotenv_path=None)
+
+
+@dataclass
+class RunResult:
+    system: str  # "fleet" or "baseline-<mode>"
+    scenario: dict[str, Any]
+    figures: dict[str, Any] = field(default_factory=dict)
+    series: dict[str, Any] = field(default_factory=dict)  # for plots; not in the table
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def sim_figures(sc: Scenario, sim: Any, started: float, finished: float, n_done: int) -> tuple[dict, dict]:
+    ledger = sim.ledger(detail=False)
+    series = Series.from_events(fetch_events(sim))
+    latency = series.mean_latency or sc.real_latency
+    b = bound(sc.n, latency=latency, slots=sc.slots, create_limit=sc.create_per_min, window=sc.window)
+    makespan = finished - started
+    rejected = ledger.get("rejected_429", {})
+    figures = {
+        "makespan_s": round(makespan, 2),
+        "bound_s": round(b["bound"], 2),
+        "bound_by_slots_s": round(b["by_slots"], 2),
+        "bound_by_rate_s": round(b["by_rate"], 2),
+        "efficiency": round(b["bound"] / makespan, 3) if makespan > 0 else 0.0,
+        "mean_latency_s": round(latency, 3),
+        "peak_in_flight": ledger.get("peak_in_flight"),
+        "slot_limit": sc.slots,
+        "mean_in_flight": round(series.mean_in_flight(started, finished), 2),
+        "max_creations_in_window": ledger.get("max_creations_in_window"),
+        "max_create_calls_in_window": ledger.get("max_create_calls_in_window"),
+        "create_limit": sc.create_per_min,
+        "window_s": sc.window,
+        "max_reads_in_window": ledger.get("max_reads_in_window"),
+        "read_limit": sc.read_per_min,
+        "http_429": sum(int(v) for v in rejected.values()),
+        "http_429_by_kind": rejected,
+        "errors_5xx": ledger.get("errors_5xx"),
+        "creations": ledger.get("creations"),
+        "duplicate_predictions": ledger.get("duplicate_inputs"),
+        "reads": ledger.get("reads"),
+        "reads_per_image": round(ledger.get("reads", 0) / max(sc.n, 1), 2),
+        "images_done": n_done,
+        "images_lost": sc.n - n_done,
+    }
+    t0 = series.creations[0] if series.creations else started
+    plot = {
+        "t0": started,
+        "in_flight": [(round(t - started, 3), k) for t, k in series.in_flight],
+        "window_counts": [(round(t - started, 3), k) for t, k in
+                          series.window_counts(sc.window, max(sc.window / 20, 0.05))],
+        "first_creation_s": round(t0 - started, 3),
+    }
+    return figures, plot
+
+
+def run_fleet(sc: Scenario, hosts: Hosts, redis: RedisServer, sim: Any, *, timeout: float | None = None,
+              log: Any = print) -> RunResult:
+    """One batch of sc.n images through the real fleet; figures from the stand-in and Redis."""
+    sim.reset(**sim_options(sc))
+    out = hosts.workdir / f"out-{uuid.uuid4().hex[:6]}"
+    settings = fleet_settings(sc, redis, out)
+    fleet = Fleet(hosts, settings, sim.url, workers_per_host=sc.workers_per_host, concurrency=sc.threads,
+                  host_indexes=list(range(1, sc.hosts + 1)))
+    client = redis.client()
+    try:
+        fleet.start()
+        fleet.wait_ready()
+        fleet.sample()
+        cpu_before = sum(w.last_stats.cpu_seconds for w in fleet.workers if w.last_stats)
+        cmds_before, rcpu_before = redis_commands(client), redis_cpu(client)
+        started = time.time()
+        batch_id = submit(settings, prompts_for(sc.n, settings.key_prefix), model=sc.model)
+        submitted = time.time()
+        limit = timeout or max(120.0, 5 * bound(sc.n, latency=sc.real_latency, slots=sc.slots,
+                                                 create_limit=sc.create_per_min, window=sc.window)["bound"])
+        samples = {"next": 0.0}
+
+        def tick(now: float, _info: Any) -> None:
+            if now >= samples["next"]:  # the RSS high-water mark is kept by the kernel; CPU at the end
+                fleet.sample()
+                samples["next"] = now + 2.0
+
+        finished, finished_at, info = wait_finished(settings, batch_id, timeout=limit, on_tick=tick,
+                                                    redis_client=client)
+        polls = getattr(wait_finished, "polls", 0)
+        cmds_after, rcpu_after = redis_commands(client), redis_cpu(client)
+        cost = fleet.cost()
+        counts = dict(info.counts) if info else {}
+        done = _succeeded_with_files(settings, batch_id, client)
+        figures, plot = sim_figures(sc, sim, started, finished_at, done)
+        delta = command_delta(cmds_before, cmds_after)
+        total_cmds = sum(delta.values()) - polls - 2  # minus the harness's own HGETALLs and INFOs
+        figures.update({
+            "finished": finished,
+            "statuses": counts,
+            "submit_s": round(submitted - started, 2),
+            "worker_cpu_s_per_1000": round((cost["cpu_seconds"] - cpu_before) * 1000 / sc.n, 1),
+            "worker_peak_rss_mb": round(cost["peak_rss_bytes_max"] / 2**20, 1),
+            "workers": cost["worker_processes"],
+            "redis_cmds_per_image": round(total_cmds / sc.n, 1),
+            "redis_top_cmds_per_image": {k: round(v / sc.n, 2) for k, v in list(delta.items())[:8]},
+            "redis_cpu_s_per_1000": round((rcpu_after - rcpu_before) * 1000 / sc.n, 2),
+        })
+        if not finished:
+            log(f"[fleet {sc.name}] NOT finished within {limit:.0f}s: {counts}\n{fleet.logs(1500)}")
+        return RunResult("fleet", _scenario_dict(sc), figures, plot)
+    finally:
+        fleet.stop()
+        client.close()
+
+
+def _succeeded_with_files(settings: Settings, batch_id: str, client: Any) -> int:
+    """Items that are `succeeded` AND whose every output file exists and is not empty."""
+    from shared.keys import Keys
+    from shared.ledger import Ledger
+
+    ok = 0
+    for item in Ledger(client, Keys(settings.key_prefix)).items(batch_id):
+        record = item.to_result()
+        if record.get("status") != "succeeded" or not record.get("outputs"):
+            continue
+        paths = [Path(p) if Path(p).is_absolute() else Path(settings.output_dir) / p for p in record["outputs"]]
+        if all(p.is_file() and p.stat().st_size > 0 for p in paths):
+            ok += 1
+    return ok
+
+
+def _scenario_dict(sc: Scenario) -> dict[str, Any]:
+    data = asdict(sc)
+    data.update(name=sc.name, scale=round(sc.scale, 4), window=sc.window, real_latency=sc.real_latency,
+                threads=sc.threads)
+    return data
+
+
+# --- the baseline -------------------------------------------------------------------------------
+def run_baseline(sc: Scenario, hosts: Hosts, redis: RedisServer, sim: Any, *, mode: str = "naive",
+                 timeout: float | None = None, log: Any = print) -> RunResult:
+    """Plain Celery (bench/baseline_app.py) on the same hosts and stand-in.
+    mode "naive": every worker runs `slots` at once (each sized to the account's limit, as the seed
+    tool's processes were); "split": -c slots/workers, the static split. Both split the creation
+    rate across workers with Celery's per-worker `rate_limit`."""
+    import sys
+
+    from celery import Celery
+
+    from bench.baseline_app import TASK_NAME
+    from bench.fleet import REPO_ROOT
+
+    sim.reset(**sim_options(sc))
+    tag = uuid.uuid4().hex[:8]
+    queue, results_key = f"baseline-{tag}-q", f"baseline-{tag}:results"
+    out = hosts.workdir / f"baseline-out-{tag}"
+    workers = sc.hosts * sc.workers_per_host
+    per_worker_rate = sc.create_per_min / sc.window / workers  # per second
+    # split: the slots dealt out as evenly as possible (10 over 3 workers: 4, 3, 3)
+    split = [sc.slots // workers + (1 if i < sc.slots % workers else 0) for i in range(workers)]
+    threads_of = [sc.slots] * workers if mode == "naive" else [max(1, t) for t in split]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REPLICATE_", "FLEET_", "CELERY_", "BASELINE_"))}
+    env.update({
+        "BASELINE_BROKER_URL": redis.url, "BASELINE_QUEUE": queue, "BASELINE_RESULTS_KEY": results_key,
+        "BASELINE_RATE_LIMIT": f"{per_worker_rate * 60:.4f}/m", "BASELINE_OUTPUT_DIR": str(out),
+        "REPLICATE_BASE_URL": sim.url, "REPLICATE_API_TOKEN": "r8_bench_not_a_real_token",
+        "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1",
+    })
+    procs = []
+    client = redis.client()
+    producer = Celery("baseline-producer", broker=redis.url, set_as_current=False)
+    producer.conf.update(task_default_queue=queue, broker_connection_retry_on_startup=True)
+    try:
+        for w in range(workers):
+            host, k = w % sc.hosts + 1, w // sc.hosts
+            argv = [sys.executable, "-m", "celery", "-A", "bench.baseline_app", "worker", "-n",
+                    f"b{host}-{k}-{tag}@bench", "-c", str(threads_of[w]), "--pool", "threads", "-Q", queue,
+                    "--without-mingle", "--without-gossip", "-l", "WARNING"]
+            procs.append(hosts.popen(host, argv, env=env, log_path=hosts.workdir / f"baseline-{tag}-{host}-{k}.log",
+                                     cwd=REPO_ROOT))
+        _wait_baseline_ready(producer, queue, len(procs))
+        started = time.time()
+        with producer.producer_or_acquire() as pub:
+            for i, prompt in enumerate(prompts_for(sc.n, tag)):
+                producer.send_task(TASK_NAME, args=(i, prompt, sc.model), queue=queue, producer=pub)
+        limit = timeout or max(120.0, 5 * bound(sc.n, latency=sc.real_latency, slots=sc.slots,
+                                                 create_limit=sc.create_per_min, window=sc.window)["bound"])
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline and client.hlen(results_key) < sc.n:
+            time.sleep(0.2)
+        finished_at = time.time()
+        results = client.hgetall(results_key)
+        done = sum(1 for v in results.values() if v == "succeeded")
+        figures, plot = sim_figures(sc, sim, started, finished_at, done)
+        figures.update({"finished": len(results) >= sc.n, "threads_per_worker": threads_of,
+                        "rate_limit_per_worker": env["BASELINE_RATE_LIMIT"],
+                        "failed": sum(1 for v in results.values() if v != "succeeded")})
+        return RunResult(f"baseline-{mode}", _scenario_dict(sc), figures, plot)
+    finally:
+        from bench.hosts import _kill_group
+
+        for proc in procs:
+            _kill_group(proc)
+        for key in client.scan_iter(match=f"*{queue}*"):
+            client.delete(key)
+        client.delete(queue, results_key)
+        client.close()
+
+
+def _wait_baseline_ready(app: Any, queue: str, count: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            replies = app.control.inspect(timeout=1.0).active_queues() or {}
+        except Exception:  # noqa: BLE001
+            replies = {}
+        ready = [n for n, qs in replies.items() if any(q.get("name") == queue for q in qs or [])]
+        if len(ready) >= count:
+            return
+    raise RuntimeError(f"baseline workers did not answer on {queue} within {timeout}s")
+
+
+# --- the matrix -----------------------------------------------------------------------------------
+def matrix(ns: tuple[int, ...] = (200, 1000, 5000), slots: tuple[int, ...] = (10, 60),
+           rates: tuple[int, ...] = (600, 60), **common: Any) -> list[Scenario]:
+    return [Scenario(n=n, slots=s, create_per_min=r, **common) for n in ns for s in slots for r in rates]
+
+
+def save(results: list[RunResult], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps([r.to_json() for r in results], indent=1, default=str))
+
+
+def summary_line(r: RunResult) -> str:
+    f = r.figures
+    return (f"{r.system:15s} {r.scenario['name']:18s} makespan {f['makespan_s']:7.1f}s bound {f['bound_s']:7.1f}s "
+            f"eff {f['efficiency']:.3f} peak {f['peak_in_flight']}/{f['slot_limit']} "
+            f"win {f['max_creations_in_window']}/{f['create_limit']} 429 {f['http_429']} "
+            f"dup {f['duplicate_predictions']} lost {f['images_lost']}")

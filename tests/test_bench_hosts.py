@@ -1,0 +1,89 @@
+"""The benchmark harness itself: hosts as network namespaces, their faults, and the bound."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from bench.hosts import Hosts, HostsError, cleanup_stale
+from bench.measure import Series, bound
+from tests.bench_support import make_test_hosts, require_namespaces
+
+
+def _namespaces() -> str:
+    return subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+
+
+def test_hosts_reach_only_the_bridge_and_are_removed_afterwards():
+    require_namespaces()
+    with make_test_hosts(3) as hosts:
+        prefix = hosts.prefix
+        assert hosts.isolated
+        redis = hosts.start_redis(6395, appendonly=False)
+        assert redis.client().ping()
+        assert all(hosts.reachable(i, 6395) for i in (1, 2, 3))
+        # the shared Redis on the machine's loopback is NOT reachable from a host
+        probe = hosts.run(1, [sys.executable, "-c",
+                              "import socket; s=socket.socket(); s.settimeout(1); print(s.connect_ex(('127.0.0.1', 6379)))"])
+        assert probe.stdout.strip() != "0"
+        hosts.cut(2)
+        assert not hosts.reachable(2, 6395)
+        assert hosts.reachable(1, 6395)
+        hosts.restore(2)
+        assert hosts.reachable(2, 6395)
+        pid = redis.process.pid
+    assert f"{prefix}-h1" not in _namespaces()
+    assert subprocess.run(["kill", "-0", str(pid)], capture_output=True).returncode != 0
+
+
+def test_teardown_runs_when_the_block_raises_and_stale_hosts_are_cleaned():
+    require_namespaces()
+    with pytest.raises(RuntimeError):
+        with make_test_hosts(2) as hosts:
+            prefix = hosts.prefix
+            hosts.popen(1, ["sleep", "300"])
+            raise RuntimeError("boom")
+    assert f"{prefix}-h1" not in _namespaces()
+    # a namespace left by a "crashed" run of the same prefix is removed by the next run
+    subprocess.run(["ip", "netns", "add", f"{prefix}-h9"], check=True)
+    assert f"{prefix}-h9" in cleanup_stale(prefix)
+    assert f"{prefix}-h9" not in _namespaces()
+
+
+@pytest.mark.skipif(not __import__("glob").glob("/usr/lib/*/faketime/libfaketimeMT.so.1"), reason="faketime not installed (apt-get install faketime)")
+def test_a_host_can_run_with_its_clock_ahead():
+    with make_test_hosts(1, isolate=None) as hosts:
+        proc = hosts.popen(1, [sys.executable, "-c", "import time; print(time.time())"],
+                           log_path=hosts.workdir / "t.log", clock_offset=60)
+        proc.wait(30)
+        import time
+
+        ahead = float((hosts.workdir / "t.log").read_text().split()[-1]) - time.time()
+        assert 55 < ahead < 65
+
+
+def test_plain_process_fallback_says_so_and_refuses_cuts():
+    with Hosts(2, isolate=False, quiet=True) as hosts:
+        assert not hosts.isolated and hosts.server_address == "127.0.0.1"
+        with pytest.raises(HostsError):
+            hosts.cut(1)
+        proc = hosts.popen(2, [sys.executable, "-c", "print('ok')"], log_path=hosts.workdir / "o.log")
+        assert proc.wait(30) == 0
+
+
+def test_bound_is_the_larger_of_the_slot_and_the_rate_limits():
+    # 1000 images, 10 slots, 2 s each: 200 s of slot time; the rate (600/60 s) allows the last at 60 s
+    assert bound(1000, latency=2.0, slots=10, create_limit=600, window=60)["bound"] == pytest.approx(200.0)
+    # 60 per 6 s: creation 999 no earlier than floor(999/60)*6 = 96 s, done at 98 s
+    b = bound(1000, latency=2.0, slots=60, create_limit=60, window=6)
+    assert b["by_rate"] == pytest.approx(98.0) and b["bound"] == pytest.approx(98.0)
+
+
+def test_series_counts_windows_exactly():
+    events = [{"kind": "create", "ts": t, "id": str(i), "in_flight": 1} for i, t in enumerate([0.0, 0.5, 1.0, 1.99, 2.0])]
+    events += [{"kind": "complete", "ts": 3.0, "id": "0", "in_flight": 0}]
+    series = Series.from_events(events)
+    # a window of 2 s holds creations less than 2 s apart: {0.5,1.0,1.99,2.0} = 4
+    assert series.max_in_window(2.0) == 4
+    assert series.latencies == [3.0]

@@ -267,6 +267,27 @@ def test_keeper_survives_an_outage_and_marks_leases_it_could_not_renew(make_limi
     assert not again.lost
 
 
+def test_keeper_survives_a_bug_of_its_own_and_keeps_renewing(make_limiter, monkeypatch):
+    """A keeper thread that died would let leases expire under live predictions (over the limit)."""
+    limiter = make_limiter(concurrency=1, lease=0.9)
+    lease = limiter.acquire(HolderInfo(task_id="x"))
+    agent = limiter._agent
+    real_tick = agent._next_tick_in
+    crashes = []
+
+    def crash_once(now):
+        if not crashes:
+            crashes.append(now)
+            raise RuntimeError("simulated bug in the keeper")
+        return real_tick(now)
+
+    monkeypatch.setattr(agent, "_next_tick_in", crash_once)
+    time.sleep(3 * 0.9)  # three leases long: only a keeper that came back keeps it
+    assert crashes, "the keeper never ran the patched code"
+    assert not lease.lost, lease.lost_reason
+    assert limiter.status().in_use == 1
+
+
 # --- rates ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("margin", [0.0, 0.2])
 def test_creation_tokens_never_exceed_the_limit_in_any_window(make_limiter, margin):

@@ -20,7 +20,7 @@ import secrets
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import redis
 
@@ -113,6 +113,9 @@ class ProcessAgent:
 
     # --- keeper -----------------------------------------------------------------------------------
     def _keeper_loop(self) -> None:
+        _run_forever(self._keep_leases, "keeper", self._stop)
+
+    def _keep_leases(self) -> None:
         lim = self._limiter
         third = lim.lease_seconds / 3
         failures = 0
@@ -193,6 +196,9 @@ class ProcessAgent:
 
     # --- wake listener --------------------------------------------------------------------------
     def _listener_loop(self) -> None:
+        _run_forever(self._listen, "wake listener", self._stop)
+
+    def _listen(self) -> None:
         client = self._limiter._listen_client
         while not self._stop.is_set():
             if not self._have_waiters.wait(LISTEN_BLOCK_SECONDS) or self._stop.is_set():
@@ -214,6 +220,17 @@ class ProcessAgent:
                     event = self._waiters.get(_text(waiter_id))
                     if event is not None:
                         event.set()
+
+
+def _run_forever(loop: Callable[[], None], name: str, stop: threading.Event) -> None:
+    """Restart `loop` after any unexpected exception: a dead keeper would let this process's leases
+    expire while their predictions still run, i.e. put the fleet over the limit."""
+    while not stop.is_set():
+        try:
+            loop()
+        except Exception:  # noqa: BLE001
+            log.exception("limiter %s crashed; restarting it", name)
+            stop.wait(0.5)
 
 
 def _text(value: str | bytes) -> str:

@@ -60,12 +60,13 @@ def _ledger(settings: Settings, client=None):
     return Ledger(client if client is not None else connect(settings), Keys(settings.key_prefix))
 
 
-def _registry(registry=None):
+def _registry(registry=None, settings: Settings | None = None):
     if registry is not None:
         return registry
     from shared.models import load_registry
 
-    return load_registry()
+    # The same registry the workers load (FLEET_MODELS_FILE layered over the built-in models).
+    return load_registry(extra=settings.models_file if settings is not None else None)
 
 
 def load_source(source: Any) -> Any:
@@ -94,7 +95,7 @@ def validate(source: Any, *, settings: Settings, model: str | None = None, param
     batch_id = check_batch_id(batch_id) if batch_id is not None else new_batch_id()
     data = load_source(source)
     return parse_prompts(data, batch_id=batch_id, output_root=Path(settings.output_dir),
-                         registry=_registry(registry), model=model, params=dict(params or {}),
+                         registry=_registry(registry, settings), model=model, params=dict(params or {}),
                          overwrite=overwrite)
 
 
@@ -265,11 +266,12 @@ def submit(source: Any, *, settings: Settings, model: str | None = None, params:
     source: a path to prompts.json, or the loaded data (a list of prompt strings, a list of
     items, or an object with shared defaults and `items`).
     Raises InputError (every problem; nothing written). Resubmitting an existing batch id
-    enqueues nothing new and returns the existing batch with `.created == False`.
+    enqueues nothing new and returns the existing batch with `.created == False`; only items
+    that were recorded but never enqueued (the first submission died in between) are sent.
     """
     explicit_id = batch_id is not None
     batch_id = check_batch_id(batch_id) if explicit_id else new_batch_id()
-    registry = _registry(registry)
+    registry = _registry(registry, settings)
     try:
         requests = validate(source, settings=settings, model=model, params=params, batch_id=batch_id,
                             overwrite=overwrite, registry=registry)
@@ -294,6 +296,12 @@ def submit(source: Any, *, settings: Settings, model: str | None = None, params:
         enqueue_items(settings, batch_id, requests)
     else:
         _check_same_items(ledger, batch_id, requests)
+        # A producer that died between recording the batch and enqueueing it left items no
+        # message was ever sent for: sending those is finishing the first submission, not
+        # enqueuing anything new (items already sent or finished are left alone).
+        never_sent = set(ledger.never_enqueued(batch_id))
+        if never_sent:
+            enqueue_items(settings, batch_id, [r for r in requests if r.index in never_sent])
     batch = Batch(batch_id, settings, requests=requests, created=created, registry=registry)
     batch._ledger_obj = ledger
     return batch

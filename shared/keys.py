@@ -34,6 +34,16 @@ class Keys:
     def item(self, batch_id: str, index: int) -> str:
         return f"{self.prefix}:batch:{batch_id}:item:{index}"
 
+    def batch_live(self, batch_id: str) -> str:
+        """Zset of the batch's non-terminal items (index -> last sign of life, Unix time): the
+        recovery sweep reads only the stale end of it instead of every item."""
+        return f"{self.prefix}:batch:{batch_id}:live"
+
+    @property
+    def sweeper_lock(self) -> str:
+        """Held by the one worker that runs the recovery sweep this round."""
+        return f"{self.prefix}:sweeper"
+
     # --- cost safety -----------------------------------------------------------------------------
     def attempt(self, batch_id: str, index: int, attempt: int) -> str:
         return f"{self.prefix}:attempt:{batch_id}:{index}:{attempt}"

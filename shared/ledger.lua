@@ -5,6 +5,10 @@
 -- "current_model", the request JSON, the outcome fields, and one "att:<n>" JSON record per attempt.
 -- Time always comes from Redis (TIME) so every host writes comparable timestamps.
 --
+-- The "live" zset (KEYS named per function) holds every non-terminal item's index with its last
+-- sign of life (Unix time from TIME): created, enqueued (plus the message's countdown), or a state
+-- change. Terminal items leave it. The workers' recovery sweep re-sends items stale in it.
+--
 -- ARGV[1] is the operation; the rest depends on it (documented per function).
 
 local TERMINAL = { succeeded = true, failed = true, canceled = true, substituted = true }
@@ -62,7 +66,17 @@ local function merge_attempt(item, n, update, t)
   redis.call("HSET", item, field, cjson.encode(record))
 end
 
--- create: KEYS = batches zset, batch hash, item hash x N
+-- Newer sign of life only (GT): an enqueue with a countdown records when its message is due.
+local function alive(live, index, t)
+  redis.call("ZADD", live, "GT", string.format("%.6f", t), index)
+end
+
+-- The item's index from its key (".../item:<i>").
+local function index_of(item)
+  return string.match(item, ":item:(%d+)$")
+end
+
+-- create: KEYS = batches zset, batch hash, live zset, item hash x N
 -- ARGV[2] batch id, ARGV[3] output_root, ARGV[4] options JSON, ARGV[5..] one JSON per item:
 --   {"request": <ImageRequest JSON string>, "model": first model}
 local function create()
@@ -72,6 +86,8 @@ local function create()
   end
   local t = now()
   local total = #ARGV - 4
+  local live = KEYS[3]
+  redis.call("DEL", live)
   redis.call("HSET", batch, "id", ARGV[2], "created_at", string.format("%.6f", t), "total", total,
     "output_root", ARGV[3], "options", ARGV[4], "canceled", "0")
   for _, status in ipairs(STATUSES) do
@@ -80,9 +96,10 @@ local function create()
   redis.call("HSET", batch, "n:pending", total)
   for i = 1, total do
     local spec = cjson.decode(ARGV[4 + i])
-    redis.call("DEL", KEYS[2 + i])
-    redis.call("HSET", KEYS[2 + i], "status", "pending", "attempt", 1, "base_attempt", 1,
+    redis.call("DEL", KEYS[3 + i])
+    redis.call("HSET", KEYS[3 + i], "status", "pending", "attempt", 1, "base_attempt", 1,
       "current_model", spec.model, "request", spec.request)
+    redis.call("ZADD", live, string.format("%.6f", t), i - 1)
   end
   if total == 0 then
     redis.call("HSET", batch, "finished_at", string.format("%.6f", t))
@@ -91,7 +108,7 @@ local function create()
   return 1
 end
 
--- transition: KEYS = batch hash, item hash
+-- transition: KEYS = batch hash, item hash, live zset
 -- ARGV[2] new status, ARGV[3] allowed current statuses (comma list, "" = any non-terminal),
 -- ARGV[4] expected current attempt ("" = any), ARGV[5] item fields JSON (string values; JSON null
 -- deletes the field), ARGV[6] attempt number ("" = none), ARGV[7] attempt update JSON.
@@ -138,12 +155,15 @@ local function transition()
   local finished = 0
   if TERMINAL[new] then
     redis.call("HSET", item, "finished_at", string.format("%.6f", t))
+    redis.call("ZREM", KEYS[3], index_of(item))
     finished = check_finished(batch, t)
+  else
+    alive(KEYS[3], index_of(item), t)
   end
   return { 1, cur, finished, tonumber(redis.call("HGET", item, "attempt") or "0") }
 end
 
--- cancel: KEYS = batch hash, item hash x N. Flags the batch; pending items become canceled now,
+-- cancel: KEYS = batch hash, live zset, item hash x N. Flags the batch; pending items become canceled now,
 -- running ones are canceled by their workers. Returns {items canceled now, batch finished now}.
 local function cancel()
   local batch = KEYS[1]
@@ -154,10 +174,11 @@ local function cancel()
   redis.call("HSET", batch, "canceled", "1")
   redis.call("HSETNX", batch, "canceled_at", string.format("%.6f", t))
   local n = 0
-  for i = 2, #KEYS do
+  for i = 3, #KEYS do
     local item = KEYS[i]
     if redis.call("HGET", item, "status") == "pending" then
       move(batch, item, "pending", "canceled")
+      redis.call("ZREM", KEYS[2], index_of(item))
       redis.call("HSET", item, "error", "batch canceled", "finished_at", string.format("%.6f", t))
       n = n + 1
     end
@@ -165,21 +186,23 @@ local function cancel()
   return { n, check_finished(batch, t) }
 end
 
--- reset: KEYS = batch hash, item hash x N. Failed items go back to pending with a fresh attempt
--- number and the first model of their route (ARGV[2..] = that model per item, same order).
--- Returns the positions (1-based in KEYS[2..]) that were reset.
+-- reset: KEYS = batch hash, live zset, item hash x N. Failed items go back to pending with a fresh
+-- attempt number and the first model of their route (ARGV[2..] = that model per item, same order).
+-- Returns the positions (1-based in KEYS[3..]) that were reset.
 local function reset()
   local batch = KEYS[1]
   local done = {}
-  for i = 2, #KEYS do
+  local t = now()
+  for i = 3, #KEYS do
     local item = KEYS[i]
     if redis.call("HGET", item, "status") == "failed" then
       local next_attempt = tonumber(redis.call("HGET", item, "attempt") or "0") + 1
       move(batch, item, "failed", "pending")
       redis.call("HSET", item, "attempt", next_attempt, "base_attempt", next_attempt,
-        "current_model", ARGV[i])
-      redis.call("HDEL", item, "error", "model", "outputs", "finished_at")
-      table.insert(done, i - 1)
+        "current_model", ARGV[i - 1])
+      redis.call("HDEL", item, "error", "model", "outputs", "finished_at", "enqueued_at")
+      redis.call("ZADD", KEYS[2], string.format("%.6f", t), index_of(item))
+      table.insert(done, i - 2)
     end
   end
   if #done > 0 then
@@ -188,9 +211,29 @@ local function reset()
   return done
 end
 
+-- enqueued: KEYS = live zset, item hash x N; ARGV[2] the messages' countdown in seconds.
+-- Records that a message for each (non-terminal) item was just sent: "enqueued_at" on the item
+-- (send time) and, in the live zset, when that message is due. Returns how many were recorded.
+local function enqueued()
+  local t = now()
+  local due = t + tonumber(ARGV[2] or "0")
+  local n = 0
+  for i = 2, #KEYS do
+    local item = KEYS[i]
+    local status = redis.call("HGET", item, "status")
+    if status and not TERMINAL[status] then
+      redis.call("HSET", item, "enqueued_at", string.format("%.6f", t))
+      alive(KEYS[1], index_of(item), due)
+      n = n + 1
+    end
+  end
+  return n
+end
+
 local op = ARGV[1]
 if op == "create" then return create() end
 if op == "transition" then return transition() end
 if op == "cancel" then return cancel() end
 if op == "reset" then return reset() end
+if op == "enqueued" then return enqueued() end
 return redis.error_reply("unknown ledger op " .. tostring(op))

@@ -8,8 +8,11 @@ duplicate execution can never turn `succeeded` into `failed`.
 Layout under the key prefix (shared.keys.Keys):
 - `batches` (zset batch id -> created_at) for listing;
 - `batch:<id>` (hash) batch fields + `n:<status>` counters;
-- `batch:<id>:item:<i>` (hash) status, current attempt/model, request JSON, outcome, and one
-  `att:<n>` JSON record per attempt (model, prediction_id, status, error, seconds).
+- `batch:<id>:item:<i>` (hash) status, current attempt/model, request JSON, outcome,
+  `enqueued_at` (when a message for it was last sent; absent: never enqueued), and one
+  `att:<n>` JSON record per attempt (model, prediction_id, status, error, seconds);
+- `batch:<id>:live` (zset index -> last sign of life) of the non-terminal items, kept by the same
+  scripts, so the recovery sweep (workers.recovery) reads only the items that look abandoned.
 """
 from __future__ import annotations
 
@@ -134,7 +137,7 @@ class Ledger:
     def create_batch(self, batch_id: str, requests: list[ImageRequest], *, output_root: str,
                      options: dict | None = None) -> bool:
         """Record a batch and its items, all or nothing. False (nothing changed) if the id exists."""
-        keys = [self.keys.batches, self.keys.batch(batch_id)]
+        keys = [self.keys.batches, self.keys.batch(batch_id), self.keys.batch_live(batch_id)]
         keys += [self.keys.item(batch_id, r.index) for r in requests]
         if sorted(r.index for r in requests) != list(range(len(requests))):
             raise ValueError("request indexes must be 0..N-1")
@@ -214,7 +217,7 @@ class Ledger:
         encoded = {k: (None if v is None else (v if isinstance(v, str) else json.dumps(v)))
                    for k, v in (fields or {}).items()}
         res = self._script(
-            keys=[self.keys.batch(batch_id), self.keys.item(batch_id, index)],
+            keys=[self.keys.batch(batch_id), self.keys.item(batch_id, index), self.keys.batch_live(batch_id)],
             args=["transition", status, ",".join(allowed_from),
                   "" if expect_attempt is None else str(expect_attempt),
                   json.dumps(encoded), "" if attempt is None else str(attempt),
@@ -234,7 +237,8 @@ class Ledger:
         """Flag the batch canceled and mark its pending items canceled; workers cancel the
         running ones (and their predictions) when they next look. Returns items canceled now."""
         total = int(self.redis.hget(self.keys.batch(batch_id), "total") or 0)
-        keys = [self.keys.batch(batch_id)] + [self.keys.item(batch_id, i) for i in range(total)]
+        keys = [self.keys.batch(batch_id), self.keys.batch_live(batch_id)]
+        keys += [self.keys.item(batch_id, i) for i in range(total)]
         count, finished = self._script(keys=keys, args=["cancel"])
         if int(count) < 0:
             raise KeyError(f"no batch {batch_id}")
@@ -249,10 +253,66 @@ class Ledger:
         """Failed items back to pending (fresh attempt number, first model of the route), for
         `producer retry`. Returns their indexes; the caller enqueues them."""
         items = self.items(batch_id)
-        keys = [self.keys.batch(batch_id)] + [self.keys.item(batch_id, it.index) for it in items]
+        keys = [self.keys.batch(batch_id), self.keys.batch_live(batch_id)]
+        keys += [self.keys.item(batch_id, it.index) for it in items]
         args = ["reset"] + [it.request.model for it in items]
         positions = self._script(keys=keys, args=args)
         return [items[int(p) - 1].index for p in positions]
+
+    # --- liveness (for the recovery sweep) --------------------------------------------------------
+    def mark_enqueued(self, batch_id: str, indexes: Iterable[int], countdown: float = 0.0) -> int:
+        """Record that a message was just sent for each item (due after `countdown` seconds).
+        Terminal items are skipped. Returns how many were recorded."""
+        indexes = list(indexes)
+        recorded = 0
+        for start in range(0, len(indexes), 500):
+            chunk = indexes[start:start + 500]
+            keys = [self.keys.batch_live(batch_id)] + [self.keys.item(batch_id, i) for i in chunk]
+            recorded += int(self._script(keys=keys, args=["enqueued", repr(float(max(countdown, 0.0)))]))
+        return recorded
+
+    def never_enqueued(self, batch_id: str) -> list[int]:
+        """Pending items no message was ever recorded for (a producer that died between
+        create_batch and enqueue_items)."""
+        total = int(self.redis.hget(self.keys.batch(batch_id), "total") or 0)
+        pipe = self.redis.pipeline(transaction=False)
+        for index in range(total):
+            pipe.hmget(self.keys.item(batch_id, index), "status", "enqueued_at")
+        return [i for i, (status, enqueued_at) in enumerate(pipe.execute())
+                if status == "pending" and not enqueued_at]
+
+    def unfinished_batches(self, chunk: int = 500) -> list[str]:
+        """Ids of the batches not finished yet (their counters say so), oldest first."""
+        out: list[str] = []
+        start = 0
+        while True:
+            ids = self.redis.zrange(self.keys.batches, start, start + chunk - 1)
+            if not ids:
+                return out
+            pipe = self.redis.pipeline(transaction=False)
+            for batch_id in ids:
+                pipe.hmget(self.keys.batch(batch_id), "finished_at", "total")
+            for batch_id, (finished_at, total) in zip(ids, pipe.execute()):
+                if total is not None and not finished_at:
+                    out.append(batch_id)
+            start += chunk
+
+    def quiet_items(self, batch_id: str, before: float, limit: int = 1000) -> list[int]:
+        """Non-terminal items whose last sign of life is older than `before` (Unix time)."""
+        raw = self.redis.zrangebyscore(self.keys.batch_live(batch_id), "-inf", before, start=0, num=limit)
+        return [int(i) for i in raw]
+
+    def touch(self, batch_id: str, indexes: Iterable[int], when: float) -> None:
+        """A sign of life seen from outside (a live claim, a queued message) for these items."""
+        mapping = {str(i): when for i in indexes}
+        if mapping:
+            self.redis.zadd(self.keys.batch_live(batch_id), mapping, xx=True, gt=True)
+
+    def forget_live(self, batch_id: str, indexes: Iterable[int]) -> None:
+        """Drop items from the live set (terminal ones found there)."""
+        members = [str(i) for i in indexes]
+        if members:
+            self.redis.zrem(self.keys.batch_live(batch_id), *members)
 
     # --- manifest -------------------------------------------------------------------------------
     def manifest(self, batch_id: str) -> dict[str, Any]:

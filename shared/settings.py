@@ -34,6 +34,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "FLEET_LOG_JSON": ("log_json", lambda raw: raw.strip().lower() in ("1", "true", "yes", "on")),
     "FLEET_QUEUE": ("queue", str),
     "FLEET_MODELS_FILE": ("models_file", Path),
+    "FLEET_WORKER_CONCURRENCY": ("worker_concurrency", int),
 }
 
 
@@ -57,6 +58,7 @@ class Settings:
     log_json: bool = False  # one JSON object per line instead of key=value
     queue: str = "fleet"
     models_file: Path | None = None  # extra model registry file layered over the built-in one
+    worker_concurrency: int | None = None  # threads per worker process (None: the workers' default)
 
     @classmethod
     def load(
@@ -96,6 +98,8 @@ class Settings:
                 raise ConfigError(f"{attr} must be at least 1, got {getattr(self, attr)}")
         if self.rate_window <= 0 or self.lease_seconds <= 0:
             raise ConfigError("rate_window and lease_seconds must be positive")
+        if self.worker_concurrency is not None and self.worker_concurrency < 1:
+            raise ConfigError(f"worker_concurrency must be at least 1, got {self.worker_concurrency}")
 
     def with_(self, **changes: Any) -> "Settings":
         return replace(self, **changes)

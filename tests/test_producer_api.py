@@ -238,3 +238,37 @@ def test_terminal_gets_a_live_bar(settings, redis_client):
     os.close(primary)
     text = b"".join(chunks).decode(errors="replace")
     assert "\r\x1b[K[" in text and "█" in text and "3/3" in text
+
+
+SKETCH_MODEL_TOML = """
+[models."acme/sketch"]
+kind = "image"
+output = "single"
+default_format = "png"
+price = 0.002
+price_unit = "image"
+"""
+
+
+def test_producer_and_workers_load_the_same_models_file(tmp_path, settings, redis_client):
+    from workers.celery_app import celery_config
+    from workers.context import WorkerContext
+
+    with pytest.raises(InputError, match="acme/sketch"):
+        producer.submit(["a pencil owl"], settings=settings, model="acme/sketch")
+    models = tmp_path / "models.toml"
+    models.write_text(SKETCH_MODEL_TOML)
+    with_file = settings.with_(models_file=models)
+    batch = producer.submit(["a pencil owl"], settings=with_file, model="acme/sketch")
+    assert batch.created and batch.requests[0].model == "acme/sketch"
+    ctx = WorkerContext.build(with_file)
+    try:
+        assert ctx.registry.get("acme/sketch").name == "acme/sketch"
+    finally:
+        ctx.close()
+    # and the worker's thread count comes from FLEET_WORKER_CONCURRENCY when given
+    from shared.settings import Settings
+
+    loaded = Settings.load(environ={"FLEET_WORKER_CONCURRENCY": "5"}, dotenv_path=None)
+    assert loaded.worker_concurrency == 5 and celery_config(loaded)["worker_concurrency"] == 5
+    assert celery_config(settings)["worker_concurrency"] == 32

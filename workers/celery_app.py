@@ -8,6 +8,11 @@ Choices (see the design notes in workers/README.md):
 - threads pool: a task spends its life waiting on HTTP and on the limiter; threads let one process
   hold many in-flight predictions cheaply (no fork per task, one limiter keeper per process).
 - results ignored: the ledger (shared.ledger) is the result store.
+- warm shutdown (SIGTERM): tasks still waiting for a slot or a creation token hand their attempt
+  back to the queue at once; predictions in flight are waited for. A cold shutdown (SIGQUIT) first
+  grants SOFT_SHUTDOWN_SECONDS (below compose's 150 s stop_grace_period) to finish.
+- every worker process runs a recovery sweeper thread (workers.recovery); a Redis lock lets one
+  sweep per interval fleet-wide.
 """
 from __future__ import annotations
 
@@ -18,7 +23,8 @@ from celery import Celery, signals
 from shared.settings import Settings
 
 TASK_NAME = "workers.generate_image"
-DEFAULT_CONCURRENCY = 32  # threads per worker process; `celery worker -c N` overrides
+DEFAULT_CONCURRENCY = 32  # threads per worker process; FLEET_WORKER_CONCURRENCY or `-c N` override
+SOFT_SHUTDOWN_SECONDS = 120.0  # below docker-compose.yml's stop_grace_period (150 s)
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -40,7 +46,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "task_acks_on_failure_or_timeout": True,
         "worker_prefetch_multiplier": 1,
-        "worker_concurrency": DEFAULT_CONCURRENCY,
+        "worker_concurrency": getattr(settings, "worker_concurrency", None) or DEFAULT_CONCURRENCY,
+        "worker_soft_shutdown_timeout": SOFT_SHUTDOWN_SECONDS,
         "worker_pool": "threads",
         "task_default_queue": settings.queue,
         "task_create_missing_queues": True,
@@ -85,12 +92,29 @@ def _setup_logging(loglevel: Any = None, **_: Any) -> None:
 def _warm_up(sender: Any = None, **_: Any) -> None:
     # Build the process's shared objects now (Redis, limiter, client) so the first task does not
     # pay for them between its creation token and its POST.
+    import logging
+
     from workers.context import get_context
+    from workers.recovery import start_sweeper
 
     try:
-        get_context(app.settings()).calls.warm_up()
+        ctx = get_context(app.settings())
     except Exception as exc:  # noqa: BLE001 - the first task will report the real problem
-        import logging
-
+        logging.getLogger("workers").warning("worker context not built: %s", exc)
+        return
+    start_sweeper(ctx.settings, ctx.redis, app)
+    try:
+        ctx.calls.warm_up()
+    except Exception as exc:  # noqa: BLE001 - the first task will report the real problem
         logging.getLogger("workers").warning("warm-up failed: %s", exc)
+
+
+@signals.worker_shutting_down.connect
+def _shutting_down(**_: Any) -> None:
+    # Runs in the signal handler of the main process: only set flags here.
+    from workers.context import request_shutdown
+    from workers.recovery import stop_sweeper
+
+    request_shutdown()
+    stop_sweeper()
 

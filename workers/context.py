@@ -68,7 +68,7 @@ class WorkerContext:
             attempts=AttemptStore(client, keys),
             calls=ReplicateCalls(settings),
             downloader=Downloader(max_bytes=settings.max_download_bytes),
-            registry=load_registry(),
+            registry=load_registry(extra=settings.models_file),
             metrics=metrics,
         )
 
@@ -112,6 +112,19 @@ class CancelWatch:
             if len(self._cache) > 1000:
                 self._cache.clear()
         return value
+
+
+# Set once this process's worker begins a warm shutdown (the worker_shutting_down signal): tasks
+# still waiting for a slot or a creation token stop waiting and hand their attempt back.
+_shutdown = threading.Event()
+
+
+def request_shutdown() -> None:
+    _shutdown.set()
+
+
+def shutting_down() -> bool:
+    return _shutdown.is_set()
 
 
 _context: WorkerContext | None = None

@@ -42,8 +42,11 @@ def describe(batch_id: str, index: int, attempt: int, model: str, prompt: str) -
 
 
 def send_attempt(app: Celery, settings: Settings, batch_id: str, index: int, attempt: int, model: str, *,
-                 prompt: str = "", countdown: float = 0.0, recheck: int = 0, producer=None) -> str:
-    """Enqueue one attempt; returns the task id."""
+                 prompt: str = "", countdown: float = 0.0, recheck: int = 0, producer=None,
+                 ledger: Ledger | None = None) -> str:
+    """Enqueue one attempt; returns the task id. With `ledger`, the send is recorded on the item
+    (after the send: a crash in between only means the item may be sent again, which is harmless,
+    never that it looks enqueued without a message)."""
     kwargs = {"recheck": recheck} if recheck else {}
     result = app.send_task(
         TASK_NAME,
@@ -56,6 +59,8 @@ def send_attempt(app: Celery, settings: Settings, batch_id: str, index: int, att
         producer=producer,
         ignore_result=True,
     )
+    if ledger is not None:
+        ledger.mark_enqueued(batch_id, [index], countdown=countdown)
     return result.id
 
 
@@ -68,18 +73,25 @@ def enqueue_items(settings: Settings, batch_id: str, requests: Iterable[ImageReq
         return
     client = connect(settings)
     try:
-        states = Ledger(client, Keys(settings.key_prefix)).item_states(batch_id, [r.index for r in requests])
+        ledger = Ledger(client, Keys(settings.key_prefix))
+        states = ledger.item_states(batch_id, [r.index for r in requests])
+        app = producer_app(settings)
+        sent: list[int] = []
+        with app.producer_or_acquire() as producer:
+            for request in requests:
+                state = states.get(request.index)
+                if state is None or state[0] in TERMINAL:
+                    continue
+                _status, attempt, model = state
+                send_attempt(app, settings, batch_id, request.index, attempt, model or request.model,
+                             prompt=request.prompt, producer=producer)
+                sent.append(request.index)
+                if len(sent) >= 500:  # recorded as we go: a crash loses at most this many records
+                    ledger.mark_enqueued(batch_id, sent)
+                    sent.clear()
+        ledger.mark_enqueued(batch_id, sent)
     finally:
         client.close()
-    app = producer_app(settings)
-    with app.producer_or_acquire() as producer:
-        for request in requests:
-            state = states.get(request.index)
-            if state is None or state[0] in TERMINAL:
-                continue
-            _status, attempt, model = state
-            send_attempt(app, settings, batch_id, request.index, attempt, model or request.model,
-                         prompt=request.prompt, producer=producer)
 
 
 def workers_alive(settings: Settings, timeout: float = 2.0) -> list[str]:

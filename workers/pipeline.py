@@ -31,7 +31,7 @@ from shared.errors import (AcquireTimeoutError, CanceledError, InputError, Local
                            RedisUnavailableError, TransientError)
 from shared.ledger import TERMINAL
 from shared.request import ImageRequest
-from workers.context import WorkerContext, claim_ttl
+from workers.context import WorkerContext, claim_ttl, shutting_down
 from workers.download import extension_of, output_urls
 from workers.replicate_calls import PredictionView, failure_error, is_ambiguous, same_input
 from workers.storage import output_paths, write_substitute
@@ -119,6 +119,9 @@ class Pipeline:
         if n > current:
             log.error("attempt %s is ahead of the ledger's %s; ignored", n, current)
             return None
+        if shutting_down():
+            # Delivered while this worker stops: hand it back untouched for another worker.
+            return NextTask(n, model, prompt=self._prompt(b, i))
         claim = ctx.claims.try_claim(ctx.keys.claim(b, i, n))
         if claim is None:
             # Another live execution has this attempt (a redelivered duplicate): do not run it
@@ -224,6 +227,9 @@ class Pipeline:
         except AcquireTimeoutError:
             if ctx.ledger.is_canceled(job.batch_id):
                 raise CanceledError("batch canceled") from None
+            if shutting_down():
+                raise Requeue("worker shutting down; attempt handed back before any creation",
+                              counted=False) from None
             # Waiting longer would risk the broker redelivering this message to another worker.
             raise Requeue(f"no slot within {self.slot_wait:g} s; back in the queue", counted=False) from None
         except RedisUnavailableError as exc:
@@ -245,11 +251,17 @@ class Pipeline:
                 ctx.attempts.clear_intent(b, i, n)
                 if ctx.ledger.is_canceled(b):
                     raise CanceledError("batch canceled") from None
+                if shutting_down():
+                    raise Requeue("worker shutting down; attempt handed back before any creation",
+                                  counted=False) from None
                 raise Requeue("no creation token in time; back in the queue", counted=False) from None
             waited = time.monotonic() - began
             if ctx.ledger.is_canceled(b):  # a fresh read: the shared watch may be a second old
                 ctx.attempts.clear_intent(b, i, n)
                 raise CanceledError("batch canceled")
+            if shutting_down():  # never start a paid prediction while stopping; the token is cheap
+                ctx.attempts.clear_intent(b, i, n)
+                raise Requeue("worker shutting down; attempt handed back before any creation", counted=False)
             try:
                 view = ctx.calls.create(model, input_)
             except TransientError as exc:
@@ -328,7 +340,9 @@ class Pipeline:
                 raise TransientError(f"no result within {ctx.settings.prediction_timeout:g} s; canceled",
                                      prediction_id=prediction_id)
             try:
-                ctx.limiter.take_read_token(timeout=self.slot_wait, should_stop=self._stopper(job))
+                # Cancel only: a prediction in flight is waited for through a warm shutdown
+                # (its slot cannot be handed to another process while it runs).
+                ctx.limiter.take_read_token(timeout=self.slot_wait, should_stop=self._cancel_stopper(job))
             except AcquireTimeoutError:
                 delay = 0.0
                 continue
@@ -548,6 +562,12 @@ class Pipeline:
             self._cancel_prediction(job, record.prediction_id)
 
     def _stopper(self, job: Job) -> Callable[[], bool]:
+        """Stop waiting (slot, creation token, reads before a creation) when the batch is canceled
+        or this worker shuts down: the attempt is handed back, nothing paid was started."""
+        watch, batch_id = self.ctx.cancel_watch, job.batch_id
+        return lambda: shutting_down() or watch.is_canceled(batch_id)
+
+    def _cancel_stopper(self, job: Job) -> Callable[[], bool]:
         watch, batch_id = self.ctx.cancel_watch, job.batch_id
         return lambda: watch.is_canceled(batch_id)
 

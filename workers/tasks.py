@@ -23,4 +23,5 @@ def generate_image(self, batch_id: str, index: int, attempt: int, model: str, re
         # Sent before this message is acked (acks_late): a crash in between redelivers this
         # task, which re-sends the follow-up (the ledger tells it so); never a lost item.
         send_attempt(app, settings, batch_id, job.index, follow_up.attempt, follow_up.model,
-                     prompt=follow_up.prompt, countdown=follow_up.countdown, recheck=follow_up.recheck)
+                     prompt=follow_up.prompt, countdown=follow_up.countdown, recheck=follow_up.recheck,
+                     ledger=ctx.ledger)

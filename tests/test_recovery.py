@@ -1,0 +1,208 @@
+"""Recovery: lost task messages, a producer that died mid-submit, and a worker's warm shutdown.
+
+The ledger tests and the sweep tests run against the real Redis without workers; the others start
+real `celery -A workers worker` processes against the stand-in."""
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+import producer
+from shared.keys import Keys
+from shared.ledger import Ledger
+from shared.limiter import Limiter
+from tests.test_e2e import submit, wait_finished
+from workers.dispatch import enqueue_items, producer_app
+from workers.recovery import Sweeper, quiet_after, task_arguments
+
+MODEL = "black-forest-labs/flux-dev"
+
+
+# --- helpers --------------------------------------------------------------------------------------
+def queued(redis_client, settings) -> list[tuple[str, int, int]]:
+    return [task_arguments(raw) for raw in redis_client.lrange(settings.queue, 0, -1)]
+
+
+def drop_message(redis_client, settings, batch_id: str, index: int) -> None:
+    """Take one item's message off the queue, as a worker SIGKILLed between kombu's BRPOP and its
+    unacked record (or a Redis restart without persistence) would lose it."""
+    for raw in redis_client.lrange(settings.queue, 0, -1):
+        parsed = task_arguments(raw)
+        if parsed is not None and parsed[:2] == (batch_id, index):
+            assert redis_client.lrem(settings.queue, 1, raw) == 1
+            return
+    raise AssertionError(f"no message for item {index} of {batch_id}")
+
+
+def live(redis_client, settings, batch_id: str) -> dict[int, float]:
+    return {int(m): s for m, s in redis_client.zrange(Keys(settings.key_prefix).batch_live(batch_id), 0, -1,
+                                                      withscores=True)}
+
+
+def wait_for(predicate, timeout: float, what: str, fleet=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}" + ("\n" + fleet.logs() if fleet else ""))
+
+
+def requests_for(settings, batch_id: str, prompts: list[str]):
+    from pathlib import Path
+
+    from shared.models import load_registry
+    from shared.prompts import parse_prompts
+
+    return parse_prompts(prompts, batch_id=batch_id, output_root=Path(settings.output_dir),
+                         registry=load_registry(), model=MODEL)
+
+
+# --- the ledger's signs of life ------------------------------------------------------------------
+def test_ledger_records_enqueues_and_keeps_only_open_items_live(settings, redis_client):
+    ledger = Ledger(redis_client, Keys(settings.key_prefix))
+    requests = requests_for(settings, "b-live", [f"a paper boat, {i}" for i in range(4)])
+    assert ledger.create_batch("b-live", requests, output_root=str(settings.output_dir))
+    assert set(live(redis_client, settings, "b-live")) == {0, 1, 2, 3}
+    assert ledger.never_enqueued("b-live") == [0, 1, 2, 3]
+
+    assert ledger.mark_enqueued("b-live", [0, 1]) == 2
+    assert ledger.never_enqueued("b-live") == [2, 3]
+    before = live(redis_client, settings, "b-live")
+    ledger.mark_enqueued("b-live", [2], countdown=120)  # a message due in two minutes
+    assert live(redis_client, settings, "b-live")[2] >= before[2] + 119
+
+    ledger.transition("b-live", 0, "running", attempt=1, attempt_update={"model": MODEL})
+    ledger.transition("b-live", 0, "succeeded", attempt=1, attempt_update={"final": True})
+    assert 0 not in live(redis_client, settings, "b-live")
+    assert ledger.mark_enqueued("b-live", [0]) == 0  # terminal: not recorded, not live again
+    assert 0 not in live(redis_client, settings, "b-live")
+
+    ledger.transition("b-live", 1, "failed", attempt=1, attempt_update={"final": True})
+    assert ledger.reset_failed("b-live") == [1]
+    assert 1 in live(redis_client, settings, "b-live")
+    assert ledger.never_enqueued("b-live") == [1, 3]  # a reset item needs a new message
+
+    assert ledger.cancel_batch("b-live") == 3
+    assert live(redis_client, settings, "b-live") == {}
+    assert ledger.unfinished_batches() == []
+
+
+# --- the sweep, without workers -------------------------------------------------------------------
+def test_sweep_resends_only_items_without_a_message_or_a_claim(settings, redis_client):
+    ledger = Ledger(redis_client, Keys(settings.key_prefix))
+    requests = requests_for(settings, "b-sweep", [f"a kite over a dune, {i}" for i in range(5)])
+    assert ledger.create_batch("b-sweep", requests, output_root=str(settings.output_dir))
+    enqueue_items(settings, "b-sweep", requests)
+    drop_message(redis_client, settings, "b-sweep", 2)
+    drop_message(redis_client, settings, "b-sweep", 3)
+    # item 3 is being run by a live execution (it holds the attempt's claim): not lost
+    redis_client.set(Keys(settings.key_prefix).claim("b-sweep", 3, 1), "someone", px=60_000)
+
+    sweeper = Sweeper(settings, redis_client, producer_app(settings), quiet=0.0)
+    report = sweeper.sweep()
+    assert report.resent == [("b-sweep", 2, 1)]
+    assert sorted(queued(redis_client, settings)) == [("b-sweep", i, 1) for i in (0, 1, 2, 4)]
+    assert sweeper.sweep().resent == []  # queued or claimed: nothing more to send
+
+    # Finished batches cost nothing: their items are not even read.
+    for index in range(5):
+        ledger.transition("b-sweep", index, "canceled", attempt=1, attempt_update={"final": True})
+    assert sweeper.sweep().batches == 0
+
+
+def test_one_sweep_per_interval_across_the_fleet(settings, redis_client):
+    one = Sweeper(settings, redis_client, producer_app(settings))
+    other = Sweeper(settings, redis_client, producer_app(settings))
+    assert one.try_sweep() is not None
+    assert other.try_sweep() is None and one.try_sweep() is None
+    assert quiet_after(settings) == 60.0  # the default lease of 30 s
+    assert quiet_after(settings.with_(lease_seconds=2.0)) == 5.0
+
+
+# --- with real workers ----------------------------------------------------------------------------
+@pytest.mark.e2e
+def test_a_lost_message_is_sent_again_and_paid_once(settings, redis_client, sim_factory, worker_factory):
+    settings = settings.with_(lease_seconds=2.0)  # quiet after 5 s
+    sim = sim_factory(latency_scale=0.02, image_scale=0.01)
+    prompts = [f"a stone bridge in fog, view {i}" for i in range(6)]
+    ledger, _ = submit(settings, redis_client, "b-lost", prompts)
+    drop_message(redis_client, settings, "b-lost", 3)
+    assert len(queued(redis_client, settings)) == 5
+
+    fleet = worker_factory(settings, count=2, sim=sim)
+    wait_finished(ledger, "b-lost", 60, fleet)
+    assert ledger.batch("b-lost").counts["succeeded"] == 6, ledger.batch("b-lost").counts
+    sim_ledger = sim.ledger()
+    assert sim_ledger["creations"] == 6 and sim_ledger["duplicate_inputs"] == 0
+    assert "sending it again" in fleet.logs(tail=10**6)
+
+
+@pytest.mark.e2e
+def test_resubmitting_after_a_crash_between_record_and_enqueue(settings, redis_client, sim_factory,
+                                                               worker_factory, monkeypatch):
+    # The default lease (30 s) keeps the sweep out of this test: the resubmission alone must do it.
+    import workers.dispatch
+
+    prompts = [f"a lantern on a pier, {i}" for i in range(4)]
+
+    def die(*_a, **_k):
+        raise KeyboardInterrupt("the producer died here")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(workers.dispatch, "enqueue_items", die)
+        with pytest.raises(KeyboardInterrupt):
+            producer.submit(prompts, settings=settings, model=MODEL, batch_id="b-crash")
+    assert redis_client.llen(settings.queue) == 0  # recorded, never enqueued
+
+    again = producer.submit(prompts, settings=settings, model=MODEL, batch_id="b-crash")
+    assert not again.created
+    assert sorted(queued(redis_client, settings)) == [("b-crash", i, 1) for i in range(4)]
+    producer.submit(prompts, settings=settings, model=MODEL, batch_id="b-crash")
+    assert redis_client.llen(settings.queue) == 4  # sent once: nothing new the second time
+
+    sim = sim_factory(latency_scale=0.02, image_scale=0.01)
+    fleet = worker_factory(settings, count=1, sim=sim)
+    ledger = Ledger(redis_client, Keys(settings.key_prefix))
+    wait_finished(ledger, "b-crash", 60, fleet)
+    assert ledger.batch("b-crash").counts["succeeded"] == 4
+    producer.submit(prompts, settings=settings, model=MODEL, batch_id="b-crash")  # finished: nothing
+    time.sleep(0.5)
+    assert redis_client.llen(settings.queue) == 0
+    assert sim.ledger()["creations"] == 4
+
+
+@pytest.mark.e2e
+def test_sigterm_hands_back_waiting_tasks_and_pays_once(settings, redis_client, sim_factory, worker_factory):
+    settings = settings.with_(global_max_concurrent=1)
+    sim = sim_factory(latency_scale=1.0, image_scale=0.01)  # flux-dev ~3 s
+    fleet = worker_factory(settings, count=1, sim=sim, concurrency=4)
+    [worker] = fleet.workers
+    ledger, _ = submit(settings, redis_client, "b-term", [f"a red door in snow, {i}" for i in range(5)])
+    limiter = Limiter(redis_client, Keys(settings.key_prefix), settings)
+
+    def one_in_flight_three_waiting():
+        status = limiter.status()
+        return status.waiters >= 3 and any(h.prediction_id for h in status.holders)
+
+    wait_for(one_in_flight_three_waiting, 30, "one prediction in flight and three tasks waiting", fleet)
+    created_before = sim.ledger()["creations"]
+    assert created_before == 1
+    worker.kill(signal.SIGTERM)
+    worker.process.wait(30)  # waiters leave at once; the prediction in flight is waited for
+
+    # No paid prediction was started during the shutdown, and the waiters left the queue.
+    assert sim.ledger()["creations"] == created_before
+    assert limiter.status().in_use == 0 and limiter.status().waiters == 0
+    assert "handed back" in worker.log()
+
+    limiter.set_limits(concurrency=4)  # the rest in parallel: a quicker test, the same proof
+    second = worker_factory(settings, count=1, sim=sim, concurrency=4)
+    wait_finished(ledger, "b-term", 90, second)
+    assert ledger.batch("b-term").counts["succeeded"] == 5
+    sim_ledger = sim.ledger()
+    assert sim_ledger["creations"] == 5 and sim_ledger["duplicate_inputs"] == 0
+    assert limiter.status().in_use == 0

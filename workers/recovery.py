@@ -1,0 +1,206 @@
+"""The recovery sweep: no image is lost silently.
+
+A task message can vanish without any worker seeing it fail: kombu's Redis transport moves a
+message from the queue to its unacked set in two steps (a worker SIGKILLed in between loses it),
+a Redis restart without persistence drops the queue, and a producer can die between recording a
+batch and enqueueing it. The item then stays `pending` (or `running` with a dead claim) forever.
+
+So one worker at a time (a Redis lock, taken at most once per interval fleet-wide) looks at the
+unfinished batches' items that show no sign of life for `quiet_after(settings)` seconds: no
+state change, no message sent or due, no live claim (a running or slot-waiting execution holds
+one, renewed by its process), no message for that attempt waiting in the queue. Each such item
+is sent again with its current attempt and model through the normal send path. A duplicate is
+harmless: the claim lets one execution run the attempt at a time, and the attempt record makes a
+second run resume (or reconcile) the recorded prediction instead of creating another.
+
+Cheap by construction: finished batches are skipped on their counters, and only the stale end of
+each batch's `live` zset (shared.ledger) is read, so a sweep touches the suspicious items only.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import random
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from shared.keys import Keys
+from shared.ledger import TERMINAL, Ledger
+from shared.settings import Settings
+
+log = logging.getLogger("workers.recovery")
+
+MIN_QUIET_SECONDS = 5.0
+CANDIDATES_PER_BATCH = 2000  # per sweep; the rest waits for the next one
+QUEUE_SCAN_CHUNK = 1000
+PRIORITY_SEPARATOR = "\x06\x16"  # kombu's Redis transport: queue name + sep + priority
+
+
+def quiet_after(settings: Settings) -> float:
+    """How long an item may show no sign of life before it is sent again: two lease lengths
+    (a dead execution's claim and slot have surely expired by then), 60 s with the defaults."""
+    return max(2.0 * float(settings.lease_seconds), MIN_QUIET_SECONDS)
+
+
+def sweep_interval(settings: Settings) -> float:
+    return max(1.0, quiet_after(settings) / 2.0)
+
+
+@dataclass
+class SweepReport:
+    batches: int = 0  # unfinished batches looked at
+    quiet: int = 0  # items without a sign of life in the ledger
+    alive: int = 0  # of those, found claimed or queued
+    resent: list[tuple[str, int, int]] = field(default_factory=list)  # (batch, index, attempt)
+
+
+class Sweeper:
+    def __init__(self, settings: Settings, redis_client: redis.Redis, app: Any, *,
+                 quiet: float | None = None):
+        self.settings = settings
+        self.redis = redis_client
+        self.keys = Keys(settings.key_prefix)
+        self.ledger = Ledger(redis_client, self.keys)
+        self.app = app
+        self.quiet = quiet_after(settings) if quiet is None else quiet
+        self.interval = sweep_interval(settings)
+
+    def try_sweep(self) -> SweepReport | None:
+        """Sweep unless another worker did within the interval (the lock is left to expire, so
+        the fleet sweeps at most once per interval whatever its size)."""
+        token = uuid.uuid4().hex
+        if not self.redis.set(self.keys.sweeper_lock, token, nx=True, px=int(self.interval * 1000)):
+            return None
+        return self.sweep()
+
+    def sweep(self) -> SweepReport:
+        report = SweepReport()
+        sec, usec = self.redis.time()
+        now = sec + usec / 1e6
+        cutoff = now - self.quiet
+        suspects: list[tuple[str, int, int, str]] = []
+        for batch_id in self.ledger.unfinished_batches():
+            report.batches += 1
+            indexes = self.ledger.quiet_items(batch_id, cutoff, limit=CANDIDATES_PER_BATCH)
+            if not indexes:
+                continue
+            report.quiet += len(indexes)
+            states = self.ledger.item_states(batch_id, indexes)
+            done = [i for i in indexes if i not in states or states[i][0] in TERMINAL]
+            self.ledger.forget_live(batch_id, done)  # cannot happen through the scripts; self-heal
+            open_ = [(i, states[i][1], states[i][2]) for i in indexes if i in states and states[i][0] not in TERMINAL]
+            pipe = self.redis.pipeline(transaction=False)
+            for index, attempt, _model in open_:
+                pipe.exists(self.keys.claim(batch_id, index, attempt))
+            claimed = [bool(n) for n in pipe.execute()] if open_ else []
+            alive = [index for (index, _, _), held in zip(open_, claimed) if held]
+            self.ledger.touch(batch_id, alive, now)
+            report.alive += len(alive)
+            suspects += [(batch_id, index, attempt, model)
+                         for (index, attempt, model), held in zip(open_, claimed) if not held]
+        if not suspects:
+            return report
+        queued = self._queued_attempts()
+        from workers.dispatch import send_attempt
+
+        for batch_id, index, attempt, model in suspects:
+            if (batch_id, index, attempt) in queued:
+                self.ledger.touch(batch_id, [index], now)
+                report.alive += 1
+                continue
+            log.warning("item %s of batch %s (attempt %s, %s) showed no sign of life for %.0f s; "
+                        "sending it again", index, batch_id, attempt, model, self.quiet)
+            send_attempt(self.app, self.settings, batch_id, index, attempt, model,
+                         prompt=self._prompt(batch_id, index), ledger=self.ledger)
+            report.resent.append((batch_id, index, attempt))
+        return report
+
+    def _queued_attempts(self) -> set[tuple[str, int, int]]:
+        """(batch, index, attempt) of every message waiting in this fleet's queue (read in chunks,
+        only when there are suspects)."""
+        found: set[tuple[str, int, int]] = set()
+        names = [self.settings.queue] + [f"{self.settings.queue}{PRIORITY_SEPARATOR}{p}" for p in range(1, 10)]
+        for name in names:
+            start = 0
+            while True:
+                chunk = self.redis.lrange(name, start, start + QUEUE_SCAN_CHUNK - 1)
+                if not chunk:
+                    break
+                for raw in chunk:
+                    parsed = task_arguments(raw)
+                    if parsed is not None:
+                        found.add(parsed)
+                if len(chunk) < QUEUE_SCAN_CHUNK:
+                    break
+                start += QUEUE_SCAN_CHUNK
+        return found
+
+    def _prompt(self, batch_id: str, index: int) -> str:
+        try:
+            return self.ledger.request(batch_id, index).prompt
+        except (KeyError, redis.RedisError):
+            return ""
+
+
+def task_arguments(raw: str | bytes) -> tuple[str, int, int] | None:
+    """(batch, index, attempt) of one kombu message of our task, None for anything else."""
+    try:
+        message = json.loads(raw)
+        body = message["body"]
+        if message.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args = json.loads(body)[0]
+        return str(args[0]), int(args[1]), int(args[2])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
+class SweeperThread:
+    """One daemon thread per worker process; the lock makes one of them sweep per interval."""
+
+    def __init__(self, sweeper: Sweeper):
+        self.sweeper = sweeper
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="recovery-sweeper", daemon=True)
+
+    def start(self) -> "SweeperThread":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        interval = self.sweeper.interval
+        while not self._stop.wait(interval * random.uniform(0.5, 1.0)):
+            try:
+                report = self.sweeper.try_sweep()
+            except Exception as exc:  # noqa: BLE001 - the sweeper must outlive any outage
+                log.warning("recovery sweep failed: %s", exc)
+                continue
+            if report is not None and report.resent:
+                log.warning("recovery sweep sent %s item(s) again", len(report.resent))
+
+
+_thread: SweeperThread | None = None
+_thread_lock = threading.Lock()
+
+
+def start_sweeper(settings: Settings, redis_client: redis.Redis, app: Any) -> SweeperThread:
+    """Start this process's sweeper thread (once)."""
+    global _thread
+    with _thread_lock:
+        if _thread is None:
+            _thread = SweeperThread(Sweeper(settings, redis_client, app)).start()
+        return _thread
+
+
+def stop_sweeper() -> None:
+    thread = _thread  # no lock: this runs inside a signal handler
+    if thread is not None:
+        thread.stop()

@@ -8,7 +8,8 @@ Faults (issue 7, item 5), each its own run on a fresh key prefix and a reset sta
   partition       host 2's cable unplugged for `cut_for` s at `fault_at`, then plugged back
   clock           host 3's workers run with a wall clock 60 s ahead (faketime) for the whole batch
   errors          the stand-in answers 5xx bursts (`burst` calls each, every `burst_every` s)
-  storm           the stand-in answers 429 storms on creations (`burst` creates each, every `burst_every` s)
+  storm           the account is throttled by "another program": every create answers 429 for
+                  `storm_for` s (retry_after = the seconds left), every `burst_every` s
 
 Figures per fault: images lost, duplicate predictions (same input created twice at the stand-in),
 extra creations (creations - N), peak in flight vs slots, most creations in a window vs the limit,
@@ -43,6 +44,7 @@ class FaultPlan:
     clock_ahead: float = 60.0
     burst: int = 40
     burst_every: float = 15.0
+    storm_for: float = 5.0
     lease_seconds: float = 30.0
     visibility_timeout: int = 120
     timeout: float = 900.0
@@ -86,9 +88,10 @@ def _injector(fault: str, plan: FaultPlan, hosts: Hosts, fleet: Fleet, redis: Re
                     t = time.time()
                     if fault == "errors":
                         sim.configure(error_burst=plan.burst)
+                        log.windows.append((t, t, f"errors x{plan.burst}"))
                     else:
-                        sim.configure(storm_next=plan.burst)
-                    log.windows.append((t, t, f"{fault} x{plan.burst}"))
+                        sim.configure(storm_for=plan.storm_for)
+                        log.windows.append((t, t + plan.storm_for, f"storm {plan.storm_for:g}s"))
                     k += 1
                     if k > 4:
                         break
@@ -161,7 +164,7 @@ def ci_scenario() -> tuple[Scenario, FaultPlan]:
     """A few hundred images, short intervals: each fault run takes ~20-40 s."""
     sc = Scenario(n=200, slots=20, create_per_min=200, latency=8.0, time_scale=0.2)  # latency 1.6 s, window 12 s
     plan = FaultPlan(kill_every=5.0, fault_at=5.0, cut_for=8.0, clock_ahead=60.0, burst=15, burst_every=6.0,
-                     lease_seconds=6.0, visibility_timeout=20, timeout=240.0)
+                     storm_for=2.0, lease_seconds=6.0, visibility_timeout=20, timeout=240.0)
     return sc, plan
 
 

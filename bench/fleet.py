@@ -110,6 +110,7 @@ class Fleet:
     host_indexes: list[int] | None = None  # default: every host
     clock_offsets: dict[int, float] = field(default_factory=dict)  # host -> seconds ahead
     loglevel: str = "WARNING"
+    webhooks: bool = False  # run a webhook receiver and have the workers ask Replicate for webhooks
     workers: list[WorkerHandle] = field(default_factory=list)
     retired: list[WorkerHandle] = field(default_factory=list)  # killed ones, for the cost totals
 
@@ -118,8 +119,11 @@ class Fleet:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.env = worker_env(self.settings, self.sim_url)
         self._serial = 0
+        self.receiver: WorkerHandle | None = None
 
     def start(self) -> None:
+        if self.webhooks:
+            self.start_receiver()
         for host in self.host_indexes or [h.index for h in self.hosts.hosts]:
             for _ in range(self.workers_per_host):
                 self.start_worker(host)
@@ -137,6 +141,41 @@ class Fleet:
         worker = WorkerHandle(name, host, proc, log_path, offset)
         self.workers.append(worker)
         return worker
+
+    def start_receiver(self, timeout: float = 15.0) -> WorkerHandle:
+        """`python -m workers.webhook_receiver` in the root namespace, on the address the stand-in
+        reaches; the workers then create predictions with its URL (FLEET_WEBHOOK_URL)."""
+        import socket
+
+        import httpx
+
+        from bench.hosts import _register_process
+
+        address = self.hosts.server_address
+        with socket.socket() as probe:
+            probe.bind((address, 0))
+            port = probe.getsockname()[1]
+        env = worker_env(self.settings, self.sim_url, FLEET_WEBHOOK_LISTEN=f"{address}:{port}")
+        log_path = self.log_dir / "webhook-receiver.log"
+        with open(log_path, "ab") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "workers.webhook_receiver"], stdin=subprocess.DEVNULL,
+                                    stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT,
+                                    start_new_session=True)
+        self.hosts.processes.append(proc)
+        _register_process(proc)
+        self.receiver = WorkerHandle("webhook-receiver", 0, proc, log_path)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if httpx.get(f"http://{address}:{port}/healthz", timeout=1.0).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"webhook receiver did not start:\n{_tail(log_path)}")
+            time.sleep(0.1)
+        self.env["FLEET_WEBHOOK_URL"] = f"http://{address}:{port}/webhooks/replicate"
+        return self.receiver
 
     def alive(self) -> list[WorkerHandle]:
         return [w for w in self.workers if w.alive()]
@@ -170,31 +209,36 @@ class Fleet:
         return victim
 
     def sample(self) -> None:
-        for worker in self.workers:
+        for worker in self._processes():
             worker.sample()
 
+    def _processes(self) -> list[WorkerHandle]:
+        return self.workers + ([self.receiver] if self.receiver is not None else [])
+
     def cost(self) -> dict[str, Any]:
-        """CPU seconds and peak RSS of every worker process this fleet ran (killed ones included,
-        as of their last sample)."""
+        """CPU seconds (workers and webhook receiver) and peak RSS (per worker) of every process
+        this fleet ran (killed ones included, as of their last sample)."""
         self.sample()
         stats = [w.last_stats for w in self.workers if w.last_stats is not None]
+        receiver = self.receiver.last_stats if self.receiver is not None else None
         return {
             "worker_processes": len(self.workers),
-            "cpu_seconds": round(sum(s.cpu_seconds for s in stats), 2),
+            "receiver_cpu_seconds": round(receiver.cpu_seconds, 2) if receiver else 0.0,
+            "cpu_seconds": round(sum(s.cpu_seconds for s in stats) + (receiver.cpu_seconds if receiver else 0), 2),
             "peak_rss_bytes_max": max((s.peak_rss_bytes for s in stats), default=0),
             "peak_rss_bytes_sum": sum(s.peak_rss_bytes for s in stats),
         }
 
     def stop(self) -> None:
         self.sample()
-        for worker in self.workers:
+        for worker in self._processes():
             if worker.alive():
                 try:
                     os.killpg(worker.proc.pid, signal.SIGTERM)
                 except ProcessLookupError:
                     pass
         deadline = time.monotonic() + 15
-        for worker in self.workers:
+        for worker in self._processes():
             try:
                 worker.proc.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:

@@ -423,13 +423,20 @@ class Hosts:
         _run(["ip", "netns", "exec", host.name, "tc", "qdisc", "del", "dev", "eth0", "root"], check=False)
         _run(["tc", "qdisc", "del", "dev", host.veth, "root"], check=False)
         self._cut.discard(index)
+        # The cable is back once the link is up on the bridge side (carrier, forwarding state).
+        state = Path(f"/sys/class/net/{host.veth}/operstate")
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and state.exists() and state.read_text().strip() != "up":
+            time.sleep(0.05)
 
-    def reachable(self, index: int, port: int, timeout: float = 1.0) -> bool:
-        """Can host `index` open a TCP connection to the bridge address on `port`?"""
-        probe = ("import socket,sys\ntry:\n socket.create_connection((sys.argv[1], int(sys.argv[2])), "
-                 f"timeout={timeout}).close()\nexcept OSError:\n sys.exit(1)")
-        result = self.run(index, [sys.executable, "-c", probe, self.server_address, str(port)],
-                          timeout=timeout + 10)
+    def reachable(self, index: int, port: int, timeout: float = 1.0, attempts: int = 3) -> bool:
+        """Can host `index` open a TCP connection to the bridge address on `port`? (a few tries:
+        right after a link comes back, the first SYN can go out before the neighbour is known)"""
+        probe = ("import socket,sys,time\nfor _ in range(int(sys.argv[3])):\n try:\n"
+                 f"  socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout={timeout}).close()\n"
+                 "  sys.exit(0)\n except OSError:\n  time.sleep(0.2)\nsys.exit(1)")
+        result = self.run(index, [sys.executable, "-c", probe, self.server_address, str(port), str(attempts)],
+                          timeout=attempts * (timeout + 0.2) + 10)
         return result.returncode == 0
 
 

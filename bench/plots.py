@@ -12,7 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from bench.throughput import RunResult  # noqa: E402
 
-COLOURS = {"fleet": "tab:blue", "baseline-naive": "tab:red", "baseline-split": "tab:orange"}
+COLOURS = {"fleet": "tab:blue", "fleet-polling": "tab:green", "baseline-naive": "tab:red",
+           "baseline-split": "tab:orange"}
 
 
 def _step(points: Sequence[Sequence[float]]) -> tuple[list[float], list[float]]:

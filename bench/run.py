@@ -31,16 +31,23 @@ def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def throughput_section(hosts: Hosts, redis, sim, scenarios: list[Scenario], *, baseline_ns: set[int],
+def throughput_section(hosts: Hosts, redis, sim, scenarios: list[Scenario], *, compare_ns: set[int],
                        plots: bool = True) -> list[RunResult]:
+    """Every scenario through the fleet as recommended (webhooks); where sc.n is in compare_ns,
+    also the fleet without webhooks (polling on the read budget) and the plain-Celery baselines."""
+    from dataclasses import replace
+
     from bench.plots import plot_runs
 
     results: list[RunResult] = []
     for sc in scenarios:
         _say(f"== {sc.name}: window {sc.window:g}s latency {sc.real_latency:g}s threads {sc.threads}")
-        runs = [run_fleet(sc, hosts, redis, sim, log=_say)]
-        _say(summary_line(runs[-1]))
-        if sc.n in baseline_ns:
+        variants = [sc] + ([replace(sc, webhooks=False)] if sc.n in compare_ns else [])
+        runs = []
+        for variant in variants:
+            runs.append(run_fleet(variant, hosts, redis, sim, log=_say))
+            _say(summary_line(runs[-1]))
+        if sc.n in compare_ns:
             for mode in ("naive", "split"):
                 runs.append(run_baseline(sc, hosts, redis, sim, mode=mode, log=_say))
                 _say(summary_line(runs[-1]))
@@ -102,15 +109,15 @@ def throughput_table(results: list[RunResult]) -> str:
 
 
 def cost_table(results: list[RunResult]) -> str:
-    rows = ["| scenario | workers | worker CPU s / 1000 images | peak RSS / worker MB | Redis commands / image "
+    rows = ["| system | scenario | workers | worker CPU s / 1000 images | peak RSS / worker MB | Redis commands / image (incl. inside Lua) "
             "| Redis CPU s / 1000 images | API reads / image | top Redis commands / image |",
-            "|---|---:|---:|---:|---:|---:|---:|---|"]
+            "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in results:
-        if r.system != "fleet":
+        if not r.system.startswith("fleet"):
             continue
         f = r.figures
         top = ", ".join(f"{k} {v}" for k, v in list(f.get("redis_top_cmds_per_image", {}).items())[:5])
-        rows.append(f"| {r.scenario['name']} | {f['workers']} | {f['worker_cpu_s_per_1000']} | {f['worker_peak_rss_mb']} | "
+        rows.append(f"| {r.system} | {r.scenario['name']} | {f['workers']} | {f['worker_cpu_s_per_1000']} | {f['worker_peak_rss_mb']} | "
                     f"{f['redis_cmds_per_image']} | {f['redis_cpu_s_per_1000']} | {f['reads_per_image']} | {top} |")
     return "\n".join(rows)
 
@@ -180,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, action="append")
     p.add_argument("--slots", type=int, action="append")
     p.add_argument("--rate", type=int, action="append", help="creations per (scaled) minute")
-    p.add_argument("--baseline", action="store_true", help="also run the plain-Celery baseline")
+    p.add_argument("--baseline", action="store_true",
+                   help="also run the comparisons: the fleet without webhooks (polling) and plain Celery")
     p.add_argument("--target-rate", type=float, default=10.0, help="real creations/s the time scale aims at")
     p.add_argument("--ci", action="store_true", help="faults: the small CI version")
     p.add_argument("--only", help="faults: comma-separated subset")
@@ -201,15 +209,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.all or args.quick or args.section == "throughput":
             if args.all:
                 scenarios = matrix(**common)
-                baseline_ns = {200, 1000}
+                compare_ns = {200, 1000}
             elif args.quick:
                 scenarios = matrix(ns=(200,), **common)
-                baseline_ns = {200}
+                compare_ns = {200}
             else:
                 scenarios = matrix(ns=tuple(args.n or [200]), slots=tuple(args.slots or [10, 60]),
                                    rates=tuple(args.rate or [600, 60]), **common)
-                baseline_ns = set(args.n or [200]) if args.baseline else set()
-            throughput = throughput_section(hosts, redis, sim, scenarios, baseline_ns=baseline_ns)
+                compare_ns = set(args.n or [200]) if args.baseline else set()
+            throughput = throughput_section(hosts, redis, sim, scenarios, compare_ns=compare_ns)
         if args.all or args.quick or args.section == "capacity":
             sizes = tuple(int(x) for x in args.sizes.split(","))
             if args.quick:

@@ -46,10 +46,15 @@ class Scenario:
     time_scale: float | None = None  # None: chosen as described above
     model: str = MODEL
     seed: int = 7
+    webhooks: bool = True  # False: workers poll on the read budget (no webhook receiver)
 
     @property
     def name(self) -> str:
         return f"n{self.n}-s{self.slots}-r{self.create_per_min}"
+
+    @property
+    def system(self) -> str:
+        return "fleet" if self.webhooks else "fleet-polling"
 
     @property
     def scale(self) -> float:
@@ -162,7 +167,7 @@ def run_fleet(sc: Scenario, hosts: Hosts, redis: RedisServer, sim: Any, *, timeo
     out = hosts.workdir / f"out-{uuid.uuid4().hex[:6]}"
     settings = fleet_settings(sc, redis, out)
     fleet = Fleet(hosts, settings, sim.url, workers_per_host=sc.workers_per_host, concurrency=sc.threads,
-                  host_indexes=list(range(1, sc.hosts + 1)))
+                  host_indexes=list(range(1, sc.hosts + 1)), webhooks=sc.webhooks)
     client = redis.client()
     try:
         fleet.start()
@@ -205,7 +210,7 @@ def run_fleet(sc: Scenario, hosts: Hosts, redis: RedisServer, sim: Any, *, timeo
         })
         if not finished:
             log(f"[fleet {sc.name}] NOT finished within {limit:.0f}s: {counts}\n{fleet.logs(1500)}")
-        return RunResult("fleet", _scenario_dict(sc), figures, plot)
+        return RunResult(sc.system, _scenario_dict(sc), figures, plot)
     finally:
         fleet.stop()
         client.close()

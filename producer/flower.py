@@ -30,7 +30,8 @@ from shared.settings import Settings
 
 DEFAULT_PORT = 5555
 # Environment variables the Flower child must not inherit.
-_SECRET_ENV = ("REPLICATE_API_TOKEN", "FLOWER_BASIC_AUTH", "CELERY_BROKER_URL", "FLOWER_OAUTH2_SECRET")
+_SECRET_ENV = ("REPLICATE_API_TOKEN", "REPLICATE_WEBHOOK_SECRET", "FLOWER_BASIC_AUTH", "CELERY_BROKER_URL",
+               "FLOWER_OAUTH2_SECRET")
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ def flower_command(
     auth = check_basic_auth(basic_auth)
     env = {k: v for k, v in (os.environ if base_env is None else base_env).items() if k not in _SECRET_ENV}
     # The workers' settings (key prefix, queue...) without the token: the app module may read them.
-    env.update({k: v for k, v in settings.as_env().items() if k != "REPLICATE_API_TOKEN"})
+    env.update({k: v for k, v in settings.as_env().items() if k not in _SECRET_ENV})
     env["CELERY_BROKER_URL"] = settings.redis_url
     env["FLOWER_BASIC_AUTH"] = auth
     # Celery loads `-A workers` from the current directory; keep the project importable.

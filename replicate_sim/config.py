@@ -35,6 +35,9 @@ class SimConfig:
     error_rate: float = 0.0  # share of API calls answering 5xx at random
     storm_next: int = 0  # the next K creates answer 429 (someone else used the account)
     storm_retry_after: int = 2
+    # Every create answers 429 for the next S seconds from when this is set, with retry_after =
+    # the seconds left (rounded up): an account throttled by another program, as Replicate does it.
+    storm_for: float = 0.0
     ghost_create_next: int = 0  # the next K creates DO create the prediction but answer 502
 
     # behaviour

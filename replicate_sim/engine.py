@@ -154,6 +154,8 @@ class Engine:
     # --- state ----------------------------------------------------------------------------------
 
     def _reset_state(self) -> None:
+        self.storm_until_ns = 0
+        self.config_changed()
         self.rng = random.Random(self.config.seed)
         self.predictions: dict[str, Prediction] = {}
         self.order: list[Prediction] = []
@@ -197,6 +199,12 @@ class Engine:
     def now_ns(self) -> int:
         return time.monotonic_ns()
 
+    def config_changed(self) -> None:
+        """Options that act at the moment they are set (a timed storm starts now)."""
+        if self.config.storm_for > 0:
+            self.storm_until_ns = self.now_ns() + int(self.config.storm_for * NS)
+            self.config.storm_for = 0.0
+
     def _event(self, kind: str, **data: Any) -> None:
         if self.config.record_events:
             self.events.append({"t": round((time.monotonic_ns() - self.started_ns) / NS, 6),
@@ -228,6 +236,8 @@ class Engine:
             if cfg.storm_next > 0:
                 cfg.storm_next -= 1
                 return self._reject("storm", cfg.storm_retry_after)
+            if now < self.storm_until_ns:
+                return self._reject("storm", _ceil_seconds(self.storm_until_ns - now))
             wait_ns = self.create_calls.retry_after(now, cfg.create_limit, window)
             if wait_ns is not None:
                 return self._reject("create", _ceil_seconds(wait_ns))

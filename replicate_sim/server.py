@@ -407,6 +407,7 @@ async def sim_set_config(request: web.Request) -> web.StreamResponse:
         engine.config.update(changes)
     except (ValueError, TypeError) as exc:
         return problem(400, str(exc), title="Bad config")
+    engine.config_changed()
     return json_response(engine.config.to_dict())
 
 

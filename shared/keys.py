@@ -61,6 +61,18 @@ class Keys:
         the input (and the duplicate check) stays the same across attempts."""
         return f"{self.prefix}:batch:{batch_id}:uploads:{index}"
 
+    # --- completions (webhooks) --------------------------------------------------------------------
+    def completion(self, prediction_id: str) -> str:
+        """The terminal prediction as a webhook delivered it (kept briefly for its waiter)."""
+        return f"{self.prefix}:completion:{prediction_id}"
+
+    def completion_watch(self, prediction_id: str) -> str:
+        """The wake list of the process waiting for this prediction."""
+        return f"{self.prefix}:completion-watch:{prediction_id}"
+
+    def completion_wake(self, process: str) -> str:
+        return f"{self.prefix}:completion-wake:{process}"
+
     # --- worker statistics ---------------------------------------------------------------------
     @property
     def model_latency(self) -> str:

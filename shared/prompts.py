@@ -594,8 +594,7 @@ def _check_image(path: Path) -> str | None:
             return f"{size / 2**20:.0f} MB is above Replicate's {MAX_REFERENCE_BYTES // 2**20} MB upload limit"
         if not os.access(path, os.R_OK):
             return "not readable (permissions)"
-        with Image.open(path) as image:  # reads the header only: magic bytes and size
-            image.size
+        Image.open(path).close()  # reads the header only: magic bytes and size
     except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
         if isinstance(exc, Image.DecompressionBombError):
             return "image is too large (decompression bomb guard)"

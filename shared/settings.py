@@ -35,6 +35,9 @@ _ENV: dict[str, tuple[str, Any]] = {
     "FLEET_QUEUE": ("queue", str),
     "FLEET_MODELS_FILE": ("models_file", Path),
     "FLEET_WORKER_CONCURRENCY": ("worker_concurrency", int),
+    "FLEET_WEBHOOK_URL": ("webhook_url", str),
+    "REPLICATE_WEBHOOK_SECRET": ("webhook_secret", str),
+    "FLEET_WEBHOOK_LISTEN": ("webhook_listen", str),
 }
 
 
@@ -59,6 +62,11 @@ class Settings:
     queue: str = "fleet"
     models_file: Path | None = None  # extra model registry file layered over the built-in one
     worker_concurrency: int | None = None  # threads per worker process (None: the workers' default)
+    # Public URL of the webhook receiver (workers/webhook_receiver.py). Set: predictions are created
+    # with a webhook and workers learn of their end at once; unset: workers poll on the read budget.
+    webhook_url: str | None = None
+    webhook_secret: str | None = field(default=None, repr=False)  # None: the receiver asks Replicate
+    webhook_listen: str = "0.0.0.0:8785"  # where the receiver listens (host:port)
 
     @classmethod
     def load(
@@ -100,6 +108,11 @@ class Settings:
             raise ConfigError("rate_window and lease_seconds must be positive")
         if self.worker_concurrency is not None and self.worker_concurrency < 1:
             raise ConfigError(f"worker_concurrency must be at least 1, got {self.worker_concurrency}")
+        if self.webhook_url is not None and not self.webhook_url.startswith(("http://", "https://")):
+            raise ConfigError(f"FLEET_WEBHOOK_URL must be an http(s) URL, got {self.webhook_url!r}")
+        host, sep, port = self.webhook_listen.rpartition(":")
+        if not sep or not port.isdigit():
+            raise ConfigError(f"FLEET_WEBHOOK_LISTEN must be host:port, got {self.webhook_listen!r}")
 
     def with_(self, **changes: Any) -> "Settings":
         return replace(self, **changes)

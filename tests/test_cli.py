@@ -13,7 +13,6 @@ import pytest
 from click.testing import CliRunner
 
 from producer.cli import cli
-from tests.conftest import delete_prefix
 
 ROOT = Path(__file__).resolve().parent.parent
 CLOSED_PORT_URL = "redis://127.0.0.1:1/0"

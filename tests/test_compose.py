@@ -108,6 +108,16 @@ def test_flower_auth_persistence_and_port(services):
     assert "healthcheck" in flower
 
 
+def test_webhook_receiver_is_opt_in_and_published_on_localhost_by_default(services):
+    hooks = services["webhooks"]
+    assert hooks.get("profiles") == ["webhooks"]
+    assert command_text(hooks).startswith("fleet-webhooks")
+    assert hooks["env_file"] == [".env"] and env_of(hooks)["REDIS_URL"].startswith("redis://:${REDIS_PASSWORD")
+    [port] = hooks["ports"]
+    assert port.startswith("${WEBHOOKS_BIND:-127.0.0.1}:") and port.endswith(":8785")
+    assert "/healthz" in " ".join(hooks["healthcheck"]["test"])
+
+
 def test_every_long_running_service_has_a_healthcheck(services):
     for name, service in services.items():
         if "tools" not in service.get("profiles", []):

@@ -86,6 +86,19 @@ def test_storm_of_429s_on_creates_then_normal(sim):
     assert sim.ledger()["rejected_429"]["storm"] == 2
 
 
+def test_timed_storm_refuses_every_create_until_it_ends_with_the_seconds_left(sim):
+    sim.configure(storm_for=1.5)
+    first = create_raw(sim, "t0")
+    assert first.status_code == 429 and first.json()["retry_after"] == 2  # 1.5 s left, rounded up
+    assert first.headers["Retry-After"] == "2"
+    time.sleep(0.6)
+    assert create_raw(sim, "t1").json()["retry_after"] == 1
+    time.sleep(1.0)
+    assert create_raw(sim, "t2").status_code == 201
+    assert sim.ledger()["rejected_429"]["storm"] == 2
+    assert sim.config()["storm_for"] == 0  # an action, not a state: setting it again starts another
+
+
 def test_5xx_burst_hits_the_next_k_api_calls(sim):
     sim.configure(error_burst=3, error_burst_statuses=[500, 502, 503])
     statuses = [create_raw(sim, f"b{i}").status_code for i in range(4)]

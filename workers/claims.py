@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import uuid
 from pathlib import Path
 
 import redis
+
+from shared.wakeup import run_forever, text
 
 log = logging.getLogger(__name__)
 _LUA = Path(__file__).with_name("lua")
@@ -29,6 +30,17 @@ class Claim:
 
     def release(self) -> None:
         self._keeper._release(self)
+
+    def still_ours(self) -> bool:
+        """Ask Redis (one GET). False if the claim expired and someone else may run the attempt:
+        checked right before anything paid is started."""
+        if self.lost:
+            return False
+        try:
+            value = self._keeper.redis.get(self.key)
+        except redis.RedisError:
+            return False  # cannot tell: behave as if lost, never risk a second creation
+        return text(value) == self.token if value is not None else False
 
     def __enter__(self) -> "Claim":
         return self
@@ -47,7 +59,7 @@ class ClaimKeeper:
         self._release_script = redis_client.register_script((_LUA / "claim_release.lua").read_text())
         self._held: dict[str, Claim] = {}
         self._lock = threading.Lock()
-        self._wake = threading.Event()
+        self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def try_claim(self, key: str) -> Claim | None:
@@ -74,20 +86,29 @@ class ClaimKeeper:
 
     def _ensure_thread(self) -> None:
         if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(target=self._run, name="claim-keeper", daemon=True)
+            self._thread = threading.Thread(target=run_forever, args=(self._renew_held, "claim keeper", self._stop),
+                                            name="claim-keeper", daemon=True)
             self._thread.start()
 
-    def _run(self) -> None:
+    def _renew_held(self) -> None:
         interval = self.ttl_ms / 3000
-        while True:
-            time.sleep(interval)
+        while not self._stop.wait(interval):
             with self._lock:
                 held = list(self._held.values())
+            if not held:
+                continue
+            # One round trip for every claim of the process.
+            pipe = self.redis.pipeline(transaction=False)
             for claim in held:
-                try:
-                    if not int(self._renew_script(keys=[claim.key], args=[claim.token, self.ttl_ms])):
-                        if not claim.lost:
-                            log.warning("claim %s lost (expired before renewal)", claim.key)
-                        claim.lost = True
-                except redis.RedisError as exc:
-                    log.warning("claim renewal failed for %s: %s", claim.key, exc)
+                self._renew_script(keys=[claim.key], args=[claim.token, self.ttl_ms], client=pipe)
+            try:
+                results = pipe.execute(raise_on_error=False)
+            except redis.RedisError as exc:
+                log.warning("claim renewal failed for %d claim(s): %s", len(held), exc)
+                continue
+            for claim, renewed in zip(held, results):
+                if isinstance(renewed, Exception):
+                    log.warning("claim renewal failed for %s: %s", claim.key, renewed)
+                elif not int(renewed) and not claim.lost:
+                    claim.lost = True
+                    log.warning("claim %s lost (expired before renewal)", claim.key)

@@ -20,6 +20,7 @@ from shared.redis_conn import connect
 from shared.settings import Settings
 from workers.attempts import AttemptStore
 from workers.claims import ClaimKeeper
+from workers.completions import CompletionBoard
 from workers.download import Downloader
 from workers.replicate_calls import ReplicateCalls
 
@@ -39,6 +40,7 @@ class WorkerContext:
     downloader: Downloader
     registry: object  # shared.models.ModelRegistry
     metrics: object | None
+    completions: CompletionBoard | None  # set when webhooks are configured (FLEET_WEBHOOK_URL)
     cancel_watch: "CancelWatch" = field(init=False)
     pid: int = field(default_factory=os.getpid)
 
@@ -50,7 +52,7 @@ class WorkerContext:
         from shared.limiter import Limiter
         from shared.models import load_registry
 
-        client = connect(settings, max_connections=512)
+        client = connect(settings, max_connections=512, ride_out_restarts=True)
         keys = Keys(settings.key_prefix)
         try:
             from shared.metrics.recorder import MetricsRecorder
@@ -70,10 +72,13 @@ class WorkerContext:
             downloader=Downloader(max_bytes=settings.max_download_bytes),
             registry=load_registry(extra=settings.models_file),
             metrics=metrics,
+            completions=CompletionBoard(client, keys, watch_ttl=settings.prediction_timeout + 600)
+            if settings.webhook_url else None,
         )
 
     def close(self) -> None:
-        for closer in (getattr(self.limiter, "close", None), self.calls.close, self.downloader.close):
+        for closer in (getattr(self.limiter, "close", None), self.calls.close, self.downloader.close,
+                       getattr(self.completions, "close", None)):
             try:
                 if closer:
                     closer()

@@ -31,6 +31,7 @@ from shared.errors import (AcquireTimeoutError, CanceledError, InputError, Local
                            RedisUnavailableError, TransientError)
 from shared.ledger import TERMINAL
 from shared.request import ImageRequest
+from workers.claims import Claim
 from workers.context import WorkerContext, claim_ttl, shutting_down
 from workers.download import extension_of, output_urls
 from workers.replicate_calls import PredictionView, failure_error, is_ambiguous, same_input
@@ -47,6 +48,10 @@ T = TypeVar("T")
 RECONCILE_SKEW = 300.0  # seconds of clock difference tolerated between a host and Replicate
 RECONCILE_MAX_PAGES = 10
 MAX_POLL_INTERVAL = 5.0
+MIN_POLL_INTERVAL = 0.1
+POLL_SHARE = 0.8  # of the account's read budget that polling may use when every slot polls
+FIRST_POLL_FRACTION = 0.7  # of the model's usual duration: most predictions take longer
+SAFETY_POLL_INTERVAL = 30.0  # with webhooks: polls only catch a lost delivery
 LATENCY_SMOOTHING = 0.2
 
 
@@ -82,9 +87,14 @@ class Requeue(Exception):
         self.counted = counted
 
 
+class Superseded(Exception):
+    """Control flow: another execution owns this attempt now; this one stops without a trace."""
+
+
 class Pipeline:
     def __init__(self, ctx: WorkerContext):
         self.ctx = ctx
+        self._claim: Claim | None = None  # this execution's claim on the attempt, set by run()
         s = ctx.settings
         vis = float(s.visibility_timeout)
         # Every wait inside one delivery stays far below the broker's visibility timeout, which
@@ -131,6 +141,7 @@ class Pipeline:
                 return None
             return NextTask(n, model, countdown=self.recheck_interval, recheck=job.recheck + 1,
                             prompt=self._prompt(b, i))
+        self._claim = claim
         try:
             return self._run_claimed(job, model)
         finally:
@@ -152,6 +163,9 @@ class Pipeline:
             outputs, prediction_id = self._attempt(job, request, model)
         except Requeue as again:
             return self._requeue_same(job, request, model, again)
+        except Superseded as exc:
+            log.warning("%s; stopping this execution", exc)
+            return None
         except CanceledError as exc:
             self._finish(job, "canceled", model, error=str(exc), att_status="canceled")
             return None
@@ -199,19 +213,21 @@ class Pipeline:
         """Hold a slot exactly while the prediction is in flight (released before downloading)."""
         lease = self._acquire_slot(job, model)
         try:
-            started = time.monotonic()
             if prediction_id is None:
-                prediction_id = self._create(job, model, input_ or {}).id
+                prediction_id = self._create(job, model, input_ or {}, lease).id
                 created_here = True
             else:
                 created_here = False
+            # Timed from the prediction's creation, never from before the creation token: in a
+            # rate-bound batch that wait is most of a window and would push the first poll late.
+            created_at = time.monotonic()
             try:
                 lease.set_prediction(prediction_id)
             except Exception as exc:  # noqa: BLE001 - status display only
                 log.debug("could not show the prediction on the lease: %s", exc)
             view = self._wait(job, prediction_id, lease, model, spec)
             if created_here and view.status == "succeeded":
-                self._record_latency(model, time.monotonic() - started)
+                self._record_latency(model, time.monotonic() - created_at)
             return view
         finally:
             lease.release()
@@ -225,11 +241,7 @@ class Pipeline:
         try:
             lease = ctx.limiter.acquire(info, timeout=self.slot_wait, should_stop=self._stopper(job))
         except AcquireTimeoutError:
-            if ctx.ledger.is_canceled(job.batch_id):
-                raise CanceledError("batch canceled") from None
-            if shutting_down():
-                raise Requeue("worker shutting down; attempt handed back before any creation",
-                              counted=False) from None
+            self._stop_if_canceled_or_shutting_down(job.batch_id, fresh=True)
             # Waiting longer would risk the broker redelivering this message to another worker.
             raise Requeue(f"no slot within {self.slot_wait:g} s; back in the queue", counted=False) from None
         except RedisUnavailableError as exc:
@@ -237,43 +249,44 @@ class Pipeline:
         self._metric("slot_wait", time.monotonic() - began, "slot")
         return lease
 
-    def _create(self, job: Job, model: str, input_: dict[str, Any]) -> PredictionView:
+    def _create(self, job: Job, model: str, input_: dict[str, Any], lease: Any) -> PredictionView:
+        """Creation token, then the POST; the prediction id is recorded before anything else.
+
+        A 429 means nothing was created and the account (another program on it, or a limit lower
+        than ours) is throttled: every host pauses for its retry_after and this attempt tries
+        again, without counting it against the model, until `slot_wait` has passed."""
         ctx, b, i, n = self.ctx, job.batch_id, job.index, job.attempt
-        last: TransientError | None = None
-        for _ in range(max(1, ctx.settings.max_transient_retries)):
+        give_up_at = time.monotonic() + self.slot_wait
+        while True:
             # The intent goes first so that nothing stands between the token and the POST: the
             # limiter's window margin must cover the spread of token-to-arrival delays.
             ctx.attempts.write_intent(b, i, n, model)
             began = time.monotonic()
             try:
-                ctx.limiter.take_create_token(timeout=self.slot_wait, should_stop=self._stopper(job))
+                ctx.limiter.take_create_token(timeout=max(give_up_at - began, 0.0), should_stop=self._stopper(job))
             except AcquireTimeoutError:
                 ctx.attempts.clear_intent(b, i, n)
-                if ctx.ledger.is_canceled(b):
-                    raise CanceledError("batch canceled") from None
-                if shutting_down():
-                    raise Requeue("worker shutting down; attempt handed back before any creation",
-                                  counted=False) from None
+                self._stop_if_canceled_or_shutting_down(b, fresh=True)
                 raise Requeue("no creation token in time; back in the queue", counted=False) from None
             waited = time.monotonic() - began
-            if ctx.ledger.is_canceled(b):  # a fresh read: the shared watch may be a second old
-                ctx.attempts.clear_intent(b, i, n)
-                raise CanceledError("batch canceled")
-            if shutting_down():  # never start a paid prediction while stopping; the token is cheap
-                ctx.attempts.clear_intent(b, i, n)
-                raise Requeue("worker shutting down; attempt handed back before any creation", counted=False)
             try:
-                view = ctx.calls.create(model, input_)
+                # A fresh read: the shared watch may be a second old. Never start a paid
+                # prediction while stopping; the token is cheap.
+                self._stop_if_canceled_or_shutting_down(b, fresh=True)
+                self._check_still_entitled(lease)
+            except (CanceledError, Requeue):
+                ctx.attempts.clear_intent(b, i, n)
+                raise
+            try:
+                view = ctx.calls.create(model, input_, webhook=ctx.settings.webhook_url)
             except TransientError as exc:
                 if exc.status == 429:
-                    # Nothing was created. Someone else uses the account: pause every host.
                     ctx.attempts.clear_intent(b, i, n)
                     self._metric("rate_limited", "create")
                     seconds = float(exc.retry_after or 1.0)
                     ctx.limiter.pause_creations(seconds, reason=f"429 on create ({model})")
                     log.warning("429 on create; creations paused %.1f s for every worker", seconds)
-                    last = exc
-                    continue
+                    continue  # the token call sleeps through the pause
                 if is_ambiguous(exc):
                     # The prediction may exist: keep the intent, the next run reconciles first.
                     raise Requeue(f"{exc}; reconciling before any new creation",
@@ -289,7 +302,25 @@ class Pipeline:
             self._metric("creation", model)
             log.info("created prediction %s", view.id)
             return view
-        raise last or TransientError("creation kept being refused")
+
+    def _check_still_entitled(self, lease: Any) -> None:
+        """Right before the POST: this execution must still own the attempt and the slot. The
+        waits before it (slot, creation token) can outlast both when this worker was cut off
+        from Redis; the attempt may then have been sent again and be running elsewhere."""
+        assert self._claim is not None, "only a claimed execution creates"
+        if not self._claim.still_ours():
+            raise Superseded("the attempt's claim expired while waiting; another execution owns it")
+        if lease.lost:
+            raise Requeue(f"slot lease lost before the creation ({lease.lost_reason}); attempt handed back",
+                          counted=False)
+
+    def _stop_if_canceled_or_shutting_down(self, batch_id: str, *, fresh: bool = False) -> None:
+        """After a wait before any creation: CanceledError if the batch was canceled, Requeue (the
+        attempt handed back, nothing paid) if this worker is stopping."""
+        if self.ctx.ledger.is_canceled(batch_id) if fresh else self.ctx.cancel_watch.is_canceled(batch_id):
+            raise CanceledError("batch canceled")
+        if shutting_down():
+            raise Requeue("worker shutting down; attempt handed back before any creation", counted=False)
 
     def _reconcile(self, job: Job, model: str, input_: dict[str, Any], intent_at: float) -> str | None:
         """An earlier run sent (or may have sent) the POST without recording an answer: adopt the
@@ -316,52 +347,95 @@ class Pipeline:
         return None
 
     def _wait(self, job: Job, prediction_id: str, lease: Any, model: str, spec: Any) -> PredictionView:
+        """Until the prediction is terminal, told by its webhook (when configured) or a poll on
+        the read budget, whichever comes first. Cancels it if the batch is canceled or it runs
+        longer than the prediction timeout."""
         ctx = self.ctx
-        expected = self._expected_latency(model, spec)
-        delay = min(max(expected * 0.9, 0.25), 60.0) if expected else 1.0
-        interval = min(max(expected * 0.1, 0.25), 2.0) if expected else 0.5
+        first, every = self._poll_pacing(model, spec)
         deadline = time.monotonic() + ctx.settings.prediction_timeout
-        warned_lost = False
-        last_error: Exception | None = None
+        watch = ctx.completions.watch(prediction_id) if ctx.completions is not None else None
+        try:
+            delay, warned_lost = first, False
+            last_error: Exception | None = None
+            while True:
+                pushed = self._await_news(job, watch, delay)
+                if pushed is not None:
+                    return pushed
+                if ctx.cancel_watch.is_canceled(job.batch_id):
+                    self._cancel_prediction(job, prediction_id)
+                    raise CanceledError("batch canceled")
+                if lease.lost and not warned_lost:
+                    warned_lost = True
+                    log.warning("slot lease lost (Redis unreachable or lease expired); still waiting for "
+                                "prediction %s, which keeps running at Replicate", prediction_id)
+                if time.monotonic() > deadline:
+                    if last_error is not None:
+                        raise Requeue(f"cannot read prediction {prediction_id}: {last_error}",
+                                      countdown=self._backoff(1))
+                    self._cancel_prediction(job, prediction_id)
+                    raise TransientError(f"no result within {ctx.settings.prediction_timeout:g} s; canceled",
+                                         prediction_id=prediction_id)
+                try:
+                    # Cancel only: a prediction in flight is waited for through a warm shutdown
+                    # (its slot cannot be handed to another process while it runs).
+                    ctx.limiter.take_read_token(timeout=self.slot_wait, should_stop=self._cancel_stopper(job))
+                except AcquireTimeoutError:
+                    delay = 0.0
+                    continue
+                try:
+                    view = ctx.calls.get(prediction_id)
+                except TransientError as exc:
+                    last_error = exc
+                    if exc.status == 429:
+                        self._metric("rate_limited", "read")
+                    delay = min(max(float(exc.retry_after or 0), every * 2), MAX_POLL_INTERVAL * 2)
+                    continue
+                except PermanentModelError as exc:  # 404: Replicate does not know it (any more)
+                    raise TransientError(f"prediction {prediction_id} cannot be read: {exc}",
+                                         prediction_id=prediction_id) from None
+                last_error = None
+                if view.terminal:
+                    return view
+                delay = every
+        finally:
+            if watch is not None:
+                watch.close()
+
+    def _poll_pacing(self, model: str, spec: Any) -> tuple[float, float]:
+        """(first poll after, then every), in seconds.
+
+        With webhooks the polls are only a safety net for a lost delivery. Without, each
+        prediction in flight polls every `concurrency / (POLL_SHARE x reads per second)`: all
+        the slots polling together then stay within POLL_SHARE of the account's read budget
+        (the rest is left for uploads, reconciliation and other programs), and a finished
+        prediction is noticed as early as that budget allows. Polling starts a little before
+        the model's usual duration."""
+        expected = self._expected_latency(model, spec)
+        if self.ctx.completions is not None:
+            first = expected + max(expected, SAFETY_POLL_INTERVAL / 3) if expected else SAFETY_POLL_INTERVAL
+            return first, SAFETY_POLL_INTERVAL
+        limits = self.ctx.limiter.limits()
+        every = limits.concurrency / (POLL_SHARE * limits.reads_per_second)
+        every = min(max(every, MIN_POLL_INTERVAL), MAX_POLL_INTERVAL)
+        first = FIRST_POLL_FRACTION * expected if expected else every
+        return max(first, MIN_POLL_INTERVAL), every
+
+    def _await_news(self, job: Job, watch: Any, seconds: float) -> PredictionView | None:
+        """Sleep up to `seconds`; returns early with the prediction if its webhook arrives, or
+        with None as soon as the batch is canceled."""
+        end = time.monotonic() + seconds
         while True:
-            self._sleep_watching(job, delay)
-            if ctx.cancel_watch.is_canceled(job.batch_id):
-                self._cancel_prediction(job, prediction_id)
-                raise CanceledError("batch canceled")
-            if lease.lost and not warned_lost:
-                warned_lost = True
-                log.warning("slot lease lost (Redis unreachable or lease expired); still waiting for "
-                            "prediction %s, which keeps running at Replicate", prediction_id)
-            if time.monotonic() > deadline:
-                if last_error is not None:
-                    raise Requeue(f"cannot read prediction {prediction_id}: {last_error}",
-                                  countdown=self._backoff(1))
-                self._cancel_prediction(job, prediction_id)
-                raise TransientError(f"no result within {ctx.settings.prediction_timeout:g} s; canceled",
-                                     prediction_id=prediction_id)
-            try:
-                # Cancel only: a prediction in flight is waited for through a warm shutdown
-                # (its slot cannot be handed to another process while it runs).
-                ctx.limiter.take_read_token(timeout=self.slot_wait, should_stop=self._cancel_stopper(job))
-            except AcquireTimeoutError:
-                delay = 0.0
+            left = end - time.monotonic()
+            if left <= 0 or self.ctx.cancel_watch.is_canceled(job.batch_id):
+                return None
+            if watch is None:
+                time.sleep(min(left, 0.5))
                 continue
-            try:
-                view = ctx.calls.get(prediction_id)
-            except TransientError as exc:
-                last_error = exc
-                if exc.status == 429:
-                    self._metric("rate_limited", "read")
-                delay = min(max(float(exc.retry_after or 0), interval * 2), MAX_POLL_INTERVAL * 2)
-                continue
-            except PermanentModelError as exc:  # 404: Replicate does not know it (any more)
-                raise TransientError(f"prediction {prediction_id} cannot be read: {exc}",
-                                     prediction_id=prediction_id) from None
-            last_error = None
-            if view.terminal:
-                return view
-            delay = interval
-            interval = min(interval * 1.5, MAX_POLL_INTERVAL)
+            pushed = watch.wait(min(left, 0.5))
+            if pushed is not None:
+                view = PredictionView.from_json(pushed)
+                if view.terminal:
+                    return view
 
     def _conclude(self, job: Job, request: ImageRequest, model: str, spec: Any,
                   view: PredictionView) -> list[str]:
@@ -570,14 +644,6 @@ class Pipeline:
     def _cancel_stopper(self, job: Job) -> Callable[[], bool]:
         watch, batch_id = self.ctx.cancel_watch, job.batch_id
         return lambda: watch.is_canceled(batch_id)
-
-    def _sleep_watching(self, job: Job, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while True:
-            left = end - time.monotonic()
-            if left <= 0 or self.ctx.cancel_watch.is_canceled(job.batch_id):
-                return
-            time.sleep(min(left, 0.5))
 
     def _backoff(self, streak: int, retry_after: float | None = None) -> float:
         """Exponential with jitter, at least retry_after, never near the visibility timeout."""

@@ -92,11 +92,12 @@ class ReplicateCalls:
             error=None, metrics=None, created_at=None, started_at=None, completed_at=None, urls=None))
 
     # --- predictions ----------------------------------------------------------------------------
-    def create(self, model: str, input: dict[str, Any]) -> PredictionView:
-        """POST by model, no Prefer: wait. Errors: see `classify` (`ambiguous` tells whether the
-        prediction may exist after all)."""
+    def create(self, model: str, input: dict[str, Any], *, webhook: str | None = None) -> PredictionView:
+        """POST by model, no Prefer: wait; with `webhook`, Replicate calls it when the prediction
+        ends. Errors: see `classify` (`ambiguous` tells whether the prediction may exist after all)."""
+        extra: dict[str, Any] = {"webhook": webhook, "webhook_events_filter": ["completed"]} if webhook else {}
         try:
-            prediction = self.client.models.predictions.create(model=model, input=input)
+            prediction = self.client.models.predictions.create(model=model, input=input, **extra)
         except (_V1ValidationError, _V2ValidationError) as exc:
             status = _invalid_status(exc)
             raise TransientError(f"create answered an unreadable prediction (status {status})") from None

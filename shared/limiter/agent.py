@@ -4,8 +4,8 @@
   is due (tick = lease/3) and refreshes this process's waiter registrations (every
   waiter_ttl/3 while any thread waits); it also wakes up right when the earliest lease in the
   whole limiter runs out, so a dead holder's slot is handed on without delay.
-* wake listener thread: one blocking BLPOP on this process's wake list. Release scripts push
-  the waiter id there; the listener sets that waiter's Event. So a process with 100 waiting
+* wake listener (shared.wakeup): one blocking BLPOP on this process's wake list. Release scripts
+  push the waiter id there; the listener sets that waiter's Event. So a process with 100 waiting
   threads uses ONE extra connection, not 100, and no thread polls.
 
 Both threads are daemons, start on first use and survive Redis outages (they retry).
@@ -20,17 +20,15 @@ import secrets
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
-import redis
+from shared.wakeup import WakeListener, run_forever, text
 
 if TYPE_CHECKING:  # pragma: no cover
     from shared.limiter.lease import Lease
     from shared.limiter.limiter import Limiter
 
 log = logging.getLogger(__name__)
-
-LISTEN_BLOCK_SECONDS = 2
 
 
 class ProcessAgent:
@@ -43,11 +41,12 @@ class ProcessAgent:
         self._seq = itertools.count(1)
         self._lock = threading.Lock()
         self._leases: dict[str, "Lease"] = {}
-        self._waiters: dict[str, threading.Event] = {}
+        # Waiters register without listening: most acquire calls are granted at once, and only
+        # those that queue make the listener block in Redis (start_waiting).
+        self._wake = WakeListener(limiter._listen_client, self.wake_key, name=f"limiter-wake-{self.pid}")
         self._kick = threading.Event()
-        self._have_waiters = threading.Event()
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._keeper: threading.Thread | None = None
         self._next_waiter_refresh = 0.0
         self._earliest_expiry_at: float | None = None
 
@@ -58,7 +57,7 @@ class ProcessAgent:
     def add_lease(self, lease: "Lease") -> None:
         with self._lock:
             self._leases[lease.holder_id] = lease
-        self._ensure_threads()
+        self._ensure_keeper()
         self._kick.set()
 
     def remove_lease(self, holder_id: str) -> None:
@@ -67,21 +66,15 @@ class ProcessAgent:
 
     def add_waiter(self, waiter_id: str) -> threading.Event:
         """Register before the first acquire call, so a wake token can never arrive unseen."""
-        event = threading.Event()
-        with self._lock:
-            self._waiters[waiter_id] = event
-        return event
+        return self._wake.register(waiter_id, listen=False)
 
     def start_waiting(self) -> None:
-        self._ensure_threads()
-        self._have_waiters.set()
+        self._ensure_keeper()
+        self._wake.listen()
         self._kick.set()
 
     def remove_waiter(self, waiter_id: str) -> None:
-        with self._lock:
-            self._waiters.pop(waiter_id, None)
-            if not self._waiters:
-                self._have_waiters.clear()
+        self._wake.unregister(waiter_id)
 
     def held(self) -> list["Lease"]:
         with self._lock:
@@ -90,31 +83,20 @@ class ProcessAgent:
     def stop(self) -> None:
         self._stop.set()
         self._kick.set()
-        self._have_waiters.set()
-        if self._threads:
-            try:  # unblock the listener's BLPOP now rather than at its timeout
-                self._limiter._listen_client.rpush(self.wake_key, "")
-                self._limiter._listen_client.pexpire(self.wake_key, 1000)
-            except Exception:  # noqa: BLE001 - it stops at its timeout anyway
-                pass
-        for thread in self._threads:
-            thread.join(timeout=0.5)
+        self._wake.stop()
+        if self._keeper is not None:
+            self._keeper.join(timeout=0.5)
 
-    def _ensure_threads(self) -> None:
-        if self._threads or self._stop.is_set():
+    def _ensure_keeper(self) -> None:
+        if self._keeper is not None or self._stop.is_set():
             return
         with self._lock:
-            if self._threads:
-                return
-            for name, target in (("keeper", self._keeper_loop), ("wake", self._listener_loop)):
-                thread = threading.Thread(target=target, name=f"limiter-{name}-{self.pid}", daemon=True)
-                thread.start()
-                self._threads.append(thread)
+            if self._keeper is None:
+                self._keeper = threading.Thread(target=run_forever, args=(self._keep_leases, "limiter keeper", self._stop),
+                                                name=f"limiter-keeper-{self.pid}", daemon=True)
+                self._keeper.start()
 
     # --- keeper -----------------------------------------------------------------------------------
-    def _keeper_loop(self) -> None:
-        _run_forever(self._keep_leases, "keeper", self._stop)
-
     def _keep_leases(self) -> None:
         lim = self._limiter
         third = lim.lease_seconds / 3
@@ -122,7 +104,7 @@ class ProcessAgent:
         while not self._stop.is_set():
             with self._lock:
                 leases = list(self._leases.values())
-                waiters = list(self._waiters)
+            waiters = self._wake.ids() if self._wake.listening else []
             now = time.monotonic()
             # Renew what is due, and whatever would fall due soon, in the same call.
             due = [lease for lease in leases if lease._renew_due <= now + third / 2]
@@ -132,7 +114,7 @@ class ProcessAgent:
             )
             if due or refresh_waiters:
                 try:
-                    self._heartbeat(due, waiters if self._have_waiters.is_set() else [], now)
+                    self._heartbeat(due, waiters, now)
                     failures = 0
                 except Exception as exc:  # noqa: BLE001 - the keeper must outlive any outage
                     failures += 1
@@ -150,7 +132,7 @@ class ProcessAgent:
     def _next_tick_in(self, now: float) -> float:
         with self._lock:
             leases = list(self._leases.values())
-            have_waiters = bool(self._waiters)
+        have_waiters = len(self._wake) > 0
         if not leases and not have_waiters:
             return 5.0
         moments = [lease._renew_due for lease in leases]
@@ -177,7 +159,7 @@ class ProcessAgent:
                 continue
             if outcome == 2:
                 log.warning("Redis had lost the limiter state; re-registered lease %s", lease.holder_id)
-                lease.epoch = _text(epoch)
+                lease.epoch = text(epoch)
                 if lease.released:  # released while this call was on its way: give it back
                     lim._call("drop", lease.holder_id)
                     continue
@@ -185,53 +167,9 @@ class ProcessAgent:
             lease._deadline = sent_at + lim.lease_seconds
         if waiters:
             self._next_waiter_refresh = sent_at + lim.waiter_ttl / 3
-            with self._lock:
-                for waiter_id, outcome in zip(waiters, waiter_results):
-                    event = self._waiters.get(waiter_id)
-                    if int(outcome) == 0 and event is not None:
-                        event.set()  # it was pruned or forgotten: let it register again
+            for waiter_id, outcome in zip(waiters, waiter_results):
+                if int(outcome) == 0:
+                    self._wake.wake(waiter_id)  # it was pruned or forgotten: let it register again
         # Look again right when the next lease anywhere runs out: if its holder is dead, this
         # process's waiters get the slot within milliseconds, not at the next refresh.
         self._earliest_expiry_at = sent_at + earliest / 1000 + 0.002 if earliest >= 0 else None
-
-    # --- wake listener --------------------------------------------------------------------------
-    def _listener_loop(self) -> None:
-        _run_forever(self._listen, "wake listener", self._stop)
-
-    def _listen(self) -> None:
-        client = self._limiter._listen_client
-        while not self._stop.is_set():
-            if not self._have_waiters.wait(LISTEN_BLOCK_SECONDS) or self._stop.is_set():
-                continue
-            try:
-                item = client.blpop([self.wake_key], timeout=LISTEN_BLOCK_SECONDS)
-                if item is None:
-                    continue
-                ids = [item[1]]
-                more = client.lpop(self.wake_key, 100)
-                if more:
-                    ids.extend(more)
-            except Exception as exc:  # noqa: BLE001 - keep listening once Redis is back
-                log.debug("wake listener: %s", exc)
-                self._stop.wait(0.5)
-                continue
-            with self._lock:
-                for waiter_id in ids:
-                    event = self._waiters.get(_text(waiter_id))
-                    if event is not None:
-                        event.set()
-
-
-def _run_forever(loop: Callable[[], None], name: str, stop: threading.Event) -> None:
-    """Restart `loop` after any unexpected exception: a dead keeper would let this process's leases
-    expire while their predictions still run, i.e. put the fleet over the limit."""
-    while not stop.is_set():
-        try:
-            loop()
-        except Exception:  # noqa: BLE001
-            log.exception("limiter %s crashed; restarting it", name)
-            stop.wait(0.5)
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value

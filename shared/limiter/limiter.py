@@ -19,16 +19,18 @@ import redis
 from shared.errors import AcquireTimeoutError, LimiterError, RedisUnavailableError
 from shared.keys import Keys
 from shared.limiter import scripts
-from shared.limiter.agent import LISTEN_BLOCK_SECONDS, ProcessAgent
+from shared.limiter.agent import ProcessAgent
 from shared.limiter.lease import Lease
-from shared.limiter.types import HolderInfo, HolderStatus, LimiterStatus
+from shared.limiter.types import HolderInfo, HolderStatus, Limits, LimiterStatus
 from shared.settings import Settings
+from shared.wakeup import blocking_client, text
 
 log = logging.getLogger(__name__)
 
 KEY_NAMES = ("holders", "info", "fence", "limits", "waiters", "waiter_exp", "ticket", "epoch",
              "creates", "reads", "pause")
 STOP_POLL_SECONDS = 0.25  # how often a waiting call asks should_stop()
+LIMITS_CACHE_SECONDS = 5.0  # how stale `limits()` may be (a run-time change reaches it this late)
 CONFIRM_AFTER_SECONDS = 0.05  # re-check the pause after sleeping longer than this for a creation
 
 
@@ -76,9 +78,10 @@ class Limiter:
             "wt": int(self.waiter_ttl * 1000),
         })
         self._scripts = scripts.register_all(redis_client)
-        self._listen_client = _blocking_client(redis_client, LISTEN_BLOCK_SECONDS + 5)
+        self._listen_client = blocking_client(redis_client)
         self._agent_lock = threading.Lock()
         self._agent: ProcessAgent | None = None
+        self._limits_cache: tuple[float, Limits] | None = None
 
     # --- slots ----------------------------------------------------------------------------------
     def acquire(
@@ -103,7 +106,7 @@ class Limiter:
                 sent_at = time.monotonic()
                 res = self._call("acquire", holder_id, lease_ms, record_json)
                 if int(res[0]) == 1:
-                    lease = Lease(self, holder_id, int(res[1]), float(res[2]) / 1000, _text(res[3]),
+                    lease = Lease(self, holder_id, int(res[1]), float(res[2]) / 1000, text(res[3]),
                                   record, sent_at)
                     agent.add_lease(lease)
                     granted = True
@@ -168,7 +171,7 @@ class Limiter:
             res = self._call("token", kind, member, margin_ms, max_wait)
             wait = float(res[1]) / 1000
             if int(res[0]) == 0:
-                reason = _text(res[2])
+                reason = text(res[2])
                 if reason == "busy" or (deadline is not None and time.monotonic() + wait > deadline):
                     what = "creations are paused" if reason == "paused" else f"no {kind} token"
                     exc = AcquireTimeoutError(f"{what} for another {wait:.2f} s (timeout {timeout:g} s)", retry_after=wait)
@@ -225,6 +228,28 @@ class Limiter:
             fence=int(raw.get("fence") or 0),
         )
 
+    def limits(self) -> Limits:
+        """The limits in force (as `set_limits` left them, else the settings), at most
+        LIMITS_CACHE_SECONDS old: one HMGET, for callers that pace themselves (poll intervals)."""
+        cached = self._limits_cache
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < LIMITS_CACHE_SECONDS:
+            return cached[1]
+        s = self.settings
+        try:
+            raw = self.redis.hmget(self.keys.limiter_key("limits"),
+                                   "concurrency", "create_limit", "read_limit", "window_ms")
+        except redis.RedisError:
+            raw = [None] * 4
+        value = Limits(
+            concurrency=int(raw[0] or s.global_max_concurrent),
+            create_limit=int(raw[1] or s.create_limit),
+            read_limit=int(raw[2] or s.read_limit),
+            window=float(raw[3]) / 1000 if raw[3] else float(s.rate_window),
+        )
+        self._limits_cache = (now, value)
+        return value
+
     def set_limits(self, concurrency: int | None = None, create_limit: int | None = None,
                    read_limit: int | None = None, window: float | None = None) -> None:
         """Change the limits for every host at once (no restarts). Shrinking the concurrency lets
@@ -242,6 +267,7 @@ class Limiter:
             changes["window_ms"] = round(float(window) * 1000, 3)
         if changes:
             self._call("set_limits", json.dumps(changes))
+            self._limits_cache = None
 
     def held_leases(self) -> list[Lease]:
         """The leases this process holds through this limiter (for shutdown / diagnostics)."""
@@ -307,19 +333,6 @@ def _holder_status(raw: dict[str, Any]) -> HolderStatus:
     )
 
 
-def _blocking_client(client: redis.Redis, socket_timeout: float) -> redis.Redis:
-    """A separate small pool for the BLPOP listener, so it never holds a worker's connection and
-    its socket timeout is longer than the block."""
-    pool = client.connection_pool
-    try:
-        kwargs = dict(pool.connection_kwargs)
-        kwargs["socket_timeout"] = socket_timeout
-        return redis.Redis(connection_pool=type(pool)(connection_class=pool.connection_class,
-                                                      max_connections=4, **kwargs))
-    except Exception:  # noqa: BLE001 - unusual clients (fakeredis): share the caller's
-        return client
-
-
 def _sleep(seconds: float, should_stop: Callable[[], bool] | None) -> bool:
     """Sleep; False if should_stop() turned True first."""
     end = time.monotonic() + seconds
@@ -330,7 +343,3 @@ def _sleep(seconds: float, should_stop: Callable[[], bool] | None) -> bool:
         if should_stop is not None and should_stop():
             return False
         time.sleep(min(left, STOP_POLL_SECONDS) if should_stop is not None else left)
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value

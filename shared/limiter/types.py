@@ -23,6 +23,20 @@ class HolderInfo:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Limits:
+    """The limits in force for every host."""
+
+    concurrency: int
+    create_limit: int
+    read_limit: int
+    window: float  # seconds
+
+    @property
+    def reads_per_second(self) -> float:
+        return self.read_limit / self.window
+
+
 @dataclass
 class HolderStatus:
     holder_id: str

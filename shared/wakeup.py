@@ -1,0 +1,144 @@
+"""Wake waiting threads from Redis: one blocking listener per process and list.
+
+Whoever decides that a wait is over (usually a Lua script) RPUSHes the waiter's id onto the list
+of the waiter's process; this listener BLPOPs the list and sets the Event registered for that id.
+A list, unlike pub/sub, keeps a signal until it is read, so a signal sent after a thread
+registered but before it started waiting is never lost, and 100 waiting threads cost one
+connection, not 100. The thread blocks in Redis only while some registered waiter is listening.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable
+
+import redis
+
+log = logging.getLogger(__name__)
+
+BLOCK_SECONDS = 2  # one BLPOP lasts at most this long (so stop() and new listeners are noticed)
+
+
+class WakeListener:
+    """Maps waiter ids to Events for one Redis list. Thread-safe; the thread starts on first use."""
+
+    def __init__(self, client: redis.Redis, key: str, *, name: str):
+        # `client` must allow a socket timeout longer than BLOCK_SECONDS (see blocking_client).
+        self.client = client
+        self.key = key
+        self.name = name
+        self._lock = threading.Lock()
+        self._events: dict[str, threading.Event] = {}
+        self._listening = threading.Event()  # some registered waiter is actually waiting
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def register(self, waiter_id: str, *, listen: bool = True) -> threading.Event:
+        """The Event set when `waiter_id` is pushed. Register before the call that may lead to
+        a push, so the push can never come unseen. `listen=False` defers blocking in Redis until
+        `listen()` (a waiter that will most likely not need it)."""
+        event = threading.Event()
+        with self._lock:
+            self._events[waiter_id] = event
+        if listen:
+            self.listen()
+        return event
+
+    def listen(self) -> None:
+        self._ensure_thread()
+        self._listening.set()
+
+    def unregister(self, waiter_id: str) -> None:
+        with self._lock:
+            self._events.pop(waiter_id, None)
+            if not self._events:
+                self._listening.clear()
+
+    def ids(self) -> list[str]:
+        with self._lock:
+            return list(self._events)
+
+    @property
+    def listening(self) -> bool:
+        return self._listening.is_set()
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    def wake(self, waiter_id: str) -> None:
+        """Set a waiter's Event from this process (e.g. after learning it must act again)."""
+        with self._lock:
+            event = self._events.get(waiter_id)
+        if event is not None:
+            event.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._listening.set()
+        if self._thread is not None:
+            try:  # unblock the BLPOP now rather than at its timeout
+                self.client.rpush(self.key, "")
+                self.client.pexpire(self.key, 1000)
+            except Exception:  # noqa: BLE001 - it stops at its timeout anyway
+                pass
+            self._thread.join(timeout=0.5)
+
+    # --- the thread -------------------------------------------------------------------------------
+    def _ensure_thread(self) -> None:
+        if self._thread is not None or self._stop.is_set():
+            return
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=run_forever, args=(self._listen, self.name, self._stop),
+                                                name=self.name, daemon=True)
+                self._thread.start()
+
+    def _listen(self) -> None:
+        while not self._stop.is_set():
+            if not self._listening.wait(BLOCK_SECONDS) or self._stop.is_set():
+                continue
+            try:
+                item = self.client.blpop([self.key], timeout=BLOCK_SECONDS)
+                if item is None:
+                    continue
+                ids = [item[1]]
+                more = self.client.lpop(self.key, 100)
+                if more:
+                    ids.extend(more)
+            except Exception as exc:  # noqa: BLE001 - keep listening once Redis is back
+                log.debug("%s: %s", self.name, exc)
+                self._stop.wait(0.5)
+                continue
+            with self._lock:
+                for waiter_id in ids:
+                    event = self._events.get(text(waiter_id))
+                    if event is not None:
+                        event.set()
+
+
+def blocking_client(client: redis.Redis, socket_timeout: float = BLOCK_SECONDS + 5) -> redis.Redis:
+    """A separate small pool for a listener, so it never holds a worker's connection and its
+    socket timeout is longer than the block."""
+    pool = client.connection_pool
+    try:
+        kwargs = dict(pool.connection_kwargs)
+        kwargs["socket_timeout"] = socket_timeout
+        return redis.Redis(connection_pool=type(pool)(connection_class=pool.connection_class,
+                                                      max_connections=4, **kwargs))
+    except Exception:  # noqa: BLE001 - unusual clients (fakeredis): share the caller's
+        return client
+
+
+def run_forever(loop: Callable[[], None], name: str, stop: threading.Event) -> None:
+    """Restart `loop` after any unexpected exception: a background thread that dies quietly
+    (a lease keeper, a listener) breaks promises the rest of the process relies on."""
+    while not stop.is_set():
+        try:
+            loop()
+        except Exception:  # noqa: BLE001
+            log.exception("%s crashed; restarting it", name)
+            stop.wait(0.5)
+
+
+def text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,141 @@
+"""Finished predictions pushed by Replicate's webhooks, handed to the worker thread waiting for them.
+
+Without webhooks a worker learns that its prediction ended only at its next poll, and polls spend
+the account's read budget (3000/min for every program on the account): with 60 predictions in
+flight a fair share is one poll per prediction every ~1.5 s, so on average ~0.75 s of a slot is
+lost per image. Through the webhook receiver (workers/webhook_receiver.py) the news arrives within
+milliseconds and costs no read at all.
+
+- The receiver calls `notify(prediction)`: one script stores the trimmed prediction
+  (`completion:<id>`, kept COMPLETION_TTL) and, if a worker waits for it, pushes the id onto that
+  worker process's wake list.
+- A worker calls `watch(id)`: one script records the process's wake list for the prediction and
+  returns the prediction if it has arrived already; otherwise the thread waits on an Event set by
+  the process's listener (shared.wakeup). Either order of arrival and watch works.
+
+Webhooks can be lost (receiver down, network): waiting workers keep a slow safety poll, so a lost
+webhook costs time, never the image.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from shared.keys import Keys
+from shared.wakeup import WakeListener, blocking_client
+
+log = logging.getLogger(__name__)
+
+_LUA = Path(__file__).with_name("lua")
+COMPLETION_TTL = 3600.0  # Replicate removes outputs after an hour; nobody needs the news longer
+KEPT_FIELDS = ("id", "status", "model", "version", "output", "error", "created_at", "completed_at")
+
+
+class CompletionBoard:
+    """One per process (workers) or per receiver. Thread-safe."""
+
+    def __init__(self, redis_client: redis.Redis, keys: Keys, *, watch_ttl: float = 7200.0):
+        self.redis = redis_client
+        self.keys = keys
+        self.watch_ttl_ms = int(watch_ttl * 1000)
+        self._notify = redis_client.register_script((_LUA / "completion_notify.lua").read_text())
+        self._watch = redis_client.register_script((_LUA / "completion_watch.lua").read_text())
+        self._lock = threading.Lock()
+        self._listener: WakeListener | None = None
+        self._pid = 0
+
+    # --- receiver side ----------------------------------------------------------------------------
+    def notify(self, prediction: dict[str, Any]) -> bool:
+        """Store a terminal prediction and wake its waiter. True if a worker was waiting."""
+        pid = str(prediction["id"])
+        trimmed = {k: prediction.get(k) for k in KEPT_FIELDS}
+        woke = self._notify(keys=[self.keys.completion(pid), self.keys.completion_watch(pid)],
+                            args=[json.dumps(trimmed), int(COMPLETION_TTL * 1000), pid])
+        return bool(int(woke))
+
+    # --- worker side ------------------------------------------------------------------------------
+    def watch(self, prediction_id: str) -> "CompletionWatch":
+        """Start waiting for `prediction_id` (use as a context manager, or call close())."""
+        listener = self._process_listener()
+        event = listener.register(prediction_id)
+        watch = CompletionWatch(self, prediction_id, event)
+        try:
+            raw = self._watch(keys=[self.keys.completion(prediction_id), self.keys.completion_watch(prediction_id)],
+                              args=[listener.key, self.watch_ttl_ms])
+        except redis.RedisError as exc:  # the safety polls still find the end
+            log.warning("cannot watch prediction %s for its webhook: %s", prediction_id, exc)
+            raw = None
+        if raw:
+            watch._arrived(raw)
+        return watch
+
+    def _process_listener(self) -> WakeListener:
+        # One listener per process; a forked child builds its own.
+        with self._lock:
+            if self._listener is None or self._pid != os.getpid():
+                token = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+                self._listener = WakeListener(blocking_client(self.redis), self.keys.completion_wake(token),
+                                              name=f"completion-wake-{os.getpid()}")
+                self._pid = os.getpid()
+            return self._listener
+
+    def _forget(self, watch: "CompletionWatch") -> None:
+        listener = self._listener
+        if listener is not None:
+            listener.unregister(watch.prediction_id)
+        keys = [self.keys.completion_watch(watch.prediction_id)]
+        if watch.prediction is not None:
+            keys.append(self.keys.completion(watch.prediction_id))  # consumed
+        try:
+            self.redis.delete(*keys)
+        except redis.RedisError:
+            pass  # both expire by themselves
+
+    def close(self) -> None:
+        listener = self._listener
+        if listener is not None:
+            listener.stop()
+
+
+class CompletionWatch:
+    def __init__(self, board: CompletionBoard, prediction_id: str, event: threading.Event):
+        self.board = board
+        self.prediction_id = prediction_id
+        self.prediction: dict[str, Any] | None = None
+        self._event = event
+
+    def wait(self, timeout: float) -> dict[str, Any] | None:
+        """The finished prediction if its webhook arrives within `timeout` s (or has already)."""
+        if self.prediction is None and self._event.wait(max(timeout, 0)):
+            self._event.clear()
+            try:
+                raw = self.board.redis.get(self.board.keys.completion(self.prediction_id))
+            except redis.RedisError as exc:
+                log.debug("completion of %s not readable: %s", self.prediction_id, exc)
+                raw = None
+            if raw:
+                self._arrived(raw)
+        return self.prediction
+
+    def _arrived(self, raw: str | bytes) -> None:
+        try:
+            self.prediction = json.loads(raw)
+        except ValueError:
+            log.warning("unreadable completion stored for %s; polling instead", self.prediction_id)
+
+    def close(self) -> None:
+        self.board._forget(self)
+
+    def __enter__(self) -> "CompletionWatch":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -112,7 +112,7 @@ def run_fault(fault: str, sc: Scenario, plan: FaultPlan, hosts: Hosts, redis: Re
                               visibility_timeout=plan.visibility_timeout)
     offsets = {3: plan.clock_ahead} if fault == "clock" else {}
     fleet = Fleet(hosts, settings, sim.url, workers_per_host=sc.workers_per_host, concurrency=sc.threads,
-                  host_indexes=list(range(1, sc.hosts + 1)), clock_offsets=offsets)
+                  host_indexes=list(range(1, sc.hosts + 1)), clock_offsets=offsets, webhooks=sc.webhooks)
     client = redis.client(socket_timeout=5, socket_connect_timeout=2)
     stop = threading.Event()
     flog = FaultLog()

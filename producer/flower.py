@@ -31,7 +31,7 @@ from shared.settings import Settings
 DEFAULT_PORT = 5555
 # Environment variables the Flower child must not inherit.
 _SECRET_ENV = ("REPLICATE_API_TOKEN", "REPLICATE_WEBHOOK_SECRET", "FLOWER_BASIC_AUTH", "CELERY_BROKER_URL",
-               "FLOWER_OAUTH2_SECRET")
+               "FLOWER_OAUTH2_SECRET", "FLEET_REDIS_SENTINEL_PASSWORD")
 
 
 @dataclass(frozen=True)

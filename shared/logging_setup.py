@@ -247,7 +247,8 @@ class JsonFormatter(_RedactingFormatter):
 # --- setup --------------------------------------------------------------------------------------
 
 def redactor_for(settings: Settings, extra_secrets: Iterable[str | None] = ()) -> Redactor:
-    return Redactor([settings.replicate_api_token, settings.webhook_secret, *extra_secrets])
+    return Redactor([settings.replicate_api_token, settings.webhook_secret, settings.redis_sentinel_password,
+                     *extra_secrets])
 
 
 def make_handler(

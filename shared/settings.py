@@ -38,6 +38,8 @@ _ENV: dict[str, tuple[str, Any]] = {
     "FLEET_WEBHOOK_URL": ("webhook_url", str),
     "REPLICATE_WEBHOOK_SECRET": ("webhook_secret", str),
     "FLEET_WEBHOOK_LISTEN": ("webhook_listen", str),
+    "FLEET_REDIS_SENTINEL_MASTER": ("redis_sentinel_master", str),
+    "FLEET_REDIS_SENTINEL_PASSWORD": ("redis_sentinel_password", str),
 }
 
 
@@ -67,6 +69,9 @@ class Settings:
     webhook_url: str | None = None
     webhook_secret: str | None = field(default=None, repr=False)  # None: the receiver asks Replicate
     webhook_listen: str = "0.0.0.0:8785"  # where the receiver listens (host:port)
+    # With REDIS_URL=sentinel://...: the primary's name, and the Sentinels' own password if any.
+    redis_sentinel_master: str = "mymaster"
+    redis_sentinel_password: str | None = field(default=None, repr=False)
 
     @classmethod
     def load(
@@ -101,6 +106,8 @@ class Settings:
         return settings
 
     def check(self) -> None:
+        if not self.redis_url.startswith(("redis://", "rediss://", "unix://", "sentinel://")):
+            raise ConfigError("REDIS_URL must start with redis://, rediss://, unix:// or sentinel://")
         for attr in ("global_max_concurrent", "create_limit", "read_limit"):
             if getattr(self, attr) < 1:
                 raise ConfigError(f"{attr} must be at least 1, got {getattr(self, attr)}")

@@ -119,12 +119,20 @@ class WakeListener:
 def blocking_client(client: redis.Redis, socket_timeout: float = BLOCK_SECONDS + 5) -> redis.Redis:
     """A separate small pool for a listener, so it never holds a worker's connection and its
     socket timeout is longer than the block."""
+    import redis.sentinel
+
     pool = client.connection_pool
     try:
         kwargs = dict(pool.connection_kwargs)
         kwargs["socket_timeout"] = socket_timeout
-        return redis.Redis(connection_pool=type(pool)(connection_class=pool.connection_class,
-                                                      max_connections=4, **kwargs))
+        if isinstance(pool, redis.sentinel.SentinelConnectionPool):  # follows the primary too
+            kwargs.pop("connection_pool", None)  # the old pool's proxy; the new pool makes its own
+            own = redis.sentinel.SentinelConnectionPool(pool.service_name, pool.sentinel_manager,
+                                                        connection_class=pool.connection_class,
+                                                        max_connections=4, **kwargs)
+        else:
+            own = type(pool)(connection_class=pool.connection_class, max_connections=4, **kwargs)
+        return redis.Redis(connection_pool=own)
     except Exception:  # noqa: BLE001 - unusual clients (fakeredis): share the caller's
         return client
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from celery import Celery, signals
 
+from shared.redis_conn import celery_transport_options
 from shared.settings import Settings
 
 TASK_NAME = "workers.generate_image"
@@ -34,6 +35,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_url": settings.redis_url,
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {
+            **celery_transport_options(settings),  # Sentinel: the primary's name
             "visibility_timeout": visibility,
             # Sweep for abandoned (unacked) messages often enough that a short visibility timeout
             # (tests, small deployments) recovers a killed worker's tasks promptly.

@@ -5,8 +5,9 @@ current model and returns the task to enqueue next (None when the item needs not
 
     ledger check -> claim (batch, item, attempt) -> item running
     -> the attempt record: resume its prediction / reconcile an unresolved create / create
-    -> slot (FIFO, bounded wait) -> creation token -> intent -> POST -> prediction id recorded
-    -> poll (read tokens, first poll near the model's usual latency) -> slot released at once
+    -> slot (FIFO, bounded wait) -> intent -> creation token -> claim still ours? -> POST
+    -> prediction id recorded -> its end: the webhook, or polls paced on the read budget
+    -> slot released at once
     -> download every output (no token, timeouts, byte cap, atomic) -> item succeeded
 
 Failures become the next task: TransientError -> a new attempt on the same model (backoff with

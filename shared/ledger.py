@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any, Iterable
 
 import redis
 
+from shared.atomic_files import write_atomic
 from shared.keys import Keys
 from shared.request import ImageRequest
 
@@ -328,7 +328,7 @@ class Ledger:
         data = self.manifest(batch_id)
         root = Path(output_root if output_root is not None else data["batch"]["output_root"])
         path = root / batch_id / "manifest.json"
-        write_atomic(path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode())
+        write_atomic(path, [(json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode()])
         return path
 
 
@@ -338,38 +338,6 @@ class Transition:
     previous: str  # status before (or "missing")
     batch_finished: bool  # this change finished the batch (exactly one caller sees True)
     attempt: int  # the item's current attempt after the call
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Temp file in the same directory, fsync, rename over the target, fsync the directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _float(value: str | None) -> float | None:

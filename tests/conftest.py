@@ -7,6 +7,7 @@ what it wrote, so tests never touch anyone else's data and several runs can shar
 from __future__ import annotations
 
 import os
+import time
 import uuid
 
 import pytest
@@ -77,3 +78,14 @@ def settings(redis_url: str, key_prefix: str, tmp_path):
         environ={},
         dotenv_path=None,
     )
+
+
+def wait_for(predicate, timeout: float, what: str, fleet=None):
+    """The predicate's first truthy value within `timeout` s; else fail, with the workers' logs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}" + ("\n" + fleet.logs() if fleet else ""))

@@ -10,6 +10,7 @@ from PIL import Image
 
 from shared.keys import Keys
 from shared.limiter import Limiter
+from tests.conftest import wait_for
 from tests.test_e2e import served_hashes, sha256, submit, wait_finished
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
@@ -27,14 +28,6 @@ def limiter_for(redis_client, settings) -> Limiter:
     return Limiter(redis_client, Keys(settings.key_prefix), settings)
 
 
-def wait_for(predicate, timeout: float, what: str, fleet=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}" + ("\n" + fleet.logs() if fleet else ""))
 
 
 def test_model_failures_walk_the_route_and_the_manifest_shows_it(settings, redis_client, sim_factory,

@@ -13,6 +13,7 @@ import producer
 from shared.keys import Keys
 from shared.ledger import Ledger
 from shared.limiter import Limiter
+from tests.conftest import wait_for
 from tests.test_e2e import submit, wait_finished
 from workers.dispatch import enqueue_items, producer_app
 from workers.recovery import Sweeper, quiet_after, task_arguments
@@ -41,14 +42,6 @@ def live(redis_client, settings, batch_id: str) -> dict[int, float]:
                                                       withscores=True)}
 
 
-def wait_for(predicate, timeout: float, what: str, fleet=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}" + ("\n" + fleet.logs() if fleet else ""))
 
 
 def requests_for(settings, batch_id: str, prompts: list[str]):

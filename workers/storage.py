@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import errno
 import io
-import os
-import tempfile
 from pathlib import Path
-from typing import BinaryIO, Iterable
+from typing import Iterable, Iterator
 
+from shared.atomic_files import write_atomic
 from shared.errors import LocalError
 
 SUBSTITUTE_SIZE = (1600, 900)  # the seed tool's "ultimate fallback": a black 1600x900 image
@@ -35,35 +34,24 @@ def output_paths(output_root: Path, relative: str, count: int, *, default_ext: s
 
 
 def write_stream(path: Path, chunks: Iterable[bytes], *, max_bytes: int) -> int:
-    """Write chunks to `path` atomically; LocalError if more than `max_bytes` arrive or the disk
-    refuses. Exceptions raised by the chunk iterator itself (network) pass through unchanged.
-    Returns the size written."""
+    """Write chunks to `path` atomically; LocalError if more than `max_bytes` arrive, nothing
+    arrives, or the disk refuses. Exceptions raised by the chunk iterator itself (network) pass
+    through unchanged. Returns the size written."""
+
+    def capped() -> Iterator[bytes]:
+        size = 0
+        for chunk in chunks:
+            size += len(chunk)
+            if size > max_bytes:
+                raise LocalError(f"output larger than the {max_bytes}-byte cap; not kept")
+            yield chunk
+        if size == 0:
+            raise LocalError("the output file is empty")
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+        return write_atomic(path, capped())
     except OSError as exc:
-        raise LocalError(f"cannot write under {path.parent}: {_os_reason(exc)}") from exc
-    size = 0
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            for chunk in chunks:
-                size += len(chunk)
-                if size > max_bytes:
-                    raise LocalError(f"output larger than the {max_bytes}-byte cap; not kept")
-                _write(fh, chunk, path)
-            if size == 0:
-                raise LocalError("the output file is empty")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        _unlink(tmp)
         raise LocalError(f"cannot write {path}: {_os_reason(exc)}") from exc
-    except BaseException:
-        _unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-    return size
 
 
 def write_substitute(path: Path) -> Path:
@@ -81,35 +69,7 @@ def write_substitute(path: Path) -> Path:
     return path
 
 
-def _write(fh: BinaryIO, chunk: bytes, path: Path) -> None:
-    try:
-        fh.write(chunk)
-    except OSError as exc:
-        raise LocalError(f"cannot write {path}: {_os_reason(exc)}") from exc
-
-
 def _os_reason(exc: OSError) -> str:
     names = {errno.ENOSPC: "disk full", errno.EACCES: "permission denied", errno.EROFS: "read-only file system",
              errno.EDQUOT: "quota exceeded"}
     return names.get(exc.errno or 0, exc.strerror or str(exc))
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-

@@ -134,6 +134,14 @@ def test_signing_secret_is_fetched_from_the_account_when_not_configured(settings
     assert signing_secret(settings.with_(webhook_secret="whsec_given")) == "whsec_given"
 
 
+def counter_values(redis_client, settings) -> dict[tuple[str, str], float]:
+    from shared.metrics.recorder import read_counters
+
+    return {(metric, next(iter(labels.values()), "")): value
+            for metric, rows in read_counters(redis_client, Keys(settings.key_prefix)).items()
+            for labels, value in rows}
+
+
 # --- real workers ---------------------------------------------------------------------------------
 @pytest.mark.e2e
 def test_workers_learn_of_the_end_from_webhooks_without_polling(settings, redis_client, sim_factory, worker_factory):
@@ -153,6 +161,9 @@ def test_workers_learn_of_the_end_from_webhooks_without_polling(settings, redis_
         assert sim_ledger["reads_by_route"].get("predictions.get", 0) == 0, sim_ledger["reads_by_route"]
         assert sim_ledger["webhooks"]["sent"] >= 20
         assert rx.counts["accepted"] == 20
+        counters = counter_values(redis_client, settings)
+        assert counters[("ends_noticed", "webhook")] == 20 and ("ends_noticed", "poll") not in counters
+        assert counters[("webhooks", "accepted")] == 20
     finally:
         rx.stop()
 
@@ -169,3 +180,4 @@ def test_a_lost_webhook_is_caught_by_the_safety_poll(settings, redis_client, sim
     sim_ledger = sim.ledger(detail=False)
     assert sim_ledger["webhooks"]["failed"] >= 2 and sim_ledger["creations"] == 2
     assert 1 <= sim_ledger["reads_by_route"].get("predictions.get", 0) <= 4
+    assert counter_values(redis_client, settings)[("ends_noticed", "poll")] == 2  # what an alert watches

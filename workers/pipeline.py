@@ -361,6 +361,7 @@ class Pipeline:
             while True:
                 pushed = self._await_news(job, watch, delay)
                 if pushed is not None:
+                    self._metric("end_noticed", "webhook")
                     return pushed
                 if ctx.cancel_watch.is_canceled(job.batch_id):
                     self._cancel_prediction(job, prediction_id)
@@ -396,6 +397,7 @@ class Pipeline:
                                          prediction_id=prediction_id) from None
                 last_error = None
                 if view.terminal:
+                    self._metric("end_noticed", "poll")
                     return view
                 delay = every
         finally:

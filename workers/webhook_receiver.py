@@ -27,6 +27,7 @@ import redis
 
 from shared.errors import ConfigError, FleetError
 from shared.keys import Keys
+from shared.metrics.recorder import MetricsRecorder
 from shared.redis_conn import connect
 from shared.settings import Settings
 from workers.completions import CompletionBoard
@@ -83,6 +84,7 @@ class WebhookReceiver:
         self.board = CompletionBoard(self.redis, Keys(settings.key_prefix))
         self.verifier = WebhookVerifier(secret or signing_secret(settings))
         self.counts = {"accepted": 0, "ignored": 0, "rejected": 0, "unavailable": 0}
+        self.metrics = MetricsRecorder(self.redis, Keys(settings.key_prefix))
         host, _, port = settings.webhook_listen.rpartition(":")
         self.server = ThreadingHTTPServer((host.strip("[]") or "0.0.0.0", int(port)), self._handler_class())
         self.server.daemon_threads = True
@@ -96,26 +98,26 @@ class WebhookReceiver:
         """Decide the answer to one delivery: (HTTP status, short text)."""
         text = body.decode("utf-8", errors="replace")
         if not self.verifier.verify(headers, text):
-            self.counts["rejected"] += 1
-            return HTTPStatus.UNAUTHORIZED, "bad signature"
+            return self._outcome("rejected", HTTPStatus.UNAUTHORIZED, "bad signature")
         try:
             prediction = json.loads(text)
             prediction_id, status = str(prediction["id"]), prediction.get("status")
         except (ValueError, KeyError, TypeError):
-            self.counts["rejected"] += 1
-            return HTTPStatus.BAD_REQUEST, "not a prediction"
-        if status not in TERMINAL:
-            self.counts["ignored"] += 1  # start/output/logs events: nothing to hand over
-            return HTTPStatus.OK, "ignored"
+            return self._outcome("rejected", HTTPStatus.BAD_REQUEST, "not a prediction")
+        if status not in TERMINAL:  # start/output/logs events: nothing to hand over
+            return self._outcome("ignored", HTTPStatus.OK, "ignored")
         try:
             woke = self.board.notify(prediction)
         except redis.RedisError as exc:
-            self.counts["unavailable"] += 1
             log.warning("webhook for %s not stored (Redis: %s); Replicate will deliver again", prediction_id, exc)
-            return HTTPStatus.SERVICE_UNAVAILABLE, "try again"
-        self.counts["accepted"] += 1
+            return self._outcome("unavailable", HTTPStatus.SERVICE_UNAVAILABLE, "try again")
         log.debug("prediction %s %s (worker waiting: %s)", prediction_id, status, woke)
-        return HTTPStatus.OK, "ok"
+        return self._outcome("accepted", HTTPStatus.OK, "ok")
+
+    def _outcome(self, outcome: str, status: int, text: str) -> tuple[int, str]:
+        self.counts[outcome] += 1
+        self.metrics.webhook(outcome)  # never raises: a lost count is fine, a lost delivery is not
+        return status, text
 
     def healthy(self) -> bool:
         try:

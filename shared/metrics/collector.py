@@ -177,6 +177,9 @@ class FleetCollector(Collector):
             ("fallbacks", "fallbacks_total", "items moved to the next model of their route", ["from_model", "to_model"]),
             ("rate_limited", "rate_limited_total", "HTTP 429 answers from Replicate", ["kind"]),
             ("cost_usd", "cost_usd_total", "estimated USD spent, by model", ["model"]),
+            ("ends_noticed", "prediction_ends_noticed_total",
+             "how workers learned that a prediction ended (webhook, poll)", ["via"]),
+            ("webhooks", "webhooks_total", "deliveries at the webhook receiver, by outcome", ["outcome"]),
         )
         for source, name, doc, labels in specs:
             # CounterMetricFamily appends _total itself.

@@ -82,6 +82,18 @@ def record_rate_limited(client: redis.Redis, keys: Keys, kind: str = "create") -
     _apply(client, keys, ints=[(encode_field("rate_limited", kind=kind), 1)])
 
 
+def record_end_noticed(client: redis.Redis, keys: Keys, via: str) -> None:
+    """How a worker learned that its prediction ended: "webhook" or "poll". With webhooks
+    configured, ends noticed by polls mean deliveries are not arriving."""
+    _apply(client, keys, ints=[(encode_field("ends_noticed", via=via), 1)])
+
+
+def record_webhook(client: redis.Redis, keys: Keys, outcome: str) -> None:
+    """A delivery at the webhook receiver: accepted, ignored, rejected (bad signature or body),
+    unavailable (Redis down; Replicate delivers again)."""
+    _apply(client, keys, ints=[(encode_field("webhooks", outcome=outcome), 1)])
+
+
 def observe_slot_wait(client: redis.Redis, keys: Keys, seconds: float, kind: str = "slot") -> None:
     """Time a worker waited on the limiter: kind="slot" (concurrency slot), "create" or "read"
     (rate tokens), "handoff" (release to the next holder's acquire, if measured)."""
@@ -121,6 +133,12 @@ class MetricsRecorder:
 
     def slot_wait(self, seconds: float, kind: str = "slot") -> None:
         observe_slot_wait(self.client, self.keys, seconds, kind)
+
+    def end_noticed(self, via: str) -> None:
+        record_end_noticed(self.client, self.keys, via)
+
+    def webhook(self, outcome: str) -> None:
+        record_webhook(self.client, self.keys, outcome)
 
 
 def read_counters(client: redis.Redis, keys: Keys) -> dict[str, list[tuple[dict[str, str], float]]]:

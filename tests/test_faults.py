@@ -28,8 +28,6 @@ def limiter_for(redis_client, settings) -> Limiter:
     return Limiter(redis_client, Keys(settings.key_prefix), settings)
 
 
-
-
 def test_model_failures_walk_the_route_and_the_manifest_shows_it(settings, redis_client, sim_factory,
                                                                   worker_factory):
     sim = sim_factory(always_fail_models=[FLUX_DEV, QWEN], latency_scale=0.02, image_scale=0.01)

@@ -42,8 +42,6 @@ def live(redis_client, settings, batch_id: str) -> dict[int, float]:
                                                       withscores=True)}
 
 
-
-
 def requests_for(settings, batch_id: str, prompts: list[str]):
     from pathlib import Path
 

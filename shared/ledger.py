@@ -297,6 +297,29 @@ class Ledger:
                     out.append(batch_id)
             start += chunk
 
+    def prune_finished(self, before: float, *, scan: int = 1000) -> list[str]:
+        """Forget finished batches created before `before` (Unix time): the batch, its items,
+        live set and upload records. Unfinished batches stay, whatever their age. Looks at no more
+        than `scan` of the oldest batches per call. Returns the ids removed."""
+        ids = self.redis.zrangebyscore(self.keys.batches, "-inf", before, start=0, num=scan)
+        if not ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for batch_id in ids:
+            pipe.hmget(self.keys.batch(batch_id), "finished_at", "total")
+        removed = []
+        for batch_id, (finished_at, total) in zip(ids, pipe.execute()):
+            if total is not None and not finished_at:
+                continue
+            n = int(total or 0)
+            keys = [self.keys.batch(batch_id), self.keys.batch_live(batch_id)]
+            keys += [k for i in range(n) for k in (self.keys.item(batch_id, i), self.keys.uploads(batch_id, i))]
+            for start in range(0, len(keys), 1000):
+                self.redis.delete(*keys[start:start + 1000])
+            self.redis.zrem(self.keys.batches, batch_id)  # last: a crash in between only repeats this
+            removed.append(batch_id)
+        return removed
+
     def quiet_items(self, batch_id: str, before: float, limit: int = 1000) -> list[int]:
         """Non-terminal items whose last sign of life is older than `before` (Unix time)."""
         raw = self.redis.zrangebyscore(self.keys.batch_live(batch_id), "-inf", before, start=0, num=limit)

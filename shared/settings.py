@@ -38,6 +38,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "FLEET_WEBHOOK_URL": ("webhook_url", str),
     "REPLICATE_WEBHOOK_SECRET": ("webhook_secret", str),
     "FLEET_WEBHOOK_LISTEN": ("webhook_listen", str),
+    "FLEET_BATCH_RETENTION_DAYS": ("batch_retention_days", float),
     "FLEET_REDIS_SENTINEL_MASTER": ("redis_sentinel_master", str),
     "FLEET_REDIS_SENTINEL_PASSWORD": ("redis_sentinel_password", str),
 }
@@ -69,6 +70,9 @@ class Settings:
     webhook_url: str | None = None
     webhook_secret: str | None = field(default=None, repr=False)  # None: the receiver asks Replicate
     webhook_listen: str = "0.0.0.0:8785"  # where the receiver listens (host:port)
+    # Finished batches are forgotten by Redis this long after their creation (0: kept for ever);
+    # the manifest next to the outputs stays.
+    batch_retention_days: float = 30.0
     # With REDIS_URL=sentinel://...: the primary's name, and the Sentinels' own password if any.
     redis_sentinel_master: str = "mymaster"
     redis_sentinel_password: str | None = field(default=None, repr=False)
@@ -111,6 +115,8 @@ class Settings:
         for attr in ("global_max_concurrent", "create_limit", "read_limit"):
             if getattr(self, attr) < 1:
                 raise ConfigError(f"{attr} must be at least 1, got {getattr(self, attr)}")
+        if self.batch_retention_days < 0:
+            raise ConfigError("FLEET_BATCH_RETENTION_DAYS must be >= 0 (0 keeps batches for ever)")
         if self.rate_window <= 0 or self.lease_seconds <= 0:
             raise ConfigError("rate_window and lease_seconds must be positive")
         if self.worker_concurrency is not None and self.worker_concurrency < 1:

@@ -105,6 +105,30 @@ def test_sweep_resends_only_items_without_a_message_or_a_claim(settings, redis_c
     assert sweeper.sweep().batches == 0
 
 
+def test_sweep_forgets_finished_batches_past_retention_and_keeps_the_rest(settings, redis_client):
+    keys = Keys(settings.key_prefix)
+    ledger = Ledger(redis_client, keys)
+    for batch_id in ("b-old-done", "b-old-open"):
+        assert ledger.create_batch(batch_id, requests_for(settings, batch_id, ["a", "b"]),
+                                   output_root=str(settings.output_dir))
+    redis_client.hset(keys.uploads("b-old-done", 1), "ref.png", "https://files/ref")
+    for index in (0, 1):
+        ledger.transition("b-old-done", index, "succeeded", attempt=1, attempt_update={"final": True})
+    ledger.transition("b-old-open", 0, "succeeded", attempt=1, attempt_update={"final": True})
+    time.sleep(0.3)
+    assert ledger.create_batch("b-new-done", requests_for(settings, "b-new-done", ["c"]),
+                               output_root=str(settings.output_dir))
+    ledger.transition("b-new-done", 0, "failed", attempt=1, attempt_update={"final": True})
+
+    sweeper = Sweeper(settings.with_(batch_retention_days=0.2 / 86400), redis_client, producer_app(settings))
+    assert sweeper.sweep().pruned == ["b-old-done"]  # the open one stays, however old
+    assert ledger.batch("b-old-done") is None and ledger.batch("b-old-open") is not None
+    assert not redis_client.exists(keys.item("b-old-done", 0), keys.item("b-old-done", 1),
+                                   keys.uploads("b-old-done", 1), keys.batch_live("b-old-done"))
+    assert [b.id for b in ledger.list_batches()] == ["b-new-done", "b-old-open"]
+    assert Sweeper(settings.with_(batch_retention_days=0), redis_client, producer_app(settings)).sweep().pruned == []
+
+
 def test_one_sweep_per_interval_across_the_fleet(settings, redis_client):
     one = Sweeper(settings, redis_client, producer_app(settings))
     other = Sweeper(settings, redis_client, producer_app(settings))

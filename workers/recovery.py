@@ -13,6 +13,9 @@ is sent again with its current attempt and model through the normal send path. A
 harmless: the claim lets one execution run the attempt at a time, and the attempt record makes a
 second run resume (or reconcile) the recorded prediction instead of creating another.
 
+The same sweep forgets finished batches older than FLEET_BATCH_RETENTION_DAYS (30 by default), so
+Redis does not grow for ever; the manifest written next to the outputs stays.
+
 Cheap by construction: finished batches are skipped on their counters, and only the stale end of
 each batch's `live` zset (shared.ledger) is read, so a sweep touches the suspicious items only.
 """
@@ -57,6 +60,7 @@ class SweepReport:
     quiet: int = 0  # items without a sign of life in the ledger
     alive: int = 0  # of those, found claimed or queued
     resent: list[tuple[str, int, int]] = field(default_factory=list)  # (batch, index, attempt)
+    pruned: list[str] = field(default_factory=list)  # finished batches past FLEET_BATCH_RETENTION_DAYS
 
 
 class Sweeper:
@@ -82,6 +86,9 @@ class Sweeper:
         report = SweepReport()
         sec, usec = self.redis.time()
         now = sec + usec / 1e6
+        retention = self.settings.batch_retention_days * 86400
+        if retention > 0:
+            report.pruned = self.ledger.prune_finished(now - retention)
         cutoff = now - self.quiet
         suspects: list[tuple[str, int, int, str]] = []
         for batch_id in self.ledger.unfinished_batches():

@@ -206,7 +206,7 @@ local function reset()
     end
   end
   if #done > 0 then
-    redis.call("HDEL", batch, "finished_at")
+    redis.call("HDEL", batch, "finished_at", "manifest_at")
   end
   return done
 end

@@ -281,42 +281,56 @@ class Ledger:
         return [i for i, (status, enqueued_at) in enumerate(pipe.execute())
                 if status == "pending" and not enqueued_at]
 
-    def unfinished_batches(self, chunk: int = 500) -> list[str]:
+    def unfinished_batches(self) -> list[str]:
         """Ids of the batches not finished yet (their counters say so), oldest first."""
-        out: list[str] = []
+        return self.batches_to_look_after()[0]
+
+    def batches_to_look_after(self, chunk: int = 500) -> tuple[list[str], list[str]]:
+        """(unfinished batches, finished batches whose manifest is not written yet), oldest
+        first: what the recovery sweep looks after. One pipelined HMGET per batch."""
+        unfinished: list[str] = []
+        no_manifest: list[str] = []
         start = 0
         while True:
             ids = self.redis.zrange(self.keys.batches, start, start + chunk - 1)
             if not ids:
-                return out
+                return unfinished, no_manifest
             pipe = self.redis.pipeline(transaction=False)
             for batch_id in ids:
-                pipe.hmget(self.keys.batch(batch_id), "finished_at", "total")
-            for batch_id, (finished_at, total) in zip(ids, pipe.execute()):
-                if total is not None and not finished_at:
-                    out.append(batch_id)
+                pipe.hmget(self.keys.batch(batch_id), "finished_at", "total", "manifest_at")
+            for batch_id, (finished_at, total, manifest_at) in zip(ids, pipe.execute()):
+                if total is None:
+                    continue
+                if not finished_at:
+                    unfinished.append(batch_id)
+                elif not manifest_at:
+                    no_manifest.append(batch_id)
             start += chunk
 
     def prune_finished(self, before: float, *, scan: int = 1000) -> list[str]:
-        """Forget finished batches created before `before` (Unix time): the batch, its items,
-        live set and upload records. Unfinished batches stay, whatever their age. Looks at no more
-        than `scan` of the oldest batches per call. Returns the ids removed."""
-        ids = self.redis.zrangebyscore(self.keys.batches, "-inf", before, start=0, num=scan)
-        if not ids:
-            return []
-        pipe = self.redis.pipeline(transaction=False)
-        for batch_id in ids:
-            pipe.hmget(self.keys.batch(batch_id), "finished_at", "total")
+        """Forget batches that finished before `before` (Unix time): the batch, its items, live
+        set and upload records. Unfinished batches stay, whatever their age; a batch that changes
+        while it is being looked at (a `producer retry`) is left alone. Looks at no more than
+        `scan` of the oldest batches per call. Returns the ids removed."""
         removed = []
-        for batch_id, (finished_at, total) in zip(ids, pipe.execute()):
-            if total is not None and not finished_at:
-                continue
-            n = int(total or 0)
-            keys = [self.keys.batch(batch_id), self.keys.batch_live(batch_id)]
-            keys += [k for i in range(n) for k in (self.keys.item(batch_id, i), self.keys.uploads(batch_id, i))]
-            for start in range(0, len(keys), 1000):
-                self.redis.delete(*keys[start:start + 1000])
-            self.redis.zrem(self.keys.batches, batch_id)  # last: a crash in between only repeats this
+        for batch_id in self.redis.zrangebyscore(self.keys.batches, "-inf", before, start=0, num=scan):
+            batch_key = self.keys.batch(batch_id)
+            with self.redis.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(batch_key)
+                    finished_at, total = pipe.hmget(batch_key, "finished_at", "total")
+                    if total is not None and (not finished_at or float(finished_at) >= before):
+                        continue
+                    n = int(total or 0)
+                    keys = [batch_key, self.keys.batch_live(batch_id)]
+                    keys += [k for i in range(n) for k in (self.keys.item(batch_id, i), self.keys.uploads(batch_id, i))]
+                    pipe.multi()
+                    for start in range(0, len(keys), 1000):
+                        pipe.delete(*keys[start:start + 1000])
+                    pipe.zrem(self.keys.batches, batch_id)
+                    pipe.execute()
+                except redis.WatchError:
+                    continue
             removed.append(batch_id)
         return removed
 
@@ -352,6 +366,8 @@ class Ledger:
         root = Path(output_root if output_root is not None else data["batch"]["output_root"])
         path = root / batch_id / "manifest.json"
         write_atomic(path, [(json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode()])
+        if data["batch"].get("finished_at"):
+            self.redis.hset(self.keys.batch(batch_id), "manifest_at", str(time.time()))
         return path
 
 

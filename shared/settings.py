@@ -39,6 +39,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "REPLICATE_WEBHOOK_SECRET": ("webhook_secret", str),
     "FLEET_WEBHOOK_LISTEN": ("webhook_listen", str),
     "FLEET_BATCH_RETENTION_DAYS": ("batch_retention_days", float),
+    "FLEET_HTTP_TIMEOUT": ("http_timeout", float),
     "FLEET_REDIS_SENTINEL_MASTER": ("redis_sentinel_master", str),
     "FLEET_REDIS_SENTINEL_PASSWORD": ("redis_sentinel_password", str),
 }
@@ -70,6 +71,9 @@ class Settings:
     webhook_url: str | None = None
     webhook_secret: str | None = field(default=None, repr=False)  # None: the receiver asks Replicate
     webhook_listen: str = "0.0.0.0:8785"  # where the receiver listens (host:port)
+    # Seconds each phase of a call to Replicate may take (connect: at most 5); it also bounds how
+    # long a creation POST can be in flight, which the reconciliation waits out.
+    http_timeout: float = 15.0
     # Finished batches are forgotten by Redis this long after their creation (0: kept for ever);
     # the manifest next to the outputs stays.
     batch_retention_days: float = 30.0
@@ -115,6 +119,8 @@ class Settings:
         for attr in ("global_max_concurrent", "create_limit", "read_limit"):
             if getattr(self, attr) < 1:
                 raise ConfigError(f"{attr} must be at least 1, got {getattr(self, attr)}")
+        if self.http_timeout <= 0:
+            raise ConfigError("FLEET_HTTP_TIMEOUT must be positive")
         if self.batch_retention_days < 0:
             raise ConfigError("FLEET_BATCH_RETENTION_DAYS must be >= 0 (0 keeps batches for ever)")
         if self.rate_window <= 0 or self.lease_seconds <= 0:

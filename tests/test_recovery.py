@@ -4,6 +4,7 @@ The ledger tests and the sweep tests run against the real Redis without workers;
 real `celery -A workers worker` processes against the stand-in."""
 from __future__ import annotations
 
+import json
 import signal
 import time
 
@@ -127,6 +128,23 @@ def test_sweep_forgets_finished_batches_past_retention_and_keeps_the_rest(settin
                                    keys.uploads("b-old-done", 1), keys.batch_live("b-old-done"))
     assert [b.id for b in ledger.list_batches()] == ["b-new-done", "b-old-open"]
     assert Sweeper(settings.with_(batch_retention_days=0), redis_client, producer_app(settings)).sweep().pruned == []
+
+    # Age counts from the end: an old batch retried and finished just now stays.
+    ledger.transition("b-old-open", 1, "succeeded", attempt=1, attempt_update={"final": True})
+    assert sweeper.sweep().pruned == [] and ledger.batch("b-old-open").finished
+
+
+def test_sweep_writes_the_manifest_a_finishing_worker_never_wrote(settings, redis_client):
+    ledger = Ledger(redis_client, Keys(settings.key_prefix))
+    assert ledger.create_batch("b-nomani", requests_for(settings, "b-nomani", ["a", "b"]),
+                               output_root=str(settings.output_dir))
+    for index in (0, 1):  # finished, but the worker died before writing the manifest
+        ledger.transition("b-nomani", index, "succeeded", attempt=1, attempt_update={"final": True})
+    sweeper = Sweeper(settings, redis_client, producer_app(settings))
+    assert sweeper.sweep().manifests == ["b-nomani"]
+    manifest = json.loads((settings.output_dir / "b-nomani" / "manifest.json").read_text())
+    assert [item["status"] for item in manifest["items"]] == ["succeeded", "succeeded"]
+    assert sweeper.sweep().manifests == []  # written once
 
 
 def test_one_sweep_per_interval_across_the_fleet(settings, redis_client):

@@ -3,8 +3,10 @@
 A claim is `SET key token NX PX ttl`, renewed by one keeper thread per process while the task
 runs. A second execution (a message redelivered by the broker's visibility timeout while the
 first still runs) sees the claim held and backs off; a dead holder's claim expires after `ttl`.
-The claim is a guard, not the only one: the attempt record (workers.attempts) still prevents a
-second creation if a claim were ever lost (a stalled process, a Redis failover).
+A renewal that finds the key gone (Redis lost it in a restart from an older append-only file, or
+a failover) takes it back at once, before a second execution could. Right before a creation the
+owner checks in Redis that the claim is still its own (`still_ours`). The claim is a guard, not
+the only one: the attempt record (workers.attempts) still prevents a second creation.
 """
 from __future__ import annotations
 
@@ -109,6 +111,8 @@ class ClaimKeeper:
             for claim, renewed in zip(held, results):
                 if isinstance(renewed, Exception):
                     log.warning("claim renewal failed for %s: %s", claim.key, renewed)
+                elif int(renewed) == 2:
+                    log.warning("claim %s was gone from Redis (restart or failover); re-asserted", claim.key)
                 elif not int(renewed) and not claim.lost:
                     claim.lost = True
-                    log.warning("claim %s lost (expired before renewal)", claim.key)
+                    log.warning("claim %s lost: another execution holds the attempt now", claim.key)

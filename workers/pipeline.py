@@ -35,7 +35,8 @@ from shared.request import ImageRequest
 from workers.claims import Claim
 from workers.context import WorkerContext, claim_ttl, shutting_down
 from workers.download import extension_of, output_urls
-from workers.replicate_calls import PredictionView, failure_error, is_ambiguous, same_input
+from workers.replicate_calls import (PredictionView, failure_error, is_ambiguous, post_in_flight_limit,
+                                     same_input)
 from workers.storage import output_paths, write_substitute
 
 try:
@@ -46,8 +47,8 @@ except ImportError:  # pragma: no cover
 log = logging.getLogger("workers.pipeline")
 T = TypeVar("T")
 
-RECONCILE_SKEW = 300.0  # seconds of clock difference tolerated between a host and Replicate
-RECONCILE_MAX_PAGES = 10
+RECONCILE_SKEW = 300.0  # seconds of clock difference tolerated between Redis and Replicate
+RECONCILE_MAX_PAGES = 500  # one reconciliation reads at most this many pages (of 100 predictions)
 MAX_POLL_INTERVAL = 5.0
 MIN_POLL_INTERVAL = 0.1
 POLL_SHARE = 0.8  # of the account's read budget that polling may use when every slot polls
@@ -168,6 +169,7 @@ class Pipeline:
             log.warning("%s; stopping this execution", exc)
             return None
         except CanceledError as exc:
+            self._cancel_recorded_prediction(job)  # whatever stage noticed the cancel
             self._finish(job, "canceled", model, error=str(exc), att_status="canceled")
             return None
         except TransientError as exc:
@@ -205,7 +207,7 @@ class Pipeline:
         else:
             input_ = self._build_input(job, request, model)
             if record.intent_at is not None:
-                prediction_id = self._reconcile(job, model, input_, record.intent_at)
+                prediction_id = self._reconcile(job, model, input_, record)
             view = self._run_with_slot(job, model, spec, prediction_id, input_)
         return self._conclude(job, request, model, spec, view), view.id
 
@@ -290,6 +292,7 @@ class Pipeline:
                     continue  # the token call sleeps through the pause
                 if is_ambiguous(exc):
                     # The prediction may exist: keep the intent, the next run reconciles first.
+                    ctx.attempts.mark_post_returned(b, i, n)
                     raise Requeue(f"{exc}; reconciling before any new creation",
                                   countdown=self._backoff(1)) from None
                 ctx.attempts.clear_intent(b, i, n)
@@ -323,11 +326,18 @@ class Pipeline:
         if shutting_down():
             raise Requeue("worker shutting down; attempt handed back before any creation", counted=False)
 
-    def _reconcile(self, job: Job, model: str, input_: dict[str, Any], intent_at: float) -> str | None:
+    def _reconcile(self, job: Job, model: str, input_: dict[str, Any], record: Any) -> str | None:
         """An earlier run sent (or may have sent) the POST without recording an answer: adopt the
-        prediction it created, if the account's recent predictions show one."""
+        prediction it created if the account's predictions show one. "None was created" is
+        concluded only when no POST can still land and the listing went back past the intent;
+        anything less runs this attempt again later, never a second creation."""
         ctx, b, i, n = self.ctx, job.batch_id, job.index, job.attempt
-        since = intent_at - RECONCILE_SKEW
+        if not record.post_returned:  # its sender died or was cut off: the POST may still land
+            in_flight_for = post_in_flight_limit(ctx.settings) - (ctx.attempts.redis_now() - record.intent_at)
+            if in_flight_for > 0:
+                raise Requeue("the earlier POST of this attempt may still be in flight; reconciling once "
+                              "it must have landed", countdown=in_flight_for + random.uniform(0, 1), counted=False)
+        since = record.intent_at - RECONCILE_SKEW
         cursor: str | None = None
         for _ in range(RECONCILE_MAX_PAGES):
             views, cursor = self._read(job, lambda c=cursor: ctx.calls.list_page(c))
@@ -343,6 +353,9 @@ class Pipeline:
             times = [t for t in (v.created_ts() for v in views) if t is not None]
             if not cursor or (times and min(times) < since):
                 break
+        else:
+            raise Requeue(f"listed {RECONCILE_MAX_PAGES} pages of predictions without reaching the earlier "
+                          "create; not creating again until it is settled", countdown=self._backoff(2))
         ctx.attempts.clear_intent(b, i, n)
         log.info("reconciliation found no prediction for the earlier create; creating one")
         return None
@@ -364,8 +377,7 @@ class Pipeline:
                     self._metric("end_noticed", "webhook")
                     return pushed
                 if ctx.cancel_watch.is_canceled(job.batch_id):
-                    self._cancel_prediction(job, prediction_id)
-                    raise CanceledError("batch canceled")
+                    raise CanceledError("batch canceled")  # the prediction is canceled by _run_claimed
                 if lease.lost and not warned_lost:
                     warned_lost = True
                     log.warning("slot lease lost (Redis unreachable or lease expired); still waiting for "
@@ -478,12 +490,26 @@ class Pipeline:
         if again.counted:
             tries = ctx.attempts.bump_tries(b, i, n)
             if tries > ctx.settings.max_transient_retries:
-                return self._after_transient(job, request, model,
-                                             TransientError(f"gave up on this attempt: {again.reason}"))
+                return self._give_up_attempt(job, request, model, again.reason)
             self._metric("retry", model, "resume")
         log.info("attempt runs again later: %s", again.reason)
         ctx.ledger.update_attempt(b, i, n, {"error": again.reason})
         return NextTask(n, model, countdown=again.countdown, prompt=request.prompt)
+
+    def _give_up_attempt(self, job: Job, request: ImageRequest, model: str, reason: str) -> NextTask | None:
+        """This attempt kept failing to finish. A new attempt may create a new prediction, so
+        nothing paid may be left behind: a recorded prediction is canceled (it stays in the
+        manifest), and an unresolved create (a prediction that may exist, unknown to us) fails the
+        item instead of risking a second payment behind the user's back."""
+        record = self.ctx.attempts.get(job.batch_id, job.index, job.attempt)
+        if record.intent_at is not None and not record.prediction_id:
+            self._finish(job, "failed", model, att_status="failed", kind="unresolved", error=(
+                f"could not tell whether a prediction was created ({reason}); not retried, so as never to "
+                f"pay twice: check the account's predictions, then `producer retry {job.batch_id}`"))
+            return None
+        if record.prediction_id:
+            self._cancel_prediction(job, record.prediction_id)
+        return self._after_transient(job, request, model, TransientError(f"gave up on this attempt: {reason}"))
 
     def _after_transient(self, job: Job, request: ImageRequest, model: str, exc: TransientError) -> NextTask | None:
         ctx = self.ctx

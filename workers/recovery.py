@@ -61,6 +61,7 @@ class SweepReport:
     alive: int = 0  # of those, found claimed or queued
     resent: list[tuple[str, int, int]] = field(default_factory=list)  # (batch, index, attempt)
     pruned: list[str] = field(default_factory=list)  # finished batches past FLEET_BATCH_RETENTION_DAYS
+    manifests: list[str] = field(default_factory=list)  # finished batches whose manifest it wrote
 
 
 class Sweeper:
@@ -89,9 +90,13 @@ class Sweeper:
         retention = self.settings.batch_retention_days * 86400
         if retention > 0:
             report.pruned = self.ledger.prune_finished(now - retention)
+        unfinished, no_manifest = self.ledger.batches_to_look_after()
+        for batch_id in no_manifest:  # the worker that finished it died first, or lost the reply
+            self._write_manifest(batch_id)
+            report.manifests.append(batch_id)
         cutoff = now - self.quiet
         suspects: list[tuple[str, int, int, str]] = []
-        for batch_id in self.ledger.unfinished_batches():
+        for batch_id in unfinished:
             report.batches += 1
             indexes = self.ledger.quiet_items(batch_id, cutoff, limit=CANDIDATES_PER_BATCH)
             if not indexes:
@@ -146,6 +151,13 @@ class Sweeper:
                     break
                 start += QUEUE_SCAN_CHUNK
         return found
+
+    def _write_manifest(self, batch_id: str) -> None:
+        try:
+            path = self.ledger.write_manifest(batch_id, self.settings.output_dir)
+            log.info("wrote the missing manifest of batch %s: %s", batch_id, path)
+        except OSError as exc:
+            log.error("manifest of batch %s cannot be written: %s", batch_id, exc)
 
     def _prompt(self, batch_id: str, index: int) -> str:
         try:

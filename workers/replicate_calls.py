@@ -70,13 +70,13 @@ class PredictionView:
 
 
 class ReplicateCalls:
-    def __init__(self, settings: Settings, *, timeout: httpx.Timeout | None = None):
+    def __init__(self, settings: Settings):
         if not settings.replicate_api_token:
             raise LocalError("REPLICATE_API_TOKEN is not set")
         self.client = replicate.Client(
             api_token=settings.replicate_api_token,
             base_url=settings.replicate_base_url or None,
-            timeout=timeout or httpx.Timeout(30.0, connect=10.0, pool=30.0),
+            timeout=client_timeout(settings),
         )
 
     def warm_up(self) -> None:
@@ -99,8 +99,10 @@ class ReplicateCalls:
         try:
             prediction = self.client.models.predictions.create(model=model, input=input, **extra)
         except (_V1ValidationError, _V2ValidationError) as exc:
-            status = _invalid_status(exc)
-            raise TransientError(f"create answered an unreadable prediction (status {status})") from None
+            # The POST went through and the prediction may well exist: reconcile, never create again.
+            err = TransientError(f"create answered an unreadable prediction (bad status: {_invalid_status(exc)})")
+            err.ambiguous = True  # type: ignore[attr-defined]
+            raise err from None
         except Exception as exc:  # noqa: BLE001 - classified below
             raise classify(exc, during="create") from None
         return PredictionView.from_client(prediction)
@@ -156,6 +158,19 @@ class ReplicateCalls:
             self.client._client.close()
         except Exception:  # noqa: BLE001
             pass
+
+
+def client_timeout(settings: Settings) -> httpx.Timeout:
+    """Per phase: connect, write, read (waiting for a pooled connection sends nothing)."""
+    return httpx.Timeout(settings.http_timeout, connect=min(5.0, settings.http_timeout), pool=30.0)
+
+
+def post_in_flight_limit(settings: Settings) -> float:
+    """How long after it started a creation POST can still reach Replicate: connect, write the
+    body, wait for the answer, plus a margin. Until then, "not in the prediction list" does not
+    mean "not created"."""
+    t = client_timeout(settings)
+    return float(t.connect) + float(t.write) + float(t.read) + 5.0
 
 
 def classify(exc: BaseException, *, during: str) -> ReplicateCallError | LocalError:

@@ -418,7 +418,9 @@ def _print_limits(status_: Any, as_json: bool) -> None:
         for h in s.holders:
             held = "?" if h.held_for is None else f"{h.held_for:.1f}s"
             click.echo(f"  {h.host}  {h.pid}  {h.task_id or '-'}  {h.prediction_id or '-'}  {held}"
-                       + (f"  ({h.model}, batch {h.batch_id} item {h.index})" if h.batch_id else ""))
+                       + (f"  ({h.model}, batch {h.batch_id} item {h.index})" if h.batch_id else "")
+                       + ("  ORPHANED: its worker died while the prediction runs; counted until it "
+                          "is resumed or ends" if h.orphaned else ""))
 
 
 @limits.command("set", epilog=EXIT_CODES_HELP)

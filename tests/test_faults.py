@@ -137,6 +137,32 @@ def test_worker_sigkilled_mid_prediction_loses_nothing_and_pays_once(settings, r
     wait_for(lambda: limiter.status().in_use == 0, 10, "the dead worker's slots to expire")
 
 
+@pytest.mark.slow
+def test_a_killed_worker_holding_every_slot_never_lets_the_account_go_over(settings, redis_client, sim_factory,
+                                                                           worker_factory):
+    """The killed worker's predictions run on at Replicate: their slots must stay counted after
+    its leases run out, until they are resumed (adopted) or seen to have ended."""
+    settings = settings.with_(visibility_timeout=30, lease_seconds=2.0, global_max_concurrent=4)
+    sim = sim_factory(latency_scale=2.0, image_scale=0.01)  # flux-dev ~6 s
+    holder = worker_factory(settings, count=1, sim=sim, concurrency=4)
+    ledger, _ = submit(settings, redis_client, "b-orphans", [f"a lantern on a jetty, take {i}" for i in range(10)])
+    limiter = limiter_for(redis_client, settings)
+    victim = holder.workers[0]
+    wait_for(lambda: sum(1 for h in limiter.status().holders if h.pid == victim.pid and h.prediction_id) == 4,
+             30, "the first worker to hold every slot with a running prediction", holder)
+    others = worker_factory(settings, count=2, sim=sim, concurrency=4)  # 8 threads waiting for slots
+    victim.kill()
+    wait_for(lambda: any(h.orphaned for h in limiter.status().holders), 10, "the dead worker's slots to orphan")
+    wait_finished(ledger, "b-orphans", 120, others)
+
+    assert ledger.batch("b-orphans").counts["succeeded"] == 10
+    sim_ledger = sim.ledger()
+    report("SIGKILL of the worker holding every slot", sim_ledger, minimum=10)
+    assert sim_ledger["peak_in_flight"] <= 4, sim_ledger["peak_in_flight"]
+    assert sim_ledger["creations"] == 10 and sim_ledger["duplicate_inputs"] == 0
+    wait_for(lambda: limiter.status().in_use == 0, 10, "every slot to come back")
+
+
 def test_disk_error_fails_the_item_without_a_second_creation(settings, redis_client, sim_factory,
                                                             worker_factory):
     sim = sim_factory(latency_scale=0.02, image_scale=0.01)

@@ -338,3 +338,102 @@ def test_pause_blocks_creations_not_reads_and_keeps_the_longest(make_limiter):
     limiter.take_read_token(timeout=0.1)
     granted = limiter.take_create_token(timeout=5)
     assert granted >= until
+
+
+# --- a dead holder's prediction still runs: its slot stays counted --------------------------------
+def die(limiter: Limiter) -> None:
+    """The holding process stops renewing without releasing (SIGKILL, power loss, partition)."""
+    limiter.close()
+
+
+def test_a_dead_holders_running_prediction_keeps_its_slot_until_adopted(make_limiter):
+    dead = make_limiter(concurrency=1, lease=0.6)
+    lease = dead.acquire(HolderInfo(task_id="a", batch_id="b", index=0))
+    lease.set_prediction("p-running")
+    die(dead)
+    time.sleep(1.0)  # well past the lease: without the prediction the slot would be free now
+
+    other = make_limiter(concurrency=1, lease=0.6)
+    status = other.status()
+    assert status.in_use == 1 and status.holders[0].orphaned and status.holders[0].prediction_id == "p-running"
+    with pytest.raises(AcquireTimeoutError):
+        other.acquire(HolderInfo(task_id="new work"), timeout=0.5)  # no creation over the limit
+
+    waiting: list = []
+    start_waiter(other, "queued", waiting, timeout=10)  # queued first: adoption does not wait behind it
+    assert wait_until(lambda: other.status().waiters == 1)
+    resumed = other.adopt(HolderInfo(task_id="resumer", batch_id="b", index=0), "p-running")
+    assert resumed is not None and resumed.fence > lease.fence
+    status = other.status()
+    assert status.in_use == 1 and not status.holders[0].orphaned and status.holders[0].task_id == "resumer"
+    time.sleep(1.0)
+    assert not resumed.lost  # an adopted slot is an ordinary renewed lease
+    assert other.adopt(HolderInfo(task_id="second"), "p-running").holder_id != resumed.holder_id  # one slot
+    assert other.status().in_use == 1
+    assert other.adopt(HolderInfo(task_id="x"), "p-unknown") is None
+
+
+def test_settling_a_finished_prediction_frees_its_orphaned_slot_and_wakes_the_next(make_limiter):
+    dead = make_limiter(concurrency=1, lease=0.6)
+    dead.acquire(HolderInfo(task_id="a")).set_prediction("p-done")
+    die(dead)
+    other = make_limiter(concurrency=1, lease=0.6)
+    results: list = []
+    start_waiter(other, "next", results, timeout=10)
+    time.sleep(1.0)
+    assert results == [] and other.status().holders[0].orphaned
+    assert other.settle("p-done") is True and other.settle("p-done") is False
+    assert wait_until(lambda: len(results) == 1) and results[0][0] == "next"
+    assert not isinstance(results[0][1], AcquireTimeoutError)
+
+
+def test_an_orphaned_slot_is_freed_after_the_longest_a_prediction_can_run(make_limiter):
+    dead = make_limiter(concurrency=1, lease=0.5, orphan_seconds=1.0)
+    dead.acquire(HolderInfo(task_id="a")).set_prediction("p-forgotten")
+    die(dead)
+    other = make_limiter(concurrency=1, lease=0.5, orphan_seconds=1.0)
+    time.sleep(0.8)
+    assert other.status().in_use == 1
+    lease = other.acquire(HolderInfo(task_id="later"), timeout=3)  # nothing is leaked for ever
+    assert lease is not None
+
+
+def test_a_holder_without_a_prediction_frees_its_slot_at_the_end_of_its_lease(make_limiter):
+    dead = make_limiter(concurrency=1, lease=0.6)
+    dead.acquire(HolderInfo(task_id="a"))  # died before creating anything
+    die(dead)
+    other = make_limiter(concurrency=1, lease=0.6)
+    assert other.acquire(HolderInfo(task_id="b"), timeout=3) is not None
+
+
+def test_a_cut_off_holder_keeps_its_slot_counted_until_its_prediction_ends(make_limiter):
+    limiter = make_limiter(concurrency=1, lease=0.6)
+    lease = limiter.acquire(HolderInfo(task_id="a"))
+    lease.set_prediction("p-cut")
+    agent = limiter._agent
+
+    def unreachable(due, waiters, sent_at):  # this host lost Redis; its prediction goes on
+        raise RedisUnavailableError("cut off")
+
+    agent._heartbeat = unreachable
+    assert lease.wait_lost(3)  # it learns it can no longer count on the slot ...
+    other = make_limiter(concurrency=1, lease=0.6)
+    assert other.status().holders[0].orphaned  # ... but the account still counts its prediction
+    with pytest.raises(AcquireTimeoutError):
+        other.acquire(HolderInfo(task_id="b"), timeout=0.5)
+    lease.release()  # the prediction ended: its worker gives the slot back
+    assert other.status().in_use == 0
+
+
+def test_a_renewal_that_arrives_after_orphaning_makes_it_an_ordinary_lease_again(make_limiter):
+    limiter = make_limiter(concurrency=1, lease=0.6)
+    lease = limiter.acquire(HolderInfo(task_id="a"))
+    lease.set_prediction("p-late")
+    limiter._agent.remove_lease(lease.holder_id)  # renewals stop for a while
+    time.sleep(1.0)
+    assert limiter.status().holders[0].orphaned
+    payload = {"h": [[lease.holder_id, lease.epoch, json.dumps(lease._record)]], "w": []}
+    holder_results = limiter._call("heartbeat", 600, json.dumps(payload))[0]
+    assert [int(r) for r in holder_results] == [1]
+    holder = limiter.status().holders[0]
+    assert not holder.orphaned and holder.holder_id == lease.holder_id and holder.expires_in <= 0.6

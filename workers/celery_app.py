@@ -104,7 +104,7 @@ def _warm_up(sender: Any = None, **_: Any) -> None:
     except Exception as exc:  # noqa: BLE001 - the first task will report the real problem
         logging.getLogger("workers").warning("worker context not built: %s", exc)
         return
-    start_sweeper(ctx.settings, ctx.redis, app)
+    start_sweeper(ctx, app)
     try:
         ctx.calls.warm_up()
     except Exception as exc:  # noqa: BLE001 - the first task will report the real problem

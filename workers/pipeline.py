@@ -202,7 +202,9 @@ class Pipeline:
             log.info("resuming prediction %s (no new creation)", prediction_id)
             self._metric("prediction", model, "resumed")
             view = self._read(job, lambda: ctx.calls.get(prediction_id))
-            if not view.terminal:
+            if view.terminal:
+                self._settle(prediction_id)  # a slot its dead holder left counted is free now
+            else:
                 view = self._run_with_slot(job, model, spec, prediction_id, None)
         else:
             input_ = self._build_input(job, request, model)
@@ -214,7 +216,7 @@ class Pipeline:
     def _run_with_slot(self, job: Job, model: str, spec: Any, prediction_id: str | None,
                        input_: dict[str, Any] | None) -> PredictionView:
         """Hold a slot exactly while the prediction is in flight (released before downloading)."""
-        lease = self._acquire_slot(job, model)
+        lease = self._acquire_slot(job, model, prediction_id)
         try:
             if prediction_id is None:
                 prediction_id = self._create(job, model, input_ or {}, lease).id
@@ -235,13 +237,20 @@ class Pipeline:
         finally:
             lease.release()
 
-    def _acquire_slot(self, job: Job, model: str):
+    def _acquire_slot(self, job: Job, model: str, prediction_id: str | None = None):
+        """A slot for the prediction about to be created, or for the running one being resumed:
+        the slot its dead holder left counted is taken over at once (no second slot, no queueing
+        behind new work while it runs); otherwise the FIFO line like everyone."""
         from shared.limiter import HolderInfo
 
         ctx = self.ctx
         info = HolderInfo(task_id=job.task_id, batch_id=job.batch_id, index=job.index, model=model)
         began = time.monotonic()
         try:
+            if prediction_id is not None:
+                adopted = ctx.limiter.adopt(info, prediction_id)
+                if adopted is not None:
+                    return adopted
             lease = ctx.limiter.acquire(info, timeout=self.slot_wait, should_stop=self._stopper(job))
         except AcquireTimeoutError:
             self._stop_if_canceled_or_shutting_down(job.batch_id, fresh=True)
@@ -507,8 +516,7 @@ class Pipeline:
                 f"could not tell whether a prediction was created ({reason}); not retried, so as never to "
                 f"pay twice: check the account's predictions, then `producer retry {job.batch_id}`"))
             return None
-        if record.prediction_id:
-            self._cancel_prediction(job, record.prediction_id)
+        self._cancel_recorded_prediction(job)
         return self._after_transient(job, request, model, TransientError(f"gave up on this attempt: {reason}"))
 
     def _after_transient(self, job: Job, request: ImageRequest, model: str, exc: TransientError) -> NextTask | None:
@@ -660,9 +668,18 @@ class Pipeline:
             log.warning("could not cancel prediction %s: %s", prediction_id, exc)
 
     def _cancel_recorded_prediction(self, job: Job) -> None:
+        """Called once this execution holds no slot: cancels the attempt's prediction, if any, and
+        frees a slot a dead holder left counted for it."""
         record = self.ctx.attempts.get(job.batch_id, job.index, job.attempt)
         if record.prediction_id:
             self._cancel_prediction(job, record.prediction_id)
+            self._settle(record.prediction_id)
+
+    def _settle(self, prediction_id: str) -> None:
+        try:
+            self.ctx.limiter.settle(prediction_id)
+        except Exception as exc:  # noqa: BLE001 - the orphaned slot then ends at its deadline
+            log.warning("could not free the slot left for prediction %s: %s", prediction_id, exc)
 
     def _stopper(self, job: Job) -> Callable[[], bool]:
         """Stop waiting (slot, creation token, reads before a creation) when the batch is canceled

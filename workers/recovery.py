@@ -13,8 +13,10 @@ is sent again with its current attempt and model through the normal send path. A
 harmless: the claim lets one execution run the attempt at a time, and the attempt record makes a
 second run resume (or reconcile) the recorded prediction instead of creating another.
 
-The same sweep forgets finished batches older than FLEET_BATCH_RETENTION_DAYS (30 by default), so
-Redis does not grow for ever; the manifest written next to the outputs stays.
+The same sweep writes the manifests of finished batches whose last worker died before writing
+them, frees the slots dead workers left counted for predictions that have since ended, and
+forgets finished batches older than FLEET_BATCH_RETENTION_DAYS (30 by default), so Redis does not
+grow for ever; the manifest written next to the outputs stays.
 
 Cheap by construction: finished batches are skipped on their counters, and only the stale end of
 each batch's `live` zset (shared.ledger) is read, so a sweep touches the suspicious items only.
@@ -62,16 +64,22 @@ class SweepReport:
     resent: list[tuple[str, int, int]] = field(default_factory=list)  # (batch, index, attempt)
     pruned: list[str] = field(default_factory=list)  # finished batches past FLEET_BATCH_RETENTION_DAYS
     manifests: list[str] = field(default_factory=list)  # finished batches whose manifest it wrote
+    settled: list[str] = field(default_factory=list)  # ended predictions whose orphaned slot it freed
 
 
 class Sweeper:
+    """`limiter` and `calls` (a Limiter and a ReplicateCalls) let the sweep also free the slots
+    that dead workers left counted for predictions that have ended since (see settle_orphans)."""
+
     def __init__(self, settings: Settings, redis_client: redis.Redis, app: Any, *,
-                 quiet: float | None = None):
+                 quiet: float | None = None, limiter: Any = None, calls: Any = None):
         self.settings = settings
         self.redis = redis_client
         self.keys = Keys(settings.key_prefix)
         self.ledger = Ledger(redis_client, self.keys)
         self.app = app
+        self.limiter = limiter
+        self.calls = calls
         self.quiet = quiet_after(settings) if quiet is None else quiet
         self.interval = sweep_interval(settings)
 
@@ -90,6 +98,7 @@ class Sweeper:
         retention = self.settings.batch_retention_days * 86400
         if retention > 0:
             report.pruned = self.ledger.prune_finished(now - retention)
+        report.settled = self.settle_orphans()
         unfinished, no_manifest = self.ledger.batches_to_look_after()
         for batch_id in no_manifest:  # the worker that finished it died first, or lost the reply
             self._write_manifest(batch_id)
@@ -152,6 +161,30 @@ class Sweeper:
                 start += QUEUE_SCAN_CHUNK
         return found
 
+    def settle_orphans(self) -> list[str]:
+        """A worker that died while its predictions ran leaves their slots counted (they still
+        run at Replicate). The attempts are sent again and their new executions adopt the slots;
+        but when every thread of the fleet is busy waiting for a slot, nobody would run them. So
+        the sweep looks at each orphaned prediction (one read each) and frees the slots of those
+        that have ended. Returns their prediction ids."""
+        if self.limiter is None or self.calls is None:
+            return []
+        settled = []
+        for holder in self.limiter.status().holders:
+            if not holder.orphaned or not holder.prediction_id:
+                continue
+            try:
+                self.limiter.take_read_token(timeout=5.0)
+                ended = self.calls.get(holder.prediction_id).terminal
+            except Exception as exc:  # noqa: BLE001 - next sweep; the slot is never freed wrongly
+                log.info("orphaned prediction %s not checked: %s", holder.prediction_id, exc)
+                continue
+            if ended and self.limiter.settle(holder.prediction_id):
+                log.warning("freed the slot a dead worker left for prediction %s (it has ended)",
+                            holder.prediction_id)
+                settled.append(holder.prediction_id)
+        return settled
+
     def _write_manifest(self, batch_id: str) -> None:
         try:
             path = self.ledger.write_manifest(batch_id, self.settings.output_dir)
@@ -210,12 +243,13 @@ _thread: SweeperThread | None = None
 _thread_lock = threading.Lock()
 
 
-def start_sweeper(settings: Settings, redis_client: redis.Redis, app: Any) -> SweeperThread:
-    """Start this process's sweeper thread (once)."""
+def start_sweeper(ctx: Any, app: Any) -> SweeperThread:
+    """Start this process's sweeper thread (once), with the process's WorkerContext."""
     global _thread
     with _thread_lock:
         if _thread is None:
-            _thread = SweeperThread(Sweeper(settings, redis_client, app)).start()
+            sweeper = Sweeper(ctx.settings, ctx.redis, app, limiter=ctx.limiter, calls=ctx.calls)
+            _thread = SweeperThread(sweeper).start()
         return _thread
 
 

@@ -12,7 +12,8 @@
 --  10 reads      ZSET grant id -> grant time (ms)
 --  11 pause      HASH until (ms), reason
 -- ARGV[1] is the caller's config JSON: c, cl, rl, w (defaults for the limits, used only when the
--- limits hash is absent), wp (wake list prefix), wt (waiter registration ttl, ms).
+-- limits hash is absent), wp (wake list prefix), wt (waiter registration ttl, ms), ot (how long an
+-- orphaned slot stays counted at most, ms).
 -- Wake lists are "<wp><process token>"; a waiter id is "<process token>/<n>".
 local K_HOLDERS, K_INFO, K_FENCE, K_LIMITS = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local K_WAITERS, K_WAITER_EXP, K_TICKET, K_EPOCH = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
@@ -74,13 +75,39 @@ local function next_fence()
   return redis.call('INCR', K_FENCE)
 end
 
+-- A holder whose lease ran out died or was cut off. If its prediction was in flight, that
+-- prediction still runs at Replicate and still counts against the account: the slot stays,
+-- marked orphaned, until a resuming worker adopts it (adopt.lua), the prediction is reported over
+-- (settle.lua), or CFG.ot ms pass (Replicate ends every prediction within its timeout). Returns
+-- how many slots were freed.
 local function prune_holders()
   local dead = redis.call('ZRANGEBYSCORE', K_HOLDERS, '-inf', fmt(NOW))
-  if #dead > 0 then
-    in_chunks('ZREM', K_HOLDERS, dead)
-    in_chunks('HDEL', K_INFO, dead)
+  local gone = {}
+  for _, id in ipairs(dead) do
+    local raw = redis.call('HGET', K_INFO, id)
+    local rec = raw and cjson.decode(raw) or {}
+    if type(rec.prediction_id) == 'string' and rec.orphaned_at == nil then
+      rec.orphaned_at = fmt(NOW)
+      redis.call('HSET', K_INFO, id, cjson.encode(rec))
+      redis.call('ZADD', K_HOLDERS, fmt(NOW + CFG.ot), id)
+    else
+      gone[#gone + 1] = id
+    end
   end
-  return #dead
+  if #gone > 0 then
+    in_chunks('ZREM', K_HOLDERS, gone)
+    in_chunks('HDEL', K_INFO, gone)
+  end
+  return #gone
+end
+
+-- The holder counted for a prediction (at most one: adopt replaces, never adds), or nil.
+local function holder_of_prediction(prediction_id)
+  local all = redis.call('HGETALL', K_INFO)
+  for i = 1, #all, 2 do
+    if cjson.decode(all[i + 1]).prediction_id == prediction_id then return all[i] end
+  end
+  return nil
 end
 
 -- A waiter that died or stopped refreshing is dropped, so it never blocks the line.

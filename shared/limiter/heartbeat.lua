@@ -14,7 +14,15 @@ local expires = fmt(NOW + lease_ms)
 local out_h = {}
 for i, h in ipairs(req.h or {}) do
   local id, holder_epoch = h[1], h[2]
-  if redis.call('ZSCORE', K_HOLDERS, id) then
+  local score = redis.call('ZSCORE', K_HOLDERS, id)
+  if score then
+    if tonumber(score) > NOW + lease_ms then
+      -- It was orphaned (its renewals did not get through in time) and nobody adopted it: the
+      -- holder is back, so the slot is an ordinary lease again.
+      local rec = cjson.decode(redis.call('HGET', K_INFO, id) or '{}')
+      rec.orphaned_at = nil
+      redis.call('HSET', K_INFO, id, cjson.encode(rec))
+    end
     redis.call('ZADD', K_HOLDERS, 'XX', expires, id)
     out_h[i] = 1
   elseif holder_epoch ~= ep and redis.call('ZCARD', K_HOLDERS) < L.concurrency then

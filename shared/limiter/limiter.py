@@ -45,6 +45,9 @@ class Limiter:
         ttl/3), so a dead waiter blocks the head of the line for at most this long.
     recheck_interval: a waiting thread re-runs acquire after this long even without a wake
         signal, so a lost signal only ever delays (it never deadlocks).
+    orphan_seconds: the longest a dead holder's slot stays counted while its prediction may
+        still run (default: the prediction timeout plus a lease; Replicate ends predictions by
+        then). `adopt` or `settle` end it sooner.
     """
 
     def __init__(
@@ -57,6 +60,7 @@ class Limiter:
         waiter_ttl: float = 5.0,
         recheck_interval: float = 15.0,
         lease_seconds: float | None = None,
+        orphan_seconds: float | None = None,
     ):
         if rate_margin < 0 or waiter_ttl <= 0 or recheck_interval <= 0:
             raise ValueError("rate_margin must be >= 0, waiter_ttl and recheck_interval > 0")
@@ -64,6 +68,8 @@ class Limiter:
         self.keys = keys
         self.settings = settings
         self.lease_seconds = float(lease_seconds or settings.lease_seconds)
+        self.orphan_seconds = float(orphan_seconds or (max(settings.prediction_timeout, self.lease_seconds)
+                                                       + self.lease_seconds))
         self.rate_margin = float(rate_margin)
         self.waiter_ttl = float(waiter_ttl)
         self.recheck_interval = float(recheck_interval)
@@ -76,6 +82,7 @@ class Limiter:
             "w": round(settings.rate_window * 1000, 3),
             "wp": self.wake_prefix,
             "wt": int(self.waiter_ttl * 1000),
+            "ot": int(max(self.orphan_seconds, 2 * self.lease_seconds) * 1000),
         })
         self._scripts = scripts.register_all(redis_client)
         self._listen_client = blocking_client(redis_client)
@@ -134,6 +141,28 @@ class Limiter:
             agent.remove_waiter(holder_id)
             if not granted:
                 self._drop_quietly(holder_id)
+
+    def adopt(self, info: HolderInfo, prediction_id: str) -> Lease | None:
+        """Take over, without queueing, the slot still counted for `prediction_id` because its
+        holder died or was cut off while the prediction ran (a resumed prediction must not take a
+        second slot, nor wait behind new work while it runs). None if no slot is counted for it:
+        then `acquire` like everyone."""
+        agent = self._current_agent()
+        holder_id = agent.new_id()
+        record = dict(info.to_record(), prediction_id=prediction_id)
+        sent_at = time.monotonic()
+        res = self._call("adopt", holder_id, int(self.lease_seconds * 1000), json.dumps(record), prediction_id)
+        if int(res[0]) != 1:
+            return None
+        lease = Lease(self, holder_id, int(res[1]), float(res[2]) / 1000, text(res[3]), record, sent_at)
+        agent.add_lease(lease)
+        log.info("adopted the slot of %s for prediction %s", text(res[5]), prediction_id)
+        return lease
+
+    def settle(self, prediction_id: str) -> bool:
+        """`prediction_id` is over (terminal, or canceled): free a slot still counted for it by a
+        holder that died. True if one was freed."""
+        return int(self._call("settle", prediction_id)) == 1
 
     def force_release(self, holder_id: str) -> bool:
         """Take a slot away (an operator's tool). True if it was held. The holder learns it at
@@ -330,6 +359,7 @@ def _holder_status(raw: dict[str, Any]) -> HolderStatus:
         fence=int(fence) if fence is not None else None,
         held_for=None if held is None else round(held / 1000, 3),
         expires_in=round((num("expires_in_ms") or 0) / 1000, 3),
+        orphaned=raw.get("orphaned_at") is not None,
     )
 
 

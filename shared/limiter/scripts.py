@@ -9,6 +9,7 @@ import redis
 _LUA_DIR = Path(__file__).parent  # .lua files sit beside this module (package data)
 NAMES = (
     "acquire",
+    "adopt",
     "drop",
     "heartbeat",
     "token",
@@ -16,6 +17,7 @@ NAMES = (
     "pause",
     "set_limits",
     "set_prediction",
+    "settle",
     "status",
 )
 

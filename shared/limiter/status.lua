@@ -1,6 +1,8 @@
--- Read-only snapshot in one round trip. Expired-but-not-yet-pruned entries are left out.
--- Returns one JSON string; times are relative to Redis "now" except now_ms.
+-- A snapshot in one round trip. It prunes first, like every other script (so a dead holder whose
+-- prediction still runs shows as orphaned, and a freed slot reaches the next waiter); it never
+-- seeds the limits. Returns one JSON string; times are relative to Redis "now" except now_ms.
 local L = limits(true)
+if prune_holders() + prune_waiters() > 0 then wake(L.concurrency) end
 local live = '(' .. fmt(NOW)
 local holders = {}
 local rows = redis.call('ZRANGEBYSCORE', K_HOLDERS, live, '+inf', 'WITHSCORES')

@@ -50,6 +50,9 @@ class HolderStatus:
     fence: int | None
     held_for: float | None  # seconds, Redis time
     expires_in: float  # seconds until the lease runs out unless renewed
+    # The holder died or was cut off while its prediction ran: the slot stays counted until a
+    # worker resumes the prediction (adopts the slot) or it is known to be over.
+    orphaned: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -96,13 +96,20 @@ def _save(name: str, data: Any) -> None:
 
 # --- markdown -------------------------------------------------------------------------------------
 def throughput_table(results: list[RunResult]) -> str:
+    from bench.measure import bound
+
     rows = ["| system | N | slots | creations / window | window s | latency s | makespan s | bound s | efficiency "
-            "| peak in flight / limit | max creations in a window / limit | 429s | duplicates | lost |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "| efficiency (issue formula) | peak in flight / limit | max creations in a window / limit | 429s "
+            "| duplicates | lost |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         s, f = r.scenario, r.figures
+        # recomputed from the run's own figures, so that older results read the same way
+        b = bound(s["n"], latency=f["mean_latency_s"], slots=s["slots"], create_limit=s["create_per_min"],
+                  window=s["window"])
         rows.append(f"| {r.system} | {s['n']} | {s['slots']} | {s['create_per_min']} | {s['window']:g} | "
-                    f"{f['mean_latency_s']:.2f} | {f['makespan_s']:.1f} | {f['bound_s']:.1f} | {f['efficiency']:.3f} | "
+                    f"{f['mean_latency_s']:.2f} | {f['makespan_s']:.1f} | {b['bound']:.1f} | "
+                    f"{b['bound'] / f['makespan_s']:.3f} | {b['issue_formula'] / f['makespan_s']:.3f} | "
                     f"{f['peak_in_flight']} / {s['slots']} | {f['max_creations_in_window']} / {s['create_per_min']} | "
                     f"{f['http_429']} | {f['duplicate_predictions']} | {f['images_lost']} |")
     return "\n".join(rows)
@@ -149,8 +156,10 @@ def capacity_table(cap: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def summary(label: str, command: str, *, throughput=None, faults=None, capacity=None, isolated=True) -> str:
-    parts = [f"_{label}; `{command}`; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+def summary(label: str, command: str, *, throughput=None, faults=None, capacity=None, isolated=True,
+            when: str | None = None) -> str:
+    when = when or time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    parts = [f"_{label}; `{command}`; {when}; "
              f"hosts: {'network namespaces' if isolated else 'PLAIN PROCESSES (namespaces not permitted)'}._", ""]
     if throughput:
         parts += ["### Throughput against the bound", "", throughput_table(throughput), "",
@@ -181,7 +190,8 @@ def update_doc(text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
-    p.add_argument("section", nargs="?", choices=("throughput", "faults", "capacity"))
+    p.add_argument("section", nargs="?", choices=("throughput", "faults", "capacity", "report"),
+                   help="report: rebuild summary.md and BENCHMARKS.md from the saved results, run nothing")
     p.add_argument("--all", action="store_true", help="every figure, full size")
     p.add_argument("--quick", action="store_true", help="every figure, small (N=200, CI faults)")
     p.add_argument("--n", type=int, action="append")
@@ -201,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("give a section, --all or --quick")
 
     command = "python -m bench.run " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.section == "report":
+        return report_saved()
     throughput = faults = capacity = None
     with Hosts(max(args.hosts, 3), workdir=None, isolate=False if args.no_isolation else None) as hosts:
         redis = hosts.start_redis(6390)
@@ -228,11 +240,34 @@ def main(argv: list[str] | None = None) -> int:
             faults = faults_section(hosts, redis, sim, ci=args.quick or args.ci, only=only)
         isolated = hosts.isolated
     label = "full run" if args.all else ("quick run (small sizes, preliminary)" if args.quick else "partial run")
+    _save("runs", {"label": label, "command": command, "isolated": isolated,
+                   "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())})
     text = summary(label, command, throughput=throughput, faults=faults, capacity=capacity, isolated=isolated)
     (RESULTS_DIR / "summary.md").write_text(text)
     print(text)
     if args.all or args.quick or args.update_doc:
         update_doc(text)
+    return 0
+
+
+def report_saved() -> int:
+    """summary.md and BENCHMARKS.md's results section from bench/results/*.json, as saved by the
+    runs (their label and command are kept in bench/results/runs.json)."""
+    def load(name: str) -> Any:
+        path = RESULTS_DIR / f"{name}.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def runs(name: str) -> list[RunResult] | None:
+        data = load(name)
+        return [RunResult(**d) for d in data] if data else None
+
+    meta = load("runs") or {}
+    text = summary(meta.get("label", "saved results"), meta.get("command", "python -m bench.run report"),
+                   throughput=runs("throughput"), faults=runs("faults") or runs("faults-ci"),
+                   capacity=load("capacity"), isolated=meta.get("isolated", True), when=meta.get("when"))
+    (RESULTS_DIR / "summary.md").write_text(text)
+    update_doc(text)
+    print(text)
     return 0
 
 

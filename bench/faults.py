@@ -47,6 +47,8 @@ class FaultPlan:
     storm_for: float = 5.0
     lease_seconds: float = 30.0
     visibility_timeout: int = 120
+    # Bounds how long a creation POST can be in flight, which a reconciliation after a cut waits out.
+    http_timeout: float = 15.0
     timeout: float = 900.0
 
 
@@ -109,7 +111,7 @@ def run_fault(fault: str, sc: Scenario, plan: FaultPlan, hosts: Hosts, redis: Re
     sim.reset(**sim_options(sc))
     out = hosts.workdir / f"fault-{fault}-{uuid.uuid4().hex[:6]}"
     settings = fleet_settings(sc, redis, out, lease_seconds=plan.lease_seconds,
-                              visibility_timeout=plan.visibility_timeout)
+                              visibility_timeout=plan.visibility_timeout, http_timeout=plan.http_timeout)
     offsets = {3: plan.clock_ahead} if fault == "clock" else {}
     fleet = Fleet(hosts, settings, sim.url, workers_per_host=sc.workers_per_host, concurrency=sc.threads,
                   host_indexes=list(range(1, sc.hosts + 1)), clock_offsets=offsets, webhooks=sc.webhooks)
@@ -164,7 +166,7 @@ def ci_scenario() -> tuple[Scenario, FaultPlan]:
     """A few hundred images, short intervals: each fault run takes ~20-40 s."""
     sc = Scenario(n=200, slots=20, create_per_min=200, latency=8.0, time_scale=0.2)  # latency 1.6 s, window 12 s
     plan = FaultPlan(kill_every=5.0, fault_at=5.0, cut_for=8.0, clock_ahead=60.0, burst=15, burst_every=6.0,
-                     storm_for=2.0, lease_seconds=6.0, visibility_timeout=20, timeout=240.0)
+                     storm_for=2.0, lease_seconds=6.0, visibility_timeout=20, http_timeout=5.0, timeout=240.0)
     return sc, plan
 
 

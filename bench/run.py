@@ -99,9 +99,9 @@ def throughput_table(results: list[RunResult]) -> str:
     from bench.measure import bound
 
     rows = ["| system | N | slots | creations / window | window s | latency s | makespan s | bound s | efficiency "
-            "| efficiency (issue formula) | peak in flight / limit | max creations in a window / limit | 429s "
-            "| duplicates | lost |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "| efficiency (issue formula) | slots busy while full | peak in flight / limit "
+            "| max creations in a window / limit | 429s | duplicates | lost |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         s, f = r.scenario, r.figures
         # recomputed from the run's own figures, so that older results read the same way
@@ -110,9 +110,23 @@ def throughput_table(results: list[RunResult]) -> str:
         rows.append(f"| {r.system} | {s['n']} | {s['slots']} | {s['create_per_min']} | {s['window']:g} | "
                     f"{f['mean_latency_s']:.2f} | {f['makespan_s']:.1f} | {b['bound']:.1f} | "
                     f"{b['bound'] / f['makespan_s']:.3f} | {b['issue_formula'] / f['makespan_s']:.3f} | "
+                    f"{_steady(r, b)} | "
                     f"{f['peak_in_flight']} / {s['slots']} | {f['max_creations_in_window']} / {s['create_per_min']} | "
                     f"{f['http_429']} | {f['duplicate_predictions']} | {f['images_lost']} |")
     return "\n".join(rows)
+
+
+def _steady(r: RunResult, b: dict[str, float]) -> str:
+    """Slot use while all slots were busy: shown where the slots are the binding limit and the
+    system kept to them."""
+    from bench.throughput import steady_slot_use
+
+    if b["by_slots"] < b["by_rate"] or (r.figures.get("peak_in_flight") or 0) > r.scenario["slots"]:
+        return "-"
+    value = r.figures.get("steady_slot_use")
+    if value is None and r.series.get("in_flight"):
+        value = steady_slot_use(r.series["in_flight"], r.scenario["slots"])
+    return "-" if value is None else f"{value:.3f}"
 
 
 def cost_table(results: list[RunResult]) -> str:

@@ -151,6 +151,7 @@ def sim_figures(sc: Scenario, sim: Any, started: float, finished: float, n_done:
         "images_done": n_done,
         "images_lost": sc.n - n_done,
     }
+    figures["steady_slot_use"] = steady_slot_use(series.in_flight, sc.slots)
     t0 = series.creations[0] if series.creations else started
     plot = {
         "t0": started,
@@ -160,6 +161,21 @@ def sim_figures(sc: Scenario, sim: Any, started: float, finished: float, n_done:
         "first_creation_s": round(t0 - started, 3),
     }
     return figures, plot
+
+
+def steady_slot_use(in_flight: list[tuple[float, int]], slots: int) -> float | None:
+    """Mean in flight / slots between the first and the last moment all slots were in use: how well
+    the fleet keeps the slots busy while there is work, without the start and the last wave
+    (whose length is set by the latency spread, not by the scheduling). None if never full."""
+    full = [t for t, k in in_flight if k >= slots]
+    if len(full) < 2 or full[-1] <= full[0]:
+        return None
+    area, prev = 0.0, None
+    for t, k in in_flight:
+        if prev is not None and prev[0] >= full[0] and t <= full[-1]:
+            area += prev[1] * (t - prev[0])
+        prev = (t, k)
+    return round(area / (full[-1] - full[0]) / slots, 4)
 
 
 def run_fleet(sc: Scenario, hosts: Hosts, redis: RedisServer, sim: Any, *, timeout: float | None = None,

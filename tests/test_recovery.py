@@ -13,7 +13,7 @@ import pytest
 import producer
 from shared.keys import Keys
 from shared.ledger import Ledger
-from shared.limiter import Limiter
+from shared.limiter import HolderInfo, Limiter
 from tests.conftest import wait_for
 from tests.test_e2e import submit, wait_finished
 from workers.dispatch import enqueue_items, producer_app
@@ -239,3 +239,25 @@ def test_sigterm_hands_back_waiting_tasks_and_pays_once(settings, redis_client, 
     sim_ledger = sim.ledger()
     assert sim_ledger["creations"] == 5 and sim_ledger["duplicate_inputs"] == 0
     assert limiter.status().in_use == 0
+
+
+def test_the_orphan_check_frees_the_slots_of_ended_predictions_only(settings, redis_client):
+    from workers.replicate_calls import PredictionView
+
+    s = settings.with_(global_max_concurrent=3, lease_seconds=0.6)
+    dead = Limiter(redis_client, Keys(s.key_prefix), s)
+    for pid in ("p-ended", "p-running"):
+        dead.acquire(HolderInfo(task_id=pid)).set_prediction(pid)
+    dead.close()
+    time.sleep(1.0)
+
+    class Replicate:  # what GET /v1/predictions/{id} says about each
+        def get(self, pid):
+            return PredictionView(id=pid, status="succeeded" if pid == "p-ended" else "processing")
+
+    limiter = Limiter(redis_client, Keys(s.key_prefix), s)
+    sweeper = Sweeper(s, redis_client, producer_app(s), limiter=limiter, calls=Replicate())
+    assert sweeper.try_settle_orphans() == ["p-ended"]
+    assert sweeper.try_settle_orphans() is None  # one check per interval, fleet-wide
+    assert [h.prediction_id for h in limiter.status().holders] == ["p-running"]
+    limiter.close()

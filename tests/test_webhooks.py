@@ -181,3 +181,24 @@ def test_a_lost_webhook_is_caught_by_the_safety_poll(settings, redis_client, sim
     assert sim_ledger["webhooks"]["failed"] >= 2 and sim_ledger["creations"] == 2
     assert 1 <= sim_ledger["reads_by_route"].get("predictions.get", 0) <= 4
     assert counter_values(redis_client, settings)[("ends_noticed", "poll")] == 2  # what an alert watches
+
+
+def test_a_delivery_frees_the_slot_a_dead_worker_left_but_never_a_live_one(receiver, settings, redis_client,
+                                                                           key_prefix):
+    from shared.limiter import HolderInfo, Limiter
+
+    s = settings.with_(global_max_concurrent=2, lease_seconds=0.6)
+    dead = Limiter(redis_client, Keys(key_prefix), s)
+    dead.acquire(HolderInfo(task_id="dead")).set_prediction("p-dead")
+    dead.close()  # died while its prediction ran
+    live = Limiter(redis_client, Keys(key_prefix), s)
+    lease = live.acquire(HolderInfo(task_id="live"))
+    lease.set_prediction("p-live")
+    time.sleep(1.0)
+    assert live.status().in_use == 2 and [h.task_id for h in live.status().holders if h.orphaned] == ["dead"]
+
+    assert deliver(receiver, json.dumps(prediction("p-dead"))).status_code == 200
+    assert deliver(receiver, json.dumps(prediction("p-live"))).status_code == 200
+    assert [h.task_id for h in live.status().holders] == ["live"]  # its worker releases it itself
+    lease.release()
+    live.close()

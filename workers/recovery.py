@@ -14,9 +14,10 @@ harmless: the claim lets one execution run the attempt at a time, and the attemp
 second run resume (or reconcile) the recorded prediction instead of creating another.
 
 The same sweep writes the manifests of finished batches whose last worker died before writing
-them, frees the slots dead workers left counted for predictions that have since ended, and
-forgets finished batches older than FLEET_BATCH_RETENTION_DAYS (30 by default), so Redis does not
-grow for ever; the manifest written next to the outputs stays.
+them, and forgets finished batches older than FLEET_BATCH_RETENTION_DAYS (30 by default), so
+Redis does not grow for ever; the manifest written next to the outputs stays. More often (every
+sixth of a lease) one worker checks the predictions whose worker died while they ran, and frees
+the slots of those that have ended (with webhooks, the receiver frees them even sooner).
 
 Cheap by construction: finished batches are skipped on their counters, and only the stale end of
 each batch's `live` zset (shared.ledger) is read, so a sweep touches the suspicious items only.
@@ -28,6 +29,7 @@ import json
 import logging
 import random
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +58,12 @@ def sweep_interval(settings: Settings) -> float:
     return max(1.0, quiet_after(settings) / 2.0)
 
 
+def orphan_check_interval(settings: Settings) -> float:
+    """How often the fleet checks the predictions of dead workers' slots: a sixth of a lease (5 s
+    by default). Each orphan costs one read; there are none unless a worker died."""
+    return max(1.0, float(settings.lease_seconds) / 6.0)
+
+
 @dataclass
 class SweepReport:
     batches: int = 0  # unfinished batches looked at
@@ -64,7 +72,6 @@ class SweepReport:
     resent: list[tuple[str, int, int]] = field(default_factory=list)  # (batch, index, attempt)
     pruned: list[str] = field(default_factory=list)  # finished batches past FLEET_BATCH_RETENTION_DAYS
     manifests: list[str] = field(default_factory=list)  # finished batches whose manifest it wrote
-    settled: list[str] = field(default_factory=list)  # ended predictions whose orphaned slot it freed
 
 
 class Sweeper:
@@ -82,6 +89,7 @@ class Sweeper:
         self.calls = calls
         self.quiet = quiet_after(settings) if quiet is None else quiet
         self.interval = sweep_interval(settings)
+        self.orphan_interval = orphan_check_interval(settings)
 
     def try_sweep(self) -> SweepReport | None:
         """Sweep unless another worker did within the interval (the lock is left to expire, so
@@ -91,6 +99,15 @@ class Sweeper:
             return None
         return self.sweep()
 
+    def try_settle_orphans(self) -> list[str] | None:
+        """settle_orphans, by one worker per orphan_interval fleet-wide (None: another did)."""
+        if self.limiter is None or self.calls is None:
+            return None
+        if not self.redis.set(self.keys.sweeper_lock + ":orphans", "1", nx=True,
+                              px=int(self.orphan_interval * 1000)):
+            return None
+        return self.settle_orphans()
+
     def sweep(self) -> SweepReport:
         report = SweepReport()
         sec, usec = self.redis.time()
@@ -98,7 +115,6 @@ class Sweeper:
         retention = self.settings.batch_retention_days * 86400
         if retention > 0:
             report.pruned = self.ledger.prune_finished(now - retention)
-        report.settled = self.settle_orphans()
         unfinished, no_manifest = self.ledger.batches_to_look_after()
         for batch_id in no_manifest:  # the worker that finished it died first, or lost the reply
             self._write_manifest(batch_id)
@@ -228,10 +244,15 @@ class SweeperThread:
         self._stop.set()
 
     def _run(self) -> None:
-        interval = self.sweeper.interval
-        while not self._stop.wait(interval * random.uniform(0.5, 1.0)):
+        sweeper = self.sweeper
+        next_sweep = time.monotonic() + sweeper.interval * random.uniform(0.5, 1.0)
+        while not self._stop.wait(sweeper.orphan_interval * random.uniform(0.8, 1.0)):
             try:
-                report = self.sweeper.try_sweep()
+                sweeper.try_settle_orphans()
+                if time.monotonic() < next_sweep:
+                    continue
+                next_sweep = time.monotonic() + sweeper.interval * random.uniform(0.5, 1.0)
+                report = sweeper.try_sweep()
             except Exception as exc:  # noqa: BLE001 - the sweeper must outlive any outage
                 log.warning("recovery sweep failed: %s", exc)
                 continue

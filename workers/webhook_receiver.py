@@ -8,7 +8,8 @@ Standard Webhooks signature with the official client's validator (5-minute times
 against REPLICATE_WEBHOOK_SECRET, or the account's secret fetched once with the API token
 (GET /v1/webhooks/default/secret), and gives terminal predictions to the CompletionBoard in Redis.
 Unsigned or forged requests get 401 and change nothing; when Redis is unreachable it answers 503
-so that Replicate delivers again. Stateless apart from Redis: run several behind a load balancer.
+so that Replicate delivers again. A prediction whose worker died while it ran still holds an
+(orphaned) slot in the limiter; the receiver frees it the moment the prediction ends. Stateless apart from Redis: run several behind a load balancer.
 `GET /healthz` answers 200 when Redis does.
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ import redis
 
 from shared.errors import ConfigError, FleetError
 from shared.keys import Keys
+from shared.limiter import Limiter
 from shared.metrics.recorder import MetricsRecorder
 from shared.redis_conn import connect
 from shared.settings import Settings
@@ -82,6 +84,7 @@ class WebhookReceiver:
         self.settings = settings
         self.redis = redis_client if redis_client is not None else connect(settings)
         self.board = CompletionBoard(self.redis, Keys(settings.key_prefix))
+        self.limiter = Limiter(self.redis, Keys(settings.key_prefix), settings)
         self.verifier = WebhookVerifier(secret or signing_secret(settings))
         self.counts = {"accepted": 0, "ignored": 0, "rejected": 0, "unavailable": 0}
         self.metrics = MetricsRecorder(self.redis, Keys(settings.key_prefix))
@@ -112,6 +115,11 @@ class WebhookReceiver:
             log.warning("webhook for %s not stored (Redis: %s); Replicate will deliver again", prediction_id, exc)
             return self._outcome("unavailable", HTTPStatus.SERVICE_UNAVAILABLE, "try again")
         log.debug("prediction %s %s (worker waiting: %s)", prediction_id, status, woke)
+        try:  # its worker died while it ran: the slot it left counted is free now
+            if self.limiter.settle(prediction_id, orphaned_only=True):
+                log.info("freed the slot a dead worker left for prediction %s", prediction_id)
+        except FleetError as exc:
+            log.debug("orphaned slot of %s not settled here: %s", prediction_id, exc)
         return self._outcome("accepted", HTTPStatus.OK, "ok")
 
     def _outcome(self, outcome: str, status: int, text: str) -> tuple[int, str]:

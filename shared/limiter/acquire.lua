@@ -30,7 +30,7 @@ if rank < free then
   rec.fence = string.format('%.0f', fence)
   rec.acquired_at = fmt(NOW)
   rec.epoch = ep
-  redis.call('HSET', K_INFO, id, cjson.encode(rec))
+  save_holder(id, rec)
   local expires = fmt(NOW + lease_ms)
   redis.call('ZADD', K_HOLDERS, expires, id)
   if pruned > 0 then wake(L.concurrency) end

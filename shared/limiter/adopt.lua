@@ -12,8 +12,7 @@ if not previous then
   if pruned > 0 then wake(L.concurrency) end
   return {0}
 end
-redis.call('ZREM', K_HOLDERS, previous)
-redis.call('HDEL', K_INFO, previous)
+remove_holders({previous})
 local fence = next_fence()
 local rec = cjson.decode(info)
 rec.prediction_id = prediction_id
@@ -21,7 +20,7 @@ rec.fence = string.format('%.0f', fence)
 rec.acquired_at = fmt(NOW)
 rec.epoch = ep
 rec.adopted_from = previous
-redis.call('HSET', K_INFO, id, cjson.encode(rec))
+save_holder(id, rec)
 local expires = fmt(NOW + lease_ms)
 redis.call('ZADD', K_HOLDERS, expires, id)
 if pruned > 0 then wake(L.concurrency) end

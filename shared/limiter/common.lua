@@ -11,13 +11,14 @@
 --   9 creates    ZSET grant id -> grant time (ms); future scores are reservations
 --  10 reads      ZSET grant id -> grant time (ms)
 --  11 pause      HASH until (ms), reason
+--  12 bypred     HASH prediction id -> holder id, for holders whose prediction is known
 -- ARGV[1] is the caller's config JSON: c, cl, rl, w (defaults for the limits, used only when the
 -- limits hash is absent), wp (wake list prefix), wt (waiter registration ttl, ms), ot (how long an
 -- orphaned slot stays counted at most, ms).
 -- Wake lists are "<wp><process token>"; a waiter id is "<process token>/<n>".
 local K_HOLDERS, K_INFO, K_FENCE, K_LIMITS = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local K_WAITERS, K_WAITER_EXP, K_TICKET, K_EPOCH = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
-local K_CREATES, K_READS, K_PAUSE = KEYS[9], KEYS[10], KEYS[11]
+local K_CREATES, K_READS, K_PAUSE, K_BYPRED = KEYS[9], KEYS[10], KEYS[11], KEYS[12]
 local CFG = cjson.decode(ARGV[1])
 
 local function redis_now_ms()
@@ -75,6 +76,32 @@ local function next_fence()
   return redis.call('INCR', K_FENCE)
 end
 
+-- A holder's info, and its prediction in the index (so that finding the holder of a prediction
+-- costs one lookup, whatever the number of slots).
+local function save_holder(id, rec)
+  redis.call('HSET', K_INFO, id, cjson.encode(rec))
+  if type(rec.prediction_id) == 'string' then
+    redis.call('HSET', K_BYPRED, rec.prediction_id, id)
+  end
+end
+
+-- Remove holders with their info and index entries. Returns how many of them were holders.
+local function remove_holders(ids)
+  local held = 0
+  for _, id in ipairs(ids) do
+    local raw = redis.call('HGET', K_INFO, id)
+    if raw then
+      local pid = cjson.decode(raw).prediction_id
+      if type(pid) == 'string' and redis.call('HGET', K_BYPRED, pid) == id then
+        redis.call('HDEL', K_BYPRED, pid)
+      end
+    end
+    held = held + redis.call('ZREM', K_HOLDERS, id)
+    redis.call('HDEL', K_INFO, id)
+  end
+  return held
+end
+
 -- A holder whose lease ran out died or was cut off. If its prediction was in flight, that
 -- prediction still runs at Replicate and still counts against the account: the slot stays,
 -- marked orphaned, until a resuming worker adopts it (adopt.lua), the prediction is reported over
@@ -84,29 +111,22 @@ local function prune_holders()
   local dead = redis.call('ZRANGEBYSCORE', K_HOLDERS, '-inf', fmt(NOW))
   local gone = {}
   for _, id in ipairs(dead) do
-    local raw = redis.call('HGET', K_INFO, id)
-    local rec = raw and cjson.decode(raw) or {}
+    local rec = cjson.decode(redis.call('HGET', K_INFO, id) or '{}')
     if type(rec.prediction_id) == 'string' and rec.orphaned_at == nil then
       rec.orphaned_at = fmt(NOW)
-      redis.call('HSET', K_INFO, id, cjson.encode(rec))
+      save_holder(id, rec)
       redis.call('ZADD', K_HOLDERS, fmt(NOW + CFG.ot), id)
     else
       gone[#gone + 1] = id
     end
   end
-  if #gone > 0 then
-    in_chunks('ZREM', K_HOLDERS, gone)
-    in_chunks('HDEL', K_INFO, gone)
-  end
-  return #gone
+  return remove_holders(gone)
 end
 
 -- The holder counted for a prediction (at most one: adopt replaces, never adds), or nil.
 local function holder_of_prediction(prediction_id)
-  local all = redis.call('HGETALL', K_INFO)
-  for i = 1, #all, 2 do
-    if cjson.decode(all[i + 1]).prediction_id == prediction_id then return all[i] end
-  end
+  local id = redis.call('HGET', K_BYPRED, prediction_id)
+  if id and redis.call('ZSCORE', K_HOLDERS, id) then return id end
   return nil
 end
 

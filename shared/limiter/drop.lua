@@ -3,8 +3,7 @@
 local id = ARGV[2]
 local L = limits(false)
 local pruned = prune_holders() + prune_waiters()
-local held = redis.call('ZREM', K_HOLDERS, id)
-redis.call('HDEL', K_INFO, id)
+local held = remove_holders({id})
 local waited = redis.call('ZREM', K_WAITERS, id)
 redis.call('ZREM', K_WAITER_EXP, id)
 if held + waited + pruned > 0 then wake(L.concurrency) end

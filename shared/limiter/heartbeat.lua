@@ -21,7 +21,7 @@ for i, h in ipairs(req.h or {}) do
       -- holder is back, so the slot is an ordinary lease again.
       local rec = cjson.decode(redis.call('HGET', K_INFO, id) or '{}')
       rec.orphaned_at = nil
-      redis.call('HSET', K_INFO, id, cjson.encode(rec))
+      save_holder(id, rec)
     end
     redis.call('ZADD', K_HOLDERS, 'XX', expires, id)
     out_h[i] = 1
@@ -30,7 +30,7 @@ for i, h in ipairs(req.h or {}) do
     -- any waiter. Its fence stays; new fences start from Redis time, hence stay larger.
     local rec = cjson.decode(h[3])
     rec.epoch = ep
-    redis.call('HSET', K_INFO, id, cjson.encode(rec))
+    save_holder(id, rec)
     redis.call('ZADD', K_HOLDERS, expires, id)
     out_h[i] = 2
   else

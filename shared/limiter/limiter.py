@@ -28,7 +28,7 @@ from shared.wakeup import blocking_client, text
 log = logging.getLogger(__name__)
 
 KEY_NAMES = ("holders", "info", "fence", "limits", "waiters", "waiter_exp", "ticket", "epoch",
-             "creates", "reads", "pause")
+             "creates", "reads", "pause", "bypred")
 STOP_POLL_SECONDS = 0.25  # how often a waiting call asks should_stop()
 LIMITS_CACHE_SECONDS = 5.0  # how stale `limits()` may be (a run-time change reaches it this late)
 CONFIRM_AFTER_SECONDS = 0.05  # re-check the pause after sleeping longer than this for a creation
@@ -159,10 +159,11 @@ class Limiter:
         log.info("adopted the slot of %s for prediction %s", text(res[5]), prediction_id)
         return lease
 
-    def settle(self, prediction_id: str) -> bool:
-        """`prediction_id` is over (terminal, or canceled): free a slot still counted for it by a
-        holder that died. True if one was freed."""
-        return int(self._call("settle", prediction_id)) == 1
+    def settle(self, prediction_id: str, *, orphaned_only: bool = False) -> bool:
+        """`prediction_id` is over (terminal, or canceled): free the slot still counted for it.
+        orphaned_only: only if its holder died or was cut off (a live holder releases its own).
+        True if a slot was freed."""
+        return int(self._call("settle", prediction_id, "1" if orphaned_only else "0")) == 1
 
     def force_release(self, holder_id: str) -> bool:
         """Take a slot away (an operator's tool). True if it was held. The holder learns it at

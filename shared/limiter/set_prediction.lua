@@ -3,5 +3,5 @@ local raw = redis.call('HGET', K_INFO, ARGV[2])
 if not raw then return 0 end
 local rec = cjson.decode(raw)
 rec.prediction_id = ARGV[3]
-redis.call('HSET', K_INFO, ARGV[2], cjson.encode(rec))
+save_holder(ARGV[2], rec)
 return 1

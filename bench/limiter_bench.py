@@ -7,7 +7,10 @@ Reports, in one run against the same Redis server:
   * acquire / release / acquire+release / token latency p50/p99 and pairs per second, one thread;
   * acquire+release pairs per second with several processes x threads hammering at once;
   * hand-off latency: a release to the next waiter's grant, both stamped with Redis TIME inside
-    the scripts, with many waiters spread over several processes and a single slot;
+    the scripts, with many waiters spread over several processes and a single slot -- from the
+    grant log, and as the limiter itself reports it (Lease.handoff_seconds: from the event that
+    woke the waiter to its grant). Two holders of the one slot overlapping (a negative gap)
+    would be a safety bug: they are counted, reported, and fail the run;
   * Redis round trips per acquire, release, token and per held lease renewal.
 Keys go under a fresh prefix and are deleted afterwards. Figures: bench/README-limiter.md.
 """
@@ -80,7 +83,7 @@ def _handoff_child(url: str, prefix: str, threads: int, seconds: float, hold: fl
     client, limiter = make(url, prefix, global_max_concurrent=1, lease_seconds=5)
     client.blpop([f"{prefix}:go"], timeout=4)
     client.rpush(f"{prefix}:go", "1")
-    intervals: list[list[float]] = []
+    intervals: list[list[float | None]] = []  # [granted, released, handoff reported by the limiter]
     lock = threading.Lock()
     end = time.monotonic() + seconds
 
@@ -90,7 +93,7 @@ def _handoff_child(url: str, prefix: str, threads: int, seconds: float, hold: fl
             time.sleep(hold)
             lease.release()
             with lock:
-                intervals.append([lease.granted_at, lease.released_at])
+                intervals.append([lease.granted_at, lease.released_at, lease.handoff_seconds])
 
     workers = [threading.Thread(target=run) for _ in range(threads)]
     for w in workers:
@@ -120,8 +123,8 @@ def _run_children(client: redis.Redis, prefix: str, target, args_for, n: int, ou
 
 # --- measurements ------------------------------------------------------------------------------
 def bench_single(url: str, prefix: str, n: int) -> dict:
-    client, limiter = make(url, prefix, global_max_concurrent=10_000, create_limit=10**9,
-                           read_limit=10**9, lease_seconds=30)
+    client, limiter = make(url, prefix, global_max_concurrent=10_000, create_limit=10**6,
+                           read_limit=10**6, lease_seconds=30)
     for _ in range(50):  # warm up: script load, connections
         client.ping()
         limiter.acquire(HolderInfo()).release()
@@ -152,7 +155,7 @@ def bench_single(url: str, prefix: str, n: int) -> dict:
 
 def bench_round_trips(url: str, prefix: str) -> dict:
     client, limiter = make(url, prefix, client_cls=CountingRedis, global_max_concurrent=1,
-                           create_limit=10**9, read_limit=10**9, lease_seconds=0.9)
+                           create_limit=10**6, read_limit=10**6, lease_seconds=0.9)
     limiter.acquire(HolderInfo()).release()  # load scripts first
     out = {}
     for name, action in (("acquire (free slot)", lambda: limiter.acquire(HolderInfo())),
@@ -191,7 +194,14 @@ def bench_parallel(url: str, prefix: str, procs: int, threads: int, seconds: flo
     return sum(int(c) for c in counts) / seconds
 
 
-def bench_handoff(url: str, prefix: str, procs: int, threads: int, seconds: float) -> list[float]:
+class OverlapError(AssertionError):
+    """Two holders of a one-slot semaphore held at the same time: the limiter's safety broke."""
+
+
+def bench_handoff(url: str, prefix: str, procs: int, threads: int, seconds: float) -> dict:
+    """Gaps between each release and the next grant (grant log), and the hand-off the limiter
+    reports per woken grant. A negative gap means two holders overlapped: reported, then
+    OverlapError (a benchmark must not hide a broken limit)."""
     client = redis.Redis.from_url(url, decode_responses=True)
     out_key = f"{prefix}:handoff-out"
     raw = _run_children(client, prefix, _handoff_child,
@@ -199,7 +209,10 @@ def bench_handoff(url: str, prefix: str, procs: int, threads: int, seconds: floa
     intervals = sorted(iv for r in raw for iv in json.loads(r))
     # With one slot and waiters always queued, each grant follows the previous release.
     gaps = [nxt[0] - cur[1] for cur, nxt in zip(intervals, intervals[1:])]
-    return [g for g in gaps if g >= 0]
+    overlaps = [g for g in gaps if g < 0]
+    reported = [iv[2] for iv in intervals if iv[2] is not None]
+    return {"gaps": [g for g in gaps if g >= 0], "overlaps": overlaps, "reported": reported,
+            "grants": len(intervals)}
 
 
 def cleanup(url: str, prefix: str) -> None:
@@ -231,10 +244,20 @@ def main() -> None:
         for procs, threads in ((4, 8),):
             rate = bench_parallel(url, prefix + f"-p{procs}", procs, threads, seconds)
             print(f"acquire+release pairs/s, {procs} processes x {threads} threads: {rate:.0f}")
+        overlapping = 0
         for procs, threads in ((4, 8), (4, 50)):
-            gaps = bench_handoff(url, prefix + f"-h{threads}", procs, threads, seconds)
+            h = bench_handoff(url, prefix + f"-h{threads}", procs, threads, seconds)
+            gaps = h["gaps"]
             print(f"hand-off release -> next waiter's grant (1 slot, {procs * threads} waiters in {procs} "
                   f"processes, Redis TIME): {ms(gaps)}  max {max(gaps) * 1000:.3f} ms")
+            if h["reported"]:
+                print(f"  as reported by the limiter (Lease.handoff_seconds, {len(h['reported'])} of "
+                      f"{h['grants']} grants woken): {ms(h['reported'])}")
+            print(f"  overlapping holders of the one slot (negative gaps): {len(h['overlaps'])}"
+                  + (f"  worst {min(h['overlaps']) * 1000:.3f} ms" if h["overlaps"] else ""))
+            overlapping += len(h["overlaps"])
+        if overlapping:
+            raise OverlapError(f"{overlapping} grants overlapped the previous holder of a 1-slot semaphore")
     finally:
         for suffix in ("-s", "-r", "-p4", "-h8", "-h50"):
             cleanup(url, prefix + suffix)

@@ -1,63 +1,24 @@
 """The limiter against the real Redis server, within one process (threads).
 
 Multi-process proofs (hammering, SIGKILL, clock skew, FIFO across processes, pause across
-processes) are in test_limiter_processes.py.
+processes, a state loss) are in test_limiter_processes.py; rate limits changed at run time in
+test_limiter_rates.py; Redis losing the state in test_limiter_recovery.py; the cost-safety
+primitives (attempt markers, abandon, adopt/settle by attempt) in test_limiter_cost.py.
 """
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 
 import pytest
 
-from shared.errors import AcquireTimeoutError, RedisUnavailableError
+from shared.errors import AcquireTimeoutError, LimiterError, RedisUnavailableError
 from shared.keys import Keys
 from shared.limiter import HolderInfo, Limiter, LimiterStatus
-from shared.limiter.limiter import KEY_NAMES
 from tests.limiter_helpers.checks import most_in_any_window, tightest_window
-
-
-@pytest.fixture
-def make_limiter(redis_client, settings, key_prefix):
-    made: list[Limiter] = []
-
-    def make(concurrency=2, create_limit=5, read_limit=50, window=1.0, lease=1.5, **kwargs) -> Limiter:
-        kwargs.setdefault("waiter_ttl", 0.6)
-        s = settings.with_(global_max_concurrent=concurrency, create_limit=create_limit,
-                           read_limit=read_limit, rate_window=window, lease_seconds=lease)
-        limiter = Limiter(redis_client, Keys(key_prefix), s, **kwargs)
-        made.append(limiter)
-        return limiter
-
-    yield make
-    for limiter in made:
-        for lease in limiter.held_leases():
-            lease.release()
-        limiter.close()
-
-
-def wait_until(predicate, timeout=5.0, step=0.01):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
-
-
-def start_waiter(limiter, name, results, **kwargs):
-    def run():
-        try:
-            lease = limiter.acquire(HolderInfo(task_id=name), **kwargs)
-        except AcquireTimeoutError as exc:
-            results.append((name, exc))
-            return
-        results.append((name, lease))
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
+from tests.limiter_helpers.fixtures import make_limiter, redis_now, start_waiter, wait_until  # noqa: F401
 
 
 # --- slots --------------------------------------------------------------------------------------
@@ -88,6 +49,35 @@ def test_release_wakes_the_waiter_without_polling(make_limiter):
     held.release()
     thread.join(5)
     assert results and results[0][0] == "second" and not isinstance(results[0][1], Exception)
+
+
+def test_a_woken_waiter_reports_the_handoff_from_the_release(make_limiter, redis_client, key_prefix):
+    limiter = make_limiter(concurrency=1, recheck_interval=600)
+    held = limiter.acquire(HolderInfo(task_id="first"))
+    assert held.handoff_seconds is None  # granted at once: nobody woke it
+    results: list = []
+    thread = start_waiter(limiter, "second", results, timeout=10)
+    assert wait_until(lambda: limiter.status().waiters == 1)
+    held.release()
+    thread.join(5)
+    lease = results[0][1]
+    # both ends are Redis TIME inside the scripts: the release's and the grant's
+    assert lease.handoff_seconds == pytest.approx(lease.granted_at - held.released_at, abs=0.0015)
+    assert 0 <= lease.handoff_seconds < 1.0
+    assert redis_client.hlen(Keys(key_prefix).limiter_key("woken")) == 0  # consumed by the grant
+    lease.release()
+
+
+def test_a_wake_that_does_not_lead_to_a_grant_leaves_no_handoff_record(make_limiter, redis_client, key_prefix):
+    limiter = make_limiter(concurrency=1, recheck_interval=600)
+    woken = Keys(key_prefix).limiter_key("woken")
+    held = limiter.acquire(HolderInfo(task_id="holder"))
+    # a waiter of a process that is gone: woken by the release, never comes back
+    limiter._call("acquire", "ghost-host:1:dead/1", 1500, json.dumps({"task_id": "ghost"}))
+    held.release()
+    assert redis_client.hkeys(woken) == ["ghost-host:1:dead/1"]
+    assert wait_until(lambda: limiter.status().waiters == 0, timeout=3)  # pruned after waiter_ttl
+    assert redis_client.hlen(woken) == 0
 
 
 def test_waiters_are_granted_in_arrival_order(make_limiter):
@@ -188,9 +178,81 @@ def test_limits_are_seeded_once_and_shared_by_every_limiter(make_limiter):
     second.set_limits(concurrency=7, create_limit=11, read_limit=13, window=2.5)
     status = first.status()
     assert (status.limit, status.create_limit, status.read_limit, status.window) == (7, 11, 13, 2.5)
-    for bad in ({"concurrency": 0}, {"create_limit": 1.5}, {"window": 0}):
-        with pytest.raises(ValueError):
-            first.set_limits(**bad)
+
+
+def test_set_limits_writes_only_the_limits_given(make_limiter, redis_client, key_prefix):
+    """`producer limits set --create-limit 300` from a shell with default settings must not
+    store the shell's concurrency (60) for the whole fleet."""
+    limits_key = Keys(key_prefix).limiter_key("limits")
+    shell = make_limiter(concurrency=60, create_limit=600, read_limit=3000, window=60)
+    shell.set_limits(create_limit=300)
+    assert redis_client.hgetall(limits_key) == {"create_limit": "300"}
+    worker = make_limiter(concurrency=7, create_limit=5, read_limit=50, window=2)
+    worker.acquire(HolderInfo(task_id="w")).release()  # seeds the rest from ITS settings
+    assert redis_client.hgetall(limits_key) == {"create_limit": "300", "concurrency": "7",
+                                                "read_limit": "50", "window_ms": "2000"}
+    status = shell.status()
+    assert (status.limit, status.create_limit, status.read_limit, status.window) == (7, 300, 50, 2.0)
+
+
+BAD_LIMITS = [
+    {"concurrency": 0}, {"concurrency": 100_001}, {"concurrency": 1e20}, {"concurrency": True},
+    {"create_limit": 1.5}, {"create_limit": 1_000_001}, {"read_limit": 0}, {"read_limit": "10"},
+    {"window": 0.5}, {"window": 86_401}, {"window": math.nan}, {"window": math.inf},
+]
+
+
+@pytest.mark.parametrize("bad", BAD_LIMITS, ids=lambda b: f"{next(iter(b))}={next(iter(b.values()))!r}")
+def test_limits_out_of_bounds_are_refused_before_anything_is_written(make_limiter, redis_client,
+                                                                   key_prefix, bad):
+    limiter = make_limiter()
+    limiter.acquire(HolderInfo()).release()
+    limits_key = Keys(key_prefix).limiter_key("limits")
+    before = redis_client.hgetall(limits_key)
+    with pytest.raises(ValueError):
+        limiter.set_limits(concurrency=3, **bad) if "concurrency" not in bad else limiter.set_limits(**bad)
+    assert redis_client.hgetall(limits_key) == before
+
+
+@pytest.mark.parametrize("changes", [
+    {"concurrency": 5, "create_limit": 0},  # one valid change first: still nothing written
+    {"concurrency": 1e20}, {"create_limit": 2.5}, {"read_limit": -1}, {"window_ms": 999},
+    {"window_ms": 86_400_001}, {"window_ms": "60000"}, {"nonsense": 3},
+])
+def test_the_script_checks_limits_too_and_writes_nothing_on_error(make_limiter, redis_client, key_prefix,
+                                                                  changes):
+    """Another client (an older CLI, a hand-written call) must not store what breaks every
+    later script: the script refuses before its first write."""
+    limiter = make_limiter()
+    limiter.acquire(HolderInfo()).release()
+    limits_key = Keys(key_prefix).limiter_key("limits")
+    before = redis_client.hgetall(limits_key)
+    with pytest.raises(LimiterError, match="limiter:"):
+        limiter._call("set_limits", json.dumps(changes), 0)
+    assert redis_client.hgetall(limits_key) == before
+    limiter.acquire(HolderInfo()).release()  # and everything keeps working
+
+
+def test_a_stored_value_out_of_bounds_is_replaced_not_obeyed(make_limiter, redis_client, key_prefix):
+    """Left by a version that did not check: with concurrency 1e20 stored, every release used to
+    fail. The scripts ignore it and write the caller's default instead."""
+    limiter = make_limiter(concurrency=2)
+    limits_key = Keys(key_prefix).limiter_key("limits")
+    redis_client.hset(limits_key, mapping={"concurrency": "1e+20", "window_ms": "0"})
+    lease = limiter.acquire(HolderInfo())
+    lease.release()
+    assert lease.released_at is not None  # the release script ran
+    assert redis_client.hmget(limits_key, "concurrency", "window_ms") == ["2", "1000"]
+    assert limiter.limits().concurrency == 2
+
+
+def test_settings_out_of_bounds_are_a_config_error(settings, redis_client, key_prefix):
+    from shared.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="window"):
+        Limiter(redis_client, Keys(key_prefix), settings.with_(rate_window=0.1))
+    with pytest.raises(ConfigError, match="concurrency"):
+        Limiter(redis_client, Keys(key_prefix), settings.with_(global_max_concurrent=10**6))
 
 
 def test_renewal_keeps_a_long_hold_and_force_release_is_noticed(make_limiter):
@@ -222,30 +284,6 @@ def test_status_reports_holders_and_is_json_friendly(make_limiter):
     assert holder["prediction_id"] == "pred-123" and holder["index"] == 7
     assert holder["fence"] == lease.fence and holder["held_for"] >= 0
     assert 0 < holder["expires_in"] <= 1.5
-
-
-def test_state_lost_by_redis_is_rebuilt_by_renewals(make_limiter, redis_client, key_prefix):
-    """Redis restarted without persistence (simulated by deleting every limiter key): a live
-    holder is re-registered at its next renewal when there is room, else it learns it is lost."""
-    keys = Keys(key_prefix)
-    limiter = make_limiter(concurrency=2, lease=0.9)
-    a = limiter.acquire(HolderInfo(task_id="a"))
-    b = limiter.acquire(HolderInfo(task_id="b"))
-    old_epoch = limiter.status().epoch
-    redis_client.delete(*[keys.limiter_key(name) for name in KEY_NAMES])
-    assert wait_until(lambda: limiter.status().in_use == 2, timeout=3)
-    status = limiter.status()
-    assert status.epoch != old_epoch and not a.lost and not b.lost
-    assert {h.task_id for h in status.holders} == {"a", "b"}
-    with pytest.raises(AcquireTimeoutError):  # the rebuilt state counts them: full
-        limiter.acquire(HolderInfo(task_id="c"), timeout=0)
-    # Second loss, but this time other callers take the room before the renewals come.
-    redis_client.delete(*[keys.limiter_key(name) for name in KEY_NAMES])
-    other = make_limiter(concurrency=2, lease=5)
-    grabbed = [other.acquire(HolderInfo(task_id=f"new{i}"), timeout=0) for i in range(2)]
-    assert a.wait_lost(timeout=3) and b.wait_lost(timeout=3)
-    assert {h.task_id for h in limiter.status().holders} == {"new0", "new1"}
-    assert all(g.fence > max(a.fence, b.fence) for g in grabbed)  # fences still increase
 
 
 def test_keeper_survives_an_outage_and_marks_leases_it_could_not_renew(make_limiter, monkeypatch):
@@ -289,17 +327,24 @@ def test_keeper_survives_a_bug_of_its_own_and_keeps_renewing(make_limiter, monke
 
 
 # --- rates ----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("margin", [0.0, 0.2])
-def test_creation_tokens_never_exceed_the_limit_in_any_window(make_limiter, margin):
-    limiter = make_limiter(create_limit=4, window=0.5, rate_margin=margin)
+@pytest.mark.parametrize("margin", [0.1, 0.25])
+def test_creation_tokens_never_exceed_the_limit_in_any_window(make_limiter, redis_client, margin):
+    """Checked twice: the grant times the script reserved (R+1 grants always span window+margin)
+    and the moments callers actually went, read from Redis TIME right after take_create_token
+    returned: no window holds more than R of those (the margin absorbs scheduling delays)."""
+    window, rate = 1.0, 4
+    limiter = make_limiter(create_limit=rate, window=window, rate_margin=margin)
     grants: list[float] = []
+    went: list[float] = []
     lock = threading.Lock()
 
     def take():
         for _ in range(3):
             granted = limiter.take_create_token(timeout=10)
+            now = redis_now(redis_client)
             with lock:
                 grants.append(granted)
+                went.append(now)
 
     threads = [threading.Thread(target=take) for _ in range(4)]
     for thread in threads:
@@ -307,8 +352,10 @@ def test_creation_tokens_never_exceed_the_limit_in_any_window(make_limiter, marg
     for thread in threads:
         thread.join(15)
     assert len(grants) == 12
-    assert tightest_window(grants, 4) >= 0.5 + margin - 1e-5
-    assert most_in_any_window(grants, 0.5) == 4  # and the limit is actually used
+    assert tightest_window(grants, rate) >= window + margin - 1e-5
+    assert most_in_any_window(grants, window) == rate  # and the limit is actually used
+    assert all(w >= g for g, w in zip(grants, went))  # nobody went before its grant time
+    assert most_in_any_window(went, window) <= rate
 
 
 def test_token_timeout_reserves_nothing_and_says_when_to_retry(make_limiter):
@@ -418,7 +465,9 @@ def test_a_cut_off_holder_keeps_its_slot_counted_until_its_prediction_ends(make_
     agent._heartbeat = unreachable
     assert lease.wait_lost(3)  # it learns it can no longer count on the slot ...
     other = make_limiter(concurrency=1, lease=0.6)
-    assert other.status().holders[0].orphaned  # ... but the account still counts its prediction
+    # ... but the account still counts its prediction (the local deadline, measured from before
+    # the last renewal, runs out a little before the lease in Redis does)
+    assert wait_until(lambda: other.status().holders[0].orphaned, timeout=2)
     with pytest.raises(AcquireTimeoutError):
         other.acquire(HolderInfo(task_id="b"), timeout=0.5)
     lease.release()  # the prediction ended: its worker gives the slot back

@@ -19,6 +19,7 @@ from shared.keys import Keys
 from shared.limiter import HolderInfo, Limiter
 from tests.limiter_helpers import procs
 from tests.limiter_helpers.checks import max_overlap, most_in_any_window, tightest_window
+from tests.limiter_helpers.fixtures import lose_limiter_state
 
 SPAWN = multiprocessing.get_context("spawn")
 
@@ -76,6 +77,7 @@ def test_many_processes_never_exceed_the_slots_or_the_rate(redis_client, redis_u
 
     intervals = [iv for r in results for iv in r["intervals"]]
     tokens = [t for r in results for t in r["tokens"]]
+    went = [t for r in results for t in r["went"]]
     assert all(r["lost"] == 0 for r in results)  # live renewing holders never lose their slot
     assert all(released is not None and released >= granted for granted, released in intervals)
     assert len(intervals) > 100 and len(tokens) > 2 * rate
@@ -83,6 +85,37 @@ def test_many_processes_never_exceed_the_slots_or_the_rate(redis_client, redis_u
     assert observed["samples"] > 100 and observed["peak"] <= n_slots
     assert tightest_window(tokens, rate) >= window + margin - 1e-5
     assert most_in_any_window(tokens, window) <= rate
+    # and when the callers actually went, on the Redis clock (the margin covers their delays)
+    assert most_in_any_window(went, window) <= rate
+
+
+def test_a_state_loss_while_holders_run_in_other_processes_never_exceeds_the_limits(
+        redis_client, redis_url, key_prefix, children):
+    """Redis forgets every limiter key (a restart without persistence) while 6 processes x 3
+    threads hold, wait and create. The holders re-register through their renewals before anyone
+    new is admitted, so at no instant do more than N of them hold; creations pause for one
+    window, so no window ever holds more than R (checked on the moments callers went)."""
+    n_slots, rate, window, margin, lease = 3, 6, 2.0, 0.1, 1.5
+    o = opts(concurrency=n_slots, create_limit=rate, window=window, lease=lease, rate_margin=margin)
+    duration, n_procs = 7.0, 6
+    for i in range(n_procs):
+        children(procs.hammer, redis_url, key_prefix, o, 300 + i, 3, duration)
+    time.sleep(1.0)
+    redis_client.rpush(f"{key_prefix}:go", "1")
+    time.sleep(2.5)  # in full swing: every slot held, waiters queued, tokens reserved
+    lost_at = lose_limiter_state(redis_client, key_prefix)
+    results = [pop_json(redis_client, f"{key_prefix}:results", timeout=60) for _ in range(n_procs)]
+
+    intervals = [iv for r in results for iv in r["intervals"]]
+    tokens = [t for r in results for t in r["tokens"]]
+    went = [t for r in results for t in r["went"]]
+    assert all(r["lost"] == 0 for r in results)  # every live holder found its slot again
+    assert max_overlap(intervals) == n_slots  # reached, never exceeded, across the loss
+    assert any(g < lost_at < r for g, r in intervals), "no slot was held across the loss"
+    assert any(g > lost_at + lease for g, _ in intervals), "nobody got a slot after the loss"
+    assert any(t < lost_at for t in tokens) and any(t > lost_at + window for t in tokens)
+    assert not [t for t in tokens if lost_at < t <= lost_at + window]  # no creation granted
+    assert most_in_any_window(went, window) <= rate
 
 
 def test_a_holder_killed_mid_hold_returns_its_slot_within_the_lease_plus_a_second(

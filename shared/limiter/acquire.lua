@@ -1,19 +1,28 @@
--- Take a slot for ARGV[2] (holder/waiter id) with a lease of ARGV[3] ms, info JSON ARGV[4].
--- Returns {1, fence, granted_at, epoch, expires_at} or {0, rank, free, ms_to_earliest_expiry}.
--- FIFO: a caller is admitted only if its rank among live waiters is below the free slots.
-local id, lease_ms, info = ARGV[2], tonumber(ARGV[3]), ARGV[4]
+-- Take a slot for ARGV[3] (holder/waiter id) with a lease of ARGV[4] ms, info JSON ARGV[5].
+-- Returns {1, fence, granted_at, epoch, expires_at, handoff_ms} (handoff_ms: since the event that
+-- freed the slot woke this waiter, -1 if it was not woken) or
+-- {0, rank, free, ms_to_earliest_expiry, recovery_ms_left}.
+-- FIFO: a caller is admitted only if its rank among live waiters is below the free slots. For
+-- one lease after a state loss there are no free slots (the holders still running re-register
+-- through their renewals first); the reply says when that ends, and waiters re-check then.
+local id, lease_ms = ARGV[3], tonumber(ARGV[4])
+local rec = cjson.decode(ARGV[5])
 local L = limits(false)
+local ep = sync_epoch(L)
 local pruned = prune_holders() + prune_waiters()
-local ep = epoch()
+if thawed() then pruned = pruned + 1 end  -- wake the line once the freeze is over
 
 -- A retried call whose first reply was lost: hand back the same grant.
 if redis.call('ZSCORE', K_HOLDERS, id) then
-  local cur = cjson.decode(redis.call('HGET', K_INFO, id) or '{}')
-  return {1, tonumber(cur.fence or 0), cur.acquired_at or fmt(NOW), cur.epoch or ep,
-          redis.call('ZSCORE', K_HOLDERS, id)}
+  if pruned > 0 then wake(L.concurrency) end
+  local cur = decode_info(id) or {}
+  return reply({1, tonumber(cur.fence or 0), cur.acquired_at or fmt(NOW), cur.epoch or ep,
+                redis.call('ZSCORE', K_HOLDERS, id), -1})
 end
 
+local recovering = recovery_ms_left()
 local free = L.concurrency - redis.call('ZCARD', K_HOLDERS)
+if recovering > 0 then free = 0 end
 local rank = redis.call('ZRANK', K_WAITERS, id)
 if not rank then
   rank = redis.call('ZCARD', K_WAITERS)
@@ -25,8 +34,9 @@ end
 if rank < free then
   redis.call('ZREM', K_WAITERS, id)
   redis.call('ZREM', K_WAITER_EXP, id)
+  local woken = redis.call('HGET', K_WOKEN, id)
+  redis.call('HDEL', K_WOKEN, id)
   local fence = next_fence()
-  local rec = cjson.decode(info)
   rec.fence = string.format('%.0f', fence)
   rec.acquired_at = fmt(NOW)
   rec.epoch = ep
@@ -34,9 +44,12 @@ if rank < free then
   local expires = fmt(NOW + lease_ms)
   redis.call('ZADD', K_HOLDERS, expires, id)
   if pruned > 0 then wake(L.concurrency) end
-  return {1, fence, fmt(NOW), ep, expires}
+  local handoff = woken and fmt(NOW - tonumber(woken)) or -1
+  return reply({1, fence, fmt(NOW), ep, expires, handoff})
 end
 
+-- Not admitted: a wake that brought it here is spent (the next one measures afresh).
+redis.call('HDEL', K_WOKEN, id)
 redis.call('ZADD', K_WAITER_EXP, fmt(NOW + CFG.wt), id)
 if pruned > 0 then wake(L.concurrency) end
-return {0, rank, free, fmt(ms_to_earliest_expiry())}
+return reply({0, rank, free, fmt(ms_to_earliest_expiry()), fmt(recovering)})

@@ -160,8 +160,13 @@ class ProcessAgent:
             if outcome == 2:
                 log.warning("Redis had lost the limiter state; re-registered lease %s", lease.holder_id)
                 lease.epoch = text(epoch)
-                if lease.released:  # released while this call was on its way: give it back
+                # Released or abandoned while this call was on its way: do it again, now that
+                # Redis knows the holder (give the slot back, or leave it counted as an orphan).
+                if lease.released:
                     lim._call("drop", lease.holder_id)
+                    continue
+                if lease.abandoned:
+                    lim._call("abandon", lease.holder_id)
                     continue
             lease._renew_due = sent_at + third
             lease._deadline = sent_at + lim.lease_seconds

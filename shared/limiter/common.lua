@@ -1,7 +1,8 @@
 -- Prelude shared by every limiter script (prepended by scripts.py before register_script).
 -- KEYS (same order for every script; all carry the limiter's hash tag, so one cluster slot):
 --   1 holders    ZSET holder id -> lease expiry (ms, Redis time)
---   2 info       HASH holder id -> JSON (host, pid, task_id, ..., fence, acquired_at, epoch)
+--   2 info       HASH holder id -> JSON (host, pid, task_id, ..., fence, acquired_at, epoch,
+--                prediction_id, attempt, creating_at, orphaned_at, abandoned_at)
 --   3 fence      STRING counter, one INCR per grant
 --   4 limits     HASH concurrency, create_limit, read_limit, window_ms
 --   5 waiters    ZSET waiter id -> ticket (arrival order)
@@ -12,20 +13,36 @@
 --  10 reads      ZSET grant id -> grant time (ms)
 --  11 pause      HASH until (ms), reason
 --  12 bypred     HASH prediction id -> holder id, for holders whose prediction is known
--- ARGV[1] is the caller's config JSON: c, cl, rl, w (defaults for the limits, used only when the
--- limits hash is absent), wp (wake list prefix), wt (waiter registration ttl, ms), ot (how long an
--- orphaned slot stays counted at most, ms).
+--  13 byattempt  HASH attempt marker -> holder id, for holders that took a creation token for it
+--  14 woken      HASH waiter id -> when a freed slot woke it (ms): the hand-off latency
+--  15 rates      HASH create|read -> time of the newest grant dropped from that log (ms)
+--  16 recovery   HASH slots_until, since (ms): the state was lost while the fleet ran;
+--                fresh, fresh_at: the current epoch was made by a caller that knew none
+-- ARGV[1] is the caller's config JSON: c, cl, rl, w (its settings' limits, written only into
+-- fields the limits hash lacks), wp (wake list prefix), wt (waiter registration ttl, ms), ot (how
+-- long an orphaned slot stays counted at most, ms), l (lease ms), m (rate margin ms).
+-- ARGV[2] is the epoch the calling process last saw ('' if it has seen none).
+-- Script arguments start at ARGV[3]. Every script replies {epoch, result} (see reply()).
 -- Wake lists are "<wp><process token>"; a waiter id is "<process token>/<n>".
+-- Rule for every script: validate and decode all input first, write afterwards, so an error can
+-- never leave a half-done change behind.
 local K_HOLDERS, K_INFO, K_FENCE, K_LIMITS = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local K_WAITERS, K_WAITER_EXP, K_TICKET, K_EPOCH = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local K_CREATES, K_READS, K_PAUSE, K_BYPRED = KEYS[9], KEYS[10], KEYS[11], KEYS[12]
+local K_BYATTEMPT, K_WOKEN, K_RATES, K_RECOVERY = KEYS[13], KEYS[14], KEYS[15], KEYS[16]
 local CFG = cjson.decode(ARGV[1])
+local KNOWN_EPOCH = ARGV[2] or ''
+local EPOCH = ''  -- set by sync_epoch(); sent back with every reply
 
 local function redis_now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 end
 local NOW = redis_now_ms()
+
+local function fail(message)
+  error({err = 'ERR limiter: ' .. message})
+end
 
 -- Numbers must cross into Redis as strings: Lua's tostring keeps 14 digits, which loses the
 -- sub-millisecond part of a ms timestamp; replies convert numbers to integers.
@@ -38,36 +55,131 @@ local function in_chunks(cmd, key, list)
   end
 end
 
--- Limits live in Redis so a change reaches every host at once; seeded from settings if absent.
-local function limits(readonly)
-  local v = redis.call('HMGET', K_LIMITS, 'concurrency', 'create_limit', 'read_limit', 'window_ms')
-  if not (v[1] and v[2] and v[3] and v[4]) then
-    if readonly then
-      v = {v[1] or CFG.c, v[2] or CFG.cl, v[3] or CFG.rl, v[4] or CFG.w}
-    else
-      redis.call('HSETNX', K_LIMITS, 'concurrency', CFG.c)
-      redis.call('HSETNX', K_LIMITS, 'create_limit', CFG.cl)
-      redis.call('HSETNX', K_LIMITS, 'read_limit', CFG.rl)
-      redis.call('HSETNX', K_LIMITS, 'window_ms', CFG.w)
-      v = redis.call('HMGET', K_LIMITS, 'concurrency', 'create_limit', 'read_limit', 'window_ms')
-    end
-  end
-  return {concurrency = tonumber(v[1]), create_limit = tonumber(v[2]),
-          read_limit = tonumber(v[3]), window_ms = tonumber(v[4])}
+-- --- limits ---------------------------------------------------------------------------------
+-- The same bounds as limiter.py's LIMIT_BOUNDS. Out-of-range values would make later scripts
+-- fail (a ZRANGE to 1e20) or hold everyone back for ever, so nothing outside them is ever stored.
+local MAX_WINDOW_MS = 86400000
+local LIMIT_FIELDS = {'concurrency', 'create_limit', 'read_limit', 'window_ms'}
+local LIMIT_BOUNDS = {  -- field -> {min, max, whole numbers only}
+  concurrency = {1, 100000, true},
+  create_limit = {1, 1000000, true},
+  read_limit = {1, 1000000, true},
+  window_ms = {1000, MAX_WINDOW_MS, false},
+}
+local SEED_OF = {concurrency = 'c', create_limit = 'cl', read_limit = 'rl', window_ms = 'w'}
+
+local function valid_limit(field, value)
+  local b, v = LIMIT_BOUNDS[field], tonumber(value)
+  return b ~= nil and v ~= nil and v == v and v >= b[1] and v <= b[2]
+    and (not b[3] or v == math.floor(v))
 end
 
--- A fresh epoch after the state vanished (Redis restarted without persistence) lets a renewing
--- holder tell "my lease expired / was revoked" (same epoch) from "Redis forgot me" (new epoch).
-local function epoch()
+local function limit_str(v)
+  if v == math.floor(v) then return string.format('%d', v) end
+  return fmt(v)
+end
+
+-- Limits live in Redis so a change reaches every host at once. A field that is absent (first
+-- start, or Redis lost it) is taken from the caller's settings, and written unless `readonly`:
+-- every worker thus seeds from its OWN settings, never from whoever ran `limits set`.
+local function limits(readonly)
+  local v = redis.call('HMGET', K_LIMITS, unpack(LIMIT_FIELDS))
+  local out, seeds = {}, {}
+  for i, field in ipairs(LIMIT_FIELDS) do
+    local value = v[i]
+    if not valid_limit(field, value) then  -- absent (or stored by an older, unchecked version)
+      value = CFG[SEED_OF[field]]
+      if not valid_limit(field, value) then
+        fail('the caller\'s default ' .. field .. ' ' .. tostring(value) .. ' is out of range')
+      end
+      seeds[#seeds + 1] = field
+      seeds[#seeds + 1] = limit_str(value)
+    end
+    out[field] = tonumber(value)
+  end
+  if #seeds > 0 and not readonly then
+    redis.call('HSET', K_LIMITS, unpack(seeds))
+  end
+  return out
+end
+
+-- --- pause -----------------------------------------------------------------------------------
+-- Creations stop on every host until `untl` (ms); a longer pause already set wins.
+local function set_pause(untl, reason)
+  local cur = redis.call('HGET', K_PAUSE, 'until')
+  if cur and tonumber(cur) >= untl then return tonumber(cur) end
+  redis.call('HSET', K_PAUSE, 'until', fmt(untl), 'reason', reason, 'set_at', fmt(NOW))
+  redis.call('PEXPIRE', K_PAUSE, math.ceil(untl - NOW) + 60000)
+  return untl
+end
+
+-- --- epoch and recovery after a state loss ---------------------------------------------------
+-- How long evidence of the state before a loss can still matter: live holders renew within a
+-- lease, and a creation older than window + margin leaves every window.
+local function loss_horizon(L)
+  return math.max(CFG.l, L.window_ms + CFG.m)
+end
+
+-- Redis forgot the state while the fleet ran (restart without persistence): the holders still
+-- running at Replicate are unknown until they renew (within a lease), and the creations of the
+-- last window are unknown for good. So for one lease no new slot is granted (renewals put the
+-- live holders back first), and creations pause for window + margin.
+local function begin_recovery(L)
+  redis.call('HSET', K_RECOVERY, 'slots_until', fmt(NOW + CFG.l), 'since', fmt(NOW))
+  redis.call('HDEL', K_RECOVERY, 'fresh', 'fresh_at')
+  redis.call('PEXPIRE', K_RECOVERY, math.ceil(loss_horizon(L)) + 60000)
+  set_pause(NOW + L.window_ms + CFG.m, 'limiter state lost; rate log rebuilt')
+end
+
+-- The epoch in force, made if absent. A renewing holder compares it with its own: equal and
+-- missing means expired or revoked, different means Redis forgot it. The caller's last seen
+-- epoch tells a first start (nobody knew one: no delay) from a loss (recovery). If the first
+-- caller after a loss knew no epoch (a process that just started), the loss is recognised at
+-- the first call of one that did, as long as that can still matter (loss_horizon).
+local function sync_epoch(L)
   local e = redis.call('GET', K_EPOCH)
   if not e then
     local t = redis.call('TIME')
     e = t[1] .. '.' .. t[2]
     redis.call('SET', K_EPOCH, e)
+    if KNOWN_EPOCH ~= '' then
+      begin_recovery(L)
+    else
+      redis.call('HSET', K_RECOVERY, 'fresh', e, 'fresh_at', fmt(NOW))
+      redis.call('PEXPIRE', K_RECOVERY, math.ceil(loss_horizon(L)) + 60000)
+    end
+  elseif KNOWN_EPOCH ~= '' and KNOWN_EPOCH ~= e then
+    local r = redis.call('HMGET', K_RECOVERY, 'fresh', 'fresh_at')
+    if r[1] == e and NOW - tonumber(r[2]) <= loss_horizon(L) then begin_recovery(L) end
   end
+  EPOCH = e
   return e
 end
 
+-- ms left of the slot freeze that follows a state loss (0 when none).
+local function recovery_ms_left()
+  local u = redis.call('HGET', K_RECOVERY, 'slots_until')
+  if u and tonumber(u) > NOW then return tonumber(u) - NOW end
+  return 0
+end
+
+-- True once, at the first call after the freeze has ended: that call wakes the line (waiters
+-- that queued before the loss was recognised were never told when the freeze ends).
+local function thawed()
+  local u = redis.call('HGET', K_RECOVERY, 'slots_until')
+  if u and tonumber(u) <= NOW then
+    redis.call('HDEL', K_RECOVERY, 'slots_until')
+    return true
+  end
+  return false
+end
+
+-- Every script answers {epoch, result}: the caller's process remembers the epoch it last saw.
+local function reply(result)
+  return {EPOCH, result}
+end
+
+-- --- holders ---------------------------------------------------------------------------------
 -- Fences start from Redis time in microseconds, so they keep increasing across a state loss.
 local function next_fence()
   if redis.call('EXISTS', K_FENCE) == 0 then
@@ -76,12 +188,28 @@ local function next_fence()
   return redis.call('INCR', K_FENCE)
 end
 
--- A holder's info, and its prediction in the index (so that finding the holder of a prediction
--- costs one lookup, whatever the number of slots).
+local function decode_info(id)
+  local raw = redis.call('HGET', K_INFO, id)
+  if not raw then return nil end
+  return cjson.decode(raw)
+end
+
+-- A holder's info, and its prediction and attempt in the indexes (so that finding the holder of
+-- a prediction or an attempt costs one lookup, whatever the number of slots).
 local function save_holder(id, rec)
   redis.call('HSET', K_INFO, id, cjson.encode(rec))
   if type(rec.prediction_id) == 'string' then
     redis.call('HSET', K_BYPRED, rec.prediction_id, id)
+  end
+  if type(rec.attempt) == 'string' then
+    redis.call('HSET', K_BYATTEMPT, rec.attempt, id)
+  end
+end
+
+-- Drop an index entry only if it still points at this holder (an adopter may own it now).
+local function unindex(key, name, id)
+  if type(name) == 'string' and redis.call('HGET', key, name) == id then
+    redis.call('HDEL', key, name)
   end
 end
 
@@ -89,12 +217,10 @@ end
 local function remove_holders(ids)
   local held = 0
   for _, id in ipairs(ids) do
-    local raw = redis.call('HGET', K_INFO, id)
-    if raw then
-      local pid = cjson.decode(raw).prediction_id
-      if type(pid) == 'string' and redis.call('HGET', K_BYPRED, pid) == id then
-        redis.call('HDEL', K_BYPRED, pid)
-      end
+    local rec = decode_info(id)
+    if rec then
+      unindex(K_BYPRED, rec.prediction_id, id)
+      unindex(K_BYATTEMPT, rec.attempt, id)
     end
     held = held + redis.call('ZREM', K_HOLDERS, id)
     redis.call('HDEL', K_INFO, id)
@@ -102,20 +228,31 @@ local function remove_holders(ids)
   return held
 end
 
--- A holder whose lease ran out died or was cut off. If its prediction was in flight, that
--- prediction still runs at Replicate and still counts against the account: the slot stays,
--- marked orphaned, until a resuming worker adopts it (adopt.lua), the prediction is reported over
--- (settle.lua), or CFG.ot ms pass (Replicate ends every prediction within its timeout). Returns
--- how many slots were freed.
+-- A holder that may have a prediction running at Replicate: it has recorded one, or it took a
+-- creation token for an attempt (it may have died inside the POST, the prediction unknown).
+local function may_have_prediction(rec)
+  return type(rec.prediction_id) == 'string' or type(rec.attempt) == 'string'
+end
+
+-- Keep the slot counted, marked orphaned, for at most CFG.ot ms.
+local function orphan(id, rec)
+  rec.orphaned_at = fmt(NOW)
+  save_holder(id, rec)
+  redis.call('ZADD', K_HOLDERS, fmt(NOW + CFG.ot), id)
+end
+
+-- A holder whose lease ran out died or was cut off. If a prediction of its may be in flight, it
+-- still runs at Replicate and still counts against the account: the slot stays, orphaned, until
+-- a resuming worker adopts it (adopt.lua), the prediction is reported over (settle.lua), or
+-- CFG.ot ms pass (Replicate ends every prediction within its timeout). Returns how many slots
+-- were freed.
 local function prune_holders()
   local dead = redis.call('ZRANGEBYSCORE', K_HOLDERS, '-inf', fmt(NOW))
   local gone = {}
   for _, id in ipairs(dead) do
-    local rec = cjson.decode(redis.call('HGET', K_INFO, id) or '{}')
-    if type(rec.prediction_id) == 'string' and rec.orphaned_at == nil then
-      rec.orphaned_at = fmt(NOW)
-      save_holder(id, rec)
-      redis.call('ZADD', K_HOLDERS, fmt(NOW + CFG.ot), id)
+    local rec = decode_info(id) or {}
+    if may_have_prediction(rec) and rec.orphaned_at == nil then
+      orphan(id, rec)
     else
       gone[#gone + 1] = id
     end
@@ -123,20 +260,32 @@ local function prune_holders()
   return remove_holders(gone)
 end
 
--- The holder counted for a prediction (at most one: adopt replaces, never adds), or nil.
-local function holder_of_prediction(prediction_id)
-  local id = redis.call('HGET', K_BYPRED, prediction_id)
+-- The counted holder a name in an index points at, or nil.
+local function counted_holder(index, name)
+  if name == nil or name == '' then return nil end
+  local id = redis.call('HGET', index, name)
   if id and redis.call('ZSCORE', K_HOLDERS, id) then return id end
   return nil
+end
+
+-- The holder counted for a prediction, else for an attempt (at most one: adopt replaces).
+local function holder_of(prediction_id, attempt)
+  return counted_holder(K_BYPRED, prediction_id) or counted_holder(K_BYATTEMPT, attempt)
+end
+
+-- --- waiters ---------------------------------------------------------------------------------
+local function forget_waiters(ids)
+  if #ids > 0 then
+    in_chunks('ZREM', K_WAITERS, ids)
+    in_chunks('ZREM', K_WAITER_EXP, ids)
+    in_chunks('HDEL', K_WOKEN, ids)
+  end
 end
 
 -- A waiter that died or stopped refreshing is dropped, so it never blocks the line.
 local function prune_waiters()
   local dead = redis.call('ZRANGEBYSCORE', K_WAITER_EXP, '-inf', fmt(NOW))
-  if #dead > 0 then
-    in_chunks('ZREM', K_WAITERS, dead)
-    in_chunks('ZREM', K_WAITER_EXP, dead)
-  end
+  forget_waiters(dead)
   return #dead
 end
 
@@ -145,15 +294,21 @@ local function process_of(member)
 end
 
 -- Tell the first `free` waiters that their turn may have come: one token on their process's
--- wake list (a list, not pub/sub: a token waits there until the listener pops it).
+-- wake list (a list, not pub/sub: a token waits there until the listener pops it). The moment of
+-- the first wake is kept per waiter (HSETNX: a second wake does not hide how long the slot
+-- waited); acquire reports it as the hand-off latency. While the slots are frozen after a state
+-- loss nobody can be admitted, so nobody is woken: waiters re-check when the freeze ends.
 local function wake(concurrency)
+  if recovery_ms_left() > 0 then return 0 end
   local free = concurrency - redis.call('ZCARD', K_HOLDERS)
   if free <= 0 then return 0 end
   local first = redis.call('ZRANGE', K_WAITERS, 0, free - 1)
+  local now_s = fmt(NOW)
   for _, w in ipairs(first) do
     local chan = CFG.wp .. process_of(w)
     redis.call('RPUSH', chan, w)
     redis.call('PEXPIRE', chan, 60000)
+    redis.call('HSETNX', K_WOKEN, w, now_s)
   end
   return #first
 end
@@ -162,4 +317,58 @@ local function ms_to_earliest_expiry()
   local e = redis.call('ZRANGE', K_HOLDERS, 0, 0, 'WITHSCORES')
   if #e == 0 then return -1 end
   return tonumber(e[2]) - NOW
+end
+
+-- --- rates: exact sliding-window logs ---------------------------------------------------------
+local RATE_LOG = {create = K_CREATES, read = K_READS}
+
+local function rate_limit(kind, L)
+  if kind == 'create' then return L.create_limit end
+  return L.read_limit
+end
+
+-- Drop grants that have left the window, but always keep the `keep` (= limit) most recent, and
+-- remember the time of the newest grant dropped. So a window grown at run time still finds the
+-- grants it needs (the limit-th most recent is never dropped), and a limit grown at run time
+-- knows an upper bound for the ones that were dropped.
+local function prune_log(kind, keep, span)
+  local log = RATE_LOG[kind]
+  local n = math.min(redis.call('ZCOUNT', log, '-inf', fmt(NOW - span)),
+                     redis.call('ZCARD', log) - keep)
+  if n > 0 then
+    local newest = redis.call('ZRANGE', log, n - 1, n - 1, 'WITHSCORES')
+    redis.call('HSET', K_RATES, kind, newest[2])
+    redis.call('ZREMRANGEBYRANK', log, 0, n - 1)
+  end
+end
+
+-- The earliest moment `at` >= now (and >= every grant already in the log, so grants keep
+-- arrival order) at which the limit-th most recent grant lies at least `span` before `at`: one
+-- more grant then leaves every window of `span` with at most `limit` grants. prune_log keeps the
+-- limit most recent, so the log holds fewer only if the limit grew since (or a reservation was
+-- given back): the missing grants were dropped, hence are no later than the newest dropped one,
+-- a bound that is safe, and exact unless the limit grew.
+local function next_grant_time(kind, limit, span)
+  local log = RATE_LOG[kind]
+  local count = redis.call('ZCARD', log)
+  local at, rth = NOW, nil
+  if count >= limit then
+    rth = redis.call('ZRANGE', log, count - limit, count - limit, 'WITHSCORES')[2]
+  else
+    rth = redis.call('HGET', K_RATES, kind)
+  end
+  if rth then at = math.max(at, tonumber(rth) + span) end
+  local last = redis.call('ZRANGE', log, -1, -1, 'WITHSCORES')
+  if #last > 0 then at = math.max(at, tonumber(last[2])) end
+  return at
+end
+
+-- The log and the drop markers live a day past the last grant: a window may grow to a day. (The
+-- markers are shared by both logs, so their expiry is only ever pushed later.)
+local function keep_rate_state(kind, last_at)
+  local ttl = math.ceil(math.max(last_at - NOW, 0) + MAX_WINDOW_MS + CFG.m) + 60000
+  redis.call('PEXPIRE', RATE_LOG[kind], ttl)
+  if redis.call('EXISTS', K_RATES) == 1 and redis.call('PTTL', K_RATES) < ttl then
+    redis.call('PEXPIRE', K_RATES, ttl)
+  end
 end

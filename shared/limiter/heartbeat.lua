@@ -1,34 +1,46 @@
 -- One call per process and tick: renew this process's leases and waiter registrations.
--- ARGV[2] = lease ms; ARGV[3] = JSON {"h": [[id, epoch, info_json], ...], "w": [id, ...]}.
--- Per holder: 1 renewed, 2 re-adopted (Redis lost the state and there was room), 0 lost
--- (expired and pruned, or force-released: it must stop counting itself).
+-- ARGV[3] = lease ms; ARGV[4] = JSON {"h": [[id, epoch, info_json], ...], "w": [id, ...]}.
+-- Per holder: 1 renewed, 2 re-registered (Redis lost the state and there was room), 0 lost
+-- (expired and pruned, force-released, or abandoned: it must stop counting itself).
 -- Per waiter: 1 refreshed, 0 unknown (pruned or state lost: it must register again).
 -- Returns {holder_results, waiter_results, epoch, ms_to_earliest_expiry}.
-local lease_ms = tonumber(ARGV[2])
-local req = cjson.decode(ARGV[3])
+local lease_ms = tonumber(ARGV[3])
+local req = cjson.decode(ARGV[4])
+local holders = req.h or {}
+local infos = {}
+for i, h in ipairs(holders) do infos[i] = cjson.decode(h[3]) end
 local L = limits(false)
+local ep = sync_epoch(L)
 local pruned = prune_holders() + prune_waiters()
-local ep = epoch()
+if thawed() then pruned = pruned + 1 end  -- wake the line once the freeze is over
 local expires = fmt(NOW + lease_ms)
 
+-- A holder counted in Redis: renew it. One whose deadline lies beyond a lease is an orphan: if
+-- it was cut off and is back, it is an ordinary lease again; if it abandoned its lease, a
+-- renewal that was already on its way must not undo that.
+local function renew(id)
+  if tonumber(redis.call('ZSCORE', K_HOLDERS, id)) > NOW + lease_ms then
+    local rec = decode_info(id) or {}
+    if rec.abandoned_at ~= nil then return 0 end
+    rec.orphaned_at = nil
+    save_holder(id, rec)
+  end
+  redis.call('ZADD', K_HOLDERS, 'XX', expires, id)
+  return 1
+end
+
 local out_h = {}
-for i, h in ipairs(req.h or {}) do
+for i, h in ipairs(holders) do
   local id, holder_epoch = h[1], h[2]
-  local score = redis.call('ZSCORE', K_HOLDERS, id)
-  if score then
-    if tonumber(score) > NOW + lease_ms then
-      -- It was orphaned (its renewals did not get through in time) and nobody adopted it: the
-      -- holder is back, so the slot is an ordinary lease again.
-      local rec = cjson.decode(redis.call('HGET', K_INFO, id) or '{}')
-      rec.orphaned_at = nil
-      save_holder(id, rec)
-    end
-    redis.call('ZADD', K_HOLDERS, 'XX', expires, id)
-    out_h[i] = 1
+  if redis.call('ZSCORE', K_HOLDERS, id) then
+    out_h[i] = renew(id)
   elseif holder_epoch ~= ep and redis.call('ZCARD', K_HOLDERS) < L.concurrency then
-    -- Still running at Replicate: it counts whether we know it or not, so it goes in before
-    -- any waiter. Its fence stays; new fences start from Redis time, hence stay larger.
-    local rec = cjson.decode(h[3])
+    -- Redis forgot it (a different epoch); its prediction, if any, runs at Replicate and counts
+    -- whether we know it or not, so it goes in before any waiter (the freeze after the loss
+    -- keeps the room for it). Its fence stays; new fences start from Redis time, hence larger.
+    -- Same epoch and missing, by contrast, means expired, force-released or released: lost,
+    -- never re-added.
+    local rec = infos[i]
     rec.epoch = ep
     save_holder(id, rec)
     redis.call('ZADD', K_HOLDERS, expires, id)
@@ -50,4 +62,4 @@ for i, w in ipairs(req.w or {}) do
 end
 
 if pruned > 0 then wake(L.concurrency) end
-return {out_h, out_w, ep, fmt(ms_to_earliest_expiry())}
+return reply({out_h, out_w, ep, fmt(ms_to_earliest_expiry())})

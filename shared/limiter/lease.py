@@ -16,11 +16,16 @@ log = logging.getLogger(__name__)
 
 
 class Lease:
-    """One concurrency slot. Thread-safe; `release()` is idempotent; usable as a context manager.
+    """One concurrency slot. Thread-safe; `release()` and `abandon()` are idempotent (the first of
+    them wins); usable as a context manager.
 
     `lost` turns True when a renewal finds the holder gone (lease expired because renewals could
     not get through in time, or `force_release`): the caller no longer counts against the limit
     and should stop (or at least not start) the work the slot was for.
+
+    `handoff_seconds`: when this slot went to a waiter woken by the event that freed it (a
+    release, an expired holder, a larger limit), the time from that event to this grant (Redis
+    clock); None when the grant needed no wake-up.
     """
 
     def __init__(
@@ -32,17 +37,21 @@ class Lease:
         epoch: str,
         record: dict[str, Any],
         renewed_at: float,
+        handoff_seconds: float | None = None,
     ):
         self.holder_id = holder_id
         self.fence = fence
         self.granted_at = granted_at  # Unix seconds on the Redis clock
         self.released_at: float | None = None  # Redis clock, set by release()
+        self.handoff_seconds = handoff_seconds
         self.lost_reason: str | None = None
         self.epoch = epoch
         self._limiter = limiter
-        self._record = record  # the info sent with the grant; re-sent if Redis forgets us
+        # The info sent with the grant, kept up to date (prediction id, attempt marker): re-sent
+        # if Redis forgets us, so a re-registered holder keeps what protects its slot.
+        self._record = record
         self._lock = threading.Lock()
-        self._released = False
+        self._ended: str | None = None  # "released" or "abandoned"
         self._lost = threading.Event()
         # Monotonic times kept by the keeper: next renewal, and the latest moment the lease can
         # still be valid (measured from *before* the last successful call, so conservative).
@@ -56,7 +65,16 @@ class Lease:
 
     @property
     def released(self) -> bool:
-        return self._released
+        return self._ended == "released"
+
+    @property
+    def abandoned(self) -> bool:
+        return self._ended == "abandoned"
+
+    @property
+    def attempt(self) -> str | None:
+        """The attempt marker set by take_create_token(holder=self, attempt=...), if any."""
+        return self._record.get("attempt")
 
     def wait_lost(self, timeout: float | None = None) -> bool:
         """Block until the lease is lost (True) or the timeout passes (False)."""
@@ -69,22 +87,43 @@ class Lease:
 
     # --- actions --------------------------------------------------------------------------------
     def set_prediction(self, prediction_id: str) -> None:
-        """Show the prediction id in status. Display only: a Redis error is logged, not raised."""
+        """Record the prediction id on the slot (status, settle/adopt by prediction, and a slot
+        kept counted if this holder dies). The attempt marker stays. Also on an abandoned or lost
+        lease: it never brings back a holder that is gone. A Redis error is logged, not raised
+        (the attempt marker, if any, already protects the slot)."""
         self._record["prediction_id"] = prediction_id
-        if self._released or self.lost:
+        if self.released:
             return
         try:
             self._limiter._call("set_prediction", self.holder_id, prediction_id)
-        except Exception as exc:  # noqa: BLE001 - status decoration must never fail the task
+        except Exception as exc:  # noqa: BLE001 - must never fail the task
             log.warning("could not record prediction id on lease %s: %s", self.holder_id, exc)
+
+    def abandon(self) -> None:
+        """For an ambiguous creation (the POST may have created a prediction nobody knows): stop
+        renewing and turn the slot into an orphan at once, still counted (until adopted, settled
+        or the orphan deadline), instead of giving it back. Idempotent; never raises; a no-op
+        after release(). If Redis cannot be reached, the lease runs out and an attempt marker
+        (take_create_token(holder=, attempt=)) makes it an orphan all the same."""
+        with self._lock:
+            if self._ended is not None:
+                return
+            self._ended = "abandoned"
+        self._limiter._forget_lease(self)
+        try:
+            self._limiter._call("abandon", self.holder_id)
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            log.warning("abandon of %s did not reach Redis (%s); it becomes an orphan when its lease "
+                        "runs out if it was marked as creating", self.holder_id, exc)
 
     def release(self) -> None:
         """Give the slot back and stop renewing. Idempotent. If Redis cannot be reached the slot
-        still comes back on its own when the lease runs out (renewals have stopped)."""
+        still comes back on its own when the lease runs out (renewals have stopped). A no-op
+        after abandon(): the slot then stays counted on purpose."""
         with self._lock:
-            if self._released:
+            if self._ended is not None:
                 return
-            self._released = True
+            self._ended = "released"
         self._limiter._forget_lease(self)
         try:
             res = self._limiter._call("drop", self.holder_id)
@@ -102,14 +141,19 @@ class Lease:
     def __exit__(self, *exc: object) -> None:
         self.release()
 
-    # --- keeper side ----------------------------------------------------------------------------
+    # --- limiter and keeper side -------------------------------------------------------------------
+    def _mark_creating(self, attempt: str, at_ms: str) -> None:
+        """take_create_token marked this holder in Redis; keep it for a re-registration."""
+        self._record["attempt"] = attempt
+        self._record["creating_at"] = at_ms
+
     def _mark_lost(self, reason: str) -> None:
-        if self._released or self.lost:
+        if self._ended is not None or self.lost:
             return
         self.lost_reason = reason
         self._lost.set()
         log.warning("slot lease %s lost: %s", self.holder_id, reason)
 
     def __repr__(self) -> str:
-        state = "released" if self._released else "lost" if self.lost else "held"
+        state = self._ended or ("lost" if self.lost else "held")
         return f"Lease({self.holder_id!r}, fence={self.fence}, {state})"

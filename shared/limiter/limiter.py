@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import random
 import threading
@@ -16,7 +17,7 @@ from typing import Any, Callable
 
 import redis
 
-from shared.errors import AcquireTimeoutError, LimiterError, RedisUnavailableError
+from shared.errors import AcquireTimeoutError, ConfigError, LimiterError, RedisUnavailableError
 from shared.keys import Keys
 from shared.limiter import scripts
 from shared.limiter.agent import ProcessAgent
@@ -27,11 +28,51 @@ from shared.wakeup import blocking_client, text
 
 log = logging.getLogger(__name__)
 
+# The order is the scripts' KEYS order (common.lua).
 KEY_NAMES = ("holders", "info", "fence", "limits", "waiters", "waiter_exp", "ticket", "epoch",
-             "creates", "reads", "pause", "bypred")
+             "creates", "reads", "pause", "bypred", "byattempt", "woken", "rates", "recovery")
 STOP_POLL_SECONDS = 0.25  # how often a waiting call asks should_stop()
 LIMITS_CACHE_SECONDS = 5.0  # how stale `limits()` may be (a run-time change reaches it this late)
-CONFIRM_AFTER_SECONDS = 0.05  # re-check the pause after sleeping longer than this for a creation
+RECOVERY_RECHECK_JITTER = 0.05  # waiters re-check within this after the post-loss freeze ends
+
+# Accepted limit values (the Lua scripts check the same bounds, common.lua LIMIT_BOUNDS): beyond
+# them a value is surely a typo (`--concurrency 1e20`), and a few would break the scripts.
+LIMIT_BOUNDS: dict[str, tuple[float, float]] = {
+    "concurrency": (1, 100_000),
+    "create_limit": (1, 1_000_000),
+    "read_limit": (1, 1_000_000),
+    "window": (1.0, 86_400.0),  # seconds: one second to one day
+}
+
+
+def _whole_limit(name: str, value: Any) -> int:
+    low, high = LIMIT_BOUNDS[name]
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or int(value) != value or not low <= value <= high:
+        raise ValueError(f"{name} must be a whole number from {low:g} to {high:g}, got {value!r}")
+    return int(value)
+
+
+def _window_ms(value: Any) -> float:
+    low, high = LIMIT_BOUNDS["window"]
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or not low <= value <= high:
+        raise ValueError(f"window must be from {low:g} to {high:g} seconds, got {value!r}")
+    return round(float(value) * 1000, 3)
+
+
+def limit_changes(concurrency: int | None = None, create_limit: int | None = None,
+                  read_limit: int | None = None, window: float | None = None) -> dict[str, int | float]:
+    """The given limits as the limits hash stores them (window in ms), only those given.
+    ValueError naming the value if one is out of LIMIT_BOUNDS."""
+    changes: dict[str, int | float] = {}
+    for name, value in (("concurrency", concurrency), ("create_limit", create_limit),
+                        ("read_limit", read_limit)):
+        if value is not None:
+            changes[name] = _whole_limit(name, value)
+    if window is not None:
+        changes["window_ms"] = _window_ms(window)
+    return changes
 
 
 class Limiter:
@@ -75,20 +116,26 @@ class Limiter:
         self.recheck_interval = float(recheck_interval)
         self.wake_prefix = keys.limiter_key("wake:")
         self._key_list = [keys.limiter_key(name) for name in KEY_NAMES]
+        seeds = _seed_limits(settings)
         self._config = json.dumps({
-            "c": settings.global_max_concurrent,
-            "cl": settings.create_limit,
-            "rl": settings.read_limit,
-            "w": round(settings.rate_window * 1000, 3),
+            "c": seeds["concurrency"],
+            "cl": seeds["create_limit"],
+            "rl": seeds["read_limit"],
+            "w": seeds["window_ms"],
             "wp": self.wake_prefix,
             "wt": int(self.waiter_ttl * 1000),
             "ot": int(max(self.orphan_seconds, 2 * self.lease_seconds) * 1000),
+            "l": int(self.lease_seconds * 1000),
+            "m": int(self.rate_margin * 1000),
         })
         self._scripts = scripts.register_all(redis_client)
         self._listen_client = blocking_client(redis_client)
         self._agent_lock = threading.Lock()
         self._agent: ProcessAgent | None = None
         self._limits_cache: tuple[float, Limits] | None = None
+        # The limiter epoch this process saw last (from any reply), sent with every call: a
+        # script that finds the state gone while we knew it recognises a loss, not a first start.
+        self._known_epoch = ""
 
     # --- slots ----------------------------------------------------------------------------------
     def acquire(
@@ -114,44 +161,60 @@ class Limiter:
                 res = self._call("acquire", holder_id, lease_ms, record_json)
                 if int(res[0]) == 1:
                     lease = Lease(self, holder_id, int(res[1]), float(res[2]) / 1000, text(res[3]),
-                                  record, sent_at)
+                                  record, sent_at, handoff_seconds=_handoff_seconds(res[5]))
                     agent.add_lease(lease)
                     granted = True
                     return lease
                 agent.start_waiting()
-                recheck_at = time.monotonic() + self.recheck_interval * random.uniform(0.8, 1.2)
-                while True:
-                    now = time.monotonic()
-                    if deadline is not None and now >= deadline:
-                        raise AcquireTimeoutError(f"no slot within {timeout:g} s (place {int(res[1]) + 1} "
-                                                  f"in line, {max(int(res[2]), 0)} free)")
-                    if should_stop is not None and should_stop():
-                        raise AcquireTimeoutError("stopped waiting for a slot (should_stop)")
-                    wait = recheck_at - now
-                    if deadline is not None:
-                        wait = min(wait, deadline - now)
-                    if should_stop is not None:
-                        wait = min(wait, STOP_POLL_SECONDS)
-                    if event.wait(max(wait, 0)):
-                        event.clear()
-                        break
-                    if time.monotonic() >= recheck_at:
-                        break
+                self._wait_for_turn(event, res, deadline, timeout, should_stop)
         finally:
             agent.remove_waiter(holder_id)
             if not granted:
                 self._drop_quietly(holder_id)
 
-    def adopt(self, info: HolderInfo, prediction_id: str) -> Lease | None:
-        """Take over, without queueing, the slot still counted for `prediction_id` because its
-        holder died or was cut off while the prediction ran (a resumed prediction must not take a
-        second slot, nor wait behind new work while it runs). None if no slot is counted for it:
-        then `acquire` like everyone."""
+    def _wait_for_turn(self, event: threading.Event, res: list, deadline: float | None,
+                       timeout: float | None, should_stop: Callable[[], bool] | None) -> None:
+        """Block a queued caller until it should ask again: woken by a freed slot, the end of the
+        freeze after a state loss (the reply says when), or the last-resort recheck. Raises
+        AcquireTimeoutError on timeout or should_stop."""
+        rank, free, recovery_ms = int(res[1]), int(res[2]), float(res[4])
+        recheck_at = time.monotonic() + self.recheck_interval * random.uniform(0.8, 1.2)
+        if recovery_ms > 0:  # nobody is woken while the slots are frozen: look again at its end
+            recheck_at = min(recheck_at, time.monotonic() + recovery_ms / 1000
+                             + random.uniform(0, RECOVERY_RECHECK_JITTER))
+        while True:
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                what = (f"the limiter is rebuilding after Redis lost its state ({recovery_ms / 1000:.1f} s left)"
+                        if recovery_ms > 0 else f"place {rank + 1} in line, {max(free, 0)} free")
+                raise AcquireTimeoutError(f"no slot within {timeout:g} s ({what})")
+            if should_stop is not None and should_stop():
+                raise AcquireTimeoutError("stopped waiting for a slot (should_stop)")
+            wait = recheck_at - now
+            if deadline is not None:
+                wait = min(wait, deadline - now)
+            if should_stop is not None:
+                wait = min(wait, STOP_POLL_SECONDS)
+            if event.wait(max(wait, 0)):
+                event.clear()
+                return
+            if time.monotonic() >= recheck_at:
+                return
+
+    def adopt(self, info: HolderInfo, prediction_id: str, attempt: str | None = None) -> Lease | None:
+        """Take over, without queueing, the slot still counted for `prediction_id` -- or, if no
+        slot is known for it, for `attempt` (the marker given to `take_create_token`) -- because
+        its holder died or was cut off while the prediction ran or was being created (a resumed
+        prediction must not take a second slot, nor wait behind new work while it runs). None if
+        no slot is counted for either: then `acquire` like everyone."""
         agent = self._current_agent()
         holder_id = agent.new_id()
         record = dict(info.to_record(), prediction_id=prediction_id)
+        if attempt is not None:
+            record["attempt"] = attempt
         sent_at = time.monotonic()
-        res = self._call("adopt", holder_id, int(self.lease_seconds * 1000), json.dumps(record), prediction_id)
+        res = self._call("adopt", holder_id, int(self.lease_seconds * 1000), json.dumps(record),
+                         prediction_id, attempt or "")
         if int(res[0]) != 1:
             return None
         lease = Lease(self, holder_id, int(res[1]), float(res[2]) / 1000, text(res[3]), record, sent_at)
@@ -159,24 +222,40 @@ class Limiter:
         log.info("adopted the slot of %s for prediction %s", text(res[5]), prediction_id)
         return lease
 
-    def settle(self, prediction_id: str, *, orphaned_only: bool = False) -> bool:
-        """`prediction_id` is over (terminal, or canceled): free the slot still counted for it.
-        orphaned_only: only if its holder died or was cut off (a live holder releases its own).
-        True if a slot was freed."""
-        return int(self._call("settle", prediction_id, "1" if orphaned_only else "0")) == 1
+    def settle(self, prediction_id: str | None = None, *, attempt: str | None = None,
+               orphaned_only: bool = False) -> bool:
+        """`prediction_id` (or, when no slot is known for it or it is None, the creation of
+        `attempt`) is over: terminal, canceled, or known never to have been created. Free the
+        slot still counted for it. orphaned_only: only if its holder died, was cut off or
+        abandoned its lease (a live holder releases its own). True if a slot was freed."""
+        if not prediction_id and not attempt:
+            raise ValueError("settle needs a prediction id or an attempt")
+        res = self._call("settle", prediction_id or "", attempt or "", "1" if orphaned_only else "0")
+        return int(res) == 1
 
     def force_release(self, holder_id: str) -> bool:
         """Take a slot away (an operator's tool). True if it was held. The holder learns it at
-        its next renewal (lease.lost)."""
+        its next renewal (lease.lost) and is never counted again."""
         return int(self._call("drop", holder_id)[0]) == 1
 
     # --- rates ----------------------------------------------------------------------------------
     def take_create_token(self, timeout: float | None = None,
-                          should_stop: Callable[[], bool] | None = None) -> float:
+                          should_stop: Callable[[], bool] | None = None,
+                          holder: Lease | None = None, attempt: str | None = None) -> float:
         """Block until a creation may be sent (exact window, honours a global pause). Returns the
         grant time (Unix seconds, Redis clock). AcquireTimeoutError (with .retry_after seconds)
-        if it cannot be had within `timeout`."""
-        return self._take("create", timeout, should_stop)
+        if it cannot be had within `timeout`.
+
+        holder + attempt (together): the same call marks that lease as creating for `attempt`
+        (e.g. "batch:index:n") and indexes the attempt, so that if this process dies before it
+        records the prediction id, the slot is kept counted (orphaned) rather than freed when
+        the lease runs out -- the POST may have created a prediction that runs -- and can be
+        found with adopt(..., attempt=) / settle(attempt=)."""
+        if (holder is None) != (attempt is None):
+            raise ValueError("holder and attempt go together")
+        if attempt is not None and not attempt:
+            raise ValueError("attempt must not be empty")
+        return self._take("create", timeout, should_stop, holder, attempt)
 
     def take_read_token(self, timeout: float | None = None,
                         should_stop: Callable[[], bool] | None = None) -> float:
@@ -186,39 +265,64 @@ class Limiter:
     def pause_creations(self, seconds: float, reason: str = "") -> float:
         """Stop creations on every host for `seconds` (Redis time); a longer pause already set
         wins. Returns the pause end (Unix seconds, Redis clock)."""
-        if seconds <= 0:
+        if not seconds > 0:
             raise ValueError("seconds must be positive")
-        res = self._call("pause", int(seconds * 1000), reason[:200])
+        seconds = min(seconds, LIMIT_BOUNDS["window"][1])  # a retry_after beyond a day is nonsense
+        res = self._call("pause", max(int(seconds * 1000), 1), reason[:200])
         return float(res[0]) / 1000
 
-    def _take(self, kind: str, timeout: float | None, should_stop: Callable[[], bool] | None) -> float:
+    def _take(self, kind: str, timeout: float | None, should_stop: Callable[[], bool] | None,
+              holder: Lease | None = None, attempt: str | None = None) -> float:
         agent = self._current_agent()
         deadline = None if timeout is None else time.monotonic() + timeout
         margin_ms = int(self.rate_margin * 1000)
+        mark = [holder.holder_id, attempt] if holder is not None and attempt else ["", ""]
         while True:
             member = agent.new_id()
             max_wait = -1 if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
-            res = self._call("token", kind, member, margin_ms, max_wait)
+            res = self._call("token", kind, member, margin_ms, max_wait, *mark)
             wait = float(res[1]) / 1000
             if int(res[0]) == 0:
                 reason = text(res[2])
                 if reason == "busy" or (deadline is not None and time.monotonic() + wait > deadline):
                     what = "creations are paused" if reason == "paused" else f"no {kind} token"
-                    exc = AcquireTimeoutError(f"{what} for another {wait:.2f} s (timeout {timeout:g} s)", retry_after=wait)
-                    raise exc
+                    raise AcquireTimeoutError(f"{what} for another {wait:.2f} s (timeout {timeout:g} s)",
+                                              retry_after=wait)
                 # paused: sleep it out (a little jitter so the fleet does not resume in lockstep)
                 if not _sleep(wait + random.uniform(0, 0.05), should_stop):
                     raise AcquireTimeoutError(f"stopped waiting for a {kind} token (should_stop)")
                 continue
-            granted_at = float(res[2]) / 1000
-            if wait > 0 and not _sleep(wait, should_stop):
+            if holder is not None and attempt:
+                holder._mark_creating(attempt, text(res[2]))
+            granted_at = self._await_reservation(kind, member, float(res[2]) / 1000, wait, deadline,
+                                                 timeout, should_stop)
+            if granted_at is not None:
+                return granted_at
+            # The reservation was cancelled (a pause began, or the state was lost): ask again.
+
+    def _await_reservation(self, kind: str, member: str, granted_at: float, wait: float,
+                           deadline: float | None, timeout: float | None,
+                           should_stop: Callable[[], bool] | None) -> float | None:
+        """Sleep until a reserved grant time, then confirm it: a limit change may have moved it
+        later (sleep again) and a pause may have cancelled it (None: take a new token). Returns
+        the grant time the caller goes at. Every reservation is confirmed, so a change of the
+        limits holds exactly from the moment it is made, for sleepers too."""
+        while wait > 0:
+            if deadline is not None and time.monotonic() + wait > deadline:
+                self._unreserve(kind, member)
+                raise AcquireTimeoutError(f"no {kind} token for another {wait:.2f} s (timeout {timeout:g} s)",
+                                          retry_after=wait)
+            if not _sleep(wait, should_stop):
                 self._unreserve(kind, member)
                 raise AcquireTimeoutError(f"stopped waiting for a {kind} token (should_stop)")
-            if kind == "create" and wait > CONFIRM_AFTER_SECONDS:
-                check = self._call("confirm_create", member)
-                if int(check[0]) == 0:
-                    continue  # a pause began while we slept; the reservation is given back
-            return granted_at
+            check = self._call("confirm", kind, member)
+            state = int(check[0])
+            if state == 0:
+                return None
+            if state == 1:
+                break
+            wait, granted_at = float(check[1]) / 1000, float(check[2]) / 1000
+        return granted_at
 
     def _unreserve(self, kind: str, member: str) -> None:
         # Taking a reserved grant out only loosens the window for later grants: always safe.
@@ -256,6 +360,7 @@ class Limiter:
             redis_time=now,
             epoch=str(raw.get("epoch") or ""),
             fence=int(raw.get("fence") or 0),
+            recovery_seconds_left=round(float(raw.get("recovery_ms_left") or 0) / 1000, 3),
         )
 
     def limits(self) -> Limits:
@@ -272,31 +377,26 @@ class Limiter:
         except redis.RedisError:
             raw = [None] * 4
         value = Limits(
-            concurrency=int(raw[0] or s.global_max_concurrent),
-            create_limit=int(raw[1] or s.create_limit),
-            read_limit=int(raw[2] or s.read_limit),
-            window=float(raw[3]) / 1000 if raw[3] else float(s.rate_window),
+            concurrency=int(_stored("concurrency", raw[0], s.global_max_concurrent)),
+            create_limit=int(_stored("create_limit", raw[1], s.create_limit)),
+            read_limit=int(_stored("read_limit", raw[2], s.read_limit)),
+            window=_stored("window", None if raw[3] is None else float(raw[3]) / 1000, float(s.rate_window)),
         )
         self._limits_cache = (now, value)
         return value
 
     def set_limits(self, concurrency: int | None = None, create_limit: int | None = None,
                    read_limit: int | None = None, window: float | None = None) -> None:
-        """Change the limits for every host at once (no restarts). Shrinking the concurrency lets
-        holders finish and admits no one until in_use is below the new limit."""
-        changes: dict[str, Any] = {}
-        for name, value in (("concurrency", concurrency), ("create_limit", create_limit),
-                            ("read_limit", read_limit)):
-            if value is not None:
-                if int(value) != value or value < 1:
-                    raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
-                changes[name] = int(value)
-        if window is not None:
-            if window <= 0:
-                raise ValueError(f"window must be positive, got {window!r}")
-            changes["window_ms"] = round(float(window) * 1000, 3)
+        """Change the limits for every host at once (no restarts). Only the limits given are
+        written: the others stay as they are (workers seed absent ones from their own settings).
+        ValueError if a value is outside LIMIT_BOUNDS (nothing is written then).
+
+        Shrinking the concurrency lets holders finish and admits no one until in_use is below the
+        new limit. A rate change (limit or window) holds exactly from now on: reservations that
+        callers are sleeping towards are moved later if the new limits require it."""
+        changes = limit_changes(concurrency, create_limit, read_limit, window)
         if changes:
-            self._call("set_limits", json.dumps(changes))
+            self._call("set_limits", json.dumps(changes), int(self.rate_margin * 1000))
             self._limits_cache = None
 
     def held_leases(self) -> list[Lease]:
@@ -333,12 +433,41 @@ class Limiter:
             log.debug("could not withdraw waiter %s: %s", holder_id, exc)
 
     def _call(self, name: str, *args: Any) -> Any:
+        """Run one script with our config and last seen epoch; remember the epoch it answers
+        with and return its result."""
         try:
-            return self._scripts[name](keys=self._key_list, args=[self._config, *args])
+            res = self._scripts[name](keys=self._key_list, args=[self._config, self._known_epoch, *args])
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise RedisUnavailableError(f"limiter cannot reach Redis: {exc}") from exc
         except redis.RedisError as exc:
             raise LimiterError(f"limiter script {name} failed: {exc}") from exc
+        self._known_epoch = text(res[0])
+        return res[1]
+
+
+def _seed_limits(settings: Settings) -> dict[str, int | float]:
+    """The settings' limits, checked: they are written into Redis wherever a limit is absent."""
+    try:
+        return limit_changes(settings.global_max_concurrent, settings.create_limit,
+                             settings.read_limit, settings.rate_window)
+    except ValueError as exc:
+        raise ConfigError(f"limiter settings: {exc}") from None
+
+
+def _stored(name: str, value: Any, default: float) -> float:
+    """A limit read from Redis, or the default if it is absent or out of bounds (as the
+    scripts do)."""
+    low, high = LIMIT_BOUNDS[name]
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return default
+    return number if math.isfinite(number) and low <= number <= high else default
+
+
+def _handoff_seconds(raw: Any) -> float | None:
+    value = float(raw)
+    return None if value < 0 else value / 1000
 
 
 def _holder_status(raw: dict[str, Any]) -> HolderStatus:
@@ -361,6 +490,8 @@ def _holder_status(raw: dict[str, Any]) -> HolderStatus:
         held_for=None if held is None else round(held / 1000, 3),
         expires_in=round((num("expires_in_ms") or 0) / 1000, 3),
         orphaned=raw.get("orphaned_at") is not None,
+        attempt=raw.get("attempt"),
+        abandoned=raw.get("abandoned_at") is not None,
     )
 
 

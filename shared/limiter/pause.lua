@@ -1,12 +1,8 @@
--- Pause creations for ARGV[2] ms (Redis time), keeping a longer pause already set.
--- ARGV[3] reason. Returns {until_ms, now_ms}.
-local ms, reason = tonumber(ARGV[2]), ARGV[3]
-local untl = NOW + ms
-local cur = redis.call('HGET', K_PAUSE, 'until')
-if cur and tonumber(cur) > untl then
-  untl = tonumber(cur)
-else
-  redis.call('HSET', K_PAUSE, 'until', fmt(untl), 'reason', reason, 'set_at', fmt(NOW))
-end
-redis.call('PEXPIRE', K_PAUSE, math.ceil(untl - NOW) + 60000)
-return {fmt(untl), fmt(NOW)}
+-- Pause creations for ARGV[3] ms (Redis time), keeping a longer pause already set.
+-- ARGV[4] reason. Returns {until_ms, now_ms}.
+local ms, reason = tonumber(ARGV[3]), ARGV[4]
+if not ms or ms <= 0 or ms > MAX_WINDOW_MS then fail('pause must be 0 < ms <= one day') end
+local L = limits(false)
+sync_epoch(L)
+local untl = set_pause(NOW + ms, reason)
+return reply({fmt(untl), fmt(NOW)})

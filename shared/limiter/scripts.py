@@ -8,12 +8,13 @@ import redis
 
 _LUA_DIR = Path(__file__).parent  # .lua files sit beside this module (package data)
 NAMES = (
+    "abandon",
     "acquire",
     "adopt",
     "drop",
     "heartbeat",
     "token",
-    "confirm_create",
+    "confirm",
     "pause",
     "set_limits",
     "set_prediction",

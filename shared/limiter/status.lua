@@ -1,14 +1,15 @@
 -- A snapshot in one round trip. It prunes first, like every other script (so a dead holder whose
--- prediction still runs shows as orphaned, and a freed slot reaches the next waiter); it never
+-- prediction may still run shows as orphaned, and a freed slot reaches the next waiter); it never
 -- seeds the limits. Returns one JSON string; times are relative to Redis "now" except now_ms.
 local L = limits(true)
-if prune_holders() + prune_waiters() > 0 then wake(L.concurrency) end
+sync_epoch(L)
+if prune_holders() + prune_waiters() > 0 or thawed() then wake(L.concurrency) end
 local live = '(' .. fmt(NOW)
 local holders = {}
 local rows = redis.call('ZRANGEBYSCORE', K_HOLDERS, live, '+inf', 'WITHSCORES')
 for i = 1, #rows, 2 do
   local id, exp = rows[i], tonumber(rows[i + 1])
-  local rec = cjson.decode(redis.call('HGET', K_INFO, id) or '{}')
+  local rec = decode_info(id) or {}
   rec.holder_id = id
   rec.expires_in_ms = exp - NOW
   if rec.acquired_at then rec.held_for_ms = NOW - tonumber(rec.acquired_at) end
@@ -28,6 +29,7 @@ local out = {
   reads_in_window = redis.call('ZCOUNT', K_READS, window_start, fmt(NOW)),
   reads_reserved = redis.call('ZCOUNT', K_READS, live, '+inf'),
   pause_ms_left = 0,
+  recovery_ms_left = recovery_ms_left(),
   epoch = redis.call('GET', K_EPOCH) or '',
   fence = redis.call('GET', K_FENCE) or '0',
   holders = holders,
@@ -36,4 +38,4 @@ if pause[1] and tonumber(pause[1]) > NOW then
   out.pause_ms_left = tonumber(pause[1]) - NOW
   out.pause_reason = pause[2] or ''
 end
-return cjson.encode(out)
+return reply(cjson.encode(out))

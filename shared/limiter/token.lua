@@ -1,39 +1,53 @@
--- Reserve one creation ('create') or read ('read') token: ARGV[2] kind, ARGV[3] grant id,
--- ARGV[4] safety margin ms, ARGV[5] the longest wait the caller accepts (ms, -1 = any).
+-- Reserve one creation ('create') or read ('read') token: ARGV[3] kind, ARGV[4] grant id,
+-- ARGV[5] safety margin ms, ARGV[6] the longest wait the caller accepts (ms, -1 = any),
+-- ARGV[7] holder id and ARGV[8] attempt marker ('' when not given; creations only).
 -- Exact sliding window log: a token is granted at the earliest time `at` >= now such that
 -- the R-th most recent grant is at least window+margin before it, so no window of that length
--- ever holds more than R grants. A grant may lie in the future (a reservation): the caller
--- sleeps until then without asking again, so waiting callers cause no retry storm and are
--- served in arrival order.
--- Returns {1, wait_ms, at_ms} or {0, wait_ms, reason} (reason 'paused' or 'busy').
-local kind, member = ARGV[2], ARGV[3]
-local margin_ms, max_wait = tonumber(ARGV[4]), tonumber(ARGV[5])
+-- ever holds more than R grants (see next_grant_time). A grant may lie in the future (a
+-- reservation): the caller sleeps until then without asking again, so waiting callers cause no
+-- retry storm and are served in arrival order; it confirms the reservation when it wakes.
+-- With a holder, the grant also marks that holder as creating for the attempt (in the same
+-- call): if it dies before it records the prediction id, its slot stays counted as an orphan
+-- (prune_holders), since the POST may have created a prediction that runs.
+-- Returns {1, wait_ms, at_ms, holder_marked (0/1)} or {0, wait_ms, reason} (reason 'paused' or
+-- 'busy').
+local kind, member = ARGV[3], ARGV[4]
+local margin_ms, max_wait = tonumber(ARGV[5]), tonumber(ARGV[6])
+local holder, attempt = ARGV[7] or '', ARGV[8] or ''
+if not RATE_LOG[kind] then fail('unknown token kind ' .. tostring(kind)) end
+if not margin_ms or margin_ms < 0 or not max_wait then fail('bad margin or wait') end
+if (holder == '') ~= (attempt == '') or (holder ~= '' and kind ~= 'create') then
+  fail('a holder and its attempt go together, with creation tokens only')
+end
 local L = limits(false)
-local log, limit = K_READS, L.read_limit
+sync_epoch(L)
 if kind == 'create' then
-  log, limit = K_CREATES, L.create_limit
   local p = redis.call('HGET', K_PAUSE, 'until')
   if p and tonumber(p) > NOW then
-    return {0, fmt(tonumber(p) - NOW), 'paused'}
+    return reply({0, fmt(tonumber(p) - NOW), 'paused'})
   end
 end
 
+local limit = rate_limit(kind, L)
 local span = L.window_ms + margin_ms
-redis.call('ZREMRANGEBYSCORE', log, '-inf', fmt(NOW - span))
-local count = redis.call('ZCARD', log)
-local at = NOW
-if count >= limit then
-  local e = redis.call('ZRANGE', log, count - limit, count - limit, 'WITHSCORES')
-  at = math.max(at, tonumber(e[2]) + span)
-end
-local last = redis.call('ZRANGE', log, -1, -1, 'WITHSCORES')
-if #last > 0 then at = math.max(at, tonumber(last[2])) end
-
+prune_log(kind, limit, span)
+local at = next_grant_time(kind, limit, span)
 local wait = at - NOW
 if max_wait >= 0 and wait > max_wait then
-  return {0, fmt(wait), 'busy'}
+  return reply({0, fmt(wait), 'busy'})
 end
 local at_s = fmt_up(at)
-redis.call('ZADD', log, at_s, member)
-redis.call('PEXPIRE', log, math.ceil(wait + span) + 1000)
-return {1, fmt(wait), at_s}
+redis.call('ZADD', RATE_LOG[kind], at_s, member)
+keep_rate_state(kind, at)
+
+-- Mark the holder (only one still counted: a token never brings back a holder that is gone).
+local marked = 0
+local rec = holder ~= '' and redis.call('ZSCORE', K_HOLDERS, holder) and decode_info(holder)
+if rec then
+  if rec.attempt ~= attempt then unindex(K_BYATTEMPT, rec.attempt, holder) end
+  rec.attempt = attempt
+  rec.creating_at = at_s
+  save_holder(holder, rec)
+  marked = 1
+end
+return reply({1, fmt(wait), at_s, marked})

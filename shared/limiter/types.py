@@ -50,9 +50,14 @@ class HolderStatus:
     fence: int | None
     held_for: float | None  # seconds, Redis time
     expires_in: float  # seconds until the lease runs out unless renewed
-    # The holder died or was cut off while its prediction ran: the slot stays counted until a
-    # worker resumes the prediction (adopts the slot) or it is known to be over.
+    # The holder died or was cut off while its prediction ran (or while it was being created),
+    # or abandoned its lease after an ambiguous creation: the slot stays counted until a worker
+    # resumes the prediction (adopts the slot) or it is known to be over (settled).
     orphaned: bool = False
+    # The attempt marker of the creation this holder was granted a token for (shown for an
+    # orphan whose prediction id is unknown: the POST may have created one).
+    attempt: str | None = None
+    abandoned: bool = False  # it gave its lease up on purpose (Lease.abandon)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,6 +86,9 @@ class LimiterStatus:
     redis_time: float  # Unix time on the Redis clock when the snapshot was taken
     epoch: str  # changes when Redis lost the limiter state
     fence: int  # last fencing token issued
+    # After Redis lost the limiter state while the fleet ran: seconds until new slots are granted
+    # again (the holders still running re-register first). 0 normally.
+    recovery_seconds_left: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

@@ -33,3 +33,9 @@ def most_in_any_window(times: list[float], window: float) -> int:
             j += 1
         best = max(best, i - j + 1)
     return best
+
+
+def most_in_windows_ending_at(times: list[float], ends: list[float], window: float) -> int:
+    """The most of `times` in any window (end - window, end] for end in `ends`: for grants made
+    after a limit change (`ends`), the fullest window they close, counting every grant."""
+    return max((sum(1 for t in times if end - window < t <= end) for end in ends), default=0)

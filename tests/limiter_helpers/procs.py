@@ -38,6 +38,11 @@ def blpop_wait(client: redis.Redis, key: str, timeout: float) -> str | None:
     return None
 
 
+def redis_now(client: redis.Redis) -> float:
+    sec, usec = client.time()
+    return sec + usec / 1e6
+
+
 def skew_clock(offset: float) -> None:
     """Make this process's wall and monotonic clocks lie by `offset` seconds."""
     real_time, real_mono = time.time, time.monotonic
@@ -55,7 +60,8 @@ def hammer(redis_url: str, prefix: str, opts: dict[str, Any], seed: int, threads
     client.rpush(f"{prefix}:go", "1")  # pass the baton to the next process
     stop_at = time.monotonic() + duration
     intervals: list[list[float]] = []
-    tokens: list[float] = []
+    tokens: list[float] = []  # grant times the script reserved
+    went: list[float] = []  # Redis TIME read right after take_create_token returned
     lost = 0
     lock = threading.Lock()
 
@@ -67,9 +73,10 @@ def hammer(redis_url: str, prefix: str, opts: dict[str, Any], seed: int, threads
                 lease = limiter.acquire(HolderInfo(task_id=f"{seed}-{thread_seed}"), timeout=20)
             except AcquireTimeoutError:
                 continue
-            token = None
+            token = token_went = None
             if rng.random() < 0.5:
                 token = limiter.take_create_token(timeout=20)
+                token_went = redis_now(client)
             time.sleep(rng.choice((0, 0, rng.uniform(0, 0.02), rng.uniform(0, 0.6))))
             lease.release()
             with lock:
@@ -78,6 +85,7 @@ def hammer(redis_url: str, prefix: str, opts: dict[str, Any], seed: int, threads
                 intervals.append([lease.granted_at, lease.released_at])
                 if token is not None:
                     tokens.append(token)
+                    went.append(token_went)
             time.sleep(rng.uniform(0, 0.01))
 
     workers = [threading.Thread(target=run, args=(seed * 1000 + i,)) for i in range(threads)]
@@ -86,7 +94,7 @@ def hammer(redis_url: str, prefix: str, opts: dict[str, Any], seed: int, threads
     for w in workers:
         w.join()
     limiter.close()
-    client.rpush(f"{prefix}:results", json.dumps({"intervals": intervals, "tokens": tokens,
+    client.rpush(f"{prefix}:results", json.dumps({"intervals": intervals, "tokens": tokens, "went": went,
                                                    "lost": lost, "pid": os.getpid()}))
 
 

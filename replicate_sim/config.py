@@ -30,6 +30,10 @@ class SimConfig:
     nsfw_trigger: str = "nsfw-trigger"  # prompt containing it fails like a sensitive-content block
     abort_rate: float = 0.0  # share of predictions that end `aborted` (never started)
     abort_next: int = 0  # the next K predictions end `aborted`
+    fail_next: int = 0  # the next K predictions end `failed`
+    # error text of the injected failures (fail_next, fail_rate, always_fail); "" = a model error.
+    # E.g. "Prediction interrupted; please retry (code: PA)" for one of Replicate's retryable ones.
+    fail_error: str = ""
     error_burst: int = 0  # the next K API calls answer 5xx (cycling error_burst_statuses)
     error_burst_statuses: list[int] = field(default_factory=lambda: [500, 502, 503])
     error_rate: float = 0.0  # share of API calls answering 5xx at random
@@ -39,6 +43,16 @@ class SimConfig:
     # the seconds left (rounded up): an account throttled by another program, as Replicate does it.
     storm_for: float = 0.0
     ghost_create_next: int = 0  # the next K creates DO create the prediction but answer 502
+    # The next K creates are held `stall_create_seconds` before anything happens (a gateway that
+    # neither answers nor lets go). Then, with `stall_create_creates`, they are handled as usual
+    # (created, and answered if the client still waits); without, answered 504, nothing created.
+    stall_create_next: int = 0
+    stall_create_seconds: float = 30.0
+    stall_create_creates: bool = False
+    # The next K creates answer 504 at once, and their prediction is created `late_create_after`
+    # seconds later all the same (the gateway gave up, Replicate did not): billed, id never told.
+    late_create_next: int = 0
+    late_create_after: float = 5.0
 
     # behaviour
     seed: int | None = None

@@ -171,6 +171,10 @@ class Engine:
         self.rejected_429: Counter[str] = Counter({"create": 0, "read": 0, "in_flight": 0, "storm": 0})
         self.errors_5xx: Counter[int] = Counter()
         self.ghost_creates = 0
+        self.stalled_creates = 0
+        self.late_creates = 0
+        # Bumped by every reset: a late creation scheduled before a reset does not land after it.
+        self.generation = getattr(self, "generation", 0) + 1
         self.invalid_requests: Counter[int] = Counter()  # 4xx answered by handlers (404/422/400)
         self.unauthorized = 0
         self.seen_inputs: dict[str, list[str]] = {}
@@ -282,12 +286,15 @@ class Engine:
             outcome, error = "aborted", ABORT_ERROR
         elif cfg.nsfw_trigger and isinstance(prompt, str) and cfg.nsfw_trigger.lower() in prompt.lower():
             outcome, error = "failed", NSFW_ERROR
+        elif cfg.fail_next > 0:
+            cfg.fail_next -= 1
+            outcome, error = "failed", cfg.fail_error or MODEL_ERROR
         elif model.name in cfg.always_fail_models:
-            outcome, error = "failed", MODEL_ERROR
+            outcome, error = "failed", cfg.fail_error or MODEL_ERROR
         else:
             rate = cfg.model_fail_rates.get(model.name, cfg.fail_rate)
             if rate > 0 and self.rng.random() < rate:
-                outcome, error = "failed", MODEL_ERROR
+                outcome, error = "failed", cfg.fail_error or MODEL_ERROR
         mean = cfg.latency_overrides.get(model.name, model.latency_mean) * cfg.latency_scale
         if mean <= 0:
             total = 0.0
@@ -325,6 +332,17 @@ class Engine:
         self._webhook(prediction, "start")
         prediction.timer = asyncio.get_running_loop().call_later(start_delay, self._leave_starting, prediction)
         return prediction
+
+    def create_later(self, delay: float, model: ModelInfo, values: dict[str, Any], **kwargs: Any) -> None:
+        """Create the prediction `delay` seconds from now (unless the sim is reset meanwhile): a
+        create whose answer was a gateway's 504 while Replicate went on with it."""
+        generation = self.generation
+
+        def land() -> None:
+            if self.generation == generation:
+                self.create_prediction(model, values, **kwargs)
+
+        asyncio.get_running_loop().call_later(max(delay, 0.0), land)
 
     def _set_status(self, prediction: Prediction, status: str) -> None:
         self.status_counts[prediction.status] -= 1
@@ -469,6 +487,8 @@ class Engine:
             "errors_5xx": sum(self.errors_5xx.values()),
             "errors_5xx_by_status": {str(k): v for k, v in self.errors_5xx.items()},
             "ghost_creates": self.ghost_creates,
+            "stalled_creates": self.stalled_creates,
+            "late_creates": self.late_creates,
             "client_errors": {str(k): v for k, v in self.invalid_requests.items()},
             "unauthorized": self.unauthorized,
             "duplicate_inputs": self.duplicate_inputs,

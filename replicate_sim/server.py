@@ -174,6 +174,27 @@ async def _create(request: web.Request, model_name: str | None) -> web.StreamRes
         detail = "\n".join(f"- {p.field}: {p.description}" for p in invalid)
         return problem(422, detail, title="Input validation failed",
                        invalid_fields=[p.to_dict() for p in invalid])
+    cfg = engine.config
+    if cfg.stall_create_next > 0:
+        # Held with no answer (the client's read timeout is what ends it on its side); the
+        # handler goes on even if the client hangs up, like a server that got the request.
+        cfg.stall_create_next -= 1
+        engine.stalled_creates += 1
+        seconds, creates = cfg.stall_create_seconds, cfg.stall_create_creates
+        engine._event("stall", seconds=seconds, creates=creates)
+        await asyncio.sleep(seconds)
+        if not creates:
+            engine.errors_5xx[504] += 1
+            return server_error(504)
+    if cfg.late_create_next > 0:
+        # A gateway's 504 now; Replicate creates (and bills) the prediction a little later.
+        cfg.late_create_next -= 1
+        engine.late_creates += 1
+        engine.errors_5xx[504] += 1
+        engine._event("late_create", after=cfg.late_create_after)
+        engine.create_later(cfg.late_create_after, model, values, version=version, base_url=base_url(request),
+                            webhook=webhook, webhook_events=frozenset(events))
+        return server_error(504)
     prediction = engine.create_prediction(model, values, version=version, base_url=base_url(request),
                                           webhook=webhook, webhook_events=frozenset(events))
     if engine.config.ghost_create_next > 0:

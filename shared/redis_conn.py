@@ -25,9 +25,15 @@ from shared.errors import ConfigError, RedisUnavailableError
 from shared.settings import Settings
 
 # A restart (or a failover) makes Redis refuse connections, then answer LOADING while it reads its
-# append-only file. Workers ride that out: every command retries for about 20 s before it fails.
-RESTART_RETRIES = 15
+# append-only file. Workers ride that out: every command retries for about
+# settings.redis_ride_out seconds (20 by default) before it fails.
 RESTART_BACKOFF = ExponentialWithJitterBackoff(base=0.1, cap=2.0)
+SECONDS_PER_RETRY = 1.35  # the backoff's mean wait once capped, plus a connect attempt
+
+
+def ride_out_retry(seconds: float) -> Retry:
+    """Retries of one command that together last about `seconds`."""
+    return Retry(RESTART_BACKOFF, max(1, round(seconds / SECONDS_PER_RETRY)))
 SENTINEL_PORT = 26379
 
 
@@ -38,7 +44,7 @@ def connect(settings: Settings, *, ride_out_restarts: bool = False, **kwargs: An
     otherwise fail half-way); without it, errors come after redis-py's few quick retries, as a
     command-line user expects."""
     if ride_out_restarts:
-        kwargs.setdefault("retry", Retry(RESTART_BACKOFF, RESTART_RETRIES))
+        kwargs.setdefault("retry", ride_out_retry(settings.redis_ride_out))
         kwargs.setdefault("retry_on_error", [redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError])
     kwargs.setdefault("decode_responses", True)
     kwargs.setdefault("socket_connect_timeout", 5)

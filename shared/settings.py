@@ -40,6 +40,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "FLEET_WEBHOOK_LISTEN": ("webhook_listen", str),
     "FLEET_BATCH_RETENTION_DAYS": ("batch_retention_days", float),
     "FLEET_HTTP_TIMEOUT": ("http_timeout", float),
+    "FLEET_REDIS_RIDE_OUT": ("redis_ride_out", float),
     "FLEET_REDIS_SENTINEL_MASTER": ("redis_sentinel_master", str),
     "FLEET_REDIS_SENTINEL_PASSWORD": ("redis_sentinel_password", str),
 }
@@ -74,6 +75,9 @@ class Settings:
     # Seconds each phase of a call to Replicate may take (connect: at most 5); it also bounds how
     # long a creation POST can be in flight, which the reconciliation waits out.
     http_timeout: float = 15.0
+    # Seconds each Redis command of a worker keeps retrying through a Redis restart or failover
+    # before the task sees the outage (and waits for Redis, then runs the attempt again).
+    redis_ride_out: float = 20.0
     # Finished batches are forgotten by Redis this long after their creation (0: kept for ever);
     # the manifest next to the outputs stays.
     batch_retention_days: float = 30.0
@@ -121,6 +125,8 @@ class Settings:
                 raise ConfigError(f"{attr} must be at least 1, got {getattr(self, attr)}")
         if self.http_timeout <= 0:
             raise ConfigError("FLEET_HTTP_TIMEOUT must be positive")
+        if not 0 < self.redis_ride_out <= 600:
+            raise ConfigError("FLEET_REDIS_RIDE_OUT must be between 0 and 600 seconds")
         if self.batch_retention_days < 0:
             raise ConfigError("FLEET_BATCH_RETENTION_DAYS must be >= 0 (0 keeps batches for ever)")
         if self.rate_window <= 0 or self.lease_seconds <= 0:

@@ -61,6 +61,27 @@ def test_model_failures_walk_the_route_and_the_manifest_shows_it(settings, redis
     assert sim_ledger["creations_by_model"] == {FLUX_DEV: 5, QWEN: 5, IMAGEN: 5}
 
 
+def test_a_prediction_replicate_interrupted_is_tried_again_on_the_same_model(settings, redis_client, sim_factory,
+                                                                            worker_factory):
+    """`failed` with one of Replicate's retryable errors is transient: a new attempt on the same
+    model, not a fallback to the next one."""
+    sim = sim_factory(fail_next=2, fail_error="Prediction interrupted; please retry (code: PA)",
+                      latency_scale=0.02, image_scale=0.01)
+    fleet = worker_factory(settings, count=1, sim=sim)
+    ledger, _ = submit(settings, redis_client, "b-interrupted", [f"a tide pool, view {i}" for i in range(3)])
+    wait_finished(ledger, "b-interrupted", 60, fleet)
+
+    items = ledger.items("b-interrupted")
+    assert all(item.status == "succeeded" and item.model == FLUX_DEV for item in items), items
+    attempts = [a for item in items for a in item.attempts]
+    retried = [a for a in attempts if a.status != "succeeded"]
+    assert len(retried) == 2 and all(a.model == FLUX_DEV and a.status == "retry" for a in retried), attempts
+    assert all("please retry" in a.error for a in retried)
+    sim_ledger = sim.ledger()
+    report("2 predictions interrupted by Replicate", sim_ledger, minimum=5)
+    assert sim_ledger["creations"] == 5 and sim_ledger["creations_by_model"] == {FLUX_DEV: 5}
+
+
 def test_substitute_only_when_asked_and_never_a_success(settings, redis_client, sim_factory, worker_factory):
     sim = sim_factory(latency_scale=0.02, image_scale=0.01)
     fleet = worker_factory(settings, count=1, sim=sim)
@@ -82,7 +103,9 @@ def test_429_storm_and_5xx_bursts_end_with_every_image_and_no_double_payment(set
     # 3 creations that DO happen but answer 502: the workers must reconcile and adopt those.
     sim = sim_factory(storm_next=12, storm_retry_after=1, error_burst=10, ghost_create_next=3,
                       latency_scale=0.05, image_scale=0.01)
-    fleet = worker_factory(settings, count=2, sim=sim)
+    # A create answered 5xx settles for the POST in-flight limit before "none was created" is
+    # concluded: 2 + 2 + 2 + 5 = 11 s with this timeout (40 s with the default 15 s).
+    fleet = worker_factory(settings, count=2, sim=sim, FLEET_HTTP_TIMEOUT="2")
     prompts = [f"a windmill in a storm, sketch {i}" for i in range(20)]
     ledger, _ = submit(settings, redis_client, "b-storm", prompts)
     wait_finished(ledger, "b-storm", 90, fleet)

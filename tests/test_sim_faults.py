@@ -116,6 +116,47 @@ def test_ghost_create_bills_a_prediction_whose_answer_is_lost(sim):
     assert ledger["creations"] == 2 and ledger["ghost_creates"] == 1 and ledger["duplicate_inputs"] == 1
 
 
+def test_late_create_answers_504_now_and_creates_the_prediction_later(sim):
+    sim.configure(late_create_next=1, late_create_after=0.6)
+    began = time.monotonic()
+    assert create_raw(sim, "late").status_code == 504
+    assert time.monotonic() - began < 0.5  # answered at once
+    assert sim.ledger()["creations"] == 0
+    time.sleep(1.0)
+    ledger = sim.ledger()
+    assert ledger["creations"] == 1 and ledger["late_creates"] == 1 and ledger["errors_5xx_by_status"] == {"504": 1}
+    listed = httpx.get(f"{sim.url}/v1/predictions", headers=AUTH).json()["results"]
+    assert [p["input"]["prompt"] for p in listed] == ["late"]
+    assert create_raw(sim, "late 2").status_code == 201  # only the next K
+
+
+def test_late_create_scheduled_before_a_reset_does_not_land_after_it(sim):
+    sim.configure(late_create_next=1, late_create_after=0.4)
+    assert create_raw(sim, "late").status_code == 504
+    sim.reset()
+    time.sleep(0.7)
+    assert sim.ledger()["creations"] == 0
+
+
+def test_stalled_create_holds_the_connection_then_creates_or_not(sim):
+    sim.configure(stall_create_next=1, stall_create_seconds=30.0)
+    with pytest.raises(httpx.ReadTimeout):  # no answer at all: only the client's timeout ends it
+        httpx.post(f"{sim.url}/v1/models/black-forest-labs/flux-dev/predictions", headers=AUTH,
+                   json={"input": {"prompt": "stalled"}}, timeout=httpx.Timeout(5.0, read=0.5))
+    assert create_raw(sim, "next one").status_code == 201  # the stall took only the next create
+    ledger = sim.ledger()
+    assert ledger["stalled_creates"] == 1 and ledger["creations"] == 1
+
+    sim.configure(stall_create_next=1, stall_create_seconds=0.5, stall_create_creates=True)
+    began = time.monotonic()
+    assert create_raw(sim, "slow but made").status_code == 201
+    assert time.monotonic() - began >= 0.5
+    sim.configure(stall_create_next=1, stall_create_seconds=0.3, stall_create_creates=False)
+    assert create_raw(sim, "dropped").status_code == 504
+    ledger = sim.ledger()
+    assert ledger["stalled_creates"] == 3 and ledger["creations"] == 2
+
+
 def test_failures_nsfw_always_fail_and_fail_rate(sim_factory):
     sim = sim_factory(always_fail_models=["qwen/qwen-image"], seed=7)
     client = client_for(sim)

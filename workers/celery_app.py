@@ -22,6 +22,9 @@ from celery import Celery, signals
 
 from shared.redis_conn import celery_transport_options
 from shared.settings import Settings
+from workers import kombu_patches
+
+kombu_patches.apply()
 
 TASK_NAME = "workers.generate_image"
 DEFAULT_CONCURRENCY = 32  # threads per worker process; FLEET_WORKER_CONCURRENCY or `-c N` override

@@ -5,8 +5,13 @@ runs. A second execution (a message redelivered by the broker's visibility timeo
 first still runs) sees the claim held and backs off; a dead holder's claim expires after `ttl`.
 A renewal that finds the key gone (Redis lost it in a restart from an older append-only file, or
 a failover) takes it back at once, before a second execution could. Right before a creation the
-owner checks in Redis that the claim is still its own (`still_ours`). The claim is a guard, not
-the only one: the attempt record (workers.attempts) still prevents a second creation.
+owner checks in Redis that the claim is still its own (workers/lua/attempt_post.lua, together
+with the rest of the last check). The claim is a guard, not the only one: the attempt record
+(workers.attempts) still prevents a second creation.
+
+When Redis cannot be reached the answer is "cannot tell", never "lost": `still_ours` and
+`reassert` raise, and the task runs the attempt again once Redis answers (workers.tasks), taking
+the same claim back (`reassert`) if nobody else holds it by then.
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from pathlib import Path
 
 import redis
 
+from shared.errors import RedisUnavailableError
 from shared.wakeup import run_forever, text
 
 log = logging.getLogger(__name__)
@@ -34,14 +40,15 @@ class Claim:
         self._keeper._release(self)
 
     def still_ours(self) -> bool:
-        """Ask Redis (one GET). False if the claim expired and someone else may run the attempt:
-        checked right before anything paid is started."""
+        """Ask Redis (one GET). False if the claim expired and someone else may run the attempt.
+        Raises RedisUnavailableError when Redis cannot be asked: "cannot tell" is not "lost" (a
+        lost claim stops the execution for good; an outage means: wait, then run it again)."""
         if self.lost:
             return False
         try:
             value = self._keeper.redis.get(self.key)
-        except redis.RedisError:
-            return False  # cannot tell: behave as if lost, never risk a second creation
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise RedisUnavailableError(f"cannot tell whether claim {self.key} is still ours: {exc}") from exc
         return text(value) == self.token if value is not None else False
 
     def __enter__(self) -> "Claim":
@@ -71,6 +78,21 @@ class ClaimKeeper:
         claim = Claim(self, key, token)
         with self._lock:
             self._held[token] = claim
+            self._ensure_thread()
+        return claim
+
+    def reassert(self, claim: Claim) -> Claim | None:
+        """Take a claim of this process back after a Redis outage interrupted its execution: the
+        same claim if Redis still holds its token or lost the key (re-set at once), None if
+        another execution holds it now. Redis errors propagate."""
+        renewed = int(self._renew_script(keys=[claim.key], args=[claim.token, self.ttl_ms]))
+        with self._lock:
+            if renewed == 0:
+                self._held.pop(claim.token, None)
+                claim.lost = True
+                return None
+            claim.lost = False
+            self._held[claim.token] = claim
             self._ensure_thread()
         return claim
 

@@ -60,6 +60,8 @@ class WorkerContext:
             metrics = MetricsRecorder(client, keys)
         except ImportError:  # pragma: no cover - metrics are optional
             metrics = None
+        attempts = AttemptStore(client, keys)
+        attempts.preload()
         return cls(
             settings=settings,
             redis=client,
@@ -67,7 +69,7 @@ class WorkerContext:
             ledger=Ledger(client, keys),
             limiter=Limiter(client, keys=keys, settings=settings),
             claims=ClaimKeeper(client, ttl=claim_ttl(settings)),
-            attempts=AttemptStore(client, keys),
+            attempts=attempts,
             calls=ReplicateCalls(settings),
             downloader=Downloader(max_bytes=settings.max_download_bytes),
             registry=load_registry(extra=settings.models_file),
@@ -106,7 +108,9 @@ class CancelWatch:
         now = time.monotonic()
         with self._lock:
             cached = self._cache.get(batch_id)
-            if cached is not None and (cached[1] or now - cached[0] < self.interval):
+            # Only "not canceled" is cached: `producer retry` can lift a cancel, so a True is
+            # always read afresh (cheap: it stops the waiter) before anything is canceled on it.
+            if cached is not None and not cached[1] and now - cached[0] < self.interval:
                 return cached[1]
         try:
             value = self.ledger.is_canceled(batch_id)

@@ -60,7 +60,7 @@ def send_attempt(app: Celery, settings: Settings, batch_id: str, index: int, att
         ignore_result=True,
     )
     if ledger is not None:
-        ledger.mark_enqueued(batch_id, [index], countdown=countdown)
+        ledger.mark_enqueued(batch_id, [index], countdown=countdown, task_ids=[result.id])
     return result.id
 
 
@@ -77,19 +77,21 @@ def enqueue_items(settings: Settings, batch_id: str, requests: Iterable[ImageReq
         states = ledger.item_states(batch_id, [r.index for r in requests])
         app = producer_app(settings)
         sent: list[int] = []
+        task_ids: list[str] = []  # recorded on the items: `producer cancel` revokes them
         with app.producer_or_acquire() as producer:
             for request in requests:
                 state = states.get(request.index)
                 if state is None or state[0] in TERMINAL:
                     continue
                 _status, attempt, model = state
-                send_attempt(app, settings, batch_id, request.index, attempt, model or request.model,
-                             prompt=request.prompt, producer=producer)
+                task_ids.append(send_attempt(app, settings, batch_id, request.index, attempt,
+                                             model or request.model, prompt=request.prompt, producer=producer))
                 sent.append(request.index)
                 if len(sent) >= 500:  # recorded as we go: a crash loses at most this many records
-                    ledger.mark_enqueued(batch_id, sent)
+                    ledger.mark_enqueued(batch_id, sent, task_ids=task_ids)
                     sent.clear()
-        ledger.mark_enqueued(batch_id, sent)
+                    task_ids.clear()
+        ledger.mark_enqueued(batch_id, sent, task_ids=task_ids)
     finally:
         client.close()
 

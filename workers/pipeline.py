@@ -5,7 +5,8 @@ current model and returns the task to enqueue next (None when the item needs not
 
     ledger check -> claim (batch, item, attempt) -> item running
     -> the attempt record: resume its prediction / reconcile an unresolved create / create
-    -> slot (FIFO, bounded wait) -> intent -> creation token -> claim still ours? -> POST
+    -> slot (FIFO, bounded wait) -> intent -> creation token
+    -> one script: claim still ours, batch not canceled, `posting_at` stamped -> POST
     -> prediction id recorded -> its end: the webhook, or polls paced on the read budget
     -> slot released at once
     -> download every output (no token, timeouts, byte cap, atomic) -> item succeeded
@@ -16,6 +17,9 @@ of the route; LocalError -> the item fails (never a paid fallback); no route lef
 `substituted` with the black placeholder when the batch asked for it. Work that must continue
 with the SAME attempt (a prediction already exists, or may exist) is re-enqueued with the same
 attempt number, so it resumes or reconciles instead of paying again.
+
+Redis unavailability is not a failure of the attempt: it escapes `run` (the claim is kept for the
+re-run) and the task layer (workers.tasks) waits for Redis and runs the attempt again from the top.
 """
 from __future__ import annotations
 
@@ -29,20 +33,24 @@ from typing import Any, Callable, TypeVar
 import redis
 
 from shared.errors import (AcquireTimeoutError, CanceledError, InputError, LocalError, PermanentModelError,
-                           RedisUnavailableError, TransientError)
+                           TransientError)
 from shared.ledger import TERMINAL
 from shared.request import ImageRequest
 from workers.claims import Claim
 from workers.context import WorkerContext, claim_ttl, shutting_down
 from workers.download import extension_of, output_urls
+from workers.outage import is_redis_unavailable
 from workers.replicate_calls import (PredictionView, failure_error, is_ambiguous, post_in_flight_limit,
                                      same_input)
 from workers.storage import output_paths, write_substitute
 
 try:
-    from shared.logging_setup import log_context
+    from shared.logging_setup import bind_log_context, log_context
 except ImportError:  # pragma: no cover
     from contextlib import nullcontext as log_context  # type: ignore[assignment]
+
+    def bind_log_context(**_fields: Any) -> None:  # type: ignore[misc]
+        pass
 
 log = logging.getLogger("workers.pipeline")
 T = TypeVar("T")
@@ -125,8 +133,9 @@ class Pipeline:
             if status == "pending" and n == current - 1:
                 # This attempt ended but its follow-up may never have been sent (killed between
                 # the ledger update and the send). Sending it again is safe: the claim and the
-                # attempt record make a duplicate task a no-op.
-                return NextTask(current, model, prompt=self._prompt(b, i))
+                # attempt record make a duplicate task a no-op. It keeps the follow-up's due time
+                # (backoff, retry_after): only the time left until then.
+                return NextTask(current, model, countdown=self._due_in(b, i), prompt=self._prompt(b, i))
             return None
         if n > current:
             log.error("attempt %s is ahead of the ledger's %s; ignored", n, current)
@@ -134,7 +143,7 @@ class Pipeline:
         if shutting_down():
             # Delivered while this worker stops: hand it back untouched for another worker.
             return NextTask(n, model, prompt=self._prompt(b, i))
-        claim = ctx.claims.try_claim(ctx.keys.claim(b, i, n))
+        claim = self._take_claim(ctx.keys.claim(b, i, n))
         if claim is None:
             # Another live execution has this attempt (a redelivered duplicate): do not run it
             # twice, but do not drop it either, in case that execution dies after our ack.
@@ -144,16 +153,55 @@ class Pipeline:
             return NextTask(n, model, countdown=self.recheck_interval, recheck=job.recheck + 1,
                             prompt=self._prompt(b, i))
         self._claim = claim
+        keep = False
         try:
             return self._run_claimed(job, model)
+        except Exception as exc:
+            # Redis went away mid-attempt: the task runs it again once Redis answers, and this
+            # claim (still renewed by the keeper) is taken back then instead of being given up.
+            keep = is_redis_unavailable(exc)
+            raise
         finally:
-            claim.release()
+            if not keep:
+                self._claim = None
+                claim.release()
+
+    def _take_claim(self, key: str) -> Claim | None:
+        """This execution's claim: the one kept from a run that a Redis outage interrupted (taken
+        back if nobody else holds it), else a new one."""
+        kept = self._claim
+        if kept is not None:
+            if kept.key == key:
+                claim = self.ctx.claims.reassert(kept)  # a Redis error leaves it kept (or dropped)
+                self._claim = None
+                return claim
+            self._claim = None
+            kept.release()
+        return self.ctx.claims.try_claim(key)
+
+    def drop_kept_claim(self) -> None:
+        """Give up a claim kept for a re-run that will not happen (best effort: it expires)."""
+        kept, self._claim = self._claim, None
+        if kept is not None:
+            kept.release()
+
+    def _due_in(self, batch_id: str, index: int) -> float:
+        """Seconds until the item's last sent message is due: its score in the batch's live zset
+        (send time + countdown, shared.ledger), against Redis's clock; 0 if already due."""
+        pipe = self.ctx.redis.pipeline(transaction=False)
+        pipe.zscore(self.ctx.keys.batch_live(batch_id), str(index))
+        pipe.time()
+        due, (sec, usec) = pipe.execute()
+        if due is None:
+            return 0.0
+        return round(min(max(float(due) - (sec + usec / 1e6), 0.0), self.countdown_cap), 3)
 
     def _run_claimed(self, job: Job, model: str) -> NextTask | None:
         ctx, b, i, n = self.ctx, job.batch_id, job.index, job.attempt
         if ctx.ledger.is_canceled(b):
             self._cancel_recorded_prediction(job)
             self._finish(job, "canceled", model, error="batch canceled", att_status="canceled")
+            self._metric("prediction", model, "canceled")
             return None
         t = ctx.ledger.transition(b, i, "running", allowed_from=("pending", "running"), expect_attempt=n,
                                   fields={"task_id": job.task_id or ""}, attempt=n,
@@ -171,6 +219,7 @@ class Pipeline:
         except CanceledError as exc:
             self._cancel_recorded_prediction(job)  # whatever stage noticed the cancel
             self._finish(job, "canceled", model, error=str(exc), att_status="canceled")
+            self._metric("prediction", model, "canceled")
             return None
         except TransientError as exc:
             return self._after_transient(job, request, model, exc)
@@ -178,8 +227,11 @@ class Pipeline:
             return self._after_permanent(job, request, model, exc)
         except LocalError as exc:
             self._finish(job, "failed", model, error=str(exc), att_status="failed", kind="local")
+            self._metric("prediction", model, "failed")
             return None
         except Exception as exc:  # noqa: BLE001 - a bug or an unknown failure: resume, bounded
+            if is_redis_unavailable(exc):
+                raise  # not the attempt's failure: the task waits for Redis and runs it again
             log.exception("unexpected error in attempt")
             return self._requeue_same(job, request, model,
                                       Requeue(f"unexpected {type(exc).__name__}: {str(exc)[:200]}",
@@ -199,17 +251,22 @@ class Pipeline:
         record = ctx.attempts.get(b, i, n)
         prediction_id = record.prediction_id
         if prediction_id:
+            bind_log_context(prediction=prediction_id)
             log.info("resuming prediction %s (no new creation)", prediction_id)
-            self._metric("prediction", model, "resumed")
+            self._metric("resumed", model)
             view = self._read(job, lambda: ctx.calls.get(prediction_id))
             if view.terminal:
-                self._settle(prediction_id)  # a slot its dead holder left counted is free now
+                self._settle(job, prediction_id)  # a slot its dead holder left counted is free now
             else:
                 view = self._run_with_slot(job, model, spec, prediction_id, None)
         else:
             input_ = self._build_input(job, request, model)
             if record.intent_at is not None:
                 prediction_id = self._reconcile(job, model, input_, record)
+                if prediction_id is None:
+                    # Nothing was created: the slot a dead or cut-off creator left counted for this
+                    # attempt (its creation token marked it) is free; this run queues afresh.
+                    self._settle(job)
             view = self._run_with_slot(job, model, spec, prediction_id, input_)
         return self._conclude(job, request, model, spec, view), view.id
 
@@ -248,17 +305,19 @@ class Pipeline:
         began = time.monotonic()
         try:
             if prediction_id is not None:
-                adopted = ctx.limiter.adopt(info, prediction_id)
+                adopted = ctx.limiter.adopt(info, prediction_id, attempt=self._marker(job))
                 if adopted is not None:
+                    self._metric("handoff", adopted.handoff_seconds)
                     return adopted
             lease = ctx.limiter.acquire(info, timeout=self.slot_wait, should_stop=self._stopper(job))
         except AcquireTimeoutError:
             self._stop_if_canceled_or_shutting_down(job.batch_id, fresh=True)
             # Waiting longer would risk the broker redelivering this message to another worker.
             raise Requeue(f"no slot within {self.slot_wait:g} s; back in the queue", counted=False) from None
-        except RedisUnavailableError as exc:
-            raise Requeue(f"limiter unavailable: {exc}", countdown=self._backoff(1)) from None
+        # RedisUnavailableError escapes: the task waits for Redis and runs the attempt again (it
+        # must not count as a try: enough of them would fail an unresolved create).
         self._metric("slot_wait", time.monotonic() - began, "slot")
+        self._metric("handoff", lease.handoff_seconds)
         return lease
 
     def _create(self, job: Job, model: str, input_: dict[str, Any], lease: Any) -> PredictionView:
@@ -270,22 +329,23 @@ class Pipeline:
         ctx, b, i, n = self.ctx, job.batch_id, job.index, job.attempt
         give_up_at = time.monotonic() + self.slot_wait
         while True:
-            # The intent goes first so that nothing stands between the token and the POST: the
-            # limiter's window margin must cover the spread of token-to-arrival delays.
+            # The intent goes first, so that only one round trip (the last check, which stamps
+            # `posting_at`) stands between the token and the POST: the limiter's window margin
+            # must cover the spread of token-to-arrival delays.
             ctx.attempts.write_intent(b, i, n, model)
             began = time.monotonic()
             try:
-                ctx.limiter.take_create_token(timeout=max(give_up_at - began, 0.0), should_stop=self._stopper(job))
+                # The token marks the slot with this attempt: should this worker die inside the
+                # POST, the slot stays counted (orphaned) until the attempt is reconciled.
+                ctx.limiter.take_create_token(timeout=max(give_up_at - began, 0.0), should_stop=self._stopper(job),
+                                              holder=lease, attempt=self._marker(job))
             except AcquireTimeoutError:
                 ctx.attempts.clear_intent(b, i, n)
                 self._stop_if_canceled_or_shutting_down(b, fresh=True)
                 raise Requeue("no creation token in time; back in the queue", counted=False) from None
             waited = time.monotonic() - began
             try:
-                # A fresh read: the shared watch may be a second old. Never start a paid
-                # prediction while stopping; the token is cheap.
-                self._stop_if_canceled_or_shutting_down(b, fresh=True)
-                self._check_still_entitled(lease)
+                self._check_still_entitled(job, lease)
             except (CanceledError, Requeue):
                 ctx.attempts.clear_intent(b, i, n)
                 raise
@@ -297,11 +357,15 @@ class Pipeline:
                     self._metric("rate_limited", "create")
                     seconds = float(exc.retry_after or 1.0)
                     ctx.limiter.pause_creations(seconds, reason=f"429 on create ({model})")
+                    self._metric("creation_pause", seconds)
                     log.warning("429 on create; creations paused %.1f s for every worker", seconds)
                     continue  # the token call sleeps through the pause
                 if is_ambiguous(exc):
-                    # The prediction may exist: keep the intent, the next run reconciles first.
+                    # The prediction may exist: keep the intent (the next run reconciles first)
+                    # and keep the slot counted for it (an orphan the reconciliation adopts or
+                    # settles), so an unknown prediction never runs beside a full fleet.
                     ctx.attempts.mark_post_returned(b, i, n)
+                    lease.abandon()
                     raise Requeue(f"{exc}; reconciling before any new creation",
                                   countdown=self._backoff(1)) from None
                 ctx.attempts.clear_intent(b, i, n)
@@ -309,23 +373,47 @@ class Pipeline:
             except (PermanentModelError, LocalError):
                 ctx.attempts.clear_intent(b, i, n)
                 raise
-            ctx.attempts.record_prediction(b, i, n, view.id)
-            ctx.ledger.update_attempt(b, i, n, {"prediction_id": view.id})
             self._metric("slot_wait", waited, "create")
             self._metric("creation", model)
+            if not ctx.attempts.record_prediction(b, i, n, view.id):
+                # Another attempt owns this prediction already: an item with the identical input
+                # reconciling its own unresolved create adopted it between our POST's answer and
+                # this record. Ours is then unknown to us: reconcile it, never go on without one.
+                ctx.attempts.mark_post_returned(b, i, n)
+                lease.abandon()
+                log.warning("prediction %s created by this attempt was adopted by another attempt "
+                            "first; reconciling before anything else", view.id)
+                raise Requeue(f"prediction {view.id} was taken by another attempt with the same input; "
+                              "reconciling", countdown=self._backoff(1))
+            bind_log_context(prediction=view.id)
+            ctx.ledger.update_attempt(b, i, n, {"prediction_id": view.id})
             log.info("created prediction %s", view.id)
             return view
 
-    def _check_still_entitled(self, lease: Any) -> None:
-        """Right before the POST: this execution must still own the attempt and the slot. The
-        waits before it (slot, creation token) can outlast both when this worker was cut off
-        from Redis; the attempt may then have been sent again and be running elsewhere."""
+    def _check_still_entitled(self, job: Job, lease: Any) -> None:
+        """Right before the POST: this execution must still own the attempt and the slot, and the
+        batch must not be canceled. The waits before it (slot, creation token) can outlast the
+        claim and the lease when this worker was cut off from Redis; the attempt may then have
+        been sent again and be running elsewhere. Local checks first, then ONE round trip: a
+        script checks the claim and the cancel flag and stamps `posting_at`, from when the POST
+        may be in flight. A Redis error there escapes (the task waits and runs the attempt
+        again): "cannot tell" is never taken for "lost"."""
         assert self._claim is not None, "only a claimed execution creates"
-        if not self._claim.still_ours():
-            raise Superseded("the attempt's claim expired while waiting; another execution owns it")
+        if shutting_down():
+            raise Requeue("worker shutting down; attempt handed back before any creation", counted=False)
+        if self._claim.lost:
+            raise Superseded("the attempt's claim was taken while waiting; another execution owns it")
         if lease.lost:
             raise Requeue(f"slot lease lost before the creation ({lease.lost_reason}); attempt handed back",
                           counted=False)
+        verdict, _posting_at = self.ctx.attempts.begin_post(job.batch_id, job.index, job.attempt,
+                                                            self._claim.key, self._claim.token)
+        if verdict == "canceled":
+            raise CanceledError("batch canceled")
+        if verdict == "lost":
+            raise Superseded("the attempt's claim expired while waiting; another execution owns it")
+        if verdict == "recorded":
+            raise Superseded("another execution recorded a prediction for this attempt while this one waited")
 
     def _stop_if_canceled_or_shutting_down(self, batch_id: str, *, fresh: bool = False) -> None:
         """After a wait before any creation: CanceledError if the batch was canceled, Requeue (the
@@ -335,17 +423,35 @@ class Pipeline:
         if shutting_down():
             raise Requeue("worker shutting down; attempt handed back before any creation", counted=False)
 
+    def _settles_at(self, record: Any) -> tuple[float, str]:
+        """When "the earlier create made nothing" may be concluded (Unix time, Redis clock), and why.
+
+        A gateway can answer 502/504 (or the client time out) while Replicate still creates the
+        prediction, so the listing that concludes "none" must start a settling window (the POST
+        in-flight limit) after the POST ended: its answer's time when it came back; else (its
+        sender died or was cut off) the latest it could have ended, counted from `posting_at`.
+        No `posting_at` on a record whose writer stamps it before any POST: no POST was sent
+        (the token wait or the last check was interrupted), nothing to wait for. A record from
+        an older version (no mark) keeps that version's rule: the in-flight limit after the
+        intent."""
+        window = post_in_flight_limit(self.ctx.settings)
+        if record.post_returned_at is not None:
+            return record.post_returned_at + window, "the earlier create answered ambiguously"
+        if record.posting_at is not None:
+            return record.posting_at + 2 * window, "the earlier create's POST may still be in flight"
+        if record.posting_marked:
+            return record.intent_at, "no POST was sent"
+        return record.intent_at + window, "the earlier create (an older worker's) may still be in flight"
+
     def _reconcile(self, job: Job, model: str, input_: dict[str, Any], record: Any) -> str | None:
         """An earlier run sent (or may have sent) the POST without recording an answer: adopt the
         prediction it created if the account's predictions show one. "None was created" is
-        concluded only when no POST can still land and the listing went back past the intent;
-        anything less runs this attempt again later, never a second creation."""
+        concluded only by a listing that started once the create has settled (`_settles_at`) and
+        went back past the intent; anything less runs this attempt again later (not counted as a
+        try), never a second creation."""
         ctx, b, i, n = self.ctx, job.batch_id, job.index, job.attempt
-        if not record.post_returned:  # its sender died or was cut off: the POST may still land
-            in_flight_for = post_in_flight_limit(ctx.settings) - (ctx.attempts.redis_now() - record.intent_at)
-            if in_flight_for > 0:
-                raise Requeue("the earlier POST of this attempt may still be in flight; reconciling once "
-                              "it must have landed", countdown=in_flight_for + random.uniform(0, 1), counted=False)
+        settles_at, why = self._settles_at(record)
+        listed_at = ctx.attempts.redis_now()  # before the listing: it must start after settles_at
         since = record.intent_at - RECONCILE_SKEW
         cursor: str | None = None
         for _ in range(RECONCILE_MAX_PAGES):
@@ -356,6 +462,7 @@ class Pipeline:
                 if ctx.attempts.owned_by_other(view.id, b, i, n):
                     continue
                 if ctx.attempts.record_prediction(b, i, n, view.id, origin="adopted"):
+                    bind_log_context(prediction=view.id)
                     ctx.ledger.update_attempt(b, i, n, {"prediction_id": view.id})
                     log.warning("adopted prediction %s created by an earlier run of this attempt", view.id)
                     return view.id
@@ -365,6 +472,11 @@ class Pipeline:
         else:
             raise Requeue(f"listed {RECONCILE_MAX_PAGES} pages of predictions without reaching the earlier "
                           "create; not creating again until it is settled", countdown=self._backoff(2))
+        if listed_at < settles_at:
+            left = settles_at - listed_at
+            raise Requeue(f"no prediction listed for the earlier create yet; {why}, so it may still appear: "
+                          f"listing again in {left:.1f} s before any new creation",
+                          countdown=min(left + random.uniform(0.2, 1.0), self.countdown_cap), counted=False)
         ctx.attempts.clear_intent(b, i, n)
         log.info("reconciliation found no prediction for the earlier create; creating one")
         return None
@@ -515,6 +627,7 @@ class Pipeline:
             self._finish(job, "failed", model, att_status="failed", kind="unresolved", error=(
                 f"could not tell whether a prediction was created ({reason}); not retried, so as never to "
                 f"pay twice: check the account's predictions, then `producer retry {job.batch_id}`"))
+            self._metric("prediction", model, "failed")
             return None
         self._cancel_recorded_prediction(job)
         return self._after_transient(job, request, model, TransientError(f"gave up on this attempt: {reason}"))
@@ -533,6 +646,7 @@ class Pipeline:
             return self._after_permanent(job, request, model, PermanentModelError(
                 f"gave up on {model} after {streak + 1} transient failures; last: {exc}"))
         self._metric("retry", model, "transient")
+        self._metric("prediction", model, "transient_error")
         countdown = self._backoff(streak, exc.retry_after)
         log.warning("transient failure, new attempt on %s in %.1f s: %s", model, countdown, exc)
         return self._next_attempt(job, request, model, model, error=str(exc), att_status="retry",
@@ -562,7 +676,7 @@ class Pipeline:
                 return None
             self._finish(job, "substituted", model, error=reason, outputs=[str(path)], att_status="failed",
                          kind="permanent", att_error=str(exc))
-            self._metric("prediction", model, "substituted")
+            self._metric("substituted", model)
             return None
         self._finish(job, "failed", model, error=reason, att_status="failed", kind="permanent", att_error=str(exc))
         return None
@@ -669,17 +783,27 @@ class Pipeline:
 
     def _cancel_recorded_prediction(self, job: Job) -> None:
         """Called once this execution holds no slot: cancels the attempt's prediction, if any, and
-        frees a slot a dead holder left counted for it."""
+        frees a slot a dead holder left counted for it. An unresolved create (intent, no id) keeps
+        its slot counted: a prediction nobody knows may be running, until the orphan deadline."""
         record = self.ctx.attempts.get(job.batch_id, job.index, job.attempt)
         if record.prediction_id:
             self._cancel_prediction(job, record.prediction_id)
-            self._settle(record.prediction_id)
+            self._settle(job, record.prediction_id)
+        elif record.intent_at is None:
+            self._settle(job)
 
-    def _settle(self, prediction_id: str) -> None:
+    def _settle(self, job: Job, prediction_id: str | None = None) -> None:
+        """Free the slot still counted for this attempt's prediction (or, without one, for the
+        attempt's creation token): its holder is gone, since this execution owns the claim."""
         try:
-            self.ctx.limiter.settle(prediction_id)
+            self.ctx.limiter.settle(prediction_id, attempt=self._marker(job))
         except Exception as exc:  # noqa: BLE001 - the orphaned slot then ends at its deadline
-            log.warning("could not free the slot left for prediction %s: %s", prediction_id, exc)
+            log.warning("could not free the slot left for %s: %s", prediction_id or self._marker(job), exc)
+
+    @staticmethod
+    def _marker(job: Job) -> str:
+        """The attempt's name on the slot that creates for it (batch ids hold no ':')."""
+        return f"{job.batch_id}:{job.index}:{job.attempt}"
 
     def _stopper(self, job: Job) -> Callable[[], bool]:
         """Stop waiting (slot, creation token, reads before a creation) when the batch is canceled

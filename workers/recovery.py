@@ -39,6 +39,7 @@ import redis
 from shared.keys import Keys
 from shared.ledger import TERMINAL, Ledger
 from shared.settings import Settings
+from workers.attempts import AttemptStore
 
 log = logging.getLogger("workers.recovery")
 
@@ -84,6 +85,7 @@ class Sweeper:
         self.redis = redis_client
         self.keys = Keys(settings.key_prefix)
         self.ledger = Ledger(redis_client, self.keys)
+        self.attempts = AttemptStore(redis_client, self.keys)
         self.app = app
         self.limiter = limiter
         self.calls = calls
@@ -182,24 +184,58 @@ class Sweeper:
         run at Replicate). The attempts are sent again and their new executions adopt the slots;
         but when every thread of the fleet is busy waiting for a slot, nobody would run them. So
         the sweep looks at each orphaned prediction (one read each) and frees the slots of those
-        that have ended. Returns their prediction ids."""
+        that have ended.
+
+        A slot orphaned by a creator that died before recording its prediction id (marked with its
+        attempt by the creation token) is judged by the attempt's record: the prediction it has
+        recorded since, like any other; or, when no POST was sent (no `posting_at`) and no live
+        execution holds the attempt's claim, nothing can be created any more for it (a POST needs
+        that claim, checked atomically with the `posting_at` stamp), so the slot is freed now.
+        A POST that may have been sent is left to the attempt's own reconciliation, which adopts
+        or frees the slot. Returns what was freed (prediction ids and attempt markers)."""
         if self.limiter is None or self.calls is None:
             return []
         settled = []
         for holder in self.limiter.status().holders:
-            if not holder.orphaned or not holder.prediction_id:
+            if not holder.orphaned:
+                continue
+            prediction_id = holder.prediction_id
+            if not prediction_id and holder.attempt:
+                prediction_id, nothing_sent = self._attempt_state(holder.attempt)
+                if not prediction_id:
+                    if nothing_sent and self.limiter.settle(attempt=holder.attempt, orphaned_only=True):
+                        log.warning("freed the slot a dead worker left for attempt %s (no creation was sent)",
+                                    holder.attempt)
+                        settled.append(holder.attempt)
+                    continue
+            if not prediction_id:
                 continue
             try:
                 self.limiter.take_read_token(timeout=5.0)
-                ended = self.calls.get(holder.prediction_id).terminal
+                ended = self.calls.get(prediction_id).terminal
             except Exception as exc:  # noqa: BLE001 - next sweep; the slot is never freed wrongly
-                log.info("orphaned prediction %s not checked: %s", holder.prediction_id, exc)
+                log.info("orphaned prediction %s not checked: %s", prediction_id, exc)
                 continue
-            if ended and self.limiter.settle(holder.prediction_id):
-                log.warning("freed the slot a dead worker left for prediction %s (it has ended)",
-                            holder.prediction_id)
-                settled.append(holder.prediction_id)
+            if ended and self.limiter.settle(prediction_id, attempt=holder.attempt, orphaned_only=True):
+                log.warning("freed the slot a dead worker left for prediction %s (it has ended)", prediction_id)
+                settled.append(prediction_id)
         return settled
+
+    def _attempt_state(self, marker: str) -> tuple[str | None, bool]:
+        """For an attempt marker "batch:index:attempt": (the prediction it recorded, whether no
+        creation was sent and none can be any more: no `posting_at`, no live claim)."""
+        try:
+            batch_id, index, attempt = marker.rsplit(":", 2)
+            b, i, n = batch_id, int(index), int(attempt)
+            record = self.attempts.get(b, i, n)
+            claimed = self.redis.exists(self.keys.claim(b, i, n))
+        except (ValueError, redis.RedisError) as exc:
+            log.info("orphaned slot of attempt %s not checked: %s", marker, exc)
+            return None, False
+        if record.prediction_id:
+            return record.prediction_id, False
+        sent = record.posting_at is not None or (record.intent_at is not None and not record.posting_marked)
+        return None, not sent and not claimed
 
     def _write_manifest(self, batch_id: str) -> None:
         try:

@@ -10,6 +10,12 @@ Why some calls go around the client's models:
 - the reconciliation listing reads raw JSON pages (`client._request`), because one `aborted`
   prediction on a page would make the typed `predictions.list` fail as a whole.
 Predictions are created by model and WITHOUT `Prefer: wait`, so the id is known at once.
+
+Every request has bounded connect/write/read/pool timeouts, creations included: replicate 1.0.7
+sends a create without `wait` with `timeout=None` (no timeout at all, whatever the client was
+given), so the client's transport (`BoundedTimeoutTransport`) fills in the configured value for
+any phase a request leaves unbounded. That is what makes `post_in_flight_limit` true: a stalled
+create ends as an ambiguous timeout instead of holding its thread (and its claim) for ever.
 """
 from __future__ import annotations
 
@@ -35,6 +41,16 @@ from pydantic import ValidationError as _V2ValidationError
 
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled", "aborted"})
 SENSITIVE_WORDS = ("nsfw", "sensitive", "flagged", "safety", "content policy", "moderation")
+# A `failed` prediction whose error says the failure was Replicate's, not the model's answer to
+# this input: the same model again (a new attempt) is worth it. Anything else is permanent.
+RETRYABLE_FAILURES = (
+    re.compile(r"\binterrupted\b"),  # "Prediction interrupted; please retry (code: PA)"
+    re.compile(r"\bplease retry\b"),
+    re.compile(r"out\s*of\s*memory|\boom\b|outofmemoryerror"),  # CUDA OOM, OOM-killed runner
+    # timed out while starting: setup, boot, cold start, queueing (not a prediction that ran too long)
+    re.compile(r"(?:start|setup|boot|queue|provision|schedul)\w*\W+(?:\w+\W+){0,6}?timed?[\s-]?out"
+               r"|timed?[\s-]?out\W+(?:\w+\W+){0,6}?(?:start|setup|boot|queue|provision|schedul)"),
+)
 DEFAULT_RETRY_AFTER = 2.0
 _RETRY_AFTER = re.compile(r"~?\s*(\d+(?:\.\d+)?)\s*s")
 
@@ -73,10 +89,13 @@ class ReplicateCalls:
     def __init__(self, settings: Settings):
         if not settings.replicate_api_token:
             raise LocalError("REPLICATE_API_TOKEN is not set")
+        timeout = client_timeout(settings)
         self.client = replicate.Client(
             api_token=settings.replicate_api_token,
             base_url=settings.replicate_base_url or None,
-            timeout=client_timeout(settings),
+            timeout=timeout,
+            # The client wraps it in its RetryTransport (GET retries); creates are never retried.
+            transport=BoundedTimeoutTransport(timeout),
         )
 
     def warm_up(self) -> None:
@@ -160,6 +179,32 @@ class ReplicateCalls:
             pass
 
 
+class BoundedTimeoutTransport(httpx.BaseTransport):
+    """An httpx transport that gives every request a timeout for each phase it left unbounded.
+
+    httpx puts a request's timeouts in `request.extensions["timeout"]`, and `timeout=None` on a
+    call means "no timeout": replicate 1.0.7 does exactly that for a create without `wait`. Here
+    any missing or None phase (connect, write, read, pool) takes the configured value; phases a
+    request did bound (a `Prefer: wait` create's longer read) are left alone."""
+
+    def __init__(self, timeout: httpx.Timeout, wrapped: httpx.BaseTransport | None = None):
+        self._timeouts = timeout.as_dict()
+        if any(v is None for v in self._timeouts.values()):
+            raise ValueError(f"every phase needs a bound, got {self._timeouts}")
+        self._wrapped = wrapped if wrapped is not None else httpx.HTTPTransport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        asked = request.extensions.get("timeout") or {}
+        request.extensions["timeout"] = {
+            phase: asked.get(phase) if asked.get(phase) is not None else default
+            for phase, default in self._timeouts.items()
+        }
+        return self._wrapped.handle_request(request)
+
+    def close(self) -> None:
+        self._wrapped.close()
+
+
 def client_timeout(settings: Settings) -> httpx.Timeout:
     """Per phase: connect, write, read (waiting for a pooled connection sends nothing)."""
     return httpx.Timeout(settings.http_timeout, connect=min(5.0, settings.http_timeout), pool=30.0)
@@ -168,7 +213,9 @@ def client_timeout(settings: Settings) -> httpx.Timeout:
 def post_in_flight_limit(settings: Settings) -> float:
     """How long after it started a creation POST can still reach Replicate: connect, write the
     body, wait for the answer, plus a margin. Until then, "not in the prediction list" does not
-    mean "not created"."""
+    mean "not created". True because every create carries these timeouts (BoundedTimeoutTransport).
+    It is also the settling window after an ambiguous create: a gateway's 502/504 can come while
+    Replicate still creates the prediction, so "none was created" waits this long after the POST."""
     t = client_timeout(settings)
     return float(t.connect) + float(t.write) + float(t.read) + 5.0
 
@@ -213,11 +260,17 @@ def is_ambiguous(exc: BaseException) -> bool:
     return bool(getattr(exc, "ambiguous", False))
 
 
-def failure_error(prediction: PredictionView) -> PermanentModelError:
-    """The error for a `failed` prediction: permanent for this model (sensitive content included)."""
+def failure_error(prediction: PredictionView) -> TransientError | PermanentModelError:
+    """The error for a `failed` prediction. Sensitive content and model errors are permanent for
+    this model (next model of the route); Replicate's own retryable failures (interrupted, "please
+    retry", out of memory, timed out while starting) are transient: the same model again."""
     text = prediction.error or "prediction failed without an error message"
-    kind = "sensitive content" if any(w in text.lower() for w in SENSITIVE_WORDS) else "model error"
-    return PermanentModelError(f"{kind}: {text[:500]}", prediction_id=prediction.id)
+    lowered = text.lower()
+    if any(w in lowered for w in SENSITIVE_WORDS):
+        return PermanentModelError(f"sensitive content: {text[:500]}", prediction_id=prediction.id)
+    if any(p.search(lowered) for p in RETRYABLE_FAILURES):
+        return TransientError(f"prediction failed, retryable: {text[:500]}", prediction_id=prediction.id)
+    return PermanentModelError(f"model error: {text[:500]}", prediction_id=prediction.id)
 
 
 def retry_after_of(detail: str | None) -> float:

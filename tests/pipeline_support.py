@@ -1,0 +1,38 @@
+"""Running the worker pipeline inside the test process (real Redis, the stand-in over HTTP), for
+the cost-safety details that need a hand between two steps: what happens between the creation
+token and the POST, between the POST's answer and its record, on a stale message."""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Iterator
+
+from shared.keys import Keys
+from shared.ledger import Ledger
+from shared.models import load_registry
+from shared.prompts import parse_prompts
+
+MODEL = "black-forest-labs/flux-dev"
+
+
+@contextlib.contextmanager
+def worker_context(settings, sim=None, **changes) -> Iterator:
+    """A WorkerContext like a worker process builds, for `settings` (+ changes), calling `sim`."""
+    from workers.context import WorkerContext
+
+    if sim is not None:
+        changes["replicate_base_url"] = sim.url
+    ctx = WorkerContext.build(settings.with_(**changes))
+    try:
+        yield ctx
+    finally:
+        ctx.close()
+
+
+def record_batch(settings, redis_client, batch_id: str, prompts: list[str], *, model: str = MODEL):
+    """A batch recorded in the ledger and NOT enqueued: the test runs its attempts itself."""
+    requests = parse_prompts(prompts, batch_id=batch_id, output_root=Path(settings.output_dir),
+                             registry=load_registry(), model=model)
+    ledger = Ledger(redis_client, Keys(settings.key_prefix))
+    assert ledger.create_batch(batch_id, requests, output_root=str(settings.output_dir))
+    return ledger, requests

@@ -222,7 +222,9 @@ def run(args, base, workdir: Path, stack: ExitStack, api, FleetError, InputError
         say(f"{source} not found; using a small built-in list of {len(FALLBACK_PROMPTS['items'])} prompts")
         source = FALLBACK_PROMPTS
     try:
-        batch = api.submit(source, settings=settings, overwrite=True)
+        # The stand-in is free and a demo is meant to run again; with --real, the same prompts
+        # submitted twice are refused (naming the first batch) instead of paid for twice.
+        batch = api.submit(source, settings=settings, overwrite=True, again=not args.real)
     except InputError as exc:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)

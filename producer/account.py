@@ -13,33 +13,79 @@ from pathlib import Path
 
 import requests
 
+from urllib.parse import urlsplit, urlunsplit
+
 from shared.errors import ConfigError, InputError, Problem, ReplicateCallError
 
 DEFAULT_BASE_URL = "https://api.replicate.com"
 
 
+class ApiUnreachableError(ReplicateCallError):
+    """The account endpoint gave no usable answer (connection refused, DNS, TLS, timeout, an
+    error status, not JSON): the address is wrong or the service is down. `reason` says which."""
+
+    def __init__(self, url: str, reason: str, *, status: int | None = None):
+        super().__init__(f"cannot reach {url}: {reason}", status=status)
+        self.url = url
+        self.reason = reason
+
+
 def check_token(token: str, base_url: str | None = None, *, timeout: float = 10.0) -> dict:
-    """The account JSON (`username`, `type`, ...) for a valid token; InputError when rejected."""
+    """The account JSON (`username`, `type`, ...) for a valid token; InputError when rejected,
+    ApiUnreachableError when no usable answer came. No message ever contains the token."""
     token = (token or "").strip()
     if not token:
         raise InputError(Problem("the token is empty", field="REPLICATE_API_TOKEN"))
     if any(c.isspace() for c in token):
         raise InputError(Problem("the token contains whitespace", field="REPLICATE_API_TOKEN"))
     url = (base_url or DEFAULT_BASE_URL).rstrip("/") + "/v1/account"
+    shown = redact_url(url)
     try:
         response = requests.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
     except requests.RequestException as exc:
-        # The exception text holds the URL only; the header is not part of it.
-        raise ReplicateCallError(f"cannot reach {url}: {type(exc).__name__}") from None
+        # The exception text holds the URL only (the header is not part of it); scrubbed anyway.
+        raise ApiUnreachableError(shown, _scrub(_reason(exc, timeout), token)) from None
     if response.status_code in (401, 403):
-        raise InputError(Problem(f"{url} rejected the token (HTTP {response.status_code})",
+        raise InputError(Problem(f"{shown} rejected the token (HTTP {response.status_code})",
                                  field="REPLICATE_API_TOKEN"))
     if response.status_code != 200:
-        raise ReplicateCallError(f"{url} answered HTTP {response.status_code}", status=response.status_code)
+        raise ApiUnreachableError(shown, f"it answered HTTP {response.status_code} {response.reason or ''}".rstrip(),
+                                  status=response.status_code)
     try:
-        return response.json()
+        data = response.json()
     except ValueError:
-        raise ReplicateCallError(f"{url} did not answer JSON") from None
+        data = None
+    if not isinstance(data, dict):
+        raise ApiUnreachableError(shown, "it did not answer an account as JSON (is this Replicate's API?)")
+    return data
+
+
+def redact_url(url: str) -> str:
+    """The URL without a password in it."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _reason(exc: requests.RequestException, timeout: float) -> str:
+    """What went wrong, in a few words: 'connection refused', 'Failed to resolve ...', ..."""
+    if isinstance(exc, requests.Timeout):
+        return f"no answer within {timeout:g} s ({type(exc).__name__})"
+    inner = exc.args[0] if exc.args else None
+    reason = getattr(inner, "reason", None) or inner or exc
+    text = str(reason)
+    # urllib3 prefixes its connection object: "<...HTTPConnection object at 0x..>: " or
+    # "HTTPConnection(host='h', port=1): ".
+    text = re.sub(r"^(<[^>]*>|\w*Connection\([^)]*\)):\s*", "", text)
+    if isinstance(exc, requests.exceptions.SSLError):
+        text = f"TLS error: {text}"
+    return f"{text} ({type(exc).__name__})" if text else type(exc).__name__
+
+
+def _scrub(text: str, token: str) -> str:
+    return text.replace(token, "***") if token else text
 
 
 _LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=")

@@ -1,15 +1,17 @@
 """The producer's Python API; the CLI (producer/cli.py) is a thin layer over it.
 
     from producer import submit, generate
-    batch = submit("prompts.json", settings=Settings.load())
+    batch = submit("prompts.json")              # settings: Settings.load() (.env + environment)
     batch.wait(progress=True)
     for record in batch.results(): ...
 
-    paths = generate("a red fox in snow", "black-forest-labs/flux-dev", settings=settings,
-                     aspect_ratio="16:9")
+    paths = generate("a red fox in snow", "black-forest-labs/flux-dev", aspect_ratio="16:9")
 
+Every function takes `settings=` (a shared.settings.Settings) to use another configuration.
 Everything is validated before anything is written: a bad input raises InputError listing every
-problem, and neither Redis nor the disk has changed.
+problem, and neither Redis nor the disk has changed. Submitting content that a batch still in
+Redis already has (the same file twice) raises DuplicateBatchError instead of paying twice;
+`again=True` submits it as a new batch on purpose.
 """
 from __future__ import annotations
 
@@ -17,8 +19,9 @@ import concurrent.futures
 import os
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from shared.errors import FleetError, InputError, NoWorkerError, Problem, ReplicateCallError
 from shared.keys import Keys
@@ -26,7 +29,8 @@ from shared.redis_conn import connect
 from shared.request import ImageRequest
 from shared.settings import Settings
 
-from producer.progress import Reporter, Snapshot, make_reporter, snapshot_from_info
+from producer.progress import (Reporter, Snapshot, format_counts, format_duration, make_reporter,
+                               snapshot_from_info)
 
 _BATCH_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -34,6 +38,48 @@ _BATCH_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # asks again (a fleet that died mid-batch is reported instead of waited on forever).
 WORKER_PING_SECONDS = 2.0
 WORKER_RECHECK_SECONDS = 30.0
+REVOKE_CHUNK = 500  # task ids per revoke broadcast
+
+
+class DuplicateBatchError(InputError):
+    """The same content (validated, routed requests and options) is already a batch in Redis.
+    Nothing was recorded or enqueued. `batch_id` / `info` name that batch."""
+
+    def __init__(self, info: Any):
+        self.batch_id = info.id
+        self.info = info
+        super().__init__(Problem(
+            f"the same items were submitted already as batch {info.id}, {describe_batch(info)}; "
+            f"nothing was enqueued. Follow it with `producer status {info.id}` (files: "
+            f"`producer results {info.id}`), or submit them again as a new batch on purpose, paying "
+            "again, with --again (Python: again=True)"))
+
+
+def describe_batch(info: Any, now: float | None = None) -> str:
+    """'created 3m12s ago, running: 40/100 done' — a batch's age and state in a few words."""
+    now = time.time() if now is None else now
+    snap = snapshot_from_info(info, now=now)
+    age = format_duration(max(now - float(info.created_at), 0.0))
+    if snap.finished:
+        state = (f"finished, all {snap.total} succeeded" if snap.all_succeeded
+                 else f"finished{' (canceled)' if snap.canceled else ''}: {format_counts(snap.counts)}")
+    elif snap.canceled:
+        state = f"being canceled: {snap.done}/{snap.total} done"
+    else:
+        state = f"running: {snap.done}/{snap.total} done"
+    return f"created {age} ago, {state}"
+
+
+@dataclass(frozen=True)
+class CancelOutcome:
+    """What `Batch.cancel()` did. `int(outcome)` is the number of items canceled now."""
+
+    canceled: int  # queued items marked canceled now
+    revoked: int  # their task messages revoked (best effort: workers drop them on receipt)
+    revoke_error: str | None = None  # why revoking stopped early, if it did
+
+    def __int__(self) -> int:
+        return self.canceled
 
 
 # --- batch ids ----------------------------------------------------------------------------------
@@ -87,11 +133,19 @@ def load_source(source: Any) -> Any:
                              field="source"))
 
 
-def validate(source: Any, *, settings: Settings, model: str | None = None, params: dict | None = None,
-             batch_id: str | None = None, overwrite: bool = False, registry=None) -> list[ImageRequest]:
-    """Parse, validate and route every item; InputError with every problem. Writes nothing."""
+def _settings(settings: Settings | None) -> Settings:
+    """The given settings, else the environment's and .env's (Settings.load())."""
+    return settings if settings is not None else Settings.load()
+
+
+def validate(source: Any, *, settings: Settings | None = None, model: str | None = None,
+             params: dict | None = None, batch_id: str | None = None, overwrite: bool = False,
+             registry=None) -> list[ImageRequest]:
+    """Parse, validate and route every item; InputError with every problem. Writes nothing.
+    The list's `notes` (shared.prompts.ParsedRequests) say what the user should still know."""
     from shared.prompts import parse_prompts
 
+    settings = _settings(settings)
     batch_id = check_batch_id(batch_id) if batch_id is not None else new_batch_id()
     data = load_source(source)
     return parse_prompts(data, batch_id=batch_id, output_root=Path(settings.output_dir),
@@ -104,15 +158,21 @@ class Batch:
     """A submitted batch (or, with dry_run, the plan of one). Cheap to create; every method reads
     the current state from Redis."""
 
-    def __init__(self, batch_id: str, settings: Settings, *, requests: Sequence[ImageRequest] | None = None,
-                 created: bool = True, dry_run: bool = False, registry=None):
+    def __init__(self, batch_id: str, settings: Settings | None = None, *,
+                 requests: Sequence[ImageRequest] | None = None, created: bool = True,
+                 dry_run: bool = False, registry=None):
         self.id = batch_id
-        self.settings = settings
+        self.settings = _settings(settings)
         self.requests = list(requests) if requests is not None else None
+        # What validation wants the user to know (e.g. the default model was used).
+        self.notes: list[str] = list(getattr(requests, "notes", None) or [])
         # False when the batch id existed already (nothing was enqueued) or for a dry run.
         self.created = created
         self.dry_run = dry_run
         self.registry = registry
+        # Another batch still in Redis with the same content (submitted with again=True or an
+        # explicit new batch id): its BatchInfo, for a note. None otherwise.
+        self.duplicate_of: Any = None
         self._ledger_obj = None
 
     def __repr__(self) -> str:
@@ -157,18 +217,33 @@ class Batch:
         return [Path(p) if Path(p).is_absolute() else root / p for p in record.get("outputs") or []]
 
     # --- acting --------------------------------------------------------------------------------
-    def cancel(self) -> int:
-        """Flags the batch canceled: pending items become canceled at once, workers cancel the
-        running predictions. Returns how many items the ledger canceled now."""
+    def cancel(self) -> CancelOutcome:
+        """Flags the batch canceled: queued (pending) items become canceled at once and their
+        task messages are revoked (best effort: a worker that gets one anyway sees the item is
+        canceled and does nothing); workers cancel the running predictions at Replicate and free
+        their slots. `int()` of the outcome is how many items were canceled now."""
         self.info()
-        return int(self.ledger.cancel_batch(self.id))
+        result = self.ledger.cancel(self.id)
+        revoked, error = revoke_tasks(self.settings, result.task_ids)
+        return CancelOutcome(canceled=result.canceled, revoked=revoked, revoke_error=error)
 
-    def retry(self) -> list[int]:
-        """Failed items back to pending and enqueued again; returns their indexes."""
+    def retry(self, *, include_canceled: bool = False) -> list[int]:
+        """Failed items (and canceled ones with `include_canceled`) back to pending, each with a
+        fresh attempt on the first model of its route, and enqueued again; returns their indexes.
+
+        On a canceled batch this lifts the cancel, so the retried items run (the other canceled
+        items stay canceled); it is refused (InputError) while items of that batch are still
+        running, i.e. still being canceled."""
+        from shared.ledger import StillCanceling
         from workers.dispatch import enqueue_items
 
         self.info()
-        indexes = list(self.ledger.reset_failed(self.id))
+        try:
+            indexes = list(self.ledger.reset_failed(self.id, include_canceled=include_canceled))
+        except StillCanceling as exc:
+            raise InputError(Problem(
+                f"batch {self.id} is still being canceled: {exc.open_items} item(s) have not stopped yet. "
+                f"Retry once `producer status {self.id}` shows it finished", field="BATCH")) from None
         if indexes:
             enqueue_items(self.settings, self.id, [self.ledger.request(self.id, i) for i in indexes])
         return indexes
@@ -258,17 +333,28 @@ class _WorkerWatch:
 
 
 # --- module-level API ----------------------------------------------------------------------------
-def submit(source: Any, *, settings: Settings, model: str | None = None, params: dict | None = None,
-           batch_id: str | None = None, overwrite: bool = False, substitute_on_failure: bool = False,
-           dry_run: bool = False, registry=None) -> Batch:
+def submit(source: Any, *, settings: Settings | None = None, model: str | None = None,
+           params: dict | None = None, batch_id: str | None = None, overwrite: bool = False,
+           substitute_on_failure: bool = False, dry_run: bool = False, again: bool = False,
+           registry=None, on_plan: Callable[[Batch], None] | None = None) -> Batch:
     """Validate every item, then record the batch and enqueue one task per item.
 
     source: a path to prompts.json, or the loaded data (a list of prompt strings, a list of
-    items, or an object with shared defaults and `items`).
-    Raises InputError (every problem; nothing written). Resubmitting an existing batch id
-    enqueues nothing new and returns the existing batch with `.created == False`; only items
-    that were recorded but never enqueued (the first submission died in between) are sent.
+    items, or an object with shared defaults and `items`). settings: Settings.load() if None.
+    Raises InputError (every problem; nothing written).
+
+    Paying twice by mistake is refused: without `batch_id`, content (validated requests and
+    options) that a batch still in Redis already has raises DuplicateBatchError naming it;
+    `again=True` submits it as a new batch on purpose. With `batch_id`, resubmitting an existing
+    id enqueues nothing new and returns the existing batch with `.created == False` (only items
+    that were recorded but never enqueued, because the first submission died in between, are
+    sent); other content under a used id is an InputError.
+
+    on_plan: called with the validated, not yet recorded Batch (`.requests`, `.notes`,
+    `.duplicate_of`) right before it is recorded and enqueued (not for dry runs or for a batch
+    id that exists already), so callers can show the routing plan first.
     """
+    settings = _settings(settings)
     explicit_id = batch_id is not None
     batch_id = check_batch_id(batch_id) if explicit_id else new_batch_id()
     registry = _registry(registry, settings)
@@ -286,16 +372,35 @@ def submit(source: Any, *, settings: Settings, model: str | None = None, params:
         return Batch(batch_id, settings, requests=requests, created=False, dry_run=True, registry=registry)
 
     ledger = _ledger(settings)  # RedisUnavailableError before anything else is imported or written
+    from shared.ledger import DuplicateFingerprint, batch_fingerprint
     from workers.dispatch import enqueue_items
 
     options = {"substitute_on_failure": bool(substitute_on_failure), "overwrite": bool(overwrite),
                "model": model, "params": dict(params or {})}
-    created = ledger.create_batch(batch_id, requests, output_root=str(Path(settings.output_dir).resolve()),
-                                  options=options)
+    fingerprint = batch_fingerprint(batch_id, requests, options)
+    unique = not explicit_id and not again
+    exists = explicit_id and ledger.batch(batch_id) is not None
+    same = None  # another batch still in Redis with this content
+    if not exists:
+        same = ledger.find_fingerprint(fingerprint)
+        if same is not None and unique:
+            raise DuplicateBatchError(same)
+        plan = Batch(batch_id, settings, requests=requests, created=False, registry=registry)
+        plan.duplicate_of = same
+        if on_plan is not None:
+            on_plan(plan)
+    try:
+        created = ledger.create_batch(batch_id, requests, output_root=str(Path(settings.output_dir).resolve()),
+                                      options=options, fingerprint=fingerprint, unique_fingerprint=unique)
+    except DuplicateFingerprint as exc:  # an identical submission won the race since the check
+        info = ledger.batch(exc.batch_id)
+        if info is None:
+            raise
+        raise DuplicateBatchError(info) from None
     if created:
         enqueue_items(settings, batch_id, requests)
     else:
-        _check_same_items(ledger, batch_id, requests)
+        _check_same_items(ledger, batch_id, requests, fingerprint)
         # A producer that died between recording the batch and enqueueing it left items no
         # message was ever sent for: sending those is finishing the first submission, not
         # enqueuing anything new (items already sent or finished are left alone).
@@ -303,6 +408,7 @@ def submit(source: Any, *, settings: Settings, model: str | None = None, params:
         if never_sent:
             enqueue_items(settings, batch_id, [r for r in requests if r.index in never_sent])
     batch = Batch(batch_id, settings, requests=requests, created=created, registry=registry)
+    batch.duplicate_of = same
     batch._ledger_obj = ledger
     return batch
 
@@ -314,47 +420,92 @@ def _batch_exists(settings: Settings, batch_id: str) -> bool:
         return False  # Redis down: the input problems are what the user must see
 
 
-def _check_same_items(ledger, batch_id: str, requests: Sequence[ImageRequest]) -> None:
-    """A resubmission must be the same batch; another input under a used id is a mistake."""
-    recorded = [(item.request.id, item.request.prompt, item.request.requested_model)
-                for item in ledger.items(batch_id)]
-    given = [(r.id, r.prompt, r.requested_model) for r in requests]
-    if recorded != given:
-        differ = next((i for i, (a, b) in enumerate(zip(recorded, given)) if a != b), min(len(recorded), len(given)))
-        raise InputError(Problem(
-            f"batch {batch_id!r} exists already with other items ({len(recorded)} recorded, {len(given)} given; "
-            f"first difference at item {differ}); nothing was enqueued. Choose another --batch-id",
-            field="batch_id"))
+def _check_same_items(ledger, batch_id: str, requests: Sequence[ImageRequest], fingerprint: str) -> None:
+    """A resubmission must be the same batch; another input under a used id is a mistake.
+    Batches recorded with a fingerprint compare everything (params, references, outputs,
+    options); older ones compare id, prompt and model per item."""
+    from shared.ledger import comparable_request
+
+    recorded_fp = ledger.fingerprint_of(batch_id)
+    if recorded_fp == fingerprint:
+        return
+    full = recorded_fp is not None
+    recorded_requests = [item.request for item in ledger.items(batch_id)]
+
+    def key(request: ImageRequest):
+        return comparable_request(batch_id, request) if full else \
+            {"id": request.id, "prompt": request.prompt, "requested_model": request.requested_model}
+
+    recorded = [key(r) for r in recorded_requests]
+    given = [key(r) for r in requests]
+    if recorded == given:
+        if not full:
+            return
+        what = "the same items but other options (--substitute-on-failure)"
+    else:
+        differ = next((i for i, (a, b) in enumerate(zip(recorded, given)) if a != b),
+                      min(len(recorded), len(given)))
+        fields = ""
+        if differ < min(len(recorded), len(given)):
+            names = sorted(k for k in set(recorded[differ]) | set(given[differ])
+                           if recorded[differ].get(k) != given[differ].get(k))
+            fields = f", field {', '.join(names)}" if names else ""
+        what = (f"other items ({len(recorded)} recorded, {len(given)} given; first difference at item "
+                f"{differ}{fields})")
+    raise InputError(Problem(
+        f"batch {batch_id!r} exists already with {what}; nothing was enqueued. Choose another --batch-id",
+        field="batch_id"))
 
 
-def open_batch(batch_id: str, settings: Settings) -> Batch:
+def revoke_tasks(settings: Settings, task_ids: Sequence[str]) -> tuple[int, str | None]:
+    """Revoke queued task messages (in chunks, one broadcast each) so workers drop them on
+    receipt. Best effort: workers started later never hear of it (they find the item final in
+    the ledger and do nothing). Returns (ids revoked, why it stopped early or None)."""
+    ids = [t for t in dict.fromkeys(task_ids) if t]
+    if not ids:
+        return 0, None
+    from workers.dispatch import producer_app
+
+    app = producer_app(settings)
+    done = 0
+    for start in range(0, len(ids), REVOKE_CHUNK):
+        chunk = ids[start:start + REVOKE_CHUNK]
+        try:
+            app.control.revoke(chunk)
+        except Exception as exc:  # noqa: BLE001 - best effort; the ledger already has the cancel
+            return done, f"{type(exc).__name__}: {exc}"
+        done += len(chunk)
+    return done, None
+
+
+def open_batch(batch_id: str, settings: Settings | None = None) -> Batch:
     """A handle on an existing batch; InputError if Redis has no such batch."""
-    batch = Batch(check_batch_id(batch_id), settings)
+    batch = Batch(check_batch_id(batch_id), _settings(settings))
     batch.info()
     return batch
 
 
-def list_batches(settings: Settings, limit: int = 20) -> list:
+def list_batches(settings: Settings | None = None, limit: int = 20) -> list:
     """The most recent batches (ledger BatchInfo objects), newest first."""
-    return list(_ledger(settings).list_batches(limit=limit))
+    return list(_ledger(_settings(settings)).list_batches(limit=limit))
 
 
-def limits_status(settings: Settings):
+def limits_status(settings: Settings | None = None):
     """The limiter's LimiterStatus (limit, in use, waiters, holders, window counts, pause)."""
-    limiter = _limiter(settings)
+    limiter = _limiter(_settings(settings))
     try:
         return limiter.status()
     finally:
         _close_quietly(limiter)
 
 
-def set_limits(settings: Settings, *, concurrency: int | None = None, create_limit: int | None = None,
-               read_limit: int | None = None, window: float | None = None):
+def set_limits(settings: Settings | None = None, *, concurrency: int | None = None,
+               create_limit: int | None = None, read_limit: int | None = None, window: float | None = None):
     """Change the account-wide limits for every host at once; returns the new status."""
     if all(v is None for v in (concurrency, create_limit, read_limit, window)):
         raise InputError(Problem("give at least one of concurrency, create_limit, read_limit, window",
                                  field="limits"))
-    limiter = _limiter(settings)
+    limiter = _limiter(_settings(settings))
     try:
         try:
             limiter.set_limits(concurrency=concurrency, create_limit=create_limit, read_limit=read_limit,
@@ -366,14 +517,18 @@ def set_limits(settings: Settings, *, concurrency: int | None = None, create_lim
         _close_quietly(limiter)
 
 
-def generate(prompt: str, model: str, *, settings: Settings, output: str | os.PathLike | None = None,
-             timeout: float | None = None, progress: Any = None, registry=None, **params: Any) -> list[Path]:
+def generate(prompt: str, model: str, *, settings: Settings | None = None,
+             output: str | os.PathLike | None = None, timeout: float | None = None, progress: Any = None,
+             again: bool = False, registry=None, **params: Any) -> list[Path]:
     """One image (or video), blocking: submit a batch of one, wait, return the output paths.
 
     `image_input=[...]` / `input_image=...` are reference images; other keyword arguments are the
-    model's parameters. Raises ReplicateCallError when the item did not succeed (with the last
-    attempt's error), NoWorkerError when no worker runs, InputError for bad input.
+    model's parameters. settings: Settings.load() if None. Raises ReplicateCallError when the
+    item did not succeed (with the last attempt's error), NoWorkerError when no worker runs,
+    InputError for bad input, DuplicateBatchError when the very same request is a batch in Redis
+    already (`again=True` makes it once more, paying again).
     """
+    settings = _settings(settings)
     item: dict[str, Any] = {"prompt": prompt, "model": model}
     for ref in ("image_input", "input_image"):
         if ref in params:
@@ -382,7 +537,7 @@ def generate(prompt: str, model: str, *, settings: Settings, output: str | os.Pa
         item["params"] = params
     if output is not None:
         item["output"] = os.fspath(output)
-    batch = submit([item], settings=settings, registry=registry)
+    batch = submit([item], settings=settings, registry=registry, again=again)
     snap = batch.wait(progress=progress, timeout=timeout)
     if not snap.finished and snap.done < snap.total:
         raise FleetError(f"batch {batch.id} did not finish within {timeout} s; it keeps running "

@@ -4,7 +4,8 @@ A thin layer over producer.api; this module only parses options, prints and pick
 
 Exit codes: 0 every item succeeded (or the command did what it was asked), 1 some item failed,
 was canceled or substituted (or another error), 2 bad input or usage, 3 Redis unreachable or
-no worker consuming the queue, 130 stopped waiting with Ctrl-C (the batch keeps running).
+no worker consuming the queue (for `init`: the Replicate API unreachable), 130 stopped waiting
+with Ctrl-C (the batch keeps running).
 """
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import getpass
 import json
 import sys
 import time
+from collections import Counter
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import click
 import redis
@@ -34,7 +37,27 @@ Exit codes:
   1  some item failed, was canceled or substituted
   2  bad input or usage (every problem is listed, one per line)
   3  Redis cannot be reached, or no worker consumes the queue
+     (init: the Replicate API cannot be reached)
   130  stopped waiting with Ctrl-C (the batch keeps running)"""
+
+# Problems printed one per line before the rest is summed up by kind.
+MAX_PROBLEM_LINES = 50
+
+
+def format_problems(problems: Sequence[Problem], limit: int = MAX_PROBLEM_LINES) -> list[str]:
+    """One `error:` line per problem, at most `limit`; the rest summed up, identical messages
+    (ignoring which item) grouped: `... and 4950 more problems (4950 like: field 'prompt': ...)`."""
+    lines = [f"error: {problem}" for problem in problems[:limit]]
+    rest = problems[limit:]
+    if rest:
+        kinds = Counter(str(replace(p, index=None, item_id=None)) for p in rest)
+        shown = "; ".join(f"{n} like: {message}" for message, n in kinds.most_common(3))
+        if len(kinds) > 3:
+            shown += f"; and {len(kinds) - 3} other kinds"
+        lines.append(f"error: ... and {len(rest)} more problems ({shown})")
+    if len(problems) > 1:
+        lines.append(f"{len(problems)} problems; nothing was enqueued or written.")
+    return lines
 
 
 class FleetGroup(click.Group):
@@ -45,10 +68,8 @@ class FleetGroup(click.Group):
         try:
             return super().invoke(ctx)
         except InputError as exc:
-            for problem in exc.problems:
-                click.echo(f"error: {problem}", err=True)
-            if len(exc.problems) > 1:
-                click.echo(f"{len(exc.problems)} problems; nothing was enqueued or written.", err=True)
+            for line in format_problems(exc.problems):
+                click.echo(line, err=True)
             ctx.exit(EXIT_BAD_INPUT)
         except ConfigError as exc:
             click.echo(f"error: configuration: {exc}", err=True)
@@ -99,8 +120,9 @@ def cli(ctx: click.Context, redis_url: str | None, env_file: str) -> None:
 # --- submit -------------------------------------------------------------------------------------
 @cli.command(epilog=EXIT_CODES_HELP)
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--model", "-m", metavar="OWNER/NAME", help="Model for items that name none (required for a "
-              "list of prompt strings).")
+@click.option("--model", "-m", metavar="OWNER/NAME", help="Model for items that name none; it goes before the "
+              "file's \"model\". With neither, the registry's default model is used (black-forest-labs/flux-dev "
+              "unless FLEET_MODELS_FILE says otherwise) and a note says so.")
 @click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE",
               help="Model parameter for every item (items override); repeatable. Values are JSON when "
                    "they parse (2, true, [\"a.png\"]), text otherwise (16:9).")
@@ -108,6 +130,8 @@ def cli(ctx: click.Context, redis_url: str | None, env_file: str) -> None:
               help="Root of every output file (default OUTPUT_DIR, ./output).")
 @click.option("--batch-id", metavar="ID", help="Name the batch (default: time-based). Submitting the same "
               "id again enqueues nothing new.")
+@click.option("--again", is_flag=True, help="Submit even though a batch still in Redis has the same items "
+              "(without it that is refused, naming the batch, so a file submitted twice is not paid twice).")
 @click.option("--wait", "-w", is_flag=True, help="Follow the batch until it ends; exit 1 if any item failed.")
 @click.option("--json", "as_json", is_flag=True, help='Machine output: the last line is {"batch": ID, "items": N}.')
 @click.option("--dry-run", is_flag=True, help="Validate, print the routing plan and the estimated cost; "
@@ -117,12 +141,17 @@ def cli(ctx: click.Context, redis_url: str | None, env_file: str) -> None:
               "that fail on every model (marked `substituted`, never `succeeded`).")
 @pass_context
 def submit(obj: Context, file: str, model: str | None, params: tuple[str, ...], output_dir: Path | None,
-           batch_id: str | None, wait: bool, as_json: bool, dry_run: bool, overwrite: bool,
+           batch_id: str | None, again: bool, wait: bool, as_json: bool, dry_run: bool, overwrite: bool,
            substitute_on_failure: bool) -> None:
     """Validate FILE (prompts.json), record a batch and enqueue one task per image.
 
     Every item is checked first; any problem is reported (item, id and field), exit 2, and
-    nothing is enqueued or written.
+    nothing is enqueued or written. The routing plan and estimated cost are printed before
+    anything is enqueued.
+
+    The same items (after validation and routing, with the same options) submitted again while
+    that batch is still in Redis are refused with exit 2, naming the batch: follow it with
+    `producer status BATCH`, or pass --again to pay for them once more as a new batch.
 
     \b
     FILE is one of:
@@ -136,6 +165,7 @@ def submit(obj: Context, file: str, model: str | None, params: tuple[str, ...], 
       producer submit prompts.json --dry-run
       producer submit names.json -m black-forest-labs/flux-dev -p aspect_ratio=16:9 -p num_outputs=1
       producer submit prompts.json --batch-id catalog-v2 --json
+      producer submit prompts.json --again          # the same file once more, on purpose
     """
     settings = obj.settings(output_dir=output_dir)
     param_values, param_problems = split_params(params)
@@ -147,15 +177,23 @@ def submit(obj: Context, file: str, model: str | None, params: tuple[str, ...], 
         except InputError as exc:
             raise InputError(param_problems + exc.problems) from None
         raise InputError(param_problems)
+    err = as_json  # with --json, stdout carries only JSON
+
+    def show_plan(plan: api.Batch) -> None:
+        # Before anything is recorded or enqueued: what will run, and what routing changed.
+        _print_notes(plan)
+        _print_compact_plan(plan, err=err)
+
     batch = api.submit(file, settings=settings, model=model, params=param_values, batch_id=batch_id,
-                       overwrite=overwrite, substitute_on_failure=substitute_on_failure, dry_run=dry_run)
+                       overwrite=overwrite, substitute_on_failure=substitute_on_failure, dry_run=dry_run,
+                       again=again, on_plan=None if dry_run else show_plan)
     requests = batch.requests or []
-    if not dry_run or as_json:  # the plan lists the warnings itself
-        _print_warnings(requests)
     if dry_run:
+        _print_notes(batch)
+        if as_json:  # the text plan lists the warnings itself
+            _print_warnings(requests)
         _print_plan(batch, as_json)
         return
-    err = as_json  # with --json, stdout carries only JSON
     if batch.created:
         click.echo(f"batch {batch.id}: {len(requests)} items queued on {settings.queue!r}", err=err)
     else:
@@ -179,6 +217,34 @@ def _print_warnings(requests) -> None:
     for request in requests:
         for warning in getattr(request, "warnings", ()) or ():
             click.echo(f"warning: item {request.index} (id {request.id!r}): {warning}", err=True)
+
+
+def _print_notes(batch: api.Batch) -> None:
+    for note in batch.notes:
+        click.echo(f"note: {note}", err=True)
+    same = batch.duplicate_of
+    if same is not None:
+        click.echo(f"note: the same items were submitted as batch {same.id} ({api.describe_batch(same)}); "
+                   "this new batch makes (and pays for) them again", err=True)
+
+
+def _print_compact_plan(batch: api.Batch, *, err: bool) -> None:
+    """The dry run's plan without the route list, each section cut at a few lines."""
+    from shared.routing import describe_plan
+
+    lines = describe_plan(batch.requests or [], batch.registry, max_lines=10)
+    lines = [lines] if isinstance(lines, str) else list(lines)
+    kept, in_routes = [], False
+    for line in lines:
+        if line.startswith("Routes"):
+            in_routes = True
+            continue
+        if in_routes and line.startswith(" "):
+            continue
+        in_routes = False
+        kept.append(line)
+    for line in kept:
+        click.echo(line, err=err)
 
 
 def _print_plan(batch: api.Batch, as_json: bool) -> None:
@@ -317,38 +383,62 @@ def results(obj: Context, batch_id: str, as_json: bool) -> None:
 @click.argument("batch_id", metavar="BATCH")
 @pass_context
 def cancel(obj: Context, batch_id: str) -> None:
-    """Cancel BATCH: queued items are marked canceled at once, running predictions are canceled
-    at Replicate by the workers and their slots freed.
+    """Cancel BATCH: queued items are marked canceled at once and their task messages revoked
+    (best effort; a worker that gets one anyway finds the item canceled), running predictions
+    are canceled at Replicate by the workers and their slots freed. `producer retry BATCH`
+    (--include-canceled) runs items again later.
 
     \b
     Example:
       producer cancel 20250101-120000-ab12
     """
     batch = api.open_batch(batch_id, obj.settings())
-    count = batch.cancel()
-    click.echo(f"batch {batch.id} canceled: {count} queued items canceled; running predictions are "
-               "being canceled by the workers (producer status shows when they are done).")
+    outcome = batch.cancel()
+    revoked = f"{outcome.revoked} queued task message(s) revoked"
+    if outcome.revoke_error:
+        revoked += (f" (revoking stopped: {outcome.revoke_error}; workers that get the others "
+                    "find the items canceled and drop them)")
+    click.echo(f"batch {batch.id} canceled: {outcome.canceled} queued items canceled, {revoked}; running "
+               "predictions are being canceled by the workers (producer status shows when they are done). "
+               f"`producer retry {batch.id}` runs failed items again, --include-canceled the canceled ones too.")
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
 @click.argument("batch_id", metavar="BATCH")
+@click.option("--include-canceled", is_flag=True, help="Also re-enqueue the canceled items.")
 @click.option("--wait", "-w", is_flag=True, help="Follow the batch afterwards.")
 @pass_context
-def retry(obj: Context, batch_id: str, wait: bool) -> None:
-    """Re-enqueue the failed items of BATCH (only those).
+def retry(obj: Context, batch_id: str, include_canceled: bool, wait: bool) -> None:
+    """Re-enqueue the failed items of BATCH (only those, unless --include-canceled), each with a
+    new attempt on the first model of its route.
+
+    After `producer cancel`, retry lifts the batch's cancel so the re-enqueued items run (the
+    canceled items stay canceled unless --include-canceled). It waits for nothing: while items
+    are still being canceled it refuses (exit 2); run it again once `producer status` shows the
+    batch finished.
 
     \b
     Examples:
       producer retry 20250101-120000-ab12
       producer retry catalog-v2 --wait
+      producer retry catalog-v2 --include-canceled   # resume a canceled batch
     """
     batch = api.open_batch(batch_id, obj.settings())
-    indexes = batch.retry()
+    was_canceled = batch.info().canceled
+    indexes = batch.retry(include_canceled=include_canceled)
+    what = "failed or canceled" if include_canceled else "failed"
     if indexes:
         shown = ", ".join(map(str, indexes[:20])) + (" ..." if len(indexes) > 20 else "")
-        click.echo(f"batch {batch.id}: {len(indexes)} failed items enqueued again (items {shown})")
+        click.echo(f"batch {batch.id}: {len(indexes)} {what} items enqueued again (items {shown})")
+        if was_canceled:
+            click.echo(f"batch {batch.id}: its cancel is lifted, so these items run"
+                       + ("" if include_canceled else "; its canceled items stay canceled"))
     else:
-        click.echo(f"batch {batch.id}: no failed items to retry")
+        click.echo(f"batch {batch.id}: no {what} items to retry")
+        canceled = batch.status(with_slots=False).counts.get("canceled", 0)
+        if canceled and not include_canceled:
+            click.echo(f"{canceled} item(s) are canceled: `producer retry {batch.id} --include-canceled` "
+                       "runs them again")
     if wait:
         sys.exit(_outcome(_wait(batch, progress_stream=sys.stdout)))
 
@@ -417,7 +507,8 @@ def _print_limits(status_: Any, as_json: bool) -> None:
         click.echo("holders    host  pid  task  prediction  held for")
         for h in s.holders:
             held = "?" if h.held_for is None else f"{h.held_for:.1f}s"
-            click.echo(f"  {h.host}  {h.pid}  {h.task_id or '-'}  {h.prediction_id or '-'}  {held}"
+            prediction = h.prediction_id or (f"attempt {h.attempt}" if h.attempt else "-")
+            click.echo(f"  {h.host}  {h.pid}  {h.task_id or '-'}  {prediction}  {held}"
                        + (f"  ({h.model}, batch {h.batch_id} item {h.index})" if h.batch_id else "")
                        + ("  ORPHANED: its worker died while the prediction runs; counted until it "
                           "is resumed or ends" if h.orphaned else ""))
@@ -463,7 +554,7 @@ def init(ctx: click.Context, token_stdin: bool, base_url: str | None) -> None:
       printf %s "$TOKEN" | producer init --token-stdin
       producer init --base-url http://127.0.0.1:8787     # the stand-in
     """
-    from producer.account import check_token, write_env
+    from producer.account import ApiUnreachableError, check_token, write_env
 
     obj = ctx.find_object(Context)
     if token_stdin:
@@ -474,13 +565,21 @@ def init(ctx: click.Context, token_stdin: bool, base_url: str | None) -> None:
         token = getpass.getpass("Replicate API token (input hidden): ").strip()
     if not token:
         raise InputError(Problem("no token given", field="REPLICATE_API_TOKEN"))
-    url = base_url
+    url, source = base_url, "--base-url"
     if url is None:
         try:
             url = Settings.load(dotenv_path=obj.env_file).replicate_base_url
         except ConfigError:
             url = None
-    account = check_token(token, url)
+        source = "REPLICATE_BASE_URL" if url else "Replicate's default address"
+    try:
+        account = check_token(token, url)
+    except ApiUnreachableError as exc:
+        click.echo(f"error: {exc}", err=True)
+        click.echo(f"hint: the address came from {source}; check it, or give another with --base-url URL "
+                   "(or REPLICATE_BASE_URL in the environment or .env), e.g. --base-url "
+                   "http://127.0.0.1:8787 for the local stand-in. Nothing was written.", err=True)
+        sys.exit(EXIT_UNAVAILABLE)
     values = {"REPLICATE_API_TOKEN": token}
     if base_url:
         values["REPLICATE_BASE_URL"] = base_url
@@ -493,11 +592,13 @@ def init(ctx: click.Context, token_stdin: bool, base_url: str | None) -> None:
 # --- services other helpers built (thin wrappers) ---------------------------------------------------
 @cli.command(epilog=EXIT_CODES_HELP)
 @click.option("--port", default=5555, show_default=True)
+@click.option("--address", default="127.0.0.1", show_default=True,
+              help="Interface to listen on; 0.0.0.0 = every interface (only behind a TLS proxy).")
 @click.option("--basic-auth", envvar="FLOWER_BASIC_AUTH", metavar="USER:PASS",
-              help="Required (or FLOWER_BASIC_AUTH); Flower never runs without auth.")
+              help="Required; prefer FLOWER_BASIC_AUTH in the environment (a flag shows in `ps`).")
 @click.option("--persistent", "persistent_path", type=click.Path(dir_okay=False), help="Keep task history here.")
 @pass_context
-def flower(obj: Context, port: int, basic_auth: str | None, persistent_path: str | None) -> None:
+def flower(obj: Context, port: int, address: str, basic_auth: str | None, persistent_path: str | None) -> None:
     """Run Flower against the fleet's broker, with basic auth.
 
     \b
@@ -506,7 +607,7 @@ def flower(obj: Context, port: int, basic_auth: str | None, persistent_path: str
     """
     from producer.flower import run_flower
 
-    sys.exit(run_flower(obj.settings(), port, basic_auth, persistent_path))
+    sys.exit(run_flower(obj.settings(), port, basic_auth, persistent_path, address=address))
 
 
 @cli.command(epilog=EXIT_CODES_HELP)

@@ -29,6 +29,10 @@ from shared.errors import ConfigError
 from shared.settings import Settings
 
 DEFAULT_PORT = 5555
+# Flower's pages need its login, but /metrics and /healthcheck do not: listen on this host only
+# unless told otherwise (compose passes 0.0.0.0 inside its container and publishes the port on
+# FLOWER_BIND, 127.0.0.1 by default). Expose it further only behind a TLS reverse proxy.
+DEFAULT_ADDRESS = "127.0.0.1"
 # Environment variables the Flower child must not inherit.
 _SECRET_ENV = ("REPLICATE_API_TOKEN", "REPLICATE_WEBHOOK_SECRET", "FLOWER_BASIC_AUTH", "CELERY_BROKER_URL",
                "FLOWER_OAUTH2_SECRET", "FLEET_REDIS_SENTINEL_PASSWORD")
@@ -59,7 +63,7 @@ def flower_command(
     basic_auth: str | Sequence[str] | None = None,
     persistent_path: str | os.PathLike | None = None,
     *,
-    address: str = "0.0.0.0",
+    address: str = DEFAULT_ADDRESS,
     purge_offline_workers: int | None = 600,
     url_prefix: str | None = None,
     tasks_columns: str | None = "name,uuid,state,args,received,started,runtime,worker",
@@ -69,6 +73,8 @@ def flower_command(
 ) -> FlowerCommand:
     """The argv and environment that start Flower; no secret is in the argv."""
     auth = check_basic_auth(basic_auth)
+    if not address:
+        raise ConfigError("Flower needs an address to listen on (127.0.0.1, or 0.0.0.0 for every interface)")
     env = {k: v for k, v in (os.environ if base_env is None else base_env).items() if k not in _SECRET_ENV}
     # The workers' settings (key prefix, queue...) without the token: the app module may read them.
     env.update({k: v for k, v in settings.as_env().items() if k not in _SECRET_ENV})

@@ -48,6 +48,20 @@ class Snapshot:
         return self.counts.get("running", 0)
 
     @property
+    def canceled_count(self) -> int:
+        return self.counts.get("canceled", 0)
+
+    @property
+    def substituted(self) -> int:
+        return self.counts.get("substituted", 0)
+
+    @property
+    def processed(self) -> int:
+        """Items that ended after being worked on: every terminal item but the canceled ones
+        (a cancel ends an item at once and says nothing about how fast the fleet works)."""
+        return self.done - self.canceled_count
+
+    @property
     def queued(self) -> int:
         # Items not yet terminal nor running; computed so an item is never shown twice or lost.
         return max(self.total - self.done - self.running, 0)
@@ -58,20 +72,21 @@ class Snapshot:
 
     @property
     def per_minute(self) -> float | None:
-        """Finished images per minute since the batch started; None before the first one."""
-        if self.done == 0 or self.elapsed <= 0:
+        """Images produced (succeeded) per minute since the batch started; None before the first.
+        Canceled, failed and substituted items made no image and are not counted."""
+        if self.succeeded == 0 or self.elapsed <= 0:
             return None
-        return self.done / self.elapsed * 60.0
+        return self.succeeded / self.elapsed * 60.0
 
     @property
     def eta(self) -> float | None:
-        """Seconds left at the current rate; 0 when finished, None when unknown."""
+        """Seconds left at the rate items have been worked through (succeeded, failed or
+        substituted; never canceled); 0 when finished, None when unknown."""
         if self.finished:
             return 0.0
-        rate = self.per_minute
-        if not rate:
+        if self.processed == 0 or self.elapsed <= 0:
             return None
-        return (self.total - self.done) / rate * 60.0
+        return (self.total - self.done) / (self.processed / self.elapsed)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -141,19 +156,26 @@ def format_counts(counts: Mapping[str, int], *, keep_zero: tuple[str, ...] = ())
 
 def _tail(snap: Snapshot) -> str:
     rate = "-" if snap.per_minute is None else f"{snap.per_minute:.1f}"
-    parts = [f"{rate} img/min", f"ETA {format_duration(snap.eta)}" if not snap.finished
-             else f"took {format_duration(snap.elapsed)}"]
+    if snap.finished:
+        when = f"took {format_duration(snap.elapsed)}"
+    elif snap.canceled:
+        when = "canceling"  # the rest stops as the workers notice; no ETA to speak of
+    else:
+        when = f"ETA {format_duration(snap.eta)}"
+    parts = [f"{rate} img/min", when]
     if snap.slots_limit:
         parts.append(f"slots {snap.slots_in_use}/{snap.slots_limit}")
     return " | ".join(parts)
 
 
+def _others(snap: Snapshot, separator: str, names: tuple[tuple[str, str], ...]) -> str:
+    """The rarer counts (substituted, canceled), only when there are any."""
+    return "".join(f"{separator}{label} {snap.counts[name]}" for name, label in names if snap.counts.get(name))
+
+
 def format_line(snap: Snapshot) -> str:
     """One self-contained line for logs and pipes."""
-    others = ""
-    for name in ("substituted", "canceled"):
-        if snap.counts.get(name):
-            others += f" {name} {snap.counts[name]}"
+    others = _others(snap, ", ", (("substituted", "substituted"), ("canceled", "canceled")))
     return (f"batch {snap.batch_id}: {snap.done}/{snap.total} done (ok {snap.succeeded}, "
             f"failed {snap.failed}{others}), running {snap.running}, queued {snap.queued} | {_tail(snap)}")
 
@@ -161,7 +183,8 @@ def format_line(snap: Snapshot) -> str:
 def format_bar(snap: Snapshot, width: int = 80, *, unicode: bool = True) -> str:
     """The live bar for a terminal, fitted to `width` columns."""
     full, empty = ("█", "░") if unicode else ("#", "-")
-    text = (f" {snap.done}/{snap.total}  ok {snap.succeeded}  failed {snap.failed}  "
+    others = _others(snap, "  ", (("substituted", "subst"), ("canceled", "canceled")))
+    text = (f" {snap.done}/{snap.total}  ok {snap.succeeded}  failed {snap.failed}{others}  "
             f"running {snap.running}  queued {snap.queued} | {_tail(snap)}")
     bar_width = max(min(30, width - len(text) - 3), 5)
     filled = int(bar_width * snap.done / snap.total) if snap.total else bar_width

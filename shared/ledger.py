@@ -12,21 +12,28 @@ Layout under the key prefix (shared.keys.Keys):
   `enqueued_at` (when a message for it was last sent; absent: never enqueued), and one
   `att:<n>` JSON record per attempt (model, prediction_id, status, error, seconds);
 - `batch:<id>:live` (zset index -> last sign of life) of the non-terminal items, kept by the same
-  scripts, so the recovery sweep (workers.recovery) reads only the items that look abandoned.
+  scripts, so the recovery sweep (workers.recovery) reads only the items that look abandoned;
+- `fingerprint:<sha256>` (string -> batch id): the latest batch with that content (see
+  `batch_fingerprint`), so submitting the same file twice is noticed instead of paid twice. It is
+  trusted only while that batch exists, and removed with it by `prune_finished`.
+Items also keep `sent_tasks`: the ids of the last task messages sent for them (for revoking at
+cancel).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import redis
 
 from shared.atomic_files import write_atomic
+from shared.errors import FleetError
 from shared.keys import Keys
 from shared.request import ImageRequest
 
@@ -34,6 +41,55 @@ STATUSES = ("pending", "running", "succeeded", "failed", "canceled", "substitute
 TERMINAL = frozenset({"succeeded", "failed", "canceled", "substituted"})
 
 _LUA = (Path(__file__).with_name("ledger.lua")).read_text()
+
+
+class DuplicateFingerprint(FleetError):
+    """create_batch(unique_fingerprint=True) found a live batch with the same content."""
+
+    def __init__(self, batch_id: str):
+        super().__init__(f"batch {batch_id} has the same content")
+        self.batch_id = batch_id
+
+
+class StillCanceling(FleetError):
+    """reset_failed on a canceled batch whose running items are not stopped yet."""
+
+    def __init__(self, batch_id: str, open_items: int):
+        super().__init__(f"batch {batch_id} is still being canceled: {open_items} item(s) not stopped yet")
+        self.batch_id = batch_id
+        self.open_items = open_items
+
+
+@dataclass(frozen=True)
+class CancelResult:
+    canceled: int  # items canceled now (they were pending)
+    task_ids: list[str]  # task messages sent for those items (to revoke; they may still be queued)
+    finished: bool  # the cancel finished the batch (nothing was running)
+
+
+def batch_fingerprint(batch_id: str, requests: Sequence[ImageRequest], options: dict[str, Any] | None = None) -> str:
+    """sha256 of what a batch will do: every validated, routed request (prompt, models, params,
+    reference images, output, id, in order) and the options that change outcomes
+    (`substitute_on_failure`). Independent of the batch id (default outputs start with it: that
+    part is left out) and of where the outputs go or --overwrite: the same images cost the same."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps({"substitute_on_failure": bool((options or {}).get("substitute_on_failure"))},
+                             sort_keys=True).encode())
+    for request in requests:
+        digest.update(b"\n" + json.dumps(comparable_request(batch_id, request), sort_keys=True,
+                                         default=str).encode())
+    return digest.hexdigest()
+
+
+def comparable_request(batch_id: str, request: ImageRequest) -> dict[str, Any]:
+    """A request as a dict without what does not change the work: the routing warnings, and the
+    batch's id at the start of its output path (default outputs are `<batch>/0003_slug.png`)."""
+    data = request.to_dict()
+    data.pop("warnings", None)
+    output = str(data.get("output") or "")
+    if output.startswith(f"{batch_id}/"):
+        data["output"] = "<batch>/" + output[len(batch_id) + 1:]
+    return data
 
 
 def new_batch_id(now: float | None = None) -> str:
@@ -135,15 +191,45 @@ class Ledger:
 
     # --- batches --------------------------------------------------------------------------------
     def create_batch(self, batch_id: str, requests: list[ImageRequest], *, output_root: str,
-                     options: dict | None = None) -> bool:
-        """Record a batch and its items, all or nothing. False (nothing changed) if the id exists."""
-        keys = [self.keys.batches, self.keys.batch(batch_id), self.keys.batch_live(batch_id)]
+                     options: dict | None = None, fingerprint: str | None = None,
+                     unique_fingerprint: bool = False) -> bool:
+        """Record a batch and its items, all or nothing. False (nothing changed) if the id exists.
+
+        `fingerprint` (batch_fingerprint) is recorded with the batch; with `unique_fingerprint`,
+        DuplicateFingerprint is raised (nothing changed) when another batch still in Redis has
+        the same one — checked in the same atomic step, so two identical submissions racing each
+        other cannot both be recorded."""
+        fp_key = self._fingerprint_key(fingerprint) if fingerprint else self.keys.batch(batch_id)
+        keys = [self.keys.batches, self.keys.batch(batch_id), self.keys.batch_live(batch_id), fp_key]
         keys += [self.keys.item(batch_id, r.index) for r in requests]
         if sorted(r.index for r in requests) != list(range(len(requests))):
             raise ValueError("request indexes must be 0..N-1")
-        args = ["create", batch_id, str(output_root), json.dumps(options or {})]
+        args = ["create", batch_id, str(output_root), json.dumps(options or {}), fingerprint or "",
+                "unique" if unique_fingerprint else "", self.keys.batch("")]
         args += [json.dumps({"request": json.dumps(r.to_dict()), "model": r.model}) for r in requests]
-        return int(self._script(keys=keys, args=args)) == 1
+        code, other = self._script(keys=keys, args=args)
+        if int(code) == 2:
+            raise DuplicateFingerprint(_text(other))
+        return int(code) == 1
+
+    def _fingerprint_key(self, fingerprint: str) -> str:
+        return f"{self.keys.prefix}:fingerprint:{fingerprint}"
+
+    def fingerprint_of(self, batch_id: str) -> str | None:
+        """The content fingerprint recorded with a batch (None for batches recorded before
+        fingerprints existed, or without one)."""
+        value = self.redis.hget(self.keys.batch(batch_id), "fingerprint")
+        return _text(value) if value is not None else None
+
+    def find_fingerprint(self, fingerprint: str) -> BatchInfo | None:
+        """The latest batch still in Redis whose content has this fingerprint, if any."""
+        batch_id = self.redis.get(self._fingerprint_key(fingerprint))
+        if not batch_id:
+            return None
+        info = self.batch(_text(batch_id))
+        if info is None or self.fingerprint_of(info.id) != fingerprint:
+            return None  # that batch is gone (pruned, deleted): no duplicate any more
+        return info
 
     def batch(self, batch_id: str) -> BatchInfo | None:
         raw = self.redis.hgetall(self.keys.batch(batch_id))
@@ -236,10 +322,15 @@ class Ledger:
     def cancel_batch(self, batch_id: str) -> int:
         """Flag the batch canceled and mark its pending items canceled; workers cancel the
         running ones (and their predictions) when they next look. Returns items canceled now."""
+        return self.cancel(batch_id).canceled
+
+    def cancel(self, batch_id: str) -> CancelResult:
+        """cancel_batch, also returning the task ids sent for the items it canceled (their
+        messages may still wait in the queue: `producer cancel` revokes them)."""
         total = int(self.redis.hget(self.keys.batch(batch_id), "total") or 0)
         keys = [self.keys.batch(batch_id), self.keys.batch_live(batch_id)]
         keys += [self.keys.item(batch_id, i) for i in range(total)]
-        count, finished = self._script(keys=keys, args=["cancel"])
+        count, finished, *task_ids = self._script(keys=keys, args=["cancel"])
         if int(count) < 0:
             raise KeyError(f"no batch {batch_id}")
         if int(finished):  # nothing was running: no worker will write the manifest
@@ -247,28 +338,41 @@ class Ledger:
                 self.write_manifest(batch_id)
             except OSError:
                 pass
-        return int(count)
+        return CancelResult(canceled=int(count), task_ids=[_text(t) for t in task_ids], finished=bool(int(finished)))
 
-    def reset_failed(self, batch_id: str) -> list[int]:
-        """Failed items back to pending (fresh attempt number, first model of the route), for
-        `producer retry`. Returns their indexes; the caller enqueues them."""
+    def reset_failed(self, batch_id: str, *, include_canceled: bool = False) -> list[int]:
+        """Failed items (and canceled ones with `include_canceled`) back to pending (fresh
+        attempt number, first model of the route), for `producer retry`. Returns their indexes;
+        the caller enqueues them.
+
+        On a canceled batch the cancel is lifted when anything is reset, so the workers run the
+        reset items instead of canceling them again; StillCanceling is raised (nothing changed)
+        while items of that batch are still running (being canceled)."""
         items = self.items(batch_id)
         keys = [self.keys.batch(batch_id), self.keys.batch_live(batch_id)]
         keys += [self.keys.item(batch_id, it.index) for it in items]
-        args = ["reset"] + [it.request.model for it in items]
-        positions = self._script(keys=keys, args=args)
+        args = ["reset", "1" if include_canceled else "0"] + [it.request.model for it in items]
+        code, *positions = self._script(keys=keys, args=args)
+        if int(code) < 0:
+            raise StillCanceling(batch_id, int(positions[0]))
         return [items[int(p) - 1].index for p in positions]
 
     # --- liveness (for the recovery sweep) --------------------------------------------------------
-    def mark_enqueued(self, batch_id: str, indexes: Iterable[int], countdown: float = 0.0) -> int:
-        """Record that a message was just sent for each item (due after `countdown` seconds).
-        Terminal items are skipped. Returns how many were recorded."""
+    def mark_enqueued(self, batch_id: str, indexes: Iterable[int], countdown: float = 0.0,
+                      task_ids: Sequence[str] | None = None) -> int:
+        """Record that a message was just sent for each item (due after `countdown` seconds),
+        with its task id when given (`task_ids[i]` for `indexes[i]`). Terminal items are
+        skipped. Returns how many were recorded."""
         indexes = list(indexes)
+        ids = [str(t or "") for t in task_ids] if task_ids is not None else []
+        if ids and len(ids) != len(indexes):
+            raise ValueError("task_ids must match indexes one to one")
         recorded = 0
         for start in range(0, len(indexes), 500):
             chunk = indexes[start:start + 500]
             keys = [self.keys.batch_live(batch_id)] + [self.keys.item(batch_id, i) for i in chunk]
-            recorded += int(self._script(keys=keys, args=["enqueued", repr(float(max(countdown, 0.0)))]))
+            args = ["enqueued", repr(float(max(countdown, 0.0)))] + ids[start:start + 500]
+            recorded += int(self._script(keys=keys, args=args))
         return recorded
 
     def never_enqueued(self, batch_id: str) -> list[int]:
@@ -318,12 +422,19 @@ class Ledger:
             with self.redis.pipeline(transaction=True) as pipe:
                 try:
                     pipe.watch(batch_key)
-                    finished_at, total = pipe.hmget(batch_key, "finished_at", "total")
+                    finished_at, total, fingerprint = pipe.hmget(batch_key, "finished_at", "total", "fingerprint")
                     if total is not None and (not finished_at or float(finished_at) >= before):
                         continue
+                    fp_key = self._fingerprint_key(fingerprint) if fingerprint else None
+                    if fp_key is not None:
+                        pipe.watch(fp_key)
+                        if pipe.get(fp_key) != batch_id:
+                            fp_key = None  # a newer batch with the same content owns it now
                     n = int(total or 0)
                     keys = [batch_key, self.keys.batch_live(batch_id)]
                     keys += [k for i in range(n) for k in (self.keys.item(batch_id, i), self.keys.uploads(batch_id, i))]
+                    if fp_key is not None:
+                        keys.append(fp_key)
                     pipe.multi()
                     for start in range(0, len(keys), 1000):
                         pipe.delete(*keys[start:start + 1000])

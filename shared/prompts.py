@@ -12,7 +12,9 @@ Also accepted: a single object with a `prompt` (one image), the seed tool's name
 Precedence of the model and params: item > caller (flags) > file defaults > registry default model.
 
 Validation collects every problem (InputError with one Problem per fault, naming item index, id
-and field) and writes nothing. Decisions worth knowing:
+and field) and writes nothing. A fault in what many items share (the file's defaults, `--model`,
+`--param`) is reported once, not once per item (DefaultsProblem: "file defaults, field 'model'").
+Decisions worth knowing:
 - reference image paths are relative to the prompts file's folder (`base_dir`; for data from
   `load_prompts_file` that folder is remembered on the data), else to the current directory;
 - `output` is relative to the output root: no absolute paths, no `..`, no `\\`, and the resolved
@@ -30,7 +32,7 @@ import json
 import os
 import re
 import unicodedata
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Mapping
 from urllib.parse import urlsplit
@@ -59,6 +61,31 @@ REFERENCE_FIELDS = ("image_input", "input_image")
 MEDIA_EXTENSIONS = {"jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff", "avif", "heic",
                     "mp4", "mov", "webm", "mkv"}
 _BATCH_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# JSON tokens, for locating problems in text that json.loads accepted (strings, punctuation, and
+# any other run of characters: numbers, true/false/null, NaN/Infinity).
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[{}\[\]:,]|[^\s{}\[\]:,"]+')
+_JSON_CONSTANTS = ("NaN", "Infinity", "-Infinity")
+
+
+@dataclass(frozen=True)
+class DefaultsProblem(Problem):
+    """A problem in the file's shared defaults (the top-level object around `items`): reported
+    once for the file, not once per item that uses the defaults."""
+
+    def __str__(self) -> str:
+        return "file defaults, " + (super().__str__() if self.field else self.message)
+
+
+class ParsedRequests(list):
+    """parse_prompts' result: the requests, plus `notes` worth telling the user once (e.g. that
+    the registry's default model was used for items that name none)."""
+
+    notes: list[str]
+    default_model_items: int = 0
+
+    def __init__(self, items=(), notes: list[str] | None = None):
+        super().__init__(items)
+        self.notes = list(notes or [])
 
 
 # ------------------------------------------------------------------------------- reading
@@ -103,6 +130,7 @@ def load_prompts_file(path: str | Path, *, max_bytes: int = MAX_FILE_BYTES) -> P
     if not text.strip():
         raise InputError(f"{where}: the file is empty; expected a JSON list of prompts or an object with 'items'")
     duplicates: list[str] = []
+    constants: list[str] = []
 
     def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
         obj: dict[str, Any] = {}
@@ -113,7 +141,8 @@ def load_prompts_file(path: str | Path, *, max_bytes: int = MAX_FILE_BYTES) -> P
         return obj
 
     def no_constants(name: str) -> Any:
-        raise ValueError(f"{name} is not valid JSON")
+        constants.append(name)  # reported with its position below, once the whole text parsed
+        return None
 
     try:
         data = json.loads(text, object_pairs_hook=pairs, parse_constant=no_constants)
@@ -123,9 +152,9 @@ def load_prompts_file(path: str | Path, *, max_bytes: int = MAX_FILE_BYTES) -> P
         raise InputError(f"{where}: invalid JSON: {exc}") from None
     except RecursionError:
         raise InputError(f"{where}: JSON nested too deeply") from None
-    if duplicates:
-        names = ", ".join(repr(k) for k in dict.fromkeys(duplicates))
-        raise InputError(f"{where}: duplicate key(s) {names} in one object (JSON would keep only the last)")
+    if duplicates or constants:
+        raise InputError(_locate_json_problems(text, where, data)
+                         or [Problem(f"{where}: duplicate keys or NaN/Infinity in the JSON, which JSON does not allow")])
     if isinstance(data, list):
         result: PromptsList | PromptsDict = PromptsList(data)
     elif isinstance(data, dict):
@@ -137,6 +166,86 @@ def load_prompts_file(path: str | Path, *, max_bytes: int = MAX_FILE_BYTES) -> P
                          f"not {_type_name(data)}")
     result.source_dir = path.resolve().parent
     return result
+
+
+def _locate_json_problems(text: str, where: str, data: Any) -> list[Problem]:
+    """Every duplicate key and NaN/Infinity in `text` (which json.loads accepted), with its line,
+    column, item index and field. Only run when one was seen, so its cost does not matter."""
+    problems: list[Problem] = []
+    # One frame per open container: ["obj", keys seen, current key, expecting a key] or
+    # ["arr", current element index].
+    stack: list[list[Any]] = []
+
+    def path() -> list[Any]:
+        return [frame[2] if frame[0] == "obj" else frame[1] for frame in stack]
+
+    def report(offset: int, at: list[Any], message: str) -> None:
+        line = text.count("\n", 0, offset) + 1
+        column = offset - (text.rfind("\n", 0, offset) + 1) + 1
+        message = f"{where}: line {line}, column {column}: {message}"
+        index, rest, shared = _item_of(at, data)
+        fld = _field_path(rest) or None
+        if shared:
+            problems.append(DefaultsProblem(message, field=fld))
+        else:
+            problems.append(Problem(message, index=index, field=fld))
+
+    for match in _JSON_TOKEN.finditer(text):
+        token = match.group()
+        top = stack[-1] if stack else None
+        if token == "{":
+            stack.append(["obj", set(), None, True])
+        elif token == "[":
+            stack.append(["arr", 0])
+        elif token in ("}", "]"):
+            if stack:
+                stack.pop()
+        elif token == ":":
+            if top is not None and top[0] == "obj":
+                top[3] = False
+        elif token == ",":
+            if top is not None and top[0] == "obj":
+                top[3] = True
+            elif top is not None:
+                top[1] += 1
+        elif token[0] == '"' and top is not None and top[0] == "obj" and top[3]:
+            try:
+                key = json.loads(token)
+            except ValueError:
+                key = token
+            top[2] = key
+            if key in top[1]:
+                report(match.start(), path(),
+                       f"duplicate key {key!r} in one object (JSON keeps only the last value); remove one")
+            top[1].add(key)
+        elif token in _JSON_CONSTANTS:
+            report(match.start(), path(), f"{token} is not valid JSON; use a number or null")
+    return problems
+
+
+def _item_of(at: list[Any], data: Any) -> tuple[int | None, list[Any], bool]:
+    """(item index or None, the path inside that item, whether it is in the shared defaults)."""
+    if isinstance(data, list):
+        if at and isinstance(at[0], int):
+            return at[0], at[1:], False
+        return None, at, False
+    if isinstance(data, dict):
+        if "items" in data:
+            if len(at) >= 2 and at[0] == "items" and isinstance(at[1], int):
+                return at[1], at[2:], False
+            return None, at, True
+        return (0, at, False) if "prompt" in data else (None, at, False)
+    return None, at, False
+
+
+def _field_path(parts: list[Any]) -> str:
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
 
 
 # ------------------------------------------------------------------------------- output names
@@ -176,10 +285,11 @@ def parse_prompts(
     params: dict | None = None,
     overwrite: bool = False,
     base_dir: Path | None = None,
-) -> list[ImageRequest]:
+) -> ParsedRequests:
     """Every item of `data` (any of the three forms) as a routed, validated ImageRequest.
 
-    Raises InputError listing every problem found. Nothing is written anywhere.
+    Raises InputError listing every problem found. Nothing is written anywhere. The result is a
+    list (ParsedRequests) whose `notes` say what the user should know without it being a problem.
     """
     problems: list[Problem] = []
     if not isinstance(batch_id, str) or not _BATCH_ID.match(batch_id) or ".." in batch_id:
@@ -203,7 +313,7 @@ def parse_prompts(
         overwrite=overwrite,
         base_dir=Path(base_dir),
     )
-    requests: list[ImageRequest] = []
+    requests = ParsedRequests()
     for index, raw in enumerate(items):
         request = context.parse_item(index, raw, problems)
         if request is not None:
@@ -211,6 +321,10 @@ def parse_prompts(
     problems.sort(key=lambda p: (-1 if p.index is None else p.index))
     if problems:
         raise InputError(problems)
+    if context.default_model_items:
+        requests.default_model_items = context.default_model_items
+        requests.notes.append(f"no model given for {context.default_model_items} item(s); using "
+                              f"{registry.default_model} (name one with --model, or \"model\" in the file)")
     return requests
 
 
@@ -226,6 +340,8 @@ def _split_form(data: Any, registry: "ModelRegistry", problems: list[Problem]) -
     if "items" not in data:
         if "prompt" in data:
             return [data], {}  # a single image as one object
+        # Name what is there first: {"model": ..., "itemz": [...]} is a typo, not a missing list.
+        _check_top_level_keys(data, registry, problems)
         problems.append(Problem("an object needs 'items' (a list of prompts) or a 'prompt'", field="items"))
         return [], {}
     items = data["items"]
@@ -237,11 +353,28 @@ def _split_form(data: Any, registry: "ModelRegistry", problems: list[Problem]) -
     return items, defaults
 
 
+def _check_top_level_keys(data: Mapping[str, Any], registry: "ModelRegistry", problems: list[Problem]) -> None:
+    """Unknown keys of a top-level object without `items`, each named with a did-you-mean."""
+    known = set(DEFAULT_FIELDS) | set(ITEM_FIELDS) | set(ALIASES) | registry.reference_param_names()
+    for key in data:
+        if not isinstance(key, str) or key.startswith("_") or key in known:
+            continue
+        close = difflib.get_close_matches(key, sorted(known), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        problems.append(Problem(
+            f"unknown field {key!r} at the top level.{hint} The top-level object holds 'items' and the "
+            f"shared defaults ({', '.join(k for k in DEFAULT_FIELDS if k != 'items')}), or one item "
+            "with a 'prompt'", field=key))
+
+
 def _normalize_fields(raw: Mapping[str, Any], index: int | None, item_id: str | None,
                       registry: "ModelRegistry", problems: list[Problem], *, for_defaults: bool = False) -> dict[str, Any]:
     """Canonical field names (aliases folded), unknown fields reported with a hint."""
     def problem(message: str, fld: str) -> None:
-        problems.append(Problem(message, index=index, item_id=item_id, field=fld))
+        if for_defaults:
+            problems.append(DefaultsProblem(message, field=fld))
+        else:
+            problems.append(Problem(message, index=index, item_id=item_id, field=fld))
 
     known = set(DEFAULT_FIELDS if for_defaults else ITEM_FIELDS) - {"items"}
     reference_names = registry.reference_param_names() | set(REFERENCE_FIELDS)
@@ -297,10 +430,25 @@ class _Context:
         self.claimed_files: dict[str, tuple[int, str]] = {}  # casefolded resolved path -> (index, id)
         self.ids: dict[str, int] = {}
         self.resolved_dirs: dict[Path, Path] = {}
+        # Faults of what items share (defaults, flags) are reported once; `shared_hits` counts every
+        # item that ran into one, so such an item is still known to be invalid.
+        self.shared_seen: set[tuple[type, str | None, str]] = set()
+        self.shared_hits = 0
+        self.default_model_items = 0  # items that got the registry's default model
+
+    def shared_problem(self, problems: list[Problem], message: str, fld: str | None, *,
+                       defaults: bool) -> None:
+        """A problem of the file defaults (defaults=True) or of the command line: once per batch."""
+        self.shared_hits += 1
+        cls = DefaultsProblem if defaults else Problem
+        key = (cls, fld, message)
+        if key not in self.shared_seen:
+            self.shared_seen.add(key)
+            problems.append(cls(message, field=fld))
 
     # -- one item -------------------------------------------------------------------------------
     def parse_item(self, index: int, raw: Any, problems: list[Problem]) -> ImageRequest | None:
-        start = len(problems)
+        start, shared_start = len(problems), self.shared_hits
         if isinstance(raw, str):
             raw = {"prompt": raw}
         if not isinstance(raw, dict):
@@ -314,17 +462,31 @@ class _Context:
         def problem(message: str, fld: str | None) -> None:
             problems.append(Problem(message, index=index, item_id=shown_id, field=fld))
 
+        def from_origin(origin: str):
+            """Where a problem goes, by where the faulty value came from."""
+            if origin == "defaults":
+                return lambda message, fld: self.shared_problem(problems, message, fld, defaults=True)
+            if origin == "flags":
+                return lambda message, fld: self.shared_problem(problems, message, _flag_field(fld), defaults=False)
+            return problem
+
+        def failed() -> bool:
+            return len(problems) > start or self.shared_hits > shared_start
+
         prompt = self._prompt(fields, problem)
-        model_name, model_field = self._model(fields, problem)
-        merged_params, ref_from_params = self._params(fields, problem)
-        ref_source = fields.get("references") or self.defaults.get("references")
+        model_name, model_field = self._model(fields, problem, problems)
+        merged_params, origins, ref_from_params = self._params(fields, problem, problems)
+        ref_source = fields.get("references")
+        ref_origin = "item"
+        if ref_source is None and self.defaults.get("references") is not None:
+            ref_source, ref_origin = self.defaults.get("references"), "defaults"
         if ref_from_params is not None:
             if fields.get("references") is not None:
                 problem("reference images are given both at item level and inside params; use one",
                         f"params.{ref_from_params[0]}")
             else:
-                ref_source = ref_from_params
-        ref_field, refs = self._references(ref_source, problem)
+                ref_source, ref_origin = ref_from_params, origins.get(ref_from_params[0], "item")
+        ref_field, refs = self._references(ref_source, from_origin(ref_origin))
 
         if model_name is None:
             return None
@@ -334,14 +496,19 @@ class _Context:
             problem(self.registry.unknown_model_message(model_name), model_field)
             return None
         for p in routed.problems:
-            problems.append(replace(p, index=index, item_id=shown_id))
-        if len(problems) > start:
+            name = p.field[len("params."):] if p.field and p.field.startswith("params.") else None
+            origin = origins.get(name, "item") if name is not None else "item"
+            if origin == "item":
+                problems.append(replace(p, index=index, item_id=shown_id))
+            else:
+                from_origin(origin)(p.message, p.field)
+        if failed():
             # The output path depends on the model and format; wait until those are right.
             return None
         spec = self.registry.get(routed.model)
         params = dict(routed.params)
         output = self._output(index, item_id, fields.get("output"), prompt, spec, params, problem)
-        if output is None or len(problems) > start:
+        if output is None or failed():
             return None
         return ImageRequest(
             index=index,
@@ -397,40 +564,57 @@ class _Context:
             problem("prompt contains a NUL character", "prompt")
         return prompt
 
-    def _model(self, fields: Mapping[str, Any], problem) -> tuple[str | None, str]:
-        for value, fld in ((fields.get("model"), "model"), (self.flag_model, "--model"),
-                           (self.defaults.get("model"), "model (file defaults)")):
+    def _model(self, fields: Mapping[str, Any], problem, problems: list[Problem]) -> tuple[str | None, str]:
+        """The item's model: item > --model > file defaults > the registry's default. A bad
+        --model or default model is reported once for the batch, not for every item using it."""
+        for value, fld, origin in ((fields.get("model"), "model", "item"), (self.flag_model, "--model", "flags"),
+                                   (self.defaults.get("model"), "model", "defaults")):
             if value is None:
                 continue
+            message = None
             if not isinstance(value, str) or not value.strip():
-                problem(f"model must be a model name like 'black-forest-labs/flux-dev', not {value!r}", fld)
-                return None, fld
-            if value not in self.registry:
-                problem(self.registry.unknown_model_message(value), fld)
+                message = f"model must be a model name like 'black-forest-labs/flux-dev', not {value!r}"
+            elif value not in self.registry:
+                message = self.registry.unknown_model_message(value)
+            if message is not None:
+                if origin == "item":
+                    problem(message, fld)
+                else:
+                    self.shared_problem(problems, message, fld, defaults=origin == "defaults")
                 return None, fld
             return value, fld
+        self.default_model_items += 1
         return self.registry.default_model, "model"
 
-    def _params(self, fields: Mapping[str, Any], problem) -> tuple[dict[str, Any], tuple[str, Any] | None]:
-        """Defaults < flags < item params; a null removes a key. Reference inputs are taken out."""
+    def _params(self, fields: Mapping[str, Any], problem,
+                problems: list[Problem]) -> tuple[dict[str, Any], dict[str, str], tuple[str, Any] | None]:
+        """Defaults < flags < item params; a null removes a key. Reference inputs are taken out.
+        Returns (params, where each came from: "defaults" | "flags" | "item", reference entry)."""
         merged: dict[str, Any] = {}
-        for value, fld in ((self.defaults.get("params"), "params (file defaults)"),
-                           (self.flag_params, "--param"), (fields.get("params"), "params")):
+        origins: dict[str, str] = {}
+        for value, origin in ((self.defaults.get("params"), "defaults"), (self.flag_params, "flags"),
+                              (fields.get("params"), "item")):
             if value is None:
                 continue
             if not isinstance(value, dict):
-                problem(f"params must be an object like {{\"aspect_ratio\": \"16:9\"}}, not {_type_name(value)}", fld)
+                message = f"params must be an object like {{\"aspect_ratio\": \"16:9\"}}, not {_type_name(value)}"
+                if origin == "defaults":
+                    self.shared_problem(problems, message, "params", defaults=True)
+                else:
+                    problem(message, "params")
                 continue
             for key, v in value.items():
                 if v is None:
                     merged.pop(key, None)
+                    origins.pop(key, None)
                 else:
                     merged[key] = v
+                    origins[key] = origin
         reference_names = self.registry.reference_param_names() | set(REFERENCE_FIELDS)
         found = [(k, merged.pop(k)) for k in list(merged) if k in reference_names]
         if len(found) > 1:
             problem("reference images are given under several names in params; use one", f"params.{found[1][0]}")
-        return merged, (found[0] if found else None)
+        return merged, origins, (found[0] if found else None)
 
     def _references(self, source: tuple[str, Any] | None, problem) -> tuple[str, list[str]]:
         """(field name, absolute paths or URLs); problems for each bad entry."""
@@ -550,6 +734,13 @@ class _Context:
         if cached is None:
             cached = self.resolved_dirs[directory] = directory.resolve()
         return cached
+
+
+def _flag_field(fld: str | None) -> str:
+    """How a problem with a `--param` value names its field: `--param num_outputs`."""
+    if not fld:
+        return "--param"
+    return "--param " + (fld[len("params."):] if fld.startswith("params.") else fld)
 
 
 def _clean_output(given: Any, problem) -> str | None:

@@ -168,13 +168,54 @@ def test_init_rejected_token_exits_2_and_writes_nothing(tmp_path, sim_factory):
     assert not (tmp_path / ".env").exists()
 
 
-def test_init_unreachable_api_is_one_line_without_the_token(tmp_path):
+def test_init_unreachable_api_exits_3_with_the_reason_and_a_hint_without_the_token(tmp_path):
     result = subprocess.run([sys.executable, "-m", "producer.cli", "init", "--token-stdin", "--base-url",
                              "http://127.0.0.1:1"], cwd=tmp_path, input=SECRET, capture_output=True, text=True,
                             timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert result.returncode == 1
-    assert result.stderr.startswith("error: cannot reach http://127.0.0.1:1/v1/account")
+    assert result.returncode == 3, result.stderr
+    first, hint = result.stderr.strip().splitlines()
+    assert first.startswith("error: cannot reach http://127.0.0.1:1/v1/account: ")
+    assert "Connection refused" in first  # the underlying reason, not only the exception's class
+    assert hint.startswith("hint: the address came from --base-url") and "REPLICATE_BASE_URL" in hint
+    assert "Traceback" not in result.stderr
     assert SECRET not in result.stdout + result.stderr and not (tmp_path / ".env").exists()
+
+
+@pytest.mark.parametrize("status, body, reason", [(502, b"bad gateway", "HTTP 502"),
+                                                  (200, b"<html>not an API</html>", "did not answer an account")])
+def test_init_against_something_that_is_not_the_api_exits_3(tmp_path, monkeypatch, status, body, reason):
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the stdlib's name
+            self.send_response(status)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.chdir(tmp_path)
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        result = CliRunner().invoke(cli, ["--env-file", str(tmp_path / ".env"), "init", "--token-stdin"],
+                                    input=SECRET + "\n", env={"REPLICATE_BASE_URL": url})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.exit_code == 3, result.output
+    assert reason in result.stderr and "hint: the address came from REPLICATE_BASE_URL" in result.stderr
+    assert SECRET not in result.output and not (tmp_path / ".env").exists()
+
+
+def test_model_help_says_what_happens_without_a_model():
+    text = " ".join(CliRunner().invoke(cli, ["submit", "--help"]).output.split())
+    model_help = text.split("-m, --model OWNER/NAME", 1)[1].split("-p, --param", 1)[0]
+    assert "required" not in model_help and "the registry's default model is used" in model_help
+    assert "--again" in text
 
 
 def test_init_without_a_terminal_asks_for_token_stdin(tmp_path):

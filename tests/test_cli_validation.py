@@ -29,13 +29,16 @@ CASES = [
     ("prompt too long", json.dumps([LONG]), [], ["item 0", "'prompt'", "limit"]),
     ("unknown field", '[{"prompt": "a", "colour": 1}]', [], ["item 0", "'colour'", "unknown field"]),
     ("unknown model", '[{"prompt": "a", "model": "nope/model"}]', [], ["item 0", "'model'", "Known models"]),
-    ("unknown model in defaults", '{"model": "nope", "items": ["a", "b"]}', [], ["item 0", "item 1", "model"]),
+    ("unknown model in defaults", '{"model": "nope", "items": ["a", "b"]}', [],
+     ["file defaults, field 'model'", "Known models"]),
+    ("unknown top-level key without items", '{"model": "black-forest-labs/flux-dev", "itemz": ["a"]}', [],
+     ["field 'itemz'", "Did you mean 'items'?", "needs 'items'"]),
     ("unknown param", '[{"prompt": "a", "params": {"bogus": 1}}]', [], ["item 0", "params.bogus"]),
     ("param value not allowed", '[{"prompt": "a", "params": {"aspect_ratio": "7:3"}}]', [],
      ["item 0", "params.aspect_ratio", "7:3"]),
     ("params not an object", '[{"prompt": "a", "params": "x"}]', [], ["item 0", "'params'"]),
     ("flag param out of range", '["a"]', ["-m", "black-forest-labs/flux-dev", "-p", "num_outputs=99"],
-     ["item 0", "params.num_outputs"]),
+     ["field '--param num_outputs'", "above the maximum"]),
     ("malformed --param", '["a"]', ["-p", "novalue"], ["--param", "key=value"]),
     ("reference missing", '[{"prompt": "a", "image_input": ["missing.png"]}]', [],
      ["item 0", "image_input[0]", "not found"]),
@@ -53,8 +56,10 @@ CASES = [
      ["item 0", "'output'", "--overwrite"]),
     ("duplicate ids", '[{"prompt": "a", "id": "x"}, {"prompt": "b", "id": "x"}]', [], ["item 1", "'x'", "'id'"]),
     ("items not a list", '{"items": 5}', [], ["'items'"]),
-    ("NaN", '[{"prompt": "a", "params": {"seed": NaN}}]', [], ["NaN"]),
-    ("duplicate key", '[{"prompt": "a", "prompt": "b"}]', [], ["duplicate key"]),
+    ("NaN", '[{"prompt": "a", "params": {"seed": NaN}}]', [],
+     ["item 0, field 'params.seed'", "line 1, column 37", "NaN"]),
+    ("duplicate key", '[{"prompt": "a", "prompt": "b"}]', [],
+     ["item 0, field 'prompt'", "line 1, column 18", "duplicate key 'prompt'"]),
     ("bad batch id", '["a"]', ["--batch-id", "../x"], ["batch_id"]),
     ("several problems at once", '[{"prompt": ""}, {"prompt": "b", "model": "nope"}, {"prompt": "c", "x": 1}]', [],
      ["item 0", "item 1", "item 2", "3 problems"]),
@@ -105,3 +110,29 @@ def test_malformed_input_exits_2_names_item_and_field_and_writes_nothing(
     assert files_after == files_before
     assert (workspace / "out" / "exists.png").read_bytes() == b"old"
     delete_prefix(redis_client, key_prefix)
+
+
+def test_a_bad_default_is_one_line_and_long_problem_lists_are_capped(workspace, redis_url, redis_client, key_prefix):
+    """5000 items under one unknown default model: one line, not 5000. 5000 items with their
+    own problem: 50 lines, then the rest summed up by kind."""
+    env = {"FLEET_KEY_PREFIX": key_prefix, "FLEET_QUEUE": f"{key_prefix}-q",
+           "OUTPUT_DIR": str(workspace / "out"), "REPLICATE_API_TOKEN": "r8_not_real"}
+    args = ["--redis-url", redis_url, "--env-file", "/nonexistent", "submit", "prompts.json"]
+    (workspace / "prompts.json").write_text(json.dumps({"model": "nope/nope", "items": ["a fox"] * 5000}))
+    result = CliRunner().invoke(cli, args, env=env)
+    assert result.exit_code == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: file defaults, field 'model': unknown model 'nope/nope'")
+
+    items = [{"prompt": ""} for _ in range(4990)] + [{"prompt": "a", "params": {"seed": "x"}} for _ in range(10)]
+    (workspace / "prompts.json").write_text(json.dumps(items))
+    result = CliRunner().invoke(cli, args, env=env)
+    assert result.exit_code == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 52, lines[-3:]
+    assert lines[0] == "error: item 0, field 'prompt': prompt is empty"
+    assert lines[49].startswith("error: item 49, ")
+    assert lines[50].startswith("error: ... and 4950 more problems (4940 like: field 'prompt': prompt is empty; "
+                                "10 like: field 'params.seed': ")
+    assert lines[51] == "5000 problems; nothing was enqueued or written."
+    assert not _keys(redis_client, key_prefix)

@@ -192,3 +192,100 @@ def test_manifest_written_atomically_next_to_outputs(ledger, tmp_path):
 def test_empty_batch_is_finished_at_once(ledger, tmp_path):
     assert ledger.create_batch("b0", [], output_root=str(tmp_path))
     assert ledger.batch("b0").finished
+
+
+# --- content fingerprints (a file submitted twice is noticed, not paid twice) ---------------------
+def test_fingerprint_ignores_the_batch_id_but_not_the_content():
+    from shared.ledger import batch_fingerprint
+
+    a, b = make_requests(3, "b-a"), make_requests(3, "b-b")  # default outputs under their own batch
+    assert batch_fingerprint("b-a", a) == batch_fingerprint("b-b", b)
+    assert batch_fingerprint("b-a", a, {"overwrite": True}) == batch_fingerprint("b-a", a)
+    assert batch_fingerprint("b-a", a, {"substitute_on_failure": True}) != batch_fingerprint("b-a", a)
+    changed = [a[0], ImageRequest(**{**a[1].to_dict(), "params": {"seed": 1}, "route": (), "warnings": (),
+                                     "reference_images": ()}), a[2]]
+    assert batch_fingerprint("b-a", changed) != batch_fingerprint("b-a", a)
+    assert batch_fingerprint("b-a", a[:2]) != batch_fingerprint("b-a", a)
+    assert batch_fingerprint("b-a", list(reversed(a))) != batch_fingerprint("b-a", a)
+
+
+def test_create_batch_refuses_a_live_duplicate_atomically(ledger, tmp_path, redis_client):
+    from shared.ledger import DuplicateFingerprint
+
+    root = str(tmp_path)
+    assert ledger.create_batch("b1", make_requests(2, "b1"), output_root=root, fingerprint="f" * 64)
+    assert ledger.find_fingerprint("f" * 64).id == "b1"
+    with pytest.raises(DuplicateFingerprint) as info:
+        ledger.create_batch("b2", make_requests(2, "b2"), output_root=root, fingerprint="f" * 64,
+                            unique_fingerprint=True)
+    assert info.value.batch_id == "b1" and ledger.batch("b2") is None
+    assert not redis_client.exists(ledger.keys.item("b2", 0))
+    # on purpose (again / an explicit id): recorded, and the newest owns the fingerprint
+    assert ledger.create_batch("b3", make_requests(2, "b3"), output_root=root, fingerprint="f" * 64)
+    assert ledger.find_fingerprint("f" * 64).id == "b3"
+    # a batch that is gone (deleted, pruned) is no duplicate any more
+    redis_client.delete(ledger.keys.batch("b3"))
+    assert ledger.find_fingerprint("f" * 64) is None
+    assert ledger.create_batch("b4", make_requests(2, "b4"), output_root=root, fingerprint="f" * 64,
+                               unique_fingerprint=True)
+    assert ledger.find_fingerprint("f" * 64).id == "b4" and ledger.find_fingerprint("e" * 64) is None
+
+
+def test_pruning_a_batch_forgets_its_fingerprint_but_not_a_newer_owner(ledger, tmp_path, redis_client):
+    root = str(tmp_path)
+    for batch_id, fp in (("old", "a" * 64), ("older", "b" * 64), ("newer", "b" * 64)):
+        ledger.create_batch(batch_id, make_requests(1, batch_id), output_root=root, fingerprint=fp)
+        ledger.transition(batch_id, 0, "succeeded")
+    assert ledger.prune_finished(before=float(redis_client.time()[0]) + 10, scan=2) == ["old", "older"]
+    assert not redis_client.exists(ledger._fingerprint_key("a" * 64))
+    assert ledger.find_fingerprint("b" * 64).id == "newer"  # "older" did not take it away
+
+
+# --- sent task ids, cancel and retry ---------------------------------------------------------------
+def test_sent_task_ids_are_kept_per_item_and_returned_by_cancel(ledger, tmp_path, redis_client):
+    ledger.create_batch("b1", make_requests(3), output_root=str(tmp_path))
+    assert ledger.mark_enqueued("b1", [0, 1, 2], task_ids=["t0", "t1", "t2"]) == 3
+    for n in range(7):  # follow-ups and re-sends: only the last five are kept
+        ledger.mark_enqueued("b1", [1], task_ids=[f"t1-{n}"])
+    assert redis_client.hget(ledger.keys.item("b1", 1), "sent_tasks") == "t1-2 t1-3 t1-4 t1-5 t1-6"
+    ledger.mark_enqueued("b1", [2])  # a send without an id (older workers) keeps the ones known
+    assert redis_client.hget(ledger.keys.item("b1", 2), "sent_tasks") == "t2"
+    with pytest.raises(ValueError):
+        ledger.mark_enqueued("b1", [0, 1], task_ids=["only one"])
+    ledger.transition("b1", 2, "running")
+    result = ledger.cancel("b1")
+    assert (result.canceled, result.finished) == (2, False)
+    assert result.task_ids == ["t0", "t1-2", "t1-3", "t1-4", "t1-5", "t1-6"]  # not the running item's
+    assert ledger.cancel("b1").task_ids == []  # nothing canceled now, nothing to revoke
+
+
+def test_retry_after_cancel_lifts_the_cancel_once_nothing_runs(ledger, tmp_path):
+    from shared.ledger import StillCanceling
+
+    ledger.create_batch("b1", make_requests(4), output_root=str(tmp_path))
+    ledger.transition("b1", 0, "failed")
+    ledger.transition("b1", 1, "running")
+    ledger.transition("b1", 2, "succeeded")
+    assert ledger.cancel_batch("b1") == 1  # item 3
+    with pytest.raises(StillCanceling) as info:  # item 1 is still being canceled by its worker
+        ledger.reset_failed("b1")
+    assert info.value.open_items == 1 and ledger.is_canceled("b1")
+    assert counts(ledger, "b1") == {"failed": 1, "running": 1, "succeeded": 1, "canceled": 1}
+    ledger.transition("b1", 1, "canceled")
+    assert ledger.batch("b1").finished
+
+    assert ledger.reset_failed("b1") == [0]  # only the failed one, and the cancel is lifted for it
+    info = ledger.batch("b1")
+    assert not info.canceled and not ledger.is_canceled("b1") and not info.finished
+    assert counts(ledger, "b1") == {"pending": 1, "succeeded": 1, "canceled": 2}
+    ledger.transition("b1", 0, "succeeded")
+    assert ledger.batch("b1").finished
+
+    assert ledger.cancel_batch("b1") == 0 and ledger.is_canceled("b1")
+    assert ledger.reset_failed("b1") == []  # nothing failed: the cancel stays
+    assert ledger.is_canceled("b1")
+    assert ledger.reset_failed("b1", include_canceled=True) == [1, 3]
+    assert not ledger.is_canceled("b1")
+    item = ledger.item("b1", 3)
+    assert (item.status, item.attempt, item.error) == ("pending", 2, None)
+    assert counts(ledger, "b1") == {"pending": 2, "succeeded": 2}

@@ -122,7 +122,7 @@ def test_cli_wait_exit_codes_and_plain_output(settings, redis_client, monkeypatc
     assert f"batch {batch.id}: 3/3 done" in result.stdout and "all succeeded" in result.stdout
     assert "manifest" in result.stdout
 
-    failed = producer.submit(PROMPTS, settings=settings)
+    failed = producer.submit(PROMPTS, settings=settings, again=True)  # the same prompts, a new batch
     finish(ledger, failed.id, 0)
     finish(ledger, failed.id, 1, "failed")
     finish(ledger, failed.id, 2, "substituted")
@@ -272,3 +272,195 @@ def test_producer_and_workers_load_the_same_models_file(tmp_path, settings, redi
     loaded = Settings.load(environ={"FLEET_WORKER_CONCURRENCY": "5"}, dotenv_path=None)
     assert loaded.worker_concurrency == 5 and celery_config(loaded)["worker_concurrency"] == 5
     assert celery_config(settings)["worker_concurrency"] == 32
+
+
+# --- the same content twice -------------------------------------------------------------------------
+def batch_count(redis_client, settings) -> int:
+    return int(redis_client.zcard(Keys(settings.key_prefix).batches))
+
+
+def test_the_same_content_twice_is_refused_unless_again(settings, redis_client):
+    first = producer.submit(PROMPTS, settings=settings, model="black-forest-labs/flux-dev")
+    assert first.created and first.duplicate_of is None
+    with pytest.raises(producer.DuplicateBatchError) as info:
+        producer.submit(PROMPTS, settings=settings, model="black-forest-labs/flux-dev")
+    assert info.value.batch_id == first.id
+    message = str(info.value)
+    for text in (f"batch {first.id}", "created 0s ago", "running: 0/3 done", f"producer status {first.id}",
+                 "--again", "nothing was enqueued"):
+        assert text in message, (text, message)
+    assert queue_length(redis_client, settings) == 3 and batch_count(redis_client, settings) == 1
+    # flags that only name the same thing differently do not make it new: the routed requests count
+    with pytest.raises(producer.DuplicateBatchError):
+        producer.submit({"model": "flux-dev", "items": PROMPTS}, settings=settings)
+
+    again = producer.submit(PROMPTS, settings=settings, model="black-forest-labs/flux-dev", again=True)
+    assert again.created and again.id != first.id and again.duplicate_of.id == first.id
+    assert queue_length(redis_client, settings) == 6
+    named = producer.submit(PROMPTS, settings=settings, model="black-forest-labs/flux-dev", batch_id="named")
+    assert named.created and named.duplicate_of.id == again.id  # an explicit new id is on purpose too
+    # other content is not a duplicate: other params, other options, one prompt less
+    assert producer.submit(PROMPTS, settings=settings, substitute_on_failure=True).created
+    assert producer.submit(PROMPTS[:2], settings=settings).created
+    seeded = producer.submit(PROMPTS, settings=settings, params={"seed": 7})
+    assert seeded.created
+    # a finished batch is still a duplicate while Redis keeps it; once retention removed it, not
+    ledger = Ledger(redis_client, Keys(settings.key_prefix))
+    for index in range(3):
+        finish(ledger, seeded.id, index)
+    with pytest.raises(producer.DuplicateBatchError, match="finished, all 3 succeeded"):
+        producer.submit(PROMPTS, settings=settings, params={"seed": 7})
+    assert ledger.prune_finished(before=float(redis_client.time()[0]) + 1) == [seeded.id]
+    assert producer.submit(PROMPTS, settings=settings, params={"seed": 7}).created
+
+
+def test_resubmitting_a_used_id_with_other_params_is_refused(settings, redis_client):
+    producer.submit(PROMPTS, settings=settings, batch_id="params-id")
+    with pytest.raises(InputError, match=r"first difference at item 0, field params"):
+        producer.submit(PROMPTS, settings=settings, batch_id="params-id", params={"seed": 3})
+    with pytest.raises(InputError, match="other options"):
+        producer.submit(PROMPTS, settings=settings, batch_id="params-id", substitute_on_failure=True)
+    assert not producer.submit(PROMPTS, settings=settings, batch_id="params-id").created
+    assert queue_length(redis_client, settings) == 3
+
+
+def test_cli_refuses_the_same_file_twice_and_again_submits_it(tmp_path, settings, redis_client):
+    prompts = tmp_path / "p.json"
+    prompts.write_text(json.dumps(PROMPTS))
+    runner = CliRunner()
+    args = base_args(settings) + ["submit", str(prompts), "-m", "black-forest-labs/flux-dev"]
+    first = runner.invoke(cli, args, env=settings.as_env())
+    assert first.exit_code == 0, first.output
+    first_id = first.stdout.split("batch ", 1)[1].split(":", 1)[0]
+    second = runner.invoke(cli, args, env=settings.as_env())
+    assert second.exit_code == 2
+    assert second.stderr.startswith(f"error: the same items were submitted already as batch {first_id}, created ")
+    assert f"producer status {first_id}" in second.stderr and "--again" in second.stderr
+    assert second.stdout == "" and queue_length(redis_client, settings) == 3
+    third = runner.invoke(cli, args + ["--again", "--json"], env=settings.as_env())
+    assert third.exit_code == 0, third.output
+    assert f"note: the same items were submitted as batch {first_id}" in third.stderr
+    assert json.loads(third.stdout.strip().splitlines()[-1])["items"] == 3
+    assert queue_length(redis_client, settings) == 6 and batch_count(redis_client, settings) == 2
+
+
+# --- what is printed before enqueueing ----------------------------------------------------------------
+def test_submit_prints_notes_plan_and_routing_warnings_before_enqueueing(tmp_path, settings, redis_client,
+                                                                         monkeypatch):
+    from PIL import Image
+
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (4, 4)).save(tmp_path / name)
+    prompts = tmp_path / "p.json"
+    prompts.write_text(json.dumps(["a fox", {"prompt": "fuse them", "model": "black-forest-labs/flux-dev",
+                                             "image_input": ["a.png", "b.png"], "params": {"num_outputs": 2}}]))
+
+    def no_enqueue(*_args, **_kwargs):
+        raise RuntimeError("enqueue reached")
+
+    monkeypatch.setattr("workers.dispatch.enqueue_items", no_enqueue)
+    result = CliRunner().invoke(cli, base_args(settings) + ["submit", str(prompts)], env=settings.as_env())
+    assert isinstance(result.exception, RuntimeError)  # it got as far as enqueueing ...
+    out = result.stdout  # ... after printing all of this
+    assert "note: no model given for 1 item(s); using black-forest-labs/flux-dev" in result.stderr
+    assert out.startswith("Plan: 2 item(s) on 2 model(s)")
+    assert "Routing changes (1):" in out and "google/nano-banana" in out
+    assert "num_outputs=2 dropped" in out and "Estimated cost: $" in out
+    assert "Routes (" not in out and "queued" not in out
+    dry = CliRunner().invoke(cli, base_args(settings) + ["submit", str(prompts), "--dry-run"], env=settings.as_env())
+    assert dry.exit_code == 0 and "note: no model given for 1 item(s)" in dry.stderr
+
+
+# --- cancel revokes, retry after a cancel ------------------------------------------------------------
+def queued_task_ids(redis_client, settings) -> list[str]:
+    return [json.loads(raw)["headers"]["id"] for raw in redis_client.lrange(settings.queue, 0, -1)]
+
+
+def test_cancel_revokes_the_queued_messages_of_the_items_it_cancels(settings, redis_client, monkeypatch):
+    from celery.app.control import Control
+
+    revoked: list[str] = []
+    real_revoke = Control.revoke
+
+    def recording_revoke(self, task_id, *args, **kwargs):
+        revoked.extend(task_id if isinstance(task_id, list) else [task_id])
+        return real_revoke(self, task_id, *args, **kwargs)
+
+    monkeypatch.setattr(Control, "revoke", recording_revoke)
+    monkeypatch.setattr("producer.api.REVOKE_CHUNK", 2)
+    batch = producer.submit(PROMPTS, settings=settings)
+    sent = queued_task_ids(redis_client, settings)
+    ledger = Ledger(redis_client, Keys(settings.key_prefix))
+    assert redis_client.hget(Keys(settings.key_prefix).item(batch.id, 0), "sent_tasks") in sent
+    ledger.transition(batch.id, 0, "running")  # item 0 runs: its worker cancels it, nothing to revoke
+    result = CliRunner().invoke(cli, base_args(settings) + ["cancel", batch.id], env=settings.as_env())
+    assert result.exit_code == 0, result.output
+    assert "2 queued items canceled, 2 queued task message(s) revoked" in result.stdout
+    running_task = redis_client.hget(Keys(settings.key_prefix).item(batch.id, 0), "sent_tasks")
+    assert sorted(revoked) == sorted(set(sent) - {running_task}) and len(revoked) == 2
+    assert int(batch.cancel()) == 0  # nothing new to cancel or revoke
+
+
+def test_revoking_is_best_effort(settings, redis_client, monkeypatch):
+    from celery.app.control import Control
+
+    def broken(self, *args, **kwargs):
+        raise ConnectionError("broker went away")
+
+    monkeypatch.setattr(Control, "revoke", broken)
+    batch = producer.submit(PROMPTS, settings=settings)
+    outcome = batch.cancel()
+    assert (outcome.canceled, outcome.revoked) == (3, 0) and "broker went away" in outcome.revoke_error
+    assert batch.status().finished and batch.status().counts["canceled"] == 3
+
+
+def test_retry_after_cancel_runs_the_retried_items(settings, redis_client):
+    runner = CliRunner()
+    env = settings.as_env()
+    batch = producer.submit(PROMPTS, settings=settings)
+    ledger = Ledger(redis_client, Keys(settings.key_prefix))
+    finish(ledger, batch.id, 0, "failed")
+    ledger.transition(batch.id, 1, "running")
+    batch.cancel()  # item 2 canceled now, item 1 is being canceled by its worker
+    refused = runner.invoke(cli, base_args(settings) + ["retry", batch.id], env=env)
+    assert refused.exit_code == 2 and "still being canceled: 1 item(s)" in refused.stderr
+    ledger.transition(batch.id, 1, "canceled")  # the worker stopped it
+
+    before = queue_length(redis_client, settings)
+    retried = runner.invoke(cli, base_args(settings) + ["retry", batch.id], env=env)
+    assert retried.exit_code == 0, retried.output
+    assert "1 failed items enqueued again (items 0)" in retried.stdout
+    assert "cancel is lifted" in retried.stdout and "canceled items stay canceled" in retried.stdout
+    assert not ledger.is_canceled(batch.id)  # so a worker runs item 0 instead of canceling it again
+    assert queue_length(redis_client, settings) == before + 1
+    counts = batch.status().counts
+    assert (counts["pending"], counts["canceled"], counts["failed"]) == (1, 2, 0)
+
+    finish(ledger, batch.id, 0)
+    nothing = runner.invoke(cli, base_args(settings) + ["retry", batch.id], env=env)
+    assert "no failed items to retry" in nothing.stdout and "--include-canceled" in nothing.stdout
+    resumed = runner.invoke(cli, base_args(settings) + ["retry", batch.id, "--include-canceled"], env=env)
+    assert "2 failed or canceled items enqueued again (items 1, 2)" in resumed.stdout
+    assert queue_length(redis_client, settings) == before + 3
+
+
+def test_retry_help_documents_the_cancel_semantics():
+    result = CliRunner().invoke(cli, ["retry", "--help"])
+    assert "--include-canceled" in result.output and "lifts the batch's cancel" in result.output
+
+
+# --- no settings argument -----------------------------------------------------------------------------
+def test_submit_and_generate_without_settings_use_the_environment(tmp_path, settings, redis_client, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no .env here
+    for name, value in settings.as_env().items():
+        monkeypatch.setenv(name, value)
+    batch = producer.submit(PROMPTS)
+    assert batch.created and batch.settings.key_prefix == settings.key_prefix
+    assert queue_length(redis_client, settings) == 3
+    assert producer.open_batch(batch.id).id == batch.id
+    assert batch.id in [info.id for info in producer.list_batches()]
+    assert producer.limits_status().limit == settings.global_max_concurrent
+    monkeypatch.setattr("producer.api.WORKER_PING_SECONDS", 0.5)
+    with pytest.raises(NoWorkerError):  # it got as far as waiting for a worker: submitted without settings
+        producer.generate("a paper boat on a pond", "black-forest-labs/flux-dev", aspect_ratio="1:1", timeout=30)
+    assert queue_length(redis_client, settings) == 4

@@ -111,3 +111,34 @@ def test_cli_submit_wait_failures_retry_and_exit_codes(tmp_path, settings, redis
     assert "3 failed items enqueued again" in retried.stdout
     status = json.loads(cli(settings, sim, "status", "cli-fail", "--json").stdout)
     assert status["counts"]["succeeded"] == 3 and status["finished"]
+
+
+def test_cancel_mid_batch_then_retry_including_canceled_finishes_every_item(settings, redis_client, sim_factory,
+                                                                            worker_factory):
+    """`cancel` while predictions run, then `retry --include-canceled`: the cancel is lifted and
+    every item ends succeeded, on the same worker processes that saw the cancel."""
+    import time
+
+    from tests.conftest import wait_for
+
+    settings = settings.with_(global_max_concurrent=3)
+    sim = sim_factory(latency_scale=3.0, image_scale=0.01)  # several seconds each: running at cancel
+    fleet = worker_factory(settings, count=1, sim=sim, concurrency=4)  # takes 4 tasks, 12 stay queued
+    settings = settings.with_(replicate_base_url=sim.url)
+    batch = producer.submit([f"a small boat at dawn, plate {i}" for i in range(16)], settings=settings,
+                            model="black-forest-labs/flux-dev")
+    wait_for(lambda: batch.status(with_slots=False).running >= 3, 30, "predictions in flight", fleet)
+    outcome = batch.cancel()
+    assert outcome.canceled >= 10 and outcome.revoked == outcome.canceled and outcome.revoke_error is None
+    snap = batch.wait(timeout=30, poll_interval=0.2)
+    assert snap.finished and snap.counts["canceled"] == 16, batch.results()
+    # the worker dropped the queued messages it was told about instead of running them
+    wait_for(lambda: "Discarding revoked task" in fleet.logs(), 20, "revoked messages dropped", fleet)
+
+    sim.configure(latency_scale=0.01)
+    retried = batch.retry(include_canceled=True)
+    assert retried == list(range(16)) and not batch.info().canceled
+    started = time.monotonic()
+    snap = batch.wait(timeout=60, poll_interval=0.2)
+    assert snap.finished and snap.all_succeeded, (batch.results(), fleet.logs())
+    assert time.monotonic() - started < 60

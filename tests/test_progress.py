@@ -18,8 +18,8 @@ def info(counts: dict, total: int = 10, created_at: float = 1000.0, finished_at=
 def test_snapshot_counts_rate_and_eta():
     snap = snapshot_from_info(info({"succeeded": 3, "failed": 1, "running": 2, "pending": 4}), now=1060.0)
     assert (snap.done, snap.running, snap.queued) == (4, 2, 4)
-    assert snap.per_minute == pytest.approx(4.0)
-    assert snap.eta == pytest.approx(90.0)  # 6 left at 4/min
+    assert snap.per_minute == pytest.approx(3.0)  # images produced: the failed one made none
+    assert snap.eta == pytest.approx(90.0)  # 6 left at the 4/min worked through (succeeded or failed)
     assert not snap.finished and not snap.all_succeeded
 
 
@@ -114,3 +114,42 @@ def test_make_reporter_picks_by_terminal():
     assert len(seen) == 1
     with pytest.raises(TypeError):
         make_reporter(42)
+
+
+def test_summary_line_separates_every_count_with_commas():
+    snap = snapshot_from_info(info({"succeeded": 0, "failed": 0, "canceled": 20}, total=20, finished_at=1010.0),
+                              now=1010.0)
+    assert format_line(snap).startswith("batch b-1: 20/20 done (ok 0, failed 0, canceled 20), running 0")
+    snap = snapshot_from_info(info({"succeeded": 3, "failed": 1, "substituted": 2, "canceled": 4}), now=1060.0)
+    assert "(ok 3, failed 1, substituted 2, canceled 4)" in format_line(snap)
+
+
+def test_rate_counts_only_produced_images_and_eta_ignores_cancels():
+    # 6 succeeded and 30 canceled in one minute: 6 images/min, not 36
+    snap = snapshot_from_info(info({"succeeded": 6, "canceled": 30, "running": 2, "pending": 62}, total=100),
+                              now=1060.0)
+    assert snap.per_minute == pytest.approx(6.0)
+    assert snap.eta == pytest.approx(64 / 6 * 60)  # 64 left at the 6/min the fleet works through
+    assert "6.0 img/min" in format_line(snap)
+    # failures made no image but took work: no rate yet, an ETA from the items worked through
+    snap = snapshot_from_info(info({"failed": 2, "pending": 8}), now=1060.0)
+    assert snap.per_minute is None and snap.eta == pytest.approx(8 / 2 * 60)
+    # only cancels so far: neither
+    snap = snapshot_from_info(info({"canceled": 5, "pending": 5}), now=1060.0)
+    assert snap.per_minute is None and snap.eta is None and snap.to_dict()["per_minute"] is None
+
+
+def test_a_canceled_batch_shows_canceling_instead_of_an_eta():
+    snap = snapshot_from_info(info({"succeeded": 2, "canceled": 6, "running": 2}, canceled=True), now=1060.0)
+    assert "canceling" in format_line(snap) and "ETA" not in format_line(snap)
+    assert "canceling" in format_bar(snap, 200)
+
+
+def test_terminal_bar_shows_canceled_and_substituted_counts():
+    snap = snapshot_from_info(info({"succeeded": 3, "substituted": 1, "canceled": 2, "running": 1, "pending": 3}),
+                              now=1060.0)
+    bar = format_bar(snap, 200)
+    for text in ("6/10", "ok 3", "failed 0", "subst 1", "canceled 2", "running 1", "queued 3"):
+        assert text in bar, (text, bar)
+    plain = format_bar(snapshot_from_info(info({"succeeded": 3, "pending": 7}), now=1060.0), 200)
+    assert "subst" not in plain and "canceled" not in plain

@@ -325,8 +325,8 @@ def test_load_prompts_file_and_relative_references(files, registry, monkeypatch)
         ('{"items": [\n"a",\n]}', "line 3, column 1"),
         ("", "the file is empty"),
         ("   \n", "the file is empty"),
-        ('[{"prompt": "a", "prompt": "b"}]', "duplicate key(s) 'prompt'"),
-        ('[{"prompt": "a", "params": {"guidance": NaN}}]', "NaN is not valid JSON"),
+        ('[{"prompt": "a", "prompt": "b"}]', "line 1, column 18: duplicate key 'prompt'"),
+        ('[{"prompt": "a", "params": {"guidance": NaN}}]', "line 1, column 41: NaN is not valid JSON"),
         ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
         ("12", "expected a list of prompts"),
     ],
@@ -387,3 +387,106 @@ def test_examples_parse(registry, tmp_path):
                          registry=registry)
     assert 5 <= len(main) <= 10
     assert all(not r.reference_images and registry.get(r.model).price <= 0.03 for r in main)
+
+
+# ------------------------------------------------------------------------------- shared faults once
+def test_a_bad_default_model_is_reported_once_not_per_item(files, registry):
+    problems = problems_of({"model": "nope/nope", "items": ["a prompt"] * 5000}, files, registry)
+    assert len(problems) == 1
+    (problem,) = problems
+    assert problem.index is None and problem.field == "model"
+    assert str(problem).startswith("file defaults, field 'model': unknown model 'nope/nope'")
+    # items naming their own model are checked on their own; the default is still reported once
+    problems = problems_of({"model": "nope/nope", "items": ["a", {"prompt": "b", "model": "nah"}, "c"]},
+                           files, registry)
+    assert [(p.index, p.field) for p in problems] == [(None, "model"), (1, "model")]
+
+
+def test_a_bad_default_model_overridden_everywhere_is_no_problem(files, registry):
+    requests = parse({"model": "nope/nope", "items": ["a"]}, files, registry, model=FLUX)
+    assert requests[0].model == FLUX  # --model wins over the file's default, as before
+
+
+def test_bad_default_params_and_references_are_reported_once(files, registry):
+    data = {"model": FLUX, "params": {"bogus": 1, "num_outputs": 99}, "image_input": ["refs/missing.png"],
+            "items": [f"prompt {i}" for i in range(300)]}
+    problems = problems_of(data, files, registry)
+    assert {str(p).split(":")[0] for p in problems} == {
+        "file defaults, field 'params.bogus'", "file defaults, field 'params.num_outputs'",
+        "file defaults, field 'image_input[0]'"}
+    assert len(problems) == 3 and all(p.index is None for p in problems)
+    # a fault of the item's own params still names the item
+    data = {"model": FLUX, "params": {"bogus": 1}, "items": ["a", {"prompt": "b", "params": {"guidance": "x"}}]}
+    problems = problems_of(data, files, registry)
+    assert [(p.index, p.field) for p in problems] == [(None, "params.bogus"), (1, "params.guidance")]
+    # an item that overrides the bad default is fine; the others still make it a problem once
+    data = {"model": FLUX, "params": {"num_outputs": 99}, "items": ["a", {"prompt": "b", "params": {"num_outputs": 1}}]}
+    assert len(problems_of(data, files, registry)) == 1
+    assert len(parse({"model": FLUX, "params": {"num_outputs": 99},
+                      "items": [{"prompt": "b", "params": {"num_outputs": None}}]}, files, registry)) == 1
+    # params that are not an object at all
+    problems = problems_of({"params": 5, "items": ["a", "b", "c"]}, files, registry)
+    assert len(problems) == 1 and str(problems[0]).startswith("file defaults, field 'params'")
+
+
+def test_bad_flags_are_reported_once(files, registry):
+    problems = problems_of(["a", "b", "c"], files, registry, model="nope")
+    assert len(problems) == 1 and problems[0].field == "--model" and "Known models" in problems[0].message
+    problems = problems_of(["a"] * 100, files, registry, params={"num_outputs": 99, "image_input": ["nope.png"]})
+    assert sorted(p.field for p in problems) == ["--param image_input[0]", "--param num_outputs"]
+    assert all(p.index is None for p in problems)
+
+
+def test_default_model_use_is_a_note(files, registry):
+    requests = parse(["a", {"prompt": "b", "model": "qwen/qwen-image"}, "c"], files, registry)
+    assert requests.default_model_items == 2
+    assert requests.notes == [f"no model given for 2 item(s); using {registry.default_model} "
+                              "(name one with --model, or \"model\" in the file)"]
+    assert parse(["a"], files, registry, model=FLUX).notes == []
+    assert parse({"model": FLUX, "items": ["a"]}, files, registry).notes == []
+
+
+@pytest.mark.parametrize("data, key, hint", [
+    ({"model": FLUX, "itemz": ["a", "b"]}, "itemz", "Did you mean 'items'?"),
+    ({"promt": "a single image"}, "promt", "Did you mean 'prompt'?"),
+    ({"modle": FLUX, "prompts": ["a"]}, "prompts", "Did you mean 'prompt'?"),
+])
+def test_unknown_top_level_keys_are_named_when_items_is_missing(files, registry, data, key, hint):
+    problems = problems_of(data, files, registry)
+    named = [p for p in problems if p.field == key]
+    assert named and f"unknown field {key!r} at the top level" in named[0].message and hint in named[0].message
+    assert problems.index(named[0]) < [p.field for p in problems].index("items")  # named first
+    assert any("needs 'items'" in p.message for p in problems)
+
+
+# ------------------------------------------------------------------------------- JSON positions
+def load_problems(tmp_path, text):
+    path = tmp_path / "p.json"
+    path.write_text(text)
+    with pytest.raises(InputError) as info:
+        load_prompts_file(path)
+    return path, info.value.problems
+
+
+def test_duplicate_keys_and_nan_name_line_column_item_and_field(tmp_path):
+    text = ('[\n'
+            '  {"prompt": "a"},\n'
+            '  {"prompt": "b", "params": {"seed": NaN, "guidance": -Infinity}},\n'
+            '  {"prompt": "c", "id": "x", "id": "y"}\n'
+            ']')
+    path, problems = load_problems(tmp_path, text)
+    assert [(p.index, p.field) for p in problems] == [(1, "params.seed"), (1, "params.guidance"), (2, "id")]
+    assert str(problems[0]) == (f"item 1, field 'params.seed': {path}: line 3, column 38: NaN is not valid "
+                                "JSON; use a number or null")
+    assert "line 3, column 55: -Infinity is not valid JSON" in problems[1].message
+    assert str(problems[2]).startswith(f"item 2, field 'id': {path}: line 4, column 30: duplicate key 'id'")
+
+
+def test_duplicate_keys_in_defaults_and_items_of_the_object_form(tmp_path):
+    text = '{"model": "a", "model": "b",\n "items": [{"prompt": "x"}, {"prompt": "y", "prompt": "z"}]}'
+    _, problems = load_problems(tmp_path, text)
+    assert str(problems[0]).startswith("file defaults, field 'model'") and "line 1, column 16" in str(problems[0])
+    assert (problems[1].index, problems[1].field) == (1, "prompt") and "line 2, column 45" in problems[1].message
+    # an escaped key is the same key
+    _, problems = load_problems(tmp_path, '[{"prompt": "a", "pro\\u006dpt": "b"}]')
+    assert problems[0].index == 0 and "duplicate key 'prompt'" in problems[0].message

@@ -2,16 +2,21 @@
 the way `docker compose stop` / `--scale worker=N` stops it (SIGTERM), in the middle of a batch
 against the stand-in. Then a fresh worker finishes the batch.
 
-Checks (issue 6, "Shutdown"): nothing is lost (every item succeeds, every file exists), nothing is
-paid twice (the stand-in saw exactly one creation per item and no duplicate input), the stopped
-worker left no slot behind, and nothing the run wrote — worker logs, output files, manifest, the
-fleet's Redis keys — contains the token.
+The worker has more threads (8) than the account has slots (2), so at the SIGTERM two predictions
+are in flight and other tasks are waiting for a slot: both halves of the warm shutdown are
+exercised. Checks (issue 6, "Shutdown"): the predictions in flight finish on the stopping worker;
+the waiting tasks hand their attempt back at once (logged) and are finished by the fresh worker;
+nothing is lost (every item succeeds, every file exists); nothing is paid twice (the stand-in saw
+exactly one creation per item and no duplicate input); the stopped worker left no slot behind; and
+nothing the run wrote — worker logs, output files, manifest, the fleet's Redis keys — contains the
+token.
 """
 from __future__ import annotations
 
 import importlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,6 +27,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "r8_" + "ShutD0wn" * 4  # shaped like a real token
+HANDED_BACK = "worker shutting down; attempt handed back before any creation"
 
 
 def _available() -> bool:
@@ -76,6 +82,12 @@ def pick_image_model(registry) -> str:
     raise AssertionError("no image model in the registry")
 
 
+def items_logged(log: str, message: str) -> set[int]:
+    """Item indexes of the structured log lines whose message contains `message`."""
+    return {int(m.group(1)) for line in log.splitlines() if message in line
+            for m in [re.search(r"\bitem=(\d+)\b", line)] if m}
+
+
 def test_sigterm_mid_batch_loses_nothing_and_pays_nothing_twice(settings, redis_client, sim_factory, tmp_path):
     from shared.keys import Keys
     from shared.ledger import Ledger
@@ -85,12 +97,12 @@ def test_sigterm_mid_batch_loses_nothing_and_pays_nothing_twice(settings, redis_
     from workers.dispatch import enqueue_items
 
     sim = sim_factory(latency_scale=float(os.environ.get("FLEET_TEST_SHUTDOWN_LATENCY", "0.3")))
-    settings = settings.with_(replicate_base_url=sim.url, replicate_api_token=TOKEN, global_max_concurrent=4)
+    slots, threads, n_items = 2, 8, 12
+    settings = settings.with_(replicate_base_url=sim.url, replicate_api_token=TOKEN, global_max_concurrent=slots)
     keys = Keys(settings.key_prefix)
     registry = load_registry()
     model = pick_image_model(registry)
     batch_id = f"shutdown-{settings.key_prefix}"
-    n_items = 8
     requests = parse_prompts([f"a lighthouse in a storm, study {i}" for i in range(n_items)], batch_id=batch_id,
                              output_root=settings.output_dir, registry=registry, model=model)
     ledger = Ledger(redis_client, keys)
@@ -98,12 +110,14 @@ def test_sigterm_mid_batch_loses_nothing_and_pays_nothing_twice(settings, redis_
     limiter = Limiter(redis_client, keys=keys, settings=settings)
 
     logs = [tmp_path / "worker-a.log", tmp_path / "worker-b.log"]
-    first = start_worker(settings, "a", logs[0])
+    first = start_worker(settings, "a", logs[0], concurrency=threads)
     second = None
     try:
         enqueue_items(settings, batch_id, requests)
-        # SIGTERM while predictions are in flight (slots held), as `docker compose stop` does.
-        wait_for(lambda: limiter.status().in_use >= 2, 60, "predictions in flight on worker a")
+        # SIGTERM, as `docker compose stop` sends it, while every slot holds a prediction in flight
+        # and further tasks of this worker wait for a slot.
+        at_sigterm = wait_for(lambda: (lambda st: st if st.in_use >= slots and st.waiters >= 2 else None)(
+            limiter.status()), 60, "predictions in flight and tasks waiting for a slot on worker a", interval=0.05)
         first.send_signal(signal.SIGTERM)
         assert first.wait(timeout=120) == 0, logs[0].read_text()[-3000:]
         # The stopped worker left no slot behind.
@@ -132,9 +146,24 @@ def test_sigterm_mid_batch_loses_nothing_and_pays_nothing_twice(settings, redis_
             path = Path(output) if Path(output).is_absolute() else settings.output_dir / output
             assert path.is_file() and path.stat().st_size > 0, path
 
+    # Nothing paid twice: one creation per item, no input sent twice.
     book = sim.ledger()
     assert book["creations"] == n_items, book
     assert book["duplicate_inputs"] == 0, book
+
+    log_a, log_b = (path.read_text(errors="replace") for path in logs)
+    assert "warm shutdown" in log_a.lower()
+    # The predictions in flight at the SIGTERM were waited for and finished on worker a ...
+    created_on_a = items_logged(log_a, "created prediction")
+    assert len(created_on_a) >= slots, log_a[-3000:]
+    assert created_on_a <= items_logged(log_a, "item succeeded"), log_a[-3000:]
+    # ... while the tasks waiting for a slot handed their attempt back at once, before creating
+    # anything, and the fresh worker made them.
+    handed_back = items_logged(log_a, HANDED_BACK)
+    assert handed_back, f"no hand-back logged (status at SIGTERM: {at_sigterm.to_dict()})\n{log_a[-3000:]}"
+    assert not handed_back & created_on_a, (handed_back, created_on_a)
+    assert handed_back <= items_logged(log_b, "item succeeded"), log_b[-3000:]
+    assert items_logged(log_b, "created prediction") == set(range(n_items)) - created_on_a
 
     # Grep everything the run wrote for the token.
     written = [p for p in settings.output_dir.rglob("*") if p.is_file()] + logs
@@ -148,4 +177,4 @@ def test_sigterm_mid_batch_loses_nothing_and_pays_nothing_twice(settings, redis_
             assert TOKEN.encode() not in (raw.dump(key) or b""), key
     finally:
         raw.close()
-    assert "warm shutdown" in logs[0].read_text().lower()
+    assert TOKEN not in sim.log(), "the stand-in's log"

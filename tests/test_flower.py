@@ -47,6 +47,39 @@ class TestCommand:
         assert check_basic_auth("a:1, b:2") == "a:1,b:2"
         assert check_basic_auth(["a:1", "b:2"]) == "a:1,b:2"
 
+    def test_listens_on_localhost_unless_told_otherwise(self, tmp_path):
+        argv = flower_command(_settings(), 5566, "admin:pw", None, base_env={}).argv
+        assert "--address=127.0.0.1" in argv and not any(a.startswith("--address=0") for a in argv)
+        argv = flower_command(_settings(), 5566, "admin:pw", None, address="0.0.0.0", base_env={}).argv
+        assert "--address=0.0.0.0" in argv
+        with pytest.raises(ConfigError):
+            flower_command(_settings(), 5566, "admin:pw", None, address="", base_env={})
+
+    def test_cli_address_option_and_auth_from_the_environment(self, monkeypatch):
+        """`producer flower`: --address (default 127.0.0.1) reaches Flower; the credentials come
+        from FLOWER_BASIC_AUTH, so they need not be on the command line (where `ps` shows them)."""
+        from click.testing import CliRunner
+
+        import producer.flower
+        from producer.cli import cli
+
+        calls = []
+
+        def fake_run_flower(settings, port, basic_auth, persistent_path, **options):
+            calls.append((port, basic_auth, options))
+            return 0
+
+        monkeypatch.setattr(producer.flower, "run_flower", fake_run_flower)
+        env = {"FLOWER_BASIC_AUTH": "ops:from-env", "REDIS_URL": "redis://127.0.0.1:6379/0"}
+        runner = CliRunner()
+        result = runner.invoke(cli, ["--env-file", "/nonexistent", "flower", "--port", "5577"], env=env)
+        assert result.exit_code == 0, result.output
+        result = runner.invoke(cli, ["--env-file", "/nonexistent", "flower", "--address", "0.0.0.0"], env=env)
+        assert result.exit_code == 0, result.output
+        assert calls == [(5577, "ops:from-env", {"address": "127.0.0.1"}),
+                         (5555, "ops:from-env", {"address": "0.0.0.0"})]
+        assert "--address" in runner.invoke(cli, ["flower", "--help"]).output
+
 
 @pytest.mark.e2e
 def test_flower_with_a_real_worker(stub_fleet):  # noqa: F811 (fixture)

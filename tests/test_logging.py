@@ -221,3 +221,115 @@ def test_json_chosen_by_settings_for_celery(log_settings, restore_root):
     celery_setup_logging(log_settings.with_(log_json=True), stream=stream)
     logging.getLogger("celery.worker").info("ready")
     assert json.loads(stream.getvalue())["msg"] == "ready"
+
+
+# --- a whole run, greped ------------------------------------------------------------------------
+def _child_env(settings: Settings, **extra: str) -> dict[str, str]:
+    import os
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REPLICATE_", "FLEET_", "CELERY_", "REDIS_URL"))}
+    env.update(settings.as_env(), PYTHONPATH=str(Path(__file__).resolve().parent.parent), PYTHONUNBUFFERED="1")
+    env.update(extra)
+    return env
+
+
+@pytest.mark.e2e
+def test_the_token_never_appears_in_anything_a_run_prints_or_writes(tmp_path, settings, redis_client, sim_factory,
+                                                                    worker_factory):
+    """A real run at DEBUG level with the stand-in accepting only TOKEN (so the token was really
+    used): the producer CLI's output (`submit --wait`, `results --json`, `status`, `limits`), the
+    workers' logs, the webhook receiver's log (it fetched its signing secret with the token), the
+    stand-in's log, the metrics exporter's log and its /metrics page, the files and the manifest —
+    none contains the token."""
+    import json
+    import os
+    import signal
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    from shared.keys import Keys
+    from shared.metrics import read_counters
+    from tests.test_flower_support import free_port, wait_until
+
+    sim = sim_factory(token=TOKEN, latency_scale=0.02)
+    run = settings.with_(replicate_api_token=TOKEN, replicate_base_url=sim.url, log_level="DEBUG")
+    bin_dir = Path(sys.executable).parent
+    outputs: dict[str, str] = {}
+    processes: list[subprocess.Popen] = []
+
+    def start(name: str, argv: list[str], **env: str) -> subprocess.Popen:
+        log = (tmp_path / f"{name}.log").open("w")
+        process = subprocess.Popen(argv, env=_child_env(run, **env), stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
+        processes.append(process)
+        return process
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        result = subprocess.run([sys.executable, "-m", "producer.cli", "--env-file", "/nonexistent", *args],
+                                env=_child_env(run), capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        outputs["producer " + " ".join(args)] = result.stdout + result.stderr
+        return result
+
+    def answers(url: str) -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    hook_port, metrics_port = free_port(), free_port()
+    try:
+        start("webhooks", [str(bin_dir / "fleet-webhooks"), "--listen", f"127.0.0.1:{hook_port}",
+                           "--env-file", "/nonexistent"])
+        wait_until(lambda: answers(f"http://127.0.0.1:{hook_port}/healthz"), 30, what="the webhook receiver")
+        fleet = worker_factory(run, count=1, sim=sim,
+                               FLEET_WEBHOOK_URL=f"http://127.0.0.1:{hook_port}/webhooks/replicate")
+        prompts = tmp_path / "prompts.json"
+        prompts.write_text(json.dumps([f"a red kite over a hill, take {i}" for i in range(4)]))
+
+        submitted = cli("submit", str(prompts), "-m", "black-forest-labs/flux-dev", "--batch-id", "tok-run", "--wait")
+        assert submitted.returncode == 0, submitted.stdout + submitted.stderr + fleet.logs()
+        records = [json.loads(line) for line in cli("results", "tok-run", "--json").stdout.splitlines()]
+        assert [r["status"] for r in records] == ["succeeded"] * 4
+        assert cli("status", "tok-run").returncode == 0
+        assert cli("limits").returncode == 0
+        assert cli("limits", "--json").returncode == 0
+
+        start("metrics", [sys.executable, "-m", "producer.cli", "--env-file", "/nonexistent", "metrics",
+                          "--port", str(metrics_port), "--addr", "127.0.0.1"])
+        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+        wait_until(lambda: answers(metrics_url), 30, what="the metrics exporter")
+        with urllib.request.urlopen(metrics_url, timeout=10) as response:
+            outputs["GET /metrics"] = response.read().decode()
+        assert 'fleet_predictions_total{model="black-forest-labs/flux-dev",outcome="succeeded"} 4.0' \
+            in outputs["GET /metrics"]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+    time.sleep(0.1)
+
+    # Not vacuous: the stand-in accepted only TOKEN, and the receiver (whose signing secret was
+    # fetched with it) accepted the stand-in's signed deliveries.
+    assert sim.ledger(detail=False)["creations"] == 4
+    counters = read_counters(redis_client, Keys(settings.key_prefix))
+    assert sum(v for labels, v in counters.get("webhooks", []) if labels.get("outcome") == "accepted") == 4
+
+    outputs["stand-in log"] = sim.log()
+    outputs["workers"] = fleet.logs(tail=10**7)
+    for path in tmp_path.glob("*.log"):
+        outputs[path.name] = path.read_text(errors="replace")
+    for path in Path(run.output_dir).rglob("*"):
+        if path.is_file():
+            outputs[str(path)] = path.read_bytes().decode("latin-1")
+    assert any(p.endswith("manifest.json") for p in outputs), list(outputs)
+    assert "DEBUG" in outputs["workers"] and "level=" in outputs["webhooks.log"]
+    for name, text in outputs.items():
+        assert TOKEN not in text, f"the token appears in {name}"
+        assert TOKEN[3:20] not in text, f"a piece of the token appears in {name}"

@@ -12,13 +12,18 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from shared.keys import Keys
 from shared.metrics import (
+    PREDICTION_OUTCOMES,
     MetricsRecorder,
+    metrics_key,
+    observe_handoff,
     observe_slot_wait,
     read_counters,
+    record_creation_pause,
     record_fallback,
     record_prediction,
     record_retry,
 )
+from shared.metrics.recorder import encode_field
 from shared.metrics.server import start_metrics_server
 
 
@@ -56,7 +61,9 @@ class FakeStatus:
     waiters: int = 5
     utilisation: float = 0.3
     creations_in_window: int = 42
+    creations_reserved: int = 1
     reads_in_window: int = 99
+    reads_reserved: int = 2
     create_limit: int = 600
     read_limit: int = 3000
     window: float = 60.0
@@ -75,6 +82,19 @@ class FakeStatus:
 class FakeLimiter:
     def status(self):
         return FakeStatus()
+
+
+@dataclass
+class FakeBatch:
+    id: str = "b-fake"
+    total: int = 4
+    counts: dict = field(default_factory=lambda: {"succeeded": 1, "pending": 3})
+    finished: bool = False
+
+
+class FakeLedger:
+    def list_batches(self, limit: int):
+        return [FakeBatch()]
 
 
 def test_worker_counters_aggregate_across_processes_and_scrape(settings, redis_client):
@@ -116,6 +136,152 @@ def test_worker_counters_aggregate_across_processes_and_scrape(settings, redis_c
     assert value(samples, "fleet_limiter_wait_seconds_sum", kind="slot") == pytest.approx(5007.401)
     assert value(samples, "fleet_limiter_wait_seconds_count", kind="create") == 1
     assert value(samples, "fleet_exporter_part_up", part="counters") == 1
+
+
+def test_outcomes_count_each_attempt_once_and_the_rest_apart(settings, redis_client):
+    """fleet_predictions_total holds ends of attempts only, so succeeded / sum is the success
+    ratio; resumptions and substitutes are their own counters, also when an older worker wrote
+    them as predictions{outcome=resumed|substituted}."""
+    keys = Keys(settings.key_prefix)
+    metrics = MetricsRecorder(redis_client, keys)
+    model = "black-forest-labs/flux-dev"
+    # item 0: created, worker killed, resumed by another worker, succeeded (one end)
+    metrics.prediction(model, "resumed")  # the call workers/pipeline.py makes today
+    metrics.prediction(model, "succeeded", 0.025)
+    # item 1: a 5xx, then success on the same model (two ends)
+    metrics.prediction(model, "transient_error")
+    metrics.resumed(model)
+    metrics.prediction(model, "succeeded", 0.025)
+    # item 2: fails on its only model, substitute written (one end)
+    metrics.prediction(model, "failed")
+    metrics.prediction(model, "substituted")
+    metrics.substituted("google/imagen-4")
+    # item 3: its batch canceled (one end)
+    metrics.prediction(model, "canceled")
+    # as an older worker wrote them
+    redis_client.hincrby(metrics_key(keys), encode_field("predictions", model=model, outcome="resumed"), 2)
+    redis_client.hincrby(metrics_key(keys), encode_field("resumptions", model=model), 1)
+
+    with start_metrics_server(settings, port=0, addr="127.0.0.1", limiter_factory=FakeLimiter) as server:
+        samples = scrape(server.url)
+    ends = {dict(labels)["outcome"]: v for (name, labels), v in samples.items()
+            if name == "fleet_predictions_total" and dict(labels).get("model") == model}
+    assert ends == {"succeeded": 2, "failed": 1, "canceled": 1, "transient_error": 1}
+    assert set(ends) == set(PREDICTION_OUTCOMES)
+    assert ends["succeeded"] / sum(ends.values()) == pytest.approx(0.4)  # the documented success ratio
+    assert value(samples, "fleet_predictions_resumed_total", model=model) == 2 + 2 + 1
+    assert value(samples, "fleet_items_substituted_total", model=model) == 1
+    assert value(samples, "fleet_items_substituted_total", model="google/imagen-4") == 1
+    assert value(samples, "fleet_cost_usd_total", model=model) == pytest.approx(0.05)  # succeeded only
+
+
+def test_creation_pauses_and_handoff_latency(settings, redis_client):
+    keys = Keys(settings.key_prefix)
+    metrics = MetricsRecorder(redis_client, keys)
+    metrics.creation_pause(5.0)
+    metrics.creation_pause(2.5)
+    record_creation_pause(redis_client, keys, 1.0)
+    metrics.handoff(0.0009)
+    metrics.handoff(None)  # the slot was free: no hand-off happened, nothing recorded
+    observe_handoff(redis_client, keys, 0.3)
+    with start_metrics_server(settings, port=0, addr="127.0.0.1", limiter_factory=FakeLimiter) as server:
+        samples = scrape(server.url)
+    assert value(samples, "fleet_creation_pauses_total") == 3
+    assert value(samples, "fleet_creation_pause_requested_seconds_total") == pytest.approx(8.5)
+    assert value(samples, "fleet_limiter_wait_seconds_count", kind="handoff") == 2
+    assert value(samples, "fleet_limiter_wait_seconds_bucket", kind="handoff", le="0.005") == 1
+    assert value(samples, "fleet_limiter_wait_seconds_sum", kind="handoff") == pytest.approx(0.3009)
+
+
+@pytest.mark.skipif(not _has("shared.limiter", "Limiter"), reason="shared.limiter has not landed yet")
+def test_a_real_hand_off_is_recorded_from_the_lease(settings, redis_client):
+    """What the pipeline records after an acquire: `lease.handoff_seconds` (None when the slot was
+    free) goes to the handoff histogram."""
+    import time
+
+    from shared.limiter import HolderInfo, Limiter
+
+    keys = Keys(settings.key_prefix)
+    metrics = MetricsRecorder(redis_client, keys)
+    limiter = Limiter(redis_client, keys=keys, settings=settings.with_(global_max_concurrent=1))
+    try:
+        first = limiter.acquire(HolderInfo(task_id="first"), timeout=10)
+        if not hasattr(first, "handoff_seconds"):
+            pytest.skip("the limiter does not report hand-offs yet")
+        metrics.handoff(first.handoff_seconds)  # free slot: nothing to record
+        leases: list = []
+        waiting = threading.Thread(target=lambda: leases.append(limiter.acquire(HolderInfo(task_id="next"),
+                                                                                timeout=10)))
+        waiting.start()
+        deadline = time.monotonic() + 10
+        while limiter.status().waiters < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        first.release()
+        waiting.join(10)
+        [second] = leases
+        assert first.handoff_seconds is None and second.handoff_seconds is not None
+        metrics.handoff(second.handoff_seconds)
+        second.release()
+    finally:
+        limiter.close()
+    with start_metrics_server(settings, port=0, addr="127.0.0.1", limiter_factory=FakeLimiter) as server:
+        samples = scrape(server.url)
+    assert value(samples, "fleet_limiter_wait_seconds_count", kind="handoff") == 1
+    assert 0 <= value(samples, "fleet_limiter_wait_seconds_sum", kind="handoff") < 1
+
+
+def test_every_metric_call_of_the_pipeline_exists_on_the_recorder():
+    """workers/pipeline.py calls `self._metric("<method>", ...)`, which swallows errors: a typo
+    there would silently record nothing."""
+    import inspect
+    import re
+    from pathlib import Path
+
+    source = (Path(__file__).resolve().parent.parent / "workers" / "pipeline.py").read_text()
+    calls = re.findall(r"_metric\(\s*\"(\w+)\"((?:[^()]|\([^()]*\))*)\)", source)
+    assert calls, "no metric calls found: the test would be vacuous"
+    for name, args in calls:
+        method = getattr(MetricsRecorder, name, None)
+        assert callable(method), f"MetricsRecorder has no {name}()"
+        wanted = len([a for a in re.split(r",(?![^()]*\))", args) if a.strip()])
+        params = list(inspect.signature(method).parameters.values())[1:]
+        required = len([p for p in params if p.default is inspect.Parameter.empty])
+        assert required <= wanted <= len(params), f"{name}{args}: {wanted} arguments for {params}"
+    outcomes = re.findall(r"_metric\(\s*\"prediction\",\s*\w+,\s*\"(\w+)\"", source)
+    assert set(outcomes) <= set(PREDICTION_OUTCOMES) | {"resumed", "substituted"}, outcomes
+
+
+def test_the_documented_metrics_are_the_exported_ones(settings, redis_client):
+    """Every metric in docs/operations.md's table is exported, and every exported one is documented."""
+    import re
+    from pathlib import Path
+
+    keys = Keys(settings.key_prefix)
+    metrics = MetricsRecorder(redis_client, keys)
+    metrics.prediction("m", "succeeded", 0.01)
+    metrics.resumed("m")
+    metrics.substituted("m")
+    metrics.creation("m")
+    metrics.retry("m")
+    metrics.fallback("m", "n")
+    metrics.rate_limited()
+    metrics.creation_pause(1)
+    metrics.slot_wait(0.1)
+    metrics.end_noticed("poll")
+    metrics.webhook("accepted")
+    with start_metrics_server(settings, port=0, addr="127.0.0.1", limiter_factory=FakeLimiter,
+                              ledger_factory=FakeLedger) as server:
+        exported = {name for name, _ in scrape(server.url)}
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "operations.md").read_text()
+    table = docs[docs.index("| metric | type |"):]
+    table = table[:table.index("\n\n")]
+    documented = set(re.findall(r"`(fleet_\w+)`", table))
+    assert documented, "no metric table found"
+    for name in documented:
+        assert name in exported or f"{name}_bucket" in exported, f"{name} is documented but not exported"
+    for name in exported:
+        base = re.sub(r"_(bucket|sum|count)$", "", name) if name.startswith("fleet_limiter_wait") else name
+        assert base in documented, f"{name} is exported but not in the docs table"
 
 
 def test_limiter_status_mapping(settings, redis_client):

@@ -70,6 +70,42 @@ class SentinelSetup:
                    "Sentinel to see the replica")
         return self
 
+    def replicas(self) -> list[dict[str, str]]:
+        """`SENTINEL REPLICAS <name>`: one dict of Sentinel's fields per replica."""
+        raw = self.sentinel_client().execute_command("SENTINEL", "REPLICAS", MASTER)
+        rows = []
+        for entry in raw:
+            pairs = entry.items() if isinstance(entry, dict) else zip(entry[::2], entry[1::2])
+            rows.append({str(k): str(v) for k, v in pairs})
+        return rows
+
+    def promotable_replica(self) -> dict[str, str] | None:
+        """Our replica once Sentinel would pick it in a failover: it has had an INFO answer from
+        it saying the link to the primary is up (`master-link-status` ok; "err" until then), and
+        does not consider it down or disconnected. Without this, FAILOVER can answer NOGOODSLAVE
+        although the data already reached the replica."""
+        for row in self.replicas():
+            if int(row.get("port", 0)) != self.replica:
+                continue
+            flags = set(row.get("flags", "").split(","))
+            if row.get("master-link-status") == "ok" and not flags & {"s_down", "o_down", "disconnected"}:
+                return row
+        return None
+
+    def failover(self, attempts: int = 5, pause: float = 1.0) -> None:
+        """SENTINEL FAILOVER, asked again a few times while Sentinel answers NOGOODSLAVE (its view
+        of the replica can lag a moment behind what the replica itself reports)."""
+        wait_until(self.promotable_replica, 20, "Sentinel to consider the replica healthy")
+        for attempt in range(attempts):
+            try:
+                self.sentinel_client().execute_command("SENTINEL", "FAILOVER", MASTER)
+                return
+            except redis.ResponseError as exc:
+                if "NOGOODSLAVE" not in str(exc) or attempt == attempts - 1:
+                    raise AssertionError(f"SENTINEL FAILOVER refused: {exc}; replicas: {self.replicas()}") from exc
+                time.sleep(pause)
+                wait_until(self.promotable_replica, 20, "Sentinel to consider the replica healthy")
+
     def _spawn(self, argv: list[str]) -> None:
         self.procs.append(subprocess.Popen(argv, cwd=self.workdir, stdout=subprocess.DEVNULL,
                                            stderr=subprocess.DEVNULL))
@@ -122,7 +158,7 @@ def test_clients_find_the_primary_and_follow_a_failover(sentinel, sentinel_setti
         client.set(f"{key_prefix}:marker", "1")
         wait_until(lambda: client.wait(1, 1000) >= 1, 5, "the write to reach the replica")
 
-        sentinel.sentinel_client().execute_command("SENTINEL", "FAILOVER", MASTER)
+        sentinel.failover()
         wait_until(lambda: int(sentinel.sentinel_client().sentinel_get_master_addr_by_name(MASTER)[1])
                    == sentinel.replica, 20, "Sentinel to promote the replica")
         # The same client object now talks to the new primary: reads and limiter writes work.

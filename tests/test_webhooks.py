@@ -202,3 +202,49 @@ def test_a_delivery_frees_the_slot_a_dead_worker_left_but_never_a_live_one(recei
     assert [h.task_id for h in live.status().holders] == ["live"]  # its worker releases it itself
     lease.release()
     live.close()
+
+
+def test_the_receivers_log_never_shows_the_token_or_the_signing_secret(settings, sim_factory, tmp_path):
+    """`fleet-webhooks` as deployed, at DEBUG: it fetches the signing secret with the token, then
+    takes good, forged, unsigned and malformed deliveries. Its whole output carries neither."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.test_flower_support import free_port, wait_until
+
+    token = "r8_" + "W3bh00kT0k3n" * 3
+    secret = new_secret()
+    sim = sim_factory(token=token, webhook_secret=secret)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REPLICATE_", "FLEET_", "REDIS_URL"))}
+    env.update(settings.with_(replicate_api_token=token, replicate_base_url=sim.url, log_level="DEBUG").as_env(),
+               PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    log_path = tmp_path / "webhooks.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen([str(Path(sys.executable).parent / "fleet-webhooks"), "--listen",
+                                    f"127.0.0.1:{port}", "--env-file", "/nonexistent"], env=env, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        def healthy() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(healthy, 30, what="fleet-webhooks to answer")
+        rx = type("Receiver", (), {"port": port, "secret": secret})()
+        body = json.dumps(prediction("p-log") | {"logs": f"Authorization: Bearer {token}"})
+        assert deliver(rx, body).status_code == 200  # fetched secret == the stand-in's: accepted
+        assert deliver(rx, body, secret=new_secret()).status_code == 401
+        assert httpx.post(f"http://127.0.0.1:{port}{PATH}?token={token}", content=body, timeout=5).status_code == 401
+        assert deliver(rx, f"not json {token}").status_code == 400
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(15)
+    text = log_path.read_text(errors="replace")
+    assert "receiving Replicate webhooks" in text and "DEBUG" in text, text  # it did log, at DEBUG
+    assert "?token=[REDACTED]" in text, text  # the access log line was written, redacted
+    assert token not in text and token[3:20] not in text, text
+    assert secret not in text and secret.removeprefix("whsec_")[:16] not in text, text

@@ -14,7 +14,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from shared.keys import Keys
-from shared.metrics.recorder import WAIT_BUCKETS, read_counters
+from shared.metrics.recorder import SEPARATE_OUTCOMES, WAIT_BUCKETS, read_counters
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -169,14 +169,25 @@ class FleetCollector(Collector):
 
     # --- counters from workers -----------------------------------------------------------------
     def _counter_metrics(self) -> Iterator[Any]:
-        counters = read_counters(self.client, self.keys)
+        counters = _separate_non_outcomes(read_counters(self.client, self.keys))
         specs = (
-            ("predictions", "predictions_total", "predictions finished, by model and outcome", ["model", "outcome"]),
+            ("predictions", "predictions_total",
+             "attempts ended, by model and outcome (succeeded, failed, canceled, transient_error)",
+             ["model", "outcome"]),
+            ("resumptions", "predictions_resumed_total",
+             "predictions of an earlier run resumed without a new creation", ["model"]),
+            ("substitutes", "items_substituted_total",
+             "items given the substitute image after every model failed, by last model", ["model"]),
             ("creations", "creations_total", "predictions created on Replicate (paid calls started)", ["model"]),
             ("retries", "retries_total", "attempts retried on the same model", ["model", "reason"]),
             ("fallbacks", "fallbacks_total", "items moved to the next model of their route", ["from_model", "to_model"]),
             ("rate_limited", "rate_limited_total", "HTTP 429 answers from Replicate", ["kind"]),
-            ("cost_usd", "cost_usd_total", "estimated USD spent, by model", ["model"]),
+            ("creation_pauses", "creation_pauses_total",
+             "fleet-wide creation pauses set after a 429 on create", []),
+            ("creation_pause_requested_seconds", "creation_pause_requested_seconds_total",
+             "seconds of creation pause asked for after 429s (pauses overlap: not wall time)", []),
+            ("cost_usd", "cost_usd_total",
+             "estimated USD of succeeded predictions (registry prices), by model", ["model"]),
             ("ends_noticed", "prediction_ends_noticed_total",
              "how workers learned that a prediction ended (webhook, poll)", ["via"]),
             ("webhooks", "webhooks_total", "deliveries at the webhook receiver, by outcome", ["outcome"]),
@@ -209,6 +220,30 @@ class FleetCollector(Collector):
             buckets.append(("+Inf", cumulative))
             family.add_metric([kind], buckets, sum_value=sums.get(kind, 0.0))
         return family
+
+
+def _separate_non_outcomes(counters: dict[str, list[tuple[dict[str, str], float]]]
+                           ) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """Counts written as predictions{outcome=resumed|substituted} (by workers of an older
+    version) join their own counters, so fleet_predictions_total holds only ends of attempts."""
+    kept, moved = [], {}
+    for labels, value in counters.get("predictions", []):
+        target = SEPARATE_OUTCOMES.get(labels.get("outcome", ""))
+        if target is None:
+            kept.append((labels, value))
+        else:
+            key = (target, labels.get("model", ""))
+            moved[key] = moved.get(key, 0.0) + value
+    if not moved:
+        return counters
+    result = {**counters, "predictions": kept}
+    for target in {target for target, _ in moved}:
+        totals = {labels.get("model", ""): value for labels, value in counters.get(target, [])}
+        for (moved_target, model), value in moved.items():
+            if moved_target == target:
+                totals[model] = totals.get(model, 0.0) + value
+        result[target] = [({"model": model}, value) for model, value in totals.items()]
+    return result
 
 
 def _le(bound: float) -> str:

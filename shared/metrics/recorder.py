@@ -24,7 +24,19 @@ log = logging.getLogger(__name__)
 # full account queues for whole prediction lengths (tens of seconds to minutes).
 WAIT_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
-PREDICTION_OUTCOMES = ("succeeded", "failed", "canceled", "substituted", "transient_error", "resumed")
+# How an attempt on a model ended; each attempt that ends counts exactly once, so
+# succeeded / sum(all outcomes) is the success ratio:
+#   succeeded        the item's files were written from this model's prediction (its cost counted)
+#   failed           this model cannot make the image (prediction failed, NSFW, input rejected, no
+#                    output, or gave up after repeated transient failures); the item falls back or fails
+#   canceled         the batch was canceled while a worker ran the attempt
+#   transient_error  5xx, timeout, aborted prediction...: a new attempt on the same model follows
+PREDICTION_OUTCOMES = ("succeeded", "failed", "canceled", "transient_error")
+# Not ends of an attempt, so counted apart (record_prediction routes them there):
+#   resumed      a worker picked up a prediction an earlier run created (it ends later, once)
+#   substituted  an item that failed on every model got the substitute image (its last attempt
+#                already counted as failed)
+SEPARATE_OUTCOMES = {"resumed": "resumptions", "substituted": "substitutes"}
 
 
 def metrics_key(keys: Keys) -> str:
@@ -56,10 +68,38 @@ def _apply(client: redis.Redis, keys: Keys, ints: Iterable[tuple[str, int]] = ()
 
 
 def record_prediction(client: redis.Redis, keys: Keys, model: str, outcome: str, cost: float = 0.0) -> None:
-    """One prediction reached an outcome (succeeded, failed, canceled, ...). `cost` in USD, the
-    registry's estimate for what was billed (0 for a prediction that never ran)."""
+    """An attempt on `model` ended with `outcome` (one of PREDICTION_OUTCOMES). `cost` in USD: the
+    registry's price, passed for succeeded predictions only (see docs/operations.md, "Metrics").
+
+    "resumed" and "substituted" are not ends of an attempt; they go to their own counters
+    (record_resumed, record_substituted) so that they never inflate the success ratio's
+    denominator."""
+    if outcome in SEPARATE_OUTCOMES:
+        _apply(client, keys, ints=[(encode_field(SEPARATE_OUTCOMES[outcome], model=model), 1)])
+        return
+    if outcome not in PREDICTION_OUTCOMES:
+        log.debug("metrics: unknown prediction outcome %r recorded as is", outcome)
     floats = [(encode_field("cost_usd", model=model), float(cost))] if cost else []
     _apply(client, keys, ints=[(encode_field("predictions", model=model, outcome=outcome), 1)], floats=floats)
+
+
+def record_resumed(client: redis.Redis, keys: Keys, model: str) -> None:
+    """A worker resumed a prediction that an earlier run of the same attempt created (no new
+    creation, nothing paid twice). The attempt's end is counted once, later."""
+    record_prediction(client, keys, model, "resumed")
+
+
+def record_substituted(client: redis.Redis, keys: Keys, model: str) -> None:
+    """An item whose route is exhausted got the substitute image (asked for with
+    --substitute-on-failure); `model` is the last one tried, whose attempt counted as failed."""
+    record_prediction(client, keys, model, "substituted")
+
+
+def record_creation_pause(client: redis.Redis, keys: Keys, seconds: float) -> None:
+    """A worker paused creations fleet-wide after a 429 on create, for `seconds` (retry_after).
+    Pauses overlap (the longest wins), so the seconds are what was asked for, not wall time."""
+    _apply(client, keys, ints=[(encode_field("creation_pauses"), 1)],
+           floats=[(encode_field("creation_pause_requested_seconds"), max(0.0, float(seconds)))])
 
 
 def record_creation(client: redis.Redis, keys: Keys, model: str) -> None:
@@ -96,7 +136,7 @@ def record_webhook(client: redis.Redis, keys: Keys, outcome: str) -> None:
 
 def observe_slot_wait(client: redis.Redis, keys: Keys, seconds: float, kind: str = "slot") -> None:
     """Time a worker waited on the limiter: kind="slot" (concurrency slot), "create" or "read"
-    (rate tokens), "handoff" (release to the next holder's acquire, if measured)."""
+    (rate tokens), "handoff" (release to the next holder's grant; see observe_handoff)."""
     seconds = max(0.0, float(seconds))
     index = bisect.bisect_left(WAIT_BUCKETS, seconds)
     le = "+Inf" if index == len(WAIT_BUCKETS) else repr(float(WAIT_BUCKETS[index]))
@@ -107,6 +147,15 @@ def observe_slot_wait(client: redis.Redis, keys: Keys, seconds: float, kind: str
         ints=[(encode_field("wait_bucket", kind=kind, le=le), 1), (encode_field("wait_count", kind=kind), 1)],
         floats=[(encode_field("wait_sum", kind=kind), seconds)],
     )
+
+
+def observe_handoff(client: redis.Redis, keys: Keys, seconds: float | None) -> None:
+    """Slot hand-off latency: from the release of a slot to the grant of that slot to the next
+    waiter (the limiter measures it in Redis time and reports it on the lease as
+    `handoff_seconds`, None when the slot was free and nobody waited). None is not recorded."""
+    if seconds is None:
+        return
+    observe_slot_wait(client, keys, seconds, kind="handoff")
 
 
 class MetricsRecorder:
@@ -131,8 +180,20 @@ class MetricsRecorder:
     def rate_limited(self, kind: str = "create") -> None:
         record_rate_limited(self.client, self.keys, kind)
 
+    def resumed(self, model: str) -> None:
+        record_resumed(self.client, self.keys, model)
+
+    def substituted(self, model: str) -> None:
+        record_substituted(self.client, self.keys, model)
+
+    def creation_pause(self, seconds: float) -> None:
+        record_creation_pause(self.client, self.keys, seconds)
+
     def slot_wait(self, seconds: float, kind: str = "slot") -> None:
         observe_slot_wait(self.client, self.keys, seconds, kind)
+
+    def handoff(self, seconds: float | None) -> None:
+        observe_handoff(self.client, self.keys, seconds)
 
     def end_noticed(self, via: str) -> None:
         record_end_noticed(self.client, self.keys, via)

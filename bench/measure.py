@@ -6,8 +6,9 @@ with one clock, so peak in-flight, creations per window and latencies are all ta
 from __future__ import annotations
 
 import bisect
+import heapq
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 
@@ -34,10 +35,12 @@ class Series:
     in_flight: list[tuple[float, int]]  # (time, in flight after the event)
     throttled: list[tuple[float, str]]
     errors: list[float]
+    latencies_by_creation: list[float] = field(default_factory=list)  # in the order they were created
 
     @classmethod
     def from_events(cls, events: Iterable[dict[str, Any]]) -> "Series":
         created: dict[str, float] = {}
+        done_at: dict[str, float] = {}
         creations, completions, latencies, in_flight, throttled, errors = [], [], [], [], [], []
         for event in events:
             kind, ts = event.get("kind"), float(event.get("ts", 0.0))
@@ -50,12 +53,16 @@ class Series:
                 began = created.get(event.get("id"))
                 if began is not None:
                     latencies.append(ts - began)
+                    done_at[event.get("id")] = ts
                 in_flight.append((ts, int(event.get("in_flight", 0))))
             elif kind == "throttled":
                 throttled.append((ts, str(event.get("limit"))))
             elif kind == "error":
                 errors.append(ts)
-        return cls(sorted(creations), sorted(completions), latencies, in_flight, throttled, errors)
+        series = cls(sorted(creations), sorted(completions), latencies, in_flight, throttled, errors)
+        series.latencies_by_creation = [ts_done - created[pid] for pid, ts_done in
+                                        sorted(done_at.items(), key=lambda kv: created[kv[0]])]
+        return series
 
     @property
     def mean_latency(self) -> float:
@@ -100,23 +107,35 @@ class Series:
 
 
 def bound(n: int, *, latency: float, slots: int, create_limit: int, window: float) -> dict[str, float]:
-    """The makespan no scheduler can beat.
-
-    issue 7's formula: max(N * L / slots, last creation the rate allows + L). With an exact sliding
+    """Issue 7's bound: max(N * L / slots, last creation the rate allows + L). With an exact sliding
     window of R per W s, creation k (0-based) comes no earlier than floor(k / R) * W, so the last
-    at t0 = floor((N-1) / R) * W.
-    tight (also a lower bound, and the one efficiency uses): the `rem` creations of that last
-    window all start at t0 or later and need rem * L slot-seconds with `slots` at a time, so the
-    batch cannot end before t0 + max(L, rem * L / slots). It differs from the formula where both
-    limits bind (e.g. 10 slots of 2 s predictions against 60 creations per 15 s)."""
+    at floor((N-1) / R) * W."""
     by_slots = n * latency / slots
     windows = math.floor((n - 1) / create_limit) if n > 0 else 0
-    last_window_opens = windows * window
-    rem = n - windows * create_limit
-    by_rate = last_window_opens + latency
-    by_rate_and_slots = last_window_opens + max(latency, rem * latency / slots)
-    return {"by_slots": by_slots, "by_rate": by_rate, "issue_formula": max(by_slots, by_rate),
-            "bound": max(by_slots, by_rate_and_slots)}
+    by_rate = windows * window + latency
+    return {"by_slots": by_slots, "by_rate": by_rate, "bound": max(by_slots, by_rate)}
+
+
+def ideal_makespan(latencies: list[float], *, slots: int, create_limit: int, window: float) -> float:
+    """The makespan of a scheduler with no overhead at all, given the same predictions in the same
+    order: each starts the moment a slot is free and the exact window allows it (creation k no
+    earlier than creation k-R plus W), and takes the latency the stand-in gave it.
+
+    The formula bound uses the *mean* latency for the last wave, which no scheduler reaches: the
+    batch ends with the slowest prediction of the last wave (lognormal latencies), and slots free
+    up one at a time. This is the figure an ideal online scheduler would achieve on this very run,
+    so makespan / ideal is the overhead of the fleet itself."""
+    free_at = [0.0] * min(slots, max(len(latencies), 1))  # when each slot frees, as a heap
+    starts: list[float] = []
+    end = 0.0
+    for k, latency in enumerate(latencies):
+        start = max(heapq.heappop(free_at), starts[-1] if starts else 0.0)  # created in order
+        if k >= create_limit:
+            start = max(start, starts[k - create_limit] + window)
+        starts.append(start)
+        heapq.heappush(free_at, start + latency)
+        end = max(end, start + latency)
+    return end
 
 
 def redis_commands(client: Any) -> dict[str, int]:

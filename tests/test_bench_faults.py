@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.faults, pytest.mark.slow]
 # 120 images, 20 slots, 200 creations per 9 s window, latency 1.2 s; faults every few seconds
 SCENARIO = Scenario(n=120, slots=20, create_per_min=200, time_scale=0.15)
 PLAN = FaultPlan(kill_every=4.0, fault_at=3.0, cut_for=6.0, clock_ahead=60.0, burst=12, burst_every=4.0,
-                 storm_for=1.5, lease_seconds=5.0, visibility_timeout=15, http_timeout=5.0, timeout=180.0)
+                 storm_for=1.5, lease_seconds=5.0, visibility_timeout=15, http_timeout=2.5, timeout=180.0)
 
 
 @pytest.fixture(scope="module")

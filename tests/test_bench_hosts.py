@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from bench.hosts import Hosts, HostsError, cleanup_stale
-from bench.measure import Series, bound
+from bench.measure import Series, bound, ideal_makespan
 from tests.bench_support import make_test_hosts, require_namespaces
 
 
@@ -80,6 +80,17 @@ def test_bound_is_the_larger_of_the_slot_and_the_rate_limits():
     assert b["by_rate"] == pytest.approx(98.0) and b["bound"] == pytest.approx(98.0)
 
 
+def test_ideal_makespan_packs_slots_and_spaces_windows():
+    # 4 predictions of 1 s on 2 slots, no rate limit that binds: two waves, done at 2 s
+    assert ideal_makespan([1.0] * 4, slots=2, create_limit=100, window=60) == pytest.approx(2.0)
+    # a slow one in the last wave decides the end, not the mean: 1+1, then 1 and 3 -> 4 s
+    assert ideal_makespan([1.0, 1.0, 1.0, 3.0], slots=2, create_limit=100, window=60) == pytest.approx(4.0)
+    # 2 per 10 s window, plenty of slots: creations at 0, 0, 10, 10, 20 -> last ends at 21
+    assert ideal_makespan([1.0] * 5, slots=10, create_limit=2, window=10) == pytest.approx(21.0)
+    # a long first prediction holds its slot while the other slot serves the rest in order
+    assert ideal_makespan([5.0, 1.0, 1.0, 1.0], slots=2, create_limit=100, window=60) == pytest.approx(5.0)
+
+
 def test_series_counts_windows_exactly():
     events = [{"kind": "create", "ts": t, "id": str(i), "in_flight": 1} for i, t in enumerate([0.0, 0.5, 1.0, 1.99, 2.0])]
     events += [{"kind": "complete", "ts": 3.0, "id": "0", "in_flight": 0}]
@@ -87,3 +98,4 @@ def test_series_counts_windows_exactly():
     # a window of 2 s holds creations less than 2 s apart: {0.5,1.0,1.99,2.0} = 4
     assert series.max_in_window(2.0) == 4
     assert series.latencies == [3.0]
+    assert series.latencies_by_creation == [3.0]

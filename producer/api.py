@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +30,6 @@ from shared.settings import Settings
 
 from producer.progress import (Reporter, Snapshot, format_counts, format_duration, make_reporter,
                                snapshot_from_info)
-
-_BATCH_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 # How long `wait` gives workers to answer a ping, and how long without any progress before it
 # asks again (a fleet that died mid-batch is reported instead of waited on forever).
@@ -91,11 +88,11 @@ def new_batch_id() -> str:
 
 
 def check_batch_id(batch_id: str) -> str:
-    # It becomes a Redis key part and a directory name under OUTPUT_DIR.
-    if not isinstance(batch_id, str) or not _BATCH_ID.match(batch_id):
-        raise InputError(Problem(
-            f"batch id {batch_id!r} must be 1-64 letters, digits, '.', '_' or '-', starting with a "
-            "letter or digit", field="batch_id"))
+    from shared.prompts import batch_id_problem
+
+    problem = batch_id_problem(batch_id)
+    if problem is not None:
+        raise InputError(problem)
     return batch_id
 
 

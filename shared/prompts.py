@@ -60,7 +60,16 @@ DEFAULT_FIELDS = ("model", "params", "image_input", "input_image", "items")
 REFERENCE_FIELDS = ("image_input", "input_image")
 MEDIA_EXTENSIONS = {"jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff", "avif", "heic",
                     "mp4", "mov", "webm", "mkv"}
-_BATCH_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# A batch id becomes a Redis key part and a directory name under OUTPUT_DIR.
+_BATCH_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def batch_id_problem(batch_id: object) -> Problem | None:
+    """Why `batch_id` cannot name a batch, or None if it can."""
+    if isinstance(batch_id, str) and _BATCH_ID.match(batch_id) and ".." not in batch_id:
+        return None
+    return Problem(f"batch id {batch_id!r} must be 1-64 letters, digits, '.', '_' or '-', starting with a "
+                   "letter or digit (no '..')", field="batch_id")
 # JSON tokens, for locating problems in text that json.loads accepted (strings, punctuation, and
 # any other run of characters: numbers, true/false/null, NaN/Infinity).
 _JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[{}\[\]:,]|[^\s{}\[\]:,"]+')
@@ -292,9 +301,9 @@ def parse_prompts(
     list (ParsedRequests) whose `notes` say what the user should know without it being a problem.
     """
     problems: list[Problem] = []
-    if not isinstance(batch_id, str) or not _BATCH_ID.match(batch_id) or ".." in batch_id:
-        problems.append(Problem(f"batch id {batch_id!r} must be 1-128 letters, digits, '.', '_' or '-', "
-                                "starting with a letter or digit", field="batch_id"))
+    bad_id = batch_id_problem(batch_id)
+    if bad_id is not None:
+        problems.append(bad_id)
     items, defaults = _split_form(data, registry, problems)
     if len(items) > MAX_ITEMS:
         raise InputError(Problem(f"{len(items)} items is above the limit of {MAX_ITEMS} per batch; "

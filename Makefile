@@ -16,11 +16,15 @@ venv: $(BIN)/producer
 demo: venv
 	$(BIN)/python -m examples.demo
 
+# Two test processes, a file each at a time: the tests mostly wait on workers, Redis and the
+# stand-in, so two of them share 2 cores well (tests/conftest.py gives each its own database).
+PYTEST := $(BIN)/python -m pytest -q -n 2 --dist loadfile
+
 test: venv
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 test-fast: venv
-	$(BIN)/python -m pytest -q -m "not e2e and not slow and not faults"
+	$(PYTEST) -m "not e2e and not slow and not faults"
 
 bench: venv
 	$(BIN)/pip install -q -e '.[bench]'

@@ -23,7 +23,11 @@ pytest_plugins = [
 ]
 
 REDIS_BASE = os.environ.get("FLEET_TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
-REDIS_DB = int(os.environ.get("FLEET_TEST_REDIS_DB", "15"))
+# Under pytest-xdist each test process gets a database of its own (15, 14, ...): Celery's
+# broadcasts (inspect, ping) reach every worker on a database, and must only reach this
+# process's workers.
+_XDIST_INDEX = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+REDIS_DB = int(os.environ.get("FLEET_TEST_REDIS_DB", "15")) - _XDIST_INDEX
 
 
 @pytest.fixture(scope="session")

@@ -44,6 +44,17 @@ def wait_finished(ledger: Ledger, batch_id: str, timeout: float, fleet=None) -> 
     raise AssertionError(f"batch not finished in {timeout}s: {info.counts}" + ("\n" + fleet.logs() if fleet else ""))
 
 
+def wait_manifest(output_dir: str | Path, batch_id: str, timeout: float = 10.0) -> Path:
+    """The batch's manifest, which the worker that finishes the batch writes right after the
+    ledger says it finished (so a moment after wait_finished returns)."""
+    path = Path(output_dir) / batch_id / "manifest.json"
+    deadline = time.monotonic() + timeout
+    while not path.is_file():
+        assert time.monotonic() < deadline, f"no manifest at {path} within {timeout}s"
+        time.sleep(0.05)
+    return path
+
+
 def served_hashes(ledger_json: dict) -> set[str]:
     files = ledger_json.get("files_served") or {}
     return set(files.values()) if isinstance(files, dict) else set()
@@ -78,7 +89,7 @@ def test_twenty_images_through_two_workers(settings, redis_client, sim_factory, 
     # no temp files left behind, and the manifest sits next to the outputs
     out_dir = Path(settings.output_dir) / "b-e2e-20"
     assert not list(out_dir.glob(".*.part"))
-    manifest = json.loads((out_dir / "manifest.json").read_text())
+    manifest = json.loads(wait_manifest(settings.output_dir, "b-e2e-20").read_text())
     assert [r["index"] for r in manifest["items"]] == list(range(20))
     assert all(r["status"] == "succeeded" and r["attempts"][0]["model"] == MODEL for r in manifest["items"])
     # every slot was given back

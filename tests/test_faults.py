@@ -11,7 +11,7 @@ from PIL import Image
 from shared.keys import Keys
 from shared.limiter import Limiter
 from tests.conftest import wait_for
-from tests.test_e2e import served_hashes, sha256, submit, wait_finished
+from tests.test_e2e import served_hashes, sha256, submit, wait_finished, wait_manifest
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 
@@ -54,7 +54,7 @@ def test_model_failures_walk_the_route_and_the_manifest_shows_it(settings, redis
     assert "no model left" in blocked.error
     manifest = ledger.manifest("b-route")["items"]
     assert manifest[0]["model"] == IMAGEN and len(manifest[0]["attempts"]) == 3
-    assert (Path(settings.output_dir) / "b-route" / "manifest.json").is_file()
+    wait_manifest(settings.output_dir, "b-route")
     sim_ledger = sim.ledger()
     report("route walk", sim_ledger, minimum=15)
     assert sim_ledger["creations"] == 15  # 3 models x 5 items: each failure costs exactly one
@@ -229,4 +229,4 @@ def test_cancel_stops_a_running_batch_and_frees_every_slot(settings, redis_clien
     report("cancel mid-batch", sim_ledger, minimum=0)
     assert sim_ledger["creations"] == 4
     assert sim_ledger["predictions_by_status"].get("canceled", 0) == 4
-    assert (Path(settings.output_dir) / "b-cancel" / "manifest.json").is_file()
+    wait_manifest(settings.output_dir, "b-cancel")

@@ -232,18 +232,7 @@ def _print_compact_plan(batch: api.Batch, *, err: bool) -> None:
     """The dry run's plan without the route list, each section cut at a few lines."""
     from shared.routing import describe_plan
 
-    lines = describe_plan(batch.requests or [], batch.registry, max_lines=10)
-    lines = [lines] if isinstance(lines, str) else list(lines)
-    kept, in_routes = [], False
-    for line in lines:
-        if line.startswith("Routes"):
-            in_routes = True
-            continue
-        if in_routes and line.startswith(" "):
-            continue
-        in_routes = False
-        kept.append(line)
-    for line in kept:
+    for line in describe_plan(batch.requests or [], batch.registry, max_lines=10, routes=False):
         click.echo(line, err=err)
 
 

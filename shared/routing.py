@@ -267,8 +267,9 @@ def max_cost(requests: Iterable[ImageRequest], registry: "ModelRegistry") -> flo
 
 
 def describe_plan(requests: Sequence[ImageRequest], registry: "ModelRegistry | None" = None,
-                  *, max_lines: int = 50) -> list[str]:
-    """Text lines to print before enqueueing: count by model, routing changes, warnings, routes, cost.
+                  *, max_lines: int = 50, routes: bool = True) -> list[str]:
+    """Text lines to print before enqueueing: count by model, routing changes, warnings, routes
+    (unless `routes` is False), cost.
 
     Without a registry the cost lines are left out. Long sections are cut at `max_lines`.
     """
@@ -294,12 +295,13 @@ def describe_plan(requests: Sequence[ImageRequest], registry: "ModelRegistry | N
         lines.append(f"Warnings ({len(others)}):")
         lines += _capped([f"  {_label(r)}: {w}" for r, w in others], max_lines)
 
-    routes: dict[tuple[str, ...], list[int]] = {}
-    for r in requests:
-        routes.setdefault(r.models, []).append(r.index)
-    lines.append("Routes (tried in order when a model fails for good):")
-    lines += _capped([f"  {' -> '.join(route)}  [{len(idx)} item(s): {_ranges(idx)}]"
-                      for route, idx in routes.items()], max_lines)
+    if routes:
+        by_route: dict[tuple[str, ...], list[int]] = {}
+        for r in requests:
+            by_route.setdefault(r.models, []).append(r.index)
+        lines.append("Routes (tried in order when a model fails for good):")
+        lines += _capped([f"  {' -> '.join(route)}  [{len(idx)} item(s): {_ranges(idx)}]"
+                          for route, idx in by_route.items()], max_lines)
     if registry is not None:
         lines.append(f"Estimated cost: ${estimate_cost(requests, registry):,.2f} if every first model "
                      f"succeeds; at most ${max_cost(requests, registry):,.2f} if every fallback runs")

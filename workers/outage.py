@@ -1,6 +1,6 @@
 """Riding out a Redis outage inside the task instead of leaving the item to the recovery sweep.
 
-Every worker command already retries through a short restart (shared.redis_conn, ~20 s). An
+Every worker command already retries through a short restart (FLEET_REDIS_RIDE_OUT, 20 s). An
 outage longer than that makes a command fail in the middle of an attempt: the ledger, the claim,
 the attempt record, the limiter or the broker (sending the follow-up). Such an exception used to
 escape the task, which acks it (task_acks_on_failure_or_timeout), and only the recovery sweep

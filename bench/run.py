@@ -1,6 +1,6 @@
 """One command for every figure of BENCHMARKS.md.
 
-    .venv/bin/python -m bench.run --all            # the full runs (about an hour on a quiet machine)
+    .venv/bin/python -m bench.run --all            # the full runs (about three hours on a quiet machine)
     .venv/bin/python -m bench.run --quick          # small versions of everything (a few minutes)
     .venv/bin/python -m bench.run throughput --n 1000 --slots 60 --rate 600 [--baseline]
     .venv/bin/python -m bench.run faults [--ci] [--only kill,partition]
@@ -88,10 +88,21 @@ def capacity_section(hosts: Hosts, redis, sim, sizes: tuple[int, ...], latency: 
 
 
 def _save(name: str, data: Any) -> None:
+    """Write bench/results/<name>.json. A list of runs is merged into what is saved: a run replaces
+    the saved run of the same system and scenario, the others are kept, so that several partial
+    runs (`throughput --n 1000`, then `--n 5000`) add up to one report."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}.json"
     if isinstance(data, list):
         data = [r.to_json() if isinstance(r, RunResult) else r for r in data]
-    (RESULTS_DIR / f"{name}.json").write_text(json.dumps(data, indent=1, default=str))
+        new = {_run_key(d) for d in data}
+        saved = json.loads(path.read_text()) if path.exists() else []
+        data = [d for d in saved if _run_key(d) not in new] + data
+    path.write_text(json.dumps(data, indent=1, default=str))
+
+
+def _run_key(run: dict[str, Any]) -> tuple[str, str]:
+    return run["system"], run["scenario"].get("name", "")
 
 
 # --- markdown -------------------------------------------------------------------------------------
@@ -230,7 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m bench.run " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.section == "report":
         return report_saved()
-    throughput = faults = capacity = None
+    if args.all or args.quick:  # a whole run stands alone: no figures of earlier runs beside it
+        for old in RESULTS_DIR.glob("*.json"):
+            old.unlink()
     with Hosts(max(args.hosts, 3), workdir=None, isolate=False if args.no_isolation else None) as hosts:
         redis = hosts.start_redis(6390)
         sim = hosts.start_sim(8790)
@@ -246,30 +259,34 @@ def main(argv: list[str] | None = None) -> int:
                 scenarios = matrix(ns=tuple(args.n or [200]), slots=tuple(args.slots or [10, 60]),
                                    rates=tuple(args.rate or [600, 60]), **common)
                 compare_ns = set(args.n or [200]) if args.baseline else set()
-            throughput = throughput_section(hosts, redis, sim, scenarios, compare_ns=compare_ns)
+            throughput_section(hosts, redis, sim, scenarios, compare_ns=compare_ns)
         if args.all or args.quick or args.section == "capacity":
             sizes = tuple(int(x) for x in args.sizes.split(","))
             if args.quick:
                 sizes = (50, 100)
-            capacity = capacity_section(hosts, redis, sim, sizes, latency=20.0 if args.all else 10.0)
+            capacity_section(hosts, redis, sim, sizes, latency=20.0 if args.all else 10.0)
         if args.all or args.quick or args.section == "faults":
             only = args.only.split(",") if args.only else None
-            faults = faults_section(hosts, redis, sim, ci=args.quick or args.ci, only=only)
+            faults_section(hosts, redis, sim, ci=args.quick or args.ci, only=only)
         isolated = hosts.isolated
     label = "full run" if args.all else ("quick run (small sizes, preliminary)" if args.quick else "partial run")
-    _save("runs", {"label": label, "command": command, "isolated": isolated,
+    _record_run(label, command, isolated, fresh=args.all or args.quick)
+    return report_saved(to_doc=args.all or args.quick or args.update_doc)
+
+
+def _record_run(label: str, command: str, isolated: bool, *, fresh: bool) -> None:
+    """bench/results/runs.json: the commands whose results are saved (a full or quick run starts
+    the list again)."""
+    path = RESULTS_DIR / "runs.json"
+    saved = json.loads(path.read_text()) if path.exists() and not fresh else {}
+    commands = [c for c in saved.get("commands", []) if c != command] + [command]
+    _save("runs", {"label": label, "commands": commands, "isolated": isolated and saved.get("isolated", True),
                    "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())})
-    text = summary(label, command, throughput=throughput, faults=faults, capacity=capacity, isolated=isolated)
-    (RESULTS_DIR / "summary.md").write_text(text)
-    print(text)
-    if args.all or args.quick or args.update_doc:
-        update_doc(text)
-    return 0
 
 
-def report_saved() -> int:
-    """summary.md and BENCHMARKS.md's results section from bench/results/*.json, as saved by the
-    runs (their label and command are kept in bench/results/runs.json)."""
+def report_saved(*, to_doc: bool = True) -> int:
+    """summary.md (and BENCHMARKS.md's results section, with to_doc) from bench/results/*.json, as
+    saved by the runs (their label and commands are kept in bench/results/runs.json)."""
     def load(name: str) -> Any:
         path = RESULTS_DIR / f"{name}.json"
         return json.loads(path.read_text()) if path.exists() else None
@@ -278,12 +295,20 @@ def report_saved() -> int:
         data = load(name)
         return [RunResult(**d) for d in data] if data else None
 
+    def scenario_order(r: RunResult) -> tuple:
+        s = r.scenario
+        return s["n"], s["slots"], -s["create_per_min"], not r.system.startswith("fleet")
+
+    throughput = runs("throughput")
+
     meta = load("runs") or {}
-    text = summary(meta.get("label", "saved results"), meta.get("command", "python -m bench.run report"),
-                   throughput=runs("throughput"), faults=runs("faults") or runs("faults-ci"),
+    commands = meta.get("commands") or [meta.get("command", "python -m bench.run report")]
+    text = summary(meta.get("label", "saved results"), "`, `".join(commands),
+                   throughput=sorted(throughput, key=scenario_order) if throughput else None, faults=runs("faults") or runs("faults-ci"),
                    capacity=load("capacity"), isolated=meta.get("isolated", True), when=meta.get("when"))
     (RESULTS_DIR / "summary.md").write_text(text)
-    update_doc(text)
+    if to_doc:
+        update_doc(text)
     print(text)
     return 0
 

@@ -99,3 +99,27 @@ def test_series_counts_windows_exactly():
     assert series.max_in_window(2.0) == 4
     assert series.latencies == [3.0]
     assert series.latencies_by_creation == [3.0]
+
+
+def test_partial_bench_runs_add_up_to_one_report(tmp_path, monkeypatch):
+    import json
+
+    from bench import run
+
+    monkeypatch.setattr(run, "RESULTS_DIR", tmp_path)
+
+    def result(system: str, name: str, makespan: float) -> dict:
+        return {"system": system, "scenario": {"name": name}, "figures": {"makespan_s": makespan}}
+
+    run._save("throughput", [result("fleet", "n1000-s10-r600", 1.0), result("baseline", "n1000-s10-r600", 2.0)])
+    run._record_run("partial run", "throughput --n 1000", True, fresh=False)
+    run._save("throughput", [result("fleet", "n5000-s60-r600", 3.0), result("fleet", "n1000-s10-r600", 4.0)])
+    run._record_run("partial run", "throughput --n 5000", True, fresh=False)
+
+    saved = json.loads((tmp_path / "throughput.json").read_text())
+    assert {(r["system"], r["scenario"]["name"], r["figures"]["makespan_s"]) for r in saved} == {
+        ("baseline", "n1000-s10-r600", 2.0), ("fleet", "n5000-s60-r600", 3.0), ("fleet", "n1000-s10-r600", 4.0)}
+    assert json.loads((tmp_path / "runs.json").read_text())["commands"] == [
+        "throughput --n 1000", "throughput --n 5000"]
+    run._record_run("full run", "--all", True, fresh=True)
+    assert json.loads((tmp_path / "runs.json").read_text())["commands"] == ["--all"]

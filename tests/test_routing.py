@@ -135,9 +135,8 @@ def test_route_of_any_fallback_graph_is_finite(graph, max_len):
 
 
 def _builtin_data():
-    import tomllib
-
     from shared.models import BUILTIN_MODELS_FILE
+    from shared.models.registry import tomllib  # tomli before Python 3.11
 
     return tomllib.loads(BUILTIN_MODELS_FILE.read_text())
 

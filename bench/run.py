@@ -299,12 +299,10 @@ def report_saved(*, to_doc: bool = True) -> int:
         s = r.scenario
         return s["n"], s["slots"], -s["create_per_min"], not r.system.startswith("fleet")
 
-    throughput = runs("throughput")
-
+    throughput = sorted(runs("throughput") or [], key=scenario_order) or None
     meta = load("runs") or {}
-    commands = meta.get("commands") or [meta.get("command", "python -m bench.run report")]
-    text = summary(meta.get("label", "saved results"), "`, `".join(commands),
-                   throughput=sorted(throughput, key=scenario_order) if throughput else None, faults=runs("faults") or runs("faults-ci"),
+    text = summary(meta.get("label", "saved results"), "`, `".join(meta.get("commands", ["python -m bench.run report"])),
+                   throughput=throughput, faults=runs("faults") or runs("faults-ci"),
                    capacity=load("capacity"), isolated=meta.get("isolated", True), when=meta.get("when"))
     (RESULTS_DIR / "summary.md").write_text(text)
     if to_doc:

@@ -242,8 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.section == "report":
         return report_saved()
     if args.all or args.quick:  # a whole run stands alone: no figures of earlier runs beside it
-        for old in RESULTS_DIR.glob("*.json"):
-            old.unlink()
+        _clear_saved()
     with Hosts(max(args.hosts, 3), workdir=None, isolate=False if args.no_isolation else None) as hosts:
         redis = hosts.start_redis(6390)
         sim = hosts.start_sim(8790)
@@ -270,15 +269,19 @@ def main(argv: list[str] | None = None) -> int:
             faults_section(hosts, redis, sim, ci=args.quick or args.ci, only=only)
         isolated = hosts.isolated
     label = "full run" if args.all else ("quick run (small sizes, preliminary)" if args.quick else "partial run")
-    _record_run(label, command, isolated, fresh=args.all or args.quick)
+    _record_run(label, command, isolated)
     return report_saved(to_doc=args.all or args.quick or args.update_doc)
 
 
-def _record_run(label: str, command: str, isolated: bool, *, fresh: bool) -> None:
-    """bench/results/runs.json: the commands whose results are saved (a full or quick run starts
-    the list again)."""
+def _clear_saved() -> None:
+    for saved in RESULTS_DIR.glob("*.json"):
+        saved.unlink()
+
+
+def _record_run(label: str, command: str, isolated: bool) -> None:
+    """Add the command to bench/results/runs.json: the commands whose results are saved."""
     path = RESULTS_DIR / "runs.json"
-    saved = json.loads(path.read_text()) if path.exists() and not fresh else {}
+    saved = json.loads(path.read_text()) if path.exists() else {}
     commands = [c for c in saved.get("commands", []) if c != command] + [command]
     _save("runs", {"label": label, "commands": commands, "isolated": isolated and saved.get("isolated", True),
                    "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())})
@@ -301,8 +304,8 @@ def report_saved(*, to_doc: bool = True) -> int:
 
     throughput = sorted(runs("throughput") or [], key=scenario_order) or None
     meta = load("runs") or {}
-    text = summary(meta.get("label", "saved results"), "`, `".join(meta.get("commands", ["python -m bench.run report"])),
-                   throughput=throughput, faults=runs("faults") or runs("faults-ci"),
+    commands = "`, `".join(meta.get("commands", ["python -m bench.run report"]))
+    text = summary(meta.get("label", "saved results"), commands, throughput=throughput, faults=runs("faults") or runs("faults-ci"),
                    capacity=load("capacity"), isolated=meta.get("isolated", True), when=meta.get("when"))
     (RESULTS_DIR / "summary.md").write_text(text)
     if to_doc:

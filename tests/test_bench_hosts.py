@@ -112,14 +112,16 @@ def test_partial_bench_runs_add_up_to_one_report(tmp_path, monkeypatch):
         return {"system": system, "scenario": {"name": name}, "figures": {"makespan_s": makespan}}
 
     run._save("throughput", [result("fleet", "n1000-s10-r600", 1.0), result("baseline", "n1000-s10-r600", 2.0)])
-    run._record_run("partial run", "throughput --n 1000", True, fresh=False)
+    run._record_run("partial run", "throughput --n 1000", True)
     run._save("throughput", [result("fleet", "n5000-s60-r600", 3.0), result("fleet", "n1000-s10-r600", 4.0)])
-    run._record_run("partial run", "throughput --n 5000", True, fresh=False)
+    run._record_run("partial run", "throughput --n 5000", True)
 
     saved = json.loads((tmp_path / "throughput.json").read_text())
     assert {(r["system"], r["scenario"]["name"], r["figures"]["makespan_s"]) for r in saved} == {
         ("baseline", "n1000-s10-r600", 2.0), ("fleet", "n5000-s60-r600", 3.0), ("fleet", "n1000-s10-r600", 4.0)}
     assert json.loads((tmp_path / "runs.json").read_text())["commands"] == [
         "throughput --n 1000", "throughput --n 5000"]
-    run._record_run("full run", "--all", True, fresh=True)
+    run._clear_saved()  # what --all and --quick do first
+    run._record_run("full run", "--all", True)
     assert json.loads((tmp_path / "runs.json").read_text())["commands"] == ["--all"]
+    assert not (tmp_path / "throughput.json").exists()

@@ -2,6 +2,13 @@
 
 This is Replicate's side of the truth, kept apart from the project's own registry on purpose: a
 mismatch between the two is exactly what the stand-in should expose (as a 422), not hide.
+
+A catalog file (`--catalog`, format of `replicate_sim/data/models.json`) lists models and,
+optionally, deployments; `"extends": "builtin"` adds the built-in models before its own. A model gives its inputs either in the short form (`inputs`: JSON-schema
+properties, turned into a Cog-like OpenAPI schema) or as published versions (`versions`, newest
+first: each a version object as `GET /v1/models/{o}/{n}/versions/{id}` answers it, inline or as
+`{"file": "relative/path.json"}`), whose `openapi_schema` is served unchanged and checked the way
+Cog checks it. Each version is a `ModelInfo` of its own; the first one is the model's latest.
 """
 from __future__ import annotations
 
@@ -46,6 +53,10 @@ class ModelInfo:
     megapixels_param: str | None = None
     cog_version: str = DEFAULT_COG_VERSION
     version_id: str = field(default="")
+    # The version's OpenAPI schema as published (served unchanged); None: built from `inputs`.
+    published_schema: dict[str, Any] | None = field(default=None, repr=False)
+    version_created_at: str = VERSION_CREATED_AT
+    size_params: bool = False  # width/height inputs decide the output's aspect ratio
 
     @property
     def owner(self) -> str:
@@ -67,6 +78,12 @@ class ModelInfo:
             return values[self.count_param]
         return 1
 
+    def aspect_ratio(self, values: dict[str, Any]) -> str | None:
+        if self.size_params and isinstance(values.get("width"), int) and isinstance(values.get("height"), int):
+            return f"{values['width']}:{values['height']}"
+        ratio = values.get("aspect_ratio")
+        return ratio if isinstance(ratio, str) else None
+
     def megapixels(self, values: dict[str, Any]) -> float:
         if self.megapixels_param and values.get(self.megapixels_param) is not None:
             return float(values[self.megapixels_param])
@@ -78,12 +95,33 @@ class ModelInfo:
         return merged
 
 
-class Catalog:
-    """All models the stand-in serves, by name and by version id."""
+@dataclass(frozen=True)
+class DeploymentInfo:
+    """A deployment: a name of its own that runs one version of a model."""
 
-    def __init__(self, models: list[ModelInfo]):
-        self._by_name = {m.name: m for m in models}
+    owner: str
+    name: str
+    model: ModelInfo  # the version it runs (its current release)
+    hardware: str = "gpu-l40s"
+    min_instances: int = 0
+    max_instances: int = 5
+    release_number: int = 1
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.owner}/{self.name}"
+
+
+class Catalog:
+    """All models the stand-in serves, by name (latest version) and by version id, and deployments."""
+
+    def __init__(self, models: list[ModelInfo], deployments: list[DeploymentInfo] | None = None):
+        self._versions: dict[str, list[ModelInfo]] = {}
+        for model in models:
+            self._versions.setdefault(model.name, []).append(model)
+        self._by_name = {name: versions[0] for name, versions in self._versions.items()}
         self._by_version = {m.version_id: m for m in models}
+        self._deployments = {d.full_name: d for d in deployments or ()}
 
     def names(self) -> list[str]:
         return sorted(self._by_name)
@@ -91,17 +129,27 @@ class Catalog:
     def get(self, name: str) -> ModelInfo | None:
         return self._by_name.get(name)
 
+    def versions(self, name: str) -> list[ModelInfo]:
+        """Every version of a model, newest first (empty for an unknown model)."""
+        return list(self._versions.get(name, ()))
+
     def by_version(self, version_id: str) -> ModelInfo | None:
         return self._by_version.get(version_id)
+
+    def deployment(self, full_name: str) -> DeploymentInfo | None:
+        return self._deployments.get(full_name)
+
+    def deployments(self) -> list[DeploymentInfo]:
+        return [self._deployments[n] for n in sorted(self._deployments)]
 
     def resolve_version_ref(self, ref: str) -> ModelInfo | None:
         """A `version` field of POST /v1/predictions: a 64-hex id, owner/name:id or owner/name."""
         if "/" in ref:
             name, _, version_id = ref.partition(":")
-            model = self.get(name)
-            if model is None or (version_id and version_id != model.version_id):
-                return None
-            return model
+            if not version_id:
+                return self.get(name)
+            model = self.by_version(version_id)
+            return model if model is not None and model.name == name else None
         return self.by_version(ref)
 
 
@@ -113,30 +161,110 @@ def version_id_for(name: str) -> str:
 def load_catalog(path: str | Path | None = None) -> Catalog:
     if path is None:
         text = resources.files("replicate_sim.data").joinpath("models.json").read_text("utf-8")
+        base = None
     else:
         text = Path(path).read_text("utf-8")
-    models = []
-    for raw in json.loads(text)["models"]:
-        models.append(
-            ModelInfo(
-                name=raw["name"],
-                description=raw.get("description", ""),
-                official=bool(raw.get("official", True)),
-                kind=raw.get("kind", "image"),
-                output=raw.get("output", "single"),
-                default_format=raw.get("default_format", "png"),
-                inputs=raw["inputs"],
-                required=tuple(raw.get("required", ["prompt"])),
-                latency_mean=float(raw.get("latency", {}).get("mean", 5.0)),
-                latency_sigma=float(raw.get("latency", {}).get("sigma", 0.3)),
-                format_param=raw.get("format_param"),
-                count_param=raw.get("count_param"),
-                megapixels_param=raw.get("megapixels_param"),
-                cog_version=raw.get("cog_version", DEFAULT_COG_VERSION),
-                version_id=version_id_for(raw["name"]),
-            )
-        )
-    return Catalog(models)
+        base = Path(path).resolve().parent
+    data = json.loads(text)
+    models: list[ModelInfo] = []
+    if data.get("extends") == "builtin":  # the built-in models, then this file's
+        builtin = load_catalog()
+        models += [v for name in builtin.names() for v in builtin.versions(name)]
+    elif data.get("extends") is not None:
+        raise ValueError(f"'extends' can only be \"builtin\", not {data['extends']!r}")
+    for raw in data["models"]:
+        if "versions" in raw:
+            models += [_model_from_version(raw, _read_version(v, base)) for v in raw["versions"]]
+        else:
+            models.append(_model_from_inputs(raw))
+    latest = {m.name: m for m in reversed(models)}  # the first version listed wins
+    by_version = {m.version_id: m for m in models}
+    deployments = []
+    for raw in data.get("deployments", []):
+        target = by_version.get(raw["version"]) if raw.get("version") else latest.get(raw["model"])
+        if target is None or target.name != raw["model"]:
+            raise ValueError(f"deployment {raw['owner']}/{raw['name']}: no version "
+                             f"{raw.get('version') or '(latest)'} of model {raw['model']!r} in the catalog")
+        deployments.append(DeploymentInfo(
+            owner=raw["owner"], name=raw["name"], model=target, hardware=raw.get("hardware", "gpu-l40s"),
+            min_instances=int(raw.get("min_instances", 0)), max_instances=int(raw.get("max_instances", 5)),
+            release_number=int(raw.get("release_number", 1))))
+    return Catalog(models, deployments)
+
+
+def _common(raw: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": raw["name"],
+        "description": raw.get("description", ""),
+        "official": bool(raw.get("official", True)),
+        "kind": raw.get("kind", "image"),
+        "latency_mean": float(raw.get("latency", {}).get("mean", 5.0)),
+        "latency_sigma": float(raw.get("latency", {}).get("sigma", 0.3)),
+        "megapixels_param": raw.get("megapixels_param"),
+    }
+
+
+def _model_from_inputs(raw: dict[str, Any]) -> ModelInfo:
+    return ModelInfo(
+        **_common(raw),
+        output=raw.get("output", "single"),
+        default_format=raw.get("default_format", "png"),
+        inputs=raw["inputs"],
+        required=tuple(raw.get("required", ["prompt"])),
+        format_param=raw.get("format_param"),
+        count_param=raw.get("count_param"),
+        cog_version=raw.get("cog_version", DEFAULT_COG_VERSION),
+        version_id=version_id_for(raw["name"]),
+    )
+
+
+def _read_version(entry: dict[str, Any], base: Path | None) -> dict[str, Any]:
+    if "file" in entry:
+        if base is None:
+            raise ValueError("a version given as a file needs a catalog file to be relative to")
+        return json.loads((base / entry["file"]).read_text("utf-8"))
+    return entry
+
+
+def _model_from_version(raw: dict[str, Any], version: dict[str, Any]) -> ModelInfo:
+    """One published version: its inputs are the schema's Input properties, enums resolved."""
+    schema = version["openapi_schema"]
+    components = schema.get("components", {}).get("schemas", {})
+    input_schema = components.get("Input", {})
+    inputs = {name: _flatten(prop, components) for name, prop in input_schema.get("properties", {}).items()}
+    output = "list" if components.get("Output", {}).get("type") == "array" else "single"
+    kind = raw.get("kind", "image")
+    fmt = inputs.get("output_format", {})
+    default_format = raw.get("default_format") or fmt.get("default") or ("mp4" if kind == "video" else "png")
+    count_param = raw.get("count_param") or ("num_outputs" if output == "list" and "num_outputs" in inputs else None)
+    return ModelInfo(
+        **_common(raw),
+        output=output,
+        default_format=default_format,
+        inputs=inputs,
+        required=tuple(input_schema.get("required", ())),
+        format_param="output_format" if "output_format" in inputs else None,
+        count_param=count_param,
+        cog_version=version.get("cog_version") or DEFAULT_COG_VERSION,
+        version_id=version["id"],
+        published_schema=schema,
+        version_created_at=version.get("created_at") or VERSION_CREATED_AT,
+        size_params="width" in inputs and "height" in inputs,
+    )
+
+
+def _flatten(prop: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]:
+    """A property with the enum component it references (`allOf: [{$ref}]`, as Cog writes it)
+    merged in, so the plain validator below can check it."""
+    refs = [r for r in prop.get("allOf", []) if isinstance(r, dict) and "$ref" in r]
+    if "$ref" in prop:
+        refs.append(prop)
+    flat = {k: v for k, v in prop.items() if k not in ("allOf", "$ref")}
+    for ref in refs:
+        target = components.get(str(ref["$ref"]).rsplit("/", 1)[-1], {})
+        for key, value in target.items():
+            flat.setdefault(key, value)
+    return flat
 
 
 # --- input validation ---------------------------------------------------------------------------
@@ -225,6 +353,8 @@ def validate_input(model: ModelInfo, values: Any, *, strict: bool = False) -> li
 # --- OpenAPI schema as Cog publishes it -----------------------------------------------------------
 
 def openapi_schema(model: ModelInfo) -> dict[str, Any]:
+    if model.published_schema is not None:
+        return model.published_schema
     properties: dict[str, Any] = {}
     components: dict[str, Any] = {}
     for order, (name, spec) in enumerate(model.inputs.items()):
@@ -262,7 +392,7 @@ def openapi_schema(model: ModelInfo) -> dict[str, Any]:
 def version_json(model: ModelInfo) -> dict[str, Any]:
     return {
         "id": model.version_id,
-        "created_at": VERSION_CREATED_AT,
+        "created_at": model.version_created_at,
         "cog_version": model.cog_version,
         "openapi_schema": openapi_schema(model),
     }
@@ -283,4 +413,21 @@ def model_json(model: ModelInfo, run_count: int = 0) -> dict[str, Any]:
         "default_example": None,
         "is_official": model.official,
         "latest_version": version_json(model),
+    }
+
+
+def deployment_json(deployment: DeploymentInfo) -> dict[str, Any]:
+    return {
+        "owner": deployment.owner,
+        "name": deployment.name,
+        "current_release": {
+            "number": deployment.release_number,
+            "model": deployment.model.name,
+            "version": deployment.model.version_id,
+            "created_at": VERSION_CREATED_AT,
+            "created_by": {"type": "organization", "username": deployment.owner, "name": deployment.owner,
+                           "github_url": None},
+            "configuration": {"hardware": deployment.hardware, "min_instances": deployment.min_instances,
+                              "max_instances": deployment.max_instances},
+        },
     }

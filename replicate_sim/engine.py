@@ -54,6 +54,7 @@ class Prediction:
     run_time: float
     webhook: str | None = None
     webhook_events: frozenset[str] = frozenset()
+    deployment: str | None = None  # owner/name of the deployment that created it, if one did
     status: str = "starting"
     started_at: float | None = None
     completed_at: float | None = None
@@ -81,7 +82,7 @@ class Prediction:
         if self.model.output == "list" and self.status == "succeeded":
             metrics["image_count"] = len(self.output or [])
         base = self.base_url
-        return {
+        data = {
             "id": self.id,
             "model": self.model.name,
             "version": self.version,
@@ -102,6 +103,9 @@ class Prediction:
             },
             "metrics": metrics,
         }
+        if self.deployment is not None:
+            data["deployment"] = self.deployment  # like Replicate: only on a deployment's predictions
+        return data
 
 
 @dataclass
@@ -166,6 +170,9 @@ class Engine:
         self.creation_times = TimeSeries()  # predictions actually created
         self.read_calls = TimeSeries()
         self.creations_by_model: Counter[str] = Counter()
+        # Which create endpoint made each prediction: models.predictions.create (by model),
+        # predictions.create (by version), deployments.predictions.create.
+        self.creations_by_route: Counter[str] = Counter()
         self.status_counts: Counter[str] = Counter()
         self.reads_by_route: Counter[str] = Counter()
         self.rejected_429: Counter[str] = Counter({"create": 0, "read": 0, "in_flight": 0, "storm": 0})
@@ -305,15 +312,17 @@ class Engine:
         return outcome, error, start_delay, total - start_delay
 
     def create_prediction(self, model: ModelInfo, values: dict[str, Any], *, version: str, base_url: str,
-                          webhook: str | None = None, webhook_events: frozenset[str] = frozenset()) -> Prediction:
+                          webhook: str | None = None, webhook_events: frozenset[str] = frozenset(),
+                          route: str = "models.predictions.create", deployment: str | None = None) -> Prediction:
         outcome, error, start_delay, run_time = self._plan(model, values)
         now_ns = self.now_ns()
         prediction = Prediction(
             id=self._new_id(), seq=len(self.order), model=model, version=version, input=values,
             base_url=base_url, created_at=time.time(), created_ns=now_ns, outcome=outcome,
             error_text=error, start_delay=start_delay, run_time=run_time,
-            webhook=webhook, webhook_events=webhook_events,
+            webhook=webhook, webhook_events=webhook_events, deployment=deployment,
         )
+        self.creations_by_route[route] += 1
         self.predictions[prediction.id] = prediction
         self.order.append(prediction)
         self.creation_times.append(now_ns, int(self.config.window * NS))
@@ -328,7 +337,8 @@ class Engine:
         if same:
             self.duplicate_inputs += 1
         same.append(prediction.id)
-        self._event("create", id=prediction.id, model=model.name, in_flight=len(self.in_flight))
+        self._event("create", id=prediction.id, model=model.name, route=route, version=version,
+                    deployment=deployment, in_flight=len(self.in_flight))
         self._webhook(prediction, "start")
         prediction.timer = asyncio.get_running_loop().call_later(start_delay, self._leave_starting, prediction)
         return prediction
@@ -442,7 +452,7 @@ class Engine:
             self.executor,
             lambda: media.render_output(
                 prediction.id, index, prediction.model.output_format(values),
-                aspect_ratio=values.get("aspect_ratio"), megapixels=prediction.model.megapixels(values),
+                aspect_ratio=prediction.model.aspect_ratio(values), megapixels=prediction.model.megapixels(values),
                 image_scale=self.config.image_scale, quality=quality if isinstance(quality, int) else 80),
         )
         self.render_cache[key] = data
@@ -475,6 +485,7 @@ class Engine:
         data: dict[str, Any] = {
             "creations": len(self.order),
             "creations_by_model": dict(self.creations_by_model),
+            "creations_by_route": dict(self.creations_by_route),
             "create_calls": len(self.create_calls),
             "in_flight": len(self.in_flight),
             "peak_in_flight": self.peak_in_flight,

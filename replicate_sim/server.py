@@ -15,7 +15,7 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
-from .catalog import Catalog, load_catalog, model_json, validate_input, version_json
+from .catalog import Catalog, deployment_json, load_catalog, model_json, validate_input, version_json
 from .config import SimConfig
 from .engine import TERMINAL, Engine
 from .media import CONTENT_TYPES
@@ -128,7 +128,8 @@ def parse_prefer(value: str | None, max_wait: int) -> int | None:
     return None
 
 
-async def _create(request: web.Request, model_name: str | None) -> web.StreamResponse:
+async def _create(request: web.Request, model_name: str | None, route: str,
+                  deployment: str | None = None) -> web.StreamResponse:
     engine = request.app[ENGINE]
     try:
         body = await request.json()
@@ -137,7 +138,12 @@ async def _create(request: web.Request, model_name: str | None) -> web.StreamRes
     if not isinstance(body, dict):
         return problem(400, "The request body must be a JSON object.", title="Bad request")
     catalog = engine.catalog
-    if model_name is not None:
+    if deployment is not None:
+        found = catalog.deployment(deployment)
+        if found is None:
+            return problem(404, f"Deployment {deployment} not found.", title="Not found")
+        model, version = found.model, found.model.version_id
+    elif model_name is not None:
         model = catalog.get(model_name)
         if model is None:
             return problem(404, f"Model {model_name} not found (replicate-sim knows: "
@@ -193,10 +199,11 @@ async def _create(request: web.Request, model_name: str | None) -> web.StreamRes
         engine.errors_5xx[504] += 1
         engine._event("late_create", after=cfg.late_create_after)
         engine.create_later(cfg.late_create_after, model, values, version=version, base_url=base_url(request),
-                            webhook=webhook, webhook_events=frozenset(events))
+                            webhook=webhook, webhook_events=frozenset(events), route=route, deployment=deployment)
         return server_error(504)
     prediction = engine.create_prediction(model, values, version=version, base_url=base_url(request),
-                                          webhook=webhook, webhook_events=frozenset(events))
+                                          webhook=webhook, webhook_events=frozenset(events), route=route,
+                                          deployment=deployment)
     if engine.config.ghost_create_next > 0:
         # Created and billed, but the answer is lost on the way: the client cannot know the id.
         engine.config.ghost_create_next -= 1
@@ -215,12 +222,19 @@ async def _create(request: web.Request, model_name: str | None) -> web.StreamRes
 
 @api("create", "predictions.create")
 async def create_by_model(request: web.Request) -> web.StreamResponse:
-    return await _create(request, f"{request.match_info['owner']}/{request.match_info['name']}")
+    return await _create(request, f"{request.match_info['owner']}/{request.match_info['name']}",
+                         "models.predictions.create")
 
 
 @api("create", "predictions.create")
 async def create_by_version(request: web.Request) -> web.StreamResponse:
-    return await _create(request, None)
+    return await _create(request, None, "predictions.create")
+
+
+@api("create", "predictions.create")
+async def create_by_deployment(request: web.Request) -> web.StreamResponse:
+    return await _create(request, None, "deployments.predictions.create",
+                         deployment=f"{request.match_info['owner']}/{request.match_info['name']}")
 
 
 def _prediction_or_404(request: web.Request):
@@ -287,18 +301,32 @@ async def list_models(request: web.Request) -> web.StreamResponse:
 
 @api("read", "models.versions.list")
 async def list_versions(request: web.Request) -> web.StreamResponse:
-    model = _model_or_none(request)
-    if model is None:
+    versions = request.app[ENGINE].catalog.versions(f"{request.match_info['owner']}/{request.match_info['name']}")
+    if not versions:
         return problem(404, "Not found.", title="Not found")
-    return json_response({"previous": None, "next": None, "results": [version_json(model)]})
+    return json_response({"previous": None, "next": None, "results": [version_json(v) for v in versions]})
 
 
 @api("read", "models.versions.get")
 async def get_version(request: web.Request) -> web.StreamResponse:
-    model = _model_or_none(request)
-    if model is None or request.match_info["version"] != model.version_id:
+    model = request.app[ENGINE].catalog.by_version(request.match_info["version"])
+    if model is None or model.name != f"{request.match_info['owner']}/{request.match_info['name']}":
         return problem(404, "Not found.", title="Not found")
     return json_response(version_json(model))
+
+
+@api("read", "deployments.get")
+async def get_deployment(request: web.Request) -> web.StreamResponse:
+    found = request.app[ENGINE].catalog.deployment(f"{request.match_info['owner']}/{request.match_info['name']}")
+    if found is None:
+        return problem(404, "Not found.", title="Not found")
+    return json_response(deployment_json(found))
+
+
+@api("read", "deployments.list")
+async def list_deployments(request: web.Request) -> web.StreamResponse:
+    found = request.app[ENGINE].catalog.deployments()
+    return json_response({"previous": None, "next": None, "results": [deployment_json(d) for d in found]})
 
 
 @api("read", "account.get")
@@ -462,6 +490,10 @@ def build_app(config: SimConfig, catalog: Catalog | None = None) -> web.Applicat
     app.router.add_get(model, get_model)
     app.router.add_get(f"{model}/versions", list_versions)
     app.router.add_get(f"{model}/versions/{{version}}", get_version)
+    deployment = "/v1/deployments/{owner}/{name}"
+    app.router.add_get("/v1/deployments", list_deployments)
+    app.router.add_get(deployment, get_deployment)
+    app.router.add_post(f"{deployment}/predictions", create_by_deployment)
     app.router.add_get("/v1/account", get_account)
     app.router.add_get("/v1/webhooks/default/secret", get_webhook_secret)
     app.router.add_post("/v1/files", create_file)

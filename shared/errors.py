@@ -48,6 +48,10 @@ class UnknownModelError(InputError):
     """A model name that the registry does not know."""
 
 
+class UnpricedModelError(InputError):
+    """A model without a known price where spending is limited (shared.models.pricing)."""
+
+
 class RedisUnavailableError(FleetError):
     """Redis (broker, limiter and ledger) cannot be reached."""
 

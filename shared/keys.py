@@ -73,6 +73,15 @@ class Keys:
     def completion_wake(self, process: str) -> str:
         return f"{self.prefix}:completion-wake:{process}"
 
+    # --- model schemas ---------------------------------------------------------------------------
+    def model_schema(self, ref: str) -> str:
+        """A model reference's published schema (JSON), shared by the fleet, with a TTL."""
+        return f"{self.prefix}:schema:{ref}"
+
+    def model_schema_lock(self, ref: str) -> str:
+        """Held by the one process reading that schema from Replicate; the others wait for it."""
+        return f"{self.prefix}:schema-lock:{ref}"
+
     # --- worker statistics ---------------------------------------------------------------------
     @property
     def model_latency(self) -> str:

@@ -21,6 +21,8 @@ class ImageRequest:
     output: str = ""  # relative to OUTPUT_DIR, with extension; further outputs get _1, _2 ... suffixes
     route: tuple[str, ...] = ()  # fallback models after `model`, in order, no repeats
     warnings: tuple[str, ...] = ()  # what routing changed or dropped, shown at submit
+    # USD per call for a model of the route whose price the registry does not know (--price-per-call).
+    price_per_call: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

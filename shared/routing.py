@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from shared.errors import InputError, Problem
+from shared.models.pricing import call_cost
 from shared.models.spec import ModelSpec, ValueProblem
 from shared.request import ImageRequest
 
@@ -247,22 +248,29 @@ def _output_format(output: str) -> str | None:
 
 
 # ------------------------------------------------------------------------------- cost and plan
-def item_cost(request: ImageRequest, registry: "ModelRegistry", model: str | None = None) -> float:
-    return registry.get(model or request.model).cost(request.params)
+def item_cost(request: ImageRequest, registry: "ModelRegistry", model: str | None = None) -> float | None:
+    """USD for the item's call of `model` (its first model); None when the price is unknown."""
+    return call_cost(request, model or request.model, request.params, registry)
 
 
 def estimate_cost(requests: Iterable[ImageRequest], registry: "ModelRegistry") -> float:
-    """USD if the first model of every route succeeds."""
-    return sum(item_cost(r, registry) for r in requests)
+    """USD if the first model of every route succeeds (items whose price is unknown count 0:
+    `unpriced_items` says how many)."""
+    return sum(item_cost(r, registry) or 0.0 for r in requests)
+
+
+def unpriced_items(requests: Iterable[ImageRequest], registry: "ModelRegistry") -> int:
+    """Items whose first model has no known price (and no --price-per-call)."""
+    return sum(1 for r in requests if item_cost(r, registry) is None)
 
 
 def max_cost(requests: Iterable[ImageRequest], registry: "ModelRegistry") -> float:
-    """USD if every model of every route is tried (each one's own price)."""
+    """USD if every model of every route is tried (each one's own price; unknown prices count 0)."""
     total = 0.0
     for request in requests:
         for model in request.models:
             params, _, _ = adapt_params(request.params, model, registry, strict=False)
-            total += registry.get(model).cost(params)
+            total += call_cost(request, model, params, registry) or 0.0
     return total
 
 
@@ -280,9 +288,7 @@ def describe_plan(requests: Sequence[ImageRequest], registry: "ModelRegistry | N
     for model, count in sorted(by_model.items(), key=lambda kv: (-kv[1], kv[0])):
         line = f"  {model:<{width}}  {count:>6} item(s)"
         if registry is not None:
-            spec = registry.get(model)
-            cost = sum(item_cost(r, registry) for r in requests if r.model == model)
-            line += f"  ${cost:,.2f}  ({spec.price_text()})"
+            line += "  " + _model_cost_text(model, [r for r in requests if r.model == model], registry)
         lines.append(line)
 
     changes = [(r, w) for r in requests for w in r.warnings if w.startswith(ROUTED_PREFIX)]
@@ -305,7 +311,21 @@ def describe_plan(requests: Sequence[ImageRequest], registry: "ModelRegistry | N
     if registry is not None:
         lines.append(f"Estimated cost: ${estimate_cost(requests, registry):,.2f} if every first model "
                      f"succeeds; at most ${max_cost(requests, registry):,.2f} if every fallback runs")
+        unknown = unpriced_items(requests, registry)
+        if unknown:
+            lines.append(f"  price unknown for {unknown} item(s), not counted above: give their model a price "
+                         "in FLEET_MODELS_FILE, or pass --price-per-call USD")
     return lines
+
+
+def _model_cost_text(model: str, requests: list[ImageRequest], registry: "ModelRegistry") -> str:
+    spec = registry.get(model)
+    costs = [item_cost(r, registry) for r in requests]
+    if spec.priced:
+        return f"${sum(c or 0.0 for c in costs):,.2f}  ({spec.price_text()})"
+    if all(c is not None for c in costs):
+        return f"${sum(costs):,.2f}  (--price-per-call ${requests[0].price_per_call:g}; registry: price unknown)"
+    return "price unknown"
 
 
 def _label(request: ImageRequest) -> str:

@@ -34,6 +34,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "FLEET_LOG_JSON": ("log_json", lambda raw: raw.strip().lower() in ("1", "true", "yes", "on")),
     "FLEET_QUEUE": ("queue", str),
     "FLEET_MODELS_FILE": ("models_file", Path),
+    "FLEET_SCHEMA_TTL": ("schema_ttl", float),
     "FLEET_WORKER_CONCURRENCY": ("worker_concurrency", int),
     "FLEET_WEBHOOK_URL": ("webhook_url", str),
     "REPLICATE_WEBHOOK_SECRET": ("webhook_secret", str),
@@ -66,6 +67,8 @@ class Settings:
     log_json: bool = False  # one JSON object per line instead of key=value
     queue: str = "fleet"
     models_file: Path | None = None  # extra model registry file layered over the built-in one
+    # Seconds a model's published schema stays in Redis for the whole fleet before it is read again.
+    schema_ttl: float = 3600.0
     worker_concurrency: int | None = None  # threads per worker process (None: the workers' default)
     # Public URL of the webhook receiver (workers/webhook_receiver.py). Set: predictions are created
     # with a webhook and workers learn of their end at once; unset: workers poll on the read budget.
@@ -129,6 +132,8 @@ class Settings:
             raise ConfigError("FLEET_REDIS_RIDE_OUT must be between 0 and 600 seconds")
         if self.batch_retention_days < 0:
             raise ConfigError("FLEET_BATCH_RETENTION_DAYS must be >= 0 (0 keeps batches for ever)")
+        if self.schema_ttl <= 0:
+            raise ConfigError("FLEET_SCHEMA_TTL must be positive (seconds)")
         if self.rate_window <= 0 or self.lease_seconds <= 0:
             raise ConfigError("rate_window and lease_seconds must be positive")
         if self.worker_concurrency is not None and self.worker_concurrency < 1:

@@ -17,7 +17,7 @@ from producer.cli import cli
 ROOT = Path(__file__).resolve().parent.parent
 CLOSED_PORT_URL = "redis://127.0.0.1:1/0"
 COMMANDS = ["submit", "status", "results", "wait", "cancel", "retry", "list", "limits", "limits set", "init",
-            "flower", "metrics"]
+            "flower", "metrics", "models", "models show"]
 
 
 def run_cli(*args: str, env: dict | None = None, input: str | None = None, timeout: float = 60):

@@ -28,7 +28,7 @@ CASES = [
     ("prompt not text", '[{"prompt": 5}]', [], ["item 0", "'prompt'"]),
     ("prompt too long", json.dumps([LONG]), [], ["item 0", "'prompt'", "limit"]),
     ("unknown field", '[{"prompt": "a", "colour": 1}]', [], ["item 0", "'colour'", "unknown field"]),
-    ("unknown model", '[{"prompt": "a", "model": "nope/model"}]', [], ["item 0", "'model'", "Known models"]),
+    ("unknown model", '[{"prompt": "a", "model": "nope-model"}]', [], ["item 0", "'model'", "Known models"]),
     ("unknown model in defaults", '{"model": "nope", "items": ["a", "b"]}', [],
      ["file defaults, field 'model'", "Known models"]),
     ("unknown top-level key without items", '{"model": "black-forest-labs/flux-dev", "itemz": ["a"]}', [],
@@ -118,11 +118,11 @@ def test_a_bad_default_is_one_line_and_long_problem_lists_are_capped(workspace, 
     env = {"FLEET_KEY_PREFIX": key_prefix, "FLEET_QUEUE": f"{key_prefix}-q",
            "OUTPUT_DIR": str(workspace / "out"), "REPLICATE_API_TOKEN": "r8_not_real"}
     args = ["--redis-url", redis_url, "--env-file", "/nonexistent", "submit", "prompts.json"]
-    (workspace / "prompts.json").write_text(json.dumps({"model": "nope/nope", "items": ["a fox"] * 5000}))
+    (workspace / "prompts.json").write_text(json.dumps({"model": "nope", "items": ["a fox"] * 5000}))
     result = CliRunner().invoke(cli, args, env=env)
     assert result.exit_code == 2
     lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: file defaults, field 'model': unknown model 'nope/nope'")
+    assert len(lines) == 1 and lines[0].startswith("error: file defaults, field 'model': unknown model 'nope'")
 
     items = [{"prompt": ""} for _ in range(4990)] + [{"prompt": "a", "params": {"seed": "x"}} for _ in range(10)]
     (workspace / "prompts.json").write_text(json.dumps(items))

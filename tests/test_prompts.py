@@ -395,7 +395,7 @@ def test_a_bad_default_model_is_reported_once_not_per_item(files, registry):
     assert len(problems) == 1
     (problem,) = problems
     assert problem.index is None and problem.field == "model"
-    assert str(problem).startswith("file defaults, field 'model': unknown model 'nope/nope'")
+    assert str(problem).startswith("file defaults, field 'model': model 'nope/nope' is not in the registry")
     # items naming their own model are checked on their own; the default is still reported once
     problems = problems_of({"model": "nope/nope", "items": ["a", {"prompt": "b", "model": "nah"}, "c"]},
                            files, registry)

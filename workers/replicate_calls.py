@@ -9,7 +9,11 @@ Why some calls go around the client's models:
   error into a view with status "aborted" (an ambiguous-free transient failure);
 - the reconciliation listing reads raw JSON pages (`client._request`), because one `aborted`
   prediction on a page would make the typed `predictions.list` fail as a whole.
-Predictions are created by model and WITHOUT `Prefer: wait`, so the id is known at once.
+Predictions are created WITHOUT `Prefer: wait`, so the id is known at once, through the endpoint
+the model reference names (shared.models.reference): `owner/name` by model, `owner/name:VERSION`
+through POST /v1/predictions with the version, `deployments/owner/name` through the deployment.
+`read_schema` reads a reference's published OpenAPI schema (the model's latest version, the
+pinned version, or the version a deployment currently runs).
 
 Every request has bounded connect/write/read/pool timeouts, creations included: replicate 1.0.7
 sends a create without `wait` with `timeout=None` (no timeout at all, whatever the client was
@@ -24,13 +28,15 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import httpx
 import replicate
 from replicate.exceptions import ReplicateError
 
 from shared.errors import LocalError, PermanentModelError, ReplicateCallError, TransientError
+from shared.models.openapi import ModelSchema, SchemaError
+from shared.models.reference import ModelRef, parse_ref
 from shared.settings import Settings
 
 try:  # the client builds its models with pydantic's v1 API when pydantic 2 is installed
@@ -64,6 +70,8 @@ class PredictionView:
     output: Any = None
     error: str | None = None
     created_at: str | None = None
+    version: str | None = None  # the version id, or "hidden" (official models)
+    deployment: str | None = None  # owner/name of the deployment that created it, if one did
 
     @property
     def terminal(self) -> bool:
@@ -76,13 +84,15 @@ class PredictionView:
     def from_json(cls, data: dict[str, Any]) -> "PredictionView":
         return cls(id=str(data.get("id")), status=str(data.get("status")), model=data.get("model"),
                    input=data.get("input"), output=data.get("output"),
-                   error=_error_text(data.get("error")), created_at=data.get("created_at"))
+                   error=_error_text(data.get("error")), created_at=data.get("created_at"),
+                   version=data.get("version"), deployment=data.get("deployment"))
 
     @classmethod
     def from_client(cls, prediction: Any) -> "PredictionView":
         return cls(id=prediction.id, status=prediction.status, model=getattr(prediction, "model", None),
                    input=getattr(prediction, "input", None), output=prediction.output,
-                   error=_error_text(prediction.error), created_at=getattr(prediction, "created_at", None))
+                   error=_error_text(prediction.error), created_at=getattr(prediction, "created_at", None),
+                   version=getattr(prediction, "version", None))
 
 
 class ReplicateCalls:
@@ -112,11 +122,18 @@ class ReplicateCalls:
 
     # --- predictions ----------------------------------------------------------------------------
     def create(self, model: str, input: dict[str, Any], *, webhook: str | None = None) -> PredictionView:
-        """POST by model, no Prefer: wait; with `webhook`, Replicate calls it when the prediction
-        ends. Errors: see `classify` (`ambiguous` tells whether the prediction may exist after all)."""
+        """POST through the endpoint `model` (a reference) names, no Prefer: wait; with `webhook`,
+        Replicate calls it when the prediction ends. Errors: see `classify` (`ambiguous` tells
+        whether the prediction may exist after all)."""
         extra: dict[str, Any] = {"webhook": webhook, "webhook_events_filter": ["completed"]} if webhook else {}
+        ref = parse_ref(model)
         try:
-            prediction = self.client.models.predictions.create(model=model, input=input, **extra)
+            if ref.kind == "deployment":
+                prediction = self.client.deployments.predictions.create(deployment=ref.model, input=input, **extra)
+            elif ref.kind == "version":
+                prediction = self.client.predictions.create(version=ref.version, input=input, **extra)
+            else:
+                prediction = self.client.models.predictions.create(model=ref.model, input=input, **extra)
         except (_V1ValidationError, _V2ValidationError) as exc:
             # The POST went through and the prediction may well exist: reconcile, never create again.
             err = TransientError(f"create answered an unreadable prediction (bad status: {_invalid_status(exc)})")
@@ -156,6 +173,42 @@ class ReplicateCalls:
             raise classify(exc, during="list") from None
         results = [PredictionView.from_json(r) for r in data.get("results") or [] if isinstance(r, dict)]
         return results, data.get("next")
+
+    # --- schemas --------------------------------------------------------------------------------
+    def read_schema(self, ref: ModelRef, before_read: Callable[[], Any] = lambda: None) -> ModelSchema:
+        """The published schema of the version `ref` runs: the model's latest, the pinned one, or
+        the deployment's current release (two reads). `before_read` is called before each GET
+        (the caller takes a read token there). SchemaError when Replicate has no such model,
+        version or deployment, or it publishes no schema."""
+        from replicate.version import Versions
+
+        try:
+            if ref.kind == "model":
+                before_read()
+                found = self.client.models.get(ref.model)
+                version = found.latest_version
+                if version is None:
+                    raise SchemaError(f"{ref}: the model has no published version")
+                return ModelSchema.from_openapi(str(ref), ref.model, version.id, version.openapi_schema)
+            model, version_id = ref.model, ref.version
+            if ref.kind == "deployment":
+                before_read()
+                release = self.client.deployments.get(ref.model).current_release
+                if release is None:
+                    raise SchemaError(f"{ref}: the deployment has no release")
+                model, version_id = release.model, release.version
+            before_read()
+            version = Versions(self.client, model).get(version_id)
+            return ModelSchema.from_openapi(str(ref), model, version.id, version.openapi_schema)
+        except SchemaError:
+            raise
+        except (_V1ValidationError, _V2ValidationError) as exc:
+            raise SchemaError(f"{ref}: unreadable answer from Replicate ({str(exc)[:200]})") from None
+        except Exception as exc:  # noqa: BLE001 - classified below
+            err = classify(exc, during=f"reading the schema of {ref}")
+            if isinstance(err, PermanentModelError):  # 404: no such model, version or deployment
+                raise SchemaError(f"{ref}: not found on Replicate ({err})") from None
+            raise err from None
 
     # --- files ----------------------------------------------------------------------------------
     def upload(self, path: Path) -> str:
@@ -289,6 +342,19 @@ def parse_time(value: str | None) -> float | None:
         return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
     except ValueError:
         return None
+
+
+def created_for(model: str, view: PredictionView) -> bool:
+    """Whether a listed prediction was created for the reference `model`: by model (that model,
+    any version, no deployment: the listing does not say which endpoint created it), by that
+    pinned version, or by that deployment (its release may have changed since, so only the
+    deployment's name counts)."""
+    ref = parse_ref(model)
+    if ref.kind == "deployment":
+        return view.deployment == ref.model
+    if view.deployment is not None or view.model != ref.model:
+        return False
+    return ref.kind == "model" or view.version == ref.version
 
 
 def same_input(sent: dict[str, Any], seen: dict[str, Any] | None) -> bool:

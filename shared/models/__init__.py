@@ -2,15 +2,23 @@
 
     registry = load_registry(extra=None)      # built-in data file + optional user file
     spec = registry.get("flux-dev")           # aliases and case are forgiven; UnknownModelError otherwise
+    ref = registry.schema_ref("stability-ai/sdxl")   # not curated: its published schema describes it
+    registry = registry.with_schemas({ref: schema})  # schema (shared.models.schema_store) -> spec
 """
+from shared.models.openapi import ModelSchema, SchemaError
+from shared.models.reference import ModelRef, parse_ref
 from shared.models.registry import BUILTIN_MODELS_FILE, ModelRegistry, load_registry
 from shared.models.spec import ModelSpec, ParamSpec, ValueProblem
 
 __all__ = [
     "BUILTIN_MODELS_FILE",
+    "ModelRef",
     "ModelRegistry",
+    "ModelSchema",
     "ModelSpec",
     "ParamSpec",
+    "SchemaError",
     "ValueProblem",
     "load_registry",
+    "parse_ref",
 ]

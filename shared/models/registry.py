@@ -1,9 +1,17 @@
-"""The model registry: the built-in data file plus an optional user file, validated at load.
+"""The model registry: the built-in data file plus an optional user file, validated at load,
+and, for any other model, what its published schema says.
 
 A user file (TOML, or JSON when its name ends in .json) has the built-in file's shape. It adds
 models, or changes the keys it names of a known model (its `params` merge per parameter; any
 other key replaces the built-in value), and may change [routing] and [mappings]. Every problem
 found is reported at once, each naming the file, the model and the field.
+
+Layers, lowest first: a model's published schema (shared.models.openapi), the built-in file, the
+user file. A model entry that gives `kind`, `output` and `default_format` is complete and used as
+written (the curated models); one that leaves any of them out (say only a price, a fallback
+route, aliases or mappings) is an overlay, completed from the schema of the model it names
+(`with_schemas`). Models named by no entry at all (any `owner/name`, `owner/name:VERSION`,
+`deployments/owner/name`) are taken from their schema alone: no price, no fallback.
 """
 from __future__ import annotations
 
@@ -20,11 +28,12 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 from shared.errors import ConfigError, Problem, UnknownModelError
+from shared.models.openapi import ModelSchema, derive_entry
+from shared.models.reference import is_reference, parse_ref
 from shared.models.spec import KINDS, OUTPUTS, PARAM_TYPES, PRICE_UNITS, ModelSpec, ParamSpec
 
 BUILTIN_MODELS_FILE = Path(__file__).with_name("builtin.toml")
 
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _FORMAT = re.compile(r"^[a-z0-9]{2,5}$")
 
@@ -34,9 +43,12 @@ _MAPPING_KEYS = {"values", "renames"}
 _MODEL_KEYS = {
     "kind", "aliases", "description", "reference_param", "max_references", "reference_is_list",
     "reference_required", "output", "default_format", "price", "price_unit", "price_note",
-    "fallback", "params", "mappings",
+    "fallback", "params", "mappings", "prompt_param", "file_params",
 }
-_REQUIRED_MODEL_KEYS = ("kind", "output", "default_format", "price", "price_unit")
+# What makes an entry complete (used as written); without them it is an overlay on the schema.
+_REQUIRED_MODEL_KEYS = ("kind", "output", "default_format")
+# Inherited by a pinned version from its model's entry when the version has none of its own.
+_PRICE_KEYS = ("price", "price_unit", "price_note")
 _PARAM_KEYS = {"type", "values", "min", "max", "default", "description"}
 # The prompt is passed by every model as "prompt"; reference inputs are declared apart.
 _RESERVED_PARAMS = {"prompt"}
@@ -56,8 +68,11 @@ class ModelRegistry:
         value_maps: Mapping[str, Mapping[str, tuple[Any, ...]]] | None = None,
         renames: Mapping[str, tuple[str, ...]] | None = None,
         sources: tuple[Path, ...] = (),
+        overlays: Mapping[str, tuple[Mapping[str, Any], str]] | None = None,
     ):
         self._specs = dict(specs)
+        # Incomplete entries (name -> (merged data, source file)), completed from a schema.
+        self._overlays = dict(overlays or {})
         self.single_reference_model = single_reference_model
         self.multi_reference_model = multi_reference_model
         self.default_model = default_model
@@ -66,10 +81,13 @@ class ModelRegistry:
         self.renames = dict(renames or {})
         self.sources = sources
         self._aliases: dict[str, str] = {}
+        for name, (data, _) in self._overlays.items():
+            for alias in data.get("aliases", ()):
+                self._aliases[alias] = name
         for spec in self._specs.values():
             for alias in spec.aliases:
                 self._aliases[alias] = spec.name
-        self._folded = {name.casefold(): name for name in [*self._specs, *self._aliases]}
+        self._folded = {name.casefold(): name for name in [*self._specs, *self._overlays, *self._aliases]}
         self._param_names = {p for spec in self._specs.values() for p in spec.params}
         self._reference_params = {
             spec.reference_param for spec in self._specs.values() if spec.reference_param
@@ -89,8 +107,8 @@ class ModelRegistry:
         return len(self._specs)
 
     def resolve(self, name: str) -> str | None:
-        """Canonical name for a name or alias (case-insensitive), or None."""
-        if name in self._specs:
+        """Canonical name for a name or alias (case-insensitive) of a registry entry, or None."""
+        if name in self._specs or name in self._overlays:
             return name
         if name in self._aliases:
             return self._aliases[name]
@@ -99,15 +117,96 @@ class ModelRegistry:
 
     def get(self, name: str) -> ModelSpec:
         canonical = self.resolve(name) if isinstance(name, str) else None
-        if canonical is None:
+        if canonical is None or canonical not in self._specs:
             raise UnknownModelError(Problem(self.unknown_model_message(name), field="model"))
         return self._specs[canonical]
 
-    def unknown_model_message(self, name: object) -> str:
-        candidates = [*self._specs, *self._aliases]
+    def schema_ref(self, name: object) -> str | None:
+        """The reference whose published schema completes `name` (an overlay entry, or any model
+        reference the registry has no entry for), or None: curated, or not a model name at all."""
+        if not isinstance(name, str):
+            return None
+        canonical = self.resolve(name)
+        if canonical is not None:
+            return None if canonical in self._specs else canonical
+        return str(parse_ref(name)) if is_reference(name) else None
+
+    def suggestion(self, name: object) -> str:
+        """' Did you mean 'x'?' for a name close to a registry entry, else ''."""
+        candidates = [*self._specs, *self._overlays, *self._aliases]
         close = difflib.get_close_matches(str(name), candidates, n=1, cutoff=0.6)
-        hint = f" Did you mean {self.resolve(close[0])!r}?" if close else ""
-        return f"unknown model {name!r}.{hint} Known models: {', '.join(self.names())}"
+        return f" Did you mean {self.resolve(close[0])!r}?" if close else ""
+
+    def unknown_model_message(self, name: object) -> str:
+        hint = self.suggestion(name)
+        if is_reference(name):
+            return (f"model {name!r} is not in the registry and its schema was not read (it is read from "
+                    f"Replicate at submit, which needs REPLICATE_API_TOKEN and Redis).{hint}")
+        return (f"unknown model {name!r}.{hint} Known models: {', '.join(self.names())}. Any Replicate "
+                "model works too: owner/name, owner/name:VERSION or deployments/owner/name (FLEET_MODELS_FILE "
+                "can give it a price, a route, aliases)")
+
+    # -- models known by their schema ---------------------------------------------------------------
+    def overlay_names(self) -> list[str]:
+        """Registry entries completed from a schema (a price, a route ... for a Replicate model)."""
+        return sorted(self._overlays)
+
+    def overlay(self, name: str) -> Mapping[str, Any]:
+        return dict(self._overlays.get(name, ({}, ""))[0])
+
+    def spec_from_schema(self, ref: str, schema: ModelSchema) -> ModelSpec:
+        """The spec of `ref`: its schema (shared.models.openapi.derive_entry), under its registry
+        entry if it has one (a pinned version without one takes its model's price). Raises
+        SchemaError (output not files) or ConfigError (an entry that does not fit the schema)."""
+        entry = derive_entry(schema)
+        overlay, source = self._overlays.get(ref, ({}, f"<schema of {ref}>"))
+        data = _layer(entry, overlay)
+        if not any(k in overlay for k in _PRICE_KEYS):
+            data.update(self._inherited_price(ref))
+        errors: list[str] = []
+        spec = _build_model(ref, data, source, errors)
+        fallback = []
+        for name in spec.fallback if spec is not None else ():
+            target = self.resolve(name)
+            if target is None or target == ref:
+                errors.append(f"{_where(source, ref, 'fallback')}: unknown model {name!r}")
+            elif target in self._specs and self._specs[target].kind != spec.kind:
+                errors.append(f"{_where(source, ref, 'fallback')}: {name!r} makes {self._specs[target].kind}s, "
+                              f"this model makes {spec.kind}s")
+            else:
+                fallback.append(target)
+        if errors or spec is None:
+            raise ConfigError(_error_text(errors))
+        from dataclasses import replace
+
+        return replace(spec, schema=schema, fallback=tuple(dict.fromkeys(fallback)))
+
+    def with_schemas(self, schemas: Mapping[str, ModelSchema]) -> "ModelRegistry":
+        """A registry that also knows the models of `schemas` (ref -> schema); this one is unchanged."""
+        specs = dict(self._specs)
+        for ref, schema in schemas.items():
+            if ref not in specs:
+                specs[ref] = self.spec_from_schema(ref, schema)
+        registry = ModelRegistry(
+            specs, single_reference_model=self.single_reference_model,
+            multi_reference_model=self.multi_reference_model, default_model=self.default_model,
+            max_route_length=self.max_route_length, value_maps=self.value_maps, renames=self.renames,
+            sources=self.sources, overlays={n: o for n, o in self._overlays.items() if n not in specs})
+        return registry
+
+    def _inherited_price(self, ref: str) -> dict[str, Any]:
+        parsed = parse_ref(ref)
+        if parsed.kind != "version":
+            return {}
+        base = self.resolve(parsed.model)
+        if base in self._specs:
+            spec = self._specs[base]
+            if spec.price is None:
+                return {}
+            return {"price": spec.price, "price_unit": spec.price_unit, "price_note": spec.price_note}
+        if base in self._overlays:
+            return {k: v for k, v in self._overlays[base][0].items() if k in _PRICE_KEYS}
+        return {}
 
     # -- parameters -------------------------------------------------------------------------
     def all_param_names(self) -> set[str]:
@@ -276,8 +375,9 @@ def _check_model_shape(name: str, model: Any, source: str, errors: list[str]) ->
     def bad(field: str | None, message: str) -> None:
         errors.append(f"{_where(source, name, field)}: {message}")
 
-    if not _MODEL_NAME.match(name):
-        bad(None, "a model name is owner/name, as Replicate spells it (e.g. black-forest-labs/flux-dev)")
+    if not is_reference(name):
+        bad(None, "a model name is owner/name, as Replicate spells it (e.g. black-forest-labs/flux-dev), "
+                  "or owner/name:VERSION, or deployments/owner/name")
     if not isinstance(model, dict):
         bad(None, "must be a table of fields")
         return
@@ -300,6 +400,10 @@ def _check_model_shape(name: str, model: Any, source: str, errors: list[str]) ->
         "fallback": (_is_str_list, "must be a list of model names"),
         "description": (lambda v: isinstance(v, str), "must be a string"),
         "price_note": (lambda v: isinstance(v, str), "must be a string"),
+        "prompt_param": (lambda v: v is None or v == "" or (isinstance(v, str) and bool(_PARAM_NAME.match(v))),
+                         "must be the input that takes the prompt ('' for none)"),
+        "file_params": (lambda v: isinstance(v, list) and all(isinstance(n, str) and _PARAM_NAME.match(n) for n in v),
+                        "must be a list of parameter names"),
     }
     for key, (ok, message) in checks.items():
         if key in model and not ok(model[key]):
@@ -389,36 +493,45 @@ def _merge_mappings(target: dict[str, Any], mappings: Mapping[str, Any]) -> None
 # ---------------------------------------------------------------------------------------- build
 def _build(merged: dict[str, Any], origin: dict[tuple[str, str], str], errors: list[str]) -> ModelRegistry | None:
     specs: dict[str, ModelSpec] = {}
+    overlays: dict[str, tuple[dict[str, Any], str]] = {}
     for name, model in merged["models"].items():
+        if not all(key in model for key in _REQUIRED_MODEL_KEYS):
+            overlays[str(parse_ref(name))] = (model, origin[("models", name)])
+            continue
         spec = _build_model(name, model, origin[("models", name)], errors)
         if spec is not None:
             specs[name] = spec
 
     # aliases: unique, and never shadowing another model's name
-    seen: dict[str, str] = {n.casefold(): n for n in specs}
-    for spec in specs.values():
-        for alias in spec.aliases:
+    seen: dict[str, str] = {n.casefold(): n for n in [*specs, *overlays]}
+    named = [(spec.name, spec.aliases) for spec in specs.values()]
+    named += [(name, tuple(data.get("aliases", ()))) for name, (data, _) in overlays.items()]
+    for name, aliases in named:
+        for alias in aliases:
             owner = seen.get(alias.casefold())
-            if owner is not None and owner != spec.name:
-                errors.append(f"{_where(origin[('models', spec.name)], spec.name, 'aliases')}: "
+            if owner is not None and owner != name:
+                errors.append(f"{_where(origin[('models', name)], name, 'aliases')}: "
                               f"alias {alias!r} is already used by {owner!r}")
-            seen[alias.casefold()] = spec.name
+            seen[alias.casefold()] = name
 
     def resolve(name: str) -> str | None:
         found = seen.get(name.casefold())
         return found
 
-    for spec in specs.values():
-        src = origin[("models", spec.name)]
-        for fb in spec.fallback:
+    fallbacks = [(spec.name, spec.kind, spec.fallback) for spec in specs.values()]
+    fallbacks += [(name, data.get("kind"), tuple(data.get("fallback", ()))) for name, (data, _) in overlays.items()]
+    for name, kind, targets in fallbacks:
+        src = origin[("models", name)]
+        for fb in targets:
             target = resolve(fb)
             if target is None:
-                errors.append(f"{_where(src, spec.name, 'fallback')}: unknown model {fb!r}")
-            elif target == spec.name:
-                errors.append(f"{_where(src, spec.name, 'fallback')}: a model cannot fall back to itself")
-            elif specs[target].kind != spec.kind:
-                errors.append(f"{_where(src, spec.name, 'fallback')}: {fb!r} makes {specs[target].kind}s, "
-                              f"this model makes {spec.kind}s")
+                errors.append(f"{_where(src, name, 'fallback')}: unknown model {fb!r} (a model only the schema "
+                              "knows needs an entry of its own to be a fallback, e.g. its price)")
+            elif target == name:
+                errors.append(f"{_where(src, name, 'fallback')}: a model cannot fall back to itself")
+            elif target in specs and kind is not None and specs[target].kind != kind:
+                errors.append(f"{_where(src, name, 'fallback')}: {fb!r} makes {specs[target].kind}s, "
+                              f"this model makes {kind}s")
 
     routing = merged["routing"]
     resolved_routing: dict[str, str] = {}
@@ -429,8 +542,9 @@ def _build(merged: dict[str, Any], origin: dict[tuple[str, str], str], errors: l
             errors.append(f"{src}: routing.{key} is missing")
             continue
         target = resolve(value)
-        if target is None:
-            errors.append(f"{src}: routing.{key}: unknown model {value!r}")
+        if target is None or target not in specs:
+            why = "" if target is None else " (routing needs a complete entry: kind, output, default_format)"
+            errors.append(f"{src}: routing.{key}: unknown model {value!r}{why}")
             continue
         resolved_routing[key] = target
         spec = specs[target]
@@ -454,7 +568,25 @@ def _build(merged: dict[str, Any], origin: dict[tuple[str, str], str], errors: l
         max_route_length=routing.get("max_route_length", 4),
         value_maps=_freeze_value_maps(merged["mappings"].get("values", {})),
         renames={k: tuple(v) for k, v in merged["mappings"].get("renames", {}).items()},
+        overlays={name: (_with_resolved_fallback(data, resolve), src) for name, (data, src) in overlays.items()},
     )
+
+
+def _with_resolved_fallback(data: dict[str, Any], resolve) -> dict[str, Any]:
+    if "fallback" not in data:
+        return data
+    return {**data, "fallback": [resolve(fb) or fb for fb in data["fallback"]]}
+
+
+def _layer(derived: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    """`overlay` (a registry entry) over `derived` (a schema's entry): keys replace, params merge
+    per parameter; a reference input the overlay names is taken out of the parameters."""
+    data = {**derived, **{k: v for k, v in overlay.items() if k != "params"}}
+    data["params"] = {**derived.get("params", {}), **overlay.get("params", {})}
+    for moved in ("reference_param", "prompt_param"):
+        if overlay.get(moved):
+            data["params"].pop(overlay[moved], None)
+    return data
 
 
 def _with_fallback(spec: ModelSpec, fallback: tuple[str, ...]) -> ModelSpec:
@@ -507,7 +639,7 @@ def _build_model(name: str, model: dict[str, Any], source: str, errors: list[str
     out_fmt = params.get("output_format")
     if out_fmt is not None and out_fmt.type == "enum" and fmt not in [str(v) for v in out_fmt.values]:
         bad("default_format", f"{fmt!r} is not among output_format's values")
-    if model["price_unit"] == "second":
+    if model.get("price") is not None and model.get("price_unit", "call") == "second":
         duration = params.get("duration")
         if duration is None or duration.default is None:
             bad("price_unit", "a price per second needs a 'duration' parameter with a default")
@@ -521,8 +653,8 @@ def _build_model(name: str, model: dict[str, Any], source: str, errors: list[str
         kind=model["kind"],
         output=model["output"],
         default_format=fmt,
-        price=float(model["price"]),
-        price_unit=model["price_unit"],
+        price=float(model["price"]) if model.get("price") is not None else None,
+        price_unit=model.get("price_unit", "call"),
         params=params,
         reference_param=ref,
         max_references=max_refs,
@@ -534,4 +666,6 @@ def _build_model(name: str, model: dict[str, Any], source: str, errors: list[str
         price_note=model.get("price_note", ""),
         value_maps=_freeze_value_maps(mappings.get("values", {})),
         renames={k: tuple(v) for k, v in mappings.get("renames", {}).items()},
+        prompt_param=model.get("prompt_param", "prompt") or None,
+        file_params=tuple(model.get("file_params", ())),
     )

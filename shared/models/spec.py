@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
-PARAM_TYPES = ("string", "int", "float", "bool", "enum")
+# "json": any JSON value (arrays, objects, unions a published schema has); only the schema checks it.
+PARAM_TYPES = ("string", "int", "float", "bool", "enum", "json")
 KINDS = ("image", "video")
 OUTPUTS = ("single", "list")
 PRICE_UNITS = ("image", "call", "second")
@@ -59,7 +60,7 @@ class ParamSpec:
             if self.max is not None:
                 return f"{noun} <= {_num(self.max)}"
             return noun
-        return {"string": "a string", "bool": "true or false"}[self.type]
+        return {"string": "a string", "bool": "true or false", "json": "a JSON value (see the model's schema)"}[self.type]
 
     def check(self, value: Any) -> Any:
         """Return `value` converted to this parameter's type, or raise ValueProblem.
@@ -67,6 +68,8 @@ class ParamSpec:
         Strings are converted when they spell a value exactly ("4" for an int, "true" for a bool),
         because `--param k=v` flags arrive as strings; anything else must have the right JSON type.
         """
+        if self.type == "json":
+            return value
         if self.type == "string":
             if not isinstance(value, str):
                 raise ValueProblem(f"must be a string, not {_type_name(value)}", "type")
@@ -132,7 +135,7 @@ class ModelSpec:
     kind: str  # "image" | "video"
     output: str  # "single" | "list"
     default_format: str  # file extension without the dot
-    price: float  # USD per price_unit
+    price: float | None  # USD per price_unit; None: price unknown
     price_unit: str  # "image" | "call" | "second"
     params: Mapping[str, ParamSpec] = field(default_factory=dict)
     reference_param: str | None = None
@@ -145,6 +148,13 @@ class ModelSpec:
     price_note: str = ""
     value_maps: Mapping[str, Mapping[Any, tuple[Any, ...]]] = field(default_factory=dict)
     renames: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # The input that takes the item's prompt; None: the model has none (the prompt only names files).
+    prompt_param: str | None = "prompt"
+    # Inputs that take a file (`format: uri`): a local path given there is uploaded like a reference.
+    file_params: tuple[str, ...] = ()
+    # The model version's published schema (shared.models.openapi.ModelSchema) when the spec was
+    # derived from it: inputs are then validated against it. None for curated entries.
+    schema: Any = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         # Frozen all the way down: specs are shared by every item of a batch.
@@ -171,8 +181,14 @@ class ModelSpec:
         value = params.get("num_outputs", self.params["num_outputs"].default)
         return value if _is_int(value) and value > 0 else 1
 
-    def cost(self, params: Mapping[str, Any]) -> float:
-        """Estimated USD for one call with these params."""
+    @property
+    def priced(self) -> bool:
+        return self.price is not None
+
+    def cost(self, params: Mapping[str, Any]) -> float | None:
+        """Estimated USD for one call with these params; None when the price is unknown."""
+        if self.price is None:
+            return None
         if self.price_unit == "call":
             return self.price
         if self.price_unit == "second":
@@ -183,6 +199,8 @@ class ModelSpec:
         return self.price * self.output_count(params)
 
     def price_text(self) -> str:
+        if self.price is None:
+            return "price unknown"
         text = f"${self.price:g}/{self.price_unit}"
         return f"{text} ({self.price_note})" if self.price_note else text
 

@@ -17,7 +17,7 @@ demo: venv
 	$(BIN)/python -m examples.demo
 
 # Two test processes, a file each at a time: the tests mostly wait on workers, Redis and the
-# stand-in, so two of them share 2 cores well (tests/conftest.py gives each its own database).
+# stand-in, so two of them share 2 cores well (tests/support/redis_db.py gives each its own database).
 PYTEST := $(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 test: venv

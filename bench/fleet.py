@@ -145,16 +145,13 @@ class Fleet:
     def start_receiver(self, timeout: float = 15.0) -> WorkerHandle:
         """`python -m workers.webhook_receiver` in the root namespace, on the address the stand-in
         reaches; the workers then create predictions with its URL (FLEET_WEBHOOK_URL)."""
-        import socket
-
         import httpx
 
         from bench.hosts import _register_process
+        from bench.processes import free_port
 
         address = self.hosts.server_address
-        with socket.socket() as probe:
-            probe.bind((address, 0))
-            port = probe.getsockname()[1]
+        port = free_port(address)
         env = worker_env(self.settings, self.sim_url, FLEET_WEBHOOK_LISTEN=f"{address}:{port}")
         log_path = self.log_dir / "webhook-receiver.log"
         with open(log_path, "ab") as out:

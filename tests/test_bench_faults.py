@@ -10,7 +10,7 @@ import pytest
 
 from bench.faults import FaultPlan, fault_line, run_fault
 from bench.throughput import Scenario
-from tests.bench_support import make_test_hosts
+from tests.support.bench import make_test_hosts
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults, pytest.mark.slow]
 

@@ -8,7 +8,7 @@ import pytest
 
 from bench.hosts import Hosts, HostsError, cleanup_stale
 from bench.measure import Series, bound, ideal_makespan
-from tests.bench_support import make_test_hosts, require_namespaces
+from tests.support.bench import make_test_hosts, require_namespaces
 
 
 def _namespaces() -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from bench.throughput import Scenario, run_baseline, run_fleet, summary_line
-from tests.bench_support import make_test_hosts
+from tests.support.bench import make_test_hosts
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

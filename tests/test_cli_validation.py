@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from producer.cli import cli
-from tests.conftest import delete_prefix
+from tests.support.redis_db import delete_prefix
 
 LONG = "a" * 20_000
 

@@ -13,73 +13,28 @@ token.
 """
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import re
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from shared.keys import Keys
+from shared.ledger import Ledger
+from shared.limiter import Limiter
+from shared.models import load_registry
+from shared.prompts import parse_prompts
+from tests.support.wait import wait_until
+from tests.support.workers import compose_worker, forget_queue, pick_image_model
+from workers.dispatch import enqueue_items
+
 TOKEN = "r8_" + "ShutD0wn" * 4  # shaped like a real token
 HANDED_BACK = "worker shutting down; attempt handed back before any creation"
 
-
-def _available() -> bool:
-    try:
-        importlib.import_module("tests.fixtures.sim")
-        dispatch = importlib.import_module("workers.dispatch")
-        ledger = importlib.import_module("shared.ledger")
-        prompts = importlib.import_module("shared.prompts")
-        models = importlib.import_module("shared.models")
-        return all((hasattr(dispatch, "enqueue_items"), hasattr(ledger, "Ledger"),
-                    hasattr(prompts, "parse_prompts"), hasattr(models, "load_registry")))
-    except ImportError:
-        return False
-
-
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(not _available(), reason="workers, ledger, prompts or the stand-in have not landed yet"),
-]
-
-
-def start_worker(settings, name: str, log_path: Path, concurrency: int = 4) -> subprocess.Popen:
-    """The compose worker command, with the settings in the environment as compose's env_file does."""
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("REPLICATE_", "FLEET_", "REDIS_"))},
-           **settings.as_env(), "REPLICATE_API_TOKEN": TOKEN, "CELERY_BROKER_URL": settings.redis_url,
-           "PYTHONPATH": str(ROOT)}
-    argv = [sys.executable, "-m", "celery", "-A", "workers", "worker", f"--queues={settings.queue}",
-            "--pool=threads", f"--concurrency={concurrency}", f"--hostname={name}@%h", "--task-events"]
-    return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log_path.open("w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
-
-
-def delete_queue_bindings(client, queue: str) -> None:
-    """Kombu's binding keys for our queue are outside the key prefix the fixtures clean."""
-    client.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def pick_image_model(registry) -> str:
-    for name in registry.names():
-        if registry.get(name).kind == "image":
-            return name
-    raise AssertionError("no image model in the registry")
+pytestmark = pytest.mark.e2e
 
 
 def items_logged(log: str, message: str) -> set[int]:
@@ -89,13 +44,6 @@ def items_logged(log: str, message: str) -> set[int]:
 
 
 def test_sigterm_mid_batch_loses_nothing_and_pays_nothing_twice(settings, redis_client, sim_factory, tmp_path):
-    from shared.keys import Keys
-    from shared.ledger import Ledger
-    from shared.limiter import Limiter
-    from shared.models import load_registry
-    from shared.prompts import parse_prompts
-    from workers.dispatch import enqueue_items
-
     sim = sim_factory(latency_scale=float(os.environ.get("FLEET_TEST_SHUTDOWN_LATENCY", "0.3")))
     slots, threads, n_items = 2, 8, 12
     settings = settings.with_(replicate_base_url=sim.url, replicate_api_token=TOKEN, global_max_concurrent=slots)
@@ -110,23 +58,23 @@ def test_sigterm_mid_batch_loses_nothing_and_pays_nothing_twice(settings, redis_
     limiter = Limiter(redis_client, keys=keys, settings=settings)
 
     logs = [tmp_path / "worker-a.log", tmp_path / "worker-b.log"]
-    first = start_worker(settings, "a", logs[0], concurrency=threads)
+    first = compose_worker(settings, "a", logs[0], concurrency=threads)
     second = None
     try:
         enqueue_items(settings, batch_id, requests)
         # SIGTERM, as `docker compose stop` sends it, while every slot holds a prediction in flight
         # and further tasks of this worker wait for a slot.
-        at_sigterm = wait_for(lambda: (lambda st: st if st.in_use >= slots and st.waiters >= 2 else None)(
-            limiter.status()), 60, "predictions in flight and tasks waiting for a slot on worker a", interval=0.05)
+        at_sigterm = wait_until(lambda: (lambda st: st if st.in_use >= slots and st.waiters >= 2 else None)(
+            limiter.status()), 60, "predictions in flight and tasks waiting for a slot on worker a")
         first.send_signal(signal.SIGTERM)
         assert first.wait(timeout=120) == 0, logs[0].read_text()[-3000:]
         # The stopped worker left no slot behind.
         status = limiter.status()
         assert status.in_use == 0, [h.to_dict() for h in status.holders]
 
-        second = start_worker(settings, "b", logs[1])
-        wait_for(lambda: getattr(ledger.batch(batch_id), "finished", False), 180,
-                 "the second worker to finish the batch", interval=0.5)
+        second = compose_worker(settings, "b", logs[1])
+        wait_until(lambda: ledger.batch(batch_id).finished, 180, "the second worker to finish the batch",
+                   interval=0.5)
     finally:
         for process in (first, second):
             if process is not None and process.poll() is None:
@@ -136,7 +84,7 @@ def test_sigterm_mid_batch_loses_nothing_and_pays_nothing_twice(settings, redis_
                 except subprocess.TimeoutExpired:
                     os.killpg(process.pid, signal.SIGKILL)
         limiter.close()
-        delete_queue_bindings(redis_client, settings.queue)
+        forget_queue(redis_client, settings.queue)
 
     items = ledger.items(batch_id)
     results = [item.to_result() for item in items]

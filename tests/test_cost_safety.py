@@ -18,9 +18,9 @@ from shared.errors import RedisUnavailableError, TransientError
 from shared.keys import Keys
 from shared.models import load_registry
 from shared.routing import build_input
-from tests.conftest import wait_for
-from tests.pipeline_support import record_batch, worker_context
-from tests.test_e2e import submit, wait_finished
+from tests.support.e2e import submit, wait_finished
+from tests.support.pipeline import record_batch, worker_context
+from tests.support.wait import wait_until
 from workers.attempts import AttemptStore
 from workers.claims import Claim, ClaimKeeper
 from workers.outage import is_redis_unavailable
@@ -87,10 +87,10 @@ def test_a_claim_redis_forgot_is_taken_back_by_its_live_owner(redis_client, key_
     claim = keeper.try_claim(key)
     assert claim is not None and keeper.try_claim(key) is None
     redis_client.delete(key)  # a restart from a slightly older append-only file
-    wait_for(lambda: redis_client.get(key) == claim.token, 3, "the keeper to re-assert the claim")
+    wait_until(lambda: redis_client.get(key) == claim.token, 3, "the keeper to re-assert the claim")
     assert keeper.try_claim(key) is None and claim.still_ours() and not claim.lost
     redis_client.set(key, "someone else")
-    wait_for(lambda: claim.lost, 3, "the keeper to notice another owner")
+    wait_until(lambda: claim.lost, 3, "the keeper to notice another owner")
     assert not claim.still_ours()
     claim.release()
     assert redis_client.get(key) == "someone else"  # never releases another execution's claim
@@ -408,7 +408,7 @@ def test_an_ambiguous_create_keeps_its_slot_counted_until_its_late_prediction_is
     assert sim_ledger["late_creates"] == 1
     assert sim_ledger["creations"] == 2 and sim_ledger["duplicate_inputs"] == 0
     assert sim_ledger["peak_in_flight"] == 1
-    wait_for(lambda: _slots_in_use(redis_client, settings) == 0, 10, "every slot to come back")
+    wait_until(lambda: _slots_in_use(redis_client, settings) == 0, 10, "every slot to come back")
 
 
 @pytest.mark.e2e
@@ -427,9 +427,11 @@ def test_a_worker_killed_inside_its_post_keeps_the_slot_counted_until_the_attemp
     # 0's POST is held, takes item 1 and waits for the slot.
     first = worker_factory(settings, count=1, sim=sim, concurrency=1, FLEET_HTTP_TIMEOUT="2")
     ledger, _ = submit(settings, redis_client, "b-killpost", ["a wren on a gate", "a robin on a gate"])
-    wait_for(lambda: sim.ledger(detail=False)["stalled_creates"] >= 1, 20, "a POST held by the gateway", first)
+    wait_until(lambda: sim.ledger(detail=False)["stalled_creates"] >= 1, 20, "a POST held by the gateway",
+               explain=first.logs)
     others = worker_factory(settings, count=1, sim=sim, concurrency=4, FLEET_HTTP_TIMEOUT="2")
-    wait_for(lambda: ledger.item("b-killpost", 1).status == "running", 20, "item 1 waiting for the slot", others)
+    wait_until(lambda: ledger.item("b-killpost", 1).status == "running", 20, "item 1 waiting for the slot",
+               explain=others.logs)
     first.workers[0].kill()
     wait_finished(ledger, "b-killpost", 120, others)
 
@@ -441,7 +443,7 @@ def test_a_worker_killed_inside_its_post_keeps_the_slot_counted_until_the_attemp
     assert sim_ledger["peak_in_flight"] == 1
     record = redis_client.hgetall(Keys(settings.key_prefix).attempt("b-killpost", 0, 1))
     assert record.get("origin") == "adopted", record
-    wait_for(lambda: _slots_in_use(redis_client, settings) == 0, 10, "every slot to come back")
+    wait_until(lambda: _slots_in_use(redis_client, settings) == 0, 10, "every slot to come back")
 
 
 def _slots_in_use(redis_client, settings) -> int:

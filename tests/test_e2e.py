@@ -5,7 +5,6 @@ official replicate client. The stand-in runs fast (latency_scale, image_scale) s
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -13,55 +12,11 @@ from pathlib import Path
 import pytest
 
 from shared.keys import Keys
-from shared.ledger import Ledger
 from shared.limiter import Limiter
-from shared.models import load_registry
-from shared.prompts import parse_prompts
+from tests.support.e2e import MODEL, served_hashes, sha256, submit, wait_finished, wait_manifest
 from workers.dispatch import enqueue_items
 
 pytestmark = pytest.mark.e2e
-
-MODEL = "black-forest-labs/flux-dev"
-
-
-def submit(settings, redis_client, batch_id, prompts, *, model=MODEL, options=None, data=None):
-    requests = parse_prompts(data if data is not None else prompts, batch_id=batch_id,
-                             output_root=Path(settings.output_dir), registry=load_registry(), model=model)
-    ledger = Ledger(redis_client, Keys(settings.key_prefix))
-    assert ledger.create_batch(batch_id, requests, output_root=str(settings.output_dir), options=options or {})
-    enqueue_items(settings, batch_id, requests)
-    return ledger, requests
-
-
-def wait_finished(ledger: Ledger, batch_id: str, timeout: float, fleet=None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        info = ledger.batch(batch_id)
-        if info.finished:
-            return
-        time.sleep(0.2)
-    info = ledger.batch(batch_id)
-    raise AssertionError(f"batch not finished in {timeout}s: {info.counts}" + ("\n" + fleet.logs() if fleet else ""))
-
-
-def wait_manifest(output_dir: str | Path, batch_id: str, timeout: float = 10.0) -> Path:
-    """The batch's manifest, which the worker that finishes the batch writes right after the
-    ledger says it finished (so a moment after wait_finished returns)."""
-    path = Path(output_dir) / batch_id / "manifest.json"
-    deadline = time.monotonic() + timeout
-    while not path.is_file():
-        assert time.monotonic() < deadline, f"no manifest at {path} within {timeout}s"
-        time.sleep(0.05)
-    return path
-
-
-def served_hashes(ledger_json: dict) -> set[str]:
-    files = ledger_json.get("files_served") or {}
-    return set(files.values()) if isinstance(files, dict) else set()
-
-
-def sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def test_twenty_images_through_two_workers(settings, redis_client, sim_factory, worker_factory):

@@ -10,8 +10,8 @@ from PIL import Image
 
 from shared.keys import Keys
 from shared.limiter import Limiter
-from tests.conftest import wait_for
-from tests.test_e2e import served_hashes, sha256, submit, wait_finished, wait_manifest
+from tests.support.e2e import served_hashes, sha256, submit, wait_finished, wait_manifest
+from tests.support.wait import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 
@@ -140,7 +140,7 @@ def test_worker_sigkilled_mid_prediction_loses_nothing_and_pays_once(settings, r
         holders = [h for h in limiter.status().holders if h.pid in pids and h.prediction_id]
         return pids[holders[0].pid] if holders else None
 
-    worker = wait_for(victim, 30, "a worker holding a running prediction", fleet)
+    worker = wait_until(victim, 30, "a worker holding a running prediction", explain=fleet.logs)
     in_flight_at_kill = [h.prediction_id for h in limiter.status().holders
                          if h.pid == worker.pid and h.prediction_id]
     worker.kill()
@@ -157,7 +157,7 @@ def test_worker_sigkilled_mid_prediction_loses_nothing_and_pays_once(settings, r
     assert set(in_flight_at_kill) <= produced
     served = served_hashes(sim_ledger)
     assert all(sha256(item.outputs[0]) in served for item in ledger.items("b-kill"))
-    wait_for(lambda: limiter.status().in_use == 0, 10, "the dead worker's slots to expire")
+    wait_until(lambda: limiter.status().in_use == 0, 10, "the dead worker's slots to expire")
 
 
 @pytest.mark.slow
@@ -171,11 +171,11 @@ def test_a_killed_worker_holding_every_slot_never_lets_the_account_go_over(setti
     ledger, _ = submit(settings, redis_client, "b-orphans", [f"a lantern on a jetty, take {i}" for i in range(10)])
     limiter = limiter_for(redis_client, settings)
     victim = holder.workers[0]
-    wait_for(lambda: sum(1 for h in limiter.status().holders if h.pid == victim.pid and h.prediction_id) == 4,
-             30, "the first worker to hold every slot with a running prediction", holder)
+    wait_until(lambda: sum(1 for h in limiter.status().holders if h.pid == victim.pid and h.prediction_id) == 4,
+               30, "the first worker to hold every slot with a running prediction", explain=holder.logs)
     others = worker_factory(settings, count=2, sim=sim, concurrency=4)  # 8 threads waiting for slots
     victim.kill()
-    wait_for(lambda: any(h.orphaned for h in limiter.status().holders), 10, "the dead worker's slots to orphan")
+    wait_until(lambda: any(h.orphaned for h in limiter.status().holders), 10, "the dead worker's slots to orphan")
     wait_finished(ledger, "b-orphans", 120, others)
 
     assert ledger.batch("b-orphans").counts["succeeded"] == 10
@@ -183,7 +183,7 @@ def test_a_killed_worker_holding_every_slot_never_lets_the_account_go_over(setti
     report("SIGKILL of the worker holding every slot", sim_ledger, minimum=10)
     assert sim_ledger["peak_in_flight"] <= 4, sim_ledger["peak_in_flight"]
     assert sim_ledger["creations"] == 10 and sim_ledger["duplicate_inputs"] == 0
-    wait_for(lambda: limiter.status().in_use == 0, 10, "every slot to come back")
+    wait_until(lambda: limiter.status().in_use == 0, 10, "every slot to come back")
 
 
 def test_disk_error_fails_the_item_without_a_second_creation(settings, redis_client, sim_factory,
@@ -213,8 +213,8 @@ def test_cancel_stops_a_running_batch_and_frees_every_slot(settings, redis_clien
     fleet = worker_factory(settings, count=2, sim=sim, concurrency=8)
     ledger, _ = submit(settings, redis_client, "b-cancel", [f"a quiet harbour, plate {i}" for i in range(12)])
     limiter = limiter_for(redis_client, settings)
-    wait_for(lambda: sum(1 for h in limiter.status().holders if h.prediction_id) == 4, 30,
-             "4 predictions in flight", fleet)
+    wait_until(lambda: sum(1 for h in limiter.status().holders if h.prediction_id) == 4, 30,
+               "4 predictions in flight", explain=fleet.logs)
 
     # Items still queued are canceled by the ledger at once; the tasks waiting for a slot and the
     # 4 predictions in flight (~15 s each) are stopped by their workers within a few seconds.
@@ -224,7 +224,7 @@ def test_cancel_stops_a_running_batch_and_frees_every_slot(settings, redis_clien
     assert time.monotonic() - canceled_at < 10
 
     assert ledger.batch("b-cancel").counts["canceled"] == 12
-    wait_for(lambda: limiter.status().in_use == 0, 5, "every slot released", fleet)
+    wait_until(lambda: limiter.status().in_use == 0, 5, "every slot released", explain=fleet.logs)
     sim_ledger = sim.ledger()
     report("cancel mid-batch", sim_ledger, minimum=0)
     assert sim_ledger["creations"] == 4

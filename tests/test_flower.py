@@ -2,20 +2,15 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
+from bench.processes import free_port
 from producer.flower import check_basic_auth, flower_command
 from shared.errors import ConfigError
 from shared.settings import Settings
-from tests.test_flower_support import (  # noqa: F401  (stub_fleet is a fixture)
-    REDIS_PASSWORD,
-    TOKEN,
-    http_get,
-    stub_fleet,
-    wait_until,
-)
+from tests.support.flower import REDIS_PASSWORD, TOKEN, flower_answers, http_get, stop_process
+from tests.support.wait import wait_until
 
 
 def _settings(**overrides) -> Settings:
@@ -82,7 +77,7 @@ class TestCommand:
 
 
 @pytest.mark.e2e
-def test_flower_with_a_real_worker(stub_fleet):  # noqa: F811 (fixture)
+def test_flower_with_a_real_worker(stub_fleet):
     fleet = stub_fleet
     # Authentication on: pages and API refuse without credentials.
     for path in ("/", "/tasks", "/api/tasks", "/broker"):
@@ -92,14 +87,14 @@ def test_flower_with_a_real_worker(stub_fleet):  # noqa: F811 (fixture)
     tasks = wait_until(
         lambda: (lambda t: t if all(t.get(i, {}).get("state") == "SUCCESS" for i in task_ids) else None)(
             json.loads(http_get(f"{fleet.url}/api/tasks")[1])),
-        30, what="the batch's tasks to succeed in Flower")
+        30, "the batch's tasks to succeed in Flower", interval=0.2)
     for index, task_id in enumerate(task_ids):
         assert tasks[task_id]["name"] == "workers.generate_image"
         assert f"batch=b-flower item={index}" in tasks[task_id]["args"]
 
     # Every page Flower can show for this fleet: no token, no Redis password.
     worker_name = wait_until(lambda: list(json.loads(http_get(f"{fleet.url}/api/workers?refresh=1")[1])), 10,
-                             what="worker list")[0]
+                             "worker list", interval=0.2)[0]
     pages = ["/", "/workers", "/tasks", "/broker", f"/worker/{worker_name}", f"/task/{task_ids[0]}",
              "/api/tasks", "/api/workers?refresh=1", f"/api/task/info/{task_ids[0]}", "/api/queues/length",
              "/metrics"]
@@ -126,25 +121,16 @@ def test_flower_with_a_real_worker(stub_fleet):  # noqa: F811 (fixture)
     assert TOKEN not in fleet.output() and REDIS_PASSWORD not in fleet.output()
 
 
-@pytest.mark.skipif(not (Path(__file__).resolve().parent.parent / "workers" / "__init__.py").exists(),
-                    reason="the workers app has not landed yet")
 def test_flower_loads_the_project_app(tmp_path, settings):
     """`celery -A workers flower` as run_flower starts it: the app module loads and Flower answers."""
     from producer.flower import start_flower
-    from tests.test_flower_support import _stop, free_port
 
     port = free_port()
     process = start_flower(settings, port, "u:p", None, address="127.0.0.1",
                            stdout=(tmp_path / "flower.log").open("w"), stderr=-2)
     try:
-        wait_until(lambda: _answers(port), 30, what="Flower with the workers app")
+        wait_until(lambda: flower_answers(f"http://127.0.0.1:{port}"), 30, "Flower with the workers app",
+                   interval=0.2)
         assert http_get(f"http://127.0.0.1:{port}/api/workers", auth=False)[0] == 401
     finally:
-        _stop(process)
-
-
-def _answers(port: int) -> bool:
-    try:
-        return http_get(f"http://127.0.0.1:{port}/healthcheck", auth=False, timeout=2)[0] == 200
-    except OSError:
-        return False
+        stop_process(process)

@@ -19,15 +19,24 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_flower_support import (  # noqa: F401  (stub_fleet is a fixture)
+from bench.processes import free_port
+from producer.flower import start_flower
+from shared.keys import Keys
+from shared.ledger import Ledger
+from shared.models import load_registry
+from shared.prompts import parse_prompts
+from tests.support.flower import (
     FLOWER_PASSWORD,
     FLOWER_USER,
     REDIS_PASSWORD,
     TOKEN,
+    flower_answers,
     http_get,
-    stub_fleet,
-    wait_until,
+    stop_process,
 )
+from tests.support.wait import wait_until
+from tests.support.workers import compose_worker, forget_queue, pick_image_model
+from workers.dispatch import enqueue_items
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -120,7 +129,7 @@ def check_tasks_page(tmp_path: Path, flower_url: str, batch_id: str, task_ids: l
     page = wait_until(
         lambda: (lambda dom: dom if all(t in dom for t in task_ids) else None)(
             dump_dom(tmp_path, with_credentials(f"{flower_url}/tasks"))),
-        60, interval=1, what="every task of the batch on Flower's tasks page")
+        60, "every task of the batch on Flower's tasks page", interval=1)
     assert "Tasks" in page
     assert f"batch={batch_id}" in page  # the argsrepr column: readable arguments
     assert token not in page and REDIS_PASSWORD not in page
@@ -134,18 +143,13 @@ def check_tasks_page(tmp_path: Path, flower_url: str, batch_id: str, task_ids: l
 
 
 @pytest.mark.e2e
-def test_flower_tasks_page_with_stub_worker(require_chromium, stub_fleet, tmp_path):  # noqa: F811 (fixture)
+def test_flower_tasks_page_with_stub_worker(require_chromium, stub_fleet, tmp_path):
     """Flower's configuration as producer.flower sets it, with a stand-in worker app."""
     task_ids = stub_fleet.send_batch("b-browser", [f"a lighthouse at dusk {i}" for i in range(4)])
     check_tasks_page(tmp_path, stub_fleet.url, "b-browser", task_ids, "flower-stub.png")
 
 
-def _real_pipeline_available() -> bool:
-    from tests.test_compose_shutdown import _available
-
-    return _available()
-
-
+RUN_TOKEN = "r8_" + "Br0wserRun" * 3  # the real batch's token, shaped like a real one
 # Latency of the stand-in for the real-batch test: the picked model takes ~10 s at scale 1, so at
 # scale 2 each prediction runs ~20 s and the screenshot (~10 s after the enqueue) catches the first
 # wave running; the batch is then canceled, so the test does not wait for it (~25 s in all).
@@ -154,23 +158,12 @@ RUNNING_STATES = ("PENDING", "RECEIVED", "STARTED", "RETRY")
 
 
 @pytest.mark.e2e
-@pytest.mark.skipif(not _real_pipeline_available(), reason="workers, ledger, prompts or the stand-in have not landed yet")
 def test_flower_during_a_real_batch(require_chromium, settings, redis_client, sim_factory, tmp_path):
     """The real pipeline: the project's worker (as compose runs it), the stand-in, a small batch;
     Flower (started by producer.flower) opened in Chromium while the batch runs, and the
     screenshot taken while predictions are still in flight."""
     import json
     import signal
-
-    from producer.flower import start_flower
-    from shared.keys import Keys
-    from shared.ledger import Ledger
-    from shared.models import load_registry
-    from shared.prompts import parse_prompts
-    from tests.test_compose_shutdown import TOKEN as RUN_TOKEN
-    from tests.test_compose_shutdown import delete_queue_bindings, pick_image_model, start_worker
-    from tests.test_flower_support import _answers, _stop, free_port
-    from workers.dispatch import enqueue_items
 
     sim = sim_factory(latency_scale=BROWSER_BATCH_LATENCY)
     settings = settings.with_(replicate_base_url=sim.url, replicate_api_token=RUN_TOKEN, global_max_concurrent=3)
@@ -185,9 +178,9 @@ def test_flower_during_a_real_batch(require_chromium, settings, redis_client, si
     flower_url = f"http://127.0.0.1:{port}"
     flower = start_flower(settings, port, f"{FLOWER_USER}:{FLOWER_PASSWORD}", tmp_path / "flower" / "flower.db",
                           address="127.0.0.1", stdout=(tmp_path / "flower.log").open("w"), stderr=subprocess.STDOUT)
-    worker = start_worker(settings, "browser", tmp_path / "worker.log")
+    worker = compose_worker(settings, "browser", tmp_path / "worker.log")
     try:
-        wait_until(lambda: _answers(flower_url), 30, what="Flower to answer")
+        wait_until(lambda: flower_answers(flower_url), 30, "Flower to answer", interval=0.2)
         enqueue_items(settings, batch_id, requests)
 
         def batch_tasks() -> dict[str, dict]:
@@ -199,7 +192,7 @@ def test_flower_during_a_real_batch(require_chromium, settings, redis_client, si
             return list(tasks) if len(tasks) >= len(requests) and any(
                 info.get("state") == "STARTED" for info in tasks.values()) else None
 
-        task_ids = wait_until(started, 60, interval=0.5, what="the batch's tasks in Flower, some started")
+        task_ids = wait_until(started, 60, "the batch's tasks in Flower, some started", interval=0.5)
         check_tasks_page(tmp_path, flower_url, batch_id, task_ids, "flower.png", token=RUN_TOKEN)
         # The screenshot is of a batch in progress: tasks were still running after it was taken.
         states = {info.get("state") for info in batch_tasks().values()}
@@ -213,9 +206,9 @@ def test_flower_during_a_real_batch(require_chromium, settings, redis_client, si
             pass
         if worker.poll() is None:
             worker.send_signal(signal.SIGTERM)
-        _stop(worker)
-        _stop(flower)
-        delete_queue_bindings(redis_client, settings.queue)
+        stop_process(worker)
+        stop_process(flower)
+        forget_queue(redis_client, settings.queue)
     for log in (tmp_path / "flower.log", tmp_path / "worker.log"):
         assert RUN_TOKEN not in log.read_text(errors="replace"), log
     assert RUN_TOKEN not in sim.log(), "the stand-in's log"

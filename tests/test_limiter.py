@@ -17,8 +17,9 @@ import pytest
 from shared.errors import AcquireTimeoutError, LimiterError, RedisUnavailableError
 from shared.keys import Keys
 from shared.limiter import HolderInfo, Limiter, LimiterStatus
-from tests.limiter_helpers.checks import most_in_any_window, tightest_window
-from tests.limiter_helpers.fixtures import make_limiter, redis_now, start_waiter, wait_until  # noqa: F401
+from tests.support.limiter import redis_now, start_waiter
+from tests.support.limiter_checks import most_in_any_window, tightest_window
+from tests.support.wait import wait_until
 
 
 # --- slots --------------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ import pytest
 from shared.errors import AcquireTimeoutError, RedisUnavailableError
 from shared.keys import Keys
 from shared.limiter import HolderInfo, Limiter
-from tests.limiter_helpers.fixtures import make_limiter, start_waiter, wait_until  # noqa: F401
+from tests.support.limiter import start_waiter
+from tests.support.wait import wait_until
 
 ATTEMPT = "b1:0:1"
 

@@ -18,7 +18,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from shared.keys import Keys
 from shared.limiter import Limiter
-from tests.conftest import REDIS_BASE, REDIS_DB, delete_prefix
+from tests.support.redis_db import REDIS_BASE, REDIS_DB, delete_prefix
 
 LEASE_MS = 600_000  # nothing expires during a run: expiry has its own real-time tests
 PROCESS = "model-proc"  # every caller id is "<process>/<n>": the scripts' wake list is per process

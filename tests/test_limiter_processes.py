@@ -17,9 +17,9 @@ import pytest
 from shared.errors import AcquireTimeoutError
 from shared.keys import Keys
 from shared.limiter import HolderInfo, Limiter
-from tests.limiter_helpers import procs
-from tests.limiter_helpers.checks import max_overlap, most_in_any_window, tightest_window
-from tests.limiter_helpers.fixtures import lose_limiter_state
+from tests.support import limiter_procs as procs
+from tests.support.limiter import lose_limiter_state
+from tests.support.limiter_checks import max_overlap, most_in_any_window, tightest_window
 
 SPAWN = multiprocessing.get_context("spawn")
 

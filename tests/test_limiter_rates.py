@@ -13,8 +13,8 @@ import time
 
 from shared.errors import AcquireTimeoutError
 from shared.keys import Keys
-from tests.limiter_helpers.checks import most_in_windows_ending_at
-from tests.limiter_helpers.fixtures import make_limiter, redis_now  # noqa: F401
+from tests.support.limiter import redis_now
+from tests.support.limiter_checks import most_in_windows_ending_at
 
 MARGIN = 0.1
 

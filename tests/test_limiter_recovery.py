@@ -14,7 +14,8 @@ import pytest
 
 from shared.errors import AcquireTimeoutError
 from shared.limiter import HolderInfo
-from tests.limiter_helpers.fixtures import lose_limiter_state, make_limiter, start_waiter, wait_until  # noqa: F401
+from tests.support.limiter import lose_limiter_state, start_waiter
+from tests.support.wait import wait_until
 
 REASON = "limiter state lost; rate log rebuilt"
 

@@ -249,9 +249,10 @@ def test_the_token_never_appears_in_anything_a_run_prints_or_writes(tmp_path, se
     import urllib.request
     from pathlib import Path
 
+    from bench.processes import free_port
     from shared.keys import Keys
     from shared.metrics import read_counters
-    from tests.test_flower_support import free_port, wait_until
+    from tests.support.wait import wait_until
 
     sim = sim_factory(token=TOKEN, latency_scale=0.02)
     run = settings.with_(replicate_api_token=TOKEN, replicate_base_url=sim.url, log_level="DEBUG")
@@ -283,7 +284,7 @@ def test_the_token_never_appears_in_anything_a_run_prints_or_writes(tmp_path, se
     try:
         start("webhooks", [str(bin_dir / "fleet-webhooks"), "--listen", f"127.0.0.1:{hook_port}",
                            "--env-file", "/nonexistent"])
-        wait_until(lambda: answers(f"http://127.0.0.1:{hook_port}/healthz"), 30, what="the webhook receiver")
+        wait_until(lambda: answers(f"http://127.0.0.1:{hook_port}/healthz"), 30, "the webhook receiver", interval=0.2)
         fleet = worker_factory(run, count=1, sim=sim,
                                FLEET_WEBHOOK_URL=f"http://127.0.0.1:{hook_port}/webhooks/replicate")
         prompts = tmp_path / "prompts.json"
@@ -300,7 +301,7 @@ def test_the_token_never_appears_in_anything_a_run_prints_or_writes(tmp_path, se
         start("metrics", [sys.executable, "-m", "producer.cli", "--env-file", "/nonexistent", "metrics",
                           "--port", str(metrics_port), "--addr", "127.0.0.1"])
         metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
-        wait_until(lambda: answers(metrics_url), 30, what="the metrics exporter")
+        wait_until(lambda: answers(metrics_url), 30, "the metrics exporter", interval=0.2)
         with urllib.request.urlopen(metrics_url, timeout=10) as response:
             outputs["GET /metrics"] = response.read().decode()
         assert 'fleet_predictions_total{model="black-forest-labs/flux-dev",outcome="succeeded"} 4.0' \

@@ -1,7 +1,6 @@
 """The Prometheus exporter, scraped over HTTP against the real Redis."""
 from __future__ import annotations
 
-import importlib
 import os
 import threading
 import urllib.request
@@ -25,6 +24,8 @@ from shared.metrics import (
 )
 from shared.metrics.recorder import encode_field
 from shared.metrics.server import start_metrics_server
+from tests.support.e2e import wait_finished
+from tests.support.workers import forget_queue, pick_image_model
 
 
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -41,14 +42,6 @@ def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 def value(samples, name: str, **labels: str) -> float:
     return samples[(name, tuple(sorted(labels.items())))]
-
-
-def _has(module: str, name: str) -> bool:
-    """True once the other helper's module has landed with the class we need."""
-    try:
-        return hasattr(importlib.import_module(module), name)
-    except ImportError:
-        return False
 
 
 @dataclass
@@ -193,7 +186,6 @@ def test_creation_pauses_and_handoff_latency(settings, redis_client):
     assert value(samples, "fleet_limiter_wait_seconds_sum", kind="handoff") == pytest.approx(0.3009)
 
 
-@pytest.mark.skipif(not _has("shared.limiter", "Limiter"), reason="shared.limiter has not landed yet")
 def test_a_real_hand_off_is_recorded_from_the_lease(settings, redis_client):
     """What the pipeline records after an acquire: `lease.handoff_seconds` (None when the slot was
     free) goes to the handoff histogram."""
@@ -206,8 +198,6 @@ def test_a_real_hand_off_is_recorded_from_the_lease(settings, redis_client):
     limiter = Limiter(redis_client, keys=keys, settings=settings.with_(global_max_concurrent=1))
     try:
         first = limiter.acquire(HolderInfo(task_id="first"), timeout=10)
-        if not hasattr(first, "handoff_seconds"):
-            pytest.skip("the limiter does not report hand-offs yet")
         metrics.handoff(first.handoff_seconds)  # free slot: nothing to record
         leases: list = []
         waiting = threading.Thread(target=lambda: leases.append(limiter.acquire(HolderInfo(task_id="next"),
@@ -320,7 +310,6 @@ def test_counters_live_under_the_key_prefix_only(settings, redis_client):
     assert all(k.startswith(settings.key_prefix) for k in redis_client.keys(f"*{settings.key_prefix}*"))
 
 
-@pytest.mark.skipif(not _has("shared.limiter", "Limiter"), reason="shared.limiter has not landed yet")
 def test_real_limiter_status_is_exported(settings, redis_client):
     from shared.limiter import HolderInfo, Limiter
 
@@ -344,7 +333,6 @@ def test_real_limiter_status_is_exported(settings, redis_client):
     assert 0 < value(samples, "fleet_creation_pause_seconds_left") <= 30
 
 
-@pytest.mark.skipif(not _has("shared.ledger", "Ledger"), reason="shared.ledger has not landed yet")
 def test_active_batch_counts_are_exported(settings, redis_client):
     from shared.ledger import Ledger
     from shared.request import ImageRequest
@@ -383,25 +371,14 @@ def test_serve_metrics_blocks_until_stopped(settings, redis_client):
     assert not thread.is_alive()
 
 
-def _pipeline_available() -> bool:
-    from tests.test_compose_shutdown import _available
-
-    return _available() and _has("tests.fixtures.workers", "worker_factory")
-
-
 @pytest.mark.e2e
-@pytest.mark.skipif(not _pipeline_available(), reason="workers, ledger, prompts or the stand-in have not landed yet")
-def test_a_real_batch_shows_up_in_the_metrics(settings, redis_client, sim_factory, request):
+def test_a_real_batch_shows_up_in_the_metrics(settings, redis_client, sim_factory, worker_factory):
     """Workers of the project's app increment the Redis counters; the exporter shows them."""
-    import time
-
     from shared.ledger import Ledger
     from shared.models import load_registry
     from shared.prompts import parse_prompts
-    from tests.test_compose_shutdown import delete_queue_bindings, pick_image_model
     from workers.dispatch import enqueue_items
 
-    worker_factory = request.getfixturevalue("worker_factory")
     sim = sim_factory()
     settings = settings.with_(replicate_base_url=sim.url, global_max_concurrent=3)
     registry = load_registry()
@@ -413,14 +390,11 @@ def test_a_real_batch_shows_up_in_the_metrics(settings, redis_client, sim_factor
     assert ledger.create_batch(batch_id, requests, output_root=str(settings.output_dir), options={})
     worker_factory(settings, count=1, sim=sim, concurrency=4)
     enqueue_items(settings, batch_id, requests)
-    deadline = time.monotonic() + 90
-    while not getattr(ledger.batch(batch_id), "finished", False):
-        assert time.monotonic() < deadline, "batch did not finish"
-        time.sleep(0.2)
+    wait_finished(ledger, batch_id, 90)
 
     with start_metrics_server(settings, port=0, addr="127.0.0.1") as server:
         samples = scrape(server.url)
-    delete_queue_bindings(redis_client, settings.queue)
+    forget_queue(redis_client, settings.queue)
     assert value(samples, "fleet_predictions_total", model=model, outcome="succeeded") == 5
     assert value(samples, "fleet_creations_total", model=model) == 5
     assert value(samples, "fleet_cost_usd_total", model=model) > 0

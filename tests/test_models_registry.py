@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from replicate_sim.catalog import load_catalog
 from shared.errors import ConfigError, InputError, UnknownModelError
 from shared.models import BUILTIN_MODELS_FILE, ModelRegistry, ParamSpec, ValueProblem, load_registry
 
@@ -286,8 +287,7 @@ def test_builtin_file_is_package_data():
 def test_registry_agrees_with_the_stand_in(registry):
     """The stand-in keeps its own copy of Replicate's schemas; every input we would send must be
     one it accepts (same names, enum values, ranges, reference inputs), or the fleet would get 422s."""
-    catalog_module = pytest.importorskip("replicate_sim.catalog")
-    catalog = catalog_module.load_catalog()
+    catalog = load_catalog()
     json_type = {"string": "string", "int": "integer", "float": "number", "bool": "boolean"}
     for spec in registry:
         model = catalog.get(spec.name)

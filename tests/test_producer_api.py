@@ -17,8 +17,6 @@ from shared.errors import InputError, NoWorkerError
 from shared.keys import Keys
 from shared.ledger import Ledger
 
-pytest.importorskip("workers.dispatch")
-
 PROMPTS = ["a red fox in snow", "a lighthouse in a storm", "a tiny robot gardener"]
 
 

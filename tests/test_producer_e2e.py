@@ -119,7 +119,7 @@ def test_cancel_mid_batch_then_retry_including_canceled_finishes_every_item(sett
     every item ends succeeded, on the same worker processes that saw the cancel."""
     import time
 
-    from tests.conftest import wait_for
+    from tests.support.wait import wait_until
 
     settings = settings.with_(global_max_concurrent=3)
     sim = sim_factory(latency_scale=3.0, image_scale=0.01)  # several seconds each: running at cancel
@@ -127,13 +127,15 @@ def test_cancel_mid_batch_then_retry_including_canceled_finishes_every_item(sett
     settings = settings.with_(replicate_base_url=sim.url)
     batch = producer.submit([f"a small boat at dawn, plate {i}" for i in range(16)], settings=settings,
                             model="black-forest-labs/flux-dev")
-    wait_for(lambda: batch.status(with_slots=False).running >= 3, 30, "predictions in flight", fleet)
+    wait_until(lambda: batch.status(with_slots=False).running >= 3, 30, "predictions in flight",
+               explain=fleet.logs)
     outcome = batch.cancel()
     assert outcome.canceled >= 10 and outcome.revoked == outcome.canceled and outcome.revoke_error is None
     snap = batch.wait(timeout=30, poll_interval=0.2)
     assert snap.finished and snap.counts["canceled"] == 16, batch.results()
     # the worker dropped the queued messages it was told about instead of running them
-    wait_for(lambda: "Discarding revoked task" in fleet.logs(), 20, "revoked messages dropped", fleet)
+    wait_until(lambda: "Discarding revoked task" in fleet.logs(), 20, "revoked messages dropped",
+               explain=fleet.logs)
 
     sim.configure(latency_scale=0.01)
     retried = batch.retry(include_canceled=True)

@@ -14,8 +14,8 @@ import producer
 from shared.keys import Keys
 from shared.ledger import Ledger
 from shared.limiter import HolderInfo, Limiter
-from tests.conftest import wait_for
-from tests.test_e2e import submit, wait_finished
+from tests.support.e2e import submit, wait_finished
+from tests.support.wait import wait_until
 from workers.dispatch import enqueue_items, producer_app
 from workers.recovery import Sweeper, quiet_after, task_arguments
 
@@ -110,7 +110,7 @@ def test_a_stale_message_forwards_the_current_attempt_when_it_is_due_not_at_once
     """A redelivered message of attempt 1 arrives while attempt 2 waits out its backoff (sent with
     a 20 s countdown). It re-sends attempt 2 (its follow-up may have been lost) with the time left
     until it is due, not with countdown 0, which would skip the backoff / retry_after."""
-    from tests.pipeline_support import record_batch, worker_context
+    from tests.support.pipeline import record_batch, worker_context
     from workers.pipeline import Job, NextTask, Pipeline
 
     ledger, _ = record_batch(settings, redis_client, "b-stale", ["a tern over the surf", "a second tern"])
@@ -242,7 +242,8 @@ def test_sigterm_hands_back_waiting_tasks_and_pays_once(settings, redis_client, 
         status = limiter.status()
         return status.waiters >= 3 and any(h.prediction_id for h in status.holders)
 
-    wait_for(one_in_flight_three_waiting, 30, "one prediction in flight and three tasks waiting", fleet)
+    wait_until(one_in_flight_three_waiting, 30, "one prediction in flight and three tasks waiting",
+               explain=fleet.logs)
     created_before = sim.ledger()["creations"]
     assert created_before == 1
     worker.kill(signal.SIGTERM)

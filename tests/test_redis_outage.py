@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -17,12 +16,13 @@ import pytest
 import redis
 from kombu.exceptions import OperationalError
 
+from bench.processes import free_port
 from shared.errors import LimiterError, RedisUnavailableError
 from shared.keys import Keys
 from shared.ledger import Ledger
 from shared.limiter import Limiter
-from tests.pipeline_support import MODEL, record_batch, worker_context
-from tests.test_e2e import submit, wait_finished
+from tests.support.e2e import submit, wait_finished
+from tests.support.pipeline import MODEL, record_batch, worker_context
 from workers import tasks
 from workers.outage import OutageWait, is_redis_unavailable, outage_budget
 from workers.pipeline import Job, NextTask
@@ -175,19 +175,13 @@ def test_a_follow_up_the_broker_refused_is_sent_again(settings, redis_client, si
 
 # --- a real worker, a real Redis restart -------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class PrivateRedis:
     """A redis-server of this test's own (append-only, fsync always), stopped and started again
     on the same port with its data."""
 
     def __init__(self, workdir: Path):
         self.workdir = workdir
-        self.port = _free_port()
+        self.port = free_port()
         self.process: subprocess.Popen | None = None
 
     @property

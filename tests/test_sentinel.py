@@ -6,7 +6,6 @@ where redis-server is not installed."""
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -14,33 +13,20 @@ from pathlib import Path
 import pytest
 import redis
 
+from bench.processes import free_port
 from shared.keys import Keys
 from shared.limiter import HolderInfo, Limiter
 from shared.redis_conn import connect, parse_sentinel_url, redact_url
 from shared.settings import Settings
+from tests.support.wait import wait_until
 
 MASTER = "fleetmaster"
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except (redis.RedisError, OSError):
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+# A server or Sentinel that does not answer yet, or answers "not yet": keep waiting.
+NOT_YET = (redis.RedisError, OSError)
 
 
 class SentinelSetup:
@@ -65,9 +51,9 @@ class SentinelSetup:
                         f"sentinel failover-timeout {MASTER} 10000\n")
         self._spawn(["redis-server", str(conf), "--sentinel"])
         wait_until(lambda: self.node(self.replica).info("replication")["master_link_status"] == "up", 15,
-                   "the replica to sync")
+                   "the replica to sync", ignore=NOT_YET)
         wait_until(lambda: self.sentinel_client().sentinel_master(MASTER)["num-slaves"] >= 1, 15,
-                   "Sentinel to see the replica")
+                   "Sentinel to see the replica", ignore=NOT_YET)
         return self
 
     def replicas(self) -> list[dict[str, str]]:
@@ -95,7 +81,7 @@ class SentinelSetup:
     def failover(self, attempts: int = 5, pause: float = 1.0) -> None:
         """SENTINEL FAILOVER, asked again a few times while Sentinel answers NOGOODSLAVE (its view
         of the replica can lag a moment behind what the replica itself reports)."""
-        wait_until(self.promotable_replica, 20, "Sentinel to consider the replica healthy")
+        wait_until(self.promotable_replica, 20, "Sentinel to consider the replica healthy", ignore=NOT_YET)
         for attempt in range(attempts):
             try:
                 self.sentinel_client().execute_command("SENTINEL", "FAILOVER", MASTER)
@@ -104,7 +90,8 @@ class SentinelSetup:
                 if "NOGOODSLAVE" not in str(exc) or attempt == attempts - 1:
                     raise AssertionError(f"SENTINEL FAILOVER refused: {exc}; replicas: {self.replicas()}") from exc
                 time.sleep(pause)
-                wait_until(self.promotable_replica, 20, "Sentinel to consider the replica healthy")
+                wait_until(self.promotable_replica, 20, "Sentinel to consider the replica healthy",
+                           ignore=NOT_YET)
 
     def _spawn(self, argv: list[str]) -> None:
         self.procs.append(subprocess.Popen(argv, cwd=self.workdir, stdout=subprocess.DEVNULL,
@@ -156,13 +143,14 @@ def test_clients_find_the_primary_and_follow_a_failover(sentinel, sentinel_setti
         on_primary = redis.Redis(port=sentinel.primary, password="pw", db=3)  # the URL's database
         assert on_primary.zcard(Keys(key_prefix).limiter_key("holders")) == 1
         client.set(f"{key_prefix}:marker", "1")
-        wait_until(lambda: client.wait(1, 1000) >= 1, 5, "the write to reach the replica")
+        wait_until(lambda: client.wait(1, 1000) >= 1, 5, "the write to reach the replica", ignore=NOT_YET)
 
         sentinel.failover()
         wait_until(lambda: int(sentinel.sentinel_client().sentinel_get_master_addr_by_name(MASTER)[1])
-                   == sentinel.replica, 20, "Sentinel to promote the replica")
+                   == sentinel.replica, 20, "Sentinel to promote the replica", ignore=NOT_YET)
         # The same client object now talks to the new primary: reads and limiter writes work.
-        assert wait_until(lambda: client.get(f"{key_prefix}:marker"), 20, "the client to follow") == "1"
+        assert wait_until(lambda: client.get(f"{key_prefix}:marker"), 20, "the client to follow",
+                          ignore=NOT_YET) == "1"
         second = limiter.acquire(HolderInfo(task_id="after"), timeout=10)
         status = limiter.status()
         assert status.in_use == 2 and {h.task_id for h in status.holders} == {"before", "after"}

@@ -13,7 +13,7 @@ import pytest
 
 from replicate_sim.webhooks import new_secret, sign
 from shared.keys import Keys
-from tests.test_e2e import submit, wait_finished
+from tests.support.e2e import submit, wait_finished
 from workers.completions import CompletionBoard
 from workers.webhook_receiver import PATH, WebhookReceiver, signing_secret
 
@@ -212,7 +212,8 @@ def test_the_receivers_log_never_shows_the_token_or_the_signing_secret(settings,
     import subprocess
     import sys
 
-    from tests.test_flower_support import free_port, wait_until
+    from bench.processes import free_port
+    from tests.support.wait import wait_until
 
     token = "r8_" + "W3bh00kT0k3n" * 3
     secret = new_secret()
@@ -233,7 +234,7 @@ def test_the_receivers_log_never_shows_the_token_or_the_signing_secret(settings,
             except httpx.HTTPError:
                 return False
 
-        wait_until(healthy, 30, what="fleet-webhooks to answer")
+        wait_until(healthy, 30, "fleet-webhooks to answer", interval=0.2)
         rx = type("Receiver", (), {"port": port, "secret": secret})()
         body = json.dumps(prediction("p-log") | {"logs": f"Authorization: Bearer {token}"})
         assert deliver(rx, body).status_code == 200  # fetched secret == the stand-in's: accepted

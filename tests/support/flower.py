@@ -1,4 +1,4 @@
-"""Helpers and fixtures for the Flower tests (no tests here).
+"""Helpers and fixtures for the Flower tests.
 
 `stub_fleet` runs a real Celery worker of a tiny app that behaves like the project's workers from
 Flower's point of view (task name, argsrepr with batch/item/model/prompt, events on, the token in
@@ -9,11 +9,9 @@ tested before, and independently of, the real pipeline.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.error
 import urllib.request
 from base64 import b64encode
@@ -23,8 +21,10 @@ from pathlib import Path
 import pytest
 import redis
 
+from bench.processes import free_port
 from producer.flower import start_flower
 from shared.settings import Settings
+from tests.support.wait import wait_until
 
 TOKEN = "r8_" + "Fl0w3rT0k3n" * 3  # shaped like a real token
 REDIS_PASSWORD = "s3cret-redis-pw"
@@ -63,12 +63,6 @@ def send_batch(batch_id, prompts, model="black-forest-labs/flux-schnell"):
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def redis_url_with_password(redis_url: str) -> str:
     """The test Redis has no requirepass; its `default` user is `nopass`, which accepts any
     password given with the user name (AUTH default <pw>) — so the URL can carry a password that
@@ -87,16 +81,6 @@ def http_get(url: str, *, auth: bool = True, timeout: float = 10) -> tuple[int, 
             return response.status, response.read().decode("utf-8", "replace")
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode("utf-8", "replace")
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.2, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @dataclass
@@ -124,7 +108,7 @@ class StubFleet:
         return "".join(p.read_text(errors="replace") for p in self.logs if p.exists())
 
 
-def _stop(process: subprocess.Popen) -> None:
+def stop_process(process: subprocess.Popen) -> None:
     if process.poll() is None:
         process.terminate()
         try:
@@ -161,20 +145,20 @@ def stub_fleet(tmp_path, redis_url, key_prefix):
     fleet = StubFleet(url=f"http://127.0.0.1:{port}", broker_url=broker_url, queue=queue, app_dir=app_dir,
                       flower=flower, worker=worker, db_path=db_path, logs=[worker_log, flower_log])
     try:
-        wait_until(lambda: _answers(fleet.url), 30, what="Flower to answer")
+        wait_until(lambda: flower_answers(fleet.url), 30, "Flower to answer", interval=0.2)
         # Flower lists the worker once it has seen its heartbeat/events.
         wait_until(lambda: f"stub-{key_prefix}" in http_get(f"{fleet.url}/api/workers?refresh=1")[1], 30,
-                   what="the worker to show in Flower")
+                   "the worker to show in Flower", interval=0.2)
         yield fleet
     finally:
-        _stop(flower)
-        _stop(worker)
+        stop_process(flower)
+        stop_process(worker)
         client = redis.Redis.from_url(redis_url)
         client.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
         client.close()
 
 
-def _answers(url: str) -> bool:
+def flower_answers(url: str) -> bool:
     try:
         return http_get(f"{url}/healthcheck", auth=False, timeout=2)[0] == 200
     except OSError:

@@ -1,12 +1,7 @@
-"""Fixtures and small tools shared by the limiter's in-process test files.
-
-Import the fixture into a test module (`from tests.limiter_helpers.fixtures import make_limiter`).
-"""
+"""The limiter's in-process tests: the `make_limiter` fixture and small tools around a Limiter."""
 from __future__ import annotations
 
 import threading
-import time
-from typing import Any, Callable
 
 import pytest
 import redis
@@ -43,15 +38,6 @@ def make_limiter(redis_client, settings, key_prefix):
         for lease in limiter.held_leases():
             lease.release()
         limiter.close()
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, step: float = 0.01) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(step)
-    return bool(predicate())
 
 
 def start_waiter(limiter: Limiter, name: str, results: list, **kwargs) -> threading.Thread:

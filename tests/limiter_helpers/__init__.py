@@ -1,1 +1,0 @@
-"""Entry points for the limiter tests' child processes (importable under multiprocessing spawn)."""

@@ -23,22 +23,27 @@ def create_raw(sim, prompt: str, model: str = "black-forest-labs/flux-dev") -> h
 
 
 def test_sliding_window_is_exact_not_fixed_buckets(sim_factory):
-    sim = sim_factory(create_limit=3, window=1.5)
+    sim = sim_factory(create_limit=3, window=2.0)
     before_first = time.monotonic()
     assert create_raw(sim, "a0").status_code == 201
     after_first = time.monotonic()  # the sim admitted the first call between these two instants
     assert [create_raw(sim, f"a{i}").status_code for i in (1, 2)] == [201, 201]
-    refused = create_raw(sim, "a3")
-    assert refused.status_code == 429 and refused.json()["retry_after"] in (1, 2)
-    # Still inside 1.5 s of the first three: refused, however the clock's seconds tick over.
-    while time.monotonic() - before_first < 1.0:
+    first_refusal = create_raw(sim, "a3")
+    assert first_refusal.status_code == 429 and first_refusal.json()["retry_after"] in (1, 2)
+    # Still inside 2 s of the first three: refused, however the clock's seconds tick over. Each
+    # try starts within 1.2 s of the first creation, so it is answered well inside the window
+    # even on a loaded machine; how many tries fit depends on the machine, so they are counted.
+    refused = 1
+    while time.monotonic() - before_first < 1.2:
         assert create_raw(sim, "wait").status_code == 429
+        refused += 1
         time.sleep(0.2)
-    time.sleep(max(0.0, after_first + 1.55 - time.monotonic()))
+    assert refused >= 2, "no try inside the window: the first creations took over 1.2 s"
+    time.sleep(max(0.0, after_first + 2.05 - time.monotonic()))
     assert create_raw(sim, "after").status_code == 201
     ledger = sim.ledger()
     assert ledger["max_creations_in_window"] == 3 and ledger["max_create_calls_in_window"] == 3
-    assert ledger["creations"] == 4 and ledger["rejected_429"]["create"] >= 5
+    assert ledger["creations"] == 4 and ledger["rejected_429"]["create"] == refused  # every refusal counted
 
 
 def test_reads_have_their_own_budget_and_the_client_retries_gets(sim_factory):

@@ -79,10 +79,14 @@ class AcquireTimeoutError(LimiterError):
 class ReplicateCallError(FleetError):
     """Something went wrong talking to Replicate or with the prediction itself."""
 
-    def __init__(self, message: str, *, status: int | None = None, prediction_id: str | None = None):
+    def __init__(self, message: str, *, status: int | None = None, prediction_id: str | None = None,
+                 ambiguous: bool = False):
         super().__init__(message)
         self.status = status
         self.prediction_id = prediction_id
+        # A create that failed this way may have created the prediction anyway (5xx, a read
+        # timeout, a dropped connection): it is reconciled before any new creation.
+        self.ambiguous = ambiguous
 
 
 class TransientError(ReplicateCallError):
@@ -105,3 +109,24 @@ class LocalError(FleetError):
 
 class CanceledError(FleetError):
     """The batch or item was canceled."""
+
+
+# --- control flow of an attempt (workers) --------------------------------------------------------
+# Not failures: raised inside an attempt's run to unwind it to the place that decides what happens
+# next (workers.runner). They never reach a caller outside the workers.
+class RequeueError(FleetError):
+    """Control flow, not a failure: run this same attempt again later (it then resumes its
+    prediction or reconciles its unresolved create). `counted` re-runs are bounded by
+    max_transient_retries; uncounted ones (no slot, no token in time, a shutdown, a create still
+    settling) cost nothing and are bounded by their own waits."""
+
+    def __init__(self, reason: str, *, countdown: float = 0.0, counted: bool = True):
+        super().__init__(reason)
+        self.reason = reason
+        self.countdown = countdown
+        self.counted = counted
+
+
+class SupersededError(FleetError):
+    """Control flow, not a failure: another run owns this attempt now (its claim was taken, or a
+    prediction was recorded meanwhile); this run stops without a trace."""

@@ -21,11 +21,12 @@ from shared.routing import build_input
 from tests.support.e2e import submit, wait_finished
 from tests.support.pipeline import record_batch, worker_context
 from tests.support.wait import wait_until
-from workers.attempts import AttemptStore
+from workers.attempts import AttemptRef, CreationRecords
 from workers.claims import Claim, ClaimKeeper
 from workers.outage import is_redis_unavailable
-from workers.pipeline import Job, NextTask, Pipeline
+from workers.reconcile import Reconciler
 from workers.replicate_calls import ReplicateCalls, is_ambiguous, post_in_flight_limit
+from workers.runner import AttemptRunner, Job, NextTask
 
 MODEL = "black-forest-labs/flux-dev"
 
@@ -41,10 +42,10 @@ def test_a_post_still_in_flight_is_waited_out_and_adopted_not_paid_twice(setting
     # The dead worker's last steps: intent, its claim, the last check before the POST (which
     # stamps posting_at); its claim then expires with it.
     keys = Keys(settings.key_prefix)
-    store = AttemptStore(redis_client, keys)
-    store.write_intent("b-inflight", 0, 1, MODEL)
+    store = CreationRecords(redis_client, keys)
+    store.write_intent(AttemptRef("b-inflight", 0, 1), MODEL)
     redis_client.set(keys.claim("b-inflight", 0, 1), "dead-worker", px=1000)
-    assert store.begin_post("b-inflight", 0, 1, keys.claim("b-inflight", 0, 1), "dead-worker")[0] == "go"
+    assert store.begin_post(AttemptRef("b-inflight", 0, 1), "dead-worker")[0] == "go"
     sent_input, _ = build_input(request, MODEL, load_registry())
 
     def the_late_post() -> None:
@@ -247,23 +248,23 @@ def test_when_an_unresolved_create_may_be_concluded_to_have_made_nothing(setting
     window = post_in_flight_limit(quick)
     assert window == 8.0
     keys = Keys(settings.key_prefix)
-    store = AttemptStore(redis_client, keys)
+    store = CreationRecords(redis_client, keys)
     record_batch(settings, redis_client, "b-settle", ["a plover"])
     with worker_context(quick) as ctx:
-        pipeline = Pipeline(ctx)
-        intent = store.write_intent("b-settle", 0, 1, MODEL)
-        assert pipeline._settles_at(store.get("b-settle", 0, 1))[0] == intent  # no POST was sent
+        reconciler, ref = Reconciler(ctx), AttemptRef("b-settle", 0, 1)
+        intent = store.write_intent(ref, MODEL)
+        assert reconciler.settling_ends_at(store.get(ref))[0] == intent  # no POST was sent
         redis_client.set(keys.claim("b-settle", 0, 1), "t")
-        _, posting = store.begin_post("b-settle", 0, 1, keys.claim("b-settle", 0, 1), "t")
-        assert pipeline._settles_at(store.get("b-settle", 0, 1))[0] == pytest.approx(posting + 2 * window)
-        returned = store.mark_post_returned("b-settle", 0, 1)
+        _, posting = store.begin_post(ref, "t")
+        assert reconciler.settling_ends_at(store.get(ref))[0] == pytest.approx(posting + 2 * window)
+        returned = store.mark_post_returned(ref)
         assert returned >= posting
-        assert pipeline._settles_at(store.get("b-settle", 0, 1))[0] == pytest.approx(returned + window)
+        assert reconciler.settling_ends_at(store.get(ref))[0] == pytest.approx(returned + window)
         legacy = keys.attempt("b-settle", 0, 2)  # written by an older worker: no mark, "1" flag
         redis_client.hset(legacy, mapping={"model": MODEL, "intent_at": f"{intent:.6f}", "post_returned_at": "1"})
-        old = store.get("b-settle", 0, 2)
+        old = store.get(AttemptRef("b-settle", 0, 2))
         assert old.post_returned and old.post_returned_at is None and not old.posting_marked
-        assert pipeline._settles_at(old)[0] == pytest.approx(intent + window)
+        assert reconciler.settling_ends_at(old)[0] == pytest.approx(intent + window)
 
 
 # --- between the creation token and the POST ---------------------------------------------------------
@@ -298,7 +299,7 @@ def test_one_redis_round_trip_between_the_creation_token_and_the_post(settings, 
         ctx.redis.execute_command = execute
         ctx.limiter.take_create_token = token
         ctx.calls.create = create
-        assert Pipeline(ctx).run(Job("b-onetrip", 0, 1, MODEL)) is None
+        assert AttemptRunner(ctx).run(Job("b-onetrip", 0, 1, MODEL)) is None
 
     assert seen["commands"] == ["EVALSHA"], seen["commands"]
     at_post = seen["record"]
@@ -312,24 +313,24 @@ def test_one_redis_round_trip_between_the_creation_token_and_the_post(settings, 
 def test_the_last_check_before_a_post_stamps_only_when_the_attempt_is_ours_to_create(settings, redis_client):
     keys = Keys(settings.key_prefix)
     ledger, _ = record_batch(settings, redis_client, "b-check", ["a swift over a roof"])
-    store = AttemptStore(redis_client, keys)
+    store = CreationRecords(redis_client, keys)
     claim_key = keys.claim("b-check", 0, 1)
     attempt_key = keys.attempt("b-check", 0, 1)
-    store.write_intent("b-check", 0, 1, MODEL)
+    store.write_intent(AttemptRef("b-check", 0, 1), MODEL)
 
     redis_client.set(claim_key, "someone else")
-    assert store.begin_post("b-check", 0, 1, claim_key, "mine") == ("lost", None)
+    assert store.begin_post(AttemptRef("b-check", 0, 1), "mine") == ("lost", None)
     redis_client.set(claim_key, "mine")
-    verdict, posting_at = store.begin_post("b-check", 0, 1, claim_key, "mine")
+    verdict, posting_at = store.begin_post(AttemptRef("b-check", 0, 1), "mine")
     assert verdict == "go" and abs(posting_at - store.redis_now()) < 2
     assert float(redis_client.hget(attempt_key, "posting_at")) == pytest.approx(posting_at)
 
-    store.write_intent("b-check", 0, 1, MODEL)  # a new try (after a 429) starts without posting_at
+    store.write_intent(AttemptRef("b-check", 0, 1), MODEL)  # a new try (after a 429) starts without posting_at
     assert not redis_client.hexists(attempt_key, "posting_at")
     ledger.cancel_batch("b-check")
-    assert store.begin_post("b-check", 0, 1, claim_key, "mine") == ("canceled", None)
+    assert store.begin_post(AttemptRef("b-check", 0, 1), "mine") == ("canceled", None)
     redis_client.hset(attempt_key, "prediction_id", "p-other")
-    assert store.begin_post("b-check", 0, 1, claim_key, "mine") == ("recorded", None)
+    assert store.begin_post(AttemptRef("b-check", 0, 1), "mine") == ("recorded", None)
     assert not redis_client.hexists(attempt_key, "posting_at")
 
 
@@ -368,10 +369,10 @@ def test_a_creator_whose_prediction_was_adopted_first_reconciles_instead_of_goin
             return view
 
         ctx.calls.create = create_then_lose_it
-        pipeline = Pipeline(ctx)
-        follow_up = pipeline.run(Job("b-twins", 0, 1, MODEL))
+        runner = AttemptRunner(ctx)
+        follow_up = runner.run(Job("b-twins", 0, 1, MODEL))
         assert isinstance(follow_up, NextTask) and follow_up.attempt == 1 and follow_up.countdown > 0
-        record = ctx.attempts.get("b-twins", 0, 1)
+        record = ctx.creations.get(AttemptRef("b-twins", 0, 1))
         assert record.prediction_id is None and record.intent_at is not None
         assert record.post_returned_at is not None  # the POST is over: reconcile from its end
         [attempt] = ctx.ledger.item("b-twins", 0).attempts
@@ -379,9 +380,9 @@ def test_a_creator_whose_prediction_was_adopted_first_reconciles_instead_of_goin
 
         # The re-run lists: the only matching prediction is item 1's, so it waits out the
         # settling window (not counted as a try) instead of adopting it or creating again.
-        again = Pipeline(ctx).run(Job("b-twins", 0, 1, MODEL))
+        again = AttemptRunner(ctx).run(Job("b-twins", 0, 1, MODEL))
         assert isinstance(again, NextTask) and again.attempt == 1 and 0 < again.countdown <= 9.5
-        assert ctx.attempts.get("b-twins", 0, 1).prediction_id is None
+        assert ctx.creations.get(AttemptRef("b-twins", 0, 1)).prediction_id is None
     assert sim.ledger(detail=False)["creations"] == 1
 
 

@@ -139,7 +139,7 @@ def test_outcomes_count_each_attempt_once_and_the_rest_apart(settings, redis_cli
     metrics = MetricsRecorder(redis_client, keys)
     model = "black-forest-labs/flux-dev"
     # item 0: created, worker killed, resumed by another worker, succeeded (one end)
-    metrics.prediction(model, "resumed")  # the call workers/pipeline.py makes today
+    metrics.prediction(model, "resumed")  # the call workers/runner.py makes today
     metrics.prediction(model, "succeeded", 0.025)
     # item 1: a 5xx, then success on the same model (two ends)
     metrics.prediction(model, "transient_error")
@@ -187,7 +187,7 @@ def test_creation_pauses_and_handoff_latency(settings, redis_client):
 
 
 def test_a_real_hand_off_is_recorded_from_the_lease(settings, redis_client):
-    """What the pipeline records after an acquire: `lease.handoff_seconds` (None when the slot was
+    """What a run records after an acquire: `lease.handoff_seconds` (None when the slot was
     free) goes to the handoff histogram."""
     import time
 
@@ -220,14 +220,15 @@ def test_a_real_hand_off_is_recorded_from_the_lease(settings, redis_client):
     assert 0 <= value(samples, "fleet_limiter_wait_seconds_sum", kind="handoff") < 1
 
 
-def test_every_metric_call_of_the_pipeline_exists_on_the_recorder():
-    """workers/pipeline.py calls `self._metric("<method>", ...)`, which swallows errors: a typo
-    there would silently record nothing."""
+def test_every_metric_call_of_the_workers_exists_on_the_recorder():
+    """The stages of an attempt (workers/*.py) call `self._metric("<method>", ...)`, which swallows
+    errors: a typo there would silently record nothing."""
     import inspect
     import re
     from pathlib import Path
 
-    source = (Path(__file__).resolve().parent.parent / "workers" / "pipeline.py").read_text()
+    workers = Path(__file__).resolve().parent.parent / "workers"
+    source = "\n".join(path.read_text() for path in sorted(workers.glob("*.py")))
     calls = re.findall(r"_metric\(\s*\"(\w+)\"((?:[^()]|\([^()]*\))*)\)", source)
     assert calls, "no metric calls found: the test would be vacuous"
     for name, args in calls:

@@ -111,7 +111,7 @@ def test_a_stale_message_forwards_the_current_attempt_when_it_is_due_not_at_once
     a 20 s countdown). It re-sends attempt 2 (its follow-up may have been lost) with the time left
     until it is due, not with countdown 0, which would skip the backoff / retry_after."""
     from tests.support.pipeline import record_batch, worker_context
-    from workers.pipeline import Job, NextTask, Pipeline
+    from workers.runner import AttemptRunner, Job, NextTask
 
     ledger, _ = record_batch(settings, redis_client, "b-stale", ["a tern over the surf", "a second tern"])
     for index in (0, 1):
@@ -120,10 +120,10 @@ def test_a_stale_message_forwards_the_current_attempt_when_it_is_due_not_at_once
                                  attempt_update={"model": MODEL, "status": "retry", "final": True}).changed
     ledger.mark_enqueued("b-stale", [0], countdown=20.0)  # item 1: the follow-up was never sent
     with worker_context(settings) as ctx:
-        forwarded = Pipeline(ctx).run(Job("b-stale", 0, 1, MODEL))
+        forwarded = AttemptRunner(ctx).run(Job("b-stale", 0, 1, MODEL))
         assert isinstance(forwarded, NextTask) and forwarded.attempt == 2 and forwarded.model == MODEL
         assert 18.0 < forwarded.countdown <= 20.0, forwarded
-        lost = Pipeline(ctx).run(Job("b-stale", 1, 1, MODEL))
+        lost = AttemptRunner(ctx).run(Job("b-stale", 1, 1, MODEL))
         assert isinstance(lost, NextTask) and lost.attempt == 2 and lost.countdown == 0.0
 
 
@@ -290,21 +290,21 @@ def test_the_orphan_check_frees_a_dead_creators_slot_only_when_no_creation_can_f
     no prediction id): freed when the attempt never sent its POST and nobody holds its claim;
     judged by the prediction when the attempt recorded one since; kept while a POST may have been
     sent (the attempt's reconciliation decides) or a live execution holds the claim."""
-    from workers.attempts import AttemptStore
+    from workers.attempts import AttemptRef, CreationRecords
     from workers.replicate_calls import PredictionView
 
     s = settings.with_(global_max_concurrent=5, lease_seconds=0.6)
     keys = Keys(s.key_prefix)
-    attempts = AttemptStore(redis_client, keys)
+    attempts = CreationRecords(redis_client, keys)
     # b:0 died waiting for its token; b:1 died inside its POST; b:2 recorded its (ended) prediction
     # before its holder expired; b:3 never POSTed but a live execution holds its claim.
     for index in range(4):
-        attempts.write_intent("b", index, 1, "m")
-    assert attempts.begin_post("b", 1, 1, keys.claim("b", 1, 1), "t1")[0] == "lost"  # no claim: no stamp
+        attempts.write_intent(AttemptRef("b", index, 1), "m")
+    assert attempts.begin_post(AttemptRef("b", 1, 1), "t1")[0] == "lost"  # no claim: no stamp
     redis_client.set(keys.claim("b", 1, 1), "t1")
-    assert attempts.begin_post("b", 1, 1, keys.claim("b", 1, 1), "t1")[0] == "go"
+    assert attempts.begin_post(AttemptRef("b", 1, 1), "t1")[0] == "go"
     redis_client.delete(keys.claim("b", 1, 1))  # its claim expired with its process
-    attempts.record_prediction("b", 2, 1, "p-ended")
+    attempts.record_prediction(AttemptRef("b", 2, 1), "p-ended")
     redis_client.set(keys.claim("b", 3, 1), "alive", px=60_000)
     dead = Limiter(redis_client, keys, s)
     for index in range(4):

@@ -25,7 +25,8 @@ from tests.support.e2e import submit, wait_finished
 from tests.support.pipeline import MODEL, record_batch, worker_context
 from workers import tasks
 from workers.outage import OutageWait, is_redis_unavailable, outage_budget
-from workers.pipeline import Job, NextTask
+from workers.attempts import AttemptRef
+from workers.runner import Job, NextTask
 
 
 def test_what_counts_as_redis_unavailable(settings):
@@ -92,13 +93,13 @@ def test_an_outage_right_after_the_creation_is_ridden_out_and_the_prediction_res
         monkeypatch.setattr(tasks, "get_context", lambda _settings: ctx)
         claim_key = keys.claim("b-blip", 0, 1)
         tokens = []
-        real_record = ctx.attempts.record_prediction
+        real_record = ctx.creations.record_prediction
 
         def record(*args, **kwargs):
             tokens.append(redis_client.get(claim_key))
             return real_record(*args, **kwargs)
 
-        ctx.attempts.record_prediction = record
+        ctx.creations.record_prediction = record
         ctx.ledger.update_attempt = _FailOnce(
             ctx.ledger.update_attempt, redis.ConnectionError("Error 111 connecting. Connection refused."),
             armed=lambda: bool(tokens))
@@ -110,7 +111,7 @@ def test_an_outage_right_after_the_creation_is_ridden_out_and_the_prediction_res
         item = ledger.item("b-blip", 0)
         assert item.status == "succeeded", item
         [attempt] = item.attempts
-        record_now = ctx.attempts.get("b-blip", 0, 1)
+        record_now = ctx.creations.get(AttemptRef("b-blip", 0, 1))
         assert attempt.prediction_id == record_now.prediction_id and record_now.created_here
         assert record_now.tries == 0  # an outage is not a try of the attempt
         assert redis_client.get(claim_key) is None  # released at the end, not left to expire
@@ -128,13 +129,13 @@ def test_the_claim_of_an_interrupted_run_is_taken_back_not_lost(settings, redis_
         monkeypatch.setattr(tasks, "get_context", lambda _settings: ctx)
         claim_key = keys.claim("b-check-outage", 0, 1)
         seen_tokens = []
-        real_begin = ctx.attempts.begin_post
+        real_begin = ctx.creations.begin_post
 
         def begin_post(*args, **kwargs):
             seen_tokens.append(redis_client.get(claim_key))
             return real_begin(*args, **kwargs)
 
-        ctx.attempts.begin_post = _FailOnce(begin_post, redis.TimeoutError("Timeout reading from socket"))
+        ctx.creations.begin_post = _FailOnce(begin_post, redis.TimeoutError("Timeout reading from socket"))
         outage = OutageWait(settings, probe=lambda: True)
         assert tasks.run_attempt(settings, Job("b-check-outage", 0, 1, MODEL), outage=outage) is None
         assert outage.reruns == 1
@@ -153,11 +154,11 @@ def test_a_follow_up_the_broker_refused_is_sent_again(settings, redis_client, si
     sim.configure(abort_next=1)
     sends = []
 
-    def send_attempt(app, settings_, batch_id, index, attempt, model, **kwargs):
+    def send_attempt(app, settings_, ref, model, **kwargs):
         if not sends:
             sends.append("refused")
             raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
-        sends.append((batch_id, index, attempt, model, kwargs["countdown"]))
+        sends.append((ref.batch_id, ref.index, ref.attempt, model, kwargs["countdown"]))
         return "task-id-1"
 
     with worker_context(settings, sim) as ctx:

@@ -125,7 +125,7 @@ def test_downloads_over_http_without_credentials(file_server, tmp_path, monkeypa
 
         with pytest.raises(TransientError) as gone:
             downloader.save(f"{base}/expired.png", tmp_path / "b.png")
-        assert gone.value.status == 404  # the pipeline then asks for a new prediction
+        assert gone.value.status == 404  # the attempt then asks for a new prediction
         with pytest.raises(LocalError, match="cap"):
             downloader.save(f"{base}/huge.png", tmp_path / "c.png")
         with pytest.raises(LocalError, match="scheme"):

@@ -1,6 +1,12 @@
-"""The cost-safety record of one attempt: never create two predictions for one (item, attempt).
+"""An attempt, and the creation record that keeps it from being paid twice.
 
-Per (batch, item, attempt), a Redis hash (every time from Redis's clock):
+An attempt is one try of one item on one model, numbered per item from 1 (a retry or a fallback
+is the next number). `AttemptRef(batch_id, index, attempt)` names it and builds its keys: the
+claim (one live run at a time, workers.claims), the creation record below, and its marker
+`"batch:index:attempt"` (its name on the slot that creates for it, and as a prediction's owner).
+
+The creation record of an attempt (a Redis hash, every time from Redis's clock) makes sure no
+attempt ever creates two predictions:
 - `intent_at`: written before the creation token is taken: a POST may follow;
 - `posting_at`: stamped by the last check right before the POST (attempt_post.lua, the same
   script that checks the claim and the batch's cancel flag): a POST may be in flight from then.
@@ -11,17 +17,19 @@ Per (batch, item, attempt), a Redis hash (every time from Redis's clock):
   concluded a settling window after this time; without it, the POST may still be in flight (its
   sender died or was cut off) until `posting_at` + the in-flight limit, and settles after that;
 - `prediction_id`: written the moment the POST answers, before any waiting;
-- `tries`: how many executions of this attempt ended in "run it again" (bounded).
-A redelivered or re-run attempt that finds a `prediction_id` resumes it; one that finds an intent
-without an id (killed between POST and record, or an ambiguous 5xx/timeout on the POST) lists
-recent predictions and adopts the one with the same model and input before creating anew.
-`prediction:<id>` names the attempt that owns a prediction, so two items with identical inputs can
-never adopt the same prediction.
+- `tries`: how many runs of this attempt ended in "run it again" (bounded).
+A run that finds a `prediction_id` resumes it; one that finds an intent without an id (killed
+between POST and record, or an ambiguous 5xx/timeout on the POST) reconciles: it lists recent
+predictions and adopts the one with the same model and input before creating anew.
+`prediction:<id>` holds the marker of the attempt that owns a prediction, so two items with
+identical inputs can never adopt the same prediction.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
+from typing import NamedTuple
 
 import redis
 
@@ -29,12 +37,59 @@ from shared.keys import Keys
 
 RECORD_TTL = 14 * 24 * 3600  # long after Replicate itself forgets the prediction
 _LUA = Path(__file__).with_name("lua")
-_POST_VERDICTS = {1: "go", 0: "lost", 2: "recorded", 3: "canceled"}
 _OLDEST_REAL_TIME = 1e9  # an older record wrote post_returned_at = "1" (no time)
 
 
+class AttemptRef(NamedTuple):
+    """One attempt: item `index` of batch `batch_id`, try number `attempt` (from 1)."""
+
+    batch_id: str
+    index: int  # type: ignore[assignment]  # the item's index; shadows tuple.index(), unused here
+    attempt: int
+
+    @property
+    def marker(self) -> str:
+        """"batch:index:attempt": the attempt's name on the slot that creates for it (the
+        limiter's `attempt=`) and as a prediction's owner. Batch ids hold no ':'."""
+        return f"{self.batch_id}:{self.index}:{self.attempt}"
+
+    @classmethod
+    def from_marker(cls, marker: str) -> "AttemptRef":
+        """The attempt a marker names; ValueError if it names none."""
+        batch_id, index, attempt = marker.rsplit(":", 2)
+        return cls(batch_id, int(index), int(attempt))
+
+    def claim_key(self, keys: Keys) -> str:
+        return keys.claim(self.batch_id, self.index, self.attempt)
+
+    def record_key(self, keys: Keys) -> str:
+        """The creation record's key (`attempt:<b>:<i>:<n>`)."""
+        return keys.attempt(self.batch_id, self.index, self.attempt)
+
+    def log_fields(self) -> dict[str, str | int]:
+        """The fields every log line of a run carries (shared.logging_setup.log_context)."""
+        return {"batch": self.batch_id, "item": self.index, "attempt": self.attempt}
+
+
+class PostVerdict(str, Enum):
+    """What the last check before the POST found (attempt_post.lua's reply code)."""
+
+    GO = "go"  # claim still this run's, nothing recorded, batch not canceled: `posting_at` stamped
+    LOST = "lost"  # the claim is not this run's any more
+    RECORDED = "recorded"  # a prediction is already recorded for the attempt
+    CANCELED = "canceled"  # the batch is canceled
+
+
+_POST_CODES = {1: PostVerdict.GO, 0: PostVerdict.LOST, 2: PostVerdict.RECORDED, 3: PostVerdict.CANCELED}
+
+
+class PostCheck(NamedTuple):
+    verdict: PostVerdict
+    posting_at: float | None  # Unix seconds, Redis clock; set only with GO
+
+
 @dataclass(frozen=True)
-class AttemptState:
+class CreationRecord:
     model: str | None
     intent_at: float | None  # Unix time, Redis clock
     post_returned: bool  # the POST after the intent came back (ambiguously): nothing is in flight
@@ -46,7 +101,9 @@ class AttemptState:
     posting_marked: bool = False  # its writer stamps posting_at before any POST (older ones did not)
 
 
-class AttemptStore:
+class CreationRecords:
+    """Reads and writes the creation records of attempts (one Redis hash each)."""
+
     def __init__(self, redis_client: redis.Redis, keys: Keys):
         self.redis = redis_client
         self.keys = keys
@@ -61,10 +118,10 @@ class AttemptStore:
         for script in (self._intent, self._post, self._stamp):
             self.redis.script_load(script.script)
 
-    def get(self, batch_id: str, index: int, attempt: int) -> AttemptState:
-        raw = self.redis.hgetall(self.keys.attempt(batch_id, index, attempt))
+    def get(self, ref: AttemptRef) -> CreationRecord:
+        raw = self.redis.hgetall(ref.record_key(self.keys))
         returned = _time(raw.get("post_returned_at"))
-        return AttemptState(
+        return CreationRecord(
             model=raw.get("model"),
             intent_at=_time(raw.get("intent_at")),
             post_returned=bool(raw.get("post_returned_at")),
@@ -76,46 +133,42 @@ class AttemptStore:
             posting_marked=raw.get("posting_marked") == "1",
         )
 
-    def write_intent(self, batch_id: str, index: int, attempt: int, model: str) -> float:
+    def write_intent(self, ref: AttemptRef, model: str) -> float:
         """Before the creation token; returns the intent time (Unix seconds, Redis clock)."""
-        return float(self._intent(keys=[self.keys.attempt(batch_id, index, attempt)], args=[model, RECORD_TTL]))
+        return float(self._intent(keys=[ref.record_key(self.keys)], args=[model, RECORD_TTL]))
 
-    def begin_post(self, batch_id: str, index: int, attempt: int, claim_key: str, token: str) -> tuple[str, float | None]:
-        """The one round trip between the creation token and the POST: ("go", posting_at) if the
-        claim (`claim_key` holding `token`) is still ours, no prediction is recorded for the
-        attempt and the batch is not canceled, with `posting_at` stamped; else ("lost" |
-        "recorded" | "canceled", None) and nothing written. Redis errors propagate: "cannot
-        tell" is not "lost"."""
-        code, stamped = self._post(keys=[claim_key, self.keys.batch(batch_id),
-                                         self.keys.attempt(batch_id, index, attempt)],
-                                   args=[token, RECORD_TTL])
-        verdict = _POST_VERDICTS[int(code)]
-        return verdict, (float(stamped) if verdict == "go" else None)
+    def begin_post(self, ref: AttemptRef, claim_token: str) -> PostCheck:
+        """The one round trip between the creation token and the POST: GO with `posting_at`
+        stamped if the attempt's claim still holds `claim_token`, no prediction is recorded for
+        the attempt and the batch is not canceled; else LOST, RECORDED or CANCELED, and nothing
+        written. Redis errors propagate: "cannot tell" is not "lost"."""
+        code, stamped = self._post(keys=[ref.claim_key(self.keys), self.keys.batch(ref.batch_id),
+                                         ref.record_key(self.keys)],
+                                   args=[claim_token, RECORD_TTL])
+        verdict = _POST_CODES[int(code)]
+        return PostCheck(verdict, float(stamped) if verdict is PostVerdict.GO else None)
 
-    def mark_post_returned(self, batch_id: str, index: int, attempt: int) -> float:
+    def mark_post_returned(self, ref: AttemptRef) -> float:
         """The POST answered, but not with a prediction we could record (5xx, timeout): it is
-        over, whatever it did; the intent stays for the reconciliation, which settles a window
-        after this time (returned: Unix seconds, Redis clock)."""
-        return float(self._stamp(keys=[self.keys.attempt(batch_id, index, attempt)],
-                                 args=["post_returned_at", RECORD_TTL]))
+        over, whatever it did; the intent stays for the reconciliation, whose settling window
+        counts from this time (returned: Unix seconds, Redis clock)."""
+        return float(self._stamp(keys=[ref.record_key(self.keys)], args=["post_returned_at", RECORD_TTL]))
 
     def redis_now(self) -> float:
         sec, usec = self.redis.time()
         return sec + usec / 1e6
 
-    def clear_intent(self, batch_id: str, index: int, attempt: int) -> None:
+    def clear_intent(self, ref: AttemptRef) -> None:
         """Nothing was created (429, 4xx, a reconciliation that found nothing)."""
-        self.redis.hdel(self.keys.attempt(batch_id, index, attempt), "intent_at", "posting_at", "post_returned_at")
+        self.redis.hdel(ref.record_key(self.keys), "intent_at", "posting_at", "post_returned_at")
 
-    def record_prediction(self, batch_id: str, index: int, attempt: int, prediction_id: str, *,
-                          origin: str = "created") -> bool:
+    def record_prediction(self, ref: AttemptRef, prediction_id: str, *, origin: str = "created") -> bool:
         """Bind the prediction to this attempt. False if another attempt owns it already."""
-        owner = f"{batch_id}:{index}:{attempt}"
         owner_key = self.keys.prediction_owner(prediction_id)
-        if not self.redis.set(owner_key, owner, nx=True, ex=RECORD_TTL):
-            if self.redis.get(owner_key) != owner:
+        if not self.redis.set(owner_key, ref.marker, nx=True, ex=RECORD_TTL):
+            if self.redis.get(owner_key) != ref.marker:
                 return False
-        key = self.keys.attempt(batch_id, index, attempt)
+        key = ref.record_key(self.keys)
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(key, mapping={"prediction_id": prediction_id, "origin": origin})
         pipe.hdel(key, "intent_at", "posting_at", "post_returned_at")
@@ -123,12 +176,12 @@ class AttemptStore:
         pipe.execute()
         return True
 
-    def owned_by_other(self, prediction_id: str, batch_id: str, index: int, attempt: int) -> bool:
+    def owned_by_other(self, prediction_id: str, ref: AttemptRef) -> bool:
         owner = self.redis.get(self.keys.prediction_owner(prediction_id))
-        return owner is not None and owner != f"{batch_id}:{index}:{attempt}"
+        return owner is not None and owner != ref.marker
 
-    def bump_tries(self, batch_id: str, index: int, attempt: int) -> int:
-        key = self.keys.attempt(batch_id, index, attempt)
+    def bump_tries(self, ref: AttemptRef) -> int:
+        key = ref.record_key(self.keys)
         pipe = self.redis.pipeline(transaction=True)
         pipe.hincrby(key, "tries", 1)
         pipe.expire(key, RECORD_TTL)

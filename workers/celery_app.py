@@ -2,7 +2,7 @@
 
 Choices (see the design notes in workers/README.md):
 - acks_late + reject_on_worker_lost: a worker killed mid-task leaves its message to be redelivered;
-  tasks are idempotent per (batch, item, attempt) thanks to the claim and the attempt record.
+  tasks are idempotent per (batch, item, attempt) thanks to the claim and the creation record.
 - prefetch multiplier 1: a process reserves at most `concurrency` messages, so the broker's
   visibility timeout (which counts from delivery) is not eaten by messages waiting in a buffer.
 - threads pool: a task spends its life waiting on HTTP and on the limiter; threads let one process

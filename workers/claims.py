@@ -1,13 +1,13 @@
-"""Claims: at most one live execution of a (batch, item, attempt) at a time.
+"""Claims: at most one live run of an attempt at a time.
 
-A claim is `SET key token NX PX ttl`, renewed by one keeper thread per process while the task
-runs. A second execution (a message redelivered by the broker's visibility timeout while the
-first still runs) sees the claim held and backs off; a dead holder's claim expires after `ttl`.
-A renewal that finds the key gone (Redis lost it in a restart from an older append-only file, or
-a failover) takes it back at once, before a second execution could. Right before a creation the
-owner checks in Redis that the claim is still its own (workers/lua/attempt_post.lua, together
-with the rest of the last check). The claim is a guard, not the only one: the attempt record
-(workers.attempts) still prevents a second creation.
+A claim is `SET key token NX PX ttl` (the key from AttemptRef.claim_key), renewed by one keeper
+thread per process while the run lasts. A second run (a message redelivered by the broker's
+visibility timeout while the first still runs) sees the claim held and backs off; a dead holder's
+claim expires after `ttl`. A renewal that finds the key gone (Redis lost it in a restart from an
+older append-only file, or a failover) takes it back at once, before a second run could. Right
+before a creation the owner checks in Redis that the claim is still its own
+(workers/lua/attempt_post.lua, together with the rest of the last check). The claim is a guard,
+not the only one: the creation record (workers.attempts) still prevents a second creation.
 
 When Redis cannot be reached the answer is "cannot tell", never "lost": `still_ours` and
 `reassert` raise, and the task runs the attempt again once Redis answers (workers.tasks), taking
@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from enum import IntEnum
 from pathlib import Path
 
 import redis
@@ -27,6 +28,14 @@ from shared.wakeup import run_forever, text
 
 log = logging.getLogger(__name__)
 _LUA = Path(__file__).with_name("lua")
+
+
+class Renewal(IntEnum):
+    """claim_renew.lua's reply."""
+
+    LOST = 0  # another run holds the claim now
+    RENEWED = 1
+    REASSERTED = 2  # the key was gone (Redis lost it): set again for its live owner
 
 
 class Claim:
@@ -42,7 +51,7 @@ class Claim:
     def still_ours(self) -> bool:
         """Ask Redis (one GET). False if the claim expired and someone else may run the attempt.
         Raises RedisUnavailableError when Redis cannot be asked: "cannot tell" is not "lost" (a
-        lost claim stops the execution for good; an outage means: wait, then run it again)."""
+        lost claim stops the run for good; an outage means: wait, then run it again)."""
         if self.lost:
             return False
         try:
@@ -50,12 +59,6 @@ class Claim:
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise RedisUnavailableError(f"cannot tell whether claim {self.key} is still ours: {exc}") from exc
         return text(value) == self.token if value is not None else False
-
-    def __enter__(self) -> "Claim":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
 
 
 class ClaimKeeper:
@@ -82,12 +85,12 @@ class ClaimKeeper:
         return claim
 
     def reassert(self, claim: Claim) -> Claim | None:
-        """Take a claim of this process back after a Redis outage interrupted its execution: the
-        same claim if Redis still holds its token or lost the key (re-set at once), None if
-        another execution holds it now. Redis errors propagate."""
-        renewed = int(self._renew_script(keys=[claim.key], args=[claim.token, self.ttl_ms]))
+        """Take a claim of this process back after a Redis outage interrupted its run: the same
+        claim if Redis still holds its token or lost the key (re-set at once), None if another
+        run holds it now. Redis errors propagate."""
+        renewal = Renewal(int(self._renew_script(keys=[claim.key], args=[claim.token, self.ttl_ms])))
         with self._lock:
-            if renewed == 0:
+            if renewal is Renewal.LOST:
                 self._held.pop(claim.token, None)
                 claim.lost = True
                 return None
@@ -95,9 +98,6 @@ class ClaimKeeper:
             self._held[claim.token] = claim
             self._ensure_thread()
         return claim
-
-    def holder(self, key: str) -> str | None:
-        return self.redis.get(key)
 
     def _release(self, claim: Claim) -> None:
         with self._lock:
@@ -130,11 +130,13 @@ class ClaimKeeper:
             except redis.RedisError as exc:
                 log.warning("claim renewal failed for %d claim(s): %s", len(held), exc)
                 continue
-            for claim, renewed in zip(held, results):
-                if isinstance(renewed, Exception):
-                    log.warning("claim renewal failed for %s: %s", claim.key, renewed)
-                elif int(renewed) == 2:
+            for claim, reply in zip(held, results):
+                if isinstance(reply, Exception):
+                    log.warning("claim renewal failed for %s: %s", claim.key, reply)
+                    continue
+                renewal = Renewal(int(reply))
+                if renewal is Renewal.REASSERTED:
                     log.warning("claim %s was gone from Redis (restart or failover); re-asserted", claim.key)
-                elif not int(renewed) and not claim.lost:
+                elif renewal is Renewal.LOST and not claim.lost:
                     claim.lost = True
-                    log.warning("claim %s lost: another execution holds the attempt now", claim.key)
+                    log.warning("claim %s lost: another run holds the attempt now", claim.key)

@@ -16,9 +16,12 @@ import redis
 
 from shared.keys import Keys
 from shared.ledger import Ledger
+from shared.limiter import Limiter
+from shared.metrics.recorder import MetricsRecorder
+from shared.models import ModelRegistry, load_registry
 from shared.redis_conn import connect
 from shared.settings import Settings
-from workers.attempts import AttemptStore
+from workers.attempts import CreationRecords
 from workers.claims import ClaimKeeper
 from workers.completions import CompletionBoard
 from workers.download import Downloader
@@ -33,13 +36,13 @@ class WorkerContext:
     redis: redis.Redis
     keys: Keys
     ledger: Ledger
-    limiter: object  # shared.limiter.Limiter
+    limiter: Limiter
     claims: ClaimKeeper
-    attempts: AttemptStore
+    creations: CreationRecords
     calls: ReplicateCalls
     downloader: Downloader
-    registry: object  # shared.models.ModelRegistry
-    metrics: object | None
+    registry: ModelRegistry
+    metrics: MetricsRecorder
     completions: CompletionBoard | None  # set when webhooks are configured (FLEET_WEBHOOK_URL)
     cancel_watch: "CancelWatch" = field(init=False)
     pid: int = field(default_factory=os.getpid)
@@ -49,19 +52,10 @@ class WorkerContext:
 
     @classmethod
     def build(cls, settings: Settings) -> "WorkerContext":
-        from shared.limiter import Limiter
-        from shared.models import load_registry
-
         client = connect(settings, max_connections=512, ride_out_restarts=True)
         keys = Keys(settings.key_prefix)
-        try:
-            from shared.metrics.recorder import MetricsRecorder
-
-            metrics = MetricsRecorder(client, keys)
-        except ImportError:  # pragma: no cover - metrics are optional
-            metrics = None
-        attempts = AttemptStore(client, keys)
-        attempts.preload()
+        creations = CreationRecords(client, keys)
+        creations.preload()
         return cls(
             settings=settings,
             redis=client,
@@ -69,18 +63,18 @@ class WorkerContext:
             ledger=Ledger(client, keys),
             limiter=Limiter(client, keys=keys, settings=settings),
             claims=ClaimKeeper(client, ttl=claim_ttl(settings)),
-            attempts=attempts,
+            creations=creations,
             calls=ReplicateCalls(settings),
             downloader=Downloader(max_bytes=settings.max_download_bytes),
             registry=load_registry(extra=settings.models_file),
-            metrics=metrics,
+            metrics=MetricsRecorder(client, keys),
             completions=CompletionBoard(client, keys, watch_ttl=settings.prediction_timeout + 600)
             if settings.webhook_url else None,
         )
 
     def close(self) -> None:
-        for closer in (getattr(self.limiter, "close", None), self.calls.close, self.downloader.close,
-                       getattr(self.completions, "close", None)):
+        for closer in (self.limiter.close, self.calls.close, self.downloader.close,
+                       self.completions.close if self.completions is not None else None):
             try:
                 if closer:
                     closer()
@@ -89,7 +83,7 @@ class WorkerContext:
 
 
 def claim_ttl(settings: Settings) -> float:
-    """A dead execution's claim must expire well before anyone gives up on the item; the lease
+    """A dead run's claim must expire well before anyone gives up on the item; the lease
     length is the natural unit (a dead holder loses its slot after the same time)."""
     return max(3.0, float(settings.lease_seconds))
 

@@ -1,9 +1,9 @@
 """Sending attempt tasks, and asking which workers consume the queue.
 
 Producers build their own small Celery app from the Settings they were given (no global config),
-so `enqueue_items(settings, ...)` works from any process. A task carries only
-(batch id, item index, attempt number, model); the request itself stays in the ledger, and the
-token never travels. `argsrepr` makes each task readable in Flower:
+so `enqueue_items(settings, ...)` works from any process. A task carries only the attempt
+(batch id, item index, attempt number) and the model; the request itself stays in the ledger, and
+the token never travels. `argsrepr` makes each task readable in Flower:
 `batch=b-20261122-ab12cd item=3 attempt=2 model=google/nano-banana prompt='a red fox ...'`.
 """
 from __future__ import annotations
@@ -12,12 +12,14 @@ import threading
 from typing import Iterable
 
 from celery import Celery
+from kombu import Producer
 
 from shared.keys import Keys
 from shared.ledger import TERMINAL, Ledger
 from shared.redis_conn import connect
 from shared.request import ImageRequest
 from shared.settings import Settings
+from workers.attempts import AttemptRef
 from workers.celery_app import TASK_NAME, celery_config
 
 _apps: dict[tuple, Celery] = {}
@@ -36,31 +38,31 @@ def producer_app(settings: Settings) -> Celery:
         return app
 
 
-def describe(batch_id: str, index: int, attempt: int, model: str, prompt: str) -> str:
+def describe(ref: AttemptRef, model: str, prompt: str) -> str:
     short = prompt if len(prompt) <= 40 else prompt[:40] + "..."
-    return f"batch={batch_id} item={index} attempt={attempt} model={model} prompt={short!r}"
+    return f"batch={ref.batch_id} item={ref.index} attempt={ref.attempt} model={model} prompt={short!r}"
 
 
-def send_attempt(app: Celery, settings: Settings, batch_id: str, index: int, attempt: int, model: str, *,
-                 prompt: str = "", countdown: float = 0.0, recheck: int = 0, producer=None,
+def send_attempt(app: Celery, settings: Settings, ref: AttemptRef, model: str, *, prompt: str = "",
+                 countdown: float = 0.0, recheck: int = 0, producer: Producer | None = None,
                  ledger: Ledger | None = None) -> str:
-    """Enqueue one attempt; returns the task id. With `ledger`, the send is recorded on the item
-    (after the send: a crash in between only means the item may be sent again, which is harmless,
-    never that it looks enqueued without a message)."""
+    """Enqueue one run of the attempt `ref` on `model`; returns the task id. With `ledger`, the
+    send is recorded on the item (after the send: a crash in between only means the item may be
+    sent again, which is harmless, never that it looks enqueued without a message)."""
     kwargs = {"recheck": recheck} if recheck else {}
     result = app.send_task(
         TASK_NAME,
-        args=(batch_id, index, attempt, model),
+        args=(ref.batch_id, ref.index, ref.attempt, model),
         kwargs=kwargs,
         queue=settings.queue,
         countdown=countdown if countdown > 0 else None,
-        argsrepr=describe(batch_id, index, attempt, model, prompt),
+        argsrepr=describe(ref, model, prompt),
         kwargsrepr=repr(kwargs),
         producer=producer,
         ignore_result=True,
     )
     if ledger is not None:
-        ledger.mark_enqueued(batch_id, [index], countdown=countdown, task_ids=[result.id])
+        ledger.mark_enqueued(ref.batch_id, [ref.index], countdown=countdown, task_ids=[result.id])
     return result.id
 
 
@@ -84,7 +86,7 @@ def enqueue_items(settings: Settings, batch_id: str, requests: Iterable[ImageReq
                 if state is None or state[0] in TERMINAL:
                     continue
                 _status, attempt, model = state
-                task_ids.append(send_attempt(app, settings, batch_id, request.index, attempt,
+                task_ids.append(send_attempt(app, settings, AttemptRef(batch_id, request.index, attempt),
                                              model or request.model, prompt=request.prompt, producer=producer))
                 sent.append(request.index)
                 if len(sent) >= 500:  # recorded as we go: a crash loses at most this many records

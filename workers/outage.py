@@ -2,15 +2,15 @@
 
 Every worker command already retries through a short restart (FLEET_REDIS_RIDE_OUT, 20 s). An
 outage longer than that makes a command fail in the middle of an attempt: the ledger, the claim,
-the attempt record, the limiter or the broker (sending the follow-up). Such an exception used to
+the creation record, the limiter or the broker (sending the follow-up). Such an exception used to
 escape the task, which acks it (task_acks_on_failure_or_timeout), and only the recovery sweep
 brought the item back, about `quiet_after` + a sweep interval later (~95 s with the defaults).
 
 Now the task (workers.tasks) catches it, waits for Redis with backoff, bounded by
 `outage_budget(settings)` (at most 60 s, and a fifth of the broker's visibility timeout), and
 runs the attempt again from the top. That is safe because an attempt is idempotent from the top:
-the claim keeps one execution at a time (the interrupted one's claim is taken back), and the
-attempt record makes the re-run resume the recorded prediction or reconcile an unresolved
+the claim keeps one run at a time (the interrupted one's claim is taken back), and the
+creation record makes the re-run resume the recorded prediction or reconcile an unresolved
 create, never create a second one. If Redis stays away longer, the exception escapes as before
 and the sweep remains the backstop.
 """
@@ -32,7 +32,7 @@ log = logging.getLogger("workers.outage")
 
 MAX_BUDGET_SECONDS = 60.0
 MIN_BUDGET_SECONDS = 5.0
-MAX_RERUNS = 8  # outages ridden out by one task execution (Redis flapping): then the sweep's turn
+MAX_RERUNS = 8  # outages ridden out by one task delivery (Redis flapping): then the sweep's turn
 FIRST_PROBE_DELAY = 0.25
 MAX_PROBE_DELAY = 4.0
 
@@ -82,7 +82,7 @@ def redis_answers(settings: Settings) -> bool:
 
 
 class OutageWait:
-    """The waits of one task execution: `wait(exc)` blocks until Redis answers (True: run again)
+    """The waits of one task delivery: `wait(exc)` blocks until Redis answers (True: run again)
     or the budget runs out (False: give up, let the exception escape)."""
 
     def __init__(self, settings: Settings, *, budget: float | None = None, max_reruns: int = MAX_RERUNS,

@@ -7,10 +7,10 @@ batch and enqueueing it. The item then stays `pending` (or `running` with a dead
 
 So one worker at a time (a Redis lock, taken at most once per interval fleet-wide) looks at the
 unfinished batches' items that show no sign of life for `quiet_after(settings)` seconds: no
-state change, no message sent or due, no live claim (a running or slot-waiting execution holds
-one, renewed by its process), no message for that attempt waiting in the queue. Each such item
-is sent again with its current attempt and model through the normal send path. A duplicate is
-harmless: the claim lets one execution run the attempt at a time, and the attempt record makes a
+state change, no message sent or due, no live claim (a running or slot-waiting run holds one,
+renewed by its process), no message for that attempt waiting in the queue. Each such item is
+sent again with its current attempt and model through the normal send path. A duplicate is
+harmless: the claim lets one run at a time own the attempt, and the creation record makes a
 second run resume (or reconcile) the recorded prediction instead of creating another.
 
 The same sweep writes the manifests of finished batches whose last worker died before writing
@@ -32,14 +32,20 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import redis
+from celery import Celery
 
 from shared.keys import Keys
 from shared.ledger import TERMINAL, Ledger
+from shared.limiter import Limiter
 from shared.settings import Settings
-from workers.attempts import AttemptStore
+from workers.attempts import AttemptRef, CreationRecords
+from workers.replicate_calls import ReplicateCalls
+
+if TYPE_CHECKING:  # pragma: no cover
+    from workers.context import WorkerContext
 
 log = logging.getLogger("workers.recovery")
 
@@ -51,7 +57,7 @@ PRIORITY_SEPARATOR = "\x06\x16"  # kombu's Redis transport: queue name + sep + p
 
 def quiet_after(settings: Settings) -> float:
     """How long an item may show no sign of life before it is sent again: two lease lengths
-    (a dead execution's claim and slot have surely expired by then), 60 s with the defaults."""
+    (a dead run's claim and slot have surely expired by then), 60 s with the defaults."""
     return max(2.0 * float(settings.lease_seconds), MIN_QUIET_SECONDS)
 
 
@@ -70,22 +76,22 @@ class SweepReport:
     batches: int = 0  # unfinished batches looked at
     quiet: int = 0  # items without a sign of life in the ledger
     alive: int = 0  # of those, found claimed or queued
-    resent: list[tuple[str, int, int]] = field(default_factory=list)  # (batch, index, attempt)
+    resent: list[AttemptRef] = field(default_factory=list)
     pruned: list[str] = field(default_factory=list)  # finished batches past FLEET_BATCH_RETENTION_DAYS
     manifests: list[str] = field(default_factory=list)  # finished batches whose manifest it wrote
 
 
 class Sweeper:
-    """`limiter` and `calls` (a Limiter and a ReplicateCalls) let the sweep also free the slots
-    that dead workers left counted for predictions that have ended since (see settle_orphans)."""
+    """`limiter` and `calls` let the sweep also free the slots that dead workers left counted
+    for predictions that have ended since (see settle_orphans)."""
 
-    def __init__(self, settings: Settings, redis_client: redis.Redis, app: Any, *,
-                 quiet: float | None = None, limiter: Any = None, calls: Any = None):
+    def __init__(self, settings: Settings, redis_client: redis.Redis, app: Celery, *,
+                 quiet: float | None = None, limiter: Limiter | None = None, calls: ReplicateCalls | None = None):
         self.settings = settings
         self.redis = redis_client
         self.keys = Keys(settings.key_prefix)
         self.ledger = Ledger(redis_client, self.keys)
-        self.attempts = AttemptStore(redis_client, self.keys)
+        self.creations = CreationRecords(redis_client, self.keys)
         self.app = app
         self.limiter = limiter
         self.calls = calls
@@ -122,7 +128,7 @@ class Sweeper:
             self._write_manifest(batch_id)
             report.manifests.append(batch_id)
         cutoff = now - self.quiet
-        suspects: list[tuple[str, int, int, str]] = []
+        suspects: list[tuple[AttemptRef, str]] = []  # (attempt, model)
         for batch_id in unfinished:
             report.batches += 1
             indexes = self.ledger.quiet_items(batch_id, cutoff, limit=CANDIDATES_PER_BATCH)
@@ -132,37 +138,36 @@ class Sweeper:
             states = self.ledger.item_states(batch_id, indexes)
             done = [i for i in indexes if i not in states or states[i][0] in TERMINAL]
             self.ledger.forget_live(batch_id, done)  # cannot happen through the scripts; self-heal
-            open_ = [(i, states[i][1], states[i][2]) for i in indexes if i in states and states[i][0] not in TERMINAL]
+            open_ = [(AttemptRef(batch_id, i, states[i][1]), states[i][2])
+                     for i in indexes if i in states and states[i][0] not in TERMINAL]
             pipe = self.redis.pipeline(transaction=False)
-            for index, attempt, _model in open_:
-                pipe.exists(self.keys.claim(batch_id, index, attempt))
+            for ref, _model in open_:
+                pipe.exists(ref.claim_key(self.keys))
             claimed = [bool(n) for n in pipe.execute()] if open_ else []
-            alive = [index for (index, _, _), held in zip(open_, claimed) if held]
+            alive = [ref.index for (ref, _), held in zip(open_, claimed) if held]
             self.ledger.touch(batch_id, alive, now)
             report.alive += len(alive)
-            suspects += [(batch_id, index, attempt, model)
-                         for (index, attempt, model), held in zip(open_, claimed) if not held]
+            suspects += [suspect for suspect, held in zip(open_, claimed) if not held]
         if not suspects:
             return report
         queued = self._queued_attempts()
         from workers.dispatch import send_attempt
 
-        for batch_id, index, attempt, model in suspects:
-            if (batch_id, index, attempt) in queued:
-                self.ledger.touch(batch_id, [index], now)
+        for ref, model in suspects:
+            if ref in queued:
+                self.ledger.touch(ref.batch_id, [ref.index], now)
                 report.alive += 1
                 continue
             log.warning("item %s of batch %s (attempt %s, %s) showed no sign of life for %.0f s; "
-                        "sending it again", index, batch_id, attempt, model, self.quiet)
-            send_attempt(self.app, self.settings, batch_id, index, attempt, model,
-                         prompt=self._prompt(batch_id, index), ledger=self.ledger)
-            report.resent.append((batch_id, index, attempt))
+                        "sending it again", ref.index, ref.batch_id, ref.attempt, model, self.quiet)
+            send_attempt(self.app, self.settings, ref, model, prompt=self._prompt(ref), ledger=self.ledger)
+            report.resent.append(ref)
         return report
 
-    def _queued_attempts(self) -> set[tuple[str, int, int]]:
-        """(batch, index, attempt) of every message waiting in this fleet's queue (read in chunks,
-        only when there are suspects)."""
-        found: set[tuple[str, int, int]] = set()
+    def _queued_attempts(self) -> set[AttemptRef]:
+        """The attempt of every message waiting in this fleet's queue (read in chunks, only when
+        there are suspects)."""
+        found: set[AttemptRef] = set()
         names = [self.settings.queue] + [f"{self.settings.queue}{PRIORITY_SEPARATOR}{p}" for p in range(1, 10)]
         for name in names:
             start = 0
@@ -181,15 +186,15 @@ class Sweeper:
 
     def settle_orphans(self) -> list[str]:
         """A worker that died while its predictions ran leaves their slots counted (they still
-        run at Replicate). The attempts are sent again and their new executions adopt the slots;
-        but when every thread of the fleet is busy waiting for a slot, nobody would run them. So
-        the sweep looks at each orphaned prediction (one read each) and frees the slots of those
+        run at Replicate). The attempts are sent again and their new runs adopt the slots; but
+        when every thread of the fleet is busy waiting for a slot, nobody would run them. So the
+        sweep looks at each orphaned prediction (one read each) and frees the slots of those
         that have ended.
 
         A slot orphaned by a creator that died before recording its prediction id (marked with its
-        attempt by the creation token) is judged by the attempt's record: the prediction it has
-        recorded since, like any other; or, when no POST was sent (no `posting_at`) and no live
-        execution holds the attempt's claim, nothing can be created any more for it (a POST needs
+        attempt by the creation token) is judged by the attempt's creation record: the prediction
+        it has recorded since, like any other; or, when no POST was sent (no `posting_at`) and no
+        live run holds the attempt's claim, nothing can be created any more for it (a POST needs
         that claim, checked atomically with the `posting_at` stamp), so the slot is freed now.
         A POST that may have been sent is left to the attempt's own reconciliation, which adopts
         or frees the slot. Returns what was freed (prediction ids and attempt markers)."""
@@ -200,8 +205,8 @@ class Sweeper:
             if not holder.orphaned:
                 continue
             prediction_id = holder.prediction_id
-            if not prediction_id and holder.attempt:
-                prediction_id, nothing_sent = self._attempt_state(holder.attempt)
+            if not prediction_id and holder.attempt:  # the attempt's marker, set by its creation token
+                prediction_id, nothing_sent = self._creation_state(holder.attempt)
                 if not prediction_id:
                     if nothing_sent and self.limiter.settle(attempt=holder.attempt, orphaned_only=True):
                         log.warning("freed the slot a dead worker left for attempt %s (no creation was sent)",
@@ -221,14 +226,13 @@ class Sweeper:
                 settled.append(prediction_id)
         return settled
 
-    def _attempt_state(self, marker: str) -> tuple[str | None, bool]:
-        """For an attempt marker "batch:index:attempt": (the prediction it recorded, whether no
-        creation was sent and none can be any more: no `posting_at`, no live claim)."""
+    def _creation_state(self, marker: str) -> tuple[str | None, bool]:
+        """For the attempt an orphaned slot's marker names: (the prediction it recorded, whether
+        no creation was sent and none can be any more: no `posting_at`, no live claim)."""
         try:
-            batch_id, index, attempt = marker.rsplit(":", 2)
-            b, i, n = batch_id, int(index), int(attempt)
-            record = self.attempts.get(b, i, n)
-            claimed = self.redis.exists(self.keys.claim(b, i, n))
+            ref = AttemptRef.from_marker(marker)
+            record = self.creations.get(ref)
+            claimed = self.redis.exists(ref.claim_key(self.keys))
         except (ValueError, redis.RedisError) as exc:
             log.info("orphaned slot of attempt %s not checked: %s", marker, exc)
             return None, False
@@ -244,22 +248,22 @@ class Sweeper:
         except OSError as exc:
             log.error("manifest of batch %s cannot be written: %s", batch_id, exc)
 
-    def _prompt(self, batch_id: str, index: int) -> str:
+    def _prompt(self, ref: AttemptRef) -> str:
         try:
-            return self.ledger.request(batch_id, index).prompt
+            return self.ledger.request(ref.batch_id, ref.index).prompt
         except (KeyError, redis.RedisError):
             return ""
 
 
-def task_arguments(raw: str | bytes) -> tuple[str, int, int] | None:
-    """(batch, index, attempt) of one kombu message of our task, None for anything else."""
+def task_arguments(raw: str | bytes) -> AttemptRef | None:
+    """The attempt one kombu message of our task runs, None for anything else."""
     try:
         message = json.loads(raw)
         body = message["body"]
         if message.get("properties", {}).get("body_encoding") == "base64":
             body = base64.b64decode(body)
         args = json.loads(body)[0]
-        return str(args[0]), int(args[1]), int(args[2])
+        return AttemptRef(str(args[0]), int(args[1]), int(args[2]))
     except (ValueError, KeyError, IndexError, TypeError):
         return None
 
@@ -300,7 +304,7 @@ _thread: SweeperThread | None = None
 _thread_lock = threading.Lock()
 
 
-def start_sweeper(ctx: Any, app: Any) -> SweeperThread:
+def start_sweeper(ctx: WorkerContext, app: Celery) -> SweeperThread:
     """Start this process's sweeper thread (once), with the process's WorkerContext."""
     global _thread
     with _thread_lock:

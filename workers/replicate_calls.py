@@ -1,8 +1,8 @@
 """Talking to Replicate through the official client, with errors turned into the fleet's taxonomy.
 
 One `ReplicateCalls` per process (the client pools connections and is used from many threads).
-Rate tokens are NOT taken here: the pipeline takes a creation token right before `create` and a
-read token before every other call, so all hosts share one budget.
+Rate tokens are NOT taken here: a run takes a creation token right before `create`
+(workers.creator) and a read token before every other call, so all hosts share one budget.
 
 Why some calls go around the client's models:
 - replicate 1.0.7's pydantic Prediction rejects the `aborted` status; `get` turns that validation
@@ -33,6 +33,7 @@ from typing import Any, Callable
 import httpx
 import replicate
 from replicate.exceptions import ReplicateError
+from replicate.prediction import Prediction
 
 from shared.errors import LocalError, PermanentModelError, ReplicateCallError, TransientError
 from shared.models.openapi import ModelSchema, SchemaError
@@ -88,7 +89,7 @@ class PredictionView:
                    version=data.get("version"), deployment=data.get("deployment"))
 
     @classmethod
-    def from_client(cls, prediction: Any) -> "PredictionView":
+    def from_client(cls, prediction: Prediction) -> "PredictionView":
         return cls(id=prediction.id, status=prediction.status, model=getattr(prediction, "model", None),
                    input=getattr(prediction, "input", None), output=prediction.output,
                    error=_error_text(prediction.error), created_at=getattr(prediction, "created_at", None),
@@ -136,9 +137,8 @@ class ReplicateCalls:
                 prediction = self.client.models.predictions.create(model=ref.model, input=input, **extra)
         except (_V1ValidationError, _V2ValidationError) as exc:
             # The POST went through and the prediction may well exist: reconcile, never create again.
-            err = TransientError(f"create answered an unreadable prediction (bad status: {_invalid_status(exc)})")
-            err.ambiguous = True  # type: ignore[attr-defined]
-            raise err from None
+            raise TransientError(f"create answered an unreadable prediction (bad status: {_invalid_status(exc)})",
+                                 ambiguous=True) from None
         except Exception as exc:  # noqa: BLE001 - classified below
             raise classify(exc, during="create") from None
         return PredictionView.from_client(prediction)
@@ -275,42 +275,32 @@ def post_in_flight_limit(settings: Settings) -> float:
 
 def classify(exc: BaseException, *, during: str) -> ReplicateCallError | LocalError:
     """Map a client exception to TransientError / PermanentModelError / LocalError. The message
-    never includes request headers (the token). `.ambiguous` on the result says whether a POST
+    never includes request headers (the token). `is_ambiguous(result)` says whether a POST
     may have created the prediction anyway (5xx, read timeouts, a dropped connection)."""
     if isinstance(exc, ReplicateError):
         status = exc.status or 0
         detail = (exc.detail or exc.title or "").strip().replace("\n", " ")[:300]
         text = f"HTTP {status} on {during}" + (f": {detail}" if detail else "")
         if status == 429:
-            err: Any = TransientError(text, status=429, retry_after=retry_after_of(detail))
-            err.ambiguous = False
-            return err
+            return TransientError(text, status=429, retry_after=retry_after_of(detail))
         if status >= 500 or status in (408, 409):
-            err = TransientError(text, status=status)
-            err.ambiguous = during == "create"
-            return err
+            return TransientError(text, status=status, ambiguous=during == "create")
         if status in (401, 403):
             return LocalError(f"Replicate refused the API token ({text}); check REPLICATE_API_TOKEN")
-        err = PermanentModelError(text, status=status)  # 400, 404 (model), 422 (input rejected)
-        err.ambiguous = False
-        return err
+        return PermanentModelError(text, status=status)  # 400, 404 (model), 422 (input rejected)
     if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)):
-        err = TransientError(f"cannot reach Replicate on {during}: {type(exc).__name__}")
-        err.ambiguous = False  # nothing was sent
-        return err
+        # nothing was sent
+        return TransientError(f"cannot reach Replicate on {during}: {type(exc).__name__}")
     if isinstance(exc, (httpx.TimeoutException, httpx.TransportError)):
-        err = TransientError(f"{type(exc).__name__} on {during}")
-        err.ambiguous = during == "create"
-        return err
+        return TransientError(f"{type(exc).__name__} on {during}", ambiguous=during == "create")
     if isinstance(exc, (TransientError, PermanentModelError, LocalError)):
-        return exc  # type: ignore[return-value]
-    err = TransientError(f"unexpected {type(exc).__name__} on {during}: {str(exc)[:200]}")
-    err.ambiguous = during == "create"
-    return err
+        return exc
+    return TransientError(f"unexpected {type(exc).__name__} on {during}: {str(exc)[:200]}",
+                          ambiguous=during == "create")
 
 
 def is_ambiguous(exc: BaseException) -> bool:
-    return bool(getattr(exc, "ambiguous", False))
+    return isinstance(exc, ReplicateCallError) and exc.ambiguous
 
 
 def failure_error(prediction: PredictionView) -> TransientError | PermanentModelError:

@@ -1,6 +1,6 @@
 -- Record that a creation POST may be sent (before the creation token is taken; the POST itself
--- is marked by attempt_post.lua's `posting_at`). KEYS[1] the attempt hash; ARGV[1] model,
--- ARGV[2] ttl seconds. Time from Redis, so that any host can tell how long ago it was.
+-- is marked by attempt_post.lua's `posting_at`). KEYS[1] the creation record (hash);
+-- ARGV[1] model, ARGV[2] ttl seconds. Time from Redis, so that any host can tell how long ago it was.
 -- Returns the intent time (Unix seconds).
 local t = redis.call('TIME')
 local now = string.format('%.6f', tonumber(t[1]) + tonumber(t[2]) / 1e6)

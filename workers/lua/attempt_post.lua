@@ -1,9 +1,9 @@
 -- The last check before a creation POST, in one round trip (nothing else stands between the
--- creation token and the POST): the claim is still this execution's, no prediction is recorded
+-- creation token and the POST): the claim is still this run's, no prediction is recorded
 -- for the attempt yet, the batch is not canceled; then `posting_at` (Redis time) is stamped on the
--- attempt record, from when a POST may be in flight.
--- KEYS[1] the attempt's claim, KEYS[2] the batch hash, KEYS[3] the attempt hash.
--- ARGV[1] the claim token, ARGV[2] the attempt record's ttl (seconds).
+-- creation record, from when a POST may be in flight.
+-- KEYS[1] the attempt's claim, KEYS[2] the batch hash, KEYS[3] the creation record (hash).
+-- ARGV[1] the claim token, ARGV[2] the creation record's ttl (seconds).
 -- Returns {code, posting_at}: 1 go (stamped), 0 the claim is not ours, 2 a prediction is already
 -- recorded for the attempt, 3 the batch is canceled (codes 0/2/3 stamp nothing).
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then

@@ -1,0 +1,177 @@
+"""A slot, and the creation inside it: the cost-safety steps between a run and a prediction id.
+
+    slot (FIFO, bounded wait; or the orphaned slot of the prediction being resumed, adopted)
+    -> intent -> creation token (which marks the slot with the attempt)
+    -> the last check: ONE round trip (claim still this run's, nothing recorded, batch not
+       canceled, `posting_at` stamped) -> POST -> prediction id recorded at once
+
+Only one round trip stands between the creation token and the POST, so the limiter's window
+margin covers the spread of token-to-arrival delays. A worker killed inside the POST leaves a
+slot that stays counted (the token marked it with the attempt) until the attempt is reconciled.
+A 429 on create means nothing was created: every host pauses creations for its retry_after and
+the same attempt goes on (never counted against the model). An ambiguous answer (5xx, timeout)
+keeps the intent and the slot counted: the next run reconciles before any new creation.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from shared.errors import (AcquireTimeoutError, CanceledError, LocalError, PermanentModelError, RequeueError,
+                           SupersededError, TransientError)
+from shared.limiter import HolderInfo, Lease
+from shared.logging_setup import bind_log_context
+from workers.attempts import AttemptRef, PostVerdict
+from workers.claims import Claim
+from workers.context import shutting_down
+from workers.messages import Job
+from workers.replicate_calls import PredictionView, is_ambiguous
+from workers.stage import AttemptStage
+
+log = logging.getLogger("workers.creator")
+
+
+class PredictionCreator(AttemptStage):
+    def acquire_slot(self, job: Job, model: str, prediction_id: str | None = None) -> Lease:
+        """A slot for the prediction about to be created, or for the running one being resumed:
+        the slot its dead holder left counted is taken over at once (no second slot, no queueing
+        behind new work while it runs); otherwise the FIFO line like everyone."""
+        ctx = self.ctx
+        info = HolderInfo(task_id=job.task_id, batch_id=job.batch_id, index=job.index, model=model)
+        began = time.monotonic()
+        try:
+            if prediction_id is not None:
+                adopted = ctx.limiter.adopt(info, prediction_id, attempt=job.ref.marker)
+                if adopted is not None:
+                    self._metric("handoff", adopted.handoff_seconds)
+                    return adopted
+            lease = ctx.limiter.acquire(info, timeout=self.budget.slot_wait,
+                                        should_stop=self._stopper(job.batch_id))
+        except AcquireTimeoutError:
+            self._stop_if_canceled_or_shutting_down(job.batch_id)
+            # Waiting longer would risk the broker redelivering this message to another worker.
+            raise RequeueError(f"no slot within {self.budget.slot_wait:g} s; back in the queue",
+                               counted=False) from None
+        # RedisUnavailableError escapes: the task waits for Redis and runs the attempt again (it
+        # must not count as a try: enough of them would fail an unresolved create).
+        self._metric("slot_wait", time.monotonic() - began, "slot")
+        self._metric("handoff", lease.handoff_seconds)
+        return lease
+
+    def create(self, ref: AttemptRef, claim: Claim, model: str, input_: dict[str, Any],
+               lease: Lease) -> PredictionView:
+        """Creation token, then the POST; the prediction id is recorded before anything else.
+
+        After a 429 every host pauses for its retry_after and this attempt tries again, without
+        counting it against the model, until `slot_wait` has passed."""
+        ctx = self.ctx
+        give_up_at = time.monotonic() + self.budget.slot_wait
+        while True:
+            # The intent goes first, so that only one round trip (the last check, which stamps
+            # `posting_at`) stands between the token and the POST.
+            ctx.creations.write_intent(ref, model)
+            began = time.monotonic()
+            self._take_create_token(ref, lease, timeout=max(give_up_at - began, 0.0))
+            waited = time.monotonic() - began
+            try:
+                self._last_check(ref, claim, lease)
+            except (CanceledError, RequeueError):
+                ctx.creations.clear_intent(ref)
+                raise
+            try:
+                view = ctx.calls.create(model, input_, webhook=ctx.settings.webhook_url)
+            except TransientError as exc:
+                if exc.status == 429:
+                    self._pause_creations(ref, model, exc)
+                    continue  # the token call sleeps through the pause
+                if is_ambiguous(exc):
+                    # The prediction may exist: keep the intent (the next run reconciles first)
+                    # and keep the slot counted for it (an orphan the reconciliation adopts or
+                    # settles), so an unknown prediction never runs beside a full fleet.
+                    self._leave_to_reconciliation(ref, lease)
+                    raise RequeueError(f"{exc}; reconciling before any new creation",
+                                       countdown=self._backoff(1)) from None
+                ctx.creations.clear_intent(ref)
+                raise
+            except (PermanentModelError, LocalError):
+                ctx.creations.clear_intent(ref)
+                raise
+            self._metric("slot_wait", waited, "create")
+            self._metric("creation", model)
+            self._record(ref, lease, view)
+            return view
+
+    def _take_create_token(self, ref: AttemptRef, lease: Lease, *, timeout: float) -> None:
+        """The token marks the slot with this attempt: should this worker die inside the POST,
+        the slot stays counted (orphaned) until the attempt is reconciled."""
+        try:
+            self.ctx.limiter.take_create_token(timeout=timeout, should_stop=self._stopper(ref.batch_id),
+                                               holder=lease, attempt=ref.marker)
+        except AcquireTimeoutError:
+            self.ctx.creations.clear_intent(ref)
+            self._stop_if_canceled_or_shutting_down(ref.batch_id)
+            raise RequeueError("no creation token in time; back in the queue", counted=False) from None
+
+    def _last_check(self, ref: AttemptRef, claim: Claim, lease: Lease) -> None:
+        """Right before the POST: this run must still own the attempt and the slot, and the
+        batch must not be canceled. The waits before it (slot, creation token) can outlast the
+        claim and the lease when this worker was cut off from Redis; the attempt may then have
+        been sent again and be running elsewhere. Local checks first, then ONE round trip: a
+        script checks the claim and the cancel flag and stamps `posting_at`, from when the POST
+        may be in flight. A Redis error there escapes (the task waits and runs the attempt
+        again): "cannot tell" is never taken for "lost"."""
+        if shutting_down():
+            raise RequeueError("worker shutting down; attempt handed back before any creation", counted=False)
+        if claim.lost:
+            raise SupersededError("the attempt's claim was taken while waiting; another run owns it")
+        if lease.lost:
+            raise RequeueError(f"slot lease lost before the creation ({lease.lost_reason}); attempt handed back",
+                               counted=False)
+        verdict = self.ctx.creations.begin_post(ref, claim.token).verdict
+        if verdict is PostVerdict.CANCELED:
+            raise CanceledError("batch canceled")
+        if verdict is PostVerdict.LOST:
+            raise SupersededError("the attempt's claim expired while waiting; another run owns it")
+        if verdict is PostVerdict.RECORDED:
+            raise SupersededError("another run recorded a prediction for this attempt while this one waited")
+
+    def _pause_creations(self, ref: AttemptRef, model: str, exc: TransientError) -> None:
+        """A 429 on create: nothing was created, and the account (another program on it, or a
+        limit lower than ours) is throttled: creations pause on every host."""
+        self.ctx.creations.clear_intent(ref)
+        self._metric("rate_limited", "create")
+        seconds = float(exc.retry_after or 1.0)
+        self.ctx.limiter.pause_creations(seconds, reason=f"429 on create ({model})")
+        self._metric("creation_pause", seconds)
+        log.warning("429 on create; creations paused %.1f s for every worker", seconds)
+
+    def _record(self, ref: AttemptRef, lease: Lease, view: PredictionView) -> None:
+        """The prediction id, recorded the moment the POST answers, before any waiting."""
+        ctx = self.ctx
+        if not ctx.creations.record_prediction(ref, view.id):
+            # Another attempt owns this prediction already: an item with the identical input
+            # reconciling its own unresolved create adopted it between our POST's answer and
+            # this record. Ours is then unknown to us: reconcile it, never go on without one.
+            self._leave_to_reconciliation(ref, lease)
+            log.warning("prediction %s created by this attempt was adopted by another attempt "
+                        "first; reconciling before anything else", view.id)
+            raise RequeueError(f"prediction {view.id} was taken by another attempt with the same input; "
+                               "reconciling", countdown=self._backoff(1))
+        bind_log_context(prediction=view.id)
+        ctx.ledger.update_attempt(ref.batch_id, ref.index, ref.attempt, {"prediction_id": view.id})
+        log.info("created prediction %s", view.id)
+
+    def _leave_to_reconciliation(self, ref: AttemptRef, lease: Lease) -> None:
+        """The POST is over but its prediction is unknown to us: the intent stays (the next run
+        reconciles), and the slot stays counted for it (abandoned, not released)."""
+        self.ctx.creations.mark_post_returned(ref)
+        lease.abandon()
+
+    def _stop_if_canceled_or_shutting_down(self, batch_id: str) -> None:
+        """After a wait before any creation: CanceledError if the batch was canceled (read
+        afresh), RequeueError (the attempt handed back, nothing paid) if this worker is stopping."""
+        if self.ctx.ledger.is_canceled(batch_id):
+            raise CanceledError("batch canceled")
+        if shutting_down():
+            raise RequeueError("worker shutting down; attempt handed back before any creation", counted=False)

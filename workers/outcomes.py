@@ -1,0 +1,191 @@
+"""What follows a run of an attempt: the item's end, or the follow-up task (the retry policy,
+kept apart from running the attempt, as dramatiq keeps it in `middleware/retries.py`).
+
+- TransientError -> a new attempt on the same model, after a backoff with jitter that honours
+  retry_after; after `max_transient_retries` of them in a row, as a permanent failure;
+- PermanentModelError -> a new attempt on the next model of the item's route; no model left ->
+  the item fails, or is `substituted` with the black placeholder when the batch asked for it;
+- LocalError -> the item fails (never a paid fallback);
+- RequeueError -> the SAME attempt again later (a prediction exists or may exist: the next run
+  resumes or reconciles it instead of paying again); counted requeues are bounded, and an
+  attempt that keeps failing to finish gives up without leaving anything paid behind;
+- CanceledError -> the recorded prediction is canceled at Replicate and the item is canceled.
+Every end and follow-up is one ledger transition that expects this attempt to be the item's
+current one, so a stale or duplicate run changes nothing.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from shared.errors import LocalError, PermanentModelError, RequeueError, TransientError
+from shared.request import ImageRequest
+from workers.attempts import AttemptRef
+from workers.messages import NextTask
+from workers.stage import AttemptStage
+from workers.storage import output_paths, write_substitute
+
+log = logging.getLogger("workers.outcomes")
+
+
+class Outcomes(AttemptStage):
+    # --- the item's end ---------------------------------------------------------------------------
+    def succeeded(self, ref: AttemptRef, request: ImageRequest, model: str, outputs: list[str],
+                  prediction_id: str) -> None:
+        self._finish(ref, "succeeded", model, outputs=outputs, att_status="succeeded", prediction_id=prediction_id)
+        self._metric("prediction", model, "succeeded", self._price(model, request))
+
+    def canceled(self, ref: AttemptRef, model: str, reason: str) -> None:
+        """Called once this run holds no slot, whatever stage noticed the cancel."""
+        self._cancel_recorded_prediction(ref)
+        self._finish(ref, "canceled", model, error=reason, att_status="canceled")
+        self._metric("prediction", model, "canceled")
+
+    def local_failure(self, ref: AttemptRef, model: str, exc: LocalError) -> None:
+        self._finish(ref, "failed", model, error=str(exc), att_status="failed", kind="local")
+        self._metric("prediction", model, "failed")
+
+    # --- the follow-up ----------------------------------------------------------------------------
+    def requeue(self, ref: AttemptRef, request: ImageRequest, model: str, again: RequeueError) -> NextTask | None:
+        """The same attempt again later, bounded when `again.counted`."""
+        ctx = self.ctx
+        if again.counted:
+            tries = ctx.creations.bump_tries(ref)
+            if tries > ctx.settings.max_transient_retries:
+                return self._give_up(ref, request, model, again.reason)
+            self._metric("retry", model, "resume")
+        log.info("attempt runs again later: %s", again.reason)
+        ctx.ledger.update_attempt(ref.batch_id, ref.index, ref.attempt, {"error": again.reason})
+        return NextTask(ref.attempt, model, countdown=again.countdown, prompt=request.prompt)
+
+    def after_transient(self, ref: AttemptRef, request: ImageRequest, model: str,
+                        exc: TransientError) -> NextTask | None:
+        streak = self._transient_streak(ref, model)
+        if streak >= self.ctx.settings.max_transient_retries:
+            return self.after_permanent(ref, request, model, PermanentModelError(
+                f"gave up on {model} after {streak + 1} transient failures; last: {exc}"))
+        self._metric("retry", model, "transient")
+        self._metric("prediction", model, "transient_error")
+        countdown = self._backoff(streak, exc.retry_after)
+        log.warning("transient failure, new attempt on %s in %.1f s: %s", model, countdown, exc)
+        return self._next_attempt(ref, request, model, model, error=str(exc), att_status="retry",
+                                  kind="transient", countdown=countdown)
+
+    def after_permanent(self, ref: AttemptRef, request: ImageRequest, model: str,
+                        exc: PermanentModelError) -> NextTask | None:
+        models = list(request.models)
+        remaining = models[models.index(model) + 1:] if model in models else []
+        if remaining:
+            nxt = remaining[0]
+            self._metric("fallback", model, nxt)
+            self._metric("prediction", model, "failed")
+            log.warning("%s cannot make this image (%s); falling back to %s", model, exc, nxt)
+            return self._next_attempt(ref, request, model, nxt, error=str(exc), att_status="failed",
+                                      kind="permanent", countdown=0.0)
+        reason = f"no model left on the route; last error: {exc}"
+        self._metric("prediction", model, "failed")
+        if self.ctx.ledger.options(ref.batch_id).get("substitute_on_failure"):
+            self._substitute(ref, request, model, reason, exc)
+            return None
+        self._finish(ref, "failed", model, error=reason, att_status="failed", kind="permanent", att_error=str(exc))
+        return None
+
+    # --- helpers ----------------------------------------------------------------------------------
+    def _give_up(self, ref: AttemptRef, request: ImageRequest, model: str, reason: str) -> NextTask | None:
+        """This attempt kept failing to finish. A new attempt may create a new prediction, so
+        nothing paid may be left behind: a recorded prediction is canceled (it stays in the
+        manifest), and an unresolved create (a prediction that may exist, unknown to us) fails the
+        item instead of risking a second payment behind the user's back."""
+        record = self.ctx.creations.get(ref)
+        if record.intent_at is not None and not record.prediction_id:
+            self._finish(ref, "failed", model, att_status="failed", kind="unresolved", error=(
+                f"could not tell whether a prediction was created ({reason}); not retried, so as never to "
+                f"pay twice: check the account's predictions, then `producer retry {ref.batch_id}`"))
+            self._metric("prediction", model, "failed")
+            return None
+        self._cancel_recorded_prediction(ref)
+        return self.after_transient(ref, request, model, TransientError(f"gave up on this attempt: {reason}"))
+
+    def _transient_streak(self, ref: AttemptRef, model: str) -> int:
+        """Transient failures of this model in a row before this attempt, since the last reset."""
+        item = self.ctx.ledger.item(ref.batch_id, ref.index)
+        streak = 0
+        for record in sorted(item.attempts if item else [], key=lambda a: -a.attempt):
+            if record.attempt >= ref.attempt or record.attempt < (item.base_attempt if item else 1):
+                continue
+            if record.model != model or record.status != "retry":
+                break
+            streak += 1
+        return streak
+
+    def _substitute(self, ref: AttemptRef, request: ImageRequest, model: str, reason: str,
+                    exc: PermanentModelError) -> None:
+        try:
+            first = output_paths(Path(self.ctx.settings.output_dir),
+                                 request.output or f"{ref.batch_id}/{ref.index:04d}.png", 1)[0]
+            path = write_substitute(first)
+        except LocalError as local:
+            self._finish(ref, "failed", model, error=f"{reason}; substitute not written: {local}",
+                         att_status="failed", kind="permanent", att_error=str(exc))
+            return
+        self._finish(ref, "substituted", model, error=reason, outputs=[str(path)], att_status="failed",
+                     kind="permanent", att_error=str(exc))
+        self._metric("substituted", model)
+
+    def _next_attempt(self, ref: AttemptRef, request: ImageRequest, model: str, next_model: str, *, error: str,
+                      att_status: str, kind: str, countdown: float) -> NextTask | None:
+        t = self.ctx.ledger.transition(
+            ref.batch_id, ref.index, "pending", expect_attempt=ref.attempt,
+            fields={"attempt": ref.attempt + 1, "current_model": next_model}, attempt=ref.attempt,
+            attempt_update={"model": model, "status": att_status, "error": error, "kind": kind, "final": True})
+        if not t.changed:
+            return None
+        return NextTask(ref.attempt + 1, next_model, countdown=countdown, prompt=request.prompt)
+
+    def _finish(self, ref: AttemptRef, status: str, model: str, *, error: str | None = None,
+                outputs: list[str] | None = None, att_status: str, kind: str | None = None,
+                prediction_id: str | None = None, att_error: str | None = None) -> None:
+        fields: dict[str, Any] = {"error": error}
+        if outputs is not None:
+            fields["outputs"] = outputs
+        if status == "succeeded":
+            fields["model"] = model  # the model that produced the output
+        update: dict[str, Any] = {"model": model, "status": att_status, "final": True,
+                                  "error": att_error if att_error is not None else error}
+        if kind:
+            update["kind"] = kind
+        if prediction_id:
+            update["prediction_id"] = prediction_id
+        t = self.ctx.ledger.transition(ref.batch_id, ref.index, status, expect_attempt=ref.attempt,
+                                       fields=fields, attempt=ref.attempt, attempt_update=update)
+        if t.changed:
+            log.info("item %s%s", status, f": {error}" if error and status != "succeeded" else "")
+        if t.batch_finished:
+            self._write_manifest(ref.batch_id)
+
+    def _write_manifest(self, batch_id: str) -> None:
+        try:
+            path = self.ctx.ledger.write_manifest(batch_id, self.ctx.settings.output_dir)
+            log.info("batch finished; manifest at %s", path)
+        except (OSError, redis.RedisError) as exc:
+            log.error("batch finished but the manifest could not be written: %s", exc)
+
+    def _cancel_recorded_prediction(self, ref: AttemptRef) -> None:
+        """Called once this run holds no slot: cancels the attempt's prediction, if any, and
+        frees a slot a dead holder left counted for it. An unresolved create (intent, no id) keeps
+        its slot counted: a prediction nobody knows may be running, until the orphan deadline."""
+        record = self.ctx.creations.get(ref)
+        if record.prediction_id:
+            self._cancel_prediction(record.prediction_id)
+            self._settle(ref, record.prediction_id)
+        elif record.intent_at is None:
+            self._settle(ref)
+
+    def _price(self, model: str, request: ImageRequest) -> float:
+        try:
+            return float(self.ctx.registry.get(model).cost(request.params))
+        except Exception:  # noqa: BLE001 - metrics only
+            return 0.0

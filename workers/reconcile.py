@@ -1,0 +1,100 @@
+"""Reconciling an ambiguous create: did the earlier POST of this attempt create a prediction?
+
+A run that finds an intent without a prediction id on the attempt's creation record (its creator
+was killed between the POST and the record, or the POST answered 5xx or timed out) must not
+create again blindly: that could pay twice. It lists the account's recent predictions (newest
+first, on the read budget) and adopts the one with the same model and input that no other
+attempt owns.
+
+"None was created" is only concluded by a listing that starts after the settling window of the
+earlier create, because a gateway can answer 502/504 (or the client time out) while Replicate
+still creates the prediction. The window is the POST's in-flight limit (connect + write + read
+timeouts + 5 s, workers.replicate_calls.post_in_flight_limit), counted from when the ambiguous
+answer came back (`post_returned_at`), or, when the sender died or was cut off, from the latest
+the POST could have ended (`posting_at` + that limit). An intent without `posting_at` from a
+writer that stamps it means no POST was sent at all: nothing to wait for. Until the window has
+ended the attempt is run again later (not counted as a try), never created a second time.
+"""
+from __future__ import annotations
+
+import logging
+import random
+from functools import partial
+from typing import Any, NamedTuple
+
+from shared.errors import RequeueError
+from shared.logging_setup import bind_log_context
+from workers.attempts import AttemptRef, CreationRecord
+from workers.replicate_calls import post_in_flight_limit, same_input
+from workers.stage import AttemptStage
+
+log = logging.getLogger("workers.reconcile")
+
+RECONCILE_SKEW = 300.0  # seconds of clock difference tolerated between Redis and Replicate
+RECONCILE_MAX_PAGES = 500  # one reconciliation reads at most this many pages (of 100 predictions)
+
+
+class SettlingEnd(NamedTuple):
+    at: float  # Unix time, Redis clock
+    why: str
+
+
+class Reconciler(AttemptStage):
+    def settling_ends_at(self, record: CreationRecord) -> SettlingEnd:
+        """When "the earlier create made nothing" may be concluded, and why.
+
+        A record from an older version (no `posting_marked`) keeps that version's rule: the
+        in-flight limit after the intent."""
+        window = post_in_flight_limit(self.ctx.settings)
+        if record.post_returned_at is not None:
+            return SettlingEnd(record.post_returned_at + window, "the earlier create answered ambiguously")
+        if record.posting_at is not None:
+            return SettlingEnd(record.posting_at + 2 * window, "the earlier create's POST may still be in flight")
+        assert record.intent_at is not None, "only an intent has a settling window"
+        if record.posting_marked:
+            return SettlingEnd(record.intent_at, "no POST was sent")
+        return SettlingEnd(record.intent_at + window,
+                           "the earlier create (an older worker's) may still be in flight")
+
+    def reconcile(self, ref: AttemptRef, model: str, input_: dict[str, Any], record: CreationRecord) -> str | None:
+        """The prediction the earlier POST created, adopted for this attempt; None once a listing
+        that started after the settling window (and went back past the intent) shows none.
+        RequeueError while it cannot be told yet."""
+        ctx = self.ctx
+        settling = self.settling_ends_at(record)
+        listed_at = ctx.creations.redis_now()  # before the listing: it must start after the window
+        adopted = self._find_and_adopt(ref, model, input_, since=(record.intent_at or 0.0) - RECONCILE_SKEW)
+        if adopted is not None:
+            return adopted
+        if listed_at < settling.at:
+            left = settling.at - listed_at
+            raise RequeueError(f"no prediction listed for the earlier create yet; {settling.why}, so it may still "
+                               f"appear: listing again in {left:.1f} s before any new creation",
+                               countdown=min(left + random.uniform(0.2, 1.0), self.budget.countdown_cap),
+                               counted=False)
+        ctx.creations.clear_intent(ref)
+        log.info("reconciliation found no prediction for the earlier create; creating one")
+        return None
+
+    def _find_and_adopt(self, ref: AttemptRef, model: str, input_: dict[str, Any], *, since: float) -> str | None:
+        """Page through the account's predictions, newest first, back to `since`: the first with
+        this model and input that no other attempt owns becomes this attempt's."""
+        ctx = self.ctx
+        cursor: str | None = None
+        for _ in range(RECONCILE_MAX_PAGES):
+            views, cursor = self._read(ref.batch_id, partial(ctx.calls.list_page, cursor))
+            for view in views:
+                if view.model != model or not same_input(input_, view.input):
+                    continue
+                if ctx.creations.owned_by_other(view.id, ref):
+                    continue
+                if ctx.creations.record_prediction(ref, view.id, origin="adopted"):
+                    bind_log_context(prediction=view.id)
+                    ctx.ledger.update_attempt(ref.batch_id, ref.index, ref.attempt, {"prediction_id": view.id})
+                    log.warning("adopted prediction %s created by an earlier run of this attempt", view.id)
+                    return view.id
+            times = [t for t in (v.created_ts() for v in views) if t is not None]
+            if not cursor or (times and min(times) < since):
+                return None
+        raise RequeueError(f"listed {RECONCILE_MAX_PAGES} pages of predictions without reaching the earlier "
+                           "create; not creating again until it is settled", countdown=self._backoff(2))

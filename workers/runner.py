@@ -1,0 +1,250 @@
+"""One run of one attempt, end to end: the decisions of "One image, end to end" and "Cost safety".
+
+`AttemptRunner(ctx).run(job)` runs the attempt `job.ref` with the item's current model and returns
+the follow-up task to send (None when the item needs nothing more):
+
+    ledger check -> claim the attempt -> item running
+    -> the creation record: resume its prediction / reconcile an unresolved create / create
+    -> slot -> intent -> creation token -> the last check -> POST -> prediction id recorded
+       (workers.creator; reconciling: workers.reconcile; the input: workers.inputs)
+    -> its end: the webhook, or polls paced on the read budget (workers.waiting)
+    -> slot released at once
+    -> download every output (no token, timeouts, byte cap, atomic; workers.outputs)
+    -> item succeeded
+
+What follows a failure (a new attempt on the same model or the next one, the same attempt later,
+the item's end) is decided in workers.outcomes. Work that must continue with the SAME attempt (a
+prediction already exists, or may exist) is sent again with the same attempt number, so that it
+resumes or reconciles instead of paying again.
+
+Redis unavailability is not a failure of the attempt: it escapes `run` (the claim is kept for the
+re-run) and the task layer (workers.tasks) waits for Redis and runs the attempt again from the top.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from functools import partial
+from typing import Any
+
+import redis
+
+from shared.errors import (CanceledError, InputError, LocalError, PermanentModelError, RequeueError,
+                           SupersededError, TransientError)
+from shared.ledger import TERMINAL
+from shared.logging_setup import bind_log_context, log_context
+from shared.request import ImageRequest
+from workers.attempts import AttemptRef
+from workers.claims import Claim
+from workers.context import WorkerContext, shutting_down
+from workers.creator import PredictionCreator
+from workers.inputs import InputBuilder
+from workers.messages import Job, NextTask
+from workers.outage import is_redis_unavailable
+from workers.outcomes import Outcomes
+from workers.outputs import OutputSaver
+from workers.reconcile import Reconciler
+from workers.replicate_calls import PredictionView
+from workers.stage import AttemptStage
+from workers.waiting import PredictionWaiter
+
+__all__ = ["AttemptRunner", "Job", "NextTask"]
+
+log = logging.getLogger("workers.runner")
+
+
+class AttemptRunner(AttemptStage):
+    def __init__(self, ctx: WorkerContext):
+        super().__init__(ctx)
+        self._claim: Claim | None = None  # this run's claim on the attempt, set by run()
+        self.inputs = InputBuilder(ctx, self.budget)
+        self.reconciler = Reconciler(ctx, self.budget)
+        self.creator = PredictionCreator(ctx, self.budget)
+        self.waiter = PredictionWaiter(ctx, self.budget)
+        self.outputs = OutputSaver(ctx, self.budget)
+        self.outcomes = Outcomes(ctx, self.budget)
+
+    # --- entry ----------------------------------------------------------------------------------
+    def run(self, job: Job) -> NextTask | None:
+        with log_context(**job.ref.log_fields(), model=job.model, task_id=job.task_id):
+            return self._run(job)
+
+    def _run(self, job: Job) -> NextTask | None:
+        ref = job.ref
+        state = self.ctx.ledger.item_states(ref.batch_id, [ref.index]).get(ref.index)
+        if state is None:
+            log.warning("no such item in the ledger; nothing to do")
+            return None
+        status, current, model = state
+        if status in TERMINAL:
+            return None
+        if ref.attempt < current:
+            if status == "pending" and ref.attempt == current - 1:
+                # This attempt ended but its follow-up may never have been sent (killed between
+                # the ledger update and the send). Sending it again is safe: the claim and the
+                # creation record make a duplicate task a no-op. It keeps the follow-up's due time
+                # (backoff, retry_after): only the time left until then.
+                return NextTask(current, model, countdown=self._due_in(ref), prompt=self._prompt(ref))
+            return None
+        if ref.attempt > current:
+            log.error("attempt %s is ahead of the ledger's %s; ignored", ref.attempt, current)
+            return None
+        if shutting_down():
+            # Delivered while this worker stops: hand it back untouched for another worker.
+            return NextTask(ref.attempt, model, prompt=self._prompt(ref))
+        claim = self._take_claim(ref.claim_key(self.ctx.keys))
+        if claim is None:
+            # Another live run has this attempt (a redelivered duplicate): do not run it twice,
+            # but do not drop it either, in case that run dies after our ack.
+            if job.recheck >= self.budget.max_rechecks:
+                log.error("attempt still claimed after %s checks; leaving it to its holder", job.recheck)
+                return None
+            return NextTask(ref.attempt, model, countdown=self.budget.recheck_interval, recheck=job.recheck + 1,
+                            prompt=self._prompt(ref))
+        self._claim = claim
+        keep = False
+        try:
+            return self._run_claimed(job, claim, model)
+        except Exception as exc:
+            # Redis went away mid-attempt: the task runs it again once Redis answers, and this
+            # claim (still renewed by the keeper) is taken back then instead of being given up.
+            keep = is_redis_unavailable(exc)
+            raise
+        finally:
+            if not keep:
+                self._claim = None
+                claim.release()
+
+    def _take_claim(self, key: str) -> Claim | None:
+        """This run's claim: the one kept from a run that a Redis outage interrupted (taken
+        back if nobody else holds it), else a new one."""
+        kept = self._claim
+        if kept is not None:
+            if kept.key == key:
+                claim = self.ctx.claims.reassert(kept)  # a Redis error leaves it kept (or dropped)
+                self._claim = None
+                return claim
+            self._claim = None
+            kept.release()
+        return self.ctx.claims.try_claim(key)
+
+    def drop_kept_claim(self) -> None:
+        """Give up a claim kept for a re-run that will not happen (best effort: it expires)."""
+        kept, self._claim = self._claim, None
+        if kept is not None:
+            kept.release()
+
+    def _due_in(self, ref: AttemptRef) -> float:
+        """Seconds until the item's last sent message is due: its score in the batch's live zset
+        (send time + countdown, shared.ledger), against Redis's clock; 0 if already due."""
+        pipe = self.ctx.redis.pipeline(transaction=False)
+        pipe.zscore(self.ctx.keys.batch_live(ref.batch_id), str(ref.index))
+        pipe.time()
+        due, (sec, usec) = pipe.execute()
+        if due is None:
+            return 0.0
+        return round(min(max(float(due) - (sec + usec / 1e6), 0.0), self.budget.countdown_cap), 3)
+
+    def _prompt(self, ref: AttemptRef) -> str:
+        try:
+            return self.ctx.ledger.request(ref.batch_id, ref.index).prompt
+        except (KeyError, redis.RedisError):
+            return ""
+
+    # --- a claimed run ------------------------------------------------------------------------------
+    def _run_claimed(self, job: Job, claim: Claim, model: str) -> NextTask | None:
+        """The attempt, and what follows it (workers.outcomes) for each way it can end."""
+        ctx, ref, outcomes = self.ctx, job.ref, self.outcomes
+        if ctx.ledger.is_canceled(ref.batch_id):
+            outcomes.canceled(ref, model, "batch canceled")
+            return None
+        t = ctx.ledger.transition(ref.batch_id, ref.index, "running", allowed_from=("pending", "running"),
+                                  expect_attempt=ref.attempt, fields={"task_id": job.task_id or ""},
+                                  attempt=ref.attempt, attempt_update={"model": model, "status": "running"})
+        if not t.changed:
+            return None
+        request = ctx.ledger.request(ref.batch_id, ref.index)
+        try:
+            outputs, prediction_id = self._attempt(job, claim, request, model)
+        except RequeueError as again:
+            return outcomes.requeue(ref, request, model, again)
+        except SupersededError as exc:
+            log.warning("%s; stopping this run", exc)
+            return None
+        except CanceledError as exc:
+            outcomes.canceled(ref, model, str(exc))
+            return None
+        except TransientError as exc:
+            return outcomes.after_transient(ref, request, model, exc)
+        except PermanentModelError as exc:
+            return outcomes.after_permanent(ref, request, model, exc)
+        except LocalError as exc:
+            outcomes.local_failure(ref, model, exc)
+            return None
+        except Exception as exc:  # noqa: BLE001 - a bug or an unknown failure: resume, bounded
+            if is_redis_unavailable(exc):
+                raise  # not the attempt's failure: the task waits for Redis and runs it again
+            log.exception("unexpected error in attempt")
+            return outcomes.requeue(ref, request, model, RequeueError(
+                f"unexpected {type(exc).__name__}: {str(exc)[:200]}", countdown=self._backoff(0)))
+        outcomes.succeeded(ref, request, model, outputs, prediction_id)
+        return None
+
+    def _attempt(self, job: Job, claim: Claim, request: ImageRequest, model: str) -> tuple[list[str], str]:
+        """Resume the recorded prediction, or reconcile an unresolved create, or create; then
+        the outputs. Returns (output paths, prediction id)."""
+        ctx, ref = self.ctx, job.ref
+        try:
+            spec = ctx.registry.get(model)
+        except InputError as exc:
+            raise LocalError(f"this worker's model registry does not know {model}: {exc}") from None
+        record = ctx.creations.get(ref)
+        if record.prediction_id:
+            view = self._resume(job, claim, model, record.prediction_id)
+        else:
+            input_ = self.inputs.build(ref, request, model)
+            prediction_id = None
+            if record.intent_at is not None:
+                prediction_id = self.reconciler.reconcile(ref, model, input_, record)
+                if prediction_id is None:
+                    # Nothing was created: the slot a dead or cut-off creator left counted for this
+                    # attempt (its creation token marked it) is free; this run queues afresh.
+                    self._settle(ref)
+            view = self._in_flight(job, claim, model, prediction_id, input_)
+        return self.outputs.conclude(ref, request, spec, view), view.id
+
+    def _resume(self, job: Job, claim: Claim, model: str, prediction_id: str) -> PredictionView:
+        """The prediction an earlier run created: waited for, never created again."""
+        bind_log_context(prediction=prediction_id)
+        log.info("resuming prediction %s (no new creation)", prediction_id)
+        self._metric("resumed", model)
+        view = self._read(job.batch_id, partial(self.ctx.calls.get, prediction_id))
+        if view.terminal:
+            self._settle(job.ref, prediction_id)  # a slot its dead holder left counted is free now
+            return view
+        return self._in_flight(job, claim, model, prediction_id, None)
+
+    def _in_flight(self, job: Job, claim: Claim, model: str, prediction_id: str | None,
+                   input_: dict[str, Any] | None) -> PredictionView:
+        """Hold a slot exactly while the prediction is in flight (released before downloading):
+        create it (no `prediction_id`) or resume it, and wait for its end."""
+        lease = self.creator.acquire_slot(job, model, prediction_id)
+        try:
+            if prediction_id is None:
+                prediction_id = self.creator.create(job.ref, claim, model, input_ or {}, lease).id
+                created_here = True
+            else:
+                created_here = False
+            # Timed from the prediction's creation, never from before the creation token: in a
+            # rate-bound batch that wait is most of a window and would push the first poll late.
+            created_at = time.monotonic()
+            try:
+                lease.set_prediction(prediction_id)
+            except Exception as exc:  # noqa: BLE001 - status display only
+                log.debug("could not show the prediction on the lease: %s", exc)
+            view = self.waiter.wait(job.batch_id, prediction_id, lease, model)
+            if created_here and view.status == "succeeded":
+                self.waiter.record_latency(model, time.monotonic() - created_at)
+            return view
+        finally:
+            lease.release()

@@ -1,0 +1,149 @@
+"""Waiting for a prediction's end: its webhook, or polls paced on the account's read budget.
+
+With FLEET_WEBHOOK_URL, the receiver hands the finished prediction to the waiting thread through
+Redis (workers.completions) within milliseconds and no read is spent; a slow safety poll covers a
+lost delivery. Without it, every prediction in flight polls, paced so that all slots polling
+together stay within POLL_SHARE of the account's read budget (the rest is left for uploads,
+reconciliation and other programs). `Prefer: wait` is never used: the prediction id must be
+recorded before any waiting.
+
+Polling starts a little before the model's usual duration: a smoothed average per model, kept in
+Redis for the whole fleet and timed from the creation (never from before the creation token: in a
+rate-bound batch that wait is most of a window and would push the first poll late).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import NoReturn
+
+import redis
+
+from shared.errors import AcquireTimeoutError, CanceledError, PermanentModelError, RequeueError, TransientError
+from shared.limiter import Lease
+from workers.completions import CompletionWatch
+from workers.replicate_calls import PredictionView
+from workers.stage import AttemptStage
+
+log = logging.getLogger("workers.waiting")
+
+MAX_POLL_INTERVAL = 5.0
+MIN_POLL_INTERVAL = 0.1
+POLL_SHARE = 0.8  # of the account's read budget that polling may use when every slot polls
+FIRST_POLL_FRACTION = 0.7  # of the model's usual duration: most predictions take longer
+SAFETY_POLL_INTERVAL = 30.0  # with webhooks: polls only catch a lost delivery
+LATENCY_SMOOTHING = 0.2
+
+
+class PredictionWaiter(AttemptStage):
+    def wait(self, batch_id: str, prediction_id: str, lease: Lease, model: str) -> PredictionView:
+        """Until the prediction is terminal, told by its webhook (when configured) or a poll on
+        the read budget, whichever comes first. Cancels it if it runs longer than the prediction
+        timeout; CanceledError when the batch is canceled (the runner cancels the prediction)."""
+        ctx = self.ctx
+        first, every = self._poll_pacing(model)
+        deadline = time.monotonic() + ctx.settings.prediction_timeout
+        watch = ctx.completions.watch(prediction_id) if ctx.completions is not None else None
+        try:
+            delay, warned_lost = first, False
+            last_error: Exception | None = None
+            while True:
+                pushed = self._await_news(batch_id, watch, delay)
+                if pushed is not None:
+                    self._metric("end_noticed", "webhook")
+                    return pushed
+                if ctx.cancel_watch.is_canceled(batch_id):
+                    raise CanceledError("batch canceled")
+                if lease.lost and not warned_lost:
+                    warned_lost = True
+                    log.warning("slot lease lost (Redis unreachable or lease expired); still waiting for "
+                                "prediction %s, which keeps running at Replicate", prediction_id)
+                if time.monotonic() > deadline:
+                    self._give_up(prediction_id, last_error)
+                try:
+                    # Cancel only: a prediction in flight is waited for through a warm shutdown
+                    # (its slot cannot be handed to another process while it runs).
+                    ctx.limiter.take_read_token(timeout=self.budget.slot_wait,
+                                                should_stop=lambda: ctx.cancel_watch.is_canceled(batch_id))
+                except AcquireTimeoutError:
+                    delay = 0.0
+                    continue
+                try:
+                    view = ctx.calls.get(prediction_id)
+                except TransientError as exc:
+                    last_error = exc
+                    if exc.status == 429:
+                        self._metric("rate_limited", "read")
+                    delay = min(max(float(exc.retry_after or 0), every * 2), MAX_POLL_INTERVAL * 2)
+                    continue
+                except PermanentModelError as exc:  # 404: Replicate does not know it (any more)
+                    raise TransientError(f"prediction {prediction_id} cannot be read: {exc}",
+                                         prediction_id=prediction_id) from None
+                last_error = None
+                if view.terminal:
+                    self._metric("end_noticed", "poll")
+                    return view
+                delay = every
+        finally:
+            if watch is not None:
+                watch.close()
+
+    def _give_up(self, prediction_id: str, last_error: Exception | None) -> NoReturn:
+        """Past the prediction timeout: if the prediction cannot even be read, run the attempt
+        again later (it resumes); else cancel it and count a transient failure."""
+        if last_error is not None:
+            raise RequeueError(f"cannot read prediction {prediction_id}: {last_error}", countdown=self._backoff(1))
+        self._cancel_prediction(prediction_id)
+        raise TransientError(f"no result within {self.ctx.settings.prediction_timeout:g} s; canceled",
+                             prediction_id=prediction_id)
+
+    def _poll_pacing(self, model: str) -> tuple[float, float]:
+        """(first poll after, then every), in seconds.
+
+        With webhooks the polls are only a safety net for a lost delivery. Without, each
+        prediction in flight polls every `concurrency / (POLL_SHARE x reads per second)`: all
+        the slots polling together then stay within POLL_SHARE of the account's read budget,
+        and a finished prediction is noticed as early as that budget allows."""
+        expected = self.expected_latency(model)
+        if self.ctx.completions is not None:
+            first = expected + max(expected, SAFETY_POLL_INTERVAL / 3) if expected else SAFETY_POLL_INTERVAL
+            return first, SAFETY_POLL_INTERVAL
+        limits = self.ctx.limiter.limits()
+        every = limits.concurrency / (POLL_SHARE * limits.reads_per_second)
+        every = min(max(every, MIN_POLL_INTERVAL), MAX_POLL_INTERVAL)
+        first = FIRST_POLL_FRACTION * expected if expected else every
+        return max(first, MIN_POLL_INTERVAL), every
+
+    def _await_news(self, batch_id: str, watch: CompletionWatch | None, seconds: float) -> PredictionView | None:
+        """Sleep up to `seconds`; returns early with the prediction if its webhook arrives, or
+        with None as soon as the batch is canceled."""
+        end = time.monotonic() + seconds
+        while True:
+            left = end - time.monotonic()
+            if left <= 0 or self.ctx.cancel_watch.is_canceled(batch_id):
+                return None
+            if watch is None:
+                time.sleep(min(left, 0.5))
+                continue
+            pushed = watch.wait(min(left, 0.5))
+            if pushed is not None:
+                view = PredictionView.from_json(pushed)
+                if view.terminal:
+                    return view
+
+    def expected_latency(self, model: str) -> float | None:
+        """The model's usual duration (seconds), None until one prediction of it has succeeded."""
+        try:
+            value = self.ctx.redis.hget(self.ctx.keys.model_latency, model)
+        except redis.RedisError:
+            return None
+        return float(value) if value else None
+
+    def record_latency(self, model: str, seconds: float) -> None:
+        key = self.ctx.keys.model_latency
+        try:
+            old = self.ctx.redis.hget(key, model)
+            new = seconds if not old else (1 - LATENCY_SMOOTHING) * float(old) + LATENCY_SMOOTHING * seconds
+            self.ctx.redis.hset(key, model, f"{new:.3f}")
+        except redis.RedisError:
+            pass

@@ -5,15 +5,19 @@ a reader (or a crash, or a redelivered task writing the same file again) never s
 """
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
 from typing import Iterable
 
 
-def write_atomic(path: Path, chunks: Iterable[bytes]) -> int:
+def write_atomic(path: Path, chunks: Iterable[bytes], *, exclusive: bool = False) -> int:
     """Write the chunks to `path` atomically; returns the size written. Anything raised (by the
-    disk, or by the chunk iterator itself) leaves no temporary file and the target untouched."""
+    disk, or by the chunk iterator itself) leaves no temporary file and the target untouched.
+    `exclusive`: never replace an existing file (FileExistsError instead): the finished file is
+    hard-linked into place, which fails when the name exists; a file system without hard links
+    gets a check just before the rename instead."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     size = 0
@@ -24,7 +28,10 @@ def write_atomic(path: Path, chunks: Iterable[bytes]) -> int:
                 size += len(chunk)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        if exclusive:
+            _link_into_place(tmp, path)
+        else:
+            os.replace(tmp, path)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -33,6 +40,21 @@ def write_atomic(path: Path, chunks: Iterable[bytes]) -> int:
         raise
     _fsync_dir(path.parent)
     return size
+
+
+def _link_into_place(tmp: str, path: Path) -> None:
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+        if os.path.lexists(path):
+            raise FileExistsError(errno.EEXIST, "File exists", str(path)) from None
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -107,6 +107,20 @@ class LocalError(FleetError):
     paid fallback: the item fails with this reason."""
 
 
+class StorageError(LocalError):
+    """The output store refused for good (403, no such bucket or container, disk full, an object
+    that exists and may not be overwritten): the item fails as a local error, no paid fallback."""
+
+
+class OutputExistsError(StorageError):
+    """An output object exists already with other content, and the batch may not overwrite it."""
+
+
+class StorageUnavailableError(FleetError):
+    """The output store did not answer (timeout, 5xx, connection refused). The same write is
+    tried again later; the prediction is never made again for it."""
+
+
 class CanceledError(FleetError):
     """The batch or item was canceled."""
 

@@ -10,4 +10,5 @@ pytest_plugins = [
     "tests.support.workers",
     "tests.support.limiter",
     "tests.support.flower",
+    "tests.support.objstore",
 ]

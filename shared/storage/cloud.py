@@ -1,0 +1,180 @@
+"""Object stores (S3 and S3-compatible, Google Cloud Storage, Azure Blob) through obstore.
+
+obstore (Python bindings of the Rust `object_store` crate, used by Apache Arrow, Delta and
+DataFusion) gives the same three guarantees on all three: a put is atomic (no reader ever sees
+part of an object), `mode="create"` is a conditional write (`If-None-Match: *` on S3 and Azure,
+`ifGenerationMatch=0` on GCS) that fails with AlreadyExistsError instead of replacing, and 5xx,
+dropped connections and timeouts are retried inside a bounded budget. It is one self-contained
+wheel with no async stack to pin (s3fs/gcsfs/adlfs each need their own aiohttp-based SDK and
+offer create-only writes unevenly).
+
+Credentials come only from the environment, as every AWS/GCP/Azure tool reads them:
+`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
+`AWS_DEFAULT_REGION` (or `AWS_REGION`), `AWS_PROFILE` (through boto3, when installed);
+`GOOGLE_APPLICATION_CREDENTIALS` / `GOOGLE_SERVICE_ACCOUNT`; `AZURE_STORAGE_ACCOUNT_NAME`,
+`AZURE_STORAGE_ACCOUNT_KEY` and the rest of `AzureConfig`. They are never passed around by this
+project, so they cannot appear in task arguments, results, logs or files; error messages are
+cut to the store's own words (method, address, status, code), which hold no credential.
+"""
+from __future__ import annotations
+
+import os
+import re
+from datetime import timedelta
+from typing import Any, Iterator
+
+from shared.errors import ConfigError, OutputExistsError, StorageError, StorageUnavailableError
+from shared.storage.location import Location, check_key
+from shared.storage.store import Store
+
+# A write (or a read) that gets no answer is tried this long inside one call, then handed back as
+# StorageUnavailableError: the caller retries later, the prediction is never made again for it.
+RETRY_BUDGET = timedelta(seconds=20)
+REQUEST_TIMEOUT = timedelta(seconds=30)
+CONNECT_TIMEOUT = timedelta(seconds=5)
+_AWS_VARIABLES = (("AWS_ACCESS_KEY_ID", "access_key_id"), ("AWS_SECRET_ACCESS_KEY", "secret_access_key"),
+                  ("AWS_SESSION_TOKEN", "session_token"), ("AWS_REGION", "region"),
+                  ("AWS_DEFAULT_REGION", "region"))
+_STATUS = re.compile(r"status code: (\d{3})")
+_CODE = re.compile(r"<Code>([A-Za-z]+)</Code>")
+
+
+class CloudStore(Store):
+    def __init__(self, location: Location, *, environ: dict[str, str] | None = None,
+                 timeout: timedelta = REQUEST_TIMEOUT):
+        self.location = location
+        self._store = _open(location, dict(os.environ if environ is None else environ), timeout)
+
+    def put(self, key: str, data: bytes, *, overwrite: bool, content_type: str | None = None) -> None:
+        import obstore
+
+        key = check_key(key)
+        attributes: dict[str, Any] = {"Content-Type": content_type} if content_type else {}
+        try:
+            # "create" is one conditional PUT of the whole object; "overwrite" lets obstore use a
+            # multipart upload for large objects, completed (made visible) only at the end.
+            obstore.put(self._store, key, data, mode="overwrite" if overwrite else "create",
+                        attributes=attributes or None)
+        except Exception as exc:  # noqa: BLE001 - every store error is classified below
+            raise _classify(exc, f"cannot write {self.url(key)}") from None
+
+    def get(self, key: str) -> bytes:
+        import obstore
+
+        key = check_key(key)
+        try:
+            return bytes(obstore.get(self._store, key).bytes())
+        except Exception as exc:  # noqa: BLE001
+            raise _classify(exc, f"cannot read {self.url(key)}") from None
+
+    def size(self, key: str) -> int | None:
+        import obstore
+
+        key = check_key(key)
+        try:
+            return int(obstore.head(self._store, key)["size"])
+        except FileNotFoundError:
+            return None
+        except Exception as exc:  # noqa: BLE001
+            error = _classify(exc, f"cannot look at {self.url(key)}")
+            if "no such object" in str(error):
+                return None
+            raise error from None
+
+    def delete(self, key: str) -> None:
+        import obstore
+
+        key = check_key(key)
+        try:
+            obstore.delete(self._store, key)
+        except FileNotFoundError:
+            return
+        except Exception as exc:  # noqa: BLE001
+            raise _classify(exc, f"cannot delete {self.url(key)}") from None
+
+    def list(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        import obstore
+
+        try:
+            for page in obstore.list(self._store, prefix=prefix or None, chunk_size=1000):
+                for meta in page:
+                    yield str(meta["path"]), int(meta["size"])
+        except Exception as exc:  # noqa: BLE001
+            raise _classify(exc, f"cannot list {self.url(prefix)}") from None
+
+
+def _open(location: Location, environ: dict[str, str], timeout: timedelta):
+    try:
+        from obstore.store import AzureStore, GCSStore, S3Store
+    except ImportError:
+        extra = {"s3": "s3", "gs": "gcs", "az": "azure"}[location.scheme]
+        raise ConfigError(f"OUTPUT_DIR {location.url()} needs the object-store extra: "
+                          f"pip install 'replicate-fleet[{extra}]'") from None
+    client: dict[str, Any] = {"timeout": timeout, "connect_timeout": CONNECT_TIMEOUT}
+    retry = {"max_retries": 4, "retry_timeout": RETRY_BUDGET}
+    prefix = location.prefix or None
+    try:
+        if location.scheme == "s3":
+            endpoint = environ.get("AWS_ENDPOINT_URL_S3") or environ.get("AWS_ENDPOINT_URL") or ""
+            if endpoint.startswith("http://"):
+                client["allow_http"] = True  # a local MinIO / moto: plain HTTP was asked for
+            # The standard variables, read from the mapping given (the process's environment by
+            # default); anything else (instance roles, web identity) obstore finds by itself.
+            config: dict[str, Any] = {name: environ[var] for var, name in _AWS_VARIABLES if environ.get(var)}
+            if endpoint:
+                config["endpoint"] = endpoint
+            return S3Store(location.bucket, prefix=prefix, config=config or None, client_options=client,
+                           retry_config=retry, credential_provider=_aws_profile(environ))
+        if location.scheme == "gs":
+            return GCSStore(location.bucket, prefix=prefix, client_options=client, retry_config=retry)
+        return AzureStore(location.bucket, prefix=prefix, client_options=client, retry_config=retry)
+    except Exception as exc:  # noqa: BLE001 - obstore raises its own config errors
+        raise ConfigError(f"OUTPUT_DIR {location.url()}: {_first_line(exc)}") from None
+
+
+def _aws_profile(environ: dict[str, str]):
+    """AWS_PROFILE (shared config and credentials files) through boto3, when no keys are set."""
+    if not environ.get("AWS_PROFILE") or environ.get("AWS_ACCESS_KEY_ID"):
+        return None
+    try:
+        import boto3
+        from obstore.auth.boto3 import Boto3CredentialProvider
+    except ImportError:
+        raise ConfigError("AWS_PROFILE needs boto3: pip install 'replicate-fleet[s3]' boto3") from None
+    return Boto3CredentialProvider(boto3.Session(profile_name=environ["AWS_PROFILE"]))
+
+
+def _classify(exc: Exception, what: str) -> StorageError | StorageUnavailableError:
+    """Refusals for good (the item fails, no paid fallback) apart from no answer (retry later)."""
+    from obstore import exceptions as e
+
+    reason = _reason(exc)
+    if isinstance(exc, e.AlreadyExistsError):
+        return OutputExistsError(f"{what}: it exists already")
+    if isinstance(exc, (e.PermissionDeniedError, e.UnauthenticatedError)):
+        return StorageError(f"{what}: access denied ({reason})")
+    if isinstance(exc, (FileNotFoundError, e.NotFoundError)):
+        if "NoSuchBucket" in str(exc) or "ContainerNotFound" in str(exc) or "bucket does not exist" in str(exc):
+            return StorageError(f"{what}: no such bucket ({reason})")
+        return StorageError(f"{what}: no such object")
+    status = _STATUS.search(str(exc))
+    code = int(status.group(1)) if status else None
+    if code is not None and 400 <= code < 500 and code not in (408, 429):
+        return StorageError(f"{what}: refused ({reason})")
+    if isinstance(exc, (e.InvalidPathError, e.NotSupportedError, e.UnknownConfigurationKeyError)):
+        return StorageError(f"{what}: {reason}")
+    return StorageUnavailableError(f"{what}: the store did not answer ({reason})")
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc)
+    status = _STATUS.search(text)
+    code = _CODE.search(text)
+    if status:
+        return f"HTTP {status.group(1)}" + (f" {code.group(1)}" if code else "")
+    return _first_line(exc)
+
+
+def _first_line(exc: Exception) -> str:
+    line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return line[:300]

@@ -142,12 +142,20 @@ def validate(source: Any, *, settings: Settings | None = None, model: str | None
     The list's `notes` (shared.prompts.ParsedRequests) say what the user should still know."""
     from shared.prompts import parse_prompts
 
+    from shared.storage import open_store, parse_location
+
     settings = _settings(settings)
     batch_id = check_batch_id(batch_id) if batch_id is not None else new_batch_id()
     data = load_source(source)
-    return parse_prompts(data, batch_id=batch_id, output_root=Path(settings.output_dir),
-                         registry=_registry(registry, settings), model=model, params=dict(params or {}),
-                         overwrite=overwrite)
+    location = parse_location(settings.output_dir)
+    registry = _registry(registry, settings)
+    requests = parse_prompts(data, batch_id=batch_id, output_root=location.path, registry=registry, model=model,
+                             params=dict(params or {}), overwrite=overwrite)
+    if location.remote:
+        from producer.output_checks import existing_outputs
+
+        existing_outputs(open_store(location), requests, registry, overwrite=overwrite)
+    return requests
 
 
 # --- the batch handle ---------------------------------------------------------------------------
@@ -201,17 +209,46 @@ class Batch:
         self.info()
         return [item.to_result() for item in self.ledger.items(self.id)]
 
-    def write_manifest(self) -> Path:
-        return Path(self.ledger.write_manifest(self.id))
+    def write_manifest(self) -> Path | str:
+        """Writes the manifest and the gallery beside it; returns the manifest's local Path, or
+        its store URL."""
+        return self.ledger.write_manifest(self.id, cost_of=self._cost_of)
+
+    def _cost_of(self, request: ImageRequest, model: str) -> float | None:
+        from shared.routing import adapt_params
+
+        registry = self.registry if self.registry is not None else _registry(None, self.settings)
+        params, _, _ = adapt_params(request.params, model, registry, strict=False)
+        return registry.get(model).cost(params)
 
     @property
-    def output_root(self) -> Path:
-        root = getattr(self.info(), "output_root", None)
-        return Path(root) if root else Path(self.settings.output_dir)
+    def output_root(self) -> Path | str:
+        """Where the batch's files are, as recorded at submit: a local Path or a store URL."""
+        from shared.storage import is_remote
 
-    def output_paths(self, record: dict[str, Any]) -> list[Path]:
+        root = getattr(self.info(), "output_root", None) or self.settings.output_dir
+        return str(root) if is_remote(root) else Path(root)
+
+    def output_paths(self, record: dict[str, Any]) -> list[Path | str]:
+        """An item's outputs: local Paths, or store URLs (`producer fetch` brings those home)."""
+        from shared.storage import is_remote
+
         root = self.output_root
-        return [Path(p) if Path(p).is_absolute() else root / p for p in record.get("outputs") or []]
+        if isinstance(root, str):
+            return [str(p) for p in record.get("outputs") or []]
+        return [p if is_remote(p) else (Path(p) if Path(p).is_absolute() else root / p)
+                for p in record.get("outputs") or []]
+
+    def fetch(self, to: str | os.PathLike = ".", *, progress: Any = None):
+        """Copy the batch's outputs, manifest and gallery from its output location into `to`
+        (`to/<batch>/...`, as laid out in the store). Resumable; returns a FetchReport whose
+        `.complete` says whether every output of every succeeded item is there."""
+        from producer.fetch import fetch_batch
+        from shared.storage import open_store
+
+        self.info()
+        manifest = self.ledger.manifest(self.id, cost_of=self._cost_of)
+        return fetch_batch(manifest, open_store(self.output_root), Path(to), progress=progress)
 
     # --- acting --------------------------------------------------------------------------------
     def cancel(self) -> CancelOutcome:
@@ -369,12 +406,17 @@ def submit(source: Any, *, settings: Settings | None = None, model: str | None =
         return Batch(batch_id, settings, requests=requests, created=False, dry_run=True, registry=registry)
 
     ledger = _ledger(settings)  # RedisUnavailableError before anything else is imported or written
+    from producer.output_checks import check_writable
+    from producer.references import References
     from shared.ledger import DuplicateFingerprint, batch_fingerprint
+    from shared.storage import open_store
     from workers.dispatch import enqueue_items
 
     options = {"substitute_on_failure": bool(substitute_on_failure), "overwrite": bool(overwrite),
                "model": model, "params": dict(params or {})}
-    fingerprint = batch_fingerprint(batch_id, requests, options)
+    references = References(requests)  # each distinct local file read once, named by its content
+    fingerprint = batch_fingerprint(batch_id, references.for_fingerprint(requests), options)
+    store = open_store(settings.output_dir)
     unique = not explicit_id and not again
     exists = explicit_id and ledger.batch(batch_id) is not None
     same = None  # another batch still in Redis with this content
@@ -386,9 +428,15 @@ def submit(source: Any, *, settings: Settings | None = None, model: str | None =
         plan.duplicate_of = same
         if on_plan is not None:
             on_plan(plan)
+        # Every worker writes to this one location (recorded with the batch): refused here, before
+        # anything is paid, if it cannot be written.
+        check_writable(store)
+        if len(references):
+            _upload_references(references, settings)
+            requests = references.with_urls(requests)
     try:
-        created = ledger.create_batch(batch_id, requests, output_root=str(Path(settings.output_dir).resolve()),
-                                      options=options, fingerprint=fingerprint, unique_fingerprint=unique)
+        created = ledger.create_batch(batch_id, requests, output_root=store.url(), options=options,
+                                      fingerprint=fingerprint, unique_fingerprint=unique)
     except DuplicateFingerprint as exc:  # an identical submission won the race since the check
         info = ledger.batch(exc.batch_id)
         if info is None:
@@ -403,11 +451,23 @@ def submit(source: Any, *, settings: Settings | None = None, model: str | None =
         # enqueuing anything new (items already sent or finished are left alone).
         never_sent = set(ledger.never_enqueued(batch_id))
         if never_sent:
-            enqueue_items(settings, batch_id, [r for r in requests if r.index in never_sent])
+            enqueue_items(settings, batch_id, [ledger.request(batch_id, i) for i in sorted(never_sent)])
     batch = Batch(batch_id, settings, requests=requests, created=created, registry=registry)
     batch.duplicate_of = same
     batch._ledger_obj = ledger
     return batch
+
+
+def _upload_references(references, settings: Settings) -> None:
+    """Upload the batch's distinct local reference files, each on a read token of the account's
+    shared budget (the files API counts as a read)."""
+    limiter = _limiter_or_none(settings)
+    try:
+        take = (lambda: limiter.take_read_token(timeout=120.0)) if limiter is not None else None
+        references.upload(settings, take_read_token=take)
+    finally:
+        if limiter is not None:
+            _close_quietly(limiter)
 
 
 def _batch_exists(settings: Settings, batch_id: str) -> bool:
@@ -480,6 +540,24 @@ def open_batch(batch_id: str, settings: Settings | None = None) -> Batch:
     batch = Batch(check_batch_id(batch_id), _settings(settings))
     batch.info()
     return batch
+
+
+def fetch_from_store(batch_id: str, location: str | os.PathLike, to: str | os.PathLike = ".", *,
+                     progress: Any = None):
+    """`Batch.fetch` for a batch Redis no longer holds: its manifest is read from the store at
+    `location` (`<location>/<batch>/manifest.json`)."""
+    import json
+
+    from producer.fetch import fetch_batch
+    from shared.errors import StorageError
+    from shared.storage import open_store
+
+    store = open_store(location)
+    try:
+        manifest = json.loads(store.get(f"{check_batch_id(batch_id)}/manifest.json"))
+    except StorageError as exc:
+        raise InputError(Problem(f"no manifest of batch {batch_id} in {store.url()}: {exc}", field="BATCH")) from None
+    return fetch_batch(manifest, store, Path(to), progress=progress)
 
 
 def list_batches(settings: Settings | None = None, limit: int = 20) -> list:

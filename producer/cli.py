@@ -23,7 +23,7 @@ import redis
 
 from shared.errors import (ConfigError, FleetError, InputError, NoWorkerError, Problem,
                            RedisUnavailableError)
-from shared.settings import Settings
+from shared.settings import Settings, output_location
 
 from producer import api
 from producer.params import split_params
@@ -126,8 +126,8 @@ def cli(ctx: click.Context, redis_url: str | None, env_file: str) -> None:
 @click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE",
               help="Model parameter for every item (items override); repeatable. Values are JSON when "
                    "they parse (2, true, [\"a.png\"]), text otherwise (16:9).")
-@click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Root of every output file (default OUTPUT_DIR, ./output).")
+@click.option("--output-dir", metavar="PATH|URL", help="Root of every output file: a folder or s3://bucket/prefix, "
+              "gs://..., az://... (default OUTPUT_DIR, ./output). Recorded with the batch; every worker writes there.")
 @click.option("--batch-id", metavar="ID", help="Name the batch (default: time-based). Submitting the same "
               "id again enqueues nothing new.")
 @click.option("--again", is_flag=True, help="Submit even though a batch still in Redis has the same items "
@@ -139,10 +139,12 @@ def cli(ctx: click.Context, redis_url: str | None, env_file: str) -> None:
 @click.option("--overwrite", is_flag=True, help="Allow replacing files that exist already.")
 @click.option("--substitute-on-failure", is_flag=True, help="Write the black 1600x900 substitute for items "
               "that fail on every model (marked `substituted`, never `succeeded`).")
+@click.option("--fetch", "fetch_to", metavar="DIR", help="With --wait: copy the outputs, manifest and gallery "
+              "into DIR once the batch ends (as `producer fetch BATCH --to DIR`).")
 @pass_context
-def submit(obj: Context, file: str, model: str | None, params: tuple[str, ...], output_dir: Path | None,
+def submit(obj: Context, file: str, model: str | None, params: tuple[str, ...], output_dir: str | None,
            batch_id: str | None, again: bool, wait: bool, as_json: bool, dry_run: bool, overwrite: bool,
-           substitute_on_failure: bool) -> None:
+           substitute_on_failure: bool, fetch_to: str | None) -> None:
     """Validate FILE (prompts.json), record a batch and enqueue one task per image.
 
     Every item is checked first; any problem is reported (item, id and field), exit 2, and
@@ -167,7 +169,9 @@ def submit(obj: Context, file: str, model: str | None, params: tuple[str, ...], 
       producer submit prompts.json --batch-id catalog-v2 --json
       producer submit prompts.json --again          # the same file once more, on purpose
     """
-    settings = obj.settings(output_dir=output_dir)
+    if fetch_to is not None and not wait:
+        raise click.UsageError("--fetch DIR needs --wait (or run `producer fetch BATCH --to DIR` later)")
+    settings = obj.settings(output_dir=output_location(output_dir) if output_dir else None)
     param_values, param_problems = split_params(params)
     if param_problems:
         # Report these together with everything else wrong in the input (validation writes nothing).
@@ -207,10 +211,13 @@ def submit(obj: Context, file: str, model: str | None, params: tuple[str, ...], 
             click.echo(json.dumps({"batch": batch.id, "items": len(requests)}))
         return
     snap = _wait(batch, progress_stream=sys.stderr if as_json else sys.stdout, as_json=as_json)
+    fetched_all = True
+    if fetch_to is not None:
+        fetched_all = _fetch(batch, fetch_to, err=as_json)
     if as_json:
         click.echo(json.dumps({"batch": batch.id, "items": len(requests), "counts": snap.counts,
                                "finished": snap.finished}))
-    sys.exit(_outcome(snap))
+    sys.exit(_outcome(snap) if fetched_all else EXIT_SOME_FAILED)
 
 
 def _print_warnings(requests) -> None:
@@ -366,6 +373,48 @@ def results(obj: Context, batch_id: str, as_json: bool) -> None:
         detail = outputs if record.get("status") in ("succeeded", "substituted") else (record.get("error") or "")
         click.echo(f"{record.get('index'):>5}  {str(record.get('id'))[:20]:<20}  {record.get('status'):<11}  "
                    f"{record.get('model') or record.get('requested_model') or '':<36}  {detail}")
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.argument("batch_id", metavar="BATCH")
+@click.option("--to", "to", default=".", show_default=True, metavar="DIR",
+              help="Where to put them: DIR/<batch>/manifest.json, DIR/<batch>/index.html and every output "
+                   "at its place under the output root.")
+@click.option("--from", "from_", metavar="PATH|URL", help="The output location to read, for a batch Redis "
+              "no longer holds (default: the one recorded with the batch).")
+@pass_context
+def fetch(obj: Context, batch_id: str, to: str, from_: str | None) -> None:
+    """Copy BATCH's outputs, manifest and gallery (index.html) from its output location (a bucket
+    or a folder) to this machine. Parallel, resumable: files already there with the recorded
+    size and checksum are skipped. Exit 0 only when every output of every succeeded item is
+    there.
+
+    \b
+    Examples:
+      producer fetch b-20261204-ab12cd                  # into ./b-20261204-ab12cd/
+      producer fetch b-20261204-ab12cd --to ~/renders
+      producer fetch b-20261204-ab12cd --from s3://renders/fleet
+    """
+    settings = obj.settings()
+    if from_ is not None:
+        report = api.fetch_from_store(batch_id, output_location(from_), to, progress=sys.stderr)
+    else:
+        report = api.open_batch(batch_id, settings).fetch(to, progress=sys.stderr)
+    sys.exit(EXIT_OK if _print_fetch(report) else EXIT_SOME_FAILED)
+
+
+def _fetch(batch: api.Batch, to: str, *, err: bool) -> bool:
+    return _print_fetch(batch.fetch(to, progress=sys.stderr), err=err)
+
+
+def _print_fetch(report: Any, *, err: bool = False) -> bool:
+    click.echo(f"fetched {report.fetched} file(s) ({report.bytes / 1e6:.1f} MB), {report.present} already there; "
+               f"gallery {report.to / report.batch_id / 'index.html'}", err=err)
+    for line in report.missing[:20]:
+        click.echo(f"missing: {line}", err=True)
+    if len(report.missing) > 20:
+        click.echo(f"missing: ... and {len(report.missing) - 20} more", err=True)
+    return report.complete
 
 
 @cli.command(epilog=EXIT_CODES_HELP)

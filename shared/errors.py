@@ -107,7 +107,9 @@ class LocalError(FleetError):
     paid fallback: the item fails with this reason."""
 
 
-class StorageError(LocalError):
+# Storage errors are OSErrors too: they are input/output failures, and code that guarded a local
+# write with `except OSError` (manifests, the recovery sweep) keeps guarding it on any store.
+class StorageError(LocalError, OSError):
     """The output store refused for good (403, no such bucket or container, disk full, an object
     that exists and may not be overwritten): the item fails as a local error, no paid fallback."""
 
@@ -116,7 +118,7 @@ class OutputExistsError(StorageError):
     """An output object exists already with other content, and the batch may not overwrite it."""
 
 
-class StorageUnavailableError(FleetError):
+class StorageUnavailableError(FleetError, OSError):
     """The output store did not answer (timeout, 5xx, connection refused). The same write is
     tried again later; the prediction is never made again for it."""
 

@@ -28,11 +28,10 @@ import secrets
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import redis
 
-from shared.atomic_files import write_atomic
 from shared.errors import FleetError
 from shared.keys import Keys
 from shared.request import ImageRequest
@@ -136,6 +135,8 @@ class ItemRecord:
     current_model: str  # the model the current attempt uses
     model: str | None = None  # the model that produced the output
     outputs: list[str] = field(default_factory=list)
+    # per output: {"key" (relative to the output root), "format", "content_type", "bytes", "sha256"}
+    files: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
     attempts: list[AttemptRecord] = field(default_factory=list)
     base_attempt: int = 1  # first attempt since the last reset (transient retries count from here)
@@ -155,6 +156,7 @@ class ItemRecord:
             "model": self.model,
             "status": self.status,
             "outputs": list(self.outputs),
+            "files": [dict(f) for f in self.files],
             "attempts": [a.to_result() for a in self.attempts],
             "error": self.error,
         }
@@ -463,23 +465,52 @@ class Ledger:
             self.redis.zrem(self.keys.batch_live(batch_id), *members)
 
     # --- manifest -------------------------------------------------------------------------------
-    def manifest(self, batch_id: str) -> dict[str, Any]:
+    def manifest(self, batch_id: str, *,
+                 cost_of: Callable[[ImageRequest, str], float | None] | None = None) -> dict[str, Any]:
         info = self.batch(batch_id)
         if info is None:
             raise KeyError(f"no batch {batch_id}")
-        return {"batch": info.to_dict(), "items": [it.to_result() for it in self.items(batch_id)]}
+        records = []
+        for item in self.items(batch_id):
+            record = item.to_result()
+            if cost_of is not None and item.status == "succeeded" and item.model:
+                try:
+                    record["cost_usd"] = cost_of(item.request, item.model)
+                except Exception:  # noqa: BLE001 - an estimate for the reader, never a reason to fail
+                    pass
+            records.append(record)
+        return {"batch": info.to_dict(), "items": records}
 
-    def write_manifest(self, batch_id: str, output_root: str | os.PathLike | None = None) -> Path:
-        """Write `<output_root>/<batch_id>/manifest.json` atomically (temp file, fsync, rename).
-        output_root defaults to the one recorded with the batch; workers pass their own (the
-        same storage may be mounted elsewhere on their host)."""
-        data = self.manifest(batch_id)
-        root = Path(output_root if output_root is not None else data["batch"]["output_root"])
-        path = root / batch_id / "manifest.json"
-        write_atomic(path, [(json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode()])
+    def write_manifest(self, batch_id: str, output_root: str | os.PathLike | None = None, *,
+                       cost_of: Callable[[ImageRequest, str], float | None] | None = None) -> Path | str:
+        """Write `<output_root>/<batch_id>/manifest.json` and the gallery `index.html` beside it,
+        each whole (shared.storage); returns the manifest's address (a local Path, or a store
+        URL). output_root defaults to the one recorded with the batch. `cost_of(request, model)`
+        estimates what a succeeded item cost (`cost_usd` in the manifest and the gallery).
+        OSError (StorageError, StorageUnavailableError) when the store refuses or does not answer."""
+        from shared.gallery import render_gallery
+        from shared.storage import open_store
+
+        data = self.manifest(batch_id, cost_of=cost_of)
+        store = open_store(output_root if output_root is not None else data["batch"]["output_root"])
+        page = render_gallery(data, keys_of=lambda item: item_keys(item, store.location))
+        store.put(f"{batch_id}/index.html", page.encode(), overwrite=True, content_type="text/html; charset=utf-8")
+        manifest_key = f"{batch_id}/manifest.json"
+        store.put(manifest_key, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode(), overwrite=True,
+                  content_type="application/json")
         if data["batch"].get("finished_at"):
             self.redis.hset(self.keys.batch(batch_id), "manifest_at", str(time.time()))
-        return path
+        return Path(store.url(manifest_key)) if not store.location.remote else store.url(manifest_key)
+
+
+def item_keys(item: dict[str, Any], location: Any) -> list[str]:
+    """An item's output keys, relative to the output root: from its `files` records, else from
+    its `outputs` addresses (records written before files were recorded)."""
+    files = item.get("files") or []
+    if files:
+        return [str(f["key"]) for f in files]
+    keys = [location.key_of(str(address)) for address in item.get("outputs") or []]
+    return [k for k in keys if k]
 
 
 @dataclass(frozen=True)
@@ -521,6 +552,7 @@ def _item_record(index: int, raw: dict[str, str]) -> ItemRecord:
         current_model=raw.get("current_model", ""),
         model=raw.get("model") or None,
         outputs=json.loads(raw["outputs"]) if raw.get("outputs") else [],
+        files=json.loads(raw["files"]) if raw.get("files") else [],
         error=raw.get("error") or None,
         attempts=attempts,
         base_attempt=int(raw.get("base_attempt") or 1),

@@ -288,7 +288,7 @@ def parse_prompts(
     data: Any,
     *,
     batch_id: str,
-    output_root: Path,
+    output_root: Path | None,
     registry: "ModelRegistry",
     model: str | None = None,
     params: dict | None = None,
@@ -299,6 +299,8 @@ def parse_prompts(
 
     Raises InputError listing every problem found. Nothing is written anywhere. The result is a
     list (ParsedRequests) whose `notes` say what the user should know without it being a problem.
+    `output_root` None: the outputs go to an object store, whose existing objects the caller
+    checks (the names are still checked against each other).
     """
     problems: list[Problem] = []
     bad_id = batch_id_problem(batch_id)
@@ -314,7 +316,7 @@ def parse_prompts(
         base_dir = getattr(data, "source_dir", None) or Path.cwd()
     context = _Context(
         batch_id=batch_id,
-        root=Path(output_root),
+        root=Path(output_root) if output_root is not None else None,
         registry=registry,
         flag_model=model,
         flag_params=dict(params or {}),
@@ -424,11 +426,11 @@ def _normalize_fields(raw: Mapping[str, Any], index: int | None, item_id: str | 
 class _Context:
     """What every item needs to be parsed, and what is shared between items (caches, claims)."""
 
-    def __init__(self, *, batch_id: str, root: Path, registry: "ModelRegistry", flag_model: str | None,
+    def __init__(self, *, batch_id: str, root: Path | None, registry: "ModelRegistry", flag_model: str | None,
                  flag_params: dict[str, Any], defaults: dict[str, Any], overwrite: bool, base_dir: Path):
         self.batch_id = batch_id
-        self.root = root
-        self.root_resolved = root.resolve()
+        self.root = root  # None: outputs go to an object store (no local checks)
+        self.root_resolved = root.resolve() if root is not None else None
         self.registry = registry
         self.flag_model = flag_model
         self.flag_params = flag_params
@@ -707,6 +709,9 @@ class _Context:
         """Every file the item writes: inside the root, not existing (unless overwrite), not taken."""
         ok = True
         for name in output_names(output, count):
+            if self.root is None:  # an object store: the caller checks what exists there
+                ok = self._claim_key(index, item_id, name, name.casefold(), problem) and ok
+                continue
             target = self.root / name
             parent = self._resolve_dir(target.parent)
             resolved = parent / target.name
@@ -727,15 +732,17 @@ class _Context:
             elif parent.exists() and not parent.is_dir():
                 problem(f"{name!r}: {str(parent)!r} is a file, not a folder", "output")
                 ok = False
-            key = str(resolved).casefold()
-            if key in self.claimed_files:
-                other, other_id = self.claimed_files[key]
-                label = f"item {other}" + (f" (id {other_id!r})" if other_id != str(other) else "")
-                problem(f"{name!r} is also written by {label} (names are compared ignoring case)", "output")
-                ok = False
-            else:
-                self.claimed_files[key] = (index, item_id)
+            ok = self._claim_key(index, item_id, name, str(resolved).casefold(), problem) and ok
         return ok
+
+    def _claim_key(self, index: int, item_id: str, name: str, key: str, problem) -> bool:
+        if key in self.claimed_files:
+            other, other_id = self.claimed_files[key]
+            label = f"item {other}" + (f" (id {other_id!r})" if other_id != str(other) else "")
+            problem(f"{name!r} is also written by {label} (names are compared ignoring case)", "output")
+            return False
+        self.claimed_files[key] = (index, item_id)
+        return True
 
     def _resolve_dir(self, directory: Path) -> Path:
         # Many items share a folder; resolving it once keeps 100k items fast.

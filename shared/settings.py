@@ -23,7 +23,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "REPLICATE_CREATE_LIMIT": ("create_limit", int),
     "REPLICATE_READ_LIMIT": ("read_limit", int),
     "REPLICATE_RATE_WINDOW": ("rate_window", float),
-    "OUTPUT_DIR": ("output_dir", Path),
+    "OUTPUT_DIR": ("output_dir", lambda raw: output_location(raw)),
     "FLEET_KEY_PREFIX": ("key_prefix", str),
     "FLEET_LEASE_SECONDS": ("lease_seconds", float),
     "FLEET_VISIBILITY_TIMEOUT": ("visibility_timeout", int),
@@ -47,6 +47,11 @@ _ENV: dict[str, tuple[str, Any]] = {
 }
 
 
+def output_location(raw: str) -> Path | str:
+    """OUTPUT_DIR: an object-store URL stays text (a Path would fold `s3://b` into `s3:/b`)."""
+    return raw if "://" in raw else Path(raw)
+
+
 @dataclass(frozen=True)
 class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -56,7 +61,8 @@ class Settings:
     create_limit: int = 600
     read_limit: int = 3000
     rate_window: float = 60.0
-    output_dir: Path = Path("./output")
+    # A local folder (Path) or an object-store URL (str: s3://bucket/prefix, gs://..., az://...).
+    output_dir: Path | str = Path("./output")
     key_prefix: str = "fleet"  # every Redis key of ours starts with this
     lease_seconds: float = 30.0  # slot lease; renewed every lease/3 while held
     visibility_timeout: int = 3600  # Redis broker: redelivery of unacked tasks after this
@@ -140,6 +146,10 @@ class Settings:
             raise ConfigError(f"worker_concurrency must be at least 1, got {self.worker_concurrency}")
         if self.webhook_url is not None and not self.webhook_url.startswith(("http://", "https://")):
             raise ConfigError(f"FLEET_WEBHOOK_URL must be an http(s) URL, got {self.webhook_url!r}")
+        if "://" in str(self.output_dir):
+            from shared.storage.location import parse_location
+
+            parse_location(str(self.output_dir))  # ConfigError for a scheme no store serves
         host, sep, port = self.webhook_listen.rpartition(":")
         if not sep or not port.isdigit():
             raise ConfigError(f"FLEET_WEBHOOK_LISTEN must be host:port, got {self.webhook_listen!r}")

@@ -179,12 +179,13 @@ def test_manifest_written_atomically_next_to_outputs(ledger, tmp_path):
     data = json.loads(path.read_text())
     assert data["batch"]["id"] == "b1" and data["batch"]["finished"]
     first, second = data["items"]
-    assert set(first) == {"index", "id", "prompt", "requested_model", "model", "status", "outputs",
+    assert set(first) == {"index", "id", "prompt", "requested_model", "model", "status", "outputs", "files",
                           "attempts", "error"}
     assert first["status"] == "succeeded" and first["attempts"][0]["prediction_id"] == "p0"
     assert set(first["attempts"][0]) == {"attempt", "model", "prediction_id", "status", "error", "seconds"}
     assert second["status"] == "substituted" and second["error"] == "all failed"
     assert not [p for p in path.parent.iterdir() if p.name.endswith(".part")]
+    assert (path.parent / "index.html").is_file()  # the gallery beside it
     # another root (a worker's mount) works too
     assert ledger.write_manifest("b1", tmp_path / "elsewhere").is_file()
 

@@ -344,11 +344,13 @@ def test_cli_refuses_the_same_file_twice_and_again_submits_it(tmp_path, settings
 
 # --- what is printed before enqueueing ----------------------------------------------------------------
 def test_submit_prints_notes_plan_and_routing_warnings_before_enqueueing(tmp_path, settings, redis_client,
-                                                                         monkeypatch):
+                                                                         monkeypatch, sim):
     from PIL import Image
 
-    for name in ("a.png", "b.png"):
-        Image.new("RGB", (4, 4)).save(tmp_path / name)
+    settings = settings.with_(replicate_base_url=sim.url)  # reference images are uploaded at submit
+
+    for name, colour in (("a.png", "red"), ("b.png", "blue")):
+        Image.new("RGB", (4, 4), colour).save(tmp_path / name)
     prompts = tmp_path / "p.json"
     prompts.write_text(json.dumps(["a fox", {"prompt": "fuse them", "model": "black-forest-labs/flux-dev",
                                              "image_input": ["a.png", "b.png"], "params": {"num_outputs": 2}}]))
@@ -365,6 +367,7 @@ def test_submit_prints_notes_plan_and_routing_warnings_before_enqueueing(tmp_pat
     assert "Routing changes (1):" in out and "google/nano-banana" in out
     assert "num_outputs=2 dropped" in out and "Estimated cost: $" in out
     assert "Routes (" not in out and "queued" not in out
+    assert sim.ledger()["files_uploaded"] == 2  # the references, before anything is enqueued
     dry = CliRunner().invoke(cli, base_args(settings) + ["submit", str(prompts), "--dry-run"], env=settings.as_env())
     assert dry.exit_code == 0 and "note: no model given for 1 item(s)" in dry.stderr
 

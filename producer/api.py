@@ -392,6 +392,13 @@ def submit(source: Any, *, settings: Settings | None = None, model: str | None =
     explicit_id = batch_id is not None
     batch_id = check_batch_id(batch_id) if explicit_id else new_batch_id()
     registry = _registry(registry, settings)
+    if not dry_run:
+        from producer.output_checks import check_writable
+        from shared.storage import open_store
+
+        # Every worker writes to this one location (recorded with the batch): refused here, before
+        # anything is recorded or paid, if a probe object cannot be written and deleted there.
+        check_writable(open_store(settings.output_dir))
     try:
         requests = validate(source, settings=settings, model=model, params=params, batch_id=batch_id,
                             overwrite=overwrite, registry=registry)
@@ -406,7 +413,6 @@ def submit(source: Any, *, settings: Settings | None = None, model: str | None =
         return Batch(batch_id, settings, requests=requests, created=False, dry_run=True, registry=registry)
 
     ledger = _ledger(settings)  # RedisUnavailableError before anything else is imported or written
-    from producer.output_checks import check_writable
     from producer.references import References
     from shared.ledger import DuplicateFingerprint, batch_fingerprint
     from shared.storage import open_store
@@ -428,9 +434,6 @@ def submit(source: Any, *, settings: Settings | None = None, model: str | None =
         plan.duplicate_of = same
         if on_plan is not None:
             on_plan(plan)
-        # Every worker writes to this one location (recorded with the batch): refused here, before
-        # anything is paid, if it cannot be written.
-        check_writable(store)
         if len(references):
             _upload_references(references, settings)
             requests = references.with_urls(requests)

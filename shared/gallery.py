@@ -60,7 +60,10 @@ def _card(item: Mapping[str, Any], batch_id: str, keys: list[str]) -> str:
     if not media:
         media = f"<div class=\"none\">{html.escape(status)}</div>"
     model = item.get("model") or item.get("requested_model") or ""
-    meta = [f"#{item.get('index')}", html.escape(str(item.get("id") or "")), html.escape(str(model))]
+    meta = [f"#{item.get('index')}"]
+    if str(item.get("id") or "") not in ("", str(item.get("index"))):
+        meta.append(html.escape(str(item.get("id"))))
+    meta.append(html.escape(str(model)))
     if item.get("cost_usd"):
         meta.append(f"${float(item['cost_usd']):.3f}")
     reason = ""

@@ -2,7 +2,6 @@
 server as a process, reached by obstore over HTTP): the same guarantees on both."""
 from __future__ import annotations
 
-import json
 import os
 import time
 from datetime import timedelta
@@ -12,7 +11,7 @@ import pytest
 from shared.errors import ConfigError, OutputExistsError, StorageError, StorageUnavailableError
 from shared.storage import open_store, parse_location, probe, sniff, write_once
 from shared.storage.sniff import with_extension
-from tests.fixtures.objstore import start_moto
+from tests.fixtures.objstore import read_only_user, start_moto
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"p" * 64
 JPEG = b"\xff\xd8\xff\xe0" + b"j" * 64
@@ -87,21 +86,6 @@ def test_a_read_only_bucket_is_refused_with_access_denied(tmp_path):
         assert keys["AWS_SECRET_ACCESS_KEY"] not in str(refused.value)
     finally:
         server.stop()
-
-
-def read_only_user(server, bucket: str) -> dict[str, str]:
-    """A bucket and the keys of an IAM user that may only read it (4 unauthenticated calls)."""
-    import boto3
-
-    server.client().create_bucket(Bucket=bucket)
-    iam = boto3.client("iam", endpoint_url=server.url, region_name="us-east-1",
-                       aws_access_key_id="testing", aws_secret_access_key="testing")
-    iam.create_user(UserName="reader")
-    iam.put_user_policy(UserName="reader", PolicyName="read-only", PolicyDocument=json.dumps({
-        "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"], "Resource": "*"}]}))
-    key = iam.create_access_key(UserName="reader")["AccessKey"]
-    return {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
 
 
 def test_a_store_that_does_not_answer_is_unavailable_and_the_write_completes_later(s3_bucket):

@@ -8,6 +8,7 @@ keeps everything in memory; `MotoServer.pause()` / `resume()` stop and continue 
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -123,3 +124,18 @@ def s3_bucket(moto_s3: MotoServer) -> Bucket:
     name = f"fleet-test-{uuid.uuid4().hex[:12]}"
     moto_s3.client().create_bucket(Bucket=name)
     return Bucket(name, moto_s3)
+
+
+def read_only_user(server, bucket: str) -> dict[str, str]:
+    """A bucket and the keys of an IAM user that may only read it (4 unauthenticated calls)."""
+    import boto3
+
+    server.client().create_bucket(Bucket=bucket)
+    iam = boto3.client("iam", endpoint_url=server.url, region_name="us-east-1",
+                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    iam.create_user(UserName="reader")
+    iam.put_user_policy(UserName="reader", PolicyName="read-only", PolicyDocument=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"], "Resource": "*"}]}))
+    key = iam.create_access_key(UserName="reader")["AccessKey"]
+    return {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}

@@ -142,20 +142,16 @@ def validate(source: Any, *, settings: Settings | None = None, model: str | None
     The list's `notes` (shared.prompts.ParsedRequests) say what the user should still know."""
     from shared.prompts import parse_prompts
 
-    from shared.storage import open_store, parse_location
+    from shared.storage import parse_location
 
     settings = _settings(settings)
     batch_id = check_batch_id(batch_id) if batch_id is not None else new_batch_id()
     data = load_source(source)
-    location = parse_location(settings.output_dir)
-    registry = _registry(registry, settings)
-    requests = parse_prompts(data, batch_id=batch_id, output_root=location.path, registry=registry, model=model,
-                             params=dict(params or {}), overwrite=overwrite)
-    if location.remote:
-        from producer.output_checks import existing_outputs
-
-        existing_outputs(open_store(location), requests, registry, overwrite=overwrite)
-    return requests
+    # A folder is checked name by name here; on an object store, `submit` looks for existing
+    # outputs once it has probed that the store can be written.
+    return parse_prompts(data, batch_id=batch_id, output_root=parse_location(settings.output_dir).path,
+                         registry=_registry(registry, settings), model=model, params=dict(params or {}),
+                         overwrite=overwrite)
 
 
 # --- the batch handle ---------------------------------------------------------------------------
@@ -392,13 +388,6 @@ def submit(source: Any, *, settings: Settings | None = None, model: str | None =
     explicit_id = batch_id is not None
     batch_id = check_batch_id(batch_id) if explicit_id else new_batch_id()
     registry = _registry(registry, settings)
-    if not dry_run:
-        from producer.output_checks import check_writable
-        from shared.storage import open_store
-
-        # Every worker writes to this one location (recorded with the batch): refused here, before
-        # anything is recorded or paid, if a probe object cannot be written and deleted there.
-        check_writable(open_store(settings.output_dir))
     try:
         requests = validate(source, settings=settings, model=model, params=params, batch_id=batch_id,
                             overwrite=overwrite, registry=registry)
@@ -413,6 +402,7 @@ def submit(source: Any, *, settings: Settings | None = None, model: str | None =
         return Batch(batch_id, settings, requests=requests, created=False, dry_run=True, registry=registry)
 
     ledger = _ledger(settings)  # RedisUnavailableError before anything else is imported or written
+    from producer.output_checks import check_writable, existing_outputs
     from producer.references import References
     from shared.ledger import DuplicateFingerprint, batch_fingerprint
     from shared.storage import open_store
@@ -423,10 +413,15 @@ def submit(source: Any, *, settings: Settings | None = None, model: str | None =
     references = References(requests)  # each distinct local file read once, named by its content
     fingerprint = batch_fingerprint(batch_id, references.for_fingerprint(requests), options)
     store = open_store(settings.output_dir)
+    # Every worker writes to this one location (recorded with the batch): refused here, before
+    # anything is recorded or paid, if a probe object cannot be written and deleted there.
+    check_writable(store)
     unique = not explicit_id and not again
     exists = explicit_id and ledger.batch(batch_id) is not None
     same = None  # another batch still in Redis with this content
     if not exists:
+        if store.location.remote:
+            existing_outputs(store, requests, registry, overwrite=overwrite)
         same = ledger.find_fingerprint(fingerprint)
         if same is not None and unique:
             raise DuplicateBatchError(same)

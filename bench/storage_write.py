@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     payload = b"\x89PNG\r\n\x1a\n" + os.urandom(args.size_kb * 1024)
 
-    from tests.fixtures.objstore import start_moto
+    from bench.moto import start_moto
 
     with tempfile.TemporaryDirectory() as tmp:
         server = start_moto(Path(tmp) / "moto.log")

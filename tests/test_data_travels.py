@@ -15,7 +15,7 @@ from producer.cli import cli
 from shared.ledger import Ledger
 from shared.keys import Keys
 from shared.storage import open_store, sha256_of
-from tests.fixtures.objstore import read_only_user, start_moto
+from tests.support.objstore import read_only_user, start_moto
 
 def base_args(settings) -> list[str]:
     return ["--redis-url", settings.redis_url, "--env-file", "/nonexistent.env"]

@@ -11,7 +11,7 @@ import pytest
 from shared.errors import ConfigError, OutputExistsError, StorageError, StorageUnavailableError
 from shared.storage import open_store, parse_location, probe, sniff, write_once
 from shared.storage.sniff import with_extension
-from tests.fixtures.objstore import read_only_user, start_moto
+from tests.support.objstore import read_only_user, start_moto
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"p" * 64
 JPEG = b"\xff\xd8\xff\xe0" + b"j" * 64

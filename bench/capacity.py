@@ -14,7 +14,8 @@ import uuid
 from typing import Any
 
 from bench.fleet import Fleet, submit, wait_finished
-from bench.hosts import Hosts, RedisServer
+from bench.hosts import Hosts
+from bench.processes import RedisServer
 from bench.throughput import MODEL, prompts_for
 
 from shared.settings import Settings

@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from bench.fleet import Fleet, submit, wait_finished
-from bench.hosts import Hosts, HostsError, RedisServer
+from bench.hosts import Hosts, HostsError
 from bench.measure import Series, fetch_events
+from bench.processes import RedisServer
 from bench.throughput import Scenario, RunResult, _scenario_dict, _succeeded_with_files, fleet_settings, prompts_for, sim_figures, sim_options
 
 FAULTS = ("none", "kill", "redis_restart", "redis_crash", "partition", "clock", "errors", "storm")

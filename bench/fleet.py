@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bench.hosts import Hosts
+from bench.processes import ChildProcess, free_port, stop_all, wait_workers_ready, worker_argv, worker_env
 from shared.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+BENCH_TOKEN = "r8_bench_not_a_real_token"  # the stand-in takes any token
 
 
 @dataclass
@@ -55,16 +57,12 @@ def worker_pid(proc: subprocess.Popen) -> int:
 
 
 @dataclass
-class WorkerHandle:
-    name: str
-    host: int
-    proc: subprocess.Popen
-    log_path: Path
+class WorkerHandle(ChildProcess):
+    """A worker (or the webhook receiver) of the fleet, on host `host`, with its last CPU/RSS sample."""
+
+    host: int = 0
     clock_offset: float | None = None
     last_stats: ProcStats | None = None
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
 
     def sample(self) -> ProcStats | None:
         stats = ProcStats.read(worker_pid(self.proc)) if self.alive() else None
@@ -73,30 +71,8 @@ class WorkerHandle:
         return self.last_stats
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.alive():
-            self.sample()
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
-
-
-def worker_env(settings: Settings, sim_url: str, token: str = "r8_bench_not_a_real_token",
-               **extra: Any) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REPLICATE_", "FLEET_", "CELERY_"))}
-    env.pop("REDIS_URL", None)
-    env.update(settings.as_env())
-    env["REPLICATE_BASE_URL"] = sim_url
-    env["REPLICATE_API_TOKEN"] = token
-    env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update({k: str(v) for k, v in extra.items()})
-    return env
+        self.sample()  # its cost so far, before it is gone
+        super().kill(sig)
 
 
 @dataclass
@@ -117,7 +93,7 @@ class Fleet:
     def __post_init__(self) -> None:
         self.log_dir = Path(self.log_dir or self.hosts.workdir / "logs")
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.env = worker_env(self.settings, self.sim_url)
+        self.env = worker_env(self.settings, sim_url=self.sim_url, REPLICATE_API_TOKEN=BENCH_TOKEN)
         self._serial = 0
         self.receiver: WorkerHandle | None = None
 
@@ -132,13 +108,11 @@ class Fleet:
         self._serial += 1
         name = f"w{self._serial}-h{host}-{self.settings.key_prefix}@bench"
         log_path = self.log_dir / f"worker-{self._serial}-h{host}.log"
-        argv = [sys.executable, "-m", "celery", "-A", "workers", "worker", "-n", name,
-                "-c", str(self.concurrency), "--pool", "threads", "-Q", self.settings.queue,
-                "--without-mingle", "--without-gossip", "-l", self.loglevel]
+        argv = worker_argv(self.settings, name, concurrency=self.concurrency, loglevel=self.loglevel)
         offset = self.clock_offsets.get(host)
         proc = self.hosts.popen(host, argv, env=self.env, log_path=log_path, cwd=REPO_ROOT,
                                 clock_offset=offset)
-        worker = WorkerHandle(name, host, proc, log_path, offset)
+        worker = WorkerHandle(name, proc, log_path, host=host, clock_offset=offset)
         self.workers.append(worker)
         return worker
 
@@ -147,20 +121,16 @@ class Fleet:
         reaches; the workers then create predictions with its URL (FLEET_WEBHOOK_URL)."""
         import httpx
 
-        from bench.hosts import _register_process
-        from bench.processes import free_port
-
         address = self.hosts.server_address
         port = free_port(address)
-        env = worker_env(self.settings, self.sim_url, FLEET_WEBHOOK_LISTEN=f"{address}:{port}")
+        env = worker_env(self.settings, sim_url=self.sim_url, REPLICATE_API_TOKEN=BENCH_TOKEN,
+                         FLEET_WEBHOOK_LISTEN=f"{address}:{port}")
         log_path = self.log_dir / "webhook-receiver.log"
-        with open(log_path, "ab") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "workers.webhook_receiver"], stdin=subprocess.DEVNULL,
-                                    stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT,
-                                    start_new_session=True)
-        self.hosts.processes.append(proc)
-        _register_process(proc)
-        self.receiver = WorkerHandle("webhook-receiver", 0, proc, log_path)
+        started = ChildProcess.start("webhook-receiver", [sys.executable, "-m", "workers.webhook_receiver"],
+                                     log_path, env=env, cwd=REPO_ROOT)
+        self.hosts.processes.append(started.proc)
+        self.receiver = WorkerHandle(started.name, started.proc, log_path)
+        proc = started.proc
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -169,7 +139,7 @@ class Fleet:
             except httpx.HTTPError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"webhook receiver did not start:\n{_tail(log_path)}")
+                raise RuntimeError(f"webhook receiver did not start:\n{self.receiver.log(3000)}")
             time.sleep(0.1)
         self.env["FLEET_WEBHOOK_URL"] = f"http://{address}:{port}/webhooks/replicate"
         return self.receiver
@@ -178,20 +148,7 @@ class Fleet:
         return [w for w in self.workers if w.alive()]
 
     def wait_ready(self, timeout: float = 60.0) -> list[str]:
-        from workers.dispatch import workers_alive
-
-        want = len(self.alive())
-        deadline = time.monotonic() + timeout
-        names: list[str] = []
-        while time.monotonic() < deadline:
-            dead = [w for w in self.workers if not w.alive() and w not in self.retired]
-            if dead:
-                raise RuntimeError(f"worker {dead[0].name} exited with {dead[0].proc.returncode}:\n"
-                                   f"{_tail(dead[0].log_path)}")
-            names = workers_alive(self.settings, timeout=1.0)
-            if len(names) >= want:
-                return names
-        raise RuntimeError(f"only {len(names)} of {want} workers answered within {timeout}s")
+        return wait_workers_ready(self.settings, [w for w in self.workers if w not in self.retired], timeout=timeout)
 
     def kill_random(self, rng: random.Random, *, restart: bool = True) -> WorkerHandle | None:
         """SIGKILL one live worker (a crash); start a replacement on the same host if asked."""
@@ -228,21 +185,10 @@ class Fleet:
 
     def stop(self) -> None:
         self.sample()
-        for worker in self._processes():
-            if worker.alive():
-                try:
-                    os.killpg(worker.proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        deadline = time.monotonic() + 15
-        for worker in self._processes():
-            try:
-                worker.proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                worker.kill(signal.SIGKILL)
+        stop_all(self._processes(), timeout=15)
 
     def logs(self, tail: int = 4000) -> str:
-        return "\n".join(f"===== {w.name} =====\n{_tail(w.log_path, tail)}" for w in self.workers)
+        return "\n".join(f"===== {w.name} =====\n{w.log(tail)}" for w in self.workers)
 
 
 def submit(settings: Settings, prompts: list[str], *, model: str, batch_id: str | None = None,
@@ -285,9 +231,3 @@ def wait_finished(settings: Settings, batch_id: str, *, timeout: float, poll: fl
     wait_finished.polls = polls  # type: ignore[attr-defined]
     return False, time.time(), info
 
-
-def _tail(path: Path, size: int = 3000) -> str:
-    try:
-        return path.read_text(errors="replace")[-size:]
-    except OSError:
-        return "(no log)"

@@ -26,16 +26,17 @@ import atexit
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
+
+from bench.processes import RedisServer, kill_tracked, stop_group, track
 
 PREFIX = "fbench"
 BRIDGE = f"{PREFIX}-br0"
@@ -135,78 +136,6 @@ class Host:
     name: str  # namespace name, or a label in fallback mode
     address: str
     veth: str | None = None  # root-namespace end of the host's cable
-
-
-@dataclass
-class RedisServer:
-    """A redis-server the harness started (persistence per `appendonly`)."""
-
-    host: str
-    port: int
-    workdir: Path
-    appendonly: bool
-    process: subprocess.Popen | None = None
-    extra: list[str] = field(default_factory=list)
-
-    @property
-    def url(self) -> str:
-        return f"redis://{self.host}:{self.port}/0"
-
-    def start(self, timeout: float = 10.0) -> "RedisServer":
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        argv = ["redis-server", "--bind", self.host, "--port", str(self.port), "--save", "",
-                "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "everysec",
-                "--dir", str(self.workdir), "--protected-mode", "no", "--daemonize", "no",
-                "--maxclients", "10000", "--logfile", str(self.workdir / "redis.log"), *self.extra]
-        self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL, start_new_session=True)
-        _register_process(self.process)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise HostsError(f"redis-server exited with {self.process.returncode}: "
-                                 f"{_tail(self.workdir / 'redis.log')}")
-            if self.ping():
-                # wait until an AOF reload (after a restart) has finished: PING answers LOADING errors
-                return self
-            time.sleep(0.05)
-        raise HostsError(f"redis-server did not answer on {self.host}:{self.port}")
-
-    def ping(self) -> bool:
-        try:
-            with socket.create_connection((self.host, self.port), timeout=0.5) as conn:
-                conn.sendall(b"PING\r\n")
-                return conn.recv(64).startswith(b"+PONG")
-        except OSError:
-            return False
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-
-    def restart(self, *, down_for: float = 0.0, sig: int = signal.SIGKILL) -> float:
-        """Kill (SIGKILL by default: a crash, not a clean shutdown), stay down `down_for` s, start
-        again from the same directory (the AOF, if enabled). Returns seconds it was unreachable."""
-        began = time.monotonic()
-        self.kill(sig)
-        if down_for > 0:
-            time.sleep(down_for)
-        self.start()
-        return time.monotonic() - began
-
-    def stop(self) -> None:
-        self.kill(signal.SIGTERM)
-
-    def client(self, **kwargs: Any):
-        import redis
-
-        kwargs.setdefault("decode_responses", True)
-        return redis.Redis(host=self.host, port=self.port, **kwargs)
 
 
 class Hosts:
@@ -312,7 +241,7 @@ class Hosts:
             return
         self._closed = True
         for proc in self.processes:
-            _kill_group(proc)
+            stop_group(proc)
         for sim in self.sims:
             try:
                 sim.stop()
@@ -353,7 +282,7 @@ class Hosts:
 
         sim = start_sim(port, host=self.server_address, log_path=self.workdir / f"sim-{port}.log", **options)
         self.sims.append(sim)
-        _register_process(sim.process)
+        track(sim.process)
         return sim
 
     # --- processes on a host --------------------------------------------------------------------
@@ -387,7 +316,7 @@ class Hosts:
             if log_path:
                 out.close()  # type: ignore[union-attr]
         self.processes.append(proc)
-        _register_process(proc)
+        track(proc)
         return proc
 
     def run(self, index: int, argv: Sequence[str], *, timeout: float = 30.0, **kwargs: Any) -> subprocess.CompletedProcess:
@@ -442,34 +371,7 @@ class Hosts:
 
 # --- process-wide safety net ----------------------------------------------------------------------
 _live: "weakref.WeakSet[Hosts]" = weakref.WeakSet()
-_processes: list[subprocess.Popen] = []
 _handlers_installed = False
-_lock = threading.Lock()
-
-
-def _register_process(proc: subprocess.Popen) -> None:
-    with _lock:
-        _processes.append(proc)
-
-
-def _kill_group(proc: subprocess.Popen, grace: float = 3.0) -> None:
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
-        return
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
 
 
 def _close_everything() -> None:
@@ -478,13 +380,7 @@ def _close_everything() -> None:
             hosts.close()
         except Exception:  # noqa: BLE001
             pass
-    with _lock:
-        for proc in _processes:
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
+    kill_tracked()
 
 
 def _install_signal_handlers() -> None:
@@ -502,9 +398,3 @@ def _install_signal_handlers() -> None:
         if signal.getsignal(sig) in (signal.SIG_DFL, None):
             signal.signal(sig, _unwind)
 
-
-def _tail(path: Path, size: int = 1500) -> str:
-    try:
-        return path.read_text(errors="replace")[-size:]
-    except OSError:
-        return "(no log)"

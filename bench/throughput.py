@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.fleet import Fleet, submit, wait_finished
-from bench.hosts import Hosts, RedisServer
+from bench.hosts import Hosts
 from bench.measure import Series, bound, command_delta, fetch_events, ideal_makespan, redis_commands, redis_cpu
+from bench.processes import RedisServer, stop_group
 from shared.settings import Settings
 
 MODEL = "google/imagen-4-ultra"  # single output, no fallback route; catalog mean 8 s, sigma 0.3
@@ -320,10 +321,8 @@ def run_baseline(sc: Scenario, hosts: Hosts, redis: RedisServer, sim: Any, *, mo
                         "failed": sum(1 for v in results.values() if v != "succeeded")})
         return RunResult(f"baseline-{mode}", _scenario_dict(sc), figures, plot)
     finally:
-        from bench.hosts import _kill_group
-
         for proc in procs:
-            _kill_group(proc)
+            stop_group(proc)
         for key in client.scan_iter(match=f"*{queue}*"):
             client.delete(key)
         client.delete(queue, results_key)

@@ -11,4 +11,6 @@ pytest_plugins = [
     "tests.support.limiter",
     "tests.support.flower",
     "tests.support.objstore",
+    "tests.support.requirements",
+    "pytester",
 ]

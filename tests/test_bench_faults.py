@@ -4,15 +4,13 @@ a host's clock runs 60 s ahead, and the stand-in answers 5xx bursts and 429 stor
 Every image must arrive, none may be paid twice, and the limits must hold throughout."""
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
 from bench.faults import FaultPlan, fault_line, run_fault
 from bench.throughput import Scenario
 from tests.support.bench import make_test_hosts
 
-pytestmark = [pytest.mark.e2e, pytest.mark.faults, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.faults, pytest.mark.slow, pytest.mark.needs("redis-server")]
 
 # 120 images, 20 slots, 200 creations per 9 s window, latency 1.2 s; faults every few seconds
 SCENARIO = Scenario(n=120, slots=20, create_per_min=200, time_scale=0.15)
@@ -28,13 +26,10 @@ def bench_env():
         yield hosts, redis, sim
 
 
-@pytest.mark.parametrize("fault", ["kill", "redis_restart", "partition", "clock", "errors", "storm"])
+@pytest.mark.parametrize("fault", ["kill", "redis_restart", pytest.param("partition", marks=pytest.mark.needs("netns")),
+                                   pytest.param("clock", marks=pytest.mark.needs("faketime")), "errors", "storm"])
 def test_fault_loses_nothing_pays_once_and_stays_within_limits(bench_env, fault):
     hosts, redis, sim = bench_env
-    if fault == "partition" and not hosts.isolated:
-        pytest.skip("network cuts need network namespaces")
-    if fault == "clock" and shutil.which("faketime") is None:
-        pytest.skip("faketime not installed (apt-get install faketime)")
     result = run_fault(fault, SCENARIO, PLAN, hosts, redis, sim)
     print("\n" + fault_line(result))
     f = result.figures

@@ -8,15 +8,15 @@ import pytest
 
 from bench.hosts import Hosts, HostsError, cleanup_stale
 from bench.measure import Series, bound, ideal_makespan
-from tests.support.bench import make_test_hosts, require_namespaces
+from tests.support.bench import make_test_hosts
 
 
 def _namespaces() -> str:
     return subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
 
 
+@pytest.mark.needs("netns", "redis-server")
 def test_hosts_reach_only_the_bridge_and_are_removed_afterwards():
-    require_namespaces()
     with make_test_hosts(3) as hosts:
         prefix = hosts.prefix
         assert hosts.isolated
@@ -37,8 +37,8 @@ def test_hosts_reach_only_the_bridge_and_are_removed_afterwards():
     assert subprocess.run(["kill", "-0", str(pid)], capture_output=True).returncode != 0
 
 
+@pytest.mark.needs("netns")
 def test_teardown_runs_when_the_block_raises_and_stale_hosts_are_cleaned():
-    require_namespaces()
     with pytest.raises(RuntimeError):
         with make_test_hosts(2) as hosts:
             prefix = hosts.prefix
@@ -51,9 +51,9 @@ def test_teardown_runs_when_the_block_raises_and_stale_hosts_are_cleaned():
     assert f"{prefix}-h9" not in _namespaces()
 
 
-@pytest.mark.skipif(not __import__("glob").glob("/usr/lib/*/faketime/libfaketimeMT.so.1"), reason="faketime not installed (apt-get install faketime)")
+@pytest.mark.needs("faketime")
 def test_a_host_can_run_with_its_clock_ahead():
-    with make_test_hosts(1, isolate=None) as hosts:
+    with make_test_hosts(1, isolate=False) as hosts:
         proc = hosts.popen(1, [sys.executable, "-c", "import time; print(time.time())"],
                            log_path=hosts.workdir / "t.log", clock_offset=60)
         proc.wait(30)

@@ -8,7 +8,7 @@ import pytest
 from bench.throughput import Scenario, run_baseline, run_fleet, summary_line
 from tests.support.bench import make_test_hosts
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.needs("redis-server")]
 
 
 @pytest.fixture(scope="module")

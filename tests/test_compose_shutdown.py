@@ -17,7 +17,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -66,8 +65,8 @@ def test_sigterm_mid_batch_loses_nothing_and_pays_nothing_twice(settings, redis_
         # and further tasks of this worker wait for a slot.
         at_sigterm = wait_until(lambda: (lambda st: st if st.in_use >= slots and st.waiters >= 2 else None)(
             limiter.status()), 60, "predictions in flight and tasks waiting for a slot on worker a")
-        first.send_signal(signal.SIGTERM)
-        assert first.wait(timeout=120) == 0, logs[0].read_text()[-3000:]
+        first.kill(signal.SIGTERM)
+        assert first.proc.wait(timeout=120) == 0, first.log(3000)
         # The stopped worker left no slot behind.
         status = limiter.status()
         assert status.in_use == 0, [h.to_dict() for h in status.holders]
@@ -77,12 +76,8 @@ def test_sigterm_mid_batch_loses_nothing_and_pays_nothing_twice(settings, redis_
                    interval=0.5)
     finally:
         for process in (first, second):
-            if process is not None and process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(60)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
+            if process is not None:
+                process.stop(timeout=60)
         limiter.close()
         forget_queue(redis_client, settings.queue)
 

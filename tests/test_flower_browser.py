@@ -1,10 +1,8 @@
 """Flower in a real browser: Debian's Chromium, headless, logs in with basic auth, shows the
-batch's tasks, and the page has no token. Saves test-artifacts/flower*.png.
+batch's tasks, and the page has no token. Saves test-artifacts/flower*.png (tests/support/browser.py).
 
-Needs `apt-get install -y chromium` (CI installs it in .ci/run). Without Chromium the tests skip —
-except where a browser is required (the environment variable CI set, as CI services do, or
-FLEET_REQUIRE_BROWSER=1, as .ci/run exports): there a missing Chromium fails, so the browser test
-cannot pass vacuously in CI.
+Needs `apt-get install -y chromium` (.ci/run installs it): `needs("browser")`, so without Chromium
+these tests skip, except where the browser is required (FLEET_REQUIRE, as in CI), where they fail.
 Chromium logs in with credentials in the URL (Chrome keeps them for the page's own XHRs, which is
 how Flower's task table loads), and `--virtual-time-budget` lets that JS finish before the DOM is
 dumped or the screenshot taken.
@@ -13,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -25,6 +22,7 @@ from shared.keys import Keys
 from shared.ledger import Ledger
 from shared.models import load_registry
 from shared.prompts import parse_prompts
+from tests.support.browser import dump_dom, screenshot, served_responses
 from tests.support.flower import (
     FLOWER_PASSWORD,
     FLOWER_USER,
@@ -38,81 +36,11 @@ from tests.support.wait import wait_until
 from tests.support.workers import compose_worker, forget_queue, pick_image_model
 from workers.dispatch import enqueue_items
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-
-
-def browser_required(environ=os.environ) -> bool:
-    """CI (any CI=... other than empty/0/false) or FLEET_REQUIRE_BROWSER=1: no skipping."""
-    ci = environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-    return ci or environ.get("FLEET_REQUIRE_BROWSER", "").strip() == "1"
-
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(CHROMIUM is None and not browser_required(),
-                       reason="headless Chromium is not installed (apt-get install chromium)"),
-]
-
-
-@pytest.fixture
-def require_chromium():
-    """Fails (does not skip) a browser test when Chromium is missing where it is required."""
-    if CHROMIUM is None:  # only reached when a browser is required (see pytestmark)
-        pytest.fail("headless Chromium is required here (CI / FLEET_REQUIRE_BROWSER=1) but not installed: "
-                    "apt-get install -y chromium", pytrace=False)
-
-
-def test_a_missing_browser_fails_in_ci_and_skips_elsewhere():
-    assert browser_required({"CI": "true"}) and browser_required({"CI": "1"})
-    assert browser_required({"FLEET_REQUIRE_BROWSER": "1"})
-    assert not browser_required({}) and not browser_required({"CI": "false"}) and not browser_required({"CI": ""})
-    ci_script = (Path(__file__).resolve().parent.parent / ".ci" / "run").read_text()
-    assert re.search(r"^export FLEET_REQUIRE_BROWSER=1\b", ci_script, flags=re.MULTILINE), \
-        ".ci/run must make the browser test mandatory"
-
-
-def chromium(tmp_path: Path, url: str, *extra: str, budget_ms: int = 5000) -> subprocess.CompletedProcess:
-    """One headless Chromium run. The flags keep it off the network (this machine has none but
-    loopback) and away from any profile, GPU, or sandbox that root cannot use."""
-    profile = tmp_path / f"chromium-profile-{len(list(tmp_path.glob('chromium-profile-*')))}"
-    argv = [
-        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-dev-shm-usage", f"--user-data-dir={profile}", f"--virtual-time-budget={budget_ms}",
-        "--window-size=1400,900", *extra, url,
-    ]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=90)
+pytestmark = [pytest.mark.browser, pytest.mark.needs("browser")]
 
 
 def with_credentials(url: str) -> str:
     return url.replace("http://", f"http://{FLOWER_USER}:{FLOWER_PASSWORD}@", 1)
-
-
-def dump_dom(tmp_path: Path, url: str) -> str:
-    result = chromium(tmp_path, url, "--dump-dom")
-    assert result.returncode == 0, result.stderr[-2000:]
-    return result.stdout
-
-
-def served_responses(tmp_path: Path, url: str) -> list[list[str]]:
-    """The HTTP response headers (status line first) the browser received loading `url`, read from
-    Chromium's own network log."""
-    netlog = tmp_path / f"netlog-{len(list(tmp_path.glob('netlog-*')))}.json"
-    result = chromium(tmp_path, url, f"--log-net-log={netlog}", "--dump-dom")
-    assert result.returncode == 0, result.stderr[-2000:]
-    text = netlog.read_text(errors="replace")
-    return [re.findall(r'"((?:[^"\\]|\\.)*)"', block)
-            for block in re.findall(r'"headers":\[("HTTP/[^\]]*)\]', text)]
-
-
-def screenshot(tmp_path: Path, url: str, name: str) -> Path:
-    ARTIFACTS.mkdir(exist_ok=True)
-    path = ARTIFACTS / name
-    path.unlink(missing_ok=True)
-    result = chromium(tmp_path, url, f"--screenshot={path}")
-    assert result.returncode == 0 and path.is_file() and path.stat().st_size > 10_000, result.stderr[-2000:]
-    return path
 
 
 def check_tasks_page(tmp_path: Path, flower_url: str, batch_id: str, task_ids: list[str], shot: str,
@@ -143,7 +71,7 @@ def check_tasks_page(tmp_path: Path, flower_url: str, batch_id: str, task_ids: l
 
 
 @pytest.mark.e2e
-def test_flower_tasks_page_with_stub_worker(require_chromium, stub_fleet, tmp_path):
+def test_flower_tasks_page_with_stub_worker(stub_fleet, tmp_path):
     """Flower's configuration as producer.flower sets it, with a stand-in worker app."""
     task_ids = stub_fleet.send_batch("b-browser", [f"a lighthouse at dusk {i}" for i in range(4)])
     check_tasks_page(tmp_path, stub_fleet.url, "b-browser", task_ids, "flower-stub.png")
@@ -158,12 +86,11 @@ RUNNING_STATES = ("PENDING", "RECEIVED", "STARTED", "RETRY")
 
 
 @pytest.mark.e2e
-def test_flower_during_a_real_batch(require_chromium, settings, redis_client, sim_factory, tmp_path):
+def test_flower_during_a_real_batch(settings, redis_client, sim_factory, tmp_path):
     """The real pipeline: the project's worker (as compose runs it), the stand-in, a small batch;
     Flower (started by producer.flower) opened in Chromium while the batch runs, and the
     screenshot taken while predictions are still in flight."""
     import json
-    import signal
 
     sim = sim_factory(latency_scale=BROWSER_BATCH_LATENCY)
     settings = settings.with_(replicate_base_url=sim.url, replicate_api_token=RUN_TOKEN, global_max_concurrent=3)
@@ -204,9 +131,7 @@ def test_flower_during_a_real_batch(require_chromium, settings, redis_client, si
             ledger.cancel(batch_id)  # the worker stops waiting at once instead of for ~20 s predictions
         except Exception:  # noqa: BLE001 - cleanup only
             pass
-        if worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-        stop_process(worker)
+        worker.stop(timeout=15)
         stop_process(flower)
         forget_queue(redis_client, settings.queue)
     for log in (tmp_path / "flower.log", tmp_path / "worker.log"):

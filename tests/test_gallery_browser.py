@@ -1,7 +1,7 @@
 """The gallery of a finished batch in a real browser (Debian's Chromium, headless): real workers
 made the images with the stand-in, the page beside manifest.json shows every one of them
 (`naturalWidth > 0`), a failed item shows its reason, and a screenshot is kept in test-artifacts/.
-Skips without Chromium except where a browser is required (CI, FLEET_REQUIRE_BROWSER=1)."""
+Needs Chromium (`needs("browser")`: skipped without it, except where it is required, as in CI)."""
 from __future__ import annotations
 
 import html
@@ -12,14 +12,9 @@ from pathlib import Path
 import pytest
 
 from producer import api
-from tests.test_flower_browser import ARTIFACTS, CHROMIUM, browser_required, chromium
+from tests.support.browser import ARTIFACTS, chromium
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.browser,
-    pytest.mark.skipif(CHROMIUM is None and not browser_required(),
-                       reason="headless Chromium is not installed (apt-get install chromium)"),
-]
+pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.needs("browser")]
 
 # Reports, once the page has loaded, what each image gave the browser (src, naturalWidth).
 PROBE = ("<script>window.addEventListener('load',()=>{document.body.setAttribute('data-probe',"
@@ -28,8 +23,6 @@ PROBE = ("<script>window.addEventListener('load',()=>{document.body.setAttribute
 
 def test_every_image_of_a_finished_batch_loads_and_a_failed_item_shows_its_reason(settings, sim, worker_factory,
                                                                                    tmp_path):
-    if CHROMIUM is None:
-        pytest.fail("headless Chromium is required here but not installed: apt-get install -y chromium")
     settings = settings.with_(replicate_base_url=sim.url)
     worker_factory(settings, count=1, sim=sim)
     prompts = [{"prompt": "a red fox in snow", "model": "black-forest-labs/flux-dev"},

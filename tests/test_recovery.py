@@ -247,7 +247,7 @@ def test_sigterm_hands_back_waiting_tasks_and_pays_once(settings, redis_client, 
     created_before = sim.ledger()["creations"]
     assert created_before == 1
     worker.kill(signal.SIGTERM)
-    worker.process.wait(30)  # waiters leave at once; the prediction in flight is waited for
+    worker.proc.wait(30)  # waiters leave at once; the prediction in flight is waited for
 
     # No paid prediction was started during the shutdown, and the waiters left the queue.
     assert sim.ledger()["creations"] == created_before

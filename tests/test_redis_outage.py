@@ -6,23 +6,20 @@ The in-process tests make one Redis call fail at a chosen step; the slow one res
 redis-server under a real `celery worker` and the stand-in."""
 from __future__ import annotations
 
-import shutil
-import signal
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
 import redis
 from kombu.exceptions import OperationalError
 
-from bench.processes import free_port
+from bench.processes import RedisServer, free_port
 from shared.errors import LimiterError, RedisUnavailableError
 from shared.keys import Keys
 from shared.ledger import Ledger
 from shared.limiter import Limiter
 from tests.support.e2e import submit, wait_finished
 from tests.support.pipeline import MODEL, record_batch, worker_context
+from tests.support.requirements import need
 from workers import tasks
 from workers.outage import OutageWait, is_redis_unavailable, outage_budget
 from workers.attempts import AttemptRef
@@ -176,53 +173,15 @@ def test_a_follow_up_the_broker_refused_is_sent_again(settings, redis_client, si
 
 # --- a real worker, a real Redis restart -------------------------------------------------------------
 
-class PrivateRedis:
-    """A redis-server of this test's own (append-only, fsync always), stopped and started again
-    on the same port with its data."""
-
-    def __init__(self, workdir: Path):
-        self.workdir = workdir
-        self.port = free_port()
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, decode_responses=True, socket_timeout=5)
-
-    def start(self) -> "PrivateRedis":
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
-             "--save", "", "--appendonly", "yes", "--appendfsync", "always"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                if self.client().ping():
-                    return self
-            except redis.RedisError:
-                time.sleep(0.05)
-        raise RuntimeError("private redis-server did not start")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)  # a clean shutdown: the append-only file is synced
-            self.process.wait(15)
-
-
 @pytest.fixture
 def private_redis(tmp_path):
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server not installed")
-    workdir = tmp_path / "private-redis"
-    workdir.mkdir()
-    server = PrivateRedis(workdir).start()
+    """A redis-server of this test's own (append-only, fsync always): stopped and started again on
+    the same port with its data."""
+    need("redis-server")
+    server = RedisServer("127.0.0.1", free_port(), tmp_path / "private-redis", appendonly=True,
+                         appendfsync="always").start()
     yield server
-    if server.process is not None and server.process.poll() is None:
-        server.process.kill()
-        server.process.wait(10)
+    server.kill()
 
 
 RIDE_OUT = 3.0  # FLEET_REDIS_RIDE_OUT for the worker: each of its commands rides out ~3 s first
@@ -246,7 +205,7 @@ def test_a_redis_restart_mid_attempt_is_ridden_out_by_the_task_and_pays_once(pri
                               redis_ride_out=RIDE_OUT)
     sim = sim_factory(latency_scale=0.02, image_scale=0.01)
     fleet = worker_factory(settings, count=1, sim=sim, concurrency=4, FLEET_HTTP_TIMEOUT="2")
-    client = private_redis.client()
+    client = private_redis.client(socket_timeout=5)
     keys = Keys(settings.key_prefix)
     Limiter(client, keys=keys, settings=settings).pause_creations(4.0, reason="test: hold the token")
     ledger, _ = submit(settings, client, "b-outage", ["a kingfisher on a branch"])
@@ -255,7 +214,7 @@ def test_a_redis_restart_mid_attempt_is_ridden_out_by_the_task_and_pays_once(pri
         assert time.monotonic() < deadline, "the worker never started the attempt\n" + fleet.logs()
         time.sleep(0.05)
 
-    private_redis.stop()  # the worker is inside the creation pause; its token call comes in ~3 s
+    private_redis.stop()  # clean (AOF synced); the worker is inside the creation pause; its token call comes in ~3 s
     down_at = time.monotonic()
     deadline = down_at + TASK_WAITS_WITHIN
     while "Redis unavailable (" not in fleet.workers[0].log():
@@ -265,7 +224,7 @@ def test_a_redis_restart_mid_attempt_is_ridden_out_by_the_task_and_pays_once(pri
     private_redis.start()
     restarted = time.monotonic()
     outage = restarted - down_at
-    client = private_redis.client()
+    client = private_redis.client(socket_timeout=5)
     ledger = Ledger(client, keys)
     wait_finished(ledger, "b-outage", 40, fleet)
     after_restart = time.monotonic() - restarted

@@ -1,19 +1,17 @@
 """Redis Sentinel: the fleet's clients (limiter, ledger, Celery broker) find the primary through a
 real Sentinel, and follow it when Sentinel fails over to the replica.
 
-Starts its own primary, replica and Sentinel (`redis-server --sentinel`) on free ports; skipped
-where redis-server is not installed."""
+Starts its own primary, replica and Sentinel (`redis-server --sentinel`) on free ports: needs
+redis-server (tests/support/requirements.py)."""
 from __future__ import annotations
 
-import shutil
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import redis
 
-from bench.processes import free_port
+from bench.processes import ChildProcess, free_port
 from shared.keys import Keys
 from shared.limiter import HolderInfo, Limiter
 from shared.redis_conn import connect, parse_sentinel_url, redact_url
@@ -22,7 +20,7 @@ from tests.support.wait import wait_until
 
 MASTER = "fleetmaster"
 
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")
+pytestmark = pytest.mark.needs("redis-server")
 
 
 # A server or Sentinel that does not answer yet, or answers "not yet": keep waiting.
@@ -35,21 +33,21 @@ class SentinelSetup:
     def __init__(self, workdir: Path):
         self.workdir = workdir
         self.primary, self.replica, self.sentinel = free_port(), free_port(), free_port()
-        self.procs: list[subprocess.Popen] = []
+        self.procs: list[ChildProcess] = []
 
     def start(self) -> "SentinelSetup":
         common = ["--save", "", "--appendonly", "no", "--requirepass", "pw", "--masterauth", "pw",
                   "--bind", "127.0.0.1"]
-        self._spawn(["redis-server", "--port", str(self.primary), *common])
-        self._spawn(["redis-server", "--port", str(self.replica), *common,
-                     "--replicaof", "127.0.0.1", str(self.primary)])
+        self._spawn("primary", ["redis-server", "--port", str(self.primary), *common])
+        self._spawn("replica", ["redis-server", "--port", str(self.replica), *common,
+                                "--replicaof", "127.0.0.1", str(self.primary)])
         conf = self.workdir / "sentinel.conf"
         conf.write_text(f"port {self.sentinel}\nbind 127.0.0.1\n"
                         f"sentinel monitor {MASTER} 127.0.0.1 {self.primary} 1\n"
                         f"sentinel auth-pass {MASTER} pw\n"
                         f"sentinel down-after-milliseconds {MASTER} 2000\n"
                         f"sentinel failover-timeout {MASTER} 10000\n")
-        self._spawn(["redis-server", str(conf), "--sentinel"])
+        self._spawn("sentinel", ["redis-server", str(conf), "--sentinel"])
         wait_until(lambda: self.node(self.replica).info("replication")["master_link_status"] == "up", 15,
                    "the replica to sync", ignore=NOT_YET)
         wait_until(lambda: self.sentinel_client().sentinel_master(MASTER)["num-slaves"] >= 1, 15,
@@ -93,9 +91,8 @@ class SentinelSetup:
                 wait_until(self.promotable_replica, 20, "Sentinel to consider the replica healthy",
                            ignore=NOT_YET)
 
-    def _spawn(self, argv: list[str]) -> None:
-        self.procs.append(subprocess.Popen(argv, cwd=self.workdir, stdout=subprocess.DEVNULL,
-                                           stderr=subprocess.DEVNULL))
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        self.procs.append(ChildProcess.start(name, argv, self.workdir / f"{name}.log", cwd=self.workdir))
 
     def node(self, port: int) -> redis.Redis:
         return redis.Redis(port=port, password="pw", decode_responses=True, socket_timeout=2)
@@ -111,7 +108,6 @@ class SentinelSetup:
     def stop(self) -> None:
         for proc in self.procs:
             proc.kill()
-            proc.wait(5)
 
 
 @pytest.fixture

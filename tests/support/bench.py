@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import os
 
-import pytest
-
-from bench.hosts import Hosts, cleanup_dead_owners, namespaces_permitted
+from bench.hosts import Hosts, cleanup_dead_owners
+from tests.support.requirements import required
 
 FAMILY = "fbt"
 
 
-def make_test_hosts(count: int, **kwargs) -> Hosts:
+def make_test_hosts(count: int, *, isolate: bool | None = None, **kwargs) -> Hosts:
+    """Network-namespace hosts where permitted, else plain processes; where namespaces are required
+    (CI), never plain processes: Hosts raises instead."""
+    if isolate is None and required("netns"):
+        isolate = True
     cleanup_dead_owners(FAMILY)  # what crashed test runs left behind
     pid = os.getpid()
-    return Hosts(count, prefix=f"{FAMILY}{pid}", subnet=f"10.78.{pid % 250}", quiet=True, **kwargs)
-
-
-def require_namespaces() -> None:
-    ok, why = namespaces_permitted()
-    if not ok:
-        pytest.skip(f"network namespaces not permitted here: {why}")
+    return Hosts(count, prefix=f"{FAMILY}{pid}", subnet=f"10.78.{pid % 250}", quiet=True, isolate=isolate, **kwargs)

@@ -1,0 +1,52 @@
+"""A test that needs a tool the machine lacks skips, except where the tool is required (CI): there
+it fails, so CI cannot pass by proving less (tests/support/requirements.py)."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.support import requirements
+from tests.support.requirements import Tool, required
+
+CI_SCRIPT = Path(__file__).resolve().parent.parent / ".ci" / "run"
+
+
+def test_a_tool_is_required_in_ci_or_when_named():
+    assert required("browser", {"CI": "true"}) and required("netns", {"CI": "1"})
+    assert required("faketime", {"FLEET_REQUIRE": "all"})
+    assert required("netns", {"FLEET_REQUIRE": "browser, netns"})
+    assert not required("faketime", {"FLEET_REQUIRE": "browser,netns"})
+    assert not required("browser", {}) and not required("browser", {"CI": "false"}) and not required("browser", {"CI": ""})
+
+
+def test_ci_requires_every_tool_and_installs_it():
+    script = CI_SCRIPT.read_text()
+    assert re.search(r"^export FLEET_REQUIRE=all\b", script, flags=re.MULTILINE)
+    for package in ("chromium", "faketime", "iproute2", "redis-server"):
+        assert re.search(rf"\b{package}\b", script), f".ci/run does not install {package}"
+
+
+@pytest.fixture
+def absent_tool(monkeypatch):
+    monkeypatch.setitem(requirements.TOOLS, "absent-tool", Tool(lambda: "not on this machine", "apt-get install it"))
+    requirements.missing.cache_clear()
+    yield "absent-tool"
+    requirements.missing.cache_clear()
+
+
+@pytest.mark.parametrize("require, outcome", [("", "skipped"), ("absent-tool", "errors"), ("all", "errors")])
+def test_a_missing_tool_skips_unless_required(pytester, monkeypatch, absent_tool, require, outcome):
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setenv("FLEET_REQUIRE", require)
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.needs("absent-tool")
+        def test_uses_it():
+            pass
+    """)
+    result = pytester.runpytest_inprocess("-p", "tests.support.requirements", "-p", "no:cacheprovider", "-rsf")
+    result.assert_outcomes(**{outcome: 1})
+    result.stdout.fnmatch_lines(["*not on this machine (apt-get install it)*"])

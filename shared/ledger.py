@@ -1,8 +1,8 @@
 """The batch ledger: every batch and item's state in Redis, the result store of the fleet.
 
 Celery results are ignored; this ledger is what `producer status/results` read and what workers
-write. Every state change runs in one Lua script (ledger.lua) together with the per-status
-counters, so a batch's progress is one HGETALL, and terminal states are final: a late or
+write. Every state change is one Lua script (shared/lua/ledger_*.lua) that updates the per-status
+counters in the same step, so a batch's progress is one HGETALL, and terminal states are final: a late or
 duplicate execution can never turn `succeeded` into `failed`.
 
 Layout under the key prefix (shared.keys.Keys):
@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import redis
 
+from shared import lua_scripts
 from shared.errors import FleetError
 from shared.keys import Keys
 from shared.request import ImageRequest
@@ -39,7 +40,9 @@ from shared.request import ImageRequest
 STATUSES = ("pending", "running", "succeeded", "failed", "canceled", "substituted")
 TERMINAL = frozenset({"succeeded", "failed", "canceled", "substituted"})
 
-_LUA = (Path(__file__).with_name("ledger.lua")).read_text()
+# One script per state change in shared/lua/, each sent after the prelude ledger_common.lua.
+_SCRIPTS = ("ledger_create", "ledger_transition", "ledger_cancel", "ledger_reset", "ledger_enqueued")
+_EXISTS, _CREATED, _DUPLICATE = 0, 1, 2  # ledger_create.lua's answers
 
 
 class DuplicateFingerprint(FleetError):
@@ -189,7 +192,7 @@ class Ledger:
     def __init__(self, redis_client: redis.Redis, keys: Keys):
         self.redis = redis_client
         self.keys = keys
-        self._script = redis_client.register_script(_LUA)
+        self._scripts = lua_scripts.register(redis_client, "shared.lua", _SCRIPTS, prelude="ledger_common")
 
     # --- batches --------------------------------------------------------------------------------
     def create_batch(self, batch_id: str, requests: list[ImageRequest], *, output_root: str,
@@ -206,13 +209,13 @@ class Ledger:
         keys += [self.keys.item(batch_id, r.index) for r in requests]
         if sorted(r.index for r in requests) != list(range(len(requests))):
             raise ValueError("request indexes must be 0..N-1")
-        args = ["create", batch_id, str(output_root), json.dumps(options or {}), fingerprint or "",
+        args = [batch_id, str(output_root), json.dumps(options or {}), fingerprint or "",
                 "unique" if unique_fingerprint else "", self.keys.batch("")]
         args += [json.dumps({"request": json.dumps(r.to_dict()), "model": r.model}) for r in requests]
-        code, other = self._script(keys=keys, args=args)
-        if int(code) == 2:
-            raise DuplicateFingerprint(_text(other))
-        return int(code) == 1
+        outcome, other_batch = self._scripts["ledger_create"](keys=keys, args=args)
+        if int(outcome) == _DUPLICATE:
+            raise DuplicateFingerprint(_text(other_batch))
+        return int(outcome) == _CREATED
 
     def _fingerprint_key(self, fingerprint: str) -> str:
         return f"{self.keys.prefix}:fingerprint:{fingerprint}"
@@ -304,15 +307,12 @@ class Ledger:
             raise ValueError(f"unknown status {status!r}")
         encoded = {k: (None if v is None else (v if isinstance(v, str) else json.dumps(v)))
                    for k, v in (fields or {}).items()}
-        res = self._script(
+        reply = self._scripts["ledger_transition"](
             keys=[self.keys.batch(batch_id), self.keys.item(batch_id, index), self.keys.batch_live(batch_id)],
-            args=["transition", status, ",".join(allowed_from),
-                  "" if expect_attempt is None else str(expect_attempt),
-                  json.dumps(encoded), "" if attempt is None else str(attempt),
-                  json.dumps(attempt_update or {})],
+            args=[status, ",".join(allowed_from), "" if expect_attempt is None else str(expect_attempt),
+                  json.dumps(encoded), "" if attempt is None else str(attempt), json.dumps(attempt_update or {})],
         )
-        return Transition(changed=int(res[0]) == 1, previous=_text(res[1]),
-                          batch_finished=int(res[2]) == 1, attempt=int(res[3]))
+        return Transition.from_reply(reply)
 
     def update_attempt(self, batch_id: str, index: int, attempt: int, update: dict[str, Any]) -> bool:
         """Merge into an attempt record without changing the item's status (only while the item is
@@ -321,18 +321,15 @@ class Ledger:
                                expect_attempt=attempt, attempt=attempt,
                                attempt_update=update).changed
 
-    def cancel_batch(self, batch_id: str) -> int:
-        """Flag the batch canceled and mark its pending items canceled; workers cancel the
-        running ones (and their predictions) when they next look. Returns items canceled now."""
-        return self.cancel(batch_id).canceled
-
     def cancel(self, batch_id: str) -> CancelResult:
-        """cancel_batch, also returning the task ids sent for the items it canceled (their
-        messages may still wait in the queue: `producer cancel` revokes them)."""
+        """Flag the batch canceled and mark its pending items canceled; workers cancel the
+        running ones (and their predictions) when they next look. Returns how many were canceled
+        now, and the task ids sent for them (their messages may still wait in the queue:
+        `producer cancel` revokes them). KeyError if there is no such batch."""
         total = int(self.redis.hget(self.keys.batch(batch_id), "total") or 0)
         keys = [self.keys.batch(batch_id), self.keys.batch_live(batch_id)]
         keys += [self.keys.item(batch_id, i) for i in range(total)]
-        count, finished, *task_ids = self._script(keys=keys, args=["cancel"])
+        count, finished, *task_ids = self._scripts["ledger_cancel"](keys=keys, args=[])
         if int(count) < 0:
             raise KeyError(f"no batch {batch_id}")
         if int(finished):  # nothing was running: no worker will write the manifest
@@ -353,11 +350,12 @@ class Ledger:
         items = self.items(batch_id)
         keys = [self.keys.batch(batch_id), self.keys.batch_live(batch_id)]
         keys += [self.keys.item(batch_id, it.index) for it in items]
-        args = ["reset", "1" if include_canceled else "0"] + [it.request.model for it in items]
-        code, *positions = self._script(keys=keys, args=args)
-        if int(code) < 0:
-            raise StillCanceling(batch_id, int(positions[0]))
-        return [items[int(p) - 1].index for p in positions]
+        args = ["1" if include_canceled else "0"] + [it.request.model for it in items]
+        outcome, *rest = self._scripts["ledger_reset"](keys=keys, args=args)
+        if int(outcome) < 0:
+            (still_open,) = rest
+            raise StillCanceling(batch_id, int(still_open))
+        return [items[int(position) - 1].index for position in rest]
 
     # --- liveness (for the recovery sweep) --------------------------------------------------------
     def mark_enqueued(self, batch_id: str, indexes: Iterable[int], countdown: float = 0.0,
@@ -373,8 +371,8 @@ class Ledger:
         for start in range(0, len(indexes), 500):
             chunk = indexes[start:start + 500]
             keys = [self.keys.batch_live(batch_id)] + [self.keys.item(batch_id, i) for i in chunk]
-            args = ["enqueued", repr(float(max(countdown, 0.0)))] + ids[start:start + 500]
-            recorded += int(self._script(keys=keys, args=args))
+            args = [repr(float(max(countdown, 0.0)))] + ids[start:start + 500]
+            recorded += int(self._scripts["ledger_enqueued"](keys=keys, args=args))
         return recorded
 
     def never_enqueued(self, batch_id: str) -> list[int]:
@@ -386,10 +384,6 @@ class Ledger:
             pipe.hmget(self.keys.item(batch_id, index), "status", "enqueued_at")
         return [i for i, (status, enqueued_at) in enumerate(pipe.execute())
                 if status == "pending" and not enqueued_at]
-
-    def unfinished_batches(self) -> list[str]:
-        """Ids of the batches not finished yet (their counters say so), oldest first."""
-        return self.batches_to_look_after()[0]
 
     def batches_to_look_after(self, chunk: int = 500) -> tuple[list[str], list[str]]:
         """(unfinished batches, finished batches whose manifest is not written yet), oldest
@@ -519,6 +513,13 @@ class Transition:
     previous: str  # status before (or "missing")
     batch_finished: bool  # this change finished the batch (exactly one caller sees True)
     attempt: int  # the item's current attempt after the call
+
+    @classmethod
+    def from_reply(cls, reply: Sequence[Any]) -> "Transition":
+        """ledger_transition.lua's {changed, status before, batch finished, current attempt}."""
+        changed, previous, batch_finished, attempt = reply
+        return cls(changed=int(changed) == 1, previous=_text(previous),
+                   batch_finished=int(batch_finished) == 1, attempt=int(attempt))
 
 
 def _float(value: str | None) -> float | None:

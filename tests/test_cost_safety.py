@@ -327,7 +327,7 @@ def test_the_last_check_before_a_post_stamps_only_when_the_attempt_is_ours_to_cr
 
     store.write_intent(AttemptRef("b-check", 0, 1), MODEL)  # a new try (after a 429) starts without posting_at
     assert not redis_client.hexists(attempt_key, "posting_at")
-    ledger.cancel_batch("b-check")
+    ledger.cancel("b-check")
     assert store.begin_post(AttemptRef("b-check", 0, 1), "mine") == ("canceled", None)
     redis_client.hset(attempt_key, "prediction_id", "p-other")
     assert store.begin_post(AttemptRef("b-check", 0, 1), "mine") == ("recorded", None)

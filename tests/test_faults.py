@@ -219,7 +219,7 @@ def test_cancel_stops_a_running_batch_and_frees_every_slot(settings, redis_clien
     # Items still queued are canceled by the ledger at once; the tasks waiting for a slot and the
     # 4 predictions in flight (~15 s each) are stopped by their workers within a few seconds.
     canceled_at = time.monotonic()
-    ledger.cancel_batch("b-cancel")
+    ledger.cancel("b-cancel")
     wait_finished(ledger, "b-cancel", 20, fleet)
     assert time.monotonic() - canceled_at < 10
 

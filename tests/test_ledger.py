@@ -136,16 +136,16 @@ def test_cancel_marks_pending_and_flags_running(ledger, tmp_path):
     ledger.create_batch("b1", make_requests(4), output_root=str(tmp_path))
     ledger.transition("b1", 0, "running")
     ledger.transition("b1", 1, "succeeded")
-    assert ledger.cancel_batch("b1") == 2
+    assert ledger.cancel("b1").canceled == 2
     info = ledger.batch("b1")
     assert info.canceled and not info.finished
     assert counts(ledger, "b1") == {"running": 1, "succeeded": 1, "canceled": 2}
     assert ledger.is_canceled("b1")
     # the worker of item 0 sees the flag and finishes the batch
     assert ledger.transition("b1", 0, "canceled").batch_finished
-    assert ledger.cancel_batch("b1") == 0
+    assert ledger.cancel("b1").canceled == 0
     with pytest.raises(KeyError):
-        ledger.cancel_batch("missing")
+        ledger.cancel("missing")
 
 
 def test_reset_failed_only_touches_failed_items(ledger, tmp_path):
@@ -267,7 +267,7 @@ def test_retry_after_cancel_lifts_the_cancel_once_nothing_runs(ledger, tmp_path)
     ledger.transition("b1", 0, "failed")
     ledger.transition("b1", 1, "running")
     ledger.transition("b1", 2, "succeeded")
-    assert ledger.cancel_batch("b1") == 1  # item 3
+    assert ledger.cancel("b1").canceled == 1  # item 3
     with pytest.raises(StillCanceling) as info:  # item 1 is still being canceled by its worker
         ledger.reset_failed("b1")
     assert info.value.open_items == 1 and ledger.is_canceled("b1")
@@ -282,7 +282,7 @@ def test_retry_after_cancel_lifts_the_cancel_once_nothing_runs(ledger, tmp_path)
     ledger.transition("b1", 0, "succeeded")
     assert ledger.batch("b1").finished
 
-    assert ledger.cancel_batch("b1") == 0 and ledger.is_canceled("b1")
+    assert ledger.cancel("b1").canceled == 0 and ledger.is_canceled("b1")
     assert ledger.reset_failed("b1") == []  # nothing failed: the cancel stays
     assert ledger.is_canceled("b1")
     assert ledger.reset_failed("b1", include_canceled=True) == [1, 3]

@@ -78,9 +78,9 @@ def test_ledger_records_enqueues_and_keeps_only_open_items_live(settings, redis_
     assert 1 in live(redis_client, settings, "b-live")
     assert ledger.never_enqueued("b-live") == [1, 3]  # a reset item needs a new message
 
-    assert ledger.cancel_batch("b-live") == 3
+    assert ledger.cancel("b-live").canceled == 3
     assert live(redis_client, settings, "b-live") == {}
-    assert ledger.unfinished_batches() == []
+    assert ledger.batches_to_look_after()[0] == []
 
 
 # --- the sweep, without workers -------------------------------------------------------------------

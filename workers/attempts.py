@@ -28,15 +28,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from pathlib import Path
 from typing import NamedTuple
 
 import redis
 
+from shared import lua_scripts
 from shared.keys import Keys
 
 RECORD_TTL = 14 * 24 * 3600  # long after Replicate itself forgets the prediction
-_LUA = Path(__file__).with_name("lua")
 _OLDEST_REAL_TIME = 1e9  # an older record wrote post_returned_at = "1" (no time)
 
 
@@ -107,16 +106,15 @@ class CreationRecords:
     def __init__(self, redis_client: redis.Redis, keys: Keys):
         self.redis = redis_client
         self.keys = keys
-        self._intent = redis_client.register_script((_LUA / "attempt_intent.lua").read_text())
-        self._post = redis_client.register_script((_LUA / "attempt_post.lua").read_text())
-        self._stamp = redis_client.register_script((_LUA / "attempt_stamp.lua").read_text())
+        scripts = lua_scripts.register(redis_client, "workers.lua", ("attempt_intent", "attempt_post", "attempt_stamp"))
+        self._intent, self._post, self._stamp = scripts.values()
 
     def preload(self) -> None:
         """Load the scripts into Redis now (worker start): the check between the creation token
         and the POST is then one EVALSHA, not EVALSHA + NOSCRIPT + SCRIPT LOAD + EVALSHA on the
         first creation (after a Redis restart the client reloads them transparently, once)."""
         for script in (self._intent, self._post, self._stamp):
-            self.redis.script_load(script.script)
+            script.load()
 
     def get(self, ref: AttemptRef) -> CreationRecord:
         raw = self.redis.hgetall(ref.record_key(self.keys))

@@ -19,15 +19,14 @@ import logging
 import threading
 import uuid
 from enum import IntEnum
-from pathlib import Path
 
 import redis
 
+from shared import lua_scripts
 from shared.errors import RedisUnavailableError
 from shared.wakeup import run_forever, text
 
 log = logging.getLogger(__name__)
-_LUA = Path(__file__).with_name("lua")
 
 
 class Renewal(IntEnum):
@@ -67,8 +66,8 @@ class ClaimKeeper:
     def __init__(self, redis_client: redis.Redis, ttl: float = 30.0):
         self.redis = redis_client
         self.ttl_ms = int(ttl * 1000)
-        self._renew_script = redis_client.register_script((_LUA / "claim_renew.lua").read_text())
-        self._release_script = redis_client.register_script((_LUA / "claim_release.lua").read_text())
+        scripts = lua_scripts.register(redis_client, "workers.lua", ("claim_renew", "claim_release"))
+        self._renew_script, self._release_script = scripts.values()
         self._held: dict[str, Claim] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()

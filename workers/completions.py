@@ -24,17 +24,16 @@ import os
 import secrets
 import socket
 import threading
-from pathlib import Path
 from typing import Any
 
 import redis
 
+from shared import lua_scripts
 from shared.keys import Keys
 from shared.wakeup import WakeListener, blocking_client
 
 log = logging.getLogger(__name__)
 
-_LUA = Path(__file__).with_name("lua")
 COMPLETION_TTL = 3600.0  # Replicate removes outputs after an hour; nobody needs the news longer
 KEPT_FIELDS = ("id", "status", "model", "version", "output", "error", "created_at", "completed_at")
 
@@ -46,8 +45,8 @@ class CompletionBoard:
         self.redis = redis_client
         self.keys = keys
         self.watch_ttl_ms = int(watch_ttl * 1000)
-        self._notify = redis_client.register_script((_LUA / "completion_notify.lua").read_text())
-        self._watch = redis_client.register_script((_LUA / "completion_watch.lua").read_text())
+        scripts = lua_scripts.register(redis_client, "workers.lua", ("completion_notify", "completion_watch"))
+        self._notify, self._watch = scripts.values()
         self._lock = threading.Lock()
         self._listener: WakeListener | None = None
         self._pid = 0

@@ -1,1 +1,1 @@
-"""Lua scripts loaded by workers.claims (data files, kept beside the code that loads them)."""
+"""Lua scripts of workers.attempts, workers.claims and workers.completions (package data)."""

@@ -1,0 +1,1 @@
+"""Lua scripts of the `shared` modules (package data): the ledger's, one file per operation."""

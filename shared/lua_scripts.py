@@ -1,0 +1,94 @@
+"""Every Lua script of the project, kept and loaded one way.
+
+Each script is one `.lua` file per operation in its owner's `lua` package (`shared/limiter/lua/`,
+`shared/lua/` for the ledger, `workers/lua/`): package data, read with `importlib.resources`, so
+it ships in the wheel beside the code that runs it. An owner registers all of its scripts on its
+client in one call (`register`, in its constructor). Calls are EVALSHA; after a Redis restart or
+failover (the script cache is empty) redis-py answers NOSCRIPT with SCRIPT LOAD and retries, once.
+
+A folder may have a prelude (the limiter's `common.lua`: its keys, its config and the functions
+every operation shares). It is sent in front of each script, so Redis numbers the lines of the
+whole text (`user_script:412`); an error is translated back to the file and line it comes from
+(`acquire.lua:38`, or `common.lua:40` for a line of the prelude), in the same exception.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib.resources import files
+from typing import Any, Iterable, Sequence
+
+import redis
+
+# How Redis names a line of the script it runs: "user_script:12: ..." in a Lua error, and
+# "... on @user_script:12." after any error raised while a script runs (Redis 7).
+_LOCATION = re.compile(r"user_script:(\d+)")
+
+
+@dataclass(frozen=True)
+class ScriptSource:
+    """The text sent to Redis, and which file each of its lines comes from."""
+
+    name: str
+    text: str
+    parts: tuple[tuple[str, int], ...]  # (file name, number of lines), in the order sent
+
+    def locate(self, line: int) -> str:
+        """`file.lua:N` for line `line` of the text sent."""
+        first = 1
+        for file_name, count in self.parts:
+            if line < first + count:
+                return f"{file_name}:{line - first + 1}"
+            first += count
+        return f"{self.parts[-1][0]}:?{line}"
+
+    def translate(self, message: str) -> str:
+        return _LOCATION.sub(lambda m: self.locate(int(m.group(1))), message)
+
+
+@lru_cache(maxsize=None)
+def source(package: str, name: str, prelude: str | None = None) -> ScriptSource:
+    """`<name>.lua` of `package` (a dotted package name), after `<prelude>.lua` if given.
+    Read once per process."""
+    names = ([prelude] if prelude else []) + [name]
+    texts = []
+    for file_name in names:
+        text = files(package).joinpath(f"{file_name}.lua").read_text(encoding="utf-8")
+        texts.append(text if text.endswith("\n") else text + "\n")
+    parts = tuple((f"{n}.lua", t.count("\n")) for n, t in zip(names, texts))
+    return ScriptSource(name=name, text="".join(texts), parts=parts)
+
+
+class LuaScript:
+    """One script bound to a client. Call it like a redis-py Script; a `ResponseError` it raises
+    names the file and line (`client=` a pipeline: the error surfaces at `execute()`, as is)."""
+
+    def __init__(self, client: redis.Redis, src: ScriptSource):
+        self.source = src
+        self._client = client
+        self._script = client.register_script(src.text)
+
+    def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = (), client: Any = None) -> Any:
+        try:
+            return self._script(keys=keys, args=args, client=client)
+        except redis.ResponseError as exc:
+            self._locate(exc)
+            raise
+
+    def load(self) -> None:
+        """SCRIPT LOAD now (at worker start), so the first call is one EVALSHA."""
+        try:
+            self._client.script_load(self.source.text)
+        except redis.ResponseError as exc:  # a compile error names its line too
+            self._locate(exc)
+            raise
+
+    def _locate(self, exc: redis.ResponseError) -> None:
+        exc.args = (self.source.translate(str(exc)), *exc.args[1:])
+
+
+def register(client: redis.Redis, package: str, names: Iterable[str], *,
+             prelude: str | None = None) -> dict[str, LuaScript]:
+    """The scripts `names` of `package`, each bound to `client`, by name."""
+    return {name: LuaScript(client, source(package, name, prelude)) for name in names}

@@ -30,7 +30,7 @@ def hold(c: int, hosts: Hosts, redis: RedisServer, sim: Any, *, latency: float =
     settings = Settings.load({
         "redis_url": redis.url, "key_prefix": prefix, "queue": f"{prefix}-q",
         "output_dir": hosts.workdir / f"cap-{prefix}", "replicate_api_token": "r8_bench_not_a_real_token",
-        "global_max_concurrent": c, "create_limit": 100000, "read_limit": 3000, "rate_window": 60.0,
+        "concurrency_limit": c, "create_limit": 100000, "read_limit": 3000, "rate_window": 60.0,
         "log_level": "WARNING"}, environ={}, dotenv_path=None)
     fleet = Fleet(hosts, settings, sim.url, concurrency=c, host_indexes=[1], webhooks=True)
     try:

@@ -54,12 +54,12 @@ def ms(values: list[float]) -> str:
 def make(url: str, prefix: str, client_cls=redis.Redis, **limits) -> tuple[redis.Redis, Limiter]:
     settings = Settings.load({"redis_url": url, "key_prefix": prefix, **limits}, environ={}, dotenv_path=None)
     client = client_cls.from_url(url, decode_responses=True)
-    return client, Limiter(client, Keys(prefix), settings, rate_margin=0.0)
+    return client, Limiter.from_settings(client, Keys(prefix), settings, rate_margin=0.0)
 
 
 # --- child processes ---------------------------------------------------------------------------
 def _hammer_child(url: str, prefix: str, threads: int, seconds: float, out_key: str) -> None:
-    client, limiter = make(url, prefix, global_max_concurrent=10_000, lease_seconds=30)
+    client, limiter = make(url, prefix, concurrency_limit=10_000, lease_seconds=30)
     client.blpop([f"{prefix}:go"], timeout=4)
     client.rpush(f"{prefix}:go", "1")
     counts = [0] * threads
@@ -80,7 +80,7 @@ def _hammer_child(url: str, prefix: str, threads: int, seconds: float, out_key: 
 
 
 def _handoff_child(url: str, prefix: str, threads: int, seconds: float, hold: float, out_key: str) -> None:
-    client, limiter = make(url, prefix, global_max_concurrent=1, lease_seconds=5)
+    client, limiter = make(url, prefix, concurrency_limit=1, lease_seconds=5)
     client.blpop([f"{prefix}:go"], timeout=4)
     client.rpush(f"{prefix}:go", "1")
     intervals: list[list[float | None]] = []  # [granted, released, handoff reported by the limiter]
@@ -123,7 +123,7 @@ def _run_children(client: redis.Redis, prefix: str, target, args_for, n: int, ou
 
 # --- measurements ------------------------------------------------------------------------------
 def bench_single(url: str, prefix: str, n: int) -> dict:
-    client, limiter = make(url, prefix, global_max_concurrent=10_000, create_limit=10**6,
+    client, limiter = make(url, prefix, concurrency_limit=10_000, create_limit=10**6,
                            read_limit=10**6, lease_seconds=30)
     for _ in range(50):  # warm up: script load, connections
         client.ping()
@@ -154,7 +154,7 @@ def bench_single(url: str, prefix: str, n: int) -> dict:
 
 
 def bench_round_trips(url: str, prefix: str) -> dict:
-    client, limiter = make(url, prefix, client_cls=CountingRedis, global_max_concurrent=1,
+    client, limiter = make(url, prefix, client_cls=CountingRedis, concurrency_limit=1,
                            create_limit=10**6, read_limit=10**6, lease_seconds=0.9)
     limiter.acquire(HolderInfo()).release()  # load scripts first
     out = {}

@@ -98,7 +98,7 @@ def fleet_settings(sc: Scenario, redis: RedisServer, out: Path, **overrides: Any
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     values = {
         "redis_url": redis.url, "key_prefix": prefix, "queue": f"{prefix}-q", "output_dir": out,
-        "replicate_api_token": "r8_bench_not_a_real_token", "global_max_concurrent": sc.slots,
+        "replicate_api_token": "r8_bench_not_a_real_token", "concurrency_limit": sc.slots,
         "create_limit": sc.create_per_min, "read_limit": sc.read_per_min, "rate_window": sc.window,
         "log_level": "WARNING",
     }

@@ -564,7 +564,7 @@ def list_batches(settings: Settings | None = None, limit: int = 20) -> list:
 
 
 def limits_status(settings: Settings | None = None):
-    """The limiter's LimiterStatus (limit, in use, waiters, holders, window counts, pause)."""
+    """The limiter's LimiterStatus (limits, in use, waiters, holders, window counts, pause)."""
     limiter = _limiter(_settings(settings))
     try:
         return limiter.status()
@@ -572,17 +572,17 @@ def limits_status(settings: Settings | None = None):
         _close_quietly(limiter)
 
 
-def set_limits(settings: Settings | None = None, *, concurrency: int | None = None,
-               create_limit: int | None = None, read_limit: int | None = None, window: float | None = None):
+def set_limits(settings: Settings | None = None, *, concurrency_limit: int | None = None,
+               create_limit: int | None = None, read_limit: int | None = None, rate_window: float | None = None):
     """Change the account-wide limits for every host at once; returns the new status."""
-    if all(v is None for v in (concurrency, create_limit, read_limit, window)):
-        raise InputError(Problem("give at least one of concurrency, create_limit, read_limit, window",
+    if all(v is None for v in (concurrency_limit, create_limit, read_limit, rate_window)):
+        raise InputError(Problem("give at least one of concurrency_limit, create_limit, read_limit, rate_window",
                                  field="limits"))
     limiter = _limiter(_settings(settings))
     try:
         try:
-            limiter.set_limits(concurrency=concurrency, create_limit=create_limit, read_limit=read_limit,
-                               window=window)
+            limiter.set_limits(concurrency_limit=concurrency_limit, create_limit=create_limit,
+                               read_limit=read_limit, rate_window=rate_window)
         except ValueError as exc:
             raise InputError(Problem(str(exc), field="limits")) from exc
         return limiter.status()
@@ -625,8 +625,8 @@ def generate(prompt: str, model: str, *, settings: Settings | None = None,
 def _limiter(settings: Settings, client=None):
     from shared.limiter import Limiter
 
-    return Limiter(client if client is not None else connect(settings), keys=Keys(settings.key_prefix),
-                   settings=settings)
+    return Limiter.from_settings(client if client is not None else connect(settings), Keys(settings.key_prefix),
+                                 settings)
 
 
 def _limiter_or_none(settings: Settings):

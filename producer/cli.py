@@ -521,7 +521,7 @@ def limits(ctx: click.Context, as_json: bool) -> None:
     Examples:
       producer limits
       producer limits --json | jq .holders
-      producer limits set --concurrency 20 --create-limit 300
+      producer limits set --concurrency-limit 20 --create-limit 300
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -534,10 +534,10 @@ def _print_limits(status_: Any, as_json: bool) -> None:
         click.echo(json.dumps(status_.to_dict(), default=str))
         return
     s = status_
-    click.echo(f"slots      {s.in_use}/{s.limit} in use, {s.free} free, {s.waiters} waiting, "
+    click.echo(f"slots      {s.in_use}/{s.concurrency_limit} in use, {s.free} free, {s.waiters} waiting, "
                f"utilisation {s.utilisation:.0%}")
-    click.echo(f"creations  {s.creations_in_window}/{s.create_limit} in the last {s.window:g} s")
-    click.echo(f"reads      {s.reads_in_window}/{s.read_limit} in the last {s.window:g} s")
+    click.echo(f"creations  {s.creations_in_window}/{s.create_limit} in the last {s.rate_window:g} s")
+    click.echo(f"reads      {s.reads_in_window}/{s.read_limit} in the last {s.rate_window:g} s")
     if s.pause_seconds_left:
         click.echo(f"paused     creations paused for {s.pause_seconds_left:.1f} s more"
                    + (f" ({s.pause_reason})" if s.pause_reason else ""))
@@ -553,27 +553,40 @@ def _print_limits(status_: Any, as_json: bool) -> None:
 
 
 @limits.command("set", epilog=EXIT_CODES_HELP)
-@click.option("--concurrency", type=click.IntRange(min=1), help="Predictions in flight account-wide.")
-@click.option("--create-limit", type=click.IntRange(min=1), help="Creations per window.")
-@click.option("--read-limit", type=click.IntRange(min=1), help="Other API calls per window.")
-@click.option("--window", type=click.FloatRange(min=0, min_open=True), help="Window length in seconds.")
+@click.option("--concurrency-limit", type=click.IntRange(min=1), help="Predictions in flight account-wide.")
+@click.option("--create-limit", type=click.IntRange(min=1), help="Creations per rate window.")
+@click.option("--read-limit", type=click.IntRange(min=1), help="Other API calls per rate window.")
+@click.option("--rate-window", type=click.FloatRange(min=0, min_open=True), help="Rate window in seconds.")
+# The spellings of earlier versions, still accepted (scripts that use them keep working).
+@click.option("--concurrency", "old_concurrency_limit", type=click.IntRange(min=1), hidden=True)
+@click.option("--window", "old_rate_window", type=click.FloatRange(min=0, min_open=True), hidden=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the new status as JSON.")
 @pass_context
-def limits_set(obj: Context, concurrency: int | None, create_limit: int | None, read_limit: int | None,
-               window: float | None, as_json: bool) -> None:
+def limits_set(obj: Context, concurrency_limit: int | None, create_limit: int | None, read_limit: int | None,
+               rate_window: float | None, old_concurrency_limit: int | None, old_rate_window: float | None,
+               as_json: bool) -> None:
     """Change the limits for every host at once, without restarting workers. Shrinking lets
     current holders finish and admits no one until in use is under the new limit.
 
     \b
     Examples:
-      producer limits set --concurrency 10
-      producer limits set --create-limit 300 --window 60
+      producer limits set --concurrency-limit 10
+      producer limits set --create-limit 300 --rate-window 60
     """
-    if all(v is None for v in (concurrency, create_limit, read_limit, window)):
-        raise click.UsageError("give at least one of --concurrency, --create-limit, --read-limit, --window")
-    status_ = api.set_limits(obj.settings(), concurrency=concurrency, create_limit=create_limit,
-                             read_limit=read_limit, window=window)
+    concurrency_limit = _one_spelling("--concurrency-limit", concurrency_limit, "--concurrency", old_concurrency_limit)
+    rate_window = _one_spelling("--rate-window", rate_window, "--window", old_rate_window)
+    if all(v is None for v in (concurrency_limit, create_limit, read_limit, rate_window)):
+        raise click.UsageError("give at least one of --concurrency-limit, --create-limit, --read-limit, --rate-window")
+    status_ = api.set_limits(obj.settings(), concurrency_limit=concurrency_limit, create_limit=create_limit,
+                             read_limit=read_limit, rate_window=rate_window)
     _print_limits(status_, as_json)
+
+
+def _one_spelling(name: str, value: Any, old_name: str, old_value: Any) -> Any:
+    """An option's value under its name or its old spelling (a usage error if both are given)."""
+    if value is not None and old_value is not None:
+        raise click.UsageError(f"{old_name} is the old spelling of {name}: give one of them")
+    return value if value is not None else old_value
 
 
 # --- models -------------------------------------------------------------------------------------

@@ -114,7 +114,7 @@ def snapshot_from_info(info: Any, *, now: float | None = None, limiter_status: A
     slots_in_use = slots_limit = None
     if limiter_status is not None:
         slots_in_use = int(getattr(limiter_status, "in_use", 0))
-        slots_limit = int(getattr(limiter_status, "limit", 0))
+        slots_limit = int(getattr(limiter_status, "concurrency_limit", 0))
     return Snapshot(
         batch_id=str(info.id),
         total=total,

@@ -19,7 +19,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "REDIS_URL": ("redis_url", str),
     "REPLICATE_API_TOKEN": ("replicate_api_token", str),
     "REPLICATE_BASE_URL": ("replicate_base_url", str),
-    "REPLICATE_GLOBAL_MAX_CONCURRENT": ("global_max_concurrent", int),
+    "REPLICATE_GLOBAL_MAX_CONCURRENT": ("concurrency_limit", int),
     "REPLICATE_CREATE_LIMIT": ("create_limit", int),
     "REPLICATE_READ_LIMIT": ("read_limit", int),
     "REPLICATE_RATE_WINDOW": ("rate_window", float),
@@ -57,7 +57,9 @@ class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     replicate_api_token: str | None = field(default=None, repr=False)
     replicate_base_url: str | None = None  # None: the official client's default (Replicate)
-    global_max_concurrent: int = 60
+    # The account's limits, enforced for the whole fleet by shared.limiter: predictions in
+    # flight, and creations and other API calls per rate window (seconds).
+    concurrency_limit: int = 60
     create_limit: int = 600
     read_limit: int = 3000
     rate_window: float = 60.0
@@ -129,7 +131,7 @@ class Settings:
     def check(self) -> None:
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://", "sentinel://")):
             raise ConfigError("REDIS_URL must start with redis://, rediss://, unix:// or sentinel://")
-        for attr in ("global_max_concurrent", "create_limit", "read_limit"):
+        for attr in ("concurrency_limit", "create_limit", "read_limit"):
             if getattr(self, attr) < 1:
                 raise ConfigError(f"{attr} must be at least 1, got {getattr(self, attr)}")
         if self.http_timeout <= 0:

@@ -53,6 +53,7 @@ def test_usage_errors_exit_2():
     assert runner.invoke(cli, ["nosuchcommand"]).exit_code == 2
     assert runner.invoke(cli, ["limits", "set"]).exit_code == 2  # nothing to set
     assert runner.invoke(cli, ["limits", "set", "--concurrency", "0"]).exit_code == 2
+    assert runner.invoke(cli, ["limits", "set", "--concurrency-limit", "0"]).exit_code == 2
 
 
 @pytest.mark.parametrize("args", [["status", "b-x"], ["results", "b-x", "--json"], ["wait", "b-x"],
@@ -118,12 +119,29 @@ def test_limits_show_and_set(settings, redis_client, key_prefix):
     shown = runner.invoke(cli, base + ["limits"], env=cli_env(settings))
     assert shown.exit_code == 0, shown.output
     assert "slots      0/60 in use" in shown.stdout and "creations  0/600" in shown.stdout
-    changed = runner.invoke(cli, base + ["limits", "set", "--concurrency", "7", "--create-limit", "30",
-                                         "--window", "20"], env=cli_env(settings))
+    changed = runner.invoke(cli, base + ["limits", "set", "--concurrency-limit", "7", "--create-limit", "30",
+                                         "--rate-window", "20"], env=cli_env(settings))
     assert changed.exit_code == 0, changed.output
     status = json.loads(runner.invoke(cli, base + ["limits", "--json"], env=cli_env(settings)).stdout)
-    assert (status["limit"], status["create_limit"], status["window"], status["in_use"]) == (7, 30, 20.0, 0)
+    assert (status["concurrency_limit"], status["create_limit"], status["rate_window"],
+            status["in_use"]) == (7, 30, 20.0, 0)
     assert status["holders"] == []
+
+
+def test_limits_set_accepts_the_old_option_spellings(settings, redis_client):
+    """--concurrency and --window were renamed --concurrency-limit and --rate-window: scripts
+    that use the old spellings keep working; they are not advertised; giving both is refused."""
+    runner = CliRunner()
+    base = ["--redis-url", settings.redis_url, "--env-file", "/nonexistent", "limits", "set"]
+    changed = runner.invoke(cli, base + ["--concurrency", "5", "--window", "30", "--json"], env=cli_env(settings))
+    assert changed.exit_code == 0, changed.output
+    status = json.loads(changed.stdout)
+    assert (status["concurrency_limit"], status["rate_window"]) == (5, 30.0)
+    both = runner.invoke(cli, base + ["--concurrency", "5", "--concurrency-limit", "6"], env=cli_env(settings))
+    assert both.exit_code == 2 and "old spelling" in both.output
+    shown = runner.invoke(cli, ["limits", "set", "--help"]).output
+    assert "--concurrency-limit" in shown and "--rate-window" in shown
+    assert "--concurrency " not in shown and "--window" not in shown
 
 
 def test_limits_python_api_matches(settings, redis_client):

@@ -45,7 +45,7 @@ def items_logged(log: str, message: str) -> set[int]:
 def test_sigterm_mid_batch_loses_nothing_and_pays_nothing_twice(settings, redis_client, sim_factory, tmp_path):
     sim = sim_factory(latency_scale=float(os.environ.get("FLEET_TEST_SHUTDOWN_LATENCY", "0.3")))
     slots, threads, n_items = 2, 8, 12
-    settings = settings.with_(replicate_base_url=sim.url, replicate_api_token=TOKEN, global_max_concurrent=slots)
+    settings = settings.with_(replicate_base_url=sim.url, replicate_api_token=TOKEN, concurrency_limit=slots)
     keys = Keys(settings.key_prefix)
     registry = load_registry()
     model = pick_image_model(registry)
@@ -54,7 +54,7 @@ def test_sigterm_mid_batch_loses_nothing_and_pays_nothing_twice(settings, redis_
                              output_root=settings.output_dir, registry=registry, model=model)
     ledger = Ledger(redis_client, keys)
     assert ledger.create_batch(batch_id, requests, output_root=str(settings.output_dir), options={})
-    limiter = Limiter(redis_client, keys=keys, settings=settings)
+    limiter = Limiter.from_settings(redis_client, keys, settings)
 
     logs = [tmp_path / "worker-a.log", tmp_path / "worker-b.log"]
     first = compose_worker(settings, "a", logs[0], concurrency=threads)

@@ -397,7 +397,7 @@ def test_an_ambiguous_create_keeps_its_slot_counted_until_its_late_prediction_is
     reconciliation adopts the late prediction, so the stand-in never sees more than one."""
     sim = sim_factory(latency_scale=1.0, image_scale=0.01, late_create_next=1, late_create_after=3.0,
                       latency_overrides={MODEL: 3.0})
-    settings = settings.with_(http_timeout=1.0, global_max_concurrent=1)
+    settings = settings.with_(http_timeout=1.0, concurrency_limit=1)
     fleet = worker_factory(settings, count=1, sim=sim, concurrency=4, FLEET_HTTP_TIMEOUT="1")
     ledger, _ = submit(settings, redis_client, "b-abandon", ["a stoat in snow", "a hare in snow"])
     wait_finished(ledger, "b-abandon", 60, fleet)
@@ -422,7 +422,7 @@ def test_a_worker_killed_inside_its_post_keeps_the_slot_counted_until_the_attemp
     next execution of item 0 adopts it with the late prediction: item 1 never runs beside it."""
     sim = sim_factory(latency_scale=1.0, image_scale=0.01, stall_create_next=1, stall_create_seconds=4.0,
                       stall_create_creates=True, latency_overrides={MODEL: 3.0})
-    settings = settings.with_(http_timeout=2.0, global_max_concurrent=1, lease_seconds=2.0,
+    settings = settings.with_(http_timeout=2.0, concurrency_limit=1, lease_seconds=2.0,
                               visibility_timeout=8)
     # The first worker takes item 0 only (one thread: one message); the second starts once item
     # 0's POST is held, takes item 1 and waits for the slot.
@@ -450,4 +450,4 @@ def test_a_worker_killed_inside_its_post_keeps_the_slot_counted_until_the_attemp
 def _slots_in_use(redis_client, settings) -> int:
     from shared.limiter import Limiter
 
-    return Limiter(redis_client, Keys(settings.key_prefix), settings).status().in_use
+    return Limiter.from_settings(redis_client, Keys(settings.key_prefix), settings).status().in_use

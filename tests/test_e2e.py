@@ -48,7 +48,7 @@ def test_twenty_images_through_two_workers(settings, redis_client, sim_factory, 
     assert [r["index"] for r in manifest["items"]] == list(range(20))
     assert all(r["status"] == "succeeded" and r["attempts"][0]["model"] == MODEL for r in manifest["items"])
     # every slot was given back
-    status = Limiter(redis_client, Keys(settings.key_prefix), settings).status()
+    status = Limiter.from_settings(redis_client, Keys(settings.key_prefix), settings).status()
     assert status.in_use == 0
 
 
@@ -58,7 +58,7 @@ def test_limiter_holds_the_account_limits_across_three_workers(settings, redis_c
     """The issue's proof as specified: three worker processes, the stand-in set to 10 in flight
     and 30 creations per 20 s window (the limiter too), 90 images: peak in flight <= 10, no
     window over 30, no 429, all 90 files. 90 creations at 30 per 20 s take three windows."""
-    settings = settings.with_(global_max_concurrent=10, create_limit=30, rate_window=20.0)
+    settings = settings.with_(concurrency_limit=10, create_limit=30, rate_window=20.0)
     sim = sim_factory(max_in_flight=10, create_limit=30, window=20.0, latency_scale=0.5, image_scale=0.01)
     fleet = worker_factory(settings, count=3, sim=sim, concurrency=16)
     prompts = [f"a paper boat on a pond, variation {i}" for i in range(90)]
@@ -76,7 +76,7 @@ def test_limiter_holds_the_account_limits_across_three_workers(settings, redis_c
     served = served_hashes(sim_ledger)
     for item in ledger.items("b-limits"):
         assert item.status == "succeeded" and sha256(item.outputs[0]) in served
-    assert Limiter(redis_client, Keys(settings.key_prefix), settings).status().in_use == 0
+    assert Limiter.from_settings(redis_client, Keys(settings.key_prefix), settings).status().in_use == 0
 
 
 def test_duplicate_messages_never_pay_twice(settings, redis_client, sim_factory, worker_factory):

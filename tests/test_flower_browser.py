@@ -93,7 +93,7 @@ def test_flower_during_a_real_batch(settings, redis_client, sim_factory, tmp_pat
     import json
 
     sim = sim_factory(latency_scale=BROWSER_BATCH_LATENCY)
-    settings = settings.with_(replicate_base_url=sim.url, replicate_api_token=RUN_TOKEN, global_max_concurrent=3)
+    settings = settings.with_(replicate_base_url=sim.url, replicate_api_token=RUN_TOKEN, concurrency_limit=3)
     registry = load_registry()
     batch_id = f"browser-{settings.key_prefix}"
     requests = parse_prompts([f"a paper boat on a pond, take {i}" for i in range(6)], batch_id=batch_id,

@@ -140,9 +140,9 @@ def test_a_dead_waiter_is_pruned_and_does_not_block_the_line(make_limiter):
 def test_shrinking_admits_no_one_until_under_the_new_limit(make_limiter):
     limiter = make_limiter(concurrency=3)
     leases = [limiter.acquire(HolderInfo(task_id=f"h{i}")) for i in range(3)]
-    limiter.set_limits(concurrency=1)
+    limiter.set_limits(concurrency_limit=1)
     status = limiter.status()
-    assert (status.limit, status.in_use, status.free) == (1, 3, 0)
+    assert (status.concurrency_limit, status.in_use, status.free) == (1, 3, 0)
     assert status.utilisation == 3.0
     results: list = []
     thread = start_waiter(limiter, "w", results, timeout=10)
@@ -163,7 +163,7 @@ def test_growing_admits_waiters_at_once(make_limiter):
     results: list = []
     threads = [start_waiter(limiter, f"w{i}", results, timeout=10) for i in range(3)]
     assert wait_until(lambda: limiter.status().waiters == 3)
-    limiter.set_limits(concurrency=4)
+    limiter.set_limits(concurrency_limit=4)
     for thread in threads:
         thread.join(5)
     assert len(results) == 3 and not any(isinstance(r[1], Exception) for r in results)
@@ -175,10 +175,10 @@ def test_limits_are_seeded_once_and_shared_by_every_limiter(make_limiter):
     first.status()
     first.acquire(HolderInfo()).release()  # seeds
     second = make_limiter(concurrency=9, create_limit=99)  # other settings: ignored, Redis wins
-    assert (second.status().limit, second.status().create_limit) == (2, 5)
-    second.set_limits(concurrency=7, create_limit=11, read_limit=13, window=2.5)
+    assert (second.status().concurrency_limit, second.status().create_limit) == (2, 5)
+    second.set_limits(concurrency_limit=7, create_limit=11, read_limit=13, rate_window=2.5)
     status = first.status()
-    assert (status.limit, status.create_limit, status.read_limit, status.window) == (7, 11, 13, 2.5)
+    assert (status.concurrency_limit, status.create_limit, status.read_limit, status.rate_window) == (7, 11, 13, 2.5)
 
 
 def test_set_limits_writes_only_the_limits_given(make_limiter, redis_client, key_prefix):
@@ -190,16 +190,17 @@ def test_set_limits_writes_only_the_limits_given(make_limiter, redis_client, key
     assert redis_client.hgetall(limits_key) == {"create_limit": "300"}
     worker = make_limiter(concurrency=7, create_limit=5, read_limit=50, window=2)
     worker.acquire(HolderInfo(task_id="w")).release()  # seeds the rest from ITS settings
-    assert redis_client.hgetall(limits_key) == {"create_limit": "300", "concurrency": "7",
-                                                "read_limit": "50", "window_ms": "2000"}
+    assert redis_client.hgetall(limits_key) == {"create_limit": "300", "concurrency_limit": "7",
+                                                "read_limit": "50", "rate_window_ms": "2000"}
     status = shell.status()
-    assert (status.limit, status.create_limit, status.read_limit, status.window) == (7, 300, 50, 2.0)
+    assert (status.concurrency_limit, status.create_limit, status.read_limit, status.rate_window) == (7, 300, 50, 2.0)
 
 
 BAD_LIMITS = [
-    {"concurrency": 0}, {"concurrency": 100_001}, {"concurrency": 1e20}, {"concurrency": True},
-    {"create_limit": 1.5}, {"create_limit": 1_000_001}, {"read_limit": 0}, {"read_limit": "10"},
-    {"window": 0.5}, {"window": 86_401}, {"window": math.nan}, {"window": math.inf},
+    {"concurrency_limit": 0}, {"concurrency_limit": 100_001}, {"concurrency_limit": 1e20},
+    {"concurrency_limit": True}, {"create_limit": 1.5}, {"create_limit": 1_000_001}, {"read_limit": 0},
+    {"read_limit": "10"}, {"rate_window": 0.5}, {"rate_window": 86_401}, {"rate_window": math.nan},
+    {"rate_window": math.inf},
 ]
 
 
@@ -211,14 +212,14 @@ def test_limits_out_of_bounds_are_refused_before_anything_is_written(make_limite
     limits_key = Keys(key_prefix).limiter_key("limits")
     before = redis_client.hgetall(limits_key)
     with pytest.raises(ValueError):
-        limiter.set_limits(concurrency=3, **bad) if "concurrency" not in bad else limiter.set_limits(**bad)
+        limiter.set_limits(concurrency_limit=3, **bad) if "concurrency_limit" not in bad else limiter.set_limits(**bad)
     assert redis_client.hgetall(limits_key) == before
 
 
 @pytest.mark.parametrize("changes", [
-    {"concurrency": 5, "create_limit": 0},  # one valid change first: still nothing written
-    {"concurrency": 1e20}, {"create_limit": 2.5}, {"read_limit": -1}, {"window_ms": 999},
-    {"window_ms": 86_400_001}, {"window_ms": "60000"}, {"nonsense": 3},
+    {"concurrency_limit": 5, "create_limit": 0},  # one valid change first: still nothing written
+    {"concurrency_limit": 1e20}, {"create_limit": 2.5}, {"read_limit": -1}, {"rate_window_ms": 999},
+    {"rate_window_ms": 86_400_001}, {"rate_window_ms": "60000"}, {"nonsense": 3},
 ])
 def test_the_script_checks_limits_too_and_writes_nothing_on_error(make_limiter, redis_client, key_prefix,
                                                                   changes):
@@ -239,21 +240,21 @@ def test_a_stored_value_out_of_bounds_is_replaced_not_obeyed(make_limiter, redis
     fail. The scripts ignore it and write the caller's default instead."""
     limiter = make_limiter(concurrency=2)
     limits_key = Keys(key_prefix).limiter_key("limits")
-    redis_client.hset(limits_key, mapping={"concurrency": "1e+20", "window_ms": "0"})
+    redis_client.hset(limits_key, mapping={"concurrency_limit": "1e+20", "rate_window_ms": "0"})
     lease = limiter.acquire(HolderInfo())
     lease.release()
     assert lease.released_at is not None  # the release script ran
-    assert redis_client.hmget(limits_key, "concurrency", "window_ms") == ["2", "1000"]
-    assert limiter.limits().concurrency == 2
+    assert redis_client.hmget(limits_key, "concurrency_limit", "rate_window_ms") == ["2", "1000"]
+    assert limiter.limits().concurrency_limit == 2
 
 
 def test_settings_out_of_bounds_are_a_config_error(settings, redis_client, key_prefix):
     from shared.errors import ConfigError
 
     with pytest.raises(ConfigError, match="window"):
-        Limiter(redis_client, Keys(key_prefix), settings.with_(rate_window=0.1))
+        Limiter.from_settings(redis_client, Keys(key_prefix), settings.with_(rate_window=0.1))
     with pytest.raises(ConfigError, match="concurrency"):
-        Limiter(redis_client, Keys(key_prefix), settings.with_(global_max_concurrent=10**6))
+        Limiter.from_settings(redis_client, Keys(key_prefix), settings.with_(concurrency_limit=10**6))
 
 
 def test_renewal_keeps_a_long_hold_and_force_release_is_noticed(make_limiter):
@@ -278,7 +279,7 @@ def test_status_reports_holders_and_is_json_friendly(make_limiter):
     status = limiter.status()
     assert isinstance(status, LimiterStatus)
     data = json.loads(json.dumps(status.to_dict()))
-    assert (data["limit"], data["in_use"], data["free"], data["waiters"]) == (3, 1, 2, 0)
+    assert (data["concurrency_limit"], data["in_use"], data["free"], data["waiters"]) == (3, 1, 2, 0)
     assert data["creations_in_window"] == 1 and data["reads_in_window"] == 1
     (holder,) = data["holders"]
     assert holder["host"] == "h1" and holder["pid"] == 42 and holder["task_id"] == "t-1"

@@ -39,9 +39,9 @@ class SemaphoreModel(RuleBasedStateMachine):
     def start(self, limit: int) -> None:
         from shared.settings import Settings
 
-        settings = Settings(global_max_concurrent=limit, key_prefix=self.prefix)
+        settings = Settings(concurrency_limit=limit, key_prefix=self.prefix)
         # A long waiter ttl: registrations never lapse between steps.
-        self.limiter = Limiter(self.client, Keys(self.prefix), settings, waiter_ttl=600)
+        self.limiter = Limiter.from_settings(self.client, Keys(self.prefix), settings, waiter_ttl=600)
         self.wake_key = self.limiter.wake_prefix + PROCESS
         self.limit = limit
 
@@ -86,7 +86,7 @@ class SemaphoreModel(RuleBasedStateMachine):
 
     @rule(limit=st.integers(1, 5))
     def set_limit(self, limit: int) -> None:
-        self.limiter.set_limits(concurrency=limit)
+        self.limiter.set_limits(concurrency_limit=limit)
         self.limit = limit
         self._expect_wake()
 

@@ -43,7 +43,7 @@ def children():
 
 def opts(concurrency=1, create_limit=100, window=1.0, lease=1.0, **limiter):
     limiter.setdefault("waiter_ttl", 0.9)
-    return {"settings": {"global_max_concurrent": concurrency, "create_limit": create_limit,
+    return {"settings": {"concurrency_limit": concurrency, "create_limit": create_limit,
                          "rate_window": window, "lease_seconds": lease},
             "limiter": limiter}
 
@@ -51,7 +51,7 @@ def opts(concurrency=1, create_limit=100, window=1.0, lease=1.0, **limiter):
 def local_limiter(redis_client, settings, key_prefix, o) -> Limiter:
     """The test process's own Limiter, configured like the children's."""
     s = settings.with_(**o["settings"])
-    return Limiter(redis_client, Keys(key_prefix), s, **o["limiter"])
+    return Limiter.from_settings(redis_client, Keys(key_prefix), s, **o["limiter"])
 
 
 def pop_json(redis_client, key, timeout=30):
@@ -201,7 +201,7 @@ def test_limits_changed_in_one_process_apply_to_waiters_in_others(
     end = time.monotonic() + 30
     while limiter.status().waiters < 3 and time.monotonic() < end:
         time.sleep(0.02)
-    limiter.set_limits(concurrency=4)  # the holder still holds: three free slots appear
+    limiter.set_limits(concurrency_limit=4)  # the holder still holds: three free slots appear
     end = time.monotonic() + 10
     while redis_client.llen(f"{key_prefix}:order") < 3 and time.monotonic() < end:
         time.sleep(0.02)

@@ -65,7 +65,7 @@ def test_growing_the_window_counts_the_grants_of_the_old_window(make_limiter, re
     time.sleep(1.2)
     tokens.take()
     changed_at = redis_now(redis_client)
-    limiter.set_limits(window=3.0)
+    limiter.set_limits(rate_window=3.0)
     first, second = tokens.take(), tokens.take()
     # the 3rd most recent grant + the new window (the two new ones share a window with the 4th)
     assert min(first, second) >= max(tokens.granted[:3]) + 3.0 + MARGIN
@@ -99,7 +99,7 @@ def test_growing_the_window_moves_sleeping_reservations_later(make_limiter, redi
     threads = tokens.take_in_threads(6)  # 3 now, 3 sleeping towards now + 1.1 s
     time.sleep(0.3)
     changed_at = redis_now(redis_client)
-    limiter.set_limits(window=3.0)
+    limiter.set_limits(rate_window=3.0)
     for thread in threads:
         thread.join(15)
     assert len(tokens.went) == 6
@@ -120,7 +120,7 @@ def test_growing_limit_and_window_together_stays_within_both(make_limiter, redis
         time.sleep(1.2)
     assert redis_client.zcard(Keys(key_prefix).limiter_key("creates")) == 3  # 2 kept + the newest
     changed_at = redis_now(redis_client)
-    limiter.set_limits(create_limit=6, window=3.0)
+    limiter.set_limits(create_limit=6, rate_window=3.0)
     nxt = tokens.take()
     assert tokens.granted[2] + 3.0 + MARGIN <= nxt < tokens.granted[2] + 3.0 + MARGIN + 0.5
     tokens.check(changed_at, 3.0, 6)
@@ -140,7 +140,7 @@ def test_a_reservation_moved_beyond_the_callers_timeout_is_given_back(make_limit
     thread = threading.Thread(target=impatient)
     thread.start()
     time.sleep(0.3)
-    limiter.set_limits(window=5.0)  # now 5.1 s after the first grant: beyond its timeout
+    limiter.set_limits(rate_window=5.0)  # now 5.1 s after the first grant: beyond its timeout
     thread.join(5)
     assert errors and errors[0].retry_after > 2.0
     assert limiter.status().creations_reserved == 0  # its reservation was taken back

@@ -48,7 +48,7 @@ def value(samples, name: str, **labels: str) -> float:
 class FakeStatus:
     """The limiter's status as the contract describes it, for the mapping test."""
 
-    limit: int = 10
+    concurrency_limit: int = 10
     in_use: int = 3
     free: int = 7
     waiters: int = 5
@@ -59,7 +59,7 @@ class FakeStatus:
     reads_reserved: int = 2
     create_limit: int = 600
     read_limit: int = 3000
-    window: float = 60.0
+    rate_window: float = 60.0
     paused_until: float | None = 1e9
     pause_seconds_left: float = 12.5
     holders: list = field(default_factory=lambda: [
@@ -195,7 +195,7 @@ def test_a_real_hand_off_is_recorded_from_the_lease(settings, redis_client):
 
     keys = Keys(settings.key_prefix)
     metrics = MetricsRecorder(redis_client, keys)
-    limiter = Limiter(redis_client, keys=keys, settings=settings.with_(global_max_concurrent=1))
+    limiter = Limiter.from_settings(redis_client, keys, settings.with_(concurrency_limit=1))
     try:
         first = limiter.acquire(HolderInfo(task_id="first"), timeout=10)
         metrics.handoff(first.handoff_seconds)  # free slot: nothing to record
@@ -314,7 +314,7 @@ def test_counters_live_under_the_key_prefix_only(settings, redis_client):
 def test_real_limiter_status_is_exported(settings, redis_client):
     from shared.limiter import HolderInfo, Limiter
 
-    limiter = Limiter(redis_client, keys=Keys(settings.key_prefix), settings=settings.with_(global_max_concurrent=4))
+    limiter = Limiter.from_settings(redis_client, Keys(settings.key_prefix), settings.with_(concurrency_limit=4))
     lease = limiter.acquire(HolderInfo(host="host-a", pid=os.getpid(), task_id="t-1", batch_id="b", index=0,
                                        model="m"), timeout=10)
     try:
@@ -381,7 +381,7 @@ def test_a_real_batch_shows_up_in_the_metrics(settings, redis_client, sim_factor
     from workers.dispatch import enqueue_items
 
     sim = sim_factory()
-    settings = settings.with_(replicate_base_url=sim.url, global_max_concurrent=3)
+    settings = settings.with_(replicate_base_url=sim.url, concurrency_limit=3)
     registry = load_registry()
     model = pick_image_model(registry)
     batch_id = f"metrics-{settings.key_prefix}"

@@ -460,7 +460,7 @@ def test_submit_and_generate_without_settings_use_the_environment(tmp_path, sett
     assert queue_length(redis_client, settings) == 3
     assert producer.open_batch(batch.id).id == batch.id
     assert batch.id in [info.id for info in producer.list_batches()]
-    assert producer.limits_status().limit == settings.global_max_concurrent
+    assert producer.limits_status().concurrency_limit == settings.concurrency_limit
     monkeypatch.setattr("producer.api.WORKER_PING_SECONDS", 0.5)
     with pytest.raises(NoWorkerError):  # it got as far as waiting for a worker: submitted without settings
         producer.generate("a paper boat on a pond", "black-forest-labs/flux-dev", aspect_ratio="1:1", timeout=30)

@@ -121,7 +121,7 @@ def test_cancel_mid_batch_then_retry_including_canceled_finishes_every_item(sett
 
     from tests.support.wait import wait_until
 
-    settings = settings.with_(global_max_concurrent=3)
+    settings = settings.with_(concurrency_limit=3)
     sim = sim_factory(latency_scale=3.0, image_scale=0.01)  # several seconds each: running at cancel
     fleet = worker_factory(settings, count=1, sim=sim, concurrency=4)  # takes 4 tasks, 12 stay queued
     settings = settings.with_(replicate_base_url=sim.url)

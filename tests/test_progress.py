@@ -39,7 +39,7 @@ def test_queued_never_negative_and_unknown_eta_before_first_result():
 
 def test_slots_from_limiter_status_appear():
     snap = snapshot_from_info(info({"running": 3, "pending": 7}), now=1005.0,
-                              limiter_status=SimpleNamespace(in_use=3, limit=10))
+                              limiter_status=SimpleNamespace(in_use=3, concurrency_limit=10))
     assert "slots 3/10" in format_line(snap)
     assert "slots 3/10" in format_bar(snap, 120)
 

@@ -231,12 +231,12 @@ def test_resubmitting_after_a_crash_between_record_and_enqueue(settings, redis_c
 
 @pytest.mark.e2e
 def test_sigterm_hands_back_waiting_tasks_and_pays_once(settings, redis_client, sim_factory, worker_factory):
-    settings = settings.with_(global_max_concurrent=1)
+    settings = settings.with_(concurrency_limit=1)
     sim = sim_factory(latency_scale=1.0, image_scale=0.01)  # flux-dev ~3 s
     fleet = worker_factory(settings, count=1, sim=sim, concurrency=4)
     [worker] = fleet.workers
     ledger, _ = submit(settings, redis_client, "b-term", [f"a red door in snow, {i}" for i in range(5)])
-    limiter = Limiter(redis_client, Keys(settings.key_prefix), settings)
+    limiter = Limiter.from_settings(redis_client, Keys(settings.key_prefix), settings)
 
     def one_in_flight_three_waiting():
         status = limiter.status()
@@ -254,7 +254,7 @@ def test_sigterm_hands_back_waiting_tasks_and_pays_once(settings, redis_client, 
     assert limiter.status().in_use == 0 and limiter.status().waiters == 0
     assert "handed back" in worker.log()
 
-    limiter.set_limits(concurrency=4)  # the rest in parallel: a quicker test, the same proof
+    limiter.set_limits(concurrency_limit=4)  # the rest in parallel: a quicker test, the same proof
     second = worker_factory(settings, count=1, sim=sim, concurrency=4)
     wait_finished(ledger, "b-term", 90, second)
     assert ledger.batch("b-term").counts["succeeded"] == 5
@@ -266,8 +266,8 @@ def test_sigterm_hands_back_waiting_tasks_and_pays_once(settings, redis_client, 
 def test_the_orphan_check_frees_the_slots_of_ended_predictions_only(settings, redis_client):
     from workers.replicate_calls import PredictionView
 
-    s = settings.with_(global_max_concurrent=3, lease_seconds=0.6)
-    dead = Limiter(redis_client, Keys(s.key_prefix), s)
+    s = settings.with_(concurrency_limit=3, lease_seconds=0.6)
+    dead = Limiter.from_settings(redis_client, Keys(s.key_prefix), s)
     for pid in ("p-ended", "p-running"):
         dead.acquire(HolderInfo(task_id=pid)).set_prediction(pid)
     dead.close()
@@ -277,7 +277,7 @@ def test_the_orphan_check_frees_the_slots_of_ended_predictions_only(settings, re
         def get(self, pid):
             return PredictionView(id=pid, status="succeeded" if pid == "p-ended" else "processing")
 
-    limiter = Limiter(redis_client, Keys(s.key_prefix), s)
+    limiter = Limiter.from_settings(redis_client, Keys(s.key_prefix), s)
     sweeper = Sweeper(s, redis_client, producer_app(s), limiter=limiter, calls=Replicate())
     assert sweeper.try_settle_orphans() == ["p-ended"]
     assert sweeper.try_settle_orphans() is None  # one check per interval, fleet-wide
@@ -293,7 +293,7 @@ def test_the_orphan_check_frees_a_dead_creators_slot_only_when_no_creation_can_f
     from workers.attempts import AttemptRef, CreationRecords
     from workers.replicate_calls import PredictionView
 
-    s = settings.with_(global_max_concurrent=5, lease_seconds=0.6)
+    s = settings.with_(concurrency_limit=5, lease_seconds=0.6)
     keys = Keys(s.key_prefix)
     attempts = CreationRecords(redis_client, keys)
     # b:0 died waiting for its token; b:1 died inside its POST; b:2 recorded its (ended) prediction
@@ -306,7 +306,7 @@ def test_the_orphan_check_frees_a_dead_creators_slot_only_when_no_creation_can_f
     redis_client.delete(keys.claim("b", 1, 1))  # its claim expired with its process
     attempts.record_prediction(AttemptRef("b", 2, 1), "p-ended")
     redis_client.set(keys.claim("b", 3, 1), "alive", px=60_000)
-    dead = Limiter(redis_client, keys, s)
+    dead = Limiter.from_settings(redis_client, keys, s)
     for index in range(4):
         lease = dead.acquire(HolderInfo(task_id=f"t{index}"))
         dead.take_create_token(holder=lease, attempt=f"b:{index}:1")
@@ -317,7 +317,7 @@ def test_the_orphan_check_frees_a_dead_creators_slot_only_when_no_creation_can_f
         def get(self, pid):
             return PredictionView(id=pid, status="succeeded")
 
-    limiter = Limiter(redis_client, keys, s)
+    limiter = Limiter.from_settings(redis_client, keys, s)
     sweeper = Sweeper(s, redis_client, producer_app(s), limiter=limiter, calls=Replicate())
     assert sorted(sweeper.settle_orphans()) == ["b:0:1", "p-ended"]
     assert sorted(h.attempt for h in limiter.status().holders) == ["b:1:1", "b:3:1"]

@@ -207,7 +207,7 @@ def test_a_redis_restart_mid_attempt_is_ridden_out_by_the_task_and_pays_once(pri
     fleet = worker_factory(settings, count=1, sim=sim, concurrency=4, FLEET_HTTP_TIMEOUT="2")
     client = private_redis.client(socket_timeout=5)
     keys = Keys(settings.key_prefix)
-    Limiter(client, keys=keys, settings=settings).pause_creations(4.0, reason="test: hold the token")
+    Limiter.from_settings(client, keys, settings).pause_creations(4.0, reason="test: hold the token")
     ledger, _ = submit(settings, client, "b-outage", ["a kingfisher on a branch"])
     deadline = time.monotonic() + 20
     while not client.hget(keys.attempt("b-outage", 0, 1), "intent_at"):

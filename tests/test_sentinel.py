@@ -133,7 +133,7 @@ def test_sentinel_url_parsing_and_redaction():
 
 def test_clients_find_the_primary_and_follow_a_failover(sentinel, sentinel_settings, key_prefix):
     client = connect(sentinel_settings, ride_out_restarts=True)
-    limiter = Limiter(client, keys=Keys(key_prefix), settings=sentinel_settings.with_(global_max_concurrent=2))
+    limiter = Limiter.from_settings(client, Keys(key_prefix), sentinel_settings.with_(concurrency_limit=2))
     try:
         lease = limiter.acquire(HolderInfo(task_id="before"), timeout=5)
         on_primary = redis.Redis(port=sentinel.primary, password="pw", db=3)  # the URL's database

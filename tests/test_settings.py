@@ -9,7 +9,7 @@ from shared.settings import Settings
 def test_defaults_match_the_design_brief():
     s = Settings.load(environ={}, dotenv_path=None)
     assert s.redis_url == "redis://127.0.0.1:6379/0"
-    assert (s.global_max_concurrent, s.create_limit, s.read_limit, s.rate_window) == (60, 600, 3000, 60.0)
+    assert (s.concurrency_limit, s.create_limit, s.read_limit, s.rate_window) == (60, 600, 3000, 60.0)
     assert s.output_dir == Path("./output")
     assert s.replicate_api_token is None
 
@@ -18,14 +18,14 @@ def test_precedence_dotenv_then_environment_then_overrides(tmp_path):
     env_file = tmp_path / ".env"
     env_file.write_text("REPLICATE_CREATE_LIMIT=100\nREPLICATE_READ_LIMIT=200\nOUTPUT_DIR=/from/dotenv\n")
     s = Settings.load(
-        {"output_dir": Path("/from/flag"), "global_max_concurrent": None},
+        {"output_dir": Path("/from/flag"), "concurrency_limit": None},
         environ={"REPLICATE_READ_LIMIT": "300", "REPLICATE_GLOBAL_MAX_CONCURRENT": "7"},
         dotenv_path=env_file,
     )
     assert s.create_limit == 100  # .env
     assert s.read_limit == 300  # environment beats .env
     assert s.output_dir == Path("/from/flag")  # override beats both
-    assert s.global_max_concurrent == 7  # a None override leaves the value alone
+    assert s.concurrency_limit == 7  # a None override leaves the value alone
 
 
 def test_token_never_in_repr():

@@ -187,11 +187,11 @@ def test_a_delivery_frees_the_slot_a_dead_worker_left_but_never_a_live_one(recei
                                                                            key_prefix):
     from shared.limiter import HolderInfo, Limiter
 
-    s = settings.with_(global_max_concurrent=2, lease_seconds=0.6)
-    dead = Limiter(redis_client, Keys(key_prefix), s)
+    s = settings.with_(concurrency_limit=2, lease_seconds=0.6)
+    dead = Limiter.from_settings(redis_client, Keys(key_prefix), s)
     dead.acquire(HolderInfo(task_id="dead")).set_prediction("p-dead")
     dead.close()  # died while its prediction ran
-    live = Limiter(redis_client, Keys(key_prefix), s)
+    live = Limiter.from_settings(redis_client, Keys(key_prefix), s)
     lease = live.acquire(HolderInfo(task_id="live"))
     lease.set_prediction("p-live")
     time.sleep(1.0)

@@ -61,7 +61,7 @@ class WorkerContext:
             redis=client,
             keys=keys,
             ledger=Ledger(client, keys),
-            limiter=Limiter(client, keys=keys, settings=settings),
+            limiter=Limiter.from_settings(client, keys, settings),
             claims=ClaimKeeper(client, ttl=claim_ttl(settings)),
             creations=creations,
             calls=ReplicateCalls(settings),

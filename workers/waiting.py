@@ -109,7 +109,7 @@ class PredictionWaiter(AttemptStage):
             first = expected + max(expected, SAFETY_POLL_INTERVAL / 3) if expected else SAFETY_POLL_INTERVAL
             return first, SAFETY_POLL_INTERVAL
         limits = self.ctx.limiter.limits()
-        every = limits.concurrency / (POLL_SHARE * limits.reads_per_second)
+        every = limits.concurrency_limit / (POLL_SHARE * limits.reads_per_second)
         every = min(max(every, MIN_POLL_INTERVAL), MAX_POLL_INTERVAL)
         first = FIRST_POLL_FRACTION * expected if expected else every
         return max(first, MIN_POLL_INTERVAL), every

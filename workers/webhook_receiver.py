@@ -84,7 +84,7 @@ class WebhookReceiver:
         self.settings = settings
         self.redis = redis_client if redis_client is not None else connect(settings)
         self.board = CompletionBoard(self.redis, Keys(settings.key_prefix))
-        self.limiter = Limiter(self.redis, Keys(settings.key_prefix), settings)
+        self.limiter = Limiter.from_settings(self.redis, Keys(settings.key_prefix), settings)
         self.verifier = WebhookVerifier(secret or signing_secret(settings))
         self.counts = {"accepted": 0, "ignored": 0, "rejected": 0, "unavailable": 0}
         self.metrics = MetricsRecorder(self.redis, Keys(settings.key_prefix))

@@ -22,7 +22,8 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from shared.wakeup import WakeListener, run_forever, text
+from shared.limiter import replies
+from shared.wakeup import WakeListener, run_forever
 
 if TYPE_CHECKING:  # pragma: no cover
     from shared.limiter.lease import Lease
@@ -148,18 +149,16 @@ class ProcessAgent:
             "h": [[lease.holder_id, lease.epoch, json.dumps(lease._record)] for lease in due],
             "w": waiters,
         }
-        res = lim._call("heartbeat", int(lim.lease_seconds * 1000), json.dumps(payload))
-        holder_results, waiter_results, epoch, earliest = res[0] or [], res[1] or [], res[2], float(res[3])
+        renewals = replies.heartbeat(lim._call("heartbeat", int(lim.lease_seconds * 1000), json.dumps(payload)))
         third = lim.lease_seconds / 3
-        for lease, outcome in zip(due, holder_results):
-            outcome = int(outcome)
+        for lease, outcome in zip(due, renewals.holders):
             if outcome == 0:
                 lease._mark_lost("the lease expired or was force-released")
                 self.remove_lease(lease.holder_id)
                 continue
             if outcome == 2:
                 log.warning("Redis had lost the limiter state; re-registered lease %s", lease.holder_id)
-                lease.epoch = text(epoch)
+                lease.epoch = renewals.epoch
                 # Released or abandoned while this call was on its way: do it again, now that
                 # Redis knows the holder (give the slot back, or leave it counted as an orphan).
                 if lease.released:
@@ -172,9 +171,10 @@ class ProcessAgent:
             lease._deadline = sent_at + lim.lease_seconds
         if waiters:
             self._next_waiter_refresh = sent_at + lim.waiter_ttl / 3
-            for waiter_id, outcome in zip(waiters, waiter_results):
-                if int(outcome) == 0:
+            for waiter_id, outcome in zip(waiters, renewals.waiters):
+                if outcome == 0:
                     self._wake.wake(waiter_id)  # it was pruned or forgotten: let it register again
         # Look again right when the next lease anywhere runs out: if its holder is dead, this
         # process's waiters get the slot within milliseconds, not at the next refresh.
+        earliest = renewals.earliest_expiry_ms
         self._earliest_expiry_at = sent_at + earliest / 1000 + 0.002 if earliest >= 0 else None

@@ -8,9 +8,11 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from shared.errors import LeaseLostError
+from shared.limiter import replies
 
 if TYPE_CHECKING:  # pragma: no cover
     from shared.limiter.limiter import Limiter
+    from shared.limiter.replies import Grant
 
 log = logging.getLogger(__name__)
 
@@ -28,24 +30,15 @@ class Lease:
     clock); None when the grant needed no wake-up.
     """
 
-    def __init__(
-        self,
-        limiter: "Limiter",
-        holder_id: str,
-        fence: int,
-        granted_at: float,
-        epoch: str,
-        record: dict[str, Any],
-        renewed_at: float,
-        handoff_seconds: float | None = None,
-    ):
+    def __init__(self, limiter: "Limiter", holder_id: str, grant: "Grant", record: dict[str, Any],
+                 renewed_at: float):
         self.holder_id = holder_id
-        self.fence = fence
-        self.granted_at = granted_at  # Unix seconds on the Redis clock
+        self.fence = grant.fence
+        self.granted_at = grant.granted_at  # Unix seconds on the Redis clock
         self.released_at: float | None = None  # Redis clock, set by release()
-        self.handoff_seconds = handoff_seconds
+        self.handoff_seconds = grant.handoff_seconds
         self.lost_reason: str | None = None
-        self.epoch = epoch
+        self.epoch = grant.epoch
         self._limiter = limiter
         # The info sent with the grant, kept up to date (prediction id, attempt marker): re-sent
         # if Redis forgets us, so a re-registered holder keeps what protects its slot.
@@ -126,8 +119,7 @@ class Lease:
             self._ended = "released"
         self._limiter._forget_lease(self)
         try:
-            res = self._limiter._call("drop", self.holder_id)
-            self.released_at = float(res[2]) / 1000
+            self.released_at = replies.drop(self._limiter._call("drop", self.holder_id)).at
         except redis.RedisError as exc:  # pragma: no cover - exercised by the fault suite
             log.warning("release of %s did not reach Redis (%s); it expires within %.0f s",
                         self.holder_id, exc, self._limiter.lease_seconds)

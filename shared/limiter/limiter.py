@@ -13,21 +13,27 @@ import os
 import random
 import threading
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import redis
 
+from shared import lua_scripts
 from shared.errors import AcquireTimeoutError, ConfigError, LimiterError, RedisUnavailableError
 from shared.keys import Keys
-from shared.limiter import scripts
+from shared.limiter import replies
 from shared.limiter.agent import ProcessAgent
 from shared.limiter.lease import Lease
-from shared.limiter.types import HolderInfo, HolderStatus, Limits, LimiterStatus
-from shared.settings import Settings
+from shared.limiter.types import HolderInfo, Limits, LimiterStatus
 from shared.wakeup import blocking_client, text
+
+if TYPE_CHECKING:  # pragma: no cover
+    from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# One file per operation in lua/, each sent after the prelude common.lua.
+SCRIPT_NAMES = ("abandon", "acquire", "adopt", "confirm", "drop", "heartbeat", "pause", "set_limits",
+                "set_prediction", "settle", "status", "token")
 # The order is the scripts' KEYS order (common.lua).
 KEY_NAMES = ("holders", "info", "fence", "limits", "waiters", "waiter_exp", "ticket", "epoch",
              "creates", "reads", "pause", "bypred", "byattempt", "woken", "rates", "recovery")
@@ -36,12 +42,12 @@ LIMITS_CACHE_SECONDS = 5.0  # how stale `limits()` may be (a run-time change rea
 RECOVERY_RECHECK_JITTER = 0.05  # waiters re-check within this after the post-loss freeze ends
 
 # Accepted limit values (the Lua scripts check the same bounds, common.lua LIMIT_BOUNDS): beyond
-# them a value is surely a typo (`--concurrency 1e20`), and a few would break the scripts.
+# them a value is surely a typo (`--concurrency-limit 1e20`), and a few would break the scripts.
 LIMIT_BOUNDS: dict[str, tuple[float, float]] = {
-    "concurrency": (1, 100_000),
+    "concurrency_limit": (1, 100_000),
     "create_limit": (1, 1_000_000),
     "read_limit": (1, 1_000_000),
-    "window": (1.0, 86_400.0),  # seconds: one second to one day
+    "rate_window": (1.0, 86_400.0),  # seconds: one second to one day
 }
 
 
@@ -54,30 +60,39 @@ def _whole_limit(name: str, value: Any) -> int:
 
 
 def _window_ms(value: Any) -> float:
-    low, high = LIMIT_BOUNDS["window"]
+    low, high = LIMIT_BOUNDS["rate_window"]
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if not ok or not low <= value <= high:
-        raise ValueError(f"window must be from {low:g} to {high:g} seconds, got {value!r}")
+        raise ValueError(f"rate_window must be from {low:g} to {high:g} seconds, got {value!r}")
     return round(float(value) * 1000, 3)
 
 
-def limit_changes(concurrency: int | None = None, create_limit: int | None = None,
-                  read_limit: int | None = None, window: float | None = None) -> dict[str, int | float]:
-    """The given limits as the limits hash stores them (window in ms), only those given.
-    ValueError naming the value if one is out of LIMIT_BOUNDS."""
+def limit_changes(concurrency_limit: int | None = None, create_limit: int | None = None,
+                  read_limit: int | None = None, rate_window: float | None = None) -> dict[str, int | float]:
+    """The given limits as the limits hash stores them (the window in ms: `rate_window_ms`),
+    only those given. ValueError naming the value if one is out of LIMIT_BOUNDS."""
     changes: dict[str, int | float] = {}
-    for name, value in (("concurrency", concurrency), ("create_limit", create_limit),
+    for name, value in (("concurrency_limit", concurrency_limit), ("create_limit", create_limit),
                         ("read_limit", read_limit)):
         if value is not None:
             changes[name] = _whole_limit(name, value)
-    if window is not None:
-        changes["window_ms"] = _window_ms(window)
+    if rate_window is not None:
+        changes["rate_window_ms"] = _window_ms(rate_window)
     return changes
 
 
 class Limiter:
     """Create ONE per process and share it between threads (it is thread-safe).
 
+    Parameters:
+    limits: this process's limits: written into Redis only where a limit is absent there (a
+        first start, or Redis lost it); the limits in Redis (`set_limits`) win. ConfigError if
+        one is outside LIMIT_BOUNDS.
+    lease_seconds: how long a slot stays held without a renewal (renewed every lease/3): the
+        time a dead holder keeps its slot.
+    orphan_seconds: the longest a dead holder's slot stays counted while its prediction may
+        still run (`from_settings`: the prediction timeout plus a lease; Replicate ends
+        predictions by then). `adopt` or `settle` end it sooner.
     rate_margin: seconds added to the rate window on our side. Two grants R apart are then at
         least window+margin apart in Redis time, so they cannot fall into one window at
         Replicate's side as long as the requests' network delays differ by less than the margin.
@@ -86,49 +101,43 @@ class Limiter:
         ttl/3), so a dead waiter blocks the head of the line for at most this long.
     recheck_interval: a waiting thread re-runs acquire after this long even without a wake
         signal, so a lost signal only ever delays (it never deadlocks).
-    orphan_seconds: the longest a dead holder's slot stays counted while its prediction may
-        still run (default: the prediction timeout plus a lease; Replicate ends predictions by
-        then). `adopt` or `settle` end it sooner.
     """
 
     def __init__(
         self,
         redis_client: redis.Redis,
         keys: Keys,
-        settings: Settings,
+        limits: Limits,
         *,
+        lease_seconds: float,
+        orphan_seconds: float,
         rate_margin: float = 0.25,
         waiter_ttl: float = 5.0,
         recheck_interval: float = 15.0,
-        lease_seconds: float | None = None,
-        orphan_seconds: float | None = None,
     ):
+        if lease_seconds <= 0 or orphan_seconds <= 0:
+            raise ValueError("lease_seconds and orphan_seconds must be > 0")
         if rate_margin < 0 or waiter_ttl <= 0 or recheck_interval <= 0:
             raise ValueError("rate_margin must be >= 0, waiter_ttl and recheck_interval > 0")
         self.redis = redis_client
         self.keys = keys
-        self.settings = settings
-        self.lease_seconds = float(lease_seconds or settings.lease_seconds)
-        self.orphan_seconds = float(orphan_seconds or (max(settings.prediction_timeout, self.lease_seconds)
-                                                       + self.lease_seconds))
+        self.default_limits = limits
+        self.lease_seconds = float(lease_seconds)
+        self.orphan_seconds = float(orphan_seconds)
         self.rate_margin = float(rate_margin)
         self.waiter_ttl = float(waiter_ttl)
         self.recheck_interval = float(recheck_interval)
         self.wake_prefix = keys.limiter_key("wake:")
         self._key_list = [keys.limiter_key(name) for name in KEY_NAMES]
-        seeds = _seed_limits(settings)
         self._config = json.dumps({
-            "c": seeds["concurrency"],
-            "cl": seeds["create_limit"],
-            "rl": seeds["read_limit"],
-            "w": seeds["window_ms"],
-            "wp": self.wake_prefix,
-            "wt": int(self.waiter_ttl * 1000),
-            "ot": int(max(self.orphan_seconds, 2 * self.lease_seconds) * 1000),
-            "l": int(self.lease_seconds * 1000),
-            "m": int(self.rate_margin * 1000),
+            **_checked(limits),
+            "wake_prefix": self.wake_prefix,
+            "waiter_ttl_ms": int(self.waiter_ttl * 1000),
+            "orphan_ms": int(max(self.orphan_seconds, 2 * self.lease_seconds) * 1000),
+            "lease_ms": int(self.lease_seconds * 1000),
+            "rate_margin_ms": int(self.rate_margin * 1000),
         })
-        self._scripts = scripts.register_all(redis_client)
+        self._scripts = lua_scripts.register(redis_client, "shared.limiter.lua", SCRIPT_NAMES, prelude="common")
         self._listen_client = blocking_client(redis_client)
         self._agent_lock = threading.Lock()
         self._agent: ProcessAgent | None = None
@@ -136,6 +145,17 @@ class Limiter:
         # The limiter epoch this process saw last (from any reply), sent with every call: a
         # script that finds the state gone while we knew it recognises a loss, not a first start.
         self._known_epoch = ""
+
+    @classmethod
+    def from_settings(cls, redis_client: redis.Redis, keys: Keys, settings: "Settings", *,
+                      orphan_seconds: float | None = None, **tuning: float) -> "Limiter":
+        """The limiter of a worker or the CLI: the limits and lease of `settings`, orphans kept
+        the prediction timeout plus a lease. `tuning`: rate_margin, waiter_ttl, recheck_interval."""
+        lease = settings.lease_seconds
+        limits = Limits(concurrency_limit=settings.concurrency_limit, create_limit=settings.create_limit,
+                        read_limit=settings.read_limit, rate_window=settings.rate_window)
+        orphan = orphan_seconds or max(settings.prediction_timeout, lease) + lease
+        return cls(redis_client, keys, limits, lease_seconds=lease, orphan_seconds=orphan, **tuning)
 
     # --- slots ----------------------------------------------------------------------------------
     def acquire(
@@ -158,26 +178,25 @@ class Limiter:
         try:
             while True:
                 sent_at = time.monotonic()
-                res = self._call("acquire", holder_id, lease_ms, record_json)
-                if int(res[0]) == 1:
-                    lease = Lease(self, holder_id, int(res[1]), float(res[2]) / 1000, text(res[3]),
-                                  record, sent_at, handoff_seconds=_handoff_seconds(res[5]))
+                reply = replies.acquire(self._call("acquire", holder_id, lease_ms, record_json))
+                if isinstance(reply, replies.Grant):
+                    lease = Lease(self, holder_id, reply, record, sent_at)
                     agent.add_lease(lease)
                     granted = True
                     return lease
                 agent.start_waiting()
-                self._wait_for_turn(event, res, deadline, timeout, should_stop)
+                self._wait_for_turn(event, reply, deadline, timeout, should_stop)
         finally:
             agent.remove_waiter(holder_id)
             if not granted:
                 self._drop_quietly(holder_id)
 
-    def _wait_for_turn(self, event: threading.Event, res: list, deadline: float | None,
+    def _wait_for_turn(self, event: threading.Event, queued: replies.Queued, deadline: float | None,
                        timeout: float | None, should_stop: Callable[[], bool] | None) -> None:
         """Block a queued caller until it should ask again: woken by a freed slot, the end of the
         freeze after a state loss (the reply says when), or the last-resort recheck. Raises
         AcquireTimeoutError on timeout or should_stop."""
-        rank, free, recovery_ms = int(res[1]), int(res[2]), float(res[4])
+        rank, free, recovery_ms = queued
         recheck_at = time.monotonic() + self.recheck_interval * random.uniform(0.8, 1.2)
         if recovery_ms > 0:  # nobody is woken while the slots are frozen: look again at its end
             recheck_at = min(recheck_at, time.monotonic() + recovery_ms / 1000
@@ -213,13 +232,13 @@ class Limiter:
         if attempt is not None:
             record["attempt"] = attempt
         sent_at = time.monotonic()
-        res = self._call("adopt", holder_id, int(self.lease_seconds * 1000), json.dumps(record),
-                         prediction_id, attempt or "")
-        if int(res[0]) != 1:
+        grant = replies.adopt(self._call("adopt", holder_id, int(self.lease_seconds * 1000),
+                                         json.dumps(record), prediction_id, attempt or ""))
+        if grant is None:
             return None
-        lease = Lease(self, holder_id, int(res[1]), float(res[2]) / 1000, text(res[3]), record, sent_at)
+        lease = Lease(self, holder_id, grant, record, sent_at)
         agent.add_lease(lease)
-        log.info("adopted the slot of %s for prediction %s", text(res[5]), prediction_id)
+        log.info("adopted the slot of %s for prediction %s", grant.previous_holder, prediction_id)
         return lease
 
     def settle(self, prediction_id: str | None = None, *, attempt: str | None = None,
@@ -236,7 +255,7 @@ class Limiter:
     def force_release(self, holder_id: str) -> bool:
         """Take a slot away (an operator's tool). True if it was held. The holder learns it at
         its next renewal (lease.lost) and is never counted again."""
-        return int(self._call("drop", holder_id)[0]) == 1
+        return replies.drop(self._call("drop", holder_id)).holder
 
     # --- rates ----------------------------------------------------------------------------------
     def take_create_token(self, timeout: float | None = None,
@@ -267,9 +286,8 @@ class Limiter:
         wins. Returns the pause end (Unix seconds, Redis clock)."""
         if not seconds > 0:
             raise ValueError("seconds must be positive")
-        seconds = min(seconds, LIMIT_BOUNDS["window"][1])  # a retry_after beyond a day is nonsense
-        res = self._call("pause", max(int(seconds * 1000), 1), reason[:200])
-        return float(res[0]) / 1000
+        seconds = min(seconds, LIMIT_BOUNDS["rate_window"][1])  # a retry_after beyond a day is nonsense
+        return replies.pause_until(self._call("pause", max(int(seconds * 1000), 1), reason[:200]))
 
     def _take(self, kind: str, timeout: float | None, should_stop: Callable[[], bool] | None,
               holder: Lease | None = None, attempt: str | None = None) -> float:
@@ -280,12 +298,11 @@ class Limiter:
         while True:
             member = agent.new_id()
             max_wait = -1 if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
-            res = self._call("token", kind, member, margin_ms, max_wait, *mark)
-            wait = float(res[1]) / 1000
-            if int(res[0]) == 0:
-                reason = text(res[2])
-                if reason == "busy" or (deadline is not None and time.monotonic() + wait > deadline):
-                    what = "creations are paused" if reason == "paused" else f"no {kind} token"
+            token = replies.token(self._call("token", kind, member, margin_ms, max_wait, *mark))
+            wait = token.wait
+            if not token.granted:
+                if token.reason == "busy" or (deadline is not None and time.monotonic() + wait > deadline):
+                    what = "creations are paused" if token.reason == "paused" else f"no {kind} token"
                     raise AcquireTimeoutError(f"{what} for another {wait:.2f} s (timeout {timeout:g} s)",
                                               retry_after=wait)
                 # paused: sleep it out (a little jitter so the fleet does not resume in lockstep)
@@ -293,9 +310,8 @@ class Limiter:
                     raise AcquireTimeoutError(f"stopped waiting for a {kind} token (should_stop)")
                 continue
             if holder is not None and attempt:
-                holder._mark_creating(attempt, text(res[2]))
-            granted_at = self._await_reservation(kind, member, float(res[2]) / 1000, wait, deadline,
-                                                 timeout, should_stop)
+                holder._mark_creating(attempt, token.at_ms)
+            granted_at = self._await_reservation(kind, member, token.at, wait, deadline, timeout, should_stop)
             if granted_at is not None:
                 return granted_at
             # The reservation was cancelled (a pause began, or the state was lost): ask again.
@@ -315,13 +331,12 @@ class Limiter:
             if not _sleep(wait, should_stop):
                 self._unreserve(kind, member)
                 raise AcquireTimeoutError(f"stopped waiting for a {kind} token (should_stop)")
-            check = self._call("confirm", kind, member)
-            state = int(check[0])
-            if state == 0:
+            check = replies.confirmation(self._call("confirm", kind, member))
+            if check.state == "gone":
                 return None
-            if state == 1:
+            if check.state == "go":
                 break
-            wait, granted_at = float(check[1]) / 1000, float(check[2]) / 1000
+            wait, granted_at = check.wait, check.at
         return granted_at
 
     def _unreserve(self, kind: str, member: str) -> None:
@@ -334,67 +349,43 @@ class Limiter:
 
     # --- visibility and control -----------------------------------------------------------------
     def status(self) -> LimiterStatus:
-        raw = json.loads(self._call("status"))
-        now = float(raw["now_ms"]) / 1000
-        limit = int(raw["concurrency"])
-        in_use = int(raw["in_use"])
-        holders = raw["holders"] if isinstance(raw["holders"], list) else []
-        pause_left = float(raw.get("pause_ms_left") or 0) / 1000
-        return LimiterStatus(
-            limit=limit,
-            in_use=in_use,
-            free=max(limit - in_use, 0),
-            waiters=int(raw["waiters"]),
-            utilisation=round(in_use / limit, 4) if limit else 0.0,
-            creations_in_window=int(raw["creations_in_window"]),
-            creations_reserved=int(raw["creations_reserved"]),
-            reads_in_window=int(raw["reads_in_window"]),
-            reads_reserved=int(raw["reads_reserved"]),
-            create_limit=int(raw["create_limit"]),
-            read_limit=int(raw["read_limit"]),
-            window=float(raw["window_ms"]) / 1000,
-            paused_until=now + pause_left if pause_left > 0 else None,
-            pause_seconds_left=round(pause_left, 3),
-            pause_reason=raw.get("pause_reason") if pause_left > 0 else None,
-            holders=sorted((_holder_status(h) for h in holders), key=lambda h: -(h.held_for or 0)),
-            redis_time=now,
-            epoch=str(raw.get("epoch") or ""),
-            fence=int(raw.get("fence") or 0),
-            recovery_seconds_left=round(float(raw.get("recovery_ms_left") or 0) / 1000, 3),
-        )
+        """One consistent snapshot (one script call): limits, slots, waiters, holders, window
+        counts, pause."""
+        return replies.status(self._call("status"))
 
     def limits(self) -> Limits:
-        """The limits in force (as `set_limits` left them, else the settings), at most
+        """The limits in force (as `set_limits` left them, else this limiter's own), at most
         LIMITS_CACHE_SECONDS old: one HMGET, for callers that pace themselves (poll intervals)."""
         cached = self._limits_cache
         now = time.monotonic()
         if cached is not None and now - cached[0] < LIMITS_CACHE_SECONDS:
             return cached[1]
-        s = self.settings
+        own = self.default_limits
         try:
-            raw = self.redis.hmget(self.keys.limiter_key("limits"),
-                                   "concurrency", "create_limit", "read_limit", "window_ms")
+            concurrency_limit, create, read, rate_window_ms = self.redis.hmget(
+                self.keys.limiter_key("limits"), "concurrency_limit", "create_limit", "read_limit", "rate_window_ms")
         except redis.RedisError:
-            raw = [None] * 4
+            concurrency_limit = create = read = rate_window_ms = None
         value = Limits(
-            concurrency=int(_stored("concurrency", raw[0], s.global_max_concurrent)),
-            create_limit=int(_stored("create_limit", raw[1], s.create_limit)),
-            read_limit=int(_stored("read_limit", raw[2], s.read_limit)),
-            window=_stored("window", None if raw[3] is None else float(raw[3]) / 1000, float(s.rate_window)),
+            concurrency_limit=int(_stored("concurrency_limit", concurrency_limit, own.concurrency_limit)),
+            create_limit=int(_stored("create_limit", create, own.create_limit)),
+            read_limit=int(_stored("read_limit", read, own.read_limit)),
+            rate_window=_stored("rate_window", None if rate_window_ms is None else float(rate_window_ms) / 1000,
+                                float(own.rate_window)),
         )
         self._limits_cache = (now, value)
         return value
 
-    def set_limits(self, concurrency: int | None = None, create_limit: int | None = None,
-                   read_limit: int | None = None, window: float | None = None) -> None:
+    def set_limits(self, concurrency_limit: int | None = None, create_limit: int | None = None,
+                   read_limit: int | None = None, rate_window: float | None = None) -> None:
         """Change the limits for every host at once (no restarts). Only the limits given are
-        written: the others stay as they are (workers seed absent ones from their own settings).
+        written: the others stay as they are (workers seed absent ones from their own limits).
         ValueError if a value is outside LIMIT_BOUNDS (nothing is written then).
 
         Shrinking the concurrency lets holders finish and admits no one until in_use is below the
         new limit. A rate change (limit or window) holds exactly from now on: reservations that
         callers are sleeping towards are moved later if the new limits require it."""
-        changes = limit_changes(concurrency, create_limit, read_limit, window)
+        changes = limit_changes(concurrency_limit, create_limit, read_limit, rate_window)
         if changes:
             self._call("set_limits", json.dumps(changes), int(self.rate_margin * 1000))
             self._limits_cache = None
@@ -436,22 +427,23 @@ class Limiter:
         """Run one script with our config and last seen epoch; remember the epoch it answers
         with and return its result."""
         try:
-            res = self._scripts[name](keys=self._key_list, args=[self._config, self._known_epoch, *args])
+            epoch, result = self._scripts[name](keys=self._key_list, args=[self._config, self._known_epoch, *args])
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise RedisUnavailableError(f"limiter cannot reach Redis: {exc}") from exc
         except redis.RedisError as exc:
             raise LimiterError(f"limiter script {name} failed: {exc}") from exc
-        self._known_epoch = text(res[0])
-        return res[1]
+        self._known_epoch = text(epoch)
+        return result
 
 
-def _seed_limits(settings: Settings) -> dict[str, int | float]:
-    """The settings' limits, checked: they are written into Redis wherever a limit is absent."""
+def _checked(limits: Limits) -> dict[str, int | float]:
+    """A limiter's own limits as the scripts seed them where Redis has none (the limits hash's
+    fields). ConfigError naming the limit if one is out of LIMIT_BOUNDS."""
     try:
-        return limit_changes(settings.global_max_concurrent, settings.create_limit,
-                             settings.read_limit, settings.rate_window)
+        return limit_changes(limits.concurrency_limit, limits.create_limit, limits.read_limit,
+                             limits.rate_window)
     except ValueError as exc:
-        raise ConfigError(f"limiter settings: {exc}") from None
+        raise ConfigError(f"limiter limits: {exc}") from None
 
 
 def _stored(name: str, value: Any, default: float) -> float:
@@ -463,36 +455,6 @@ def _stored(name: str, value: Any, default: float) -> float:
     except (TypeError, ValueError):
         return default
     return number if math.isfinite(number) and low <= number <= high else default
-
-
-def _handoff_seconds(raw: Any) -> float | None:
-    value = float(raw)
-    return None if value < 0 else value / 1000
-
-
-def _holder_status(raw: dict[str, Any]) -> HolderStatus:
-    def num(name: str) -> float | None:
-        value = raw.get(name)
-        return None if value is None else float(value)
-
-    held = num("held_for_ms")
-    fence = raw.get("fence")
-    return HolderStatus(
-        holder_id=raw.get("holder_id", ""),
-        host=raw.get("host"),
-        pid=raw.get("pid"),
-        task_id=raw.get("task_id"),
-        batch_id=raw.get("batch_id"),
-        index=raw.get("index"),
-        model=raw.get("model"),
-        prediction_id=raw.get("prediction_id"),
-        fence=int(fence) if fence is not None else None,
-        held_for=None if held is None else round(held / 1000, 3),
-        expires_in=round((num("expires_in_ms") or 0) / 1000, 3),
-        orphaned=raw.get("orphaned_at") is not None,
-        attempt=raw.get("attempt"),
-        abandoned=raw.get("abandoned_at") is not None,
-    )
 
 
 def _sleep(seconds: float, should_stop: Callable[[], bool] | None) -> bool:

@@ -25,16 +25,16 @@ class HolderInfo:
 
 @dataclass(frozen=True)
 class Limits:
-    """The limits in force for every host."""
+    """The account's limits, for every host: slots, and creations and reads per rate window."""
 
-    concurrency: int
-    create_limit: int
-    read_limit: int
-    window: float  # seconds
+    concurrency_limit: int  # predictions in flight account-wide
+    create_limit: int  # creations per rate window
+    read_limit: int  # other API calls per rate window
+    rate_window: float  # seconds
 
     @property
     def reads_per_second(self) -> float:
-        return self.read_limit / self.window
+        return self.read_limit / self.rate_window
 
 
 @dataclass
@@ -67,18 +67,18 @@ class HolderStatus:
 class LimiterStatus:
     """One consistent snapshot (one read-only script, one round trip)."""
 
-    limit: int
+    concurrency_limit: int
     in_use: int
     free: int
     waiters: int
-    utilisation: float  # in_use / limit (can exceed 1 right after a shrink)
+    utilisation: float  # in_use / concurrency_limit (can exceed 1 right after a shrink)
     creations_in_window: int
     creations_reserved: int  # tokens granted for a moment still ahead (callers sleeping to it)
     reads_in_window: int
     reads_reserved: int
     create_limit: int
     read_limit: int
-    window: float  # seconds
+    rate_window: float  # seconds
     paused_until: float | None  # Unix time on the Redis clock, None when not paused
     pause_seconds_left: float
     pause_reason: str | None

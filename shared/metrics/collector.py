@@ -60,7 +60,7 @@ class FleetCollector(Collector):
     def _default_limiter(self) -> Any:
         from shared.limiter import Limiter
 
-        return Limiter(self.client, keys=self.keys, settings=self.settings)
+        return Limiter.from_settings(self.client, self.keys, self.settings)
 
     def _default_ledger(self) -> Any:
         from shared.ledger import Ledger
@@ -103,11 +103,11 @@ class FleetCollector(Collector):
             if value is not None:
                 yield GaugeMetricFamily(f"{NAMESPACE}_{name}", doc, value=float(value))
 
-        yield from gauge("slots_limit", "account-wide concurrency limit (slots)", status.get("limit"))
+        yield from gauge("slots_limit", "account-wide concurrency limit (slots)", status.get("concurrency_limit"))
         yield from gauge("slots_in_use", "slots held right now, across every host", status.get("in_use"))
         yield from gauge("slots_free", "slots free right now", status.get("free"))
         yield from gauge("slot_waiters", "tasks waiting for a slot", status.get("waiters"))
-        yield from gauge("slot_utilisation", "in_use / limit", status.get("utilisation"))
+        yield from gauge("slot_utilisation", "in_use / concurrency_limit", status.get("utilisation"))
         yield from gauge("creations_in_window", "creation tokens granted in the current window",
                          status.get("creations_in_window"))
         yield from gauge("creations_reserved", "creation tokens granted for a moment still ahead",
@@ -116,7 +116,7 @@ class FleetCollector(Collector):
         yield from gauge("reads_in_window", "read tokens granted in the current window", status.get("reads_in_window"))
         yield from gauge("reads_reserved", "read tokens granted for a moment still ahead", status.get("reads_reserved"))
         yield from gauge("read_limit", "read tokens allowed per window", status.get("read_limit"))
-        yield from gauge("rate_window_seconds", "length of the rate window", status.get("window"))
+        yield from gauge("rate_window_seconds", "length of the rate window", status.get("rate_window"))
         left = status.get("pause_seconds_left")
         if left is None and status.get("paused_until") is not None:
             left = 0.0  # absolute time only: active-ness unknown without Redis time; report 0

@@ -27,9 +27,9 @@ def make_limiter(redis_client, settings, key_prefix):
 
     def make(concurrency=2, create_limit=5, read_limit=50, window=1.0, lease=1.5, **kwargs) -> Limiter:
         kwargs.setdefault("waiter_ttl", 0.6)
-        s = settings.with_(global_max_concurrent=concurrency, create_limit=create_limit,
+        s = settings.with_(concurrency_limit=concurrency, create_limit=create_limit,
                            read_limit=read_limit, rate_window=window, lease_seconds=lease)
-        limiter = Limiter(redis_client, Keys(key_prefix), s, **kwargs)
+        limiter = Limiter.from_settings(redis_client, Keys(key_prefix), s, **kwargs)
         made.append(limiter)
         return limiter
 

@@ -24,7 +24,7 @@ def make_limiter(redis_url: str, prefix: str, opts: dict[str, Any]) -> tuple[red
     settings = Settings.load({"redis_url": redis_url, "key_prefix": prefix, **opts.get("settings", {})},
                              environ={}, dotenv_path=None)
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    limiter = Limiter(client, Keys(prefix), settings, **opts.get("limiter", {}))
+    limiter = Limiter.from_settings(client, Keys(prefix), settings, **opts.get("limiter", {}))
     return client, limiter
 
 

@@ -34,7 +34,7 @@ for i, h in ipairs(holders) do
   local id, holder_epoch = h[1], h[2]
   if redis.call('ZSCORE', K_HOLDERS, id) then
     out_h[i] = renew(id)
-  elseif holder_epoch ~= ep and redis.call('ZCARD', K_HOLDERS) < L.concurrency then
+  elseif holder_epoch ~= ep and redis.call('ZCARD', K_HOLDERS) < L.concurrency_limit then
     -- Redis forgot it (a different epoch); its prediction, if any, runs at Replicate and counts
     -- whether we know it or not, so it goes in before any waiter (the freeze after the loss
     -- keeps the room for it). Its fence stays; new fences start from Redis time, hence larger.
@@ -51,7 +51,7 @@ for i, h in ipairs(holders) do
 end
 
 local out_w = {}
-local waiter_expires = fmt(NOW + CFG.wt)
+local waiter_expires = fmt(NOW + CFG.waiter_ttl_ms)
 for i, w in ipairs(req.w or {}) do
   if redis.call('ZSCORE', K_WAITERS, w) then
     redis.call('ZADD', K_WAITER_EXP, waiter_expires, w)
@@ -61,5 +61,5 @@ for i, w in ipairs(req.w or {}) do
   end
 end
 
-if pruned > 0 then wake(L.concurrency) end
+if pruned > 0 then wake(L.concurrency_limit) end
 return reply({out_h, out_w, ep, fmt(ms_to_earliest_expiry())})

@@ -2,12 +2,12 @@
 -- change; ARGV[4] the caller's rate margin (ms). The other fields are left as they are: absent
 -- ones are seeded by each worker from its own settings, never from the caller's.
 -- Every value is checked before anything is written (limiter.py checks them too).
--- Growing the concurrency wakes waiters at once; shrinking lets holders finish and admits no
+-- Growing the concurrency limit wakes waiters at once; shrinking lets holders finish and admits no
 -- one until in_use < new limit (acquire compares against the limit on every call).
 -- A rate change re-plans the reservations still ahead (callers sleeping to a grant time) under
 -- the new limits, never earlier than they were: each caller re-confirms its reservation when it
 -- wakes (confirm.lua) and learns its new time, so from now on the new limits hold exactly.
--- Returns {concurrency, create_limit, read_limit, window_ms, reservations moved} as stored; a
+-- Returns {concurrency_limit, create_limit, read_limit, rate_window_ms, reservations moved} as stored; a
 -- field no worker has seeded yet is reported as the caller's default.
 local changes = cjson.decode(ARGV[3])
 local margin_ms = tonumber(ARGV[4])
@@ -50,12 +50,12 @@ local function replan(kind, limit, span)
   return moved
 end
 
-local moved, span = 0, L.window_ms + margin_ms
-if changes.create_limit or changes.window_ms then moved = moved + replan('create', L.create_limit, span) end
-if changes.read_limit or changes.window_ms then moved = moved + replan('read', L.read_limit, span) end
-if changes.concurrency then
+local moved, span = 0, L.rate_window_ms + margin_ms
+if changes.create_limit or changes.rate_window_ms then moved = moved + replan('create', L.create_limit, span) end
+if changes.read_limit or changes.rate_window_ms then moved = moved + replan('read', L.read_limit, span) end
+if changes.concurrency_limit then
   prune_holders()
   prune_waiters()
-  wake(L.concurrency)
+  wake(L.concurrency_limit)
 end
-return reply({L.concurrency, L.create_limit, L.read_limit, fmt(L.window_ms), moved})
+return reply({L.concurrency_limit, L.create_limit, L.read_limit, fmt(L.rate_window_ms), moved})

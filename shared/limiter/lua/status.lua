@@ -3,7 +3,7 @@
 -- seeds the limits. Returns one JSON string; times are relative to Redis "now" except now_ms.
 local L = limits(true)
 sync_epoch(L)
-if prune_holders() + prune_waiters() > 0 or thawed() then wake(L.concurrency) end
+if prune_holders() + prune_waiters() > 0 or thawed() then wake(L.concurrency_limit) end
 local live = '(' .. fmt(NOW)
 local holders = {}
 local rows = redis.call('ZRANGEBYSCORE', K_HOLDERS, live, '+inf', 'WITHSCORES')
@@ -16,12 +16,12 @@ for i = 1, #rows, 2 do
   rec.acquired_at = nil
   holders[#holders + 1] = rec
 end
-local window_start = '(' .. fmt(NOW - L.window_ms)
+local window_start = '(' .. fmt(NOW - L.rate_window_ms)
 local pause = redis.call('HMGET', K_PAUSE, 'until', 'reason')
 local out = {
   now_ms = fmt(NOW),
-  concurrency = L.concurrency, create_limit = L.create_limit, read_limit = L.read_limit,
-  window_ms = L.window_ms,
+  concurrency_limit = L.concurrency_limit, create_limit = L.create_limit, read_limit = L.read_limit,
+  rate_window_ms = L.rate_window_ms,
   in_use = #holders,
   waiters = redis.call('ZCOUNT', K_WAITER_EXP, live, '+inf'),
   creations_in_window = redis.call('ZCOUNT', K_CREATES, window_start, fmt(NOW)),

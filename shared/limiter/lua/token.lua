@@ -29,7 +29,7 @@ if kind == 'create' then
 end
 
 local limit = rate_limit(kind, L)
-local span = L.window_ms + margin_ms
+local span = L.rate_window_ms + margin_ms
 prune_log(kind, limit, span)
 local at = next_grant_time(kind, limit, span)
 local wait = at - NOW

@@ -1,6 +1,6 @@
 -- A holder gives up its lease without giving back the slot (ARGV[3] holder id): a creation POST
 -- of its came back ambiguous, so a prediction may run at Replicate that nobody knows. The slot
--- becomes an orphan at once (counted for at most CFG.ot ms, until adopted or settled), and
+-- becomes an orphan at once (counted for at most CFG.orphan_ms ms, until adopted or settled), and
 -- renewals that were already on their way can no longer turn it back into a lease.
 -- Never brings back a holder that is gone (released, expired, force-released).
 -- Returns 1 if the holder is now an abandoned orphan, 0 if it was not counted.

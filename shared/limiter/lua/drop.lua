@@ -9,5 +9,5 @@ local held = remove_holders({id})
 local waited = redis.call('ZREM', K_WAITERS, id)
 redis.call('ZREM', K_WAITER_EXP, id)
 redis.call('HDEL', K_WOKEN, id)
-if held + waited + pruned > 0 then wake(L.concurrency) end
+if held + waited + pruned > 0 then wake(L.concurrency_limit) end
 return reply({held, waited, fmt(NOW)})

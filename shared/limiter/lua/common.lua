@@ -1,10 +1,11 @@
--- Prelude shared by every limiter script (prepended by scripts.py before register_script).
+-- Prelude of every limiter script: lua_scripts.py sends it in front of each one (and maps Redis's
+-- error lines back to this file or the script's own).
 -- KEYS (same order for every script; all carry the limiter's hash tag, so one cluster slot):
 --   1 holders    ZSET holder id -> lease expiry (ms, Redis time)
 --   2 info       HASH holder id -> JSON (host, pid, task_id, ..., fence, acquired_at, epoch,
 --                prediction_id, attempt, creating_at, orphaned_at, abandoned_at)
 --   3 fence      STRING counter, one INCR per grant
---   4 limits     HASH concurrency, create_limit, read_limit, window_ms
+--   4 limits     HASH concurrency_limit, create_limit, read_limit, rate_window_ms
 --   5 waiters    ZSET waiter id -> ticket (arrival order)
 --   6 waiter_exp ZSET waiter id -> registration expiry (ms)
 --   7 ticket     STRING counter for waiter tickets
@@ -18,12 +19,14 @@
 --  15 rates      HASH create|read -> time of the newest grant dropped from that log (ms)
 --  16 recovery   HASH slots_until, since (ms): the state was lost while the fleet ran;
 --                fresh, fresh_at: the current epoch was made by a caller that knew none
--- ARGV[1] is the caller's config JSON: c, cl, rl, w (its settings' limits, written only into
--- fields the limits hash lacks), wp (wake list prefix), wt (waiter registration ttl, ms), ot (how
--- long an orphaned slot stays counted at most, ms), l (lease ms), m (rate margin ms).
+-- ARGV[1] is the caller's config JSON:
+--   concurrency_limit, create_limit, read_limit, rate_window_ms: its own limits, written only
+--     into fields the limits hash lacks (same names as the hash's fields);
+--   wake_prefix: the wake lists' prefix; waiter_ttl_ms: a waiter registration's life;
+--   orphan_ms: how long an orphaned slot stays counted at most; lease_ms; rate_margin_ms.
 -- ARGV[2] is the epoch the calling process last saw ('' if it has seen none).
 -- Script arguments start at ARGV[3]. Every script replies {epoch, result} (see reply()).
--- Wake lists are "<wp><process token>"; a waiter id is "<process token>/<n>".
+-- Wake lists are "<wake_prefix><process token>"; a waiter id is "<process token>/<n>".
 -- Rule for every script: validate and decode all input first, write afterwards, so an error can
 -- never leave a half-done change behind.
 local K_HOLDERS, K_INFO, K_FENCE, K_LIMITS = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -59,14 +62,13 @@ end
 -- The same bounds as limiter.py's LIMIT_BOUNDS. Out-of-range values would make later scripts
 -- fail (a ZRANGE to 1e20) or hold everyone back for ever, so nothing outside them is ever stored.
 local MAX_WINDOW_MS = 86400000
-local LIMIT_FIELDS = {'concurrency', 'create_limit', 'read_limit', 'window_ms'}
+local LIMIT_FIELDS = {'concurrency_limit', 'create_limit', 'read_limit', 'rate_window_ms'}
 local LIMIT_BOUNDS = {  -- field -> {min, max, whole numbers only}
-  concurrency = {1, 100000, true},
+  concurrency_limit = {1, 100000, true},
   create_limit = {1, 1000000, true},
   read_limit = {1, 1000000, true},
-  window_ms = {1000, MAX_WINDOW_MS, false},
+  rate_window_ms = {1000, MAX_WINDOW_MS, false},
 }
-local SEED_OF = {concurrency = 'c', create_limit = 'cl', read_limit = 'rl', window_ms = 'w'}
 
 local function valid_limit(field, value)
   local b, v = LIMIT_BOUNDS[field], tonumber(value)
@@ -88,7 +90,7 @@ local function limits(readonly)
   for i, field in ipairs(LIMIT_FIELDS) do
     local value = v[i]
     if not valid_limit(field, value) then  -- absent (or stored by an older, unchecked version)
-      value = CFG[SEED_OF[field]]
+      value = CFG[field]
       if not valid_limit(field, value) then
         fail('the caller\'s default ' .. field .. ' ' .. tostring(value) .. ' is out of range')
       end
@@ -117,7 +119,7 @@ end
 -- How long evidence of the state before a loss can still matter: live holders renew within a
 -- lease, and a creation older than window + margin leaves every window.
 local function loss_horizon(L)
-  return math.max(CFG.l, L.window_ms + CFG.m)
+  return math.max(CFG.lease_ms, L.rate_window_ms + CFG.rate_margin_ms)
 end
 
 -- Redis forgot the state while the fleet ran (restart without persistence): the holders still
@@ -125,10 +127,10 @@ end
 -- last window are unknown for good. So for one lease no new slot is granted (renewals put the
 -- live holders back first), and creations pause for window + margin.
 local function begin_recovery(L)
-  redis.call('HSET', K_RECOVERY, 'slots_until', fmt(NOW + CFG.l), 'since', fmt(NOW))
+  redis.call('HSET', K_RECOVERY, 'slots_until', fmt(NOW + CFG.lease_ms), 'since', fmt(NOW))
   redis.call('HDEL', K_RECOVERY, 'fresh', 'fresh_at')
   redis.call('PEXPIRE', K_RECOVERY, math.ceil(loss_horizon(L)) + 60000)
-  set_pause(NOW + L.window_ms + CFG.m, 'limiter state lost; rate log rebuilt')
+  set_pause(NOW + L.rate_window_ms + CFG.rate_margin_ms, 'limiter state lost; rate log rebuilt')
 end
 
 -- The epoch in force, made if absent. A renewing holder compares it with its own: equal and
@@ -234,17 +236,17 @@ local function may_have_prediction(rec)
   return type(rec.prediction_id) == 'string' or type(rec.attempt) == 'string'
 end
 
--- Keep the slot counted, marked orphaned, for at most CFG.ot ms.
+-- Keep the slot counted, marked orphaned, for at most CFG.orphan_ms ms.
 local function orphan(id, rec)
   rec.orphaned_at = fmt(NOW)
   save_holder(id, rec)
-  redis.call('ZADD', K_HOLDERS, fmt(NOW + CFG.ot), id)
+  redis.call('ZADD', K_HOLDERS, fmt(NOW + CFG.orphan_ms), id)
 end
 
 -- A holder whose lease ran out died or was cut off. If a prediction of its may be in flight, it
 -- still runs at Replicate and still counts against the account: the slot stays, orphaned, until
 -- a resuming worker adopts it (adopt.lua), the prediction is reported over (settle.lua), or
--- CFG.ot ms pass (Replicate ends every prediction within its timeout). Returns how many slots
+-- CFG.orphan_ms ms pass (Replicate ends every prediction within its timeout). Returns how many slots
 -- were freed.
 local function prune_holders()
   local dead = redis.call('ZRANGEBYSCORE', K_HOLDERS, '-inf', fmt(NOW))
@@ -298,14 +300,14 @@ end
 -- the first wake is kept per waiter (HSETNX: a second wake does not hide how long the slot
 -- waited); acquire reports it as the hand-off latency. While the slots are frozen after a state
 -- loss nobody can be admitted, so nobody is woken: waiters re-check when the freeze ends.
-local function wake(concurrency)
+local function wake(concurrency_limit)
   if recovery_ms_left() > 0 then return 0 end
-  local free = concurrency - redis.call('ZCARD', K_HOLDERS)
+  local free = concurrency_limit - redis.call('ZCARD', K_HOLDERS)
   if free <= 0 then return 0 end
   local first = redis.call('ZRANGE', K_WAITERS, 0, free - 1)
   local now_s = fmt(NOW)
   for _, w in ipairs(first) do
-    local chan = CFG.wp .. process_of(w)
+    local chan = CFG.wake_prefix .. process_of(w)
     redis.call('RPUSH', chan, w)
     redis.call('PEXPIRE', chan, 60000)
     redis.call('HSETNX', K_WOKEN, w, now_s)
@@ -366,7 +368,7 @@ end
 -- The log and the drop markers live a day past the last grant: a window may grow to a day. (The
 -- markers are shared by both logs, so their expiry is only ever pushed later.)
 local function keep_rate_state(kind, last_at)
-  local ttl = math.ceil(math.max(last_at - NOW, 0) + MAX_WINDOW_MS + CFG.m) + 60000
+  local ttl = math.ceil(math.max(last_at - NOW, 0) + MAX_WINDOW_MS + CFG.rate_margin_ms) + 60000
   redis.call('PEXPIRE', RATE_LOG[kind], ttl)
   if redis.call('EXISTS', K_RATES) == 1 and redis.call('PTTL', K_RATES) < ttl then
     redis.call('PEXPIRE', K_RATES, ttl)

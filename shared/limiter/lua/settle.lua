@@ -15,5 +15,5 @@ if holder and orphaned_only then
   if rec.orphaned_at == nil then holder = nil end
 end
 if holder then remove_holders({holder}) end
-if holder or pruned > 0 then wake(L.concurrency) end
+if holder or pruned > 0 then wake(L.concurrency_limit) end
 return reply(holder and 1 or 0)

@@ -13,7 +13,7 @@ local pruned = prune_holders() + prune_waiters()
 if thawed() then pruned = pruned + 1 end  -- wake the line once the freeze is over
 local previous = holder_of(prediction_id, attempt)
 if not previous then
-  if pruned > 0 then wake(L.concurrency) end
+  if pruned > 0 then wake(L.concurrency_limit) end
   return reply({0})
 end
 local before = decode_info(previous) or {}
@@ -29,5 +29,5 @@ rec.adopted_from = previous
 save_holder(id, rec)
 local expires = fmt(NOW + lease_ms)
 redis.call('ZADD', K_HOLDERS, expires, id)
-if pruned > 0 then wake(L.concurrency) end
+if pruned > 0 then wake(L.concurrency_limit) end
 return reply({1, fence, fmt(NOW), ep, expires, previous})

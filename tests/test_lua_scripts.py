@@ -1,0 +1,77 @@
+"""Every Lua script is kept and loaded one way (shared.lua_scripts): an error raised while a script
+runs names the file and line it comes from -- in the prelude or in the script itself -- although
+Redis numbers the lines of the whole text it was sent."""
+from __future__ import annotations
+
+import json
+from importlib.resources import files
+
+import pytest
+import redis
+
+from shared import lua_scripts
+from shared.errors import LimiterError
+from shared.keys import Keys
+from shared.limiter import Limiter, Limits
+from shared.limiter.limiter import KEY_NAMES
+
+
+def line_of(package: str, file_name: str, code: str) -> int:
+    """The line of `file_name` that holds `code` (so the test follows the file when it changes)."""
+    lines = files(package).joinpath(file_name).read_text().splitlines()
+    (number,) = [n for n, line in enumerate(lines, start=1) if code in line]
+    return number
+
+
+@pytest.fixture
+def limiter(redis_client, key_prefix):
+    limiter = Limiter(redis_client, Keys(key_prefix), Limits(concurrency_limit=2, create_limit=5, read_limit=50,
+                                                             rate_window=1.0),
+                      lease_seconds=1.5, orphan_seconds=3.0)
+    yield limiter
+    limiter.close()
+
+
+def test_lines_of_the_prelude_and_of_the_script_are_told_apart():
+    """Pure logic: line N of the text sent is line N of the prelude, then the script's own."""
+    src = lua_scripts.ScriptSource("op", "", (("common.lua", 3), ("op.lua", 2)))
+    assert [src.locate(n) for n in (1, 3, 4, 5)] == ["common.lua:1", "common.lua:3", "op.lua:1", "op.lua:2"]
+    message = "ERR user_script:4: boom script: 5ed1, on @user_script:4."
+    assert src.translate(message) == "ERR op.lua:1: boom script: 5ed1, on @op.lua:1."
+
+
+def test_an_error_in_a_script_names_its_own_file_and_line(limiter):
+    with pytest.raises(LimiterError) as caught:
+        limiter._call("heartbeat", 600, "not JSON")  # decoded by heartbeat.lua itself
+    line = line_of("shared.limiter.lua", "heartbeat.lua", "cjson.decode(ARGV[4])")
+    message = str(caught.value)
+    assert f"heartbeat.lua:{line}: " in message and f"@heartbeat.lua:{line}." in message, message
+    assert "user_script" not in message
+
+
+def test_an_error_in_the_prelude_names_the_prelude(redis_client, key_prefix):
+    status = lua_scripts.register(redis_client, "shared.limiter.lua", ["status"], prelude="common")["status"]
+    keys = [Keys(key_prefix).limiter_key(name) for name in KEY_NAMES]
+    with pytest.raises(redis.ResponseError) as caught:
+        status(keys=keys, args=["{not JSON", ""])  # the config, decoded by common.lua
+    line = line_of("shared.limiter.lua", "common.lua", "local CFG = cjson.decode(ARGV[1])")
+    assert f"common.lua:{line}: " in str(caught.value), caught.value
+
+
+def test_a_refusal_raised_on_purpose_names_where_it_was_raised(limiter):
+    """The scripts refuse bad input with fail() (common.lua): the message says what, the location
+    where it was raised, and the exception says which script."""
+    with pytest.raises(LimiterError) as caught:
+        limiter._call("set_limits", json.dumps({"nonsense": 3}), 0)
+    line = line_of("shared.limiter.lua", "common.lua", "error({err = 'ERR limiter: ' .. message})")
+    message = str(caught.value)
+    assert message.startswith("limiter script set_limits failed: limiter: unknown limit nonsense"), message
+    assert message.endswith(f"@common.lua:{line}."), message
+
+
+def test_a_script_without_a_prelude_names_its_file(redis_client, key_prefix):
+    (intent,) = lua_scripts.register(redis_client, "workers.lua", ["attempt_intent"]).values()
+    with pytest.raises(redis.ResponseError) as caught:
+        intent(keys=[f"{key_prefix}:attempt"], args=["some/model", "not a number"])  # the ttl
+    line = line_of("workers.lua", "attempt_intent.lua", "redis.call('EXPIRE', KEYS[1], ARGV[2])")
+    assert f"@attempt_intent.lua:{line}." in str(caught.value), caught.value

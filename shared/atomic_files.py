@@ -2,14 +2,18 @@
 
 A temporary file in the target's directory, fsync, rename over the target, fsync the directory:
 a reader (or a crash, or a redelivered task writing the same file again) never sees half a file.
+The file gets the mode any new file would (0666 less the umask: 0644 with the usual 022), so a web
+server or a colleague can read the outputs; `tempfile.mkstemp` would make them 0600.
 """
 from __future__ import annotations
 
 import errno
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Iterable
+
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
 
 
 def write_atomic(path: Path, chunks: Iterable[bytes], *, exclusive: bool = False) -> int:
@@ -19,7 +23,7 @@ def write_atomic(path: Path, chunks: Iterable[bytes], *, exclusive: bool = False
     hard-linked into place, which fails when the name exists; a file system without hard links
     gets a check just before the rename instead."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    fd, tmp = _create_temporary(path)
     size = 0
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -40,6 +44,18 @@ def write_atomic(path: Path, chunks: Iterable[bytes], *, exclusive: bool = False
         raise
     _fsync_dir(path.parent)
     return size
+
+
+def _create_temporary(path: Path) -> tuple[int, str]:
+    # mkstemp's O_EXCL with mode 0666: the kernel applies the umask (and a default ACL) itself,
+    # so nothing reads or changes the process-wide umask under other threads.
+    for _ in range(100):
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.part")
+        try:
+            return os.open(tmp, _CREATE_FLAGS, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name next to {path}")
 
 
 def _link_into_place(tmp: str, path: Path) -> None:

@@ -6,6 +6,7 @@ official replicate client. The stand-in runs fast (latency_scale, image_scale) s
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -44,7 +45,12 @@ def test_twenty_images_through_two_workers(settings, redis_client, sim_factory, 
     # no temp files left behind, and the manifest sits next to the outputs
     out_dir = Path(settings.output_dir) / "b-e2e-20"
     assert not list(out_dir.glob(".*.part"))
-    manifest = json.loads(wait_manifest(settings.output_dir, "b-e2e-20").read_text())
+    manifest_path = wait_manifest(settings.output_dir, "b-e2e-20")
+    # readable by others as any new file would be (the workers inherit this process's umask)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert {Path(p).stat().st_mode & 0o777 for p in [manifest_path, *(i.outputs[0] for i in items)]} == {0o666 & ~umask}
+    manifest = json.loads(manifest_path.read_text())
     assert [r["index"] for r in manifest["items"]] == list(range(20))
     assert all(r["status"] == "succeeded" and r["attempts"][0]["model"] == MODEL for r in manifest["items"])
     # every slot was given back

@@ -70,6 +70,20 @@ def test_write_stream_is_atomic_capped_and_never_leaves_a_partial_file(tmp_path,
     assert [p.name for p in target.parent.iterdir()] == ["img.png"]  # and no temporary file
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077], ids=["022", "027", "077"])
+def test_written_files_follow_the_umask_like_any_new_file(tmp_path, umask):
+    """Outputs and manifests are read by a web server or a colleague: mode 0666 less the umask
+    (0644 with the usual 022), as `open()` would give, not the 0600 of a private temp file."""
+    previous = os.umask(umask)
+    try:
+        write_stream(tmp_path / "d" / "img.png", [b"png"], max_bytes=10)
+        (tmp_path / "plain").write_bytes(b"x")  # what the same process gets from a plain open()
+    finally:
+        os.umask(previous)
+    mode = (tmp_path / "d" / "img.png").stat().st_mode & 0o777
+    assert mode == 0o666 & ~umask == (tmp_path / "plain").stat().st_mode & 0o777, oct(mode)
+
+
 def test_a_file_where_the_directory_should_be_is_a_local_error(tmp_path):
     (tmp_path / "batch").write_text("not a directory")
     with pytest.raises(LocalError, match="cannot write"):

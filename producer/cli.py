@@ -732,18 +732,19 @@ def flower(obj: Context, port: int, address: str, basic_auth: str | None, persis
 
 @cli.command(epilog=EXIT_CODES_HELP)
 @click.option("--port", default=9808, show_default=True)
-@click.option("--addr", default="0.0.0.0", show_default=True)
+@click.option("--address", "--addr", "address", default="127.0.0.1", show_default=True,
+              help="interface to listen on; the endpoint has no auth, so 0.0.0.0 only behind a proxy or firewall")
 @pass_context
-def metrics(obj: Context, port: int, addr: str) -> None:
+def metrics(obj: Context, port: int, address: str) -> None:
     """Serve Prometheus metrics (limiter, batches) read from Redis at each scrape.
 
     \b
     Example:
       producer metrics --port 9808
     """
-    from producer.metrics_server import serve_metrics
+    from producer.metrics_server import serve_metrics, where
 
-    serve_metrics(obj.settings(), port, addr=addr)
+    serve_metrics(obj.settings(), port, addr=address, on_ready=lambda server: click.echo(where(server), nl=True))
 
 
 def main(argv: list[str] | None = None) -> None:

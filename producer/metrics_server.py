@@ -18,13 +18,14 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 9808
+DEFAULT_ADDRESS = "127.0.0.1"  # no auth: every interface only when asked (like `producer flower`)
 
 
 def serve_metrics(
     settings: Settings,
     port: int = DEFAULT_PORT,
     *,
-    addr: str = "0.0.0.0",
+    addr: str = DEFAULT_ADDRESS,
     stop: threading.Event | None = None,
     on_ready: Callable[[MetricsServer], None] | None = None,
 ) -> None:
@@ -43,16 +44,23 @@ def serve_metrics(
         server.close()
 
 
+def where(server: MetricsServer) -> str:
+    """One line saying where the exporter listens, for people and for the logs."""
+    host = server.server.server_address[0]
+    return f"metrics: listening on {host}:{server.port}, scrape {server.url}"
+
+
 def main(argv: list[str] | None = None) -> None:
     from shared.logging_setup import configure_logging
 
     parser = argparse.ArgumentParser(prog="producer-metrics", description=__doc__)
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
-    parser.add_argument("--addr", default="0.0.0.0")
+    parser.add_argument("--address", "--addr", dest="address", default=DEFAULT_ADDRESS,
+                        help=f"interface to listen on (default {DEFAULT_ADDRESS}; the endpoint has no auth)")
     args = parser.parse_args(argv)
     settings = Settings.load()
     configure_logging(settings)
-    serve_metrics(settings, args.port, addr=args.addr)
+    serve_metrics(settings, args.port, addr=args.address, on_ready=lambda server: print(where(server), flush=True))
 
 
 if __name__ == "__main__":

@@ -328,6 +328,12 @@ def test_flower_auth_persistence_port_and_address(compose, services):
     [port] = flower["ports"]
     assert port.startswith("${FLOWER_BIND:-127.0.0.1}:") and port.endswith(":5555")
     assert resolve(port, BASE_ENV) == "127.0.0.1:5555:5555"
+    # The exporter (no auth) likewise: every interface inside its container (it defaults to
+    # 127.0.0.1, unreachable through a published port), the host port on METRICS_BIND.
+    metrics = services["metrics"]
+    assert command_list(metrics)[-2:] == ["--address", "0.0.0.0"]
+    [port] = metrics["ports"]
+    assert resolve(port, BASE_ENV) == "127.0.0.1:9808:9808"
     assert "healthcheck" in flower
 
 

@@ -403,3 +403,40 @@ def test_a_real_batch_shows_up_in_the_metrics(settings, redis_client, sim_factor
     assert value(samples, "fleet_slots_in_use") == 0
     assert value(samples, "fleet_slots_limit") == 3
     assert ("fleet_batch_items_total", (("batch", batch_id),)) not in samples  # finished: not active
+
+
+def _answers_on(host: str, port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def test_producer_metrics_listens_on_loopback_unless_given_an_address(settings, redis_client):
+    """`producer metrics` has no auth: like Flower it listens on 127.0.0.1 by default (127.0.0.2,
+    another address of this host, is refused), says where, and `--address` opens it wider."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from bench.processes import free_port
+    from tests.support.wait import wait_until
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REPLICATE_", "FLEET_", "REDIS_URL"))}
+    env.update(settings.as_env(), PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    for extra, wide in (([], False), (["--address", "0.0.0.0"], True)):
+        port = free_port()
+        process = subprocess.Popen([sys.executable, "-m", "producer.cli", "--env-file", "/nonexistent", "metrics",
+                                    "--port", str(port), *extra], env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True)
+        try:
+            wait_until(lambda: _answers_on("127.0.0.1", port), 20, "the exporter")
+            assert _answers_on("127.0.0.2", port) is wide
+            assert ("fleet_exporter_part_up", (("part", "counters"),)) in scrape(f"http://127.0.0.1:{port}/metrics")
+        finally:
+            process.terminate()
+            output = process.communicate(timeout=10)[0]
+        assert f"listening on {'0.0.0.0' if wide else '127.0.0.1'}:{port}" in output, output

@@ -55,7 +55,7 @@ class MetricsServer:
         self.close()
 
 
-def start_metrics_server(settings: Settings, port: int = 9808, addr: str = "0.0.0.0", **collector_options: Any) -> MetricsServer:
+def start_metrics_server(settings: Settings, port: int = 9808, addr: str = "127.0.0.1", **collector_options: Any) -> MetricsServer:
     """Serve in a background thread; port 0 picks a free port (see `.port`)."""
     client = connect(settings)
     registry = build_registry(settings, client, **collector_options)

@@ -107,6 +107,12 @@ class LocalError(FleetError):
     paid fallback: the item fails with this reason."""
 
 
+class RefusedOutputURLError(LocalError):
+    """An output URL (or a redirect from it) leads to an address outputs may not come from:
+    loopback, private, link-local (cloud metadata), multicast or reserved. Fetching it could hand
+    an internal service's answer to whoever controls the URL (a model, a compromised CDN)."""
+
+
 # Storage errors are OSErrors too: they are input/output failures, and code that guarded a local
 # write with `except OSError` (manifests, the recovery sweep) keeps guarding it on any store.
 class StorageError(LocalError, OSError):

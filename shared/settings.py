@@ -14,6 +14,16 @@ from dotenv import dotenv_values
 
 from shared.errors import ConfigError
 
+
+def boolean(raw: str) -> bool:
+    """1/true/yes/on or 0/false/no/off, any case; anything else is a mistake worth saying."""
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
 # env name -> (attribute, parser)
 _ENV: dict[str, tuple[str, Any]] = {
     "REDIS_URL": ("redis_url", str),
@@ -30,6 +40,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "FLEET_PREDICTION_TIMEOUT": ("prediction_timeout", float),
     "FLEET_MAX_TRANSIENT_RETRIES": ("max_transient_retries", int),
     "FLEET_MAX_DOWNLOAD_BYTES": ("max_download_bytes", int),
+    "FLEET_ALLOW_PRIVATE_OUTPUT_URLS": ("allow_private_output_urls", boolean),
     "FLEET_LOG_LEVEL": ("log_level", str),
     "FLEET_LOG_JSON": ("log_json", lambda raw: raw.strip().lower() in ("1", "true", "yes", "on")),
     "FLEET_QUEUE": ("queue", str),
@@ -71,6 +82,10 @@ class Settings:
     prediction_timeout: float = 1800.0  # Replicate itself stops predictions after 30 min
     max_transient_retries: int = 8
     max_download_bytes: int = 200 * 1024 * 1024
+    # Output URLs (and their redirects) on loopback, private, link-local or metadata addresses:
+    # None = refused unless REPLICATE_BASE_URL is on such an address itself (the stand-in);
+    # True = allowed; False = always refused (workers/download.py).
+    allow_private_output_urls: bool | None = None
     log_level: str = "INFO"
     log_json: bool = False  # one JSON object per line instead of key=value
     queue: str = "fleet"

@@ -119,3 +119,23 @@ def test_worker_reads_settings_at_start_and_keeps_the_token_out_of_task_argument
     token = settings.replicate_api_token
     assert token not in fleet.logs()
     assert token not in json.dumps(ledger.manifest("b-token"))
+
+
+def test_an_output_on_a_refused_address_fails_the_item_without_paying_again(settings, redis_client, sim_factory,
+                                                                           worker_factory):
+    """FLEET_ALLOW_PRIVATE_OUTPUT_URLS=false refuses even the stand-in's own 127.0.0.1 (allowed by
+    default because REPLICATE_BASE_URL is there). A refused output is a local error: the item
+    fails at once with the reason, no new prediction, no fallback, nothing fetched or written."""
+    sim = sim_factory(latency_scale=0.02, image_scale=0.01)
+    fleet = worker_factory(settings, count=1, sim=sim, FLEET_ALLOW_PRIVATE_OUTPUT_URLS="false")
+    ledger, _ = submit(settings, redis_client, "b-private", ["a brass key, study 1", "a brass key, study 2"])
+    wait_finished(ledger, "b-private", 40, fleet)
+    for item in ledger.items("b-private"):
+        assert item.status == "failed" and not item.outputs, item
+        [attempt] = item.attempts
+        assert attempt.kind == "local" and attempt.prediction_id, attempt
+        assert "refused" in attempt.error and "127.0.0.1" in attempt.error, attempt.error
+    sim_ledger = sim.ledger()
+    assert sim_ledger["creations"] == 2 and not served_hashes(sim_ledger)  # one prediction each, no file served
+    out_dir = Path(settings.output_dir) / "b-private"
+    assert not list(out_dir.glob("0*")) and not list(out_dir.glob(".*.part"))  # no image, no temporary file

@@ -131,7 +131,9 @@ def file_server():
 def test_downloads_over_http_without_credentials(file_server, tmp_path, monkeypatch):
     base, seen = file_server
     monkeypatch.setenv("REPLICATE_API_TOKEN", "r8_must_never_travel")
-    downloader = Downloader(max_bytes=10_000)
+    from workers.download import AddressScope
+
+    downloader = Downloader(max_bytes=10_000, scope=AddressScope.LOOPBACK)  # as with the stand-in
     try:
         assert downloader.save(f"{base}/img.png", tmp_path / "a.png") == len(PNG)
         assert (tmp_path / "a.png").read_bytes() == PNG
@@ -151,5 +153,98 @@ def test_downloads_over_http_without_credentials(file_server, tmp_path, monkeypa
         downloader.save(data_uri, tmp_path / "f.png")
         assert (tmp_path / "f.png").read_bytes() == PNG
         assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "f.png"]
+    finally:
+        downloader.close()
+
+
+# --- which addresses a download may reach ----------------------------------------------------------
+@pytest.fixture
+def redirector():
+    """A loopback server whose every answer redirects to wherever `targets[0]` says."""
+    targets: list[str] = ["http://169.254.169.254/latest/meta-data/"]
+    hits: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            hits.append(self.path)
+            self.send_response(302)
+            self.send_header("Location", targets[0])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", targets, hits
+    server.shutdown()
+    server.server_close()
+
+
+def test_outputs_on_private_addresses_are_refused_at_every_hop(file_server, redirector, tmp_path):
+    """Loopback, private, link-local, cloud-metadata, reserved: refused before any connection is
+    made to them, whether the output URL names them, a name resolves to them, or a redirect leads
+    there. A refusal is a LocalError: the item fails, no new (paid) prediction."""
+    from shared.errors import RefusedOutputURLError
+    from workers.download import AddressScope
+
+    base, seen = file_server
+    public_only = Downloader(max_bytes=10_000, scope=AddressScope.PUBLIC)
+    loopback_too = Downloader(max_bytes=10_000, scope=AddressScope.LOOPBACK)
+    try:
+        for url in (f"{base}/img.png", base.replace("127.0.0.1", "localhost") + "/img.png",
+                    base.replace("127.0.0.1", "[::ffff:127.0.0.1]") + "/img.png"):
+            with pytest.raises(RefusedOutputURLError, match="FLEET_ALLOW_PRIVATE_OUTPUT_URLS"):
+                public_only.save(url, tmp_path / "a.png")
+        assert seen == []  # not one request reached the loopback server
+        for url in ("http://169.254.169.254/latest/meta-data/", "http://[fd00:ec2::254]/latest/",
+                    "http://10.20.30.40/x.png", "http://192.168.1.1/x.png", "http://100.100.100.200/x",
+                    "http://0.0.0.0:9/x.png", "http://224.0.0.1/x.png", "http://240.0.0.1/x.png"):
+            with pytest.raises(LocalError, match="refused"):
+                loopback_too.save(url, tmp_path / "b.png")
+
+        # the first hop is allowed (loopback), the redirect's target is not
+        entry, targets, hits = redirector
+        for target in ("http://169.254.169.254/latest/meta-data/iam/", "http://10.0.0.7/x.png", f"{base}/img.png"):
+            targets[0] = target.replace("127.0.0.1", "[::1]") if target.startswith(base) else target
+            expected_error = TransientError if target.startswith(base) else RefusedOutputURLError
+            with pytest.raises(expected_error):  # ::1 is loopback too, but nothing listens there
+                loopback_too.save(f"{entry}/out.png", tmp_path / "c.png")
+        targets[0] = f"{base}/img.png"  # a redirect to an allowed address is followed
+        assert loopback_too.save(f"{entry}/out.png", tmp_path / "c.png") == len(PNG)
+        assert len(hits) == 4 and not (tmp_path / "a.png").exists() and not (tmp_path / "b.png").exists()
+    finally:
+        public_only.close()
+        loopback_too.close()
+
+
+def test_the_allowed_addresses_follow_the_setting_or_where_replicate_is(settings):
+    from workers.download import AddressScope, output_scope
+
+    assert output_scope(settings.with_(replicate_base_url=None)) is AddressScope.PUBLIC  # Replicate
+    assert output_scope(settings.with_(replicate_base_url="https://8.8.8.8/")) is AddressScope.PUBLIC
+    assert output_scope(settings.with_(replicate_base_url="http://127.0.0.1:8787")) is AddressScope.LOOPBACK
+    assert output_scope(settings.with_(replicate_base_url="http://localhost:8787")) is AddressScope.LOOPBACK
+    assert output_scope(settings.with_(replicate_base_url="http://172.18.0.5:8787")) is AddressScope.ANY
+    assert output_scope(settings.with_(replicate_base_url="https://8.8.8.8/",
+                                       allow_private_output_urls=True)) is AddressScope.ANY
+
+
+def test_a_data_uri_over_the_cap_is_refused_before_it_is_decoded(tmp_path, monkeypatch):
+    from workers import download
+
+    decoded: list[int] = []
+    real = base64.b64decode
+    monkeypatch.setattr(download.base64, "b64decode", lambda data, **kw: decoded.append(len(data)) or real(data, **kw))
+    downloader = Downloader(max_bytes=3000)
+    try:
+        with pytest.raises(LocalError, match="cap"):
+            downloader.save("data:image/png;base64," + base64.b64encode(b"x" * 3001).decode(), tmp_path / "a.png")
+        with pytest.raises(LocalError, match="cap"):
+            downloader.save("data:image/png," + "%41" * 3001, tmp_path / "b.png")
+        assert decoded == []  # refused on its length alone
+        downloader.save("data:image/png;base64," + base64.b64encode(b"x" * 3000).decode(), tmp_path / "c.png")
+        assert (tmp_path / "c.png").read_bytes() == b"x" * 3000
     finally:
         downloader.close()

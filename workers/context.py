@@ -65,7 +65,7 @@ class WorkerContext:
             claims=ClaimKeeper(client, ttl=claim_ttl(settings)),
             creations=creations,
             calls=ReplicateCalls(settings),
-            downloader=Downloader(max_bytes=settings.max_download_bytes),
+            downloader=Downloader.from_settings(settings),
             registry=load_registry(extra=settings.models_file),
             metrics=MetricsRecorder(client, keys),
             completions=CompletionBoard(client, keys, watch_ttl=settings.prediction_timeout + 600)

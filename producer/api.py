@@ -88,7 +88,7 @@ def new_batch_id() -> str:
 
 
 def check_batch_id(batch_id: str) -> str:
-    from shared.prompts import batch_id_problem
+    from producer.prompts import batch_id_problem
 
     problem = batch_id_problem(batch_id)
     if problem is not None:
@@ -119,7 +119,7 @@ def load_source(source: Any) -> Any:
         path = Path(source)
         if not path.is_file():
             raise InputError(Problem(f"{str(path)!r} is not a readable file", field="FILE"))
-        from shared.prompts import load_prompts_file
+        from producer.prompts import load_prompts_file
 
         return load_prompts_file(path)
     if isinstance(source, (list, tuple)):
@@ -139,8 +139,8 @@ def validate(source: Any, *, settings: Settings | None = None, model: str | None
              params: dict | None = None, batch_id: str | None = None, overwrite: bool = False,
              registry=None) -> list[ImageRequest]:
     """Parse, validate and route every item; InputError with every problem. Writes nothing.
-    The list's `notes` (shared.prompts.ParsedRequests) say what the user should still know."""
-    from shared.prompts import parse_prompts
+    The list's `notes` (producer.prompts.ParsedRequests) say what the user should still know."""
+    from producer.prompts import parse_prompts
 
     from shared.storage import parse_location
 

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 
+from producer.prompts import parse_prompts
 from shared.keys import Keys
 from shared.ledger import Ledger
 from shared.limiter import Limiter
 from shared.models import load_registry
-from shared.prompts import parse_prompts
 from tests.support.wait import wait_until
 from tests.support.workers import compose_worker, forget_queue, pick_image_model
 from workers.dispatch import enqueue_items

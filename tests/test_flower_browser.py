@@ -18,10 +18,10 @@ import pytest
 
 from bench.processes import free_port
 from producer.flower import start_flower
+from producer.prompts import parse_prompts
 from shared.keys import Keys
 from shared.ledger import Ledger
 from shared.models import load_registry
-from shared.prompts import parse_prompts
 from tests.support.browser import dump_dom, screenshot, served_responses
 from tests.support.flower import (
     FLOWER_PASSWORD,

@@ -375,9 +375,9 @@ def test_serve_metrics_blocks_until_stopped(settings, redis_client):
 @pytest.mark.e2e
 def test_a_real_batch_shows_up_in_the_metrics(settings, redis_client, sim_factory, worker_factory):
     """Workers of the project's app increment the Redis counters; the exporter shows them."""
+    from producer.prompts import parse_prompts
     from shared.ledger import Ledger
     from shared.models import load_registry
-    from shared.prompts import parse_prompts
     from workers.dispatch import enqueue_items
 
     sim = sim_factory()

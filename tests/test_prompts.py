@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from shared import prompts as prompts_module
+from producer.prompts import items as prompts_module
 from shared.errors import InputError
 from shared.models import load_registry
-from shared.prompts import load_prompts_file, output_names, parse_prompts, slugify
+from producer.prompts import load_prompts_file, output_names, parse_prompts, slugify
 
 FLUX = "black-forest-labs/flux-dev"
 KONTEXT = "black-forest-labs/flux-kontext-max"

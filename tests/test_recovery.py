@@ -46,8 +46,8 @@ def live(redis_client, settings, batch_id: str) -> dict[int, float]:
 def requests_for(settings, batch_id: str, prompts: list[str]):
     from pathlib import Path
 
+    from producer.prompts import parse_prompts
     from shared.models import load_registry
-    from shared.prompts import parse_prompts
 
     return parse_prompts(prompts, batch_id=batch_id, output_root=Path(settings.output_dir),
                          registry=load_registry(), model=MODEL)

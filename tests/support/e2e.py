@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from producer.prompts import parse_prompts
 from shared.keys import Keys
 from shared.ledger import Ledger
 from shared.models import load_registry
-from shared.prompts import parse_prompts
 from tests.support.wait import wait_until
 from workers.dispatch import enqueue_items
 

@@ -7,10 +7,10 @@ import contextlib
 from pathlib import Path
 from typing import Iterator
 
+from producer.prompts import parse_prompts
 from shared.keys import Keys
 from shared.ledger import Ledger
 from shared.models import load_registry
-from shared.prompts import parse_prompts
 
 MODEL = "black-forest-labs/flux-dev"
 

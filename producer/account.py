@@ -13,8 +13,7 @@ from pathlib import Path
 
 import requests
 
-from urllib.parse import urlsplit, urlunsplit
-
+from shared.common import redact_url
 from shared.errors import ConfigError, InputError, Problem, ReplicateCallError
 
 DEFAULT_BASE_URL = "https://api.replicate.com"
@@ -58,15 +57,6 @@ def check_token(token: str, base_url: str | None = None, *, timeout: float = 10.
     if not isinstance(data, dict):
         raise ApiUnreachableError(shown, "it did not answer an account as JSON (is this Replicate's API?)")
     return data
-
-
-def redact_url(url: str) -> str:
-    """The URL without a password in it."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _reason(exc: requests.RequestException, timeout: float) -> str:

@@ -21,6 +21,7 @@ import redis.sentinel
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
+from shared.common import redact_url
 from shared.errors import ConfigError, RedisUnavailableError
 from shared.settings import Settings
 
@@ -109,16 +110,3 @@ def celery_transport_options(settings: Settings) -> dict[str, Any]:
     if settings.redis_sentinel_password:
         options["sentinel_kwargs"] = {"password": settings.redis_sentinel_password}
     return options
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password replaced, for messages and logs."""
-    from urllib.parse import urlunsplit
-
-    out = []
-    for entry in url.split(";"):
-        parts = urlsplit(entry)
-        if parts.password:
-            entry = urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
-        out.append(entry)
-    return ";".join(out)

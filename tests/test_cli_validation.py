@@ -22,7 +22,7 @@ CASES = [
     ("empty file", "", [], ["empty"]),
     ("top-level number", "42", [], ["expected a list"]),
     ("no items", "[]", [], ["no items"]),
-    ("item not an object", "[42]", [], ["item 0", "number"]),
+    ("item not an object", "[42]", [], ["item 0", "integer"]),
     ("missing prompt", '[{"model": "black-forest-labs/flux-dev"}]', [], ["item 0", "'prompt'", "missing"]),
     ("blank prompt", '[{"prompt": "   "}]', [], ["item 0", "'prompt'", "empty"]),
     ("prompt not text", '[{"prompt": 5}]', [], ["item 0", "'prompt'"]),

@@ -39,6 +39,7 @@ from urllib.parse import urlsplit
 
 from PIL import Image, UnidentifiedImageError
 
+from shared.common import type_name
 from shared.errors import InputError, Problem, UnknownModelError
 from shared.request import ImageRequest
 from shared.routing import route_item
@@ -172,7 +173,7 @@ def load_prompts_file(path: str | Path, *, max_bytes: int = MAX_FILE_BYTES) -> P
         result = PromptsList([data])  # a lone prompt string: one image
     else:
         raise InputError(f"{where}: expected a list of prompts or an object with 'items', "
-                         f"not {_type_name(data)}")
+                         f"not {type_name(data)}")
     result.source_dir = path.resolve().parent
     return result
 
@@ -346,7 +347,7 @@ def _split_form(data: Any, registry: "ModelRegistry", problems: list[Problem]) -
     if isinstance(data, list):
         return list(data), {}
     if not isinstance(data, dict):
-        problems.append(Problem(f"expected a list of prompts or an object with 'items', not {_type_name(data)}"))
+        problems.append(Problem(f"expected a list of prompts or an object with 'items', not {type_name(data)}"))
         return [], {}
     if "items" not in data:
         if "prompt" in data:
@@ -357,7 +358,7 @@ def _split_form(data: Any, registry: "ModelRegistry", problems: list[Problem]) -
         return [], {}
     items = data["items"]
     if not isinstance(items, list):
-        problems.append(Problem(f"'items' must be a list, not {_type_name(items)}", field="items"))
+        problems.append(Problem(f"'items' must be a list, not {type_name(items)}", field="items"))
         items = []
     raw_defaults = {k: v for k, v in data.items() if k != "items"}
     defaults = _normalize_fields(raw_defaults, None, None, registry, problems, for_defaults=True)
@@ -463,7 +464,7 @@ class _Context:
         if isinstance(raw, str):
             raw = {"prompt": raw}
         if not isinstance(raw, dict):
-            problems.append(Problem(f"an item must be a prompt string or an object, not {_type_name(raw)}",
+            problems.append(Problem(f"an item must be a prompt string or an object, not {type_name(raw)}",
                                     index=index))
             return None
         item_id = self._item_id(index, raw, problems)
@@ -539,7 +540,7 @@ class _Context:
         if value is None:
             item_id = str(index)
         elif isinstance(value, bool) or not isinstance(value, (str, int)):
-            problems.append(Problem(f"id must be a string or an integer, not {_type_name(value)}",
+            problems.append(Problem(f"id must be a string or an integer, not {type_name(value)}",
                                     index=index, field="id"))
             return str(index)
         else:
@@ -565,7 +566,7 @@ class _Context:
             return ""
         prompt = fields["prompt"]
         if not isinstance(prompt, str):
-            problem(f"prompt must be a string, not {_type_name(prompt)}", "prompt")
+            problem(f"prompt must be a string, not {type_name(prompt)}", "prompt")
             return ""
         if not prompt.strip():
             problem("prompt is empty", "prompt")
@@ -608,7 +609,7 @@ class _Context:
             if value is None:
                 continue
             if not isinstance(value, dict):
-                message = f"params must be an object like {{\"aspect_ratio\": \"16:9\"}}, not {_type_name(value)}"
+                message = f"params must be an object like {{\"aspect_ratio\": \"16:9\"}}, not {type_name(value)}"
                 if origin == "defaults":
                     self.shared_problem(problems, message, "params", defaults=True)
                 else:
@@ -637,7 +638,7 @@ class _Context:
         elif isinstance(value, list):
             entries = [(f"{fld}[{i}]", v) for i, v in enumerate(value)]
         else:
-            problem(f"reference images must be a path/URL or a list of them, not {_type_name(value)}", fld)
+            problem(f"reference images must be a path/URL or a list of them, not {type_name(value)}", fld)
             return fld, []
         refs: list[str] = []
         for where, entry in entries:
@@ -809,10 +810,3 @@ def _check_image(path: Path) -> str | None:
     except OSError as exc:
         return f"cannot be read: {exc.strerror or exc}"
     return None
-
-
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    return {bool: "a boolean", int: "a number", float: "a number", str: "a string",
-            list: "a list", dict: "an object"}.get(type(value), type(value).__name__)

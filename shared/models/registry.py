@@ -27,6 +27,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
+from shared.common import is_int, is_number
 from shared.errors import ConfigError, Problem, UnknownModelError
 from shared.models.openapi import ModelSchema, derive_entry
 from shared.models.reference import is_reference, parse_ref
@@ -302,14 +303,6 @@ def _where(source: str, model: str | None, field: str | None) -> str:
     return ": ".join(parts)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return _is_int(value) or isinstance(value, float)
-
-
 def _is_str_list(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(v, str) and v for v in value)
 
@@ -328,7 +321,7 @@ def _check_shape(data: Mapping[str, Any], source: str, errors: list[str]) -> Non
             if key not in _ROUTING_KEYS:
                 errors.append(f"{source}: routing: {_unknown_key(key, _ROUTING_KEYS)}")
             elif key == "max_route_length":
-                if not _is_int(value) or value < 1:
+                if not is_int(value) or value < 1:
                     errors.append(f"{source}: routing.max_route_length must be an integer >= 1")
             elif not isinstance(value, str) or not value:
                 errors.append(f"{source}: routing.{key} must be a model name")
@@ -359,7 +352,7 @@ def _check_mappings(mappings: Any, source: str, model: str | None, errors: list[
                 continue
             for value, candidates in table.items():
                 if not isinstance(candidates, list) or not all(
-                    isinstance(c, str) or _is_int(c) for c in candidates
+                    isinstance(c, str) or is_int(c) for c in candidates
                 ):
                     errors.append(f"{where(f'mappings.values.{param}.{value}')}: must be a list of values")
     renames = mappings.get("renames", {})
@@ -388,10 +381,10 @@ def _check_model_shape(name: str, model: Any, source: str, errors: list[str]) ->
         "kind": (lambda v: v in KINDS, f"must be one of {', '.join(KINDS)}"),
         "output": (lambda v: v in OUTPUTS, f"must be one of {', '.join(OUTPUTS)}"),
         "price_unit": (lambda v: v in PRICE_UNITS, f"must be one of {', '.join(PRICE_UNITS)}"),
-        "price": (lambda v: _is_number(v) and v >= 0, "must be a number >= 0 (USD)"),
+        "price": (lambda v: is_number(v) and v >= 0, "must be a number >= 0 (USD)"),
         "default_format": (lambda v: isinstance(v, str) and bool(_FORMAT.match(v)),
                            "must be a file extension without the dot, e.g. 'png'"),
-        "max_references": (lambda v: _is_int(v) and 0 <= v <= 100, "must be an integer from 0 to 100"),
+        "max_references": (lambda v: is_int(v) and 0 <= v <= 100, "must be an integer from 0 to 100"),
         "reference_is_list": (lambda v: isinstance(v, bool), "must be true or false"),
         "reference_required": (lambda v: isinstance(v, bool), "must be true or false"),
         "reference_param": (lambda v: v is None or (isinstance(v, str) and bool(_PARAM_NAME.match(v))),
@@ -435,7 +428,7 @@ def _check_param_shape(pname: str, pspec: Any, bad) -> None:
     values = pspec.get("values")
     if ptype == "enum":
         if not isinstance(values, list) or not values or not all(
-            (isinstance(v, str) or _is_int(v)) for v in values
+            (isinstance(v, str) or is_int(v)) for v in values
         ):
             bad(f"{field}.values", "an enum needs a non-empty list of string or integer values")
             return
@@ -447,14 +440,14 @@ def _check_param_shape(pname: str, pspec: Any, bad) -> None:
         if bound in pspec:
             if ptype not in ("int", "float"):
                 bad(f"{field}.{bound}", f"only int and float parameters have {bound}")
-            elif not _is_number(pspec[bound]):
+            elif not is_number(pspec[bound]):
                 bad(f"{field}.{bound}", "must be a number")
     lo, hi = pspec.get("min"), pspec.get("max")
-    if _is_number(lo) and _is_number(hi) and lo > hi:
+    if is_number(lo) and is_number(hi) and lo > hi:
         bad(field, f"min {lo} is above max {hi}")
     if "default" in pspec:
-        spec = ParamSpec(pname, ptype, tuple(values or ()), lo if _is_number(lo) else None,
-                         hi if _is_number(hi) else None)
+        spec = ParamSpec(pname, ptype, tuple(values or ()), lo if is_number(lo) else None,
+                         hi if is_number(hi) else None)
         try:
             if spec.check(pspec["default"]) != pspec["default"] or (
                 isinstance(pspec["default"], str) and ptype in ("int", "float", "bool")

@@ -5,10 +5,11 @@ how many files an item makes, what a call costs. Loading and validating files is
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
+
+from shared.common import is_int, is_number, type_name
 
 # "json": any JSON value (arrays, objects, unions a published schema has); only the schema checks it.
 PARAM_TYPES = ("string", "int", "float", "bool", "enum", "json")
@@ -27,14 +28,6 @@ class ValueProblem(Exception):
         super().__init__(message)
         self.kind = kind  # "type" | "enum" | "range"
         self.clamped = clamped  # for "range": the nearest allowed value
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)  # bool is an int in Python
-
-
-def _is_number(value: Any) -> bool:
-    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -72,7 +65,7 @@ class ParamSpec:
             return value
         if self.type == "string":
             if not isinstance(value, str):
-                raise ValueProblem(f"must be a string, not {_type_name(value)}", "type")
+                raise ValueProblem(f"must be a string, not {type_name(value)}", "type")
             return value
         if self.type == "bool":
             if isinstance(value, bool):
@@ -104,23 +97,23 @@ class ParamSpec:
         if self.type == "int":
             if isinstance(value, float) and value.is_integer():
                 value = int(value)
-            if not _is_int(value):
+            if not is_int(value):
                 raise ValueProblem(f"must be an integer, not {value!r}", "type")
             return value
-        if not _is_number(value):
+        if not is_number(value):
             raise ValueProblem(f"must be a number, not {value!r}", "type")
         return float(value)
 
     def _check_enum(self, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            raise ValueProblem(f"must be {self.allowed()}, not {_type_name(value)}", "type")
+            raise ValueProblem(f"must be {self.allowed()}, not {type_name(value)}", "type")
         if value in self.values and type(value) in {type(v) for v in self.values if v == value}:
             return value
         # "5" from a flag for an int enum, 5 for a string enum like megapixels "1"
         for allowed in self.values:
             if str(allowed) == str(value).strip():
                 return allowed
-            if _is_number(value) and isinstance(allowed, str):
+            if is_number(value) and isinstance(allowed, str):
                 try:
                     if float(allowed) == float(value):
                         return allowed
@@ -179,7 +172,7 @@ class ModelSpec:
         if self.output != "list" or "num_outputs" not in self.params:
             return 1
         value = params.get("num_outputs", self.params["num_outputs"].default)
-        return value if _is_int(value) and value > 0 else 1
+        return value if is_int(value) and value > 0 else 1
 
     @property
     def priced(self) -> bool:
@@ -207,10 +200,3 @@ class ModelSpec:
 
 def _num(value: float) -> str:
     return f"{value:g}"
-
-
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-            list: "a list", dict: "an object"}.get(type(value), type(value).__name__)

@@ -1,0 +1,46 @@
+"""The few small helpers several packages share (like dramatiq's `common.py`): one copy of each.
+
+- `is_int`, `is_number`: JSON-typed checks (a bool is not a number; NaN and infinities are not
+  numbers either: they are not JSON, and no model parameter or price takes them);
+- `type_name`: what a JSON value is, in words for error messages ("an integer", "a list");
+- `redact_url`: a URL (or a `;`-separated list, as Sentinel URLs are) without its passwords.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+
+def is_int(value: Any) -> bool:
+    """An integer, and not a bool (bool is an int in Python)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """An int or float that is finite: not a bool, not NaN, not an infinity."""
+    return (is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+def type_name(value: Any) -> str:
+    """'null', 'a boolean', 'an integer', 'a number', 'a string', 'a list', 'an object', else the
+    Python type's name. Subclasses are named by their JSON kind."""
+    if value is None:
+        return "null"
+    for kind, name in ((bool, "a boolean"), (int, "an integer"), (float, "a number"), (str, "a string"),
+                       (list, "a list"), (dict, "an object")):
+        if isinstance(value, kind):
+            return name
+    return type(value).__name__
+
+
+def redact_url(url: str) -> str:
+    """The URL with every password replaced by `***`, for messages and logs. Several URLs may be
+    given separated by `;` (a Sentinel list)."""
+    out = []
+    for entry in url.split(";"):
+        parts = urlsplit(entry)
+        if parts.password:
+            entry = urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
+        out.append(entry)
+    return ";".join(out)

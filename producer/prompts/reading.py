@@ -1,0 +1,178 @@
+"""Reading prompts.json: size, encoding and JSON errors, and every duplicate key and NaN/Infinity
+located by line, column, item and field (json.loads alone would silently keep the last value)."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from shared.common import type_name
+from shared.errors import InputError, Problem
+
+from producer.prompts.fields import DefaultsProblem
+
+MAX_FILE_BYTES = 20 * 1024 * 1024
+# JSON tokens, for locating problems in text that json.loads accepted (strings, punctuation, and
+# any other run of characters: numbers, true/false/null, NaN/Infinity).
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[{}\[\]:,]|[^\s{}\[\]:,"]+')
+_JSON_CONSTANTS = ("NaN", "Infinity", "-Infinity")
+
+
+class PromptsList(list):
+    """A prompts file's top-level list, remembering the folder it came from."""
+
+    source_dir: Path | None = None
+
+
+class PromptsDict(dict):
+    """A prompts file's top-level object, remembering the folder it came from."""
+
+    source_dir: Path | None = None
+
+
+def load_prompts_file(path: str | Path, *, max_bytes: int = MAX_FILE_BYTES) -> PromptsList | PromptsDict:
+    """Parse a prompts.json. Errors (InputError): missing file, too big, not UTF-8, bad JSON (with
+    line and column), duplicate keys, NaN/Infinity. The result is a list or dict (subclass) whose
+    `source_dir` is the file's folder, which parse_prompts uses for relative reference paths."""
+    path = Path(path)
+    where = str(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise InputError(f"{where}: file not found") from None
+    except OSError as exc:
+        raise InputError(f"{where}: cannot read: {exc.strerror or exc}") from None
+    if path.is_dir():
+        raise InputError(f"{where}: is a folder, not a prompts file")
+    if size > max_bytes:
+        raise InputError(f"{where}: {size / 2**20:.1f} MB is above the {max_bytes / 2**20:g} MB limit "
+                         "for one prompts file; split the batch into several files")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{where}: cannot read: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise InputError(f"{where}: line {line}: not UTF-8 text (byte {exc.start}); save the file as UTF-8") from None
+    if not text.strip():
+        raise InputError(f"{where}: the file is empty; expected a JSON list of prompts or an object with 'items'")
+    duplicates: list[str] = []
+    constants: list[str] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj: dict[str, Any] = {}
+        for key, value in items:
+            if key in obj:
+                duplicates.append(key)
+            obj[key] = value
+        return obj
+
+    def no_constants(name: str) -> Any:
+        constants.append(name)  # reported with its position below, once the whole text parsed
+        return None
+
+    try:
+        data = json.loads(text, object_pairs_hook=pairs, parse_constant=no_constants)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{where}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    except ValueError as exc:
+        raise InputError(f"{where}: invalid JSON: {exc}") from None
+    except RecursionError:
+        raise InputError(f"{where}: JSON nested too deeply") from None
+    if duplicates or constants:
+        raise InputError(_locate_json_problems(text, where, data)
+                         or [Problem(f"{where}: duplicate keys or NaN/Infinity in the JSON, which JSON does not allow")])
+    if isinstance(data, list):
+        result: PromptsList | PromptsDict = PromptsList(data)
+    elif isinstance(data, dict):
+        result = PromptsDict(data)
+    elif isinstance(data, str):
+        result = PromptsList([data])  # a lone prompt string: one image
+    else:
+        raise InputError(f"{where}: expected a list of prompts or an object with 'items', "
+                         f"not {type_name(data)}")
+    result.source_dir = path.resolve().parent
+    return result
+
+
+def _locate_json_problems(text: str, where: str, data: Any) -> list[Problem]:
+    """Every duplicate key and NaN/Infinity in `text` (which json.loads accepted), with its line,
+    column, item index and field. Only run when one was seen, so its cost does not matter."""
+    problems: list[Problem] = []
+    # One frame per open container: ["obj", keys seen, current key, expecting a key] or
+    # ["arr", current element index].
+    stack: list[list[Any]] = []
+
+    def path() -> list[Any]:
+        return [frame[2] if frame[0] == "obj" else frame[1] for frame in stack]
+
+    def report(offset: int, at: list[Any], message: str) -> None:
+        line = text.count("\n", 0, offset) + 1
+        column = offset - (text.rfind("\n", 0, offset) + 1) + 1
+        message = f"{where}: line {line}, column {column}: {message}"
+        index, rest, shared = _item_of(at, data)
+        fld = _field_path(rest) or None
+        if shared:
+            problems.append(DefaultsProblem(message, field=fld))
+        else:
+            problems.append(Problem(message, index=index, field=fld))
+
+    for match in _JSON_TOKEN.finditer(text):
+        token = match.group()
+        top = stack[-1] if stack else None
+        if token == "{":
+            stack.append(["obj", set(), None, True])
+        elif token == "[":
+            stack.append(["arr", 0])
+        elif token in ("}", "]"):
+            if stack:
+                stack.pop()
+        elif token == ":":
+            if top is not None and top[0] == "obj":
+                top[3] = False
+        elif token == ",":
+            if top is not None and top[0] == "obj":
+                top[3] = True
+            elif top is not None:
+                top[1] += 1
+        elif token[0] == '"' and top is not None and top[0] == "obj" and top[3]:
+            try:
+                key = json.loads(token)
+            except ValueError:
+                key = token
+            top[2] = key
+            if key in top[1]:
+                report(match.start(), path(),
+                       f"duplicate key {key!r} in one object (JSON keeps only the last value); remove one")
+            top[1].add(key)
+        elif token in _JSON_CONSTANTS:
+            report(match.start(), path(), f"{token} is not valid JSON; use a number or null")
+    return problems
+
+
+def _item_of(at: list[Any], data: Any) -> tuple[int | None, list[Any], bool]:
+    """(item index or None, the path inside that item, whether it is in the shared defaults)."""
+    if isinstance(data, list):
+        if at and isinstance(at[0], int):
+            return at[0], at[1:], False
+        return None, at, False
+    if isinstance(data, dict):
+        if "items" in data:
+            if len(at) >= 2 and at[0] == "items" and isinstance(at[1], int):
+                return at[1], at[2:], False
+            return None, at, True
+        return (0, at, False) if "prompt" in data else (None, at, False)
+    return None, at, False
+
+
+def _field_path(parts: list[Any]) -> str:
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out

@@ -1,6 +1,15 @@
-"""The producer: validate prompts, record batches, enqueue tasks, follow them (CLI: producer.cli)."""
-from producer.api import (Batch, CancelOutcome, DuplicateBatchError, generate, limits_status, list_batches,
-                          open_batch, set_limits, submit, validate)
+"""The producer: validate prompts, record batches, enqueue tasks, follow them (CLI: producer.cli).
 
-__all__ = ["Batch", "CancelOutcome", "DuplicateBatchError", "submit", "validate", "generate", "open_batch",
-           "list_batches", "limits_status", "set_limits"]
+The errors its functions raise are re-exported here (all defined in shared.errors): catch
+FleetError for any of them, InputError for bad input (every problem in `.problems`).
+"""
+from shared.errors import (ConfigError, DuplicateBatchError, FleetError, InputError, NoWorkerError, Problem,
+                           RedisUnavailableError, ReplicateCallError)
+
+from producer.api import (Batch, CancelOutcome, generate, limits_status, list_batches, open_batch, set_limits, submit,
+                          validate)
+
+__all__ = ["Batch", "CancelOutcome", "submit", "validate", "generate", "open_batch", "list_batches",
+           "limits_status", "set_limits",
+           "FleetError", "InputError", "Problem", "DuplicateBatchError", "ConfigError", "RedisUnavailableError",
+           "NoWorkerError", "ReplicateCallError"]

@@ -14,19 +14,9 @@ from pathlib import Path
 import requests
 
 from shared.common import redact_url
-from shared.errors import ConfigError, InputError, Problem, ReplicateCallError
+from shared.errors import ApiUnreachableError, ConfigError, InputError, Problem
 
 DEFAULT_BASE_URL = "https://api.replicate.com"
-
-
-class ApiUnreachableError(ReplicateCallError):
-    """The account endpoint gave no usable answer (connection refused, DNS, TLS, timeout, an
-    error status, not JSON): the address is wrong or the service is down. `reason` says which."""
-
-    def __init__(self, url: str, reason: str, *, status: int | None = None):
-        super().__init__(f"cannot reach {url}: {reason}", status=status)
-        self.url = url
-        self.reason = reason
 
 
 def check_token(token: str, base_url: str | None = None, *, timeout: float = 10.0) -> dict:

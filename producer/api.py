@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from shared.errors import FleetError, InputError, NoWorkerError, Problem, ReplicateCallError
+from shared.errors import (DuplicateBatchError, DuplicateFingerprintError, FleetError, InputError, NoWorkerError,
+                           Problem, ReplicateCallError, StillCancelingError)
 from shared.keys import Keys
 from shared.redis_conn import connect
 from shared.request import ImageRequest
@@ -38,18 +39,13 @@ WORKER_RECHECK_SECONDS = 30.0
 REVOKE_CHUNK = 500  # task ids per revoke broadcast
 
 
-class DuplicateBatchError(InputError):
-    """The same content (validated, routed requests and options) is already a batch in Redis.
-    Nothing was recorded or enqueued. `batch_id` / `info` name that batch."""
-
-    def __init__(self, info: Any):
-        self.batch_id = info.id
-        self.info = info
-        super().__init__(Problem(
-            f"the same items were submitted already as batch {info.id}, {describe_batch(info)}; "
-            f"nothing was enqueued. Follow it with `producer status {info.id}` (files: "
-            f"`producer results {info.id}`), or submit them again as a new batch on purpose, paying "
-            "again, with --again (Python: again=True)"))
+def _duplicate_batch_error(info: Any) -> DuplicateBatchError:
+    """The error for content that batch `info` (still in Redis) already has, saying how to go on."""
+    return DuplicateBatchError(Problem(
+        f"the same items were submitted already as batch {info.id}, {describe_batch(info)}; "
+        f"nothing was enqueued. Follow it with `producer status {info.id}` (files: "
+        f"`producer results {info.id}`), or submit them again as a new batch on purpose, paying "
+        "again, with --again (Python: again=True)"), batch_id=info.id, info=info)
 
 
 def describe_batch(info: Any, now: float | None = None) -> str:
@@ -264,13 +260,12 @@ class Batch:
         On a canceled batch this lifts the cancel, so the retried items run (the other canceled
         items stay canceled); it is refused (InputError) while items of that batch are still
         running, i.e. still being canceled."""
-        from shared.ledger import StillCanceling
         from workers.dispatch import enqueue_items
 
         self.info()
         try:
             indexes = list(self.ledger.reset_failed(self.id, include_canceled=include_canceled))
-        except StillCanceling as exc:
+        except StillCancelingError as exc:
             raise InputError(Problem(
                 f"batch {self.id} is still being canceled: {exc.open_items} item(s) have not stopped yet. "
                 f"Retry once `producer status {self.id}` shows it finished", field="BATCH")) from None
@@ -404,7 +399,7 @@ def submit(source: Any, *, settings: Settings | None = None, model: str | None =
     ledger = _ledger(settings)  # RedisUnavailableError before anything else is imported or written
     from producer.output_checks import check_writable, existing_outputs
     from producer.references import References
-    from shared.ledger import DuplicateFingerprint, batch_fingerprint
+    from shared.ledger import batch_fingerprint
     from shared.storage import open_store
     from workers.dispatch import enqueue_items
 
@@ -424,7 +419,7 @@ def submit(source: Any, *, settings: Settings | None = None, model: str | None =
             existing_outputs(store, requests, registry, overwrite=overwrite)
         same = ledger.find_fingerprint(fingerprint)
         if same is not None and unique:
-            raise DuplicateBatchError(same)
+            raise _duplicate_batch_error(same)
         plan = Batch(batch_id, settings, requests=requests, created=False, registry=registry)
         plan.duplicate_of = same
         if on_plan is not None:
@@ -435,11 +430,11 @@ def submit(source: Any, *, settings: Settings | None = None, model: str | None =
     try:
         created = ledger.create_batch(batch_id, requests, output_root=store.url(), options=options,
                                       fingerprint=fingerprint, unique_fingerprint=unique)
-    except DuplicateFingerprint as exc:  # an identical submission won the race since the check
+    except DuplicateFingerprintError as exc:  # an identical submission won the race since the check
         info = ledger.batch(exc.batch_id)
         if info is None:
             raise
-        raise DuplicateBatchError(info) from None
+        raise _duplicate_batch_error(info) from None
     if created:
         enqueue_items(settings, batch_id, requests)
     else:

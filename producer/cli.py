@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import click
 import redis
 
-from shared.errors import (ConfigError, FleetError, InputError, NoWorkerError, Problem,
+from shared.errors import (ApiUnreachableError, ConfigError, FleetError, InputError, NoWorkerError, Problem,
                            RedisUnavailableError)
 from shared.settings import Settings, output_location
 
@@ -674,7 +674,7 @@ def init(ctx: click.Context, token_stdin: bool, base_url: str | None) -> None:
       printf %s "$TOKEN" | producer init --token-stdin
       producer init --base-url http://127.0.0.1:8787     # the stand-in
     """
-    from producer.account import ApiUnreachableError, check_token, write_env
+    from producer.account import check_token, write_env
 
     obj = ctx.find_object(Context)
     if token_stdin:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Iterator
 
-from shared.errors import ConfigError, InputError, LocalError, Problem
+from shared.errors import ConfigError, InputError, LocalError, Problem, SchemaError
 from shared.keys import Keys
 from shared.models.spec import ModelSpec
 from shared.settings import Settings
@@ -74,8 +74,6 @@ def list_models(settings: Settings | None = None, *, registry: Any = None) -> li
 def describe_model(name: str, settings: Settings | None = None, *, registry: Any = None,
                    store: Any = None) -> dict[str, Any]:
     """Everything about one model: parameters (from its schema unless curated), price, route."""
-    from shared.models.openapi import SchemaError
-
     settings = settings if settings is not None else Settings.load()
     registry = _registry(settings, registry)
     ref = registry.schema_ref(name)

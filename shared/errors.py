@@ -2,10 +2,33 @@
 
 Callers catch `FleetError` for anything we raise on purpose; the subclasses say what kind of
 trouble it is, which decides what happens next (retry, fall back, fail the item, exit code).
+
+    FleetError
+    ├── ConfigError
+    ├── SchemaError                 (a model's published schema cannot be used)
+    ├── InputError                  (exit 2; carries every Problem)
+    │   ├── UnknownModelError
+    │   ├── UnpricedModelError
+    │   ├── ParamValueError         (a value does not suit a model parameter)
+    │   └── DuplicateBatchError     (the same content is a batch in Redis already)
+    ├── DuplicateFingerprintError   (the ledger's atomic check behind DuplicateBatchError)
+    ├── StillCancelingError         (retry while a canceled batch's items still run)
+    ├── RedisUnavailableError
+    ├── NoWorkerError
+    ├── LimiterError
+    │   ├── LeaseLostError
+    │   └── AcquireTimeoutError
+    ├── ReplicateCallError
+    │   ├── TransientError
+    │   ├── PermanentModelError
+    │   └── ApiUnreachableError     (`producer init`: no usable answer from the account endpoint)
+    ├── LocalError
+    └── CanceledError
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 class FleetError(Exception):
@@ -50,6 +73,50 @@ class UnknownModelError(InputError):
 
 class UnpricedModelError(InputError):
     """A model without a known price where spending is limited (shared.models.pricing)."""
+
+
+class SchemaError(FleetError):
+    """A model's published schema cannot be used (none published, no Input, an output that is
+    not files)."""
+
+
+class ParamValueError(InputError):
+    """A value does not suit a model parameter. `kind` says how ("type", "enum" or "range"), so
+    routing can map, clamp or drop it; for "range", `clamped` is the nearest allowed value."""
+
+    def __init__(self, message: str, kind: str, *, clamped: Any = None):
+        super().__init__(message)
+        self.kind = kind
+        self.clamped = clamped
+
+
+class DuplicateBatchError(InputError):
+    """The same content (validated, routed requests and options) is already a batch in Redis.
+    Nothing was recorded or enqueued. `batch_id` and `info` (its ledger BatchInfo) name it."""
+
+    def __init__(self, problem: Problem | str, *, batch_id: str, info: Any = None):
+        super().__init__(problem)
+        self.batch_id = batch_id
+        self.info = info
+
+
+class DuplicateFingerprintError(FleetError):
+    """The ledger found, in the same atomic step that would record a batch, a batch still in Redis
+    with the same content fingerprint; nothing changed. `batch_id` names that batch."""
+
+    def __init__(self, batch_id: str):
+        super().__init__(f"batch {batch_id} has the same content")
+        self.batch_id = batch_id
+
+
+class StillCancelingError(FleetError):
+    """Resetting the items of a canceled batch while some of them are still running (being
+    canceled by their workers); nothing changed."""
+
+    def __init__(self, batch_id: str, open_items: int):
+        super().__init__(f"batch {batch_id} is still being canceled: {open_items} item(s) not stopped yet")
+        self.batch_id = batch_id
+        self.open_items = open_items
 
 
 class RedisUnavailableError(FleetError):
@@ -100,6 +167,16 @@ class TransientError(ReplicateCallError):
 class PermanentModelError(ReplicateCallError):
     """This model will not produce this image (prediction failed, NSFW, input rejected):
     move on along the fallback route."""
+
+
+class ApiUnreachableError(ReplicateCallError):
+    """The account endpoint gave no usable answer (connection refused, DNS, TLS, timeout, an
+    error status, not JSON): the address is wrong or the service is down. `reason` says which."""
+
+    def __init__(self, url: str, reason: str, *, status: int | None = None):
+        super().__init__(f"cannot reach {url}: {reason}", status=status)
+        self.url = url
+        self.reason = reason
 
 
 class LocalError(FleetError):

@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterable, Sequence
 import redis
 
 from shared import lua_scripts
-from shared.errors import FleetError
+from shared.errors import DuplicateFingerprintError, StillCancelingError
 from shared.keys import Keys
 from shared.request import ImageRequest
 
@@ -43,23 +43,6 @@ TERMINAL = frozenset({"succeeded", "failed", "canceled", "substituted"})
 # One script per state change in shared/lua/, each sent after the prelude ledger_common.lua.
 _SCRIPTS = ("ledger_create", "ledger_transition", "ledger_cancel", "ledger_reset", "ledger_enqueued")
 _EXISTS, _CREATED, _DUPLICATE = 0, 1, 2  # ledger_create.lua's answers
-
-
-class DuplicateFingerprint(FleetError):
-    """create_batch(unique_fingerprint=True) found a live batch with the same content."""
-
-    def __init__(self, batch_id: str):
-        super().__init__(f"batch {batch_id} has the same content")
-        self.batch_id = batch_id
-
-
-class StillCanceling(FleetError):
-    """reset_failed on a canceled batch whose running items are not stopped yet."""
-
-    def __init__(self, batch_id: str, open_items: int):
-        super().__init__(f"batch {batch_id} is still being canceled: {open_items} item(s) not stopped yet")
-        self.batch_id = batch_id
-        self.open_items = open_items
 
 
 @dataclass(frozen=True)
@@ -201,7 +184,7 @@ class Ledger:
         """Record a batch and its items, all or nothing. False (nothing changed) if the id exists.
 
         `fingerprint` (batch_fingerprint) is recorded with the batch; with `unique_fingerprint`,
-        DuplicateFingerprint is raised (nothing changed) when another batch still in Redis has
+        DuplicateFingerprintError is raised (nothing changed) when another batch still in Redis has
         the same one — checked in the same atomic step, so two identical submissions racing each
         other cannot both be recorded."""
         fp_key = self._fingerprint_key(fingerprint) if fingerprint else self.keys.batch(batch_id)
@@ -214,7 +197,7 @@ class Ledger:
         args += [json.dumps({"request": json.dumps(r.to_dict()), "model": r.model}) for r in requests]
         outcome, other_batch = self._scripts["ledger_create"](keys=keys, args=args)
         if int(outcome) == _DUPLICATE:
-            raise DuplicateFingerprint(_text(other_batch))
+            raise DuplicateFingerprintError(_text(other_batch))
         return int(outcome) == _CREATED
 
     def _fingerprint_key(self, fingerprint: str) -> str:
@@ -345,7 +328,7 @@ class Ledger:
         the caller enqueues them.
 
         On a canceled batch the cancel is lifted when anything is reset, so the workers run the
-        reset items instead of canceling them again; StillCanceling is raised (nothing changed)
+        reset items instead of canceling them again; StillCancelingError is raised (nothing changed)
         while items of that batch are still running (being canceled)."""
         items = self.items(batch_id)
         keys = [self.keys.batch(batch_id), self.keys.batch_live(batch_id)]
@@ -354,7 +337,7 @@ class Ledger:
         outcome, *rest = self._scripts["ledger_reset"](keys=keys, args=args)
         if int(outcome) < 0:
             (still_open,) = rest
-            raise StillCanceling(batch_id, int(still_open))
+            raise StillCancelingError(batch_id, int(still_open))
         return [items[int(position) - 1].index for position in rest]
 
     # --- liveness (for the recovery sweep) --------------------------------------------------------

@@ -18,9 +18,9 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
-from shared.errors import InputError, Problem
+from shared.errors import InputError, ParamValueError, Problem
 from shared.models.pricing import call_cost
-from shared.models.spec import ModelSpec, ValueProblem
+from shared.models.spec import ModelSpec
 from shared.request import ImageRequest
 
 if TYPE_CHECKING:
@@ -136,7 +136,7 @@ def adapt_params(
                 try:
                     source.params[name].check(value)
                     lenient = True  # right for the model the user named: adapt it, with a warning
-                except ValueProblem as exc:
+                except ParamValueError as exc:
                     problems.append(Problem(f"{exc} (model {source.name})", field=f"params.{name}"))
                     continue
         new_name, new_value, warning, problem = _adapt_one(name, value, target, registry, strict=not lenient)
@@ -153,7 +153,7 @@ def _fits(spec: ModelSpec, name: str, value: Any) -> bool:
     try:
         spec.params[name].check(value)
         return True
-    except ValueProblem:
+    except ParamValueError:
         return False
 
 
@@ -179,7 +179,7 @@ def _adapt_one(name: str, value: Any, target: ModelSpec, registry: "ModelRegistr
             f"unknown parameter {name!r} for {target.name}.{hint} It accepts: {accepted}", field=fld)
     try:
         return name, spec.check(value), None, None
-    except ValueProblem as exc:
+    except ParamValueError as exc:
         if exc.kind == "enum":
             for candidate in registry.value_candidates(target.name, name, value):
                 if _fits(target, name, candidate):

@@ -211,12 +211,12 @@ def test_fingerprint_ignores_the_batch_id_but_not_the_content():
 
 
 def test_create_batch_refuses_a_live_duplicate_atomically(ledger, tmp_path, redis_client):
-    from shared.ledger import DuplicateFingerprint
+    from shared.errors import DuplicateFingerprintError
 
     root = str(tmp_path)
     assert ledger.create_batch("b1", make_requests(2, "b1"), output_root=root, fingerprint="f" * 64)
     assert ledger.find_fingerprint("f" * 64).id == "b1"
-    with pytest.raises(DuplicateFingerprint) as info:
+    with pytest.raises(DuplicateFingerprintError) as info:
         ledger.create_batch("b2", make_requests(2, "b2"), output_root=root, fingerprint="f" * 64,
                             unique_fingerprint=True)
     assert info.value.batch_id == "b1" and ledger.batch("b2") is None
@@ -261,14 +261,14 @@ def test_sent_task_ids_are_kept_per_item_and_returned_by_cancel(ledger, tmp_path
 
 
 def test_retry_after_cancel_lifts_the_cancel_once_nothing_runs(ledger, tmp_path):
-    from shared.ledger import StillCanceling
+    from shared.errors import StillCancelingError
 
     ledger.create_batch("b1", make_requests(4), output_root=str(tmp_path))
     ledger.transition("b1", 0, "failed")
     ledger.transition("b1", 1, "running")
     ledger.transition("b1", 2, "succeeded")
     assert ledger.cancel("b1").canceled == 1  # item 3
-    with pytest.raises(StillCanceling) as info:  # item 1 is still being canceled by its worker
+    with pytest.raises(StillCancelingError) as info:  # item 1 is still being canceled by its worker
         ledger.reset_failed("b1")
     assert info.value.open_items == 1 and ledger.is_canceled("b1")
     assert counts(ledger, "b1") == {"failed": 1, "running": 1, "succeeded": 1, "canceled": 1}

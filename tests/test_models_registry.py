@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from replicate_sim.catalog import load_catalog
-from shared.errors import ConfigError, InputError, UnknownModelError
-from shared.models import BUILTIN_MODELS_FILE, ModelRegistry, ParamSpec, ValueProblem, load_registry
+from shared.errors import ConfigError, InputError, ParamValueError, UnknownModelError
+from shared.models import BUILTIN_MODELS_FILE, ModelRegistry, ParamSpec, load_registry
 
 SEED_MODELS = [
     "black-forest-labs/flux-dev",
@@ -142,7 +142,7 @@ def test_param_values_accepted(spec, value, expected):
     ],
 )
 def test_param_values_rejected(spec, value, kind):
-    with pytest.raises(ValueProblem) as info:
+    with pytest.raises(ParamValueError) as info:
         spec.check(value)
     assert info.value.kind == kind
 

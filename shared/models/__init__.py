@@ -8,7 +8,7 @@
 from shared.models.openapi import ModelSchema, SchemaError
 from shared.models.reference import ModelRef, parse_ref
 from shared.models.registry import BUILTIN_MODELS_FILE, ModelRegistry, load_registry
-from shared.models.spec import ModelSpec, ParamSpec, ValueProblem
+from shared.models.spec import ModelSpec, ParamSpec
 
 __all__ = [
     "BUILTIN_MODELS_FILE",
@@ -18,7 +18,6 @@ __all__ = [
     "ModelSpec",
     "ParamSpec",
     "SchemaError",
-    "ValueProblem",
     "load_registry",
     "parse_ref",
 ]

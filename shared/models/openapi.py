@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Mapping
 
-from shared.errors import FleetError
-from shared.models.spec import ParamSpec, ValueProblem
+from shared.errors import ParamValueError, SchemaError
+from shared.models.spec import ParamSpec
 
 # Inputs that take the item's reference images when a schema has one of them (first match wins).
 REFERENCE_NAMES = ("image_input", "input_image", "input_images", "image", "start_image", "first_frame_image",
@@ -21,11 +21,6 @@ REFERENCE_NAMES = ("image_input", "input_image", "input_images", "image", "start
 _VIDEO_FORMATS = {"mp4", "webm", "mov", "gif"}
 _VIDEO_WORDS = ("fps", "num_frames", "max_frames", "frames", "video_length", "duration")
 _INT_TYPES = {"integer": "int", "number": "float", "boolean": "bool", "string": "string"}
-
-
-class SchemaError(FleetError):
-    """A model's published schema cannot be used (none published, no Input, an output that is
-    not files)."""
 
 
 @dataclass(frozen=True)
@@ -178,5 +173,5 @@ def _fits(entry: Mapping[str, Any], value: Any) -> bool:
     spec = ParamSpec("x", entry["type"], tuple(entry.get("values", ())), entry.get("min"), entry.get("max"))
     try:
         return spec.check(value) == value and not (isinstance(value, str) and spec.type in ("int", "float", "bool"))
-    except ValueProblem:
+    except ParamValueError:
         return False

@@ -10,6 +10,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from shared.common import is_int, is_number, type_name
+from shared.errors import ParamValueError
 
 # "json": any JSON value (arrays, objects, unions a published schema has); only the schema checks it.
 PARAM_TYPES = ("string", "int", "float", "bool", "enum", "json")
@@ -19,15 +20,6 @@ PRICE_UNITS = ("image", "call", "second")
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
-
-
-class ValueProblem(Exception):
-    """A value does not suit a parameter. `kind` says how, so callers can map, clamp or drop it."""
-
-    def __init__(self, message: str, kind: str, *, clamped: Any = None):
-        super().__init__(message)
-        self.kind = kind  # "type" | "enum" | "range"
-        self.clamped = clamped  # for "range": the nearest allowed value
 
 
 @dataclass(frozen=True)
@@ -56,7 +48,7 @@ class ParamSpec:
         return {"string": "a string", "bool": "true or false", "json": "a JSON value (see the model's schema)"}[self.type]
 
     def check(self, value: Any) -> Any:
-        """Return `value` converted to this parameter's type, or raise ValueProblem.
+        """Return `value` converted to this parameter's type, or raise ParamValueError.
 
         Strings are converted when they spell a value exactly ("4" for an int, "true" for a bool),
         because `--param k=v` flags arrive as strings; anything else must have the right JSON type.
@@ -65,22 +57,22 @@ class ParamSpec:
             return value
         if self.type == "string":
             if not isinstance(value, str):
-                raise ValueProblem(f"must be a string, not {type_name(value)}", "type")
+                raise ParamValueError(f"must be a string, not {type_name(value)}", "type")
             return value
         if self.type == "bool":
             if isinstance(value, bool):
                 return value
             if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
                 return value.strip().lower() in _TRUE
-            raise ValueProblem(f"must be true or false, not {value!r}", "type")
+            raise ParamValueError(f"must be true or false, not {value!r}", "type")
         if self.type == "enum":
             return self._check_enum(value)
         number = self._to_number(value)
         if self.min is not None and number < self.min:
-            raise ValueProblem(f"{number!r} is below the minimum: must be {self.allowed()}", "range",
+            raise ParamValueError(f"{number!r} is below the minimum: must be {self.allowed()}", "range",
                                clamped=self._typed(self.min))
         if self.max is not None and number > self.max:
-            raise ValueProblem(f"{number!r} is above the maximum: must be {self.allowed()}", "range",
+            raise ParamValueError(f"{number!r} is above the maximum: must be {self.allowed()}", "range",
                                clamped=self._typed(self.max))
         return number
 
@@ -93,20 +85,20 @@ class ParamSpec:
             try:
                 value = int(text) if self.type == "int" else float(text)
             except ValueError:
-                raise ValueProblem(f"must be {self.allowed()}, not {value!r}", "type") from None
+                raise ParamValueError(f"must be {self.allowed()}, not {value!r}", "type") from None
         if self.type == "int":
             if isinstance(value, float) and value.is_integer():
                 value = int(value)
             if not is_int(value):
-                raise ValueProblem(f"must be an integer, not {value!r}", "type")
+                raise ParamValueError(f"must be an integer, not {value!r}", "type")
             return value
         if not is_number(value):
-            raise ValueProblem(f"must be a number, not {value!r}", "type")
+            raise ParamValueError(f"must be a number, not {value!r}", "type")
         return float(value)
 
     def _check_enum(self, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            raise ValueProblem(f"must be {self.allowed()}, not {type_name(value)}", "type")
+            raise ParamValueError(f"must be {self.allowed()}, not {type_name(value)}", "type")
         if value in self.values and type(value) in {type(v) for v in self.values if v == value}:
             return value
         # "5" from a flag for an int enum, 5 for a string enum like megapixels "1"
@@ -119,7 +111,7 @@ class ParamSpec:
                         return allowed
                 except ValueError:
                     pass
-        raise ValueProblem(f"{value!r} is not allowed: must be {self.allowed()}", "enum")
+        raise ParamValueError(f"{value!r} is not allowed: must be {self.allowed()}", "enum")
 
 
 @dataclass(frozen=True)

@@ -2,15 +2,21 @@
 terminal or as plain periodic lines in logs and pipes.
 
 A snapshot costs one ledger read (the per-status counters kept with every transition) and,
-optionally, one limiter status read; never one read per item.
+optionally, one limiter status read; never one read per item. The live bar is drawn by `rich`
+(fitted to the terminal's width at every redraw, redrawn in place a few times a second, ASCII
+on a terminal that cannot show the bar's characters, the cursor restored at the end); logs,
+pipes and dumb terminals get the plain lines.
 """
 from __future__ import annotations
 
-import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping, TextIO
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn
+from rich.table import Column
 
 # Order in which the counts are shown everywhere.
 STATUSES = ("succeeded", "substituted", "failed", "canceled", "running", "pending")
@@ -154,7 +160,8 @@ def format_counts(counts: Mapping[str, int], *, keep_zero: tuple[str, ...] = ())
     return ", ".join(parts) or "nothing yet"
 
 
-def _tail(snap: Snapshot) -> str:
+def _pace(snap: Snapshot) -> str:
+    """Rate, ETA (or how long it took) and the account's slots."""
     rate = "-" if snap.per_minute is None else f"{snap.per_minute:.1f}"
     if snap.finished:
         when = f"took {format_duration(snap.elapsed)}"
@@ -177,19 +184,14 @@ def format_line(snap: Snapshot) -> str:
     """One self-contained line for logs and pipes."""
     others = _others(snap, ", ", (("substituted", "substituted"), ("canceled", "canceled")))
     return (f"batch {snap.batch_id}: {snap.done}/{snap.total} done (ok {snap.succeeded}, "
-            f"failed {snap.failed}{others}), running {snap.running}, queued {snap.queued} | {_tail(snap)}")
+            f"failed {snap.failed}{others}), running {snap.running}, queued {snap.queued} | {_pace(snap)}")
 
 
-def format_bar(snap: Snapshot, width: int = 80, *, unicode: bool = True) -> str:
-    """The live bar for a terminal, fitted to `width` columns."""
-    full, empty = ("█", "░") if unicode else ("#", "-")
+def bar_text(snap: Snapshot) -> str:
+    """The text beside the live bar."""
     others = _others(snap, "  ", (("substituted", "subst"), ("canceled", "canceled")))
-    text = (f" {snap.done}/{snap.total}  ok {snap.succeeded}  failed {snap.failed}{others}  "
-            f"running {snap.running}  queued {snap.queued} | {_tail(snap)}")
-    bar_width = max(min(30, width - len(text) - 3), 5)
-    filled = int(bar_width * snap.done / snap.total) if snap.total else bar_width
-    line = f"[{full * filled}{empty * (bar_width - filled)}]{text}"
-    return line[: max(width - 1, 10)]
+    return (f"{snap.done}/{snap.total}  ok {snap.succeeded}  failed {snap.failed}{others}  "
+            f"running {snap.running}  queued {snap.queued} | {_pace(snap)}")
 
 
 # --- reporters --------------------------------------------------------------------------------
@@ -204,26 +206,32 @@ class Reporter:
 
 
 class TerminalReporter(Reporter):
-    """Redraws one line in place (carriage return + erase to end of line)."""
+    """A live bar drawn by rich, redrawn in place; `width` None follows the terminal."""
 
-    def __init__(self, stream: TextIO):
-        self.stream = stream
-        encoding = (getattr(stream, "encoding", None) or "").lower()
-        self.unicode = "utf" in encoding
-        self._drawn = False
+    REFRESH_PER_SECOND = 4
+
+    def __init__(self, stream: TextIO, *, width: int | None = None):
+        self.console = Console(file=stream, width=width, highlight=False)
+        self._progress = Progress(
+            BarColumn(bar_width=30, table_column=Column(min_width=10, no_wrap=True)),
+            # The counts are cut (with an ellipsis) on a narrow terminal, never wrapped.
+            TextColumn("{task.description}", markup=False, table_column=Column(no_wrap=True, overflow="ellipsis")),
+            console=self.console, refresh_per_second=self.REFRESH_PER_SECOND)
+        self._task: Any = None
 
     def update(self, snap: Snapshot) -> None:
-        width = shutil.get_terminal_size((100, 24)).columns
-        self.stream.write("\r\x1b[K" + format_bar(snap, width, unicode=self.unicode))
-        self.stream.flush()
-        self._drawn = True
+        total = snap.total or None  # None: rich shows an indeterminate bar
+        if self._task is None:
+            self._progress.start()
+            self._task = self._progress.add_task(bar_text(snap), total=total, completed=snap.done)
+        else:
+            self._progress.update(self._task, description=bar_text(snap), total=total, completed=snap.done)
 
     def close(self, snap: Snapshot | None) -> None:
         if snap is not None:
             self.update(snap)
-        if self._drawn:
-            self.stream.write("\n")
-            self.stream.flush()
+        if self._task is not None:
+            self._progress.stop()  # the final state stays on screen, followed by a newline
 
 
 class LineReporter(Reporter):
@@ -274,10 +282,17 @@ def make_reporter(progress: Any, *, interval: float = 10.0) -> Reporter | None:
     if progress is True or progress == "auto":
         progress = sys.stderr
     if hasattr(progress, "write"):
-        isatty = getattr(progress, "isatty", None)
-        if isatty is not None and isatty():
+        if _can_animate(progress):
             return TerminalReporter(progress)
         return LineReporter(progress, interval=interval)
     if callable(progress):
         return CallbackReporter(progress)
     raise TypeError(f"progress must be None, True, a stream, a Reporter or a callable, not {progress!r}")
+
+
+def _can_animate(stream: TextIO) -> bool:
+    """A terminal on which a bar can be redrawn in place: a tty (a pipe or a file gets plain
+    lines, whatever FORCE_COLOR says) that rich finds interactive (not TERM=dumb, not
+    TTY_INTERACTIVE=0)."""
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty is not None and isatty() and Console(file=stream).is_interactive)

@@ -2,12 +2,21 @@
 from __future__ import annotations
 
 import io
+import re
 from types import SimpleNamespace
 
 import pytest
 
-from producer.progress import (LineReporter, Snapshot, TerminalReporter, format_bar, format_duration,
-                               format_line, make_reporter, snapshot_from_info)
+from producer.progress import (LineReporter, Snapshot, TerminalReporter, format_duration, format_line, make_reporter,
+                               snapshot_from_info)
+
+
+@pytest.fixture(autouse=True)
+def plain_terminal_environment(monkeypatch):
+    """rich reads these; the tests must not depend on the terminal they are run from."""
+    monkeypatch.setenv("TERM", "xterm-256color")
+    for name in ("FORCE_COLOR", "NO_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLUMNS"):
+        monkeypatch.delenv(name, raising=False)
 
 
 def info(counts: dict, total: int = 10, created_at: float = 1000.0, finished_at=None, canceled=False):
@@ -41,7 +50,7 @@ def test_slots_from_limiter_status_appear():
     snap = snapshot_from_info(info({"running": 3, "pending": 7}), now=1005.0,
                               limiter_status=SimpleNamespace(in_use=3, concurrency_limit=10))
     assert "slots 3/10" in format_line(snap)
-    assert "slots 3/10" in format_bar(snap, 120)
+    assert "slots 3/10" in render_bar(snap, 120)
 
 
 def test_format_line_names_every_count():
@@ -55,8 +64,8 @@ def test_format_line_names_every_count():
 @pytest.mark.parametrize("width", [40, 80, 200])
 def test_bar_fits_the_terminal(width):
     snap = snapshot_from_info(info({"succeeded": 5, "pending": 5}), now=1060.0)
-    bar = format_bar(snap, width)
-    assert len(bar) < width and bar.startswith("[")
+    bar = render_bar(snap, width)
+    assert len(bar) <= width and bar.startswith("━") and "5/10" in bar  # the counts are cut, never wrapped
 
 
 def test_format_duration():
@@ -94,20 +103,49 @@ class TTY(io.StringIO):
         return True
 
 
+class AsciiTTY(TTY):
+    encoding = "ascii"
+
+
+_CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def render_bar(snap: Snapshot, width: int) -> str:
+    """The live bar as a terminal `width` columns wide last shows it, without control codes."""
+    out = TTY()
+    TerminalReporter(out, width=width).close(snap)
+    frames = [f for f in _CONTROL.sub("", out.getvalue()).split("\r") if f.strip()]
+    return frames[-1].rstrip("\n")
+
+
 def test_terminal_reporter_redraws_one_line():
     out = TTY()
-    reporter = TerminalReporter(out)
+    reporter = TerminalReporter(out, width=100)
     reporter.update(snapshot_from_info(info({"succeeded": 2, "pending": 8}), now=1010))
     reporter.update(snapshot_from_info(info({"succeeded": 4, "pending": 6}), now=1020))
     reporter.close(None)
     text = out.getvalue()
-    assert text.count("\r\x1b[K") == 2 and text.endswith("\n") and text.count("\n") == 1
-    assert "█" in text
+    # redrawn in place (return, erase the line), one newline at the very end, the cursor shown again
+    assert "\r\x1b[2K" in text and text.count("\n") == 1 and text.endswith("\n\x1b[?25h")
+    assert "━" in text
+    assert _CONTROL.sub("", text).split("\r")[-1].split()[1] == "4/10"  # the last frame is the last state
 
 
-def test_make_reporter_picks_by_terminal():
+def test_terminal_reporter_draws_ascii_where_the_terminal_cannot_show_the_bar():
+    out = AsciiTTY()
+    reporter = TerminalReporter(out, width=100)
+    reporter.close(snapshot_from_info(info({"succeeded": 4, "pending": 6}), now=1020))
+    assert "4/10" in out.getvalue() and "━" not in out.getvalue()
+    out.getvalue().encode("ascii")
+
+
+def test_make_reporter_picks_by_terminal(monkeypatch):
     assert isinstance(make_reporter(TTY()), TerminalReporter)
     assert isinstance(make_reporter(io.StringIO()), LineReporter)
+    monkeypatch.setenv("FORCE_COLOR", "1")  # colours asked for do not turn a pipe into a terminal
+    assert isinstance(make_reporter(io.StringIO()), LineReporter)
+    monkeypatch.setenv("TERM", "dumb")  # a terminal that cannot redraw a line gets the plain lines
+    assert isinstance(make_reporter(TTY()), LineReporter)
     assert make_reporter(None) is None and make_reporter(False) is None
     seen = []
     make_reporter(seen.append).update(Snapshot("b", 1, {}, 0.0, False))
@@ -142,14 +180,14 @@ def test_rate_counts_only_produced_images_and_eta_ignores_cancels():
 def test_a_canceled_batch_shows_canceling_instead_of_an_eta():
     snap = snapshot_from_info(info({"succeeded": 2, "canceled": 6, "running": 2}, canceled=True), now=1060.0)
     assert "canceling" in format_line(snap) and "ETA" not in format_line(snap)
-    assert "canceling" in format_bar(snap, 200)
+    assert "canceling" in render_bar(snap, 200)
 
 
 def test_terminal_bar_shows_canceled_and_substituted_counts():
     snap = snapshot_from_info(info({"succeeded": 3, "substituted": 1, "canceled": 2, "running": 1, "pending": 3}),
                               now=1060.0)
-    bar = format_bar(snap, 200)
+    bar = render_bar(snap, 200)
     for text in ("6/10", "ok 3", "failed 0", "subst 1", "canceled 2", "running 1", "queued 3"):
         assert text in bar, (text, bar)
-    plain = format_bar(snapshot_from_info(info({"succeeded": 3, "pending": 7}), now=1060.0), 200)
+    plain = render_bar(snapshot_from_info(info({"succeeded": 3, "pending": 7}), now=1060.0), 200)
     assert "subst" not in plain and "canceled" not in plain

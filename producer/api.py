@@ -628,7 +628,7 @@ def _limiter_or_none(settings: Settings):
     """Progress shows slots when the limiter is available; waiting must not depend on it."""
     try:
         return _limiter(settings)
-    except (ImportError, FleetError):
+    except FleetError:
         return None
 
 

@@ -301,7 +301,7 @@ def wait(obj: Context, batch_id: str, as_json: bool) -> None:
 
     \b
     Examples:
-      producer wait 20250101-120000-ab12
+      producer wait b-20250101-ab12cd
       producer wait catalog-v2 > progress.log
     """
     batch = api.open_batch(batch_id, obj.settings())
@@ -320,7 +320,7 @@ def status(obj: Context, batch_id: str, as_json: bool) -> None:
 
     \b
     Examples:
-      producer status 20250101-120000-ab12
+      producer status b-20250101-ab12cd
       producer status catalog-v2 --json | jq .counts
     """
     batch = api.open_batch(batch_id, obj.settings())
@@ -358,7 +358,7 @@ def results(obj: Context, batch_id: str, as_json: bool) -> None:
 
     \b
     Examples:
-      producer results 20250101-120000-ab12
+      producer results b-20250101-ab12cd
       producer results catalog-v2 --json | jq -r 'select(.status=="failed") | .id'
     """
     batch = api.open_batch(batch_id, obj.settings())
@@ -428,7 +428,7 @@ def cancel(obj: Context, batch_id: str) -> None:
 
     \b
     Example:
-      producer cancel 20250101-120000-ab12
+      producer cancel b-20250101-ab12cd
     """
     batch = api.open_batch(batch_id, obj.settings())
     outcome = batch.cancel()
@@ -457,7 +457,7 @@ def retry(obj: Context, batch_id: str, include_canceled: bool, wait: bool) -> No
 
     \b
     Examples:
-      producer retry 20250101-120000-ab12
+      producer retry b-20250101-ab12cd
       producer retry catalog-v2 --wait
       producer retry catalog-v2 --include-canceled   # resume a canceled batch
     """

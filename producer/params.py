@@ -10,7 +10,7 @@ import json
 import re
 from typing import Any, Iterable
 
-from shared.errors import InputError, Problem
+from shared.errors import Problem
 
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -22,16 +22,9 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def parse_params(pairs: Iterable[str]) -> dict[str, Any]:
-    """Every `key=value`; all malformed ones reported together (InputError)."""
-    params, problems = split_params(pairs)
-    if problems:
-        raise InputError(problems)
-    return params
-
-
 def split_params(pairs: Iterable[str]) -> tuple[dict[str, Any], list[Problem]]:
-    """The well-formed pairs, and a Problem for each malformed one."""
+    """The well-formed pairs, and a Problem for each malformed one (the caller reports them with
+    the rest of what is wrong in the input)."""
     params: dict[str, Any] = {}
     problems: list[Problem] = []
     for pair in pairs:

@@ -235,7 +235,7 @@ def test_terminal_gets_a_live_bar(settings, redis_client):
     assert process.wait(30) == 0
     os.close(primary)
     text = b"".join(chunks).decode(errors="replace")
-    assert "\r\x1b[K[" in text and "█" in text and "3/3" in text
+    assert "\r\x1b[2K" in text and "━" in text and "3/3" in text  # rich redraws the line in place
 
 
 SKETCH_MODEL_TOML = """

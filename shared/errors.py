@@ -23,7 +23,9 @@ trouble it is, which decides what happens next (retry, fall back, fail the item,
     │   ├── PermanentModelError
     │   └── ApiUnreachableError     (`producer init`: no usable answer from the account endpoint)
     ├── LocalError
-    └── CanceledError
+    ├── CanceledError
+    ├── RequeueError                (control flow in a worker's attempt: run it again later)
+    └── SupersededError             (control flow: another run owns the attempt now)
 """
 from __future__ import annotations
 

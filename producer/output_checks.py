@@ -3,7 +3,7 @@
 The location is decided once, at submit, and recorded with the batch; every worker writes there.
 So the producer checks it the way the workers will use it (shared.storage): it writes and deletes
 a probe object, and on an object store it looks up which of the batch's output names exist
-already (a local folder is checked name by name during validation, shared.prompts).
+already (a local folder is checked name by name during validation, producer.prompts).
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def existing_outputs(store: Store, requests: Sequence[ImageRequest], registry, *
     unless `overwrite`. Folders with many names are listed once; lone names get a HEAD each."""
     if overwrite:
         return
-    from shared.prompts import output_names
+    from producer.prompts import output_names
 
     by_folder: dict[str, list[tuple[ImageRequest, str]]] = defaultdict(list)
     for request in requests:

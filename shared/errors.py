@@ -208,6 +208,15 @@ class StorageUnavailableError(FleetError, OSError):
     tried again later; the prediction is never made again for it."""
 
 
+class WebhookRejectedError(FleetError):
+    """A delivery at the webhook receiver that is not Replicate's: malformed (status 400), or
+    forged or outside the timestamp tolerance (401). It changes nothing."""
+
+    def __init__(self, message: str, *, status: int):
+        super().__init__(message)
+        self.status = status
+
+
 class CanceledError(FleetError):
     """The batch or item was canceled."""
 

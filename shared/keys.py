@@ -73,6 +73,10 @@ class Keys:
     def completion_wake(self, process: str) -> str:
         return f"{self.prefix}:completion-wake:{process}"
 
+    def webhook_delivery(self, webhook_id: str) -> str:
+        """A delivery's webhook-id, kept while a replay of it could still pass the timestamp check."""
+        return f"{self.prefix}:webhook-seen:{webhook_id}"
+
     # --- model schemas ---------------------------------------------------------------------------
     def model_schema(self, ref: str) -> str:
         """A model reference's published schema (JSON), shared by the fleet, with a TTL."""

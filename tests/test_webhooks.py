@@ -3,9 +3,12 @@ real workers that learn of finished predictions from the stand-in's signed webho
 polling (and still finish when a webhook never comes)."""
 from __future__ import annotations
 
+import base64
 import json
+import socket
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -14,8 +17,9 @@ import pytest
 from replicate_sim.webhooks import new_secret, sign
 from shared.keys import Keys
 from tests.support.e2e import submit, wait_finished
+from tests.support.wait import wait_until
 from workers.completions import CompletionBoard
-from workers.webhook_receiver import PATH, WebhookReceiver, signing_secret
+from workers.webhook_receiver import PATH, REPLAY_WINDOW_SECONDS, ServerLimits, WebhookReceiver, signing_secret
 
 MODEL = "black-forest-labs/flux-dev"
 
@@ -77,19 +81,66 @@ def test_many_threads_each_get_their_own_completion(redis_client, key_prefix):
 
 # --- the receiver ---------------------------------------------------------------------------------
 @pytest.fixture
-def receiver(settings, redis_client):
-    secret = new_secret()
-    rx = WebhookReceiver(settings.with_(webhook_listen="127.0.0.1:0"), redis_client=redis_client, secret=secret).start()
-    rx.secret = secret
-    yield rx
-    rx.stop()
+def receiver_factory(settings, redis_client):
+    """The real aiohttp app of `fleet-webhooks` on a real port (in a thread of this process)."""
+    started = []
+
+    def start(limits: ServerLimits = ServerLimits(), client=None):
+        secret = new_secret()
+        rx = WebhookReceiver(settings.with_(webhook_listen="127.0.0.1:0"), redis_client=client or redis_client,
+                             secret=secret, limits=limits).start()
+        rx.secret = secret
+        started.append(rx)
+        return rx
+
+    yield start
+    for rx in started:
+        rx.stop()
 
 
-def deliver(rx, body: str, *, secret: str | None = None, timestamp: int | None = None, path: str = PATH):
+@pytest.fixture
+def receiver(receiver_factory):
+    return receiver_factory()
+
+
+def signed_headers(secret: str, body: str, *, webhook_id: str | None = None, timestamp: int | None = None) -> dict:
+    webhook_id = webhook_id or f"msg_{uuid.uuid4().hex}"
     ts = int(time.time()) if timestamp is None else timestamp
-    headers = {"webhook-id": "msg_1", "webhook-timestamp": str(ts),
-               "webhook-signature": sign(secret or rx.secret, "msg_1", ts, body), "content-type": "application/json"}
+    return {"webhook-id": webhook_id, "webhook-timestamp": str(ts),
+            "webhook-signature": sign(secret, webhook_id, ts, body), "content-type": "application/json"}
+
+
+def deliver(rx, body: str, *, secret: str | None = None, timestamp: int | None = None, path: str = PATH,
+            webhook_id: str | None = None, changed: dict[str, str | None] | None = None):
+    """A signed delivery (a new webhook-id each time unless given); `changed` headers replace the
+    signed ones, or remove them (None)."""
+    headers = signed_headers(secret or rx.secret, body, webhook_id=webhook_id, timestamp=timestamp)
+    for name, value in (changed or {}).items():
+        headers.pop(name, None)
+        if value is not None:
+            headers[name] = value
     return httpx.post(f"http://127.0.0.1:{rx.port}{path}", content=body, headers=headers, timeout=5)
+
+
+def raw_exchange(port: int, data: bytes, *, timeout: float = 5.0) -> bytes:
+    """Send raw bytes, return everything the server answers before it closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        return read_until_closed(sock)
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    answer = b""
+    try:
+        while chunk := sock.recv(65536):
+            answer += chunk
+    except ConnectionResetError:  # closed with bytes of ours still unread: the same for the test
+        pass
+    return answer
+
+
+def webhook_counter(redis_client, settings, outcome: str) -> float:
+    return counter_values(redis_client, settings).get(("webhooks", outcome), 0)
 
 
 def test_receiver_stores_signed_terminal_predictions_and_rejects_the_rest(receiver, redis_client, key_prefix):
@@ -100,9 +151,11 @@ def test_receiver_stores_signed_terminal_predictions_and_rejects_the_rest(receiv
 
     forged = json.dumps(prediction("forged"))
     assert deliver(receiver, forged, secret=new_secret()).status_code == 401  # another key
-    assert deliver(receiver, forged, timestamp=int(time.time()) - 3600).status_code == 401  # replayed
-    unsigned = httpx.post(f"http://127.0.0.1:{receiver.port}{PATH}", content=forged, timeout=5)
-    assert unsigned.status_code == 401
+    assert deliver(receiver, forged, timestamp=int(time.time()) - 3600).status_code == 401  # too old
+    assert deliver(receiver, forged, timestamp=int(time.time()) + 3600).status_code == 401  # from the future
+    unsigned = httpx.post(f"http://127.0.0.1:{receiver.port}{PATH}", content=forged,
+                          headers={"content-type": "application/json"}, timeout=5)
+    assert unsigned.status_code == 400  # no signature headers at all: malformed
     assert not redis_client.exists(keys.completion("forged"))
 
     assert deliver(receiver, json.dumps(prediction("run", "processing"))).status_code == 200
@@ -110,21 +163,141 @@ def test_receiver_stores_signed_terminal_predictions_and_rejects_the_rest(receiv
     assert deliver(receiver, "not json").status_code == 400
     assert deliver(receiver, good, path="/elsewhere").status_code == 404
     assert httpx.get(f"http://127.0.0.1:{receiver.port}/healthz", timeout=5).status_code == 200
-    assert receiver.counts == {"accepted": 1, "ignored": 1, "rejected": 4, "unavailable": 0}
+    assert receiver.counts == {"accepted": 1, "ignored": 1, "duplicate": 0, "rejected": 5, "unavailable": 0,
+                               "timed_out": 0, "overloaded": 0}
 
 
-def test_receiver_answers_503_when_redis_is_down_so_replicate_delivers_again(settings):
+def test_every_malformed_delivery_gets_400_and_is_counted(receiver, redis_client, settings, key_prefix):
+    """Malformed timestamps and signatures used to raise past the validator (the connection
+    dropped, nothing counted). Each one now gets 400 (413 for a body over the cap) and counts as
+    rejected, here and in the metrics; none of them stores anything."""
+    body = json.dumps(prediction("bad"))
+    short_mac = "v1," + base64.b64encode(b"0" * 10).decode()
+    answers = [
+        deliver(receiver, body, changed={"webhook-timestamp": "yesterday"}).status_code,
+        deliver(receiver, body, changed={"webhook-timestamp": "1.7e9"}).status_code,
+        deliver(receiver, body, changed={"webhook-signature": "v1,not*base64!"}).status_code,
+        deliver(receiver, body, changed={"webhook-signature": "v1,QUJD="}).status_code,  # bad padding
+        deliver(receiver, body, changed={"webhook-signature": short_mac}).status_code,
+        deliver(receiver, body, changed={"webhook-signature": "v1a,c2lnbmF0dXJl"}).status_code,  # no v1 entry
+        deliver(receiver, body, changed={"webhook-id": None}).status_code,
+        deliver(receiver, body, webhook_id="msg with spaces").status_code,
+        deliver(receiver, body, changed={"content-type": "text/plain"}).status_code,
+        deliver(receiver, body, changed={"content-type": None}).status_code,
+        deliver(receiver, "").status_code,
+        deliver(receiver, "[1, 2]").status_code,  # JSON, not a prediction
+    ]
+    headers = signed_headers(receiver.secret, "x")
+    answers.append(httpx.post(f"http://127.0.0.1:{receiver.port}{PATH}", content=b"\xff\xfe not UTF-8",
+                              headers=headers, timeout=5).status_code)
+    assert answers == [400] * len(answers), answers
+    # a body over the cap: refused from its Content-Length, before a byte of it is read
+    head = "".join(f"{k}: {v}\r\n" for k, v in signed_headers(receiver.secret, body).items())
+    oversized = raw_exchange(receiver.port, (f"POST {PATH} HTTP/1.1\r\nHost: x\r\n{head}"
+                                             f"Content-Length: {11 * 1024 * 1024}\r\n\r\n").encode())
+    assert oversized.startswith(b"HTTP/1.1 413"), oversized
+    # a request aiohttp cannot even parse (a header line without a colon): answered 400 by aiohttp
+    garbage = raw_exchange(receiver.port, f"POST {PATH} HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n".encode())
+    assert garbage.split(b" ", 2)[1] == b"400", garbage
+    rejected = len(answers) + 2
+    wait_until(lambda: receiver.counts["rejected"] == rejected, 5, f"{rejected} rejections counted")
+    wait_until(lambda: webhook_counter(redis_client, settings, "rejected") == rejected, 5,
+               what="the rejections in the metrics")
+    assert sum(receiver.counts.values()) == rejected
+    assert not redis_client.keys(f"{key_prefix}:completion*")
+    assert deliver(receiver, body).status_code == 200  # and the receiver is none the worse
+
+
+def test_a_replayed_webhook_id_is_answered_but_handed_on_once(receiver, redis_client, settings, key_prefix):
+    """Replicate delivers again when it saw no answer, and a captured delivery can be replayed
+    within the timestamp tolerance: the same webhook-id gets 200 (so the sender stops), and the
+    prediction is not handed on a second time."""
+    keys = Keys(key_prefix)
+    body = json.dumps(prediction("p-once"))
+    headers = signed_headers(receiver.secret, body)
+    url = f"http://127.0.0.1:{receiver.port}{PATH}"
+    assert httpx.post(url, content=body, headers=headers, timeout=5).status_code == 200
+    assert redis_client.exists(keys.completion("p-once"))
+    redis_client.delete(keys.completion("p-once"))  # what the waiting worker does when it takes it
+    for _ in range(3):
+        answer = httpx.post(url, content=body, headers=headers, timeout=5)
+        assert answer.status_code == 200 and answer.text == "already received"
+    assert not redis_client.exists(keys.completion("p-once"))  # not handed on again
+    assert 0 < redis_client.ttl(keys.webhook_delivery(headers["webhook-id"])) <= REPLAY_WINDOW_SECONDS
+    # another delivery about the same prediction (another id) is a new message
+    assert deliver(receiver, body).status_code == 200 and redis_client.exists(keys.completion("p-once"))
+    assert receiver.counts["accepted"] == 2 and receiver.counts["duplicate"] == 3
+    assert webhook_counter(redis_client, settings, "duplicate") == 3
+
+
+def test_slow_clients_are_cut_off_and_counted(receiver_factory, redis_client, settings):
+    """A client trickling its headers (slowloris) or stalling in its body holds nothing for long."""
+    rx = receiver_factory(ServerLimits(header_timeout=1.0, body_timeout=1.0))
+    body = json.dumps(prediction("p-slow"))
+    head = "".join(f"{k}: {v}\r\n" for k, v in signed_headers(rx.secret, body).items())
+    with socket.create_connection(("127.0.0.1", rx.port), timeout=10) as trickler:
+        started = time.monotonic()
+        trickler.sendall(f"POST {PATH} HTTP/1.1\r\nHost: x\r\n".encode())
+        try:
+            for byte in head.encode():  # one byte every 0.2 s: never a whole head within the timeout
+                trickler.sendall(bytes([byte]))
+                time.sleep(0.2)
+        except OSError:
+            pass  # cut off while sending
+        assert read_until_closed(trickler) == b"" and time.monotonic() - started < 8
+    with socket.create_connection(("127.0.0.1", rx.port), timeout=10) as staller:
+        staller.sendall(f"POST {PATH} HTTP/1.1\r\nHost: x\r\n{head}Content-Length: {len(body)}\r\n\r\n"
+                        f"{body[:10]}".encode())  # then nothing more
+        assert read_until_closed(staller).startswith(b"HTTP/1.1 408")
+    with socket.create_connection(("127.0.0.1", rx.port), timeout=10) as silent:  # connects, says nothing
+        assert read_until_closed(silent) == b""
+    wait_until(lambda: webhook_counter(redis_client, settings, "timed_out") == 3, 5, "3 time-outs counted")
+    assert rx.counts["timed_out"] == 3 and rx.counts["accepted"] == 0
+    assert deliver(rx, body).status_code == 200
+
+
+def test_connections_and_handlers_are_bounded(receiver_factory, redis_client, settings):
+    """60 connections against a cap of 20: 40 get 503 at once and are closed (the first 20 are
+    cut off after the header timeout). Two deliveries stalled in their bodies hold both handlers:
+    a third waits `handler_wait`, then gets 503. Every one is counted."""
+    rx = receiver_factory(ServerLimits(max_connections=20, max_handlers=2, header_timeout=3.0, body_timeout=3.0,
+                                       handler_wait=0.5))
+    sockets = [socket.create_connection(("127.0.0.1", rx.port), timeout=10) for _ in range(60)]
+    try:
+        answers = [read_until_closed(sock) for sock in sockets[20:]]
+        assert answers == [b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"] * 40
+        assert [read_until_closed(sock) for sock in sockets[:20]] == [b""] * 20  # idle: cut off
+    finally:
+        for sock in sockets:
+            sock.close()
+    wait_until(lambda: rx.counts["overloaded"] == 40 and rx.counts["timed_out"] == 20, 5, "the counts")
+
+    body = json.dumps(prediction("p-busy"))
+    head = "".join(f"{k}: {v}\r\n" for k, v in signed_headers(rx.secret, body).items())
+    stalled = [socket.create_connection(("127.0.0.1", rx.port), timeout=10) for _ in range(2)]
+    try:
+        for sock in stalled:
+            sock.sendall(f"POST {PATH} HTTP/1.1\r\nHost: x\r\n{head}Content-Length: {len(body)}\r\n\r\n{{".encode())
+        time.sleep(0.3)  # both are in a handler, waiting for their bodies
+        busy = deliver(rx, body)
+        assert busy.status_code == 503 and busy.text == "busy"
+        assert [read_until_closed(sock)[:12] for sock in stalled] == [b"HTTP/1.1 408"] * 2
+    finally:
+        for sock in stalled:
+            sock.close()
+    assert deliver(rx, body).status_code == 200  # handlers free again
+    wait_until(lambda: (webhook_counter(redis_client, settings, "overloaded"),
+                        webhook_counter(redis_client, settings, "timed_out")) == (41, 22), 5, "the metrics")
+    assert rx.counts["overloaded"] == 41 and rx.counts["timed_out"] == 22 and rx.counts["accepted"] == 1
+
+
+def test_receiver_answers_503_when_redis_is_down_so_replicate_delivers_again(receiver_factory):
     import redis
 
-    down = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
-    secret = new_secret()
-    rx = WebhookReceiver(settings.with_(webhook_listen="127.0.0.1:0"), redis_client=down, secret=secret).start()
-    rx.secret = secret
-    try:
-        assert deliver(rx, json.dumps(prediction("x"))).status_code == 503
-        assert httpx.get(f"http://127.0.0.1:{rx.port}/healthz", timeout=5).status_code == 503
-    finally:
-        rx.stop()
+    rx = receiver_factory(client=redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5))
+    assert deliver(rx, json.dumps(prediction("x"))).status_code == 503
+    assert httpx.get(f"http://127.0.0.1:{rx.port}/healthz", timeout=5).status_code == 503
+    assert rx.counts["unavailable"] == 1
 
 
 def test_signing_secret_is_fetched_from_the_account_when_not_configured(settings, sim_factory):
@@ -213,7 +386,6 @@ def test_the_receivers_log_never_shows_the_token_or_the_signing_secret(settings,
     import sys
 
     from bench.processes import free_port
-    from tests.support.wait import wait_until
 
     token = "r8_" + "W3bh00kT0k3n" * 3
     secret = new_secret()
@@ -239,13 +411,18 @@ def test_the_receivers_log_never_shows_the_token_or_the_signing_secret(settings,
         body = json.dumps(prediction("p-log") | {"logs": f"Authorization: Bearer {token}"})
         assert deliver(rx, body).status_code == 200  # fetched secret == the stand-in's: accepted
         assert deliver(rx, body, secret=new_secret()).status_code == 401
-        assert httpx.post(f"http://127.0.0.1:{port}{PATH}?token={token}", content=body, timeout=5).status_code == 401
+        assert httpx.post(f"http://127.0.0.1:{port}{PATH}?token={token}", content=body, timeout=5).status_code == 400
         assert deliver(rx, f"not json {token}").status_code == 400
+        # what used to escape the validator as a traceback and drop the connection
+        assert deliver(rx, body, changed={"webhook-timestamp": "soon"}).status_code == 400
+        assert deliver(rx, body, changed={"webhook-signature": "v1,%%%"}).status_code == 400
+        assert raw_exchange(port, f"POST {PATH} HTTP/1.1\r\nHost: x\r\nno colon\r\n\r\n".encode()).split(b" ", 2)[1] == b"400"
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(15)
     text = log_path.read_text(errors="replace")
     assert "receiving Replicate webhooks" in text and "DEBUG" in text, text  # it did log, at DEBUG
     assert "?token=[REDACTED]" in text, text  # the access log line was written, redacted
+    assert "Traceback" not in text and "malformed HTTP request" in text, text  # one line, no traceback
     assert token not in text and token[3:20] not in text, text
     assert secret not in text and secret.removeprefix("whsec_")[:16] not in text, text

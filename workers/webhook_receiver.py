@@ -3,129 +3,162 @@
     fleet-webhooks                                 # or: python -m workers.webhook_receiver
     FLEET_WEBHOOK_URL=https://fleet.example.com/webhooks/replicate   # what the workers give Replicate
 
-Listens on FLEET_WEBHOOK_LISTEN (default 0.0.0.0:8785) for `POST /webhooks/replicate`, checks the
-Standard Webhooks signature with the official client's validator (5-minute timestamp tolerance)
+Listens on FLEET_WEBHOOK_LISTEN (default 0.0.0.0:8785) for `POST /webhooks/replicate` (aiohttp,
+the stand-in's web stack too), checks the Standard Webhooks signature (workers/webhook_signatures.py)
 against REPLICATE_WEBHOOK_SECRET, or the account's secret fetched once with the API token
 (GET /v1/webhooks/default/secret), and gives terminal predictions to the CompletionBoard in Redis.
-Unsigned or forged requests get 401 and change nothing; when Redis is unreachable it answers 503
-so that Replicate delivers again. A prediction whose worker died while it ran still holds an
-(orphaned) slot in the limiter; the receiver frees it the moment the prediction ends. Stateless apart from Redis: run several behind a load balancer.
-`GET /healthz` answers 200 when Redis does.
+
+- Malformed deliveries (headers missing or misshapen, not JSON, not UTF-8, wrong content type) get
+  400, oversized ones 413, forged or stale ones 401; all change nothing and count as `rejected`.
+- A `webhook-id` seen in the last 11 minutes (a retry, or a replay within the timestamp tolerance)
+  gets 200 and is not handed on again (`duplicate`).
+- When Redis is unreachable it answers 503 so that Replicate delivers again (`unavailable`).
+- A client gets `ServerLimits.header_timeout` seconds for its request line and headers and as long
+  again for its body, then it is cut off (`timed_out`); at most `max_connections` connections are
+  open and `max_handlers` deliveries handled at once, beyond that 503 (`overloaded`).
+
+A prediction whose worker died while it ran still holds an (orphaned) slot in the limiter; the
+receiver frees it the moment the prediction ends. Stateless apart from Redis: run several behind a
+load balancer. `GET /healthz` answers 200 when Redis does.
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import signal
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import redis
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 
-from shared.errors import ConfigError, FleetError
+from shared.errors import ConfigError, FleetError, WebhookRejectedError
 from shared.keys import Keys
 from shared.limiter import Limiter
 from shared.metrics.recorder import MetricsRecorder
 from shared.redis_conn import connect
 from shared.settings import Settings
 from workers.completions import CompletionBoard
+from workers.webhook_signatures import TOLERANCE_SECONDS, WebhookVerifier, malformed, signing_secret
+
+__all__ = ["PATH", "ServerLimits", "WebhookReceiver", "main", "signing_secret"]
 
 log = logging.getLogger("workers.webhooks")
 
 PATH = "/webhooks/replicate"
 MAX_BODY_BYTES = 10 * 1024 * 1024  # a prediction with data: URI outputs can be large
-TOLERANCE_SECONDS = 300
 TERMINAL = frozenset({"succeeded", "failed", "canceled", "aborted"})
+# A webhook-id is remembered as long as a delivery carrying it can pass the timestamp check: sent
+# at t, accepted until t + tolerance, possibly first seen at t - tolerance (clocks apart).
+REPLAY_WINDOW_SECONDS = 2 * TOLERANCE_SECONDS + 60
+OUTCOMES = ("accepted", "ignored", "duplicate", "rejected", "unavailable", "timed_out", "overloaded")
+COUNTED = web.RequestKey("counted", bool)  # set once our code has counted the request's outcome
+HANDLER_SLOTS = web.AppKey("handler_slots", asyncio.Semaphore)
+BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
-class WebhookVerifier:
-    """Checks a delivery's signature; the secret never leaves this object."""
+@dataclass(frozen=True)
+class ServerLimits:
+    """What clients may take of the receiver: Replicate sends small bodies and retries failed
+    deliveries, so anything slow or crowding is cut short rather than waited for."""
 
-    def __init__(self, secret: str):
-        from replicate.webhook import WebhookSigningSecret
-
-        if not secret.startswith("whsec_"):
-            raise ConfigError("the webhook signing secret must start with 'whsec_'")
-        self._secret = WebhookSigningSecret(key=secret)
-
-    def verify(self, headers: dict[str, str], body: str) -> bool:
-        from replicate.webhook import WebhookValidationError, Webhooks
-
-        try:
-            Webhooks.validate(headers=headers, body=body, secret=self._secret, tolerance=TOLERANCE_SECONDS)
-        except WebhookValidationError:
-            return False
-        return True
-
-
-def signing_secret(settings: Settings) -> str:
-    """REPLICATE_WEBHOOK_SECRET, else the account's default secret from the API."""
-    if settings.webhook_secret:
-        return settings.webhook_secret
-    if not settings.replicate_api_token:
-        raise ConfigError("set REPLICATE_WEBHOOK_SECRET, or REPLICATE_API_TOKEN to fetch it from Replicate")
-    import replicate
-
-    client = replicate.Client(api_token=settings.replicate_api_token, base_url=settings.replicate_base_url or None)
-    try:
-        return client.webhooks.default.secret().key
-    except Exception as exc:  # noqa: BLE001 - any failure here means we cannot start
-        raise ConfigError(f"cannot fetch the webhook signing secret from Replicate: {type(exc).__name__}") from None
+    max_connections: int = 256  # open at once; the next ones get 503 and are closed
+    max_handlers: int = 16  # deliveries read and handled at once (their bodies are in memory)
+    header_timeout: float = 10.0  # a new connection must have sent its request line and headers
+    body_timeout: float = 10.0  # then its body must have arrived within this
+    handler_wait: float = 5.0  # a delivery waits this long for a free handler, then 503
 
 
 class WebhookReceiver:
-    """The HTTP server. `serve_forever()` blocks; `start()` runs it in a thread (tests)."""
+    """`run()` serves until SIGTERM/SIGINT; `start()` serves in a thread (tests), `stop()` ends it."""
 
-    def __init__(self, settings: Settings, *, redis_client: redis.Redis | None = None, secret: str | None = None):
+    def __init__(self, settings: Settings, *, redis_client: redis.Redis | None = None, secret: str | None = None,
+                 limits: ServerLimits = ServerLimits()):
         self.settings = settings
+        self.limits = limits
         self.redis = redis_client if redis_client is not None else connect(settings)
-        self.board = CompletionBoard(self.redis, Keys(settings.key_prefix))
-        self.limiter = Limiter.from_settings(self.redis, Keys(settings.key_prefix), settings)
+        self.keys = Keys(settings.key_prefix)
+        self.board = CompletionBoard(self.redis, self.keys)
+        self.limiter = Limiter.from_settings(self.redis, self.keys, settings)
         self.verifier = WebhookVerifier(secret or signing_secret(settings))
-        self.counts = {"accepted": 0, "ignored": 0, "rejected": 0, "unavailable": 0}
-        self.metrics = MetricsRecorder(self.redis, Keys(settings.key_prefix))
+        self.metrics = MetricsRecorder(self.redis, self.keys)
+        self.counts = dict.fromkeys(OUTCOMES, 0)
+        self._counts_lock = threading.Lock()
         host, _, port = settings.webhook_listen.rpartition(":")
-        self.server = ThreadingHTTPServer((host.strip("[]") or "0.0.0.0", int(port)), self._handler_class())
-        self.server.daemon_threads = True
+        self.host, self.port = host.strip("[]") or "0.0.0.0", int(port)
+        self._handlers = ThreadPoolExecutor(limits.max_handlers, thread_name_prefix="webhook")
+        self._awaiting_head: set[Any] = set()  # connections that have not sent a request head yet
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
 
-    @property
-    def port(self) -> int:
-        return int(self.server.server_address[1])
-
-    def handle(self, headers: dict[str, str], body: bytes) -> tuple[int, str]:
-        """Decide the answer to one delivery: (HTTP status, short text)."""
-        text = body.decode("utf-8", errors="replace")
-        if not self.verifier.verify(headers, text):
-            return self._outcome("rejected", HTTPStatus.UNAUTHORIZED, "bad signature")
+    # --- one delivery ---------------------------------------------------------------------------
+    def handle(self, headers: Mapping[str, str], body: bytes) -> tuple[int, str]:
+        """Decide the answer to one delivery (headers with lower-case names): (HTTP status, text).
+        Blocking (Redis): the server runs it on its handler threads."""
+        problem = request_problem(headers, len(body))
+        if problem:
+            return self.outcome("rejected", *problem)
         try:
+            text = body.decode("utf-8")
+            self.verifier.check(headers, text)
             prediction = json.loads(text)
             prediction_id, status = str(prediction["id"]), prediction.get("status")
-        except (ValueError, KeyError, TypeError):
-            return self._outcome("rejected", HTTPStatus.BAD_REQUEST, "not a prediction")
-        if status not in TERMINAL:  # start/output/logs events: nothing to hand over
-            return self._outcome("ignored", HTTPStatus.OK, "ignored")
+        except WebhookRejectedError as exc:
+            return self.outcome("rejected", exc.status, str(exc))
+        except (ValueError, KeyError, TypeError):  # not UTF-8, not JSON, not a prediction
+            return self.outcome("rejected", HTTPStatus.BAD_REQUEST, "not a prediction")
         try:
-            woke = self.board.notify(prediction)
+            return self._hand_on(headers["webhook-id"].strip(), prediction_id, status, prediction)
         except redis.RedisError as exc:
             log.warning("webhook for %s not stored (Redis: %s); Replicate will deliver again", prediction_id, exc)
-            return self._outcome("unavailable", HTTPStatus.SERVICE_UNAVAILABLE, "try again")
+            return self.outcome("unavailable", HTTPStatus.SERVICE_UNAVAILABLE, "try again")
+
+    def _hand_on(self, webhook_id: str, prediction_id: str, status: Any, prediction: dict) -> tuple[int, str]:
+        seen = self.keys.webhook_delivery(webhook_id)
+        if not self.redis.set(seen, prediction_id, nx=True, ex=REPLAY_WINDOW_SECONDS):
+            log.info("webhook %s for %s received before; not handed on again", webhook_id, prediction_id)
+            return self.outcome("duplicate", HTTPStatus.OK, "already received")
+        if status not in TERMINAL:  # start/output/logs events: nothing to hand over
+            return self.outcome("ignored", HTTPStatus.OK, "ignored")
+        try:
+            woke = self.board.notify(prediction)
+        except redis.RedisError:
+            try:  # let Replicate's next delivery of it through
+                self.redis.delete(seen)
+            except redis.RedisError:
+                pass
+            raise
         log.debug("prediction %s %s (worker waiting: %s)", prediction_id, status, woke)
         try:  # its worker died while it ran: the slot it left counted is free now
             if self.limiter.settle(prediction_id, orphaned_only=True):
                 log.info("freed the slot a dead worker left for prediction %s", prediction_id)
         except FleetError as exc:
             log.debug("orphaned slot of %s not settled here: %s", prediction_id, exc)
-        return self._outcome("accepted", HTTPStatus.OK, "ok")
+        return self.outcome("accepted", HTTPStatus.OK, "ok")
 
-    def _outcome(self, outcome: str, status: int, text: str) -> tuple[int, str]:
-        self.counts[outcome] += 1
+    def outcome(self, outcome: str, status: int, text: str) -> tuple[int, str]:
+        """Count an outcome, here and in Redis for the metrics; the answer to give."""
+        self._tally(outcome)
         self.metrics.webhook(outcome)  # never raises: a lost count is fine, a lost delivery is not
         return status, text
+
+    def count_soon(self, outcome: str) -> None:
+        """Count an outcome decided on the event loop: the Redis write goes to a thread."""
+        self._tally(outcome)
+        asyncio.get_running_loop().run_in_executor(None, self.metrics.webhook, outcome)
+
+    def _tally(self, outcome: str) -> None:
+        with self._counts_lock:
+            self.counts[outcome] += 1
 
     def healthy(self) -> bool:
         try:
@@ -133,52 +166,176 @@ class WebhookReceiver:
         except redis.RedisError:
             return False
 
-    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
-        receiver = self
+    # --- the HTTP server ------------------------------------------------------------------------
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[self._head_arrived])
+        app[HANDLER_SLOTS] = asyncio.Semaphore(self.limits.max_handlers)
+        app.router.add_post(PATH, self._deliver)
+        app.router.add_get("/healthz", self._health)
+        return app
 
-        class Handler(BaseHTTPRequestHandler):
-            server_version = "replicate-fleet-webhooks"
+    @web.middleware
+    async def _head_arrived(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        self._awaiting_head.discard(request.protocol)  # its connection is not a slow one (see _guard)
+        return await handler(request)
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                if self.path.split("?", 1)[0] != PATH:
-                    return self._answer(HTTPStatus.NOT_FOUND, "not found")
-                try:
-                    length = int(self.headers.get("Content-Length") or 0)
-                except ValueError:
-                    length = -1
-                if length < 0 or length > MAX_BODY_BYTES:
-                    return self._answer(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "body too large")
-                body = self.rfile.read(length)
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                self._answer(*receiver.handle(headers, body))
+    async def _deliver(self, request: web.Request) -> web.Response:
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        problem = request_problem(headers, request.content_length)
+        if problem:  # answered before its body is read or a handler waited for
+            return self._answer(request, "rejected", *problem, close=True)
+        slots = request.app[HANDLER_SLOTS]
+        try:
+            await asyncio.wait_for(slots.acquire(), self.limits.handler_wait)
+        except asyncio.TimeoutError:
+            return self._answer(request, "overloaded", HTTPStatus.SERVICE_UNAVAILABLE, "busy", close=True)
+        try:
+            try:
+                body = await asyncio.wait_for(request.read(), self.limits.body_timeout)
+            except asyncio.TimeoutError:
+                return self._answer(request, "timed_out", HTTPStatus.REQUEST_TIMEOUT, "body too slow", close=True)
+            except web.HTTPRequestEntityTooLarge:
+                return self._answer(request, "rejected", HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "body too large",
+                                    close=True)
+            status, text = await asyncio.get_running_loop().run_in_executor(self._handlers, self.handle, headers, body)
+        finally:
+            slots.release()
+        request[COUNTED] = True
+        return web.Response(status=status, text=text)
 
-            def do_GET(self) -> None:  # noqa: N802
-                if self.path != "/healthz":
-                    return self._answer(HTTPStatus.NOT_FOUND, "not found")
-                ok = receiver.healthy()
-                self._answer(HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE, "ok" if ok else "redis down")
+    def _answer(self, request: web.Request, outcome: str, status: int, text: str, *,
+                close: bool = False) -> web.Response:
+        self.count_soon(outcome)
+        request[COUNTED] = True
+        response = web.Response(status=status, text=text)
+        if close:
+            response.force_close()
+        return response
 
-            def _answer(self, status: int, text: str) -> None:
-                data = text.encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "text/plain; charset=utf-8")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+    async def _health(self, request: web.Request) -> web.Response:
+        ok = await asyncio.get_running_loop().run_in_executor(None, self.healthy)
+        return web.Response(status=200 if ok else 503, text="ok" if ok else "redis down")
 
-            def log_message(self, fmt: str, *args: Any) -> None:  # access log at debug level only
-                log.debug("%s " + fmt, self.client_address[0], *args)
-
-        return Handler
+    async def serve(self, on_ready: Callable[[], None] = lambda: None, *, handle_signals: bool = False) -> None:
+        """Serve until stop() (or SIGTERM/SIGINT with handle_signals)."""
+        self._loop, self._stopping = asyncio.get_running_loop(), asyncio.Event()
+        runner = web.AppRunner(self.app(), handle_signals=False, shutdown_timeout=2.0, logger=_ClientErrorLog(),
+                               access_log=log, access_log_class=_access_log(self),
+                               # aiohttp closes a connection idle (or mid-headers) this long; ours
+                               # counts a slow one and cuts it off a little earlier (_guard)
+                               keepalive_timeout=self.limits.header_timeout + 2,
+                               # after an answer given without reading the whole body (refused,
+                               # too slow), drain it this long at most, not aiohttp's 10 s
+                               lingering_time=1.0)
+        await runner.setup()
+        _guard(runner.server, self)
+        site = web.TCPSite(runner, self.host, self.port, backlog=1024, reuse_address=True)
+        await site.start()
+        self.port = runner.addresses[0][1]
+        if handle_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._loop.add_signal_handler(sig, self._stopping.set)
+        on_ready()
+        try:
+            await self._stopping.wait()
+        finally:
+            await runner.cleanup()
+            self._handlers.shutdown(wait=False, cancel_futures=True)
 
     def start(self) -> "WebhookReceiver":
-        self._thread = threading.Thread(target=self.server.serve_forever, name="webhook-receiver", daemon=True)
+        ready, failed = threading.Event(), []
+
+        def run() -> None:
+            try:
+                asyncio.run(self.serve(ready.set))
+            except BaseException as exc:  # noqa: BLE001 - handed to the starting thread
+                failed.append(exc)
+                ready.set()
+
+        self._thread = threading.Thread(target=run, name="webhook-receiver", daemon=True)
         self._thread.start()
+        if not ready.wait(15) or failed:
+            raise ConfigError(f"the webhook receiver did not start on {self.host}:{self.port}: "
+                              f"{failed[0] if failed else 'timed out'}")
         return self
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        if self._loop is not None and self._stopping is not None:
+            self._loop.call_soon_threadsafe(self._stopping.set)
+        if self._thread is not None:
+            self._thread.join(10)
+
+
+
+def request_problem(headers: Mapping[str, str], length: int | None) -> tuple[int, str] | None:
+    """(status, reason) when a delivery's HTTP envelope is wrong, before its signature is read."""
+    content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type != "application/json":
+        return HTTPStatus.BAD_REQUEST, "content type must be application/json"
+    if length is not None and length > MAX_BODY_BYTES:
+        return HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "body too large"
+    problem = malformed(headers)
+    return (HTTPStatus.BAD_REQUEST, problem) if problem else None
+
+
+def _guard(server: web.Server, receiver: WebhookReceiver) -> None:
+    """aiohttp accepts every connection and leaves limits to the application (aio-libs/aiohttp#675):
+    close the ones over max_connections at once, and cut off any connection that has not sent a
+    complete request head within header_timeout (a client trickling its headers byte by byte)."""
+    admit = server.connection_made
+    limits = receiver.limits
+
+    def cut_off_if_silent(handler: Any) -> None:
+        if handler in receiver._awaiting_head:
+            receiver._awaiting_head.discard(handler)
+            if handler.transport is not None:
+                receiver.count_soon("timed_out")
+                handler.force_close()
+
+    def connection_made(handler: Any, transport: Any) -> None:
+        admit(handler, transport)
+        if len(server.connections) > limits.max_connections:
+            receiver.count_soon("overloaded")
+            transport.write(BUSY)
+            handler.force_close()
+            return
+        receiver._awaiting_head.add(handler)
+        asyncio.get_running_loop().call_later(limits.header_timeout, cut_off_if_silent, handler)
+
+    server.connection_made = connection_made  # type: ignore[method-assign]
+
+
+class _ClientErrorLog(logging.LoggerAdapter):
+    """aiohttp logs a request it cannot parse (bad request line or header, a line too long) as an
+    ERROR with a traceback. That is the client's doing: one line, and counted as rejected."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.getLogger("workers.webhooks.http"), {})
+
+    def exception(self, msg: Any, *args: Any, exc_info: Any = True, **kwargs: Any) -> None:
+        exc = sys.exc_info()[1] if exc_info is True else exc_info
+        if isinstance(exc, HttpProcessingError):
+            self.info("malformed HTTP request from %s: %s", args[0] if args else "?", exc.message or exc)
+            return
+        self.logger.exception(msg, *args, exc_info=exc_info, **kwargs)
+
+
+def _access_log(receiver: WebhookReceiver) -> type[AbstractAccessLogger]:
+    class AccessLog(AbstractAccessLogger):
+        """One line per request at DEBUG. A 4xx that aiohttp answered itself (a request it could
+        not parse, which never reached the receiver's code) is counted as rejected here."""
+
+        def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+            self.logger.debug('%s "%s %s" %s %.3fs', request.remote, request.method, request.path_qs,
+                              response.status, time)
+            if 400 <= response.status < 500 and response.status not in (404, 405) and not request.get(COUNTED):
+                receiver.count_soon("rejected")
+
+        @property
+        def enabled(self) -> bool:
+            return True
+
+    return AccessLog
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,14 +353,12 @@ def main(argv: list[str] | None = None) -> int:
     except FleetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ConfigError) else 3
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=receiver.server.shutdown).start())
-    log.info("receiving Replicate webhooks on %s%s", settings.webhook_listen, PATH)
+    ready = lambda: log.info("receiving Replicate webhooks on %s:%s%s", receiver.host, receiver.port, PATH)  # noqa: E731
     try:
-        receiver.server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        receiver.server.server_close()
+        asyncio.run(receiver.serve(ready, handle_signals=True))
+    except OSError as exc:
+        print(f"error: cannot listen on {settings.webhook_listen}: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -129,8 +129,10 @@ def record_end_noticed(client: redis.Redis, keys: Keys, via: str) -> None:
 
 
 def record_webhook(client: redis.Redis, keys: Keys, outcome: str) -> None:
-    """A delivery at the webhook receiver: accepted, ignored, rejected (bad signature or body),
-    unavailable (Redis down; Replicate delivers again)."""
+    """A delivery at the webhook receiver: accepted, ignored (not a terminal event), duplicate (a
+    webhook-id seen before), rejected (malformed, forged, stale or too large), unavailable (Redis
+    down; Replicate delivers again), timed_out (a client too slow with its head or body),
+    overloaded (over the connection or handler bound)."""
     _apply(client, keys, ints=[(encode_field("webhooks", outcome=outcome), 1)])
 
 

@@ -138,16 +138,20 @@ def validate(source: Any, *, settings: Settings | None = None, model: str | None
     The list's `notes` (producer.prompts.ParsedRequests) say what the user should still know."""
     from producer.prompts import parse_prompts
 
+    from producer.models import with_schemas_for
     from shared.storage import parse_location
 
     settings = _settings(settings)
     batch_id = check_batch_id(batch_id) if batch_id is not None else new_batch_id()
     data = load_source(source)
+    # Models outside the registry are described by their published schema (read once, cached).
+    registry = with_schemas_for(data, _registry(registry, settings), settings, model=model)
     # A folder is checked name by name here; on an object store, `submit` looks for existing
     # outputs once it has probed that the store can be written.
-    return parse_prompts(data, batch_id=batch_id, output_root=parse_location(settings.output_dir).path,
-                         registry=_registry(registry, settings), model=model, params=dict(params or {}),
-                         overwrite=overwrite)
+    requests = parse_prompts(data, batch_id=batch_id, output_root=parse_location(settings.output_dir).path,
+                             registry=registry, model=model, params=dict(params or {}), overwrite=overwrite)
+    requests.registry = registry
+    return requests
 
 
 # --- the batch handle ---------------------------------------------------------------------------
@@ -361,7 +365,8 @@ class _WorkerWatch:
 def submit(source: Any, *, settings: Settings | None = None, model: str | None = None,
            params: dict | None = None, batch_id: str | None = None, overwrite: bool = False,
            substitute_on_failure: bool = False, dry_run: bool = False, again: bool = False,
-           registry=None, on_plan: Callable[[Batch], None] | None = None) -> Batch:
+           registry=None, on_plan: Callable[[Batch], None] | None = None,
+           price_per_call: float | None = None) -> Batch:
     """Validate every item, then record the batch and enqueue one task per item.
 
     source: a path to prompts.json, or the loaded data (a list of prompt strings, a list of
@@ -374,6 +379,9 @@ def submit(source: Any, *, settings: Settings | None = None, model: str | None =
     id enqueues nothing new and returns the existing batch with `.created == False` (only items
     that were recorded but never enqueued, because the first submission died in between, are
     sent); other content under a used id is an InputError.
+
+    price_per_call: USD per call for the models whose price the registry does not know (shown in
+    the plan and kept with each item, for spending limits).
 
     on_plan: called with the validated, not yet recorded Batch (`.requests`, `.notes`,
     `.duplicate_of`) right before it is recorded and enqueued (not for dry runs or for a batch
@@ -393,6 +401,8 @@ def submit(source: Any, *, settings: Settings | None = None, model: str | None =
             raise
         requests = validate(source, settings=settings, model=model, params=params, batch_id=batch_id,
                             overwrite=True, registry=registry)
+    registry = getattr(requests, "registry", registry)  # with the schemas of the models it uses
+    requests = _priced(requests, registry, price_per_call)
     if dry_run:
         return Batch(batch_id, settings, requests=requests, created=False, dry_run=True, registry=registry)
 
@@ -461,6 +471,25 @@ def _upload_references(references, settings: Settings) -> None:
     finally:
         if limiter is not None:
             _close_quietly(limiter)
+
+
+def _priced(requests: Any, registry: Any, price_per_call: float | None) -> Any:
+    """The requests with `price_per_call` and their first model's price in words ("price
+    unknown" included, which the manifest shows), keeping the list's notes."""
+    from dataclasses import replace
+
+    if price_per_call is not None and not (0 <= price_per_call < float("inf")):
+        raise InputError(Problem(f"price per call must be a number of USD >= 0, not {price_per_call!r}",
+                                 field="--price-per-call"))
+    priced = type(requests)()
+    for request in requests:
+        spec = registry.get(request.model)
+        price = spec.price_text()
+        if not spec.priced and price_per_call is not None:
+            price = f"${price_per_call:g}/call (--price-per-call)"
+        priced.append(replace(request, price_per_call=price_per_call, price=price))
+    priced.__dict__.update(requests.__dict__)
+    return priced
 
 
 def _batch_exists(settings: Settings, batch_id: str) -> bool:
@@ -587,7 +616,8 @@ def set_limits(settings: Settings | None = None, *, concurrency_limit: int | Non
 
 def generate(prompt: str, model: str, *, settings: Settings | None = None,
              output: str | os.PathLike | None = None, timeout: float | None = None, progress: Any = None,
-             again: bool = False, registry=None, **params: Any) -> list[Path]:
+             again: bool = False, registry=None, price_per_call: float | None = None,
+             **params: Any) -> list[Path]:
     """One image (or video), blocking: submit a batch of one, wait, return the output paths.
 
     `image_input=[...]` / `input_image=...` are reference images; other keyword arguments are the
@@ -605,7 +635,7 @@ def generate(prompt: str, model: str, *, settings: Settings | None = None,
         item["params"] = params
     if output is not None:
         item["output"] = os.fspath(output)
-    batch = submit([item], settings=settings, registry=registry, again=again)
+    batch = submit([item], settings=settings, registry=registry, again=again, price_per_call=price_per_call)
     snap = batch.wait(progress=progress, timeout=timeout)
     if not snap.finished and snap.done < snap.total:
         raise FleetError(f"batch {batch.id} did not finish within {timeout} s; it keeps running "

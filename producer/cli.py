@@ -141,10 +141,13 @@ def cli(ctx: click.Context, redis_url: str | None, env_file: str) -> None:
               "that fail on every model (marked `substituted`, never `succeeded`).")
 @click.option("--fetch", "fetch_to", metavar="DIR", help="With --wait: copy the outputs, manifest and gallery "
               "into DIR once the batch ends (as `producer fetch BATCH --to DIR`).")
+@click.option("--price-per-call", type=click.FloatRange(min=0), metavar="USD",
+              help="Price of one call of a model whose price the registry does not know (models named by "
+                   "reference); shown in the plan, needed under a spending limit.")
 @pass_context
 def submit(obj: Context, file: str, model: str | None, params: tuple[str, ...], output_dir: str | None,
            batch_id: str | None, again: bool, wait: bool, as_json: bool, dry_run: bool, overwrite: bool,
-           substitute_on_failure: bool, fetch_to: str | None) -> None:
+           substitute_on_failure: bool, fetch_to: str | None, price_per_call: float | None) -> None:
     """Validate FILE (prompts.json), record a batch and enqueue one task per image.
 
     Every item is checked first; any problem is reported (item, id and field), exit 2, and
@@ -190,7 +193,7 @@ def submit(obj: Context, file: str, model: str | None, params: tuple[str, ...], 
 
     batch = api.submit(file, settings=settings, model=model, params=param_values, batch_id=batch_id,
                        overwrite=overwrite, substitute_on_failure=substitute_on_failure, dry_run=dry_run,
-                       again=again, on_plan=None if dry_run else show_plan)
+                       again=again, on_plan=None if dry_run else show_plan, price_per_call=price_per_call)
     requests = batch.requests or []
     if dry_run:
         _print_notes(batch)
@@ -244,13 +247,14 @@ def _print_compact_plan(batch: api.Batch, *, err: bool) -> None:
 
 
 def _print_plan(batch: api.Batch, as_json: bool) -> None:
-    from shared.routing import describe_plan, estimate_cost
+    from shared.routing import describe_plan, estimate_cost, unpriced_items
 
     requests = batch.requests or []
     if as_json:
         cost = estimate_cost(requests, batch.registry)
         click.echo(json.dumps({"batch": batch.id, "items": len(requests), "dry_run": True,
                                "estimated_cost_usd": round(cost, 4),
+                               "price_unknown_items": unpriced_items(requests, batch.registry),
                                "plan": [r.to_dict() for r in requests]}))
         return
     plan = describe_plan(requests, batch.registry)

@@ -106,3 +106,54 @@ def _details(spec: ModelSpec) -> dict[str, Any]:
             "price_text": spec.price_text(), "prompt_param": spec.prompt_param,
             "reference_param": spec.reference_param, "max_references": spec.max_references,
             "file_params": list(spec.file_params), "params": params}
+
+
+def models_named(data: Any, model: str | None, registry: Any) -> set[str]:
+    """Every model name a prompts source may use: items' and defaults' "model" (or "model_name"),
+    `--model`, the registry's default, and every model their fallback routes may reach."""
+    names = {registry.default_model}
+    if model:
+        names.add(model)
+    containers = [data] if isinstance(data, dict) else []
+    items = data.get("items") if isinstance(data, dict) else data
+    containers += [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []
+    for container in containers:
+        for key in ("model", "model_name"):
+            if isinstance(container.get(key), str):
+                names.add(container[key])
+    seen: set[str] = set()
+    queue = list(names)
+    while queue:
+        name = queue.pop()
+        canonical = registry.resolve(name) or name
+        if canonical in seen:
+            continue
+        seen.add(canonical)
+        entry = registry.overlay(canonical) if canonical in registry.overlay_names() else None
+        if entry is not None:
+            queue += list(entry.get("fallback", ()))
+        elif registry.schema_ref(canonical) is None and canonical in registry:
+            queue += list(registry.get(canonical).fallback)
+    return seen
+
+
+def with_schemas_for(data: Any, registry: Any, settings: Settings, *, model: str | None = None,
+                     store: Any = None) -> Any:
+    """`registry` extended with the published schema of every model `data` may use that the
+    registry does not curate (read once for the fleet; nothing read when all are curated).
+    A schema that cannot be had becomes the problem of the items naming that model."""
+    from shared.models.openapi import SchemaError
+
+    refs = sorted({ref for name in models_named(data, model, registry) if (ref := registry.schema_ref(name))})
+    if not refs:
+        return registry
+    if store is None:
+        with open_schema_store(settings) as opened:
+            found = opened.get_many(refs)
+    else:
+        found = store.get_many(refs)
+    for ref, result in found.items():
+        if isinstance(result, Exception) and not isinstance(result, SchemaError):
+            raise result  # Redis, the token, Replicate unreachable: not a problem of the input
+    return registry.with_schemas({r: s for r, s in found.items() if not isinstance(s, Exception)},
+                                 failures={r: str(e) for r, e in found.items() if isinstance(e, Exception)})

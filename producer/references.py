@@ -1,4 +1,6 @@
 """Reference images travel with the batch: read once at submit, uploaded once, carried as a URL.
+So do local files given to the file inputs (`format: uri`) of a model described by its schema
+(`ImageRequest.input_files`, also found in the item's params).
 
 A worker on another host cannot open a path on the producer's disk. So at submit the producer
 reads each distinct local reference file once, keyed by the SHA-256 of its content (the same file
@@ -51,15 +53,16 @@ class References:
         self.files: dict[str, LocalReference] = {}  # sha256 -> content
         problems: list[Problem] = []
         for request in requests:
-            for position, ref in enumerate(request.reference_images):
+            named = [(f"reference_images[{i}]", ref) for i, ref in enumerate(request.reference_images)]
+            named += [(f"input_files[{i}]", path) for i, path in enumerate(request.input_files)]
+            for where, ref in named:
                 if not is_local(ref) or ref in self.by_path:
                     continue
                 try:
                     data = Path(ref).read_bytes()
                 except OSError as exc:
-                    problems.append(Problem(f"cannot read reference image {ref!r}: {exc.strerror or exc}",
-                                            index=request.index, item_id=request.id,
-                                            field=f"reference_images[{position}]"))
+                    problems.append(Problem(f"cannot read file {ref!r}: {exc.strerror or exc}",
+                                            index=request.index, item_id=request.id, field=where))
                     continue
                 digest = hashlib.sha256(data).hexdigest()
                 self.by_path[ref] = digest
@@ -100,10 +103,20 @@ class References:
 
     @staticmethod
     def _swap(request: ImageRequest, new: Callable[[str], str]) -> ImageRequest:
-        if not any(is_local(ref) for ref in request.reference_images):
+        if not any(is_local(ref) for ref in (*request.reference_images, *request.input_files)):
             return request
         refs = tuple(new(ref) if is_local(ref) else ref for ref in request.reference_images)
-        return replace(request, reference_images=refs)
+        if not request.input_files:
+            return replace(request, reference_images=refs)
+        files = {path: new(path) for path in request.input_files if is_local(path)}
+
+        def swap(value):  # a file input's value in params: one path or a list of them
+            if isinstance(value, list):
+                return [swap(v) for v in value]
+            return files.get(value, value) if isinstance(value, str) else value
+
+        return replace(request, reference_images=refs, input_files=tuple(files.get(p, p) for p in request.input_files),
+                       params={k: swap(v) for k, v in request.params.items()})
 
 
 def _upload(calls, ref: LocalReference, take_read_token: Callable[[], object] | None) -> str:

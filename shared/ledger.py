@@ -140,6 +140,7 @@ class ItemRecord:
             "prompt": self.request.prompt,
             "requested_model": self.request.requested_model,
             "model": self.model,
+            "price": self.request.price or None,  # of the first model, at submit; "price unknown" included
             "status": self.status,
             "outputs": list(self.outputs),
             "files": [dict(f) for f in self.files],

@@ -23,18 +23,23 @@ class ImageRequest:
     warnings: tuple[str, ...] = ()  # what routing changed or dropped, shown at submit
     # USD per call for a model of the route whose price the registry does not know (--price-per-call).
     price_per_call: float | None = None
+    # Local files (absolute paths) given to inputs that take a file (`format: uri`) other than the
+    # reference images: the worker uploads them and sends their URLs, like reference images.
+    input_files: tuple[str, ...] = ()
+    price: str = ""  # the first model's price in words at submit ("$0.025/image", "price unknown")
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["reference_images"] = list(self.reference_images)
         data["route"] = list(self.route)
         data["warnings"] = list(self.warnings)
+        data["input_files"] = list(self.input_files)
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ImageRequest":
         data = dict(data)
-        for name in ("reference_images", "route", "warnings"):
+        for name in ("reference_images", "route", "warnings", "input_files"):
             data[name] = tuple(data.get(name) or ())
         return cls(**data)
 

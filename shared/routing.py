@@ -56,8 +56,9 @@ def choose_model(requested: str, n_refs: int, registry: "ModelRegistry",
         return spec.name, [], []
     if n_refs <= spec.max_references:
         return spec.name, [], []
-    if spec.kind != "image":
-        # No video model to reroute to; never drop a reference image silently.
+    if spec.kind != "image" or spec.schema is not None:
+        # No video model to reroute to, and a model named by reference runs as named (no
+        # curated model stands in for it): never drop a reference image silently.
         limit = f"at most {spec.max_references}" if spec.max_references else "none"
         return spec.name, [], [Problem(
             f"{n_refs} reference images given; {spec.name} takes {limit}", field=ref_field)]
@@ -194,13 +195,19 @@ def _adapt_one(name: str, value: Any, target: ModelSpec, registry: "ModelRegistr
 
 # ------------------------------------------------------------------------------- at submit
 def route_item(requested: str, params: Mapping[str, Any], n_refs: int, registry: "ModelRegistry",
-               *, ref_field: str = "image_input") -> RoutedItem:
-    """Routing of one item at submit: first model, adapted params, fallback route, warnings."""
+               *, ref_field: str = "image_input", prompt: str = "prompt") -> RoutedItem:
+    """Routing of one item at submit: first model, adapted params, fallback route, warnings.
+    A model described by its published schema has its whole input checked against that schema
+    (shared.models.validation) instead of the curated parameter rules."""
     model, warnings, problems = choose_model(requested, n_refs, registry, ref_field=ref_field)
     requested_name = registry.get(requested).name
-    adapted, param_warnings, param_problems = adapt_params(
-        params, model, registry, strict=True,
-        written_for=requested_name if requested_name != model else None)
+    if registry.get(model).schema is not None:
+        adapted, param_warnings, param_problems = _check_against_schema(
+            registry.get(model), params, n_refs, prompt, ref_field)
+    else:
+        adapted, param_warnings, param_problems = adapt_params(
+            params, model, registry, strict=True,
+            written_for=requested_name if requested_name != model else None)
     return RoutedItem(
         model=model,
         params=adapted,
@@ -208,6 +215,32 @@ def route_item(requested: str, params: Mapping[str, Any], n_refs: int, registry:
         warnings=warnings + param_warnings,
         problems=problems + param_problems,
     )
+
+
+def _check_against_schema(spec: ModelSpec, params: Mapping[str, Any], n_refs: int, prompt: str,
+                          ref_field: str) -> tuple[dict[str, Any], list[str], list[Problem]]:
+    """(params normalized, warnings, problems) for a schema-described model: the input it would
+    get (reference images as placeholder URLs, checked for real elsewhere) against its schema."""
+    from shared.models.validation import check_input
+
+    values = dict(params)
+    warnings = []
+    if spec.prompt_param:
+        values[spec.prompt_param] = prompt
+    else:
+        warnings.append(f"{spec.name} takes no prompt; the prompt only names the output file "
+                        "(give the model's text input in params, or prompt_param in FLEET_MODELS_FILE)")
+    if n_refs and spec.reference_param:
+        placeholder = "https://reference.invalid/image.png"
+        values[spec.reference_param] = [placeholder] * n_refs if spec.reference_is_list else placeholder
+
+    def field_of(name: str) -> str:
+        if name == spec.prompt_param:
+            return "prompt"
+        return ref_field if name == spec.reference_param else f"params.{name}"
+
+    checked, problems = check_input(spec, values, field_of)
+    return {k: v for k, v in checked.items() if k in params}, warnings, problems
 
 
 # ------------------------------------------------------------------------------- at run time
@@ -234,7 +267,8 @@ def build_input(request: ImageRequest, model: str, registry: "ModelRegistry") ->
     elif wanted and wanted not in spec.formats:
         made = params.get("output_format", spec.default_format)
         warnings.append(f"{spec.name} cannot make {wanted}; it makes {made} (written to {request.output})")
-    data: dict[str, Any] = {"prompt": request.prompt, **params}
+    data: dict[str, Any] = {spec.prompt_param: request.prompt} if spec.prompt_param else {}
+    data.update(params)
     if refs and spec.reference_param:
         data[spec.reference_param] = refs if spec.reference_is_list else refs[0]
     return data, warnings

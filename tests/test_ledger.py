@@ -179,7 +179,7 @@ def test_manifest_written_atomically_next_to_outputs(ledger, tmp_path):
     data = json.loads(path.read_text())
     assert data["batch"]["id"] == "b1" and data["batch"]["finished"]
     first, second = data["items"]
-    assert set(first) == {"index", "id", "prompt", "requested_model", "model", "status", "outputs", "files",
+    assert set(first) == {"index", "id", "prompt", "requested_model", "model", "price", "status", "outputs", "files",
                           "attempts", "error"}
     assert first["status"] == "succeeded" and first["attempts"][0]["prediction_id"] == "p0"
     assert set(first["attempts"][0]) == {"attempt", "model", "prediction_id", "status", "error", "seconds"}

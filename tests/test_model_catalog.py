@@ -185,3 +185,41 @@ def test_refuse_unpriced_names_each_unpriced_model_its_items_and_the_limit(regis
                                   "(--max-cost $5) is in force")
     assert "(item(s) 1)" in messages[1] and "--price-per-call USD" in messages[1]
     refuse_unpriced([batch[0], batch[3]], known, limit="--max-cost $5")  # all priced: no refusal
+
+
+# ------------------------------------------------------------------------------- routing a schema model
+def test_route_item_checks_the_whole_input_against_the_schema(registry):
+    from shared.routing import route_item
+
+    known = registry.with_schemas({"stability-ai/sdxl": schema("stability-ai/sdxl")})
+    routed = route_item("stability-ai/sdxl", {"width": 1536.0, "scheduler": "DDIM"}, 1, known)
+    assert routed.problems == [] and routed.model == "stability-ai/sdxl" and routed.route == ()
+    assert routed.params == {"width": 1536, "scheduler": "DDIM"}  # references stay out of params
+    bad = route_item("stability-ai/sdxl", {"scheduler": "ddim", "steps": 20}, 2, known, ref_field="image_input")
+    fields = {p.field: p.message for p in bad.problems}
+    assert "Did you mean 'DDIM'?" in fields["params.scheduler"]
+    assert "unknown parameter 'steps'" in fields["params.steps"]
+    assert fields["image_input"] == "2 reference images given; stability-ai/sdxl takes at most 1"  # never rerouted
+
+
+def test_a_promptless_model_gets_no_prompt_unless_a_registry_entry_names_its_input(registry, tmp_path):
+    from shared.routing import build_input, route_item
+
+    ref = "deforum/deforum_stable_diffusion"
+    known = registry.with_schemas({ref: schema(ref)})
+    routed = route_item(ref, {"fps": 12}, 0, known)
+    assert routed.problems == [] and "takes no prompt" in routed.warnings[0]
+    item = ImageRequest(index=0, id="0", prompt="a fox", requested_model=ref, model=ref, params={"fps": 12})
+    assert build_input(item, ref, known)[0] == {"fps": 12}
+    path = tmp_path / "m.toml"
+    path.write_text(f'[models."{ref}"]\nprompt_param = "animation_prompts"\n')
+    named = load_registry(extra=path).with_schemas({ref: schema(ref)})
+    assert build_input(item, ref, named)[0] == {"animation_prompts": "a fox", "fps": 12}
+
+
+def test_a_schema_that_cannot_be_had_is_what_items_naming_it_are_told(registry):
+    llm = ModelSchema.from_openapi("meta/llama", "meta/llama", "v", {"components": {"schemas": {
+        "Input": {"type": "object", "properties": {}}, "Output": {"type": "string"}}}})
+    known = registry.with_schemas({"meta/llama": llm}, failures={"acme/gone": "acme/gone: not found on Replicate"})
+    assert "meta/llama returns text, not files" in known.unknown_model_message("meta/llama")
+    assert known.unknown_model_message("acme/gone") == "acme/gone: not found on Replicate"

@@ -8,6 +8,7 @@ video) and a deployment acme/sdxl-prod of the latest SDXL.
 """
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
@@ -192,3 +193,51 @@ def test_producer_models_show_describes_any_model_from_its_schema(sim, settings,
     assert "stability-ai/sdxll: not found on Replicate" in missing.output
     listing = runner.invoke(cli, ["--env-file", str(tmp_path / "none.env"), "models"], env=env)
     assert listing.exit_code == 0 and "black-forest-labs/flux-dev" in listing.output and "[built-in]" in listing.output
+
+
+# ------------------------------------------------------------------------------- producer submit
+def cli_env(settings, sim) -> dict[str, str]:
+    return {**settings.with_(replicate_base_url=sim.url).as_env(), "REPLICATE_API_TOKEN": TOKEN}
+
+
+def test_bad_inputs_for_a_schema_model_exit_2_naming_item_field_and_allowed_values(sim, settings, tmp_path,
+                                                                                    redis_client):
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps([
+        {"prompt": "fine", "model": "stability-ai/sdxl", "params": {"scheduler": "DDIM"}},
+        {"prompt": "bad enum", "model": "stability-ai/sdxl", "params": {"scheduler": "ddim", "num_outputs": 7}},
+        {"prompt": "typo", "model": f"stability-ai/sdxl:{SDXL_OLD}", "params": {"disable_safety_checker": True}},
+        {"prompt": "faces", "model": "lucataco/modelscope-facefusion", "params": {"user_image": "face.png"}},
+        {"prompt": "nowhere", "model": "acme/nothing"},
+    ]))
+    result = CliRunner().invoke(cli, ["--env-file", str(tmp_path / "none.env"), "submit", str(prompts)],
+                                env=cli_env(settings, sim))
+    assert result.exit_code == 2, result.output
+    err = result.stderr
+    assert ("error: item 1, field 'params.scheduler': 'ddim' is not allowed: must be one of 'DDIM', "
+            "'DPMSolverMultistep'") in err and "Did you mean 'DDIM'?" in err
+    assert "item 1, field 'params.num_outputs': 7 is above the maximum: must be an integer from 1 to 4" in err
+    assert f"item 2, field 'params.disable_safety_checker': unknown parameter 'disable_safety_checker' for " \
+           f"stability-ai/sdxl:{SDXL_OLD}" in err
+    assert "item 3, field 'params.template_image': 'template_image' is required" in err
+    assert "item 3, field 'params.user_image': file 'face.png': file not found" in err
+    assert "item 4, field 'model': acme/nothing: not found on Replicate" in err
+    assert "item 0" not in err
+    assert not redis_client.keys(f"{settings.key_prefix}:batch*")  # nothing recorded or enqueued
+    assert sim.ledger()["creations"] == 0
+
+
+def test_dry_run_plan_shows_price_unknown_and_a_price_per_call(sim, settings, tmp_path):
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps({"items": [{"prompt": "a", "model": "flux-dev"},
+                                             {"prompt": "b", "model": "deployments/acme/sdxl-prod"}]}))
+    base = ["--env-file", str(tmp_path / "none.env"), "submit", str(prompts), "--dry-run"]
+    plain = CliRunner().invoke(cli, base, env=cli_env(settings, sim))
+    assert plain.exit_code == 0, plain.output
+    assert "deployments/acme/sdxl-prod" in plain.output and "price unknown" in plain.output
+    assert "price unknown for 1 item(s), not counted above" in plain.output
+    priced = CliRunner().invoke(cli, [*base, "--price-per-call", "0.05", "--json"], env=cli_env(settings, sim))
+    assert priced.exit_code == 0, priced.output
+    plan = json.loads(priced.stdout.splitlines()[-1])
+    assert plan["estimated_cost_usd"] == pytest.approx(0.075) and plan["price_unknown_items"] == 0
+    assert [r["price"] for r in plan["plan"]] == ["$0.025/image", "$0.05/call (--price-per-call)"]

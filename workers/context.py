@@ -19,12 +19,14 @@ from shared.ledger import Ledger
 from shared.limiter import Limiter
 from shared.metrics.recorder import MetricsRecorder
 from shared.models import ModelRegistry, load_registry
+from shared.models.schema_store import SchemaStore
 from shared.redis_conn import connect
 from shared.settings import Settings
 from workers.attempts import CreationRecords
 from workers.claims import ClaimKeeper
 from workers.completions import CompletionBoard
 from workers.download import Downloader
+from workers.model_specs import ModelSpecs
 from workers.replicate_calls import ReplicateCalls
 
 log = logging.getLogger(__name__)
@@ -41,7 +43,8 @@ class WorkerContext:
     creations: CreationRecords
     calls: ReplicateCalls
     downloader: Downloader
-    registry: ModelRegistry
+    registry: ModelRegistry  # the curated models
+    models: ModelSpecs  # curated and schema-described models (registry_for an item's route)
     metrics: MetricsRecorder
     completions: CompletionBoard | None  # set when webhooks are configured (FLEET_WEBHOOK_URL)
     cancel_watch: "CancelWatch" = field(init=False)
@@ -56,17 +59,23 @@ class WorkerContext:
         keys = Keys(settings.key_prefix)
         creations = CreationRecords(client, keys)
         creations.preload()
+        limiter = Limiter.from_settings(client, keys, settings)
+        calls = ReplicateCalls(settings)
+        registry = load_registry(extra=settings.models_file)
+        store = SchemaStore(client, keys, read=calls.read_schema, ttl=settings.schema_ttl,
+                            take_read_token=lambda: limiter.take_read_token(timeout=60.0))
         return cls(
             settings=settings,
             redis=client,
             keys=keys,
             ledger=Ledger(client, keys),
-            limiter=Limiter.from_settings(client, keys, settings),
+            limiter=limiter,
             claims=ClaimKeeper(client, ttl=claim_ttl(settings)),
             creations=creations,
-            calls=ReplicateCalls(settings),
+            calls=calls,
             downloader=Downloader.from_settings(settings),
-            registry=load_registry(extra=settings.models_file),
+            registry=registry,
+            models=ModelSpecs(registry, store),
             metrics=MetricsRecorder(client, keys),
             completions=CompletionBoard(client, keys, watch_ttl=settings.prediction_timeout + 600)
             if settings.webhook_url else None,

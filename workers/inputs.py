@@ -1,6 +1,7 @@
 """The prediction's input for one attempt: the item's request routed to the attempt's model, and
-local reference images replaced by uploaded-file URLs, uploaded once per item (cached in Redis)
-so that every attempt sends the same input and reconciliation can recognise it."""
+local reference images (and local files given to a schema model's file inputs) replaced by
+uploaded-file URLs, uploaded once per item (cached in Redis) so that every attempt sends the same
+input and reconciliation can recognise it."""
 from __future__ import annotations
 
 import logging
@@ -20,7 +21,7 @@ UPLOADS_TTL = 14 * 24 * 3600  # as long as the creation records that may need th
 class InputBuilder(AttemptStage):
     def build(self, ref: AttemptRef, request: ImageRequest, model: str) -> dict[str, Any]:
         try:
-            input_, warnings = build_input(request, model, self.ctx.registry)
+            input_, warnings = build_input(request, model, self.ctx.models.registry_for(request.models))
         except InputError as exc:  # this model cannot take the item (a route built elsewhere)
             raise PermanentModelError(str(exc)) from None
         for warning in warnings:
@@ -28,7 +29,8 @@ class InputBuilder(AttemptStage):
         return self._upload_references(ref, request, input_)
 
     def _upload_references(self, ref: AttemptRef, request: ImageRequest, input_: dict[str, Any]) -> dict[str, Any]:
-        local = {path for path in request.reference_images if not _is_url(path)}
+        # reference images, and files given to other file inputs of a model described by its schema
+        local = {path for path in (*request.reference_images, *request.input_files) if not _is_url(path)}
         if not local:
             return input_
         ctx = self.ctx

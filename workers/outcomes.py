@@ -186,6 +186,7 @@ class Outcomes(AttemptStage):
 
     def _price(self, model: str, request: ImageRequest) -> float:
         try:
-            return float(self.ctx.registry.get(model).cost(request.params))
+            cost = self.ctx.models.registry_for(request.models).get(model).cost(request.params)
+            return float(cost if cost is not None else request.price_per_call or 0.0)
         except Exception:  # noqa: BLE001 - metrics only
             return 0.0

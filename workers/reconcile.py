@@ -3,8 +3,9 @@
 A run that finds an intent without a prediction id on the attempt's creation record (its creator
 was killed between the POST and the record, or the POST answered 5xx or timed out) must not
 create again blindly: that could pay twice. It lists the account's recent predictions (newest
-first, on the read budget) and adopts the one with the same model and input that no other
-attempt owns.
+first, on the read budget) and adopts the one created for the same model reference (by model,
+by that pinned version, or by that deployment: workers.replicate_calls.created_for) with the same
+input that no other attempt owns.
 
 "None was created" is only concluded by a listing that starts after the settling window of the
 earlier create, because a gateway can answer 502/504 (or the client time out) while Replicate
@@ -25,7 +26,7 @@ from typing import Any, NamedTuple
 from shared.errors import RequeueError
 from shared.logging_setup import bind_log_context
 from workers.attempts import AttemptRef, CreationRecord
-from workers.replicate_calls import post_in_flight_limit, same_input
+from workers.replicate_calls import created_for, post_in_flight_limit, same_input
 from workers.stage import AttemptStage
 
 log = logging.getLogger("workers.reconcile")
@@ -84,7 +85,7 @@ class Reconciler(AttemptStage):
         for _ in range(RECONCILE_MAX_PAGES):
             views, cursor = self._read(ref.batch_id, partial(ctx.calls.list_page, cursor))
             for view in views:
-                if view.model != model or not same_input(input_, view.input):
+                if not created_for(model, view) or not same_input(input_, view.input):
                     continue
                 if ctx.creations.owned_by_other(view.id, ref):
                     continue

@@ -195,7 +195,7 @@ class AttemptRunner(AttemptStage):
         the outputs. Returns (output paths, prediction id)."""
         ctx, ref = self.ctx, job.ref
         try:
-            spec = ctx.registry.get(model)
+            spec = ctx.models.registry_for(request.models).get(model)
         except InputError as exc:
             raise LocalError(f"this worker's model registry does not know {model}: {exc}") from None
         record = ctx.creations.get(ref)

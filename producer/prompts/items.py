@@ -174,7 +174,8 @@ class _Context:
         if model_name is None:
             return None
         try:
-            routed = route_item(model_name, merged_params, len(refs), self.registry, ref_field=ref_field)
+            routed = route_item(model_name, merged_params, len(refs), self.registry, ref_field=ref_field,
+                                prompt=prompt)
         except UnknownModelError:
             problem(self.registry.unknown_model_message(model_name), model_field)
             return None
@@ -185,11 +186,12 @@ class _Context:
                 problems.append(replace(p, index=index, item_id=shown_id))
             else:
                 from_origin(origin)(p.message, p.field)
+        spec = self.registry.get(routed.model)
+        params = dict(routed.params)
+        input_files = self.references.input_files(spec, params, problem)
         if failed():
             # The output path depends on the model and format; wait until those are right.
             return None
-        spec = self.registry.get(routed.model)
-        params = dict(routed.params)
         output = self.outputs.for_item(index, item_id, fields.get("output"), prompt, spec, params, problem)
         if output is None or failed():
             return None
@@ -204,6 +206,7 @@ class _Context:
             output=output,
             route=routed.route,
             warnings=tuple(routed.warnings),
+            input_files=tuple(input_files),
         )
 
     def _item_id(self, index: int, raw: Mapping[str, Any], problems: list[Problem]) -> str:

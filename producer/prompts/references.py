@@ -1,5 +1,6 @@
 """Reference images of an item: local files (relative to the prompts file's folder, checked to be
-readable images by their content) or http(s) URLs."""
+readable images by their content) or http(s) URLs. Also the files given to the file inputs
+(`format: uri`) of a model described by its schema: local files (any kind) or URLs."""
 from __future__ import annotations
 
 import os
@@ -70,6 +71,47 @@ class References:
             problem(f"reference image {entry!r}: {message}", where)
             return None
         return key
+
+
+    def input_files(self, spec: Any, params: dict[str, Any], problem: Report) -> list[str]:
+        """Local files given to `spec`'s file inputs, made absolute (in `params` too) and checked
+        to be readable files under the upload limit; URLs pass as they are. Returns the paths."""
+        files: list[str] = []
+        for name in spec.file_params:
+            if name not in params:
+                continue
+            value = params[name]
+            entries = value if isinstance(value, list) else [value]
+            resolved = []
+            for i, entry in enumerate(entries):
+                where = f"params.{name}" + (f"[{i}]" if isinstance(value, list) else "")
+                if not isinstance(entry, str) or urlsplit(entry).scheme.lower() in ("http", "https", "data"):
+                    resolved.append(entry)
+                    continue
+                path = Path(entry).expanduser()
+                path = (path if path.is_absolute() else self.base_dir / path).resolve()
+                message = check_file(path)
+                if message:
+                    problem(f"file {entry!r}: {message}", where)
+                resolved.append(str(path))
+                files.append(str(path))
+            params[name] = resolved if isinstance(value, list) else resolved[0]
+        return files
+
+
+def check_file(path: Path) -> str | None:
+    """None if `path` is a readable file Replicate accepts as an upload, else why not."""
+    try:
+        if not path.is_file():
+            return "file not found" if not path.exists() else "not a file"
+        size = path.stat().st_size
+        if size > MAX_REFERENCE_BYTES:
+            return f"{size / 2**20:.0f} MB is above Replicate's {MAX_REFERENCE_BYTES // 2**20} MB upload limit"
+        if not os.access(path, os.R_OK):
+            return "not readable (permissions)"
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or exc}"
+    return None
 
 
 def check_image(path: Path) -> str | None:

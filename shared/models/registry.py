@@ -29,7 +29,7 @@ else:  # pragma: no cover - Python 3.10
 
 from shared.common import is_int, is_number
 from shared.errors import ConfigError, Problem, UnknownModelError
-from shared.models.openapi import ModelSchema, derive_entry
+from shared.models.openapi import ModelSchema, SchemaError, derive_entry
 from shared.models.reference import is_reference, parse_ref
 from shared.models.spec import KINDS, OUTPUTS, PARAM_TYPES, PRICE_UNITS, ModelSpec, ParamSpec
 
@@ -74,6 +74,8 @@ class ModelRegistry:
         self._specs = dict(specs)
         # Incomplete entries (name -> (merged data, source file)), completed from a schema.
         self._overlays = dict(overlays or {})
+        # Why a reference's schema could not be had (ref -> message), for the items naming it.
+        self.schema_failures: dict[str, str] = {}
         self.single_reference_model = single_reference_model
         self.multi_reference_model = multi_reference_model
         self.default_model = default_model
@@ -140,6 +142,9 @@ class ModelRegistry:
 
     def unknown_model_message(self, name: object) -> str:
         hint = self.suggestion(name)
+        failure = self.schema_failures.get(self.schema_ref(name) or "")
+        if failure is not None:
+            return f"{failure}{hint}"
         if is_reference(name):
             return (f"model {name!r} is not in the registry and its schema was not read (it is read from "
                     f"Replicate at submit, which needs REPLICATE_API_TOKEN and Redis).{hint}")
@@ -182,17 +187,24 @@ class ModelRegistry:
 
         return replace(spec, schema=schema, fallback=tuple(dict.fromkeys(fallback)))
 
-    def with_schemas(self, schemas: Mapping[str, ModelSchema]) -> "ModelRegistry":
-        """A registry that also knows the models of `schemas` (ref -> schema); this one is unchanged."""
+    def with_schemas(self, schemas: Mapping[str, ModelSchema],
+                     failures: Mapping[str, str] | None = None) -> "ModelRegistry":
+        """A registry that also knows the models of `schemas` (ref -> schema), and says why the
+        models of `failures` (ref -> reason) are unknown; this one is unchanged."""
         specs = dict(self._specs)
+        failed = dict(failures or {})
         for ref, schema in schemas.items():
             if ref not in specs:
-                specs[ref] = self.spec_from_schema(ref, schema)
+                try:
+                    specs[ref] = self.spec_from_schema(ref, schema)
+                except SchemaError as exc:  # e.g. a model that returns text
+                    failed[ref] = str(exc)
         registry = ModelRegistry(
             specs, single_reference_model=self.single_reference_model,
             multi_reference_model=self.multi_reference_model, default_model=self.default_model,
             max_route_length=self.max_route_length, value_maps=self.value_maps, renames=self.renames,
             sources=self.sources, overlays={n: o for n, o in self._overlays.items() if n not in specs})
+        registry.schema_failures = {**self.schema_failures, **failed}
         return registry
 
     def _inherited_price(self, ref: str) -> dict[str, Any]:

@@ -74,8 +74,9 @@ def _explain(error: ValidationError, spec: ModelSpec, props: Mapping[str, Any],
     value = error.instance
     allowed = _allowed(spec, name, error)
     if error.validator == "enum":
-        close = difflib.get_close_matches(str(value), [str(v) for v in error.validator_value], n=1, cutoff=0.6)
-        hint = f" Did you mean {close[0]!r}?" if close and close[0] != str(value) else ""
+        choices = {str(v).casefold(): v for v in error.validator_value}
+        close = difflib.get_close_matches(str(value).casefold(), list(choices), n=1, cutoff=0.6)
+        hint = f" Did you mean {choices[close[0]]!r}?" if close and choices[close[0]] != value else ""
         return [(name, f"{value!r} is not allowed: must be {allowed}.{hint}")]
     if error.validator == "type":
         inner = f"{where} " if len(path) > 1 else ""

@@ -19,7 +19,7 @@ WORKDIR /app
 # from pyproject.toml with an empty package, then the real code.
 COPY pyproject.toml README.md ./
 RUN mkdir -p shared workers producer replicate_sim \
- && pip install . \
+ && pip install '.[s3,gcs,azure]' \
  && pip uninstall -y replicate-fleet
 
 COPY shared ./shared

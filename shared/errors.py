@@ -237,6 +237,13 @@ class RequeueError(FleetError):
         self.counted = counted
 
 
+class WriteRetryError(RequeueError):
+    """A succeeded prediction's outputs could not be written yet (the store did not answer): the
+    same attempt runs again later and writes them (downloading again while the output URLs are
+    valid), never creating a prediction again; once the retries are spent, the item fails as a
+    local error."""
+
+
 class SupersededError(FleetError):
     """Control flow, not a failure: another run owns this attempt now (its claim was taken, or a
     prediction was recorded meanwhile); this run stops without a trace."""

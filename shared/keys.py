@@ -56,6 +56,11 @@ class Keys:
         another item's prediction with an identical input."""
         return f"{self.prefix}:prediction:{prediction_id}"
 
+    def written(self, batch_id: str, index: int) -> str:
+        """Output keys an item's runs have written (key -> sha256): a later attempt of the same
+        item may replace its own earlier output, never another's."""
+        return f"{self.prefix}:batch:{batch_id}:written:{index}"
+
     def uploads(self, batch_id: str, index: int) -> str:
         """Reference files already uploaded for an item (path -> URL): retries reuse them, so
         the input (and the duplicate check) stays the same across attempts."""

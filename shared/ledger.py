@@ -412,7 +412,8 @@ class Ledger:
                             fp_key = None  # a newer batch with the same content owns it now
                     n = int(total or 0)
                     keys = [batch_key, self.keys.batch_live(batch_id)]
-                    keys += [k for i in range(n) for k in (self.keys.item(batch_id, i), self.keys.uploads(batch_id, i))]
+                    keys += [k for i in range(n) for k in (self.keys.item(batch_id, i), self.keys.uploads(batch_id, i),
+                                                             self.keys.written(batch_id, i))]
                     if fp_key is not None:
                         keys.append(fp_key)
                     pipe.multi()

@@ -52,6 +52,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "FLEET_WEBHOOK_LISTEN": ("webhook_listen", str),
     "FLEET_BATCH_RETENTION_DAYS": ("batch_retention_days", float),
     "FLEET_HTTP_TIMEOUT": ("http_timeout", float),
+    "FLEET_STORE_TIMEOUT": ("store_timeout", float),
     "FLEET_REDIS_RIDE_OUT": ("redis_ride_out", float),
     "FLEET_REDIS_SENTINEL_MASTER": ("redis_sentinel_master", str),
     "FLEET_REDIS_SENTINEL_PASSWORD": ("redis_sentinel_password", str),
@@ -101,6 +102,9 @@ class Settings:
     # Seconds each phase of a call to Replicate may take (connect: at most 5); it also bounds how
     # long a creation POST can be in flight, which the reconciliation waits out.
     http_timeout: float = 15.0
+    # Seconds one request to an object store (OUTPUT_DIR=s3://...) may take, whole object included;
+    # a write that runs out is tried again later (never a new prediction).
+    store_timeout: float = 30.0
     # Seconds each Redis command of a worker keeps retrying through a Redis restart or failover
     # before the task sees the outage (and waits for Redis, then runs the attempt again).
     redis_ride_out: float = 20.0
@@ -151,6 +155,8 @@ class Settings:
                 raise ConfigError(f"{attr} must be at least 1, got {getattr(self, attr)}")
         if self.http_timeout <= 0:
             raise ConfigError("FLEET_HTTP_TIMEOUT must be positive")
+        if self.store_timeout <= 0:
+            raise ConfigError("FLEET_STORE_TIMEOUT must be positive")
         if not 0 < self.redis_ride_out <= 600:
             raise ConfigError("FLEET_REDIS_RIDE_OUT must be between 0 and 600 seconds")
         if self.batch_retention_days < 0:

@@ -261,7 +261,8 @@ def test_every_service_of_ours_is_built_from_the_repos_dockerfile(services, work
             assert (ROOT / build["context"] / build["dockerfile"]).resolve() == DOCKERFILE.resolve(), name
             assert service["image"].startswith("replicate-fleet:"), name
     built = {name for name, service in services.items() if builds_our_image(service)}
-    assert built == set(services) - {"redis"}, "every service but Redis runs the project's image"
+    assert built == set(services) - {"redis", "minio", "minio-bucket"}, \
+        "every service but Redis and the object store runs the project's image"
 
 
 def test_every_command_program_exists_in_the_image(services, worker_compose):
@@ -349,7 +350,7 @@ def test_webhook_receiver_is_opt_in_and_published_on_localhost_by_default(servic
 
 def test_every_long_running_service_has_a_healthcheck(services):
     for name, service in services.items():
-        if "tools" not in service.get("profiles", []):
+        if "tools" not in service.get("profiles", []) and service.get("restart") != "no":  # not one-shots
             assert "healthcheck" in service, name
 
 
@@ -363,9 +364,10 @@ def test_named_volumes_are_declared(compose, services):
 
 
 def test_shared_output_volume_input_mount_and_env_file(compose, services):
+    resolved = resolve(compose, BASE_ENV)["services"]
     for name in ("worker", "producer"):
         assert volume_targets(services[name]).get("/data/output") == "output", name
-        assert env_of(services[name])["OUTPUT_DIR"] == "/data/output"
+        assert env_of(resolved[name])["OUTPUT_DIR"] == "/data/output"
     for name in ("worker", "flower", "producer", "metrics"):
         assert services[name]["env_file"] == [".env"], name
     # Reference images and prompts.json: the producer's working directory is the host's input
@@ -456,3 +458,22 @@ def test_dockerfile_is_slim_non_root_and_secret_free():
         assert re.search(rf"^COPY {top} \./{top}$", text, flags=re.MULTILINE), f"{top} is not copied into the image"
     ignored = DOCKERIGNORE.read_text().split()
     assert ".env" in ignored and ".git/" in ignored and "tls/" in ignored
+
+
+def test_the_s3_profile_runs_minio_with_a_created_bucket_and_the_fleet_can_write_there(compose, services):
+    minio, bucket = services["minio"], services["minio-bucket"]
+    assert minio["profiles"] == bucket["profiles"] == ["s3"]
+    assert "minio server /data" in command_text(minio) and "MINIO_ROOT_PASSWORD" in command_text(minio)
+    assert "9000" in minio["expose"] and all(p.startswith("${MINIO_CONSOLE_BIND:-127.0.0.1}:") for p in minio["ports"])
+    assert volume_targets(minio)["/data"] == "minio-data" and "minio-data" in compose["volumes"]
+    assert "mc ready local" in " ".join(minio["healthcheck"]["test"])
+    assert bucket["depends_on"]["minio"]["condition"] == "service_healthy"
+    assert "mc mb --ignore-existing" in command_text(bucket) and "$$MINIO_BUCKET" in command_text(bucket)
+    # the default profile needs no MinIO password; with the s3 profile the services write to the bucket
+    plain = resolve(compose, BASE_ENV)["services"]
+    assert env_of(plain["minio"])["MINIO_ROOT_PASSWORD"] == ""
+    with_s3 = resolve(compose, {**BASE_ENV, "FLEET_OUTPUT_LOCATION": "s3://fleet-outputs/runs"})["services"]
+    for name in ("worker", "producer", "flower", "metrics"):
+        assert env_of(with_s3[name])["OUTPUT_DIR"] == "s3://fleet-outputs/runs", name
+    assert "s3" in pyproject()["project"]["optional-dependencies"]
+    assert "[s3" in DOCKERFILE.read_text(), "the image carries the object-store extra"

@@ -27,6 +27,7 @@ from workers.claims import ClaimKeeper
 from workers.completions import CompletionBoard
 from workers.download import Downloader
 from workers.model_specs import ModelSpecs
+from workers.stores import BatchStores
 from workers.replicate_calls import ReplicateCalls
 
 log = logging.getLogger(__name__)
@@ -48,10 +49,12 @@ class WorkerContext:
     metrics: MetricsRecorder
     completions: CompletionBoard | None  # set when webhooks are configured (FLEET_WEBHOOK_URL)
     cancel_watch: "CancelWatch" = field(init=False)
+    stores: BatchStores = field(init=False)  # each batch's output location (a folder or a bucket)
     pid: int = field(default_factory=os.getpid)
 
     def __post_init__(self) -> None:
         self.cancel_watch = CancelWatch(self.ledger)
+        self.stores = BatchStores(self.ledger, self.settings)
 
     @classmethod
     def build(cls, settings: Settings) -> "WorkerContext":

@@ -123,6 +123,32 @@ class Downloader:
                 raise LocalError(f"output is {declared} bytes, over the {self.max_bytes}-byte cap; not kept")
             return write_stream(path, self._chunks(response), max_bytes=self.max_bytes)
 
+    def fetch(self, url: str) -> bytes:
+        """The bytes at `url`, whole, with the same errors as `save` (the byte cap included)."""
+        if url.startswith("data:"):
+            data = decode_data_uri(url)
+        else:
+            if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+                raise LocalError(f"unsupported output URI scheme {urllib.parse.urlsplit(url).scheme!r}")
+            try:
+                response = self.session.get(url, stream=True, timeout=self.timeout, allow_redirects=True)
+            except requests.RequestException as exc:
+                raise TransientError(f"download failed: {type(exc).__name__}") from exc
+            with response:
+                if response.status_code >= 400:
+                    raise TransientError(f"download failed: HTTP {response.status_code}", status=response.status_code)
+                buffer = bytearray()
+                for chunk in self._chunks(response):
+                    buffer += chunk
+                    if len(buffer) > self.max_bytes:
+                        raise LocalError(f"output larger than the {self.max_bytes}-byte cap; not kept")
+                data = bytes(buffer)
+        if len(data) > self.max_bytes:
+            raise LocalError(f"output larger than the {self.max_bytes}-byte cap; not kept")
+        if not data:
+            raise LocalError("the output file is empty")
+        return data
+
     @staticmethod
     def _chunks(response: requests.Response) -> Iterator[bytes]:
         try:

@@ -16,26 +16,29 @@ current one, so a stale or duplicate run changes nothing.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import redis
 
-from shared.errors import LocalError, PermanentModelError, RequeueError, TransientError
+from shared.errors import (LocalError, PermanentModelError, RequeueError, StorageError, StorageUnavailableError,
+                           TransientError, WriteRetryError)
 from shared.request import ImageRequest
 from workers.attempts import AttemptRef
 from workers.messages import NextTask
 from workers.stage import AttemptStage
-from workers.storage import output_paths, write_substitute
+from shared.storage import write_once
+from workers.storage import substitute_image
 
 log = logging.getLogger("workers.outcomes")
 
 
 class Outcomes(AttemptStage):
     # --- the item's end ---------------------------------------------------------------------------
-    def succeeded(self, ref: AttemptRef, request: ImageRequest, model: str, outputs: list[str],
+    def succeeded(self, ref: AttemptRef, request: ImageRequest, model: str, files: list[dict[str, Any]],
                   prediction_id: str) -> None:
-        self._finish(ref, "succeeded", model, outputs=outputs, att_status="succeeded", prediction_id=prediction_id)
+        """`files`: what workers.outputs wrote (`url` each; the rest goes to the manifest)."""
+        self._finish(ref, "succeeded", model, outputs=[f["url"] for f in files], att_status="succeeded",
+                     prediction_id=prediction_id, files=[{k: v for k, v in f.items() if k != "url"} for f in files])
         self._metric("prediction", model, "succeeded", self._price(model, request))
 
     def canceled(self, ref: AttemptRef, model: str, reason: str) -> None:
@@ -55,6 +58,12 @@ class Outcomes(AttemptStage):
         if again.counted:
             tries = ctx.creations.bump_tries(ref)
             if tries > ctx.settings.max_transient_retries:
+                if isinstance(again, WriteRetryError):
+                    # The prediction succeeded; only the store kept failing. A new attempt would
+                    # pay again for the same image: the item fails, `producer retry` can follow.
+                    self.local_failure(ref, model, StorageError(f"outputs not written after {tries - 1} "
+                                                                f"tries: {again.reason}"))
+                    return None
                 return self._give_up(ref, request, model, again.reason)
             self._metric("retry", model, "resume")
         log.info("attempt runs again later: %s", again.reason)
@@ -123,16 +132,19 @@ class Outcomes(AttemptStage):
 
     def _substitute(self, ref: AttemptRef, request: ImageRequest, model: str, reason: str,
                     exc: PermanentModelError) -> None:
+        store = self.ctx.stores.for_batch(ref.batch_id)
         try:
-            first = output_paths(Path(self.ctx.settings.output_dir),
-                                 request.output or f"{ref.batch_id}/{ref.index:04d}.png", 1)[0]
-            path = write_substitute(first)
-        except LocalError as local:
+            key, data = substitute_image(request.output or f"{ref.batch_id}/{ref.index:04d}.png")
+            written = write_once(store, key, data, overwrite=bool(self.ctx.ledger.options(ref.batch_id).get(
+                "overwrite")), content_type="image/png" if key.endswith(".png") else None)
+        except (LocalError, StorageUnavailableError) as local:
             self._finish(ref, "failed", model, error=f"{reason}; substitute not written: {local}",
                          att_status="failed", kind="permanent", att_error=str(exc))
             return
-        self._finish(ref, "substituted", model, error=reason, outputs=[str(path)], att_status="failed",
-                     kind="permanent", att_error=str(exc))
+        record = {"key": key, "format": key.rpartition(".")[2], "bytes": written.size, "sha256": written.sha256,
+                  "substitute": True}
+        self._finish(ref, "substituted", model, error=reason, outputs=[store.url(key)], att_status="failed",
+                     kind="permanent", att_error=str(exc), files=[record])
         self._metric("substituted", model)
 
     def _next_attempt(self, ref: AttemptRef, request: ImageRequest, model: str, next_model: str, *, error: str,
@@ -147,10 +159,13 @@ class Outcomes(AttemptStage):
 
     def _finish(self, ref: AttemptRef, status: str, model: str, *, error: str | None = None,
                 outputs: list[str] | None = None, att_status: str, kind: str | None = None,
-                prediction_id: str | None = None, att_error: str | None = None) -> None:
+                prediction_id: str | None = None, att_error: str | None = None,
+                files: list[dict[str, Any]] | None = None) -> None:
         fields: dict[str, Any] = {"error": error}
         if outputs is not None:
             fields["outputs"] = outputs
+        if files is not None:
+            fields["files"] = files
         if status == "succeeded":
             fields["model"] = model  # the model that produced the output
         update: dict[str, Any] = {"model": model, "status": att_status, "final": True,
@@ -167,11 +182,20 @@ class Outcomes(AttemptStage):
             self._write_manifest(ref.batch_id)
 
     def _write_manifest(self, batch_id: str) -> None:
+        """manifest.json and the gallery, in the batch's own output location (a later sweep
+        writes them if the store does not answer now)."""
         try:
-            path = self.ctx.ledger.write_manifest(batch_id, self.ctx.settings.output_dir)
+            path = self.ctx.ledger.write_manifest(batch_id, self.ctx.stores.root_of(batch_id),
+                                                  cost_of=self._cost_of)
             log.info("batch finished; manifest at %s", path)
         except (OSError, redis.RedisError) as exc:
             log.error("batch finished but the manifest could not be written: %s", exc)
+
+    def _cost_of(self, request: ImageRequest, model: str) -> float | None:
+        from shared.routing import adapt_params
+
+        params, _, _ = adapt_params(request.params, model, self.ctx.registry, strict=False)
+        return self.ctx.registry.get(model).cost(params)
 
     def _cancel_recorded_prediction(self, ref: AttemptRef) -> None:
         """Called once this run holds no slot: cancels the attempt's prediction, if any, and

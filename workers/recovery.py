@@ -243,7 +243,10 @@ class Sweeper:
 
     def _write_manifest(self, batch_id: str) -> None:
         try:
-            path = self.ledger.write_manifest(batch_id, self.settings.output_dir)
+            # in the batch's own output location (recorded at submit); this worker's OUTPUT_DIR
+            # only for batches recorded without one
+            info = self.ledger.batch(batch_id)
+            path = self.ledger.write_manifest(batch_id, (info.output_root if info else "") or self.settings.output_dir)
             log.info("wrote the missing manifest of batch %s: %s", batch_id, path)
         except OSError as exc:
             log.error("manifest of batch %s cannot be written: %s", batch_id, exc)

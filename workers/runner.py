@@ -165,7 +165,7 @@ class AttemptRunner(AttemptStage):
             return None
         request = ctx.ledger.request(ref.batch_id, ref.index)
         try:
-            outputs, prediction_id = self._attempt(job, claim, request, model)
+            files, prediction_id = self._attempt(job, claim, request, model)
         except RequeueError as again:
             return outcomes.requeue(ref, request, model, again)
         except SupersededError as exc:
@@ -187,12 +187,13 @@ class AttemptRunner(AttemptStage):
             log.exception("unexpected error in attempt")
             return outcomes.requeue(ref, request, model, RequeueError(
                 f"unexpected {type(exc).__name__}: {str(exc)[:200]}", countdown=self._backoff(0)))
-        outcomes.succeeded(ref, request, model, outputs, prediction_id)
+        outcomes.succeeded(ref, request, model, files, prediction_id)
         return None
 
-    def _attempt(self, job: Job, claim: Claim, request: ImageRequest, model: str) -> tuple[list[str], str]:
+    def _attempt(self, job: Job, claim: Claim, request: ImageRequest,
+                 model: str) -> tuple[list[dict[str, Any]], str]:
         """Resume the recorded prediction, or reconcile an unresolved create, or create; then
-        the outputs. Returns (output paths, prediction id)."""
+        the outputs. Returns (the files written, prediction id)."""
         ctx, ref = self.ctx, job.ref
         try:
             spec = ctx.models.registry_for(request.models).get(model)

@@ -69,6 +69,21 @@ def write_substitute(path: Path) -> Path:
     return path
 
 
+def substitute_image(key: str) -> tuple[str, bytes]:
+    """(key, bytes) of the black 1600x900 placeholder for an output named `key`: in its
+    extension's format, or PNG (the key's extension changed) when Pillow does not write that one."""
+    from PIL import Image
+
+    formats = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP"}
+    stem, dot, ext = key.rpartition(".")
+    fmt = formats.get(ext.lower()) if dot else None
+    if fmt is None:
+        key, fmt = (f"{stem}.png" if dot and "/" not in ext else f"{key}.png"), "PNG"
+    buffer = io.BytesIO()
+    Image.new("RGB", SUBSTITUTE_SIZE, (0, 0, 0)).save(buffer, format=fmt)
+    return key, buffer.getvalue()
+
+
 def _os_reason(exc: OSError) -> str:
     names = {errno.ENOSPC: "disk full", errno.EACCES: "permission denied", errno.EROFS: "read-only file system",
              errno.EDQUOT: "quota exceeded"}

@@ -19,14 +19,19 @@ __all__ = ["Location", "MediaType", "Store", "Written", "check_key", "is_remote"
            "probe", "sha256_of", "sniff", "write_once"]
 
 
-def open_store(where: str | os.PathLike | Location, *, environ: dict[str, str] | None = None) -> Store:
+def open_store(where: str | os.PathLike | Location, *, environ: dict[str, str] | None = None,
+               timeout: float | None = None) -> Store:
     """The store for an output root (a Location, or what OUTPUT_DIR holds). ConfigError for a
-    URL it cannot serve (unknown scheme, the object-store extra not installed)."""
+    URL it cannot serve (unknown scheme, the object-store extra not installed). `timeout`: the
+    seconds one request to an object store may take (FLEET_STORE_TIMEOUT)."""
     location = where if isinstance(where, Location) else parse_location(where)
     if location.remote:
-        from shared.storage.cloud import CloudStore
+        from datetime import timedelta
 
-        return CloudStore(location, environ=environ)
+        from shared.storage.cloud import REQUEST_TIMEOUT, CloudStore
+
+        return CloudStore(location, environ=environ,
+                          timeout=timedelta(seconds=timeout) if timeout else REQUEST_TIMEOUT)
     from shared.storage.local import LocalStore
 
     return LocalStore(location)

@@ -44,6 +44,12 @@ class LocalStore(Store):
     def put(self, key: str, data: bytes, *, overwrite: bool, content_type: str | None = None) -> None:
         path = self._path(key)
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:  # a file stands where a folder of the path should be
+            raise StorageError(f"cannot write {path}: a file stands where a folder should be") from None
+        except OSError as exc:
+            raise _error(exc, f"cannot write {path}") from exc
+        try:
             write_atomic(path, [data], exclusive=not overwrite)
         except FileExistsError:
             raise OutputExistsError(f"{self.location.url(key)} exists already") from None

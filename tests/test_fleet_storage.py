@@ -21,14 +21,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bench.hosts import Hosts, namespaces_permitted
+from bench.hosts import Hosts
 from bench.moto import start_moto
 from producer import api
 from shared.storage import open_store
 from tests.support.workers import worker_env
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.faults,
-              pytest.mark.skipif(not namespaces_permitted()[0], reason="needs network namespaces (root)")]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.faults, pytest.mark.needs("netns")]
 
 N_PLAIN, N_REFS = 24, 8  # images without and with a reference image
 

@@ -40,7 +40,7 @@ def test_a_batch_over_three_hosts_writes_every_image_to_the_bucket_through_a_sto
         try:
             moto.client().create_bucket(Bucket="fleet-outputs")
             run_batch(hosts, settings.with_(redis_url=redis.url, replicate_base_url=sim.url,
-                                            global_max_concurrent=4), sim, moto, tmp_path)
+                                            concurrency_limit=4), sim, moto, tmp_path)
         finally:
             moto.stop()
 

@@ -104,6 +104,30 @@ class Downloader:
         an address outside the scope. Returns bytes written."""
         if url.startswith("data:"):
             return write_stream(path, [decode_data_uri(url, self.max_bytes)], max_bytes=self.max_bytes)
+        with self._open(url) as response:
+            return write_stream(path, self._chunks(response), max_bytes=self.max_bytes)
+
+    def fetch(self, url: str) -> bytes:
+        """The bytes at `url`, whole, in memory (outputs are kept until written to the store),
+        with the same errors as `save`, the byte cap included."""
+        if url.startswith("data:"):
+            data = decode_data_uri(url, self.max_bytes)
+        else:
+            buffer = bytearray()
+            with self._open(url) as response:
+                for chunk in self._chunks(response):
+                    buffer += chunk
+                    if len(buffer) > self.max_bytes:
+                        raise LocalError(f"output larger than the {self.max_bytes}-byte cap; not kept")
+            data = bytes(buffer)
+        if len(data) > self.max_bytes:
+            raise LocalError(f"output larger than the {self.max_bytes}-byte cap; not kept")
+        if not data:
+            raise LocalError("the output file is empty")
+        return data
+
+    def _open(self, url: str) -> requests.Response:
+        """The streaming response for an http(s) output URL, every hop inside the scope."""
         scheme = urllib.parse.urlsplit(url).scheme
         if scheme not in ("http", "https"):
             raise LocalError(f"unsupported output URI scheme {scheme!r}")
@@ -115,39 +139,14 @@ class Downloader:
             raise LocalError(f"unusable output URL (or redirect): {exc}") from None
         except requests.RequestException as exc:
             raise TransientError(f"download failed: {type(exc).__name__}") from exc
-        with response:
-            if response.status_code >= 400:
-                raise TransientError(f"download failed: HTTP {response.status_code}", status=response.status_code)
-            declared = response.headers.get("Content-Length")
-            if declared and declared.isdigit() and int(declared) > self.max_bytes:
-                raise LocalError(f"output is {declared} bytes, over the {self.max_bytes}-byte cap; not kept")
-            return write_stream(path, self._chunks(response), max_bytes=self.max_bytes)
-
-    def fetch(self, url: str) -> bytes:
-        """The bytes at `url`, whole, with the same errors as `save` (the byte cap included)."""
-        if url.startswith("data:"):
-            data = decode_data_uri(url)
-        else:
-            if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
-                raise LocalError(f"unsupported output URI scheme {urllib.parse.urlsplit(url).scheme!r}")
-            try:
-                response = self.session.get(url, stream=True, timeout=self.timeout, allow_redirects=True)
-            except requests.RequestException as exc:
-                raise TransientError(f"download failed: {type(exc).__name__}") from exc
-            with response:
-                if response.status_code >= 400:
-                    raise TransientError(f"download failed: HTTP {response.status_code}", status=response.status_code)
-                buffer = bytearray()
-                for chunk in self._chunks(response):
-                    buffer += chunk
-                    if len(buffer) > self.max_bytes:
-                        raise LocalError(f"output larger than the {self.max_bytes}-byte cap; not kept")
-                data = bytes(buffer)
-        if len(data) > self.max_bytes:
-            raise LocalError(f"output larger than the {self.max_bytes}-byte cap; not kept")
-        if not data:
-            raise LocalError("the output file is empty")
-        return data
+        if response.status_code >= 400:
+            response.close()
+            raise TransientError(f"download failed: HTTP {response.status_code}", status=response.status_code)
+        declared = response.headers.get("Content-Length")
+        if declared and declared.isdigit() and int(declared) > self.max_bytes:
+            response.close()
+            raise LocalError(f"output is {declared} bytes, over the {self.max_bytes}-byte cap; not kept")
+        return response
 
     @staticmethod
     def _chunks(response: requests.Response) -> Iterator[bytes]:

@@ -26,6 +26,7 @@ from shared.errors import (CanceledError, PermanentModelError, StorageError, Sto
 from shared.models import ModelSpec
 from shared.request import ImageRequest
 from shared.storage import Store, sniff, write_once
+from shared.storage.location import output_names
 from shared.storage.sniff import with_extension
 from workers.attempts import AttemptRef
 from workers.download import output_urls
@@ -79,8 +80,6 @@ class OutputSaver(AttemptStage):
     def reserved_names(self, ref: AttemptRef, request: ImageRequest, spec: ModelSpec) -> list[str]:
         """The names checked and reserved for this item at submit: as many as its first model was
         asked for (recomputed the way submit did)."""
-        from shared.prompts import output_names
-
         output = request.output or f"{ref.batch_id}/{ref.index:04d}.{spec.default_format or 'png'}"
         try:
             count = self.ctx.registry.get(request.model).output_count(request.params)

@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from shared.errors import Problem
+from shared.storage.location import output_names  # noqa: F401  (re-exported: the names an item writes)
 
 from producer.prompts.fields import Report
 
@@ -50,17 +51,6 @@ def slugify(text: str, max_chars: int = 40) -> str:
 
 def default_output(batch_id: str, index: int, prompt: str, ext: str) -> str:
     return f"{batch_id}/{index:04d}_{slugify(prompt)}.{ext}"
-
-
-def output_names(output: str, count: int) -> list[str]:
-    """The files one item writes: `output`, then `stem_1.ext`, `stem_2.ext`... for further outputs."""
-    stem, dot, ext = output.rpartition(".")
-    if not dot or "/" in ext:
-        stem, ext = output, ""
-    names = [output]
-    for i in range(1, max(count, 1)):
-        names.append(f"{stem}_{i}.{ext}" if ext else f"{stem}_{i}")
-    return names
 
 
 class Outputs:

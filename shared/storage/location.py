@@ -92,3 +92,15 @@ def check_key(key: str) -> str:
     if ".." in parts or "" in parts or "." in parts:
         raise StorageError(f"output path {key!r} must not hold '..', '.' or empty parts")
     return posixpath.normpath(key)
+
+
+def output_names(output: str, count: int) -> list[str]:
+    """The files one item writes: `output`, then `stem_1.ext`, `stem_2.ext`... for further
+    outputs. Reserved at submit (producer.prompts) and written by the workers (workers.outputs)."""
+    stem, dot, ext = output.rpartition(".")
+    if not dot or "/" in ext:
+        stem, ext = output, ""
+    names = [output]
+    for i in range(1, max(count, 1)):
+        names.append(f"{stem}_{i}.{ext}" if ext else f"{stem}_{i}")
+    return names

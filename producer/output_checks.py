@@ -37,7 +37,10 @@ def existing_outputs(store: Store, requests: Sequence[ImageRequest], registry, *
 
     by_folder: dict[str, list[tuple[ImageRequest, str]]] = defaultdict(list)
     for request in requests:
-        count = registry.get(request.model).output_count(request.params)
+        try:
+            count = registry.get(request.model).output_count(request.params)
+        except Exception:  # noqa: BLE001 - a model described only by its schema: one output
+            count = 1
         for name in output_names(request.output, count):
             by_folder[posixpath.dirname(name)].append((request, name))
     problems: list[Problem] = []

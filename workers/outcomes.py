@@ -194,8 +194,9 @@ class Outcomes(AttemptStage):
     def _cost_of(self, request: ImageRequest, model: str) -> float | None:
         from shared.routing import adapt_params
 
-        params, _, _ = adapt_params(request.params, model, self.ctx.registry, strict=False)
-        return self.ctx.registry.get(model).cost(params)
+        registry = self.ctx.models.registry_for(request.models)
+        params, _, _ = adapt_params(request.params, model, registry, strict=False)
+        return registry.get(model).cost(params)
 
     def _cancel_recorded_prediction(self, ref: AttemptRef) -> None:
         """Called once this run holds no slot: cancels the attempt's prediction, if any, and

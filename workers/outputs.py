@@ -82,7 +82,7 @@ class OutputSaver(AttemptStage):
         asked for (recomputed the way submit did)."""
         output = request.output or f"{ref.batch_id}/{ref.index:04d}.{spec.default_format or 'png'}"
         try:
-            count = self.ctx.registry.get(request.model).output_count(request.params)
+            count = self.ctx.models.registry_for(request.models).get(request.model).output_count(request.params)
         except Exception:  # noqa: BLE001 - a registry without the item's first model: one name
             count = 1
         return output_names(output, count)

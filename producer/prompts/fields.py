@@ -124,3 +124,30 @@ def normalize_fields(raw: Mapping[str, Any], index: int | None, item_id: str | N
     elif refs:
         out["references"] = refs[0]
     return out
+
+
+def item_of(at: list[Any], data: Any) -> tuple[int | None, list[Any], bool]:
+    """Where a JSON path (keys and list indexes from the top of a prompts document) points: (item
+    index or None, the path inside that item, whether it is in the shared defaults)."""
+    if isinstance(data, list):
+        if at and isinstance(at[0], int):
+            return at[0], at[1:], False
+        return None, at, False
+    if isinstance(data, dict):
+        if "items" in data:
+            if len(at) >= 2 and at[0] == "items" and isinstance(at[1], int):
+                return at[1], at[2:], False
+            return None, at, True
+        return (0, at, False) if "prompt" in data else (None, at, False)
+    return None, at, False
+
+
+def field_path(parts: list[Any]) -> str:
+    """A path inside an item as a field name: `params.x[0].y`."""
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out

@@ -22,9 +22,11 @@ from shared.errors import InputError, Problem, UnknownModelError
 from shared.request import ImageRequest
 from shared.routing import route_item
 
-from producer.prompts.fields import REFERENCE_FIELDS, DefaultsProblem, Report, normalize_fields, split_form
+from producer.prompts.fields import (REFERENCE_FIELDS, DefaultsProblem, Report, field_path, item_of, normalize_fields,
+                                     split_form)
 from producer.prompts.outputs import Outputs, batch_id_problem
 from producer.prompts.references import References
+from producer.prompts.text import text_problems, unencodable
 
 if TYPE_CHECKING:
     from shared.models import ModelRegistry
@@ -68,6 +70,10 @@ def parse_prompts(
     bad_id = batch_id_problem(batch_id)
     if bad_id is not None:
         problems.append(bad_id)
+    text, bad_items = _text_problems(data, model, params)
+    if text and bad_items is None:  # in what every item shares: nothing further can be checked
+        raise InputError(sorted(problems + text, key=_by_item))
+    problems += text
     items, defaults = split_form(data, registry, problems)
     if len(items) > MAX_ITEMS:
         raise InputError(Problem(f"{len(items)} items is above the limit of {MAX_ITEMS} per batch; "
@@ -88,10 +94,12 @@ def parse_prompts(
     )
     requests = ParsedRequests()
     for index, raw in enumerate(items):
+        if index in bad_items:
+            continue  # its text problems are reported; the text must not go further
         request = context.parse_item(index, raw, problems)
         if request is not None:
             requests.append(request)
-    problems.sort(key=lambda p: (-1 if p.index is None else p.index))
+    problems.sort(key=_by_item)
     if problems:
         raise InputError(problems)
     if context.default_model_items:
@@ -301,6 +309,41 @@ class _Context:
         if len(found) > 1:
             problem("reference images are given under several names in params; use one", f"params.{found[1][0]}")
         return merged, origins, (found[0] if found else None)
+
+
+def _by_item(problem: Problem) -> int:
+    return -1 if problem.index is None else problem.index
+
+
+def _text_problems(data: Any, flag_model: Any, flag_params: Mapping[str, Any] | None,
+                   ) -> tuple[list[Problem], set[int] | None]:
+    """Every string that cannot be encoded as UTF-8 (producer.prompts.text), as problems; and the
+    items holding one, or None when one is in what items share (flags, file defaults)."""
+    problems: list[Problem] = []
+    shared = False
+    why_model = unencodable(flag_model) if isinstance(flag_model, str) else None
+    if why_model is not None:
+        problems.append(Problem(why_model, field="--model"))
+        shared = True
+    for at, why, _ in text_problems(dict(flag_params or {})):
+        problems.append(Problem(why, field=_flag_field(field_path(at) or None)))
+        shared = True
+    bad_items: set[int] = set()
+    for at, why, in_key in text_problems(data):
+        index, rest, in_defaults = item_of(at, data)
+        fld = field_path(rest) or None
+        if index is not None and not rest and not in_key:
+            fld = "prompt"  # the item is a prompt string
+        if in_defaults:
+            problems.append(DefaultsProblem(why, field=fld))
+            shared = True
+        elif index is None:
+            problems.append(Problem(why, field=fld))
+            shared = True
+        else:
+            problems.append(Problem(why, index=index, field=fld))
+            bad_items.add(index)
+    return problems, (None if shared else bad_items)
 
 
 def _flag_field(fld: str | None) -> str:

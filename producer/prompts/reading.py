@@ -10,7 +10,7 @@ from typing import Any
 from shared.common import type_name
 from shared.errors import InputError, Problem
 
-from producer.prompts.fields import DefaultsProblem
+from producer.prompts.fields import DefaultsProblem, field_path, item_of
 
 MAX_FILE_BYTES = 20 * 1024 * 1024
 # JSON tokens, for locating problems in text that json.loads accepted (strings, punctuation, and
@@ -113,8 +113,8 @@ def _locate_json_problems(text: str, where: str, data: Any) -> list[Problem]:
         line = text.count("\n", 0, offset) + 1
         column = offset - (text.rfind("\n", 0, offset) + 1) + 1
         message = f"{where}: line {line}, column {column}: {message}"
-        index, rest, shared = _item_of(at, data)
-        fld = _field_path(rest) or None
+        index, rest, shared = item_of(at, data)
+        fld = field_path(rest) or None
         if shared:
             problems.append(DefaultsProblem(message, field=fld))
         else:
@@ -151,28 +151,3 @@ def _locate_json_problems(text: str, where: str, data: Any) -> list[Problem]:
         elif token in _JSON_CONSTANTS:
             report(match.start(), path(), f"{token} is not valid JSON; use a number or null")
     return problems
-
-
-def _item_of(at: list[Any], data: Any) -> tuple[int | None, list[Any], bool]:
-    """(item index or None, the path inside that item, whether it is in the shared defaults)."""
-    if isinstance(data, list):
-        if at and isinstance(at[0], int):
-            return at[0], at[1:], False
-        return None, at, False
-    if isinstance(data, dict):
-        if "items" in data:
-            if len(at) >= 2 and at[0] == "items" and isinstance(at[1], int):
-                return at[1], at[2:], False
-            return None, at, True
-        return (0, at, False) if "prompt" in data else (None, at, False)
-    return None, at, False
-
-
-def _field_path(parts: list[Any]) -> str:
-    out = ""
-    for part in parts:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out

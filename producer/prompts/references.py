@@ -49,6 +49,9 @@ class References:
         if not isinstance(entry, str) or not entry.strip():
             problem(f"a reference image must be a file path or an http(s) URL, not {entry!r}", where)
             return None
+        if "\x00" in entry:
+            problem("a reference image path or URL must not contain a NUL character", where)
+            return None
         scheme = urlsplit(entry).scheme.lower()
         if scheme in ("http", "https"):
             parts = urlsplit(entry)

@@ -752,6 +752,11 @@ def metrics(obj: Context, port: int, address: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # Recorded text that UTF-8 cannot encode (a lone surrogate in a batch from before submit refused
+    # it) is printed escaped (\ud83e) by `results` and friends, never a traceback.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     cli.main(args=argv, prog_name="producer")
 
 

@@ -473,9 +473,14 @@ class Ledger:
         data = self.manifest(batch_id, cost_of=cost_of)
         store = open_store(output_root if output_root is not None else data["batch"]["output_root"])
         page = render_gallery(data, keys_of=lambda item: item_keys(item, store.location))
-        store.put(f"{batch_id}/index.html", page.encode(), overwrite=True, content_type="text/html; charset=utf-8")
+        # Recorded text that UTF-8 cannot encode (a lone surrogate, from before submit refused it)
+        # must not stop the manifest: it is written as a character reference in the page and as a
+        # JSON \u escape in the manifest, which reads back as the same string.
+        store.put(f"{batch_id}/index.html", page.encode("utf-8", "xmlcharrefreplace"), overwrite=True,
+                  content_type="text/html; charset=utf-8")
         manifest_key = f"{batch_id}/manifest.json"
-        store.put(manifest_key, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode(), overwrite=True,
+        manifest = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+        store.put(manifest_key, manifest.encode("utf-8", "backslashreplace"), overwrite=True,
                   content_type="application/json")
         if data["batch"].get("finished_at"):
             self.redis.hset(self.keys.batch(batch_id), "manifest_at", str(time.time()))

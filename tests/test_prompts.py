@@ -482,6 +482,20 @@ def test_duplicate_keys_and_nan_name_line_column_item_and_field(tmp_path):
     assert str(problems[2]).startswith(f"item 2, field 'id': {path}: line 4, column 30: duplicate key 'id'")
 
 
+@pytest.mark.timeout(60)
+def test_80000_duplicate_keys_in_10_MB_are_each_located_in_one_pass(tmp_path):
+    """Every problem's line and column come from one pass over the text (line starts, then a
+    bisection), not from counting lines from the start of the file for each problem: that took
+    5.5 minutes on this input. A generous timeout instead of a timed assertion."""
+    line = '{"prompt": "' + "x" * 100 + '", "prompt": "b"}'
+    path, problems = load_problems(tmp_path, "[\n" + ",\n".join([line] * 80_000) + "\n]")
+    assert len(problems) == 80_000
+    column = line.rindex('"prompt"') + 1  # the second one
+    assert [(p.index, p.field) for p in problems[::20_000]] == [(i, "prompt") for i in range(0, 80_000, 20_000)]
+    assert f"line 80001, column {column}: duplicate key 'prompt'" in problems[-1].message
+    assert f"line 2, column {column}: " in problems[0].message
+
+
 def test_duplicate_keys_in_defaults_and_items_of_the_object_form(tmp_path):
     text = '{"model": "a", "model": "b",\n "items": [{"prompt": "x"}, {"prompt": "y", "prompt": "z"}]}'
     _, problems = load_problems(tmp_path, text)

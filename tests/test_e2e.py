@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,9 @@ import pytest
 from shared.keys import Keys
 from shared.limiter import Limiter
 from tests.support.e2e import MODEL, served_hashes, sha256, submit, wait_finished, wait_manifest
+from tests.support.sim import wait_quiet
+from tests.support.wait import wait_until
+from tests.support.workers import messages_pending
 from workers.dispatch import enqueue_items
 
 pytestmark = pytest.mark.e2e
@@ -96,8 +98,11 @@ def test_duplicate_messages_never_pay_twice(settings, redis_client, sim_factory,
     wait_finished(ledger, "b-dup", 60, fleet)
     assert ledger.batch("b-dup").counts["succeeded"] == 10
     enqueue_items(settings, "b-dup", requests)  # after the end: items are terminal, nothing is sent
-    time.sleep(1.0)
-    sim_ledger = sim.ledger()
+    # Every copy delivered and done with (the late ones find their item terminal), then nothing
+    # more at the stand-in: only then is "ten creations" the final count.
+    wait_until(lambda: messages_pending(redis_client, settings.queue) == 0, 30, "every copy to be consumed",
+               explain=fleet.logs)
+    sim_ledger = wait_quiet(sim)
     assert sim_ledger["creations"] == 10 and sim_ledger["duplicate_inputs"] == 0
 
 

@@ -15,7 +15,9 @@ from shared.keys import Keys
 from shared.ledger import Ledger
 from shared.limiter import HolderInfo, Limiter
 from tests.support.e2e import submit, wait_finished
+from tests.support.sim import wait_quiet
 from tests.support.wait import wait_until
+from tests.support.workers import messages_pending
 from workers.dispatch import enqueue_items, producer_app
 from workers.recovery import Sweeper, quiet_after, task_arguments
 
@@ -223,10 +225,13 @@ def test_resubmitting_after_a_crash_between_record_and_enqueue(settings, redis_c
     ledger = Ledger(redis_client, Keys(settings.key_prefix))
     wait_finished(ledger, "b-crash", 60, fleet)
     assert ledger.batch("b-crash").counts["succeeded"] == 4
+    keys = Keys(settings.key_prefix)
+    sent_before = [redis_client.hget(keys.item("b-crash", i), "sent_tasks") for i in range(4)]
+    assert all(sent_before)  # every item records the messages sent for it
     producer.submit(prompts, settings=settings, model=MODEL, batch_id="b-crash")  # finished: nothing
-    time.sleep(0.5)
-    assert redis_client.llen(settings.queue) == 0
-    assert sim.ledger()["creations"] == 4
+    assert [redis_client.hget(keys.item("b-crash", i), "sent_tasks") for i in range(4)] == sent_before
+    assert messages_pending(redis_client, settings.queue) == 0
+    assert wait_quiet(sim)["creations"] == 4
 
 
 @pytest.mark.e2e

@@ -18,8 +18,9 @@ from shared.errors import AcquireTimeoutError
 from shared.keys import Keys
 from shared.limiter import HolderInfo, Limiter
 from tests.support import limiter_procs as procs
-from tests.support.limiter import lose_limiter_state
+from tests.support.limiter import LIVE_LEASE, lose_limiter_state, redis_now
 from tests.support.limiter_checks import max_overlap, most_in_any_window, tightest_window
+from tests.support.wait import wait_until
 
 SPAWN = multiprocessing.get_context("spawn")
 
@@ -90,7 +91,7 @@ def test_many_processes_never_exceed_the_slots_or_the_rate(redis_client, redis_u
 
 
 def test_a_state_loss_while_holders_run_in_other_processes_never_exceeds_the_limits(
-        redis_client, redis_url, key_prefix, children):
+        redis_client, redis_url, key_prefix, settings, children):
     """Redis forgets every limiter key (a restart without persistence) while 6 processes x 3
     threads hold, wait and create. The holders re-register through their renewals before anyone
     new is admitted, so at no instant do more than N of them hold; creations pause for one
@@ -102,7 +103,11 @@ def test_a_state_loss_while_holders_run_in_other_processes_never_exceeds_the_lim
         children(procs.hammer, redis_url, key_prefix, o, 300 + i, 3, duration)
     time.sleep(1.0)
     redis_client.rpush(f"{key_prefix}:go", "1")
-    time.sleep(2.5)  # in full swing: every slot held, waiters queued, tokens reserved
+    # In full swing (every slot held, callers queued for one) however long the children took to start:
+    watcher = local_limiter(redis_client, settings, key_prefix, o)
+    wait_until(lambda: (lambda st: st.in_use == n_slots and st.waiters > 0)(watcher.status()), 30,
+               "every slot held and callers waiting")
+    watcher.close()
     lost_at = lose_limiter_state(redis_client, key_prefix)
     results = [pop_json(redis_client, f"{key_prefix}:results", timeout=60) for _ in range(n_procs)]
 
@@ -120,37 +125,44 @@ def test_a_state_loss_while_holders_run_in_other_processes_never_exceeds_the_lim
 
 def test_a_holder_killed_mid_hold_returns_its_slot_within_the_lease_plus_a_second(
         redis_client, redis_url, key_prefix, settings, children):
-    o = opts(concurrency=1, lease=1.0)
+    lease = LIVE_LEASE
+    o = opts(concurrency=1, lease=lease)
     proc = children(procs.hold_forever, redis_url, key_prefix, o)
-    pop_json(redis_client, f"{key_prefix}:held")
+    holder_id = pop_json(redis_client, f"{key_prefix}:held")["holder_id"]
     limiter = local_limiter(redis_client, settings, key_prefix, o)
     granted: list = []
     thread = threading.Thread(target=lambda: granted.append(
-        limiter.acquire(HolderInfo(task_id="next"), timeout=10)), daemon=True)
+        limiter.acquire(HolderInfo(task_id="next"), timeout=10 * lease)), daemon=True)
     thread.start()
-    time.sleep(1.5)  # the holder keeps it while it renews
+    time.sleep(1.5 * lease)  # longer than a lease: the holder keeps it while it renews
     assert granted == [] and limiter.status().in_use == 1
-    killed_at = time.monotonic()
+    killed_at = redis_now(redis_client)
     os.kill(proc.pid, signal.SIGKILL)
-    thread.join(10)
-    took = time.monotonic() - killed_at
+    proc.join(10)
+    # The dead holder's last renewal set when its lease runs out (Redis time, ms).
+    expires_ms = redis_client.zscore(Keys(key_prefix).limiter_key("holders"), holder_id)
+    assert expires_ms is not None, "the holder's lease ran out before it was killed"
+    expires_at = expires_ms / 1000
+    thread.join(10 * lease)
     assert granted, "the dead holder's slot never came back"
-    assert took <= 1.0 + 1.0
+    # Measured on the Redis clock, where the grant happened: not before the dead lease ran out,
+    # and within a lease (plus a second for the waiter to hear of it) of the kill.
+    assert expires_at <= granted[0].granted_at <= killed_at + lease + 1.0
     granted[0].release()
     limiter.close()
 
 
 def test_a_skewed_clock_neither_shortens_nor_stretches_a_lease(
         redis_client, redis_url, key_prefix, settings, children):
-    """A holder whose clocks run 1 h ahead, then one 1 h behind, keeps its slot for 3 leases
+    """A holder whose clocks run 1 h ahead, then one 1 h behind, keeps its slot for 2 leases
     (so it is neither expired early nor believed to be expired) and others wait for it."""
-    o = opts(concurrency=1, lease=0.9)
+    o = opts(concurrency=1, lease=LIVE_LEASE)
     limiter = local_limiter(redis_client, settings, key_prefix, o)
     for skew in (3600.0, -3600.0):
-        children(procs.hold_for, redis_url, key_prefix, o, 2.7, skew)
+        children(procs.hold_for, redis_url, key_prefix, o, 2 * LIVE_LEASE, skew)
         procs.blpop_wait(redis_client, f"{key_prefix}:held", 30)
         with pytest.raises(AcquireTimeoutError):
-            limiter.acquire(HolderInfo(task_id="impatient"), timeout=1.5)
+            limiter.acquire(HolderInfo(task_id="impatient"), timeout=LIVE_LEASE)
         lease = limiter.acquire(HolderInfo(task_id="after"), timeout=10)
         done = pop_json(redis_client, f"{key_prefix}:skewed-done")
         assert done["lost"] is False

@@ -14,7 +14,7 @@ import pytest
 
 from shared.errors import AcquireTimeoutError
 from shared.limiter import HolderInfo
-from tests.support.limiter import lose_limiter_state, start_waiter
+from tests.support.limiter import LIVE_LEASE, lose_limiter_state, start_waiter
 from tests.support.wait import wait_until
 
 REASON = "limiter state lost; rate log rebuilt"
@@ -93,14 +93,14 @@ def test_without_room_a_holder_forgotten_by_redis_learns_it_is_lost(make_limiter
 
 
 def test_a_force_released_holder_stays_lost_across_a_state_loss(make_limiter, redis_client, key_prefix):
-    limiter = make_limiter(concurrency=2, lease=0.9)
+    limiter = make_limiter(concurrency=2, lease=LIVE_LEASE)
     revoked = limiter.acquire(HolderInfo(task_id="revoked"))
     kept = limiter.acquire(HolderInfo(task_id="kept"))
     assert limiter.force_release(revoked.holder_id)
-    assert revoked.wait_lost(timeout=2)
+    assert revoked.wait_lost(timeout=LIVE_LEASE + 1.0)
     lose_limiter_state(redis_client, key_prefix)
-    assert wait_until(lambda: kept.holder_id in holder_ids(limiter), timeout=1.5)
-    time.sleep(1.0)  # more renewals: only the live holder is ever put back
+    assert wait_until(lambda: kept.holder_id in holder_ids(limiter), timeout=LIVE_LEASE + 1.0)
+    time.sleep(LIVE_LEASE)  # three more renewals: only the live holder is ever put back
     assert holder_ids(limiter) == {kept.holder_id}
     assert not kept.lost
 

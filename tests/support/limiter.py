@@ -20,6 +20,12 @@ return t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
 """
 
 
+# The lease of a holder a test needs to stay alive: renewed every third of it, so it survives its
+# keeper thread being held up for up to a second (a loaded 2-core machine). Tests sleep multiples
+# of it, so what they prove (a hold longer than N leases) does not depend on the value.
+LIVE_LEASE = 1.5
+
+
 @pytest.fixture
 def make_limiter(redis_client, settings, key_prefix):
     """make(concurrency=2, create_limit=5, read_limit=50, window=1.0, lease=1.5, **Limiter kwargs)."""

@@ -23,8 +23,13 @@ PYTEST := $(BIN)/python -m pytest -q -n 2 --dist loadfile
 test: venv
 	$(PYTEST)
 
+# The unit tier (tests marked `unit`: no server, no process; the ledger's Lua on fakeredis), in
+# seconds: one process (starting xdist workers would cost more than the tests take), and only the
+# files that hold unit tests are imported.
+UNIT_FILES = $(shell grep -l -e 'mark\.unit' -e 'redis_or_fakeredis' tests/test_*.py)
+
 test-fast: venv
-	$(PYTEST) -m "not e2e and not slow and not faults"
+	$(BIN)/python -m pytest -q -n 0 -m unit $(UNIT_FILES)
 
 bench: venv
 	$(BIN)/pip install -q -e '.[bench]'

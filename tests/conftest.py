@@ -12,5 +12,6 @@ pytest_plugins = [
     "tests.support.flower",
     "tests.support.objstore",
     "tests.support.requirements",
+    "tests.support.unit",
     "pytester",
 ]

@@ -72,6 +72,7 @@ def test_plain_process_fallback_says_so_and_refuses_cuts():
         assert proc.wait(30) == 0
 
 
+@pytest.mark.unit
 def test_bound_is_the_larger_of_the_slot_and_the_rate_limits():
     # 1000 images, 10 slots, 2 s each: 200 s of slot time; the rate (600/60 s) allows the last at 60 s
     assert bound(1000, latency=2.0, slots=10, create_limit=600, window=60)["bound"] == pytest.approx(200.0)
@@ -80,6 +81,7 @@ def test_bound_is_the_larger_of_the_slot_and_the_rate_limits():
     assert b["by_rate"] == pytest.approx(98.0) and b["bound"] == pytest.approx(98.0)
 
 
+@pytest.mark.unit
 def test_ideal_makespan_packs_slots_and_spaces_windows():
     # 4 predictions of 1 s on 2 slots, no rate limit that binds: two waves, done at 2 s
     assert ideal_makespan([1.0] * 4, slots=2, create_limit=100, window=60) == pytest.approx(2.0)
@@ -91,6 +93,7 @@ def test_ideal_makespan_packs_slots_and_spaces_windows():
     assert ideal_makespan([5.0, 1.0, 1.0, 1.0], slots=2, create_limit=100, window=60) == pytest.approx(5.0)
 
 
+@pytest.mark.unit
 def test_series_counts_windows_exactly():
     events = [{"kind": "create", "ts": t, "id": str(i), "in_flight": 1} for i, t in enumerate([0.0, 0.5, 1.0, 1.99, 2.0])]
     events += [{"kind": "complete", "ts": 3.0, "id": "0", "in_flight": 0}]
@@ -101,6 +104,7 @@ def test_series_counts_windows_exactly():
     assert series.latencies_by_creation == [3.0]
 
 
+@pytest.mark.unit
 def test_partial_bench_runs_add_up_to_one_report(tmp_path, monkeypatch):
     import json
 

@@ -21,6 +21,8 @@ try:
 except ImportError:  # Python 3.10
     import tomli as tomllib
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 WORKER_COMPOSE_FILE = ROOT / "docker-compose.worker.yml"

@@ -7,6 +7,8 @@ import pytest
 from shared.errors import PermanentModelError, TransientError
 from workers.replicate_calls import PredictionView, failure_error
 
+pytestmark = pytest.mark.unit
+
 
 def failed(error: str | None) -> PredictionView:
     return PredictionView(id="p1", status="failed", error=error)

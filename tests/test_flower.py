@@ -19,6 +19,7 @@ def _settings(**overrides) -> Settings:
     return Settings.load(values, environ={}, dotenv_path=None)
 
 
+@pytest.mark.unit
 class TestCommand:
     def test_no_secret_in_argv_and_no_token_in_env(self, tmp_path):
         command = flower_command(_settings(), 5566, "admin:pw", tmp_path / "state" / "flower.db",

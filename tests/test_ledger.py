@@ -1,4 +1,5 @@
-"""The batch ledger on the real Redis server: transitions, counters, finality, cancel, reset."""
+"""The batch ledger: transitions, counters, finality, cancel, reset. Its rules are Lua (ledger.lua):
+each test runs on fakeredis (the unit tier) and on the real Redis server."""
 from __future__ import annotations
 
 import json
@@ -21,14 +22,15 @@ def make_requests(n: int, batch_id: str = "b1", route: tuple[str, ...] = ()) -> 
 
 
 @pytest.fixture
-def ledger(redis_client, key_prefix) -> Ledger:
-    return Ledger(redis_client, Keys(key_prefix))
+def ledger(redis_or_fakeredis, key_prefix) -> Ledger:
+    return Ledger(redis_or_fakeredis, Keys(key_prefix))
 
 
 def counts(ledger: Ledger, batch_id: str) -> dict[str, int]:
     return {k: v for k, v in ledger.batch(batch_id).counts.items() if v}
 
 
+@pytest.mark.unit
 def test_batch_id_is_short_and_readable():
     ids = {new_batch_id() for _ in range(50)}
     assert len(ids) == 50
@@ -196,6 +198,7 @@ def test_empty_batch_is_finished_at_once(ledger, tmp_path):
 
 
 # --- content fingerprints (a file submitted twice is noticed, not paid twice) ---------------------
+@pytest.mark.unit
 def test_fingerprint_ignores_the_batch_id_but_not_the_content():
     from shared.ledger import batch_fingerprint
 
@@ -210,7 +213,7 @@ def test_fingerprint_ignores_the_batch_id_but_not_the_content():
     assert batch_fingerprint("b-a", list(reversed(a))) != batch_fingerprint("b-a", a)
 
 
-def test_create_batch_refuses_a_live_duplicate_atomically(ledger, tmp_path, redis_client):
+def test_create_batch_refuses_a_live_duplicate_atomically(ledger, tmp_path):
     from shared.errors import DuplicateFingerprintError
 
     root = str(tmp_path)
@@ -220,37 +223,37 @@ def test_create_batch_refuses_a_live_duplicate_atomically(ledger, tmp_path, redi
         ledger.create_batch("b2", make_requests(2, "b2"), output_root=root, fingerprint="f" * 64,
                             unique_fingerprint=True)
     assert info.value.batch_id == "b1" and ledger.batch("b2") is None
-    assert not redis_client.exists(ledger.keys.item("b2", 0))
+    assert not ledger.redis.exists(ledger.keys.item("b2", 0))
     # on purpose (again / an explicit id): recorded, and the newest owns the fingerprint
     assert ledger.create_batch("b3", make_requests(2, "b3"), output_root=root, fingerprint="f" * 64)
     assert ledger.find_fingerprint("f" * 64).id == "b3"
     # a batch that is gone (deleted, pruned) is no duplicate any more
-    redis_client.delete(ledger.keys.batch("b3"))
+    ledger.redis.delete(ledger.keys.batch("b3"))
     assert ledger.find_fingerprint("f" * 64) is None
     assert ledger.create_batch("b4", make_requests(2, "b4"), output_root=root, fingerprint="f" * 64,
                                unique_fingerprint=True)
     assert ledger.find_fingerprint("f" * 64).id == "b4" and ledger.find_fingerprint("e" * 64) is None
 
 
-def test_pruning_a_batch_forgets_its_fingerprint_but_not_a_newer_owner(ledger, tmp_path, redis_client):
+def test_pruning_a_batch_forgets_its_fingerprint_but_not_a_newer_owner(ledger, tmp_path):
     root = str(tmp_path)
     for batch_id, fp in (("old", "a" * 64), ("older", "b" * 64), ("newer", "b" * 64)):
         ledger.create_batch(batch_id, make_requests(1, batch_id), output_root=root, fingerprint=fp)
         ledger.transition(batch_id, 0, "succeeded")
-    assert ledger.prune_finished(before=float(redis_client.time()[0]) + 10, scan=2) == ["old", "older"]
-    assert not redis_client.exists(ledger._fingerprint_key("a" * 64))
+    assert ledger.prune_finished(before=float(ledger.redis.time()[0]) + 10, scan=2) == ["old", "older"]
+    assert not ledger.redis.exists(ledger._fingerprint_key("a" * 64))
     assert ledger.find_fingerprint("b" * 64).id == "newer"  # "older" did not take it away
 
 
 # --- sent task ids, cancel and retry ---------------------------------------------------------------
-def test_sent_task_ids_are_kept_per_item_and_returned_by_cancel(ledger, tmp_path, redis_client):
+def test_sent_task_ids_are_kept_per_item_and_returned_by_cancel(ledger, tmp_path):
     ledger.create_batch("b1", make_requests(3), output_root=str(tmp_path))
     assert ledger.mark_enqueued("b1", [0, 1, 2], task_ids=["t0", "t1", "t2"]) == 3
     for n in range(7):  # follow-ups and re-sends: only the last five are kept
         ledger.mark_enqueued("b1", [1], task_ids=[f"t1-{n}"])
-    assert redis_client.hget(ledger.keys.item("b1", 1), "sent_tasks") == "t1-2 t1-3 t1-4 t1-5 t1-6"
+    assert ledger.redis.hget(ledger.keys.item("b1", 1), "sent_tasks") == "t1-2 t1-3 t1-4 t1-5 t1-6"
     ledger.mark_enqueued("b1", [2])  # a send without an id (older workers) keeps the ones known
-    assert redis_client.hget(ledger.keys.item("b1", 2), "sent_tasks") == "t2"
+    assert ledger.redis.hget(ledger.keys.item("b1", 2), "sent_tasks") == "t2"
     with pytest.raises(ValueError):
         ledger.mark_enqueued("b1", [0, 1], task_ids=["only one"])
     ledger.transition("b1", 2, "running")

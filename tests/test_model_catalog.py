@@ -20,6 +20,8 @@ from shared.models.validation import check_input
 from shared.request import ImageRequest
 from shared.routing import describe_plan, estimate_cost
 
+pytestmark = pytest.mark.unit
+
 VERSIONS = Path(__file__).parent / "data" / "replicate_catalog" / "versions"
 SDXL_LATEST = "39ed52f2a78e934b3ba6e2a89f5b1c712de7dfea535525255b1aa35c5565e08b"
 SDXL_OLD = "a00d0b7dcbb9c3fbb34ba87d2d5b46c56969c84a628bf778a7fdaec30b1b99c5"

@@ -10,6 +10,8 @@ from replicate_sim.catalog import load_catalog
 from shared.errors import ConfigError, InputError, ParamValueError, UnknownModelError
 from shared.models import BUILTIN_MODELS_FILE, ModelRegistry, ParamSpec, load_registry
 
+pytestmark = pytest.mark.unit
+
 SEED_MODELS = [
     "black-forest-labs/flux-dev",
     "black-forest-labs/flux-kontext-max",

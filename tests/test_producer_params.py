@@ -1,7 +1,11 @@
 """`--param key=value` parsing."""
 from __future__ import annotations
 
+import pytest
+
 from producer.params import split_params
+
+pytestmark = pytest.mark.unit
 
 
 def parse_params(pairs: list[str]) -> dict:

@@ -18,6 +18,8 @@ def plain_terminal_environment(monkeypatch):
     for name in ("FORCE_COLOR", "NO_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLUMNS"):
         monkeypatch.delenv(name, raising=False)
 
+pytestmark = pytest.mark.unit
+
 
 def info(counts: dict, total: int = 10, created_at: float = 1000.0, finished_at=None, canceled=False):
     return SimpleNamespace(id="b-1", total=total, counts=counts, created_at=created_at,

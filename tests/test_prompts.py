@@ -13,6 +13,8 @@ from shared.errors import InputError
 from shared.models import load_registry
 from producer.prompts import load_prompts_file, output_names, parse_prompts, slugify
 
+pytestmark = pytest.mark.unit
+
 FLUX = "black-forest-labs/flux-dev"
 KONTEXT = "black-forest-labs/flux-kontext-max"
 NANO = "google/nano-banana"

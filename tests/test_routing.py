@@ -21,6 +21,8 @@ from shared.routing import (
     route_item,
 )
 
+pytestmark = pytest.mark.unit
+
 FLUX = "black-forest-labs/flux-dev"
 KONTEXT = "black-forest-labs/flux-kontext-max"
 ULTRA = "black-forest-labs/flux-1.1-pro-ultra"

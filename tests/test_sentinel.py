@@ -124,6 +124,7 @@ def sentinel_settings(sentinel, key_prefix, tmp_path):
                           "replicate_api_token": "r8_test_token_not_real"}, environ={}, dotenv_path=None)
 
 
+@pytest.mark.unit
 def test_sentinel_url_parsing_and_redaction():
     target = parse_sentinel_url("sentinel://:s3cret@s1:26380/2;sentinel://s2;sentinel://s3:1")
     assert target.sentinels == [("s1", 26380), ("s2", 26379), ("s3", 1)]

@@ -5,6 +5,8 @@ import pytest
 from shared.errors import ConfigError
 from shared.settings import Settings
 
+pytestmark = pytest.mark.unit
+
 
 def test_defaults_match_the_design_brief():
     s = Settings.load(environ={}, dotenv_path=None)

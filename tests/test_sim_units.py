@@ -16,6 +16,8 @@ from replicate_sim.config import SimConfig
 from replicate_sim.webhooks import sign
 from replicate_sim.window import TimeSeries
 
+pytestmark = pytest.mark.unit
+
 CATALOG = load_catalog()
 
 

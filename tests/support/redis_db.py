@@ -57,6 +57,20 @@ def delete_prefix(client: redis.Redis, prefix: str) -> None:
             client.delete(*batch)
 
 
+@pytest.fixture(params=[pytest.param("fakeredis", marks=pytest.mark.unit), "redis"])
+def redis_or_fakeredis(request, key_prefix: str):
+    """Runs the test twice: on fakeredis (a unit test, no server: `make test-fast`) and on the real
+    Redis (as redis_client). For logic in Lua scripts, whose rules fakeredis runs with real Lua."""
+    if request.param == "redis":
+        yield request.getfixturevalue("redis_client")
+        return
+    import fakeredis
+
+    client = fakeredis.FakeRedis(decode_responses=True)
+    yield client
+    client.close()
+
+
 @pytest.fixture
 def settings(redis_url: str, key_prefix: str, tmp_path):
     from shared.settings import Settings

@@ -47,7 +47,8 @@ def _no_faketime() -> str | None:
 
 
 TOOLS: dict[str, Tool] = {
-    "browser": Tool(lambda: None if chromium_path() else "headless Chromium is not installed", "apt-get install chromium"),
+    "browser": Tool(lambda: None if chromium_path() else "headless Chromium is not installed",
+                    "apt-get install chromium"),
     "netns": Tool(_no_namespaces, "run as root with iproute2 installed (apt-get install iproute2)"),
     "faketime": Tool(_no_faketime, "apt-get install faketime"),
     "redis-server": Tool(lambda: None if shutil.which("redis-server") else "redis-server is not installed",
@@ -80,10 +81,6 @@ def need(tool: str) -> None:
     if required(tool):
         pytest.fail(f"{tool} is required here (FLEET_REQUIRE / CI) but missing: {message}", pytrace=False)
     pytest.skip(message)
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "needs(*tools): the test needs these tools (tests/support/requirements.py)")
 
 
 @pytest.hookimpl(tryfirst=True)

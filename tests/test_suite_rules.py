@@ -1,5 +1,6 @@
-"""A test that needs a tool the machine lacks skips, except where the tool is required (CI): there
-it fails, so CI cannot pass by proving less (tests/support/requirements.py)."""
+"""The suite's own rules. A test that needs a tool the machine lacks skips, except where the tool is
+required (CI): there it fails, so CI cannot pass by proving less (tests/support/requirements.py).
+A unit test that asks for a server fails, so the unit tier stays fast (tests/support/unit.py)."""
 from __future__ import annotations
 
 import re
@@ -13,14 +14,17 @@ from tests.support.requirements import Tool, required
 CI_SCRIPT = Path(__file__).resolve().parent.parent / ".ci" / "run"
 
 
+@pytest.mark.unit
 def test_a_tool_is_required_in_ci_or_when_named():
     assert required("browser", {"CI": "true"}) and required("netns", {"CI": "1"})
     assert required("faketime", {"FLEET_REQUIRE": "all"})
     assert required("netns", {"FLEET_REQUIRE": "browser, netns"})
     assert not required("faketime", {"FLEET_REQUIRE": "browser,netns"})
-    assert not required("browser", {}) and not required("browser", {"CI": "false"}) and not required("browser", {"CI": ""})
+    assert not required("browser", {}) and not required("browser", {"CI": "false"})
+    assert not required("browser", {"CI": ""})
 
 
+@pytest.mark.unit
 def test_ci_requires_every_tool_and_installs_it():
     script = CI_SCRIPT.read_text()
     assert re.search(r"^export FLEET_REQUIRE=all\b", script, flags=re.MULTILINE)
@@ -50,3 +54,20 @@ def test_a_missing_tool_skips_unless_required(pytester, monkeypatch, absent_tool
     result = pytester.runpytest_inprocess("-p", "tests.support.requirements", "-p", "no:cacheprovider", "-rsf")
     result.assert_outcomes(**{outcome: 1})
     result.stdout.fnmatch_lines(["*not on this machine (apt-get install it)*"])
+
+
+@pytest.mark.parametrize("fixture, outcome", [("tmp_path", "passed"), ("redis_client", "errors"), ("sim", "errors")])
+def test_a_unit_test_that_asks_for_a_server_fails(pytester, fixture, outcome):
+    pytester.makepyfile(f"""
+        import pytest
+
+        @pytest.fixture
+        def {fixture}():
+            return None  # never a real server here: the rule looks at the names a test asks for
+
+        @pytest.mark.unit
+        def test_uses_it({fixture}):
+            pass
+    """)
+    result = pytester.runpytest_inprocess("-p", "tests.support.unit", "-p", "no:cacheprovider")
+    result.assert_outcomes(**{outcome: 1})

@@ -103,10 +103,18 @@ def test_a_state_loss_while_holders_run_in_other_processes_never_exceeds_the_lim
         children(procs.hammer, redis_url, key_prefix, o, 300 + i, 3, duration)
     time.sleep(1.0)
     redis_client.rpush(f"{key_prefix}:go", "1")
-    # In full swing (every slot held, callers queued for one) however long the children took to start:
+    # In full swing however long the children took to start: every process has held a slot (so
+    # each knows the state that is about to be lost, as the README's guarantee requires), every
+    # slot is held and callers wait for one.
     watcher = local_limiter(redis_client, settings, key_prefix, o)
-    wait_until(lambda: (lambda st: st.in_use == n_slots and st.waiters > 0)(watcher.status()), 30,
-               "every slot held and callers waiting")
+    seen: set[str] = set()
+
+    def in_full_swing() -> bool:
+        status = watcher.status()
+        seen.update(h.task_id.split("-")[0] for h in status.holders)  # task ids are "<process seed>-<thread>"
+        return len(seen) == n_procs and status.in_use == n_slots and status.waiters > 0
+
+    wait_until(in_full_swing, 30, "every process to have held a slot, with callers waiting", interval=0.01)
     watcher.close()
     lost_at = lose_limiter_state(redis_client, key_prefix)
     results = [pop_json(redis_client, f"{key_prefix}:results", timeout=60) for _ in range(n_procs)]

@@ -7,6 +7,8 @@ import pytest
 
 from shared.common import is_int, is_number, redact_url, type_name
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize("value, expected", [
     (0, True), (-3, True), (2**70, True), (True, False), (False, False), (1.0, False), ("1", False), (None, False),

@@ -252,8 +252,13 @@ class Batch:
         task messages are revoked (best effort: a worker that gets one anyway sees the item is
         canceled and does nothing); workers cancel the running predictions at Replicate and free
         their slots. `int()` of the outcome is how many items were canceled now."""
+        from shared.scheduler import Scheduler
+
         self.info()
         result = self.ledger.cancel(self.id)
+        # Sends still held in the schedule are dropped (the feeder would skip them anyway: their
+        # items are canceled); only the few messages already in the broker need revoking.
+        Scheduler(self.ledger.redis, self.ledger.keys).drop_batch(self.id)
         revoked, error = revoke_tasks(self.settings, result.task_ids)
         return CancelOutcome(canceled=result.canceled, revoked=revoked, revoke_error=error)
 
@@ -365,7 +370,7 @@ class _WorkerWatch:
 def submit(source: Any, *, settings: Settings | None = None, model: str | None = None,
            params: dict | None = None, batch_id: str | None = None, overwrite: bool = False,
            substitute_on_failure: bool = False, dry_run: bool = False, again: bool = False,
-           registry=None, on_plan: Callable[[Batch], None] | None = None,
+           priority: str = "normal", registry=None, on_plan: Callable[[Batch], None] | None = None,
            price_per_call: float | None = None) -> Batch:
     """Validate every item, then record the batch and enqueue one task per item.
 
@@ -383,11 +388,19 @@ def submit(source: Any, *, settings: Settings | None = None, model: str | None =
     price_per_call: USD per call for the models whose price the registry does not know (shown in
     the plan and kept with each item, for spending limits).
 
+    priority: "high", "normal" or "low": the batch's place among the fleet's batches (higher
+    first; batches of one priority share the fleet in turn), recorded with the batch.
+
     on_plan: called with the validated, not yet recorded Batch (`.requests`, `.notes`,
     `.duplicate_of`) right before it is recorded and enqueued (not for dry runs or for a batch
     id that exists already), so callers can show the routing plan first.
     """
+    from shared.scheduler import priority_problem
+
     settings = _settings(settings)
+    problem = priority_problem(priority)
+    if problem is not None:
+        raise InputError(problem)
     explicit_id = batch_id is not None
     batch_id = check_batch_id(batch_id) if explicit_id else new_batch_id()
     registry = _registry(registry, settings)
@@ -414,7 +427,7 @@ def submit(source: Any, *, settings: Settings | None = None, model: str | None =
     from workers.dispatch import enqueue_items
 
     options = {"substitute_on_failure": bool(substitute_on_failure), "overwrite": bool(overwrite),
-               "model": model, "params": dict(params or {})}
+               "model": model, "params": dict(params or {}), "priority": priority}
     references = References(requests)  # each distinct local file read once, named by its content
     fingerprint = batch_fingerprint(batch_id, references.for_fingerprint(requests), options)
     store = open_store(settings.output_dir)
@@ -585,6 +598,21 @@ def fetch_from_store(batch_id: str, location: str | os.PathLike, to: str | os.Pa
 def list_batches(settings: Settings | None = None, limit: int = 20) -> list:
     """The most recent batches (ledger BatchInfo objects), newest first."""
     return list(_ledger(_settings(settings)).list_batches(limit=limit))
+
+
+def queue_depths(settings: Settings | None = None):
+    """What waits to run, fleet-wide (shared.scheduler.QueueDepths): per priority (high, normal,
+    low) the sends held and due (`ready`), the batches they belong to (`batches`) and the
+    messages in the broker's queue (`broker`); the delayed sends (`scheduled`: backoff,
+    retry_after, rechecks) and when the next one is due. One script call."""
+    from shared.scheduler import Scheduler
+
+    settings = _settings(settings)
+    client = connect(settings)
+    try:
+        return Scheduler(client, Keys(settings.key_prefix)).depths(settings.queue)
+    finally:
+        client.close()
 
 
 def limits_status(settings: Settings | None = None):

@@ -144,10 +144,13 @@ def cli(ctx: click.Context, redis_url: str | None, env_file: str) -> None:
 @click.option("--price-per-call", type=click.FloatRange(min=0), metavar="USD",
               help="Price of one call of a model whose price the registry does not know (models named by "
                    "reference); shown in the plan, needed under a spending limit.")
+@click.option("--priority", type=click.Choice(["high", "normal", "low"]), default="normal", show_default=True,
+              help="Higher priorities get the fleet's free slots first; batches of one priority share "
+                   "the fleet in turn, so a small one never waits behind a large one.")
 @pass_context
 def submit(obj: Context, file: str, model: str | None, params: tuple[str, ...], output_dir: str | None,
            batch_id: str | None, again: bool, wait: bool, as_json: bool, dry_run: bool, overwrite: bool,
-           substitute_on_failure: bool, fetch_to: str | None, price_per_call: float | None) -> None:
+           substitute_on_failure: bool, fetch_to: str | None, price_per_call: float | None, priority: str) -> None:
     """Validate FILE (prompts.json), record a batch and enqueue one task per image.
 
     Every item is checked first; any problem is reported (item, id and field), exit 2, and
@@ -171,6 +174,7 @@ def submit(obj: Context, file: str, model: str | None, params: tuple[str, ...], 
       producer submit names.json -m black-forest-labs/flux-dev -p aspect_ratio=16:9 -p num_outputs=1
       producer submit prompts.json --batch-id catalog-v2 --json
       producer submit prompts.json --again          # the same file once more, on purpose
+      producer submit urgent.json --priority high   # ahead of the normal batches running
     """
     if fetch_to is not None and not wait:
         raise click.UsageError("--fetch DIR needs --wait (or run `producer fetch BATCH --to DIR` later)")
@@ -193,7 +197,8 @@ def submit(obj: Context, file: str, model: str | None, params: tuple[str, ...], 
 
     batch = api.submit(file, settings=settings, model=model, params=param_values, batch_id=batch_id,
                        overwrite=overwrite, substitute_on_failure=substitute_on_failure, dry_run=dry_run,
-                       again=again, on_plan=None if dry_run else show_plan, price_per_call=price_per_call)
+                       again=again, priority=priority, on_plan=None if dry_run else show_plan,
+                       price_per_call=price_per_call)
     requests = batch.requests or []
     if dry_run:
         _print_notes(batch)
@@ -202,7 +207,8 @@ def submit(obj: Context, file: str, model: str | None, params: tuple[str, ...], 
         _print_plan(batch, as_json)
         return
     if batch.created:
-        click.echo(f"batch {batch.id}: {len(requests)} items queued on {settings.queue!r}", err=err)
+        click.echo(f"batch {batch.id}: {len(requests)} items queued on {settings.queue!r}"
+                   + (f", priority {priority}" if priority != "normal" else ""), err=err)
     else:
         click.echo(f"batch {batch.id} exists already: nothing new was enqueued. Follow it with "
                    f"`producer wait {batch.id}`; `producer retry {batch.id}` re-enqueues failed items.",
@@ -505,12 +511,22 @@ def list_(obj: Context, limit: int, as_json: bool) -> None:
         return
     for info in infos:
         snap = snapshot_from_info(info)
+        state = _batch_state(snap)
         if as_json:
-            click.echo(json.dumps({**snap.to_dict(), "created_at": getattr(info, "created_at", None)}))
+            click.echo(json.dumps({**snap.to_dict(), "created_at": getattr(info, "created_at", None),
+                                   "priority": info.priority, "state": state}))
         else:
-            state = "done" if snap.finished else "running"
-            click.echo(f"{info.id:<28} {_when(getattr(info, 'created_at', None))}  {state:<7} "
-                       f"{snap.done}/{snap.total}  {format_counts(snap.counts)}")
+            click.echo(f"{info.id:<28} {_when(getattr(info, 'created_at', None))}  {info.priority:<6} "
+                       f"{state:<9} {snap.done}/{snap.total}  {format_counts(snap.counts)}")
+
+
+def _batch_state(snap: Snapshot) -> str:
+    """done, canceled (finished after a cancel), canceling, running (something started), queued."""
+    if snap.finished:
+        return "canceled" if snap.canceled else "done"
+    if snap.canceled:
+        return "canceling"
+    return "running" if snap.done or snap.counts.get("running") else "queued"
 
 
 # --- limits -------------------------------------------------------------------------------------

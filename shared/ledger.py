@@ -166,6 +166,11 @@ class BatchInfo:
     def done(self) -> int:
         return sum(self.counts.get(s, 0) for s in TERMINAL)
 
+    @property
+    def priority(self) -> str:
+        """high, normal or low (recorded in the options at submit; normal for older batches)."""
+        return str(self.options.get("priority") or "normal")
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

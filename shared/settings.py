@@ -47,6 +47,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "FLEET_MODELS_FILE": ("models_file", Path),
     "FLEET_SCHEMA_TTL": ("schema_ttl", float),
     "FLEET_WORKER_CONCURRENCY": ("worker_concurrency", int),
+    "FLEET_FEED_WINDOW": ("feed_window", int),
     "FLEET_WEBHOOK_URL": ("webhook_url", str),
     "REPLICATE_WEBHOOK_SECRET": ("webhook_secret", str),
     "FLEET_WEBHOOK_LISTEN": ("webhook_listen", str),
@@ -94,6 +95,9 @@ class Settings:
     # Seconds a model's published schema stays in Redis for the whole fleet before it is read again.
     schema_ttl: float = 3600.0
     worker_concurrency: int | None = None  # threads per worker process (None: the workers' default)
+    # Messages the feeder keeps in the broker's queue at most (workers.feeder): enough for the
+    # threads that free up between two refills, few enough that a new batch waits behind little.
+    feed_window: int = 8
     # Public URL of the webhook receiver (workers/webhook_receiver.py). Set: predictions are created
     # with a webhook and workers learn of their end at once; unset: workers poll on the read budget.
     webhook_url: str | None = None
@@ -165,6 +169,8 @@ class Settings:
             raise ConfigError("FLEET_SCHEMA_TTL must be positive (seconds)")
         if self.rate_window <= 0 or self.lease_seconds <= 0:
             raise ConfigError("rate_window and lease_seconds must be positive")
+        if self.feed_window < 1:
+            raise ConfigError(f"FLEET_FEED_WINDOW must be at least 1, got {self.feed_window}")
         if self.worker_concurrency is not None and self.worker_concurrency < 1:
             raise ConfigError(f"worker_concurrency must be at least 1, got {self.worker_concurrency}")
         if self.webhook_url is not None and not self.webhook_url.startswith(("http://", "https://")):

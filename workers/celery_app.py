@@ -12,7 +12,11 @@ Choices (see the design notes in workers/README.md):
   back to the queue at once; predictions in flight are waited for. A cold shutdown (SIGQUIT) first
   grants SOFT_SHUTDOWN_SECONDS (below compose's 150 s stop_grace_period) to finish.
 - every worker process runs a recovery sweeper thread (workers.recovery); a Redis lock lets one
-  sweep per interval fleet-wide.
+  sweep per interval fleet-wide. Likewise a feeder thread (workers.feeder): one process at a time
+  moves the fleet's held sends (shared.scheduler) into the broker, a few at a time.
+- no Celery countdown or ETA anywhere: an ETA is a moment on the sender's clock. Delays are held
+  in Redis (shared.scheduler), and kombu's visibility bookkeeping is kept on Redis's clock
+  (workers.kombu_patches), so no host's clock moves anyone's work.
 """
 from __future__ import annotations
 
@@ -100,6 +104,7 @@ def _warm_up(sender: Any = None, **_: Any) -> None:
     import logging
 
     from workers.context import get_context
+    from workers.feeder import start_feeder
     from workers.recovery import start_sweeper
 
     try:
@@ -108,6 +113,7 @@ def _warm_up(sender: Any = None, **_: Any) -> None:
         logging.getLogger("workers").warning("worker context not built: %s", exc)
         return
     start_sweeper(ctx, app)
+    start_feeder(ctx, app)
     try:
         ctx.calls.warm_up()
     except Exception as exc:  # noqa: BLE001 - the first task will report the real problem
@@ -118,8 +124,10 @@ def _warm_up(sender: Any = None, **_: Any) -> None:
 def _shutting_down(**_: Any) -> None:
     # Runs in the signal handler of the main process: only set flags here.
     from workers.context import request_shutdown
+    from workers.feeder import stop_feeder
     from workers.recovery import stop_sweeper
 
     request_shutdown()
     stop_sweeper()
+    stop_feeder()
 

@@ -21,6 +21,7 @@ from shared.metrics.recorder import MetricsRecorder
 from shared.models import ModelRegistry, load_registry
 from shared.models.schema_store import SchemaStore
 from shared.redis_conn import connect
+from shared.scheduler import Scheduler
 from shared.settings import Settings
 from workers.attempts import CreationRecords
 from workers.claims import ClaimKeeper
@@ -48,6 +49,7 @@ class WorkerContext:
     models: ModelSpecs  # curated and schema-described models (registry_for an item's route)
     metrics: MetricsRecorder
     completions: CompletionBoard | None  # set when webhooks are configured (FLEET_WEBHOOK_URL)
+    scheduler: Scheduler = field(init=False)  # follow-ups are held here until due (shared.scheduler)
     cancel_watch: "CancelWatch" = field(init=False)
     stores: BatchStores = field(init=False)  # each batch's output location (a folder or a bucket)
     pid: int = field(default_factory=os.getpid)
@@ -55,6 +57,7 @@ class WorkerContext:
     def __post_init__(self) -> None:
         self.cancel_watch = CancelWatch(self.ledger)
         self.stores = BatchStores(self.ledger, self.settings)
+        self.scheduler = Scheduler(self.redis, self.keys)
 
     @classmethod
     def build(cls, settings: Settings) -> "WorkerContext":

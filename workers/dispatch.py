@@ -1,23 +1,28 @@
 """Sending attempt tasks, and asking which workers consume the queue.
 
-Producers build their own small Celery app from the Settings they were given (no global config),
-so `enqueue_items(settings, ...)` works from any process. A task carries only the attempt
-(batch id, item index, attempt number) and the model; the request itself stays in the ledger, and
-the token never travels. `argsrepr` makes each task readable in Flower:
+Every send goes through the fleet's schedule (shared.scheduler): `enqueue_items` and
+`send_again` (producers, `producer retry`, the budgets' held items) and `schedule_attempt`
+(a worker's follow-up, the recovery sweep) hold the send in Redis; the feeder (workers.feeder)
+moves it into the broker when it is due and its turn has come, with `send_attempt`, the one
+place that talks to Celery. A task carries only the attempt (batch id, item index, attempt
+number) and the model; the request itself stays in the ledger, and the token never travels.
+`argsrepr` makes each task readable in Flower:
 `batch=b-20261122-ab12cd item=3 attempt=2 model=google/nano-banana prompt='a red fox ...'`.
 """
 from __future__ import annotations
 
 import threading
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from celery import Celery
 from kombu import Producer
 
 from shared.keys import Keys
-from shared.ledger import TERMINAL, Ledger
+from shared.ledger import Ledger
 from shared.redis_conn import connect
 from shared.request import ImageRequest
+from shared.scheduler import Scheduler, broker_priority
+from shared.scheduler.schedule import sends_of
 from shared.settings import Settings
 from workers.attempts import AttemptRef
 from workers.celery_app import TASK_NAME, celery_config
@@ -44,56 +49,79 @@ def describe(ref: AttemptRef, model: str, prompt: str) -> str:
 
 
 def send_attempt(app: Celery, settings: Settings, ref: AttemptRef, model: str, *, prompt: str = "",
-                 countdown: float = 0.0, recheck: int = 0, producer: Producer | None = None,
-                 ledger: Ledger | None = None) -> str:
-    """Enqueue one run of the attempt `ref` on `model`; returns the task id. With `ledger`, the
-    send is recorded on the item (after the send: a crash in between only means the item may be
-    sent again, which is harmless, never that it looks enqueued without a message)."""
-    kwargs = {"recheck": recheck} if recheck else {}
+                 recheck: int = 0, priority: str = "normal", rank: int = 1,
+                 producer: Producer | None = None) -> str:
+    """Put one run of the attempt `ref` on `model` into the broker now; returns the task id.
+    Only the feeder calls this (and benchmarks comparing with direct enqueueing): everyone else
+    holds the send in the schedule, so that delays, priorities and turns are kept."""
+    kwargs: dict[str, object] = {"recheck": recheck} if recheck else {}
+    if priority != "normal":
+        kwargs["priority"] = priority
     result = app.send_task(
         TASK_NAME,
         args=(ref.batch_id, ref.index, ref.attempt, model),
         kwargs=kwargs,
         queue=settings.queue,
-        countdown=countdown if countdown > 0 else None,
+        priority=broker_priority(rank),
         argsrepr=describe(ref, model, prompt),
         kwargsrepr=repr(kwargs),
         producer=producer,
         ignore_result=True,
     )
-    if ledger is not None:
-        ledger.mark_enqueued(ref.batch_id, [ref.index], countdown=countdown, task_ids=[result.id])
     return result.id
 
 
-def enqueue_items(settings: Settings, batch_id: str, requests: Iterable[ImageRequest]) -> None:
-    """One task per item, for items recorded in the ledger (create_batch or reset_failed first).
-    Each task runs the item's current attempt with its current model; items already terminal are
-    skipped, so enqueueing a batch twice never makes two creations."""
+def schedule_attempt(scheduler: Scheduler, ref: AttemptRef, model: str, *, prompt: str = "",
+                     countdown: float = 0.0, recheck: int = 0) -> int:
+    """Hold a run of the attempt `ref` in the schedule, due in `countdown` seconds (Redis time).
+    Idempotent: the item's held send is replaced. Returns 1 if held (0: the item is terminal)."""
+    return scheduler.push(ref.batch_id, [(ref.index, ref.attempt, model)], delay=countdown, recheck=recheck,
+                          prompts={ref.index: prompt})
+
+
+def enqueue_items(settings: Settings, batch_id: str, requests: Iterable[ImageRequest]) -> int:
+    """A send of the current attempt and model of each item recorded in the ledger
+    (create_batch or reset_failed first), held in the schedule until the feeder takes it. Items
+    already terminal are skipped, and an item has one pending send at most, so enqueueing a batch
+    twice never makes two creations. Returns how many sends are held."""
     requests = list(requests)
     if not requests:
-        return
+        return 0
     client = connect(settings)
     try:
         ledger = Ledger(client, Keys(settings.key_prefix))
-        states = ledger.item_states(batch_id, [r.index for r in requests])
-        app = producer_app(settings)
-        sent: list[int] = []
-        task_ids: list[str] = []  # recorded on the items: `producer cancel` revokes them
-        with app.producer_or_acquire() as producer:
-            for request in requests:
-                state = states.get(request.index)
-                if state is None or state[0] in TERMINAL:
+        scheduler = Scheduler(client, ledger.keys)
+        held = 0
+        for start in range(0, len(requests), 2000):
+            chunk = requests[start:start + 2000]
+            states = ledger.item_states(batch_id, [r.index for r in chunk])
+            held += scheduler.push(batch_id, sends_of(states, [r.index for r in chunk]),
+                                   prompts={r.index: r.prompt for r in chunk})
+        return held
+    finally:
+        client.close()
+
+
+def send_again(settings: Settings, batch_id: str, indexes: Sequence[int]) -> int:
+    """Send these items of a batch again: the current attempt and model of each non-terminal
+    one, held in the schedule like any send (its priority and turn kept). For items that waited
+    without a message (e.g. held by a spending limit that was raised since). Idempotent. Returns
+    how many sends are held."""
+    client = connect(settings)
+    try:
+        ledger = Ledger(client, Keys(settings.key_prefix))
+        held = 0
+        for start in range(0, len(indexes), 2000):
+            chunk = list(indexes[start:start + 2000])
+            requests = {}
+            for index in chunk:
+                try:
+                    requests[index] = ledger.request(batch_id, index).prompt
+                except KeyError:
                     continue
-                _status, attempt, model = state
-                task_ids.append(send_attempt(app, settings, AttemptRef(batch_id, request.index, attempt),
-                                             model or request.model, prompt=request.prompt, producer=producer))
-                sent.append(request.index)
-                if len(sent) >= 500:  # recorded as we go: a crash loses at most this many records
-                    ledger.mark_enqueued(batch_id, sent, task_ids=task_ids)
-                    sent.clear()
-                    task_ids.clear()
-        ledger.mark_enqueued(batch_id, sent, task_ids=task_ids)
+            held += Scheduler(client, ledger.keys).push(
+                batch_id, sends_of(ledger.item_states(batch_id, chunk), chunk), prompts=requests)
+        return held
     finally:
         client.close()
 

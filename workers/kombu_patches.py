@@ -1,16 +1,25 @@
-"""A workaround for celery 5.7 / kombu 5.7 killing the worker after a lost broker connection.
+"""Two corrections to kombu 5.7's Redis transport, applied once on import of workers.celery_app.
 
-When the Redis broker goes away, celery's consumer first `collect()`s the broken connection (which
-detaches its transport: `transport.client = None`) and then `close()`s it. The close closes the
-default channel a second time, whose requeue of unacknowledged messages asks the detached
-transport for connection parameters and raises AttributeError ("'NoneType' object has no
-attribute 'hostname'"). That is not one of the connection errors celery ignores while closing,
-so it ends the worker ("Unrecoverable error") instead of letting it reconnect.
+1. **A lost broker connection killed the worker.** When the Redis broker goes away, celery's
+   consumer first `collect()`s the broken connection (which detaches its transport:
+   `transport.client = None`) and then `close()`s it. The close closes the default channel a
+   second time, whose requeue of unacknowledged messages asks the detached transport for
+   connection parameters and raises AttributeError ("'NoneType' object has no attribute
+   'hostname'"). That is not one of the connection errors celery ignores while closing, so it
+   ended the worker ("Unrecoverable error") instead of letting it reconnect. The patch turns that
+   AttributeError into the connection error it is: the close then fails quietly as celery
+   expects, the worker reconnects, and the messages it had not acknowledged are redelivered by
+   the visibility timeout (or resumed by the recovery sweep) as after any crash. Checked by
+   tests/test_redis_outage.py; remove once kombu fixes it.
 
-The patch turns that AttributeError into the connection error it is: the close then fails
-quietly as celery expects, the worker reconnects, and the messages it had not acknowledged are
-redelivered by the visibility timeout (or resumed by the recovery sweep) as after any crash.
-Applied once, on import of workers.celery_app; checked by tests/test_redis_outage.py.
+2. **One host's clock decided when everyone's messages were redelivered.** kombu stamps each
+   delivered, unacknowledged message with the consumer's `time.time()` (QoS.append) and every
+   worker restores the messages stamped before its own `time.time() - visibility_timeout`
+   (QoS.restore_visible). A worker whose clock runs 60 s ahead therefore redelivered every
+   message the others were running as soon as it was 60 s short of the visibility timeout (all of
+   them, with a short timeout), and one 60 s behind had its own messages taken from it. Both
+   stamps are Redis `TIME` now: the stamp is written by a one-line script in the same pipeline,
+   and the restore compares with Redis's clock, so no host's clock moves anyone's messages.
 """
 from __future__ import annotations
 
@@ -18,8 +27,15 @@ from typing import Any
 
 import redis
 from kombu.transport import redis as kombu_redis
+from kombu.utils.json import dumps
 
 _original_connparams = kombu_redis.Channel._connparams
+
+# ZADD the delivery tag with Redis's own time (seconds, as kombu's float stamps).
+_STAMP_SCRIPT = """
+local t = redis.call('TIME')
+return redis.call('ZADD', KEYS[1], string.format('%d.%06d', t[1], t[2]), ARGV[1])
+"""
 
 
 def _connparams(self: Any, asynchronous: bool = False) -> dict[str, Any]:
@@ -28,6 +44,39 @@ def _connparams(self: Any, asynchronous: bool = False) -> dict[str, Any]:
     return _original_connparams(self, asynchronous=asynchronous)
 
 
+def _append(self: Any, message: Any, delivery_tag: Any) -> None:
+    """QoS.append with the unacked stamp taken from Redis TIME (same pipeline, no extra trip)."""
+    delivery = message.delivery_info
+    exchange, routing_key = delivery["exchange"], delivery["routing_key"]
+    with self.pipe_or_acquire() as pipe:
+        pipe.eval(_STAMP_SCRIPT, 1, self.unacked_index_key, delivery_tag) \
+            .hset(self.unacked_key, delivery_tag, dumps([message._raw, exchange, routing_key])) \
+            .execute()
+        kombu_redis.virtual.QoS.append(self, message, delivery_tag)
+
+
+def _restore_visible(self: Any, start: int = 0, num: int = 10, interval: int = 10) -> None:
+    """QoS.restore_visible (kombu 5.7) with its ceiling on Redis's clock instead of this host's."""
+    self._vrestore_count += 1
+    if (self._vrestore_count - 1) % (interval or 1):
+        return
+    with self.channel.conn_or_acquire() as client:
+        sec, usec = client.time()
+        ceil = sec + usec / 1e6 - self.visibility_timeout
+        try:
+            with kombu_redis.Mutex(client, self.unacked_mutex_key, self.unacked_mutex_expire):
+                visible = client.zrange(self.unacked_index_key, ceil, 0, desc=True, byscore=True,
+                                        offset=num and start, num=num, withscores=True)
+                for tag, _score in visible or []:
+                    self.restore_by_tag(tag, client)
+        except kombu_redis.MutexHeld:
+            pass
+
+
 def apply() -> None:
     if kombu_redis.Channel._connparams is not _connparams:
         kombu_redis.Channel._connparams = _connparams
+    if kombu_redis.QoS.append is not _append:
+        kombu_redis.QoS.append = _append
+    if kombu_redis.QoS.restore_visible is not _restore_visible:
+        kombu_redis.QoS.restore_visible = _restore_visible

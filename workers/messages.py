@@ -16,6 +16,7 @@ class Job:
     model: str
     task_id: str | None = None
     recheck: int = 0  # how many times this task found the attempt claimed by another live run
+    priority: str = "normal"  # the batch's priority (high, normal, low): its place in the slot line
 
     @property
     def ref(self) -> AttemptRef:

@@ -9,7 +9,10 @@ So one worker at a time (a Redis lock, taken at most once per interval fleet-wid
 unfinished batches' items that show no sign of life for `quiet_after(settings)` seconds: no
 state change, no message sent or due, no live claim (a running or slot-waiting run holds one,
 renewed by its process), no message for that attempt waiting in the queue. Each such item is
-sent again with its current attempt and model through the normal send path. A duplicate is
+sent again with its current attempt and model through the normal send path (held in the
+schedule, shared.scheduler, like every send). An item whose send the schedule holds is PARKED
+in the live zset, so the sweep never reads it: only a send the feeder took and never delivered
+(it was killed in between) shows up as quiet. A duplicate is
 harmless: the claim lets one run at a time own the attempt, and the creation record makes a
 second run resume (or reconcile) the recorded prediction instead of creating another.
 
@@ -40,6 +43,7 @@ from celery import Celery
 from shared.keys import Keys
 from shared.ledger import TERMINAL, Ledger
 from shared.limiter import Limiter
+from shared.scheduler import Scheduler
 from shared.settings import Settings
 from workers.attempts import AttemptRef, CreationRecords
 from workers.replicate_calls import ReplicateCalls
@@ -92,6 +96,7 @@ class Sweeper:
         self.keys = Keys(settings.key_prefix)
         self.ledger = Ledger(redis_client, self.keys)
         self.creations = CreationRecords(redis_client, self.keys)
+        self.scheduler = Scheduler(redis_client, self.keys)
         self.app = app
         self.limiter = limiter
         self.calls = calls
@@ -151,7 +156,7 @@ class Sweeper:
         if not suspects:
             return report
         queued = self._queued_attempts()
-        from workers.dispatch import send_attempt
+        from workers.dispatch import schedule_attempt
 
         for ref, model in suspects:
             if ref in queued:
@@ -160,7 +165,7 @@ class Sweeper:
                 continue
             log.warning("item %s of batch %s (attempt %s, %s) showed no sign of life for %.0f s; "
                         "sending it again", ref.index, ref.batch_id, ref.attempt, model, self.quiet)
-            send_attempt(self.app, self.settings, ref, model, prompt=self._prompt(ref), ledger=self.ledger)
+            schedule_attempt(self.scheduler, ref, model, prompt=self._prompt(ref))
             report.resent.append(ref)
         return report
 
@@ -169,6 +174,7 @@ class Sweeper:
         there are suspects)."""
         found: set[AttemptRef] = set()
         names = [self.settings.queue] + [f"{self.settings.queue}{PRIORITY_SEPARATOR}{p}" for p in range(1, 10)]
+        # (every priority list kombu could use, also those the feeder never fills)
         for name in names:
             start = 0
             while True:

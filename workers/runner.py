@@ -34,6 +34,7 @@ from shared.errors import (CanceledError, InputError, LocalError, PermanentModel
 from shared.ledger import TERMINAL
 from shared.logging_setup import bind_log_context, log_context
 from shared.request import ImageRequest
+from shared.scheduler import PARKED
 from workers.attempts import AttemptRef
 from workers.claims import Claim
 from workers.context import WorkerContext, shutting_down
@@ -80,11 +81,14 @@ class AttemptRunner(AttemptStage):
             return None
         if ref.attempt < current:
             if status == "pending" and ref.attempt == current - 1:
-                # This attempt ended but its follow-up may never have been sent (killed between
-                # the ledger update and the send). Sending it again is safe: the claim and the
-                # creation record make a duplicate task a no-op. It keeps the follow-up's due time
-                # (backoff, retry_after): only the time left until then.
-                return NextTask(current, model, countdown=self._due_in(ref), prompt=self._prompt(ref))
+                # This attempt ended but its follow-up may never have been held (killed between
+                # the ledger update and the push). Holding it again is safe: an item has one held
+                # send at most, and the claim and the creation record make a duplicate task a
+                # no-op. Nothing to do when the schedule holds it (PARKED).
+                due_in = self._due_in(ref)
+                if due_in is None:
+                    return None
+                return NextTask(current, model, countdown=due_in, prompt=self._prompt(ref))
             return None
         if ref.attempt > current:
             log.error("attempt %s is ahead of the ledger's %s; ignored", ref.attempt, current)
@@ -134,15 +138,18 @@ class AttemptRunner(AttemptStage):
         if kept is not None:
             kept.release()
 
-    def _due_in(self, ref: AttemptRef) -> float:
-        """Seconds until the item's last sent message is due: its score in the batch's live zset
-        (send time + countdown, shared.ledger), against Redis's clock; 0 if already due."""
+    def _due_in(self, ref: AttemptRef) -> float | None:
+        """Seconds until the item's last message is due, from its score in the batch's live zset
+        (shared.ledger: a sign of life, or when a message sent with a countdown is due), against
+        Redis's clock; 0 if already due; None when the schedule holds its send (PARKED)."""
         pipe = self.ctx.redis.pipeline(transaction=False)
         pipe.zscore(self.ctx.keys.batch_live(ref.batch_id), str(ref.index))
         pipe.time()
         due, (sec, usec) = pipe.execute()
         if due is None:
             return 0.0
+        if float(due) >= PARKED:
+            return None
         return round(min(max(float(due) - (sec + usec / 1e6), 0.0), self.budget.countdown_cap), 3)
 
     def _prompt(self, ref: AttemptRef) -> str:

@@ -1,6 +1,8 @@
 """The Celery task: one attempt of one image. Every attempt (retry, fallback) and every later run
 of the same attempt (requeue, recheck) is its own task message, visible in Flower with batch,
-item, attempt, model and the prompt's start.
+item, attempt, model and the prompt's start. A follow-up is held in the fleet's schedule
+(shared.scheduler), due after its countdown in Redis time, never sent with a Celery ETA; the
+feeder (workers.feeder) puts it into the broker when it is due and its turn has come.
 
 A Redis outage in the middle (ledger, claim, creation record, limiter, or the broker refusing the
 follow-up) does not end the task: it waits for Redis, bounded (workers.outage), and runs the
@@ -14,7 +16,7 @@ from shared.logging_setup import log_context
 from shared.settings import Settings
 from workers.celery_app import TASK_NAME, app
 from workers.context import get_context
-from workers.dispatch import send_attempt
+from workers.dispatch import schedule_attempt
 from workers.messages import Job, NextTask
 from workers.outage import OutageWait, is_redis_unavailable
 from workers.runner import AttemptRunner
@@ -23,12 +25,23 @@ log = logging.getLogger("workers.tasks")
 
 
 @app.task(name=TASK_NAME, bind=True)
-def generate_image(self, batch_id: str, index: int, attempt: int, model: str, recheck: int = 0) -> None:
+def generate_image(self, batch_id: str, index: int, attempt: int, model: str, recheck: int = 0,
+                   priority: str = "normal") -> None:
     settings = app.settings()
     job = Job(batch_id=batch_id, index=int(index), attempt=int(attempt), model=model,
-              task_id=self.request.id, recheck=int(recheck))
+              task_id=self.request.id, recheck=int(recheck), priority=str(priority))
+    _room_in_the_broker(settings)
     with log_context(**job.ref.log_fields(), model=model, task_id=job.task_id):
         run_attempt(settings, job)
+
+
+def _room_in_the_broker(settings: Settings) -> None:
+    """This message left the broker: the feeder may put the next one in (best effort; without
+    it the feeder looks again within a second)."""
+    try:
+        get_context(settings).scheduler.nudge()
+    except Exception as exc:  # noqa: BLE001 - the attempt matters more than the nudge
+        log.debug("feeder not nudged: %s", exc)
 
 
 def run_attempt(settings: Settings, job: Job, *, outage: OutageWait | None = None) -> NextTask | None:
@@ -38,7 +51,6 @@ def run_attempt(settings: Settings, job: Job, *, outage: OutageWait | None = Non
     runner: AttemptRunner | None = None
     ran = False
     follow_up: NextTask | None = None
-    sent: str | None = None  # the follow-up's task id once sent (a retried send would duplicate it)
     try:
         while True:
             try:
@@ -50,16 +62,13 @@ def run_attempt(settings: Settings, job: Job, *, outage: OutageWait | None = Non
                     ran = True
                 if follow_up is None:
                     return None
-                # Sent before this message is acked (acks_late): a crash in between redelivers
-                # this task, which re-sends the follow-up (the ledger tells it so); never lost.
-                # The send and its record are two steps so that an outage between them re-does
-                # only the record (what send_attempt(..., ledger=) does in one go otherwise).
-                if sent is None:
-                    sent = send_attempt(app, settings, job.ref._replace(attempt=follow_up.attempt),
-                                        follow_up.model, prompt=follow_up.prompt,
-                                        countdown=follow_up.countdown, recheck=follow_up.recheck)
-                ctx.ledger.mark_enqueued(job.batch_id, [job.index], countdown=follow_up.countdown,
-                                         task_ids=[sent])
+                # Held before this message is acked (acks_late): a crash in between redelivers
+                # this task, which holds the follow-up again (the ledger tells it so); never lost.
+                # Holding it is idempotent (one pending send per item), so an outage in the
+                # middle only means doing it again.
+                schedule_attempt(ctx.scheduler, job.ref._replace(attempt=follow_up.attempt), follow_up.model,
+                                 prompt=follow_up.prompt, countdown=follow_up.countdown,
+                                 recheck=follow_up.recheck)
                 return follow_up
             except Exception as exc:  # noqa: BLE001 - only Redis unavailability is ridden out
                 if not is_redis_unavailable(exc) or not outage.wait(exc):

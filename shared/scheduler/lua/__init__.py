@@ -1,0 +1,1 @@
+"""Lua scripts of the scheduler (one per operation, sent after sched_common.lua)."""

@@ -1,0 +1,165 @@
+"""The feeder: moves held sends from the schedule (shared.scheduler) into the broker.
+
+One worker process of the fleet feeds at a time: it holds `<prefix>:sched:feeder` (SET NX PX,
+renewed every second), and any other process takes over within a few seconds of its death. The
+lock is for efficiency only, never for correctness: every take is one atomic script, so two
+feeders at once (a stalled holder coming back) send nothing twice; they only fill the broker's
+window twice over for a moment.
+
+The feeder keeps the broker's queue at `FLEET_FEED_WINDOW` messages at most (8 by default): a
+worker with a free thread takes a message within milliseconds, so a short queue keeps every
+thread busy, and the messages it holds are the only ones a newly submitted batch has to wait
+behind. It does not poll: it blocks on its wake list (`<prefix>:sched:wake`), which every push
+(a submission, a follow-up) and every worker that takes a message (workers.tasks) nudges, with
+a timeout at the next delayed send's due time (Redis time) and at most a second.
+
+A send the feeder took but never delivered (SIGKILL between the take and the broker) is not lost:
+the take gave its item a sign of life, and the recovery sweep sends it again after
+`quiet_after`. Every message sent is recorded on its item (`sent_tasks`, for `producer cancel`).
+"""
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+import uuid
+from collections import defaultdict
+from typing import TYPE_CHECKING
+
+import redis
+from celery import Celery
+
+from shared.keys import Keys
+from shared.ledger import Ledger
+from shared.scheduler import Scheduler, Send
+from shared.settings import Settings
+from shared.wakeup import blocking_client, run_forever
+from workers.attempts import AttemptRef
+from workers.dispatch import send_attempt
+
+if TYPE_CHECKING:  # pragma: no cover
+    from workers.context import WorkerContext
+
+log = logging.getLogger("workers.feeder")
+
+LOCK_SECONDS = 3.0  # a dead feeder is replaced within this (plus a second)
+RENEW_SECONDS = 1.0
+IDLE_WAIT_SECONDS = 1.0  # the longest the feeder sleeps without a nudge
+DEFAULT_WINDOW = 8
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+
+def feed_window(settings: Settings) -> int:
+    return max(1, int(getattr(settings, "feed_window", None) or DEFAULT_WINDOW))
+
+
+class Feeder:
+    """One round: take what fits into the broker and send it."""
+
+    def __init__(self, settings: Settings, redis_client: redis.Redis, app: Celery):
+        self.settings = settings
+        self.redis = redis_client
+        self.app = app
+        keys = Keys(settings.key_prefix)
+        self.scheduler = Scheduler(redis_client, keys)
+        self.ledger = Ledger(redis_client, keys)
+        self.window = feed_window(settings)
+
+    def feed_once(self) -> tuple[list[Send], float | None]:
+        """Take and send the next sends. Returns (what was sent, seconds until the next delayed
+        send is due or None)."""
+        sends, next_due = self.scheduler.take(self.settings.queue, window=self.window)
+        if not sends:
+            return sends, next_due
+        sent: dict[str, tuple[list[int], list[str]]] = defaultdict(lambda: ([], []))
+        with self.app.producer_or_acquire() as producer:
+            for send in sends:
+                ref = AttemptRef(send.batch_id, send.index, send.attempt)
+                task_id = send_attempt(self.app, self.settings, ref, send.model, prompt=send.prompt,
+                                       recheck=send.recheck, priority=send.priority, rank=send.rank,
+                                       producer=producer)
+                indexes, ids = sent[send.batch_id]
+                indexes.append(send.index)
+                ids.append(task_id)
+        for batch_id, (indexes, ids) in sent.items():
+            self.ledger.mark_enqueued(batch_id, indexes, task_ids=ids)
+        return sends, next_due
+
+
+class FeederThread:
+    """One daemon thread per worker process; the lock lets one of them feed at a time."""
+
+    def __init__(self, feeder: Feeder):
+        self.feeder = feeder
+        self.token = uuid.uuid4().hex
+        self._stop = threading.Event()
+        self._listen = blocking_client(feeder.redis)
+        self._renew = feeder.redis.register_script(_RENEW)
+        self._thread = threading.Thread(target=run_forever, args=(self._run, "feeder", self._stop),
+                                        name="feeder", daemon=True)
+        self.leading = False
+
+    def start(self) -> "FeederThread":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _hold_lock(self) -> bool:
+        lock = self.feeder.scheduler.feeder_lock
+        ms = int(LOCK_SECONDS * 1000)
+        if self.leading:
+            self.leading = bool(self._renew(keys=[lock], args=[self.token, ms]))
+            if not self.leading:
+                log.warning("lost the feeder lock; another worker feeds now")
+        if not self.leading:
+            self.leading = bool(self.feeder.redis.set(lock, self.token, nx=True, px=ms))
+            if self.leading:
+                log.info("this worker feeds the fleet now")
+        return self.leading
+
+    def _run(self) -> None:
+        renew_at = 0.0
+        while not self._stop.is_set():
+            try:
+                if time.monotonic() >= renew_at or not self.leading:
+                    if not self._hold_lock():
+                        self._stop.wait(RENEW_SECONDS * random.uniform(0.5, 1.0))
+                        continue
+                    renew_at = time.monotonic() + RENEW_SECONDS
+                sends, next_due = self.feeder.feed_once()
+                if len(sends) >= self.feeder.window:
+                    continue  # the broker may have room again already
+                wait = IDLE_WAIT_SECONDS if next_due is None else min(max(next_due, 0.001), IDLE_WAIT_SECONDS)
+                wait = min(wait, max(renew_at - time.monotonic(), 0.001))
+                self._listen.blpop([self.feeder.scheduler.wake_key], timeout=wait)
+            except Exception as exc:  # noqa: BLE001 - the feeder must outlive any outage
+                log.warning("feeder round failed: %s", exc)
+                self._stop.wait(0.5)
+
+
+_thread: FeederThread | None = None
+_thread_lock = threading.Lock()
+
+
+def start_feeder(ctx: "WorkerContext", app: Celery) -> FeederThread:
+    """Start this process's feeder thread (once)."""
+    global _thread
+    with _thread_lock:
+        if _thread is None:
+            _thread = FeederThread(Feeder(ctx.settings, ctx.redis, app)).start()
+        return _thread
+
+
+def stop_feeder() -> None:
+    thread = _thread  # no lock: this runs inside a signal handler
+    if thread is not None:
+        thread.stop()

@@ -199,6 +199,32 @@ def test_waiters_in_other_processes_are_served_in_arrival_order(
     limiter.close()
 
 
+def test_waiters_are_served_by_priority_then_in_turn_among_batches_then_in_arrival_order(
+        redis_client, redis_url, key_prefix, settings, children):
+    """Eleven processes queue for one slot, each once, in a known order: a low-priority waiter
+    first, six of a large batch, three of a small batch of the same priority, one high-priority
+    waiter last. The high one goes first, the two normal batches alternate (the small one does
+    not wait behind the large one's line), each in its own arrival order, the low one last."""
+    o = opts(concurrency=1, lease=2.0)
+    limiter = local_limiter(redis_client, settings, key_prefix, o)
+    held = limiter.acquire(HolderInfo(task_id="holder"))
+    arrivals = ([("L0", "b-low", "low")] + [(f"B{i}", "b-big", "normal") for i in range(6)]
+                + [(f"S{i}", "b-small", "normal") for i in range(3)] + [("H0", "b-high", "high")])
+    for i, (name, batch_id, priority) in enumerate(arrivals):
+        children(procs.queue_up_for, redis_url, key_prefix, o, name, batch_id, priority)
+        end = time.monotonic() + 30
+        while limiter.status().waiters < i + 1 and time.monotonic() < end:
+            time.sleep(0.02)
+    assert limiter.status().waiters == len(arrivals)
+    held.release()
+    end = time.monotonic() + 30
+    while redis_client.llen(f"{key_prefix}:order") < len(arrivals) and time.monotonic() < end:
+        time.sleep(0.05)
+    assert redis_client.lrange(f"{key_prefix}:order", 0, -1) == [
+        "H0", "B0", "S0", "B1", "S1", "B2", "S2", "B3", "B4", "B5", "L0"]
+    limiter.close()
+
+
 def test_a_pause_set_in_one_process_stops_creations_in_another(
         redis_client, redis_url, key_prefix, settings, children):
     o = opts(create_limit=100)

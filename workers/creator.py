@@ -36,9 +36,11 @@ class PredictionCreator(AttemptStage):
     def acquire_slot(self, job: Job, model: str, prediction_id: str | None = None) -> Lease:
         """A slot for the prediction about to be created, or for the running one being resumed:
         the slot its dead holder left counted is taken over at once (no second slot, no queueing
-        behind new work while it runs); otherwise the FIFO line like everyone."""
+        behind new work while it runs); otherwise the line like everyone: by the batch's
+        priority, in turn among batches, in arrival order within one."""
         ctx = self.ctx
-        info = HolderInfo(task_id=job.task_id, batch_id=job.batch_id, index=job.index, model=model)
+        info = HolderInfo(task_id=job.task_id, batch_id=job.batch_id, index=job.index, model=model,
+                          priority=job.priority)
         began = time.monotonic()
         try:
             if prediction_id is not None:

@@ -18,6 +18,9 @@ class HolderInfo:
     index: int | None = None
     model: str | None = None
     prediction_id: str | None = None
+    # Its place in the line for a slot: priority first (high, normal, low; None: normal), then in
+    # turn among the batches of that priority (batch_id), then by arrival (shared/limiter/README.md).
+    priority: str | None = None
 
     def to_record(self) -> dict[str, Any]:
         return asdict(self)

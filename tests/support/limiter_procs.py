@@ -150,6 +150,16 @@ def queue_up(redis_url: str, prefix: str, opts: dict[str, Any], name: str) -> No
     limiter.close()
 
 
+def queue_up_for(redis_url: str, prefix: str, opts: dict[str, Any], name: str, batch_id: str,
+                 priority: str) -> None:
+    """queue_up for a waiter of `batch_id` at `priority`."""
+    client, limiter = make_limiter(redis_url, prefix, opts)
+    lease = limiter.acquire(HolderInfo(task_id=name, batch_id=batch_id, priority=priority), timeout=60)
+    client.rpush(f"{prefix}:order", name)
+    lease.release()
+    limiter.close()
+
+
 def try_create(redis_url: str, prefix: str, opts: dict[str, Any]) -> None:
     """Take a creation token: first with a short timeout (expected to fail under a pause), then
     without one; report both outcomes with the grant time."""

@@ -2,11 +2,41 @@
 -- Returns {1, fence, granted_at, epoch, expires_at, handoff_ms} (handoff_ms: since the event that
 -- freed the slot woke this waiter, -1 if it was not woken) or
 -- {0, rank, free, recovery_ms_left}.
--- FIFO: a caller is admitted only if its rank among live waiters is below the free slots. For
--- one lease after a state loss there are no free slots (the holders still running re-register
--- through their renewals first); the reply says when that ends, and waiters re-check then.
+-- A caller is admitted only if its rank among live waiters is below the free slots. The line is
+-- ordered by priority (rec.priority: high, normal, low), then fairly among batches (rec.batch_id)
+-- of one priority, then by arrival: each waiter gets a start tag one past the later of its
+-- batch's last tag and the tag served last (start-time fair queuing), so a batch that arrives
+-- while another has a long line is served alternately with it instead of behind it. Callers of
+-- one batch (or without one) keep arrival order: plain FIFO. For one lease after a state loss
+-- there are no free slots (the holders still running re-register through their renewals first);
+-- the reply says when that ends, and waiters re-check then.
 local id, lease_ms = ARGV[3], tonumber(ARGV[4])
 local rec = cjson.decode(ARGV[5])
+local K_FAIR = K_WAITERS .. ':fair'  -- HASH vt:<band> (tag served last), f:<band>:<batch> (its last tag)
+local BANDS = {high = 0, normal = 1, low = 2}
+local band = BANDS[rec.priority] or 1
+local flow = type(rec.batch_id) == 'string' and rec.batch_id or ''
+
+-- The new waiter's place: (band, tag, arrival) in one score, exact in a double while tags stay
+-- below 1e9 (they restart from 0 whenever the line is empty).
+local function place()
+  local vt = tonumber(redis.call('HGET', K_FAIR, 'vt:' .. band) or '0')
+  local last = tonumber(redis.call('HGET', K_FAIR, 'f:' .. band .. ':' .. flow) or '0')
+  local tag = math.max(vt, last) + 1
+  redis.call('HSET', K_FAIR, 'f:' .. band .. ':' .. flow, tag)
+  local ticket = redis.call('INCR', K_TICKET)
+  return string.format('%.0f', ((band * 1e9) + tag) * 1e6 + (ticket % 1000000))
+end
+
+-- A waiter leaves the line with a grant: the tag served last moves on; an empty line starts over.
+local function served(score)
+  if score then
+    local tag = math.floor(tonumber(score) / 1e6) - band * 1e9
+    local key = 'vt:' .. band
+    if tag > tonumber(redis.call('HGET', K_FAIR, key) or '0') then redis.call('HSET', K_FAIR, key, tag) end
+  end
+  if redis.call('ZCARD', K_WAITERS) == 0 then redis.call('DEL', K_FAIR) end
+end
 local L = limits(false)
 local ep = sync_epoch(L)
 local pruned = prune_holders() + prune_waiters()
@@ -25,14 +55,14 @@ local free = L.concurrency_limit - redis.call('ZCARD', K_HOLDERS)
 if recovering > 0 then free = 0 end
 local rank = redis.call('ZRANK', K_WAITERS, id)
 if not rank then
-  rank = redis.call('ZCARD', K_WAITERS)
-  if rank >= free then
-    redis.call('ZADD', K_WAITERS, redis.call('INCR', K_TICKET), id)
-  end
+  redis.call('ZADD', K_WAITERS, place(), id)
+  rank = redis.call('ZRANK', K_WAITERS, id)
 end
 
 if rank < free then
+  local score = redis.call('ZSCORE', K_WAITERS, id)
   redis.call('ZREM', K_WAITERS, id)
+  served(score)
   redis.call('ZREM', K_WAITER_EXP, id)
   local woken = redis.call('HGET', K_WOKEN, id)
   redis.call('HDEL', K_WOKEN, id)

@@ -22,7 +22,9 @@ def base_args(settings) -> list[str]:
 
 
 def queue_length(redis_client, settings) -> int:
-    return redis_client.llen(settings.queue)
+    from tests.support.pipeline import held_sends
+
+    return held_sends(settings, redis_client)
 
 
 def test_references_are_read_once_by_content_uploaded_once_and_travel_as_urls(tmp_path, settings, sim,
@@ -48,7 +50,12 @@ def test_references_are_read_once_by_content_uploaded_once_and_travel_as_urls(tm
     assert recorded[0] == recorded[1] == recorded[2] == recorded[3] != recorded[4]
     assert str(tmp_path) not in json.dumps([r.to_dict() for r in batch.requests or []] + [list(recorded)])
     assert queue_length(redis_client, settings) == 5
-    assert str(tmp_path) not in json.dumps(redis_client.lrange(settings.queue, 0, -1))
+    from shared.scheduler import broker_lists
+    from tests.support.pipeline import feed
+
+    assert len(feed(settings, redis_client)) == 5  # what a worker's feeder puts into the broker
+    messages = [redis_client.lrange(name, 0, -1) for name in broker_lists(settings.queue)]
+    assert sum(map(len, messages)) == 5 and str(tmp_path) not in json.dumps(messages)
 
     # The duplicate check compares content: the same images under other names are the same batch.
     (tmp_path / "refs").mkdir()

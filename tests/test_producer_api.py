@@ -25,7 +25,10 @@ def base_args(settings):
 
 
 def queue_length(redis_client, settings) -> int:
-    return int(redis_client.llen(settings.queue))
+    """Sends waiting to run (held by the schedule or in the broker: workers feed them)."""
+    from tests.support.pipeline import held_sends
+
+    return held_sends(settings, redis_client)
 
 
 def finish(ledger: Ledger, batch_id: str, index: int, status: str = "succeeded", outputs=None):
@@ -135,6 +138,7 @@ def test_status_results_list_cancel_retry_through_the_cli(settings, redis_client
     runner = CliRunner()
     env = settings.as_env()
     batch = producer.submit(PROMPTS, settings=settings)
+    queued_task_ids(redis_client, settings)  # a worker's feeder put them into the broker
     ledger = Ledger(redis_client, Keys(settings.key_prefix))
     finish(ledger, batch.id, 0)
     finish(ledger, batch.id, 1, "failed")
@@ -375,7 +379,13 @@ def test_submit_prints_notes_plan_and_routing_warnings_before_enqueueing(tmp_pat
 
 # --- cancel revokes, retry after a cancel ------------------------------------------------------------
 def queued_task_ids(redis_client, settings) -> list[str]:
-    return [json.loads(raw)["headers"]["id"] for raw in redis_client.lrange(settings.queue, 0, -1)]
+    """The ids of the messages in the broker, after one round of the feeder."""
+    from shared.scheduler import broker_lists
+    from tests.support.pipeline import feed
+
+    feed(settings, redis_client)
+    return [json.loads(raw)["headers"]["id"] for name in broker_lists(settings.queue)
+            for raw in redis_client.lrange(name, 0, -1)]
 
 
 def test_cancel_revokes_the_queued_messages_of_the_items_it_cancels(settings, redis_client, monkeypatch):
@@ -411,6 +421,7 @@ def test_revoking_is_best_effort(settings, redis_client, monkeypatch):
 
     monkeypatch.setattr(Control, "revoke", broken)
     batch = producer.submit(PROMPTS, settings=settings)
+    assert len(queued_task_ids(redis_client, settings)) == 3  # fed into the broker: revoked at cancel
     outcome = batch.cancel()
     assert (outcome.canceled, outcome.revoked) == (3, 0) and "broker went away" in outcome.revoke_error
     assert batch.status().finished and batch.status().counts["canceled"] == 3

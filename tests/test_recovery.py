@@ -19,6 +19,8 @@ from tests.support.sim import wait_quiet
 from tests.support.wait import wait_until
 from tests.support.workers import messages_pending
 from workers.dispatch import enqueue_items, producer_app
+from shared.scheduler import Scheduler
+from tests.support.pipeline import feed, held_sends
 from workers.recovery import Sweeper, quiet_after, task_arguments
 
 MODEL = "black-forest-labs/flux-dev"
@@ -26,17 +28,24 @@ MODEL = "black-forest-labs/flux-dev"
 
 # --- helpers --------------------------------------------------------------------------------------
 def queued(redis_client, settings) -> list[tuple[str, int, int]]:
-    return [task_arguments(raw) for raw in redis_client.lrange(settings.queue, 0, -1)]
+    """The attempts of the messages in the broker."""
+    from shared.scheduler import broker_lists
+
+    return [task_arguments(raw) for name in broker_lists(settings.queue)
+            for raw in redis_client.lrange(name, 0, -1)]
 
 
 def drop_message(redis_client, settings, batch_id: str, index: int) -> None:
     """Take one item's message off the queue, as a worker SIGKILLed between kombu's BRPOP and its
     unacked record (or a Redis restart without persistence) would lose it."""
-    for raw in redis_client.lrange(settings.queue, 0, -1):
-        parsed = task_arguments(raw)
-        if parsed is not None and parsed[:2] == (batch_id, index):
-            assert redis_client.lrem(settings.queue, 1, raw) == 1
-            return
+    from shared.scheduler import broker_lists
+
+    for name in broker_lists(settings.queue):
+        for raw in redis_client.lrange(name, 0, -1):
+            parsed = task_arguments(raw)
+            if parsed is not None and parsed[:2] == (batch_id, index):
+                assert redis_client.lrem(name, 1, raw) == 1
+                return
     raise AssertionError(f"no message for item {index} of {batch_id}")
 
 
@@ -91,15 +100,18 @@ def test_sweep_resends_only_items_without_a_message_or_a_claim(settings, redis_c
     requests = requests_for(settings, "b-sweep", [f"a kite over a dune, {i}" for i in range(5)])
     assert ledger.create_batch("b-sweep", requests, output_root=str(settings.output_dir))
     enqueue_items(settings, "b-sweep", requests)
+    sweeper = Sweeper(settings, redis_client, producer_app(settings), quiet=0.0)
+    assert sweeper.sweep().resent == []  # held by the schedule (PARKED): alive, not even read
+    assert len(feed(settings, redis_client)) == 5  # the feeder puts them into the broker
     drop_message(redis_client, settings, "b-sweep", 2)
     drop_message(redis_client, settings, "b-sweep", 3)
     # item 3 is being run by a live execution (it holds the attempt's claim): not lost
     redis_client.set(Keys(settings.key_prefix).claim("b-sweep", 3, 1), "someone", px=60_000)
 
-    sweeper = Sweeper(settings, redis_client, producer_app(settings), quiet=0.0)
     report = sweeper.sweep()
     assert report.resent == [("b-sweep", 2, 1)]
-    assert sorted(queued(redis_client, settings)) == [("b-sweep", i, 1) for i in (0, 1, 2, 4)]
+    assert sorted(queued(redis_client, settings)) == [("b-sweep", i, 1) for i in (0, 1, 4)]
+    assert list(Scheduler(redis_client, Keys(settings.key_prefix)).held("b-sweep")) == [2]  # sent again
     assert sweeper.sweep().resent == []  # queued or claimed: nothing more to send
 
     # Finished batches cost nothing: their items are not even read.
@@ -186,6 +198,7 @@ def test_a_lost_message_is_sent_again_and_paid_once(settings, redis_client, sim_
     sim = sim_factory(latency_scale=0.02, image_scale=0.01)
     prompts = [f"a stone bridge in fog, view {i}" for i in range(6)]
     ledger, _ = submit(settings, redis_client, "b-lost", prompts)
+    assert len(feed(settings, redis_client)) == 6  # into the broker, as a worker's feeder does
     drop_message(redis_client, settings, "b-lost", 3)
     assert len(queued(redis_client, settings)) == 5
 
@@ -212,13 +225,13 @@ def test_resubmitting_after_a_crash_between_record_and_enqueue(settings, redis_c
         patch.setattr(workers.dispatch, "enqueue_items", die)
         with pytest.raises(KeyboardInterrupt):
             producer.submit(prompts, settings=settings, model=MODEL, batch_id="b-crash")
-    assert redis_client.llen(settings.queue) == 0  # recorded, never enqueued
+    assert held_sends(settings, redis_client) == 0  # recorded, never enqueued
 
     again = producer.submit(prompts, settings=settings, model=MODEL, batch_id="b-crash")
     assert not again.created
-    assert sorted(queued(redis_client, settings)) == [("b-crash", i, 1) for i in range(4)]
+    assert sorted(Scheduler(redis_client, Keys(settings.key_prefix)).held("b-crash")) == [0, 1, 2, 3]
     producer.submit(prompts, settings=settings, model=MODEL, batch_id="b-crash")
-    assert redis_client.llen(settings.queue) == 4  # sent once: nothing new the second time
+    assert held_sends(settings, redis_client) == 4  # sent once: nothing new the second time
 
     sim = sim_factory(latency_scale=0.02, image_scale=0.01)
     fleet = worker_factory(settings, count=1, sim=sim)
@@ -231,6 +244,7 @@ def test_resubmitting_after_a_crash_between_record_and_enqueue(settings, redis_c
     producer.submit(prompts, settings=settings, model=MODEL, batch_id="b-crash")  # finished: nothing
     assert [redis_client.hget(keys.item("b-crash", i), "sent_tasks") for i in range(4)] == sent_before
     assert messages_pending(redis_client, settings.queue) == 0
+    assert held_sends(settings, redis_client) == 0
     assert wait_quiet(sim)["creations"] == 4
 
 

@@ -17,6 +17,7 @@ from shared.errors import LimiterError, RedisUnavailableError
 from shared.keys import Keys
 from shared.ledger import Ledger
 from shared.limiter import Limiter
+from shared.scheduler import Scheduler
 from tests.support.e2e import submit, wait_finished
 from tests.support.pipeline import MODEL, record_batch, worker_context
 from tests.support.requirements import need
@@ -144,30 +145,36 @@ def test_the_claim_of_an_interrupted_run_is_taken_back_not_lost(settings, redis_
     assert sim.ledger(detail=False)["creations"] == 1
 
 
-def test_a_follow_up_the_broker_refused_is_sent_again(settings, redis_client, sim, monkeypatch):
-    """The attempt fails transiently (an aborted prediction); sending its follow-up hits a broker
-    outage. The send is retried after the wait, the attempt itself is not run again."""
+def test_a_follow_up_whose_hold_hit_an_outage_is_held_again(settings, redis_client, sim, monkeypatch):
+    """The attempt fails transiently (an aborted prediction); holding its follow-up in the
+    schedule hits a Redis outage. The hold is done again after the wait (it is idempotent), the
+    attempt itself is not run again, and the follow-up is due after its backoff."""
+    from workers.dispatch import schedule_attempt
+
     ledger, _ = record_batch(settings, redis_client, "b-send", ["a crane in fog"])
     sim.configure(abort_next=1)
-    sends = []
+    holds = []
 
-    def send_attempt(app, settings_, ref, model, **kwargs):
-        if not sends:
-            sends.append("refused")
-            raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
-        sends.append((ref.batch_id, ref.index, ref.attempt, model, kwargs["countdown"]))
-        return "task-id-1"
+    def flaky_schedule(scheduler, ref, model, **kwargs):
+        if not holds:
+            holds.append("refused")
+            raise redis.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+        holds.append((ref.batch_id, ref.index, ref.attempt, model, kwargs["countdown"]))
+        return schedule_attempt(scheduler, ref, model, **kwargs)
 
     with worker_context(settings, sim) as ctx:
         monkeypatch.setattr(tasks, "get_context", lambda _settings: ctx)
-        monkeypatch.setattr(tasks, "send_attempt", send_attempt)
+        monkeypatch.setattr(tasks, "schedule_attempt", flaky_schedule)
         outage = OutageWait(settings, probe=lambda: True)
         follow_up = tasks.run_attempt(settings, Job("b-send", 0, 1, MODEL), outage=outage)
+        depths = ctx.scheduler.depths(settings.queue)
     assert isinstance(follow_up, NextTask) and follow_up.attempt == 2 and follow_up.model == MODEL
-    assert sends[0] == "refused" and sends[1][:4] == ("b-send", 0, 2, MODEL) and len(sends) == 2
+    assert holds[0] == "refused" and holds[1][:4] == ("b-send", 0, 2, MODEL) and len(holds) == 2
     item = ledger.item("b-send", 0)
     assert item.status == "pending" and item.attempt == 2
-    assert redis_client.hget(Keys(settings.key_prefix).item("b-send", 0), "sent_tasks") == "task-id-1"
+    held = Scheduler(redis_client, Keys(settings.key_prefix)).held("b-send")
+    assert held[0]["a"] == 2 and held[0]["m"] == MODEL
+    assert depths.scheduled == 1 and 0 < depths.next_due_in <= follow_up.countdown  # due on Redis's clock
     assert sim.ledger(detail=False)["creations"] == 1
 
 

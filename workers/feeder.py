@@ -20,7 +20,9 @@ the take gave its item a sign of life, and the recovery sweep sends it again aft
 from __future__ import annotations
 
 import logging
+import os
 import random
+import socket
 import threading
 import time
 import uuid
@@ -98,7 +100,8 @@ class FeederThread:
 
     def __init__(self, feeder: Feeder):
         self.feeder = feeder
-        self.token = uuid.uuid4().hex
+        # Who feeds, for `redis-cli GET <prefix>:sched:feeder` (and the tests that kill it).
+        self.token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._stop = threading.Event()
         self._listen = blocking_client(feeder.redis)
         self._renew = feeder.redis.register_script(_RENEW)

@@ -36,3 +36,22 @@ def record_batch(settings, redis_client, batch_id: str, prompts: list[str], *, m
     ledger = Ledger(redis_client, Keys(settings.key_prefix))
     assert ledger.create_batch(batch_id, requests, output_root=str(settings.output_dir))
     return ledger, requests
+
+
+def held_sends(settings, redis_client) -> int:
+    """Everything waiting to run: sends the schedule holds (ready or delayed) and messages in the
+    broker (shared.scheduler.QueueDepths.waiting)."""
+    from shared.scheduler import Scheduler
+
+    return Scheduler(redis_client, Keys(settings.key_prefix)).depths(settings.queue).waiting
+
+
+def feed(settings, redis_client, window: int = 10_000) -> list:
+    """One round of the feeder in the test process: the held sends that are due go into the
+    broker (as a worker's feeder would move them); returns them."""
+    from workers.dispatch import producer_app
+    from workers.feeder import Feeder
+
+    feeder = Feeder(settings.with_(feed_window=window), redis_client, producer_app(settings))
+    sends, _ = feeder.feed_once()
+    return sends

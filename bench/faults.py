@@ -7,6 +7,7 @@ Faults (issue 7, item 5), each its own run on a fresh key prefix and a reset sta
   redis_crash     the same with SIGKILL (up to ~1 s of acknowledged writes may be lost)
   partition       host 2's cable unplugged for `cut_for` s at `fault_at`, then plugged back
   clock           host 3's workers run with a wall clock 60 s ahead (faketime) for the whole batch
+  clock_behind    the same, 60 s behind
   errors          the stand-in answers 5xx bursts (`burst` calls each, every `burst_every` s)
   storm           the account is throttled by "another program": every create answers 429 for
                   `storm_for` s (retry_after = the seconds left), every `burst_every` s
@@ -32,7 +33,7 @@ from bench.measure import Series, fetch_events
 from bench.processes import RedisServer
 from bench.throughput import Scenario, RunResult, _scenario_dict, _succeeded_with_files, fleet_settings, prompts_for, sim_figures, sim_options
 
-FAULTS = ("none", "kill", "redis_restart", "redis_crash", "partition", "clock", "errors", "storm")
+FAULTS = ("none", "kill", "redis_restart", "redis_crash", "partition", "clock", "clock_behind", "errors", "storm")
 
 
 @dataclass
@@ -113,7 +114,7 @@ def run_fault(fault: str, sc: Scenario, plan: FaultPlan, hosts: Hosts, redis: Re
     out = hosts.workdir / f"fault-{fault}-{uuid.uuid4().hex[:6]}"
     settings = fleet_settings(sc, redis, out, lease_seconds=plan.lease_seconds,
                               visibility_timeout=plan.visibility_timeout, http_timeout=plan.http_timeout)
-    offsets = {3: plan.clock_ahead} if fault == "clock" else {}
+    offsets = {"clock": {3: plan.clock_ahead}, "clock_behind": {3: -plan.clock_ahead}}.get(fault, {})
     fleet = Fleet(hosts, settings, sim.url, workers_per_host=sc.workers_per_host, concurrency=sc.threads,
                   host_indexes=list(range(1, sc.hosts + 1)), clock_offsets=offsets, webhooks=sc.webhooks)
     client = redis.client(socket_timeout=5, socket_connect_timeout=2)
@@ -176,6 +177,15 @@ def full_scenario() -> tuple[Scenario, FaultPlan]:
     sc = Scenario(n=1000, slots=60, create_per_min=600, latency=8.0, time_scale=0.5)  # latency 4 s, window 30 s
     plan = FaultPlan(kill_every=20.0, fault_at=20.0, cut_for=30.0, clock_ahead=60.0, burst=40, burst_every=15.0,
                      lease_seconds=15.0, visibility_timeout=60, timeout=1200.0)
+    return sc, plan
+
+
+def clock_scenario() -> tuple[Scenario, FaultPlan]:
+    """Issue 13.10's case: 60 images under a tight creation rate (30 per 15 s window, 20 slots,
+    2 s predictions), one of three workers' clocks 60 s off; leases and the broker's visibility
+    timeout short, as in the fault suite."""
+    sc = Scenario(n=60, slots=20, create_per_min=30, latency=8.0, time_scale=0.25)
+    plan = FaultPlan(clock_ahead=60.0, lease_seconds=5.0, visibility_timeout=20, http_timeout=5.0, timeout=600.0)
     return sc, plan
 
 

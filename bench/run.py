@@ -5,6 +5,9 @@
     .venv/bin/python -m bench.run throughput --n 1000 --slots 60 --rate 600 [--baseline]
     .venv/bin/python -m bench.run faults [--ci] [--only kill,partition]
     .venv/bin/python -m bench.run capacity [--sizes 50,100,200]
+    .venv/bin/python -m bench.run fairness [--n 2000] [--small 10]   # a small batch beside a large one
+    .venv/bin/python -m bench.run feed [--n 2000]      # one large batch: the feeder vs direct enqueueing
+    .venv/bin/python -m bench.run clock                # 60 images, one host's clock +60 s / -60 s
 
 Needs root for the network namespaces (falls back to plain processes and says so). Starts its own
 redis-server (port 6390) and stand-in (port 8790) on the hosts' bridge; never touches the shared
@@ -74,6 +77,40 @@ def faults_section(hosts: Hosts, redis, sim, *, ci: bool, only: list[str] | None
         _say(fault_line(result))
         results.append(result)
         _save("faults-ci" if ci else "faults", results)
+    return results
+
+
+def fairness_section(hosts: Hosts, redis, sim, n: int, small: int) -> list[RunResult]:
+    from bench.fairness import fairness_scenario, run_fairness
+
+    results = [run_fairness(fairness_scenario(n), hosts, redis, sim, small=small, log=_say)]
+    _save("fairness", results)
+    return results
+
+
+def feed_section(hosts: Hosts, redis, sim, n: int) -> list[RunResult]:
+    from bench.fairness import feed_scenario, run_feed_comparison
+
+    results = run_feed_comparison(feed_scenario(n), hosts, redis, sim, log=_say)
+    for r in results:
+        _say(summary_line(r))
+    _save("feed", results)
+    return results
+
+
+def clock_section(hosts: Hosts, redis, sim) -> list[RunResult]:
+    from bench.faults import clock_scenario, fault_line, run_fault
+
+    sc, plan = clock_scenario()
+    results: list[RunResult] = []
+    reference = None
+    for fault in ("none", "clock", "clock_behind"):
+        result = run_fault(fault, sc, plan, hosts, redis, sim, reference_makespan=reference, log=_say)
+        if fault == "none":
+            reference = result.figures.get("makespan_s")
+        _say(fault_line(result))
+        results.append(result)
+        _save("clock", results)
     return results
 
 
@@ -207,6 +244,27 @@ def summary(label: str, command: str, *, throughput=None, faults=None, capacity=
     return "\n".join(parts)
 
 
+def scheduling_summary(fairness: list[RunResult] | None, feed: list[RunResult] | None,
+                       clock: list[RunResult] | None) -> str:
+    """The schedule's figures: fair share, what the feeder costs, one host's clock off."""
+    parts: list[str] = []
+    if fairness:
+        parts += ["### Fair share and priorities (a small batch beside a large one)", "",
+                  "| large batch | slots | small batch | alone s | beside (normal) s | ratio | high priority s | ratio "
+                  "| large batch still running | duplicates |", "|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+        for r in fairness:
+            f, sc = r.figures, r.scenario
+            parts.append(f"| {sc['n']} | {sc['slots']} | {f['small']} | {f['small_alone_s']} | {f['small_beside_s']} | "
+                         f"{f['beside_ratio']} | {f['small_high_s']} | {f['high_ratio']} | {f['big_still_running']} | "
+                         f"{f['duplicate_predictions']} |")
+        parts.append("")
+    if feed:
+        parts += ["### One large batch: the feeder against direct enqueueing", "", throughput_table(feed), ""]
+    if clock:
+        parts += ["### One host's clock 60 s off (issue 13.10)", "", faults_table(clock), ""]
+    return "\n".join(parts)
+
+
 def update_doc(text: str) -> None:
     doc = DOC.read_text() if DOC.exists() else f"# Benchmarks\n\n{START}\n{END}\n"
     if START not in doc or END not in doc:
@@ -218,7 +276,8 @@ def update_doc(text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
-    p.add_argument("section", nargs="?", choices=("throughput", "faults", "capacity", "report"),
+    p.add_argument("section", nargs="?", choices=("throughput", "faults", "capacity", "fairness", "feed", "clock",
+                                                  "report"),
                    help="report: rebuild summary.md and BENCHMARKS.md from the saved results, run nothing")
     p.add_argument("--all", action="store_true", help="every figure, full size")
     p.add_argument("--quick", action="store_true", help="every figure, small (N=200, CI faults)")
@@ -231,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ci", action="store_true", help="faults: the small CI version")
     p.add_argument("--only", help="faults: comma-separated subset")
     p.add_argument("--sizes", default="50,100,200,400", help="capacity: threads per process to try")
+    p.add_argument("--small", type=int, default=10, help="fairness: images in the small batch")
     p.add_argument("--hosts", type=int, default=3)
     p.add_argument("--update-doc", action="store_true", help="write the summary into BENCHMARKS.md")
     p.add_argument("--no-isolation", action="store_true", help="plain processes instead of namespaces")
@@ -267,6 +327,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.all or args.quick or args.section == "faults":
             only = args.only.split(",") if args.only else None
             faults_section(hosts, redis, sim, ci=args.quick or args.ci, only=only)
+        big = (args.n or [300 if args.quick else 2000])[0]
+        if args.all or args.quick or args.section == "fairness":
+            fairness_section(hosts, redis, sim, big, args.small)
+        if args.all or args.quick or args.section == "feed":
+            feed_section(hosts, redis, sim, big)
+        if args.all or args.quick or args.section == "clock":
+            clock_section(hosts, redis, sim)
         isolated = hosts.isolated
     label = "full run" if args.all else ("quick run (small sizes, preliminary)" if args.quick else "partial run")
     _record_run(label, command, isolated)
@@ -307,6 +374,7 @@ def report_saved(*, to_doc: bool = True) -> int:
     commands = "`, `".join(meta.get("commands", ["python -m bench.run report"]))
     text = summary(meta.get("label", "saved results"), commands, throughput=throughput, faults=runs("faults") or runs("faults-ci"),
                    capacity=load("capacity"), isolated=meta.get("isolated", True), when=meta.get("when"))
+    text += scheduling_summary(runs("fairness"), runs("feed"), runs("clock"))
     (RESULTS_DIR / "summary.md").write_text(text)
     if to_doc:
         update_doc(text)

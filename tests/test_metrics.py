@@ -348,6 +348,30 @@ def test_active_batch_counts_are_exported(settings, redis_client):
     assert value(samples, "fleet_exporter_part_up", part="ledger") == 1
     assert value(samples, "fleet_batch_items_total", batch="b-metrics") == 3
     assert value(samples, "fleet_batch_items", batch="b-metrics", status="pending") == 3
+
+
+def test_queue_depths_are_exported_per_priority(settings, redis_client):
+    from shared.ledger import Ledger
+    from shared.request import ImageRequest
+    from shared.scheduler import Scheduler
+
+    keys = Keys(settings.key_prefix)
+    ledger = Ledger(redis_client, keys)
+    for batch_id, priority, n in (("b-q-high", "high", 2), ("b-q-normal", "normal", 3)):
+        requests = [ImageRequest(index=i, id=str(i), prompt=f"p{i}", requested_model="m", model="m",
+                                 output=f"{batch_id}/{i:04d}_p.png") for i in range(n)]
+        assert ledger.create_batch(batch_id, requests, output_root=str(settings.output_dir),
+                                   options={"priority": priority})
+        Scheduler(redis_client, keys).push(batch_id, [(i, 1, "m") for i in range(n)])
+    Scheduler(redis_client, keys).push("b-q-normal", [(0, 1, "m")], delay=60)
+    with start_metrics_server(settings, port=0, addr="127.0.0.1", limiter_factory=FakeLimiter) as server:
+        samples = scrape(server.url)
+    assert value(samples, "fleet_exporter_part_up", part="queue") == 1
+    assert value(samples, "fleet_queue_ready", priority="high") == 2
+    assert value(samples, "fleet_queue_ready", priority="normal") == 2
+    assert value(samples, "fleet_queue_batches", priority="normal") == 1
+    assert value(samples, "fleet_queue_broker", priority="low") == 0
+    assert value(samples, "fleet_queue_scheduled") == 1
     assert value(samples, "fleet_batches_active") >= 1
 
 

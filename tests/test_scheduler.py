@@ -11,7 +11,7 @@ import pytest
 from shared.keys import Keys
 from shared.ledger import Ledger
 from shared.models import load_registry
-from shared.prompts import parse_prompts
+from producer.prompts import parse_prompts
 from shared.scheduler import PARKED, Scheduler, broker_lists
 
 MODEL = "black-forest-labs/flux-dev"

@@ -79,7 +79,7 @@ class FleetCollector(Collector):
             labels=["part"],
         )
         for part, method in (("limiter", self._limiter_metrics), ("ledger", self._ledger_metrics),
-                             ("counters", self._counter_metrics)):
+                             ("queue", self._queue_metrics), ("counters", self._counter_metrics)):
             try:
                 families = list(method())
             except Exception as exc:  # one broken part must not empty the whole scrape
@@ -166,6 +166,29 @@ class FleetCollector(Collector):
         yield active
         yield items
         yield totals
+
+    # --- the schedule (shared.scheduler) ------------------------------------------------------------
+    def _queue_metrics(self) -> Iterator[Any]:
+        from shared.scheduler import Scheduler
+
+        depths = Scheduler(self.client, self.keys).depths(self.settings.queue)
+        ready = GaugeMetricFamily(f"{NAMESPACE}_queue_ready", "sends due and waiting for their turn in the "
+                                  "schedule, by batch priority", labels=["priority"])
+        broker = GaugeMetricFamily(f"{NAMESPACE}_queue_broker", "messages in the broker's queue (taken by no "
+                                   "worker yet), by batch priority", labels=["priority"])
+        batches = GaugeMetricFamily(f"{NAMESPACE}_queue_batches", "batches with sends waiting for their turn, "
+                                    "by priority", labels=["priority"])
+        for priority in depths.ready:
+            ready.add_metric([priority], float(depths.ready[priority]))
+            broker.add_metric([priority], float(depths.broker.get(priority, 0)))
+            batches.add_metric([priority], float(depths.batches[priority]))
+        yield ready
+        yield broker
+        yield batches
+        yield GaugeMetricFamily(f"{NAMESPACE}_queue_scheduled", "delayed sends not due yet (backoff, "
+                                "retry_after, rechecks)", value=float(depths.scheduled))
+        yield GaugeMetricFamily(f"{NAMESPACE}_queue_max_late_seconds", "the latest a delayed send joined its "
+                                "line after its due time (Redis time), since the schedule began", value=depths.max_late)
 
     # --- counters from workers -----------------------------------------------------------------
     def _counter_metrics(self) -> Iterator[Any]:

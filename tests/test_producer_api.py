@@ -477,3 +477,36 @@ def test_submit_and_generate_without_settings_use_the_environment(tmp_path, sett
     with pytest.raises(NoWorkerError):  # it got as far as waiting for a worker: submitted without settings
         producer.generate("a paper boat on a pond", "black-forest-labs/flux-dev", aspect_ratio="1:1", timeout=30)
     assert queue_length(redis_client, settings) == 4
+
+
+# --- priorities -------------------------------------------------------------------------------------
+def test_priority_is_recorded_listed_and_checked(tmp_path, settings, redis_client):
+    runner = CliRunner()
+    env = settings.as_env()
+    prompts = tmp_path / "p.json"
+    prompts.write_text(json.dumps(PROMPTS))
+    result = runner.invoke(cli, base_args(settings) + ["submit", str(prompts), "--priority", "high", "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    batch_id = json.loads(result.stdout.strip().splitlines()[-1])["batch"]
+    assert producer.open_batch(batch_id, settings).info().priority == "high"
+    listed = [json.loads(line) for line in runner.invoke(cli, base_args(settings) + ["list", "--json"],
+                                                         env=env).stdout.splitlines()]
+    assert {(d["batch_id"], d["priority"], d["state"]) for d in listed} >= {(batch_id, "high", "queued")}
+    human = runner.invoke(cli, base_args(settings) + ["list"], env=env).stdout
+    assert batch_id in human and "high" in human and "queued" in human
+    with pytest.raises(InputError, match="priority must be one of high, normal, low"):
+        producer.submit(["another"], settings=settings, priority="urgent")
+    bad = runner.invoke(cli, base_args(settings) + ["submit", "x.json", "--priority", "urgent"], env=env)
+    assert bad.exit_code == 2
+
+
+def test_queue_depths_count_what_waits_per_priority(settings, redis_client):
+    from producer.api import queue_depths
+
+    producer.submit(PROMPTS, settings=settings, priority="high")
+    producer.submit(["one more"], settings=settings)
+    depths = queue_depths(settings)
+    assert depths.ready == {"high": 3, "normal": 1, "low": 0}
+    assert depths.batches == {"high": 1, "normal": 1, "low": 0}
+    assert depths.scheduled == 0 and depths.waiting == 4
+    assert depths.to_dict()["waiting"] == 4

@@ -120,6 +120,24 @@ def test_sweep_resends_only_items_without_a_message_or_a_claim(settings, redis_c
     assert sweeper.sweep().batches == 0
 
 
+def test_sends_a_killed_feeder_took_but_never_delivered_are_sent_again(settings, redis_client):
+    """The feeder's take (one script) removes sends from the schedule and gives their items a sign
+    of life; a feeder SIGKILLed before the broker had the messages leaves those items quiet, and
+    the sweep holds them again: nothing is lost. The ones still held are never read."""
+    ledger = Ledger(redis_client, Keys(settings.key_prefix))
+    requests = requests_for(settings, "b-fed", [f"a buoy at dawn, {i}" for i in range(5)])
+    assert ledger.create_batch("b-fed", requests, output_root=str(settings.output_dir))
+    enqueue_items(settings, "b-fed", requests)
+    scheduler = Scheduler(redis_client, Keys(settings.key_prefix))
+    taken, _ = scheduler.take(settings.queue, window=2)  # ... and the feeder dies here
+    assert [s.index for s in taken] == [0, 1] and queued(redis_client, settings) == []
+    sweeper = Sweeper(settings, redis_client, producer_app(settings), quiet=0.0)
+    report = sweeper.sweep()
+    assert sorted(report.resent) == [("b-fed", 0, 1), ("b-fed", 1, 1)] and report.quiet == 2
+    assert sorted(scheduler.held("b-fed")) == [0, 1, 2, 3, 4]
+    assert sweeper.sweep().resent == []
+
+
 def test_a_stale_message_forwards_the_current_attempt_when_it_is_due_not_at_once(settings, redis_client):
     """A redelivered message of attempt 1 arrives while attempt 2 waits out its backoff (sent with
     a 20 s countdown). It re-sends attempt 2 (its follow-up may have been lost) with the time left
@@ -139,6 +157,8 @@ def test_a_stale_message_forwards_the_current_attempt_when_it_is_due_not_at_once
         assert 18.0 < forwarded.countdown <= 20.0, forwarded
         lost = AttemptRunner(ctx).run(Job("b-stale", 1, 1, MODEL))
         assert isinstance(lost, NextTask) and lost.attempt == 2 and lost.countdown == 0.0
+        ctx.scheduler.push("b-stale", [(1, 2, MODEL)], delay=20.0)  # the schedule holds it: nothing to do
+        assert AttemptRunner(ctx).run(Job("b-stale", 1, 1, MODEL)) is None
 
 
 def test_sweep_forgets_finished_batches_past_retention_and_keeps_the_rest(settings, redis_client):

@@ -120,14 +120,24 @@ def cleanup_dead_owners(family: str) -> list[str]:
     return removed
 
 
-def faketime_env(offset: float) -> dict[str, str]:
-    """Environment that runs a process's clocks `offset` s ahead (Debian's libfaketime)."""
+SKEWED_CLOCK_PATH = Path(__file__).resolve().parent / "skewed_clock"
+
+
+def faketime_env(offset: float, pythonpath: str | None = None) -> dict[str, str]:
+    """Environment that runs a process's wall clock `offset` s ahead (Debian's libfaketime), as on
+    a host whose clock is wrong: only CLOCK_REALTIME (time.time, datetime.now, what Celery's ETAs
+    and kombu's visibility stamps read); the monotonic clock that timed waits use stays true
+    (faking it too made every `Event.wait(timeout)` of the process hang, which no real host does;
+    bench/skewed_clock/sitecustomize.py works around libfaketime's broken sleeps). `pythonpath`:
+    the PYTHONPATH the process would have had, kept after that folder."""
     import glob
 
     libs = sorted(glob.glob("/usr/lib/*/faketime/libfaketimeMT.so.1") + glob.glob("/usr/lib/faketime/libfaketimeMT.so.1"))
     if not libs:
         raise HostsError("libfaketime is not installed (apt-get install faketime)")
-    return {"LD_PRELOAD": libs[0], "FAKETIME": f"{offset:+g}s"}
+    path = str(SKEWED_CLOCK_PATH) + (os.pathsep + pythonpath if pythonpath else "")
+    return {"LD_PRELOAD": libs[0], "FAKETIME": f"{offset:+g}", "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+            "PYTHONPATH": path}
 
 
 @dataclass
@@ -300,13 +310,11 @@ class Hosts:
               log_path: str | Path | None = None, cwd: str | Path | None = None,
               clock_offset: float | None = None) -> subprocess.Popen:
         """Start argv on host `index` in its own process group; output to log_path (or discarded).
-        With clock_offset, every clock of the process runs that many seconds ahead (libfaketime,
-        preloaded directly so the process keeps its pid; its monotonic clock moves by the same
-        constant, which no process can notice — Python's sleeps break if only the wall clock is
-        faked)."""
+        With clock_offset, the process's wall clock runs that many seconds ahead (libfaketime,
+        preloaded directly so the process keeps its pid; see faketime_env)."""
         child_env = dict(os.environ if env is None else env)
         if clock_offset:
-            child_env.update(faketime_env(clock_offset))
+            child_env.update(faketime_env(clock_offset, child_env.get("PYTHONPATH")))
         full = self.command(index, argv)
         out = open(log_path, "ab") if log_path else subprocess.DEVNULL
         try:

@@ -1,5 +1,5 @@
 """One host's clock moves nobody's work (issue 13, item 10): three workers, one of them with its
-clock 60 s ahead or behind (libfaketime), a batch whose predictions are aborted at random so that
+wall clock 60 s ahead or behind (libfaketime; its monotonic clock true, as on a real host), a batch whose predictions are aborted at random so that
 many attempts are followed by a retry after a backoff. Every follow-up starts after its backoff
 (a sender behind once ran them at once) and well before a minute (a sender ahead once delayed
 them by its lead), both measured on the ledger's Redis-time records; every image arrives and no
@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from bench.hosts import faketime_env
+from bench.processes import REPO_ROOT
 from shared.keys import Keys
 from shared.scheduler import Scheduler
 from tests.support.e2e import MODEL, submit, wait_finished
@@ -41,7 +42,7 @@ def test_a_skewed_host_neither_delays_nor_hurries_anyones_follow_ups(settings, r
     settings = settings.with_(concurrency_limit=8, max_transient_retries=20, visibility_timeout=30)
     sim = sim_factory(latency_scale=0.05, image_scale=0.002, abort_rate=0.35, seed=13)
     fleet = worker_factory(settings, count=2, sim=sim, concurrency=6)
-    worker_factory(settings, count=1, sim=sim, concurrency=6, **faketime_env(offset))
+    worker_factory(settings, count=1, sim=sim, concurrency=6, **faketime_env(offset, str(REPO_ROOT)))
     ledger, _ = submit(settings, redis_client, "b-skew", [f"a gull on a post, {i}" for i in range(N)])
     wait_finished(ledger, "b-skew", 180, fleet)
 

@@ -52,15 +52,20 @@ def test_teardown_runs_when_the_block_raises_and_stale_hosts_are_cleaned():
 
 
 @pytest.mark.needs("faketime")
-def test_a_host_can_run_with_its_clock_ahead():
+@pytest.mark.parametrize("offset", [60, -60])
+def test_a_host_can_run_with_its_clock_off_and_still_waits_as_long_as_it_means(offset):
+    """Only the wall clock is off, as on a real host: timed waits and sleeps last what they say
+    (with the monotonic clock faked too, every Event.wait(timeout) of the process hung)."""
+    code = ("import threading, time; t = time.perf_counter(); threading.Event().wait(0.3); "
+            "time.sleep(0.3); print(time.perf_counter() - t, time.time())")
     with make_test_hosts(1, isolate=False) as hosts:
-        proc = hosts.popen(1, [sys.executable, "-c", "import time; print(time.time())"],
-                           log_path=hosts.workdir / "t.log", clock_offset=60)
-        proc.wait(30)
+        proc = hosts.popen(1, [sys.executable, "-c", code], log_path=hosts.workdir / "t.log", clock_offset=offset)
+        assert proc.wait(30) == 0, (hosts.workdir / "t.log").read_text()
         import time
 
-        ahead = float((hosts.workdir / "t.log").read_text().split()[-1]) - time.time()
-        assert 55 < ahead < 65
+        waited, then = map(float, (hosts.workdir / "t.log").read_text().split()[-2:])
+        assert 0.55 < waited < 3.0
+        assert offset - 5 < then - time.time() < offset + 5
 
 
 def test_plain_process_fallback_says_so_and_refuses_cuts():

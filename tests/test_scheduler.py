@@ -122,3 +122,18 @@ def test_sends_of_canceled_items_are_skipped_by_the_feeder(settings, redis_clien
     push_all(scheduler, "b-skip", 3)
     ledger.cancel("b-skip")  # the items are canceled; the held sends are still there
     assert scheduler.take(settings.queue, window=100)[0] == []
+
+
+def test_send_again_holds_the_current_attempt_of_each_open_item(settings, redis_client, scheduler):
+    """The function for items that waited without a message (the budgets' held items)."""
+    from workers.dispatch import send_again
+
+    ledger = record(settings, redis_client, "b-again", 4)
+    ledger.transition("b-again", 1, "pending", expect_attempt=1, attempt=1,
+                      fields={"attempt": 2, "current_model": "other/model"},
+                      attempt_update={"status": "retry", "final": True})
+    ledger.transition("b-again", 3, "canceled", attempt=1, attempt_update={"final": True})
+    assert send_again(settings, "b-again", [0, 1, 3]) == 2
+    held = scheduler.held("b-again")
+    assert sorted(held) == [0, 1] and held[1]["a"] == 2 and held[1]["m"] == "other/model"
+    assert held[0]["p"] == "b-again image 0"

@@ -11,6 +11,7 @@ number) and the model; the request itself stays in the ledger, and the token nev
 """
 from __future__ import annotations
 
+import json
 import threading
 from typing import Iterable, Sequence
 
@@ -110,17 +111,15 @@ def send_again(settings: Settings, batch_id: str, indexes: Sequence[int]) -> int
     client = connect(settings)
     try:
         ledger = Ledger(client, Keys(settings.key_prefix))
+        scheduler = Scheduler(client, ledger.keys)
         held = 0
         for start in range(0, len(indexes), 2000):
-            chunk = list(indexes[start:start + 2000])
-            requests = {}
+            chunk = [int(i) for i in indexes[start:start + 2000]]
+            pipe = client.pipeline(transaction=False)
             for index in chunk:
-                try:
-                    requests[index] = ledger.request(batch_id, index).prompt
-                except KeyError:
-                    continue
-            held += Scheduler(client, ledger.keys).push(
-                batch_id, sends_of(ledger.item_states(batch_id, chunk), chunk), prompts=requests)
+                pipe.hget(ledger.keys.item(batch_id, index), "request")
+            prompts = {i: json.loads(raw).get("prompt", "") for i, raw in zip(chunk, pipe.execute()) if raw}
+            held += scheduler.push(batch_id, sends_of(ledger.item_states(batch_id, chunk), chunk), prompts=prompts)
         return held
     finally:
         client.close()

@@ -24,7 +24,7 @@ Layout: see lua/sched_common.lua. Times are Redis TIME; the feeder's wake list i
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable, NamedTuple, Sequence
 
 import redis
@@ -91,7 +91,6 @@ class QueueDepths:
     moved: int = 0  # delayed sends moved into their batch's line so far (fleet lifetime)
     max_late: float = 0.0  # the latest a delayed send was moved after its due time (seconds)
     fed: int = 0  # sends the feeder took into the broker so far
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def waiting(self) -> int:

@@ -25,6 +25,7 @@ from shared.metrics import (
 from shared.metrics.recorder import encode_field
 from shared.metrics.server import start_metrics_server
 from tests.support.e2e import wait_finished
+from tests.support.wait import wait_until
 from tests.support.workers import forget_queue, pick_image_model
 
 
@@ -189,8 +190,6 @@ def test_creation_pauses_and_handoff_latency(settings, redis_client):
 def test_a_real_hand_off_is_recorded_from_the_lease(settings, redis_client):
     """What a run records after an acquire: `lease.handoff_seconds` (None when the slot was
     free) goes to the handoff histogram."""
-    import time
-
     from shared.limiter import HolderInfo, Limiter
 
     keys = Keys(settings.key_prefix)
@@ -203,9 +202,7 @@ def test_a_real_hand_off_is_recorded_from_the_lease(settings, redis_client):
         waiting = threading.Thread(target=lambda: leases.append(limiter.acquire(HolderInfo(task_id="next"),
                                                                                 timeout=10)))
         waiting.start()
-        deadline = time.monotonic() + 10
-        while limiter.status().waiters < 1 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: limiter.status().waiters >= 1, 10, "the second caller to wait")
         first.release()
         waiting.join(10)
         [second] = leases
@@ -447,7 +444,6 @@ def test_producer_metrics_listens_on_loopback_unless_given_an_address(settings, 
     from pathlib import Path
 
     from bench.processes import free_port
-    from tests.support.wait import wait_until
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REPLICATE_", "FLEET_", "REDIS_URL"))}
     env.update(settings.as_env(), PYTHONPATH=str(Path(__file__).resolve().parent.parent))

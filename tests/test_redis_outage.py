@@ -21,9 +21,10 @@ from shared.scheduler import Scheduler
 from tests.support.e2e import submit, wait_finished
 from tests.support.pipeline import MODEL, record_batch, worker_context
 from tests.support.requirements import need
+from tests.support.wait import wait_until
 from workers import tasks
-from workers.outage import OutageWait, is_redis_unavailable, outage_budget
 from workers.attempts import AttemptRef
+from workers.outage import OutageWait, is_redis_unavailable, outage_budget
 from workers.runner import Job, NextTask
 
 
@@ -216,17 +217,13 @@ def test_a_redis_restart_mid_attempt_is_ridden_out_by_the_task_and_pays_once(pri
     keys = Keys(settings.key_prefix)
     Limiter.from_settings(client, keys, settings).pause_creations(4.0, reason="test: hold the token")
     ledger, _ = submit(settings, client, "b-outage", ["a kingfisher on a branch"])
-    deadline = time.monotonic() + 20
-    while not client.hget(keys.attempt("b-outage", 0, 1), "intent_at"):
-        assert time.monotonic() < deadline, "the worker never started the attempt\n" + fleet.logs()
-        time.sleep(0.05)
+    wait_until(lambda: client.hget(keys.attempt("b-outage", 0, 1), "intent_at"), 20, "the worker to start the attempt",
+               explain=fleet.logs)
 
     private_redis.stop()  # clean (AOF synced); the worker is inside the creation pause; its token call comes in ~3 s
     down_at = time.monotonic()
-    deadline = down_at + TASK_WAITS_WITHIN
-    while "Redis unavailable (" not in fleet.workers[0].log():
-        assert time.monotonic() < deadline, "the error never reached the task\n" + fleet.logs()
-        time.sleep(0.5)
+    wait_until(lambda: "Redis unavailable (" in fleet.workers[0].log(), TASK_WAITS_WITHIN,
+               "the error to reach the task", interval=0.5, explain=fleet.logs)
     time.sleep(RESTART_AFTER_TASK_WAITS)
     private_redis.start()
     restarted = time.monotonic()

@@ -5,7 +5,6 @@ import hashlib
 import io
 import json
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -14,6 +13,8 @@ import replicate
 from PIL import Image
 from replicate.exceptions import ReplicateError
 from replicate.helpers import FileOutput
+
+from tests.support.wait import wait_until
 
 TOKEN = "r8_sim_test_token"
 
@@ -255,9 +256,7 @@ def test_webhooks_are_signed_and_verify_with_the_official_validator(sim):
                                                webhook=url)
         done.wait()
         everything.wait()
-        deadline = time.monotonic() + 10
-        while len(_Receiver.received) < 5 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: len(_Receiver.received) >= 5, 10, "five deliveries")
     finally:
         server.shutdown()
     secret = client.webhooks.default.secret()
@@ -273,9 +272,8 @@ def test_webhooks_are_signed_and_verify_with_the_official_validator(sim):
     tampered = dict(_Receiver.received[0][0])
     with pytest.raises(replicate.webhook.InvalidSignatureError):
         replicate.webhooks.validate(headers=tampered, body=_Receiver.received[0][1] + " ", secret=secret)
-    deadline = time.monotonic() + 5
-    while sim.ledger()["webhooks"]["sent"] < 5 and time.monotonic() < deadline:
-        time.sleep(0.05)  # the sim counts a delivery once the receiver has answered
+    # the sim counts a delivery once the receiver has answered
+    wait_until(lambda: sim.ledger()["webhooks"]["sent"] >= 5, 5, "the stand-in to count five deliveries")
     assert sim.ledger()["webhooks"] == {"sent": 5, "failed": 0,
                                         "by_event": {"start": 1, "logs": 1, "output": 1, "completed": 2}}
 

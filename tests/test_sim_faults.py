@@ -203,12 +203,11 @@ def test_aborted_only_on_demand(sim):
     sim.configure(abort_next=1)
     aborted = create_raw(sim, "abort me").json()
     normal = create_raw(sim, "keep me").json()
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        states = [httpx.get(f"{sim.url}/v1/predictions/{p['id']}", headers=AUTH).json() for p in (aborted, normal)]
-        if states[0]["status"] == "aborted" and states[1]["status"] == "succeeded":
-            break
-        time.sleep(0.05)
+    def fetch_states() -> list[dict]:
+        return [httpx.get(f"{sim.url}/v1/predictions/{p['id']}", headers=AUTH).json() for p in (aborted, normal)]
+
+    states = wait_until(lambda: (lambda s: s if (s[0]["status"], s[1]["status"]) == ("aborted", "succeeded")
+                                 else None)(fetch_states()), 5, "one aborted, one succeeded")
     assert states[0]["status"] == "aborted" and states[0]["started_at"] is None and states[0]["completed_at"]
     assert states[1]["status"] == "succeeded"
     # replicate 1.0.7's pydantic model does not know `aborted`

@@ -17,6 +17,7 @@ import pytest
 from replicate_sim.webhooks import new_secret, sign
 from shared.keys import Keys
 from tests.support.e2e import submit, wait_finished
+from tests.support.limiter import LIVE_LEASE
 from tests.support.wait import wait_until
 from workers.completions import CompletionBoard
 from workers.webhook_receiver import PATH, REPLAY_WINDOW_SECONDS, ServerLimits, WebhookReceiver, signing_secret
@@ -364,7 +365,7 @@ def test_a_delivery_frees_the_slot_a_dead_worker_left_but_never_a_live_one(recei
     dead = Limiter.from_settings(redis_client, Keys(key_prefix), s)
     dead.acquire(HolderInfo(task_id="dead")).set_prediction("p-dead")
     dead.close()  # died while its prediction ran
-    live = Limiter.from_settings(redis_client, Keys(key_prefix), s)
+    live = Limiter.from_settings(redis_client, Keys(key_prefix), s.with_(lease_seconds=LIVE_LEASE))
     lease = live.acquire(HolderInfo(task_id="live"))
     lease.set_prediction("p-live")
     time.sleep(1.0)

@@ -14,18 +14,20 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from bench.hosts import Hosts
 from bench.moto import start_moto
+from bench.processes import worker_argv
 from producer import api
 from shared.storage import open_store
+from tests.support.bench import make_test_hosts
+from tests.support.wait import wait_until
 from tests.support.workers import worker_env
+from workers.dispatch import workers_alive
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.faults, pytest.mark.needs("netns")]
 
@@ -33,7 +35,7 @@ N_PLAIN, N_REFS = 24, 8  # images without and with a reference image
 
 
 def test_a_batch_over_three_hosts_writes_every_image_to_the_bucket_through_a_store_outage(settings, tmp_path):
-    with Hosts(3, workdir=tmp_path / "hosts", quiet=True) as hosts:
+    with make_test_hosts(3, workdir=tmp_path / "hosts") as hosts:  # this test run's own prefix and subnet
         redis = hosts.start_redis(6397, appendonly=False)
         sim = hosts.start_sim(8797, latency_scale=0.3, image_scale=0.02, seed=7)
         moto = start_moto(tmp_path / "moto.log", host=hosts.server_address, port=8798)
@@ -53,9 +55,8 @@ def run_batch(hosts, settings, sim, moto, tmp_path: Path) -> None:
         # A short store timeout: a write caught by the stop gives up and is written by a later run.
         env = worker_env(settings, sim_url=sim.url, OUTPUT_DIR=str(folder / "out"), FLEET_STORE_TIMEOUT="3",
                          **s3_env)
-        hosts.popen(i, [sys.executable, "-m", "celery", "-A", "workers", "worker", "-n", f"w{i}@%h", "-c", "8",
-                        "--pool", "threads", "-Q", settings.queue, "--without-mingle", "--without-gossip",
-                        "-l", "INFO"], env=env, log_path=folder / "worker.log", cwd=folder)
+        hosts.popen(i, worker_argv(settings, f"w{i}@%h", concurrency=8), env=env, log_path=folder / "worker.log",
+                    cwd=folder)
     producer_dir = tmp_path / "producer"
     refs = producer_dir / "refs"
     refs.mkdir(parents=True)
@@ -73,8 +74,9 @@ def run_batch(hosts, settings, sim, moto, tmp_path: Path) -> None:
     try:
         batch = api.submit(prompts, settings=settings.with_(output_dir=url))
         shutil.rmtree(refs)  # the references exist nowhere now but as uploaded files
-        _wait_ready(hosts, settings)
-        _wait_succeeded(batch, 5)
+        wait_until(lambda: len(workers_alive(settings, timeout=1.0)) >= 3, 60, "the three workers to answer")
+        wait_until(lambda: batch.status(with_slots=False).counts.get("succeeded", 0) >= 5, 120,
+                   "progress before the store outage", interval=0.2)
         moto.pause()  # the store stops answering mid-batch
         time.sleep(10)
         moto.resume()
@@ -107,17 +109,3 @@ def run_batch(hosts, settings, sim, moto, tmp_path: Path) -> None:
         for name in s3_env:
             os.environ.pop(name, None)
 
-
-def _wait_ready(hosts, settings, timeout: float = 60.0) -> None:
-    from workers.dispatch import workers_alive
-
-    deadline = time.monotonic() + timeout
-    while len(workers_alive(settings, timeout=1.0)) < 3:
-        assert time.monotonic() < deadline, "the three workers did not answer"
-
-
-def _wait_succeeded(batch, count: int, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while batch.status(with_slots=False).counts.get("succeeded", 0) < count:
-        assert time.monotonic() < deadline, "no progress before the store outage"
-        time.sleep(0.2)

@@ -15,7 +15,7 @@ from typing import Iterator
 
 import pytest
 
-from bench.moto import MotoServer, start_moto  # noqa: F401  (start_moto: for tests)
+from bench.moto import MotoServer, start_moto
 
 
 @pytest.fixture(scope="session")

@@ -6,10 +6,10 @@ FleetError for any of them, InputError for bad input (every problem in `.problem
 from shared.errors import (ConfigError, DuplicateBatchError, FleetError, InputError, NoWorkerError, Problem,
                            RedisUnavailableError, ReplicateCallError)
 
-from producer.api import (Batch, CancelOutcome, generate, limits_status, list_batches, open_batch, set_limits, submit,
-                          validate)
+from producer.api import (Batch, CancelOutcome, generate, latest_batch, limit_sources, limits_status, list_batches,
+                          open_batch, reset_limits, set_limits, submit, validate)
 
-__all__ = ["Batch", "CancelOutcome", "submit", "validate", "generate", "open_batch", "list_batches",
-           "limits_status", "set_limits",
+__all__ = ["Batch", "CancelOutcome", "submit", "validate", "generate", "open_batch", "latest_batch", "list_batches",
+           "limits_status", "limit_sources", "set_limits", "reset_limits",
            "FleetError", "InputError", "Problem", "DuplicateBatchError", "ConfigError", "RedisUnavailableError",
            "NoWorkerError", "ReplicateCallError"]

@@ -12,9 +12,11 @@ import tempfile
 from pathlib import Path
 
 import requests
+from dotenv import dotenv_values
 
 from shared.common import redact_url
 from shared.errors import ApiUnreachableError, ConfigError, InputError, Problem
+from shared.settings import api_base_url
 
 DEFAULT_BASE_URL = "https://api.replicate.com"
 
@@ -27,7 +29,7 @@ def check_token(token: str, base_url: str | None = None, *, timeout: float = 10.
         raise InputError(Problem("the token is empty", field="REPLICATE_API_TOKEN"))
     if any(c.isspace() for c in token):
         raise InputError(Problem("the token contains whitespace", field="REPLICATE_API_TOKEN"))
-    url = (base_url or DEFAULT_BASE_URL).rstrip("/") + "/v1/account"
+    url = api_base_url(base_url or DEFAULT_BASE_URL) + "/v1/account"
     shown = redact_url(url)
     try:
         response = requests.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
@@ -69,6 +71,14 @@ def _scrub(text: str, token: str) -> str:
 
 
 _LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=")
+
+
+def stored_token(path: str | os.PathLike) -> str | None:
+    """The REPLICATE_API_TOKEN the dotenv file at `path` holds already, if any."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    return dotenv_values(path).get("REPLICATE_API_TOKEN") or None
 
 
 def write_env(path: str | os.PathLike, values: dict[str, str]) -> Path:

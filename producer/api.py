@@ -577,6 +577,16 @@ def open_batch(batch_id: str, settings: Settings | None = None) -> Batch:
     return batch
 
 
+def latest_batch(settings: Settings | None = None) -> Batch:
+    """A handle on the most recently created batch; InputError when Redis holds none."""
+    settings = _settings(settings)
+    newest = _ledger(settings).list_batches(limit=1)
+    if not newest:
+        raise InputError(Problem(f"no batch in Redis yet (prefix {settings.key_prefix!r}): "
+                                 "`producer submit FILE` makes one", field="BATCH"))
+    return Batch(newest[0].id, settings)
+
+
 def fetch_from_store(batch_id: str, location: str | os.PathLike, to: str | os.PathLike = ".", *,
                      progress: Any = None):
     """`Batch.fetch` for a batch Redis no longer holds: its manifest is read from the store at
@@ -624,19 +634,60 @@ def limits_status(settings: Settings | None = None):
         _close_quietly(limiter)
 
 
+def limit_sources(settings: Settings | None = None, status: Any = None) -> list:
+    """Each limit in force with where it comes from (producer.limits.LimitSource): this
+    environment's settings, another process's, or `producer limits set` (when, from which host)."""
+    from producer.limits import sources
+
+    settings = _settings(settings)
+    status = status if status is not None else limits_status(settings)
+    client = connect(settings)
+    try:
+        return sources(client, Keys(settings.key_prefix), status, settings)
+    finally:
+        client.close()
+
+
 def set_limits(settings: Settings | None = None, *, concurrency_limit: int | None = None,
                create_limit: int | None = None, read_limit: int | None = None, rate_window: float | None = None):
-    """Change the account-wide limits for every host at once; returns the new status."""
-    if all(v is None for v in (concurrency_limit, create_limit, read_limit, rate_window)):
+    """Change the account-wide limits for every host at once; returns the new status. Each
+    limit set is recorded as such (`limit_sources`) until `reset_limits` puts it back."""
+    from producer.limits import record_set
+
+    given = {"concurrency_limit": concurrency_limit, "create_limit": create_limit, "read_limit": read_limit,
+             "rate_window": rate_window}
+    given = {name: value for name, value in given.items() if value is not None}
+    if not given:
         raise InputError(Problem("give at least one of concurrency_limit, create_limit, read_limit, rate_window",
                                  field="limits"))
-    limiter = _limiter(_settings(settings))
+    settings = _settings(settings)
+    limiter = _limiter(settings)
     try:
         try:
-            limiter.set_limits(concurrency_limit=concurrency_limit, create_limit=create_limit,
-                               read_limit=read_limit, rate_window=rate_window)
+            limiter.set_limits(**given)
         except ValueError as exc:
             raise InputError(Problem(str(exc), field="limits")) from exc
+        record_set(limiter.redis, limiter.keys, given)
+        return limiter.status()
+    finally:
+        _close_quietly(limiter)
+
+
+def reset_limits(settings: Settings | None = None, names: Sequence[str] | None = None):
+    """Put the limits `names` (default: all four) back to this environment's settings
+    (REPLICATE_GLOBAL_MAX_CONCURRENT, ...) for every host, and forget that `producer limits
+    set` gave them; returns the new status."""
+    from producer.limits import LIMIT_NAMES, forget_set
+
+    names = list(names or LIMIT_NAMES)
+    unknown = [n for n in names if n not in LIMIT_NAMES]
+    if unknown:
+        raise InputError(Problem(f"unknown limit {unknown[0]!r}: one of {', '.join(LIMIT_NAMES)}", field="limits"))
+    settings = _settings(settings)
+    limiter = _limiter(settings)
+    try:
+        limiter.set_limits(**{name: getattr(settings, name) for name in names})
+        forget_set(limiter.redis, limiter.keys, names)
         return limiter.status()
     finally:
         _close_quietly(limiter)

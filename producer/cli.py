@@ -23,11 +23,11 @@ import redis
 
 from shared.errors import (ApiUnreachableError, ConfigError, FleetError, InputError, NoWorkerError, Problem,
                            RedisUnavailableError)
-from shared.settings import Settings, output_location
+from shared.settings import Settings, api_base_url, output_location
 
 from producer import api
 from producer.params import split_params
-from producer.progress import Snapshot, format_counts, format_duration
+from producer.progress import Snapshot, batch_state, format_counts, format_duration
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_BAD_INPUT, EXIT_UNAVAILABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -322,26 +322,30 @@ def wait(obj: Context, batch_id: str, as_json: bool) -> None:
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
-@click.argument("batch_id", metavar="BATCH")
+@click.argument("batch_id", metavar="[BATCH]", required=False)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 @pass_context
-def status(obj: Context, batch_id: str, as_json: bool) -> None:
-    """Counts by state, rate, elapsed time and ETA of BATCH.
+def status(obj: Context, batch_id: str | None, as_json: bool) -> None:
+    """Counts by state, rate, elapsed time and ETA of BATCH (default: the latest batch).
+    BATCH is the id `submit` printed (b-YYYYMMDD-xxxxxx, or the --batch-id you gave);
+    `producer list` shows the recent ones.
 
     \b
     Examples:
-      producer status b-20250101-ab12cd
+      producer status                      # the latest batch
+      producer status b-20261204-af36d0
       producer status catalog-v2 --json | jq .counts
     """
-    batch = api.open_batch(batch_id, obj.settings())
+    settings = obj.settings()
+    batch = api.open_batch(batch_id, settings) if batch_id else api.latest_batch(settings)
     info = batch.info()
     snap = batch.status()
     if as_json:
-        click.echo(json.dumps({**snap.to_dict(), "created_at": getattr(info, "created_at", None),
+        click.echo(json.dumps({**snap.to_dict(), "state": batch_state(snap),
+                               "created_at": getattr(info, "created_at", None),
                                "output_root": getattr(info, "output_root", None)}))
         return
-    state = "finished" if snap.finished else ("canceled, finishing" if snap.canceled else "running")
-    click.echo(f"batch {snap.batch_id}: {state}")
+    click.echo(f"batch {snap.batch_id}: {batch_state(snap)}")
     click.echo(f"  created  {_when(getattr(info, 'created_at', None))}   output {getattr(info, 'output_root', '?')}")
     click.echo(f"  items    {snap.total}: {format_counts(snap.counts, keep_zero=('succeeded', 'failed'))}")
     rate = "-" if snap.per_minute is None else f"{snap.per_minute:.1f} images/min"
@@ -496,7 +500,8 @@ def retry(obj: Context, batch_id: str, include_canceled: bool, wait: bool) -> No
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines, one batch per line.")
 @pass_context
 def list_(obj: Context, limit: int, as_json: bool) -> None:
-    """The most recent batches, newest first.
+    """The most recent batches, newest first: id, creation time, state (the words `status`
+    uses: queued, running, canceling, finished, canceled), items done, counts by state.
 
     \b
     Example:
@@ -509,24 +514,16 @@ def list_(obj: Context, limit: int, as_json: bool) -> None:
         if not as_json:
             click.echo("no batches yet")
         return
+    if not as_json:
+        click.echo(f"{'BATCH':<24} {'CREATED':<23}  {'PRIORITY':<8} {'STATE':<9} {'DONE':>11}  ITEMS")
     for info in infos:
         snap = snapshot_from_info(info)
-        state = _batch_state(snap)
         if as_json:
-            click.echo(json.dumps({**snap.to_dict(), "created_at": getattr(info, "created_at", None),
-                                   "priority": info.priority, "state": state}))
+            click.echo(json.dumps({**snap.to_dict(), "state": batch_state(snap),
+                                   "created_at": getattr(info, "created_at", None), "priority": info.priority}))
         else:
-            click.echo(f"{info.id:<28} {_when(getattr(info, 'created_at', None))}  {info.priority:<6} "
-                       f"{state:<9} {snap.done}/{snap.total}  {format_counts(snap.counts)}")
-
-
-def _batch_state(snap: Snapshot) -> str:
-    """done, canceled (finished after a cancel), canceling, running (something started), queued."""
-    if snap.finished:
-        return "canceled" if snap.canceled else "done"
-    if snap.canceled:
-        return "canceling"
-    return "running" if snap.done or snap.counts.get("running") else "queued"
+            click.echo(f"{info.id:<24} {_when(getattr(info, 'created_at', None)):<23}  {info.priority:<8} "
+                       f"{batch_state(snap):<9} {f'{snap.done}/{snap.total}':>11}  {format_counts(snap.counts)}")
 
 
 # --- limits -------------------------------------------------------------------------------------
@@ -535,23 +532,29 @@ def _batch_state(snap: Snapshot) -> str:
 @click.pass_context
 def limits(ctx: click.Context, as_json: bool) -> None:
     """Show the account-wide limiter: slots in use, waiters, holders, creations and reads in
-    the current window, an active pause.
+    the current window, an active pause, and each limit with where it comes from (this
+    environment's settings, or `producer limits set`, which overrides them until `producer
+    limits reset`).
 
     \b
     Examples:
       producer limits
       producer limits --json | jq .holders
       producer limits set --concurrency-limit 20 --create-limit 300
+      producer limits reset
     """
     if ctx.invoked_subcommand is not None:
         return
-    status_ = api.limits_status(ctx.find_object(Context).settings())
-    _print_limits(status_, as_json)
+    settings = ctx.find_object(Context).settings()
+    _print_limits(settings, api.limits_status(settings), as_json)
 
 
-def _print_limits(status_: Any, as_json: bool) -> None:
+def _print_limits(settings: Settings, status_: Any, as_json: bool) -> None:
+    from producer.limits import holder_lines, limit_lines
+
+    sources = api.limit_sources(settings, status_)
     if as_json:
-        click.echo(json.dumps(status_.to_dict(), default=str))
+        click.echo(json.dumps({**status_.to_dict(), "sources": {s.name: s.to_dict() for s in sources}}, default=str))
         return
     s = status_
     click.echo(f"slots      {s.in_use}/{s.concurrency_limit} in use, {s.free} free, {s.waiters} waiting, "
@@ -561,15 +564,8 @@ def _print_limits(status_: Any, as_json: bool) -> None:
     if s.pause_seconds_left:
         click.echo(f"paused     creations paused for {s.pause_seconds_left:.1f} s more"
                    + (f" ({s.pause_reason})" if s.pause_reason else ""))
-    if s.holders:
-        click.echo("holders    host  pid  task  prediction  held for")
-        for h in s.holders:
-            held = "?" if h.held_for is None else f"{h.held_for:.1f}s"
-            prediction = h.prediction_id or (f"attempt {h.attempt}" if h.attempt else "-")
-            click.echo(f"  {h.host}  {h.pid}  {h.task_id or '-'}  {prediction}  {held}"
-                       + (f"  ({h.model}, batch {h.batch_id} item {h.index})" if h.batch_id else "")
-                       + ("  ORPHANED: its worker died while the prediction runs; counted until it "
-                          "is resumed or ends" if h.orphaned else ""))
+    for line in [""] + limit_lines(sources) + ([""] if s.holders else []) + holder_lines(s.holders):
+        click.echo(line)
 
 
 @limits.command("set", epilog=EXIT_CODES_HELP)
@@ -586,7 +582,9 @@ def limits_set(obj: Context, concurrency_limit: int | None, create_limit: int | 
                rate_window: float | None, old_concurrency_limit: int | None, old_rate_window: float | None,
                as_json: bool) -> None:
     """Change the limits for every host at once, without restarting workers. Shrinking lets
-    current holders finish and admits no one until in use is under the new limit.
+    current holders finish and admits no one until in use is under the new limit. The values
+    stay in Redis over every worker's settings (REPLICATE_GLOBAL_MAX_CONCURRENT, ...) until
+    `producer limits reset`; `producer limits` shows which limits were set and when.
 
     \b
     Examples:
@@ -597,9 +595,29 @@ def limits_set(obj: Context, concurrency_limit: int | None, create_limit: int | 
     rate_window = _one_spelling("--rate-window", rate_window, "--window", old_rate_window)
     if all(v is None for v in (concurrency_limit, create_limit, read_limit, rate_window)):
         raise click.UsageError("give at least one of --concurrency-limit, --create-limit, --read-limit, --rate-window")
-    status_ = api.set_limits(obj.settings(), concurrency_limit=concurrency_limit, create_limit=create_limit,
+    settings = obj.settings()
+    status_ = api.set_limits(settings, concurrency_limit=concurrency_limit, create_limit=create_limit,
                              read_limit=read_limit, rate_window=rate_window)
-    _print_limits(status_, as_json)
+    _print_limits(settings, status_, as_json)
+
+
+@limits.command("reset", epilog=EXIT_CODES_HELP)
+@click.argument("names", nargs=-1, metavar="[LIMIT]...",
+                type=click.Choice(["concurrency_limit", "create_limit", "read_limit", "rate_window"]))
+@click.option("--json", "as_json", is_flag=True, help="Print the new status as JSON.")
+@pass_context
+def limits_reset(obj: Context, names: tuple[str, ...], as_json: bool) -> None:
+    """Put the limits back to this environment's settings (REPLICATE_GLOBAL_MAX_CONCURRENT,
+    REPLICATE_CREATE_LIMIT, REPLICATE_READ_LIMIT, REPLICATE_RATE_WINDOW, or .env) for every
+    host, undoing `producer limits set`: all four, or only the LIMITs named.
+
+    \b
+    Examples:
+      producer limits reset
+      producer limits reset concurrency_limit
+    """
+    settings = obj.settings()
+    _print_limits(settings, api.reset_limits(settings, names or None), as_json)
 
 
 def _one_spelling(name: str, value: Any, old_name: str, old_value: Any) -> Any:
@@ -693,8 +711,10 @@ def init(ctx: click.Context, token_stdin: bool, base_url: str | None) -> None:
       producer init
       printf %s "$TOKEN" | producer init --token-stdin
       producer init --base-url http://127.0.0.1:8787     # the stand-in
+
+    A second `producer init` replaces the token in .env (and says so).
     """
-    from producer.account import check_token, write_env
+    from producer.account import check_token, stored_token, write_env
 
     obj = ctx.find_object(Context)
     if token_stdin:
@@ -705,7 +725,7 @@ def init(ctx: click.Context, token_stdin: bool, base_url: str | None) -> None:
         token = getpass.getpass("Replicate API token (input hidden): ").strip()
     if not token:
         raise InputError(Problem("no token given", field="REPLICATE_API_TOKEN"))
-    url, source = base_url, "--base-url"
+    url, source = (api_base_url(base_url) if base_url else None), "--base-url"
     if url is None:
         try:
             url = Settings.load(dotenv_path=obj.env_file).replicate_base_url
@@ -722,11 +742,17 @@ def init(ctx: click.Context, token_stdin: bool, base_url: str | None) -> None:
         sys.exit(EXIT_UNAVAILABLE)
     values = {"REPLICATE_API_TOKEN": token}
     if base_url:
-        values["REPLICATE_BASE_URL"] = base_url
+        values["REPLICATE_BASE_URL"] = url
+    replaced = stored_token(obj.env_file)
     path = write_env(obj.env_file, values)
     who = account.get("username") or account.get("name") or "?"
-    click.echo(f"token accepted for account {who!r} ({account.get('type', 'account')}); "
-               f"saved in {path} (mode 600)")
+    if replaced is None:
+        saved = f"saved in {path} (mode 600)"
+    elif replaced == token:
+        saved = f"the same token was in {path} already (mode 600)"
+    else:
+        saved = f"it replaces the token that was in {path} (mode 600)"
+    click.echo(f"token accepted for account {who!r} ({account.get('type', 'account')}); {saved}")
 
 
 # --- services other helpers built (thin wrappers) ---------------------------------------------------

@@ -107,6 +107,17 @@ class Snapshot:
         return data
 
 
+def batch_state(snap: Snapshot) -> str:
+    """One word for where a batch stands, the same in `status`, `list` and `info`: queued (no
+    item started), running, canceling (canceled, items still stopping), finished, canceled
+    (finished after a cancel)."""
+    if snap.finished:
+        return "canceled" if snap.canceled else "finished"
+    if snap.canceled:
+        return "canceling"
+    return "running" if snap.done or snap.running else "queued"
+
+
 def snapshot_from_info(info: Any, *, now: float | None = None, limiter_status: Any = None) -> Snapshot:
     """A Snapshot from a ledger BatchInfo (attributes per the ledger contract)."""
     now = time.time() if now is None else now

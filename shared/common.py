@@ -3,7 +3,8 @@
 - `is_int`, `is_number`: JSON-typed checks (a bool is not a number; NaN and infinities are not
   numbers either: they are not JSON, and no model parameter or price takes them);
 - `type_name`: what a JSON value is, in words for error messages ("an integer", "a list");
-- `redact_url`: a URL (or a `;`-separated list, as Sentinel URLs are) without its passwords.
+- `redact_url`: a URL (or a `;`-separated list, as Sentinel URLs are) without its passwords;
+- `format_usd`: an amount of money with the precision it has ($0.025, not $0.03).
 """
 from __future__ import annotations
 
@@ -44,3 +45,12 @@ def redact_url(url: str) -> str:
             entry = urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
         out.append(entry)
     return ";".join(out)
+
+
+def format_usd(amount: float, *, max_decimals: int = 4) -> str:
+    """'$0.025', '$0.15', '$1,234.50', '$0.0011': at least two decimals, and as many more (up to
+    `max_decimals`) as the amount has, so that a price of $0.025 per image is not shown as $0.03."""
+    text = f"{amount:,.{max_decimals}f}"
+    whole, _, decimals = text.partition(".")
+    decimals = decimals.rstrip("0").ljust(2, "0")
+    return f"${whole}.{decimals}"

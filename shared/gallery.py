@@ -12,6 +12,7 @@ import html
 import posixpath
 from typing import Any, Callable, Mapping
 
+from shared.common import format_usd
 from shared.storage.sniff import BY_EXTENSION
 
 STATUS_COLOURS = {"succeeded": "#2e7d32", "substituted": "#8d6e00", "failed": "#c62828", "canceled": "#616161",
@@ -43,7 +44,7 @@ def render_gallery(manifest: Mapping[str, Any], *, keys_of: Callable[[Mapping[st
     total_cost = sum(float(item.get("cost_usd") or 0) for item in items)
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     if total_cost:
-        summary += f"; estimated cost ${total_cost:.3f}"
+        summary += f"; estimated cost {format_usd(total_cost)}"
     cards = "\n".join(_card(item, batch_id, keys_of(item)) for item in items)
     title = html.escape(f"batch {batch_id}")
     return (f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>"
@@ -65,7 +66,7 @@ def _card(item: Mapping[str, Any], batch_id: str, keys: list[str]) -> str:
         meta.append(html.escape(str(item.get("id"))))
     meta.append(html.escape(str(model)))
     if item.get("cost_usd"):
-        meta.append(f"${float(item['cost_usd']):.3f}")
+        meta.append(format_usd(float(item['cost_usd'])))
     reason = ""
     if status != "succeeded" and item.get("error"):
         reason = f"<div class=\"reason\">{html.escape(str(item.get('error')))}</div>"

@@ -18,6 +18,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
+from shared.common import format_usd
 from shared.errors import InputError, ParamValueError, Problem
 from shared.models.pricing import call_cost
 from shared.models.spec import ModelSpec
@@ -343,8 +344,8 @@ def describe_plan(requests: Sequence[ImageRequest], registry: "ModelRegistry | N
         lines += _capped([f"  {' -> '.join(route)}  [{len(idx)} item(s): {_ranges(idx)}]"
                           for route, idx in by_route.items()], max_lines)
     if registry is not None:
-        lines.append(f"Estimated cost: ${estimate_cost(requests, registry):,.2f} if every first model "
-                     f"succeeds; at most ${max_cost(requests, registry):,.2f} if every fallback runs")
+        lines.append(f"Estimated cost: {format_usd(estimate_cost(requests, registry))} if every first model "
+                     f"succeeds; at most {format_usd(max_cost(requests, registry))} if every fallback runs")
         unknown = unpriced_items(requests, registry)
         if unknown:
             lines.append(f"  price unknown for {unknown} item(s), not counted above: give their model a price "
@@ -356,9 +357,9 @@ def _model_cost_text(model: str, requests: list[ImageRequest], registry: "ModelR
     spec = registry.get(model)
     costs = [item_cost(r, registry) for r in requests]
     if spec.priced:
-        return f"${sum(c or 0.0 for c in costs):,.2f}  ({spec.price_text()})"
+        return f"{format_usd(sum(c or 0.0 for c in costs))}  ({spec.price_text()})"
     if all(c is not None for c in costs):
-        return f"${sum(costs):,.2f}  (--price-per-call ${requests[0].price_per_call:g}; registry: price unknown)"
+        return f"{format_usd(sum(costs))}  (--price-per-call ${requests[0].price_per_call:g}; registry: price unknown)"
     return "price unknown"
 
 

@@ -28,7 +28,7 @@ def boolean(raw: str) -> bool:
 _ENV: dict[str, tuple[str, Any]] = {
     "REDIS_URL": ("redis_url", str),
     "REPLICATE_API_TOKEN": ("replicate_api_token", str),
-    "REPLICATE_BASE_URL": ("replicate_base_url", str),
+    "REPLICATE_BASE_URL": ("replicate_base_url", lambda raw: api_base_url(raw)),
     "REPLICATE_GLOBAL_MAX_CONCURRENT": ("concurrency_limit", int),
     "REPLICATE_CREATE_LIMIT": ("create_limit", int),
     "REPLICATE_READ_LIMIT": ("read_limit", int),
@@ -58,6 +58,13 @@ _ENV: dict[str, tuple[str, Any]] = {
     "FLEET_REDIS_SENTINEL_MASTER": ("redis_sentinel_master", str),
     "FLEET_REDIS_SENTINEL_PASSWORD": ("redis_sentinel_password", str),
 }
+
+
+def api_base_url(raw: str) -> str:
+    """REPLICATE_BASE_URL as the official client wants it: the host part, without the `/v1` that
+    Replicate's own documentation shows in its URLs (`https://api.replicate.com/v1` works too)."""
+    url = raw.strip().rstrip("/")
+    return url[: -len("/v1")] if url.endswith("/v1") else url
 
 
 def output_location(raw: str) -> Path | str:

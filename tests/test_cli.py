@@ -16,7 +16,7 @@ from producer.cli import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 CLOSED_PORT_URL = "redis://127.0.0.1:1/0"
-COMMANDS = ["submit", "status", "results", "wait", "cancel", "retry", "list", "limits", "limits set", "init",
+COMMANDS = ["submit", "status", "results", "wait", "cancel", "retry", "list", "limits", "limits set", "limits reset", "init",
             "flower", "metrics", "models", "models show"]
 
 
@@ -154,6 +154,81 @@ def test_limits_python_api_matches(settings, redis_client):
         set_limits(settings)
 
 
+def test_limits_say_where_each_limit_comes_from_and_reset_puts_the_settings_back(settings, redis_client):
+    """`limits set` overrode the environment silently for ever: `limits` now shows, per limit,
+    the value in force, where it comes from and what this environment says, and `limits reset`
+    puts this environment's values back (issue 18.7)."""
+    runner = CliRunner()
+    base = ["--redis-url", settings.redis_url, "--env-file", "/nonexistent"]
+    env = cli_env(settings)
+
+    def rows(output: str) -> dict[str, str]:
+        return {line.split()[0]: line for line in output.splitlines() if line.split()[:1] and line.split()[0] in
+                ("concurrency_limit", "create_limit", "read_limit", "rate_window")}
+
+    shown = rows(runner.invoke(cli, base + ["limits"], env=env).stdout)
+    assert "settings: REPLICATE_GLOBAL_MAX_CONCURRENT" in shown["concurrency_limit"]
+    # A worker with these settings takes a slot: its settings are the limits in Redis now.
+    from shared.keys import Keys
+    from shared.limiter import HolderInfo, Limiter
+
+    worker_limiter = Limiter.from_settings(redis_client, Keys(settings.key_prefix), settings)
+    worker_limiter.acquire(HolderInfo()).release()
+    worker_limiter.close()
+    changed = runner.invoke(cli, base + ["limits", "set", "--concurrency-limit", "7"], env=env)
+    assert changed.exit_code == 0, changed.output
+    after = rows(changed.stdout)
+    assert after["concurrency_limit"].split()[1] == "7" and "`limits set` 20" in after["concurrency_limit"]
+    assert after["concurrency_limit"].split()[-1] == str(settings.concurrency_limit)  # what this environment says
+    assert "settings: REPLICATE_CREATE_LIMIT" in after["create_limit"]
+    assert "overrides REPLICATE_GLOBAL_MAX_CONCURRENT=60 of this environment" in " ".join(changed.stdout.split())
+    data = json.loads(runner.invoke(cli, base + ["limits", "--json"], env=env).stdout)
+    assert data["sources"]["concurrency_limit"]["source"] == "limits set"
+    assert data["sources"]["create_limit"]["source"] == "settings"
+    # Another environment sees that its settings are not the ones in force, and can apply them.
+    other = {**env, "REPLICATE_CREATE_LIMIT": "300"}
+    told = runner.invoke(cli, base + ["limits"], env=other).stdout
+    assert "another process's settings" in rows(told)["create_limit"] and "REPLICATE_CREATE_LIMIT=300" in told
+    reset = runner.invoke(cli, base + ["limits", "reset", "create_limit"], env=other)
+    assert reset.exit_code == 0, reset.output
+    assert rows(reset.stdout)["create_limit"].split()[1] == "300"
+    assert rows(reset.stdout)["concurrency_limit"].split()[1] == "7"  # only the limit named
+    everything = runner.invoke(cli, base + ["limits", "reset"], env=env)
+    assert everything.exit_code == 0, everything.output
+    assert json.loads(runner.invoke(cli, base + ["limits", "--json"], env=env).stdout)["concurrency_limit"] == 60
+    assert all("settings: REPLICATE_" in row for row in rows(everything.stdout).values())
+    assert "overrides" not in everything.stdout
+    assert runner.invoke(cli, base + ["limits", "reset", "nope"], env=env).exit_code == 2
+
+
+def test_limits_table_fits_80_columns(settings, redis_client):
+    """The holders' lines were 150 columns wide; now every line fits 80 (issue 18.8)."""
+    from shared.keys import Keys
+    from shared.limiter import HolderInfo, Limiter
+
+    limiter = Limiter.from_settings(redis_client, Keys(settings.key_prefix), settings)
+    leases = [limiter.acquire(HolderInfo(host="a-rather-long-host-name.example.internal", task_id="t" * 36,
+                                         batch_id="b-20261204-af36d0-with-a-long-suffix", index=1234,
+                                         model="black-forest-labs/flux-kontext-max", prediction_id=p))
+              for p in ("dh5bjkfcoo2a56xktxzaoc34j4", None)]
+    try:
+        result = CliRunner().invoke(cli, ["--redis-url", settings.redis_url, "--env-file", "/nonexistent",
+                                          "limits"], env=cli_env(settings))
+    finally:
+        for lease in leases:
+            lease.release()
+        limiter.close()
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80, "\n".join(line for line in lines if len(line) > 80)
+    header = next(i for i, line in enumerate(lines) if line.startswith("HOST"))
+    assert header > 0 and lines[header].split() == ["HOST", "PID", "PREDICTION", "HELD", "ITEM"]
+    assert "dh5bjkfcoo2a56xktxzaoc34j4" in lines[header + 1] or "dh5bjkfcoo2a56xktxzaoc34j4" in lines[header + 2]
+    # The columns line up: every holder's PID ends where the header's does.
+    end = lines[header].index("PID") + 3
+    assert all(line[:end].rstrip().endswith(str(os.getpid())) for line in lines[header + 1:header + 3])
+
+
 # --- init --------------------------------------------------------------------------------------------
 SECRET = "r8_Secret_Token_For_Init_Test_123"
 
@@ -173,6 +248,35 @@ def test_init_checks_the_token_and_writes_env_with_mode_600(tmp_path, sim_factor
     assert f"REPLICATE_API_TOKEN={SECRET}" in lines and "REPLICATE_API_TOKEN=old" not in lines
     assert "OUTPUT_DIR=/data/out" in lines and f"REPLICATE_BASE_URL={sim.url}" in lines
     assert list(tmp_path.iterdir()) == [env_file]  # no temp file left behind
+
+
+def test_init_accepts_a_base_url_ending_in_v1_and_says_when_it_replaces_the_token(tmp_path, sim_factory):
+    """`--base-url https://api.replicate.com/v1` (as Replicate's docs write it) works and is stored
+    without `/v1`; a second init says it replaces the token (issue 18.8)."""
+    sim = sim_factory(token=SECRET)
+
+    def init(base_url: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "producer", "init", "--token-stdin", "--base-url", base_url],
+                              cwd=tmp_path, input=SECRET + "\n", capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+    first = init(sim.url + "/v1/")
+    assert first.returncode == 0, first.stderr
+    assert "saved in .env" in first.stdout and "replace" not in first.stdout
+    assert f"REPLICATE_BASE_URL={sim.url}" in (tmp_path / ".env").read_text().splitlines()
+    again = init(sim.url)
+    assert again.returncode == 0 and "the same token was in .env already" in again.stdout, again.stdout
+    (tmp_path / ".env").write_text("REPLICATE_API_TOKEN=r8_an_older_one\n")
+    replaced = init(sim.url)
+    assert replaced.returncode == 0 and "it replaces the token that was in .env" in replaced.stdout
+    assert SECRET not in first.stdout + again.stdout + replaced.stdout + replaced.stderr
+
+
+def test_python_dash_m_producer_is_the_cli():
+    result = subprocess.run([sys.executable, "-m", "producer", "--help"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "Usage: producer" in result.stdout and "submit" in result.stdout
 
 
 def test_init_rejected_token_exits_2_and_writes_nothing(tmp_path, sim_factory):

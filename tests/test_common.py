@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from shared.common import is_int, is_number, redact_url, type_name
+from shared.common import format_usd, is_int, is_number, redact_url, type_name
 
 pytestmark = pytest.mark.unit
 
@@ -47,3 +47,11 @@ def test_type_name_says_what_a_json_value_is(value, expected):
 ])
 def test_redact_url_hides_every_password(url, expected):
     assert redact_url(url) == expected
+
+
+@pytest.mark.parametrize("amount, expected", [
+    (0.025, "$0.025"), (0.15, "$0.15"), (0.2, "$0.20"), (0, "$0.00"), (1234.5, "$1,234.50"),
+    (0.0011, "$0.0011"), (0.00583, "$0.0058"), (0.3300000001, "$0.33"),
+])
+def test_format_usd_keeps_the_precision_a_price_has(amount, expected):
+    assert format_usd(amount) == expected

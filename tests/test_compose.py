@@ -479,3 +479,14 @@ def test_the_s3_profile_runs_minio_with_a_created_bucket_and_the_fleet_can_write
         assert env_of(with_s3[name])["OUTPUT_DIR"] == "s3://fleet-outputs/runs", name
     assert "s3" in pyproject()["project"]["optional-dependencies"]
     assert "[s3" in DOCKERFILE.read_text(), "the image carries the object-store extra"
+
+
+def test_the_license_is_an_spdx_expression_so_installs_print_no_deprecation():
+    """`make demo` (pip install -e) printed setuptools' "`project.license` as a TOML table is
+    deprecated" three times: the license is an SPDX string, which needs setuptools >= 77 to
+    build (issue 18.8; checked by hand with `pip wheel --no-deps -v .`)."""
+    data = pyproject()
+    assert isinstance(data["project"]["license"], str) and data["project"]["license"] == "MIT"
+    requires = " ".join(data["build-system"]["requires"])
+    minimum = re.search(r"setuptools>=(\d+)", requires)
+    assert minimum and int(minimum.group(1)) >= 77, requires

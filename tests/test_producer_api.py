@@ -170,6 +170,38 @@ def test_status_results_list_cancel_retry_through_the_cli(settings, redis_client
     assert snap.finished and snap.counts["canceled"] == 2 and snap.succeeded == 1
 
 
+def test_status_without_an_id_is_the_latest_batch_and_list_speaks_its_words(settings, redis_client):
+    """`producer status` alone follows the latest batch; `list` has a header and the state words
+    of `status` (queued, running, canceling, finished, canceled) (issue 18.8)."""
+    runner = CliRunner()
+    env = settings.as_env()
+    none_yet = runner.invoke(cli, base_args(settings) + ["status"], env=env)
+    assert none_yet.exit_code == 2 and "no batch in Redis yet" in none_yet.stderr
+    ledger = Ledger(redis_client, Keys(settings.key_prefix))
+    older = producer.submit(PROMPTS, settings=settings)
+    finish(ledger, older.id, 0)
+    time.sleep(0.01)  # a later creation time
+    newest = producer.submit(PROMPTS[:2], settings=settings)
+    latest = runner.invoke(cli, base_args(settings) + ["status"], env=env)
+    assert latest.exit_code == 0, latest.output
+    assert latest.stdout.splitlines()[0] == f"batch {newest.id}: queued"
+    assert runner.invoke(cli, base_args(settings) + ["status", older.id], env=env).stdout.splitlines()[0] \
+        == f"batch {older.id}: running"
+    for index in range(2):
+        finish(ledger, newest.id, index)
+    older.cancel()
+    words = {json.loads(line)["batch_id"]: json.loads(line)["state"] for line in
+             runner.invoke(cli, base_args(settings) + ["list", "--json"], env=env).stdout.splitlines()}
+    assert words == {newest.id: "finished", older.id: "canceled"}
+    listed = runner.invoke(cli, base_args(settings) + ["list"], env=env).stdout.splitlines()
+    assert listed[0].split() == ["BATCH", "CREATED", "PRIORITY", "STATE", "DONE", "ITEMS"]
+    assert listed[1].startswith(newest.id) and " finished " in listed[1] and " 2/2 " in listed[1]
+    assert listed[2].startswith(older.id) and " canceled " in listed[2] and " 3/3 " in listed[2]
+    for row, batch_id in ((listed[1], newest.id), (listed[2], older.id)):
+        status_word = runner.invoke(cli, base_args(settings) + ["status", batch_id], env=env).stdout.split()[2]
+        assert f" {status_word} " in row
+
+
 def test_wait_raises_no_worker_error(settings, redis_client):
     batch = producer.submit(PROMPTS[:1], settings=settings)
     with pytest.raises(NoWorkerError, match=f"producer wait {batch.id}"):

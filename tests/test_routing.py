@@ -289,3 +289,10 @@ def test_describe_plan_cuts_long_sections(registry):
     assert "  ... and 190 more" in lines
     assert len(lines) < 30
     json.dumps(lines)  # plain strings
+
+
+def test_plan_costs_keep_their_precision(registry):
+    """One flux-dev image costs $0.025: the plan says so, not $0.03 (issue 18.8)."""
+    text = "\n".join(describe_plan([_request(index=0, params={})], registry))
+    assert "$0.025  ($0.025/image)" in text and "Estimated cost: $0.025 if every first model" in text
+    assert "$0.03" not in text

@@ -27,6 +27,7 @@ import os
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -93,6 +94,9 @@ class AttemptRecord:
     seconds: float | None = None
     started_at: float | None = None  # Unix time (Redis clock)
     kind: str | None = None  # error class: transient, permanent, local, canceled
+    # The prediction's input as this attempt sent it (reference files as their uploaded URLs),
+    # kept as JSON text so that Redis's cjson cannot change it (an empty list, a float's digits).
+    input: str | None = None
 
     @classmethod
     def from_json(cls, raw: str) -> "AttemptRecord":
@@ -108,7 +112,9 @@ class AttemptRecord:
             "prediction_id": self.prediction_id,
             "status": self.status,
             "error": self.error,
+            "started_at": iso_time(self.started_at),
             "seconds": self.seconds,
+            "input": _json_or_none(self.input),
         }
 
 
@@ -146,6 +152,7 @@ class ItemRecord:
             "files": [dict(f) for f in self.files],
             "attempts": [a.to_result() for a in self.attempts],
             "error": self.error,
+            "finished_at": iso_time(self.finished_at),
         }
 
 
@@ -463,7 +470,10 @@ class Ledger:
                 except Exception:  # noqa: BLE001 - an estimate for the reader, never a reason to fail
                     pass
             records.append(record)
-        return {"batch": info.to_dict(), "items": records}
+        batch = info.to_dict()
+        for name in ("created_at", "started_at", "finished_at"):
+            batch[name] = iso_time(batch[name])
+        return {"batch": batch, "items": records}
 
     def write_manifest(self, batch_id: str, output_root: str | os.PathLike | None = None, *,
                        cost_of: Callable[[ImageRequest, str], float | None] | None = None) -> Path | str:
@@ -515,6 +525,22 @@ class Transition:
         changed, previous, batch_finished, attempt = reply
         return cls(changed=int(changed) == 1, previous=_text(previous),
                    batch_finished=int(batch_finished) == 1, attempt=int(attempt))
+
+
+def iso_time(unix: float | None) -> str | None:
+    """A Unix time as ISO 8601 in UTC with milliseconds ('2026-12-04T22:25:43.441Z'), as the
+    manifest writes every time."""
+    if unix is None:
+        return None
+    moment = datetime.fromtimestamp(float(unix), tz=timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _json_or_none(raw: str | None) -> Any:
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return None
 
 
 def _float(value: str | None) -> float | None:

@@ -54,6 +54,8 @@ def test_model_failures_walk_the_route_and_the_manifest_shows_it(settings, redis
     assert "no model left" in blocked.error
     manifest = ledger.manifest("b-route")["items"]
     assert manifest[0]["model"] == IMAGEN and len(manifest[0]["attempts"]) == 3
+    # Each attempt records the input it sent to its model (issue 18.8).
+    assert [a["input"]["prompt"] for a in manifest[0]["attempts"]] == [prompts[0]] * 3
     wait_manifest(settings.output_dir, "b-route")
     sim_ledger = sim.ledger()
     report("route walk", sim_ledger, minimum=15)

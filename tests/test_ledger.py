@@ -182,14 +182,38 @@ def test_manifest_written_atomically_next_to_outputs(ledger, tmp_path):
     assert data["batch"]["id"] == "b1" and data["batch"]["finished"]
     first, second = data["items"]
     assert set(first) == {"index", "id", "prompt", "requested_model", "model", "price", "status", "outputs", "files",
-                          "attempts", "error"}
+                          "attempts", "error", "finished_at"}
     assert first["status"] == "succeeded" and first["attempts"][0]["prediction_id"] == "p0"
-    assert set(first["attempts"][0]) == {"attempt", "model", "prediction_id", "status", "error", "seconds"}
+    assert set(first["attempts"][0]) == {"attempt", "model", "prediction_id", "status", "error", "started_at",
+                                         "seconds", "input"}
     assert second["status"] == "substituted" and second["error"] == "all failed"
     assert not [p for p in path.parent.iterdir() if p.name.endswith(".part")]
     assert (path.parent / "index.html").is_file()  # the gallery beside it
     # another root (a worker's mount) works too
     assert ledger.write_manifest("b1", tmp_path / "elsewhere").is_file()
+
+
+def test_manifest_times_are_iso_8601_and_each_attempt_keeps_the_input_it_sent(ledger, tmp_path):
+    """Unix floats (1796423143.441767) were the manifest's times; each attempt's input was not
+    recorded, so what a fallback model was asked could not be told (issue 18.8)."""
+    import re
+    from datetime import datetime
+
+    ledger.create_batch("b1", make_requests(1), output_root=str(tmp_path))
+    ledger.transition("b1", 0, "running", attempt=1, attempt_update={"model": "owner/a", "status": "running"})
+    sent = {"prompt": "a cat", "image_input": [], "guidance": 3.000000000000001, "seed": 2**53 - 1}
+    assert ledger.update_attempt("b1", 0, 1, {"input": json.dumps(sent)})
+    ledger.transition("b1", 0, "succeeded", fields={"model": "owner/a", "outputs": ["0.png"]},
+                      attempt=1, attempt_update={"status": "succeeded", "final": True})
+    data = json.loads(ledger.write_manifest("b1").read_text())
+    iso = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+    times = [data["batch"][k] for k in ("created_at", "started_at", "finished_at")]
+    item = data["items"][0]
+    times += [item["finished_at"], item["attempts"][0]["started_at"]]
+    assert all(isinstance(t, str) and iso.match(t) for t in times), times
+    created = datetime.fromisoformat(data["batch"]["created_at"].replace("Z", "+00:00")).timestamp()
+    assert abs(created - ledger.batch("b1").created_at) < 0.001
+    assert item["attempts"][0]["input"] == sent  # exactly what was sent: the empty list, every digit
 
 
 def test_empty_batch_is_finished_at_once(ledger, tmp_path):

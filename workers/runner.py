@@ -22,6 +22,7 @@ re-run) and the task layer (workers.tasks) waits for Redis and runs the attempt 
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from functools import partial
@@ -211,6 +212,9 @@ class AttemptRunner(AttemptStage):
             view = self._resume(job, claim, model, record.prediction_id)
         else:
             input_ = self.inputs.build(ref, request, model)
+            # The input this attempt sends, in the manifest (`attempts[].input`): what was asked of
+            # each model of a fallback chain, reference files as their uploaded URLs.
+            ctx.ledger.update_attempt(ref.batch_id, ref.index, ref.attempt, {"input": json.dumps(input_)})
             prediction_id = None
             if record.intent_at is not None:
                 prediction_id = self.reconciler.reconcile(ref, model, input_, record)

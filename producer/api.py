@@ -133,9 +133,10 @@ def _settings(settings: Settings | None) -> Settings:
 
 def validate(source: Any, *, settings: Settings | None = None, model: str | None = None,
              params: dict | None = None, batch_id: str | None = None, overwrite: bool = False,
-             registry=None) -> list[ImageRequest]:
+             registry=None, fallback: bool = True) -> list[ImageRequest]:
     """Parse, validate and route every item; InputError with every problem. Writes nothing.
-    The list's `notes` (producer.prompts.ParsedRequests) say what the user should still know."""
+    The list's `notes` (producer.prompts.ParsedRequests) say what the user should still know.
+    `fallback=False`: every item stays on its first model (no paid fallback)."""
     from producer.prompts import parse_prompts
 
     from producer.models import with_schemas_for
@@ -149,7 +150,8 @@ def validate(source: Any, *, settings: Settings | None = None, model: str | None
     # A folder is checked name by name here; on an object store, `submit` looks for existing
     # outputs once it has probed that the store can be written.
     requests = parse_prompts(data, batch_id=batch_id, output_root=parse_location(settings.output_dir).path,
-                             registry=registry, model=model, params=dict(params or {}), overwrite=overwrite)
+                             registry=registry, model=model, params=dict(params or {}), overwrite=overwrite,
+                             fallback=fallback)
     requests.registry = registry
     return requests
 
@@ -371,7 +373,7 @@ def submit(source: Any, *, settings: Settings | None = None, model: str | None =
            params: dict | None = None, batch_id: str | None = None, overwrite: bool = False,
            substitute_on_failure: bool = False, dry_run: bool = False, again: bool = False,
            priority: str = "normal", registry=None, on_plan: Callable[[Batch], None] | None = None,
-           price_per_call: float | None = None) -> Batch:
+           price_per_call: float | None = None, fallback: bool = True) -> Batch:
     """Validate every item, then record the batch and enqueue one task per item.
 
     source: a path to prompts.json, or the loaded data (a list of prompt strings, a list of
@@ -391,6 +393,10 @@ def submit(source: Any, *, settings: Settings | None = None, model: str | None =
     priority: "high", "normal" or "low": the batch's place among the fleet's batches (higher
     first; batches of one priority share the fleet in turn), recorded with the batch.
 
+    fallback: False keeps every item on its first model: a model that fails for good fails the
+    item instead of paying for the next model of its route (`"fallback": false` in the file's
+    defaults or an item does the same for those items).
+
     on_plan: called with the validated, not yet recorded Batch (`.requests`, `.notes`,
     `.duplicate_of`) right before it is recorded and enqueued (not for dry runs or for a batch
     id that exists already), so callers can show the routing plan first.
@@ -406,14 +412,14 @@ def submit(source: Any, *, settings: Settings | None = None, model: str | None =
     registry = _registry(registry, settings)
     try:
         requests = validate(source, settings=settings, model=model, params=params, batch_id=batch_id,
-                            overwrite=overwrite, registry=registry)
+                            overwrite=overwrite, registry=registry, fallback=fallback)
     except InputError:
         # The same batch submitted again (a retry after a crash, a second click): its own outputs
         # exist by now, which is not a problem for a submission that enqueues nothing.
         if not explicit_id or dry_run or not _batch_exists(settings, batch_id):
             raise
         requests = validate(source, settings=settings, model=model, params=params, batch_id=batch_id,
-                            overwrite=True, registry=registry)
+                            overwrite=True, registry=registry, fallback=fallback)
     registry = getattr(requests, "registry", registry)  # with the schemas of the models it uses
     requests = _priced(requests, registry, price_per_call)
     if dry_run:
@@ -695,7 +701,7 @@ def reset_limits(settings: Settings | None = None, names: Sequence[str] | None =
 
 def generate(prompt: str, model: str, *, settings: Settings | None = None,
              output: str | os.PathLike | None = None, timeout: float | None = None, progress: Any = None,
-             again: bool = False, registry=None, price_per_call: float | None = None,
+             again: bool = False, registry=None, price_per_call: float | None = None, fallback: bool = True,
              **params: Any) -> list[Path]:
     """One image (or video), blocking: submit a batch of one, wait, return the output paths.
 
@@ -714,7 +720,8 @@ def generate(prompt: str, model: str, *, settings: Settings | None = None,
         item["params"] = params
     if output is not None:
         item["output"] = os.fspath(output)
-    batch = submit([item], settings=settings, registry=registry, again=again, price_per_call=price_per_call)
+    batch = submit([item], settings=settings, registry=registry, again=again, price_per_call=price_per_call,
+                   fallback=fallback)
     snap = batch.wait(progress=progress, timeout=timeout)
     if not snap.finished and snap.done < snap.total:
         raise FleetError(f"batch {batch.id} did not finish within {timeout} s; it keeps running "

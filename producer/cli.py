@@ -141,6 +141,9 @@ def cli(ctx: click.Context, redis_url: str | None, env_file: str) -> None:
               "that fail on every model (marked `substituted`, never `succeeded`).")
 @click.option("--fetch", "fetch_to", metavar="DIR", help="With --wait: copy the outputs, manifest and gallery "
               "into DIR once the batch ends (as `producer fetch BATCH --to DIR`).")
+@click.option("--no-fallback", "no_fallback", is_flag=True, help="Pay only for each item's first model: a model "
+              "that fails for good fails the item instead of trying the next (paid) model of its route "
+              "(\"fallback\": false in the file does it for some items).")
 @click.option("--price-per-call", type=click.FloatRange(min=0), metavar="USD",
               help="Price of one call of a model whose price the registry does not know (models named by "
                    "reference); shown in the plan, needed under a spending limit.")
@@ -150,7 +153,8 @@ def cli(ctx: click.Context, redis_url: str | None, env_file: str) -> None:
 @pass_context
 def submit(obj: Context, file: str, model: str | None, params: tuple[str, ...], output_dir: str | None,
            batch_id: str | None, again: bool, wait: bool, as_json: bool, dry_run: bool, overwrite: bool,
-           substitute_on_failure: bool, fetch_to: str | None, price_per_call: float | None, priority: str) -> None:
+           substitute_on_failure: bool, fetch_to: str | None, no_fallback: bool, price_per_call: float | None,
+           priority: str) -> None:
     """Validate FILE (prompts.json), record a batch and enqueue one task per image.
 
     Every item is checked first; any problem is reported (item, id and field), exit 2, and
@@ -165,7 +169,7 @@ def submit(obj: Context, file: str, model: str | None, params: tuple[str, ...], 
     FILE is one of:
       ["a red fox", "a blue whale"]                       with --model and --param
       [{"prompt": "...", "model": "...", "params": {...}, "image_input": [...], "output": "x.png", "id": "x"}]
-      {"model": "...", "params": {...}, "items": [...]}   shared defaults, items override
+      {"model": "...", "params": {...}, "fallback": false, "items": [...]}   shared defaults, items override
 
     \b
     Examples:
@@ -175,6 +179,7 @@ def submit(obj: Context, file: str, model: str | None, params: tuple[str, ...], 
       producer submit prompts.json --batch-id catalog-v2 --json
       producer submit prompts.json --again          # the same file once more, on purpose
       producer submit urgent.json --priority high   # ahead of the normal batches running
+      producer submit prompts.json --no-fallback    # never pay for a second model
     """
     if fetch_to is not None and not wait:
         raise click.UsageError("--fetch DIR needs --wait (or run `producer fetch BATCH --to DIR` later)")
@@ -184,7 +189,7 @@ def submit(obj: Context, file: str, model: str | None, params: tuple[str, ...], 
         # Report these together with everything else wrong in the input (validation writes nothing).
         try:
             api.validate(file, settings=settings, model=model, params=param_values, batch_id=batch_id,
-                         overwrite=overwrite)
+                         overwrite=overwrite, fallback=not no_fallback)
         except InputError as exc:
             raise InputError(param_problems + exc.problems) from None
         raise InputError(param_problems)
@@ -198,7 +203,7 @@ def submit(obj: Context, file: str, model: str | None, params: tuple[str, ...], 
     batch = api.submit(file, settings=settings, model=model, params=param_values, batch_id=batch_id,
                        overwrite=overwrite, substitute_on_failure=substitute_on_failure, dry_run=dry_run,
                        again=again, priority=priority, on_plan=None if dry_run else show_plan,
-                       price_per_call=price_per_call)
+                       price_per_call=price_per_call, fallback=not no_fallback)
     requests = batch.requests or []
     if dry_run:
         _print_notes(batch)
@@ -253,13 +258,14 @@ def _print_compact_plan(batch: api.Batch, *, err: bool) -> None:
 
 
 def _print_plan(batch: api.Batch, as_json: bool) -> None:
-    from shared.routing import describe_plan, estimate_cost, unpriced_items
+    from shared.routing import describe_plan, estimate_cost, max_cost, unpriced_items
 
     requests = batch.requests or []
     if as_json:
         cost = estimate_cost(requests, batch.registry)
         click.echo(json.dumps({"batch": batch.id, "items": len(requests), "dry_run": True,
                                "estimated_cost_usd": round(cost, 4),
+                               "max_cost_usd": round(max_cost(requests, batch.registry), 4),
                                "price_unknown_items": unpriced_items(requests, batch.registry),
                                "plan": [r.to_dict() for r in requests]}))
         return

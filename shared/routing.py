@@ -344,13 +344,24 @@ def describe_plan(requests: Sequence[ImageRequest], registry: "ModelRegistry | N
         lines += _capped([f"  {' -> '.join(route)}  [{len(idx)} item(s): {_ranges(idx)}]"
                           for route, idx in by_route.items()], max_lines)
     if registry is not None:
-        lines.append(f"Estimated cost: {format_usd(estimate_cost(requests, registry))} if every first model "
-                     f"succeeds; at most {format_usd(max_cost(requests, registry))} if every fallback runs")
+        lines += _cost_lines(requests, registry)
         unknown = unpriced_items(requests, registry)
         if unknown:
             lines.append(f"  price unknown for {unknown} item(s), not counted above: give their model a price "
                          "in FLEET_MODELS_FILE, or pass --price-per-call USD")
     return lines
+
+
+def _cost_lines(requests: Sequence[ImageRequest], registry: "ModelRegistry") -> list[str]:
+    """What the batch costs if every first model succeeds, and what its fallbacks may add."""
+    first, worst = estimate_cost(requests, registry), max_cost(requests, registry)
+    falling_back = sum(1 for r in requests if r.route)
+    if not falling_back:
+        return [f"Estimated cost: {format_usd(first)}; no fallbacks (each item is paid for on its first model only)"]
+    return [f"Estimated cost: {format_usd(first)} if every first model succeeds; fallbacks may add up to "
+            f"{format_usd(worst - first)} (at most {format_usd(worst)} if every fallback runs)",
+            f"  {falling_back} item(s) may fall back to other models when theirs fails for good; --no-fallback "
+            "(or \"fallback\": false in the file) keeps them on their first model"]
 
 
 def _model_cost_text(model: str, requests: list[ImageRequest], registry: "ModelRegistry") -> str:

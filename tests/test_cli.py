@@ -103,6 +103,31 @@ def test_dry_run_prints_the_plan_and_cost_and_writes_nothing(tmp_path, settings,
     assert not Path(settings.output_dir).exists()
 
 
+def test_dry_run_shows_what_fallbacks_may_cost_and_no_fallback_turns_them_off(tmp_path):
+    """Paid fallbacks were on with no way to turn them off but a registry file (issue 18.6)."""
+    prompts = tmp_path / "p.json"
+    prompts.write_text(json.dumps({"model": "black-forest-labs/flux-dev", "items": ["a red fox", "a whale"]}))
+    base = ["--redis-url", CLOSED_PORT_URL, "--env-file", "/nonexistent", "submit", str(prompts), "--dry-run"]
+    on = CliRunner().invoke(cli, base, env={"OUTPUT_DIR": str(tmp_path / "out")})
+    assert on.exit_code == 0, on.output
+    text = " ".join(on.stdout.split())
+    # flux-dev $0.025, then qwen $0.025, then imagen-4-ultra $0.06: $0.05 first, fallbacks up to $0.17 more
+    assert "Estimated cost: $0.05 if every first model succeeds; fallbacks may add up to $0.17 " \
+           "(at most $0.22 if every fallback runs)" in text
+    assert "2 item(s) may fall back to other models" in text and "--no-fallback" in text
+    off = CliRunner().invoke(cli, base + ["--no-fallback"], env={"OUTPUT_DIR": str(tmp_path / "out")})
+    assert off.exit_code == 0, off.output
+    assert "Estimated cost: $0.05; no fallbacks" in off.stdout and "may add" not in off.stdout
+    assert "black-forest-labs/flux-dev  [2 item(s): 0-1]" in off.stdout  # the route is the first model alone
+    plan = json.loads(CliRunner().invoke(cli, base + ["--no-fallback", "--json"]).stdout.splitlines()[-1])
+    assert plan["max_cost_usd"] == plan["estimated_cost_usd"] == 0.05
+    assert all(item["route"] == [] for item in plan["plan"])
+    tagged = tmp_path / "tagged.json"
+    tagged.write_text(json.dumps({"model": "black-forest-labs/flux-dev", "fallback": False, "items": ["a fox"]}))
+    by_file = CliRunner().invoke(cli, base[:4] + ["submit", str(tagged), "--dry-run"])
+    assert "no fallbacks" in by_file.stdout, by_file.output
+
+
 def test_dry_run_needs_no_redis(tmp_path):
     prompts = tmp_path / "p.json"
     prompts.write_text('["a red fox"]')

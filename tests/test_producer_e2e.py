@@ -107,6 +107,17 @@ def test_cli_submit_wait_failures_retry_and_exit_codes(tmp_path, settings, redis
     assert [r["status"] for r in records] == ["failed"] * 3
     assert [a["model"] for a in records[0]["attempts"]] == ROUTE
 
+    # --no-fallback: the first model fails for good, the item fails; no other model is paid for.
+    before = sim.ledger()["creations_by_model"]
+    sim.configure(always_fail_models=ROUTE[:1])
+    alone = cli(settings, sim, "submit", str(prompts), "-m", ROUTE[0], "--wait", "--no-fallback",
+                "--batch-id", "cli-alone")
+    assert alone.returncode == 1, alone.stderr + alone.stdout
+    records = [json.loads(line) for line in cli(settings, sim, "results", "cli-alone", "--json").stdout.splitlines()]
+    assert [(r["status"], [a["model"] for a in r["attempts"]]) for r in records] == [("failed", ROUTE[:1])] * 3
+    after = sim.ledger()["creations_by_model"]
+    assert {m: after.get(m, 0) - before.get(m, 0) for m in ROUTE} == {ROUTE[0]: 3, ROUTE[1]: 0, ROUTE[2]: 0}
+
     sim.configure(always_fail_models=[])
     retried = cli(settings, sim, "retry", "cli-fail", "--wait")
     assert retried.returncode == 0, retried.stderr + retried.stdout

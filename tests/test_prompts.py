@@ -506,3 +506,25 @@ def test_duplicate_keys_in_defaults_and_items_of_the_object_form(tmp_path):
     # an escaped key is the same key
     _, problems = load_problems(tmp_path, '[{"prompt": "a", "pro\\u006dpt": "b"}]')
     assert problems[0].index == 0 and "duplicate key 'prompt'" in problems[0].message
+
+
+# --- fallback off (issue 18.6) ---------------------------------------------------------------------
+def test_no_fallback_from_the_flag_the_file_defaults_or_an_item(registry, tmp_path):
+    flux = "black-forest-labs/flux-dev"
+    data = {"model": flux, "fallback": False,
+            "items": ["a fox", {"prompt": "an owl", "fallback": True}, {"prompt": "a whale"}]}
+    requests = parse_prompts(data, batch_id="b1", output_root=tmp_path, registry=registry)
+    assert [r.models for r in requests] == [(flux,), (flux, *registry.get(flux).fallback), (flux,)]
+    everyone = parse_prompts(data, batch_id="b1", output_root=tmp_path, registry=registry, fallback=False)
+    assert [r.models for r in everyone] == [(flux,)] * 3  # --no-fallback wins over an item's true
+    default = parse_prompts(["a fox"], batch_id="b1", output_root=tmp_path, registry=registry, model=flux)
+    assert len(default[0].models) > 1  # on unless asked
+
+
+def test_fallback_must_be_a_boolean(registry, tmp_path):
+    with pytest.raises(InputError) as info:
+        parse_prompts({"fallback": "no", "items": ["a", "b", {"prompt": "c", "fallback": 0}]}, batch_id="b1",
+                      output_root=tmp_path, registry=registry, model="black-forest-labs/flux-dev")
+    messages = [str(p) for p in info.value.problems]
+    assert messages == ["file defaults, field 'fallback': fallback must be true or false, not 'no'",
+                        "item 2, field 'fallback': fallback must be true or false, not 0"], messages

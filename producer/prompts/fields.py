@@ -3,8 +3,8 @@ unknown fields named with a did-you-mean.
 
 Forms (design.md):
 1. a list of strings; model and params come from the caller (`--model`, `--param`), else defaults;
-2. a list of objects {prompt, model, params, image_input | input_image, output, id};
-3. an object with shared defaults (model, params, image_input) and `items` (strings or objects),
+2. a list of objects {prompt, model, params, image_input | input_image, output, id, fallback};
+3. an object with shared defaults (model, params, image_input, fallback) and `items` (strings or objects),
    each item overriding the defaults (params merge key by key; a null param removes a default).
 Also accepted: a single object with a `prompt` (one image), the seed tool's names `model_name`,
 `kwargs`, `output_filepath`, any model's own reference input name (`start_image`, `image`,
@@ -23,10 +23,10 @@ from shared.errors import Problem
 if TYPE_CHECKING:
     from shared.models import ModelRegistry
 
-ITEM_FIELDS = ("prompt", "model", "params", "image_input", "input_image", "output", "id")
+ITEM_FIELDS = ("prompt", "model", "params", "image_input", "input_image", "output", "id", "fallback")
 ALIASES = {"model_name": "model", "kwargs": "params", "output_filepath": "output",
            "reference_images": "image_input"}
-DEFAULT_FIELDS = ("model", "params", "image_input", "input_image", "items")
+DEFAULT_FIELDS = ("model", "params", "image_input", "input_image", "fallback", "items")
 REFERENCE_FIELDS = ("image_input", "input_image")
 
 # How a check reports one problem of the item at hand: report(message, field).

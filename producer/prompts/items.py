@@ -58,6 +58,7 @@ def parse_prompts(
     params: dict | None = None,
     overwrite: bool = False,
     base_dir: Path | None = None,
+    fallback: bool = True,
 ) -> ParsedRequests:
     """Every item of `data` (any of the three forms) as a routed, validated ImageRequest.
 
@@ -65,6 +66,8 @@ def parse_prompts(
     list (ParsedRequests) whose `notes` say what the user should know without it being a problem.
     `output_root` None: the outputs go to an object store, whose existing objects the caller
     checks (the names are still checked against each other).
+    `fallback` False (`--no-fallback`): no item gets a fallback route, whatever the file says;
+    otherwise an item's `"fallback": false` (or the file defaults') keeps it to its first model.
     """
     problems: list[Problem] = []
     bad_id = batch_id_problem(batch_id)
@@ -91,6 +94,7 @@ def parse_prompts(
         defaults=defaults,
         overwrite=overwrite,
         base_dir=Path(base_dir),
+        flag_fallback=fallback,
     )
     requests = ParsedRequests()
     for index, raw in enumerate(items):
@@ -113,9 +117,11 @@ class _Context:
     """What every item needs to be parsed, and what is shared between items (caches, claims)."""
 
     def __init__(self, *, batch_id: str, root: Path | None, registry: "ModelRegistry", flag_model: str | None,
-                 flag_params: dict[str, Any], defaults: dict[str, Any], overwrite: bool, base_dir: Path):
+                 flag_params: dict[str, Any], defaults: dict[str, Any], overwrite: bool, base_dir: Path,
+                 flag_fallback: bool = True):
         self.registry = registry
         self.flag_model = flag_model
+        self.flag_fallback = flag_fallback
         self.flag_params = flag_params
         self.defaults = defaults
         self.outputs = Outputs(batch_id=batch_id, root=root, overwrite=overwrite)
@@ -165,6 +171,7 @@ class _Context:
             return len(problems) > start or self.shared_hits > shared_start
 
         prompt = self._prompt(fields, problem)
+        fallback = self._fallback(fields, problem, problems)
         model_name, model_field = self._model(fields, problem, problems)
         merged_params, origins, ref_from_params = self._params(fields, problem, problems)
         ref_source = fields.get("references")
@@ -212,7 +219,7 @@ class _Context:
             params=params,
             reference_images=tuple(refs),
             output=output,
-            route=routed.route,
+            route=routed.route if fallback else (),
             warnings=tuple(routed.warnings),
             input_files=tuple(input_files),
         )
@@ -257,6 +264,24 @@ class _Context:
         elif "\x00" in prompt:
             problem("prompt contains a NUL character", "prompt")
         return prompt
+
+    def _fallback(self, fields: Mapping[str, Any], problem: Report, problems: list[Problem]) -> bool:
+        """Whether the item may fall back to other (paid) models: not with --no-fallback; else
+        the item's "fallback", else the file defaults', else yes."""
+        if not self.flag_fallback:
+            return False
+        for value, origin in ((fields.get("fallback"), "item"), (self.defaults.get("fallback"), "defaults")):
+            if value is None:
+                continue
+            if not isinstance(value, bool):
+                message = f"fallback must be true or false, not {value!r}"
+                if origin == "item":
+                    problem(message, "fallback")
+                else:
+                    self.shared_problem(problems, message, "fallback", defaults=True)
+                return False
+            return value
+        return True
 
     def _model(self, fields: Mapping[str, Any], problem: Report, problems: list[Problem]) -> tuple[str | None, str]:
         """The item's model: item > --model > file defaults > the registry's default. A bad

@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv demo test test-fast bench clean
+.PHONY: venv demo check test test-fast bench clean
 
 $(BIN)/producer: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,6 +19,11 @@ demo: venv
 # Two test processes, a file each at a time: the tests mostly wait on workers, Redis and the
 # stand-in, so two of them share 2 cores well (tests/support/redis_db.py gives each its own database).
 PYTEST := $(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+# What CI runs before the tests: lint (pyflakes, bugbear, import order, pyupgrade) and format.
+check: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test: venv
 	$(PYTEST)

@@ -14,6 +14,7 @@ BASELINE_BROKER_URL, BASELINE_QUEUE, BASELINE_RATE_LIMIT (Celery syntax, e.g. "2
 REPLICATE_BASE_URL, REPLICATE_API_TOKEN, BASELINE_OUTPUT_DIR, BASELINE_RESULTS_KEY (a Redis hash
 index -> status the harness reads), BASELINE_POLL_INTERVAL (default 0.5, the client's own).
 """
+
 from __future__ import annotations
 
 import os
@@ -57,8 +58,10 @@ def _client():
     if client is None:
         import replicate
 
-        client = replicate.Client(api_token=os.environ.get("REPLICATE_API_TOKEN", "x"),
-                                  base_url=os.environ.get("REPLICATE_BASE_URL"))
+        client = replicate.Client(
+            api_token=os.environ.get("REPLICATE_API_TOKEN", "x"),
+            base_url=os.environ.get("REPLICATE_BASE_URL"),
+        )
         _local.client = client
     return client
 
@@ -94,7 +97,7 @@ def generate(self, index: int, prompt: str, model: str) -> None:
             if self.request.retries >= self.max_retries:
                 _record(index, f"failed:{exc.status}")
                 return
-            raise self.retry(countdown=_retry_after(exc))
+            raise self.retry(countdown=_retry_after(exc)) from exc
         _record(index, f"failed:{exc.status}")
         return
     poll = float(os.environ.get("BASELINE_POLL_INTERVAL", "0.5"))

@@ -7,6 +7,7 @@ the stand-in's peak in flight, the worker process's CPU (cores, averaged over th
 seconds / makespan) and peak RSS. The answer is the largest C whose peak in flight reached C
 while the process stayed under one core.
 """
+
 from __future__ import annotations
 
 import time
@@ -17,21 +18,40 @@ from bench.fleet import Fleet, submit, wait_finished
 from bench.hosts import Hosts
 from bench.processes import RedisServer
 from bench.throughput import MODEL, prompts_for
-
 from shared.settings import Settings
 
 
-def hold(c: int, hosts: Hosts, redis: RedisServer, sim: Any, *, latency: float = 20.0,
-         rounds: int = 2) -> dict[str, Any]:
+def hold(
+    c: int, hosts: Hosts, redis: RedisServer, sim: Any, *, latency: float = 20.0, rounds: int = 2
+) -> dict[str, Any]:
     n = c * rounds
-    sim.reset(create_limit=100000, read_limit=3000, window=60.0, latency_scale=1.0,
-              latency_overrides={MODEL: latency}, image_scale=0.002, max_in_flight=None, record_events=False)
+    sim.reset(
+        create_limit=100000,
+        read_limit=3000,
+        window=60.0,
+        latency_scale=1.0,
+        latency_overrides={MODEL: latency},
+        image_scale=0.002,
+        max_in_flight=None,
+        record_events=False,
+    )
     prefix = f"cap-{uuid.uuid4().hex[:8]}"
-    settings = Settings.load({
-        "redis_url": redis.url, "key_prefix": prefix, "queue": f"{prefix}-q",
-        "output_dir": hosts.workdir / f"cap-{prefix}", "replicate_api_token": "r8_bench_not_a_real_token",
-        "concurrency_limit": c, "create_limit": 100000, "read_limit": 3000, "rate_window": 60.0,
-        "log_level": "WARNING"}, environ={}, dotenv_path=None)
+    settings = Settings.load(
+        {
+            "redis_url": redis.url,
+            "key_prefix": prefix,
+            "queue": f"{prefix}-q",
+            "output_dir": hosts.workdir / f"cap-{prefix}",
+            "replicate_api_token": "r8_bench_not_a_real_token",
+            "concurrency_limit": c,
+            "create_limit": 100000,
+            "read_limit": 3000,
+            "rate_window": 60.0,
+            "log_level": "WARNING",
+        },
+        environ={},
+        dotenv_path=None,
+    )
     fleet = Fleet(hosts, settings, sim.url, concurrency=c, host_indexes=[1], webhooks=True)
     try:
         fleet.start()
@@ -46,7 +66,10 @@ def hold(c: int, hosts: Hosts, redis: RedisServer, sim: Any, *, latency: float =
         ledger = sim.ledger(detail=False)
         wall = finished_at - started
         return {
-            "threads": c, "images": n, "finished": finished, "makespan_s": round(wall, 1),
+            "threads": c,
+            "images": n,
+            "finished": finished,
+            "makespan_s": round(wall, 1),
             "peak_in_flight": ledger["peak_in_flight"],
             "cpu_cores": round(worker_cpu / wall, 3) if wall > 0 else None,
             "cpu_s_per_1000": round(worker_cpu * 1000 / n, 1),
@@ -57,7 +80,9 @@ def hold(c: int, hosts: Hosts, redis: RedisServer, sim: Any, *, latency: float =
         fleet.stop()
 
 
-def sweep(hosts: Hosts, redis: RedisServer, sim: Any, sizes=(50, 100, 200, 400), **kwargs: Any) -> dict[str, Any]:
+def sweep(
+    hosts: Hosts, redis: RedisServer, sim: Any, sizes=(50, 100, 200, 400), **kwargs: Any
+) -> dict[str, Any]:
     rows = []
     best = None
     for c in sizes:

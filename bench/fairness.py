@@ -13,18 +13,28 @@ the same batch with every message put straight into the broker at submit (today'
 enqueueing before the schedule existed; the follow-ups still go through the schedule). Same
 fleet size, same stand-in settings; makespan and efficiency against the bound.
 """
+
 from __future__ import annotations
 
 import contextlib
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import replace
-from typing import Any, Iterator
+from typing import Any
 
 from bench.fleet import Fleet, submit, wait_finished
 from bench.hosts import Hosts
 from bench.processes import RedisServer
-from bench.throughput import RunResult, Scenario, _scenario_dict, fleet_settings, prompts_for, run_fleet, sim_options
+from bench.throughput import (
+    RunResult,
+    Scenario,
+    _scenario_dict,
+    fleet_settings,
+    prompts_for,
+    run_fleet,
+    sim_options,
+)
 
 
 def _duration(client: Any, settings: Any, batch_id: str) -> float:
@@ -35,13 +45,21 @@ def _duration(client: Any, settings: Any, batch_id: str) -> float:
     return round(info.finished_at - info.created_at, 3)
 
 
-def run_fairness(sc: Scenario, hosts: Hosts, redis: RedisServer, sim: Any, *, small: int = 10,
-                 log: Any = print) -> RunResult:
+def run_fairness(
+    sc: Scenario, hosts: Hosts, redis: RedisServer, sim: Any, *, small: int = 10, log: Any = print
+) -> RunResult:
     """The small batch alone, beside sc.n images at normal priority, and with high priority."""
     sim.reset(**sim_options(sc))
     settings = fleet_settings(sc, redis, hosts.workdir / f"fair-{uuid.uuid4().hex[:6]}")
-    fleet = Fleet(hosts, settings, sim.url, workers_per_host=sc.workers_per_host, concurrency=sc.threads,
-                  host_indexes=list(range(1, sc.hosts + 1)), webhooks=sc.webhooks)
+    fleet = Fleet(
+        hosts,
+        settings,
+        sim.url,
+        workers_per_host=sc.workers_per_host,
+        concurrency=sc.threads,
+        host_indexes=list(range(1, sc.hosts + 1)),
+        webhooks=sc.webhooks,
+    )
     client = redis.client()
     tag = settings.key_prefix
     try:
@@ -68,15 +86,24 @@ def run_fairness(sc: Scenario, hosts: Hosts, redis: RedisServer, sim: Any, *, sm
         big_done_at_end = _done(client, settings, big)
         finished, finished_at, _ = wait_finished(settings, big, timeout=3600, redis_client=client)
         figures = {
-            "small": small, "small_alone_s": alone, "small_beside_s": beside, "small_high_s": high,
-            "beside_ratio": round(beside / alone, 2), "high_ratio": round(high / alone, 2),
-            "beside_ok": beside <= 3 * alone + 1.0, "high_ok": high <= 1.5 * alone + 1.0,
-            "big_still_running": big_done_at_end < sc.n, "big_makespan_s": round(finished_at - started, 2),
-            "big_finished": finished, "creations": sim.ledger(detail=False).get("creations"),
+            "small": small,
+            "small_alone_s": alone,
+            "small_beside_s": beside,
+            "small_high_s": high,
+            "beside_ratio": round(beside / alone, 2),
+            "high_ratio": round(high / alone, 2),
+            "beside_ok": beside <= 3 * alone + 1.0,
+            "high_ok": high <= 1.5 * alone + 1.0,
+            "big_still_running": big_done_at_end < sc.n,
+            "big_makespan_s": round(finished_at - started, 2),
+            "big_finished": finished,
+            "creations": sim.ledger(detail=False).get("creations"),
             "duplicate_predictions": sim.ledger(detail=False).get("duplicate_inputs"),
         }
-        log(f"[fairness {sc.name}] alone {alone:.2f}s beside {beside:.2f}s ({figures['beside_ratio']}x) "
-            f"high {high:.2f}s ({figures['high_ratio']}x) big {figures['big_makespan_s']}s")
+        log(
+            f"[fairness {sc.name}] alone {alone:.2f}s beside {beside:.2f}s ({figures['beside_ratio']}x) "
+            f"high {high:.2f}s ({figures['high_ratio']}x) big {figures['big_makespan_s']}s"
+        )
         return RunResult("fairness", _scenario_dict(sc), figures)
     finally:
         fleet.stop()
@@ -110,8 +137,17 @@ def direct_enqueueing() -> Iterator[None]:
         sent, ids = [], []
         with app.producer_or_acquire() as producer:
             for request in requests:
-                ids.append(dispatch.send_attempt(app, settings, AttemptRef(batch_id, request.index, 1),
-                                                 request.model, prompt=request.prompt, rank=0, producer=producer))
+                ids.append(
+                    dispatch.send_attempt(
+                        app,
+                        settings,
+                        AttemptRef(batch_id, request.index, 1),
+                        request.model,
+                        prompt=request.prompt,
+                        rank=0,
+                        producer=producer,
+                    )
+                )
                 sent.append(request.index)
         ledger.mark_enqueued(batch_id, sent, task_ids=ids)
         client.close()
@@ -124,8 +160,9 @@ def direct_enqueueing() -> Iterator[None]:
         dispatch.enqueue_items = original
 
 
-def run_feed_comparison(sc: Scenario, hosts: Hosts, redis: RedisServer, sim: Any, *,
-                        log: Any = print) -> list[RunResult]:
+def run_feed_comparison(
+    sc: Scenario, hosts: Hosts, redis: RedisServer, sim: Any, *, log: Any = print
+) -> list[RunResult]:
     """The same large batch through the feeder and with direct enqueueing."""
     fed = run_fleet(sc, hosts, redis, sim, log=log)
     fed.system = "fleet-feeder"

@@ -6,6 +6,7 @@ namespaces, a batch submitted through the producer API, and the per-process cost
     run = fleet.submit(prompts, model=...)      # -> batch id, started at
     fleet.wait_finished(batch_id, timeout=...)  # polls the ledger, returns when every item is terminal
 """
+
 from __future__ import annotations
 
 import os
@@ -14,9 +15,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from bench.hosts import Hosts
 from bench.processes import ChildProcess, free_port, stop_all, wait_workers_ready, worker_argv, worker_env
@@ -34,7 +36,7 @@ class ProcStats:
     peak_rss_bytes: int
 
     @classmethod
-    def read(cls, pid: int) -> "ProcStats | None":
+    def read(cls, pid: int) -> ProcStats | None:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             status = Path(f"/proc/{pid}/status").read_text()
@@ -110,8 +112,9 @@ class Fleet:
         log_path = self.log_dir / f"worker-{self._serial}-h{host}.log"
         argv = worker_argv(self.settings, name, concurrency=self.concurrency, loglevel=self.loglevel)
         offset = self.clock_offsets.get(host)
-        proc = self.hosts.popen(host, argv, env=self.env, log_path=log_path, cwd=REPO_ROOT,
-                                clock_offset=offset)
+        proc = self.hosts.popen(
+            host, argv, env=self.env, log_path=log_path, cwd=REPO_ROOT, clock_offset=offset
+        )
         worker = WorkerHandle(name, proc, log_path, host=host, clock_offset=offset)
         self.workers.append(worker)
         return worker
@@ -123,11 +126,20 @@ class Fleet:
 
         address = self.hosts.server_address
         port = free_port(address)
-        env = worker_env(self.settings, sim_url=self.sim_url, REPLICATE_API_TOKEN=BENCH_TOKEN,
-                         FLEET_WEBHOOK_LISTEN=f"{address}:{port}")
+        env = worker_env(
+            self.settings,
+            sim_url=self.sim_url,
+            REPLICATE_API_TOKEN=BENCH_TOKEN,
+            FLEET_WEBHOOK_LISTEN=f"{address}:{port}",
+        )
         log_path = self.log_dir / "webhook-receiver.log"
-        started = ChildProcess.start("webhook-receiver", [sys.executable, "-m", "workers.webhook_receiver"],
-                                     log_path, env=env, cwd=REPO_ROOT)
+        started = ChildProcess.start(
+            "webhook-receiver",
+            [sys.executable, "-m", "workers.webhook_receiver"],
+            log_path,
+            env=env,
+            cwd=REPO_ROOT,
+        )
         self.hosts.processes.append(started.proc)
         self.receiver = WorkerHandle(started.name, started.proc, log_path)
         proc = started.proc
@@ -148,7 +160,9 @@ class Fleet:
         return [w for w in self.workers if w.alive()]
 
     def wait_ready(self, timeout: float = 60.0) -> list[str]:
-        return wait_workers_ready(self.settings, [w for w in self.workers if w not in self.retired], timeout=timeout)
+        return wait_workers_ready(
+            self.settings, [w for w in self.workers if w not in self.retired], timeout=timeout
+        )
 
     def kill_random(self, rng: random.Random, *, restart: bool = True) -> WorkerHandle | None:
         """SIGKILL one live worker (a crash); start a replacement on the same host if asked."""
@@ -178,7 +192,9 @@ class Fleet:
         return {
             "worker_processes": len(self.workers),
             "receiver_cpu_seconds": round(receiver.cpu_seconds, 2) if receiver else 0.0,
-            "cpu_seconds": round(sum(s.cpu_seconds for s in stats) + (receiver.cpu_seconds if receiver else 0), 2),
+            "cpu_seconds": round(
+                sum(s.cpu_seconds for s in stats) + (receiver.cpu_seconds if receiver else 0), 2
+            ),
             "peak_rss_bytes_max": max((s.peak_rss_bytes for s in stats), default=0),
             "peak_rss_bytes_sum": sum(s.peak_rss_bytes for s in stats),
         }
@@ -191,17 +207,29 @@ class Fleet:
         return "\n".join(f"===== {w.name} =====\n{w.log(tail)}" for w in self.workers)
 
 
-def submit(settings: Settings, prompts: list[str], *, model: str, batch_id: str | None = None,
-           params: dict | None = None) -> str:
+def submit(
+    settings: Settings,
+    prompts: list[str],
+    *,
+    model: str,
+    batch_id: str | None = None,
+    params: dict | None = None,
+) -> str:
     from producer.api import submit as producer_submit
 
     batch = producer_submit(prompts, settings=settings, model=model, batch_id=batch_id, params=params)
     return batch.id
 
 
-def wait_finished(settings: Settings, batch_id: str, *, timeout: float, poll: float = 0.2,
-                  on_tick: Callable[[float, Any], None] | None = None,
-                  redis_client: Any = None) -> tuple[bool, float, Any]:
+def wait_finished(
+    settings: Settings,
+    batch_id: str,
+    *,
+    timeout: float,
+    poll: float = 0.2,
+    on_tick: Callable[[float, Any], None] | None = None,
+    redis_client: Any = None,
+) -> tuple[bool, float, Any]:
     """Poll the ledger until the batch is finished. Returns (finished, when (time.time()), info).
     Redis errors (a restart under test) are waited out, not raised."""
     import redis
@@ -209,8 +237,9 @@ def wait_finished(settings: Settings, batch_id: str, *, timeout: float, poll: fl
     from shared.keys import Keys
     from shared.ledger import Ledger
 
-    client = redis_client or redis.Redis.from_url(settings.redis_url, decode_responses=True,
-                                                  socket_timeout=5, socket_connect_timeout=2)
+    client = redis_client or redis.Redis.from_url(
+        settings.redis_url, decode_responses=True, socket_timeout=5, socket_connect_timeout=2
+    )
     ledger = Ledger(client, Keys(settings.key_prefix))
     deadline = time.monotonic() + timeout
     info = None
@@ -230,4 +259,3 @@ def wait_finished(settings: Settings, batch_id: str, *, timeout: float, poll: fl
         time.sleep(poll)
     wait_finished.polls = polls  # type: ignore[attr-defined]
     return False, time.time(), info
-

@@ -20,6 +20,7 @@ Where namespaces are not permitted (not root, no `ip`, a container without CAP_N
 host is a plain process group on 127.0.0.1: the harness says so (`hosts.isolated` is False and a
 warning is printed) and network cuts are not available (`cut` raises HostsError).
 """
+
 from __future__ import annotations
 
 import atexit
@@ -32,9 +33,10 @@ import tempfile
 import threading
 import time
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from bench.processes import RedisServer, kill_tracked, stop_group, track
 
@@ -111,10 +113,10 @@ def cleanup_dead_owners(family: str) -> list[str]:
     owners = set()
     for name in names:
         head = name.split("-", 1)[0]
-        if head.startswith(family) and head[len(family):].isdigit():
+        if head.startswith(family) and head[len(family) :].isdigit():
             owners.add(head)
     for owner in owners:
-        pid = int(owner[len(family):])
+        pid = int(owner[len(family) :])
         if not Path(f"/proc/{pid}").exists():
             removed += cleanup_stale(owner)
     return removed
@@ -132,12 +134,19 @@ def faketime_env(offset: float, pythonpath: str | None = None) -> dict[str, str]
     the PYTHONPATH the process would have had, kept after that folder."""
     import glob
 
-    libs = sorted(glob.glob("/usr/lib/*/faketime/libfaketimeMT.so.1") + glob.glob("/usr/lib/faketime/libfaketimeMT.so.1"))
+    libs = sorted(
+        glob.glob("/usr/lib/*/faketime/libfaketimeMT.so.1")
+        + glob.glob("/usr/lib/faketime/libfaketimeMT.so.1")
+    )
     if not libs:
         raise HostsError("libfaketime is not installed (apt-get install faketime)")
     path = str(SKEWED_CLOCK_PATH) + (os.pathsep + pythonpath if pythonpath else "")
-    return {"LD_PRELOAD": libs[0], "FAKETIME": f"{offset:+g}", "FAKETIME_DONT_FAKE_MONOTONIC": "1",
-            "PYTHONPATH": path}
+    return {
+        "LD_PRELOAD": libs[0],
+        "FAKETIME": f"{offset:+g}",
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+        "PYTHONPATH": path,
+    }
 
 
 @dataclass
@@ -151,8 +160,16 @@ class Host:
 class Hosts:
     """K hosts as network namespaces (or plain processes where that is not permitted)."""
 
-    def __init__(self, count: int, *, workdir: str | Path | None = None, isolate: bool | None = None,
-                 prefix: str = PREFIX, subnet: str = SUBNET, quiet: bool = False):
+    def __init__(
+        self,
+        count: int,
+        *,
+        workdir: str | Path | None = None,
+        isolate: bool | None = None,
+        prefix: str = PREFIX,
+        subnet: str = SUBNET,
+        quiet: bool = False,
+    ):
         if count < 1 or count > 200:
             raise ValueError("between 1 and 200 hosts")
         self.count = count
@@ -178,7 +195,7 @@ class Hosts:
         self._cut: set[int] = set()
 
     # --- lifecycle ------------------------------------------------------------------------------
-    def __enter__(self) -> "Hosts":
+    def __enter__(self) -> Hosts:
         _install_signal_handlers()
         _live.add(self)
         try:
@@ -202,8 +219,10 @@ class Hosts:
 
     def _create(self) -> None:
         if not self.isolated:
-            self._say(f"network namespaces not available ({self.why_not_isolated}): hosts are plain "
-                      "processes on 127.0.0.1; network cuts are not possible in this mode")
+            self._say(
+                f"network namespaces not available ({self.why_not_isolated}): hosts are plain "
+                "processes on 127.0.0.1; network cuts are not possible in this mode"
+            )
             self.hosts = [Host(i, f"host{i}", "127.0.0.1") for i in range(1, self.count + 1)]
             return
         self._take_lock()
@@ -225,8 +244,10 @@ class Hosts:
             _run(["ip", "netns", "exec", ns, "ip", "link", "set", "eth0", "up"])
             _run(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"])
             self.hosts.append(Host(i, ns, address, veth))
-        self._say(f"{self.count} hosts {self.subnet}.11..{self.subnet}.{10 + self.count} on bridge "
-                  f"{self.bridge} ({self.bridge_address})")
+        self._say(
+            f"{self.count} hosts {self.subnet}.11..{self.subnet}.{10 + self.count} on bridge "
+            f"{self.bridge} ({self.bridge_address})"
+        )
 
     @property
     def _lock_path(self) -> Path:
@@ -240,8 +261,10 @@ class Hosts:
         except (OSError, ValueError):
             owner = None
         if owner and owner != os.getpid() and Path(f"/proc/{owner}").exists():
-            raise HostsError(f"another run (pid {owner}) is using the {self.prefix}-* hosts; wait for it "
-                             f"or use another prefix/subnet")
+            raise HostsError(
+                f"another run (pid {owner}) is using the {self.prefix}-* hosts; wait for it "
+                f"or use another prefix/subnet"
+            )
         path.write_text(str(os.getpid()))
         self._locked = True
 
@@ -281,9 +304,12 @@ class Hosts:
         _live.discard(self)
 
     # --- servers in the root namespace, on the bridge address -----------------------------------
-    def start_redis(self, port: int = 6390, *, appendonly: bool = True, extra: Sequence[str] = ()) -> RedisServer:
-        server = RedisServer(self.server_address, port, self.workdir / f"redis-{port}", appendonly,
-                             extra=list(extra))
+    def start_redis(
+        self, port: int = 6390, *, appendonly: bool = True, extra: Sequence[str] = ()
+    ) -> RedisServer:
+        server = RedisServer(
+            self.server_address, port, self.workdir / f"redis-{port}", appendonly, extra=list(extra)
+        )
         self.redis_servers.append(server)
         return server.start()
 
@@ -306,9 +332,16 @@ class Hosts:
             argv = ["ip", "netns", "exec", self.host(index).name, *argv]
         return argv
 
-    def popen(self, index: int, argv: Sequence[str], *, env: dict[str, str] | None = None,
-              log_path: str | Path | None = None, cwd: str | Path | None = None,
-              clock_offset: float | None = None) -> subprocess.Popen:
+    def popen(
+        self,
+        index: int,
+        argv: Sequence[str],
+        *,
+        env: dict[str, str] | None = None,
+        log_path: str | Path | None = None,
+        cwd: str | Path | None = None,
+        clock_offset: float | None = None,
+    ) -> subprocess.Popen:
         """Start argv on host `index` in its own process group; output to log_path (or discarded).
         With clock_offset, the process's wall clock runs that many seconds ahead (libfaketime,
         preloaded directly so the process keeps its pid; see faketime_env)."""
@@ -318,8 +351,15 @@ class Hosts:
         full = self.command(index, argv)
         out = open(log_path, "ab") if log_path else subprocess.DEVNULL
         try:
-            proc = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    env=child_env, cwd=str(cwd) if cwd else None, start_new_session=True)
+            proc = subprocess.Popen(
+                full,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=child_env,
+                cwd=str(cwd) if cwd else None,
+                start_new_session=True,
+            )
         finally:
             if log_path:
                 out.close()  # type: ignore[union-attr]
@@ -327,8 +367,12 @@ class Hosts:
         track(proc)
         return proc
 
-    def run(self, index: int, argv: Sequence[str], *, timeout: float = 30.0, **kwargs: Any) -> subprocess.CompletedProcess:
-        return subprocess.run(self.command(index, argv), capture_output=True, text=True, timeout=timeout, **kwargs)
+    def run(
+        self, index: int, argv: Sequence[str], *, timeout: float = 30.0, **kwargs: Any
+    ) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            self.command(index, argv), capture_output=True, text=True, timeout=timeout, **kwargs
+        )
 
     # --- faults ---------------------------------------------------------------------------------
     def cut(self, index: int, *, mode: str = "down", loss: float = 100.0) -> None:
@@ -343,11 +387,28 @@ class Hosts:
         elif mode == "loss":
             try:
                 _run(["tc", "qdisc", "replace", "dev", host.veth, "root", "netem", "loss", f"{loss}%"])
-                _run(["ip", "netns", "exec", host.name, "tc", "qdisc", "replace", "dev", "eth0", "root",
-                      "netem", "loss", f"{loss}%"])
+                _run(
+                    [
+                        "ip",
+                        "netns",
+                        "exec",
+                        host.name,
+                        "tc",
+                        "qdisc",
+                        "replace",
+                        "dev",
+                        "eth0",
+                        "root",
+                        "netem",
+                        "loss",
+                        f"{loss}%",
+                    ]
+                )
             except HostsError as exc:
                 _run(["tc", "qdisc", "del", "dev", host.veth, "root"], check=False)
-                raise HostsError(f"tc netem is not available in this kernel ({exc}); use mode='down'") from None
+                raise HostsError(
+                    f"tc netem is not available in this kernel ({exc}); use mode='down'"
+                ) from None
         else:
             raise ValueError(f"mode must be 'down' or 'loss', not {mode!r}")
         self._cut.add(index)
@@ -369,16 +430,21 @@ class Hosts:
     def reachable(self, index: int, port: int, timeout: float = 1.0, attempts: int = 3) -> bool:
         """Can host `index` open a TCP connection to the bridge address on `port`? (a few tries:
         right after a link comes back, the first SYN can go out before the neighbour is known)"""
-        probe = ("import socket,sys,time\nfor _ in range(int(sys.argv[3])):\n try:\n"
-                 f"  socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout={timeout}).close()\n"
-                 "  sys.exit(0)\n except OSError:\n  time.sleep(0.2)\nsys.exit(1)")
-        result = self.run(index, [sys.executable, "-c", probe, self.server_address, str(port), str(attempts)],
-                          timeout=attempts * (timeout + 0.2) + 10)
+        probe = (
+            "import socket,sys,time\nfor _ in range(int(sys.argv[3])):\n try:\n"
+            f"  socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout={timeout}).close()\n"
+            "  sys.exit(0)\n except OSError:\n  time.sleep(0.2)\nsys.exit(1)"
+        )
+        result = self.run(
+            index,
+            [sys.executable, "-c", probe, self.server_address, str(port), str(attempts)],
+            timeout=attempts * (timeout + 0.2) + 10,
+        )
         return result.returncode == 0
 
 
 # --- process-wide safety net ----------------------------------------------------------------------
-_live: "weakref.WeakSet[Hosts]" = weakref.WeakSet()
+_live: weakref.WeakSet[Hosts] = weakref.WeakSet()
 _handlers_installed = False
 
 
@@ -405,4 +471,3 @@ def _install_signal_handlers() -> None:
     for sig in (signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(sig) in (signal.SIG_DFL, None):
             signal.signal(sig, _unwind)
-

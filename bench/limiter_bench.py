@@ -14,6 +14,7 @@ Reports, in one run against the same Redis server:
   * Redis round trips per acquire, release, token and per held lease renewal.
 Keys go under a fresh prefix and are deleted afterwards. Figures: bench/README-limiter.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -123,8 +124,9 @@ def _run_children(client: redis.Redis, prefix: str, target, args_for, n: int, ou
 
 # --- measurements ------------------------------------------------------------------------------
 def bench_single(url: str, prefix: str, n: int) -> dict:
-    client, limiter = make(url, prefix, concurrency_limit=10_000, create_limit=10**6,
-                           read_limit=10**6, lease_seconds=30)
+    client, limiter = make(
+        url, prefix, concurrency_limit=10_000, create_limit=10**6, read_limit=10**6, lease_seconds=30
+    )
     for _ in range(50):  # warm up: script load, connections
         client.ping()
         limiter.acquire(HolderInfo()).release()
@@ -149,18 +151,33 @@ def bench_single(url: str, prefix: str, n: int) -> dict:
         limiter.take_create_token()
         tok.append(time.perf_counter() - t0)
     limiter.close()
-    return {"ping": ping, "acquire": acq, "release": rel, "pair": pair, "token": tok,
-            "pairs_per_s": pairs_per_s}
+    return {
+        "ping": ping,
+        "acquire": acq,
+        "release": rel,
+        "pair": pair,
+        "token": tok,
+        "pairs_per_s": pairs_per_s,
+    }
 
 
 def bench_round_trips(url: str, prefix: str) -> dict:
-    client, limiter = make(url, prefix, client_cls=CountingRedis, concurrency_limit=1,
-                           create_limit=10**6, read_limit=10**6, lease_seconds=0.9)
+    client, limiter = make(
+        url,
+        prefix,
+        client_cls=CountingRedis,
+        concurrency_limit=1,
+        create_limit=10**6,
+        read_limit=10**6,
+        lease_seconds=0.9,
+    )
     limiter.acquire(HolderInfo()).release()  # load scripts first
     out = {}
-    for name, action in (("acquire (free slot)", lambda: limiter.acquire(HolderInfo())),
-                         ("take_create_token", limiter.take_create_token),
-                         ("take_read_token", limiter.take_read_token)):
+    for name, action in (
+        ("acquire (free slot)", lambda: limiter.acquire(HolderInfo())),
+        ("take_create_token", limiter.take_create_token),
+        ("take_read_token", limiter.take_read_token),
+    ):
         before = CountingRedis.calls
         result = action()
         out[name] = CountingRedis.calls - before
@@ -189,8 +206,9 @@ def bench_round_trips(url: str, prefix: str) -> dict:
 def bench_parallel(url: str, prefix: str, procs: int, threads: int, seconds: float) -> float:
     client = redis.Redis.from_url(url, decode_responses=True)
     out_key = f"{prefix}:par-out"
-    counts = _run_children(client, prefix, _hammer_child,
-                           lambda i: (url, prefix, threads, seconds, out_key), procs, out_key)
+    counts = _run_children(
+        client, prefix, _hammer_child, lambda i: (url, prefix, threads, seconds, out_key), procs, out_key
+    )
     return sum(int(c) for c in counts) / seconds
 
 
@@ -204,15 +222,25 @@ def bench_handoff(url: str, prefix: str, procs: int, threads: int, seconds: floa
     OverlapError (a benchmark must not hide a broken limit)."""
     client = redis.Redis.from_url(url, decode_responses=True)
     out_key = f"{prefix}:handoff-out"
-    raw = _run_children(client, prefix, _handoff_child,
-                        lambda i: (url, prefix, threads, seconds, 0.002, out_key), procs, out_key)
+    raw = _run_children(
+        client,
+        prefix,
+        _handoff_child,
+        lambda i: (url, prefix, threads, seconds, 0.002, out_key),
+        procs,
+        out_key,
+    )
     intervals = sorted(iv for r in raw for iv in json.loads(r))
     # With one slot and waiters always queued, each grant follows the previous release.
     gaps = [nxt[0] - cur[1] for cur, nxt in zip(intervals, intervals[1:])]
     overlaps = [g for g in gaps if g < 0]
     reported = [iv[2] for iv in intervals if iv[2] is not None]
-    return {"gaps": [g for g in gaps if g >= 0], "overlaps": overlaps, "reported": reported,
-            "grants": len(intervals)}
+    return {
+        "gaps": [g for g in gaps if g >= 0],
+        "overlaps": overlaps,
+        "reported": reported,
+        "grants": len(intervals),
+    }
 
 
 def cleanup(url: str, prefix: str) -> None:
@@ -224,7 +252,9 @@ def cleanup(url: str, prefix: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/11")
     parser.add_argument("--quick", action="store_true", help="fewer samples, shorter runs")
     args = parser.parse_args()
@@ -248,13 +278,19 @@ def main() -> None:
         for procs, threads in ((4, 8), (4, 50)):
             h = bench_handoff(url, prefix + f"-h{threads}", procs, threads, seconds)
             gaps = h["gaps"]
-            print(f"hand-off release -> next waiter's grant (1 slot, {procs * threads} waiters in {procs} "
-                  f"processes, Redis TIME): {ms(gaps)}  max {max(gaps) * 1000:.3f} ms")
+            print(
+                f"hand-off release -> next waiter's grant (1 slot, {procs * threads} waiters in {procs} "
+                f"processes, Redis TIME): {ms(gaps)}  max {max(gaps) * 1000:.3f} ms"
+            )
             if h["reported"]:
-                print(f"  as reported by the limiter (Lease.handoff_seconds, {len(h['reported'])} of "
-                      f"{h['grants']} grants woken): {ms(h['reported'])}")
-            print(f"  overlapping holders of the one slot (negative gaps): {len(h['overlaps'])}"
-                  + (f"  worst {min(h['overlaps']) * 1000:.3f} ms" if h["overlaps"] else ""))
+                print(
+                    f"  as reported by the limiter (Lease.handoff_seconds, {len(h['reported'])} of "
+                    f"{h['grants']} grants woken): {ms(h['reported'])}"
+                )
+            print(
+                f"  overlapping holders of the one slot (negative gaps): {len(h['overlaps'])}"
+                + (f"  worst {min(h['overlaps']) * 1000:.3f} ms" if h["overlaps"] else "")
+            )
             overlapping += len(h["overlaps"])
         if overlapping:
             raise OverlapError(f"{overlapping} grants overlapped the previous holder of a 1-slot semaphore")

@@ -3,13 +3,15 @@
 The stand-in is the referee: it is the only party that sees every creation, completion and 429
 with one clock, so peak in-flight, creations per window and latencies are all taken from it.
 """
+
 from __future__ import annotations
 
 import bisect
 import heapq
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 
 def fetch_events(sim: Any) -> list[dict[str, Any]]:
@@ -38,7 +40,7 @@ class Series:
     latencies_by_creation: list[float] = field(default_factory=list)  # in the order they were created
 
     @classmethod
-    def from_events(cls, events: Iterable[dict[str, Any]]) -> "Series":
+    def from_events(cls, events: Iterable[dict[str, Any]]) -> Series:
         created: dict[str, float] = {}
         done_at: dict[str, float] = {}
         creations, completions, latencies, in_flight, throttled, errors = [], [], [], [], [], []
@@ -60,8 +62,9 @@ class Series:
             elif kind == "error":
                 errors.append(ts)
         series = cls(sorted(creations), sorted(completions), latencies, in_flight, throttled, errors)
-        series.latencies_by_creation = [ts_done - created[pid] for pid, ts_done in
-                                        sorted(done_at.items(), key=lambda kv: created[kv[0]])]
+        series.latencies_by_creation = [
+            ts_done - created[pid] for pid, ts_done in sorted(done_at.items(), key=lambda kv: created[kv[0]])
+        ]
         return series
 
     @property

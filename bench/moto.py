@@ -4,6 +4,7 @@
 keeps everything in memory. `pause()` / `resume()` stop and continue the process (SIGSTOP /
 SIGCONT): a store that does not answer for a while, and loses nothing.
 """
+
 from __future__ import annotations
 
 import os
@@ -18,7 +19,11 @@ from pathlib import Path
 
 from bench.processes import free_port
 
-MOTO_KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+MOTO_KEYS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 
 
 @dataclass
@@ -36,9 +41,13 @@ class MotoServer:
         import boto3
 
         merged = {**MOTO_KEYS, **keys}
-        return boto3.client("s3", endpoint_url=self.url, region_name=merged["AWS_DEFAULT_REGION"],
-                            aws_access_key_id=merged["AWS_ACCESS_KEY_ID"],
-                            aws_secret_access_key=merged["AWS_SECRET_ACCESS_KEY"])
+        return boto3.client(
+            "s3",
+            endpoint_url=self.url,
+            region_name=merged["AWS_DEFAULT_REGION"],
+            aws_access_key_id=merged["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=merged["AWS_SECRET_ACCESS_KEY"],
+        )
 
     def environ(self, **keys: str) -> dict[str, str]:
         return {"AWS_ENDPOINT_URL": self.url, **MOTO_KEYS, **keys}
@@ -60,21 +69,29 @@ class MotoServer:
                 self.process.wait(5)
 
 
-def start_moto(log_path: Path, *, host: str = "127.0.0.1", port: int | None = None,
-               env: dict[str, str] | None = None) -> MotoServer:
+def start_moto(
+    log_path: Path, *, host: str = "127.0.0.1", port: int | None = None, env: dict[str, str] | None = None
+) -> MotoServer:
     """`moto_server` on `host:port` (a free port by default), once it answers."""
     binary = shutil.which("moto_server", path=os.path.dirname(sys.executable)) or shutil.which("moto_server")
     if binary is None:
         raise RuntimeError("moto_server is not installed: pip install -e '.[test]' (it brings moto[server])")
     port = port or free_port(host)
     with open(log_path, "ab") as log:
-        process = subprocess.Popen([binary, "-H", host, "-p", str(port)], stdout=log, stderr=subprocess.STDOUT,
-                                   env={**os.environ, **(env or {})}, start_new_session=True)
+        process = subprocess.Popen(
+            [binary, "-H", host, "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
     server = MotoServer(process, port, host)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"moto_server exited with {process.returncode}: {log_path.read_text()[-2000:]}")
+            raise RuntimeError(
+                f"moto_server exited with {process.returncode}: {log_path.read_text()[-2000:]}"
+            )
         try:
             with socket.create_connection((host, port), timeout=0.5):
                 return server

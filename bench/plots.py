@@ -1,9 +1,10 @@
 """PNG plots of a run (matplotlib, no screen): in flight over time and creations per window,
 each against its limit, the fleet and the baseline on the same axes."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
@@ -12,8 +13,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from bench.throughput import RunResult  # noqa: E402
 
-COLOURS = {"fleet": "tab:blue", "fleet-polling": "tab:green", "baseline-naive": "tab:red",
-           "baseline-split": "tab:orange"}
+COLOURS = {
+    "fleet": "tab:blue",
+    "fleet-polling": "tab:green",
+    "baseline-naive": "tab:red",
+    "baseline-split": "tab:orange",
+}
 
 
 def _step(points: Sequence[Sequence[float]]) -> tuple[list[float], list[float]]:
@@ -37,9 +42,12 @@ def plot_runs(runs: Sequence[RunResult], out_dir: Path, stem: str) -> list[Path]
         xs, ys = _step(run.series.get("in_flight", []))
         ax.step(xs, ys, where="post", lw=1, color=COLOURS.get(run.system), label=run.system)
     ax.axhline(sc["slots"], color="black", ls="--", lw=1, label=f"limit {sc['slots']}")
-    ax.set(xlabel="seconds since submission", ylabel="predictions in flight (at the stand-in)",
-           title=f"In flight: N={sc['n']}, {sc['slots']} slots, {sc['create_per_min']} creations/window "
-                 f"({sc['window']:g} s), latency {sc['real_latency']:g} s")
+    ax.set(
+        xlabel="seconds since submission",
+        ylabel="predictions in flight (at the stand-in)",
+        title=f"In flight: N={sc['n']}, {sc['slots']} slots, {sc['create_per_min']} creations/window "
+        f"({sc['window']:g} s), latency {sc['real_latency']:g} s",
+    )
     ax.legend(loc="upper right")
     path = out_dir / f"{stem}-inflight.png"
     fig.tight_layout()
@@ -52,8 +60,11 @@ def plot_runs(runs: Sequence[RunResult], out_dir: Path, stem: str) -> list[Path]
         xs, ys = _step(run.series.get("window_counts", []))
         ax.plot(xs, ys, lw=1, color=COLOURS.get(run.system), label=run.system)
     ax.axhline(sc["create_per_min"], color="black", ls="--", lw=1, label=f"limit {sc['create_per_min']}")
-    ax.set(xlabel="seconds since submission", ylabel=f"creations in the last {sc['window']:g} s",
-           title=f"Creations per sliding window: N={sc['n']}, {sc['slots']} slots")
+    ax.set(
+        xlabel="seconds since submission",
+        ylabel=f"creations in the last {sc['window']:g} s",
+        title=f"Creations per sliding window: N={sc['n']}, {sc['slots']} slots",
+    )
     ax.legend(loc="upper right")
     path = out_dir / f"{stem}-window.png"
     fig.tight_layout()

@@ -11,6 +11,7 @@ processes and redis-server, each in a process group of its own, with its output 
 Every process started here is tracked: `kill_tracked()` (atexit, in bench/hosts.py) kills what a
 crashed run would otherwise leave behind.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,9 +21,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -91,11 +93,25 @@ class ChildProcess:
     log_path: Path
 
     @classmethod
-    def start(cls, name: str, argv: Sequence[str], log_path: Path, *, env: dict[str, str] | None = None,
-              cwd: str | Path | None = None) -> "ChildProcess":
+    def start(
+        cls,
+        name: str,
+        argv: Sequence[str],
+        log_path: Path,
+        *,
+        env: dict[str, str] | None = None,
+        cwd: str | Path | None = None,
+    ) -> ChildProcess:
         with open(log_path, "ab") as log:
-            proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    env=env, cwd=str(cwd) if cwd else None, start_new_session=True)
+            proc = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=str(cwd) if cwd else None,
+                start_new_session=True,
+            )
         return cls(name, track(proc), Path(log_path))
 
     @property
@@ -157,12 +173,31 @@ def worker_env(settings: Any, *, sim_url: str | None = None, **overrides: Any) -
 
 
 def worker_argv(settings: Any, name: str, *, concurrency: int, loglevel: str = "INFO") -> list[str]:
-    return [sys.executable, "-m", "celery", "-A", "workers", "worker", "-n", name, "-c", str(concurrency),
-            "--pool", "threads", "-Q", settings.queue, "--without-mingle", "--without-gossip", "-l", loglevel]
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers",
+        "worker",
+        "-n",
+        name,
+        "-c",
+        str(concurrency),
+        "--pool",
+        "threads",
+        "-Q",
+        settings.queue,
+        "--without-mingle",
+        "--without-gossip",
+        "-l",
+        loglevel,
+    ]
 
 
-def wait_workers_ready(settings: Any, workers: Sequence[ChildProcess], *, want: int | None = None,
-                       timeout: float = 30.0) -> list[str]:
+def wait_workers_ready(
+    settings: Any, workers: Sequence[ChildProcess], *, want: int | None = None, timeout: float = 30.0
+) -> list[str]:
     """Until `want` workers (default: every live one) answer a ping on the queue; fails at once, with
     its log, if one of them exits by itself (not SIGKILLed on purpose)."""
     from workers.dispatch import workers_alive
@@ -173,7 +208,9 @@ def wait_workers_ready(settings: Any, workers: Sequence[ChildProcess], *, want: 
     while time.monotonic() < deadline:
         dead = [w for w in workers if not w.alive() and w.proc.returncode != -signal.SIGKILL]
         if dead:
-            raise RuntimeError(f"worker {dead[0].name} exited with {dead[0].proc.returncode}:\n{dead[0].log(3000)}")
+            raise RuntimeError(
+                f"worker {dead[0].name} exited with {dead[0].proc.returncode}:\n{dead[0].log(3000)}"
+            )
         names = workers_alive(settings, timeout=1.0)
         if len(names) >= want:
             return names
@@ -198,19 +235,48 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://{self.host}:{self.port}/0"
 
-    def start(self, timeout: float = 15.0) -> "RedisServer":
+    def start(self, timeout: float = 15.0) -> RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        argv = ["redis-server", "--bind", self.host, "--port", str(self.port), "--save", "",
-                "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", self.appendfsync,
-                "--dir", str(self.workdir), "--protected-mode", "no", "--daemonize", "no",
-                "--maxclients", "10000", "--logfile", str(self.workdir / "redis.log"), *self.extra]
-        self.process = track(subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                              stderr=subprocess.DEVNULL, start_new_session=True))
+        argv = [
+            "redis-server",
+            "--bind",
+            self.host,
+            "--port",
+            str(self.port),
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--appendfsync",
+            self.appendfsync,
+            "--dir",
+            str(self.workdir),
+            "--protected-mode",
+            "no",
+            "--daemonize",
+            "no",
+            "--maxclients",
+            "10000",
+            "--logfile",
+            str(self.workdir / "redis.log"),
+            *self.extra,
+        ]
+        self.process = track(
+            subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self.process.returncode}: "
-                                   f"{log_tail(self.workdir / 'redis.log', 1500)}")
+                raise RuntimeError(
+                    f"redis-server exited with {self.process.returncode}: "
+                    f"{log_tail(self.workdir / 'redis.log', 1500)}"
+                )
             if self.ping():  # also waits out an AOF reload after a restart (PING answers LOADING until then)
                 return self
             time.sleep(0.05)

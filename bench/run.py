@@ -14,6 +14,7 @@ redis-server (port 6390) and stand-in (port 8790) on the hosts' bridge; never to
 Redis. Writes bench/results/*.json, *.png and summary.md; with --all or --quick (or --update-doc)
 it also replaces the results section of BENCHMARKS.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,9 @@ def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def throughput_section(hosts: Hosts, redis, sim, scenarios: list[Scenario], *, compare_ns: set[int],
-                       plots: bool = True) -> list[RunResult]:
+def throughput_section(
+    hosts: Hosts, redis, sim, scenarios: list[Scenario], *, compare_ns: set[int], plots: bool = True
+) -> list[RunResult]:
     """Every scenario through the fleet as recommended (webhooks); where sc.n is in compare_ns,
     also the fleet without webhooks (polling on the read budget) and the plain-Celery baselines."""
     from dataclasses import replace
@@ -146,24 +148,33 @@ def _run_key(run: dict[str, Any]) -> tuple[str, str]:
 def throughput_table(results: list[RunResult]) -> str:
     from bench.measure import bound
 
-    rows = ["| system | N | slots | creations / window | window s | latency s | makespan s | bound s | efficiency "
-            "| ideal s | efficiency vs ideal | slots busy while full | peak in flight / limit "
-            "| max creations in a window / limit | 429s | duplicates | lost |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = [
+        "| system | N | slots | creations / window | window s | latency s | makespan s | bound s | efficiency "
+        "| ideal s | efficiency vs ideal | slots busy while full | peak in flight / limit "
+        "| max creations in a window / limit | 429s | duplicates | lost |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in results:
         s, f = r.scenario, r.figures
         # recomputed from the run's own figures, so that older results read the same way
-        b = bound(s["n"], latency=f["mean_latency_s"], slots=s["slots"], create_limit=s["create_per_min"],
-                  window=s["window"])
+        b = bound(
+            s["n"],
+            latency=f["mean_latency_s"],
+            slots=s["slots"],
+            create_limit=s["create_per_min"],
+            window=s["window"],
+        )
         ideal = f.get("ideal_s")
         ideal_cells = "- | -" if ideal is None else f"{ideal:.1f} | {ideal / f['makespan_s']:.3f}"
-        rows.append(f"| {r.system} | {s['n']} | {s['slots']} | {s['create_per_min']} | {s['window']:g} | "
-                    f"{f['mean_latency_s']:.2f} | {f['makespan_s']:.1f} | {b['bound']:.1f} | "
-                    f"{b['bound'] / f['makespan_s']:.3f} | "
-                    f"{ideal_cells} | "
-                    f"{_steady(r, b)} | "
-                    f"{f['peak_in_flight']} / {s['slots']} | {f['max_creations_in_window']} / {s['create_per_min']} | "
-                    f"{f['http_429']} | {f['duplicate_predictions']} | {f['images_lost']} |")
+        rows.append(
+            f"| {r.system} | {s['n']} | {s['slots']} | {s['create_per_min']} | {s['window']:g} | "
+            f"{f['mean_latency_s']:.2f} | {f['makespan_s']:.1f} | {b['bound']:.1f} | "
+            f"{b['bound'] / f['makespan_s']:.3f} | "
+            f"{ideal_cells} | "
+            f"{_steady(r, b)} | "
+            f"{f['peak_in_flight']} / {s['slots']} | {f['max_creations_in_window']} / {s['create_per_min']} | "
+            f"{f['http_429']} | {f['duplicate_predictions']} | {f['images_lost']} |"
+        )
     return "\n".join(rows)
 
 
@@ -181,57 +192,97 @@ def _steady(r: RunResult, b: dict[str, float]) -> str:
 
 
 def cost_table(results: list[RunResult]) -> str:
-    rows = ["| system | scenario | workers | worker CPU s / 1000 images | peak RSS / worker MB | Redis commands / image (incl. inside Lua) "
-            "| Redis CPU s / 1000 images | API reads / image | top Redis commands / image |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    rows = [
+        "| system | scenario | workers | worker CPU s / 1000 images | peak RSS / worker MB | Redis commands / image (incl. inside Lua) "
+        "| Redis CPU s / 1000 images | API reads / image | top Redis commands / image |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for r in results:
         if not r.system.startswith("fleet"):
             continue
         f = r.figures
         top = ", ".join(f"{k} {v}" for k, v in list(f.get("redis_top_cmds_per_image", {}).items())[:5])
-        rows.append(f"| {r.system} | {r.scenario['name']} | {f['workers']} | {f['worker_cpu_s_per_1000']} | {f['worker_peak_rss_mb']} | "
-                    f"{f['redis_cmds_per_image']} | {f['redis_cpu_s_per_1000']} | {f['reads_per_image']} | {top} |")
+        rows.append(
+            f"| {r.system} | {r.scenario['name']} | {f['workers']} | {f['worker_cpu_s_per_1000']} | {f['worker_peak_rss_mb']} | "
+            f"{f['redis_cmds_per_image']} | {f['redis_cpu_s_per_1000']} | {f['reads_per_image']} | {top} |"
+        )
     return "\n".join(rows)
 
 
 def faults_table(results: list[RunResult]) -> str:
-    rows = ["| fault | lost | duplicate predictions | extra creations | peak in flight / limit "
-            "| max creations in a window / limit | 429s | 5xx | makespan s | slowdown s | recovery s |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = [
+        "| fault | lost | duplicate predictions | extra creations | peak in flight / limit "
+        "| max creations in a window / limit | 429s | 5xx | makespan s | slowdown s | recovery s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in results:
         f = r.figures
         if "skipped" in f:
             rows.append(f"| {r.system} | skipped: {f['skipped']} |||||||||")
             continue
-        rows.append(f"| {r.system} | {f['images_lost']} | {f['duplicate_predictions']} | {f['extra_creations']} | "
-                    f"{f['peak_in_flight']} / {f['slot_limit']} | {f['max_creations_in_window']} / {f['create_limit']} | "
-                    f"{f['http_429']} | {f['errors_5xx']} | {f['makespan_s']} | {f['slowdown_s'] if f['slowdown_s'] is not None else '-'} | "
-                    f"{f['recovery_s'] if f['recovery_s'] is not None else '-'} |")
+        rows.append(
+            f"| {r.system} | {f['images_lost']} | {f['duplicate_predictions']} | {f['extra_creations']} | "
+            f"{f['peak_in_flight']} / {f['slot_limit']} | {f['max_creations_in_window']} / {f['create_limit']} | "
+            f"{f['http_429']} | {f['errors_5xx']} | {f['makespan_s']} | {f['slowdown_s'] if f['slowdown_s'] is not None else '-'} | "
+            f"{f['recovery_s'] if f['recovery_s'] is not None else '-'} |"
+        )
     return "\n".join(rows)
 
 
 def capacity_table(cap: dict[str, Any]) -> str:
-    rows = ["| threads (= slots) | images | peak in flight | CPU cores (mean) | CPU s / 1000 images | peak RSS MB |",
-            "|---:|---:|---:|---:|---:|---:|"]
+    rows = [
+        "| threads (= slots) | images | peak in flight | CPU cores (mean) | CPU s / 1000 images | peak RSS MB |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
     for row in cap.get("rows", []):
-        rows.append(f"| {row['threads']} | {row['images']} | {row['peak_in_flight']} | {row['cpu_cores']} | "
-                    f"{row['cpu_s_per_1000']} | {row['peak_rss_mb']} |")
-    rows.append(f"\nMost in-flight predictions one worker process held under one core: "
-                f"**{cap.get('max_in_flight_under_one_core')}**")
+        rows.append(
+            f"| {row['threads']} | {row['images']} | {row['peak_in_flight']} | {row['cpu_cores']} | "
+            f"{row['cpu_s_per_1000']} | {row['peak_rss_mb']} |"
+        )
+    rows.append(
+        f"\nMost in-flight predictions one worker process held under one core: "
+        f"**{cap.get('max_in_flight_under_one_core')}**"
+    )
     return "\n".join(rows)
 
 
-def summary(label: str, command: str, *, throughput=None, faults=None, capacity=None, isolated=True,
-            when: str | None = None) -> str:
+def summary(
+    label: str,
+    command: str,
+    *,
+    throughput=None,
+    faults=None,
+    capacity=None,
+    isolated=True,
+    when: str | None = None,
+) -> str:
     when = when or time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    parts = [f"_{label}; `{command}`; {when}; "
-             f"hosts: {'network namespaces' if isolated else 'PLAIN PROCESSES (namespaces not permitted)'}._", ""]
+    parts = [
+        f"_{label}; `{command}`; {when}; "
+        f"hosts: {'network namespaces' if isolated else 'PLAIN PROCESSES (namespaces not permitted)'}._",
+        "",
+    ]
     if throughput:
-        parts += ["### Throughput against the bound", "", throughput_table(throughput), "",
-                  "### Cost of running the fleet", "", cost_table(throughput), ""]
+        parts += [
+            "### Throughput against the bound",
+            "",
+            throughput_table(throughput),
+            "",
+            "### Cost of running the fleet",
+            "",
+            cost_table(throughput),
+            "",
+        ]
         stems = sorted({r.scenario["name"] for r in throughput})
-        parts += ["### Plots", ""] + [f"- {s}: ![in flight](bench/results/{s}-inflight.png) "
-                                      f"![creations per window](bench/results/{s}-window.png)" for s in stems] + [""]
+        parts += (
+            ["### Plots", ""]
+            + [
+                f"- {s}: ![in flight](bench/results/{s}-inflight.png) "
+                f"![creations per window](bench/results/{s}-window.png)"
+                for s in stems
+            ]
+            + [""]
+        )
     if capacity:
         parts += ["### In-flight predictions per worker process", "", capacity_table(capacity), ""]
     if faults:
@@ -244,19 +295,26 @@ def summary(label: str, command: str, *, throughput=None, faults=None, capacity=
     return "\n".join(parts)
 
 
-def scheduling_summary(fairness: list[RunResult] | None, feed: list[RunResult] | None,
-                       clock: list[RunResult] | None) -> str:
+def scheduling_summary(
+    fairness: list[RunResult] | None, feed: list[RunResult] | None, clock: list[RunResult] | None
+) -> str:
     """The schedule's figures: fair share, what the feeder costs, one host's clock off."""
     parts: list[str] = []
     if fairness:
-        parts += ["### Fair share and priorities (a small batch beside a large one)", "",
-                  "| large batch | slots | small batch | alone s | beside (normal) s | ratio | high priority s | ratio "
-                  "| large batch still running | duplicates |", "|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+        parts += [
+            "### Fair share and priorities (a small batch beside a large one)",
+            "",
+            "| large batch | slots | small batch | alone s | beside (normal) s | ratio | high priority s | ratio "
+            "| large batch still running | duplicates |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+        ]
         for r in fairness:
             f, sc = r.figures, r.scenario
-            parts.append(f"| {sc['n']} | {sc['slots']} | {f['small']} | {f['small_alone_s']} | {f['small_beside_s']} | "
-                         f"{f['beside_ratio']} | {f['small_high_s']} | {f['high_ratio']} | {f['big_still_running']} | "
-                         f"{f['duplicate_predictions']} |")
+            parts.append(
+                f"| {sc['n']} | {sc['slots']} | {f['small']} | {f['small_alone_s']} | {f['small_beside_s']} | "
+                f"{f['beside_ratio']} | {f['small_high_s']} | {f['high_ratio']} | {f['big_still_running']} | "
+                f"{f['duplicate_predictions']} |"
+            )
         parts.append("")
     if feed:
         parts += ["### One large batch: the feeder against direct enqueueing", "", throughput_table(feed), ""]
@@ -276,16 +334,22 @@ def update_doc(text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
-    p.add_argument("section", nargs="?", choices=("throughput", "faults", "capacity", "fairness", "feed", "clock",
-                                                  "report"),
-                   help="report: rebuild summary.md and BENCHMARKS.md from the saved results, run nothing")
+    p.add_argument(
+        "section",
+        nargs="?",
+        choices=("throughput", "faults", "capacity", "fairness", "feed", "clock", "report"),
+        help="report: rebuild summary.md and BENCHMARKS.md from the saved results, run nothing",
+    )
     p.add_argument("--all", action="store_true", help="every figure, full size")
     p.add_argument("--quick", action="store_true", help="every figure, small (N=200, CI faults)")
     p.add_argument("--n", type=int, action="append")
     p.add_argument("--slots", type=int, action="append")
     p.add_argument("--rate", type=int, action="append", help="creations per (scaled) minute")
-    p.add_argument("--baseline", action="store_true",
-                   help="also run the comparisons: the fleet without webhooks (polling) and plain Celery")
+    p.add_argument(
+        "--baseline",
+        action="store_true",
+        help="also run the comparisons: the fleet without webhooks (polling) and plain Celery",
+    )
     p.add_argument("--target-rate", type=float, default=10.0, help="real creations/s the time scale aims at")
     p.add_argument("--ci", action="store_true", help="faults: the small CI version")
     p.add_argument("--only", help="faults: comma-separated subset")
@@ -315,8 +379,12 @@ def main(argv: list[str] | None = None) -> int:
                 scenarios = matrix(ns=(200,), **common)
                 compare_ns = {200}
             else:
-                scenarios = matrix(ns=tuple(args.n or [200]), slots=tuple(args.slots or [10, 60]),
-                                   rates=tuple(args.rate or [600, 60]), **common)
+                scenarios = matrix(
+                    ns=tuple(args.n or [200]),
+                    slots=tuple(args.slots or [10, 60]),
+                    rates=tuple(args.rate or [600, 60]),
+                    **common,
+                )
                 compare_ns = set(args.n or [200]) if args.baseline else set()
             throughput_section(hosts, redis, sim, scenarios, compare_ns=compare_ns)
         if args.all or args.quick or args.section == "capacity":
@@ -335,7 +403,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.all or args.quick or args.section == "clock":
             clock_section(hosts, redis, sim)
         isolated = hosts.isolated
-    label = "full run" if args.all else ("quick run (small sizes, preliminary)" if args.quick else "partial run")
+    label = (
+        "full run" if args.all else ("quick run (small sizes, preliminary)" if args.quick else "partial run")
+    )
     _record_run(label, command, isolated)
     return report_saved(to_doc=args.all or args.quick or args.update_doc)
 
@@ -350,13 +420,21 @@ def _record_run(label: str, command: str, isolated: bool) -> None:
     path = RESULTS_DIR / "runs.json"
     saved = json.loads(path.read_text()) if path.exists() else {}
     commands = [c for c in saved.get("commands", []) if c != command] + [command]
-    _save("runs", {"label": label, "commands": commands, "isolated": isolated and saved.get("isolated", True),
-                   "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())})
+    _save(
+        "runs",
+        {
+            "label": label,
+            "commands": commands,
+            "isolated": isolated and saved.get("isolated", True),
+            "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        },
+    )
 
 
 def report_saved(*, to_doc: bool = True) -> int:
     """summary.md (and BENCHMARKS.md's results section, with to_doc) from bench/results/*.json, as
     saved by the runs (their label and commands are kept in bench/results/runs.json)."""
+
     def load(name: str) -> Any:
         path = RESULTS_DIR / f"{name}.json"
         return json.loads(path.read_text()) if path.exists() else None
@@ -372,8 +450,15 @@ def report_saved(*, to_doc: bool = True) -> int:
     throughput = sorted(runs("throughput") or [], key=scenario_order) or None
     meta = load("runs") or {}
     commands = "`, `".join(meta.get("commands", ["python -m bench.run report"]))
-    text = summary(meta.get("label", "saved results"), commands, throughput=throughput, faults=runs("faults") or runs("faults-ci"),
-                   capacity=load("capacity"), isolated=meta.get("isolated", True), when=meta.get("when"))
+    text = summary(
+        meta.get("label", "saved results"),
+        commands,
+        throughput=throughput,
+        faults=runs("faults") or runs("faults-ci"),
+        capacity=load("capacity"),
+        isolated=meta.get("isolated", True),
+        when=meta.get("when"),
+    )
     text += scheduling_summary(runs("fairness"), runs("feed"), runs("clock"))
     (RESULTS_DIR / "summary.md").write_text(text)
     if to_doc:

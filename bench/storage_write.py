@@ -6,6 +6,7 @@ real PNG of about the size the stand-in makes at full scale, from several thread
 
     .venv/bin/python -m bench.storage_write --images 300 --threads 8 --size-kb 1500
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,17 +29,20 @@ def measure(store, images: int, threads: int, payload: bytes) -> dict[str, float
     def one(index: int) -> float:
         began = time.perf_counter()
         # each image differs (as real outputs do), so nothing is a repeated write
-        write_once(store, f"{prefix}/{index:05d}.png", payload + index.to_bytes(4, "big"),
-                   content_type="image/png")
+        write_once(
+            store, f"{prefix}/{index:05d}.png", payload + index.to_bytes(4, "big"), content_type="image/png"
+        )
         return time.perf_counter() - began
 
     began = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(threads) as pool:
         latencies = sorted(pool.map(one, range(images)))
     wall = time.perf_counter() - began
-    return {"p50_ms": 1000 * statistics.median(latencies),
-            "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
-            "images_per_s": images / wall}
+    return {
+        "p50_ms": 1000 * statistics.median(latencies),
+        "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
+        "images_per_s": images / wall,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -55,15 +59,21 @@ def main(argv: list[str] | None = None) -> None:
         server = start_moto(Path(tmp) / "moto.log")
         try:
             server.client().create_bucket(Bucket="bench-outputs")
-            stores = {"local": open_store(Path(tmp) / "out"),
-                      "s3 (moto)": open_store("s3://bench-outputs/out", environ=server.environ())}
-            print(f"{args.images} images of {args.size_kb} KB, {args.threads} threads; the fleet makes "
-                  f"{FLEET_RATE:.0f} images/s at 600 creations/min")
+            stores = {
+                "local": open_store(Path(tmp) / "out"),
+                "s3 (moto)": open_store("s3://bench-outputs/out", environ=server.environ()),
+            }
+            print(
+                f"{args.images} images of {args.size_kb} KB, {args.threads} threads; the fleet makes "
+                f"{FLEET_RATE:.0f} images/s at 600 creations/min"
+            )
             print(f"{'store':<10} {'p50 ms':>8} {'p99 ms':>8} {'images/s':>9} {'x fleet rate':>13}")
             for name, store in stores.items():
                 result = measure(store, args.images, args.threads, payload)
-                print(f"{name:<10} {result['p50_ms']:>8.1f} {result['p99_ms']:>8.1f} "
-                      f"{result['images_per_s']:>9.1f} {result['images_per_s'] / FLEET_RATE:>13.1f}")
+                print(
+                    f"{name:<10} {result['p50_ms']:>8.1f} {result['p99_ms']:>8.1f} "
+                    f"{result['images_per_s']:>9.1f} {result['images_per_s'] / FLEET_RATE:>13.1f}"
+                )
         finally:
             server.stop()
 

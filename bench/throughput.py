@@ -10,6 +10,7 @@ limit runs at about `target_rate` creations per real second (default 10/s, what 
 with room to spare), but never so small that the scaled latency drops under `min_latency`
 (default 2 s: the workers' polling has a 0.25 s floor); s <= 1.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,7 +24,15 @@ from typing import Any
 
 from bench.fleet import Fleet, submit, wait_finished
 from bench.hosts import Hosts
-from bench.measure import Series, bound, command_delta, fetch_events, ideal_makespan, redis_commands, redis_cpu
+from bench.measure import (
+    Series,
+    bound,
+    command_delta,
+    fetch_events,
+    ideal_makespan,
+    redis_commands,
+    redis_cpu,
+)
 from bench.processes import RedisServer, stop_group
 from shared.settings import Settings
 
@@ -88,18 +97,35 @@ def prompts_for(n: int, tag: str) -> list[str]:
 
 
 def sim_options(sc: Scenario) -> dict[str, Any]:
-    return {"create_limit": sc.create_per_min, "read_limit": sc.read_per_min, "window": sc.window,
-            "latency_scale": 1.0, "latency_overrides": {sc.model: sc.real_latency}, "image_scale": 0.002,
-            "max_in_flight": None, "seed": sc.seed, "record_events": True, "error_burst": 0, "storm_next": 0,
-            "error_rate": 0.0, "fail_rate": 0.0}
+    return {
+        "create_limit": sc.create_per_min,
+        "read_limit": sc.read_per_min,
+        "window": sc.window,
+        "latency_scale": 1.0,
+        "latency_overrides": {sc.model: sc.real_latency},
+        "image_scale": 0.002,
+        "max_in_flight": None,
+        "seed": sc.seed,
+        "record_events": True,
+        "error_burst": 0,
+        "storm_next": 0,
+        "error_rate": 0.0,
+        "fail_rate": 0.0,
+    }
 
 
 def fleet_settings(sc: Scenario, redis: RedisServer, out: Path, **overrides: Any) -> Settings:
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     values = {
-        "redis_url": redis.url, "key_prefix": prefix, "queue": f"{prefix}-q", "output_dir": out,
-        "replicate_api_token": "r8_bench_not_a_real_token", "concurrency_limit": sc.slots,
-        "create_limit": sc.create_per_min, "read_limit": sc.read_per_min, "rate_window": sc.window,
+        "redis_url": redis.url,
+        "key_prefix": prefix,
+        "queue": f"{prefix}-q",
+        "output_dir": out,
+        "replicate_api_token": "r8_bench_not_a_real_token",
+        "concurrency_limit": sc.slots,
+        "create_limit": sc.create_per_min,
+        "read_limit": sc.read_per_min,
+        "rate_window": sc.window,
         "log_level": "WARNING",
     }
     values.update(overrides)
@@ -122,8 +148,9 @@ def sim_figures(sc: Scenario, sim: Any, started: float, finished: float, n_done:
     series = Series.from_events(fetch_events(sim))
     latency = series.mean_latency or sc.real_latency
     b = bound(sc.n, latency=latency, slots=sc.slots, create_limit=sc.create_per_min, window=sc.window)
-    ideal = ideal_makespan(series.latencies_by_creation, slots=sc.slots, create_limit=sc.create_per_min,
-                           window=sc.window)
+    ideal = ideal_makespan(
+        series.latencies_by_creation, slots=sc.slots, create_limit=sc.create_per_min, window=sc.window
+    )
     makespan = finished - started
     rejected = ledger.get("rejected_429", {})
     figures = {
@@ -159,8 +186,9 @@ def sim_figures(sc: Scenario, sim: Any, started: float, finished: float, n_done:
     plot = {
         "t0": started,
         "in_flight": [(round(t - started, 3), k) for t, k in series.in_flight],
-        "window_counts": [(round(t - started, 3), k) for t, k in
-                          series.window_counts(sc.window, max(sc.window / 20, 0.05))],
+        "window_counts": [
+            (round(t - started, 3), k) for t, k in series.window_counts(sc.window, max(sc.window / 20, 0.05))
+        ],
         "first_creation_s": round(t0 - started, 3),
     }
     return figures, plot
@@ -181,14 +209,28 @@ def steady_slot_use(in_flight: list[tuple[float, int]], slots: int) -> float | N
     return round(area / (full[-1] - full[0]) / slots, 4)
 
 
-def run_fleet(sc: Scenario, hosts: Hosts, redis: RedisServer, sim: Any, *, timeout: float | None = None,
-              log: Any = print) -> RunResult:
+def run_fleet(
+    sc: Scenario,
+    hosts: Hosts,
+    redis: RedisServer,
+    sim: Any,
+    *,
+    timeout: float | None = None,
+    log: Any = print,
+) -> RunResult:
     """One batch of sc.n images through the real fleet; figures from the stand-in and Redis."""
     sim.reset(**sim_options(sc))
     out = hosts.workdir / f"out-{uuid.uuid4().hex[:6]}"
     settings = fleet_settings(sc, redis, out)
-    fleet = Fleet(hosts, settings, sim.url, workers_per_host=sc.workers_per_host, concurrency=sc.threads,
-                  host_indexes=list(range(1, sc.hosts + 1)), webhooks=sc.webhooks)
+    fleet = Fleet(
+        hosts,
+        settings,
+        sim.url,
+        workers_per_host=sc.workers_per_host,
+        concurrency=sc.threads,
+        host_indexes=list(range(1, sc.hosts + 1)),
+        webhooks=sc.webhooks,
+    )
     client = redis.client()
     try:
         fleet.start()
@@ -199,8 +241,17 @@ def run_fleet(sc: Scenario, hosts: Hosts, redis: RedisServer, sim: Any, *, timeo
         started = time.time()
         batch_id = submit(settings, prompts_for(sc.n, settings.key_prefix), model=sc.model)
         submitted = time.time()
-        limit = timeout or max(120.0, 5 * bound(sc.n, latency=sc.real_latency, slots=sc.slots,
-                                                 create_limit=sc.create_per_min, window=sc.window)["bound"])
+        limit = timeout or max(
+            120.0,
+            5
+            * bound(
+                sc.n,
+                latency=sc.real_latency,
+                slots=sc.slots,
+                create_limit=sc.create_per_min,
+                window=sc.window,
+            )["bound"],
+        )
         samples = {"next": 0.0}
 
         def tick(now: float, _info: Any) -> None:
@@ -208,8 +259,9 @@ def run_fleet(sc: Scenario, hosts: Hosts, redis: RedisServer, sim: Any, *, timeo
                 fleet.sample()
                 samples["next"] = now + 2.0
 
-        finished, finished_at, info = wait_finished(settings, batch_id, timeout=limit, on_tick=tick,
-                                                    redis_client=client)
+        finished, finished_at, info = wait_finished(
+            settings, batch_id, timeout=limit, on_tick=tick, redis_client=client
+        )
         polls = getattr(wait_finished, "polls", 0)
         cmds_after, rcpu_after = redis_commands(client), redis_cpu(client)
         cost = fleet.cost()
@@ -218,17 +270,19 @@ def run_fleet(sc: Scenario, hosts: Hosts, redis: RedisServer, sim: Any, *, timeo
         figures, plot = sim_figures(sc, sim, started, finished_at, done)
         delta = command_delta(cmds_before, cmds_after)
         total_cmds = sum(delta.values()) - polls - 2  # minus the harness's own HGETALLs and INFOs
-        figures.update({
-            "finished": finished,
-            "statuses": counts,
-            "submit_s": round(submitted - started, 2),
-            "worker_cpu_s_per_1000": round((cost["cpu_seconds"] - cpu_before) * 1000 / sc.n, 1),
-            "worker_peak_rss_mb": round(cost["peak_rss_bytes_max"] / 2**20, 1),
-            "workers": cost["worker_processes"],
-            "redis_cmds_per_image": round(total_cmds / sc.n, 1),
-            "redis_top_cmds_per_image": {k: round(v / sc.n, 2) for k, v in list(delta.items())[:8]},
-            "redis_cpu_s_per_1000": round((rcpu_after - rcpu_before) * 1000 / sc.n, 2),
-        })
+        figures.update(
+            {
+                "finished": finished,
+                "statuses": counts,
+                "submit_s": round(submitted - started, 2),
+                "worker_cpu_s_per_1000": round((cost["cpu_seconds"] - cpu_before) * 1000 / sc.n, 1),
+                "worker_peak_rss_mb": round(cost["peak_rss_bytes_max"] / 2**20, 1),
+                "workers": cost["worker_processes"],
+                "redis_cmds_per_image": round(total_cmds / sc.n, 1),
+                "redis_top_cmds_per_image": {k: round(v / sc.n, 2) for k, v in list(delta.items())[:8]},
+                "redis_cpu_s_per_1000": round((rcpu_after - rcpu_before) * 1000 / sc.n, 2),
+            }
+        )
         if not finished:
             log(f"[fleet {sc.name}] NOT finished within {limit:.0f}s: {counts}\n{fleet.logs(1500)}")
         return RunResult(sc.system, _scenario_dict(sc), figures, plot)
@@ -247,7 +301,9 @@ def _succeeded_with_files(settings: Settings, batch_id: str, client: Any) -> int
         record = item.to_result()
         if record.get("status") != "succeeded" or not record.get("outputs"):
             continue
-        paths = [Path(p) if Path(p).is_absolute() else Path(settings.output_dir) / p for p in record["outputs"]]
+        paths = [
+            Path(p) if Path(p).is_absolute() else Path(settings.output_dir) / p for p in record["outputs"]
+        ]
         if all(p.is_file() and p.stat().st_size > 0 for p in paths):
             ok += 1
     return ok
@@ -255,14 +311,27 @@ def _succeeded_with_files(settings: Settings, batch_id: str, client: Any) -> int
 
 def _scenario_dict(sc: Scenario) -> dict[str, Any]:
     data = asdict(sc)
-    data.update(name=sc.name, scale=round(sc.scale, 4), window=sc.window, real_latency=sc.real_latency,
-                threads=sc.threads)
+    data.update(
+        name=sc.name,
+        scale=round(sc.scale, 4),
+        window=sc.window,
+        real_latency=sc.real_latency,
+        threads=sc.threads,
+    )
     return data
 
 
 # --- the baseline -------------------------------------------------------------------------------
-def run_baseline(sc: Scenario, hosts: Hosts, redis: RedisServer, sim: Any, *, mode: str = "naive",
-                 timeout: float | None = None, log: Any = print) -> RunResult:
+def run_baseline(
+    sc: Scenario,
+    hosts: Hosts,
+    redis: RedisServer,
+    sim: Any,
+    *,
+    mode: str = "naive",
+    timeout: float | None = None,
+    log: Any = print,
+) -> RunResult:
     """Plain Celery (bench/baseline_app.py) on the same hosts and stand-in.
     mode "naive": every worker runs `slots` at once (each sized to the account's limit, as the seed
     tool's processes were); "split": -c slots/workers, the static split. Both split the creation
@@ -283,13 +352,24 @@ def run_baseline(sc: Scenario, hosts: Hosts, redis: RedisServer, sim: Any, *, mo
     # split: the slots dealt out as evenly as possible (10 over 3 workers: 4, 3, 3)
     split = [sc.slots // workers + (1 if i < sc.slots % workers else 0) for i in range(workers)]
     threads_of = [sc.slots] * workers if mode == "naive" else [max(1, t) for t in split]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REPLICATE_", "FLEET_", "CELERY_", "BASELINE_"))}
-    env.update({
-        "BASELINE_BROKER_URL": redis.url, "BASELINE_QUEUE": queue, "BASELINE_RESULTS_KEY": results_key,
-        "BASELINE_RATE_LIMIT": f"{per_worker_rate * 60:.4f}/m", "BASELINE_OUTPUT_DIR": str(out),
-        "REPLICATE_BASE_URL": sim.url, "REPLICATE_API_TOKEN": "r8_bench_not_a_real_token",
-        "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1",
-    })
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("REPLICATE_", "FLEET_", "CELERY_", "BASELINE_"))
+    }
+    env.update(
+        {
+            "BASELINE_BROKER_URL": redis.url,
+            "BASELINE_QUEUE": queue,
+            "BASELINE_RESULTS_KEY": results_key,
+            "BASELINE_RATE_LIMIT": f"{per_worker_rate * 60:.4f}/m",
+            "BASELINE_OUTPUT_DIR": str(out),
+            "REPLICATE_BASE_URL": sim.url,
+            "REPLICATE_API_TOKEN": "r8_bench_not_a_real_token",
+            "PYTHONPATH": str(REPO_ROOT),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     procs = []
     client = redis.client()
     producer = Celery("baseline-producer", broker=redis.url, set_as_current=False)
@@ -297,18 +377,51 @@ def run_baseline(sc: Scenario, hosts: Hosts, redis: RedisServer, sim: Any, *, mo
     try:
         for w in range(workers):
             host, k = w % sc.hosts + 1, w // sc.hosts
-            argv = [sys.executable, "-m", "celery", "-A", "bench.baseline_app", "worker", "-n",
-                    f"b{host}-{k}-{tag}@bench", "-c", str(threads_of[w]), "--pool", "threads", "-Q", queue,
-                    "--without-mingle", "--without-gossip", "-l", "WARNING"]
-            procs.append(hosts.popen(host, argv, env=env, log_path=hosts.workdir / f"baseline-{tag}-{host}-{k}.log",
-                                     cwd=REPO_ROOT))
+            argv = [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "bench.baseline_app",
+                "worker",
+                "-n",
+                f"b{host}-{k}-{tag}@bench",
+                "-c",
+                str(threads_of[w]),
+                "--pool",
+                "threads",
+                "-Q",
+                queue,
+                "--without-mingle",
+                "--without-gossip",
+                "-l",
+                "WARNING",
+            ]
+            procs.append(
+                hosts.popen(
+                    host,
+                    argv,
+                    env=env,
+                    log_path=hosts.workdir / f"baseline-{tag}-{host}-{k}.log",
+                    cwd=REPO_ROOT,
+                )
+            )
         _wait_baseline_ready(producer, queue, len(procs))
         started = time.time()
         with producer.producer_or_acquire() as pub:
             for i, prompt in enumerate(prompts_for(sc.n, tag)):
                 producer.send_task(TASK_NAME, args=(i, prompt, sc.model), queue=queue, producer=pub)
-        limit = timeout or max(120.0, 5 * bound(sc.n, latency=sc.real_latency, slots=sc.slots,
-                                                 create_limit=sc.create_per_min, window=sc.window)["bound"])
+        limit = timeout or max(
+            120.0,
+            5
+            * bound(
+                sc.n,
+                latency=sc.real_latency,
+                slots=sc.slots,
+                create_limit=sc.create_per_min,
+                window=sc.window,
+            )["bound"],
+        )
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline and client.hlen(results_key) < sc.n:
             time.sleep(0.2)
@@ -316,9 +429,14 @@ def run_baseline(sc: Scenario, hosts: Hosts, redis: RedisServer, sim: Any, *, mo
         results = client.hgetall(results_key)
         done = sum(1 for v in results.values() if v == "succeeded")
         figures, plot = sim_figures(sc, sim, started, finished_at, done)
-        figures.update({"finished": len(results) >= sc.n, "threads_per_worker": threads_of,
-                        "rate_limit_per_worker": env["BASELINE_RATE_LIMIT"],
-                        "failed": sum(1 for v in results.values() if v != "succeeded")})
+        figures.update(
+            {
+                "finished": len(results) >= sc.n,
+                "threads_per_worker": threads_of,
+                "rate_limit_per_worker": env["BASELINE_RATE_LIMIT"],
+                "failed": sum(1 for v in results.values() if v != "succeeded"),
+            }
+        )
         return RunResult(f"baseline-{mode}", _scenario_dict(sc), figures, plot)
     finally:
         for proc in procs:
@@ -343,8 +461,12 @@ def _wait_baseline_ready(app: Any, queue: str, count: int, timeout: float = 60.0
 
 
 # --- the matrix -----------------------------------------------------------------------------------
-def matrix(ns: tuple[int, ...] = (200, 1000, 5000), slots: tuple[int, ...] = (10, 60),
-           rates: tuple[int, ...] = (600, 60), **common: Any) -> list[Scenario]:
+def matrix(
+    ns: tuple[int, ...] = (200, 1000, 5000),
+    slots: tuple[int, ...] = (10, 60),
+    rates: tuple[int, ...] = (600, 60),
+    **common: Any,
+) -> list[Scenario]:
     return [Scenario(n=n, slots=s, create_per_min=r, **common) for n in ns for s in slots for r in rates]
 
 
@@ -355,7 +477,9 @@ def save(results: list[RunResult], path: Path) -> None:
 
 def summary_line(r: RunResult) -> str:
     f = r.figures
-    return (f"{r.system:15s} {r.scenario['name']:18s} makespan {f['makespan_s']:7.1f}s bound {f['bound_s']:7.1f}s "
-            f"eff {f['efficiency']:.3f} vs-ideal {f.get('efficiency_vs_ideal', 0):.3f} peak {f['peak_in_flight']}/{f['slot_limit']} "
-            f"win {f['max_creations_in_window']}/{f['create_limit']} 429 {f['http_429']} "
-            f"dup {f['duplicate_predictions']} lost {f['images_lost']}")
+    return (
+        f"{r.system:15s} {r.scenario['name']:18s} makespan {f['makespan_s']:7.1f}s bound {f['bound_s']:7.1f}s "
+        f"eff {f['efficiency']:.3f} vs-ideal {f.get('efficiency_vs_ideal', 0):.3f} peak {f['peak_in_flight']}/{f['slot_limit']} "
+        f"win {f['max_creations_in_window']}/{f['create_limit']} 429 {f['http_429']} "
+        f"dup {f['duplicate_predictions']} lost {f['images_lost']}"
+    )

@@ -9,6 +9,7 @@ Every process it started is stopped at the end, also on Ctrl-C or an error.
 
     .venv/bin/python -m examples.demo [--real] [--workers 2] [--prompts FILE] [--keep-running]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,12 @@ FALLBACK_PROMPTS = {
         {"id": "lighthouse", "prompt": "a lighthouse on a cliff during a storm"},
         {"id": "market", "prompt": "a busy night market, lanterns, rain", "model": "qwen/qwen-image"},
         {"id": "robot", "prompt": "a tiny robot watering a bonsai", "model": "google/imagen-4-ultra"},
-        {"id": "whale", "prompt": "a blue whale under the northern lights", "model": "google/nano-banana",
-         "params": {"output_format": "jpg"}},
+        {
+            "id": "whale",
+            "prompt": "a blue whale under the northern lights",
+            "model": "google/nano-banana",
+            "params": {"output_format": "jpg"},
+        },
         {"id": "city", "prompt": "a solarpunk city at dusk, wide view"},
     ],
 }
@@ -69,12 +74,29 @@ def start_redis(stack: ExitStack, workdir: Path) -> str:
     """A throw-away redis-server on a free port, no persistence."""
     binary = shutil.which("redis-server")
     if binary is None:
-        raise SystemExit("[demo] no Redis answers at REDIS_URL and redis-server is not installed "
-                         "(apt-get install redis-server, or set REDIS_URL)")
+        raise SystemExit(
+            "[demo] no Redis answers at REDIS_URL and redis-server is not installed "
+            "(apt-get install redis-server, or set REDIS_URL)"
+        )
     port = free_port()
-    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                "--appendonly", "no", "--dir", str(workdir)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     stack.callback(stop_process, process, "redis-server")
     url = f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + 10
@@ -119,9 +141,32 @@ def start_workers(stack: ExitStack, count: int, env: dict[str, str], queue: str,
         log = open(logdir / f"worker{n}.log", "ab")
         stack.callback(log.close)
         process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", queue, "-n", f"demo{n}@%h",
-             "--pool", "threads", "-c", "16", "--loglevel", "INFO", "--without-gossip", "--without-mingle"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "workers",
+                "worker",
+                "-Q",
+                queue,
+                "-n",
+                f"demo{n}@%h",
+                "--pool",
+                "threads",
+                "-c",
+                "16",
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         workers.append((process, f"worker {n}"))
     say(f"started {count} celery workers on queue {queue!r} (logs in {logdir})")
 
@@ -135,27 +180,34 @@ def wait_for_workers(settings, count: int, timeout: float = 60.0) -> None:
         if len(names) >= count:
             return
         if time.monotonic() > deadline:
-            raise SystemExit(f"[demo] only {len(names)} of {count} workers answered within {timeout:.0f} s; "
-                             "see the worker logs")
+            raise SystemExit(
+                f"[demo] only {len(names)} of {count} workers answered within {timeout:.0f} s; "
+                "see the worker logs"
+            )
         time.sleep(0.5)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m examples.demo", description=__doc__.split("\n")[0])
-    parser.add_argument("--real", action="store_true",
-                        help="call the real Replicate with REPLICATE_API_TOKEN (costs money)")
+    parser.add_argument(
+        "--real", action="store_true", help="call the real Replicate with REPLICATE_API_TOKEN (costs money)"
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--prompts", type=Path, default=None, help="default examples/prompts.json")
-    parser.add_argument("--latency-scale", type=float, default=0.05,
-                        help="stand-in latency factor (1.0 = like Replicate)")
-    parser.add_argument("--prefix", default="fleet-demo",
-                        help="Redis key prefix and queue of the demo's fleet on the stand-in")
+    parser.add_argument(
+        "--latency-scale", type=float, default=0.05, help="stand-in latency factor (1.0 = like Replicate)"
+    )
+    parser.add_argument(
+        "--prefix",
+        default="fleet-demo",
+        help="Redis key prefix and queue of the demo's fleet on the stand-in",
+    )
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(ROOT))
-    from shared.settings import Settings
     from producer import api
     from shared.errors import FleetError, InputError
+    from shared.settings import Settings
 
     base = Settings.load()
     workdir = Path(tempfile.mkdtemp(prefix="fleet-demo-"))
@@ -198,12 +250,18 @@ def run(args, base, workdir: Path, stack: ExitStack, api, FleetError, InputError
         # A separate prefix would split the account's limits from a real fleet: share them.
     else:
         if base.replicate_api_token and not base.replicate_base_url:
-            say("a real token is configured but the demo uses the free stand-in (pass --real to use Replicate)")
+            say(
+                "a real token is configured but the demo uses the free stand-in (pass --real to use Replicate)"
+            )
         sim = start_sim(latency_scale=args.latency_scale, image_scale=0.25)
         stack.callback(sim.stop)
         say(f"started the Replicate stand-in at {sim.url}")
-        overrides.update(replicate_base_url=sim.url, replicate_api_token="r8_demo_stand_in_token",
-                         key_prefix=args.prefix, queue=args.prefix)
+        overrides.update(
+            replicate_base_url=sim.url,
+            replicate_api_token="r8_demo_stand_in_token",
+            key_prefix=args.prefix,
+            queue=args.prefix,
+        )
     # The demo owns OUTPUT_DIR/demo: running it again replaces its own files (examples/prompts.json
     # names some outputs explicitly), never anything else under OUTPUT_DIR.
     overrides["output_dir"] = Path(base.output_dir).resolve() / "demo"
@@ -246,13 +304,20 @@ def run(args, base, workdir: Path, stack: ExitStack, api, FleetError, InputError
     print()
     for record in records:
         files = ", ".join(str(p) for p in batch.output_paths(record)) or (record.get("error") or "")
-        print(f"  {record['index']:>3} {str(record['id'])[:14]:<14} {record['status']:<10} "
-              f"{record.get('model') or '':<34} {files}")
+        print(
+            f"  {record['index']:>3} {str(record['id'])[:14]:<14} {record['status']:<10} "
+            f"{record.get('model') or '':<34} {files}"
+        )
     print()
     say(f"{snap.succeeded}/{snap.total} succeeded in {snap.elapsed:.1f} s")
-    say(f"files:    {batch.output_root / batch.id}" + (" (and the outputs named in the prompts file, under "
-                                                         f"{batch.output_root})" if any(
-        not str(r.output).startswith(batch.id + "/") for r in batch.requests or []) else ""))
+    say(
+        f"files:    {batch.output_root / batch.id}"
+        + (
+            f" (and the outputs named in the prompts file, under {batch.output_root})"
+            if any(not str(r.output).startswith(batch.id + "/") for r in batch.requests or [])
+            else ""
+        )
+    )
     say(f"manifest: {manifest}")
     if redis_url == base.redis_url:
         prefix = "" if settings.key_prefix == base.key_prefix else f"FLEET_KEY_PREFIX={settings.key_prefix} "
@@ -261,8 +326,21 @@ def run(args, base, workdir: Path, stack: ExitStack, api, FleetError, InputError
         say("results:  in the manifest (the private Redis stops now)")
     if not args.real:
         ledger = sim.ledger(detail=False)
-        say("stand-in ledger: " + json.dumps({k: ledger.get(k) for k in (
-            "creations", "peak_in_flight", "max_creations_in_window", "rejected_429", "duplicate_inputs")}))
+        say(
+            "stand-in ledger: "
+            + json.dumps(
+                {
+                    k: ledger.get(k)
+                    for k in (
+                        "creations",
+                        "peak_in_flight",
+                        "max_creations_in_window",
+                        "rejected_429",
+                        "duplicate_inputs",
+                    )
+                }
+            )
+        )
     return 0 if snap.all_succeeded else 1
 
 

@@ -3,13 +3,51 @@
 The errors its functions raise are re-exported here (all defined in shared.errors): catch
 FleetError for any of them, InputError for bad input (every problem in `.problems`).
 """
-from shared.errors import (ConfigError, DuplicateBatchError, FleetError, InputError, NoWorkerError, Problem,
-                           RedisUnavailableError, ReplicateCallError)
 
-from producer.api import (Batch, CancelOutcome, generate, latest_batch, limit_sources, limits_status, list_batches,
-                          open_batch, reset_limits, set_limits, submit, validate)
+from producer.api import (
+    Batch,
+    CancelOutcome,
+    generate,
+    latest_batch,
+    limit_sources,
+    limits_status,
+    list_batches,
+    open_batch,
+    reset_limits,
+    set_limits,
+    submit,
+    validate,
+)
+from shared.errors import (
+    ConfigError,
+    DuplicateBatchError,
+    FleetError,
+    InputError,
+    NoWorkerError,
+    Problem,
+    RedisUnavailableError,
+    ReplicateCallError,
+)
 
-__all__ = ["Batch", "CancelOutcome", "submit", "validate", "generate", "open_batch", "latest_batch", "list_batches",
-           "limits_status", "limit_sources", "set_limits", "reset_limits",
-           "FleetError", "InputError", "Problem", "DuplicateBatchError", "ConfigError", "RedisUnavailableError",
-           "NoWorkerError", "ReplicateCallError"]
+__all__ = [
+    "Batch",
+    "CancelOutcome",
+    "submit",
+    "validate",
+    "generate",
+    "open_batch",
+    "latest_batch",
+    "list_batches",
+    "limits_status",
+    "limit_sources",
+    "set_limits",
+    "reset_limits",
+    "FleetError",
+    "InputError",
+    "Problem",
+    "DuplicateBatchError",
+    "ConfigError",
+    "RedisUnavailableError",
+    "NoWorkerError",
+    "ReplicateCallError",
+]

@@ -4,6 +4,7 @@ The token only ever travels in the Authorization header and into the file (mode 
 through a temporary file and a rename so a crash never leaves a half-written `.env`). Messages
 name the account, never the token.
 """
+
 from __future__ import annotations
 
 import os
@@ -37,11 +38,15 @@ def check_token(token: str, base_url: str | None = None, *, timeout: float = 10.
         # The exception text holds the URL only (the header is not part of it); scrubbed anyway.
         raise ApiUnreachableError(shown, _scrub(_reason(exc, timeout), token)) from None
     if response.status_code in (401, 403):
-        raise InputError(Problem(f"{shown} rejected the token (HTTP {response.status_code})",
-                                 field="REPLICATE_API_TOKEN"))
+        raise InputError(
+            Problem(f"{shown} rejected the token (HTTP {response.status_code})", field="REPLICATE_API_TOKEN")
+        )
     if response.status_code != 200:
-        raise ApiUnreachableError(shown, f"it answered HTTP {response.status_code} {response.reason or ''}".rstrip(),
-                                  status=response.status_code)
+        raise ApiUnreachableError(
+            shown,
+            f"it answered HTTP {response.status_code} {response.reason or ''}".rstrip(),
+            status=response.status_code,
+        )
     try:
         data = response.json()
     except ValueError:

@@ -13,24 +13,39 @@ problem, and neither Redis nor the disk has changed. Submitting content that a b
 Redis already has (the same file twice) raises DuplicateBatchError instead of paying twice;
 `again=True` submits it as a new batch on purpose.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
-from shared.errors import (DuplicateBatchError, DuplicateFingerprintError, FleetError, InputError, NoWorkerError,
-                           Problem, ReplicateCallError, StillCancelingError)
+from producer.progress import (
+    Reporter,
+    Snapshot,
+    format_counts,
+    format_duration,
+    make_reporter,
+    snapshot_from_info,
+)
+from shared.errors import (
+    DuplicateBatchError,
+    DuplicateFingerprintError,
+    FleetError,
+    InputError,
+    NoWorkerError,
+    Problem,
+    ReplicateCallError,
+    StillCancelingError,
+)
 from shared.keys import Keys
 from shared.redis_conn import connect
 from shared.request import ImageRequest
 from shared.settings import Settings
-
-from producer.progress import (Reporter, Snapshot, format_counts, format_duration, make_reporter,
-                               snapshot_from_info)
 
 # How long `wait` gives workers to answer a ping, and how long without any progress before it
 # asks again (a fleet that died mid-batch is reported instead of waited on forever).
@@ -41,11 +56,16 @@ REVOKE_CHUNK = 500  # task ids per revoke broadcast
 
 def _duplicate_batch_error(info: Any) -> DuplicateBatchError:
     """The error for content that batch `info` (still in Redis) already has, saying how to go on."""
-    return DuplicateBatchError(Problem(
-        f"the same items were submitted already as batch {info.id}, {describe_batch(info)}; "
-        f"nothing was enqueued. Follow it with `producer status {info.id}` (files: "
-        f"`producer results {info.id}`), or submit them again as a new batch on purpose, paying "
-        "again, with --again (Python: again=True)"), batch_id=info.id, info=info)
+    return DuplicateBatchError(
+        Problem(
+            f"the same items were submitted already as batch {info.id}, {describe_batch(info)}; "
+            f"nothing was enqueued. Follow it with `producer status {info.id}` (files: "
+            f"`producer results {info.id}`), or submit them again as a new batch on purpose, paying "
+            "again, with --again (Python: again=True)"
+        ),
+        batch_id=info.id,
+        info=info,
+    )
 
 
 def describe_batch(info: Any, now: float | None = None) -> str:
@@ -54,8 +74,11 @@ def describe_batch(info: Any, now: float | None = None) -> str:
     snap = snapshot_from_info(info, now=now)
     age = format_duration(max(now - float(info.created_at), 0.0))
     if snap.finished:
-        state = (f"finished, all {snap.total} succeeded" if snap.all_succeeded
-                 else f"finished{' (canceled)' if snap.canceled else ''}: {format_counts(snap.counts)}")
+        state = (
+            f"finished, all {snap.total} succeeded"
+            if snap.all_succeeded
+            else f"finished{' (canceled)' if snap.canceled else ''}: {format_counts(snap.counts)}"
+        )
     elif snap.canceled:
         state = f"being canceled: {snap.done}/{snap.total} done"
     else:
@@ -122,8 +145,9 @@ def load_source(source: Any) -> Any:
         return list(source)
     if isinstance(source, dict):
         return source
-    raise InputError(Problem(f"expected a file path, a list or an object, not {type(source).__name__}",
-                             field="source"))
+    raise InputError(
+        Problem(f"expected a file path, a list or an object, not {type(source).__name__}", field="source")
+    )
 
 
 def _settings(settings: Settings | None) -> Settings:
@@ -131,15 +155,22 @@ def _settings(settings: Settings | None) -> Settings:
     return settings if settings is not None else Settings.load()
 
 
-def validate(source: Any, *, settings: Settings | None = None, model: str | None = None,
-             params: dict | None = None, batch_id: str | None = None, overwrite: bool = False,
-             registry=None, fallback: bool = True) -> list[ImageRequest]:
+def validate(
+    source: Any,
+    *,
+    settings: Settings | None = None,
+    model: str | None = None,
+    params: dict | None = None,
+    batch_id: str | None = None,
+    overwrite: bool = False,
+    registry=None,
+    fallback: bool = True,
+) -> list[ImageRequest]:
     """Parse, validate and route every item; InputError with every problem. Writes nothing.
     The list's `notes` (producer.prompts.ParsedRequests) say what the user should still know.
     `fallback=False`: every item stays on its first model (no paid fallback)."""
-    from producer.prompts import parse_prompts
-
     from producer.models import with_schemas_for
+    from producer.prompts import parse_prompts
     from shared.storage import parse_location
 
     settings = _settings(settings)
@@ -149,9 +180,16 @@ def validate(source: Any, *, settings: Settings | None = None, model: str | None
     registry = with_schemas_for(data, _registry(registry, settings), settings, model=model)
     # A folder is checked name by name here; on an object store, `submit` looks for existing
     # outputs once it has probed that the store can be written.
-    requests = parse_prompts(data, batch_id=batch_id, output_root=parse_location(settings.output_dir).path,
-                             registry=registry, model=model, params=dict(params or {}), overwrite=overwrite,
-                             fallback=fallback)
+    requests = parse_prompts(
+        data,
+        batch_id=batch_id,
+        output_root=parse_location(settings.output_dir).path,
+        registry=registry,
+        model=model,
+        params=dict(params or {}),
+        overwrite=overwrite,
+        fallback=fallback,
+    )
     requests.registry = registry
     return requests
 
@@ -161,9 +199,16 @@ class Batch:
     """A submitted batch (or, with dry_run, the plan of one). Cheap to create; every method reads
     the current state from Redis."""
 
-    def __init__(self, batch_id: str, settings: Settings | None = None, *,
-                 requests: Sequence[ImageRequest] | None = None, created: bool = True,
-                 dry_run: bool = False, registry=None):
+    def __init__(
+        self,
+        batch_id: str,
+        settings: Settings | None = None,
+        *,
+        requests: Sequence[ImageRequest] | None = None,
+        created: bool = True,
+        dry_run: bool = False,
+        registry=None,
+    ):
         self.id = batch_id
         self.settings = _settings(settings)
         self.requests = list(requests) if requests is not None else None
@@ -193,14 +238,20 @@ class Batch:
     def info(self):
         info = self.ledger.batch(self.id)
         if info is None:
-            raise InputError(Problem(f"no batch {self.id!r} in Redis (prefix {self.settings.key_prefix!r}); "
-                                     "`producer list` shows the recent ones", field="BATCH"))
+            raise InputError(
+                Problem(
+                    f"no batch {self.id!r} in Redis (prefix {self.settings.key_prefix!r}); "
+                    "`producer list` shows the recent ones",
+                    field="BATCH",
+                )
+            )
         return info
 
     def status(self, *, with_slots: bool = True) -> Snapshot:
         """Counts by state, rate, elapsed, ETA (one ledger read) and the account's slots."""
-        return snapshot_from_info(self.info(), limiter_status=_limiter_status_or_none(self.settings)
-                                  if with_slots else None)
+        return snapshot_from_info(
+            self.info(), limiter_status=_limiter_status_or_none(self.settings) if with_slots else None
+        )
 
     def results(self) -> list[dict[str, Any]]:
         """The manifest records, one per item, in submission order."""
@@ -234,8 +285,10 @@ class Batch:
         root = self.output_root
         if isinstance(root, str):
             return [str(p) for p in record.get("outputs") or []]
-        return [p if is_remote(p) else (Path(p) if Path(p).is_absolute() else root / p)
-                for p in record.get("outputs") or []]
+        return [
+            p if is_remote(p) else (Path(p) if Path(p).is_absolute() else root / p)
+            for p in record.get("outputs") or []
+        ]
 
     def fetch(self, to: str | os.PathLike = ".", *, progress: Any = None):
         """Copy the batch's outputs, manifest and gallery from its output location into `to`
@@ -277,15 +330,26 @@ class Batch:
         try:
             indexes = list(self.ledger.reset_failed(self.id, include_canceled=include_canceled))
         except StillCancelingError as exc:
-            raise InputError(Problem(
-                f"batch {self.id} is still being canceled: {exc.open_items} item(s) have not stopped yet. "
-                f"Retry once `producer status {self.id}` shows it finished", field="BATCH")) from None
+            raise InputError(
+                Problem(
+                    f"batch {self.id} is still being canceled: {exc.open_items} item(s) have not stopped yet. "
+                    f"Retry once `producer status {self.id}` shows it finished",
+                    field="BATCH",
+                )
+            ) from None
         if indexes:
             enqueue_items(self.settings, self.id, [self.ledger.request(self.id, i) for i in indexes])
         return indexes
 
-    def wait(self, progress: Any = None, timeout: float | None = None, *, poll_interval: float = 1.0,
-             check_workers: bool = True, interval: float = 10.0) -> Snapshot:
+    def wait(
+        self,
+        progress: Any = None,
+        timeout: float | None = None,
+        *,
+        poll_interval: float = 1.0,
+        check_workers: bool = True,
+        interval: float = 10.0,
+    ) -> Snapshot:
         """Block until every item is terminal (or `timeout` seconds passed: check `.finished` on the
         returned snapshot). `progress`: see producer.progress.make_reporter.
 
@@ -338,7 +402,9 @@ class _WorkerWatch:
     def __init__(self, settings: Settings, *, enabled: bool):
         self.settings = settings
         self.enabled = enabled
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="worker-ping") if enabled else None
+        self._pool = (
+            concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="worker-ping") if enabled else None
+        )
         self._future = self._ping() if enabled else None
         self._last_ping = time.monotonic()
 
@@ -357,9 +423,13 @@ class _WorkerWatch:
                 raise NoWorkerError(
                     f"no worker is consuming queue {self.settings.queue!r}; batch {batch_id} is recorded "
                     f"and queued. Start one (celery -A workers worker -Q {self.settings.queue}), "
-                    f"then run: producer wait {batch_id}")
-        if self._future is None and stalled_for >= WORKER_RECHECK_SECONDS \
-                and time.monotonic() - self._last_ping >= WORKER_RECHECK_SECONDS:
+                    f"then run: producer wait {batch_id}"
+                )
+        if (
+            self._future is None
+            and stalled_for >= WORKER_RECHECK_SECONDS
+            and time.monotonic() - self._last_ping >= WORKER_RECHECK_SECONDS
+        ):
             self._future = self._ping()
             self._last_ping = time.monotonic()
 
@@ -369,11 +439,23 @@ class _WorkerWatch:
 
 
 # --- module-level API ----------------------------------------------------------------------------
-def submit(source: Any, *, settings: Settings | None = None, model: str | None = None,
-           params: dict | None = None, batch_id: str | None = None, overwrite: bool = False,
-           substitute_on_failure: bool = False, dry_run: bool = False, again: bool = False,
-           priority: str = "normal", registry=None, on_plan: Callable[[Batch], None] | None = None,
-           price_per_call: float | None = None, fallback: bool = True) -> Batch:
+def submit(
+    source: Any,
+    *,
+    settings: Settings | None = None,
+    model: str | None = None,
+    params: dict | None = None,
+    batch_id: str | None = None,
+    overwrite: bool = False,
+    substitute_on_failure: bool = False,
+    dry_run: bool = False,
+    again: bool = False,
+    priority: str = "normal",
+    registry=None,
+    on_plan: Callable[[Batch], None] | None = None,
+    price_per_call: float | None = None,
+    fallback: bool = True,
+) -> Batch:
     """Validate every item, then record the batch and enqueue one task per item.
 
     source: a path to prompts.json, or the loaded data (a list of prompt strings, a list of
@@ -411,15 +493,31 @@ def submit(source: Any, *, settings: Settings | None = None, model: str | None =
     batch_id = check_batch_id(batch_id) if explicit_id else new_batch_id()
     registry = _registry(registry, settings)
     try:
-        requests = validate(source, settings=settings, model=model, params=params, batch_id=batch_id,
-                            overwrite=overwrite, registry=registry, fallback=fallback)
+        requests = validate(
+            source,
+            settings=settings,
+            model=model,
+            params=params,
+            batch_id=batch_id,
+            overwrite=overwrite,
+            registry=registry,
+            fallback=fallback,
+        )
     except InputError:
         # The same batch submitted again (a retry after a crash, a second click): its own outputs
         # exist by now, which is not a problem for a submission that enqueues nothing.
         if not explicit_id or dry_run or not _batch_exists(settings, batch_id):
             raise
-        requests = validate(source, settings=settings, model=model, params=params, batch_id=batch_id,
-                            overwrite=True, registry=registry, fallback=fallback)
+        requests = validate(
+            source,
+            settings=settings,
+            model=model,
+            params=params,
+            batch_id=batch_id,
+            overwrite=True,
+            registry=registry,
+            fallback=fallback,
+        )
     registry = getattr(requests, "registry", registry)  # with the schemas of the models it uses
     requests = _priced(requests, registry, price_per_call)
     if dry_run:
@@ -432,8 +530,13 @@ def submit(source: Any, *, settings: Settings | None = None, model: str | None =
     from shared.storage import open_store
     from workers.dispatch import enqueue_items
 
-    options = {"substitute_on_failure": bool(substitute_on_failure), "overwrite": bool(overwrite),
-               "model": model, "params": dict(params or {}), "priority": priority}
+    options = {
+        "substitute_on_failure": bool(substitute_on_failure),
+        "overwrite": bool(overwrite),
+        "model": model,
+        "params": dict(params or {}),
+        "priority": priority,
+    }
     references = References(requests)  # each distinct local file read once, named by its content
     fingerprint = batch_fingerprint(batch_id, references.for_fingerprint(requests), options)
     store = open_store(settings.output_dir)
@@ -457,8 +560,14 @@ def submit(source: Any, *, settings: Settings | None = None, model: str | None =
             _upload_references(references, settings)
             requests = references.with_urls(requests)
     try:
-        created = ledger.create_batch(batch_id, requests, output_root=store.url(), options=options,
-                                      fingerprint=fingerprint, unique_fingerprint=unique)
+        created = ledger.create_batch(
+            batch_id,
+            requests,
+            output_root=store.url(),
+            options=options,
+            fingerprint=fingerprint,
+            unique_fingerprint=unique,
+        )
     except DuplicateFingerprintError as exc:  # an identical submission won the race since the check
         info = ledger.batch(exc.batch_id)
         if info is None:
@@ -498,8 +607,12 @@ def _priced(requests: Any, registry: Any, price_per_call: float | None) -> Any:
     from dataclasses import replace
 
     if price_per_call is not None and not (0 <= price_per_call < float("inf")):
-        raise InputError(Problem(f"price per call must be a number of USD >= 0, not {price_per_call!r}",
-                                 field="--price-per-call"))
+        raise InputError(
+            Problem(
+                f"price per call must be a number of USD >= 0, not {price_per_call!r}",
+                field="--price-per-call",
+            )
+        )
     priced = type(requests)()
     for request in requests:
         spec = registry.get(request.model)
@@ -531,8 +644,11 @@ def _check_same_items(ledger, batch_id: str, requests: Sequence[ImageRequest], f
     recorded_requests = [item.request for item in ledger.items(batch_id)]
 
     def key(request: ImageRequest):
-        return comparable_request(batch_id, request) if full else \
-            {"id": request.id, "prompt": request.prompt, "requested_model": request.requested_model}
+        return (
+            comparable_request(batch_id, request)
+            if full
+            else {"id": request.id, "prompt": request.prompt, "requested_model": request.requested_model}
+        )
 
     recorded = [key(r) for r in recorded_requests]
     given = [key(r) for r in requests]
@@ -541,18 +657,27 @@ def _check_same_items(ledger, batch_id: str, requests: Sequence[ImageRequest], f
             return
         what = "the same items but other options (--substitute-on-failure)"
     else:
-        differ = next((i for i, (a, b) in enumerate(zip(recorded, given)) if a != b),
-                      min(len(recorded), len(given)))
+        differ = next(
+            (i for i, (a, b) in enumerate(zip(recorded, given)) if a != b), min(len(recorded), len(given))
+        )
         fields = ""
         if differ < min(len(recorded), len(given)):
-            names = sorted(k for k in set(recorded[differ]) | set(given[differ])
-                           if recorded[differ].get(k) != given[differ].get(k))
+            names = sorted(
+                k
+                for k in set(recorded[differ]) | set(given[differ])
+                if recorded[differ].get(k) != given[differ].get(k)
+            )
             fields = f", field {', '.join(names)}" if names else ""
-        what = (f"other items ({len(recorded)} recorded, {len(given)} given; first difference at item "
-                f"{differ}{fields})")
-    raise InputError(Problem(
-        f"batch {batch_id!r} exists already with {what}; nothing was enqueued. Choose another --batch-id",
-        field="batch_id"))
+        what = (
+            f"other items ({len(recorded)} recorded, {len(given)} given; first difference at item "
+            f"{differ}{fields})"
+        )
+    raise InputError(
+        Problem(
+            f"batch {batch_id!r} exists already with {what}; nothing was enqueued. Choose another --batch-id",
+            field="batch_id",
+        )
+    )
 
 
 def revoke_tasks(settings: Settings, task_ids: Sequence[str]) -> tuple[int, str | None]:
@@ -567,7 +692,7 @@ def revoke_tasks(settings: Settings, task_ids: Sequence[str]) -> tuple[int, str 
     app = producer_app(settings)
     done = 0
     for start in range(0, len(ids), REVOKE_CHUNK):
-        chunk = ids[start:start + REVOKE_CHUNK]
+        chunk = ids[start : start + REVOKE_CHUNK]
         try:
             app.control.revoke(chunk)
         except Exception as exc:  # noqa: BLE001 - best effort; the ledger already has the cancel
@@ -588,13 +713,18 @@ def latest_batch(settings: Settings | None = None) -> Batch:
     settings = _settings(settings)
     newest = _ledger(settings).list_batches(limit=1)
     if not newest:
-        raise InputError(Problem(f"no batch in Redis yet (prefix {settings.key_prefix!r}): "
-                                 "`producer submit FILE` makes one", field="BATCH"))
+        raise InputError(
+            Problem(
+                f"no batch in Redis yet (prefix {settings.key_prefix!r}): `producer submit FILE` makes one",
+                field="BATCH",
+            )
+        )
     return Batch(newest[0].id, settings)
 
 
-def fetch_from_store(batch_id: str, location: str | os.PathLike, to: str | os.PathLike = ".", *,
-                     progress: Any = None):
+def fetch_from_store(
+    batch_id: str, location: str | os.PathLike, to: str | os.PathLike = ".", *, progress: Any = None
+):
     """`Batch.fetch` for a batch Redis no longer holds: its manifest is read from the store at
     `location` (`<location>/<batch>/manifest.json`)."""
     import json
@@ -607,7 +737,9 @@ def fetch_from_store(batch_id: str, location: str | os.PathLike, to: str | os.Pa
     try:
         manifest = json.loads(store.get(f"{check_batch_id(batch_id)}/manifest.json"))
     except StorageError as exc:
-        raise InputError(Problem(f"no manifest of batch {batch_id} in {store.url()}: {exc}", field="BATCH")) from None
+        raise InputError(
+            Problem(f"no manifest of batch {batch_id} in {store.url()}: {exc}", field="BATCH")
+        ) from None
     return fetch_batch(manifest, store, Path(to), progress=progress)
 
 
@@ -654,18 +786,32 @@ def limit_sources(settings: Settings | None = None, status: Any = None) -> list:
         client.close()
 
 
-def set_limits(settings: Settings | None = None, *, concurrency_limit: int | None = None,
-               create_limit: int | None = None, read_limit: int | None = None, rate_window: float | None = None):
+def set_limits(
+    settings: Settings | None = None,
+    *,
+    concurrency_limit: int | None = None,
+    create_limit: int | None = None,
+    read_limit: int | None = None,
+    rate_window: float | None = None,
+):
     """Change the account-wide limits for every host at once; returns the new status. Each
     limit set is recorded as such (`limit_sources`) until `reset_limits` puts it back."""
     from producer.limits import record_set
 
-    given = {"concurrency_limit": concurrency_limit, "create_limit": create_limit, "read_limit": read_limit,
-             "rate_window": rate_window}
+    given = {
+        "concurrency_limit": concurrency_limit,
+        "create_limit": create_limit,
+        "read_limit": read_limit,
+        "rate_window": rate_window,
+    }
     given = {name: value for name, value in given.items() if value is not None}
     if not given:
-        raise InputError(Problem("give at least one of concurrency_limit, create_limit, read_limit, rate_window",
-                                 field="limits"))
+        raise InputError(
+            Problem(
+                "give at least one of concurrency_limit, create_limit, read_limit, rate_window",
+                field="limits",
+            )
+        )
     settings = _settings(settings)
     limiter = _limiter(settings)
     try:
@@ -688,7 +834,9 @@ def reset_limits(settings: Settings | None = None, names: Sequence[str] | None =
     names = list(names or LIMIT_NAMES)
     unknown = [n for n in names if n not in LIMIT_NAMES]
     if unknown:
-        raise InputError(Problem(f"unknown limit {unknown[0]!r}: one of {', '.join(LIMIT_NAMES)}", field="limits"))
+        raise InputError(
+            Problem(f"unknown limit {unknown[0]!r}: one of {', '.join(LIMIT_NAMES)}", field="limits")
+        )
     settings = _settings(settings)
     limiter = _limiter(settings)
     try:
@@ -699,10 +847,20 @@ def reset_limits(settings: Settings | None = None, names: Sequence[str] | None =
         _close_quietly(limiter)
 
 
-def generate(prompt: str, model: str, *, settings: Settings | None = None,
-             output: str | os.PathLike | None = None, timeout: float | None = None, progress: Any = None,
-             again: bool = False, registry=None, price_per_call: float | None = None, fallback: bool = True,
-             **params: Any) -> list[Path]:
+def generate(
+    prompt: str,
+    model: str,
+    *,
+    settings: Settings | None = None,
+    output: str | os.PathLike | None = None,
+    timeout: float | None = None,
+    progress: Any = None,
+    again: bool = False,
+    registry=None,
+    price_per_call: float | None = None,
+    fallback: bool = True,
+    **params: Any,
+) -> list[Path]:
     """One image (or video), blocking: submit a batch of one, wait, return the output paths.
 
     `image_input=[...]` / `input_image=...` are reference images; other keyword arguments are the
@@ -720,15 +878,24 @@ def generate(prompt: str, model: str, *, settings: Settings | None = None,
         item["params"] = params
     if output is not None:
         item["output"] = os.fspath(output)
-    batch = submit([item], settings=settings, registry=registry, again=again, price_per_call=price_per_call,
-                   fallback=fallback)
+    batch = submit(
+        [item],
+        settings=settings,
+        registry=registry,
+        again=again,
+        price_per_call=price_per_call,
+        fallback=fallback,
+    )
     snap = batch.wait(progress=progress, timeout=timeout)
     if not snap.finished and snap.done < snap.total:
-        raise FleetError(f"batch {batch.id} did not finish within {timeout} s; it keeps running "
-                         f"(producer wait {batch.id})")
+        raise FleetError(
+            f"batch {batch.id} did not finish within {timeout} s; it keeps running (producer wait {batch.id})"
+        )
     record = batch.results()[0]
     if record.get("status") != "succeeded":
-        raise ReplicateCallError(f"{model}: image {record.get('status')}: {record.get('error') or 'no output'}")
+        raise ReplicateCallError(
+            f"{model}: image {record.get('status')}: {record.get('error') or 'no output'}"
+        )
     return batch.output_paths(record)
 
 
@@ -736,8 +903,9 @@ def generate(prompt: str, model: str, *, settings: Settings | None = None,
 def _limiter(settings: Settings, client=None):
     from shared.limiter import Limiter
 
-    return Limiter.from_settings(client if client is not None else connect(settings), Keys(settings.key_prefix),
-                                 settings)
+    return Limiter.from_settings(
+        client if client is not None else connect(settings), Keys(settings.key_prefix), settings
+    )
 
 
 def _limiter_or_none(settings: Settings):

@@ -7,6 +7,7 @@ was canceled or substituted (or another error), 2 bad input or usage, 3 Redis un
 no worker consuming the queue (for `init`: the Replicate API unreachable), 130 stopped waiting
 with Ctrl-C (the batch keeps running).
 """
+
 from __future__ import annotations
 
 import getpass
@@ -14,20 +15,27 @@ import json
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import click
 import redis
 
-from shared.errors import (ApiUnreachableError, ConfigError, FleetError, InputError, NoWorkerError, Problem,
-                           RedisUnavailableError)
-from shared.settings import Settings, api_base_url, output_location
-
 from producer import api
 from producer.params import split_params
 from producer.progress import Snapshot, batch_state, format_counts, format_duration
+from shared.errors import (
+    ApiUnreachableError,
+    ConfigError,
+    FleetError,
+    InputError,
+    NoWorkerError,
+    Problem,
+    RedisUnavailableError,
+)
+from shared.settings import Settings, api_base_url, output_location
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_BAD_INPUT, EXIT_UNAVAILABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -97,12 +105,24 @@ class Context:
 pass_context = click.make_pass_decorator(Context)
 
 
-@click.group(cls=FleetGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-             epilog=EXIT_CODES_HELP)
-@click.option("--redis-url", metavar="URL", help="Redis of the fleet (default: REDIS_URL from the "
-              "environment or .env, else redis://127.0.0.1:6379/0).")
-@click.option("--env-file", default=".env", show_default=True, metavar="PATH",
-              help="dotenv file read under the environment.")
+@click.group(
+    cls=FleetGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=EXIT_CODES_HELP,
+)
+@click.option(
+    "--redis-url",
+    metavar="URL",
+    help="Redis of the fleet (default: REDIS_URL from the "
+    "environment or .env, else redis://127.0.0.1:6379/0).",
+)
+@click.option(
+    "--env-file",
+    default=".env",
+    show_default=True,
+    metavar="PATH",
+    help="dotenv file read under the environment.",
+)
 @click.pass_context
 def cli(ctx: click.Context, redis_url: str | None, env_file: str) -> None:
     """Generate images with Replicate on a fleet of Celery workers that share one account-wide
@@ -120,41 +140,105 @@ def cli(ctx: click.Context, redis_url: str | None, env_file: str) -> None:
 # --- submit -------------------------------------------------------------------------------------
 @cli.command(epilog=EXIT_CODES_HELP)
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--model", "-m", metavar="OWNER/NAME", help="Model for items that name none; it goes before the "
-              "file's \"model\". With neither, the registry's default model is used (black-forest-labs/flux-dev "
-              "unless FLEET_MODELS_FILE says otherwise) and a note says so.")
-@click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE",
-              help="Model parameter for every item (items override); repeatable. Values are JSON when "
-                   "they parse (2, true, [\"a.png\"]), text otherwise (16:9).")
-@click.option("--output-dir", metavar="PATH|URL", help="Root of every output file: a folder or s3://bucket/prefix, "
-              "gs://..., az://... (default OUTPUT_DIR, ./output). Recorded with the batch; every worker writes there.")
-@click.option("--batch-id", metavar="ID", help="Name the batch (default: time-based). Submitting the same "
-              "id again enqueues nothing new.")
-@click.option("--again", is_flag=True, help="Submit even though a batch still in Redis has the same items "
-              "(without it that is refused, naming the batch, so a file submitted twice is not paid twice).")
+@click.option(
+    "--model",
+    "-m",
+    metavar="OWNER/NAME",
+    help="Model for items that name none; it goes before the "
+    "file's \"model\". With neither, the registry's default model is used (black-forest-labs/flux-dev "
+    "unless FLEET_MODELS_FILE says otherwise) and a note says so.",
+)
+@click.option(
+    "--param",
+    "-p",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Model parameter for every item (items override); repeatable. Values are JSON when "
+    'they parse (2, true, ["a.png"]), text otherwise (16:9).',
+)
+@click.option(
+    "--output-dir",
+    metavar="PATH|URL",
+    help="Root of every output file: a folder or s3://bucket/prefix, "
+    "gs://..., az://... (default OUTPUT_DIR, ./output). Recorded with the batch; every worker writes there.",
+)
+@click.option(
+    "--batch-id",
+    metavar="ID",
+    help="Name the batch (default: time-based). Submitting the same id again enqueues nothing new.",
+)
+@click.option(
+    "--again",
+    is_flag=True,
+    help="Submit even though a batch still in Redis has the same items "
+    "(without it that is refused, naming the batch, so a file submitted twice is not paid twice).",
+)
 @click.option("--wait", "-w", is_flag=True, help="Follow the batch until it ends; exit 1 if any item failed.")
-@click.option("--json", "as_json", is_flag=True, help='Machine output: the last line is {"batch": ID, "items": N}.')
-@click.option("--dry-run", is_flag=True, help="Validate, print the routing plan and the estimated cost; "
-              "record and enqueue nothing.")
+@click.option(
+    "--json", "as_json", is_flag=True, help='Machine output: the last line is {"batch": ID, "items": N}.'
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Validate, print the routing plan and the estimated cost; record and enqueue nothing.",
+)
 @click.option("--overwrite", is_flag=True, help="Allow replacing files that exist already.")
-@click.option("--substitute-on-failure", is_flag=True, help="Write the black 1600x900 substitute for items "
-              "that fail on every model (marked `substituted`, never `succeeded`).")
-@click.option("--fetch", "fetch_to", metavar="DIR", help="With --wait: copy the outputs, manifest and gallery "
-              "into DIR once the batch ends (as `producer fetch BATCH --to DIR`).")
-@click.option("--no-fallback", "no_fallback", is_flag=True, help="Pay only for each item's first model: a model "
-              "that fails for good fails the item instead of trying the next (paid) model of its route "
-              "(\"fallback\": false in the file does it for some items).")
-@click.option("--price-per-call", type=click.FloatRange(min=0), metavar="USD",
-              help="Price of one call of a model whose price the registry does not know (models named by "
-                   "reference); shown in the plan, needed under a spending limit.")
-@click.option("--priority", type=click.Choice(["high", "normal", "low"]), default="normal", show_default=True,
-              help="Higher priorities get the fleet's free slots first; batches of one priority share "
-                   "the fleet in turn, so a small one never waits behind a large one.")
+@click.option(
+    "--substitute-on-failure",
+    is_flag=True,
+    help="Write the black 1600x900 substitute for items "
+    "that fail on every model (marked `substituted`, never `succeeded`).",
+)
+@click.option(
+    "--fetch",
+    "fetch_to",
+    metavar="DIR",
+    help="With --wait: copy the outputs, manifest and gallery "
+    "into DIR once the batch ends (as `producer fetch BATCH --to DIR`).",
+)
+@click.option(
+    "--no-fallback",
+    "no_fallback",
+    is_flag=True,
+    help="Pay only for each item's first model: a model "
+    "that fails for good fails the item instead of trying the next (paid) model of its route "
+    '("fallback": false in the file does it for some items).',
+)
+@click.option(
+    "--price-per-call",
+    type=click.FloatRange(min=0),
+    metavar="USD",
+    help="Price of one call of a model whose price the registry does not know (models named by "
+    "reference); shown in the plan, needed under a spending limit.",
+)
+@click.option(
+    "--priority",
+    type=click.Choice(["high", "normal", "low"]),
+    default="normal",
+    show_default=True,
+    help="Higher priorities get the fleet's free slots first; batches of one priority share "
+    "the fleet in turn, so a small one never waits behind a large one.",
+)
 @pass_context
-def submit(obj: Context, file: str, model: str | None, params: tuple[str, ...], output_dir: str | None,
-           batch_id: str | None, again: bool, wait: bool, as_json: bool, dry_run: bool, overwrite: bool,
-           substitute_on_failure: bool, fetch_to: str | None, no_fallback: bool, price_per_call: float | None,
-           priority: str) -> None:
+def submit(
+    obj: Context,
+    file: str,
+    model: str | None,
+    params: tuple[str, ...],
+    output_dir: str | None,
+    batch_id: str | None,
+    again: bool,
+    wait: bool,
+    as_json: bool,
+    dry_run: bool,
+    overwrite: bool,
+    substitute_on_failure: bool,
+    fetch_to: str | None,
+    no_fallback: bool,
+    price_per_call: float | None,
+    priority: str,
+) -> None:
     """Validate FILE (prompts.json), record a batch and enqueue one task per image.
 
     Every item is checked first; any problem is reported (item, id and field), exit 2, and
@@ -188,8 +272,15 @@ def submit(obj: Context, file: str, model: str | None, params: tuple[str, ...], 
     if param_problems:
         # Report these together with everything else wrong in the input (validation writes nothing).
         try:
-            api.validate(file, settings=settings, model=model, params=param_values, batch_id=batch_id,
-                         overwrite=overwrite, fallback=not no_fallback)
+            api.validate(
+                file,
+                settings=settings,
+                model=model,
+                params=param_values,
+                batch_id=batch_id,
+                overwrite=overwrite,
+                fallback=not no_fallback,
+            )
         except InputError as exc:
             raise InputError(param_problems + exc.problems) from None
         raise InputError(param_problems)
@@ -200,10 +291,21 @@ def submit(obj: Context, file: str, model: str | None, params: tuple[str, ...], 
         _print_notes(plan)
         _print_compact_plan(plan, err=err)
 
-    batch = api.submit(file, settings=settings, model=model, params=param_values, batch_id=batch_id,
-                       overwrite=overwrite, substitute_on_failure=substitute_on_failure, dry_run=dry_run,
-                       again=again, priority=priority, on_plan=None if dry_run else show_plan,
-                       price_per_call=price_per_call, fallback=not no_fallback)
+    batch = api.submit(
+        file,
+        settings=settings,
+        model=model,
+        params=param_values,
+        batch_id=batch_id,
+        overwrite=overwrite,
+        substitute_on_failure=substitute_on_failure,
+        dry_run=dry_run,
+        again=again,
+        priority=priority,
+        on_plan=None if dry_run else show_plan,
+        price_per_call=price_per_call,
+        fallback=not no_fallback,
+    )
     requests = batch.requests or []
     if dry_run:
         _print_notes(batch)
@@ -212,12 +314,17 @@ def submit(obj: Context, file: str, model: str | None, params: tuple[str, ...], 
         _print_plan(batch, as_json)
         return
     if batch.created:
-        click.echo(f"batch {batch.id}: {len(requests)} items queued on {settings.queue!r}"
-                   + (f", priority {priority}" if priority != "normal" else ""), err=err)
+        click.echo(
+            f"batch {batch.id}: {len(requests)} items queued on {settings.queue!r}"
+            + (f", priority {priority}" if priority != "normal" else ""),
+            err=err,
+        )
     else:
-        click.echo(f"batch {batch.id} exists already: nothing new was enqueued. Follow it with "
-                   f"`producer wait {batch.id}`; `producer retry {batch.id}` re-enqueues failed items.",
-                   err=True)
+        click.echo(
+            f"batch {batch.id} exists already: nothing new was enqueued. Follow it with "
+            f"`producer wait {batch.id}`; `producer retry {batch.id}` re-enqueues failed items.",
+            err=True,
+        )
     if not wait:
         if not as_json:
             click.echo(f"follow it: producer wait {batch.id}   results: producer results {batch.id} --json")
@@ -229,8 +336,11 @@ def submit(obj: Context, file: str, model: str | None, params: tuple[str, ...], 
     if fetch_to is not None:
         fetched_all = _fetch(batch, fetch_to, err=as_json)
     if as_json:
-        click.echo(json.dumps({"batch": batch.id, "items": len(requests), "counts": snap.counts,
-                               "finished": snap.finished}))
+        click.echo(
+            json.dumps(
+                {"batch": batch.id, "items": len(requests), "counts": snap.counts, "finished": snap.finished}
+            )
+        )
     sys.exit(_outcome(snap) if fetched_all else EXIT_SOME_FAILED)
 
 
@@ -245,8 +355,11 @@ def _print_notes(batch: api.Batch) -> None:
         click.echo(f"note: {note}", err=True)
     same = batch.duplicate_of
     if same is not None:
-        click.echo(f"note: the same items were submitted as batch {same.id} ({api.describe_batch(same)}); "
-                   "this new batch makes (and pays for) them again", err=True)
+        click.echo(
+            f"note: the same items were submitted as batch {same.id} ({api.describe_batch(same)}); "
+            "this new batch makes (and pays for) them again",
+            err=True,
+        )
 
 
 def _print_compact_plan(batch: api.Batch, *, err: bool) -> None:
@@ -263,11 +376,19 @@ def _print_plan(batch: api.Batch, as_json: bool) -> None:
     requests = batch.requests or []
     if as_json:
         cost = estimate_cost(requests, batch.registry)
-        click.echo(json.dumps({"batch": batch.id, "items": len(requests), "dry_run": True,
-                               "estimated_cost_usd": round(cost, 4),
-                               "max_cost_usd": round(max_cost(requests, batch.registry), 4),
-                               "price_unknown_items": unpriced_items(requests, batch.registry),
-                               "plan": [r.to_dict() for r in requests]}))
+        click.echo(
+            json.dumps(
+                {
+                    "batch": batch.id,
+                    "items": len(requests),
+                    "dry_run": True,
+                    "estimated_cost_usd": round(cost, 4),
+                    "max_cost_usd": round(max_cost(requests, batch.registry), 4),
+                    "price_unknown_items": unpriced_items(requests, batch.registry),
+                    "plan": [r.to_dict() for r in requests],
+                }
+            )
+        )
         return
     plan = describe_plan(requests, batch.registry)
     click.echo(plan if isinstance(plan, str) else "\n".join(plan))
@@ -279,19 +400,27 @@ def _wait(batch: api.Batch, *, progress_stream, as_json: bool = False) -> Snapsh
     try:
         snap = batch.wait(progress=progress_stream)
     except KeyboardInterrupt:
-        click.echo(f"stopped waiting; batch {batch.id} keeps running (nothing was canceled). "
-                   f"Resume with: producer wait {batch.id}", err=True)
+        click.echo(
+            f"stopped waiting; batch {batch.id} keeps running (nothing was canceled). "
+            f"Resume with: producer wait {batch.id}",
+            err=True,
+        )
         sys.exit(EXIT_INTERRUPTED)
     manifest = _manifest_quietly(batch)
     out = sys.stderr if as_json else sys.stdout
     verdict = "all succeeded" if snap.all_succeeded else format_counts(snap.counts)
-    click.echo(f"batch {batch.id} finished in {format_duration(snap.elapsed)}: {snap.total} items, {verdict}",
-               file=out)
+    click.echo(
+        f"batch {batch.id} finished in {format_duration(snap.elapsed)}: {snap.total} items, {verdict}",
+        file=out,
+    )
     if manifest is not None:
         click.echo(f"files under {batch.output_root}; manifest {manifest}", file=out)
     if not snap.all_succeeded:
-        click.echo(f"details: producer results {batch.id}" + (f"; retry failed items: producer retry {batch.id}"
-                                                               if snap.failed else ""), file=out)
+        click.echo(
+            f"details: producer results {batch.id}"
+            + (f"; retry failed items: producer retry {batch.id}" if snap.failed else ""),
+            file=out,
+        )
     return snap
 
 
@@ -347,12 +476,21 @@ def status(obj: Context, batch_id: str | None, as_json: bool) -> None:
     info = batch.info()
     snap = batch.status()
     if as_json:
-        click.echo(json.dumps({**snap.to_dict(), "state": batch_state(snap),
-                               "created_at": getattr(info, "created_at", None),
-                               "output_root": getattr(info, "output_root", None)}))
+        click.echo(
+            json.dumps(
+                {
+                    **snap.to_dict(),
+                    "state": batch_state(snap),
+                    "created_at": getattr(info, "created_at", None),
+                    "output_root": getattr(info, "output_root", None),
+                }
+            )
+        )
         return
     click.echo(f"batch {snap.batch_id}: {batch_state(snap)}")
-    click.echo(f"  created  {_when(getattr(info, 'created_at', None))}   output {getattr(info, 'output_root', '?')}")
+    click.echo(
+        f"  created  {_when(getattr(info, 'created_at', None))}   output {getattr(info, 'output_root', '?')}"
+    )
     click.echo(f"  items    {snap.total}: {format_counts(snap.counts, keep_zero=('succeeded', 'failed'))}")
     rate = "-" if snap.per_minute is None else f"{snap.per_minute:.1f} images/min"
     eta = "" if snap.finished else f", ETA {format_duration(snap.eta)}"
@@ -390,18 +528,33 @@ def results(obj: Context, batch_id: str, as_json: bool) -> None:
     click.echo(f"{'index':>5}  {'id':<20}  {'status':<11}  {'model':<36}  files / error")
     for record in records:
         outputs = ", ".join(str(p) for p in record.get("outputs") or [])
-        detail = outputs if record.get("status") in ("succeeded", "substituted") else (record.get("error") or "")
-        click.echo(f"{record.get('index'):>5}  {str(record.get('id'))[:20]:<20}  {record.get('status'):<11}  "
-                   f"{record.get('model') or record.get('requested_model') or '':<36}  {detail}")
+        detail = (
+            outputs if record.get("status") in ("succeeded", "substituted") else (record.get("error") or "")
+        )
+        click.echo(
+            f"{record.get('index'):>5}  {str(record.get('id'))[:20]:<20}  {record.get('status'):<11}  "
+            f"{record.get('model') or record.get('requested_model') or '':<36}  {detail}"
+        )
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
 @click.argument("batch_id", metavar="BATCH")
-@click.option("--to", "to", default=".", show_default=True, metavar="DIR",
-              help="Where to put them: DIR/<batch>/manifest.json, DIR/<batch>/index.html and every output "
-                   "at its place under the output root.")
-@click.option("--from", "from_", metavar="PATH|URL", help="The output location to read, for a batch Redis "
-              "no longer holds (default: the one recorded with the batch).")
+@click.option(
+    "--to",
+    "to",
+    default=".",
+    show_default=True,
+    metavar="DIR",
+    help="Where to put them: DIR/<batch>/manifest.json, DIR/<batch>/index.html and every output "
+    "at its place under the output root.",
+)
+@click.option(
+    "--from",
+    "from_",
+    metavar="PATH|URL",
+    help="The output location to read, for a batch Redis "
+    "no longer holds (default: the one recorded with the batch).",
+)
 @pass_context
 def fetch(obj: Context, batch_id: str, to: str, from_: str | None) -> None:
     """Copy BATCH's outputs, manifest and gallery (index.html) from its output location (a bucket
@@ -428,8 +581,11 @@ def _fetch(batch: api.Batch, to: str, *, err: bool) -> bool:
 
 
 def _print_fetch(report: Any, *, err: bool = False) -> bool:
-    click.echo(f"fetched {report.fetched} file(s) ({report.bytes / 1e6:.1f} MB), {report.present} already there; "
-               f"gallery {report.to / report.batch_id / 'index.html'}", err=err)
+    click.echo(
+        f"fetched {report.fetched} file(s) ({report.bytes / 1e6:.1f} MB), {report.present} already there; "
+        f"gallery {report.to / report.batch_id / 'index.html'}",
+        err=err,
+    )
     for line in report.missing[:20]:
         click.echo(f"missing: {line}", err=True)
     if len(report.missing) > 20:
@@ -454,11 +610,15 @@ def cancel(obj: Context, batch_id: str) -> None:
     outcome = batch.cancel()
     revoked = f"{outcome.revoked} queued task message(s) revoked"
     if outcome.revoke_error:
-        revoked += (f" (revoking stopped: {outcome.revoke_error}; workers that get the others "
-                    "find the items canceled and drop them)")
-    click.echo(f"batch {batch.id} canceled: {outcome.canceled} queued items canceled, {revoked}; running "
-               "predictions are being canceled by the workers (producer status shows when they are done). "
-               f"`producer retry {batch.id}` runs failed items again, --include-canceled the canceled ones too.")
+        revoked += (
+            f" (revoking stopped: {outcome.revoke_error}; workers that get the others "
+            "find the items canceled and drop them)"
+        )
+    click.echo(
+        f"batch {batch.id} canceled: {outcome.canceled} queued items canceled, {revoked}; running "
+        "predictions are being canceled by the workers (producer status shows when they are done). "
+        f"`producer retry {batch.id}` runs failed items again, --include-canceled the canceled ones too."
+    )
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
@@ -489,14 +649,18 @@ def retry(obj: Context, batch_id: str, include_canceled: bool, wait: bool) -> No
         shown = ", ".join(map(str, indexes[:20])) + (" ..." if len(indexes) > 20 else "")
         click.echo(f"batch {batch.id}: {len(indexes)} {what} items enqueued again (items {shown})")
         if was_canceled:
-            click.echo(f"batch {batch.id}: its cancel is lifted, so these items run"
-                       + ("" if include_canceled else "; its canceled items stay canceled"))
+            click.echo(
+                f"batch {batch.id}: its cancel is lifted, so these items run"
+                + ("" if include_canceled else "; its canceled items stay canceled")
+            )
     else:
         click.echo(f"batch {batch.id}: no {what} items to retry")
         canceled = batch.status(with_slots=False).counts.get("canceled", 0)
         if canceled and not include_canceled:
-            click.echo(f"{canceled} item(s) are canceled: `producer retry {batch.id} --include-canceled` "
-                       "runs them again")
+            click.echo(
+                f"{canceled} item(s) are canceled: `producer retry {batch.id} --include-canceled` "
+                "runs them again"
+            )
     if wait:
         sys.exit(_outcome(_wait(batch, progress_stream=sys.stdout)))
 
@@ -525,11 +689,21 @@ def list_(obj: Context, limit: int, as_json: bool) -> None:
     for info in infos:
         snap = snapshot_from_info(info)
         if as_json:
-            click.echo(json.dumps({**snap.to_dict(), "state": batch_state(snap),
-                                   "created_at": getattr(info, "created_at", None), "priority": info.priority}))
+            click.echo(
+                json.dumps(
+                    {
+                        **snap.to_dict(),
+                        "state": batch_state(snap),
+                        "created_at": getattr(info, "created_at", None),
+                        "priority": info.priority,
+                    }
+                )
+            )
         else:
-            click.echo(f"{info.id:<24} {_when(getattr(info, 'created_at', None)):<23}  {info.priority:<8} "
-                       f"{batch_state(snap):<9} {f'{snap.done}/{snap.total}':>11}  {format_counts(snap.counts)}")
+            click.echo(
+                f"{info.id:<24} {_when(getattr(info, 'created_at', None)):<23}  {info.priority:<8} "
+                f"{batch_state(snap):<9} {f'{snap.done}/{snap.total}':>11}  {format_counts(snap.counts)}"
+            )
 
 
 # --- limits -------------------------------------------------------------------------------------
@@ -560,16 +734,22 @@ def _print_limits(settings: Settings, status_: Any, as_json: bool) -> None:
 
     sources = api.limit_sources(settings, status_)
     if as_json:
-        click.echo(json.dumps({**status_.to_dict(), "sources": {s.name: s.to_dict() for s in sources}}, default=str))
+        click.echo(
+            json.dumps({**status_.to_dict(), "sources": {s.name: s.to_dict() for s in sources}}, default=str)
+        )
         return
     s = status_
-    click.echo(f"slots      {s.in_use}/{s.concurrency_limit} in use, {s.free} free, {s.waiters} waiting, "
-               f"utilisation {s.utilisation:.0%}")
+    click.echo(
+        f"slots      {s.in_use}/{s.concurrency_limit} in use, {s.free} free, {s.waiters} waiting, "
+        f"utilisation {s.utilisation:.0%}"
+    )
     click.echo(f"creations  {s.creations_in_window}/{s.create_limit} in the last {s.rate_window:g} s")
     click.echo(f"reads      {s.reads_in_window}/{s.read_limit} in the last {s.rate_window:g} s")
     if s.pause_seconds_left:
-        click.echo(f"paused     creations paused for {s.pause_seconds_left:.1f} s more"
-                   + (f" ({s.pause_reason})" if s.pause_reason else ""))
+        click.echo(
+            f"paused     creations paused for {s.pause_seconds_left:.1f} s more"
+            + (f" ({s.pause_reason})" if s.pause_reason else "")
+        )
     for line in [""] + limit_lines(sources) + ([""] if s.holders else []) + holder_lines(s.holders):
         click.echo(line)
 
@@ -584,9 +764,16 @@ def _print_limits(settings: Settings, status_: Any, as_json: bool) -> None:
 @click.option("--window", "old_rate_window", type=click.FloatRange(min=0, min_open=True), hidden=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the new status as JSON.")
 @pass_context
-def limits_set(obj: Context, concurrency_limit: int | None, create_limit: int | None, read_limit: int | None,
-               rate_window: float | None, old_concurrency_limit: int | None, old_rate_window: float | None,
-               as_json: bool) -> None:
+def limits_set(
+    obj: Context,
+    concurrency_limit: int | None,
+    create_limit: int | None,
+    read_limit: int | None,
+    rate_window: float | None,
+    old_concurrency_limit: int | None,
+    old_rate_window: float | None,
+    as_json: bool,
+) -> None:
     """Change the limits for every host at once, without restarting workers. Shrinking lets
     current holders finish and admits no one until in use is under the new limit. The values
     stay in Redis over every worker's settings (REPLICATE_GLOBAL_MAX_CONCURRENT, ...) until
@@ -597,19 +784,32 @@ def limits_set(obj: Context, concurrency_limit: int | None, create_limit: int | 
       producer limits set --concurrency-limit 10
       producer limits set --create-limit 300 --rate-window 60
     """
-    concurrency_limit = _one_spelling("--concurrency-limit", concurrency_limit, "--concurrency", old_concurrency_limit)
+    concurrency_limit = _one_spelling(
+        "--concurrency-limit", concurrency_limit, "--concurrency", old_concurrency_limit
+    )
     rate_window = _one_spelling("--rate-window", rate_window, "--window", old_rate_window)
     if all(v is None for v in (concurrency_limit, create_limit, read_limit, rate_window)):
-        raise click.UsageError("give at least one of --concurrency-limit, --create-limit, --read-limit, --rate-window")
+        raise click.UsageError(
+            "give at least one of --concurrency-limit, --create-limit, --read-limit, --rate-window"
+        )
     settings = obj.settings()
-    status_ = api.set_limits(settings, concurrency_limit=concurrency_limit, create_limit=create_limit,
-                             read_limit=read_limit, rate_window=rate_window)
+    status_ = api.set_limits(
+        settings,
+        concurrency_limit=concurrency_limit,
+        create_limit=create_limit,
+        read_limit=read_limit,
+        rate_window=rate_window,
+    )
     _print_limits(settings, status_, as_json)
 
 
 @limits.command("reset", epilog=EXIT_CODES_HELP)
-@click.argument("names", nargs=-1, metavar="[LIMIT]...",
-                type=click.Choice(["concurrency_limit", "create_limit", "read_limit", "rate_window"]))
+@click.argument(
+    "names",
+    nargs=-1,
+    metavar="[LIMIT]...",
+    type=click.Choice(["concurrency_limit", "create_limit", "read_limit", "rate_window"]),
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the new status as JSON.")
 @pass_context
 def limits_reset(obj: Context, names: tuple[str, ...], as_json: bool) -> None:
@@ -658,8 +858,10 @@ def models(ctx: click.Context, as_json: bool) -> None:
             continue
         route = " -> ".join(row["fallback"]) if row["fallback"] else "no fallback"
         aliases = f"  (aliases: {', '.join(row['aliases'])})" if row["aliases"] else ""
-        click.echo(f"{row['name']:<40} {row['kind'] or 'from schema':<11} {row['price'] or 'price unknown':<16} "
-                   f"{route}  [{row['source']}]{aliases}")
+        click.echo(
+            f"{row['name']:<40} {row['kind'] or 'from schema':<11} {row['price'] or 'price unknown':<16} "
+            f"{route}  [{row['source']}]{aliases}"
+        )
 
 
 @models.command("show", epilog=EXIT_CODES_HELP)
@@ -685,12 +887,20 @@ def models_show(obj: Context, name: str, as_json: bool) -> None:
     click.echo(f"{info['name']}  ({info['source']})")
     outputs = "one file" if info["output"] == "single" else "a list of files"
     click.echo(f"  output     {info['kind']}, {outputs}, default format {info['default_format']}")
-    click.echo(f"  price      {info['price_text']}"
-               + ("" if info["price"] else "  (FLEET_MODELS_FILE can give one; or --price-per-call USD)"))
-    click.echo(f"  route      {' -> '.join([info['name'], *info['fallback']]) if info['fallback'] else 'no fallback'}")
-    click.echo(f"  prompt     {'input ' + repr(info['prompt_param']) if info['prompt_param'] else 'not sent (the model takes none)'}")
+    click.echo(
+        f"  price      {info['price_text']}"
+        + ("" if info["price"] else "  (FLEET_MODELS_FILE can give one; or --price-per-call USD)")
+    )
+    click.echo(
+        f"  route      {' -> '.join([info['name'], *info['fallback']]) if info['fallback'] else 'no fallback'}"
+    )
+    click.echo(
+        f"  prompt     {'input ' + repr(info['prompt_param']) if info['prompt_param'] else 'not sent (the model takes none)'}"
+    )
     if info["reference_param"]:
-        click.echo(f"  references {info['reference_param']!r} (up to {info['max_references']}), from image_input / input_image")
+        click.echo(
+            f"  references {info['reference_param']!r} (up to {info['max_references']}), from image_input / input_image"
+        )
     if info["file_params"]:
         click.echo(f"  files      {', '.join(info['file_params'])} (a URL or a local file, uploaded)")
     required = set(info.get("required") or ())
@@ -705,8 +915,11 @@ def models_show(obj: Context, name: str, as_json: bool) -> None:
 # --- init ---------------------------------------------------------------------------------------
 @cli.command(epilog=EXIT_CODES_HELP)
 @click.option("--token-stdin", is_flag=True, help="Read the token from standard input (for scripts).")
-@click.option("--base-url", metavar="URL", help="API base (default REPLICATE_BASE_URL, else Replicate); "
-              "stored in .env when given.")
+@click.option(
+    "--base-url",
+    metavar="URL",
+    help="API base (default REPLICATE_BASE_URL, else Replicate); stored in .env when given.",
+)
 @click.pass_context
 def init(ctx: click.Context, token_stdin: bool, base_url: str | None) -> None:
     """Check a Replicate API token against GET /v1/account and store it in .env (mode 600).
@@ -742,9 +955,12 @@ def init(ctx: click.Context, token_stdin: bool, base_url: str | None) -> None:
         account = check_token(token, url)
     except ApiUnreachableError as exc:
         click.echo(f"error: {exc}", err=True)
-        click.echo(f"hint: the address came from {source}; check it, or give another with --base-url URL "
-                   "(or REPLICATE_BASE_URL in the environment or .env), e.g. --base-url "
-                   "http://127.0.0.1:8787 for the local stand-in. Nothing was written.", err=True)
+        click.echo(
+            f"hint: the address came from {source}; check it, or give another with --base-url URL "
+            "(or REPLICATE_BASE_URL in the environment or .env), e.g. --base-url "
+            "http://127.0.0.1:8787 for the local stand-in. Nothing was written.",
+            err=True,
+        )
         sys.exit(EXIT_UNAVAILABLE)
     values = {"REPLICATE_API_TOKEN": token}
     if base_url:
@@ -764,13 +980,25 @@ def init(ctx: click.Context, token_stdin: bool, base_url: str | None) -> None:
 # --- services other helpers built (thin wrappers) ---------------------------------------------------
 @cli.command(epilog=EXIT_CODES_HELP)
 @click.option("--port", default=5555, show_default=True)
-@click.option("--address", default="127.0.0.1", show_default=True,
-              help="Interface to listen on; 0.0.0.0 = every interface (only behind a TLS proxy).")
-@click.option("--basic-auth", envvar="FLOWER_BASIC_AUTH", metavar="USER:PASS",
-              help="Required; prefer FLOWER_BASIC_AUTH in the environment (a flag shows in `ps`).")
-@click.option("--persistent", "persistent_path", type=click.Path(dir_okay=False), help="Keep task history here.")
+@click.option(
+    "--address",
+    default="127.0.0.1",
+    show_default=True,
+    help="Interface to listen on; 0.0.0.0 = every interface (only behind a TLS proxy).",
+)
+@click.option(
+    "--basic-auth",
+    envvar="FLOWER_BASIC_AUTH",
+    metavar="USER:PASS",
+    help="Required; prefer FLOWER_BASIC_AUTH in the environment (a flag shows in `ps`).",
+)
+@click.option(
+    "--persistent", "persistent_path", type=click.Path(dir_okay=False), help="Keep task history here."
+)
 @pass_context
-def flower(obj: Context, port: int, address: str, basic_auth: str | None, persistent_path: str | None) -> None:
+def flower(
+    obj: Context, port: int, address: str, basic_auth: str | None, persistent_path: str | None
+) -> None:
     """Run Flower against the fleet's broker, with basic auth.
 
     \b
@@ -784,8 +1012,14 @@ def flower(obj: Context, port: int, address: str, basic_auth: str | None, persis
 
 @cli.command(epilog=EXIT_CODES_HELP)
 @click.option("--port", default=9808, show_default=True)
-@click.option("--address", "--addr", "address", default="127.0.0.1", show_default=True,
-              help="interface to listen on; the endpoint has no auth, so 0.0.0.0 only behind a proxy or firewall")
+@click.option(
+    "--address",
+    "--addr",
+    "address",
+    default="127.0.0.1",
+    show_default=True,
+    help="interface to listen on; the endpoint has no auth, so 0.0.0.0 only behind a proxy or firewall",
+)
 @pass_context
 def metrics(obj: Context, port: int, address: str) -> None:
     """Serve Prometheus metrics (limiter, batches) read from Redis at each scrape.
@@ -796,7 +1030,9 @@ def metrics(obj: Context, port: int, address: str) -> None:
     """
     from producer.metrics_server import serve_metrics, where
 
-    serve_metrics(obj.settings(), port, addr=address, on_ready=lambda server: click.echo(where(server), nl=True))
+    serve_metrics(
+        obj.settings(), port, addr=address, on_ready=lambda server: click.echo(where(server), nl=True)
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,6 +6,7 @@ in the fetched folder as they do in the bucket. Parallel, resumable (a file alre
 the recorded size and SHA-256 is not fetched again), and complete only when every output of every
 succeeded item is there with the right checksum.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -40,8 +41,14 @@ class FetchReport:
         return not self.missing
 
 
-def fetch_batch(manifest: dict[str, Any], store: Store, to: Path, *, threads: int = FETCH_THREADS,
-                progress: TextIO | None = None) -> FetchReport:
+def fetch_batch(
+    manifest: dict[str, Any],
+    store: Store,
+    to: Path,
+    *,
+    threads: int = FETCH_THREADS,
+    progress: TextIO | None = None,
+) -> FetchReport:
     """Copy every output of the manifest's items (those the store has), then the manifest and
     the gallery, into `to`. Returns what happened; `.complete` only when every output of every
     succeeded item is there."""
@@ -75,7 +82,9 @@ def fetch_batch(manifest: dict[str, Any], store: Store, to: Path, *, threads: in
         list(pool.map(one, wanted))
     bar.close()
     folder = to / batch_id
-    write_atomic(folder / "manifest.json", [(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode()])
+    write_atomic(
+        folder / "manifest.json", [(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode()]
+    )
     try:
         write_atomic(folder / "index.html", [store.get(f"{batch_id}/index.html")])
     except (StorageError, StorageUnavailableError):
@@ -126,7 +135,9 @@ class _Progress:
             self.done += 1
             self.bytes += size
             now = time.monotonic()
-            if self.stream is None or (now - self.last < (0.1 if self.tty else 10.0) and self.done < self.total):
+            if self.stream is None or (
+                now - self.last < (0.1 if self.tty else 10.0) and self.done < self.total
+            ):
                 return
             self.last = now
             self._draw()
@@ -134,8 +145,10 @@ class _Progress:
     def _draw(self) -> None:
         width = 30
         filled = int(width * self.done / self.total) if self.total else width
-        line = f"fetch [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} files, " \
-               f"{self.bytes / 1e6:.1f} MB"
+        line = (
+            f"fetch [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} files, "
+            f"{self.bytes / 1e6:.1f} MB"
+        )
         assert self.stream is not None
         self.stream.write(("\r" + line) if self.tty else line + "\n")
         self.stream.flush()

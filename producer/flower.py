@@ -15,15 +15,16 @@ What Flower shows and why the token is not in it:
 - `/metrics` and `/healthcheck` are unauthenticated in Flower 2.x by design: they carry task names,
   worker names and counts only.
 """
+
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from shared.errors import ConfigError
 from shared.settings import Settings
@@ -34,8 +35,14 @@ DEFAULT_PORT = 5555
 # FLOWER_BIND, 127.0.0.1 by default). Expose it further only behind a TLS reverse proxy.
 DEFAULT_ADDRESS = "127.0.0.1"
 # Environment variables the Flower child must not inherit.
-_SECRET_ENV = ("REPLICATE_API_TOKEN", "REPLICATE_WEBHOOK_SECRET", "FLOWER_BASIC_AUTH", "CELERY_BROKER_URL",
-               "FLOWER_OAUTH2_SECRET", "FLEET_REDIS_SENTINEL_PASSWORD")
+_SECRET_ENV = (
+    "REPLICATE_API_TOKEN",
+    "REPLICATE_WEBHOOK_SECRET",
+    "FLOWER_BASIC_AUTH",
+    "CELERY_BROKER_URL",
+    "FLOWER_OAUTH2_SECRET",
+    "FLEET_REDIS_SENTINEL_PASSWORD",
+)
 
 
 @dataclass(frozen=True)
@@ -47,7 +54,9 @@ class FlowerCommand:
 def check_basic_auth(basic_auth: str | Sequence[str] | None) -> str:
     """`user:password` (several separated by commas); Flower without auth is refused."""
     if basic_auth is None or basic_auth == "" or basic_auth == []:
-        raise ConfigError("Flower needs basic auth: set FLOWER_BASIC_AUTH=user:password (or pass --basic-auth)")
+        raise ConfigError(
+            "Flower needs basic auth: set FLOWER_BASIC_AUTH=user:password (or pass --basic-auth)"
+        )
     pairs = [basic_auth] if isinstance(basic_auth, str) else list(basic_auth)
     pairs = [p.strip() for chunk in pairs for p in chunk.split(",") if p.strip()]
     for pair in pairs:
@@ -102,8 +111,13 @@ def flower_command(
     return FlowerCommand(argv=argv, env=env)
 
 
-def start_flower(settings: Settings, port: int = DEFAULT_PORT, basic_auth: str | Sequence[str] | None = None,
-                 persistent_path: str | os.PathLike | None = None, **options) -> subprocess.Popen:
+def start_flower(
+    settings: Settings,
+    port: int = DEFAULT_PORT,
+    basic_auth: str | Sequence[str] | None = None,
+    persistent_path: str | os.PathLike | None = None,
+    **options,
+) -> subprocess.Popen:
     """Start Flower in the background (tests, the demo); stop it with `.terminate()`."""
     stdout = options.pop("stdout", None)
     stderr = options.pop("stderr", None)
@@ -111,8 +125,13 @@ def start_flower(settings: Settings, port: int = DEFAULT_PORT, basic_auth: str |
     return subprocess.Popen(command.argv, env=command.env, stdout=stdout, stderr=stderr)
 
 
-def run_flower(settings: Settings, port: int = DEFAULT_PORT, basic_auth: str | Sequence[str] | None = None,
-               persistent_path: str | os.PathLike | None = None, **options) -> int:
+def run_flower(
+    settings: Settings,
+    port: int = DEFAULT_PORT,
+    basic_auth: str | Sequence[str] | None = None,
+    persistent_path: str | os.PathLike | None = None,
+    **options,
+) -> int:
     """Run Flower in the foreground until it exits or we get SIGINT/SIGTERM (passed on to it, so
     it saves its persistent state). Returns Flower's exit code."""
     process = start_flower(settings, port, basic_auth, persistent_path, **options)

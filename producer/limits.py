@@ -7,14 +7,16 @@ for every host, for as long as Redis keeps them. So that a changed limit is neve
 surprise, `set` also records who set each limit and when (`limits_set`, beside the limits), and
 `producer limits reset` puts a limit back to this environment's settings and forgets that record.
 """
+
 from __future__ import annotations
 
 import json
 import socket
 import textwrap
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import redis
 
@@ -56,9 +58,14 @@ class LimitSource:
         return "another process's settings"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"value": self.value, "source": "limits set" if self.from_set else "settings",
-                "set_at": self.set_at, "set_by": self.set_by, "env_name": self.env_name,
-                "env_value": self.env_value}
+        return {
+            "value": self.value,
+            "source": "limits set" if self.from_set else "settings",
+            "set_at": self.set_at,
+            "set_by": self.set_by,
+            "env_name": self.env_name,
+            "env_value": self.env_value,
+        }
 
 
 def _key(keys: Keys) -> str:
@@ -70,7 +77,9 @@ def record_set(client: redis.Redis, keys: Keys, values: Mapping[str, float]) -> 
     if not values:
         return
     stamp = {"at": time.time(), "by": socket.gethostname()}
-    client.hset(_key(keys), mapping={name: json.dumps({**stamp, "value": value}) for name, value in values.items()})
+    client.hset(
+        _key(keys), mapping={name: json.dumps({**stamp, "value": value}) for name, value in values.items()}
+    )
 
 
 def forget_set(client: redis.Redis, keys: Keys, names: Iterable[str]) -> None:
@@ -90,8 +99,16 @@ def sources(client: redis.Redis, keys: Keys, status: Any, settings: Settings) ->
         stamp = recorded.get(name) or {}
         if stamp.get("value") is None or float(stamp["value"]) != value:
             stamp = {}
-        out.append(LimitSource(name, value, env_name, float(getattr(settings, name)),
-                               set_at=stamp.get("at"), set_by=stamp.get("by")))
+        out.append(
+            LimitSource(
+                name,
+                value,
+                env_name,
+                float(getattr(settings, name)),
+                set_at=stamp.get("at"),
+                set_by=stamp.get("by"),
+            )
+        )
     return out
 
 
@@ -113,19 +130,27 @@ def limit_lines(limit_sources: list[LimitSource]) -> list[str]:
     lines = [f"{'LIMIT':<17} {'IN FORCE':>8}  {'FROM':<42} {'HERE':>8}"]
     for source in limit_sources:
         unit = " s" if source.name == "rate_window" else ""
-        lines.append(f"{source.name:<17} {_number(source.value) + unit:>8}  {source.describe()[:42]:<42} "
-                     f"{_number(source.env_value) + unit:>8}")
+        lines.append(
+            f"{source.name:<17} {_number(source.value) + unit:>8}  {source.describe()[:42]:<42} "
+            f"{_number(source.env_value) + unit:>8}"
+        )
     overridden = [s for s in limit_sources if s.from_set and s.value != s.env_value]
     if overridden:
         names = ", ".join(f"{s.env_name}={_number(s.env_value)}" for s in overridden)
-        lines += textwrap.wrap(f"`producer limits set` overrides {names} of this environment for every "
-                               "host until `producer limits reset`.", 80)
+        lines += textwrap.wrap(
+            f"`producer limits set` overrides {names} of this environment for every "
+            "host until `producer limits reset`.",
+            80,
+        )
     others = [s for s in limit_sources if not s.from_set and s.value != s.env_value]
     if others:
         names = ", ".join(f"{s.env_name}={_number(s.env_value)}" for s in others)
-        lines += textwrap.wrap(f"This environment says {names}; the limits in force came from the settings "
-                               "of the first process that used the limiter. `producer limits reset` applies "
-                               "this environment's.", 80)
+        lines += textwrap.wrap(
+            f"This environment says {names}; the limits in force came from the settings "
+            "of the first process that used the limiter. `producer limits reset` applies "
+            "this environment's.",
+            80,
+        )
     return lines
 
 
@@ -143,7 +168,9 @@ def holder_lines(holders: list[Any], width: int = 80) -> list[str]:
             item += f" {str(h.model).rsplit('/', 1)[-1]}"
         if h.orphaned:
             item = "ORPHANED* " + item
-        line = f"{str(h.host or '?')[:12]:<12} {str(h.pid or '?'):>7}  {prediction[:26]:<26} {held:>6}  {item}"
+        line = (
+            f"{str(h.host or '?')[:12]:<12} {str(h.pid or '?'):>7}  {prediction[:26]:<26} {held:>6}  {item}"
+        )
         lines.append(line if len(line) <= width else line[: width - 1] + "…")
     if any(h.orphaned for h in holders):
         lines.append("* its worker died while the prediction runs: counted until it is resumed or ends")

@@ -3,13 +3,14 @@
 The CLI wires `serve_metrics(settings, port)`; `python -m producer.metrics_server --port 9808`
 does the same without the CLI (the compose `metrics` service uses it).
 """
+
 from __future__ import annotations
 
 import argparse
 import logging
 import signal
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from shared.metrics.server import MetricsServer, start_metrics_server
 from shared.redis_conn import redact_url
@@ -35,7 +36,9 @@ def serve_metrics(
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
-    log.info("metrics on %s (Redis %s, prefix %s)", server.url, redact_url(settings.redis_url), settings.key_prefix)
+    log.info(
+        "metrics on %s (Redis %s, prefix %s)", server.url, redact_url(settings.redis_url), settings.key_prefix
+    )
     if on_ready is not None:
         on_ready(server)
     try:
@@ -55,12 +58,19 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(prog="producer-metrics", description=__doc__)
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
-    parser.add_argument("--address", "--addr", dest="address", default=DEFAULT_ADDRESS,
-                        help=f"interface to listen on (default {DEFAULT_ADDRESS}; the endpoint has no auth)")
+    parser.add_argument(
+        "--address",
+        "--addr",
+        dest="address",
+        default=DEFAULT_ADDRESS,
+        help=f"interface to listen on (default {DEFAULT_ADDRESS}; the endpoint has no auth)",
+    )
     args = parser.parse_args(argv)
     settings = Settings.load()
     configure_logging(settings)
-    serve_metrics(settings, args.port, addr=args.address, on_ready=lambda server: print(where(server), flush=True))
+    serve_metrics(
+        settings, args.port, addr=args.address, on_ready=lambda server: print(where(server), flush=True)
+    )
 
 
 if __name__ == "__main__":

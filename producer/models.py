@@ -8,10 +8,12 @@
 Reading a schema needs the token (REPLICATE_API_TOKEN) and Redis (the fleet-wide cache and the
 account's read budget); curated models need neither.
 """
+
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from shared.errors import ConfigError, InputError, LocalError, Problem, SchemaError
 from shared.keys import Keys
@@ -33,13 +35,19 @@ def open_schema_store(settings: Settings) -> Iterator[Any]:
     try:
         calls = ReplicateCalls(settings)
     except LocalError:
-        raise ConfigError("reading a model's schema from Replicate needs REPLICATE_API_TOKEN "
-                          "(`producer init` stores it)") from None
+        raise ConfigError(
+            "reading a model's schema from Replicate needs REPLICATE_API_TOKEN (`producer init` stores it)"
+        ) from None
     client = connect(settings)
     limiter = _limiter(settings, client)
     try:
-        yield SchemaStore(client, Keys(settings.key_prefix), read=calls.read_schema, ttl=settings.schema_ttl,
-                          take_read_token=lambda: limiter.take_read_token(timeout=READ_TOKEN_WAIT))
+        yield SchemaStore(
+            client,
+            Keys(settings.key_prefix),
+            read=calls.read_schema,
+            ttl=settings.schema_ttl,
+            take_read_token=lambda: limiter.take_read_token(timeout=READ_TOKEN_WAIT),
+        )
     finally:
         _close_quietly(limiter)
         calls.close()
@@ -60,19 +68,29 @@ def list_models(settings: Settings | None = None, *, registry: Any = None) -> li
     settings = settings if settings is not None else Settings.load()
     registry = _registry(settings, registry)
     builtin = set(load_registry().names())
-    rows = [{**_summary(spec), "source": "built-in" if spec.name in builtin else "FLEET_MODELS_FILE"}
-            for spec in registry]
+    rows = [
+        {**_summary(spec), "source": "built-in" if spec.name in builtin else "FLEET_MODELS_FILE"}
+        for spec in registry
+    ]
     for name in registry.overlay_names():
         entry = registry.overlay(name)
         price = entry.get("price")
-        rows.append({"name": name, "kind": entry.get("kind"), "price": None if price is None else
-                     f"${price:g}/{entry.get('price_unit', 'call')}", "fallback": list(entry.get("fallback", ())),
-                     "aliases": list(entry.get("aliases", ())), "source": "FLEET_MODELS_FILE + its schema"})
+        rows.append(
+            {
+                "name": name,
+                "kind": entry.get("kind"),
+                "price": None if price is None else f"${price:g}/{entry.get('price_unit', 'call')}",
+                "fallback": list(entry.get("fallback", ())),
+                "aliases": list(entry.get("aliases", ())),
+                "source": "FLEET_MODELS_FILE + its schema",
+            }
+        )
     return rows
 
 
-def describe_model(name: str, settings: Settings | None = None, *, registry: Any = None,
-                   store: Any = None) -> dict[str, Any]:
+def describe_model(
+    name: str, settings: Settings | None = None, *, registry: Any = None, store: Any = None
+) -> dict[str, Any]:
     """Everything about one model: parameters (from its schema unless curated), price, route."""
     settings = settings if settings is not None else Settings.load()
     registry = _registry(settings, registry)
@@ -89,23 +107,40 @@ def describe_model(name: str, settings: Settings | None = None, *, registry: Any
         spec = registry.spec_from_schema(ref, schema)
     except SchemaError as exc:
         raise InputError(Problem(f"{exc}{registry.suggestion(name)}", field="model")) from None
-    return {**_details(spec), "source": f"published schema of {schema.model} (version {schema.version})",
-            "version": schema.version, "required": list(schema.required)}
+    return {
+        **_details(spec),
+        "source": f"published schema of {schema.model} (version {schema.version})",
+        "version": schema.version,
+        "required": list(schema.required),
+    }
 
 
 def _summary(spec: ModelSpec) -> dict[str, Any]:
-    return {"name": spec.name, "kind": spec.kind,
-            "price": None if spec.price is None else f"${spec.price:g}/{spec.price_unit}",
-            "fallback": list(spec.fallback), "aliases": list(spec.aliases)}
+    return {
+        "name": spec.name,
+        "kind": spec.kind,
+        "price": None if spec.price is None else f"${spec.price:g}/{spec.price_unit}",
+        "fallback": list(spec.fallback),
+        "aliases": list(spec.aliases),
+    }
 
 
 def _details(spec: ModelSpec) -> dict[str, Any]:
-    params = {name: {"type": p.type, "allowed": p.allowed(), "default": p.default, "description": p.description}
-              for name, p in spec.params.items()}
-    return {**_summary(spec), "output": spec.output, "default_format": spec.default_format,
-            "price_text": spec.price_text(), "prompt_param": spec.prompt_param,
-            "reference_param": spec.reference_param, "max_references": spec.max_references,
-            "file_params": list(spec.file_params), "params": params}
+    params = {
+        name: {"type": p.type, "allowed": p.allowed(), "default": p.default, "description": p.description}
+        for name, p in spec.params.items()
+    }
+    return {
+        **_summary(spec),
+        "output": spec.output,
+        "default_format": spec.default_format,
+        "price_text": spec.price_text(),
+        "prompt_param": spec.prompt_param,
+        "reference_param": spec.reference_param,
+        "max_references": spec.max_references,
+        "file_params": list(spec.file_params),
+        "params": params,
+    }
 
 
 def models_named(data: Any, model: str | None, registry: Any) -> set[str]:
@@ -137,8 +172,9 @@ def models_named(data: Any, model: str | None, registry: Any) -> set[str]:
     return seen
 
 
-def with_schemas_for(data: Any, registry: Any, settings: Settings, *, model: str | None = None,
-                     store: Any = None) -> Any:
+def with_schemas_for(
+    data: Any, registry: Any, settings: Settings, *, model: str | None = None, store: Any = None
+) -> Any:
     """`registry` extended with the published schema of every model `data` may use that the
     registry does not curate (read once for the fleet; nothing read when all are curated).
     A schema that cannot be had becomes the problem of the items naming that model."""
@@ -152,8 +188,10 @@ def with_schemas_for(data: Any, registry: Any, settings: Settings, *, model: str
             found = opened.get_many(refs)
     else:
         found = store.get_many(refs)
-    for ref, result in found.items():
+    for result in found.values():
         if isinstance(result, Exception) and not isinstance(result, SchemaError):
             raise result  # Redis, the token, Replicate unreachable: not a problem of the input
-    return registry.with_schemas({r: s for r, s in found.items() if not isinstance(s, Exception)},
-                                 failures={r: str(e) for r, e in found.items() if isinstance(e, Exception)})
+    return registry.with_schemas(
+        {r: s for r, s in found.items() if not isinstance(s, Exception)},
+        failures={r: str(e) for r, e in found.items() if isinstance(e, Exception)},
+    )

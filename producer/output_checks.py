@@ -5,11 +5,12 @@ So the producer checks it the way the workers will use it (shared.storage): it w
 a probe object, and on an object store it looks up which of the batch's output names exist
 already (a local folder is checked name by name during validation, producer.prompts).
 """
+
 from __future__ import annotations
 
 import posixpath
 from collections import defaultdict
-from typing import Sequence
+from collections.abc import Sequence
 
 from shared.errors import InputError, Problem, StorageError, StorageUnavailableError
 from shared.request import ImageRequest
@@ -24,8 +25,12 @@ def check_writable(store: Store) -> None:
     try:
         probe(store)
     except (StorageError, StorageUnavailableError) as exc:
-        raise InputError(Problem(f"the output location {store.url()} cannot be written: {exc}; nothing was "
-                                 "enqueued", field="OUTPUT_DIR")) from None
+        raise InputError(
+            Problem(
+                f"the output location {store.url()} cannot be written: {exc}; nothing was enqueued",
+                field="OUTPUT_DIR",
+            )
+        ) from None
 
 
 def existing_outputs(store: Store, requests: Sequence[ImageRequest], registry, *, overwrite: bool) -> None:
@@ -51,11 +56,19 @@ def existing_outputs(store: Store, requests: Sequence[ImageRequest], registry, *
                 taken = [(r, n) for r, n in names if n in present]
             else:
                 taken = [(r, n) for r, n in names if store.size(n) is not None]
-            problems += [Problem(f"{name!r} already exists in {store.url()}; pass overwrite (--overwrite) to "
-                                 "replace it, or choose another output", index=r.index, item_id=r.id, field="output")
-                         for r, name in taken]
+            problems += [
+                Problem(
+                    f"{name!r} already exists in {store.url()}; pass overwrite (--overwrite) to "
+                    "replace it, or choose another output",
+                    index=r.index,
+                    item_id=r.id,
+                    field="output",
+                )
+                for r, name in taken
+            ]
     except (StorageError, StorageUnavailableError) as exc:
-        raise InputError(Problem(f"cannot look into the output location {store.url()}: {exc}",
-                                 field="OUTPUT_DIR")) from None
+        raise InputError(
+            Problem(f"cannot look into the output location {store.url()}: {exc}", field="OUTPUT_DIR")
+        ) from None
     if problems:
         raise InputError(problems)

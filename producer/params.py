@@ -4,11 +4,13 @@ So `num_outputs=2` is the integer 2, `go_fast=true` a boolean, `image_input=["a.
 a list, and `aspect_ratio=16:9` or `prompt_strength=high` stay strings. Quote a value that
 must stay text although it is valid JSON: `seed='"42"'`.
 """
+
 from __future__ import annotations
 
 import json
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from shared.errors import Problem
 

@@ -7,12 +7,14 @@ optionally, one limiter status read; never one read per item. The live bar is dr
 on a terminal that cannot show the bar's characters, the cursor restored at the end); logs,
 pipes and dumb terminals get the plain lines.
 """
+
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Mapping, TextIO
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
@@ -188,21 +190,27 @@ def _pace(snap: Snapshot) -> str:
 
 def _others(snap: Snapshot, separator: str, names: tuple[tuple[str, str], ...]) -> str:
     """The rarer counts (substituted, canceled), only when there are any."""
-    return "".join(f"{separator}{label} {snap.counts[name]}" for name, label in names if snap.counts.get(name))
+    return "".join(
+        f"{separator}{label} {snap.counts[name]}" for name, label in names if snap.counts.get(name)
+    )
 
 
 def format_line(snap: Snapshot) -> str:
     """One self-contained line for logs and pipes."""
     others = _others(snap, ", ", (("substituted", "substituted"), ("canceled", "canceled")))
-    return (f"batch {snap.batch_id}: {snap.done}/{snap.total} done (ok {snap.succeeded}, "
-            f"failed {snap.failed}{others}), running {snap.running}, queued {snap.queued} | {_pace(snap)}")
+    return (
+        f"batch {snap.batch_id}: {snap.done}/{snap.total} done (ok {snap.succeeded}, "
+        f"failed {snap.failed}{others}), running {snap.running}, queued {snap.queued} | {_pace(snap)}"
+    )
 
 
 def bar_text(snap: Snapshot) -> str:
     """The text beside the live bar."""
     others = _others(snap, "  ", (("substituted", "subst"), ("canceled", "canceled")))
-    return (f"{snap.done}/{snap.total}  ok {snap.succeeded}  failed {snap.failed}{others}  "
-            f"running {snap.running}  queued {snap.queued} | {_pace(snap)}")
+    return (
+        f"{snap.done}/{snap.total}  ok {snap.succeeded}  failed {snap.failed}{others}  "
+        f"running {snap.running}  queued {snap.queued} | {_pace(snap)}"
+    )
 
 
 # --- reporters --------------------------------------------------------------------------------
@@ -226,8 +234,12 @@ class TerminalReporter(Reporter):
         self._progress = Progress(
             BarColumn(bar_width=30, table_column=Column(min_width=10, no_wrap=True)),
             # The counts are cut (with an ellipsis) on a narrow terminal, never wrapped.
-            TextColumn("{task.description}", markup=False, table_column=Column(no_wrap=True, overflow="ellipsis")),
-            console=self.console, refresh_per_second=self.REFRESH_PER_SECOND)
+            TextColumn(
+                "{task.description}", markup=False, table_column=Column(no_wrap=True, overflow="ellipsis")
+            ),
+            console=self.console,
+            refresh_per_second=self.REFRESH_PER_SECOND,
+        )
         self._task: Any = None
 
     def update(self, snap: Snapshot) -> None:

@@ -17,14 +17,15 @@ reference into every item's record in Redis and every retry's request.
 Duplicate-batch fingerprints use `sha256:<hex>` in place of the reference, never the path or the
 upload URL (which differs at each upload): the same images under another name are the same batch.
 """
+
 from __future__ import annotations
 
 import hashlib
 import io
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Sequence
 
 from shared.errors import ConfigError, InputError, Problem, TransientError
 from shared.request import ImageRequest
@@ -61,8 +62,14 @@ class References:
                 try:
                     data = Path(ref).read_bytes()
                 except OSError as exc:
-                    problems.append(Problem(f"cannot read file {ref!r}: {exc.strerror or exc}",
-                                            index=request.index, item_id=request.id, field=where))
+                    problems.append(
+                        Problem(
+                            f"cannot read file {ref!r}: {exc.strerror or exc}",
+                            index=request.index,
+                            item_id=request.id,
+                            field=where,
+                        )
+                    )
                     continue
                 digest = hashlib.sha256(data).hexdigest()
                 self.by_path[ref] = digest
@@ -85,8 +92,10 @@ class References:
         if not missing:
             return 0
         if not settings.replicate_api_token:
-            raise ConfigError("local reference images are uploaded at submit, which needs REPLICATE_API_TOKEN "
-                              "(producer init stores it), or give them as http(s) URLs")
+            raise ConfigError(
+                "local reference images are uploaded at submit, which needs REPLICATE_API_TOKEN "
+                "(producer init stores it), or give them as http(s) URLs"
+            )
         from workers.replicate_calls import ReplicateCalls
 
         calls = ReplicateCalls(settings)
@@ -115,8 +124,12 @@ class References:
                 return [swap(v) for v in value]
             return files.get(value, value) if isinstance(value, str) else value
 
-        return replace(request, reference_images=refs, input_files=tuple(files.get(p, p) for p in request.input_files),
-                       params={k: swap(v) for k, v in request.params.items()})
+        return replace(
+            request,
+            reference_images=refs,
+            input_files=tuple(files.get(p, p) for p in request.input_files),
+            params={k: swap(v) for k, v in request.params.items()},
+        )
 
 
 def _upload(calls, ref: LocalReference, take_read_token: Callable[[], object] | None) -> str:
@@ -137,5 +150,5 @@ def _upload(calls, ref: LocalReference, take_read_token: Callable[[], object] | 
                 raise error from None
         if attempt == UPLOAD_TRIES - 1:
             raise TransientError(f"could not upload reference image {ref.path!r}: {error}") from None
-        time.sleep(min(0.5 * 2 ** attempt, 5.0))
+        time.sleep(min(0.5 * 2**attempt, 5.0))
     raise AssertionError("unreachable")

@@ -3,6 +3,7 @@ account limits enforced like Replicate's, latency and failures on demand, and a 
 what a client did. Run it with `replicate-sim` or `python -m replicate_sim`; drive it from Python
 with `replicate_sim.control` (start_sim, SimProcess, SimClient).
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any

@@ -1,4 +1,5 @@
 """`replicate-sim` / `python -m replicate_sim`: run the Replicate stand-in in this process."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,14 +9,17 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .config import SimConfig
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="replicate-sim", description="A local stand-in for Replicate's HTTP API.")
+    p = argparse.ArgumentParser(
+        prog="replicate-sim", description="A local stand-in for Replicate's HTTP API."
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8787, help="0 picks a free port (see --port-file)")
     p.add_argument("--port-file", help="write {'port', 'url', 'pid'} as JSON here once listening")
@@ -50,9 +54,25 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
     if args.config:
         text = Path(args.config[1:]).read_text() if args.config.startswith("@") else args.config
         options.update(json.loads(text))
-    direct = ("create_limit", "read_limit", "window", "max_in_flight", "latency_scale", "image_scale",
-              "fail_rate", "abort_rate", "error_rate", "nsfw_trigger", "seed", "token", "public_url",
-              "webhook_secret", "output_ttl", "data_uri_outputs", "strict_inputs")
+    direct = (
+        "create_limit",
+        "read_limit",
+        "window",
+        "max_in_flight",
+        "latency_scale",
+        "image_scale",
+        "fail_rate",
+        "abort_rate",
+        "error_rate",
+        "nsfw_trigger",
+        "seed",
+        "token",
+        "public_url",
+        "webhook_secret",
+        "output_ttl",
+        "data_uri_outputs",
+        "strict_inputs",
+    )
     for name in direct:
         value = getattr(args, name)
         if value is not None:
@@ -72,24 +92,39 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
     return config
 
 
-async def serve(config: SimConfig, host: str, port: int, *, port_file: str | None = None,
-                catalog_path: str | None = None, access_log: bool = False) -> None:
+async def serve(
+    config: SimConfig,
+    host: str,
+    port: int,
+    *,
+    port_file: str | None = None,
+    catalog_path: str | None = None,
+    access_log: bool = False,
+) -> None:
     from aiohttp import web
 
     from .catalog import load_catalog
     from .server import build_app
 
     app = build_app(config, load_catalog(catalog_path))
-    runner = web.AppRunner(app, access_log=logging.getLogger("aiohttp.access") if access_log else None,
-                           handle_signals=False, shutdown_timeout=1.0)  # don't wait out `Prefer: wait` holds
+    runner = web.AppRunner(
+        app,
+        access_log=logging.getLogger("aiohttp.access") if access_log else None,
+        handle_signals=False,
+        shutdown_timeout=1.0,
+    )  # don't wait out `Prefer: wait` holds
     await runner.setup()
     # A deep accept backlog so hundreds of clients connecting at once are not dropped and retried.
     site = web.TCPSite(runner, host, port, backlog=4096, reuse_address=True)
     await site.start()
     actual_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "") else ("[::1]" if host == "::" else host)
-    info = {"replicate_sim": "listening", "url": f"http://{shown_host}:{actual_port}", "port": actual_port,
-            "pid": os.getpid()}
+    info = {
+        "replicate_sim": "listening",
+        "url": f"http://{shown_host}:{actual_port}",
+        "port": actual_port,
+        "pid": os.getpid(),
+    }
     if port_file:
         tmp = Path(port_file + ".tmp")
         tmp.write_text(json.dumps(info))
@@ -115,8 +150,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"replicate-sim: {exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(serve(config, args.host, args.port, port_file=args.port_file,
-                          catalog_path=args.catalog, access_log=args.access_log))
+        asyncio.run(
+            serve(
+                config,
+                args.host,
+                args.port,
+                port_file=args.port_file,
+                catalog_path=args.catalog,
+                access_log=args.access_log,
+            )
+        )
     except OSError as exc:
         print(f"replicate-sim: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1

@@ -10,6 +10,7 @@ first: each a version object as `GET /v1/models/{o}/{n}/versions/{id}` answers i
 `{"file": "relative/path.json"}`), whose `openapi_schema` is served unchanged and checked the way
 Cog checks it. Each version is a `ModelInfo` of its own; the first one is the model's latest.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -79,7 +80,11 @@ class ModelInfo:
         return 1
 
     def aspect_ratio(self, values: dict[str, Any]) -> str | None:
-        if self.size_params and isinstance(values.get("width"), int) and isinstance(values.get("height"), int):
+        if (
+            self.size_params
+            and isinstance(values.get("width"), int)
+            and isinstance(values.get("height"), int)
+        ):
             return f"{values['width']}:{values['height']}"
         ratio = values.get("aspect_ratio")
         return ratio if isinstance(ratio, str) else None
@@ -183,12 +188,21 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
     for raw in data.get("deployments", []):
         target = by_version.get(raw["version"]) if raw.get("version") else latest.get(raw["model"])
         if target is None or target.name != raw["model"]:
-            raise ValueError(f"deployment {raw['owner']}/{raw['name']}: no version "
-                             f"{raw.get('version') or '(latest)'} of model {raw['model']!r} in the catalog")
-        deployments.append(DeploymentInfo(
-            owner=raw["owner"], name=raw["name"], model=target, hardware=raw.get("hardware", "gpu-l40s"),
-            min_instances=int(raw.get("min_instances", 0)), max_instances=int(raw.get("max_instances", 5)),
-            release_number=int(raw.get("release_number", 1))))
+            raise ValueError(
+                f"deployment {raw['owner']}/{raw['name']}: no version "
+                f"{raw.get('version') or '(latest)'} of model {raw['model']!r} in the catalog"
+            )
+        deployments.append(
+            DeploymentInfo(
+                owner=raw["owner"],
+                name=raw["name"],
+                model=target,
+                hardware=raw.get("hardware", "gpu-l40s"),
+                min_instances=int(raw.get("min_instances", 0)),
+                max_instances=int(raw.get("max_instances", 5)),
+                release_number=int(raw.get("release_number", 1)),
+            )
+        )
     return Catalog(models, deployments)
 
 
@@ -236,7 +250,9 @@ def _model_from_version(raw: dict[str, Any], version: dict[str, Any]) -> ModelIn
     kind = raw.get("kind", "image")
     fmt = inputs.get("output_format", {})
     default_format = raw.get("default_format") or fmt.get("default") or ("mp4" if kind == "video" else "png")
-    count_param = raw.get("count_param") or ("num_outputs" if output == "list" and "num_outputs" in inputs else None)
+    count_param = raw.get("count_param") or (
+        "num_outputs" if output == "list" and "num_outputs" in inputs else None
+    )
     return ModelInfo(
         **_common(raw),
         output=output,
@@ -269,6 +285,7 @@ def _flatten(prop: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]
 
 # --- input validation ---------------------------------------------------------------------------
 
+
 def _type_ok(expected: str, value: Any) -> bool:
     if expected == "string":
         return isinstance(value, str)
@@ -284,8 +301,15 @@ def _type_ok(expected: str, value: Any) -> bool:
     return True
 
 
-_JSON_TYPE_NAMES = {str: "string", bool: "boolean", int: "integer", float: "number", list: "array",
-                    dict: "object", type(None): "null"}
+_JSON_TYPE_NAMES = {
+    str: "string",
+    bool: "boolean",
+    int: "integer",
+    float: "number",
+    list: "array",
+    dict: "object",
+    type(None): "null",
+}
 
 
 def _given(value: Any) -> str:
@@ -300,24 +324,26 @@ def _check_value(name: str, spec: dict[str, Any], value: Any) -> list[InvalidFie
     path = f"input.{name}"
     expected = spec.get("type")
     if expected and not _type_ok(expected, value):
-        return [InvalidField("invalid_type", path,
-                             f"Invalid type. Expected: {expected}, given: {_given(value)}")]
+        return [
+            InvalidField("invalid_type", path, f"Invalid type. Expected: {expected}, given: {_given(value)}")
+        ]
     if "enum" in spec and value not in spec["enum"]:
         choices = ", ".join(json.dumps(c) for c in spec["enum"])
         return [InvalidField("enum", path, f"{name} must be one of the following: {choices}")]
     problems = []
     if "minimum" in spec and value < spec["minimum"]:
-        problems.append(InvalidField("number_gte", path,
-                                     f"Must be greater than or equal to {spec['minimum']}"))
+        problems.append(
+            InvalidField("number_gte", path, f"Must be greater than or equal to {spec['minimum']}")
+        )
     if "maximum" in spec and value > spec["maximum"]:
-        problems.append(InvalidField("number_lte", path,
-                                     f"Must be less than or equal to {spec['maximum']}"))
+        problems.append(InvalidField("number_lte", path, f"Must be less than or equal to {spec['maximum']}"))
     if spec.get("format") == "uri" and isinstance(value, str) and not _is_uri(value):
         problems.append(InvalidField("format", path, "Does not match format 'uri'"))
     if expected == "array":
         if "maxItems" in spec and len(value) > spec["maxItems"]:
-            problems.append(InvalidField("array_max_items", path,
-                                         f"Array must have at most {spec['maxItems']} items"))
+            problems.append(
+                InvalidField("array_max_items", path, f"Array must have at most {spec['maxItems']} items")
+            )
         item_spec = spec.get("items") or {}
         for i, item in enumerate(value):
             for p in _check_value(f"{name}.{i}", item_spec, item):
@@ -332,7 +358,9 @@ def validate_input(model: ModelInfo, values: Any, *, strict: bool = False) -> li
     cleans parameters a model does not take).
     """
     if not isinstance(values, dict):
-        return [InvalidField("invalid_type", "input", f"Invalid type. Expected: object, given: {_given(values)}")]
+        return [
+            InvalidField("invalid_type", "input", f"Invalid type. Expected: object, given: {_given(values)}")
+        ]
     problems: list[InvalidField] = []
     for name in model.required:
         if values.get(name) is None:
@@ -341,8 +369,13 @@ def validate_input(model: ModelInfo, values: Any, *, strict: bool = False) -> li
         spec = model.inputs.get(name)
         if spec is None:
             if strict:
-                problems.append(InvalidField("additional_property_not_allowed", f"input.{name}",
-                                             f"Additional property {name} is not allowed"))
+                problems.append(
+                    InvalidField(
+                        "additional_property_not_allowed",
+                        f"input.{name}",
+                        f"Additional property {name} is not allowed",
+                    )
+                )
             continue
         if value is None:
             continue  # null means "use the default", as Cog treats it (a missing required one is reported above)
@@ -351,6 +384,7 @@ def validate_input(model: ModelInfo, values: Any, *, strict: bool = False) -> li
 
 
 # --- OpenAPI schema as Cog publishes it -----------------------------------------------------------
+
 
 def openapi_schema(model: ModelInfo) -> dict[str, Any]:
     if model.published_schema is not None:
@@ -361,8 +395,12 @@ def openapi_schema(model: ModelInfo) -> dict[str, Any]:
         prop = {k: v for k, v in spec.items() if k not in ("enum", "type")}
         if "enum" in spec:
             # Cog publishes enums as a referenced component, not inline.
-            components[name] = {"enum": spec["enum"], "type": spec.get("type", "string"),
-                                "title": name, "description": "An enumeration."}
+            components[name] = {
+                "enum": spec["enum"],
+                "type": spec.get("type", "string"),
+                "title": name,
+                "description": "An enumeration.",
+            }
             prop["allOf"] = [{"$ref": f"#/components/schemas/{name}"}]
         else:
             prop["type"] = spec.get("type", "string")
@@ -374,11 +412,19 @@ def openapi_schema(model: ModelInfo) -> dict[str, Any]:
     else:
         output = {"type": "string", "format": "uri", "title": "Output"}
     schemas = {
-        "Input": {"type": "object", "title": "Input", "required": list(model.required),
-                  "properties": properties},
+        "Input": {
+            "type": "object",
+            "title": "Input",
+            "required": list(model.required),
+            "properties": properties,
+        },
         "Output": output,
-        "Status": {"enum": ["starting", "processing", "succeeded", "canceled", "failed"],
-                   "type": "string", "title": "Status", "description": "An enumeration."},
+        "Status": {
+            "enum": ["starting", "processing", "succeeded", "canceled", "failed"],
+            "type": "string",
+            "title": "Status",
+            "description": "An enumeration.",
+        },
         **components,
     }
     return {
@@ -425,9 +471,16 @@ def deployment_json(deployment: DeploymentInfo) -> dict[str, Any]:
             "model": deployment.model.name,
             "version": deployment.model.version_id,
             "created_at": VERSION_CREATED_AT,
-            "created_by": {"type": "organization", "username": deployment.owner, "name": deployment.owner,
-                           "github_url": None},
-            "configuration": {"hardware": deployment.hardware, "min_instances": deployment.min_instances,
-                              "max_instances": deployment.max_instances},
+            "created_by": {
+                "type": "organization",
+                "username": deployment.owner,
+                "name": deployment.owner,
+                "github_url": None,
+            },
+            "configuration": {
+                "hardware": deployment.hardware,
+                "min_instances": deployment.min_instances,
+                "max_instances": deployment.max_instances,
+            },
         },
     }

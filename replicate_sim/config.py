@@ -1,4 +1,5 @@
 """Every knob of the stand-in, changeable at start (CLI) and at run time (POST /_sim/config)."""
+
 from __future__ import annotations
 
 import dataclasses

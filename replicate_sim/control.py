@@ -1,4 +1,5 @@
 """Start the stand-in as a subprocess and drive its private /_sim endpoints (for tests, benchmarks, demos)."""
+
 from __future__ import annotations
 
 import json
@@ -28,13 +29,16 @@ class SimClient:
 
     def _call(self, method: str, path: str, body: dict | None = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.url + path, data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 - local URL
                 return json.loads(response.read() or b"null")
         except urllib.error.HTTPError as exc:
-            raise SimError(f"{method} {path}: HTTP {exc.code}: {exc.read().decode(errors='replace')}") from None
+            raise SimError(
+                f"{method} {path}: HTTP {exc.code}: {exc.read().decode(errors='replace')}"
+            ) from None
 
     def health(self) -> dict:
         return self._call("GET", "/_sim/health")
@@ -89,7 +93,7 @@ class SimProcess(SimClient):
                 self.process.wait(timeout)
         shutil.rmtree(self._workdir, ignore_errors=True)
 
-    def __enter__(self) -> "SimProcess":
+    def __enter__(self) -> SimProcess:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -99,9 +103,17 @@ class SimProcess(SimClient):
         return f"SimProcess(url={self.url!r}, pid={self.pid})"
 
 
-def start_sim(port: int = 0, *, host: str = "127.0.0.1", timeout: float = 15.0, python: str | None = None,
-              log_path: str | Path | None = None, env: dict[str, str] | None = None,
-              catalog: str | Path | None = None, **options: Any) -> SimProcess:
+def start_sim(
+    port: int = 0,
+    *,
+    host: str = "127.0.0.1",
+    timeout: float = 15.0,
+    python: str | None = None,
+    log_path: str | Path | None = None,
+    env: dict[str, str] | None = None,
+    catalog: str | Path | None = None,
+    **options: Any,
+) -> SimProcess:
     """Start `python -m replicate_sim` and return once it answers /_sim/health.
 
     `options` are SimConfig fields (create_limit=5, latency_scale=0.01, model_fail_rates={...}, ...).
@@ -111,8 +123,17 @@ def start_sim(port: int = 0, *, host: str = "127.0.0.1", timeout: float = 15.0, 
     workdir = Path(tempfile.mkdtemp(prefix="replicate-sim-"))
     port_file = workdir / "port.json"
     log_file = Path(log_path) if log_path else workdir / "sim.log"
-    argv = [python or sys.executable, "-m", "replicate_sim", "--host", host, "--port", str(port),
-            "--port-file", str(port_file)]
+    argv = [
+        python or sys.executable,
+        "-m",
+        "replicate_sim",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--port-file",
+        str(port_file),
+    ]
     if options:
         argv += ["--config", json.dumps(options)]
     if catalog:
@@ -122,8 +143,9 @@ def start_sim(port: int = 0, *, host: str = "127.0.0.1", timeout: float = 15.0, 
     package_root = str(Path(__file__).resolve().parent.parent)
     child_env["PYTHONPATH"] = package_root + os.pathsep + child_env.get("PYTHONPATH", "")
     with open(log_file, "ab") as log:
-        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   env=child_env)
+        process = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=child_env
+        )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:

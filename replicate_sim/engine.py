@@ -4,6 +4,7 @@ Everything here runs on one asyncio event loop and never awaits between a check 
 it guards, so admission, counting and state changes are atomic without locks, however many
 connections and client processes there are.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -27,7 +28,7 @@ from .window import NS, TimeSeries
 
 TERMINAL = frozenset({"succeeded", "failed", "canceled", "aborted"})
 ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
-NSFW_ERROR = ("The input or output was flagged as sensitive. Please try again with different inputs. (E005)")
+NSFW_ERROR = "The input or output was flagged as sensitive. Please try again with different inputs. (E005)"
 MODEL_ERROR = "Prediction failed: simulated model error (replicate-sim fail rate)"
 ABORT_ERROR = "Prediction aborted: its deadline passed before it started"
 
@@ -125,13 +126,17 @@ class StoredFile:
             "content_type": self.content_type,
             "size": len(self.data),
             "etag": hashlib.md5(self.data).hexdigest(),  # noqa: S324 - an etag, not security
-            "checksums": {"sha256": hashlib.sha256(self.data).hexdigest(),
-                          "md5": hashlib.md5(self.data).hexdigest()},  # noqa: S324
+            "checksums": {
+                "sha256": hashlib.sha256(self.data).hexdigest(),
+                "md5": hashlib.md5(self.data).hexdigest(),
+            },  # noqa: S324
             "metadata": self.metadata,
             "created_at": iso(self.created_at),
             "expires_at": iso(self.created_at + 24 * 3600),
-            "urls": {"get": f"{self.base_url}/v1/files/{self.id}",
-                     "download": f"{self.base_url}/v1/files/{self.id}/download"},
+            "urls": {
+                "get": f"{self.base_url}/v1/files/{self.id}",
+                "download": f"{self.base_url}/v1/files/{self.id}/download",
+            },
         }
 
 
@@ -218,8 +223,14 @@ class Engine:
 
     def _event(self, kind: str, **data: Any) -> None:
         if self.config.record_events:
-            self.events.append({"t": round((time.monotonic_ns() - self.started_ns) / NS, 6),
-                                "ts": round(time.time(), 6), "kind": kind, **data})
+            self.events.append(
+                {
+                    "t": round((time.monotonic_ns() - self.started_ns) / NS, 6),
+                    "ts": round(time.time(), 6),
+                    "kind": kind,
+                    **data,
+                }
+            )
 
     # --- admission (called by the middleware, before any handler) --------------------------------
 
@@ -270,7 +281,9 @@ class Engine:
 
     def _in_flight_retry_after(self) -> int:
         now = time.time()
-        ends = [p.created_at + p.start_delay + p.run_time for p in map(self.predictions.get, self.in_flight) if p]
+        ends = [
+            p.created_at + p.start_delay + p.run_time for p in map(self.predictions.get, self.in_flight) if p
+        ]
         return _ceil_seconds(int(max(min(ends, default=now + 1) - now, 0) * NS))
 
     # --- predictions ----------------------------------------------------------------------------
@@ -311,16 +324,36 @@ class Engine:
         start_delay = total * cfg.starting_fraction
         return outcome, error, start_delay, total - start_delay
 
-    def create_prediction(self, model: ModelInfo, values: dict[str, Any], *, version: str, base_url: str,
-                          webhook: str | None = None, webhook_events: frozenset[str] = frozenset(),
-                          route: str = "models.predictions.create", deployment: str | None = None) -> Prediction:
+    def create_prediction(
+        self,
+        model: ModelInfo,
+        values: dict[str, Any],
+        *,
+        version: str,
+        base_url: str,
+        webhook: str | None = None,
+        webhook_events: frozenset[str] = frozenset(),
+        route: str = "models.predictions.create",
+        deployment: str | None = None,
+    ) -> Prediction:
         outcome, error, start_delay, run_time = self._plan(model, values)
         now_ns = self.now_ns()
         prediction = Prediction(
-            id=self._new_id(), seq=len(self.order), model=model, version=version, input=values,
-            base_url=base_url, created_at=time.time(), created_ns=now_ns, outcome=outcome,
-            error_text=error, start_delay=start_delay, run_time=run_time,
-            webhook=webhook, webhook_events=webhook_events, deployment=deployment,
+            id=self._new_id(),
+            seq=len(self.order),
+            model=model,
+            version=version,
+            input=values,
+            base_url=base_url,
+            created_at=time.time(),
+            created_ns=now_ns,
+            outcome=outcome,
+            error_text=error,
+            start_delay=start_delay,
+            run_time=run_time,
+            webhook=webhook,
+            webhook_events=webhook_events,
+            deployment=deployment,
         )
         self.creations_by_route[route] += 1
         self.predictions[prediction.id] = prediction
@@ -331,16 +364,26 @@ class Engine:
         self.in_flight.add(prediction.id)
         self.peak_in_flight = max(self.peak_in_flight, len(self.in_flight))
         # Hashed: inputs may carry data: URIs of several MB, and a long run has thousands of them.
-        key = hashlib.sha256((model.name + "\n" + json.dumps(values, sort_keys=True, separators=(",", ":")))
-                             .encode()).hexdigest()
+        key = hashlib.sha256(
+            (model.name + "\n" + json.dumps(values, sort_keys=True, separators=(",", ":"))).encode()
+        ).hexdigest()
         same = self.seen_inputs.setdefault(key, [])
         if same:
             self.duplicate_inputs += 1
         same.append(prediction.id)
-        self._event("create", id=prediction.id, model=model.name, route=route, version=version,
-                    deployment=deployment, in_flight=len(self.in_flight))
+        self._event(
+            "create",
+            id=prediction.id,
+            model=model.name,
+            route=route,
+            version=version,
+            deployment=deployment,
+            in_flight=len(self.in_flight),
+        )
         self._webhook(prediction, "start")
-        prediction.timer = asyncio.get_running_loop().call_later(start_delay, self._leave_starting, prediction)
+        prediction.timer = asyncio.get_running_loop().call_later(
+            start_delay, self._leave_starting, prediction
+        )
         return prediction
 
     def create_later(self, delay: float, model: ModelInfo, values: dict[str, Any], **kwargs: Any) -> None:
@@ -362,8 +405,13 @@ class Engine:
             prediction.completed_at = time.time()
             prediction.timer = None
             self.in_flight.discard(prediction.id)
-            self._event("complete", id=prediction.id, model=prediction.model.name, status=status,
-                        in_flight=len(self.in_flight))
+            self._event(
+                "complete",
+                id=prediction.id,
+                model=prediction.model.name,
+                status=status,
+                in_flight=len(self.in_flight),
+            )
             prediction.done.set()
 
     def _leave_starting(self, prediction: Prediction) -> None:
@@ -375,10 +423,14 @@ class Engine:
             self._webhook(prediction, "completed")
             return
         prediction.started_at = time.time()
-        prediction.logs = f"Using seed: {self.rng.randrange(1 << 31)}\nGenerating {prediction.model.kind}...\n"
+        prediction.logs = (
+            f"Using seed: {self.rng.randrange(1 << 31)}\nGenerating {prediction.model.kind}...\n"
+        )
         self._set_status(prediction, "processing")
         self._webhook(prediction, "logs")
-        prediction.timer = asyncio.get_running_loop().call_later(prediction.run_time, self._finish, prediction)
+        prediction.timer = asyncio.get_running_loop().call_later(
+            prediction.run_time, self._finish, prediction
+        )
 
     def _finish(self, prediction: Prediction) -> None:
         if prediction.status != "processing":
@@ -407,8 +459,7 @@ class Engine:
             sha = hashlib.sha256(data).hexdigest()
             self.files_served[f"data:{prediction.id}/{index}"] = sha
             self.outputs_sha.setdefault(prediction.id, {})[index] = sha
-            uris.append(f"data:{media.CONTENT_TYPES[fmt]};base64,"
-                        + base64.b64encode(data).decode())
+            uris.append(f"data:{media.CONTENT_TYPES[fmt]};base64," + base64.b64encode(data).decode())
         self._succeed(prediction, uris)
 
     def _succeed(self, prediction: Prediction, outputs: list[str]) -> None:
@@ -451,9 +502,14 @@ class Engine:
         data = await asyncio.get_running_loop().run_in_executor(
             self.executor,
             lambda: media.render_output(
-                prediction.id, index, prediction.model.output_format(values),
-                aspect_ratio=prediction.model.aspect_ratio(values), megapixels=prediction.model.megapixels(values),
-                image_scale=self.config.image_scale, quality=quality if isinstance(quality, int) else 80),
+                prediction.id,
+                index,
+                prediction.model.output_format(values),
+                aspect_ratio=prediction.model.aspect_ratio(values),
+                megapixels=prediction.model.megapixels(values),
+                image_scale=self.config.image_scale,
+                quality=quality if isinstance(quality, int) else 80,
+            ),
         )
         self.render_cache[key] = data
         self.render_cache_bytes += len(data)
@@ -469,8 +525,9 @@ class Engine:
 
     # --- files ----------------------------------------------------------------------------------
 
-    def store_file(self, name: str, content_type: str, data: bytes, metadata: dict[str, Any],
-                   base_url: str) -> StoredFile:
+    def store_file(
+        self, name: str, content_type: str, data: bytes, metadata: dict[str, Any], base_url: str
+    ) -> StoredFile:
         file_id = self._new_id()
         stored = StoredFile(file_id, name, content_type, data, metadata, time.time(), base_url)
         self.files[file_id] = stored
@@ -508,19 +565,29 @@ class Engine:
             "predictions_by_status": {k: v for k, v in self.status_counts.items() if v},
             "files_uploaded": len(self.files),
             "webhooks": self.webhook_stats.to_dict(),
-            "limits": {"create_limit": cfg.create_limit, "read_limit": cfg.read_limit,
-                       "window": cfg.window, "max_in_flight": cfg.max_in_flight},
+            "limits": {
+                "create_limit": cfg.create_limit,
+                "read_limit": cfg.read_limit,
+                "window": cfg.window,
+                "max_in_flight": cfg.max_in_flight,
+            },
             "since": iso(self.reset_at),
             "uptime": round((now - self.started_ns) / NS, 3),
         }
         if detail:
             data["files_served"] = dict(self.files_served)
-            data["outputs_sha256"] = {pid: [shas[i] for i in sorted(shas)]
-                                      for pid, shas in self.outputs_sha.items()}
-            data["duplicates"] = [{"model": self.predictions[ids[0]].model.name,
-                                   "input": json.dumps(self.predictions[ids[0]].input, sort_keys=True)[:300],
-                                   "prediction_ids": ids}
-                                  for ids in self.seen_inputs.values() if len(ids) > 1]
+            data["outputs_sha256"] = {
+                pid: [shas[i] for i in sorted(shas)] for pid, shas in self.outputs_sha.items()
+            }
+            data["duplicates"] = [
+                {
+                    "model": self.predictions[ids[0]].model.name,
+                    "input": json.dumps(self.predictions[ids[0]].input, sort_keys=True)[:300],
+                    "prediction_ids": ids,
+                }
+                for ids in self.seen_inputs.values()
+                if len(ids) > 1
+            ]
         return data
 
 

@@ -3,13 +3,14 @@
 Content is a pure function of (prediction id, output index, format, size), so a file can be made
 again on demand and hash the same; the server only caches recent ones.
 """
+
 from __future__ import annotations
 
 import hashlib
 import io
 import math
 import struct
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 CONTENT_TYPES = {
@@ -34,7 +35,9 @@ def parse_ratio(aspect_ratio: str | None) -> float:
         return 1.0
 
 
-def image_size(aspect_ratio: str | None, megapixels: float = 1.0, image_scale: float = 1.0) -> tuple[int, int]:
+def image_size(
+    aspect_ratio: str | None, megapixels: float = 1.0, image_scale: float = 1.0
+) -> tuple[int, int]:
     """Dimensions following the aspect ratio, about `megapixels * image_scale` megapixels.
 
     Even numbers (video-friendly), not multiples of 16 like real models, so that tiny test
@@ -70,7 +73,7 @@ def render_image(prediction_id: str, index: int, fmt: str, size: tuple[int, int]
     return buffer.getvalue()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _video_template(orientation: str) -> bytes:
     return resources.files("replicate_sim.data").joinpath(f"tiny-{orientation}.mp4").read_bytes()
 
@@ -86,8 +89,16 @@ def render_video(prediction_id: str, aspect_ratio: str | None) -> bytes:
     return _video_template(orientation) + struct.pack(">I4s", 8 + len(payload), b"free") + payload
 
 
-def render_output(prediction_id: str, index: int, fmt: str, *, aspect_ratio: str | None,
-                  megapixels: float, image_scale: float, quality: int = 80) -> bytes:
+def render_output(
+    prediction_id: str,
+    index: int,
+    fmt: str,
+    *,
+    aspect_ratio: str | None,
+    megapixels: float,
+    image_scale: float,
+    quality: int = 80,
+) -> bytes:
     if fmt == "mp4":
         return render_video(prediction_id, aspect_ratio)
     return render_image(prediction_id, index, fmt, image_size(aspect_ratio, megapixels, image_scale), quality)

@@ -4,6 +4,7 @@ Every /v1 route is tagged "create" or "read"; one middleware does auth, injected
 account's limits before the handler runs. Downloads and /_sim routes are "free": they count
 against nothing (Replicate serves files from replicate.delivery, outside its API limits).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -11,7 +12,8 @@ import json
 import logging
 import re
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -40,20 +42,24 @@ def api(kind: str, route: str) -> Callable[[Handler], Handler]:
     return tag
 
 
-def problem(status: int, detail: str, *, title: str | None = None, headers: dict | None = None,
-            **extra: Any) -> web.Response:
+def problem(
+    status: int, detail: str, *, title: str | None = None, headers: dict | None = None, **extra: Any
+) -> web.Response:
     body: dict[str, Any] = {}
     if title:
         body["title"] = title
     body.update({"detail": detail, "status": status, **extra})
-    return web.Response(status=status, text=json.dumps(body), content_type="application/problem+json",
-                        headers=headers)
+    return web.Response(
+        status=status, text=json.dumps(body), content_type="application/problem+json", headers=headers
+    )
 
 
 def throttled(retry_after: int, kind: str) -> web.Response:
     if kind == "in_flight":
-        detail = (f"You have reached the maximum number of predictions in flight for this account. "
-                  f"Try again in ~{retry_after}s.")
+        detail = (
+            f"You have reached the maximum number of predictions in flight for this account. "
+            f"Try again in ~{retry_after}s."
+        )
     else:
         detail = f"Request was throttled. Your rate limit resets in ~{retry_after}s."
     return problem(429, detail, headers={"Retry-After": str(retry_after)}, retry_after=retry_after)
@@ -61,12 +67,14 @@ def throttled(retry_after: int, kind: str) -> web.Response:
 
 def server_error(status: int) -> web.Response:
     if status == 500:
-        return problem(500, "An internal error occurred (replicate-sim injected fault).",
-                       title="Internal Server Error")
+        return problem(
+            500, "An internal error occurred (replicate-sim injected fault).", title="Internal Server Error"
+        )
     reason = {502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}.get(status, "Error")
     # Gateways answer with HTML, not problem+json; clients must cope with both.
-    return web.Response(status=status, text=f"<html><body><h1>{status} {reason}</h1></body></html>",
-                        content_type="text/html")
+    return web.Response(
+        status=status, text=f"<html><body><h1>{status} {reason}</h1></body></html>", content_type="text/html"
+    )
 
 
 def base_url(request: web.Request) -> str:
@@ -77,8 +85,9 @@ def base_url(request: web.Request) -> str:
 
 
 def json_response(data: Any, status: int = 200, headers: dict | None = None) -> web.Response:
-    return web.Response(status=status, text=json.dumps(data), content_type="application/json",
-                        headers=headers)
+    return web.Response(
+        status=status, text=json.dumps(data), content_type="application/json", headers=headers
+    )
 
 
 @web.middleware
@@ -95,8 +104,11 @@ async def account_middleware(request: web.Request, handler: Handler) -> web.Stre
     auth = request.headers.get("Authorization", "")
     scheme, _, token = auth.partition(" ")
     token = token.strip()
-    if scheme.lower() not in ("bearer", "token") or not token or (
-            engine.config.token is not None and token != engine.config.token):
+    if (
+        scheme.lower() not in ("bearer", "token")
+        or not token
+        or (engine.config.token is not None and token != engine.config.token)
+    ):
         engine.unauthorized += 1
         return problem(401, "You did not pass a valid authentication token", title="Unauthenticated")
     status = engine.injected_error()
@@ -113,6 +125,7 @@ async def account_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 # --- predictions ----------------------------------------------------------------------------------
 
+
 def parse_prefer(value: str | None, max_wait: int) -> int | None:
     """Seconds to hold the request for `Prefer: wait` / `wait=N`; None if not asked; -1 if malformed."""
     if not value:
@@ -128,8 +141,9 @@ def parse_prefer(value: str | None, max_wait: int) -> int | None:
     return None
 
 
-async def _create(request: web.Request, model_name: str | None, route: str,
-                  deployment: str | None = None) -> web.StreamResponse:
+async def _create(
+    request: web.Request, model_name: str | None, route: str, deployment: str | None = None
+) -> web.StreamResponse:
     engine = request.app[ENGINE]
     try:
         body = await request.json()
@@ -146,16 +160,24 @@ async def _create(request: web.Request, model_name: str | None, route: str,
     elif model_name is not None:
         model = catalog.get(model_name)
         if model is None:
-            return problem(404, f"Model {model_name} not found (replicate-sim knows: "
-                                f"{', '.join(catalog.names())}).", title="Not found")
+            return problem(
+                404,
+                f"Model {model_name} not found (replicate-sim knows: {', '.join(catalog.names())}).",
+                title="Not found",
+            )
         version = "hidden" if model.official else model.version_id
     else:
         ref = body.get("version")
         model = catalog.resolve_version_ref(ref) if isinstance(ref, str) else None
         if model is None:
-            return problem(422, "Invalid version or not permitted", title="Invalid version",
-                           invalid_fields=[{"type": "invalid", "field": "version",
-                                            "description": "Invalid version or not permitted"}])
+            return problem(
+                422,
+                "Invalid version or not permitted",
+                title="Invalid version",
+                invalid_fields=[
+                    {"type": "invalid", "field": "version", "description": "Invalid version or not permitted"}
+                ],
+            )
         version = model.version_id
     wait = parse_prefer(request.headers.get("Prefer"), engine.config.max_wait)
     if wait == -1:
@@ -164,22 +186,37 @@ async def _create(request: web.Request, model_name: str | None, route: str,
     events = body.get("webhook_events_filter")
     if body.get("webhook_completed") and not webhook:
         webhook, events = body["webhook_completed"], ["completed"]
-    if webhook is not None and (not isinstance(webhook, str) or not webhook.startswith(("http://", "https://"))):
-        return problem(422, "webhook must be an http(s) URL", title="Input validation failed",
-                       invalid_fields=[{"type": "format", "field": "webhook", "description": "Invalid URL"}])
+    if webhook is not None and (
+        not isinstance(webhook, str) or not webhook.startswith(("http://", "https://"))
+    ):
+        return problem(
+            422,
+            "webhook must be an http(s) URL",
+            title="Input validation failed",
+            invalid_fields=[{"type": "format", "field": "webhook", "description": "Invalid URL"}],
+        )
     if events is None:
         events = list(EVENTS)
     if not isinstance(events, list) or any(e not in EVENTS for e in events):
-        return problem(422, f"webhook_events_filter items must be among {', '.join(EVENTS)}",
-                       title="Input validation failed",
-                       invalid_fields=[{"type": "enum", "field": "webhook_events_filter",
-                                        "description": f"must be among {', '.join(EVENTS)}"}])
+        return problem(
+            422,
+            f"webhook_events_filter items must be among {', '.join(EVENTS)}",
+            title="Input validation failed",
+            invalid_fields=[
+                {
+                    "type": "enum",
+                    "field": "webhook_events_filter",
+                    "description": f"must be among {', '.join(EVENTS)}",
+                }
+            ],
+        )
     values = body.get("input", {})
     invalid = validate_input(model, values, strict=engine.config.strict_inputs)
     if invalid:
         detail = "\n".join(f"- {p.field}: {p.description}" for p in invalid)
-        return problem(422, detail, title="Input validation failed",
-                       invalid_fields=[p.to_dict() for p in invalid])
+        return problem(
+            422, detail, title="Input validation failed", invalid_fields=[p.to_dict() for p in invalid]
+        )
     cfg = engine.config
     if cfg.stall_create_next > 0:
         # Held with no answer (the client's read timeout is what ends it on its side); the
@@ -198,12 +235,28 @@ async def _create(request: web.Request, model_name: str | None, route: str,
         engine.late_creates += 1
         engine.errors_5xx[504] += 1
         engine._event("late_create", after=cfg.late_create_after)
-        engine.create_later(cfg.late_create_after, model, values, version=version, base_url=base_url(request),
-                            webhook=webhook, webhook_events=frozenset(events), route=route, deployment=deployment)
+        engine.create_later(
+            cfg.late_create_after,
+            model,
+            values,
+            version=version,
+            base_url=base_url(request),
+            webhook=webhook,
+            webhook_events=frozenset(events),
+            route=route,
+            deployment=deployment,
+        )
         return server_error(504)
-    prediction = engine.create_prediction(model, values, version=version, base_url=base_url(request),
-                                          webhook=webhook, webhook_events=frozenset(events), route=route,
-                                          deployment=deployment)
+    prediction = engine.create_prediction(
+        model,
+        values,
+        version=version,
+        base_url=base_url(request),
+        webhook=webhook,
+        webhook_events=frozenset(events),
+        route=route,
+        deployment=deployment,
+    )
     if engine.config.ghost_create_next > 0:
         # Created and billed, but the answer is lost on the way: the client cannot know the id.
         engine.config.ghost_create_next -= 1
@@ -222,8 +275,9 @@ async def _create(request: web.Request, model_name: str | None, route: str,
 
 @api("create", "predictions.create")
 async def create_by_model(request: web.Request) -> web.StreamResponse:
-    return await _create(request, f"{request.match_info['owner']}/{request.match_info['name']}",
-                         "models.predictions.create")
+    return await _create(
+        request, f"{request.match_info['owner']}/{request.match_info['name']}", "models.predictions.create"
+    )
 
 
 @api("create", "predictions.create")
@@ -233,8 +287,12 @@ async def create_by_version(request: web.Request) -> web.StreamResponse:
 
 @api("create", "predictions.create")
 async def create_by_deployment(request: web.Request) -> web.StreamResponse:
-    return await _create(request, None, "deployments.predictions.create",
-                         deployment=f"{request.match_info['owner']}/{request.match_info['name']}")
+    return await _create(
+        request,
+        None,
+        "deployments.predictions.create",
+        deployment=f"{request.match_info['owner']}/{request.match_info['name']}",
+    )
 
 
 def _prediction_or_404(request: web.Request):
@@ -270,14 +328,17 @@ async def list_predictions(request: web.Request) -> web.StreamResponse:
     start = max(0, before - PAGE_SIZE)
     page = [p.to_json(engine.config.output_ttl) for p in reversed(engine.order[start:before])]
     base = base_url(request)
-    return json_response({
-        "previous": None,
-        "next": f"{base}/v1/predictions?cursor={start}" if start > 0 else None,
-        "results": page,
-    })
+    return json_response(
+        {
+            "previous": None,
+            "next": f"{base}/v1/predictions?cursor={start}" if start > 0 else None,
+            "results": page,
+        }
+    )
 
 
 # --- models, account, webhooks ----------------------------------------------------------------------
+
 
 def _model_or_none(request: web.Request):
     return request.app[ENGINE].catalog.get(f"{request.match_info['owner']}/{request.match_info['name']}")
@@ -294,14 +355,18 @@ async def get_model(request: web.Request) -> web.StreamResponse:
 @api("read", "models.list")
 async def list_models(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE]
-    models = [model_json(engine.catalog.get(n), run_count=engine.creations_by_model[n])
-              for n in engine.catalog.names()]
+    models = [
+        model_json(engine.catalog.get(n), run_count=engine.creations_by_model[n])
+        for n in engine.catalog.names()
+    ]
     return json_response({"previous": None, "next": None, "results": models})
 
 
 @api("read", "models.versions.list")
 async def list_versions(request: web.Request) -> web.StreamResponse:
-    versions = request.app[ENGINE].catalog.versions(f"{request.match_info['owner']}/{request.match_info['name']}")
+    versions = request.app[ENGINE].catalog.versions(
+        f"{request.match_info['owner']}/{request.match_info['name']}"
+    )
     if not versions:
         return problem(404, "Not found.", title="Not found")
     return json_response({"previous": None, "next": None, "results": [version_json(v) for v in versions]})
@@ -317,7 +382,9 @@ async def get_version(request: web.Request) -> web.StreamResponse:
 
 @api("read", "deployments.get")
 async def get_deployment(request: web.Request) -> web.StreamResponse:
-    found = request.app[ENGINE].catalog.deployment(f"{request.match_info['owner']}/{request.match_info['name']}")
+    found = request.app[ENGINE].catalog.deployment(
+        f"{request.match_info['owner']}/{request.match_info['name']}"
+    )
     if found is None:
         return problem(404, "Not found.", title="Not found")
     return json_response(deployment_json(found))
@@ -331,8 +398,9 @@ async def list_deployments(request: web.Request) -> web.StreamResponse:
 
 @api("read", "account.get")
 async def get_account(request: web.Request) -> web.StreamResponse:
-    return json_response({"type": "organization", "username": "replicate-sim", "name": "Replicate Sim",
-                          "github_url": None})
+    return json_response(
+        {"type": "organization", "username": "replicate-sim", "name": "Replicate Sim", "github_url": None}
+    )
 
 
 @api("read", "webhooks.secret")
@@ -342,11 +410,14 @@ async def get_webhook_secret(request: web.Request) -> web.StreamResponse:
 
 # --- files --------------------------------------------------------------------------------------------
 
+
 @api("read", "files.create")
 async def create_file(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE]
     if not request.content_type.startswith("multipart/"):
-        return problem(400, "Send the file as multipart/form-data in a part named 'content'.", title="Bad request")
+        return problem(
+            400, "Send the file as multipart/form-data in a part named 'content'.", title="Bad request"
+        )
     content, name, content_type, metadata = None, "file", "application/octet-stream", {}
     reader = await request.multipart()
     async for part in reader:
@@ -395,6 +466,7 @@ async def download_file(request: web.Request) -> web.StreamResponse:
 
 # --- outputs (replicate.delivery's part) --------------------------------------------------------------
 
+
 async def download_output(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE]
     prediction = engine.predictions.get(request.match_info["id"])
@@ -422,6 +494,7 @@ async def web_page(request: web.Request) -> web.StreamResponse:
 
 # --- control --------------------------------------------------------------------------------------------
 
+
 async def sim_health(request: web.Request) -> web.StreamResponse:
     import os
 
@@ -439,7 +512,7 @@ async def sim_events(request: web.Request) -> web.StreamResponse:
     try:
         since = max(0, int(request.query.get("since", "0")))
     except ValueError:
-        raise web.HTTPBadRequest(text="since must be an integer")
+        raise web.HTTPBadRequest(text="since must be an integer") from None
     return json_response({"events": events[since:], "next": len(events)})
 
 

@@ -1,4 +1,5 @@
 """Signed webhook delivery, Standard Webhooks scheme as Replicate uses it."""
+
 from __future__ import annotations
 
 import asyncio
@@ -8,8 +9,8 @@ import hmac
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 log = logging.getLogger("replicate_sim.webhooks")
 

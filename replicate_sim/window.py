@@ -4,6 +4,7 @@ Two calls fall in the same window when they are less than `window` apart. Admiss
 ledger's "most in any window" use this same rule on integers, so the ledger can never disagree
 with what was enforced because of float rounding.
 """
+
 from __future__ import annotations
 
 from bisect import bisect_right

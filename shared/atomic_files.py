@@ -5,15 +5,18 @@ a reader (or a crash, or a redelivered task writing the same file again) never s
 The file gets the mode any new file would (0666 less the umask: 0644 with the usual 022), so a web
 server or a colleague can read the outputs; `tempfile.mkstemp` would make them 0600.
 """
+
 from __future__ import annotations
 
 import errno
 import os
 import secrets
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
-_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+_CREATE_FLAGS = (
+    os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+)
 
 
 def write_atomic(path: Path, chunks: Iterable[bytes], *, exclusive: bool = False) -> int:

@@ -6,6 +6,7 @@
 - `redact_url`: a URL (or a `;`-separated list, as Sentinel URLs are) without its passwords;
 - `format_usd`: an amount of money with the precision it has ($0.025, not $0.03).
 """
+
 from __future__ import annotations
 
 import math
@@ -28,8 +29,14 @@ def type_name(value: Any) -> str:
     Python type's name. Subclasses are named by their JSON kind."""
     if value is None:
         return "null"
-    for kind, name in ((bool, "a boolean"), (int, "an integer"), (float, "a number"), (str, "a string"),
-                       (list, "a list"), (dict, "an object")):
+    for kind, name in (
+        (bool, "a boolean"),
+        (int, "an integer"),
+        (float, "a number"),
+        (str, "a string"),
+        (list, "a list"),
+        (dict, "an object"),
+    ):
         if isinstance(value, kind):
             return name
     return type(value).__name__

@@ -27,6 +27,7 @@ trouble it is, which decides what happens next (retry, fall back, fail the item,
     ├── RequeueError                (control flow in a worker's attempt: run it again later)
     └── SupersededError             (control flow: another run owns the attempt now)
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -148,8 +149,14 @@ class AcquireTimeoutError(LimiterError):
 class ReplicateCallError(FleetError):
     """Something went wrong talking to Replicate or with the prediction itself."""
 
-    def __init__(self, message: str, *, status: int | None = None, prediction_id: str | None = None,
-                 ambiguous: bool = False):
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        prediction_id: str | None = None,
+        ambiguous: bool = False,
+    ):
         super().__init__(message)
         self.status = status
         self.prediction_id = prediction_id

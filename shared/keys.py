@@ -3,6 +3,7 @@
 Keys of one limiter share a hash tag (`{prefix:limiter}`) so the Lua scripts that touch several of
 them stay valid on Redis Cluster.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

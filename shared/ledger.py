@@ -19,6 +19,7 @@ Layout under the key prefix (shared.keys.Keys):
 Items also keep `sent_tasks`: the ids of the last task messages sent for them (for revoking at
 cancel).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,10 +27,11 @@ import json
 import os
 import secrets
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import redis
 
@@ -53,17 +55,23 @@ class CancelResult:
     finished: bool  # the cancel finished the batch (nothing was running)
 
 
-def batch_fingerprint(batch_id: str, requests: Sequence[ImageRequest], options: dict[str, Any] | None = None) -> str:
+def batch_fingerprint(
+    batch_id: str, requests: Sequence[ImageRequest], options: dict[str, Any] | None = None
+) -> str:
     """sha256 of what a batch will do: every validated, routed request (prompt, models, params,
     reference images, output, id, in order) and the options that change outcomes
     (`substitute_on_failure`). Independent of the batch id (default outputs start with it: that
     part is left out) and of where the outputs go or --overwrite: the same images cost the same."""
     digest = hashlib.sha256()
-    digest.update(json.dumps({"substitute_on_failure": bool((options or {}).get("substitute_on_failure"))},
-                             sort_keys=True).encode())
+    digest.update(
+        json.dumps(
+            {"substitute_on_failure": bool((options or {}).get("substitute_on_failure"))}, sort_keys=True
+        ).encode()
+    )
     for request in requests:
-        digest.update(b"\n" + json.dumps(comparable_request(batch_id, request), sort_keys=True,
-                                         default=str).encode())
+        digest.update(
+            b"\n" + json.dumps(comparable_request(batch_id, request), sort_keys=True, default=str).encode()
+        )
     return digest.hexdigest()
 
 
@@ -74,7 +82,7 @@ def comparable_request(batch_id: str, request: ImageRequest) -> dict[str, Any]:
     data.pop("warnings", None)
     output = str(data.get("output") or "")
     if output.startswith(f"{batch_id}/"):
-        data["output"] = "<batch>/" + output[len(batch_id) + 1:]
+        data["output"] = "<batch>/" + output[len(batch_id) + 1 :]
     return data
 
 
@@ -99,7 +107,7 @@ class AttemptRecord:
     input: str | None = None
 
     @classmethod
-    def from_json(cls, raw: str) -> "AttemptRecord":
+    def from_json(cls, raw: str) -> AttemptRecord:
         data = json.loads(raw)
         known = {k: data.get(k) for k in cls.__dataclass_fields__ if k in data}
         known["attempt"] = int(data.get("attempt") or 0)
@@ -191,9 +199,16 @@ class Ledger:
         self._scripts = lua_scripts.register(redis_client, "shared.lua", _SCRIPTS, prelude="ledger_common")
 
     # --- batches --------------------------------------------------------------------------------
-    def create_batch(self, batch_id: str, requests: list[ImageRequest], *, output_root: str,
-                     options: dict | None = None, fingerprint: str | None = None,
-                     unique_fingerprint: bool = False) -> bool:
+    def create_batch(
+        self,
+        batch_id: str,
+        requests: list[ImageRequest],
+        *,
+        output_root: str,
+        options: dict | None = None,
+        fingerprint: str | None = None,
+        unique_fingerprint: bool = False,
+    ) -> bool:
         """Record a batch and its items, all or nothing. False (nothing changed) if the id exists.
 
         `fingerprint` (batch_fingerprint) is recorded with the batch; with `unique_fingerprint`,
@@ -205,8 +220,14 @@ class Ledger:
         keys += [self.keys.item(batch_id, r.index) for r in requests]
         if sorted(r.index for r in requests) != list(range(len(requests))):
             raise ValueError("request indexes must be 0..N-1")
-        args = [batch_id, str(output_root), json.dumps(options or {}), fingerprint or "",
-                "unique" if unique_fingerprint else "", self.keys.batch("")]
+        args = [
+            batch_id,
+            str(output_root),
+            json.dumps(options or {}),
+            fingerprint or "",
+            "unique" if unique_fingerprint else "",
+            self.keys.batch(""),
+        ]
         args += [json.dumps({"request": json.dumps(r.to_dict()), "model": r.model}) for r in requests]
         outcome, other_batch = self._scripts["ledger_create"](keys=keys, args=args)
         if int(outcome) == _DUPLICATE:
@@ -294,28 +315,42 @@ class Ledger:
         fields: dict[str, Any] | None = None,
         attempt: int | None = None,
         attempt_update: dict[str, Any] | None = None,
-    ) -> "Transition":
+    ) -> Transition:
         """Move an item to `status` unless it is terminal (terminal states are final), not in
         `allowed_from` (when given), or its current attempt is not `expect_attempt` (when given).
         `fields` are set on the item (None deletes); `attempt_update` is merged into the record of
         `attempt` (a `final: True` key fills `seconds`)."""
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r}")
-        encoded = {k: (None if v is None else (v if isinstance(v, str) else json.dumps(v)))
-                   for k, v in (fields or {}).items()}
+        encoded = {
+            k: (None if v is None else (v if isinstance(v, str) else json.dumps(v)))
+            for k, v in (fields or {}).items()
+        }
         reply = self._scripts["ledger_transition"](
             keys=[self.keys.batch(batch_id), self.keys.item(batch_id, index), self.keys.batch_live(batch_id)],
-            args=[status, ",".join(allowed_from), "" if expect_attempt is None else str(expect_attempt),
-                  json.dumps(encoded), "" if attempt is None else str(attempt), json.dumps(attempt_update or {})],
+            args=[
+                status,
+                ",".join(allowed_from),
+                "" if expect_attempt is None else str(expect_attempt),
+                json.dumps(encoded),
+                "" if attempt is None else str(attempt),
+                json.dumps(attempt_update or {}),
+            ],
         )
         return Transition.from_reply(reply)
 
     def update_attempt(self, batch_id: str, index: int, attempt: int, update: dict[str, Any]) -> bool:
         """Merge into an attempt record without changing the item's status (only while the item is
         not terminal and `attempt` is still its current attempt)."""
-        return self.transition(batch_id, index, "running", allowed_from=("running",),
-                               expect_attempt=attempt, attempt=attempt,
-                               attempt_update=update).changed
+        return self.transition(
+            batch_id,
+            index,
+            "running",
+            allowed_from=("running",),
+            expect_attempt=attempt,
+            attempt=attempt,
+            attempt_update=update,
+        ).changed
 
     def cancel(self, batch_id: str) -> CancelResult:
         """Flag the batch canceled and mark its pending items canceled; workers cancel the
@@ -333,7 +368,9 @@ class Ledger:
                 self.write_manifest(batch_id)
             except OSError:
                 pass
-        return CancelResult(canceled=int(count), task_ids=[_text(t) for t in task_ids], finished=bool(int(finished)))
+        return CancelResult(
+            canceled=int(count), task_ids=[_text(t) for t in task_ids], finished=bool(int(finished))
+        )
 
     def reset_failed(self, batch_id: str, *, include_canceled: bool = False) -> list[int]:
         """Failed items (and canceled ones with `include_canceled`) back to pending (fresh
@@ -354,8 +391,13 @@ class Ledger:
         return [items[int(position) - 1].index for position in rest]
 
     # --- liveness (for the recovery sweep) --------------------------------------------------------
-    def mark_enqueued(self, batch_id: str, indexes: Iterable[int], countdown: float = 0.0,
-                      task_ids: Sequence[str] | None = None) -> int:
+    def mark_enqueued(
+        self,
+        batch_id: str,
+        indexes: Iterable[int],
+        countdown: float = 0.0,
+        task_ids: Sequence[str] | None = None,
+    ) -> int:
         """Record that a message was just sent for each item (due after `countdown` seconds),
         with its task id when given (`task_ids[i]` for `indexes[i]`). Terminal items are
         skipped. Returns how many were recorded."""
@@ -365,9 +407,9 @@ class Ledger:
             raise ValueError("task_ids must match indexes one to one")
         recorded = 0
         for start in range(0, len(indexes), 500):
-            chunk = indexes[start:start + 500]
+            chunk = indexes[start : start + 500]
             keys = [self.keys.batch_live(batch_id)] + [self.keys.item(batch_id, i) for i in chunk]
-            args = [repr(float(max(countdown, 0.0)))] + ids[start:start + 500]
+            args = [repr(float(max(countdown, 0.0)))] + ids[start : start + 500]
             recorded += int(self._scripts["ledger_enqueued"](keys=keys, args=args))
         return recorded
 
@@ -378,8 +420,11 @@ class Ledger:
         pipe = self.redis.pipeline(transaction=False)
         for index in range(total):
             pipe.hmget(self.keys.item(batch_id, index), "status", "enqueued_at")
-        return [i for i, (status, enqueued_at) in enumerate(pipe.execute())
-                if status == "pending" and not enqueued_at]
+        return [
+            i
+            for i, (status, enqueued_at) in enumerate(pipe.execute())
+            if status == "pending" and not enqueued_at
+        ]
 
     def batches_to_look_after(self, chunk: int = 500) -> tuple[list[str], list[str]]:
         """(unfinished batches, finished batches whose manifest is not written yet), oldest
@@ -414,7 +459,9 @@ class Ledger:
             with self.redis.pipeline(transaction=True) as pipe:
                 try:
                     pipe.watch(batch_key)
-                    finished_at, total, fingerprint = pipe.hmget(batch_key, "finished_at", "total", "fingerprint")
+                    finished_at, total, fingerprint = pipe.hmget(
+                        batch_key, "finished_at", "total", "fingerprint"
+                    )
                     if total is not None and (not finished_at or float(finished_at) >= before):
                         continue
                     fp_key = self._fingerprint_key(fingerprint) if fingerprint else None
@@ -424,13 +471,20 @@ class Ledger:
                             fp_key = None  # a newer batch with the same content owns it now
                     n = int(total or 0)
                     keys = [batch_key, self.keys.batch_live(batch_id)]
-                    keys += [k for i in range(n) for k in (self.keys.item(batch_id, i), self.keys.uploads(batch_id, i),
-                                                             self.keys.written(batch_id, i))]
+                    keys += [
+                        k
+                        for i in range(n)
+                        for k in (
+                            self.keys.item(batch_id, i),
+                            self.keys.uploads(batch_id, i),
+                            self.keys.written(batch_id, i),
+                        )
+                    ]
                     if fp_key is not None:
                         keys.append(fp_key)
                     pipe.multi()
                     for start in range(0, len(keys), 1000):
-                        pipe.delete(*keys[start:start + 1000])
+                        pipe.delete(*keys[start : start + 1000])
                     pipe.zrem(self.keys.batches, batch_id)
                     pipe.execute()
                 except redis.WatchError:
@@ -456,8 +510,9 @@ class Ledger:
             self.redis.zrem(self.keys.batch_live(batch_id), *members)
 
     # --- manifest -------------------------------------------------------------------------------
-    def manifest(self, batch_id: str, *,
-                 cost_of: Callable[[ImageRequest, str], float | None] | None = None) -> dict[str, Any]:
+    def manifest(
+        self, batch_id: str, *, cost_of: Callable[[ImageRequest, str], float | None] | None = None
+    ) -> dict[str, Any]:
         info = self.batch(batch_id)
         if info is None:
             raise KeyError(f"no batch {batch_id}")
@@ -475,8 +530,13 @@ class Ledger:
             batch[name] = iso_time(batch[name])
         return {"batch": batch, "items": records}
 
-    def write_manifest(self, batch_id: str, output_root: str | os.PathLike | None = None, *,
-                       cost_of: Callable[[ImageRequest, str], float | None] | None = None) -> Path | str:
+    def write_manifest(
+        self,
+        batch_id: str,
+        output_root: str | os.PathLike | None = None,
+        *,
+        cost_of: Callable[[ImageRequest, str], float | None] | None = None,
+    ) -> Path | str:
         """Write `<output_root>/<batch_id>/manifest.json` and the gallery `index.html` beside it,
         each whole (shared.storage); returns the manifest's address (a local Path, or a store
         URL). output_root defaults to the one recorded with the batch. `cost_of(request, model)`
@@ -491,12 +551,20 @@ class Ledger:
         # Recorded text that UTF-8 cannot encode (a lone surrogate, from before submit refused it)
         # must not stop the manifest: it is written as a character reference in the page and as a
         # JSON \u escape in the manifest, which reads back as the same string.
-        store.put(f"{batch_id}/index.html", page.encode("utf-8", "xmlcharrefreplace"), overwrite=True,
-                  content_type="text/html; charset=utf-8")
+        store.put(
+            f"{batch_id}/index.html",
+            page.encode("utf-8", "xmlcharrefreplace"),
+            overwrite=True,
+            content_type="text/html; charset=utf-8",
+        )
         manifest_key = f"{batch_id}/manifest.json"
         manifest = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-        store.put(manifest_key, manifest.encode("utf-8", "backslashreplace"), overwrite=True,
-                  content_type="application/json")
+        store.put(
+            manifest_key,
+            manifest.encode("utf-8", "backslashreplace"),
+            overwrite=True,
+            content_type="application/json",
+        )
         if data["batch"].get("finished_at"):
             self.redis.hset(self.keys.batch(batch_id), "manifest_at", str(time.time()))
         return Path(store.url(manifest_key)) if not store.location.remote else store.url(manifest_key)
@@ -520,11 +588,15 @@ class Transition:
     attempt: int  # the item's current attempt after the call
 
     @classmethod
-    def from_reply(cls, reply: Sequence[Any]) -> "Transition":
+    def from_reply(cls, reply: Sequence[Any]) -> Transition:
         """ledger_transition.lua's {changed, status before, batch finished, current attempt}."""
         changed, previous, batch_finished, attempt = reply
-        return cls(changed=int(changed) == 1, previous=_text(previous),
-                   batch_finished=int(batch_finished) == 1, attempt=int(attempt))
+        return cls(
+            changed=int(changed) == 1,
+            previous=_text(previous),
+            batch_finished=int(batch_finished) == 1,
+            attempt=int(attempt),
+        )
 
 
 def iso_time(unix: float | None) -> str | None:
@@ -564,8 +636,9 @@ def _batch_info(raw: dict[str, str]) -> BatchInfo:
 
 
 def _item_record(index: int, raw: dict[str, str]) -> ItemRecord:
-    attempts = sorted((AttemptRecord.from_json(v) for k, v in raw.items() if k.startswith("att:")),
-                      key=lambda a: a.attempt)
+    attempts = sorted(
+        (AttemptRecord.from_json(v) for k, v in raw.items() if k.startswith("att:")), key=lambda a: a.attempt
+    )
     return ItemRecord(
         index=index,
         request=ImageRequest.from_dict(json.loads(raw["request"])),

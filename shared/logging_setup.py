@@ -9,6 +9,7 @@ Redaction happens twice on purpose: a filter rewrites each record (message, args
 before any handler sees it, and the formatter redacts its final line again, so a secret that
 reaches the output by some other path (a `stack_info`, a third-party formatter field) is still cut.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -18,8 +19,9 @@ import logging
 import re
 import sys
 import time
+from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
-from typing import IO, Any, Iterable, Iterator, Mapping
+from typing import IO, Any
 
 from shared.settings import Settings
 
@@ -39,6 +41,7 @@ _context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
 
 
 # --- context ------------------------------------------------------------------------------------
+
 
 @contextlib.contextmanager
 def log_context(**fields: Any) -> Iterator[None]:
@@ -75,6 +78,7 @@ def get_logger(name: str, **fields: Any) -> ContextAdapter:
 
 
 # --- redaction ----------------------------------------------------------------------------------
+
 
 class Redactor:
     """Removes secrets from text: the configured literal values, anything shaped like a
@@ -164,7 +168,10 @@ def _current_celery_task_id() -> str | None:
 # --- formatting ---------------------------------------------------------------------------------
 
 _STANDARD_ATTRS = set(vars(logging.LogRecord("x", 0, "x", 0, "x", None, None))) | {
-    "message", "asctime", "_fleet_redacted", "taskName",
+    "message",
+    "asctime",
+    "_fleet_redacted",
+    "taskName",
 }
 
 
@@ -179,7 +186,12 @@ def _record_fields(record: logging.LogRecord) -> dict[str, Any]:
     for name, value in vars(record).items():
         if skip_data and name == "data":
             continue
-        if name not in _STANDARD_ATTRS and name not in fields and not name.startswith("_") and value is not None:
+        if (
+            name not in _STANDARD_ATTRS
+            and name not in fields
+            and not name.startswith("_")
+            and value is not None
+        ):
             fields[name] = value
     return fields
 
@@ -246,9 +258,16 @@ class JsonFormatter(_RedactingFormatter):
 
 # --- setup --------------------------------------------------------------------------------------
 
+
 def redactor_for(settings: Settings, extra_secrets: Iterable[str | None] = ()) -> Redactor:
-    return Redactor([settings.replicate_api_token, settings.webhook_secret, settings.redis_sentinel_password,
-                     *extra_secrets])
+    return Redactor(
+        [
+            settings.replicate_api_token,
+            settings.webhook_secret,
+            settings.redis_sentinel_password,
+            *extra_secrets,
+        ]
+    )
 
 
 def make_handler(

@@ -11,13 +11,15 @@ every operation shares). It is sent in front of each script, so Redis numbers th
 whole text (`user_script:412`); an error is translated back to the file and line it comes from
 (`acquire.lua:38`, or `common.lua:40` for a line of the prelude), in the same exception.
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib.resources import files
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import redis
 
@@ -47,7 +49,7 @@ class ScriptSource:
         return _LOCATION.sub(lambda m: self.locate(int(m.group(1))), message)
 
 
-@lru_cache(maxsize=None)
+@cache
 def source(package: str, name: str, prelude: str | None = None) -> ScriptSource:
     """`<name>.lua` of `package` (a dotted package name), after `<prelude>.lua` if given.
     Read once per process."""
@@ -88,7 +90,8 @@ class LuaScript:
         exc.args = (self.source.translate(str(exc)), *exc.args[1:])
 
 
-def register(client: redis.Redis, package: str, names: Iterable[str], *,
-             prelude: str | None = None) -> dict[str, LuaScript]:
+def register(
+    client: redis.Redis, package: str, names: Iterable[str], *, prelude: str | None = None
+) -> dict[str, LuaScript]:
     """The scripts `names` of `package`, each bound to `client`, by name."""
     return {name: LuaScript(client, source(package, name, prelude)) for name in names}

@@ -10,6 +10,7 @@ FLEET_REDIS_SENTINEL_MASTER and, if the Sentinels themselves want one, their pas
 FLEET_REDIS_SENTINEL_PASSWORD. Clients ask the Sentinels for the current primary on every
 (re)connection, so after a failover they follow it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ SECONDS_PER_RETRY = 1.35  # the backoff's mean wait once capped, plus a connect 
 def ride_out_retry(seconds: float) -> Retry:
     """Retries of one command that together last about `seconds`."""
     return Retry(RESTART_BACKOFF, max(1, round(seconds / SECONDS_PER_RETRY)))
+
+
 SENTINEL_PORT = 26379
 
 
@@ -46,7 +49,9 @@ def connect(settings: Settings, *, ride_out_restarts: bool = False, **kwargs: An
     command-line user expects."""
     if ride_out_restarts:
         kwargs.setdefault("retry", ride_out_retry(settings.redis_ride_out))
-        kwargs.setdefault("retry_on_error", [redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError])
+        kwargs.setdefault(
+            "retry_on_error", [redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError]
+        )
     kwargs.setdefault("decode_responses", True)
     kwargs.setdefault("socket_connect_timeout", 5)
     kwargs.setdefault("health_check_interval", 30)
@@ -88,8 +93,12 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
     path = first.path.strip("/")
     if path and not path.isdigit():
         raise ConfigError(f"REDIS_URL: database {path!r} is not a number")
-    return SentinelTarget(sentinels, unquote(first.username) if first.username else None,
-                          unquote(first.password) if first.password else None, int(path or 0))
+    return SentinelTarget(
+        sentinels,
+        unquote(first.username) if first.username else None,
+        unquote(first.password) if first.password else None,
+        int(path or 0),
+    )
 
 
 def _sentinel_client(settings: Settings, kwargs: dict[str, Any]) -> redis.Redis:
@@ -98,8 +107,13 @@ def _sentinel_client(settings: Settings, kwargs: dict[str, Any]) -> redis.Redis:
     if settings.redis_sentinel_password:
         sentinel_kwargs["password"] = settings.redis_sentinel_password
     manager = redis.sentinel.Sentinel(target.sentinels, sentinel_kwargs=sentinel_kwargs)
-    return manager.master_for(settings.redis_sentinel_master, username=target.username,
-                              password=target.password, db=target.db, **kwargs)
+    return manager.master_for(
+        settings.redis_sentinel_master,
+        username=target.username,
+        password=target.password,
+        db=target.db,
+        **kwargs,
+    )
 
 
 def celery_transport_options(settings: Settings) -> dict[str, Any]:

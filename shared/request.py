@@ -3,6 +3,7 @@
 This is what the ledger stores per item and what a worker reads back; task arguments carry only
 (batch id, index, attempt, model), never the request itself.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -37,7 +38,7 @@ class ImageRequest:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ImageRequest":
+    def from_dict(cls, data: dict[str, Any]) -> ImageRequest:
         data = dict(data)
         for name in ("reference_images", "route", "warnings", "input_files"):
             data[name] = tuple(data.get(name) or ())

@@ -11,12 +11,14 @@ user sees before enqueueing is exactly what the workers will do:
 - `build_input` at run time: the Replicate input for any model of the route.
 - `estimate_cost`, `describe_plan`: what the CLI prints before enqueueing.
 """
+
 from __future__ import annotations
 
 import difflib
 from collections import Counter, deque
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from shared.common import format_usd
 from shared.errors import InputError, ParamValueError, Problem
@@ -42,8 +44,9 @@ class RoutedItem:
 
 
 # ------------------------------------------------------------------------------- model choice
-def choose_model(requested: str, n_refs: int, registry: "ModelRegistry",
-                 *, ref_field: str = "image_input") -> tuple[str, list[str], list[Problem]]:
+def choose_model(
+    requested: str, n_refs: int, registry: ModelRegistry, *, ref_field: str = "image_input"
+) -> tuple[str, list[str], list[Problem]]:
     """The first model for an item asking for `requested` with `n_refs` reference images.
 
     Returns (model, warnings, problems); on a problem the model is `requested` unchanged.
@@ -51,9 +54,16 @@ def choose_model(requested: str, n_refs: int, registry: "ModelRegistry",
     spec = registry.get(requested)
     if n_refs == 0:
         if spec.reference_required:
-            return spec.name, [], [Problem(
-                f"{spec.name} needs a reference image (give one in 'image_input' or 'input_image')",
-                field=ref_field)]
+            return (
+                spec.name,
+                [],
+                [
+                    Problem(
+                        f"{spec.name} needs a reference image (give one in 'image_input' or 'input_image')",
+                        field=ref_field,
+                    )
+                ],
+            )
         return spec.name, [], []
     if n_refs <= spec.max_references:
         return spec.name, [], []
@@ -61,16 +71,26 @@ def choose_model(requested: str, n_refs: int, registry: "ModelRegistry",
         # No video model to reroute to, and a model named by reference runs as named (no
         # curated model stands in for it): never drop a reference image silently.
         limit = f"at most {spec.max_references}" if spec.max_references else "none"
-        return spec.name, [], [Problem(
-            f"{n_refs} reference images given; {spec.name} takes {limit}", field=ref_field)]
+        return (
+            spec.name,
+            [],
+            [Problem(f"{n_refs} reference images given; {spec.name} takes {limit}", field=ref_field)],
+        )
     target_name = registry.single_reference_model if n_refs == 1 else registry.multi_reference_model
     target = registry.get(target_name)
     if n_refs > target.max_references:
         most = max((s.max_references for s in registry if s.kind == "image"), default=0)
-        return spec.name, [], [Problem(
-            f"{n_refs} reference images given; no image model takes more than {most} "
-            f"({spec.name} takes {spec.max_references or 'none'}). Split the images over several items",
-            field=ref_field)]
+        return (
+            spec.name,
+            [],
+            [
+                Problem(
+                    f"{n_refs} reference images given; no image model takes more than {most} "
+                    f"({spec.name} takes {spec.max_references or 'none'}). Split the images over several items",
+                    field=ref_field,
+                )
+            ],
+        )
     if spec.max_references == 0:
         why = f"{spec.name} takes no reference image" + (f" ({n_refs} given)" if n_refs > 1 else "")
     else:
@@ -85,7 +105,7 @@ def can_take(spec: ModelSpec, n_refs: int) -> bool:
     return not (n_refs == 0 and spec.reference_required)
 
 
-def route_for(model: str, n_refs: int, registry: "ModelRegistry") -> tuple[str, ...]:
+def route_for(model: str, n_refs: int, registry: ModelRegistry) -> tuple[str, ...]:
     """Fallback models after `model` for an item with `n_refs` reference images.
 
     Breadth first over the registry's fallback lists, so loops in the data (qwen-image ->
@@ -111,7 +131,7 @@ def route_for(model: str, n_refs: int, registry: "ModelRegistry") -> tuple[str, 
 def adapt_params(
     params: Mapping[str, Any],
     model: str,
-    registry: "ModelRegistry",
+    registry: ModelRegistry,
     *,
     strict: bool,
     written_for: str | None = None,
@@ -159,8 +179,15 @@ def _fits(spec: ModelSpec, name: str, value: Any) -> bool:
         return False
 
 
-def _adapt_one(name: str, value: Any, target: ModelSpec, registry: "ModelRegistry", *,
-               strict: bool, renamed_from: str | None = None):
+def _adapt_one(
+    name: str,
+    value: Any,
+    target: ModelSpec,
+    registry: ModelRegistry,
+    *,
+    strict: bool,
+    renamed_from: str | None = None,
+):
     """(name or None if dropped, value, warning, problem) for one parameter on `target`."""
     fld = f"params.{renamed_from or name}"
     spec = target.params.get(name)
@@ -168,7 +195,8 @@ def _adapt_one(name: str, value: Any, target: ModelSpec, registry: "ModelRegistr
         for candidate in registry.rename_candidates(target.name, name):
             if candidate in target.params and candidate not in (renamed_from,):
                 new_name, new_value, warning, problem = _adapt_one(
-                    candidate, value, target, registry, strict=strict, renamed_from=name)
+                    candidate, value, target, registry, strict=strict, renamed_from=name
+                )
                 if problem is None and new_name is not None:
                     note = f"{name} renamed to {candidate} for {target.name}"
                     return new_name, new_value, (f"{note}; {warning}" if warning else note), None
@@ -177,8 +205,12 @@ def _adapt_one(name: str, value: Any, target: ModelSpec, registry: "ModelRegistr
         close = difflib.get_close_matches(name, sorted(target.params), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         accepted = ", ".join(sorted(target.params)) or "none"
-        return None, None, None, Problem(
-            f"unknown parameter {name!r} for {target.name}.{hint} It accepts: {accepted}", field=fld)
+        return (
+            None,
+            None,
+            None,
+            Problem(f"unknown parameter {name!r} for {target.name}.{hint} It accepts: {accepted}", field=fld),
+        )
     try:
         return name, spec.check(value), None, None
     except ParamValueError as exc:
@@ -186,17 +218,34 @@ def _adapt_one(name: str, value: Any, target: ModelSpec, registry: "ModelRegistr
             for candidate in registry.value_candidates(target.name, name, value):
                 if _fits(target, name, candidate):
                     mapped = spec.check(candidate)
-                    return name, mapped, f"{name} {value!r} -> {mapped!r}: {target.name} does not offer {value!r}", None
+                    return (
+                        name,
+                        mapped,
+                        f"{name} {value!r} -> {mapped!r}: {target.name} does not offer {value!r}",
+                        None,
+                    )
         if not strict:
             if exc.kind == "range":
-                return name, exc.clamped, f"{name} {value!r} -> {exc.clamped!r}: {target.name} allows {spec.allowed()}", None
+                return (
+                    name,
+                    exc.clamped,
+                    f"{name} {value!r} -> {exc.clamped!r}: {target.name} allows {spec.allowed()}",
+                    None,
+                )
             return None, None, f"{name}={value!r} dropped: {target.name} takes {spec.allowed()}", None
         return None, None, None, Problem(f"{exc} (model {target.name})", field=fld)
 
 
 # ------------------------------------------------------------------------------- at submit
-def route_item(requested: str, params: Mapping[str, Any], n_refs: int, registry: "ModelRegistry",
-               *, ref_field: str = "image_input", prompt: str = "prompt") -> RoutedItem:
+def route_item(
+    requested: str,
+    params: Mapping[str, Any],
+    n_refs: int,
+    registry: ModelRegistry,
+    *,
+    ref_field: str = "image_input",
+    prompt: str = "prompt",
+) -> RoutedItem:
     """Routing of one item at submit: first model, adapted params, fallback route, warnings.
     A model described by its published schema has its whole input checked against that schema
     (shared.models.validation) instead of the curated parameter rules."""
@@ -204,11 +253,16 @@ def route_item(requested: str, params: Mapping[str, Any], n_refs: int, registry:
     requested_name = registry.get(requested).name
     if registry.get(model).schema is not None:
         adapted, param_warnings, param_problems = _check_against_schema(
-            registry.get(model), params, n_refs, prompt, ref_field)
+            registry.get(model), params, n_refs, prompt, ref_field
+        )
     else:
         adapted, param_warnings, param_problems = adapt_params(
-            params, model, registry, strict=True,
-            written_for=requested_name if requested_name != model else None)
+            params,
+            model,
+            registry,
+            strict=True,
+            written_for=requested_name if requested_name != model else None,
+        )
     return RoutedItem(
         model=model,
         params=adapted,
@@ -218,8 +272,9 @@ def route_item(requested: str, params: Mapping[str, Any], n_refs: int, registry:
     )
 
 
-def _check_against_schema(spec: ModelSpec, params: Mapping[str, Any], n_refs: int, prompt: str,
-                          ref_field: str) -> tuple[dict[str, Any], list[str], list[Problem]]:
+def _check_against_schema(
+    spec: ModelSpec, params: Mapping[str, Any], n_refs: int, prompt: str, ref_field: str
+) -> tuple[dict[str, Any], list[str], list[Problem]]:
     """(params normalized, warnings, problems) for a schema-described model: the input it would
     get (reference images as placeholder URLs, checked for real elsewhere) against its schema."""
     from shared.models.validation import check_input
@@ -229,8 +284,10 @@ def _check_against_schema(spec: ModelSpec, params: Mapping[str, Any], n_refs: in
     if spec.prompt_param:
         values[spec.prompt_param] = prompt
     else:
-        warnings.append(f"{spec.name} takes no prompt; the prompt only names the output file "
-                        "(give the model's text input in params, or prompt_param in FLEET_MODELS_FILE)")
+        warnings.append(
+            f"{spec.name} takes no prompt; the prompt only names the output file "
+            "(give the model's text input in params, or prompt_param in FLEET_MODELS_FILE)"
+        )
     if n_refs and spec.reference_param:
         placeholder = "https://reference.invalid/image.png"
         values[spec.reference_param] = [placeholder] * n_refs if spec.reference_is_list else placeholder
@@ -245,7 +302,9 @@ def _check_against_schema(spec: ModelSpec, params: Mapping[str, Any], n_refs: in
 
 
 # ------------------------------------------------------------------------------- at run time
-def build_input(request: ImageRequest, model: str, registry: "ModelRegistry") -> tuple[dict[str, Any], list[str]]:
+def build_input(
+    request: ImageRequest, model: str, registry: ModelRegistry
+) -> tuple[dict[str, Any], list[str]]:
     """The Replicate input for `model` (the item's first model or one of its fallbacks).
 
     Prompt, the item's params adapted to the model (mapped, clamped or dropped with warnings), and
@@ -256,9 +315,14 @@ def build_input(request: ImageRequest, model: str, registry: "ModelRegistry") ->
     spec = registry.get(model)
     refs = list(request.reference_images)
     if not can_take(spec, len(refs)):
-        raise InputError(Problem(
-            f"{spec.name} cannot take {len(refs)} reference image(s); it is not a valid route for this item",
-            index=request.index, item_id=request.id, field="model"))
+        raise InputError(
+            Problem(
+                f"{spec.name} cannot take {len(refs)} reference image(s); it is not a valid route for this item",
+                index=request.index,
+                item_id=request.id,
+                field="model",
+            )
+        )
     params, warnings, _ = adapt_params(request.params, spec.name, registry, strict=False)
     # Keep the file format the output path promises, when this model can make it.
     wanted = _output_format(request.output)
@@ -283,23 +347,23 @@ def _output_format(output: str) -> str | None:
 
 
 # ------------------------------------------------------------------------------- cost and plan
-def item_cost(request: ImageRequest, registry: "ModelRegistry", model: str | None = None) -> float | None:
+def item_cost(request: ImageRequest, registry: ModelRegistry, model: str | None = None) -> float | None:
     """USD for the item's call of `model` (its first model); None when the price is unknown."""
     return call_cost(request, model or request.model, request.params, registry)
 
 
-def estimate_cost(requests: Iterable[ImageRequest], registry: "ModelRegistry") -> float:
+def estimate_cost(requests: Iterable[ImageRequest], registry: ModelRegistry) -> float:
     """USD if the first model of every route succeeds (items whose price is unknown count 0:
     `unpriced_items` says how many)."""
     return sum(item_cost(r, registry) or 0.0 for r in requests)
 
 
-def unpriced_items(requests: Iterable[ImageRequest], registry: "ModelRegistry") -> int:
+def unpriced_items(requests: Iterable[ImageRequest], registry: ModelRegistry) -> int:
     """Items whose first model has no known price (and no --price-per-call)."""
     return sum(1 for r in requests if item_cost(r, registry) is None)
 
 
-def max_cost(requests: Iterable[ImageRequest], registry: "ModelRegistry") -> float:
+def max_cost(requests: Iterable[ImageRequest], registry: ModelRegistry) -> float:
     """USD if every model of every route is tried (each one's own price; unknown prices count 0)."""
     total = 0.0
     for request in requests:
@@ -309,8 +373,13 @@ def max_cost(requests: Iterable[ImageRequest], registry: "ModelRegistry") -> flo
     return total
 
 
-def describe_plan(requests: Sequence[ImageRequest], registry: "ModelRegistry | None" = None,
-                  *, max_lines: int = 50, routes: bool = True) -> list[str]:
+def describe_plan(
+    requests: Sequence[ImageRequest],
+    registry: ModelRegistry | None = None,
+    *,
+    max_lines: int = 50,
+    routes: bool = True,
+) -> list[str]:
     """Text lines to print before enqueueing: count by model, routing changes, warnings, routes
     (unless `routes` is False), cost.
 
@@ -329,8 +398,10 @@ def describe_plan(requests: Sequence[ImageRequest], registry: "ModelRegistry | N
     changes = [(r, w) for r in requests for w in r.warnings if w.startswith(ROUTED_PREFIX)]
     if changes:
         lines.append(f"Routing changes ({len(changes)}):")
-        lines += _capped([f"  {_label(r)}: {r.requested_model} -> {w[len(ROUTED_PREFIX):]}"
-                          for r, w in changes], max_lines)
+        lines += _capped(
+            [f"  {_label(r)}: {r.requested_model} -> {w[len(ROUTED_PREFIX) :]}" for r, w in changes],
+            max_lines,
+        )
     others = [(r, w) for r in requests for w in r.warnings if not w.startswith(ROUTED_PREFIX)]
     if others:
         lines.append(f"Warnings ({len(others)}):")
@@ -341,30 +412,41 @@ def describe_plan(requests: Sequence[ImageRequest], registry: "ModelRegistry | N
         for r in requests:
             by_route.setdefault(r.models, []).append(r.index)
         lines.append("Routes (tried in order when a model fails for good):")
-        lines += _capped([f"  {' -> '.join(route)}  [{len(idx)} item(s): {_ranges(idx)}]"
-                          for route, idx in by_route.items()], max_lines)
+        lines += _capped(
+            [
+                f"  {' -> '.join(route)}  [{len(idx)} item(s): {_ranges(idx)}]"
+                for route, idx in by_route.items()
+            ],
+            max_lines,
+        )
     if registry is not None:
         lines += _cost_lines(requests, registry)
         unknown = unpriced_items(requests, registry)
         if unknown:
-            lines.append(f"  price unknown for {unknown} item(s), not counted above: give their model a price "
-                         "in FLEET_MODELS_FILE, or pass --price-per-call USD")
+            lines.append(
+                f"  price unknown for {unknown} item(s), not counted above: give their model a price "
+                "in FLEET_MODELS_FILE, or pass --price-per-call USD"
+            )
     return lines
 
 
-def _cost_lines(requests: Sequence[ImageRequest], registry: "ModelRegistry") -> list[str]:
+def _cost_lines(requests: Sequence[ImageRequest], registry: ModelRegistry) -> list[str]:
     """What the batch costs if every first model succeeds, and what its fallbacks may add."""
     first, worst = estimate_cost(requests, registry), max_cost(requests, registry)
     falling_back = sum(1 for r in requests if r.route)
     if not falling_back:
-        return [f"Estimated cost: {format_usd(first)}; no fallbacks (each item is paid for on its first model only)"]
-    return [f"Estimated cost: {format_usd(first)} if every first model succeeds; fallbacks may add up to "
-            f"{format_usd(worst - first)} (at most {format_usd(worst)} if every fallback runs)",
-            f"  {falling_back} item(s) may fall back to other models when theirs fails for good; --no-fallback "
-            "(or \"fallback\": false in the file) keeps them on their first model"]
+        return [
+            f"Estimated cost: {format_usd(first)}; no fallbacks (each item is paid for on its first model only)"
+        ]
+    return [
+        f"Estimated cost: {format_usd(first)} if every first model succeeds; fallbacks may add up to "
+        f"{format_usd(worst - first)} (at most {format_usd(worst)} if every fallback runs)",
+        f"  {falling_back} item(s) may fall back to other models when theirs fails for good; --no-fallback "
+        '(or "fallback": false in the file) keeps them on their first model',
+    ]
 
 
-def _model_cost_text(model: str, requests: list[ImageRequest], registry: "ModelRegistry") -> str:
+def _model_cost_text(model: str, requests: list[ImageRequest], registry: ModelRegistry) -> str:
     spec = registry.get(model)
     costs = [item_cost(r, registry) for r in requests]
     if spec.priced:

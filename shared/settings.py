@@ -3,12 +3,14 @@
 `Settings.load()` reads `.env` (python-dotenv, without touching `os.environ`) under the real
 environment, then applies explicit overrides (CLI flags, tests). The token is kept out of `repr`.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from dotenv import dotenv_values
 
@@ -23,6 +25,7 @@ def boolean(raw: str) -> bool:
     if value in ("0", "false", "no", "off"):
         return False
     raise ValueError(raw)
+
 
 # env name -> (attribute, parser)
 _ENV: dict[str, tuple[str, Any]] = {
@@ -133,7 +136,7 @@ class Settings:
         *,
         environ: Mapping[str, str] | None = None,
         dotenv_path: str | os.PathLike | None = ".env",
-    ) -> "Settings":
+    ) -> Settings:
         """Defaults < `.env` < environment < overrides (attribute names, None values ignored)."""
         merged: dict[str, str] = {}
         if dotenv_path is not None and Path(dotenv_path).is_file():
@@ -190,7 +193,7 @@ class Settings:
         if not sep or not port.isdigit():
             raise ConfigError(f"FLEET_WEBHOOK_LISTEN must be host:port, got {self.webhook_listen!r}")
 
-    def with_(self, **changes: Any) -> "Settings":
+    def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
 
     def as_env(self) -> dict[str, str]:

@@ -6,11 +6,12 @@ A list, unlike pub/sub, keeps a signal until it is read, so a signal sent after 
 registered but before it started waiting is never lost, and 100 waiting threads cost one
 connection, not 100. The thread blocks in Redis only while some registered waiter is listening.
 """
+
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 import redis
 
@@ -89,8 +90,12 @@ class WakeListener:
             return
         with self._lock:
             if self._thread is None:
-                self._thread = threading.Thread(target=run_forever, args=(self._listen, self.name, self._stop),
-                                                name=self.name, daemon=True)
+                self._thread = threading.Thread(
+                    target=run_forever,
+                    args=(self._listen, self.name, self._stop),
+                    name=self.name,
+                    daemon=True,
+                )
                 self._thread.start()
 
     def _listen(self) -> None:
@@ -127,9 +132,13 @@ def blocking_client(client: redis.Redis, socket_timeout: float = BLOCK_SECONDS +
         kwargs["socket_timeout"] = socket_timeout
         if isinstance(pool, redis.sentinel.SentinelConnectionPool):  # follows the primary too
             kwargs.pop("connection_pool", None)  # the old pool's proxy; the new pool makes its own
-            own = redis.sentinel.SentinelConnectionPool(pool.service_name, pool.sentinel_manager,
-                                                        connection_class=pool.connection_class,
-                                                        max_connections=4, **kwargs)
+            own = redis.sentinel.SentinelConnectionPool(
+                pool.service_name,
+                pool.sentinel_manager,
+                connection_class=pool.connection_class,
+                max_connections=4,
+                **kwargs,
+            )
         else:
             own = type(pool)(connection_class=pool.connection_class, max_connections=4, **kwargs)
         return redis.Redis(connection_pool=own)

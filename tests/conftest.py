@@ -4,6 +4,7 @@ a test asks for them by name and never imports them. Helpers are imported from t
 Real services: the Redis test database (tests/support/redis_db.py), the Replicate stand-in
 (sim.py), real Celery workers (workers.py).
 """
+
 pytest_plugins = [
     "tests.support.redis_db",
     "tests.support.sim",

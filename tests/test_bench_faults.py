@@ -2,6 +2,7 @@
 namespace hosts while a worker is SIGKILLed repeatedly, Redis restarts, a host loses its network,
 a host's clock runs 60 s ahead, and the stand-in answers 5xx bursts and 429 storms.
 Every image must arrive, none may be paid twice, and the limits must hold throughout."""
+
 from __future__ import annotations
 
 import pytest
@@ -14,8 +15,19 @@ pytestmark = [pytest.mark.e2e, pytest.mark.faults, pytest.mark.slow, pytest.mark
 
 # 120 images, 20 slots, 200 creations per 9 s window, latency 1.2 s; faults every few seconds
 SCENARIO = Scenario(n=120, slots=20, create_per_min=200, time_scale=0.15)
-PLAN = FaultPlan(kill_every=4.0, fault_at=3.0, cut_for=6.0, clock_ahead=60.0, burst=12, burst_every=4.0,
-                 storm_for=1.5, lease_seconds=5.0, visibility_timeout=15, http_timeout=2.5, timeout=180.0)
+PLAN = FaultPlan(
+    kill_every=4.0,
+    fault_at=3.0,
+    cut_for=6.0,
+    clock_ahead=60.0,
+    burst=12,
+    burst_every=4.0,
+    storm_for=1.5,
+    lease_seconds=5.0,
+    visibility_timeout=15,
+    http_timeout=2.5,
+    timeout=180.0,
+)
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +38,17 @@ def bench_env():
         yield hosts, redis, sim
 
 
-@pytest.mark.parametrize("fault", ["kill", "redis_restart", pytest.param("partition", marks=pytest.mark.needs("netns")),
-                                   pytest.param("clock", marks=pytest.mark.needs("faketime")), "errors", "storm"])
+@pytest.mark.parametrize(
+    "fault",
+    [
+        "kill",
+        "redis_restart",
+        pytest.param("partition", marks=pytest.mark.needs("netns")),
+        pytest.param("clock", marks=pytest.mark.needs("faketime")),
+        "errors",
+        "storm",
+    ],
+)
 def test_fault_loses_nothing_pays_once_and_stays_within_limits(bench_env, fault):
     hosts, redis, sim = bench_env
     result = run_fault(fault, SCENARIO, PLAN, hosts, redis, sim)

@@ -1,4 +1,5 @@
 """The benchmark harness itself: hosts as network namespaces, their faults, and the bound."""
+
 from __future__ import annotations
 
 import subprocess
@@ -24,8 +25,14 @@ def test_hosts_reach_only_the_bridge_and_are_removed_afterwards():
         assert redis.client().ping()
         assert all(hosts.reachable(i, 6395) for i in (1, 2, 3))
         # the shared Redis on the machine's loopback is NOT reachable from a host
-        probe = hosts.run(1, [sys.executable, "-c",
-                              "import socket; s=socket.socket(); s.settimeout(1); print(s.connect_ex(('127.0.0.1', 6379)))"])
+        probe = hosts.run(
+            1,
+            [
+                sys.executable,
+                "-c",
+                "import socket; s=socket.socket(); s.settimeout(1); print(s.connect_ex(('127.0.0.1', 6379)))",
+            ],
+        )
         assert probe.stdout.strip() != "0"
         hosts.cut(2)
         assert not hosts.reachable(2, 6395)
@@ -56,10 +63,14 @@ def test_teardown_runs_when_the_block_raises_and_stale_hosts_are_cleaned():
 def test_a_host_can_run_with_its_clock_off_and_still_waits_as_long_as_it_means(offset):
     """Only the wall clock is off, as on a real host: timed waits and sleeps last what they say
     (with the monotonic clock faked too, every Event.wait(timeout) of the process hung)."""
-    code = ("import threading, time; t = time.perf_counter(); threading.Event().wait(0.3); "
-            "time.sleep(0.3); print(time.perf_counter() - t, time.time())")
+    code = (
+        "import threading, time; t = time.perf_counter(); threading.Event().wait(0.3); "
+        "time.sleep(0.3); print(time.perf_counter() - t, time.time())"
+    )
     with make_test_hosts(1, isolate=False) as hosts:
-        proc = hosts.popen(1, [sys.executable, "-c", code], log_path=hosts.workdir / "t.log", clock_offset=offset)
+        proc = hosts.popen(
+            1, [sys.executable, "-c", code], log_path=hosts.workdir / "t.log", clock_offset=offset
+        )
         assert proc.wait(30) == 0, (hosts.workdir / "t.log").read_text()
         import time
 
@@ -100,7 +111,10 @@ def test_ideal_makespan_packs_slots_and_spaces_windows():
 
 @pytest.mark.unit
 def test_series_counts_windows_exactly():
-    events = [{"kind": "create", "ts": t, "id": str(i), "in_flight": 1} for i, t in enumerate([0.0, 0.5, 1.0, 1.99, 2.0])]
+    events = [
+        {"kind": "create", "ts": t, "id": str(i), "in_flight": 1}
+        for i, t in enumerate([0.0, 0.5, 1.0, 1.99, 2.0])
+    ]
     events += [{"kind": "complete", "ts": 3.0, "id": "0", "in_flight": 0}]
     series = Series.from_events(events)
     # a window of 2 s holds creations less than 2 s apart: {0.5,1.0,1.99,2.0} = 4
@@ -120,16 +134,23 @@ def test_partial_bench_runs_add_up_to_one_report(tmp_path, monkeypatch):
     def result(system: str, name: str, makespan: float) -> dict:
         return {"system": system, "scenario": {"name": name}, "figures": {"makespan_s": makespan}}
 
-    run._save("throughput", [result("fleet", "n1000-s10-r600", 1.0), result("baseline", "n1000-s10-r600", 2.0)])
+    run._save(
+        "throughput", [result("fleet", "n1000-s10-r600", 1.0), result("baseline", "n1000-s10-r600", 2.0)]
+    )
     run._record_run("partial run", "throughput --n 1000", True)
     run._save("throughput", [result("fleet", "n5000-s60-r600", 3.0), result("fleet", "n1000-s10-r600", 4.0)])
     run._record_run("partial run", "throughput --n 5000", True)
 
     saved = json.loads((tmp_path / "throughput.json").read_text())
     assert {(r["system"], r["scenario"]["name"], r["figures"]["makespan_s"]) for r in saved} == {
-        ("baseline", "n1000-s10-r600", 2.0), ("fleet", "n5000-s60-r600", 3.0), ("fleet", "n1000-s10-r600", 4.0)}
+        ("baseline", "n1000-s10-r600", 2.0),
+        ("fleet", "n5000-s60-r600", 3.0),
+        ("fleet", "n1000-s10-r600", 4.0),
+    }
     assert json.loads((tmp_path / "runs.json").read_text())["commands"] == [
-        "throughput --n 1000", "throughput --n 5000"]
+        "throughput --n 1000",
+        "throughput --n 5000",
+    ]
     run._clear_saved()  # what --all and --quick do first
     run._record_run("full run", "--all", True)
     assert json.loads((tmp_path / "runs.json").read_text())["commands"] == ["--all"]

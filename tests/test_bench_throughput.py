@@ -1,6 +1,7 @@
 """A small fleet-level benchmark run across 3 hosts, against the plain-Celery baseline.
 No timing assertions: the figures that must hold whatever the machine's speed (limits, 429s,
 duplicates, lost images) are asserted; makespan and efficiency are only printed (run -s)."""
+
 from __future__ import annotations
 
 import pytest

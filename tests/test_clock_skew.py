@@ -4,6 +4,7 @@ many attempts are followed by a retry after a backoff. Every follow-up starts af
 (a sender behind once ran them at once) and well before a minute (a sender ahead once delayed
 them by its lead), both measured on the ledger's Redis-time records; every image arrives and no
 attempt creates twice. The makespans are compared in bench/ (python -m bench.run clock)."""
+
 from __future__ import annotations
 
 import pytest
@@ -12,7 +13,7 @@ from bench.hosts import faketime_env
 from bench.processes import REPO_ROOT
 from shared.keys import Keys
 from shared.scheduler import Scheduler
-from tests.support.e2e import MODEL, submit, wait_finished
+from tests.support.e2e import submit, wait_finished
 from workers.stage import WaitBudget
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.needs("faketime")]
@@ -37,8 +38,9 @@ def gaps(ledger, batch_id: str) -> list[tuple[int, float]]:
 
 
 @pytest.mark.parametrize("offset", [60.0, -60.0])
-def test_a_skewed_host_neither_delays_nor_hurries_anyones_follow_ups(settings, redis_client, sim_factory,
-                                                                     worker_factory, offset):
+def test_a_skewed_host_neither_delays_nor_hurries_anyones_follow_ups(
+    settings, redis_client, sim_factory, worker_factory, offset
+):
     settings = settings.with_(concurrency_limit=8, max_transient_retries=20, visibility_timeout=30)
     sim = sim_factory(latency_scale=0.05, image_scale=0.002, abort_rate=0.35, seed=13)
     fleet = worker_factory(settings, count=2, sim=sim, concurrency=6)
@@ -51,7 +53,7 @@ def test_a_skewed_host_neither_delays_nor_hurries_anyones_follow_ups(settings, r
     assert len(measured) >= 5, "the stand-in aborted too few predictions to test anything"
     budget = WaitBudget.from_settings(settings)
     for streak, gap in measured:
-        base = min(budget.countdown_cap, 0.5 * 2 ** streak)
+        base = min(budget.countdown_cap, 0.5 * 2**streak)
         assert gap >= base / 2 - 0.01, f"a retry ran {gap:.3f} s after its attempt, before its backoff"
         assert gap <= base + 10.0, f"a retry waited {gap:.1f} s after its attempt (backoff {base:g} s)"
     attempts = sum(len(item.attempts) for item in ledger.items("b-skew"))

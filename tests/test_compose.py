@@ -3,13 +3,15 @@ data: the properties the operations rely on, that every variable has a documente
 through a small re-implementation of Compose's `${...}` interpolation — what the services actually
 get for a given .env (the default single-host stack, a FLEET_REDIS_URL override, and the
 worker-only file for other hosts)."""
+
 from __future__ import annotations
 
 import importlib
 import importlib.util
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pytest
 import yaml
@@ -67,9 +69,9 @@ def interpolate(text: str, env: Mapping[str, str]) -> str:
             i += 2
         elif text.startswith("${", i):
             end = _closing_brace(text, i)
-            out.append(_substitute(text[i + 2:end], env))
+            out.append(_substitute(text[i + 2 : end], env))
             i = end + 1
-        elif text[i] == "$" and (m := re.match(r"[A-Za-z_][A-Za-z0-9_]*", text[i + 1:])):
+        elif text[i] == "$" and (m := re.match(r"[A-Za-z_][A-Za-z0-9_]*", text[i + 1 :])):
             out.append(env.get(m.group(), ""))
             i += 1 + len(m.group())
         else:
@@ -263,8 +265,9 @@ def test_every_service_of_ours_is_built_from_the_repos_dockerfile(services, work
             assert (ROOT / build["context"] / build["dockerfile"]).resolve() == DOCKERFILE.resolve(), name
             assert service["image"].startswith("replicate-fleet:"), name
     built = {name for name, service in services.items() if builds_our_image(service)}
-    assert built == set(services) - {"redis", "minio", "minio-bucket"}, \
+    assert built == set(services) - {"redis", "minio", "minio-bucket"}, (
         "every service but Redis and the object store runs the project's image"
+    )
 
 
 def test_every_command_program_exists_in_the_image(services, worker_compose):
@@ -326,8 +329,9 @@ def test_flower_auth_persistence_port_and_address(compose, services):
     assert "--address=0.0.0.0" in command_list(flower)
     db = re.search(r"--db=(\S+)", command).group(1)
     mounts = volume_targets(flower)
-    assert any(db.startswith(path + "/") and source == "flower-data" for path, source in mounts.items()), \
+    assert any(db.startswith(path + "/") and source == "flower-data" for path, source in mounts.items()), (
         "Flower's state file is on the flower-data volume"
+    )
     [port] = flower["ports"]
     assert port.startswith("${FLOWER_BIND:-127.0.0.1}:") and port.endswith(":5555")
     assert resolve(port, BASE_ENV) == "127.0.0.1:5555:5555"
@@ -344,7 +348,9 @@ def test_webhook_receiver_is_opt_in_and_published_on_localhost_by_default(servic
     hooks = services["webhooks"]
     assert hooks.get("profiles") == ["webhooks"]
     assert command_text(hooks).startswith("fleet-webhooks")
-    assert hooks["env_file"] == [".env"] and env_of(hooks)["REDIS_URL"].startswith("${FLEET_REDIS_URL:-redis://:")
+    assert hooks["env_file"] == [".env"] and env_of(hooks)["REDIS_URL"].startswith(
+        "${FLEET_REDIS_URL:-redis://:"
+    )
     [port] = hooks["ports"]
     assert port.startswith("${WEBHOOKS_BIND:-127.0.0.1}:") and port.endswith(":8785")
     assert "/healthz" in " ".join(hooks["healthcheck"]["test"])
@@ -360,7 +366,7 @@ def test_named_volumes_are_declared(compose, services):
     declared = set(compose.get("volumes") or {})
     assert {"redis-data", "flower-data", "output"} <= declared
     for name, service in services.items():
-        for target, source in volume_targets(service).items():
+        for source in volume_targets(service).values():
             if not source.startswith((".", "/", "$", "~")):
                 assert source in declared, f"{name}: volume {source!r} is not declared at the top level"
 
@@ -393,8 +399,9 @@ def test_worker_only_file_runs_the_same_worker_against_a_remote_redis(services, 
     for key in ("stop_signal", "healthcheck", "env_file", "restart", "build", "image"):
         assert remote[key] == local[key], key
     for env in ({}, {"WORKER_STOP_GRACE": "5m"}):
-        assert compose_duration(resolve(remote["stop_grace_period"], env)) == \
-            compose_duration(resolve(local["stop_grace_period"], env))
+        assert compose_duration(resolve(remote["stop_grace_period"], env)) == compose_duration(
+            resolve(local["stop_grace_period"], env)
+        )
     env = env_of(remote)
     assert env["REDIS_URL"].startswith("${FLEET_REDIS_URL:?"), "no silent default on a worker host"
     assert env["CELERY_BROKER_URL"].startswith("${FLEET_REDIS_URL:?")
@@ -443,21 +450,27 @@ def test_env_example_holds_no_secret():
 
 def test_dockerfile_is_slim_non_root_and_secret_free():
     text = DOCKERFILE.read_text()
-    instructions = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    instructions = [
+        line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")
+    ]
     assert instructions[0].startswith("FROM python:3.11-slim")
     users = [line.split()[1] for line in instructions if line.startswith("USER ")]
     assert users and users[-1] not in ("root", "0", "0:0"), "the image must run as a non-root user"
     for line in instructions:
         if line.startswith(("COPY", "ADD")):
             assert ".env" not in line.split(), line
-            assert not re.search(r"\s\.\s", f" {line} ") or "--chown" in line, f"copy specific paths, not the tree: {line}"
+            assert not re.search(r"\s\.\s", f" {line} ") or "--chown" in line, (
+                f"copy specific paths, not the tree: {line}"
+            )
         if line.startswith(("ENV", "ARG")):
             assert not re.search(r"TOKEN|PASSWORD|SECRET|BASIC_AUTH", line), f"no secret baked in: {line}"
     # The project is installed, so its console scripts (producer, fleet-webhooks, ...) exist.
     assert re.search(r"pip install --no-deps \.", text)
     for package in pyproject()["tool"]["setuptools"]["packages"]["find"]["include"]:
         top = package.rstrip("*")
-        assert re.search(rf"^COPY {top} \./{top}$", text, flags=re.MULTILINE), f"{top} is not copied into the image"
+        assert re.search(rf"^COPY {top} \./{top}$", text, flags=re.MULTILINE), (
+            f"{top} is not copied into the image"
+        )
     ignored = DOCKERIGNORE.read_text().split()
     assert ".env" in ignored and ".git/" in ignored and "tls/" in ignored
 
@@ -466,7 +479,9 @@ def test_the_s3_profile_runs_minio_with_a_created_bucket_and_the_fleet_can_write
     minio, bucket = services["minio"], services["minio-bucket"]
     assert minio["profiles"] == bucket["profiles"] == ["s3"]
     assert "minio server /data" in command_text(minio) and "MINIO_ROOT_PASSWORD" in command_text(minio)
-    assert "9000" in minio["expose"] and all(p.startswith("${MINIO_CONSOLE_BIND:-127.0.0.1}:") for p in minio["ports"])
+    assert "9000" in minio["expose"] and all(
+        p.startswith("${MINIO_CONSOLE_BIND:-127.0.0.1}:") for p in minio["ports"]
+    )
     assert volume_targets(minio)["/data"] == "minio-data" and "minio-data" in compose["volumes"]
     assert "mc ready local" in " ".join(minio["healthcheck"]["test"])
     assert bucket["depends_on"]["minio"]["condition"] == "service_healthy"

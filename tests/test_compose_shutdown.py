@@ -11,6 +11,7 @@ exactly one creation per item and no duplicate input); the stopped worker left n
 nothing the run wrote — worker logs, output files, manifest, the fleet's Redis keys — contains the
 token.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,11 +39,18 @@ pytestmark = pytest.mark.e2e
 
 def items_logged(log: str, message: str) -> set[int]:
     """Item indexes of the structured log lines whose message contains `message`."""
-    return {int(m.group(1)) for line in log.splitlines() if message in line
-            for m in [re.search(r"\bitem=(\d+)\b", line)] if m}
+    return {
+        int(m.group(1))
+        for line in log.splitlines()
+        if message in line
+        for m in [re.search(r"\bitem=(\d+)\b", line)]
+        if m
+    }
 
 
-def test_sigterm_mid_batch_loses_nothing_and_pays_nothing_twice(settings, redis_client, sim_factory, tmp_path):
+def test_sigterm_mid_batch_loses_nothing_and_pays_nothing_twice(
+    settings, redis_client, sim_factory, tmp_path
+):
     sim = sim_factory(latency_scale=float(os.environ.get("FLEET_TEST_SHUTDOWN_LATENCY", "0.3")))
     slots, threads, n_items = 2, 8, 12
     settings = settings.with_(replicate_base_url=sim.url, replicate_api_token=TOKEN, concurrency_limit=slots)
@@ -50,8 +58,13 @@ def test_sigterm_mid_batch_loses_nothing_and_pays_nothing_twice(settings, redis_
     registry = load_registry()
     model = pick_image_model(registry)
     batch_id = f"shutdown-{settings.key_prefix}"
-    requests = parse_prompts([f"a lighthouse in a storm, study {i}" for i in range(n_items)], batch_id=batch_id,
-                             output_root=settings.output_dir, registry=registry, model=model)
+    requests = parse_prompts(
+        [f"a lighthouse in a storm, study {i}" for i in range(n_items)],
+        batch_id=batch_id,
+        output_root=settings.output_dir,
+        registry=registry,
+        model=model,
+    )
     ledger = Ledger(redis_client, keys)
     assert ledger.create_batch(batch_id, requests, output_root=str(settings.output_dir), options={})
     limiter = Limiter.from_settings(redis_client, keys, settings)
@@ -63,8 +76,11 @@ def test_sigterm_mid_batch_loses_nothing_and_pays_nothing_twice(settings, redis_
         enqueue_items(settings, batch_id, requests)
         # SIGTERM, as `docker compose stop` sends it, while every slot holds a prediction in flight
         # and further tasks of this worker wait for a slot.
-        at_sigterm = wait_until(lambda: (lambda st: st if st.in_use >= slots and st.waiters >= 2 else None)(
-            limiter.status()), 60, "predictions in flight and tasks waiting for a slot on worker a")
+        at_sigterm = wait_until(
+            lambda: (lambda st: st if st.in_use >= slots and st.waiters >= 2 else None)(limiter.status()),
+            60,
+            "predictions in flight and tasks waiting for a slot on worker a",
+        )
         first.kill(signal.SIGTERM)
         assert first.proc.wait(timeout=120) == 0, first.log(3000)
         # The stopped worker left no slot behind.
@@ -72,8 +88,12 @@ def test_sigterm_mid_batch_loses_nothing_and_pays_nothing_twice(settings, redis_
         assert status.in_use == 0, [h.to_dict() for h in status.holders]
 
         second = compose_worker(settings, "b", logs[1])
-        wait_until(lambda: ledger.batch(batch_id).finished, 180, "the second worker to finish the batch",
-                   interval=0.5)
+        wait_until(
+            lambda: ledger.batch(batch_id).finished,
+            180,
+            "the second worker to finish the batch",
+            interval=0.5,
+        )
     finally:
         for process in (first, second):
             if process is not None:

@@ -1,6 +1,7 @@
 """Never paying twice when the first creation's fate is unknown: a POST that may still be in
 flight, an attempt that cannot be settled, a claim Redis forgot, an answer the client cannot read.
 Real Redis, the stand-in over HTTP, real worker processes where the behaviour is theirs."""
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,9 @@ MODEL = "black-forest-labs/flux-dev"
 
 
 @pytest.mark.e2e
-def test_a_post_still_in_flight_is_waited_out_and_adopted_not_paid_twice(settings, redis_client, sim_factory,
-                                                                         worker_factory):
+def test_a_post_still_in_flight_is_waited_out_and_adopted_not_paid_twice(
+    settings, redis_client, sim_factory, worker_factory
+):
     """A worker died mid-POST (intent written, no answer): its POST reaches Replicate 3 s later.
     The next execution must not conclude "nothing was created" before that POST could land."""
     sim = sim_factory(latency_scale=0.02, image_scale=0.01)
@@ -68,8 +70,9 @@ def test_a_post_still_in_flight_is_waited_out_and_adopted_not_paid_twice(setting
 
 
 @pytest.mark.e2e
-def test_an_attempt_that_cannot_be_settled_fails_the_item_instead_of_paying_again(settings, redis_client,
-                                                                                  sim_factory, worker_factory):
+def test_an_attempt_that_cannot_be_settled_fails_the_item_instead_of_paying_again(
+    settings, redis_client, sim_factory, worker_factory
+):
     """Every API call answers 5xx: the create is ambiguous and the reconciliation cannot list.
     After the bounded tries the item fails with a reason; no second attempt creates anything."""
     sim = sim_factory(latency_scale=0.02, image_scale=0.01, error_rate=1.0)
@@ -103,8 +106,19 @@ def test_a_create_answer_the_client_cannot_read_is_treated_as_maybe_created(sett
     class Replicate(BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802
             self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            body = json.dumps({"id": "p1", "model": MODEL, "version": "hidden", "input": {}, "status": "aborted",
-                               "output": None, "error": None, "created_at": "2026-11-26T00:00:00Z", "urls": {}}).encode()
+            body = json.dumps(
+                {
+                    "id": "p1",
+                    "model": MODEL,
+                    "version": "hidden",
+                    "input": {},
+                    "status": "aborted",
+                    "output": None,
+                    "error": None,
+                    "created_at": "2026-11-26T00:00:00Z",
+                    "urls": {},
+                }
+            ).encode()
             self.send_response(201)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -117,7 +131,9 @@ def test_a_create_answer_the_client_cannot_read_is_treated_as_maybe_created(sett
     server = ThreadingHTTPServer(("127.0.0.1", 0), Replicate)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        calls = ReplicateCalls(settings.with_(replicate_base_url=f"http://127.0.0.1:{server.server_address[1]}"))
+        calls = ReplicateCalls(
+            settings.with_(replicate_base_url=f"http://127.0.0.1:{server.server_address[1]}")
+        )
         with pytest.raises(Exception) as info:
             calls.create(MODEL, {"prompt": "x"})
         assert is_ambiguous(info.value), info.value
@@ -127,6 +143,7 @@ def test_a_create_answer_the_client_cannot_read_is_treated_as_maybe_created(sett
 
 
 # --- a create that never answers ---------------------------------------------------------------
+
 
 def test_a_create_that_gets_no_answer_ends_on_its_timeout_not_never(settings):
     """replicate 1.0.7 sends a create without `wait` with timeout=None: no timeout at all. A
@@ -146,7 +163,9 @@ def test_a_create_that_gets_no_answer_ends_on_its_timeout_not_never(settings):
             held.append(conn)
 
     threading.Thread(target=accept_and_stay_silent, daemon=True).start()
-    quick = settings.with_(http_timeout=0.5, replicate_base_url=f"http://127.0.0.1:{listener.getsockname()[1]}")
+    quick = settings.with_(
+        http_timeout=0.5, replicate_base_url=f"http://127.0.0.1:{listener.getsockname()[1]}"
+    )
     calls = ReplicateCalls(quick)
     outcome: dict = {}
 
@@ -174,13 +193,19 @@ def test_a_create_that_gets_no_answer_ends_on_its_timeout_not_never(settings):
 
 
 @pytest.mark.e2e
-def test_a_stalled_create_ends_on_its_timeout_and_the_item_completes_paying_once(settings, redis_client,
-                                                                                 sim_factory, worker_factory):
+def test_a_stalled_create_ends_on_its_timeout_and_the_item_completes_paying_once(
+    settings, redis_client, sim_factory, worker_factory
+):
     """The stand-in takes the create and never answers (it would hold it for 10 minutes and then
     create nothing). The worker's create times out after FLEET_HTTP_TIMEOUT, reconciles after the
     settling window, finds nothing and creates once: the item is done in seconds, not never."""
-    sim = sim_factory(latency_scale=0.02, image_scale=0.01, stall_create_next=1, stall_create_seconds=600,
-                      stall_create_creates=False)
+    sim = sim_factory(
+        latency_scale=0.02,
+        image_scale=0.01,
+        stall_create_next=1,
+        stall_create_seconds=600,
+        stall_create_creates=False,
+    )
     settings = settings.with_(http_timeout=1.0)  # settling window 1 + 1 + 1 + 5 = 8 s
     fleet = worker_factory(settings, count=1, sim=sim, FLEET_HTTP_TIMEOUT="1")
     began = time.monotonic()
@@ -193,8 +218,10 @@ def test_a_stalled_create_ends_on_its_timeout_and_the_item_completes_paying_once
     [attempt] = item.attempts
     assert attempt.prediction_id
     sim_ledger = sim.ledger(detail=False)
-    print(f"\n[cost] stalled create: {sim_ledger['creations']} creations (minimum 1), duplicate inputs "
-          f"{sim_ledger['duplicate_inputs']}, stalled {sim_ledger['stalled_creates']}, done in {took:.1f} s")
+    print(
+        f"\n[cost] stalled create: {sim_ledger['creations']} creations (minimum 1), duplicate inputs "
+        f"{sim_ledger['duplicate_inputs']}, stalled {sim_ledger['stalled_creates']}, done in {took:.1f} s"
+    )
     assert sim_ledger["stalled_creates"] == 1
     assert sim_ledger["creations"] == 1 and sim_ledger["duplicate_inputs"] == 0
     record = redis_client.hgetall(Keys(settings.key_prefix).attempt("b-stall", 0, 1))
@@ -203,9 +230,11 @@ def test_a_stalled_create_ends_on_its_timeout_and_the_item_completes_paying_once
 
 # --- a 504 whose prediction is created later -------------------------------------------------------
 
+
 @pytest.mark.e2e
-def test_a_504_whose_prediction_appears_later_is_adopted_not_paid_twice(settings, redis_client, sim_factory,
-                                                                        worker_factory):
+def test_a_504_whose_prediction_appears_later_is_adopted_not_paid_twice(
+    settings, redis_client, sim_factory, worker_factory
+):
     """A gateway answers 504 at once and Replicate creates the prediction 4 s later. The worker's
     first reconciliation (about a second after the 504) finds nothing; it must not conclude "none
     was created" before the settling window (8 s here) has passed since the POST ended, and then
@@ -222,8 +251,10 @@ def test_a_504_whose_prediction_appears_later_is_adopted_not_paid_twice(settings
     item = ledger.item("b-late", 0)
     assert item.status == "succeeded", item
     sim_ledger = sim.ledger(detail=False)
-    print(f"\n[cost] 504 now, created 4 s later: {sim_ledger['creations']} creations (minimum 1), "
-          f"duplicate inputs {sim_ledger['duplicate_inputs']}, late creates {sim_ledger['late_creates']}")
+    print(
+        f"\n[cost] 504 now, created 4 s later: {sim_ledger['creations']} creations (minimum 1), "
+        f"duplicate inputs {sim_ledger['duplicate_inputs']}, late creates {sim_ledger['late_creates']}"
+    )
     assert sim_ledger["late_creates"] == 1
     assert sim_ledger["creations"] == 1 and sim_ledger["duplicate_inputs"] == 0
     record = redis_client.hgetall(Keys(settings.key_prefix).attempt("b-late", 0, 1))
@@ -261,13 +292,16 @@ def test_when_an_unresolved_create_may_be_concluded_to_have_made_nothing(setting
         assert returned >= posting
         assert reconciler.settling_ends_at(store.get(ref))[0] == pytest.approx(returned + window)
         legacy = keys.attempt("b-settle", 0, 2)  # written by an older worker: no mark, "1" flag
-        redis_client.hset(legacy, mapping={"model": MODEL, "intent_at": f"{intent:.6f}", "post_returned_at": "1"})
+        redis_client.hset(
+            legacy, mapping={"model": MODEL, "intent_at": f"{intent:.6f}", "post_returned_at": "1"}
+        )
         old = store.get(AttemptRef("b-settle", 0, 2))
         assert old.post_returned and old.post_returned_at is None and not old.posting_marked
         assert reconciler.settling_ends_at(old)[0] == pytest.approx(intent + window)
 
 
 # --- between the creation token and the POST ---------------------------------------------------------
+
 
 def test_one_redis_round_trip_between_the_creation_token_and_the_post(settings, redis_client, sim):
     """The checks between the token and the POST (claim still ours, batch not canceled) are one
@@ -325,7 +359,9 @@ def test_the_last_check_before_a_post_stamps_only_when_the_attempt_is_ours_to_cr
     assert verdict == "go" and abs(posting_at - store.redis_now()) < 2
     assert float(redis_client.hget(attempt_key, "posting_at")) == pytest.approx(posting_at)
 
-    store.write_intent(AttemptRef("b-check", 0, 1), MODEL)  # a new try (after a 429) starts without posting_at
+    store.write_intent(
+        AttemptRef("b-check", 0, 1), MODEL
+    )  # a new try (after a 429) starts without posting_at
     assert not redis_client.hexists(attempt_key, "posting_at")
     ledger.cancel("b-check")
     assert store.begin_post(AttemptRef("b-check", 0, 1), "mine") == ("canceled", None)
@@ -338,7 +374,9 @@ def test_cannot_tell_is_not_lost_a_claim_check_without_redis_raises(redis_client
     keeper = ClaimKeeper(redis_client, ttl=5)
     claim = keeper.try_claim(f"{key_prefix}:claim:y")
     try:
-        dead = redis.Redis(port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))  # nothing on port 1
+        dead = redis.Redis(
+            port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0)
+        )  # nothing on port 1
         cut_off = Claim(ClaimKeeper(dead, ttl=5), claim.key, claim.token)
         with pytest.raises(RedisUnavailableError) as info:
             cut_off.still_ours()
@@ -354,7 +392,10 @@ def test_cannot_tell_is_not_lost_a_claim_check_without_redis_raises(redis_client
 
 # --- a fresh prediction adopted by an identical item before its creator records it ----------------
 
-def test_a_creator_whose_prediction_was_adopted_first_reconciles_instead_of_going_on(settings, redis_client, sim):
+
+def test_a_creator_whose_prediction_was_adopted_first_reconciles_instead_of_going_on(
+    settings, redis_client, sim
+):
     """Two identical prompts; the other item, reconciling an ambiguous create of its own, adopts
     our fresh prediction between our POST's answer and our record. We must not continue with no
     recorded prediction: keep the intent (as a POST that returned) and reconcile, paying nothing."""
@@ -388,15 +429,22 @@ def test_a_creator_whose_prediction_was_adopted_first_reconciles_instead_of_goin
 
 # --- the slot of a create whose prediction is unknown stays counted ------------------------------
 
+
 @pytest.mark.e2e
 def test_an_ambiguous_create_keeps_its_slot_counted_until_its_late_prediction_is_adopted(
-        settings, redis_client, sim_factory, worker_factory):
+    settings, redis_client, sim_factory, worker_factory
+):
     """One slot, two items. Item 0's create answers 504 and its prediction appears 3 s later and
     runs 3 s. Had the worker released its slot on the 504, item 1 would be created beside the late
     prediction: two in flight on a one-slot account. The slot is kept (abandoned, counted) until the
     reconciliation adopts the late prediction, so the stand-in never sees more than one."""
-    sim = sim_factory(latency_scale=1.0, image_scale=0.01, late_create_next=1, late_create_after=3.0,
-                      latency_overrides={MODEL: 3.0})
+    sim = sim_factory(
+        latency_scale=1.0,
+        image_scale=0.01,
+        late_create_next=1,
+        late_create_after=3.0,
+        latency_overrides={MODEL: 3.0},
+    )
     settings = settings.with_(http_timeout=1.0, concurrency_limit=1)
     fleet = worker_factory(settings, count=1, sim=sim, concurrency=4, FLEET_HTTP_TIMEOUT="1")
     ledger, _ = submit(settings, redis_client, "b-abandon", ["a stoat in snow", "a hare in snow"])
@@ -404,8 +452,10 @@ def test_an_ambiguous_create_keeps_its_slot_counted_until_its_late_prediction_is
 
     assert ledger.batch("b-abandon").counts["succeeded"] == 2
     sim_ledger = sim.ledger(detail=False)
-    print(f"\n[cost] 504 then a late prediction, one slot: {sim_ledger['creations']} creations (minimum 2), "
-          f"duplicate inputs {sim_ledger['duplicate_inputs']}, peak in flight {sim_ledger['peak_in_flight']}")
+    print(
+        f"\n[cost] 504 then a late prediction, one slot: {sim_ledger['creations']} creations (minimum 2), "
+        f"duplicate inputs {sim_ledger['duplicate_inputs']}, peak in flight {sim_ledger['peak_in_flight']}"
+    )
     assert sim_ledger["late_creates"] == 1
     assert sim_ledger["creations"] == 2 and sim_ledger["duplicate_inputs"] == 0
     assert sim_ledger["peak_in_flight"] == 1
@@ -415,31 +465,47 @@ def test_an_ambiguous_create_keeps_its_slot_counted_until_its_late_prediction_is
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_a_worker_killed_inside_its_post_keeps_the_slot_counted_until_the_attempt_is_reconciled(
-        settings, redis_client, sim_factory, worker_factory):
+    settings, redis_client, sim_factory, worker_factory
+):
     """One slot, two items. The worker is SIGKILLed while item 0's POST is held by the gateway;
     the POST goes through 4 s later and its prediction runs 3 s. The dead holder took its creation
     token for that attempt, so its slot stays counted (an orphan) after its lease runs out, and the
     next execution of item 0 adopts it with the late prediction: item 1 never runs beside it."""
-    sim = sim_factory(latency_scale=1.0, image_scale=0.01, stall_create_next=1, stall_create_seconds=4.0,
-                      stall_create_creates=True, latency_overrides={MODEL: 3.0})
-    settings = settings.with_(http_timeout=2.0, concurrency_limit=1, lease_seconds=2.0,
-                              visibility_timeout=8)
+    sim = sim_factory(
+        latency_scale=1.0,
+        image_scale=0.01,
+        stall_create_next=1,
+        stall_create_seconds=4.0,
+        stall_create_creates=True,
+        latency_overrides={MODEL: 3.0},
+    )
+    settings = settings.with_(http_timeout=2.0, concurrency_limit=1, lease_seconds=2.0, visibility_timeout=8)
     # The first worker takes item 0 only (one thread: one message); the second starts once item
     # 0's POST is held, takes item 1 and waits for the slot.
     first = worker_factory(settings, count=1, sim=sim, concurrency=1, FLEET_HTTP_TIMEOUT="2")
     ledger, _ = submit(settings, redis_client, "b-killpost", ["a wren on a gate", "a robin on a gate"])
-    wait_until(lambda: sim.ledger(detail=False)["stalled_creates"] >= 1, 20, "a POST held by the gateway",
-               explain=first.logs)
+    wait_until(
+        lambda: sim.ledger(detail=False)["stalled_creates"] >= 1,
+        20,
+        "a POST held by the gateway",
+        explain=first.logs,
+    )
     others = worker_factory(settings, count=1, sim=sim, concurrency=4, FLEET_HTTP_TIMEOUT="2")
-    wait_until(lambda: ledger.item("b-killpost", 1).status == "running", 20, "item 1 waiting for the slot",
-               explain=others.logs)
+    wait_until(
+        lambda: ledger.item("b-killpost", 1).status == "running",
+        20,
+        "item 1 waiting for the slot",
+        explain=others.logs,
+    )
     first.workers[0].kill()
     wait_finished(ledger, "b-killpost", 120, others)
 
     assert ledger.batch("b-killpost").counts["succeeded"] == 2
     sim_ledger = sim.ledger(detail=False)
-    print(f"\n[cost] SIGKILL inside the POST, one slot: {sim_ledger['creations']} creations (minimum 2), "
-          f"duplicate inputs {sim_ledger['duplicate_inputs']}, peak in flight {sim_ledger['peak_in_flight']}")
+    print(
+        f"\n[cost] SIGKILL inside the POST, one slot: {sim_ledger['creations']} creations (minimum 2), "
+        f"duplicate inputs {sim_ledger['duplicate_inputs']}, peak in flight {sim_ledger['peak_in_flight']}"
+    )
     assert sim_ledger["creations"] == 2 and sim_ledger["duplicate_inputs"] == 0
     assert sim_ledger["peak_in_flight"] == 1
     record = redis_client.hgetall(Keys(settings.key_prefix).attempt("b-killpost", 0, 1))

@@ -3,6 +3,7 @@
 Everything is real: Redis, `celery -A workers worker` subprocesses, the stand-in over HTTP, the
 official replicate client. The stand-in runs fast (latency_scale, image_scale) so this stays quick.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,7 +52,9 @@ def test_twenty_images_through_two_workers(settings, redis_client, sim_factory, 
     # readable by others as any new file would be (the workers inherit this process's umask)
     umask = os.umask(0o022)
     os.umask(umask)
-    assert {Path(p).stat().st_mode & 0o777 for p in [manifest_path, *(i.outputs[0] for i in items)]} == {0o666 & ~umask}
+    assert {Path(p).stat().st_mode & 0o777 for p in [manifest_path, *(i.outputs[0] for i in items)]} == {
+        0o666 & ~umask
+    }
     manifest = json.loads(manifest_path.read_text())
     assert [r["index"] for r in manifest["items"]] == list(range(20))
     assert all(r["status"] == "succeeded" and r["attempts"][0]["model"] == MODEL for r in manifest["items"])
@@ -61,8 +64,9 @@ def test_twenty_images_through_two_workers(settings, redis_client, sim_factory, 
 
 
 @pytest.mark.slow
-def test_limiter_holds_the_account_limits_across_three_workers(settings, redis_client, sim_factory,
-                                                             worker_factory):
+def test_limiter_holds_the_account_limits_across_three_workers(
+    settings, redis_client, sim_factory, worker_factory
+):
     """The issue's proof as specified: three worker processes, the stand-in set to 10 in flight
     and 30 creations per 20 s window (the limiter too), 90 images: peak in flight <= 10, no
     window over 30, no 429, all 90 files. 90 creations at 30 per 20 s take three windows."""
@@ -100,14 +104,19 @@ def test_duplicate_messages_never_pay_twice(settings, redis_client, sim_factory,
     enqueue_items(settings, "b-dup", requests)  # after the end: items are terminal, nothing is sent
     # Every copy delivered and done with (the late ones find their item terminal), then nothing
     # more at the stand-in: only then is "ten creations" the final count.
-    wait_until(lambda: messages_pending(redis_client, settings.queue) == 0, 30, "every copy to be consumed",
-               explain=fleet.logs)
+    wait_until(
+        lambda: messages_pending(redis_client, settings.queue) == 0,
+        30,
+        "every copy to be consumed",
+        explain=fleet.logs,
+    )
     sim_ledger = wait_quiet(sim)
     assert sim_ledger["creations"] == 10 and sim_ledger["duplicate_inputs"] == 0
 
 
-def test_worker_reads_settings_at_start_and_keeps_the_token_out_of_task_arguments(settings, redis_client,
-                                                                                   sim_factory, worker_factory):
+def test_worker_reads_settings_at_start_and_keeps_the_token_out_of_task_arguments(
+    settings, redis_client, sim_factory, worker_factory
+):
     sim = sim_factory(latency_scale=0.02, image_scale=0.01)
     fleet = worker_factory(settings, count=1, sim=sim)
     from workers.dispatch import producer_app, workers_alive
@@ -126,8 +135,9 @@ def test_worker_reads_settings_at_start_and_keeps_the_token_out_of_task_argument
     assert token not in json.dumps(ledger.manifest("b-token"))
 
 
-def test_an_output_on_a_refused_address_fails_the_item_without_paying_again(settings, redis_client, sim_factory,
-                                                                           worker_factory):
+def test_an_output_on_a_refused_address_fails_the_item_without_paying_again(
+    settings, redis_client, sim_factory, worker_factory
+):
     """FLEET_ALLOW_PRIVATE_OUTPUT_URLS=false refuses even the stand-in's own 127.0.0.1 (allowed by
     default because REPLICATE_BASE_URL is there). A refused output is a local error: the item
     fails at once with the reason, no new prediction, no fallback, nothing fetched or written."""
@@ -141,7 +151,9 @@ def test_an_output_on_a_refused_address_fails_the_item_without_paying_again(sett
         assert attempt.kind == "local" and attempt.prediction_id, attempt
         assert "refused" in attempt.error and "127.0.0.1" in attempt.error, attempt.error
     sim_ledger = sim.ledger()
-    assert sim_ledger["creations"] == 2 and not served_hashes(sim_ledger)  # one prediction each, no file served
+    assert sim_ledger["creations"] == 2 and not served_hashes(
+        sim_ledger
+    )  # one prediction each, no file served
     out_dir = Path(settings.output_dir) / "b-private"
     # no image and no temporary file of one (the manifest and the gallery may still be being written)
     assert not list(out_dir.glob("0*")) and not list(out_dir.glob(".0*.part"))

@@ -4,6 +4,7 @@ while a large one keeps every slot busy finishes close to its time alone, sooner
 one keeps the turns. Durations are the ledger's own (created_at -> finished_at, Redis time) and
 compared with the same small batch alone on the same fleet, never with a fixed number; the
 full-size figures (2 000 images) are in bench/ (python -m bench.run fairness)."""
+
 from __future__ import annotations
 
 import signal
@@ -26,8 +27,9 @@ SMALL = 6
 
 def start(settings, sim_factory, worker_factory):
     settings = settings.with_(concurrency_limit=SLOTS, lease_seconds=2.0)  # quiet after 5 s
-    sim = sim_factory(latency_scale=1.0, latency_overrides={MODEL: LATENCY}, image_scale=0.002,
-                      max_in_flight=SLOTS)
+    sim = sim_factory(
+        latency_scale=1.0, latency_overrides={MODEL: LATENCY}, image_scale=0.002, max_in_flight=SLOTS
+    )
     fleet = worker_factory(settings, count=2, sim=sim, concurrency=8)
     return settings, sim, fleet
 
@@ -35,8 +37,12 @@ def start(settings, sim_factory, worker_factory):
 def submit(settings, tag: str, n: int, priority: str = "normal") -> str:
     import producer
 
-    batch = producer.submit([f"{tag} image {i}: a heron in reeds" for i in range(n)], settings=settings,
-                            model=MODEL, priority=priority)
+    batch = producer.submit(
+        [f"{tag} image {i}: a heron in reeds" for i in range(n)],
+        settings=settings,
+        model=MODEL,
+        priority=priority,
+    )
     return batch.id
 
 
@@ -45,8 +51,9 @@ def duration(ledger: Ledger, batch_id: str) -> float:
     return info.finished_at - info.created_at
 
 
-def test_a_small_batch_beside_a_large_one_finishes_near_its_time_alone(settings, redis_client, sim_factory,
-                                                                      worker_factory):
+def test_a_small_batch_beside_a_large_one_finishes_near_its_time_alone(
+    settings, redis_client, sim_factory, worker_factory
+):
     settings, sim, fleet = start(settings, sim_factory, worker_factory)
     ledger = Ledger(redis_client, Keys(settings.key_prefix))
     alone = submit(settings, "alone", SMALL)
@@ -63,8 +70,10 @@ def test_a_small_batch_beside_a_large_one_finishes_near_its_time_alone(settings,
     wait_finished(ledger, big, 240, fleet)
 
     beside, high = duration(ledger, same), duration(ledger, urgent)
-    print(f"\nsmall batch alone {time_alone:.2f} s, beside {BIG} images {beside:.2f} s, "
-          f"high priority {high:.2f} s")
+    print(
+        f"\nsmall batch alone {time_alone:.2f} s, beside {BIG} images {beside:.2f} s, "
+        f"high priority {high:.2f} s"
+    )
     assert beside <= 3 * time_alone + 1.0
     assert high <= 1.5 * time_alone + 1.0
     sim_ledger = sim.ledger()
@@ -75,8 +84,9 @@ def test_a_small_batch_beside_a_large_one_finishes_near_its_time_alone(settings,
     assert [b.priority for b in ledger.list_batches()][:1] == ["high"]
 
 
-def test_the_feeder_killed_mid_batch_loses_nothing_and_the_next_keeps_the_turns(settings, redis_client,
-                                                                                 sim_factory, worker_factory):
+def test_the_feeder_killed_mid_batch_loses_nothing_and_the_next_keeps_the_turns(
+    settings, redis_client, sim_factory, worker_factory
+):
     settings, sim, fleet = start(settings, sim_factory, worker_factory)
     ledger = Ledger(redis_client, Keys(settings.key_prefix))
     scheduler = Scheduler(redis_client, Keys(settings.key_prefix))
@@ -87,8 +97,11 @@ def test_the_feeder_killed_mid_batch_loses_nothing_and_the_next_keeps_the_turns(
     victim = next(w for w in fleet.workers if w.pid == pid)
     victim.kill(signal.SIGKILL)
     small = submit(settings, "small", SMALL)
-    wait_until(lambda: (redis_client.get(scheduler.feeder_lock) or holder) != holder, 20,
-               "another worker to take the feeder over")
+    wait_until(
+        lambda: (redis_client.get(scheduler.feeder_lock) or holder) != holder,
+        20,
+        "another worker to take the feeder over",
+    )
     wait_finished(ledger, small, 60, fleet)
     assert ledger.batch(big).done < BIG, "fairness: the small batch did not wait for the big one"
     wait_finished(ledger, big, 240, fleet)

@@ -1,5 +1,6 @@
 """Failures with real workers, real Redis and the stand-in: every image ends accounted for, and no
 attempt pays twice. Each test prints the creations it cost against the minimum (shown with -s)."""
+
 from __future__ import annotations
 
 import time
@@ -19,17 +20,20 @@ FLUX_DEV, QWEN, IMAGEN = "black-forest-labs/flux-dev", "qwen/qwen-image", "googl
 
 
 def report(name: str, sim_ledger: dict, minimum: int) -> None:
-    print(f"\n[cost] {name}: {sim_ledger['creations']} creations (minimum {minimum}), "
-          f"duplicate inputs {sim_ledger['duplicate_inputs']}, 429s {sim_ledger['rejected_429']}, "
-          f"5xx {sim_ledger['errors_5xx']}, ghost creates {sim_ledger.get('ghost_creates', 0)}")
+    print(
+        f"\n[cost] {name}: {sim_ledger['creations']} creations (minimum {minimum}), "
+        f"duplicate inputs {sim_ledger['duplicate_inputs']}, 429s {sim_ledger['rejected_429']}, "
+        f"5xx {sim_ledger['errors_5xx']}, ghost creates {sim_ledger.get('ghost_creates', 0)}"
+    )
 
 
 def limiter_for(redis_client, settings) -> Limiter:
     return Limiter.from_settings(redis_client, Keys(settings.key_prefix), settings)
 
 
-def test_model_failures_walk_the_route_and_the_manifest_shows_it(settings, redis_client, sim_factory,
-                                                                  worker_factory):
+def test_model_failures_walk_the_route_and_the_manifest_shows_it(
+    settings, redis_client, sim_factory, worker_factory
+):
     sim = sim_factory(always_fail_models=[FLUX_DEV, QWEN], latency_scale=0.02, image_scale=0.01)
     fleet = worker_factory(settings, count=1, sim=sim)
     prompts = [f"a glass city under snow, take {i}" for i in range(4)]
@@ -42,8 +46,11 @@ def test_model_failures_walk_the_route_and_the_manifest_shows_it(settings, redis
     served = served_hashes(sim.ledger())
     for item in items[:4]:
         assert item.status == "succeeded" and item.model == IMAGEN
-        assert [(a.model, a.status) for a in item.attempts] == [(FLUX_DEV, "failed"), (QWEN, "failed"),
-                                                                (IMAGEN, "succeeded")]
+        assert [(a.model, a.status) for a in item.attempts] == [
+            (FLUX_DEV, "failed"),
+            (QWEN, "failed"),
+            (IMAGEN, "succeeded"),
+        ]
         assert all(a.prediction_id and a.seconds is not None for a in item.attempts)
         assert "model error" in item.attempts[0].error
         assert sha256(item.outputs[0]) in served
@@ -63,12 +70,17 @@ def test_model_failures_walk_the_route_and_the_manifest_shows_it(settings, redis
     assert sim_ledger["creations_by_model"] == {FLUX_DEV: 5, QWEN: 5, IMAGEN: 5}
 
 
-def test_a_prediction_replicate_interrupted_is_tried_again_on_the_same_model(settings, redis_client, sim_factory,
-                                                                            worker_factory):
+def test_a_prediction_replicate_interrupted_is_tried_again_on_the_same_model(
+    settings, redis_client, sim_factory, worker_factory
+):
     """`failed` with one of Replicate's retryable errors is transient: a new attempt on the same
     model, not a fallback to the next one."""
-    sim = sim_factory(fail_next=2, fail_error="Prediction interrupted; please retry (code: PA)",
-                      latency_scale=0.02, image_scale=0.01)
+    sim = sim_factory(
+        fail_next=2,
+        fail_error="Prediction interrupted; please retry (code: PA)",
+        latency_scale=0.02,
+        image_scale=0.01,
+    )
     fleet = worker_factory(settings, count=1, sim=sim)
     ledger, _ = submit(settings, redis_client, "b-interrupted", [f"a tide pool, view {i}" for i in range(3)])
     wait_finished(ledger, "b-interrupted", 60, fleet)
@@ -87,8 +99,13 @@ def test_a_prediction_replicate_interrupted_is_tried_again_on_the_same_model(set
 def test_substitute_only_when_asked_and_never_a_success(settings, redis_client, sim_factory, worker_factory):
     sim = sim_factory(latency_scale=0.02, image_scale=0.01)
     fleet = worker_factory(settings, count=1, sim=sim)
-    ledger, requests = submit(settings, redis_client, "b-subst", ["nsfw-trigger on a beach", "a calm lake"],
-                              options={"substitute_on_failure": True})
+    ledger, requests = submit(
+        settings,
+        redis_client,
+        "b-subst",
+        ["nsfw-trigger on a beach", "a calm lake"],
+        options={"substitute_on_failure": True},
+    )
     wait_finished(ledger, "b-subst", 60, fleet)
     blocked, fine = ledger.items("b-subst")
     assert fine.status == "succeeded"
@@ -99,12 +116,19 @@ def test_substitute_only_when_asked_and_never_a_success(settings, redis_client, 
     assert ledger.batch("b-subst").counts["substituted"] == 1
 
 
-def test_429_storm_and_5xx_bursts_end_with_every_image_and_no_double_payment(settings, redis_client,
-                                                                             sim_factory, worker_factory):
+def test_429_storm_and_5xx_bursts_end_with_every_image_and_no_double_payment(
+    settings, redis_client, sim_factory, worker_factory
+):
     # 12 creates refused (someone else uses the account), 10 API calls answering 5xx, and
     # 3 creations that DO happen but answer 502: the workers must reconcile and adopt those.
-    sim = sim_factory(storm_next=12, storm_retry_after=1, error_burst=10, ghost_create_next=3,
-                      latency_scale=0.05, image_scale=0.01)
+    sim = sim_factory(
+        storm_next=12,
+        storm_retry_after=1,
+        error_burst=10,
+        ghost_create_next=3,
+        latency_scale=0.05,
+        image_scale=0.01,
+    )
     # A create answered 5xx settles for the POST in-flight limit before "none was created" is
     # concluded: 2 + 2 + 2 + 5 = 11 s with this timeout (40 s with the default 15 s).
     fleet = worker_factory(settings, count=2, sim=sim, FLEET_HTTP_TIMEOUT="2")
@@ -125,8 +149,9 @@ def test_429_storm_and_5xx_bursts_end_with_every_image_and_no_double_payment(set
 
 
 @pytest.mark.slow
-def test_worker_sigkilled_mid_prediction_loses_nothing_and_pays_once(settings, redis_client, sim_factory,
-                                                                      worker_factory):
+def test_worker_sigkilled_mid_prediction_loses_nothing_and_pays_once(
+    settings, redis_client, sim_factory, worker_factory
+):
     # Each worker runs 4 tasks and both are saturated when the kill comes: kombu moves a message
     # from the queue to its unacked set in two steps (BRPOP, then HSET), and a process killed
     # between them loses that message -- a transport limit this test must not depend on.
@@ -143,8 +168,9 @@ def test_worker_sigkilled_mid_prediction_loses_nothing_and_pays_once(settings, r
         return pids[holders[0].pid] if holders else None
 
     worker = wait_until(victim, 30, "a worker holding a running prediction", explain=fleet.logs)
-    in_flight_at_kill = [h.prediction_id for h in limiter.status().holders
-                         if h.pid == worker.pid and h.prediction_id]
+    in_flight_at_kill = [
+        h.prediction_id for h in limiter.status().holders if h.pid == worker.pid and h.prediction_id
+    ]
     worker.kill()
     assert not worker.alive()
     wait_finished(ledger, "b-kill", 90, fleet)
@@ -163,21 +189,30 @@ def test_worker_sigkilled_mid_prediction_loses_nothing_and_pays_once(settings, r
 
 
 @pytest.mark.slow
-def test_a_killed_worker_holding_every_slot_never_lets_the_account_go_over(settings, redis_client, sim_factory,
-                                                                           worker_factory):
+def test_a_killed_worker_holding_every_slot_never_lets_the_account_go_over(
+    settings, redis_client, sim_factory, worker_factory
+):
     """The killed worker's predictions run on at Replicate: their slots must stay counted after
     its leases run out, until they are resumed (adopted) or seen to have ended."""
     settings = settings.with_(visibility_timeout=30, lease_seconds=2.0, concurrency_limit=4)
     sim = sim_factory(latency_scale=2.0, image_scale=0.01)  # flux-dev ~6 s
     holder = worker_factory(settings, count=1, sim=sim, concurrency=4)
-    ledger, _ = submit(settings, redis_client, "b-orphans", [f"a lantern on a jetty, take {i}" for i in range(10)])
+    ledger, _ = submit(
+        settings, redis_client, "b-orphans", [f"a lantern on a jetty, take {i}" for i in range(10)]
+    )
     limiter = limiter_for(redis_client, settings)
     victim = holder.workers[0]
-    wait_until(lambda: sum(1 for h in limiter.status().holders if h.pid == victim.pid and h.prediction_id) == 4,
-               30, "the first worker to hold every slot with a running prediction", explain=holder.logs)
+    wait_until(
+        lambda: sum(1 for h in limiter.status().holders if h.pid == victim.pid and h.prediction_id) == 4,
+        30,
+        "the first worker to hold every slot with a running prediction",
+        explain=holder.logs,
+    )
     others = worker_factory(settings, count=2, sim=sim, concurrency=4)  # 8 threads waiting for slots
     victim.kill()
-    wait_until(lambda: any(h.orphaned for h in limiter.status().holders), 10, "the dead worker's slots to orphan")
+    wait_until(
+        lambda: any(h.orphaned for h in limiter.status().holders), 10, "the dead worker's slots to orphan"
+    )
     wait_finished(ledger, "b-orphans", 120, others)
 
     assert ledger.batch("b-orphans").counts["succeeded"] == 10
@@ -188,8 +223,9 @@ def test_a_killed_worker_holding_every_slot_never_lets_the_account_go_over(setti
     wait_until(lambda: limiter.status().in_use == 0, 10, "every slot to come back")
 
 
-def test_disk_error_fails_the_item_without_a_second_creation(settings, redis_client, sim_factory,
-                                                            worker_factory):
+def test_disk_error_fails_the_item_without_a_second_creation(
+    settings, redis_client, sim_factory, worker_factory
+):
     sim = sim_factory(latency_scale=0.02, image_scale=0.01)
     ledger, _ = submit(settings, redis_client, "b-disk", ["a red kite over dunes", "a blue kite"])
     # After validation, the batch directory becomes impossible to create: a regular file stands
@@ -209,14 +245,20 @@ def test_disk_error_fails_the_item_without_a_second_creation(settings, redis_cli
     assert sim_ledger["creations"] == 2
 
 
-def test_cancel_stops_a_running_batch_and_frees_every_slot(settings, redis_client, sim_factory, worker_factory):
+def test_cancel_stops_a_running_batch_and_frees_every_slot(
+    settings, redis_client, sim_factory, worker_factory
+):
     settings = settings.with_(concurrency_limit=4)
     sim = sim_factory(latency_scale=5.0, image_scale=0.01)  # ~15 s predictions: still running at cancel
     fleet = worker_factory(settings, count=2, sim=sim, concurrency=8)
     ledger, _ = submit(settings, redis_client, "b-cancel", [f"a quiet harbour, plate {i}" for i in range(12)])
     limiter = limiter_for(redis_client, settings)
-    wait_until(lambda: sum(1 for h in limiter.status().holders if h.prediction_id) == 4, 30,
-               "4 predictions in flight", explain=fleet.logs)
+    wait_until(
+        lambda: sum(1 for h in limiter.status().holders if h.prediction_id) == 4,
+        30,
+        "4 predictions in flight",
+        explain=fleet.logs,
+    )
 
     # Items still queued are canceled by the ledger at once; the tasks waiting for a slot and the
     # 4 predictions in flight (~15 s each) are stopped by their workers within a few seconds.

@@ -8,6 +8,7 @@ saw one creation per image and one upload per distinct reference file, and the w
 interrupted were written later without any new prediction. Run it alone on this machine:
 `flock /work/locks/netns.lock .venv/bin/python -m pytest -q tests/test_fleet_storage.py`.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -41,8 +42,13 @@ def test_a_batch_over_three_hosts_writes_every_image_to_the_bucket_through_a_sto
         moto = start_moto(tmp_path / "moto.log", host=hosts.server_address, port=8798)
         try:
             moto.client().create_bucket(Bucket="fleet-outputs")
-            run_batch(hosts, settings.with_(redis_url=redis.url, replicate_base_url=sim.url,
-                                            concurrency_limit=4), sim, moto, tmp_path)
+            run_batch(
+                hosts,
+                settings.with_(redis_url=redis.url, replicate_base_url=sim.url, concurrency_limit=4),
+                sim,
+                moto,
+                tmp_path,
+            )
         finally:
             moto.stop()
 
@@ -53,18 +59,32 @@ def run_batch(hosts, settings, sim, moto, tmp_path: Path) -> None:
     for i, folder in enumerate(host_dirs, start=1):
         (folder / "out").mkdir(parents=True)
         # A short store timeout: a write caught by the stop gives up and is written by a later run.
-        env = worker_env(settings, sim_url=sim.url, OUTPUT_DIR=str(folder / "out"), FLEET_STORE_TIMEOUT="3",
-                         **s3_env)
-        hosts.popen(i, worker_argv(settings, f"w{i}@%h", concurrency=8), env=env, log_path=folder / "worker.log",
-                    cwd=folder)
+        env = worker_env(
+            settings, sim_url=sim.url, OUTPUT_DIR=str(folder / "out"), FLEET_STORE_TIMEOUT="3", **s3_env
+        )
+        hosts.popen(
+            i,
+            worker_argv(settings, f"w{i}@%h", concurrency=8),
+            env=env,
+            log_path=folder / "worker.log",
+            cwd=folder,
+        )
     producer_dir = tmp_path / "producer"
     refs = producer_dir / "refs"
     refs.mkdir(parents=True)
     Image.new("RGB", (32, 32), "red").save(refs / "day.png")
     Image.new("RGB", (32, 32), "navy").save(refs / "night.png")
-    items = [{"prompt": f"a lighthouse, study {i}", "model": "black-forest-labs/flux-dev"} for i in range(N_PLAIN)]
-    items += [{"prompt": f"the same scene, variant {i}", "model": "black-forest-labs/flux-kontext-max",
-               "input_image": f"refs/{'day' if i % 2 else 'night'}.png"} for i in range(N_REFS)]
+    items = [
+        {"prompt": f"a lighthouse, study {i}", "model": "black-forest-labs/flux-dev"} for i in range(N_PLAIN)
+    ]
+    items += [
+        {
+            "prompt": f"the same scene, variant {i}",
+            "model": "black-forest-labs/flux-kontext-max",
+            "input_image": f"refs/{'day' if i % 2 else 'night'}.png",
+        }
+        for i in range(N_REFS)
+    ]
     prompts = producer_dir / "prompts.json"
     prompts.write_text(json.dumps(items))
 
@@ -75,8 +95,12 @@ def run_batch(hosts, settings, sim, moto, tmp_path: Path) -> None:
         batch = api.submit(prompts, settings=settings.with_(output_dir=url))
         shutil.rmtree(refs)  # the references exist nowhere now but as uploaded files
         wait_until(lambda: len(workers_alive(settings, timeout=1.0)) >= 3, 60, "the three workers to answer")
-        wait_until(lambda: batch.status(with_slots=False).counts.get("succeeded", 0) >= 5, 120,
-                   "progress before the store outage", interval=0.2)
+        wait_until(
+            lambda: batch.status(with_slots=False).counts.get("succeeded", 0) >= 5,
+            120,
+            "progress before the store outage",
+            interval=0.2,
+        )
         moto.pause()  # the store stops answering mid-batch
         time.sleep(10)
         moto.resume()
@@ -108,4 +132,3 @@ def run_batch(hosts, settings, sim, moto, tmp_path: Path) -> None:
     finally:
         for name in s3_env:
             os.environ.pop(name, None)
-

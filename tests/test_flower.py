@@ -1,4 +1,5 @@
 """Flower as `producer flower` starts it: auth on, same broker, no secret anywhere it shows."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,13 @@ def _settings(**overrides) -> Settings:
 @pytest.mark.unit
 class TestCommand:
     def test_no_secret_in_argv_and_no_token_in_env(self, tmp_path):
-        command = flower_command(_settings(), 5566, "admin:pw", tmp_path / "state" / "flower.db",
-                                 base_env={"REPLICATE_API_TOKEN": TOKEN, "PATH": "/bin"})
+        command = flower_command(
+            _settings(),
+            5566,
+            "admin:pw",
+            tmp_path / "state" / "flower.db",
+            base_env={"REPLICATE_API_TOKEN": TOKEN, "PATH": "/bin"},
+        )
         argv = " ".join(command.argv)
         assert REDIS_PASSWORD not in argv and "admin:pw" not in argv and TOKEN not in argv
         assert TOKEN not in json.dumps(command.env)
@@ -72,8 +78,10 @@ class TestCommand:
         assert result.exit_code == 0, result.output
         result = runner.invoke(cli, ["--env-file", "/nonexistent", "flower", "--address", "0.0.0.0"], env=env)
         assert result.exit_code == 0, result.output
-        assert calls == [(5577, "ops:from-env", {"address": "127.0.0.1"}),
-                         (5555, "ops:from-env", {"address": "0.0.0.0"})]
+        assert calls == [
+            (5577, "ops:from-env", {"address": "127.0.0.1"}),
+            (5555, "ops:from-env", {"address": "0.0.0.0"}),
+        ]
         assert "--address" in runner.invoke(cli, ["flower", "--help"]).output
 
 
@@ -87,18 +95,36 @@ def test_flower_with_a_real_worker(stub_fleet):
     task_ids = fleet.send_batch("b-flower", [f"a red fox number {i}" for i in range(3)])
     tasks = wait_until(
         lambda: (lambda t: t if all(t.get(i, {}).get("state") == "SUCCESS" for i in task_ids) else None)(
-            json.loads(http_get(f"{fleet.url}/api/tasks")[1])),
-        30, "the batch's tasks to succeed in Flower", interval=0.2)
+            json.loads(http_get(f"{fleet.url}/api/tasks")[1])
+        ),
+        30,
+        "the batch's tasks to succeed in Flower",
+        interval=0.2,
+    )
     for index, task_id in enumerate(task_ids):
         assert tasks[task_id]["name"] == "workers.generate_image"
         assert f"batch=b-flower item={index}" in tasks[task_id]["args"]
 
     # Every page Flower can show for this fleet: no token, no Redis password.
-    worker_name = wait_until(lambda: list(json.loads(http_get(f"{fleet.url}/api/workers?refresh=1")[1])), 10,
-                             "worker list", interval=0.2)[0]
-    pages = ["/", "/workers", "/tasks", "/broker", f"/worker/{worker_name}", f"/task/{task_ids[0]}",
-             "/api/tasks", "/api/workers?refresh=1", f"/api/task/info/{task_ids[0]}", "/api/queues/length",
-             "/metrics"]
+    worker_name = wait_until(
+        lambda: list(json.loads(http_get(f"{fleet.url}/api/workers?refresh=1")[1])),
+        10,
+        "worker list",
+        interval=0.2,
+    )[0]
+    pages = [
+        "/",
+        "/workers",
+        "/tasks",
+        "/broker",
+        f"/worker/{worker_name}",
+        f"/task/{task_ids[0]}",
+        "/api/tasks",
+        "/api/workers?refresh=1",
+        f"/api/task/info/{task_ids[0]}",
+        "/api/queues/length",
+        "/metrics",
+    ]
     for path in pages:
         status, body = http_get(fleet.url + path)
         assert status == 200, (path, status, body[:300])
@@ -127,11 +153,22 @@ def test_flower_loads_the_project_app(tmp_path, settings):
     from producer.flower import start_flower
 
     port = free_port()
-    process = start_flower(settings, port, "u:p", None, address="127.0.0.1",
-                           stdout=(tmp_path / "flower.log").open("w"), stderr=-2)
+    process = start_flower(
+        settings,
+        port,
+        "u:p",
+        None,
+        address="127.0.0.1",
+        stdout=(tmp_path / "flower.log").open("w"),
+        stderr=-2,
+    )
     try:
-        wait_until(lambda: flower_answers(f"http://127.0.0.1:{port}"), 30, "Flower with the workers app",
-                   interval=0.2)
+        wait_until(
+            lambda: flower_answers(f"http://127.0.0.1:{port}"),
+            30,
+            "Flower with the workers app",
+            interval=0.2,
+        )
         assert http_get(f"http://127.0.0.1:{port}/api/workers", auth=False)[0] == 401
     finally:
         stop_process(process)

@@ -7,6 +7,7 @@ Chromium logs in with credentials in the URL (Chrome keeps them for the page's o
 how Flower's task table loads), and `--virtual-time-budget` lets that JS finish before the DOM is
 dumped or the screenshot taken.
 """
+
 from __future__ import annotations
 
 import os
@@ -43,8 +44,9 @@ def with_credentials(url: str) -> str:
     return url.replace("http://", f"http://{FLOWER_USER}:{FLOWER_PASSWORD}@", 1)
 
 
-def check_tasks_page(tmp_path: Path, flower_url: str, batch_id: str, task_ids: list[str], shot: str,
-                     token: str = TOKEN) -> None:
+def check_tasks_page(
+    tmp_path: Path, flower_url: str, batch_id: str, task_ids: list[str], shot: str, token: str = TOKEN
+) -> None:
     # Without credentials the browser is served Flower's 401 (a basic-auth challenge), not the tasks.
     anonymous = dump_dom(tmp_path, f"{flower_url}/tasks")
     assert not any(task_id in anonymous for task_id in task_ids)
@@ -56,8 +58,12 @@ def check_tasks_page(tmp_path: Path, flower_url: str, batch_id: str, task_ids: l
 
     page = wait_until(
         lambda: (lambda dom: dom if all(t in dom for t in task_ids) else None)(
-            dump_dom(tmp_path, with_credentials(f"{flower_url}/tasks"))),
-        60, "every task of the batch on Flower's tasks page", interval=1)
+            dump_dom(tmp_path, with_credentials(f"{flower_url}/tasks"))
+        ),
+        60,
+        "every task of the batch on Flower's tasks page",
+        interval=1,
+    )
     assert "Tasks" in page
     assert f"batch={batch_id}" in page  # the argsrepr column: readable arguments
     assert token not in page and REDIS_PASSWORD not in page
@@ -96,15 +102,27 @@ def test_flower_during_a_real_batch(settings, redis_client, sim_factory, tmp_pat
     settings = settings.with_(replicate_base_url=sim.url, replicate_api_token=RUN_TOKEN, concurrency_limit=3)
     registry = load_registry()
     batch_id = f"browser-{settings.key_prefix}"
-    requests = parse_prompts([f"a paper boat on a pond, take {i}" for i in range(6)], batch_id=batch_id,
-                             output_root=settings.output_dir, registry=registry, model=pick_image_model(registry))
+    requests = parse_prompts(
+        [f"a paper boat on a pond, take {i}" for i in range(6)],
+        batch_id=batch_id,
+        output_root=settings.output_dir,
+        registry=registry,
+        model=pick_image_model(registry),
+    )
     ledger = Ledger(redis_client, Keys(settings.key_prefix))
     assert ledger.create_batch(batch_id, requests, output_root=str(settings.output_dir), options={})
 
     port = free_port()
     flower_url = f"http://127.0.0.1:{port}"
-    flower = start_flower(settings, port, f"{FLOWER_USER}:{FLOWER_PASSWORD}", tmp_path / "flower" / "flower.db",
-                          address="127.0.0.1", stdout=(tmp_path / "flower.log").open("w"), stderr=subprocess.STDOUT)
+    flower = start_flower(
+        settings,
+        port,
+        f"{FLOWER_USER}:{FLOWER_PASSWORD}",
+        tmp_path / "flower" / "flower.db",
+        address="127.0.0.1",
+        stdout=(tmp_path / "flower.log").open("w"),
+        stderr=subprocess.STDOUT,
+    )
     worker = compose_worker(settings, "browser", tmp_path / "worker.log")
     try:
         wait_until(lambda: flower_answers(flower_url), 30, "Flower to answer", interval=0.2)
@@ -116,8 +134,12 @@ def test_flower_during_a_real_batch(settings, redis_client, sim_factory, tmp_pat
 
         def started() -> list[str] | None:
             tasks = batch_tasks()
-            return list(tasks) if len(tasks) >= len(requests) and any(
-                info.get("state") == "STARTED" for info in tasks.values()) else None
+            return (
+                list(tasks)
+                if len(tasks) >= len(requests)
+                and any(info.get("state") == "STARTED" for info in tasks.values())
+                else None
+            )
 
         task_ids = wait_until(started, 60, "the batch's tasks in Flower, some started", interval=0.5)
         check_tasks_page(tmp_path, flower_url, batch_id, task_ids, "flower.png", token=RUN_TOKEN)

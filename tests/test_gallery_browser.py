@@ -4,6 +4,7 @@ manifest.json shows every one of them (`naturalWidth > 0`) served from the bucke
 the folder `producer fetch` filled, a failed item shows its reason, and a screenshot is kept in
 test-artifacts/. Needs Chromium (`needs("browser")`: skipped without it, except where it is
 required, as in CI)."""
+
 from __future__ import annotations
 
 import html
@@ -18,22 +19,30 @@ from tests.support.browser import ARTIFACTS, chromium
 pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.needs("browser")]
 
 # Reports, once the page has loaded, what each image gave the browser (src, naturalWidth).
-PROBE = ("<script>window.addEventListener('load',()=>{document.body.setAttribute('data-probe',"
-         "JSON.stringify([...document.images].map(i=>[i.getAttribute('src'),i.naturalWidth])))});</script>")
+PROBE = (
+    "<script>window.addEventListener('load',()=>{document.body.setAttribute('data-probe',"
+    "JSON.stringify([...document.images].map(i=>[i.getAttribute('src'),i.naturalWidth])))});</script>"
+)
 
 
-def test_every_image_of_a_finished_batch_loads_from_the_bucket_and_a_fetched_folder(settings, sim, worker_factory,
-                                                                                    s3_bucket, tmp_path, monkeypatch):
+def test_every_image_of_a_finished_batch_loads_from_the_bucket_and_a_fetched_folder(
+    settings, sim, worker_factory, s3_bucket, tmp_path, monkeypatch
+):
     for name, value in s3_bucket.environ().items():
         monkeypatch.setenv(name, value)
     url = f"{s3_bucket.url}/runs"
     settings = settings.with_(replicate_base_url=sim.url, output_dir=url)
     worker_factory(settings, count=1, sim=sim, **s3_bucket.environ())
-    prompts = [{"prompt": "a red fox in snow", "model": "black-forest-labs/flux-dev"},
-               {"prompt": "a lighthouse at dusk", "model": "black-forest-labs/flux-dev",
-                "params": {"aspect_ratio": "16:9"}},
-               {"prompt": "an owl, nsfw-trigger", "model": "black-forest-labs/flux-dev"},
-               {"prompt": "a quiet harbour", "model": "google/imagen-4-ultra"}]
+    prompts = [
+        {"prompt": "a red fox in snow", "model": "black-forest-labs/flux-dev"},
+        {
+            "prompt": "a lighthouse at dusk",
+            "model": "black-forest-labs/flux-dev",
+            "params": {"aspect_ratio": "16:9"},
+        },
+        {"prompt": "an owl, nsfw-trigger", "model": "black-forest-labs/flux-dev"},
+        {"prompt": "a quiet harbour", "model": "google/imagen-4-ultra"},
+    ]
     batch = api.submit(prompts, settings=settings)
     snap = batch.wait(timeout=120)
     assert snap.finished and snap.counts.get("succeeded") == 3 and snap.counts.get("failed") == 1
@@ -44,12 +53,29 @@ def test_every_image_of_a_finished_batch_loads_from_the_bucket_and_a_fetched_fol
     # readable by a browser the way a gallery bucket is published: a public-read policy
     page_key = f"runs/{batch.id}/index.html"
     client = s3_bucket.server.client()
-    client.put_bucket_policy(Bucket=s3_bucket.name, Policy=json.dumps({
-        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
-                                                "Resource": f"arn:aws:s3:::{s3_bucket.name}/*"}]}))
+    client.put_bucket_policy(
+        Bucket=s3_bucket.name,
+        Policy=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": "*",
+                        "Action": "s3:GetObject",
+                        "Resource": f"arn:aws:s3:::{s3_bucket.name}/*",
+                    }
+                ],
+            }
+        ),
+    )
     page = client.get_object(Bucket=s3_bucket.name, Key=page_key)["Body"].read().decode()
-    client.put_object(Bucket=s3_bucket.name, Key=f"runs/{batch.id}/probe.html", ContentType="text/html",
-                      Body=page.replace("</body>", PROBE + "</body>").encode())
+    client.put_object(
+        Bucket=s3_bucket.name,
+        Key=f"runs/{batch.id}/probe.html",
+        ContentType="text/html",
+        Body=page.replace("</body>", PROBE + "</body>").encode(),
+    )
     served = f"{s3_bucket.server.url}/{s3_bucket.name}/runs/{batch.id}/probe.html"
     assert_gallery(chromium(tmp_path, served, "--dump-dom").stdout, failed["error"])
 

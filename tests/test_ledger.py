@@ -1,5 +1,6 @@
 """The batch ledger: transitions, counters, finality, cancel, reset. Its rules are Lua (ledger.lua):
 each test runs on fakeredis (the unit tier) and on the real Redis server."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,15 @@ from shared.request import ImageRequest
 
 def make_requests(n: int, batch_id: str = "b1", route: tuple[str, ...] = ()) -> list[ImageRequest]:
     return [
-        ImageRequest(index=i, id=f"img-{i}", prompt=f"prompt number {i}", requested_model="owner/a",
-                     model="owner/a", route=route, output=f"{batch_id}/{i:04d}_p.png")
+        ImageRequest(
+            index=i,
+            id=f"img-{i}",
+            prompt=f"prompt number {i}",
+            requested_model="owner/a",
+            model="owner/a",
+            route=route,
+            output=f"{batch_id}/{i:04d}_p.png",
+        )
         for i in range(n)
     ]
 
@@ -63,15 +71,28 @@ def test_list_batches_newest_first(ledger, tmp_path):
 
 def test_transitions_keep_counters_and_record_attempts(ledger, tmp_path):
     ledger.create_batch("b1", make_requests(2), output_root=str(tmp_path))
-    t = ledger.transition("b1", 0, "running", allowed_from=("pending",), expect_attempt=1, attempt=1,
-                          attempt_update={"model": "owner/a", "status": "running"})
+    t = ledger.transition(
+        "b1",
+        0,
+        "running",
+        allowed_from=("pending",),
+        expect_attempt=1,
+        attempt=1,
+        attempt_update={"model": "owner/a", "status": "running"},
+    )
     assert t.changed and t.previous == "pending" and not t.batch_finished
     assert ledger.batch("b1").started_at is not None
     assert ledger.update_attempt("b1", 0, 1, {"prediction_id": "p1"})
     assert not ledger.update_attempt("b1", 0, 2, {"prediction_id": "wrong attempt"})
     assert counts(ledger, "b1") == {"pending": 1, "running": 1}
-    t = ledger.transition("b1", 0, "succeeded", fields={"model": "owner/a", "outputs": ["x.png"]},
-                          attempt=1, attempt_update={"status": "succeeded", "final": True})
+    t = ledger.transition(
+        "b1",
+        0,
+        "succeeded",
+        fields={"model": "owner/a", "outputs": ["x.png"]},
+        attempt=1,
+        attempt_update={"status": "succeeded", "final": True},
+    )
     assert t.changed and not t.batch_finished
     item = ledger.item("b1", 0)
     assert item.status == "succeeded" and item.outputs == ["x.png"] and item.model == "owner/a"
@@ -101,8 +122,15 @@ def test_allowed_from_and_expected_attempt_guard(ledger, tmp_path):
     ledger.create_batch("b1", make_requests(1), output_root=str(tmp_path))
     # the next attempt is scheduled: item back to pending with attempt 2
     ledger.transition("b1", 0, "running", attempt=1, attempt_update={"status": "running"})
-    t = ledger.transition("b1", 0, "pending", expect_attempt=1, fields={"attempt": 2, "current_model": "owner/b"},
-                          attempt=1, attempt_update={"status": "failed", "error": "nsfw", "final": True})
+    t = ledger.transition(
+        "b1",
+        0,
+        "pending",
+        expect_attempt=1,
+        fields={"attempt": 2, "current_model": "owner/b"},
+        attempt=1,
+        attempt_update={"status": "failed", "error": "nsfw", "final": True},
+    )
     assert t.changed and t.attempt == 2
     # a stale execution of attempt 1 cannot touch the item any more
     assert not ledger.transition("b1", 0, "running", expect_attempt=1).changed
@@ -154,15 +182,26 @@ def test_reset_failed_only_touches_failed_items(ledger, tmp_path):
     reqs = make_requests(3, route=("owner/b",))
     ledger.create_batch("b1", reqs, output_root=str(tmp_path))
     ledger.transition("b1", 0, "pending", fields={"attempt": 2, "current_model": "owner/b"})
-    ledger.transition("b1", 0, "failed", fields={"error": "every model failed"},
-                      attempt=2, attempt_update={"status": "failed", "final": True})
+    ledger.transition(
+        "b1",
+        0,
+        "failed",
+        fields={"error": "every model failed"},
+        attempt=2,
+        attempt_update={"status": "failed", "final": True},
+    )
     ledger.transition("b1", 1, "succeeded")
     ledger.transition("b1", 2, "canceled")
     assert ledger.batch("b1").finished
     assert ledger.reset_failed("b1") == [0]
     item = ledger.item("b1", 0)
-    assert (item.status, item.attempt, item.base_attempt, item.current_model, item.error) == \
-        ("pending", 3, 3, "owner/a", None)
+    assert (item.status, item.attempt, item.base_attempt, item.current_model, item.error) == (
+        "pending",
+        3,
+        3,
+        "owner/a",
+        None,
+    )
     assert [a.attempt for a in item.attempts] == [2]  # history kept
     info = ledger.batch("b1")
     assert not info.finished and counts(ledger, "b1") == {"pending": 1, "succeeded": 1, "canceled": 1}
@@ -171,21 +210,52 @@ def test_reset_failed_only_touches_failed_items(ledger, tmp_path):
 
 def test_manifest_written_atomically_next_to_outputs(ledger, tmp_path):
     ledger.create_batch("b1", make_requests(2), output_root=str(tmp_path))
-    ledger.transition("b1", 0, "running", attempt=1, attempt_update={"model": "owner/a", "status": "running",
-                                                                        "prediction_id": "p0"})
-    ledger.transition("b1", 0, "succeeded", fields={"model": "owner/a", "outputs": [str(tmp_path / "b1/0.png")]},
-                      attempt=1, attempt_update={"status": "succeeded", "final": True})
+    ledger.transition(
+        "b1",
+        0,
+        "running",
+        attempt=1,
+        attempt_update={"model": "owner/a", "status": "running", "prediction_id": "p0"},
+    )
+    ledger.transition(
+        "b1",
+        0,
+        "succeeded",
+        fields={"model": "owner/a", "outputs": [str(tmp_path / "b1/0.png")]},
+        attempt=1,
+        attempt_update={"status": "succeeded", "final": True},
+    )
     ledger.transition("b1", 1, "substituted", fields={"error": "all failed", "outputs": ["s.png"]})
     path = ledger.write_manifest("b1")
     assert path == tmp_path / "b1" / "manifest.json"
     data = json.loads(path.read_text())
     assert data["batch"]["id"] == "b1" and data["batch"]["finished"]
     first, second = data["items"]
-    assert set(first) == {"index", "id", "prompt", "requested_model", "model", "price", "status", "outputs", "files",
-                          "attempts", "error", "finished_at"}
+    assert set(first) == {
+        "index",
+        "id",
+        "prompt",
+        "requested_model",
+        "model",
+        "price",
+        "status",
+        "outputs",
+        "files",
+        "attempts",
+        "error",
+        "finished_at",
+    }
     assert first["status"] == "succeeded" and first["attempts"][0]["prediction_id"] == "p0"
-    assert set(first["attempts"][0]) == {"attempt", "model", "prediction_id", "status", "error", "started_at",
-                                         "seconds", "input"}
+    assert set(first["attempts"][0]) == {
+        "attempt",
+        "model",
+        "prediction_id",
+        "status",
+        "error",
+        "started_at",
+        "seconds",
+        "input",
+    }
     assert second["status"] == "substituted" and second["error"] == "all failed"
     assert not [p for p in path.parent.iterdir() if p.name.endswith(".part")]
     assert (path.parent / "index.html").is_file()  # the gallery beside it
@@ -203,8 +273,14 @@ def test_manifest_times_are_iso_8601_and_each_attempt_keeps_the_input_it_sent(le
     ledger.transition("b1", 0, "running", attempt=1, attempt_update={"model": "owner/a", "status": "running"})
     sent = {"prompt": "a cat", "image_input": [], "guidance": 3.000000000000001, "seed": 2**53 - 1}
     assert ledger.update_attempt("b1", 0, 1, {"input": json.dumps(sent)})
-    ledger.transition("b1", 0, "succeeded", fields={"model": "owner/a", "outputs": ["0.png"]},
-                      attempt=1, attempt_update={"status": "succeeded", "final": True})
+    ledger.transition(
+        "b1",
+        0,
+        "succeeded",
+        fields={"model": "owner/a", "outputs": ["0.png"]},
+        attempt=1,
+        attempt_update={"status": "succeeded", "final": True},
+    )
     data = json.loads(ledger.write_manifest("b1").read_text())
     iso = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
     times = [data["batch"][k] for k in ("created_at", "started_at", "finished_at")]
@@ -230,8 +306,13 @@ def test_fingerprint_ignores_the_batch_id_but_not_the_content():
     assert batch_fingerprint("b-a", a) == batch_fingerprint("b-b", b)
     assert batch_fingerprint("b-a", a, {"overwrite": True}) == batch_fingerprint("b-a", a)
     assert batch_fingerprint("b-a", a, {"substitute_on_failure": True}) != batch_fingerprint("b-a", a)
-    changed = [a[0], ImageRequest(**{**a[1].to_dict(), "params": {"seed": 1}, "route": (), "warnings": (),
-                                     "reference_images": ()}), a[2]]
+    changed = [
+        a[0],
+        ImageRequest(
+            **{**a[1].to_dict(), "params": {"seed": 1}, "route": (), "warnings": (), "reference_images": ()}
+        ),
+        a[2],
+    ]
     assert batch_fingerprint("b-a", changed) != batch_fingerprint("b-a", a)
     assert batch_fingerprint("b-a", a[:2]) != batch_fingerprint("b-a", a)
     assert batch_fingerprint("b-a", list(reversed(a))) != batch_fingerprint("b-a", a)
@@ -244,8 +325,9 @@ def test_create_batch_refuses_a_live_duplicate_atomically(ledger, tmp_path):
     assert ledger.create_batch("b1", make_requests(2, "b1"), output_root=root, fingerprint="f" * 64)
     assert ledger.find_fingerprint("f" * 64).id == "b1"
     with pytest.raises(DuplicateFingerprintError) as info:
-        ledger.create_batch("b2", make_requests(2, "b2"), output_root=root, fingerprint="f" * 64,
-                            unique_fingerprint=True)
+        ledger.create_batch(
+            "b2", make_requests(2, "b2"), output_root=root, fingerprint="f" * 64, unique_fingerprint=True
+        )
     assert info.value.batch_id == "b1" and ledger.batch("b2") is None
     assert not ledger.redis.exists(ledger.keys.item("b2", 0))
     # on purpose (again / an explicit id): recorded, and the newest owns the fingerprint
@@ -254,8 +336,9 @@ def test_create_batch_refuses_a_live_duplicate_atomically(ledger, tmp_path):
     # a batch that is gone (deleted, pruned) is no duplicate any more
     ledger.redis.delete(ledger.keys.batch("b3"))
     assert ledger.find_fingerprint("f" * 64) is None
-    assert ledger.create_batch("b4", make_requests(2, "b4"), output_root=root, fingerprint="f" * 64,
-                               unique_fingerprint=True)
+    assert ledger.create_batch(
+        "b4", make_requests(2, "b4"), output_root=root, fingerprint="f" * 64, unique_fingerprint=True
+    )
     assert ledger.find_fingerprint("f" * 64).id == "b4" and ledger.find_fingerprint("e" * 64) is None
 
 

@@ -5,6 +5,7 @@ processes, a state loss) are in test_limiter_processes.py; rate limits changed a
 test_limiter_rates.py; Redis losing the state in test_limiter_recovery.py; the cost-safety
 primitives (attempt markers, abandon, adopt/settle by attempt) in test_limiter_cost.py.
 """
+
 from __future__ import annotations
 
 import json
@@ -69,7 +70,9 @@ def test_a_woken_waiter_reports_the_handoff_from_the_release(make_limiter, redis
     lease.release()
 
 
-def test_a_wake_that_does_not_lead_to_a_grant_leaves_no_handoff_record(make_limiter, redis_client, key_prefix):
+def test_a_wake_that_does_not_lead_to_a_grant_leaves_no_handoff_record(
+    make_limiter, redis_client, key_prefix
+):
     limiter = make_limiter(concurrency=1, recheck_interval=600)
     woken = Keys(key_prefix).limiter_key("woken")
     held = limiter.acquire(HolderInfo(task_id="holder"))
@@ -97,7 +100,7 @@ def test_waiters_are_granted_in_arrival_order(make_limiter):
         thread = threading.Thread(target=waiter, args=(f"w{i}",), daemon=True)
         thread.start()
         threads.append(thread)
-        assert wait_until(lambda: limiter.status().waiters == i + 1)
+        assert wait_until(lambda n=i + 1: limiter.status().waiters == n)
     held.release()
     for thread in threads:
         thread.join(10)
@@ -178,7 +181,12 @@ def test_limits_are_seeded_once_and_shared_by_every_limiter(make_limiter):
     assert (second.status().concurrency_limit, second.status().create_limit) == (2, 5)
     second.set_limits(concurrency_limit=7, create_limit=11, read_limit=13, rate_window=2.5)
     status = first.status()
-    assert (status.concurrency_limit, status.create_limit, status.read_limit, status.rate_window) == (7, 11, 13, 2.5)
+    assert (status.concurrency_limit, status.create_limit, status.read_limit, status.rate_window) == (
+        7,
+        11,
+        13,
+        2.5,
+    )
 
 
 def test_set_limits_writes_only_the_limits_given(make_limiter, redis_client, key_prefix):
@@ -190,39 +198,68 @@ def test_set_limits_writes_only_the_limits_given(make_limiter, redis_client, key
     assert redis_client.hgetall(limits_key) == {"create_limit": "300"}
     worker = make_limiter(concurrency=7, create_limit=5, read_limit=50, window=2)
     worker.acquire(HolderInfo(task_id="w")).release()  # seeds the rest from ITS settings
-    assert redis_client.hgetall(limits_key) == {"create_limit": "300", "concurrency_limit": "7",
-                                                "read_limit": "50", "rate_window_ms": "2000"}
+    assert redis_client.hgetall(limits_key) == {
+        "create_limit": "300",
+        "concurrency_limit": "7",
+        "read_limit": "50",
+        "rate_window_ms": "2000",
+    }
     status = shell.status()
-    assert (status.concurrency_limit, status.create_limit, status.read_limit, status.rate_window) == (7, 300, 50, 2.0)
+    assert (status.concurrency_limit, status.create_limit, status.read_limit, status.rate_window) == (
+        7,
+        300,
+        50,
+        2.0,
+    )
 
 
 BAD_LIMITS = [
-    {"concurrency_limit": 0}, {"concurrency_limit": 100_001}, {"concurrency_limit": 1e20},
-    {"concurrency_limit": True}, {"create_limit": 1.5}, {"create_limit": 1_000_001}, {"read_limit": 0},
-    {"read_limit": "10"}, {"rate_window": 0.5}, {"rate_window": 86_401}, {"rate_window": math.nan},
+    {"concurrency_limit": 0},
+    {"concurrency_limit": 100_001},
+    {"concurrency_limit": 1e20},
+    {"concurrency_limit": True},
+    {"create_limit": 1.5},
+    {"create_limit": 1_000_001},
+    {"read_limit": 0},
+    {"read_limit": "10"},
+    {"rate_window": 0.5},
+    {"rate_window": 86_401},
+    {"rate_window": math.nan},
     {"rate_window": math.inf},
 ]
 
 
 @pytest.mark.parametrize("bad", BAD_LIMITS, ids=lambda b: f"{next(iter(b))}={next(iter(b.values()))!r}")
-def test_limits_out_of_bounds_are_refused_before_anything_is_written(make_limiter, redis_client,
-                                                                   key_prefix, bad):
+def test_limits_out_of_bounds_are_refused_before_anything_is_written(
+    make_limiter, redis_client, key_prefix, bad
+):
     limiter = make_limiter()
     limiter.acquire(HolderInfo()).release()
     limits_key = Keys(key_prefix).limiter_key("limits")
     before = redis_client.hgetall(limits_key)
     with pytest.raises(ValueError):
-        limiter.set_limits(concurrency_limit=3, **bad) if "concurrency_limit" not in bad else limiter.set_limits(**bad)
+        limiter.set_limits(
+            concurrency_limit=3, **bad
+        ) if "concurrency_limit" not in bad else limiter.set_limits(**bad)
     assert redis_client.hgetall(limits_key) == before
 
 
-@pytest.mark.parametrize("changes", [
-    {"concurrency_limit": 5, "create_limit": 0},  # one valid change first: still nothing written
-    {"concurrency_limit": 1e20}, {"create_limit": 2.5}, {"read_limit": -1}, {"rate_window_ms": 999},
-    {"rate_window_ms": 86_400_001}, {"rate_window_ms": "60000"}, {"nonsense": 3},
-])
-def test_the_script_checks_limits_too_and_writes_nothing_on_error(make_limiter, redis_client, key_prefix,
-                                                                  changes):
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"concurrency_limit": 5, "create_limit": 0},  # one valid change first: still nothing written
+        {"concurrency_limit": 1e20},
+        {"create_limit": 2.5},
+        {"read_limit": -1},
+        {"rate_window_ms": 999},
+        {"rate_window_ms": 86_400_001},
+        {"rate_window_ms": "60000"},
+        {"nonsense": 3},
+    ],
+)
+def test_the_script_checks_limits_too_and_writes_nothing_on_error(
+    make_limiter, redis_client, key_prefix, changes
+):
     """Another client (an older CLI, a hand-written call) must not store what breaks every
     later script: the script refuses before its first write."""
     limiter = make_limiter()
@@ -271,8 +308,7 @@ def test_renewal_keeps_a_long_hold_and_force_release_is_noticed(make_limiter):
 
 def test_status_reports_holders_and_is_json_friendly(make_limiter):
     limiter = make_limiter(concurrency=3)
-    lease = limiter.acquire(HolderInfo(host="h1", pid=42, task_id="t-1", batch_id="b", index=7,
-                                       model="m/x"))
+    lease = limiter.acquire(HolderInfo(host="h1", pid=42, task_id="t-1", batch_id="b", index=7, model="m/x"))
     lease.set_prediction("pred-123")
     limiter.take_create_token()
     limiter.take_read_token()
@@ -322,7 +358,9 @@ def test_keeper_survives_a_bug_of_its_own_and_keeps_renewing(make_limiter, monke
         return real_tick(now)
 
     monkeypatch.setattr(agent, "_next_tick_in", crash_once)
-    time.sleep(2.2 * LIVE_LEASE)  # two leases after the crash (its first tick): only a keeper that came back keeps it
+    time.sleep(
+        2.2 * LIVE_LEASE
+    )  # two leases after the crash (its first tick): only a keeper that came back keeps it
     assert crashes, "the keeper never ran the patched code"
     assert not lease.lost, lease.lost_reason
     assert limiter.status().in_use == 1
@@ -404,7 +442,9 @@ def test_a_dead_holders_running_prediction_keeps_its_slot_until_adopted(make_lim
 
     other = make_limiter(concurrency=1, lease=LIVE_LEASE)
     status = other.status()
-    assert status.in_use == 1 and status.holders[0].orphaned and status.holders[0].prediction_id == "p-running"
+    assert (
+        status.in_use == 1 and status.holders[0].orphaned and status.holders[0].prediction_id == "p-running"
+    )
     with pytest.raises(AcquireTimeoutError):
         other.acquire(HolderInfo(task_id="new work"), timeout=0.5)  # no creation over the limit
 

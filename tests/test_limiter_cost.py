@@ -2,6 +2,7 @@
 for an attempt keeps its slot counted if it dies before it knows its prediction id; an ambiguous
 creation abandons the lease (orphan at once); adopt and settle find a slot by prediction or by
 attempt; the indexes never keep a holder that is gone."""
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,9 @@ def the_holder(limiter: Limiter):
     return holder
 
 
-def test_the_creation_token_marks_its_holder_in_the_same_call(make_limiter, redis_client, key_prefix,
-                                                              monkeypatch):
+def test_the_creation_token_marks_its_holder_in_the_same_call(
+    make_limiter, redis_client, key_prefix, monkeypatch
+):
     limiter = make_limiter(concurrency=1)
     lease = limiter.acquire(HolderInfo(task_id="t", batch_id="b1", index=0))
     calls: list[str] = []
@@ -93,8 +95,9 @@ def test_adopt_prefers_the_prediction_and_falls_back_to_the_attempt(make_limiter
     assert set(index(redis_client, key_prefix, "bypred").values()) <= holders
 
 
-def test_settle_by_attempt_frees_the_orphan_of_a_creation_that_never_happened(make_limiter, redis_client,
-                                                                              key_prefix):
+def test_settle_by_attempt_frees_the_orphan_of_a_creation_that_never_happened(
+    make_limiter, redis_client, key_prefix
+):
     dead = make_limiter(concurrency=1, lease=0.6)
     lease = dead.acquire(HolderInfo(task_id="a"))
     dead.take_create_token(holder=lease, attempt=ATTEMPT)

@@ -6,6 +6,7 @@ The contract (shared/limiter/README.md): a caller is admitted only if its place 
 waiters is below the free slots (limit - holders), so waiters are served in arrival order and
 nobody is admitted while the account is at or over its limit (after a shrink, holders finish
 first); a release or a larger limit wakes exactly the first `free` waiters, no one else."""
+
 from __future__ import annotations
 
 import json
@@ -49,7 +50,7 @@ class SemaphoreModel(RuleBasedStateMachine):
         return self.limit - len(self.holders)
 
     def _expect_wake(self) -> None:
-        self.woken |= set(self.queue[:max(self._free(), 0)])
+        self.woken |= set(self.queue[: max(self._free(), 0)])
 
     @rule(caller=st.sampled_from(IDS))
     def acquire(self, caller: str) -> None:
@@ -110,5 +111,7 @@ class SemaphoreModel(RuleBasedStateMachine):
 
 
 def test_semaphore_scripts_match_their_model(redis_url):  # redis_url: exits early without Redis
-    run_state_machine_as_test(SemaphoreModel, settings=hsettings(max_examples=60, stateful_step_count=40,
-                                                                  deadline=None, derandomize=True))
+    run_state_machine_as_test(
+        SemaphoreModel,
+        settings=hsettings(max_examples=60, stateful_step_count=40, deadline=None, derandomize=True),
+    )

@@ -3,6 +3,7 @@
 Every child builds its own client and Limiter, exactly like a worker process on another host;
 results come back through Redis lists under the test's key prefix.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,9 +45,15 @@ def children():
 
 def opts(concurrency=1, create_limit=100, window=1.0, lease=1.0, **limiter):
     limiter.setdefault("waiter_ttl", 0.9)
-    return {"settings": {"concurrency_limit": concurrency, "create_limit": create_limit,
-                         "rate_window": window, "lease_seconds": lease},
-            "limiter": limiter}
+    return {
+        "settings": {
+            "concurrency_limit": concurrency,
+            "create_limit": create_limit,
+            "rate_window": window,
+            "lease_seconds": lease,
+        },
+        "limiter": limiter,
+    }
 
 
 def local_limiter(redis_client, settings, key_prefix, o) -> Limiter:
@@ -91,7 +98,8 @@ def test_many_processes_never_exceed_the_slots_or_the_rate(redis_client, redis_u
 
 
 def test_a_state_loss_while_holders_run_in_other_processes_never_exceeds_the_limits(
-        redis_client, redis_url, key_prefix, settings, children):
+    redis_client, redis_url, key_prefix, settings, children
+):
     """Redis forgets every limiter key (a restart without persistence) while 6 processes x 3
     threads hold, wait and create. The holders re-register through their renewals before anyone
     new is admitted, so at no instant do more than N of them hold; creations pause for one
@@ -132,15 +140,18 @@ def test_a_state_loss_while_holders_run_in_other_processes_never_exceeds_the_lim
 
 
 def test_a_holder_killed_mid_hold_returns_its_slot_within_the_lease_plus_a_second(
-        redis_client, redis_url, key_prefix, settings, children):
+    redis_client, redis_url, key_prefix, settings, children
+):
     lease = LIVE_LEASE
     o = opts(concurrency=1, lease=lease)
     proc = children(procs.hold_forever, redis_url, key_prefix, o)
     holder_id = pop_json(redis_client, f"{key_prefix}:held")["holder_id"]
     limiter = local_limiter(redis_client, settings, key_prefix, o)
     granted: list = []
-    thread = threading.Thread(target=lambda: granted.append(
-        limiter.acquire(HolderInfo(task_id="next"), timeout=10 * lease)), daemon=True)
+    thread = threading.Thread(
+        target=lambda: granted.append(limiter.acquire(HolderInfo(task_id="next"), timeout=10 * lease)),
+        daemon=True,
+    )
     thread.start()
     time.sleep(1.5 * lease)  # longer than a lease: the holder keeps it while it renews
     assert granted == [] and limiter.status().in_use == 1
@@ -161,7 +172,8 @@ def test_a_holder_killed_mid_hold_returns_its_slot_within_the_lease_plus_a_secon
 
 
 def test_a_skewed_clock_neither_shortens_nor_stretches_a_lease(
-        redis_client, redis_url, key_prefix, settings, children):
+    redis_client, redis_url, key_prefix, settings, children
+):
     """A holder whose clocks run 1 h ahead, then one 1 h behind, keeps its slot for 2 leases
     (so it is neither expired early nor believed to be expired) and others wait for it."""
     o = opts(concurrency=1, lease=LIVE_LEASE)
@@ -180,7 +192,8 @@ def test_a_skewed_clock_neither_shortens_nor_stretches_a_lease(
 
 
 def test_waiters_in_other_processes_are_served_in_arrival_order(
-        redis_client, redis_url, key_prefix, settings, children):
+    redis_client, redis_url, key_prefix, settings, children
+):
     o = opts(concurrency=1, lease=2.0)
     limiter = local_limiter(redis_client, settings, key_prefix, o)
     held = limiter.acquire(HolderInfo(task_id="holder"))
@@ -200,7 +213,8 @@ def test_waiters_in_other_processes_are_served_in_arrival_order(
 
 
 def test_waiters_are_served_by_priority_then_in_turn_among_batches_then_in_arrival_order(
-        redis_client, redis_url, key_prefix, settings, children):
+    redis_client, redis_url, key_prefix, settings, children
+):
     """Eleven processes queue for one slot, each once, in a known order: a low-priority waiter
     first, six of a large batch, three of a small batch of the same priority, one high-priority
     waiter last. The high one goes first, the two normal batches alternate (the small one does
@@ -208,8 +222,12 @@ def test_waiters_are_served_by_priority_then_in_turn_among_batches_then_in_arriv
     o = opts(concurrency=1, lease=2.0)
     limiter = local_limiter(redis_client, settings, key_prefix, o)
     held = limiter.acquire(HolderInfo(task_id="holder"))
-    arrivals = ([("L0", "b-low", "low")] + [(f"B{i}", "b-big", "normal") for i in range(6)]
-                + [(f"S{i}", "b-small", "normal") for i in range(3)] + [("H0", "b-high", "high")])
+    arrivals = (
+        [("L0", "b-low", "low")]
+        + [(f"B{i}", "b-big", "normal") for i in range(6)]
+        + [(f"S{i}", "b-small", "normal") for i in range(3)]
+        + [("H0", "b-high", "high")]
+    )
     for i, (name, batch_id, priority) in enumerate(arrivals):
         children(procs.queue_up_for, redis_url, key_prefix, o, name, batch_id, priority)
         end = time.monotonic() + 30
@@ -221,12 +239,24 @@ def test_waiters_are_served_by_priority_then_in_turn_among_batches_then_in_arriv
     while redis_client.llen(f"{key_prefix}:order") < len(arrivals) and time.monotonic() < end:
         time.sleep(0.05)
     assert redis_client.lrange(f"{key_prefix}:order", 0, -1) == [
-        "H0", "B0", "S0", "B1", "S1", "B2", "S2", "B3", "B4", "B5", "L0"]
+        "H0",
+        "B0",
+        "S0",
+        "B1",
+        "S1",
+        "B2",
+        "S2",
+        "B3",
+        "B4",
+        "B5",
+        "L0",
+    ]
     limiter.close()
 
 
 def test_a_pause_set_in_one_process_stops_creations_in_another(
-        redis_client, redis_url, key_prefix, settings, children):
+    redis_client, redis_url, key_prefix, settings, children
+):
     o = opts(create_limit=100)
     limiter = local_limiter(redis_client, settings, key_prefix, o)
     until = limiter.pause_creations(2.0, reason="429")
@@ -238,7 +268,8 @@ def test_a_pause_set_in_one_process_stops_creations_in_another(
 
 
 def test_limits_changed_in_one_process_apply_to_waiters_in_others(
-        redis_client, redis_url, key_prefix, settings, children):
+    redis_client, redis_url, key_prefix, settings, children
+):
     o = opts(concurrency=1, lease=2.0, recheck_interval=600)
     limiter = local_limiter(redis_client, settings, key_prefix, o)
     held = limiter.acquire(HolderInfo(task_id="holder"))

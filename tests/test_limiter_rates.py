@@ -6,6 +6,7 @@ every window of the CURRENT length that closes at a grant made after the change 
 the CURRENT limit, counting every grant before and after the change. (Windows made only of
 grants from before the change were legal under the old limits and cannot be undone.)
 """
+
 from __future__ import annotations
 
 import threading
@@ -81,7 +82,9 @@ def test_lowering_the_limit_holds_at_once_for_callers_already_sleeping(make_limi
     limiter = make_limiter(create_limit=4, window=2.0, rate_margin=MARGIN)
     tokens = Tokens(limiter, redis_client)
     threads = tokens.take_in_threads(8)
-    wait_until(lambda: limiter.status().creations_reserved == 4, 5, "4 callers sleeping towards a reservation")
+    wait_until(
+        lambda: limiter.status().creations_reserved == 4, 5, "4 callers sleeping towards a reservation"
+    )
     changed_at = redis_now(redis_client)
     limiter.set_limits(create_limit=2)
     threads += tokens.take_in_threads(1)

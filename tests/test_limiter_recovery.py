@@ -6,6 +6,7 @@ that finds no epoch while the caller knew one starts the recovery: no new slot f
 (live holders re-register through their renewals first) and creations paused for one window
 plus margin. A first start (nobody knew an epoch) has no delay.
 """
+
 from __future__ import annotations
 
 import time
@@ -34,8 +35,9 @@ def test_a_first_start_has_no_recovery_delay(make_limiter):
 
 def test_after_a_loss_live_holders_go_back_in_before_anyone_new(make_limiter, redis_client, key_prefix):
     lease_s, window, margin = 1.2, 1.0, 0.1
-    limiter = make_limiter(concurrency=2, lease=lease_s, window=window, rate_margin=margin,
-                           recheck_interval=600)  # only the freeze's own end can let the waiter in
+    limiter = make_limiter(
+        concurrency=2, lease=lease_s, window=window, rate_margin=margin, recheck_interval=600
+    )  # only the freeze's own end can let the waiter in
     a = limiter.acquire(HolderInfo(task_id="a"))
     limiter.take_create_token(holder=a, attempt="b:0:1")
     c = limiter.acquire(HolderInfo(task_id="c"))
@@ -60,8 +62,9 @@ def test_after_a_loss_live_holders_go_back_in_before_anyone_new(make_limiter, re
     assert limiter.take_create_token(timeout=5) >= lost_at + window + margin
 
 
-def test_a_loss_first_seen_by_a_process_that_knew_nothing_is_still_recognised(make_limiter, redis_client,
-                                                                              key_prefix):
+def test_a_loss_first_seen_by_a_process_that_knew_nothing_is_still_recognised(
+    make_limiter, redis_client, key_prefix
+):
     """A process that just started cannot tell a loss from a first start; the first call of one
     that knew the old state can, and the recovery begins then."""
     old = make_limiter(concurrency=3, lease=1.2)
@@ -105,8 +108,9 @@ def test_a_force_released_holder_stays_lost_across_a_state_loss(make_limiter, re
     assert not kept.lost
 
 
-def test_an_abandoned_slot_is_put_back_as_an_orphan_if_the_loss_came_first(make_limiter, redis_client,
-                                                                           key_prefix):
+def test_an_abandoned_slot_is_put_back_as_an_orphan_if_the_loss_came_first(
+    make_limiter, redis_client, key_prefix
+):
     """The renewal that re-registers a holder can cross its abandon(); the keeper then abandons
     it again, so the slot ends as an orphan, not as a live lease nor a free slot."""
     limiter = make_limiter(concurrency=1, lease=0.9)
@@ -121,7 +125,8 @@ def test_an_abandoned_slot_is_put_back_as_an_orphan_if_the_loss_came_first(make_
 
 
 def test_a_waiter_queued_before_the_loss_was_recognised_is_woken_when_the_freeze_ends(
-        make_limiter, redis_client, key_prefix):
+    make_limiter, redis_client, key_prefix
+):
     """It was never told when the freeze ends, and nobody is woken during it: the first call
     after its end wakes the line (here: the waiter's own registration refresh)."""
     old = make_limiter(concurrency=3, lease=1.2)

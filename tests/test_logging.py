@@ -1,4 +1,5 @@
 """Structured logging: one line per event with the item's context, and never the token."""
+
 from __future__ import annotations
 
 import io
@@ -115,7 +116,9 @@ class TestContext:
             log.info("outside attempt")
         log.info("no context")
         first, second, third = stream.getvalue().splitlines()
-        assert "batch=b1 item=3 model=flux-schnell prediction=p-123 attempt=2 msg=\"created prediction\"" in first
+        assert (
+            'batch=b1 item=3 model=flux-schnell prediction=p-123 attempt=2 msg="created prediction"' in first
+        )
         assert "attempt=" not in second and "prediction=" not in second and "batch=b1" in second
         assert "batch=" not in third
 
@@ -162,7 +165,8 @@ def test_uncaught_exception_in_a_real_celery_worker_is_redacted(tmp_path, redis_
     marker = tmp_path / "failed"
     app_dir = tmp_path / "app"
     app_dir.mkdir()
-    (app_dir / "leaky_app.py").write_text(textwrap.dedent(f"""
+    (app_dir / "leaky_app.py").write_text(
+        textwrap.dedent(f"""
         from pathlib import Path
         from celery import Celery, signals
         from shared.logging_setup import celery_setup_logging, log_context
@@ -183,7 +187,8 @@ def test_uncaught_exception_in_a_real_celery_worker_is_redacted(tmp_path, redis_
         def fail():
             with log_context(batch="b9", item=1, model="m"):
                 raise RuntimeError("upstream said: bad token {TOKEN}")
-    """))
+    """)
+    )
     script = textwrap.dedent(f"""
         import time
         from pathlib import Path
@@ -228,15 +233,22 @@ def _child_env(settings: Settings, **extra: str) -> dict[str, str]:
     import os
     from pathlib import Path
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REPLICATE_", "FLEET_", "CELERY_", "REDIS_URL"))}
-    env.update(settings.as_env(), PYTHONPATH=str(Path(__file__).resolve().parent.parent), PYTHONUNBUFFERED="1")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("REPLICATE_", "FLEET_", "CELERY_", "REDIS_URL"))
+    }
+    env.update(
+        settings.as_env(), PYTHONPATH=str(Path(__file__).resolve().parent.parent), PYTHONUNBUFFERED="1"
+    )
     env.update(extra)
     return env
 
 
 @pytest.mark.e2e
-def test_the_token_never_appears_in_anything_a_run_prints_or_writes(tmp_path, settings, redis_client, sim_factory,
-                                                                    worker_factory):
+def test_the_token_never_appears_in_anything_a_run_prints_or_writes(
+    tmp_path, settings, redis_client, sim_factory, worker_factory
+):
     """A real run at DEBUG level with the stand-in accepting only TOKEN (so the token was really
     used): the producer CLI's output (`submit --wait`, `results --json`, `status`, `limits`), the
     workers' logs, the webhook receiver's log (it fetched its signing secret with the token), the
@@ -262,14 +274,26 @@ def test_the_token_never_appears_in_anything_a_run_prints_or_writes(tmp_path, se
 
     def start(name: str, argv: list[str], **env: str) -> subprocess.Popen:
         log = (tmp_path / f"{name}.log").open("w")
-        process = subprocess.Popen(argv, env=_child_env(run, **env), stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
+        process = subprocess.Popen(
+            argv,
+            env=_child_env(run, **env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         processes.append(process)
         return process
 
     def cli(*args: str) -> subprocess.CompletedProcess:
-        result = subprocess.run([sys.executable, "-m", "producer.cli", "--env-file", "/nonexistent", *args],
-                                env=_child_env(run), capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        result = subprocess.run(
+            [sys.executable, "-m", "producer.cli", "--env-file", "/nonexistent", *args],
+            env=_child_env(run),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+        )
         outputs["producer " + " ".join(args)] = result.stdout + result.stderr
         return result
 
@@ -282,15 +306,28 @@ def test_the_token_never_appears_in_anything_a_run_prints_or_writes(tmp_path, se
 
     hook_port, metrics_port = free_port(), free_port()
     try:
-        start("webhooks", [str(bin_dir / "fleet-webhooks"), "--listen", f"127.0.0.1:{hook_port}",
-                           "--env-file", "/nonexistent"])
-        wait_until(lambda: answers(f"http://127.0.0.1:{hook_port}/healthz"), 30, "the webhook receiver", interval=0.2)
-        fleet = worker_factory(run, count=1, sim=sim,
-                               FLEET_WEBHOOK_URL=f"http://127.0.0.1:{hook_port}/webhooks/replicate")
+        start(
+            "webhooks",
+            [
+                str(bin_dir / "fleet-webhooks"),
+                "--listen",
+                f"127.0.0.1:{hook_port}",
+                "--env-file",
+                "/nonexistent",
+            ],
+        )
+        wait_until(
+            lambda: answers(f"http://127.0.0.1:{hook_port}/healthz"), 30, "the webhook receiver", interval=0.2
+        )
+        fleet = worker_factory(
+            run, count=1, sim=sim, FLEET_WEBHOOK_URL=f"http://127.0.0.1:{hook_port}/webhooks/replicate"
+        )
         prompts = tmp_path / "prompts.json"
         prompts.write_text(json.dumps([f"a red kite over a hill, take {i}" for i in range(4)]))
 
-        submitted = cli("submit", str(prompts), "-m", "black-forest-labs/flux-dev", "--batch-id", "tok-run", "--wait")
+        submitted = cli(
+            "submit", str(prompts), "-m", "black-forest-labs/flux-dev", "--batch-id", "tok-run", "--wait"
+        )
         assert submitted.returncode == 0, submitted.stdout + submitted.stderr + fleet.logs()
         records = [json.loads(line) for line in cli("results", "tok-run", "--json").stdout.splitlines()]
         assert [r["status"] for r in records] == ["succeeded"] * 4
@@ -298,14 +335,29 @@ def test_the_token_never_appears_in_anything_a_run_prints_or_writes(tmp_path, se
         assert cli("limits").returncode == 0
         assert cli("limits", "--json").returncode == 0
 
-        start("metrics", [sys.executable, "-m", "producer.cli", "--env-file", "/nonexistent", "metrics",
-                          "--port", str(metrics_port), "--addr", "127.0.0.1"])
+        start(
+            "metrics",
+            [
+                sys.executable,
+                "-m",
+                "producer.cli",
+                "--env-file",
+                "/nonexistent",
+                "metrics",
+                "--port",
+                str(metrics_port),
+                "--addr",
+                "127.0.0.1",
+            ],
+        )
         metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         wait_until(lambda: answers(metrics_url), 30, "the metrics exporter", interval=0.2)
         with urllib.request.urlopen(metrics_url, timeout=10) as response:
             outputs["GET /metrics"] = response.read().decode()
-        assert 'fleet_predictions_total{model="black-forest-labs/flux-dev",outcome="succeeded"} 4.0' \
+        assert (
+            'fleet_predictions_total{model="black-forest-labs/flux-dev",outcome="succeeded"} 4.0'
             in outputs["GET /metrics"]
+        )
     finally:
         for process in processes:
             if process.poll() is None:

@@ -1,6 +1,7 @@
 """Every Lua script is kept and loaded one way (shared.lua_scripts): an error raised while a script
 runs names the file and line it comes from -- in the prelude or in the script itself -- although
 Redis numbers the lines of the whole text it was sent."""
+
 from __future__ import annotations
 
 import json
@@ -25,9 +26,13 @@ def line_of(package: str, file_name: str, code: str) -> int:
 
 @pytest.fixture
 def limiter(redis_client, key_prefix):
-    limiter = Limiter(redis_client, Keys(key_prefix), Limits(concurrency_limit=2, create_limit=5, read_limit=50,
-                                                             rate_window=1.0),
-                      lease_seconds=1.5, orphan_seconds=3.0)
+    limiter = Limiter(
+        redis_client,
+        Keys(key_prefix),
+        Limits(concurrency_limit=2, create_limit=5, read_limit=50, rate_window=1.0),
+        lease_seconds=1.5,
+        orphan_seconds=3.0,
+    )
     yield limiter
     limiter.close()
 

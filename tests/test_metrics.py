@@ -1,4 +1,5 @@
 """The Prometheus exporter, scraped over HTTP against the real Redis."""
+
 from __future__ import annotations
 
 import os
@@ -63,11 +64,13 @@ class FakeStatus:
     rate_window: float = 60.0
     paused_until: float | None = 1e9
     pause_seconds_left: float = 12.5
-    holders: list = field(default_factory=lambda: [
-        {"host": "a", "pid": 1, "task_id": "t1", "prediction_id": "p1", "held_for": 4.0},
-        {"host": "a", "pid": 2, "task_id": "t2", "prediction_id": None, "held_for": 9.5},
-        {"host": "b", "pid": 3, "task_id": "t3", "prediction_id": "p3", "held_for": 1.0},
-    ])
+    holders: list = field(
+        default_factory=lambda: [
+            {"host": "a", "pid": 1, "task_id": "t1", "prediction_id": "p1", "held_for": 4.0},
+            {"host": "a", "pid": 2, "task_id": "t2", "prediction_id": None, "held_for": 9.5},
+            {"host": "b", "pid": 3, "task_id": "t3", "prediction_id": "p3", "held_for": 1.0},
+        ]
+    )
 
     def to_dict(self):
         return dict(vars(self))
@@ -113,12 +116,24 @@ def test_worker_counters_aggregate_across_processes_and_scrape(settings, redis_c
     with start_metrics_server(settings, port=0, addr="127.0.0.1", limiter_factory=FakeLimiter) as server:
         samples = scrape(server.url)
 
-    assert value(samples, "fleet_predictions_total", model="black-forest-labs/flux-schnell", outcome="succeeded") == 2
+    assert (
+        value(samples, "fleet_predictions_total", model="black-forest-labs/flux-schnell", outcome="succeeded")
+        == 2
+    )
     assert value(samples, "fleet_predictions_total", model="google/imagen-4", outcome="failed") == 2
-    assert value(samples, "fleet_cost_usd_total", model="black-forest-labs/flux-schnell") == pytest.approx(0.006)
+    assert value(samples, "fleet_cost_usd_total", model="black-forest-labs/flux-schnell") == pytest.approx(
+        0.006
+    )
     assert value(samples, "fleet_retries_total", model="google/imagen-4", reason="429") == 1
-    assert value(samples, "fleet_fallbacks_total", from_model="google/imagen-4",
-                 to_model="black-forest-labs/flux-schnell") == 1
+    assert (
+        value(
+            samples,
+            "fleet_fallbacks_total",
+            from_model="google/imagen-4",
+            to_model="black-forest-labs/flux-schnell",
+        )
+        == 1
+    )
     assert value(samples, "fleet_creations_total", model="google/imagen-4") == 1
     # Histogram: cumulative buckets, sum and count.
     assert value(samples, "fleet_limiter_wait_seconds_bucket", kind="slot", le="0.005") == 1
@@ -158,8 +173,11 @@ def test_outcomes_count_each_attempt_once_and_the_rest_apart(settings, redis_cli
 
     with start_metrics_server(settings, port=0, addr="127.0.0.1", limiter_factory=FakeLimiter) as server:
         samples = scrape(server.url)
-    ends = {dict(labels)["outcome"]: v for (name, labels), v in samples.items()
-            if name == "fleet_predictions_total" and dict(labels).get("model") == model}
+    ends = {
+        dict(labels)["outcome"]: v
+        for (name, labels), v in samples.items()
+        if name == "fleet_predictions_total" and dict(labels).get("model") == model
+    }
     assert ends == {"succeeded": 2, "failed": 1, "canceled": 1, "transient_error": 1}
     assert set(ends) == set(PREDICTION_OUTCOMES)
     assert ends["succeeded"] / sum(ends.values()) == pytest.approx(0.4)  # the documented success ratio
@@ -199,8 +217,9 @@ def test_a_real_hand_off_is_recorded_from_the_lease(settings, redis_client):
         first = limiter.acquire(HolderInfo(task_id="first"), timeout=10)
         metrics.handoff(first.handoff_seconds)  # free slot: nothing to record
         leases: list = []
-        waiting = threading.Thread(target=lambda: leases.append(limiter.acquire(HolderInfo(task_id="next"),
-                                                                                timeout=10)))
+        waiting = threading.Thread(
+            target=lambda: leases.append(limiter.acquire(HolderInfo(task_id="next"), timeout=10))
+        )
         waiting.start()
         wait_until(lambda: limiter.status().waiters >= 1, 10, "the second caller to wait")
         first.release()
@@ -257,12 +276,13 @@ def test_the_documented_metrics_are_the_exported_ones(settings, redis_client):
     metrics.slot_wait(0.1)
     metrics.end_noticed("poll")
     metrics.webhook("accepted")
-    with start_metrics_server(settings, port=0, addr="127.0.0.1", limiter_factory=FakeLimiter,
-                              ledger_factory=FakeLedger) as server:
+    with start_metrics_server(
+        settings, port=0, addr="127.0.0.1", limiter_factory=FakeLimiter, ledger_factory=FakeLedger
+    ) as server:
         exported = {name for name, _ in scrape(server.url)}
     docs = (Path(__file__).resolve().parent.parent / "docs" / "operations.md").read_text()
-    table = docs[docs.index("| metric | type |"):]
-    table = table[:table.index("\n\n")]
+    table = docs[docs.index("| metric | type |") :]
+    table = table[: table.index("\n\n")]
     documented = set(re.findall(r"`(fleet_\w+)`", table))
     assert documented, "no metric table found"
     for name in documented:
@@ -311,9 +331,13 @@ def test_counters_live_under_the_key_prefix_only(settings, redis_client):
 def test_real_limiter_status_is_exported(settings, redis_client):
     from shared.limiter import HolderInfo, Limiter
 
-    limiter = Limiter.from_settings(redis_client, Keys(settings.key_prefix), settings.with_(concurrency_limit=4))
-    lease = limiter.acquire(HolderInfo(host="host-a", pid=os.getpid(), task_id="t-1", batch_id="b", index=0,
-                                       model="m"), timeout=10)
+    limiter = Limiter.from_settings(
+        redis_client, Keys(settings.key_prefix), settings.with_(concurrency_limit=4)
+    )
+    lease = limiter.acquire(
+        HolderInfo(host="host-a", pid=os.getpid(), task_id="t-1", batch_id="b", index=0, model="m"),
+        timeout=10,
+    )
     try:
         limiter.take_create_token(timeout=10)
         limiter.pause_creations(30, reason="test 429")
@@ -336,8 +360,12 @@ def test_active_batch_counts_are_exported(settings, redis_client):
     from shared.request import ImageRequest
 
     keys = Keys(settings.key_prefix)
-    requests = [ImageRequest(index=i, id=str(i), prompt=f"p{i}", requested_model="m", model="m",
-                             output=f"b1/{i:04d}_p.png") for i in range(3)]
+    requests = [
+        ImageRequest(
+            index=i, id=str(i), prompt=f"p{i}", requested_model="m", model="m", output=f"b1/{i:04d}_p.png"
+        )
+        for i in range(3)
+    ]
     ledger = Ledger(redis_client, keys)
     assert ledger.create_batch("b-metrics", requests, output_root=str(settings.output_dir), options={})
     with start_metrics_server(settings, port=0, addr="127.0.0.1", limiter_factory=FakeLimiter) as server:
@@ -355,10 +383,20 @@ def test_queue_depths_are_exported_per_priority(settings, redis_client):
     keys = Keys(settings.key_prefix)
     ledger = Ledger(redis_client, keys)
     for batch_id, priority, n in (("b-q-high", "high", 2), ("b-q-normal", "normal", 3)):
-        requests = [ImageRequest(index=i, id=str(i), prompt=f"p{i}", requested_model="m", model="m",
-                                 output=f"{batch_id}/{i:04d}_p.png") for i in range(n)]
-        assert ledger.create_batch(batch_id, requests, output_root=str(settings.output_dir),
-                                   options={"priority": priority})
+        requests = [
+            ImageRequest(
+                index=i,
+                id=str(i),
+                prompt=f"p{i}",
+                requested_model="m",
+                model="m",
+                output=f"{batch_id}/{i:04d}_p.png",
+            )
+            for i in range(n)
+        ]
+        assert ledger.create_batch(
+            batch_id, requests, output_root=str(settings.output_dir), options={"priority": priority}
+        )
         Scheduler(redis_client, keys).push(batch_id, [(i, 1, "m") for i in range(n)])
     Scheduler(redis_client, keys).push("b-q-normal", [(0, 1, "m")], delay=60)
     with start_metrics_server(settings, port=0, addr="127.0.0.1", limiter_factory=FakeLimiter) as server:
@@ -382,8 +420,12 @@ def test_serve_metrics_blocks_until_stopped(settings, redis_client):
         servers.append(server)
         ready.set()
 
-    thread = threading.Thread(target=serve_metrics, args=(settings, 0),
-                              kwargs={"addr": "127.0.0.1", "stop": stop, "on_ready": on_ready}, daemon=True)
+    thread = threading.Thread(
+        target=serve_metrics,
+        args=(settings, 0),
+        kwargs={"addr": "127.0.0.1", "stop": stop, "on_ready": on_ready},
+        daemon=True,
+    )
     thread.start()
     assert ready.wait(10)
     samples = scrape(servers[0].url)
@@ -406,8 +448,13 @@ def test_a_real_batch_shows_up_in_the_metrics(settings, redis_client, sim_factor
     registry = load_registry()
     model = pick_image_model(registry)
     batch_id = f"metrics-{settings.key_prefix}"
-    requests = parse_prompts([f"a quiet harbour, take {i}" for i in range(5)], batch_id=batch_id,
-                             output_root=settings.output_dir, registry=registry, model=model)
+    requests = parse_prompts(
+        [f"a quiet harbour, take {i}" for i in range(5)],
+        batch_id=batch_id,
+        output_root=settings.output_dir,
+        registry=registry,
+        model=model,
+    )
     ledger = Ledger(redis_client, Keys(settings.key_prefix))
     assert ledger.create_batch(batch_id, requests, output_root=str(settings.output_dir), options={})
     worker_factory(settings, count=1, sim=sim, concurrency=4)
@@ -449,13 +496,29 @@ def test_producer_metrics_listens_on_loopback_unless_given_an_address(settings, 
     env.update(settings.as_env(), PYTHONPATH=str(Path(__file__).resolve().parent.parent))
     for extra, wide in (([], False), (["--address", "0.0.0.0"], True)):
         port = free_port()
-        process = subprocess.Popen([sys.executable, "-m", "producer.cli", "--env-file", "/nonexistent", "metrics",
-                                    "--port", str(port), *extra], env=env, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True)
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "producer.cli",
+                "--env-file",
+                "/nonexistent",
+                "metrics",
+                "--port",
+                str(port),
+                *extra,
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         try:
-            wait_until(lambda: _answers_on("127.0.0.1", port), 20, "the exporter")
+            wait_until(lambda port=port: _answers_on("127.0.0.1", port), 20, "the exporter")
             assert _answers_on("127.0.0.2", port) is wide
-            assert ("fleet_exporter_part_up", (("part", "counters"),)) in scrape(f"http://127.0.0.1:{port}/metrics")
+            assert ("fleet_exporter_part_up", (("part", "counters"),)) in scrape(
+                f"http://127.0.0.1:{port}/metrics"
+            )
         finally:
             process.terminate()
             output = process.communicate(timeout=10)[0]

@@ -1,4 +1,5 @@
 """The model registry: built-in facts, user extension files, and load-time validation errors."""
+
 from __future__ import annotations
 
 import json
@@ -51,14 +52,21 @@ def test_every_seed_model_is_known(registry):
 )
 def test_seed_facts(registry, name, ref_param, max_refs, is_list, output, price, unit):
     spec = registry.get(name)
-    assert (spec.reference_param, spec.max_references, spec.reference_is_list) == (ref_param, max_refs, is_list)
+    assert (spec.reference_param, spec.max_references, spec.reference_is_list) == (
+        ref_param,
+        max_refs,
+        is_list,
+    )
     assert spec.output == output
     assert (spec.price, spec.price_unit) == (price, unit)
 
 
 def test_param_facts(registry):
     flux = registry.get("black-forest-labs/flux-dev")
-    assert "9:21" in flux.params["aspect_ratio"].values and "match_input_image" not in flux.params["aspect_ratio"].values
+    assert (
+        "9:21" in flux.params["aspect_ratio"].values
+        and "match_input_image" not in flux.params["aspect_ratio"].values
+    )
     assert (flux.params["num_outputs"].min, flux.params["num_outputs"].max) == (1, 4)
     assert flux.params["megapixels"].values == ("1", "0.25")
     assert registry.get("black-forest-labs/flux-kontext-max").formats == ("jpg", "png")
@@ -109,7 +117,9 @@ def test_a_model_reference_outside_the_registry_is_taken_from_its_schema(registr
     # for a likely typo of a curated model).
     assert registry.schema_ref("black-forest-labs/flux-devv") == "black-forest-labs/flux-devv"
     assert registry.schema_ref("flux-dev") is None
-    with pytest.raises(UnknownModelError, match="its schema was not read .*Did you mean 'black-forest-labs/flux-dev'"):
+    with pytest.raises(
+        UnknownModelError, match="its schema was not read .*Did you mean 'black-forest-labs/flux-dev'"
+    ):
         registry.get("black-forest-labs/flux-devv")
 
 
@@ -189,11 +199,23 @@ def test_user_toml_file_adds_and_overrides(tmp_path):
 
 def test_user_json_file_can_remove_references(tmp_path):
     path = tmp_path / "models.json"
-    path.write_text(json.dumps({"models": {"acme/video": {
-        "kind": "video", "output": "single", "default_format": "mp4", "price": 0.1, "price_unit": "second",
-        "reference_param": None,
-        "params": {"duration": {"type": "enum", "values": [4], "default": 4}},
-    }}}))
+    path.write_text(
+        json.dumps(
+            {
+                "models": {
+                    "acme/video": {
+                        "kind": "video",
+                        "output": "single",
+                        "default_format": "mp4",
+                        "price": 0.1,
+                        "price_unit": "second",
+                        "reference_param": None,
+                        "params": {"duration": {"type": "enum", "values": [4], "default": 4}},
+                    }
+                }
+            }
+        )
+    )
     registry = load_registry(extra=str(path))
     assert registry.get("acme/video").cost({}) == pytest.approx(0.4)
     assert registry.get("acme/video").reference_param is None
@@ -211,22 +233,37 @@ BASE = {"kind": "image", "output": "single", "default_format": "png", "price": 0
         ({"acme/y": {"price": -1}}, "model 'acme/y': field 'price': must be a number >= 0"),  # an overlay
         ({"acme/y:v1": {"price": 1}}, "a model name is owner/name"),
         ({"no-owner": BASE}, "model 'no-owner': a model name is owner/name"),
-        ({"acme/x": {**BASE, "fallback": ["acme/nothing"]}}, "field 'fallback': unknown model 'acme/nothing'"),
+        (
+            {"acme/x": {**BASE, "fallback": ["acme/nothing"]}},
+            "field 'fallback': unknown model 'acme/nothing'",
+        ),
         ({"acme/x": {**BASE, "fallback": ["acme/x"]}}, "cannot fall back to itself"),
         ({"acme/x": {**BASE, "fallback": ["google/veo-3-fast"]}}, "makes videos, this model makes images"),
-        ({"acme/x": {**BASE, "max_references": 2}}, "field 'max_references': is set but the model has no reference_param"),
-        ({"acme/x": {**BASE, "reference_param": "img", "max_references": 2, "reference_is_list": False}},
-         "field 'reference_is_list': must be true when max_references is above 1"),
+        (
+            {"acme/x": {**BASE, "max_references": 2}},
+            "field 'max_references': is set but the model has no reference_param",
+        ),
+        (
+            {"acme/x": {**BASE, "reference_param": "img", "max_references": 2, "reference_is_list": False}},
+            "field 'reference_is_list': must be true when max_references is above 1",
+        ),
         ({"acme/x": {**BASE, "params": {"n": {"type": "integer"}}}}, "field 'params.n.type': must be one of"),
         ({"acme/x": {**BASE, "params": {"n": {"type": "int", "min": 5, "max": 1}}}}, "min 5 is above max 1"),
         ({"acme/x": {**BASE, "params": {"e": {"type": "enum", "values": []}}}}, "field 'params.e.values'"),
-        ({"acme/x": {**BASE, "params": {"e": {"type": "enum", "values": ["a"], "default": "b"}}}},
-         "field 'params.e.default': 'b' is not one of 'a'"),
+        (
+            {"acme/x": {**BASE, "params": {"e": {"type": "enum", "values": ["a"], "default": "b"}}}},
+            "field 'params.e.default': 'b' is not one of 'a'",
+        ),
         ({"acme/x": {**BASE, "params": {"prompt": {"type": "string"}}}}, "the prompt is always passed"),
-        ({"acme/x": {**BASE, "params": {"output_format": {"type": "enum", "values": ["jpg"]}}}},
-         "field 'default_format': 'png' is not among output_format's values"),
+        (
+            {"acme/x": {**BASE, "params": {"output_format": {"type": "enum", "values": ["jpg"]}}}},
+            "field 'default_format': 'png' is not among output_format's values",
+        ),
         ({"acme/x": {**BASE, "price_unit": "second"}}, "a price per second needs a 'duration' parameter"),
-        ({"acme/x": {**BASE, "aliases": ["flux-dev"]}}, "alias 'flux-dev' is already used by 'black-forest-labs/flux-dev'"),
+        (
+            {"acme/x": {**BASE, "aliases": ["flux-dev"]}},
+            "alias 'flux-dev' is already used by 'black-forest-labs/flux-dev'",
+        ),
     ],
 )
 def test_registry_validation_errors_name_file_model_and_field(tmp_path, models, expected):
@@ -241,10 +278,18 @@ def test_registry_validation_errors_name_file_model_and_field(tmp_path, models, 
 
 def test_registry_reports_every_problem_at_once(tmp_path):
     path = tmp_path / "bad.json"
-    path.write_text(json.dumps({"models": {
-        "acme/a": {**BASE, "kind": "audio"},
-        "acme/b": {**BASE, "price": "cheap"},
-    }, "routing": {"default_model": "acme/none"}, "colour": 1}))
+    path.write_text(
+        json.dumps(
+            {
+                "models": {
+                    "acme/a": {**BASE, "kind": "audio"},
+                    "acme/b": {**BASE, "price": "cheap"},
+                },
+                "routing": {"default_model": "acme/none"},
+                "colour": 1,
+            }
+        )
+    )
     with pytest.raises(ConfigError) as info:
         load_registry(extra=path)
     text = str(info.value)
@@ -294,7 +339,11 @@ def test_registry_agrees_with_the_stand_in(registry):
     for spec in registry:
         model = catalog.get(spec.name)
         assert model is not None, f"the stand-in lacks {spec.name}"
-        assert (model.kind, model.output, model.default_format) == (spec.kind, spec.output, spec.default_format)
+        assert (model.kind, model.output, model.default_format) == (
+            spec.kind,
+            spec.output,
+            spec.default_format,
+        )
         for name, param in spec.params.items():
             schema = model.inputs.get(name)
             assert schema is not None, f"{spec.name}: stand-in lacks input {name!r}"
@@ -302,7 +351,10 @@ def test_registry_agrees_with_the_stand_in(registry):
                 assert list(param.values) == schema["enum"], (spec.name, name)
             else:
                 assert schema.get("type") == json_type[param.type], (spec.name, name)
-                assert (schema.get("minimum"), schema.get("maximum")) == (param.min, param.max), (spec.name, name)
+                assert (schema.get("minimum"), schema.get("maximum")) == (param.min, param.max), (
+                    spec.name,
+                    name,
+                )
         if spec.reference_param:
             schema = model.inputs[spec.reference_param]
             assert (schema.get("type") == "array") == spec.reference_is_list, spec.name

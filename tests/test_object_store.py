@@ -1,5 +1,6 @@
 """The storage interface on a local folder and on a real S3-protocol server (moto's standalone
 server as a process, reached by obstore over HTTP): the same guarantees on both."""
+
 from __future__ import annotations
 
 import os
@@ -39,7 +40,9 @@ def test_each_output_is_written_once_whole_and_never_replaced_without_overwrite(
     assert store.size("b-1/none.png") is None
 
 
-@pytest.mark.parametrize("key", ["/etc/passwd", "../up.png", "a/../../b.png", "a\\b.png", "a//b.png", "", "a/\x00.png"])
+@pytest.mark.parametrize(
+    "key", ["/etc/passwd", "../up.png", "a/../../b.png", "a\\b.png", "a//b.png", "", "a/\x00.png"]
+)
 def test_path_rules_hold_on_every_store(store, key):
     with pytest.raises(StorageError):
         store.put(key, PNG, overwrite=True)
@@ -91,7 +94,9 @@ def test_a_read_only_bucket_is_refused_with_access_denied(tmp_path):
 def test_a_store_that_does_not_answer_is_unavailable_and_the_write_completes_later(s3_bucket):
     from shared.storage.cloud import CloudStore
 
-    store = CloudStore(parse_location(s3_bucket.url), environ=s3_bucket.environ(), timeout=timedelta(seconds=2))
+    store = CloudStore(
+        parse_location(s3_bucket.url), environ=s3_bucket.environ(), timeout=timedelta(seconds=2)
+    )
     s3_bucket.server.pause()
     began = time.monotonic()
     try:

@@ -1,6 +1,7 @@
 """The Python API and the CLI commands around a recorded batch, without workers: the ledger
 is driven by hand where a worker would write, so the producer side is tested on its own (the
 end-to-end tests with real workers are in test_producer_e2e.py)."""
+
 from __future__ import annotations
 
 import io
@@ -32,10 +33,17 @@ def queue_length(redis_client, settings) -> int:
 
 
 def finish(ledger: Ledger, batch_id: str, index: int, status: str = "succeeded", outputs=None):
-    ledger.transition(batch_id, index, "running", attempt=1, attempt_update={"model": "m", "status": "running"})
-    ledger.transition(batch_id, index, status, attempt=1, fields={"outputs": outputs or [f"{index}.png"],
-                                                                  "model": "black-forest-labs/flux-dev"},
-                      attempt_update={"status": status, "final": True})
+    ledger.transition(
+        batch_id, index, "running", attempt=1, attempt_update={"model": "m", "status": "running"}
+    )
+    ledger.transition(
+        batch_id,
+        index,
+        status,
+        attempt=1,
+        fields={"outputs": outputs or [f"{index}.png"], "model": "black-forest-labs/flux-dev"},
+        attempt_update={"status": status, "final": True},
+    )
 
 
 def test_submit_records_and_enqueues_one_task_per_item(settings, redis_client):
@@ -58,8 +66,9 @@ def test_resubmitting_the_same_batch_id_enqueues_nothing(settings, redis_client)
         producer.submit(PROMPTS[:2], settings=settings, batch_id="same-id")
     assert queue_length(redis_client, settings) == 3
 
-    result = CliRunner().invoke(cli, base_args(settings) + ["submit", "-", "--batch-id", "same-id"],
-                                env=settings.as_env())
+    result = CliRunner().invoke(
+        cli, base_args(settings) + ["submit", "-", "--batch-id", "same-id"], env=settings.as_env()
+    )
     assert result.exit_code == 2  # "-" is not a file: bad input, still nothing enqueued
     assert queue_length(redis_client, settings) == 3
 
@@ -83,8 +92,9 @@ def test_submit_wait_without_any_worker_exits_3_quickly(tmp_path, settings, redi
     prompts = tmp_path / "p.json"
     prompts.write_text(json.dumps(PROMPTS))
     started = time.monotonic()
-    result = CliRunner().invoke(cli, base_args(settings) + ["submit", str(prompts), "--wait"],
-                                env=settings.as_env())
+    result = CliRunner().invoke(
+        cli, base_args(settings) + ["submit", str(prompts), "--wait"], env=settings.as_env()
+    )
     assert result.exit_code == 3, result.output
     assert time.monotonic() - started < 30  # "within a few seconds", with a wide margin for CI
     assert "no worker is consuming queue" in result.stderr and "producer wait" in result.stderr
@@ -127,7 +137,9 @@ def test_cli_wait_exit_codes_and_plain_output(settings, redis_client, monkeypatc
     finish(ledger, failed.id, 0)
     finish(ledger, failed.id, 1, "failed")
     finish(ledger, failed.id, 2, "substituted")
-    result = CliRunner().invoke(cli, base_args(settings) + ["wait", failed.id, "--json"], env=settings.as_env())
+    result = CliRunner().invoke(
+        cli, base_args(settings) + ["wait", failed.id, "--json"], env=settings.as_env()
+    )
     assert result.exit_code == 1
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["counts"]["failed"] == 1 and summary["counts"]["substituted"] == 1
@@ -152,8 +164,17 @@ def test_status_results_list_cancel_retry_through_the_cli(settings, redis_client
     results = runner.invoke(cli, base_args(settings) + ["results", batch.id, "--json"], env=env)
     records = [json.loads(line) for line in results.stdout.splitlines()]
     assert [r["status"] for r in records] == ["succeeded", "failed", "pending"]
-    assert set(records[0]) >= {"index", "id", "prompt", "requested_model", "model", "status", "outputs",
-                               "attempts", "error"}
+    assert set(records[0]) >= {
+        "index",
+        "id",
+        "prompt",
+        "requested_model",
+        "model",
+        "status",
+        "outputs",
+        "attempts",
+        "error",
+    }
 
     listed = runner.invoke(cli, base_args(settings) + ["list"], env=env).stdout
     assert batch.id in listed
@@ -185,20 +206,26 @@ def test_status_without_an_id_is_the_latest_batch_and_list_speaks_its_words(sett
     latest = runner.invoke(cli, base_args(settings) + ["status"], env=env)
     assert latest.exit_code == 0, latest.output
     assert latest.stdout.splitlines()[0] == f"batch {newest.id}: queued"
-    assert runner.invoke(cli, base_args(settings) + ["status", older.id], env=env).stdout.splitlines()[0] \
+    assert (
+        runner.invoke(cli, base_args(settings) + ["status", older.id], env=env).stdout.splitlines()[0]
         == f"batch {older.id}: running"
+    )
     for index in range(2):
         finish(ledger, newest.id, index)
     older.cancel()
-    words = {json.loads(line)["batch_id"]: json.loads(line)["state"] for line in
-             runner.invoke(cli, base_args(settings) + ["list", "--json"], env=env).stdout.splitlines()}
+    words = {
+        json.loads(line)["batch_id"]: json.loads(line)["state"]
+        for line in runner.invoke(cli, base_args(settings) + ["list", "--json"], env=env).stdout.splitlines()
+    }
     assert words == {newest.id: "finished", older.id: "canceled"}
     listed = runner.invoke(cli, base_args(settings) + ["list"], env=env).stdout.splitlines()
     assert listed[0].split() == ["BATCH", "CREATED", "PRIORITY", "STATE", "DONE", "ITEMS"]
     assert listed[1].startswith(newest.id) and " finished " in listed[1] and " 2/2 " in listed[1]
     assert listed[2].startswith(older.id) and " canceled " in listed[2] and " 3/3 " in listed[2]
     for row, batch_id in ((listed[1], newest.id), (listed[2], older.id)):
-        status_word = runner.invoke(cli, base_args(settings) + ["status", batch_id], env=env).stdout.split()[2]
+        status_word = runner.invoke(cli, base_args(settings) + ["status", batch_id], env=env).stdout.split()[
+            2
+        ]
         assert f" {status_word} " in row
 
 
@@ -238,7 +265,9 @@ def test_ctrl_c_stops_waiting_without_cancelling(settings, redis_client, monkeyp
     monkeypatch.setattr("producer.api.time.sleep", interrupted)
     result = CliRunner().invoke(cli, base_args(settings) + ["wait", batch.id], env=settings.as_env())
     assert result.exit_code == 130
-    assert f"Resume with: producer wait {batch.id}" in result.stderr and "nothing was canceled" in result.stderr
+    assert (
+        f"Resume with: producer wait {batch.id}" in result.stderr and "nothing was canceled" in result.stderr
+    )
     info = batch.info()
     assert not info.canceled and info.counts["pending"] == 3
 
@@ -256,8 +285,13 @@ def test_terminal_gets_a_live_bar(settings, redis_client):
         finish(ledger, batch.id, index)
     primary, secondary = pty.openpty()
     env = {**os.environ, **settings.as_env(), "COLUMNS": "120"}
-    process = subprocess.Popen([sys.executable, "-m", "producer.cli", "--env-file", "/nonexistent", "wait", batch.id],
-                               stdin=secondary, stdout=secondary, stderr=secondary, env=env)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "producer.cli", "--env-file", "/nonexistent", "wait", batch.id],
+        stdin=secondary,
+        stdout=secondary,
+        stderr=secondary,
+        env=env,
+    )
     os.close(secondary)
     chunks = []
     while True:
@@ -290,7 +324,9 @@ def test_producer_and_workers_load_the_same_models_file(tmp_path, settings, redi
 
     # Not in the registry: its schema is asked of Replicate (the stand-in), which has no such model.
     with pytest.raises(InputError, match="acme/sketch: not found on Replicate"):
-        producer.submit(["a pencil owl"], settings=settings.with_(replicate_base_url=sim.url), model="acme/sketch")
+        producer.submit(
+            ["a pencil owl"], settings=settings.with_(replicate_base_url=sim.url), model="acme/sketch"
+        )
     models = tmp_path / "models.toml"
     models.write_text(SKETCH_MODEL_TOML)
     with_file = settings.with_(models_file=models)
@@ -321,8 +357,14 @@ def test_the_same_content_twice_is_refused_unless_again(settings, redis_client):
         producer.submit(PROMPTS, settings=settings, model="black-forest-labs/flux-dev")
     assert info.value.batch_id == first.id
     message = str(info.value)
-    for text in (f"batch {first.id}", "created 0s ago", "running: 0/3 done", f"producer status {first.id}",
-                 "--again", "nothing was enqueued"):
+    for text in (
+        f"batch {first.id}",
+        "created 0s ago",
+        "running: 0/3 done",
+        f"producer status {first.id}",
+        "--again",
+        "nothing was enqueued",
+    ):
         assert text in message, (text, message)
     assert queue_length(redis_client, settings) == 3 and batch_count(redis_client, settings) == 1
     # flags that only name the same thing differently do not make it new: the routed requests count
@@ -369,7 +411,9 @@ def test_cli_refuses_the_same_file_twice_and_again_submits_it(tmp_path, settings
     first_id = first.stdout.split("batch ", 1)[1].split(":", 1)[0]
     second = runner.invoke(cli, args, env=settings.as_env())
     assert second.exit_code == 2
-    assert second.stderr.startswith(f"error: the same items were submitted already as batch {first_id}, created ")
+    assert second.stderr.startswith(
+        f"error: the same items were submitted already as batch {first_id}, created "
+    )
     assert f"producer status {first_id}" in second.stderr and "--again" in second.stderr
     assert second.stdout == "" and queue_length(redis_client, settings) == 3
     third = runner.invoke(cli, args + ["--again", "--json"], env=settings.as_env())
@@ -380,8 +424,9 @@ def test_cli_refuses_the_same_file_twice_and_again_submits_it(tmp_path, settings
 
 
 # --- what is printed before enqueueing ----------------------------------------------------------------
-def test_submit_prints_notes_plan_and_routing_warnings_before_enqueueing(tmp_path, settings, redis_client,
-                                                                         monkeypatch, sim):
+def test_submit_prints_notes_plan_and_routing_warnings_before_enqueueing(
+    tmp_path, settings, redis_client, monkeypatch, sim
+):
     from PIL import Image
 
     settings = settings.with_(replicate_base_url=sim.url)  # reference images are uploaded at submit
@@ -389,8 +434,19 @@ def test_submit_prints_notes_plan_and_routing_warnings_before_enqueueing(tmp_pat
     for name, colour in (("a.png", "red"), ("b.png", "blue")):
         Image.new("RGB", (4, 4), colour).save(tmp_path / name)
     prompts = tmp_path / "p.json"
-    prompts.write_text(json.dumps(["a fox", {"prompt": "fuse them", "model": "black-forest-labs/flux-dev",
-                                             "image_input": ["a.png", "b.png"], "params": {"num_outputs": 2}}]))
+    prompts.write_text(
+        json.dumps(
+            [
+                "a fox",
+                {
+                    "prompt": "fuse them",
+                    "model": "black-forest-labs/flux-dev",
+                    "image_input": ["a.png", "b.png"],
+                    "params": {"num_outputs": 2},
+                },
+            ]
+        )
+    )
 
     def no_enqueue(*_args, **_kwargs):
         raise RuntimeError("enqueue reached")
@@ -405,7 +461,9 @@ def test_submit_prints_notes_plan_and_routing_warnings_before_enqueueing(tmp_pat
     assert "num_outputs=2 dropped" in out and "Estimated cost: $" in out
     assert "Routes (" not in out and "queued" not in out
     assert sim.ledger()["files_uploaded"] == 2  # the references, before anything is enqueued
-    dry = CliRunner().invoke(cli, base_args(settings) + ["submit", str(prompts), "--dry-run"], env=settings.as_env())
+    dry = CliRunner().invoke(
+        cli, base_args(settings) + ["submit", str(prompts), "--dry-run"], env=settings.as_env()
+    )
     assert dry.exit_code == 0 and "note: no model given for 1 item(s)" in dry.stderr
 
 
@@ -416,8 +474,11 @@ def queued_task_ids(redis_client, settings) -> list[str]:
     from tests.support.pipeline import feed
 
     feed(settings, redis_client)
-    return [json.loads(raw)["headers"]["id"] for name in broker_lists(settings.queue)
-            for raw in redis_client.lrange(name, 0, -1)]
+    return [
+        json.loads(raw)["headers"]["id"]
+        for name in broker_lists(settings.queue)
+        for raw in redis_client.lrange(name, 0, -1)
+    ]
 
 
 def test_cancel_revokes_the_queued_messages_of_the_items_it_cancels(settings, redis_client, monkeypatch):
@@ -495,7 +556,9 @@ def test_retry_help_documents_the_cancel_semantics():
 
 
 # --- no settings argument -----------------------------------------------------------------------------
-def test_submit_and_generate_without_settings_use_the_environment(tmp_path, settings, redis_client, monkeypatch):
+def test_submit_and_generate_without_settings_use_the_environment(
+    tmp_path, settings, redis_client, monkeypatch
+):
     monkeypatch.chdir(tmp_path)  # no .env here
     for name, value in settings.as_env().items():
         monkeypatch.setenv(name, value)
@@ -507,7 +570,9 @@ def test_submit_and_generate_without_settings_use_the_environment(tmp_path, sett
     assert producer.limits_status().concurrency_limit == settings.concurrency_limit
     monkeypatch.setattr("producer.api.WORKER_PING_SECONDS", 0.5)
     with pytest.raises(NoWorkerError):  # it got as far as waiting for a worker: submitted without settings
-        producer.generate("a paper boat on a pond", "black-forest-labs/flux-dev", aspect_ratio="1:1", timeout=30)
+        producer.generate(
+            "a paper boat on a pond", "black-forest-labs/flux-dev", aspect_ratio="1:1", timeout=30
+        )
     assert queue_length(redis_client, settings) == 4
 
 
@@ -517,12 +582,16 @@ def test_priority_is_recorded_listed_and_checked(tmp_path, settings, redis_clien
     env = settings.as_env()
     prompts = tmp_path / "p.json"
     prompts.write_text(json.dumps(PROMPTS))
-    result = runner.invoke(cli, base_args(settings) + ["submit", str(prompts), "--priority", "high", "--json"], env=env)
+    result = runner.invoke(
+        cli, base_args(settings) + ["submit", str(prompts), "--priority", "high", "--json"], env=env
+    )
     assert result.exit_code == 0, result.output
     batch_id = json.loads(result.stdout.strip().splitlines()[-1])["batch"]
     assert producer.open_batch(batch_id, settings).info().priority == "high"
-    listed = [json.loads(line) for line in runner.invoke(cli, base_args(settings) + ["list", "--json"],
-                                                         env=env).stdout.splitlines()]
+    listed = [
+        json.loads(line)
+        for line in runner.invoke(cli, base_args(settings) + ["list", "--json"], env=env).stdout.splitlines()
+    ]
     assert {(d["batch_id"], d["priority"], d["state"]) for d in listed} >= {(batch_id, "high", "queued")}
     human = runner.invoke(cli, base_args(settings) + ["list"], env=env).stdout
     assert batch_id in human and "high" in human and "queued" in human

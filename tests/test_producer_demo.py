@@ -1,4 +1,5 @@
 """`make demo` (examples/demo.py) runs the whole pipeline and stops everything it started."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,14 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_demo_runs_end_to_end_and_cleans_up(tmp_path, redis_url, redis_client, key_prefix):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REPLICATE_", "FLEET_", "REDIS_URL"))}
     env.update(REDIS_URL=redis_url, OUTPUT_DIR=str(tmp_path / "out"), PYTHONPATH=str(ROOT))
-    result = subprocess.run([sys.executable, "-m", "examples.demo", "--prefix", key_prefix], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=240)
+    result = subprocess.run(
+        [sys.executable, "-m", "examples.demo", "--prefix", key_prefix],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     manifest_line = next(line for line in result.stdout.splitlines() if "manifest:" in line)
     manifest = json.loads(Path(manifest_line.split("manifest:", 1)[1].strip()).read_text())

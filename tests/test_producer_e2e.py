@@ -1,5 +1,6 @@
 """The producer against real celery workers, the real Redis and the stand-in: the Python API,
 `generate`, and the CLI's --wait / --json / exit codes / retry as a user runs them."""
+
 from __future__ import annotations
 
 import hashlib
@@ -23,8 +24,12 @@ MIXED = {
     "items": [
         {"id": "fox", "prompt": "a red fox in snow", "model": "black-forest-labs/flux-dev"},
         {"id": "market", "prompt": "a night market in the rain", "model": "qwen/qwen-image"},
-        {"id": "whale", "prompt": "a blue whale, aurora", "model": "google/nano-banana",
-         "params": {"output_format": "jpg"}},
+        {
+            "id": "whale",
+            "prompt": "a blue whale, aurora",
+            "model": "google/nano-banana",
+            "params": {"output_format": "jpg"},
+        },
         "a lighthouse in a storm",
         "a tiny robot gardener",
     ],
@@ -40,8 +45,14 @@ def sha256(path: Path) -> str:
 def cli(settings, sim, *args, timeout=120):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REPLICATE_", "FLEET_", "REDIS_URL"))}
     env.update(settings.as_env(), REPLICATE_BASE_URL=sim.url, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "producer.cli", "--env-file", "/nonexistent", *args],
-                          env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "producer.cli", "--env-file", "/nonexistent", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
 
 
 def test_python_api_end_to_end(settings, redis_client, sim, worker_factory):
@@ -57,8 +68,11 @@ def test_python_api_end_to_end(settings, redis_client, sim, worker_factory):
 
     records = batch.results()
     assert [r["id"] for r in records] == ["fox", "market", "whale", "3", "4"]
-    assert [r["model"] for r in records[:3]] == ["black-forest-labs/flux-dev", "qwen/qwen-image",
-                                                 "google/nano-banana"]
+    assert [r["model"] for r in records[:3]] == [
+        "black-forest-labs/flux-dev",
+        "qwen/qwen-image",
+        "google/nano-banana",
+    ]
     ledger = sim.ledger()
     assert ledger["creations"] == 5 and ledger["duplicate_inputs"] == 0
     for record in records:
@@ -76,9 +90,17 @@ def test_python_api_end_to_end(settings, redis_client, sim, worker_factory):
     assert not again.created and again.wait(timeout=10).all_succeeded
     assert sim.ledger()["creations"] == 5
 
-    paths = producer.generate("a paper boat on a pond", "black-forest-labs/flux-dev", settings=settings,
-                              output="single/boat.png", aspect_ratio="1:1", timeout=60)
-    assert paths == [Path(settings.output_dir).resolve() / "single" / "boat.png"] and paths[0].stat().st_size > 0
+    paths = producer.generate(
+        "a paper boat on a pond",
+        "black-forest-labs/flux-dev",
+        settings=settings,
+        output="single/boat.png",
+        aspect_ratio="1:1",
+        timeout=60,
+    )
+    assert (
+        paths == [Path(settings.output_dir).resolve() / "single" / "boat.png"] and paths[0].stat().st_size > 0
+    )
 
 
 def test_cli_submit_wait_failures_retry_and_exit_codes(tmp_path, settings, redis_client, sim, worker_factory):
@@ -86,8 +108,17 @@ def test_cli_submit_wait_failures_retry_and_exit_codes(tmp_path, settings, redis
     prompts = tmp_path / "prompts.json"
     prompts.write_text(json.dumps(["a red fox", "a blue whale", "a green forest"]))
 
-    ok = cli(settings, sim, "submit", str(prompts), "-m", "black-forest-labs/flux-dev", "-p", "aspect_ratio=16:9",
-             "--wait")
+    ok = cli(
+        settings,
+        sim,
+        "submit",
+        str(prompts),
+        "-m",
+        "black-forest-labs/flux-dev",
+        "-p",
+        "aspect_ratio=16:9",
+        "--wait",
+    )
     assert ok.returncode == 0, ok.stderr + ok.stdout
     lines = ok.stdout.splitlines()
     assert "\r" not in ok.stdout and "\x1b[" not in ok.stdout  # not a terminal: plain lines
@@ -96,8 +127,18 @@ def test_cli_submit_wait_failures_retry_and_exit_codes(tmp_path, settings, redis
 
     # every model of the route fails: the items end failed, exit 1, and retry fixes them
     sim.configure(always_fail_models=ROUTE)
-    failed = cli(settings, sim, "submit", str(prompts), "-m", "black-forest-labs/flux-dev", "--wait", "--json",
-                 "--batch-id", "cli-fail")
+    failed = cli(
+        settings,
+        sim,
+        "submit",
+        str(prompts),
+        "-m",
+        "black-forest-labs/flux-dev",
+        "--wait",
+        "--json",
+        "--batch-id",
+        "cli-fail",
+    )
     assert failed.returncode == 1, failed.stderr
     summary = json.loads(failed.stdout.strip().splitlines()[-1])
     assert summary["batch"] == "cli-fail" and summary["items"] == 3 and summary["counts"]["failed"] == 3
@@ -110,11 +151,25 @@ def test_cli_submit_wait_failures_retry_and_exit_codes(tmp_path, settings, redis
     # --no-fallback: the first model fails for good, the item fails; no other model is paid for.
     before = sim.ledger()["creations_by_model"]
     sim.configure(always_fail_models=ROUTE[:1])
-    alone = cli(settings, sim, "submit", str(prompts), "-m", ROUTE[0], "--wait", "--no-fallback",
-                "--batch-id", "cli-alone")
+    alone = cli(
+        settings,
+        sim,
+        "submit",
+        str(prompts),
+        "-m",
+        ROUTE[0],
+        "--wait",
+        "--no-fallback",
+        "--batch-id",
+        "cli-alone",
+    )
     assert alone.returncode == 1, alone.stderr + alone.stdout
-    records = [json.loads(line) for line in cli(settings, sim, "results", "cli-alone", "--json").stdout.splitlines()]
-    assert [(r["status"], [a["model"] for a in r["attempts"]]) for r in records] == [("failed", ROUTE[:1])] * 3
+    records = [
+        json.loads(line) for line in cli(settings, sim, "results", "cli-alone", "--json").stdout.splitlines()
+    ]
+    assert [(r["status"], [a["model"] for a in r["attempts"]]) for r in records] == [
+        ("failed", ROUTE[:1])
+    ] * 3
     after = sim.ledger()["creations_by_model"]
     assert {m: after.get(m, 0) - before.get(m, 0) for m in ROUTE} == {ROUTE[0]: 3, ROUTE[1]: 0, ROUTE[2]: 0}
 
@@ -126,8 +181,9 @@ def test_cli_submit_wait_failures_retry_and_exit_codes(tmp_path, settings, redis
     assert status["counts"]["succeeded"] == 3 and status["finished"]
 
 
-def test_cancel_mid_batch_then_retry_including_canceled_finishes_every_item(settings, redis_client, sim_factory,
-                                                                            worker_factory):
+def test_cancel_mid_batch_then_retry_including_canceled_finishes_every_item(
+    settings, redis_client, sim_factory, worker_factory
+):
     """`cancel` while predictions run, then `retry --include-canceled`: the cancel is lifted and
     every item ends succeeded, on the same worker processes that saw the cancel."""
     import time
@@ -138,10 +194,14 @@ def test_cancel_mid_batch_then_retry_including_canceled_finishes_every_item(sett
     sim = sim_factory(latency_scale=3.0, image_scale=0.01)  # several seconds each: running at cancel
     fleet = worker_factory(settings, count=1, sim=sim, concurrency=4)  # takes 4 tasks, 12 stay queued
     settings = settings.with_(replicate_base_url=sim.url)
-    batch = producer.submit([f"a small boat at dawn, plate {i}" for i in range(16)], settings=settings,
-                            model="black-forest-labs/flux-dev")
-    wait_until(lambda: batch.status(with_slots=False).running >= 3, 30, "predictions in flight",
-               explain=fleet.logs)
+    batch = producer.submit(
+        [f"a small boat at dawn, plate {i}" for i in range(16)],
+        settings=settings,
+        model="black-forest-labs/flux-dev",
+    )
+    wait_until(
+        lambda: batch.status(with_slots=False).running >= 3, 30, "predictions in flight", explain=fleet.logs
+    )
     outcome = batch.cancel()
     # Only the messages already in the broker (the feeder keeps FLEET_FEED_WINDOW there) need
     # revoking; the other sends were still held in the schedule, which dropped them.
@@ -151,8 +211,9 @@ def test_cancel_mid_batch_then_retry_including_canceled_finishes_every_item(sett
     snap = batch.wait(timeout=30, poll_interval=0.2)
     assert snap.finished and snap.counts["canceled"] == 16, batch.results()
     # the worker dropped the queued messages it was told about instead of running them
-    wait_until(lambda: "Discarding revoked task" in fleet.logs(), 20, "revoked messages dropped",
-               explain=fleet.logs)
+    wait_until(
+        lambda: "Discarding revoked task" in fleet.logs(), 20, "revoked messages dropped", explain=fleet.logs
+    )
 
     sim.configure(latency_scale=0.01)
     retried = batch.retry(include_canceled=True)

@@ -1,4 +1,5 @@
 """`--param key=value` parsing."""
+
 from __future__ import annotations
 
 import pytest
@@ -15,10 +16,29 @@ def parse_params(pairs: list[str]) -> dict:
 
 
 def test_values_are_json_when_they_parse_text_otherwise():
-    assert parse_params(["n=2", "go_fast=true", "ratio=16:9", "refs=[\"a.png\",\"b.png\"]", "s=0.5",
-                         "q='x'", "empty=", "seed=null", "text=\"42\""]) == {
-        "n": 2, "go_fast": True, "ratio": "16:9", "refs": ["a.png", "b.png"], "s": 0.5, "q": "'x'",
-        "empty": "", "seed": None, "text": "42"}
+    assert parse_params(
+        [
+            "n=2",
+            "go_fast=true",
+            "ratio=16:9",
+            'refs=["a.png","b.png"]',
+            "s=0.5",
+            "q='x'",
+            "empty=",
+            "seed=null",
+            'text="42"',
+        ]
+    ) == {
+        "n": 2,
+        "go_fast": True,
+        "ratio": "16:9",
+        "refs": ["a.png", "b.png"],
+        "s": 0.5,
+        "q": "'x'",
+        "empty": "",
+        "seed": None,
+        "text": "42",
+    }
 
 
 def test_value_may_contain_equals():

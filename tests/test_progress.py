@@ -1,4 +1,5 @@
 """Progress snapshots and their two renderings (terminal bar, plain lines)."""
+
 from __future__ import annotations
 
 import io
@@ -7,8 +8,15 @@ from types import SimpleNamespace
 
 import pytest
 
-from producer.progress import (LineReporter, Snapshot, TerminalReporter, format_duration, format_line, make_reporter,
-                               snapshot_from_info)
+from producer.progress import (
+    LineReporter,
+    Snapshot,
+    TerminalReporter,
+    format_duration,
+    format_line,
+    make_reporter,
+    snapshot_from_info,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -18,12 +26,20 @@ def plain_terminal_environment(monkeypatch):
     for name in ("FORCE_COLOR", "NO_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLUMNS"):
         monkeypatch.delenv(name, raising=False)
 
+
 pytestmark = pytest.mark.unit
 
 
 def info(counts: dict, total: int = 10, created_at: float = 1000.0, finished_at=None, canceled=False):
-    return SimpleNamespace(id="b-1", total=total, counts=counts, created_at=created_at,
-                           finished=finished_at is not None, finished_at=finished_at, canceled=canceled)
+    return SimpleNamespace(
+        id="b-1",
+        total=total,
+        counts=counts,
+        created_at=created_at,
+        finished=finished_at is not None,
+        finished_at=finished_at,
+        canceled=canceled,
+    )
 
 
 def test_snapshot_counts_rate_and_eta():
@@ -49,15 +65,19 @@ def test_queued_never_negative_and_unknown_eta_before_first_result():
 
 
 def test_slots_from_limiter_status_appear():
-    snap = snapshot_from_info(info({"running": 3, "pending": 7}), now=1005.0,
-                              limiter_status=SimpleNamespace(in_use=3, concurrency_limit=10))
+    snap = snapshot_from_info(
+        info({"running": 3, "pending": 7}),
+        now=1005.0,
+        limiter_status=SimpleNamespace(in_use=3, concurrency_limit=10),
+    )
     assert "slots 3/10" in format_line(snap)
     assert "slots 3/10" in render_bar(snap, 120)
 
 
 def test_format_line_names_every_count():
-    snap = snapshot_from_info(info({"succeeded": 5, "failed": 1, "canceled": 2, "running": 1, "pending": 1}),
-                              now=1060.0)
+    snap = snapshot_from_info(
+        info({"succeeded": 5, "failed": 1, "canceled": 2, "running": 1, "pending": 1}), now=1060.0
+    )
     line = format_line(snap)
     for text in ("8/10 done", "ok 5", "failed 1", "canceled 2", "running 1", "queued 1", "img/min"):
         assert text in line
@@ -157,17 +177,21 @@ def test_make_reporter_picks_by_terminal(monkeypatch):
 
 
 def test_summary_line_separates_every_count_with_commas():
-    snap = snapshot_from_info(info({"succeeded": 0, "failed": 0, "canceled": 20}, total=20, finished_at=1010.0),
-                              now=1010.0)
+    snap = snapshot_from_info(
+        info({"succeeded": 0, "failed": 0, "canceled": 20}, total=20, finished_at=1010.0), now=1010.0
+    )
     assert format_line(snap).startswith("batch b-1: 20/20 done (ok 0, failed 0, canceled 20), running 0")
-    snap = snapshot_from_info(info({"succeeded": 3, "failed": 1, "substituted": 2, "canceled": 4}), now=1060.0)
+    snap = snapshot_from_info(
+        info({"succeeded": 3, "failed": 1, "substituted": 2, "canceled": 4}), now=1060.0
+    )
     assert "(ok 3, failed 1, substituted 2, canceled 4)" in format_line(snap)
 
 
 def test_rate_counts_only_produced_images_and_eta_ignores_cancels():
     # 6 succeeded and 30 canceled in one minute: 6 images/min, not 36
-    snap = snapshot_from_info(info({"succeeded": 6, "canceled": 30, "running": 2, "pending": 62}, total=100),
-                              now=1060.0)
+    snap = snapshot_from_info(
+        info({"succeeded": 6, "canceled": 30, "running": 2, "pending": 62}, total=100), now=1060.0
+    )
     assert snap.per_minute == pytest.approx(6.0)
     assert snap.eta == pytest.approx(64 / 6 * 60)  # 64 left at the 6/min the fleet works through
     assert "6.0 img/min" in format_line(snap)
@@ -186,8 +210,9 @@ def test_a_canceled_batch_shows_canceling_instead_of_an_eta():
 
 
 def test_terminal_bar_shows_canceled_and_substituted_counts():
-    snap = snapshot_from_info(info({"succeeded": 3, "substituted": 1, "canceled": 2, "running": 1, "pending": 3}),
-                              now=1060.0)
+    snap = snapshot_from_info(
+        info({"succeeded": 3, "substituted": 1, "canceled": 2, "running": 1, "pending": 3}), now=1060.0
+    )
     bar = render_bar(snap, 200)
     for text in ("6/10", "ok 3", "failed 0", "subst 1", "canceled 2", "running 1", "queued 3"):
         assert text in bar, (text, bar)

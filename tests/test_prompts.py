@@ -1,4 +1,5 @@
 """prompts.json: the three forms, validation of every item, output paths, references, file limits."""
+
 from __future__ import annotations
 
 import json
@@ -9,9 +10,9 @@ import pytest
 from PIL import Image
 
 from producer.prompts import items as prompts_module
+from producer.prompts import load_prompts_file, output_names, parse_prompts, slugify
 from shared.errors import InputError
 from shared.models import load_registry
-from producer.prompts import load_prompts_file, output_names, parse_prompts, slugify
 
 pytestmark = pytest.mark.unit
 
@@ -54,8 +55,13 @@ def problems_of(data, files, registry, **kw):
 
 # ------------------------------------------------------------------------------- the three forms
 def test_form_1_list_of_strings_with_flags(files, registry):
-    requests = parse(["a red fox", "a blue whale"], files, registry,
-                     model="qwen-image", params={"aspect_ratio": "16:9", "num_inference_steps": "20"})
+    requests = parse(
+        ["a red fox", "a blue whale"],
+        files,
+        registry,
+        model="qwen-image",
+        params={"aspect_ratio": "16:9", "num_inference_steps": "20"},
+    )
     assert [r.prompt for r in requests] == ["a red fox", "a blue whale"]
     assert {r.model for r in requests} == {"qwen/qwen-image"}
     assert requests[0].params == {"aspect_ratio": "16:9", "num_inference_steps": 20, "output_format": "webp"}
@@ -71,8 +77,13 @@ def test_form_1_without_a_model_uses_the_registry_default(files, registry):
 
 def test_form_2_list_of_objects(files, registry):
     data = [
-        {"id": "city", "prompt": "a futuristic city", "model": "qwen/qwen-image",
-         "params": {"aspect_ratio": "16:9"}, "output": "covers/city.png"},
+        {
+            "id": "city",
+            "prompt": "a futuristic city",
+            "model": "qwen/qwen-image",
+            "params": {"aspect_ratio": "16:9"},
+            "output": "covers/city.png",
+        },
         {"prompt": "a magical forest", "model": "google/imagen-4-ultra"},
         {"prompt": "same character, red hair", "model": KONTEXT, "input_image": "refs/a.png"},
         {"prompt": "fuse them", "model": NANO, "image_input": ["refs/a.png", "refs/b.jpg"]},
@@ -103,16 +114,25 @@ def test_form_3_defaults_and_items(files, registry):
 
 
 def test_precedence_item_over_flags_over_file_defaults(files, registry):
-    data = {"model": "qwen/qwen-image", "params": {"seed": 1, "guidance": 2},
-            "items": ["a", {"prompt": "b", "model": FLUX, "params": {"seed": 3}}]}
+    data = {
+        "model": "qwen/qwen-image",
+        "params": {"seed": 1, "guidance": 2},
+        "items": ["a", {"prompt": "b", "model": FLUX, "params": {"seed": 3}}],
+    }
     a, b = parse(data, files, registry, model="google/imagen-4-ultra", params={"seed": 2})
     assert a.model == "google/imagen-4-ultra"  # the flag beats the file's default
     assert b.model == FLUX and b.params["seed"] == 3 and b.params["guidance"] == 2.0
 
 
 def test_seed_style_names_and_single_object(files, registry):
-    data = [{"prompt": "x", "model_name": "flux-dev", "kwargs": {"input_image": "refs/a.png", "seed": 5},
-             "output_filepath": "seed/x.jpg"}]
+    data = [
+        {
+            "prompt": "x",
+            "model_name": "flux-dev",
+            "kwargs": {"input_image": "refs/a.png", "seed": 5},
+            "output_filepath": "seed/x.jpg",
+        }
+    ]
     (request,) = parse(data, files, registry)
     assert request.requested_model == FLUX and request.model == KONTEXT  # the reference moved it
     assert request.params == {"seed": 5, "output_format": "jpg"} and request.output == "seed/x.jpg"
@@ -122,20 +142,37 @@ def test_seed_style_names_and_single_object(files, registry):
 
 
 def test_model_specific_reference_names_at_item_level(files, registry):
-    (video,) = parse([{"prompt": "pan", "model": "kwaivgi/kling-v2.1-master", "start_image": "refs/a.png",
-                       "params": {"duration": 10}}], files, registry)
+    (video,) = parse(
+        [
+            {
+                "prompt": "pan",
+                "model": "kwaivgi/kling-v2.1-master",
+                "start_image": "refs/a.png",
+                "params": {"duration": 10},
+            }
+        ],
+        files,
+        registry,
+    )
     assert video.output.endswith(".mp4") and video.reference_images[0].endswith("a.png")
 
 
 def test_reference_urls_are_kept(files, registry):
-    (request,) = parse([{"prompt": "x", "model": KONTEXT, "input_image": "https://example.com/a.png"}],
-                       files, registry)
+    (request,) = parse(
+        [{"prompt": "x", "model": KONTEXT, "input_image": "https://example.com/a.png"}], files, registry
+    )
     assert request.reference_images == ("https://example.com/a.png",)
 
 
 def test_routing_changes_are_warnings(files, registry):
-    data = [{"prompt": "a", "model": FLUX, "image_input": ["refs/a.png", "refs/b.jpg"],
-             "params": {"num_outputs": 2, "aspect_ratio": "9:21"}}]
+    data = [
+        {
+            "prompt": "a",
+            "model": FLUX,
+            "image_input": ["refs/a.png", "refs/b.jpg"],
+            "params": {"num_outputs": 2, "aspect_ratio": "9:21"},
+        }
+    ]
     (request,) = parse(data, files, registry)
     assert request.model == NANO and request.requested_model == FLUX
     assert request.warnings[0] == f"routed to {NANO}: {FLUX} takes no reference image (2 given)"
@@ -165,18 +202,44 @@ MALFORMED = [
     ([{"prompt": "a", "image_input": "refs/missing.png"}], 0, "image_input", "file not found"),
     ([{"prompt": "a", "image_input": "refs/fake.png"}], 0, "image_input", "not an image file"),
     ([{"prompt": "a", "image_input": "refs"}], 0, "image_input", "not a file"),
-    ([{"prompt": "a", "image_input": ["refs/a.png", 3]}], 0, "image_input[1]", "must be a file path or an http(s) URL"),
-    ([{"prompt": "a", "image_input": "ftp://host/a.png"}], 0, "image_input", "only local files and http(s) URLs"),
+    (
+        [{"prompt": "a", "image_input": ["refs/a.png", 3]}],
+        0,
+        "image_input[1]",
+        "must be a file path or an http(s) URL",
+    ),
+    (
+        [{"prompt": "a", "image_input": "ftp://host/a.png"}],
+        0,
+        "image_input",
+        "only local files and http(s) URLs",
+    ),
     ([{"prompt": "a", "image_input": {"a": 1}}], 0, "image_input", "must be a path/URL or a list"),
-    ([{"prompt": "a", "image_input": ["refs/a.png", "refs/b.jpg", "refs/c.webp", "refs/d.png"]}], 0, "image_input",
-     "no image model takes more than 3"),
-    ([{"prompt": "a", "image_input": "refs/a.png", "input_image": "refs/b.jpg"}], 0, "input_image",
-     "given under several names"),
-    ([{"prompt": "a", "image_input": "refs/a.png", "params": {"input_image": "refs/b.jpg"}}], 0,
-     "params.input_image", "both at item level and inside params"),
+    (
+        [{"prompt": "a", "image_input": ["refs/a.png", "refs/b.jpg", "refs/c.webp", "refs/d.png"]}],
+        0,
+        "image_input",
+        "no image model takes more than 3",
+    ),
+    (
+        [{"prompt": "a", "image_input": "refs/a.png", "input_image": "refs/b.jpg"}],
+        0,
+        "input_image",
+        "given under several names",
+    ),
+    (
+        [{"prompt": "a", "image_input": "refs/a.png", "params": {"input_image": "refs/b.jpg"}}],
+        0,
+        "params.input_image",
+        "both at item level and inside params",
+    ),
     ([{"prompt": "a", "model": "qwen-imgedit"}], 0, "image_input", "needs a reference image"),
-    ([{"prompt": "a", "model": "kwaivgi/kling-v2.1-master", "image_input": ["refs/a.png", "refs/b.jpg"]}], 0,
-     "image_input", "takes at most 1"),
+    (
+        [{"prompt": "a", "model": "kwaivgi/kling-v2.1-master", "image_input": ["refs/a.png", "refs/b.jpg"]}],
+        0,
+        "image_input",
+        "takes at most 1",
+    ),
     ([{"prompt": "a", "output": "../escape.png"}], 0, "output", "must not contain '..'"),
     ([{"prompt": "a", "output": "x/../../escape.png"}], 0, "output", "must not contain '..'"),
     ([{"prompt": "a", "output": "/etc/escape.png"}], 0, "output", "not absolute"),
@@ -188,20 +251,43 @@ MALFORMED = [
     ([{"prompt": "a", "output": 3}], 0, "output", "must be a relative file path"),
     ([{"prompt": "a", "output": "x.gif"}], 0, "output", "extension .gif"),
     ([{"prompt": "a", "model": KONTEXT, "output": "x.webp"}], 0, "output", "makes jpg, png"),
-    ([{"prompt": "a", "output": "x.png", "params": {"output_format": "jpg"}}], 0, "output",
-     "does not match output_format 'jpg'"),
+    (
+        [{"prompt": "a", "output": "x.png", "params": {"output_format": "jpg"}}],
+        0,
+        "output",
+        "does not match output_format 'jpg'",
+    ),
     ([{"prompt": "a", "id": "x"}, {"prompt": "b", "id": "x"}], 1, "id", "also the id of item 0"),
     ([{"prompt": "a"}, {"prompt": "b", "id": "0"}], 1, "id", "also the id of item 0"),
     ([{"prompt": "a", "id": True}], 0, "id", "must be a string or an integer"),
     ([{"prompt": "a", "id": ""}], 0, "id", "id is empty"),
-    ([{"prompt": "a", "output": "same.png"}, {"prompt": "b", "output": "same.png"}], 1, "output",
-     "also written by item 0"),
-    ([{"prompt": "a", "output": "Same.PNG"}, {"prompt": "b", "output": "same.png"}], 1, "output",
-     "ignoring case"),
-    ([{"prompt": "a", "output": "dup.png", "params": {"num_outputs": 2}}, {"prompt": "b", "output": "dup_1.png"}],
-     1, "output", "also written by item 0"),
-    ([{"prompt": "a", "output": "./d/x.png"}, {"prompt": "b", "output": "d//x.png"}], 1, "output",
-     "also written by item 0"),
+    (
+        [{"prompt": "a", "output": "same.png"}, {"prompt": "b", "output": "same.png"}],
+        1,
+        "output",
+        "also written by item 0",
+    ),
+    (
+        [{"prompt": "a", "output": "Same.PNG"}, {"prompt": "b", "output": "same.png"}],
+        1,
+        "output",
+        "ignoring case",
+    ),
+    (
+        [
+            {"prompt": "a", "output": "dup.png", "params": {"num_outputs": 2}},
+            {"prompt": "b", "output": "dup_1.png"},
+        ],
+        1,
+        "output",
+        "also written by item 0",
+    ),
+    (
+        [{"prompt": "a", "output": "./d/x.png"}, {"prompt": "b", "output": "d//x.png"}],
+        1,
+        "output",
+        "also written by item 0",
+    ),
     ({"items": "a"}, None, "items", "'items' must be a list"),
     ({"items": []}, None, "items", "no items"),
     ([], None, "items", "no items"),
@@ -212,8 +298,9 @@ MALFORMED = [
 ]
 
 
-@pytest.mark.parametrize("data, index, field, fragment", MALFORMED,
-                         ids=[f"{i}-{m[3][:30]}" for i, m in enumerate(MALFORMED)])
+@pytest.mark.parametrize(
+    "data, index, field, fragment", MALFORMED, ids=[f"{i}-{m[3][:30]}" for i, m in enumerate(MALFORMED)]
+)
 def test_malformed_input_is_rejected_naming_item_and_field(files, registry, data, index, field, fragment):
     problems = problems_of(data, files, registry)
     matching = [p for p in problems if fragment in p.message]
@@ -264,8 +351,9 @@ def test_symlink_inside_the_root_is_fine(files, registry):
     (request,) = parse([{"prompt": "a", "output": "alias/x.png"}], files, registry)
     assert request.output == "alias/x.png"
     # ... but the same file through two names is a collision
-    problems = problems_of([{"prompt": "a", "output": "alias/x.png"}, {"prompt": "b", "output": "real/x.png"}],
-                           files, registry)
+    problems = problems_of(
+        [{"prompt": "a", "output": "alias/x.png"}, {"prompt": "b", "output": "real/x.png"}], files, registry
+    )
     assert problems[0].index == 1 and "also written by item 0" in problems[0].message
 
 
@@ -288,12 +376,16 @@ def test_output_under_a_file_is_rejected(files, registry):
 
 
 def test_extension_and_format(files, registry):
-    a, b, c, d = parse([
-        {"prompt": "a", "output": "a"},  # no extension: the model's default format
-        {"prompt": "b", "output": "b", "params": {"output_format": "jpg"}},
-        {"prompt": "c", "output": "c.jpeg"},  # the extension decides the format
-        {"prompt": "d", "output": "v1.2"},  # not a media extension: one is added
-    ], files, registry)
+    a, b, c, d = parse(
+        [
+            {"prompt": "a", "output": "a"},  # no extension: the model's default format
+            {"prompt": "b", "output": "b", "params": {"output_format": "jpg"}},
+            {"prompt": "c", "output": "c.jpeg"},  # the extension decides the format
+            {"prompt": "d", "output": "v1.2"},  # not a media extension: one is added
+        ],
+        files,
+        registry,
+    )
     assert (a.output, a.params["output_format"]) == ("a.webp", "webp")
     assert (b.output, b.params["output_format"]) == ("b.jpg", "jpg")
     assert (c.output, c.params["output_format"]) == ("c.jpeg", "jpg")
@@ -382,11 +474,13 @@ def test_examples_parse(registry, tmp_path):
     paths = sorted(examples.glob("prompts*.json"))
     assert paths, "examples/prompts*.json are missing"
     for path in paths:
-        requests = parse_prompts(load_prompts_file(path), batch_id="ex", output_root=tmp_path,
-                                 registry=registry)
+        requests = parse_prompts(
+            load_prompts_file(path), batch_id="ex", output_root=tmp_path, registry=registry
+        )
         assert requests, path
-    main = parse_prompts(load_prompts_file(examples / "prompts.json"), batch_id="ex", output_root=tmp_path,
-                         registry=registry)
+    main = parse_prompts(
+        load_prompts_file(examples / "prompts.json"), batch_id="ex", output_root=tmp_path, registry=registry
+    )
     assert 5 <= len(main) <= 10
     assert all(not r.reference_images and registry.get(r.model).price <= 0.03 for r in main)
 
@@ -399,8 +493,9 @@ def test_a_bad_default_model_is_reported_once_not_per_item(files, registry):
     assert problem.index is None and problem.field == "model"
     assert str(problem).startswith("file defaults, field 'model': model 'nope/nope' is not in the registry")
     # items naming their own model are checked on their own; the default is still reported once
-    problems = problems_of({"model": "nope/nope", "items": ["a", {"prompt": "b", "model": "nah"}, "c"]},
-                           files, registry)
+    problems = problems_of(
+        {"model": "nope/nope", "items": ["a", {"prompt": "b", "model": "nah"}, "c"]}, files, registry
+    )
     assert [(p.index, p.field) for p in problems] == [(None, "model"), (1, "model")]
 
 
@@ -410,22 +505,48 @@ def test_a_bad_default_model_overridden_everywhere_is_no_problem(files, registry
 
 
 def test_bad_default_params_and_references_are_reported_once(files, registry):
-    data = {"model": FLUX, "params": {"bogus": 1, "num_outputs": 99}, "image_input": ["refs/missing.png"],
-            "items": [f"prompt {i}" for i in range(300)]}
+    data = {
+        "model": FLUX,
+        "params": {"bogus": 1, "num_outputs": 99},
+        "image_input": ["refs/missing.png"],
+        "items": [f"prompt {i}" for i in range(300)],
+    }
     problems = problems_of(data, files, registry)
     assert {str(p).split(":")[0] for p in problems} == {
-        "file defaults, field 'params.bogus'", "file defaults, field 'params.num_outputs'",
-        "file defaults, field 'image_input[0]'"}
+        "file defaults, field 'params.bogus'",
+        "file defaults, field 'params.num_outputs'",
+        "file defaults, field 'image_input[0]'",
+    }
     assert len(problems) == 3 and all(p.index is None for p in problems)
     # a fault of the item's own params still names the item
-    data = {"model": FLUX, "params": {"bogus": 1}, "items": ["a", {"prompt": "b", "params": {"guidance": "x"}}]}
+    data = {
+        "model": FLUX,
+        "params": {"bogus": 1},
+        "items": ["a", {"prompt": "b", "params": {"guidance": "x"}}],
+    }
     problems = problems_of(data, files, registry)
     assert [(p.index, p.field) for p in problems] == [(None, "params.bogus"), (1, "params.guidance")]
     # an item that overrides the bad default is fine; the others still make it a problem once
-    data = {"model": FLUX, "params": {"num_outputs": 99}, "items": ["a", {"prompt": "b", "params": {"num_outputs": 1}}]}
+    data = {
+        "model": FLUX,
+        "params": {"num_outputs": 99},
+        "items": ["a", {"prompt": "b", "params": {"num_outputs": 1}}],
+    }
     assert len(problems_of(data, files, registry)) == 1
-    assert len(parse({"model": FLUX, "params": {"num_outputs": 99},
-                      "items": [{"prompt": "b", "params": {"num_outputs": None}}]}, files, registry)) == 1
+    assert (
+        len(
+            parse(
+                {
+                    "model": FLUX,
+                    "params": {"num_outputs": 99},
+                    "items": [{"prompt": "b", "params": {"num_outputs": None}}],
+                },
+                files,
+                registry,
+            )
+        )
+        == 1
+    )
     # params that are not an object at all
     problems = problems_of({"params": 5, "items": ["a", "b", "c"]}, files, registry)
     assert len(problems) == 1 and str(problems[0]).startswith("file defaults, field 'params'")
@@ -434,7 +555,9 @@ def test_bad_default_params_and_references_are_reported_once(files, registry):
 def test_bad_flags_are_reported_once(files, registry):
     problems = problems_of(["a", "b", "c"], files, registry, model="nope")
     assert len(problems) == 1 and problems[0].field == "--model" and "Known models" in problems[0].message
-    problems = problems_of(["a"] * 100, files, registry, params={"num_outputs": 99, "image_input": ["nope.png"]})
+    problems = problems_of(
+        ["a"] * 100, files, registry, params={"num_outputs": 99, "image_input": ["nope.png"]}
+    )
     assert sorted(p.field for p in problems) == ["--param image_input[0]", "--param num_outputs"]
     assert all(p.index is None for p in problems)
 
@@ -442,21 +565,28 @@ def test_bad_flags_are_reported_once(files, registry):
 def test_default_model_use_is_a_note(files, registry):
     requests = parse(["a", {"prompt": "b", "model": "qwen/qwen-image"}, "c"], files, registry)
     assert requests.default_model_items == 2
-    assert requests.notes == [f"no model given for 2 item(s); using {registry.default_model} "
-                              "(name one with --model, or \"model\" in the file)"]
+    assert requests.notes == [
+        f"no model given for 2 item(s); using {registry.default_model} "
+        '(name one with --model, or "model" in the file)'
+    ]
     assert parse(["a"], files, registry, model=FLUX).notes == []
     assert parse({"model": FLUX, "items": ["a"]}, files, registry).notes == []
 
 
-@pytest.mark.parametrize("data, key, hint", [
-    ({"model": FLUX, "itemz": ["a", "b"]}, "itemz", "Did you mean 'items'?"),
-    ({"promt": "a single image"}, "promt", "Did you mean 'prompt'?"),
-    ({"modle": FLUX, "prompts": ["a"]}, "prompts", "Did you mean 'prompt'?"),
-])
+@pytest.mark.parametrize(
+    "data, key, hint",
+    [
+        ({"model": FLUX, "itemz": ["a", "b"]}, "itemz", "Did you mean 'items'?"),
+        ({"promt": "a single image"}, "promt", "Did you mean 'prompt'?"),
+        ({"modle": FLUX, "prompts": ["a"]}, "prompts", "Did you mean 'prompt'?"),
+    ],
+)
 def test_unknown_top_level_keys_are_named_when_items_is_missing(files, registry, data, key, hint):
     problems = problems_of(data, files, registry)
     named = [p for p in problems if p.field == key]
-    assert named and f"unknown field {key!r} at the top level" in named[0].message and hint in named[0].message
+    assert (
+        named and f"unknown field {key!r} at the top level" in named[0].message and hint in named[0].message
+    )
     assert problems.index(named[0]) < [p.field for p in problems].index("items")  # named first
     assert any("needs 'items'" in p.message for p in problems)
 
@@ -471,15 +601,18 @@ def load_problems(tmp_path, text):
 
 
 def test_duplicate_keys_and_nan_name_line_column_item_and_field(tmp_path):
-    text = ('[\n'
-            '  {"prompt": "a"},\n'
-            '  {"prompt": "b", "params": {"seed": NaN, "guidance": -Infinity}},\n'
-            '  {"prompt": "c", "id": "x", "id": "y"}\n'
-            ']')
+    text = (
+        "[\n"
+        '  {"prompt": "a"},\n'
+        '  {"prompt": "b", "params": {"seed": NaN, "guidance": -Infinity}},\n'
+        '  {"prompt": "c", "id": "x", "id": "y"}\n'
+        "]"
+    )
     path, problems = load_problems(tmp_path, text)
     assert [(p.index, p.field) for p in problems] == [(1, "params.seed"), (1, "params.guidance"), (2, "id")]
-    assert str(problems[0]) == (f"item 1, field 'params.seed': {path}: line 3, column 38: NaN is not valid "
-                                "JSON; use a number or null")
+    assert str(problems[0]) == (
+        f"item 1, field 'params.seed': {path}: line 3, column 38: NaN is not valid JSON; use a number or null"
+    )
     assert "line 3, column 55: -Infinity is not valid JSON" in problems[1].message
     assert str(problems[2]).startswith(f"item 2, field 'id': {path}: line 4, column 30: duplicate key 'id'")
 
@@ -493,7 +626,9 @@ def test_80000_duplicate_keys_in_10_MB_are_each_located_in_one_pass(tmp_path):
     path, problems = load_problems(tmp_path, "[\n" + ",\n".join([line] * 80_000) + "\n]")
     assert len(problems) == 80_000
     column = line.rindex('"prompt"') + 1  # the second one
-    assert [(p.index, p.field) for p in problems[::20_000]] == [(i, "prompt") for i in range(0, 80_000, 20_000)]
+    assert [(p.index, p.field) for p in problems[::20_000]] == [
+        (i, "prompt") for i in range(0, 80_000, 20_000)
+    ]
     assert f"line 80001, column {column}: duplicate key 'prompt'" in problems[-1].message
     assert f"line 2, column {column}: " in problems[0].message
 
@@ -501,8 +636,12 @@ def test_80000_duplicate_keys_in_10_MB_are_each_located_in_one_pass(tmp_path):
 def test_duplicate_keys_in_defaults_and_items_of_the_object_form(tmp_path):
     text = '{"model": "a", "model": "b",\n "items": [{"prompt": "x"}, {"prompt": "y", "prompt": "z"}]}'
     _, problems = load_problems(tmp_path, text)
-    assert str(problems[0]).startswith("file defaults, field 'model'") and "line 1, column 16" in str(problems[0])
-    assert (problems[1].index, problems[1].field) == (1, "prompt") and "line 2, column 45" in problems[1].message
+    assert str(problems[0]).startswith("file defaults, field 'model'") and "line 1, column 16" in str(
+        problems[0]
+    )
+    assert (problems[1].index, problems[1].field) == (1, "prompt") and "line 2, column 45" in problems[
+        1
+    ].message
     # an escaped key is the same key
     _, problems = load_problems(tmp_path, '[{"prompt": "a", "pro\\u006dpt": "b"}]')
     assert problems[0].index == 0 and "duplicate key 'prompt'" in problems[0].message
@@ -511,8 +650,11 @@ def test_duplicate_keys_in_defaults_and_items_of_the_object_form(tmp_path):
 # --- fallback off (issue 18.6) ---------------------------------------------------------------------
 def test_no_fallback_from_the_flag_the_file_defaults_or_an_item(registry, tmp_path):
     flux = "black-forest-labs/flux-dev"
-    data = {"model": flux, "fallback": False,
-            "items": ["a fox", {"prompt": "an owl", "fallback": True}, {"prompt": "a whale"}]}
+    data = {
+        "model": flux,
+        "fallback": False,
+        "items": ["a fox", {"prompt": "an owl", "fallback": True}, {"prompt": "a whale"}],
+    }
     requests = parse_prompts(data, batch_id="b1", output_root=tmp_path, registry=registry)
     assert [r.models for r in requests] == [(flux,), (flux, *registry.get(flux).fallback), (flux,)]
     everyone = parse_prompts(data, batch_id="b1", output_root=tmp_path, registry=registry, fallback=False)
@@ -523,8 +665,15 @@ def test_no_fallback_from_the_flag_the_file_defaults_or_an_item(registry, tmp_pa
 
 def test_fallback_must_be_a_boolean(registry, tmp_path):
     with pytest.raises(InputError) as info:
-        parse_prompts({"fallback": "no", "items": ["a", "b", {"prompt": "c", "fallback": 0}]}, batch_id="b1",
-                      output_root=tmp_path, registry=registry, model="black-forest-labs/flux-dev")
+        parse_prompts(
+            {"fallback": "no", "items": ["a", "b", {"prompt": "c", "fallback": 0}]},
+            batch_id="b1",
+            output_root=tmp_path,
+            registry=registry,
+            model="black-forest-labs/flux-dev",
+        )
     messages = [str(p) for p in info.value.problems]
-    assert messages == ["file defaults, field 'fallback': fallback must be true or false, not 'no'",
-                        "item 2, field 'fallback': fallback must be true or false, not 0"], messages
+    assert messages == [
+        "file defaults, field 'fallback': fallback must be true or false, not 'no'",
+        "item 2, field 'fallback': fallback must be true or false, not 0",
+    ], messages

@@ -2,6 +2,7 @@
 
 The ledger tests and the sweep tests run against the real Redis without workers; the others start
 real `celery -A workers worker` processes against the stand-in."""
+
 from __future__ import annotations
 
 import json
@@ -14,13 +15,13 @@ import producer
 from shared.keys import Keys
 from shared.ledger import Ledger
 from shared.limiter import HolderInfo, Limiter
+from shared.scheduler import Scheduler
 from tests.support.e2e import submit, wait_finished
+from tests.support.pipeline import feed, held_sends
 from tests.support.sim import wait_quiet
 from tests.support.wait import wait_until
 from tests.support.workers import messages_pending
 from workers.dispatch import enqueue_items, producer_app
-from shared.scheduler import Scheduler
-from tests.support.pipeline import feed, held_sends
 from workers.recovery import Sweeper, quiet_after, task_arguments
 
 MODEL = "black-forest-labs/flux-dev"
@@ -31,8 +32,11 @@ def queued(redis_client, settings) -> list[tuple[str, int, int]]:
     """The attempts of the messages in the broker."""
     from shared.scheduler import broker_lists
 
-    return [task_arguments(raw) for name in broker_lists(settings.queue)
-            for raw in redis_client.lrange(name, 0, -1)]
+    return [
+        task_arguments(raw)
+        for name in broker_lists(settings.queue)
+        for raw in redis_client.lrange(name, 0, -1)
+    ]
 
 
 def drop_message(redis_client, settings, batch_id: str, index: int) -> None:
@@ -50,8 +54,12 @@ def drop_message(redis_client, settings, batch_id: str, index: int) -> None:
 
 
 def live(redis_client, settings, batch_id: str) -> dict[int, float]:
-    return {int(m): s for m, s in redis_client.zrange(Keys(settings.key_prefix).batch_live(batch_id), 0, -1,
-                                                      withscores=True)}
+    return {
+        int(m): s
+        for m, s in redis_client.zrange(
+            Keys(settings.key_prefix).batch_live(batch_id), 0, -1, withscores=True
+        )
+    }
 
 
 def requests_for(settings, batch_id: str, prompts: list[str]):
@@ -60,8 +68,13 @@ def requests_for(settings, batch_id: str, prompts: list[str]):
     from producer.prompts import parse_prompts
     from shared.models import load_registry
 
-    return parse_prompts(prompts, batch_id=batch_id, output_root=Path(settings.output_dir),
-                         registry=load_registry(), model=MODEL)
+    return parse_prompts(
+        prompts,
+        batch_id=batch_id,
+        output_root=Path(settings.output_dir),
+        registry=load_registry(),
+        model=MODEL,
+    )
 
 
 # --- the ledger's signs of life ------------------------------------------------------------------
@@ -147,9 +160,15 @@ def test_a_stale_message_forwards_the_current_attempt_when_it_is_due_not_at_once
 
     ledger, _ = record_batch(settings, redis_client, "b-stale", ["a tern over the surf", "a second tern"])
     for index in (0, 1):
-        assert ledger.transition("b-stale", index, "pending", expect_attempt=1, attempt=1,
-                                 fields={"attempt": 2, "current_model": MODEL},
-                                 attempt_update={"model": MODEL, "status": "retry", "final": True}).changed
+        assert ledger.transition(
+            "b-stale",
+            index,
+            "pending",
+            expect_attempt=1,
+            attempt=1,
+            fields={"attempt": 2, "current_model": MODEL},
+            attempt_update={"model": MODEL, "status": "retry", "final": True},
+        ).changed
     ledger.mark_enqueued("b-stale", [0], countdown=20.0)  # item 1: the follow-up was never sent
     with worker_context(settings) as ctx:
         forwarded = AttemptRunner(ctx).run(Job("b-stale", 0, 1, MODEL))
@@ -165,24 +184,33 @@ def test_sweep_forgets_finished_batches_past_retention_and_keeps_the_rest(settin
     keys = Keys(settings.key_prefix)
     ledger = Ledger(redis_client, keys)
     for batch_id in ("b-old-done", "b-old-open"):
-        assert ledger.create_batch(batch_id, requests_for(settings, batch_id, ["a", "b"]),
-                                   output_root=str(settings.output_dir))
+        assert ledger.create_batch(
+            batch_id, requests_for(settings, batch_id, ["a", "b"]), output_root=str(settings.output_dir)
+        )
     redis_client.hset(keys.uploads("b-old-done", 1), "ref.png", "https://files/ref")
     for index in (0, 1):
         ledger.transition("b-old-done", index, "succeeded", attempt=1, attempt_update={"final": True})
     ledger.transition("b-old-open", 0, "succeeded", attempt=1, attempt_update={"final": True})
     time.sleep(0.3)
-    assert ledger.create_batch("b-new-done", requests_for(settings, "b-new-done", ["c"]),
-                               output_root=str(settings.output_dir))
+    assert ledger.create_batch(
+        "b-new-done", requests_for(settings, "b-new-done", ["c"]), output_root=str(settings.output_dir)
+    )
     ledger.transition("b-new-done", 0, "failed", attempt=1, attempt_update={"final": True})
 
     sweeper = Sweeper(settings.with_(batch_retention_days=0.2 / 86400), redis_client, producer_app(settings))
     assert sweeper.sweep().pruned == ["b-old-done"]  # the open one stays, however old
     assert ledger.batch("b-old-done") is None and ledger.batch("b-old-open") is not None
-    assert not redis_client.exists(keys.item("b-old-done", 0), keys.item("b-old-done", 1),
-                                   keys.uploads("b-old-done", 1), keys.batch_live("b-old-done"))
+    assert not redis_client.exists(
+        keys.item("b-old-done", 0),
+        keys.item("b-old-done", 1),
+        keys.uploads("b-old-done", 1),
+        keys.batch_live("b-old-done"),
+    )
     assert [b.id for b in ledger.list_batches()] == ["b-new-done", "b-old-open"]
-    assert Sweeper(settings.with_(batch_retention_days=0), redis_client, producer_app(settings)).sweep().pruned == []
+    assert (
+        Sweeper(settings.with_(batch_retention_days=0), redis_client, producer_app(settings)).sweep().pruned
+        == []
+    )
 
     # Age counts from the end: an old batch retried and finished just now stays.
     ledger.transition("b-old-open", 1, "succeeded", attempt=1, attempt_update={"final": True})
@@ -191,8 +219,9 @@ def test_sweep_forgets_finished_batches_past_retention_and_keeps_the_rest(settin
 
 def test_sweep_writes_the_manifest_a_finishing_worker_never_wrote(settings, redis_client):
     ledger = Ledger(redis_client, Keys(settings.key_prefix))
-    assert ledger.create_batch("b-nomani", requests_for(settings, "b-nomani", ["a", "b"]),
-                               output_root=str(settings.output_dir))
+    assert ledger.create_batch(
+        "b-nomani", requests_for(settings, "b-nomani", ["a", "b"]), output_root=str(settings.output_dir)
+    )
     for index in (0, 1):  # finished, but the worker died before writing the manifest
         ledger.transition("b-nomani", index, "succeeded", attempt=1, attempt_update={"final": True})
     sweeper = Sweeper(settings, redis_client, producer_app(settings))
@@ -231,8 +260,9 @@ def test_a_lost_message_is_sent_again_and_paid_once(settings, redis_client, sim_
 
 
 @pytest.mark.e2e
-def test_resubmitting_after_a_crash_between_record_and_enqueue(settings, redis_client, sim_factory,
-                                                               worker_factory, monkeypatch):
+def test_resubmitting_after_a_crash_between_record_and_enqueue(
+    settings, redis_client, sim_factory, worker_factory, monkeypatch
+):
     # The default lease (30 s) keeps the sweep out of this test: the resubmission alone must do it.
     import workers.dispatch
 
@@ -281,8 +311,12 @@ def test_sigterm_hands_back_waiting_tasks_and_pays_once(settings, redis_client, 
         status = limiter.status()
         return status.waiters >= 3 and any(h.prediction_id for h in status.holders)
 
-    wait_until(one_in_flight_three_waiting, 30, "one prediction in flight and three tasks waiting",
-               explain=fleet.logs)
+    wait_until(
+        one_in_flight_three_waiting,
+        30,
+        "one prediction in flight and three tasks waiting",
+        explain=fleet.logs,
+    )
     created_before = sim.ledger()["creations"]
     assert created_before == 1
     worker.kill(signal.SIGTERM)

@@ -4,6 +4,7 @@ item to the recovery sweep; the re-run pays nothing twice.
 
 The in-process tests make one Redis call fail at a chosen step; the slow one restarts a private
 redis-server under a real `celery worker` and the stand-in."""
+
 from __future__ import annotations
 
 import time
@@ -82,7 +83,8 @@ class _FailOnce:
 
 
 def test_an_outage_right_after_the_creation_is_ridden_out_and_the_prediction_resumed(
-        settings, redis_client, sim, monkeypatch):
+    settings, redis_client, sim, monkeypatch
+):
     """Redis fails between the prediction's record and the ledger update: the task waits, runs
     the attempt again, keeps its claim, resumes the recorded prediction. One creation, no try
     counted, the item done."""
@@ -100,8 +102,10 @@ def test_an_outage_right_after_the_creation_is_ridden_out_and_the_prediction_res
 
         ctx.creations.record_prediction = record
         ctx.ledger.update_attempt = _FailOnce(
-            ctx.ledger.update_attempt, redis.ConnectionError("Error 111 connecting. Connection refused."),
-            armed=lambda: bool(tokens))
+            ctx.ledger.update_attempt,
+            redis.ConnectionError("Error 111 connecting. Connection refused."),
+            armed=lambda: bool(tokens),
+        )
         probes = []
         outage = OutageWait(settings, probe=lambda: probes.append(1) or True)
         assert tasks.run_attempt(settings, Job("b-blip", 0, 1, MODEL), outage=outage) is None
@@ -181,13 +185,15 @@ def test_a_follow_up_whose_hold_hit_an_outage_is_held_again(settings, redis_clie
 
 # --- a real worker, a real Redis restart -------------------------------------------------------------
 
+
 @pytest.fixture
 def private_redis(tmp_path):
     """A redis-server of this test's own (append-only, fsync always): stopped and started again on
     the same port with its data."""
     need("redis-server")
-    server = RedisServer("127.0.0.1", free_port(), tmp_path / "private-redis", appendonly=True,
-                         appendfsync="always").start()
+    server = RedisServer(
+        "127.0.0.1", free_port(), tmp_path / "private-redis", appendonly=True, appendfsync="always"
+    ).start()
     yield server
     server.kill()
 
@@ -200,8 +206,9 @@ RESTART_AFTER_TASK_WAITS = 3.0
 @pytest.mark.e2e
 @pytest.mark.faults
 @pytest.mark.slow
-def test_a_redis_restart_mid_attempt_is_ridden_out_by_the_task_and_pays_once(private_redis, settings, sim_factory,
-                                                                              worker_factory):
+def test_a_redis_restart_mid_attempt_is_ridden_out_by_the_task_and_pays_once(
+    private_redis, settings, sim_factory, worker_factory
+):
     """A worker waits for a creation token (creations are paused) when Redis goes down. Each of
     its commands rides out ~3 s of reconnects here (FLEET_REDIS_RIDE_OUT) before failing: the cancel
     check (swallowed), the token call, the slot release; then the error reaches the task, which
@@ -209,21 +216,31 @@ def test_a_redis_restart_mid_attempt_is_ridden_out_by_the_task_and_pays_once(pri
     task runs the attempt again from the top: the item is done within seconds of the restart,
     not after the recovery sweep (quiet_after = 120 s here), with one creation. Before, the error
     failed the task (acked) and the item stayed `running` (still so 240 s after the restart)."""
-    settings = settings.with_(redis_url=private_redis.url, http_timeout=2.0, lease_seconds=60.0,
-                              redis_ride_out=RIDE_OUT)
+    settings = settings.with_(
+        redis_url=private_redis.url, http_timeout=2.0, lease_seconds=60.0, redis_ride_out=RIDE_OUT
+    )
     sim = sim_factory(latency_scale=0.02, image_scale=0.01)
     fleet = worker_factory(settings, count=1, sim=sim, concurrency=4, FLEET_HTTP_TIMEOUT="2")
     client = private_redis.client(socket_timeout=5)
     keys = Keys(settings.key_prefix)
     Limiter.from_settings(client, keys, settings).pause_creations(4.0, reason="test: hold the token")
     ledger, _ = submit(settings, client, "b-outage", ["a kingfisher on a branch"])
-    wait_until(lambda: client.hget(keys.attempt("b-outage", 0, 1), "intent_at"), 20, "the worker to start the attempt",
-               explain=fleet.logs)
+    wait_until(
+        lambda: client.hget(keys.attempt("b-outage", 0, 1), "intent_at"),
+        20,
+        "the worker to start the attempt",
+        explain=fleet.logs,
+    )
 
     private_redis.stop()  # clean (AOF synced); the worker is inside the creation pause; its token call comes in ~3 s
     down_at = time.monotonic()
-    wait_until(lambda: "Redis unavailable (" in fleet.workers[0].log(), TASK_WAITS_WITHIN,
-               "the error to reach the task", interval=0.5, explain=fleet.logs)
+    wait_until(
+        lambda: "Redis unavailable (" in fleet.workers[0].log(),
+        TASK_WAITS_WITHIN,
+        "the error to reach the task",
+        interval=0.5,
+        explain=fleet.logs,
+    )
     time.sleep(RESTART_AFTER_TASK_WAITS)
     private_redis.start()
     restarted = time.monotonic()
@@ -236,9 +253,11 @@ def test_a_redis_restart_mid_attempt_is_ridden_out_by_the_task_and_pays_once(pri
     item = ledger.item("b-outage", 0)
     assert item.status == "succeeded", item
     sim_ledger = sim.ledger(detail=False)
-    print(f"\n[cost] Redis down {outage:.0f} s mid-attempt: {sim_ledger['creations']} creations "
-          f"(minimum 1), duplicate inputs {sim_ledger['duplicate_inputs']}, done {after_restart:.1f} s "
-          f"after the restart")
+    print(
+        f"\n[cost] Redis down {outage:.0f} s mid-attempt: {sim_ledger['creations']} creations "
+        f"(minimum 1), duplicate inputs {sim_ledger['duplicate_inputs']}, done {after_restart:.1f} s "
+        f"after the restart"
+    )
     assert sim_ledger["creations"] == 1 and sim_ledger["duplicate_inputs"] == 0
     log = fleet.logs(tail=200_000)
     assert "Redis unavailable" in log and "running the attempt again" in log, log

@@ -1,4 +1,5 @@
 """Routing at submit (model choice, param mapping, routes) and input building at run time."""
+
 from __future__ import annotations
 
 import json
@@ -117,14 +118,20 @@ def test_routes_are_finite_without_repeats_and_keep_references(registry):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 5), st.lists(st.integers(0, 5), max_size=6)), min_size=1, max_size=6),
-       st.integers(1, 8))
+@given(
+    st.lists(st.tuples(st.integers(0, 5), st.lists(st.integers(0, 5), max_size=6)), min_size=1, max_size=6),
+    st.integers(1, 8),
+)
 def test_route_of_any_fallback_graph_is_finite(graph, max_len):
     """Loops of any shape in user data never make a route loop or repeat."""
     models = {}
     for node, edges in graph:
         models[f"acme/m{node}"] = {
-            "kind": "image", "output": "single", "default_format": "png", "price": 0.01, "price_unit": "image",
+            "kind": "image",
+            "output": "single",
+            "default_format": "png",
+            "price": 0.01,
+            "price_unit": "image",
             "fallback": [f"acme/m{e}" for e in edges if e != node and any(n == e for n, _ in graph)],
         }
     base = load_registry()
@@ -151,7 +158,9 @@ def test_mapping_at_submit_warns(registry):
 
 
 def test_param_of_another_model_is_dropped_with_a_warning(registry):
-    params, warnings, problems = adapt_params({"guidance": 3.5, "num_outputs": 2}, KONTEXT, registry, strict=True)
+    params, warnings, problems = adapt_params(
+        {"guidance": 3.5, "num_outputs": 2}, KONTEXT, registry, strict=True
+    )
     assert params == {} and problems == []
     assert any("guidance=3.5 dropped" in w for w in warnings)
     assert any("num_outputs=2 dropped" in w for w in warnings)
@@ -203,8 +212,11 @@ def test_params_written_for_the_requested_model_are_adapted_after_rerouting(regi
 
 def test_lenient_adaptation_clamps_maps_and_drops(registry):
     params, warnings, problems = adapt_params(
-        {"steps": 30, "output_format": "webp", "aspect_ratio": "21:9", "unheard_of": 1}, IMAGEN, registry,
-        strict=False)
+        {"steps": 30, "output_format": "webp", "aspect_ratio": "21:9", "unheard_of": 1},
+        IMAGEN,
+        registry,
+        strict=False,
+    )
     assert problems == []
     assert params == {"output_format": "jpg", "aspect_ratio": "16:9"}
     assert len(warnings) == 4
@@ -214,9 +226,16 @@ def test_lenient_adaptation_clamps_maps_and_drops(registry):
 
 # ------------------------------------------------------------------------------- build_input
 def _request(**kw) -> ImageRequest:
-    base = dict(index=0, id="0", prompt="a cat", requested_model=FLUX, model=FLUX,
-                params={"aspect_ratio": "21:9", "num_outputs": 2, "output_format": "webp"},
-                output="b/0000_a-cat.webp", route=(QWEN, IMAGEN))
+    base = dict(
+        index=0,
+        id="0",
+        prompt="a cat",
+        requested_model=FLUX,
+        model=FLUX,
+        params={"aspect_ratio": "21:9", "num_outputs": 2, "output_format": "webp"},
+        output="b/0000_a-cat.webp",
+        route=(QWEN, IMAGEN),
+    )
     base.update(kw)
     return ImageRequest(**base)
 
@@ -266,9 +285,16 @@ def test_estimate_cost(registry):
 
 def test_describe_plan(registry):
     routed = route_item(FLUX, {"num_outputs": 2}, 1, registry)
-    changed = _request(index=1, id="hero", model=routed.model, params=routed.params,
-                       route=routed.route, warnings=tuple(routed.warnings), output="h.png",
-                       reference_images=("/a.png",))
+    changed = _request(
+        index=1,
+        id="hero",
+        model=routed.model,
+        params=routed.params,
+        route=routed.route,
+        warnings=tuple(routed.warnings),
+        output="h.png",
+        reference_images=("/a.png",),
+    )
     requests = [_request(index=0), changed] + [_request(index=i) for i in range(2, 6)]
     lines = describe_plan(requests, registry)
     text = "\n".join(lines)

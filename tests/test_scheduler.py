@@ -1,6 +1,7 @@
 """The fleet's schedule (shared.scheduler) on the real Redis: sends held until due (on Redis's
 clock), one per item, taken by priority and in turn among batches, never more than the broker's
 window; the feeder's round trip; the live zset the recovery sweep reads."""
+
 from __future__ import annotations
 
 import time
@@ -8,21 +9,27 @@ from pathlib import Path
 
 import pytest
 
+from producer.prompts import parse_prompts
 from shared.keys import Keys
 from shared.ledger import Ledger
 from shared.models import load_registry
-from producer.prompts import parse_prompts
 from shared.scheduler import PARKED, Scheduler, broker_lists
 
 MODEL = "black-forest-labs/flux-dev"
 
 
 def record(settings, redis_client, batch_id: str, n: int, *, priority: str = "normal") -> Ledger:
-    requests = parse_prompts([f"{batch_id} image {i}" for i in range(n)], batch_id=batch_id,
-                             output_root=Path(settings.output_dir), registry=load_registry(), model=MODEL)
+    requests = parse_prompts(
+        [f"{batch_id} image {i}" for i in range(n)],
+        batch_id=batch_id,
+        output_root=Path(settings.output_dir),
+        registry=load_registry(),
+        model=MODEL,
+    )
     ledger = Ledger(redis_client, Keys(settings.key_prefix))
-    assert ledger.create_batch(batch_id, requests, output_root=str(settings.output_dir),
-                               options={"priority": priority})
+    assert ledger.create_batch(
+        batch_id, requests, output_root=str(settings.output_dir), options={"priority": priority}
+    )
     return ledger
 
 
@@ -51,7 +58,14 @@ def test_batches_of_one_priority_take_turns_and_high_goes_first(settings, redis_
     order = [(s.batch_id, s.index) for s in sends]
     # high first, then the two normal batches alternate, each in its own arrival order
     assert order[:2] == [("b-urgent", 0), ("b-urgent", 1)]
-    assert order[2:8] == [("b-small", 0), ("b-big", 4), ("b-small", 1), ("b-big", 5), ("b-small", 2), ("b-big", 6)]
+    assert order[2:8] == [
+        ("b-small", 0),
+        ("b-big", 4),
+        ("b-small", 1),
+        ("b-big", 5),
+        ("b-small", 2),
+        ("b-big", 6),
+    ]
     assert sends[0].priority == "high" and sends[2].priority == "normal"
     rest, _ = scheduler.take(settings.queue, window=1000, limit=1000)
     assert [s.batch_id for s in rest][-2:] == ["b-later", "b-later"]  # low only once nothing else waits
@@ -129,9 +143,15 @@ def test_send_again_holds_the_current_attempt_of_each_open_item(settings, redis_
     from workers.dispatch import send_again
 
     ledger = record(settings, redis_client, "b-again", 4)
-    ledger.transition("b-again", 1, "pending", expect_attempt=1, attempt=1,
-                      fields={"attempt": 2, "current_model": "other/model"},
-                      attempt_update={"status": "retry", "final": True})
+    ledger.transition(
+        "b-again",
+        1,
+        "pending",
+        expect_attempt=1,
+        attempt=1,
+        fields={"attempt": 2, "current_model": "other/model"},
+        attempt_update={"status": "retry", "final": True},
+    )
     ledger.transition("b-again", 3, "canceled", attempt=1, attempt_update={"final": True})
     assert send_again(settings, "b-again", [0, 1, 3]) == 2
     held = scheduler.held("b-again")

@@ -3,6 +3,7 @@ real Sentinel, and follow it when Sentinel fails over to the replica.
 
 Starts its own primary, replica and Sentinel (`redis-server --sentinel`) on free ports: needs
 redis-server (tests/support/requirements.py)."""
+
 from __future__ import annotations
 
 import time
@@ -35,23 +36,53 @@ class SentinelSetup:
         self.primary, self.replica, self.sentinel = free_port(), free_port(), free_port()
         self.procs: list[ChildProcess] = []
 
-    def start(self) -> "SentinelSetup":
-        common = ["--save", "", "--appendonly", "no", "--requirepass", "pw", "--masterauth", "pw",
-                  "--bind", "127.0.0.1"]
+    def start(self) -> SentinelSetup:
+        common = [
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--requirepass",
+            "pw",
+            "--masterauth",
+            "pw",
+            "--bind",
+            "127.0.0.1",
+        ]
         self._spawn("primary", ["redis-server", "--port", str(self.primary), *common])
-        self._spawn("replica", ["redis-server", "--port", str(self.replica), *common,
-                                "--replicaof", "127.0.0.1", str(self.primary)])
+        self._spawn(
+            "replica",
+            [
+                "redis-server",
+                "--port",
+                str(self.replica),
+                *common,
+                "--replicaof",
+                "127.0.0.1",
+                str(self.primary),
+            ],
+        )
         conf = self.workdir / "sentinel.conf"
-        conf.write_text(f"port {self.sentinel}\nbind 127.0.0.1\n"
-                        f"sentinel monitor {MASTER} 127.0.0.1 {self.primary} 1\n"
-                        f"sentinel auth-pass {MASTER} pw\n"
-                        f"sentinel down-after-milliseconds {MASTER} 2000\n"
-                        f"sentinel failover-timeout {MASTER} 10000\n")
+        conf.write_text(
+            f"port {self.sentinel}\nbind 127.0.0.1\n"
+            f"sentinel monitor {MASTER} 127.0.0.1 {self.primary} 1\n"
+            f"sentinel auth-pass {MASTER} pw\n"
+            f"sentinel down-after-milliseconds {MASTER} 2000\n"
+            f"sentinel failover-timeout {MASTER} 10000\n"
+        )
         self._spawn("sentinel", ["redis-server", str(conf), "--sentinel"])
-        wait_until(lambda: self.node(self.replica).info("replication")["master_link_status"] == "up", 15,
-                   "the replica to sync", ignore=NOT_YET)
-        wait_until(lambda: self.sentinel_client().sentinel_master(MASTER)["num-slaves"] >= 1, 15,
-                   "Sentinel to see the replica", ignore=NOT_YET)
+        wait_until(
+            lambda: self.node(self.replica).info("replication")["master_link_status"] == "up",
+            15,
+            "the replica to sync",
+            ignore=NOT_YET,
+        )
+        wait_until(
+            lambda: self.sentinel_client().sentinel_master(MASTER)["num-slaves"] >= 1,
+            15,
+            "Sentinel to see the replica",
+            ignore=NOT_YET,
+        )
         return self
 
     def replicas(self) -> list[dict[str, str]]:
@@ -86,10 +117,13 @@ class SentinelSetup:
                 return
             except redis.ResponseError as exc:
                 if "NOGOODSLAVE" not in str(exc) or attempt == attempts - 1:
-                    raise AssertionError(f"SENTINEL FAILOVER refused: {exc}; replicas: {self.replicas()}") from exc
+                    raise AssertionError(
+                        f"SENTINEL FAILOVER refused: {exc}; replicas: {self.replicas()}"
+                    ) from exc
                 time.sleep(pause)
-                wait_until(self.promotable_replica, 20, "Sentinel to consider the replica healthy",
-                           ignore=NOT_YET)
+                wait_until(
+                    self.promotable_replica, 20, "Sentinel to consider the replica healthy", ignore=NOT_YET
+                )
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         self.procs.append(ChildProcess.start(name, argv, self.workdir / f"{name}.log", cwd=self.workdir))
@@ -119,9 +153,18 @@ def sentinel(tmp_path):
 
 @pytest.fixture
 def sentinel_settings(sentinel, key_prefix, tmp_path):
-    return Settings.load({"redis_url": sentinel.url, "redis_sentinel_master": MASTER, "key_prefix": key_prefix,
-                          "queue": f"{key_prefix}-q", "output_dir": tmp_path / "out",
-                          "replicate_api_token": "r8_test_token_not_real"}, environ={}, dotenv_path=None)
+    return Settings.load(
+        {
+            "redis_url": sentinel.url,
+            "redis_sentinel_master": MASTER,
+            "key_prefix": key_prefix,
+            "queue": f"{key_prefix}-q",
+            "output_dir": tmp_path / "out",
+            "replicate_api_token": "r8_test_token_not_real",
+        },
+        environ={},
+        dotenv_path=None,
+    )
 
 
 @pytest.mark.unit
@@ -129,7 +172,10 @@ def test_sentinel_url_parsing_and_redaction():
     target = parse_sentinel_url("sentinel://:s3cret@s1:26380/2;sentinel://s2;sentinel://s3:1")
     assert target.sentinels == [("s1", 26380), ("s2", 26379), ("s3", 1)]
     assert (target.password, target.db, target.username) == ("s3cret", 2, None)
-    assert redact_url("sentinel://:s3cret@s1:26380/2;sentinel://s2") == "sentinel://:***@s1:26380/2;sentinel://s2"
+    assert (
+        redact_url("sentinel://:s3cret@s1:26380/2;sentinel://s2")
+        == "sentinel://:***@s1:26380/2;sentinel://s2"
+    )
 
 
 def test_clients_find_the_primary_and_follow_a_failover(sentinel, sentinel_settings, key_prefix):
@@ -143,11 +189,20 @@ def test_clients_find_the_primary_and_follow_a_failover(sentinel, sentinel_setti
         wait_until(lambda: client.wait(1, 1000) >= 1, 5, "the write to reach the replica", ignore=NOT_YET)
 
         sentinel.failover()
-        wait_until(lambda: int(sentinel.sentinel_client().sentinel_get_master_addr_by_name(MASTER)[1])
-                   == sentinel.replica, 20, "Sentinel to promote the replica", ignore=NOT_YET)
+        wait_until(
+            lambda: (
+                int(sentinel.sentinel_client().sentinel_get_master_addr_by_name(MASTER)[1])
+                == sentinel.replica
+            ),
+            20,
+            "Sentinel to promote the replica",
+            ignore=NOT_YET,
+        )
         # The same client object now talks to the new primary: reads and limiter writes work.
-        assert wait_until(lambda: client.get(f"{key_prefix}:marker"), 20, "the client to follow",
-                          ignore=NOT_YET) == "1"
+        assert (
+            wait_until(lambda: client.get(f"{key_prefix}:marker"), 20, "the client to follow", ignore=NOT_YET)
+            == "1"
+        )
         second = limiter.acquire(HolderInfo(task_id="after"), timeout=10)
         status = limiter.status()
         assert status.in_use == 2 and {h.task_id for h in status.holders} == {"before", "after"}
@@ -164,8 +219,11 @@ def test_workers_and_producer_run_a_batch_through_sentinel(sentinel_settings, si
     from producer.api import submit
 
     fleet = worker_factory(sentinel_settings, count=1, sim=sim)  # broker, limiter, ledger: all via Sentinel
-    batch = submit(["a heron at dawn", "a heron at dusk", "a heron at noon"], settings=sentinel_settings,
-                   model="black-forest-labs/flux-dev")
+    batch = submit(
+        ["a heron at dawn", "a heron at dusk", "a heron at noon"],
+        settings=sentinel_settings,
+        model="black-forest-labs/flux-dev",
+    )
     snap = batch.wait(timeout=60, check_workers=False)
     assert snap.finished and snap.counts.get("succeeded") == 3, (snap.counts, fleet.logs())
     assert sim.ledger(detail=False)["creations"] == 3

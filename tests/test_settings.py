@@ -60,8 +60,15 @@ def test_as_env_round_trips(tmp_path):
     assert again == s
 
 
-@pytest.mark.parametrize("raw", ["https://api.replicate.com", "https://api.replicate.com/",
-                                 "https://api.replicate.com/v1", "https://api.replicate.com/v1/"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "https://api.replicate.com",
+        "https://api.replicate.com/",
+        "https://api.replicate.com/v1",
+        "https://api.replicate.com/v1/",
+    ],
+)
 def test_replicate_base_url_with_or_without_v1(raw):
     """Replicate's docs write URLs with /v1; the official client adds it itself (issue 18.8)."""
     settings = Settings.load(environ={"REPLICATE_BASE_URL": raw}, dotenv_path=None)

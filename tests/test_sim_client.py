@@ -1,4 +1,5 @@
 """The stand-in through the OFFICIAL client (replicate 1.0.7): what it sends, the stand-in must answer."""
+
 from __future__ import annotations
 
 import hashlib
@@ -35,21 +36,23 @@ def sha(data: bytes) -> str:
 
 def test_run_single_output_model_returns_one_url_of_a_real_image(sim):
     client = client_for(sim)
-    output = client.run("google/nano-banana", input={"prompt": "a red fox", "aspect_ratio": "16:9",
-                                                     "output_format": "png"})
+    output = client.run(
+        "google/nano-banana", input={"prompt": "a red fox", "aspect_ratio": "16:9", "output_format": "png"}
+    )
     # http: URLs stay plain strings in 1.0.7 (FileOutput only for https:/data:)
     assert isinstance(output, str) and output.startswith(sim.url + "/delivery/")
     data = fetch(output)
     image = Image.open(io.BytesIO(data))
     assert image.format == "PNG"
     assert abs(image.width / image.height - 16 / 9) < 0.1
-    assert sim.ledger()["files_served"][output[len(sim.url):]] == sha(data)
+    assert sim.ledger()["files_served"][output[len(sim.url) :]] == sha(data)
 
 
 def test_run_list_output_model_returns_num_outputs_distinct_images(sim):
-    output = client_for(sim).run("black-forest-labs/flux-dev",
-                                 input={"prompt": "a blue bird", "num_outputs": 3, "output_format": "jpg",
-                                        "aspect_ratio": "9:16"})
+    output = client_for(sim).run(
+        "black-forest-labs/flux-dev",
+        input={"prompt": "a blue bird", "num_outputs": 3, "output_format": "jpg", "aspect_ratio": "9:16"},
+    )
     assert isinstance(output, list) and len(output) == 3
     blobs = [fetch(url) for url in output]
     assert len({sha(b) for b in blobs}) == 3
@@ -72,8 +75,10 @@ def test_image_scale_sets_area_and_default_format_follows_the_model(sim_factory)
 def test_create_then_wait_walks_the_lifecycle(sim_factory):
     sim = sim_factory(latency_scale=0.05)
     client = client_for(sim)
-    prediction = client.predictions.create(model="black-forest-labs/flux-kontext-max",
-                                           input={"prompt": "edit me", "input_image": "https://example.com/a.png"})
+    prediction = client.predictions.create(
+        model="black-forest-labs/flux-kontext-max",
+        input={"prompt": "edit me", "input_image": "https://example.com/a.png"},
+    )
     assert prediction.status == "starting"
     assert len(prediction.id) == 26 and prediction.id.isalnum() and prediction.id == prediction.id.lower()
     assert prediction.urls["get"].endswith(f"/v1/predictions/{prediction.id}")
@@ -82,10 +87,27 @@ def test_create_then_wait_walks_the_lifecycle(sim_factory):
     assert prediction.status == "succeeded"
     assert isinstance(prediction.output, str) and prediction.output.endswith(".png")
     assert prediction.started_at and prediction.completed_at and prediction.error is None
-    assert prediction.metrics["predict_time"] > 0 and prediction.metrics["total_time"] >= prediction.metrics["predict_time"]
+    assert (
+        prediction.metrics["predict_time"] > 0
+        and prediction.metrics["total_time"] >= prediction.metrics["predict_time"]
+    )
     raw = httpx.get(prediction.urls["get"], headers={"Authorization": f"Bearer {TOKEN}"}).json()
-    for key in ("id", "model", "version", "input", "output", "data_removed", "error", "status", "created_at",
-                "started_at", "completed_at", "urls", "logs", "metrics"):
+    for key in (
+        "id",
+        "model",
+        "version",
+        "input",
+        "output",
+        "data_removed",
+        "error",
+        "status",
+        "created_at",
+        "started_at",
+        "completed_at",
+        "urls",
+        "logs",
+        "metrics",
+    ):
         assert key in raw
     assert raw["data_removed"] is False
     ledger = sim.ledger()
@@ -132,8 +154,9 @@ def test_models_get_publishes_each_models_input_schema(sim):
 def test_invalid_input_is_a_422_naming_the_field_and_unknown_model_a_404(sim):
     client = client_for(sim)
     with pytest.raises(ReplicateError) as info:
-        client.predictions.create(model="black-forest-labs/flux-dev",
-                                  input={"prompt": "x", "num_outputs": 5, "aspect_ratio": "7:3"})
+        client.predictions.create(
+            model="black-forest-labs/flux-dev", input={"prompt": "x", "num_outputs": 5, "aspect_ratio": "7:3"}
+        )
     assert info.value.status == 422
     assert "input.num_outputs" in info.value.detail and "input.aspect_ratio" in info.value.detail
     with pytest.raises(ReplicateError) as info:
@@ -164,8 +187,9 @@ def test_files_create_and_local_file_inputs_are_uploaded(sim, tmp_path):
     assert fetch(uploaded.urls["download"]) == picture.read_bytes()
     # the client uploads a file object given as input and passes its URL on
     with picture.open("rb") as handle:
-        prediction = client.predictions.create(model="google/nano-banana",
-                                               input={"prompt": "fuse", "image_input": [handle]})
+        prediction = client.predictions.create(
+            model="google/nano-banana", input={"prompt": "fuse", "image_input": [handle]}
+        )
     assert prediction.input["image_input"][0].startswith(sim.url + "/v1/files/")
     assert sim.ledger()["files_uploaded"] == 2
 
@@ -191,8 +215,11 @@ def test_create_over_the_limit_raises_429_and_the_ledger_counts_it(sim_factory):
         client.predictions.create(model="black-forest-labs/flux-dev", input={"prompt": "p2"})
     assert info.value.status == 429
     assert "Request was throttled" in info.value.detail
-    raw = httpx.post(f"{sim.url}/v1/models/black-forest-labs/flux-dev/predictions",
-                     headers={"Authorization": f"Bearer {TOKEN}"}, json={"input": {"prompt": "p3"}})
+    raw = httpx.post(
+        f"{sim.url}/v1/models/black-forest-labs/flux-dev/predictions",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        json={"input": {"prompt": "p3"}},
+    )
     assert raw.status_code == 429
     body = raw.json()
     assert raw.headers["content-type"].startswith("application/problem+json")
@@ -210,22 +237,34 @@ def test_prefer_wait_returns_the_finished_prediction_and_echoes_preference(sim):
     client = client_for(sim)
     # replicate 1.0.7 quirk: predictions.create(model=..., wait=N) DROPS `wait` (it pops it before
     # delegating); models.predictions.create keeps it.
-    prediction = client.models.predictions.create(model="black-forest-labs/flux-dev", input={"prompt": "quick"},
-                                                  wait=10)
+    prediction = client.models.predictions.create(
+        model="black-forest-labs/flux-dev", input={"prompt": "quick"}, wait=10
+    )
     assert prediction.status == "succeeded" and len(prediction.output) == 1
-    raw = httpx.post(f"{sim.url}/v1/models/google/imagen-4-ultra/predictions", timeout=20,
-                     headers={"Authorization": f"Bearer {TOKEN}", "Prefer": "wait"}, json={"input": {"prompt": "w"}})
+    raw = httpx.post(
+        f"{sim.url}/v1/models/google/imagen-4-ultra/predictions",
+        timeout=20,
+        headers={"Authorization": f"Bearer {TOKEN}", "Prefer": "wait"},
+        json={"input": {"prompt": "w"}},
+    )
     assert raw.status_code == 201 and raw.headers["Preference-Applied"] == "wait=60"
     assert raw.json()["status"] == "succeeded"
-    bad = httpx.post(f"{sim.url}/v1/models/google/imagen-4-ultra/predictions",
-                     headers={"Authorization": f"Bearer {TOKEN}", "Prefer": "wait=61"}, json={"input": {"prompt": "w"}})
+    bad = httpx.post(
+        f"{sim.url}/v1/models/google/imagen-4-ultra/predictions",
+        headers={"Authorization": f"Bearer {TOKEN}", "Prefer": "wait=61"},
+        json={"input": {"prompt": "w"}},
+    )
     assert bad.status_code == 400
 
 
 def test_prefer_wait_times_out_with_a_running_prediction(sim_factory):
     sim = sim_factory(latency_scale=1.0)
-    raw = httpx.post(f"{sim.url}/v1/models/google/veo-3-fast/predictions", timeout=10,
-                     headers={"Authorization": f"Bearer {TOKEN}", "Prefer": "wait=1"}, json={"input": {"prompt": "w"}})
+    raw = httpx.post(
+        f"{sim.url}/v1/models/google/veo-3-fast/predictions",
+        timeout=10,
+        headers={"Authorization": f"Bearer {TOKEN}", "Prefer": "wait=1"},
+        json={"input": {"prompt": "w"}},
+    )
     assert raw.status_code == 201 and raw.headers["Preference-Applied"] == "wait=1"
     assert raw.json()["status"] in ("starting", "processing")
 
@@ -250,10 +289,15 @@ def test_webhooks_are_signed_and_verify_with_the_official_validator(sim):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_port}/hook"
-        done = client.predictions.create(model="black-forest-labs/flux-dev", input={"prompt": "hooked"},
-                                         webhook=url, webhook_events_filter=["completed"])
-        everything = client.predictions.create(model="google/nano-banana", input={"prompt": "all events"},
-                                               webhook=url)
+        done = client.predictions.create(
+            model="black-forest-labs/flux-dev",
+            input={"prompt": "hooked"},
+            webhook=url,
+            webhook_events_filter=["completed"],
+        )
+        everything = client.predictions.create(
+            model="google/nano-banana", input={"prompt": "all events"}, webhook=url
+        )
         done.wait()
         everything.wait()
         wait_until(lambda: len(_Receiver.received) >= 5, 10, "five deliveries")
@@ -274,8 +318,11 @@ def test_webhooks_are_signed_and_verify_with_the_official_validator(sim):
         replicate.webhooks.validate(headers=tampered, body=_Receiver.received[0][1] + " ", secret=secret)
     # the sim counts a delivery once the receiver has answered
     wait_until(lambda: sim.ledger()["webhooks"]["sent"] >= 5, 5, "the stand-in to count five deliveries")
-    assert sim.ledger()["webhooks"] == {"sent": 5, "failed": 0,
-                                        "by_event": {"start": 1, "logs": 1, "output": 1, "completed": 2}}
+    assert sim.ledger()["webhooks"] == {
+        "sent": 5,
+        "failed": 0,
+        "by_event": {"start": 1, "logs": 1, "output": 1, "completed": 2},
+    }
 
 
 def test_data_uri_outputs_become_file_outputs_with_the_ledgers_bytes(sim_factory):
@@ -301,7 +348,10 @@ def test_video_models_return_one_small_mp4(sim_factory):
 def test_predictions_list_pages_newest_first(sim_factory):
     sim = sim_factory(latency_scale=0)
     client = client_for(sim)
-    ids = [client.predictions.create(model="google/imagen-4-ultra", input={"prompt": f"n{i}"}).id for i in range(105)]
+    ids = [
+        client.predictions.create(model="google/imagen-4-ultra", input={"prompt": f"n{i}"}).id
+        for i in range(105)
+    ]
     first = client.predictions.list()
     assert [p.id for p in first.results] == ids[::-1][:100]
     second = client.predictions.list(first.next)
@@ -313,6 +363,9 @@ def test_token_option_rejects_other_tokens(sim_factory):
     with pytest.raises(ReplicateError) as info:
         replicate.Client(api_token="r8_wrong", base_url=sim.url).accounts.current()
     assert info.value.status == 401
-    assert replicate.Client(api_token="r8_right", base_url=sim.url).accounts.current().username == "replicate-sim"
+    assert (
+        replicate.Client(api_token="r8_right", base_url=sim.url).accounts.current().username
+        == "replicate-sim"
+    )
     assert httpx.get(f"{sim.url}/v1/account").status_code == 401
     assert sim.ledger()["unauthorized"] == 2

@@ -1,4 +1,5 @@
 """Limits and failures on demand: what a client must survive, and what the ledger records of it."""
+
 from __future__ import annotations
 
 import math
@@ -21,7 +22,9 @@ def client_for(sim) -> replicate.Client:
 
 
 def create_raw(sim, prompt: str, model: str = "black-forest-labs/flux-dev") -> httpx.Response:
-    return httpx.post(f"{sim.url}/v1/models/{model}/predictions", headers=AUTH, json={"input": {"prompt": prompt}})
+    return httpx.post(
+        f"{sim.url}/v1/models/{model}/predictions", headers=AUTH, json={"input": {"prompt": prompt}}
+    )
 
 
 def test_sliding_window_is_exact_not_fixed_buckets(sim_factory):
@@ -89,7 +92,9 @@ def test_storm_of_429s_on_creates_then_normal(sim):
         with pytest.raises(ReplicateError) as info:
             client.predictions.create(model="google/nano-banana", input={"prompt": "storm"})
         assert info.value.status == 429
-    assert client.predictions.create(model="google/nano-banana", input={"prompt": "calm"}).status == "starting"
+    assert (
+        client.predictions.create(model="google/nano-banana", input={"prompt": "calm"}).status == "starting"
+    )
     assert sim.ledger()["rejected_429"]["storm"] == 2
 
 
@@ -105,7 +110,9 @@ def test_timed_storm_refuses_every_create_until_it_ends_with_the_seconds_left(si
         sent = time.monotonic()
         answer = create_raw(sim, prompt)
         answered = time.monotonic()
-        return answer, range(max(1, math.ceil(storm - (answered - before))), math.ceil(storm - (sent - began)) + 1)
+        return answer, range(
+            max(1, math.ceil(storm - (answered - before))), math.ceil(storm - (sent - began)) + 1
+        )
 
     first, possible = create_seeing_seconds_left("t0")
     assert first.status_code == 429 and first.json()["retry_after"] in possible  # 3 on a quiet machine
@@ -144,7 +151,11 @@ def test_late_create_answers_504_now_and_creates_the_prediction_later(sim):
     assert sim.ledger()["creations"] == 0
     wait_until(lambda: sim.ledger(detail=False)["creations"], 10, "the late creation")
     ledger = sim.ledger()
-    assert ledger["creations"] == 1 and ledger["late_creates"] == 1 and ledger["errors_5xx_by_status"] == {"504": 1}
+    assert (
+        ledger["creations"] == 1
+        and ledger["late_creates"] == 1
+        and ledger["errors_5xx_by_status"] == {"504": 1}
+    )
     listed = httpx.get(f"{sim.url}/v1/predictions", headers=AUTH).json()["results"]
     assert [p["input"]["prompt"] for p in listed] == ["late"]
     assert create_raw(sim, "late 2").status_code == 201  # only the next K
@@ -156,15 +167,21 @@ def test_late_create_scheduled_before_a_reset_does_not_land_after_it(sim):
     due = sim.ledger(detail=False)["uptime"] + 0.4  # on the stand-in's own clock: scheduled before now
     sim.reset()
     # Until the stand-in's clock is well past the moment it was due, however slow this process is.
-    wait_until(lambda: sim.ledger(detail=False)["uptime"] > due + 0.3, 10, "the late creation's moment to pass")
+    wait_until(
+        lambda: sim.ledger(detail=False)["uptime"] > due + 0.3, 10, "the late creation's moment to pass"
+    )
     assert sim.ledger()["creations"] == 0
 
 
 def test_stalled_create_holds_the_connection_then_creates_or_not(sim):
     sim.configure(stall_create_next=1, stall_create_seconds=30.0)
     with pytest.raises(httpx.ReadTimeout):  # no answer at all: only the client's timeout ends it
-        httpx.post(f"{sim.url}/v1/models/black-forest-labs/flux-dev/predictions", headers=AUTH,
-                   json={"input": {"prompt": "stalled"}}, timeout=httpx.Timeout(5.0, read=0.5))
+        httpx.post(
+            f"{sim.url}/v1/models/black-forest-labs/flux-dev/predictions",
+            headers=AUTH,
+            json={"input": {"prompt": "stalled"}},
+            timeout=httpx.Timeout(5.0, read=0.5),
+        )
     assert create_raw(sim, "next one").status_code == 201  # the stall took only the next create
     ledger = sim.ledger()
     assert ledger["stalled_creates"] == 1 and ledger["creations"] == 1
@@ -203,11 +220,19 @@ def test_aborted_only_on_demand(sim):
     sim.configure(abort_next=1)
     aborted = create_raw(sim, "abort me").json()
     normal = create_raw(sim, "keep me").json()
-    def fetch_states() -> list[dict]:
-        return [httpx.get(f"{sim.url}/v1/predictions/{p['id']}", headers=AUTH).json() for p in (aborted, normal)]
 
-    states = wait_until(lambda: (lambda s: s if (s[0]["status"], s[1]["status"]) == ("aborted", "succeeded")
-                                 else None)(fetch_states()), 5, "one aborted, one succeeded")
+    def fetch_states() -> list[dict]:
+        return [
+            httpx.get(f"{sim.url}/v1/predictions/{p['id']}", headers=AUTH).json() for p in (aborted, normal)
+        ]
+
+    states = wait_until(
+        lambda: (lambda s: s if (s[0]["status"], s[1]["status"]) == ("aborted", "succeeded") else None)(
+            fetch_states()
+        ),
+        5,
+        "one aborted, one succeeded",
+    )
     assert states[0]["status"] == "aborted" and states[0]["started_at"] is None and states[0]["completed_at"]
     assert states[1]["status"] == "succeeded"
     # replicate 1.0.7's pydantic model does not know `aborted`
@@ -217,8 +242,12 @@ def test_aborted_only_on_demand(sim):
 
 
 def test_duplicate_inputs_are_counted_per_model_and_input(sim):
-    for model, prompt in [("google/nano-banana", "same"), ("google/nano-banana", "same"),
-                          ("google/imagen-4-ultra", "same"), ("google/nano-banana", "other")]:
+    for model, prompt in [
+        ("google/nano-banana", "same"),
+        ("google/nano-banana", "same"),
+        ("google/imagen-4-ultra", "same"),
+        ("google/nano-banana", "other"),
+    ]:
         assert create_raw(sim, prompt, model).status_code == 201
     ledger = sim.ledger()
     assert ledger["duplicate_inputs"] == 1 and len(ledger["duplicates"]) == 1

@@ -1,4 +1,5 @@
 """The stand-in under load: 500 concurrent connections plus several client processes; the ledger must add up."""
+
 from __future__ import annotations
 
 import asyncio
@@ -37,8 +38,11 @@ async def _burst(url: str, n: int, *, wait: bool) -> list[tuple[int, dict]]:
 
     async def one(session: aiohttp.ClientSession, i: int) -> tuple[int, dict]:
         await start.wait()
-        async with session.post(f"{url}/v1/models/black-forest-labs/flux-dev/predictions", headers=headers,
-                                json={"input": {"prompt": f"burst-{i}"}}) as response:
+        async with session.post(
+            f"{url}/v1/models/black-forest-labs/flux-dev/predictions",
+            headers=headers,
+            json={"input": {"prompt": f"burst-{i}"}},
+        ) as response:
             return response.status, await response.json(content_type=None)
 
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
@@ -51,8 +55,15 @@ async def _burst(url: str, n: int, *, wait: bool) -> list[tuple[int, dict]]:
 def test_500_concurrent_connections_and_3_client_processes_add_up(sim_factory):
     sim = sim_factory(latency_scale=0.2, create_limit=100_000, read_limit=100_000)
     per_process = 40
-    processes = [subprocess.Popen([sys.executable, "-c", CLIENT_PROCESS, sim.url, f"proc{k}", str(per_process)],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in range(3)]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", CLIENT_PROCESS, sim.url, f"proc{k}", str(per_process)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for k in range(3)
+    ]
     results = asyncio.run(_burst(sim.url, 500, wait=True))
     outputs = []
     for process in processes:
@@ -68,8 +79,10 @@ def test_500_concurrent_connections_and_3_client_processes_add_up(sim_factory):
 
     ledger = sim.ledger(detail=False)
     assert ledger["creations"] == ledger["create_calls"] == 500 + 3 * per_process
-    assert ledger["creations_by_model"] == {"black-forest-labs/flux-dev": 500,
-                                            "google/nano-banana": 3 * per_process}
+    assert ledger["creations_by_model"] == {
+        "black-forest-labs/flux-dev": 500,
+        "google/nano-banana": 3 * per_process,
+    }
     assert ledger["reads"] == sum(out["reads"] for out in outputs)
     assert ledger["duplicate_inputs"] == 0
     assert ledger["rejected_429"] == {"create": 0, "read": 0, "in_flight": 0, "storm": 0}
@@ -89,7 +102,9 @@ def test_the_create_limit_holds_exactly_under_a_concurrent_burst(sim_factory):
 
 def test_the_in_flight_cap_holds_exactly_under_a_concurrent_burst(sim_factory):
     # ~30 s predictions: none can finish during the burst, so exactly 25 are admitted
-    sim = sim_factory(max_in_flight=25, latency_scale=1.0, latency_overrides={"black-forest-labs/flux-dev": 30})
+    sim = sim_factory(
+        max_in_flight=25, latency_scale=1.0, latency_overrides={"black-forest-labs/flux-dev": 30}
+    )
     results = asyncio.run(_burst(sim.url, 200, wait=False))
     statuses = [status for status, _ in results]
     assert statuses.count(201) == 25 and statuses.count(429) == 175

@@ -1,4 +1,5 @@
 """Pure logic of the stand-in: the exact window, input validation, signatures, media."""
+
 from __future__ import annotations
 
 import hashlib
@@ -23,6 +24,7 @@ CATALOG = load_catalog()
 
 # --- sliding window -------------------------------------------------------------------------------
 
+
 def test_window_boundary_is_half_open():
     series = TimeSeries()
     for t in (0, 10, 20):
@@ -34,8 +36,11 @@ def test_window_boundary_is_half_open():
 
 
 @settings(max_examples=150, deadline=None)
-@given(gaps=st.lists(st.integers(min_value=0, max_value=40), min_size=1, max_size=120),
-       limit=st.integers(min_value=1, max_value=6), window=st.integers(min_value=1, max_value=100))
+@given(
+    gaps=st.lists(st.integers(min_value=0, max_value=40), min_size=1, max_size=120),
+    limit=st.integers(min_value=1, max_value=6),
+    window=st.integers(min_value=1, max_value=100),
+)
 def test_window_admits_exactly_what_fits(gaps, limit, window):
     series, now, admitted = TimeSeries(), 0, []
     for gap in gaps:
@@ -56,15 +61,23 @@ def test_window_admits_exactly_what_fits(gaps, limit, window):
 
 # --- validation -----------------------------------------------------------------------------------
 
+
 def fields(model: str, values, **kw) -> list[str]:
     return [f"{p.type}:{p.field}" for p in validate_input(CATALOG.get(model), values, **kw)]
 
 
 def test_every_model_of_the_brief_is_in_the_catalog():
     assert set(CATALOG.names()) == {
-        "black-forest-labs/flux-dev", "black-forest-labs/flux-kontext-max", "black-forest-labs/flux-1.1-pro-ultra",
-        "qwen/qwen-image", "google/imagen-4-ultra", "google/nano-banana", "espressotechie/qwen-imgedit-4bit",
-        "google/veo-3-fast", "kwaivgi/kling-v2.1-master"}
+        "black-forest-labs/flux-dev",
+        "black-forest-labs/flux-kontext-max",
+        "black-forest-labs/flux-1.1-pro-ultra",
+        "qwen/qwen-image",
+        "google/imagen-4-ultra",
+        "google/nano-banana",
+        "espressotechie/qwen-imgedit-4bit",
+        "google/veo-3-fast",
+        "kwaivgi/kling-v2.1-master",
+    }
     for name in CATALOG.names():
         model = CATALOG.get(name)
         assert "prompt" in model.required
@@ -74,21 +87,36 @@ def test_every_model_of_the_brief_is_in_the_catalog():
 
 def test_validation_is_strict_about_types_like_json_schema():
     assert fields("black-forest-labs/flux-dev", {"prompt": "x", "num_outputs": 2, "guidance": 3}) == []
-    assert fields("black-forest-labs/flux-dev", {"prompt": "x", "num_outputs": 2.0}) == ["invalid_type:input.num_outputs"]
-    assert fields("black-forest-labs/flux-dev", {"prompt": "x", "num_outputs": True}) == ["invalid_type:input.num_outputs"]
-    assert fields("black-forest-labs/flux-dev", {"prompt": "x", "num_outputs": "2"}) == ["invalid_type:input.num_outputs"]
-    assert fields("black-forest-labs/flux-dev", {"prompt": "x", "guidance": 10.5}) == ["number_lte:input.guidance"]
+    assert fields("black-forest-labs/flux-dev", {"prompt": "x", "num_outputs": 2.0}) == [
+        "invalid_type:input.num_outputs"
+    ]
+    assert fields("black-forest-labs/flux-dev", {"prompt": "x", "num_outputs": True}) == [
+        "invalid_type:input.num_outputs"
+    ]
+    assert fields("black-forest-labs/flux-dev", {"prompt": "x", "num_outputs": "2"}) == [
+        "invalid_type:input.num_outputs"
+    ]
+    assert fields("black-forest-labs/flux-dev", {"prompt": "x", "guidance": 10.5}) == [
+        "number_lte:input.guidance"
+    ]
     assert fields("black-forest-labs/flux-dev", {"prompt": "x", "megapixels": "0.25"}) == []
-    assert fields("black-forest-labs/flux-1.1-pro-ultra", {"prompt": "x", "safety_tolerance": 0}) == \
-        ["number_gte:input.safety_tolerance"]
-    assert fields("google/veo-3-fast", {"prompt": "x", "duration": 8, "resolution": "4k"}) == ["enum:input.resolution"]
+    assert fields("black-forest-labs/flux-1.1-pro-ultra", {"prompt": "x", "safety_tolerance": 0}) == [
+        "number_gte:input.safety_tolerance"
+    ]
+    assert fields("google/veo-3-fast", {"prompt": "x", "duration": 8, "resolution": "4k"}) == [
+        "enum:input.resolution"
+    ]
     assert fields("kwaivgi/kling-v2.1-master", {"prompt": "x", "duration": 10}) == []
-    assert fields("google/nano-banana", {"prompt": "x", "image_input": ["https://a/1.png"] * 4}) == \
-        ["array_max_items:input.image_input"]
-    assert fields("google/nano-banana", {"prompt": "x", "image_input": ["not a url"]}) == ["format:input.image_input.0"]
+    assert fields("google/nano-banana", {"prompt": "x", "image_input": ["https://a/1.png"] * 4}) == [
+        "array_max_items:input.image_input"
+    ]
+    assert fields("google/nano-banana", {"prompt": "x", "image_input": ["not a url"]}) == [
+        "format:input.image_input.0"
+    ]
     assert fields("google/imagen-4-ultra", {"prompt": "x", "seed": None}) == []  # unknown: ignored
-    assert fields("google/imagen-4-ultra", {"prompt": "x", "seed": 1}, strict=True) == \
-        ["additional_property_not_allowed:input.seed"]
+    assert fields("google/imagen-4-ultra", {"prompt": "x", "seed": 1}, strict=True) == [
+        "additional_property_not_allowed:input.seed"
+    ]
     assert fields("google/imagen-4-ultra", {"prompt": None}) == ["required:input"]
     assert fields("google/imagen-4-ultra", ["prompt"]) == ["invalid_type:input"]
 
@@ -104,12 +132,22 @@ def test_version_refs_resolve():
 
 # --- webhooks, media, config -----------------------------------------------------------------------
 
+
 def test_signature_matches_the_standard_webhooks_test_vector():
-    assert sign("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330,
-                '{"test": 2432232314}') == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+    assert (
+        sign(
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1614265330,
+            '{"test": 2432232314}',
+        )
+        == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+    )
 
 
-@pytest.mark.parametrize("ratio,expected", [("1:1", 1.0), ("16:9", 16 / 9), ("9:21", 9 / 21), ("match_input_image", 1.0)])
+@pytest.mark.parametrize(
+    "ratio,expected", [("1:1", 1.0), ("16:9", 16 / 9), ("9:21", 9 / 21), ("match_input_image", 1.0)]
+)
 def test_image_size_follows_aspect_ratio_and_area(ratio, expected):
     width, height = media.image_size(ratio, 1.0, 1.0)
     assert abs(width / height - expected) < 0.01 and abs(width * height - 1_000_000) < 20_000
@@ -120,7 +158,9 @@ def test_image_size_follows_aspect_ratio_and_area(ratio, expected):
 def test_images_are_deterministic_unique_and_in_the_asked_format():
     a = media.render_image("abc", 0, "webp", (64, 48))
     assert a == media.render_image("abc", 0, "webp", (64, 48))
-    assert a != media.render_image("abc", 1, "webp", (64, 48)) != media.render_image("abd", 0, "webp", (64, 48))
+    assert (
+        a != media.render_image("abc", 1, "webp", (64, 48)) != media.render_image("abd", 0, "webp", (64, 48))
+    )
     for fmt, pil in (("png", "PNG"), ("jpg", "JPEG"), ("webp", "WEBP")):
         image = Image.open(io.BytesIO(media.render_image("abc", 0, fmt, (64, 48))))
         assert image.format == pil and image.size == (64, 48)
@@ -131,7 +171,7 @@ def test_video_is_a_well_formed_mp4_unique_per_prediction():
     assert a != b and hashlib.sha256(a).digest() != hashlib.sha256(b).digest()
     offset, boxes = 0, []
     while offset < len(a):  # top-level boxes must tile the file exactly
-        size, kind = struct.unpack(">I4s", a[offset:offset + 8])
+        size, kind = struct.unpack(">I4s", a[offset : offset + 8])
         assert size >= 8
         boxes.append(kind)
         offset += size

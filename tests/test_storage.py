@@ -1,5 +1,6 @@
 """Outputs: every shape Replicate gives, downloads over real HTTP without the token, atomic writes
 that leave nothing half-written, and the black substitute."""
+
 from __future__ import annotations
 
 import base64
@@ -28,16 +29,25 @@ class FileOutputLike:
 def test_output_urls_flattens_every_shape_in_order():
     assert output_urls(None) == []
     assert output_urls("https://a/1.png") == ["https://a/1.png"]
-    assert output_urls(["https://a/1.png", FileOutputLike("https://a/2.webp")]) == ["https://a/1.png", "https://a/2.webp"]
+    assert output_urls(["https://a/1.png", FileOutputLike("https://a/2.webp")]) == [
+        "https://a/1.png",
+        "https://a/2.webp",
+    ]
     assert output_urls({"image": "https://a/1.png", "extra": ["data:image/png;base64,AA=="]}) == [
-        "https://a/1.png", "data:image/png;base64,AA=="]
+        "https://a/1.png",
+        "data:image/png;base64,AA==",
+    ]
     assert extension_of("https://replicate.delivery/x/out-0.webp?sig=1") == "webp"
     assert extension_of("data:image/jpeg;base64,AA==") == "jpg"
 
 
 def test_output_paths_number_extra_outputs_and_refuse_to_leave_the_root(tmp_path):
     root = tmp_path / "out"
-    assert [p.name for p in output_paths(root, "b/cat", 3, default_ext="webp")] == ["cat.webp", "cat_1.webp", "cat_2.webp"]
+    assert [p.name for p in output_paths(root, "b/cat", 3, default_ext="webp")] == [
+        "cat.webp",
+        "cat_1.webp",
+        "cat_2.webp",
+    ]
     root.mkdir()
     os.symlink(tmp_path, root / "escape")
     with pytest.raises(LocalError, match="leaves the output root"):
@@ -193,20 +203,34 @@ def test_outputs_on_private_addresses_are_refused_at_every_hop(file_server, redi
     public_only = Downloader(max_bytes=10_000, scope=AddressScope.PUBLIC)
     loopback_too = Downloader(max_bytes=10_000, scope=AddressScope.LOOPBACK)
     try:
-        for url in (f"{base}/img.png", base.replace("127.0.0.1", "localhost") + "/img.png",
-                    base.replace("127.0.0.1", "[::ffff:127.0.0.1]") + "/img.png"):
+        for url in (
+            f"{base}/img.png",
+            base.replace("127.0.0.1", "localhost") + "/img.png",
+            base.replace("127.0.0.1", "[::ffff:127.0.0.1]") + "/img.png",
+        ):
             with pytest.raises(RefusedOutputURLError, match="FLEET_ALLOW_PRIVATE_OUTPUT_URLS"):
                 public_only.save(url, tmp_path / "a.png")
         assert seen == []  # not one request reached the loopback server
-        for url in ("http://169.254.169.254/latest/meta-data/", "http://[fd00:ec2::254]/latest/",
-                    "http://10.20.30.40/x.png", "http://192.168.1.1/x.png", "http://100.100.100.200/x",
-                    "http://0.0.0.0:9/x.png", "http://224.0.0.1/x.png", "http://240.0.0.1/x.png"):
+        for url in (
+            "http://169.254.169.254/latest/meta-data/",
+            "http://[fd00:ec2::254]/latest/",
+            "http://10.20.30.40/x.png",
+            "http://192.168.1.1/x.png",
+            "http://100.100.100.200/x",
+            "http://0.0.0.0:9/x.png",
+            "http://224.0.0.1/x.png",
+            "http://240.0.0.1/x.png",
+        ):
             with pytest.raises(LocalError, match="refused"):
                 loopback_too.save(url, tmp_path / "b.png")
 
         # the first hop is allowed (loopback), the redirect's target is not
         entry, targets, hits = redirector
-        for target in ("http://169.254.169.254/latest/meta-data/iam/", "http://10.0.0.7/x.png", f"{base}/img.png"):
+        for target in (
+            "http://169.254.169.254/latest/meta-data/iam/",
+            "http://10.0.0.7/x.png",
+            f"{base}/img.png",
+        ):
             targets[0] = target.replace("127.0.0.1", "[::1]") if target.startswith(base) else target
             expected_error = TransientError if target.startswith(base) else RefusedOutputURLError
             with pytest.raises(expected_error):  # ::1 is loopback too, but nothing listens there
@@ -227,8 +251,10 @@ def test_the_allowed_addresses_follow_the_setting_or_where_replicate_is(settings
     assert output_scope(settings.with_(replicate_base_url="http://127.0.0.1:8787")) is AddressScope.LOOPBACK
     assert output_scope(settings.with_(replicate_base_url="http://localhost:8787")) is AddressScope.LOOPBACK
     assert output_scope(settings.with_(replicate_base_url="http://172.18.0.5:8787")) is AddressScope.ANY
-    assert output_scope(settings.with_(replicate_base_url="https://8.8.8.8/",
-                                       allow_private_output_urls=True)) is AddressScope.ANY
+    assert (
+        output_scope(settings.with_(replicate_base_url="https://8.8.8.8/", allow_private_output_urls=True))
+        is AddressScope.ANY
+    )
 
 
 def test_a_data_uri_over_the_cap_is_refused_before_it_is_decoded(tmp_path, monkeypatch):
@@ -236,11 +262,15 @@ def test_a_data_uri_over_the_cap_is_refused_before_it_is_decoded(tmp_path, monke
 
     decoded: list[int] = []
     real = base64.b64decode
-    monkeypatch.setattr(download.base64, "b64decode", lambda data, **kw: decoded.append(len(data)) or real(data, **kw))
+    monkeypatch.setattr(
+        download.base64, "b64decode", lambda data, **kw: decoded.append(len(data)) or real(data, **kw)
+    )
     downloader = Downloader(max_bytes=3000)
     try:
         with pytest.raises(LocalError, match="cap"):
-            downloader.save("data:image/png;base64," + base64.b64encode(b"x" * 3001).decode(), tmp_path / "a.png")
+            downloader.save(
+                "data:image/png;base64," + base64.b64encode(b"x" * 3001).decode(), tmp_path / "a.png"
+            )
         with pytest.raises(LocalError, match="cap"):
             downloader.save("data:image/png," + "%41" * 3001, tmp_path / "b.png")
         assert decoded == []  # refused on its length alone

@@ -1,6 +1,7 @@
 """The suite's own rules. A test that needs a tool the machine lacks skips, except where the tool is
 required (CI): there it fails, so CI cannot pass by proving less (tests/support/requirements.py).
 A unit test that asks for a server fails, so the unit tier stays fast (tests/support/unit.py)."""
+
 from __future__ import annotations
 
 import re
@@ -34,7 +35,9 @@ def test_ci_requires_every_tool_and_installs_it():
 
 @pytest.fixture
 def absent_tool(monkeypatch):
-    monkeypatch.setitem(requirements.TOOLS, "absent-tool", Tool(lambda: "not on this machine", "apt-get install it"))
+    monkeypatch.setitem(
+        requirements.TOOLS, "absent-tool", Tool(lambda: "not on this machine", "apt-get install it")
+    )
     requirements.missing.cache_clear()
     yield "absent-tool"
     requirements.missing.cache_clear()
@@ -51,12 +54,16 @@ def test_a_missing_tool_skips_unless_required(pytester, monkeypatch, absent_tool
         def test_uses_it():
             pass
     """)
-    result = pytester.runpytest_inprocess("-p", "tests.support.requirements", "-p", "no:cacheprovider", "-rsf")
+    result = pytester.runpytest_inprocess(
+        "-p", "tests.support.requirements", "-p", "no:cacheprovider", "-rsf"
+    )
     result.assert_outcomes(**{outcome: 1})
     result.stdout.fnmatch_lines(["*not on this machine (apt-get install it)*"])
 
 
-@pytest.mark.parametrize("fixture, outcome", [("tmp_path", "passed"), ("redis_client", "errors"), ("sim", "errors")])
+@pytest.mark.parametrize(
+    "fixture, outcome", [("tmp_path", "passed"), ("redis_client", "errors"), ("sim", "errors")]
+)
 def test_a_unit_test_that_asks_for_a_server_fails(pytester, fixture, outcome):
     pytester.makepyfile(f"""
         import pytest

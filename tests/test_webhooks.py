@@ -1,6 +1,7 @@
 """Webhooks: the completion board on the real Redis, the receiver's signature checks over HTTP, and
 real workers that learn of finished predictions from the stand-in's signed webhooks instead of
 polling (and still finish when a webhook never comes)."""
+
 from __future__ import annotations
 
 import base64
@@ -20,15 +21,29 @@ from tests.support.e2e import submit, wait_finished
 from tests.support.limiter import LIVE_LEASE
 from tests.support.wait import wait_until
 from workers.completions import CompletionBoard
-from workers.webhook_receiver import PATH, REPLAY_WINDOW_SECONDS, ServerLimits, WebhookReceiver, signing_secret
+from workers.webhook_receiver import (
+    PATH,
+    REPLAY_WINDOW_SECONDS,
+    ServerLimits,
+    WebhookReceiver,
+    signing_secret,
+)
 
 MODEL = "black-forest-labs/flux-dev"
 
 
 def prediction(pid: str = "p1", status: str = "succeeded") -> dict:
-    return {"id": pid, "status": status, "model": MODEL, "version": "hidden", "input": {"prompt": "x" * 500},
-            "output": [f"https://replicate.delivery/{pid}/out-0.png"], "error": None, "logs": "lots",
-            "created_at": "2026-11-26T00:00:00Z"}
+    return {
+        "id": pid,
+        "status": status,
+        "model": MODEL,
+        "version": "hidden",
+        "input": {"prompt": "x" * 500},
+        "output": [f"https://replicate.delivery/{pid}/out-0.png"],
+        "error": None,
+        "logs": "lots",
+        "created_at": "2026-11-26T00:00:00Z",
+    }
 
 
 # --- the board ------------------------------------------------------------------------------------
@@ -46,13 +61,17 @@ def test_a_completion_reaches_its_waiter_whichever_comes_first(redis_client, key
         with board.watch("late") as watch:
             assert watch.wait(0.05) is None
             sent_at = []
-            threading.Timer(0.3, lambda: (sent_at.append(time.monotonic()), board.notify(prediction("late")))).start()
+            threading.Timer(
+                0.3, lambda: (sent_at.append(time.monotonic()), board.notify(prediction("late")))
+            ).start()
             got = watch.wait(5)
             woke_after = time.monotonic() - sent_at[0]
         assert got["id"] == "late" and woke_after < 0.2, woke_after
         # consumed: nothing stays behind
         keys = Keys(key_prefix)
-        assert not redis_client.exists(keys.completion("late"), keys.completion_watch("late"), keys.completion("early"))
+        assert not redis_client.exists(
+            keys.completion("late"), keys.completion_watch("late"), keys.completion("early")
+        )
     finally:
         board.close()
 
@@ -86,10 +105,15 @@ def receiver_factory(settings, redis_client):
     """The real aiohttp app of `fleet-webhooks` on a real port (in a thread of this process)."""
     started = []
 
-    def start(limits: ServerLimits = ServerLimits(), client=None):
+    def start(limits: ServerLimits | None = None, client=None):
+        limits = limits or ServerLimits()
         secret = new_secret()
-        rx = WebhookReceiver(settings.with_(webhook_listen="127.0.0.1:0"), redis_client=client or redis_client,
-                             secret=secret, limits=limits).start()
+        rx = WebhookReceiver(
+            settings.with_(webhook_listen="127.0.0.1:0"),
+            redis_client=client or redis_client,
+            secret=secret,
+            limits=limits,
+        ).start()
         rx.secret = secret
         started.append(rx)
         return rx
@@ -104,15 +128,29 @@ def receiver(receiver_factory):
     return receiver_factory()
 
 
-def signed_headers(secret: str, body: str, *, webhook_id: str | None = None, timestamp: int | None = None) -> dict:
+def signed_headers(
+    secret: str, body: str, *, webhook_id: str | None = None, timestamp: int | None = None
+) -> dict:
     webhook_id = webhook_id or f"msg_{uuid.uuid4().hex}"
     ts = int(time.time()) if timestamp is None else timestamp
-    return {"webhook-id": webhook_id, "webhook-timestamp": str(ts),
-            "webhook-signature": sign(secret, webhook_id, ts, body), "content-type": "application/json"}
+    return {
+        "webhook-id": webhook_id,
+        "webhook-timestamp": str(ts),
+        "webhook-signature": sign(secret, webhook_id, ts, body),
+        "content-type": "application/json",
+    }
 
 
-def deliver(rx, body: str, *, secret: str | None = None, timestamp: int | None = None, path: str = PATH,
-            webhook_id: str | None = None, changed: dict[str, str | None] | None = None):
+def deliver(
+    rx,
+    body: str,
+    *,
+    secret: str | None = None,
+    timestamp: int | None = None,
+    path: str = PATH,
+    webhook_id: str | None = None,
+    changed: dict[str, str | None] | None = None,
+):
     """A signed delivery (a new webhook-id each time unless given); `changed` headers replace the
     signed ones, or remove them (None)."""
     headers = signed_headers(secret or rx.secret, body, webhook_id=webhook_id, timestamp=timestamp)
@@ -154,8 +192,12 @@ def test_receiver_stores_signed_terminal_predictions_and_rejects_the_rest(receiv
     assert deliver(receiver, forged, secret=new_secret()).status_code == 401  # another key
     assert deliver(receiver, forged, timestamp=int(time.time()) - 3600).status_code == 401  # too old
     assert deliver(receiver, forged, timestamp=int(time.time()) + 3600).status_code == 401  # from the future
-    unsigned = httpx.post(f"http://127.0.0.1:{receiver.port}{PATH}", content=forged,
-                          headers={"content-type": "application/json"}, timeout=5)
+    unsigned = httpx.post(
+        f"http://127.0.0.1:{receiver.port}{PATH}",
+        content=forged,
+        headers={"content-type": "application/json"},
+        timeout=5,
+    )
     assert unsigned.status_code == 400  # no signature headers at all: malformed
     assert not redis_client.exists(keys.completion("forged"))
 
@@ -164,8 +206,15 @@ def test_receiver_stores_signed_terminal_predictions_and_rejects_the_rest(receiv
     assert deliver(receiver, "not json").status_code == 400
     assert deliver(receiver, good, path="/elsewhere").status_code == 404
     assert httpx.get(f"http://127.0.0.1:{receiver.port}/healthz", timeout=5).status_code == 200
-    assert receiver.counts == {"accepted": 1, "ignored": 1, "duplicate": 0, "rejected": 5, "unavailable": 0,
-                               "timed_out": 0, "overloaded": 0}
+    assert receiver.counts == {
+        "accepted": 1,
+        "ignored": 1,
+        "duplicate": 0,
+        "rejected": 5,
+        "unavailable": 0,
+        "timed_out": 0,
+        "overloaded": 0,
+    }
 
 
 def test_every_malformed_delivery_gets_400_and_is_counted(receiver, redis_client, settings, key_prefix):
@@ -189,21 +238,34 @@ def test_every_malformed_delivery_gets_400_and_is_counted(receiver, redis_client
         deliver(receiver, "[1, 2]").status_code,  # JSON, not a prediction
     ]
     headers = signed_headers(receiver.secret, "x")
-    answers.append(httpx.post(f"http://127.0.0.1:{receiver.port}{PATH}", content=b"\xff\xfe not UTF-8",
-                              headers=headers, timeout=5).status_code)
+    answers.append(
+        httpx.post(
+            f"http://127.0.0.1:{receiver.port}{PATH}",
+            content=b"\xff\xfe not UTF-8",
+            headers=headers,
+            timeout=5,
+        ).status_code
+    )
     assert answers == [400] * len(answers), answers
     # a body over the cap: refused from its Content-Length, before a byte of it is read
     head = "".join(f"{k}: {v}\r\n" for k, v in signed_headers(receiver.secret, body).items())
-    oversized = raw_exchange(receiver.port, (f"POST {PATH} HTTP/1.1\r\nHost: x\r\n{head}"
-                                             f"Content-Length: {11 * 1024 * 1024}\r\n\r\n").encode())
+    oversized = raw_exchange(
+        receiver.port,
+        (f"POST {PATH} HTTP/1.1\r\nHost: x\r\n{head}Content-Length: {11 * 1024 * 1024}\r\n\r\n").encode(),
+    )
     assert oversized.startswith(b"HTTP/1.1 413"), oversized
     # a request aiohttp cannot even parse (a header line without a colon): answered 400 by aiohttp
-    garbage = raw_exchange(receiver.port, f"POST {PATH} HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n".encode())
+    garbage = raw_exchange(
+        receiver.port, f"POST {PATH} HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n".encode()
+    )
     assert garbage.split(b" ", 2)[1] == b"400", garbage
     rejected = len(answers) + 2
     wait_until(lambda: receiver.counts["rejected"] == rejected, 5, f"{rejected} rejections counted")
-    wait_until(lambda: webhook_counter(redis_client, settings, "rejected") == rejected, 5,
-               what="the rejections in the metrics")
+    wait_until(
+        lambda: webhook_counter(redis_client, settings, "rejected") == rejected,
+        5,
+        what="the rejections in the metrics",
+    )
     assert sum(receiver.counts.values()) == rejected
     assert not redis_client.keys(f"{key_prefix}:completion*")
     assert deliver(receiver, body).status_code == 200  # and the receiver is none the worse
@@ -247,8 +309,10 @@ def test_slow_clients_are_cut_off_and_counted(receiver_factory, redis_client, se
             pass  # cut off while sending
         assert read_until_closed(trickler) == b"" and time.monotonic() - started < 8
     with socket.create_connection(("127.0.0.1", rx.port), timeout=10) as staller:
-        staller.sendall(f"POST {PATH} HTTP/1.1\r\nHost: x\r\n{head}Content-Length: {len(body)}\r\n\r\n"
-                        f"{body[:10]}".encode())  # then nothing more
+        staller.sendall(
+            f"POST {PATH} HTTP/1.1\r\nHost: x\r\n{head}Content-Length: {len(body)}\r\n\r\n"
+            f"{body[:10]}".encode()
+        )  # then nothing more
         assert read_until_closed(staller).startswith(b"HTTP/1.1 408")
     with socket.create_connection(("127.0.0.1", rx.port), timeout=10) as silent:  # connects, says nothing
         assert read_until_closed(silent) == b""
@@ -261,12 +325,18 @@ def test_connections_and_handlers_are_bounded(receiver_factory, redis_client, se
     """60 connections against a cap of 20: 40 get 503 at once and are closed (the first 20 are
     cut off after the header timeout). Two deliveries stalled in their bodies hold both handlers:
     a third waits `handler_wait`, then gets 503. Every one is counted."""
-    rx = receiver_factory(ServerLimits(max_connections=20, max_handlers=2, header_timeout=3.0, body_timeout=3.0,
-                                       handler_wait=0.5))
+    rx = receiver_factory(
+        ServerLimits(
+            max_connections=20, max_handlers=2, header_timeout=3.0, body_timeout=3.0, handler_wait=0.5
+        )
+    )
     sockets = [socket.create_connection(("127.0.0.1", rx.port), timeout=10) for _ in range(60)]
     try:
         answers = [read_until_closed(sock) for sock in sockets[20:]]
-        assert answers == [b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"] * 40
+        assert (
+            answers
+            == [b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"] * 40
+        )
         assert [read_until_closed(sock) for sock in sockets[:20]] == [b""] * 20  # idle: cut off
     finally:
         for sock in sockets:
@@ -278,7 +348,9 @@ def test_connections_and_handlers_are_bounded(receiver_factory, redis_client, se
     stalled = [socket.create_connection(("127.0.0.1", rx.port), timeout=10) for _ in range(2)]
     try:
         for sock in stalled:
-            sock.sendall(f"POST {PATH} HTTP/1.1\r\nHost: x\r\n{head}Content-Length: {len(body)}\r\n\r\n{{".encode())
+            sock.sendall(
+                f"POST {PATH} HTTP/1.1\r\nHost: x\r\n{head}Content-Length: {len(body)}\r\n\r\n{{".encode()
+            )
         time.sleep(0.3)  # both are in a handler, waiting for their bodies
         busy = deliver(rx, body)
         assert busy.status_code == 503 and busy.text == "busy"
@@ -287,8 +359,17 @@ def test_connections_and_handlers_are_bounded(receiver_factory, redis_client, se
         for sock in stalled:
             sock.close()
     assert deliver(rx, body).status_code == 200  # handlers free again
-    wait_until(lambda: (webhook_counter(redis_client, settings, "overloaded"),
-                        webhook_counter(redis_client, settings, "timed_out")) == (41, 22), 5, "the metrics")
+    wait_until(
+        lambda: (
+            (
+                webhook_counter(redis_client, settings, "overloaded"),
+                webhook_counter(redis_client, settings, "timed_out"),
+            )
+            == (41, 22)
+        ),
+        5,
+        "the metrics",
+    )
     assert rx.counts["overloaded"] == 41 and rx.counts["timed_out"] == 22 and rx.counts["accepted"] == 1
 
 
@@ -311,21 +392,28 @@ def test_signing_secret_is_fetched_from_the_account_when_not_configured(settings
 def counter_values(redis_client, settings) -> dict[tuple[str, str], float]:
     from shared.metrics.recorder import read_counters
 
-    return {(metric, next(iter(labels.values()), "")): value
-            for metric, rows in read_counters(redis_client, Keys(settings.key_prefix)).items()
-            for labels, value in rows}
+    return {
+        (metric, next(iter(labels.values()), "")): value
+        for metric, rows in read_counters(redis_client, Keys(settings.key_prefix)).items()
+        for labels, value in rows
+    }
 
 
 # --- real workers ---------------------------------------------------------------------------------
 @pytest.mark.e2e
-def test_workers_learn_of_the_end_from_webhooks_without_polling(settings, redis_client, sim_factory, worker_factory):
+def test_workers_learn_of_the_end_from_webhooks_without_polling(
+    settings, redis_client, sim_factory, worker_factory
+):
     sim = sim_factory(latency_scale=0.05, image_scale=0.01)
-    rx = WebhookReceiver(settings.with_(webhook_listen="127.0.0.1:0", replicate_base_url=sim.url),
-                         redis_client=redis_client).start()  # secret fetched from the stand-in
+    rx = WebhookReceiver(
+        settings.with_(webhook_listen="127.0.0.1:0", replicate_base_url=sim.url), redis_client=redis_client
+    ).start()  # secret fetched from the stand-in
     try:
         url = f"http://127.0.0.1:{rx.port}{PATH}"
         fleet = worker_factory(settings, count=2, sim=sim, FLEET_WEBHOOK_URL=url)
-        ledger, requests = submit(settings, redis_client, "b-hook", [f"a heron, study {i}" for i in range(20)])
+        ledger, requests = submit(
+            settings, redis_client, "b-hook", [f"a heron, study {i}" for i in range(20)]
+        )
         wait_finished(ledger, "b-hook", 60, fleet)
         assert ledger.batch("b-hook").counts["succeeded"] == 20
         for item in ledger.items("b-hook"):
@@ -357,8 +445,9 @@ def test_a_lost_webhook_is_caught_by_the_safety_poll(settings, redis_client, sim
     assert counter_values(redis_client, settings)[("ends_noticed", "poll")] == 2  # what an alert watches
 
 
-def test_a_delivery_frees_the_slot_a_dead_worker_left_but_never_a_live_one(receiver, settings, redis_client,
-                                                                           key_prefix):
+def test_a_delivery_frees_the_slot_a_dead_worker_left_but_never_a_live_one(
+    receiver, settings, redis_client, key_prefix
+):
     from shared.limiter import HolderInfo, Limiter
 
     s = settings.with_(concurrency_limit=2, lease_seconds=0.6)
@@ -393,14 +482,27 @@ def test_the_receivers_log_never_shows_the_token_or_the_signing_secret(settings,
     sim = sim_factory(token=token, webhook_secret=secret)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REPLICATE_", "FLEET_", "REDIS_URL"))}
-    env.update(settings.with_(replicate_api_token=token, replicate_base_url=sim.url, log_level="DEBUG").as_env(),
-               PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    env.update(
+        settings.with_(replicate_api_token=token, replicate_base_url=sim.url, log_level="DEBUG").as_env(),
+        PYTHONPATH=str(Path(__file__).resolve().parent.parent),
+    )
     log_path = tmp_path / "webhooks.log"
     with log_path.open("w") as log:
-        process = subprocess.Popen([str(Path(sys.executable).parent / "fleet-webhooks"), "--listen",
-                                    f"127.0.0.1:{port}", "--env-file", "/nonexistent"], env=env, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "fleet-webhooks"),
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--env-file",
+                "/nonexistent",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
+
         def healthy() -> bool:
             try:
                 return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
@@ -412,12 +514,20 @@ def test_the_receivers_log_never_shows_the_token_or_the_signing_secret(settings,
         body = json.dumps(prediction("p-log") | {"logs": f"Authorization: Bearer {token}"})
         assert deliver(rx, body).status_code == 200  # fetched secret == the stand-in's: accepted
         assert deliver(rx, body, secret=new_secret()).status_code == 401
-        assert httpx.post(f"http://127.0.0.1:{port}{PATH}?token={token}", content=body, timeout=5).status_code == 400
+        assert (
+            httpx.post(f"http://127.0.0.1:{port}{PATH}?token={token}", content=body, timeout=5).status_code
+            == 400
+        )
         assert deliver(rx, f"not json {token}").status_code == 400
         # what used to escape the validator as a traceback and drop the connection
         assert deliver(rx, body, changed={"webhook-timestamp": "soon"}).status_code == 400
         assert deliver(rx, body, changed={"webhook-signature": "v1,%%%"}).status_code == 400
-        assert raw_exchange(port, f"POST {PATH} HTTP/1.1\r\nHost: x\r\nno colon\r\n\r\n".encode()).split(b" ", 2)[1] == b"400"
+        assert (
+            raw_exchange(port, f"POST {PATH} HTTP/1.1\r\nHost: x\r\nno colon\r\n\r\n".encode()).split(
+                b" ", 2
+            )[1]
+            == b"400"
+        )
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(15)

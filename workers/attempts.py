@@ -24,6 +24,7 @@ predictions and adopts the one with the same model and input before creating ane
 `prediction:<id>` holds the marker of the attempt that owns a prediction, so two items with
 identical inputs can never adopt the same prediction.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -48,12 +49,12 @@ class AttemptRef(NamedTuple):
 
     @property
     def marker(self) -> str:
-        """"batch:index:attempt": the attempt's name on the slot that creates for it (the
+        """ "batch:index:attempt": the attempt's name on the slot that creates for it (the
         limiter's `attempt=`) and as a prediction's owner. Batch ids hold no ':'."""
         return f"{self.batch_id}:{self.index}:{self.attempt}"
 
     @classmethod
-    def from_marker(cls, marker: str) -> "AttemptRef":
+    def from_marker(cls, marker: str) -> AttemptRef:
         """The attempt a marker names; ValueError if it names none."""
         batch_id, index, attempt = marker.rsplit(":", 2)
         return cls(batch_id, int(index), int(attempt))
@@ -106,7 +107,9 @@ class CreationRecords:
     def __init__(self, redis_client: redis.Redis, keys: Keys):
         self.redis = redis_client
         self.keys = keys
-        scripts = lua_scripts.register(redis_client, "workers.lua", ("attempt_intent", "attempt_post", "attempt_stamp"))
+        scripts = lua_scripts.register(
+            redis_client, "workers.lua", ("attempt_intent", "attempt_post", "attempt_stamp")
+        )
         self._intent, self._post, self._stamp = scripts.values()
 
     def preload(self) -> None:
@@ -140,9 +143,10 @@ class CreationRecords:
         stamped if the attempt's claim still holds `claim_token`, no prediction is recorded for
         the attempt and the batch is not canceled; else LOST, RECORDED or CANCELED, and nothing
         written. Redis errors propagate: "cannot tell" is not "lost"."""
-        code, stamped = self._post(keys=[ref.claim_key(self.keys), self.keys.batch(ref.batch_id),
-                                         ref.record_key(self.keys)],
-                                   args=[claim_token, RECORD_TTL])
+        code, stamped = self._post(
+            keys=[ref.claim_key(self.keys), self.keys.batch(ref.batch_id), ref.record_key(self.keys)],
+            args=[claim_token, RECORD_TTL],
+        )
         verdict = _POST_CODES[int(code)]
         return PostCheck(verdict, float(stamped) if verdict is PostVerdict.GO else None)
 

@@ -18,6 +18,7 @@ Choices (see the design notes in workers/README.md):
   in Redis (shared.scheduler), and kombu's visibility bookkeeping is kept on Redis's clock
   (workers.kombu_patches), so no host's clock moves anyone's work.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -130,4 +131,3 @@ def _shutting_down(**_: Any) -> None:
     request_shutdown()
     stop_sweeper()
     stop_feeder()
-

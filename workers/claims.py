@@ -13,6 +13,7 @@ When Redis cannot be reached the answer is "cannot tell", never "lost": `still_o
 `reassert` raise, and the task runs the attempt again once Redis answers (workers.tasks), taking
 the same claim back (`reassert`) if nobody else holds it by then.
 """
+
 from __future__ import annotations
 
 import logging
@@ -38,7 +39,7 @@ class Renewal(IntEnum):
 
 
 class Claim:
-    def __init__(self, keeper: "ClaimKeeper", key: str, token: str):
+    def __init__(self, keeper: ClaimKeeper, key: str, token: str):
         self.key = key
         self.token = token
         self._keeper = keeper
@@ -109,8 +110,12 @@ class ClaimKeeper:
 
     def _ensure_thread(self) -> None:
         if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(target=run_forever, args=(self._renew_held, "claim keeper", self._stop),
-                                            name="claim-keeper", daemon=True)
+            self._thread = threading.Thread(
+                target=run_forever,
+                args=(self._renew_held, "claim keeper", self._stop),
+                name="claim-keeper",
+                daemon=True,
+            )
             self._thread.start()
 
     def _renew_held(self) -> None:

@@ -16,6 +16,7 @@ milliseconds and costs no read at all.
 Webhooks can be lost (receiver down, network): waiting workers keep a slow safety poll, so a lost
 webhook costs time, never the image.
 """
+
 from __future__ import annotations
 
 import json
@@ -56,19 +57,23 @@ class CompletionBoard:
         """Store a terminal prediction and wake its waiter. True if a worker was waiting."""
         pid = str(prediction["id"])
         trimmed = {k: prediction.get(k) for k in KEPT_FIELDS}
-        woke = self._notify(keys=[self.keys.completion(pid), self.keys.completion_watch(pid)],
-                            args=[json.dumps(trimmed), int(COMPLETION_TTL * 1000), pid])
+        woke = self._notify(
+            keys=[self.keys.completion(pid), self.keys.completion_watch(pid)],
+            args=[json.dumps(trimmed), int(COMPLETION_TTL * 1000), pid],
+        )
         return bool(int(woke))
 
     # --- worker side ------------------------------------------------------------------------------
-    def watch(self, prediction_id: str) -> "CompletionWatch":
+    def watch(self, prediction_id: str) -> CompletionWatch:
         """Start waiting for `prediction_id` (use as a context manager, or call close())."""
         listener = self._process_listener()
         event = listener.register(prediction_id)
         watch = CompletionWatch(self, prediction_id, event)
         try:
-            raw = self._watch(keys=[self.keys.completion(prediction_id), self.keys.completion_watch(prediction_id)],
-                              args=[listener.key, self.watch_ttl_ms])
+            raw = self._watch(
+                keys=[self.keys.completion(prediction_id), self.keys.completion_watch(prediction_id)],
+                args=[listener.key, self.watch_ttl_ms],
+            )
         except redis.RedisError as exc:  # the safety polls still find the end
             log.warning("cannot watch prediction %s for its webhook: %s", prediction_id, exc)
             raw = None
@@ -81,12 +86,15 @@ class CompletionBoard:
         with self._lock:
             if self._listener is None or self._pid != os.getpid():
                 token = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-                self._listener = WakeListener(blocking_client(self.redis), self.keys.completion_wake(token),
-                                              name=f"completion-wake-{os.getpid()}")
+                self._listener = WakeListener(
+                    blocking_client(self.redis),
+                    self.keys.completion_wake(token),
+                    name=f"completion-wake-{os.getpid()}",
+                )
                 self._pid = os.getpid()
             return self._listener
 
-    def _forget(self, watch: "CompletionWatch") -> None:
+    def _forget(self, watch: CompletionWatch) -> None:
         listener = self._listener
         if listener is not None:
             listener.unregister(watch.prediction_id)
@@ -133,7 +141,7 @@ class CompletionWatch:
     def close(self) -> None:
         self.board._forget(self)
 
-    def __enter__(self) -> "CompletionWatch":
+    def __enter__(self) -> CompletionWatch:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -4,6 +4,7 @@ One Redis client, one ledger, one limiter (with its one keeper thread), one clai
 Replicate client, one downloader, the model registry. Built lazily from the app's settings, so
 importing the package reads nothing and a forked child builds its own.
 """
+
 from __future__ import annotations
 
 import logging
@@ -28,8 +29,8 @@ from workers.claims import ClaimKeeper
 from workers.completions import CompletionBoard
 from workers.download import Downloader
 from workers.model_specs import ModelSpecs
-from workers.stores import BatchStores
 from workers.replicate_calls import ReplicateCalls
+from workers.stores import BatchStores
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ class WorkerContext:
     metrics: MetricsRecorder
     completions: CompletionBoard | None  # set when webhooks are configured (FLEET_WEBHOOK_URL)
     scheduler: Scheduler = field(init=False)  # follow-ups are held here until due (shared.scheduler)
-    cancel_watch: "CancelWatch" = field(init=False)
+    cancel_watch: CancelWatch = field(init=False)
     stores: BatchStores = field(init=False)  # each batch's output location (a folder or a bucket)
     pid: int = field(default_factory=os.getpid)
 
@@ -60,7 +61,7 @@ class WorkerContext:
         self.scheduler = Scheduler(self.redis, self.keys)
 
     @classmethod
-    def build(cls, settings: Settings) -> "WorkerContext":
+    def build(cls, settings: Settings) -> WorkerContext:
         client = connect(settings, max_connections=512, ride_out_restarts=True)
         keys = Keys(settings.key_prefix)
         creations = CreationRecords(client, keys)
@@ -68,8 +69,13 @@ class WorkerContext:
         limiter = Limiter.from_settings(client, keys, settings)
         calls = ReplicateCalls(settings)
         registry = load_registry(extra=settings.models_file)
-        store = SchemaStore(client, keys, read=calls.read_schema, ttl=settings.schema_ttl,
-                            take_read_token=lambda: limiter.take_read_token(timeout=60.0))
+        store = SchemaStore(
+            client,
+            keys,
+            read=calls.read_schema,
+            ttl=settings.schema_ttl,
+            take_read_token=lambda: limiter.take_read_token(timeout=60.0),
+        )
         return cls(
             settings=settings,
             redis=client,
@@ -84,12 +90,17 @@ class WorkerContext:
             models=ModelSpecs(registry, store),
             metrics=MetricsRecorder(client, keys),
             completions=CompletionBoard(client, keys, watch_ttl=settings.prediction_timeout + 600)
-            if settings.webhook_url else None,
+            if settings.webhook_url
+            else None,
         )
 
     def close(self) -> None:
-        for closer in (self.limiter.close, self.calls.close, self.downloader.close,
-                       self.completions.close if self.completions is not None else None):
+        for closer in (
+            self.limiter.close,
+            self.calls.close,
+            self.downloader.close,
+            self.completions.close if self.completions is not None else None,
+        ):
             try:
                 if closer:
                     closer()

@@ -12,14 +12,22 @@ A 429 on create means nothing was created: every host pauses creations for its r
 the same attempt goes on (never counted against the model). An ambiguous answer (5xx, timeout)
 keeps the intent and the slot counted: the next run reconciles before any new creation.
 """
+
 from __future__ import annotations
 
 import logging
 import time
 from typing import Any
 
-from shared.errors import (AcquireTimeoutError, CanceledError, LocalError, PermanentModelError, RequeueError,
-                           SupersededError, TransientError)
+from shared.errors import (
+    AcquireTimeoutError,
+    CanceledError,
+    LocalError,
+    PermanentModelError,
+    RequeueError,
+    SupersededError,
+    TransientError,
+)
 from shared.limiter import HolderInfo, Lease
 from shared.logging_setup import bind_log_context
 from workers.attempts import AttemptRef, PostVerdict
@@ -39,8 +47,9 @@ class PredictionCreator(AttemptStage):
         behind new work while it runs); otherwise the line like everyone: by the batch's
         priority, in turn among batches, in arrival order within one."""
         ctx = self.ctx
-        info = HolderInfo(task_id=job.task_id, batch_id=job.batch_id, index=job.index, model=model,
-                          priority=job.priority)
+        info = HolderInfo(
+            task_id=job.task_id, batch_id=job.batch_id, index=job.index, model=model, priority=job.priority
+        )
         began = time.monotonic()
         try:
             if prediction_id is not None:
@@ -48,21 +57,24 @@ class PredictionCreator(AttemptStage):
                 if adopted is not None:
                     self._metric("handoff", adopted.handoff_seconds)
                     return adopted
-            lease = ctx.limiter.acquire(info, timeout=self.budget.slot_wait,
-                                        should_stop=self._stopper(job.batch_id))
+            lease = ctx.limiter.acquire(
+                info, timeout=self.budget.slot_wait, should_stop=self._stopper(job.batch_id)
+            )
         except AcquireTimeoutError:
             self._stop_if_canceled_or_shutting_down(job.batch_id)
             # Waiting longer would risk the broker redelivering this message to another worker.
-            raise RequeueError(f"no slot within {self.budget.slot_wait:g} s; back in the queue",
-                               counted=False) from None
+            raise RequeueError(
+                f"no slot within {self.budget.slot_wait:g} s; back in the queue", counted=False
+            ) from None
         # RedisUnavailableError escapes: the task waits for Redis and runs the attempt again (it
         # must not count as a try: enough of them would fail an unresolved create).
         self._metric("slot_wait", time.monotonic() - began, "slot")
         self._metric("handoff", lease.handoff_seconds)
         return lease
 
-    def create(self, ref: AttemptRef, claim: Claim, model: str, input_: dict[str, Any],
-               lease: Lease) -> PredictionView:
+    def create(
+        self, ref: AttemptRef, claim: Claim, model: str, input_: dict[str, Any], lease: Lease
+    ) -> PredictionView:
         """Creation token, then the POST; the prediction id is recorded before anything else.
 
         After a 429 every host pauses for its retry_after and this attempt tries again, without
@@ -92,8 +104,9 @@ class PredictionCreator(AttemptStage):
                     # and keep the slot counted for it (an orphan the reconciliation adopts or
                     # settles), so an unknown prediction never runs beside a full fleet.
                     self._leave_to_reconciliation(ref, lease)
-                    raise RequeueError(f"{exc}; reconciling before any new creation",
-                                       countdown=self._backoff(1)) from None
+                    raise RequeueError(
+                        f"{exc}; reconciling before any new creation", countdown=self._backoff(1)
+                    ) from None
                 ctx.creations.clear_intent(ref)
                 raise
             except (PermanentModelError, LocalError):
@@ -108,8 +121,9 @@ class PredictionCreator(AttemptStage):
         """The token marks the slot with this attempt: should this worker die inside the POST,
         the slot stays counted (orphaned) until the attempt is reconciled."""
         try:
-            self.ctx.limiter.take_create_token(timeout=timeout, should_stop=self._stopper(ref.batch_id),
-                                               holder=lease, attempt=ref.marker)
+            self.ctx.limiter.take_create_token(
+                timeout=timeout, should_stop=self._stopper(ref.batch_id), holder=lease, attempt=ref.marker
+            )
         except AcquireTimeoutError:
             self.ctx.creations.clear_intent(ref)
             self._stop_if_canceled_or_shutting_down(ref.batch_id)
@@ -128,8 +142,10 @@ class PredictionCreator(AttemptStage):
         if claim.lost:
             raise SupersededError("the attempt's claim was taken while waiting; another run owns it")
         if lease.lost:
-            raise RequeueError(f"slot lease lost before the creation ({lease.lost_reason}); attempt handed back",
-                               counted=False)
+            raise RequeueError(
+                f"slot lease lost before the creation ({lease.lost_reason}); attempt handed back",
+                counted=False,
+            )
         verdict = self.ctx.creations.begin_post(ref, claim.token).verdict
         if verdict is PostVerdict.CANCELED:
             raise CanceledError("batch canceled")
@@ -156,10 +172,15 @@ class PredictionCreator(AttemptStage):
             # reconciling its own unresolved create adopted it between our POST's answer and
             # this record. Ours is then unknown to us: reconcile it, never go on without one.
             self._leave_to_reconciliation(ref, lease)
-            log.warning("prediction %s created by this attempt was adopted by another attempt "
-                        "first; reconciling before anything else", view.id)
-            raise RequeueError(f"prediction {view.id} was taken by another attempt with the same input; "
-                               "reconciling", countdown=self._backoff(1))
+            log.warning(
+                "prediction %s created by this attempt was adopted by another attempt "
+                "first; reconciling before anything else",
+                view.id,
+            )
+            raise RequeueError(
+                f"prediction {view.id} was taken by another attempt with the same input; reconciling",
+                countdown=self._backoff(1),
+            )
         bind_log_context(prediction=view.id)
         ctx.ledger.update_attempt(ref.batch_id, ref.index, ref.attempt, {"prediction_id": view.id})
         log.info("created prediction %s", view.id)

@@ -9,11 +9,12 @@ number) and the model; the request itself stays in the ledger, and the token nev
 `argsrepr` makes each task readable in Flower:
 `batch=b-20261122-ab12cd item=3 attempt=2 model=google/nano-banana prompt='a red fox ...'`.
 """
+
 from __future__ import annotations
 
 import json
 import threading
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from celery import Celery
 from kombu import Producer
@@ -49,9 +50,18 @@ def describe(ref: AttemptRef, model: str, prompt: str) -> str:
     return f"batch={ref.batch_id} item={ref.index} attempt={ref.attempt} model={model} prompt={short!r}"
 
 
-def send_attempt(app: Celery, settings: Settings, ref: AttemptRef, model: str, *, prompt: str = "",
-                 recheck: int = 0, priority: str = "normal", rank: int = 1,
-                 producer: Producer | None = None) -> str:
+def send_attempt(
+    app: Celery,
+    settings: Settings,
+    ref: AttemptRef,
+    model: str,
+    *,
+    prompt: str = "",
+    recheck: int = 0,
+    priority: str = "normal",
+    rank: int = 1,
+    producer: Producer | None = None,
+) -> str:
     """Put one run of the attempt `ref` on `model` into the broker now; returns the task id.
     Only the feeder calls this (and benchmarks comparing with direct enqueueing): everyone else
     holds the send in the schedule, so that delays, priorities and turns are kept."""
@@ -72,12 +82,24 @@ def send_attempt(app: Celery, settings: Settings, ref: AttemptRef, model: str, *
     return result.id
 
 
-def schedule_attempt(scheduler: Scheduler, ref: AttemptRef, model: str, *, prompt: str = "",
-                     countdown: float = 0.0, recheck: int = 0) -> int:
+def schedule_attempt(
+    scheduler: Scheduler,
+    ref: AttemptRef,
+    model: str,
+    *,
+    prompt: str = "",
+    countdown: float = 0.0,
+    recheck: int = 0,
+) -> int:
     """Hold a run of the attempt `ref` in the schedule, due in `countdown` seconds (Redis time).
     Idempotent: the item's held send is replaced. Returns 1 if held (0: the item is terminal)."""
-    return scheduler.push(ref.batch_id, [(ref.index, ref.attempt, model)], delay=countdown, recheck=recheck,
-                          prompts={ref.index: prompt})
+    return scheduler.push(
+        ref.batch_id,
+        [(ref.index, ref.attempt, model)],
+        delay=countdown,
+        recheck=recheck,
+        prompts={ref.index: prompt},
+    )
 
 
 def enqueue_items(settings: Settings, batch_id: str, requests: Iterable[ImageRequest]) -> int:
@@ -94,10 +116,13 @@ def enqueue_items(settings: Settings, batch_id: str, requests: Iterable[ImageReq
         scheduler = Scheduler(client, ledger.keys)
         held = 0
         for start in range(0, len(requests), 2000):
-            chunk = requests[start:start + 2000]
+            chunk = requests[start : start + 2000]
             states = ledger.item_states(batch_id, [r.index for r in chunk])
-            held += scheduler.push(batch_id, sends_of(states, [r.index for r in chunk]),
-                                   prompts={r.index: r.prompt for r in chunk})
+            held += scheduler.push(
+                batch_id,
+                sends_of(states, [r.index for r in chunk]),
+                prompts={r.index: r.prompt for r in chunk},
+            )
         return held
     finally:
         client.close()
@@ -114,12 +139,14 @@ def send_again(settings: Settings, batch_id: str, indexes: Sequence[int]) -> int
         scheduler = Scheduler(client, ledger.keys)
         held = 0
         for start in range(0, len(indexes), 2000):
-            chunk = [int(i) for i in indexes[start:start + 2000]]
+            chunk = [int(i) for i in indexes[start : start + 2000]]
             pipe = client.pipeline(transaction=False)
             for index in chunk:
                 pipe.hget(ledger.keys.item(batch_id, index), "request")
             prompts = {i: json.loads(raw).get("prompt", "") for i, raw in zip(chunk, pipe.execute()) if raw}
-            held += scheduler.push(batch_id, sends_of(ledger.item_states(batch_id, chunk), chunk), prompts=prompts)
+            held += scheduler.push(
+                batch_id, sends_of(ledger.item_states(batch_id, chunk), chunk), prompts=prompts
+            )
         return held
     finally:
         client.close()
@@ -132,5 +159,6 @@ def workers_alive(settings: Settings, timeout: float = 2.0) -> list[str]:
         replies = app.control.inspect(timeout=timeout).active_queues() or {}
     except Exception:  # noqa: BLE001 - broker trouble means: no worker we can see
         return []
-    return sorted(name for name, queues in replies.items()
-                  if any(q.get("name") == settings.queue for q in queues or []))
+    return sorted(
+        name for name, queues in replies.items() if any(q.get("name") == settings.queue for q in queues or [])
+    )

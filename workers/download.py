@@ -12,6 +12,7 @@ addresses, and connects to the very address it checked (a DNS answer that change
 and connect cannot slip through). Only when REPLICATE_BASE_URL itself is on such an address (the
 stand-in) are those allowed, or when FLEET_ALLOW_PRIVATE_OUTPUT_URLS says so.
 """
+
 from __future__ import annotations
 
 import base64
@@ -21,8 +22,9 @@ import ipaddress
 import logging
 import socket
 import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import requests
 from requests_hardened import Config, HTTPSession
@@ -57,8 +59,9 @@ def output_scope(settings: Settings) -> AddressScope:
     try:
         addresses = {_address(info[4][0]) for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)}
     except (OSError, ValueError) as exc:
-        log.warning("cannot resolve REPLICATE_BASE_URL's host %r (%s): outputs only from public addresses",
-                    host, exc)
+        log.warning(
+            "cannot resolve REPLICATE_BASE_URL's host %r (%s): outputs only from public addresses", host, exc
+        )
         return AddressScope.PUBLIC
     local = [a for a in addresses if not a.is_global]
     if not local:
@@ -86,15 +89,21 @@ class Downloader:
     """One per process (a requests.Session pools connections; it is used from many threads,
     which requests tolerates for plain GETs)."""
 
-    def __init__(self, *, max_bytes: int, scope: AddressScope = AddressScope.PUBLIC,
-                 connect_timeout: float = 10.0, read_timeout: float = 60.0):
+    def __init__(
+        self,
+        *,
+        max_bytes: int,
+        scope: AddressScope = AddressScope.PUBLIC,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+    ):
         self.max_bytes = max_bytes
         self.scope = scope
         self.timeout = (connect_timeout, read_timeout)
         self.session = _session(scope)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "Downloader":
+    def from_settings(cls, settings: Settings) -> Downloader:
         return cls(max_bytes=settings.max_download_bytes, scope=output_scope(settings))
 
     def save(self, url: str, path: Path) -> int:
@@ -164,8 +173,14 @@ def _session(scope: AddressScope) -> requests.Session:
     if scope is AddressScope.ANY:
         session = requests.Session()
     else:
-        session = HTTPSession(Config(ip_filter_enable=True, ip_filter_allow_loopback_ips=scope is AddressScope.LOOPBACK,
-                                     never_redirect=False, default_timeout=None))
+        session = HTTPSession(
+            Config(
+                ip_filter_enable=True,
+                ip_filter_allow_loopback_ips=scope is AddressScope.LOOPBACK,
+                never_redirect=False,
+                default_timeout=None,
+            )
+        )
     session.trust_env = False  # no .netrc credentials, no proxies picked up by surprise
     session.max_redirects = MAX_REDIRECTS
     session.headers["User-Agent"] = "replicate-fleet"
@@ -182,13 +197,22 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
 def _refusal(url: str, refused: str) -> str:
     try:
         address = _address(refused)
-        kind = ("loopback" if address.is_loopback else "link-local (cloud metadata)" if address.is_link_local
-                else "multicast" if address.is_multicast else "private or reserved")
+        kind = (
+            "loopback"
+            if address.is_loopback
+            else "link-local (cloud metadata)"
+            if address.is_link_local
+            else "multicast"
+            if address.is_multicast
+            else "private or reserved"
+        )
     except ValueError:
         kind = "non-public"
     host = urllib.parse.urlsplit(url).hostname
-    return (f"output URL on {host!r} leads (itself or by a redirect) to {refused}, a {kind} address: refused "
-            f"(FLEET_ALLOW_PRIVATE_OUTPUT_URLS=true allows it)")
+    return (
+        f"output URL on {host!r} leads (itself or by a redirect) to {refused}, a {kind} address: refused "
+        f"(FLEET_ALLOW_PRIVATE_OUTPUT_URLS=true allows it)"
+    )
 
 
 def decode_data_uri(uri: str, max_bytes: int) -> bytes:
@@ -197,7 +221,9 @@ def decode_data_uri(uri: str, max_bytes: int) -> bytes:
     # Refused on its length, before decoding it: base64 carries 3 bytes in 4 characters, and a
     # %-escaped byte takes up to 3. What still decodes to more is stopped by write_stream's cap.
     if len(payload) > (4 * -(-max_bytes // 3) if encoded else 3 * max_bytes):
-        raise LocalError(f"data: URI output of {len(payload)} characters is over the {max_bytes}-byte cap; not kept")
+        raise LocalError(
+            f"data: URI output of {len(payload)} characters is over the {max_bytes}-byte cap; not kept"
+        )
     try:
         if encoded:
             return base64.b64decode(payload, validate=False)

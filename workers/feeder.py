@@ -17,6 +17,7 @@ A send the feeder took but never delivered (SIGKILL between the take and the bro
 the take gave its item a sign of life, and the recovery sweep sends it again after
 `quiet_after`. Every message sent is recorded on its item (`sent_tasks`, for `producer cancel`).
 """
+
 from __future__ import annotations
 
 import logging
@@ -84,9 +85,17 @@ class Feeder:
         with self.app.producer_or_acquire() as producer:
             for send in sends:
                 ref = AttemptRef(send.batch_id, send.index, send.attempt)
-                task_id = send_attempt(self.app, self.settings, ref, send.model, prompt=send.prompt,
-                                       recheck=send.recheck, priority=send.priority, rank=send.rank,
-                                       producer=producer)
+                task_id = send_attempt(
+                    self.app,
+                    self.settings,
+                    ref,
+                    send.model,
+                    prompt=send.prompt,
+                    recheck=send.recheck,
+                    priority=send.priority,
+                    rank=send.rank,
+                    producer=producer,
+                )
                 indexes, ids = sent[send.batch_id]
                 indexes.append(send.index)
                 ids.append(task_id)
@@ -105,11 +114,12 @@ class FeederThread:
         self._stop = threading.Event()
         self._listen = blocking_client(feeder.redis)
         self._renew = feeder.redis.register_script(_RENEW)
-        self._thread = threading.Thread(target=run_forever, args=(self._run, "feeder", self._stop),
-                                        name="feeder", daemon=True)
+        self._thread = threading.Thread(
+            target=run_forever, args=(self._run, "feeder", self._stop), name="feeder", daemon=True
+        )
         self.leading = False
 
-    def start(self) -> "FeederThread":
+    def start(self) -> FeederThread:
         self._thread.start()
         return self
 
@@ -153,7 +163,7 @@ _thread: FeederThread | None = None
 _thread_lock = threading.Lock()
 
 
-def start_feeder(ctx: "WorkerContext", app: Celery) -> FeederThread:
+def start_feeder(ctx: WorkerContext, app: Celery) -> FeederThread:
     """Start this process's feeder thread (once)."""
     global _thread
     with _thread_lock:

@@ -2,6 +2,7 @@
 local reference images (and local files given to a schema model's file inputs) replaced by
 uploaded-file URLs, uploaded once per item (cached in Redis) so that every attempt sends the same
 input and reconciliation can recognise it."""
+
 from __future__ import annotations
 
 import logging
@@ -28,7 +29,9 @@ class InputBuilder(AttemptStage):
             log.info("input for %s: %s", model, warning)
         return self._upload_references(ref, request, input_)
 
-    def _upload_references(self, ref: AttemptRef, request: ImageRequest, input_: dict[str, Any]) -> dict[str, Any]:
+    def _upload_references(
+        self, ref: AttemptRef, request: ImageRequest, input_: dict[str, Any]
+    ) -> dict[str, Any]:
         # reference images, and files given to other file inputs of a model described by its schema
         local = {path for path in (*request.reference_images, *request.input_files) if not _is_url(path)}
         if not local:

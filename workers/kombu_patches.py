@@ -21,6 +21,7 @@
    stamps are Redis `TIME` now: the stamp is written by a one-line script in the same pipeline,
    and the restore compares with Redis's clock, so no host's clock moves anyone's messages.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -49,9 +50,9 @@ def _append(self: Any, message: Any, delivery_tag: Any) -> None:
     delivery = message.delivery_info
     exchange, routing_key = delivery["exchange"], delivery["routing_key"]
     with self.pipe_or_acquire() as pipe:
-        pipe.eval(_STAMP_SCRIPT, 1, self.unacked_index_key, delivery_tag) \
-            .hset(self.unacked_key, delivery_tag, dumps([message._raw, exchange, routing_key])) \
-            .execute()
+        pipe.eval(_STAMP_SCRIPT, 1, self.unacked_index_key, delivery_tag).hset(
+            self.unacked_key, delivery_tag, dumps([message._raw, exchange, routing_key])
+        ).execute()
         kombu_redis.virtual.QoS.append(self, message, delivery_tag)
 
 
@@ -65,8 +66,16 @@ def _restore_visible(self: Any, start: int = 0, num: int = 10, interval: int = 1
         ceil = sec + usec / 1e6 - self.visibility_timeout
         try:
             with kombu_redis.Mutex(client, self.unacked_mutex_key, self.unacked_mutex_expire):
-                visible = client.zrange(self.unacked_index_key, ceil, 0, desc=True, byscore=True,
-                                        offset=num and start, num=num, withscores=True)
+                visible = client.zrange(
+                    self.unacked_index_key,
+                    ceil,
+                    0,
+                    desc=True,
+                    byscore=True,
+                    offset=num and start,
+                    num=num,
+                    withscores=True,
+                )
                 for tag, _score in visible or []:
                     self.restore_by_tag(tag, client)
         except kombu_redis.MutexHeld:

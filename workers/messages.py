@@ -1,4 +1,5 @@
 """What a task message asks a worker to do (`Job`), and the follow-up it asks to send (`NextTask`)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

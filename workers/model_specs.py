@@ -5,14 +5,16 @@ from Replicate on the read budget (shared.models.schema_store).
     registry = ctx.models.registry_for(request.models)   # every model of the item's route
     spec = registry.get(model)
 """
+
 from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
-from shared.models import ModelRegistry, SchemaError
 from shared.errors import PermanentModelError
+from shared.models import ModelRegistry, SchemaError
 
 # Seconds a process reuses the schemas it took from Redis before it looks there again.
 LOCAL_SECONDS = 60.0

@@ -14,11 +14,12 @@ creation record makes the re-run resume the recorded prediction or reconcile an 
 create, never create a second one. If Redis stays away longer, the exception escapes as before
 and the sweep remains the backstop.
 """
+
 from __future__ import annotations
 
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import redis
 from kombu.exceptions import OperationalError as KombuOperationalError
@@ -44,8 +45,11 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     RedisUnavailableError,
     KombuOperationalError,  # the broker (the same Redis) refused a send
 )
-_UNAVAILABLE += tuple(getattr(redis.exceptions, name) for name in ("MasterDownError", "TryAgainError")
-                      if hasattr(redis.exceptions, name))
+_UNAVAILABLE += tuple(
+    getattr(redis.exceptions, name)
+    for name in ("MasterDownError", "TryAgainError")
+    if hasattr(redis.exceptions, name)
+)
 
 
 def is_redis_unavailable(exc: BaseException) -> bool:
@@ -70,8 +74,13 @@ def redis_answers(settings: Settings) -> bool:
     from shared.redis_conn import connect
 
     try:
-        client = connect(settings, retry=Retry(NoBackoff(), 0), socket_timeout=2.0, socket_connect_timeout=2.0,
-                         health_check_interval=0)
+        client = connect(
+            settings,
+            retry=Retry(NoBackoff(), 0),
+            socket_timeout=2.0,
+            socket_connect_timeout=2.0,
+            health_check_interval=0,
+        )
     except (RedisUnavailableError, redis.RedisError, OSError):
         return False
     try:
@@ -85,8 +94,15 @@ class OutageWait:
     """The waits of one task delivery: `wait(exc)` blocks until Redis answers (True: run again)
     or the budget runs out (False: give up, let the exception escape)."""
 
-    def __init__(self, settings: Settings, *, budget: float | None = None, max_reruns: int = MAX_RERUNS,
-                 probe: Callable[[], bool] | None = None, sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        budget: float | None = None,
+        max_reruns: int = MAX_RERUNS,
+        probe: Callable[[], bool] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self.settings = settings
         self.budget = outage_budget(settings) if budget is None else budget
         self.max_reruns = max_reruns
@@ -96,23 +112,36 @@ class OutageWait:
 
     def wait(self, exc: BaseException) -> bool:
         if self.reruns >= self.max_reruns:
-            log.error("Redis unavailable again (%s) after %d re-runs of this attempt; leaving it to the "
-                      "recovery sweep", exc, self.reruns)
+            log.error(
+                "Redis unavailable again (%s) after %d re-runs of this attempt; leaving it to the "
+                "recovery sweep",
+                exc,
+                self.reruns,
+            )
             return False
         self.reruns += 1
         began = time.monotonic()
         deadline = began + self.budget
-        log.warning("Redis unavailable (%s: %s); waiting up to %.0f s for it, then running the attempt "
-                    "again from the top", type(exc).__name__, str(exc)[:200], self.budget)
+        log.warning(
+            "Redis unavailable (%s: %s); waiting up to %.0f s for it, then running the attempt "
+            "again from the top",
+            type(exc).__name__,
+            str(exc)[:200],
+            self.budget,
+        )
         delay = FIRST_PROBE_DELAY
         while True:
             if self._probe():
-                log.warning("Redis answers again after %.1f s; running the attempt again", time.monotonic() - began)
+                log.warning(
+                    "Redis answers again after %.1f s; running the attempt again", time.monotonic() - began
+                )
                 return True
             left = deadline - time.monotonic()
             if left <= 0:
-                log.error("Redis still unavailable after %.0f s; leaving the attempt to the recovery sweep",
-                          self.budget)
+                log.error(
+                    "Redis still unavailable after %.0f s; leaving the attempt to the recovery sweep",
+                    self.budget,
+                )
                 return False
             self._sleep(min(delay, left))
             delay = min(delay * 2, MAX_PROBE_DELAY)

@@ -13,6 +13,7 @@ kept apart from running the attempt, as dramatiq keeps it in `middleware/retries
 Every end and follow-up is one ledger transition that expects this attempt to be the item's
 current one, so a stale or duplicate run changes nothing.
 """
+
 from __future__ import annotations
 
 import logging
@@ -20,13 +21,20 @@ from typing import Any
 
 import redis
 
-from shared.errors import (LocalError, PermanentModelError, RequeueError, StorageError, StorageUnavailableError,
-                           TransientError, WriteRetryError)
+from shared.errors import (
+    LocalError,
+    PermanentModelError,
+    RequeueError,
+    StorageError,
+    StorageUnavailableError,
+    TransientError,
+    WriteRetryError,
+)
 from shared.request import ImageRequest
+from shared.storage import write_once
 from workers.attempts import AttemptRef
 from workers.messages import NextTask
 from workers.stage import AttemptStage
-from shared.storage import write_once
 from workers.storage import substitute_image
 
 log = logging.getLogger("workers.outcomes")
@@ -34,11 +42,24 @@ log = logging.getLogger("workers.outcomes")
 
 class Outcomes(AttemptStage):
     # --- the item's end ---------------------------------------------------------------------------
-    def succeeded(self, ref: AttemptRef, request: ImageRequest, model: str, files: list[dict[str, Any]],
-                  prediction_id: str) -> None:
+    def succeeded(
+        self,
+        ref: AttemptRef,
+        request: ImageRequest,
+        model: str,
+        files: list[dict[str, Any]],
+        prediction_id: str,
+    ) -> None:
         """`files`: what workers.outputs wrote (`url` each; the rest goes to the manifest)."""
-        self._finish(ref, "succeeded", model, outputs=[f["url"] for f in files], att_status="succeeded",
-                     prediction_id=prediction_id, files=[{k: v for k, v in f.items() if k != "url"} for f in files])
+        self._finish(
+            ref,
+            "succeeded",
+            model,
+            outputs=[f["url"] for f in files],
+            att_status="succeeded",
+            prediction_id=prediction_id,
+            files=[{k: v for k, v in f.items() if k != "url"} for f in files],
+        )
         self._metric("prediction", model, "succeeded", self._price(model, request))
 
     def canceled(self, ref: AttemptRef, model: str, reason: str) -> None:
@@ -52,7 +73,9 @@ class Outcomes(AttemptStage):
         self._metric("prediction", model, "failed")
 
     # --- the follow-up ----------------------------------------------------------------------------
-    def requeue(self, ref: AttemptRef, request: ImageRequest, model: str, again: RequeueError) -> NextTask | None:
+    def requeue(
+        self, ref: AttemptRef, request: ImageRequest, model: str, again: RequeueError
+    ) -> NextTask | None:
         """The same attempt again later, bounded when `again.counted`."""
         ctx = self.ctx
         if again.counted:
@@ -61,8 +84,11 @@ class Outcomes(AttemptStage):
                 if isinstance(again, WriteRetryError):
                     # The prediction succeeded; only the store kept failing. A new attempt would
                     # pay again for the same image: the item fails, `producer retry` can follow.
-                    self.local_failure(ref, model, StorageError(f"outputs not written after {tries - 1} "
-                                                                f"tries: {again.reason}"))
+                    self.local_failure(
+                        ref,
+                        model,
+                        StorageError(f"outputs not written after {tries - 1} tries: {again.reason}"),
+                    )
                     return None
                 return self._give_up(ref, request, model, again.reason)
             self._metric("retry", model, "resume")
@@ -70,36 +96,53 @@ class Outcomes(AttemptStage):
         ctx.ledger.update_attempt(ref.batch_id, ref.index, ref.attempt, {"error": again.reason})
         return NextTask(ref.attempt, model, countdown=again.countdown, prompt=request.prompt)
 
-    def after_transient(self, ref: AttemptRef, request: ImageRequest, model: str,
-                        exc: TransientError) -> NextTask | None:
+    def after_transient(
+        self, ref: AttemptRef, request: ImageRequest, model: str, exc: TransientError
+    ) -> NextTask | None:
         streak = self._transient_streak(ref, model)
         if streak >= self.ctx.settings.max_transient_retries:
-            return self.after_permanent(ref, request, model, PermanentModelError(
-                f"gave up on {model} after {streak + 1} transient failures; last: {exc}"))
+            return self.after_permanent(
+                ref,
+                request,
+                model,
+                PermanentModelError(f"gave up on {model} after {streak + 1} transient failures; last: {exc}"),
+            )
         self._metric("retry", model, "transient")
         self._metric("prediction", model, "transient_error")
         countdown = self._backoff(streak, exc.retry_after)
         log.warning("transient failure, new attempt on %s in %.1f s: %s", model, countdown, exc)
-        return self._next_attempt(ref, request, model, model, error=str(exc), att_status="retry",
-                                  kind="transient", countdown=countdown)
+        return self._next_attempt(
+            ref,
+            request,
+            model,
+            model,
+            error=str(exc),
+            att_status="retry",
+            kind="transient",
+            countdown=countdown,
+        )
 
-    def after_permanent(self, ref: AttemptRef, request: ImageRequest, model: str,
-                        exc: PermanentModelError) -> NextTask | None:
+    def after_permanent(
+        self, ref: AttemptRef, request: ImageRequest, model: str, exc: PermanentModelError
+    ) -> NextTask | None:
         models = list(request.models)
-        remaining = models[models.index(model) + 1:] if model in models else []
+        remaining = models[models.index(model) + 1 :] if model in models else []
         if remaining:
             nxt = remaining[0]
             self._metric("fallback", model, nxt)
             self._metric("prediction", model, "failed")
             log.warning("%s cannot make this image (%s); falling back to %s", model, exc, nxt)
-            return self._next_attempt(ref, request, model, nxt, error=str(exc), att_status="failed",
-                                      kind="permanent", countdown=0.0)
+            return self._next_attempt(
+                ref, request, model, nxt, error=str(exc), att_status="failed", kind="permanent", countdown=0.0
+            )
         reason = f"no model left on the route; last error: {exc}"
         self._metric("prediction", model, "failed")
         if self.ctx.ledger.options(ref.batch_id).get("substitute_on_failure"):
             self._substitute(ref, request, model, reason, exc)
             return None
-        self._finish(ref, "failed", model, error=reason, att_status="failed", kind="permanent", att_error=str(exc))
+        self._finish(
+            ref, "failed", model, error=reason, att_status="failed", kind="permanent", att_error=str(exc)
+        )
         return None
 
     # --- helpers ----------------------------------------------------------------------------------
@@ -110,9 +153,17 @@ class Outcomes(AttemptStage):
         item instead of risking a second payment behind the user's back."""
         record = self.ctx.creations.get(ref)
         if record.intent_at is not None and not record.prediction_id:
-            self._finish(ref, "failed", model, att_status="failed", kind="unresolved", error=(
-                f"could not tell whether a prediction was created ({reason}); not retried, so as never to "
-                f"pay twice: check the account's predictions, then `producer retry {ref.batch_id}`"))
+            self._finish(
+                ref,
+                "failed",
+                model,
+                att_status="failed",
+                kind="unresolved",
+                error=(
+                    f"could not tell whether a prediction was created ({reason}); not retried, so as never to "
+                    f"pay twice: check the account's predictions, then `producer retry {ref.batch_id}`"
+                ),
+            )
             self._metric("prediction", model, "failed")
             return None
         self._cancel_recorded_prediction(ref)
@@ -130,37 +181,95 @@ class Outcomes(AttemptStage):
             streak += 1
         return streak
 
-    def _substitute(self, ref: AttemptRef, request: ImageRequest, model: str, reason: str,
-                    exc: PermanentModelError) -> None:
+    def _substitute(
+        self, ref: AttemptRef, request: ImageRequest, model: str, reason: str, exc: PermanentModelError
+    ) -> None:
         store = self.ctx.stores.for_batch(ref.batch_id)
         try:
             key, data = substitute_image(request.output or f"{ref.batch_id}/{ref.index:04d}.png")
-            written = write_once(store, key, data, overwrite=bool(self.ctx.ledger.options(ref.batch_id).get(
-                "overwrite")), content_type="image/png" if key.endswith(".png") else None)
+            written = write_once(
+                store,
+                key,
+                data,
+                overwrite=bool(self.ctx.ledger.options(ref.batch_id).get("overwrite")),
+                content_type="image/png" if key.endswith(".png") else None,
+            )
         except (LocalError, StorageUnavailableError) as local:
-            self._finish(ref, "failed", model, error=f"{reason}; substitute not written: {local}",
-                         att_status="failed", kind="permanent", att_error=str(exc))
+            self._finish(
+                ref,
+                "failed",
+                model,
+                error=f"{reason}; substitute not written: {local}",
+                att_status="failed",
+                kind="permanent",
+                att_error=str(exc),
+            )
             return
-        record = {"key": key, "format": key.rpartition(".")[2], "bytes": written.size, "sha256": written.sha256,
-                  "substitute": True}
-        self._finish(ref, "substituted", model, error=reason, outputs=[store.url(key)], att_status="failed",
-                     kind="permanent", att_error=str(exc), files=[record])
+        record = {
+            "key": key,
+            "format": key.rpartition(".")[2],
+            "bytes": written.size,
+            "sha256": written.sha256,
+            "substitute": True,
+        }
+        self._finish(
+            ref,
+            "substituted",
+            model,
+            error=reason,
+            outputs=[store.url(key)],
+            att_status="failed",
+            kind="permanent",
+            att_error=str(exc),
+            files=[record],
+        )
         self._metric("substituted", model)
 
-    def _next_attempt(self, ref: AttemptRef, request: ImageRequest, model: str, next_model: str, *, error: str,
-                      att_status: str, kind: str, countdown: float) -> NextTask | None:
+    def _next_attempt(
+        self,
+        ref: AttemptRef,
+        request: ImageRequest,
+        model: str,
+        next_model: str,
+        *,
+        error: str,
+        att_status: str,
+        kind: str,
+        countdown: float,
+    ) -> NextTask | None:
         t = self.ctx.ledger.transition(
-            ref.batch_id, ref.index, "pending", expect_attempt=ref.attempt,
-            fields={"attempt": ref.attempt + 1, "current_model": next_model}, attempt=ref.attempt,
-            attempt_update={"model": model, "status": att_status, "error": error, "kind": kind, "final": True})
+            ref.batch_id,
+            ref.index,
+            "pending",
+            expect_attempt=ref.attempt,
+            fields={"attempt": ref.attempt + 1, "current_model": next_model},
+            attempt=ref.attempt,
+            attempt_update={
+                "model": model,
+                "status": att_status,
+                "error": error,
+                "kind": kind,
+                "final": True,
+            },
+        )
         if not t.changed:
             return None
         return NextTask(ref.attempt + 1, next_model, countdown=countdown, prompt=request.prompt)
 
-    def _finish(self, ref: AttemptRef, status: str, model: str, *, error: str | None = None,
-                outputs: list[str] | None = None, att_status: str, kind: str | None = None,
-                prediction_id: str | None = None, att_error: str | None = None,
-                files: list[dict[str, Any]] | None = None) -> None:
+    def _finish(
+        self,
+        ref: AttemptRef,
+        status: str,
+        model: str,
+        *,
+        error: str | None = None,
+        outputs: list[str] | None = None,
+        att_status: str,
+        kind: str | None = None,
+        prediction_id: str | None = None,
+        att_error: str | None = None,
+        files: list[dict[str, Any]] | None = None,
+    ) -> None:
         fields: dict[str, Any] = {"error": error}
         if outputs is not None:
             fields["outputs"] = outputs
@@ -168,14 +277,25 @@ class Outcomes(AttemptStage):
             fields["files"] = files
         if status == "succeeded":
             fields["model"] = model  # the model that produced the output
-        update: dict[str, Any] = {"model": model, "status": att_status, "final": True,
-                                  "error": att_error if att_error is not None else error}
+        update: dict[str, Any] = {
+            "model": model,
+            "status": att_status,
+            "final": True,
+            "error": att_error if att_error is not None else error,
+        }
         if kind:
             update["kind"] = kind
         if prediction_id:
             update["prediction_id"] = prediction_id
-        t = self.ctx.ledger.transition(ref.batch_id, ref.index, status, expect_attempt=ref.attempt,
-                                       fields=fields, attempt=ref.attempt, attempt_update=update)
+        t = self.ctx.ledger.transition(
+            ref.batch_id,
+            ref.index,
+            status,
+            expect_attempt=ref.attempt,
+            fields=fields,
+            attempt=ref.attempt,
+            attempt_update=update,
+        )
         if t.changed:
             log.info("item %s%s", status, f": {error}" if error and status != "succeeded" else "")
         if t.batch_finished:
@@ -185,8 +305,9 @@ class Outcomes(AttemptStage):
         """manifest.json and the gallery, in the batch's own output location (a later sweep
         writes them if the store does not answer now)."""
         try:
-            path = self.ctx.ledger.write_manifest(batch_id, self.ctx.stores.root_of(batch_id),
-                                                  cost_of=self._cost_of)
+            path = self.ctx.ledger.write_manifest(
+                batch_id, self.ctx.stores.root_of(batch_id), cost_of=self._cost_of
+            )
             log.info("batch finished; manifest at %s", path)
         except (OSError, redis.RedisError) as exc:
             log.error("batch finished but the manifest could not be written: %s", exc)

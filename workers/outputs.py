@@ -16,13 +16,21 @@ submit (shared.storage, workers.stores): a folder or an object store.
   again later (WriteRetryError), which writes what it kept or downloads again, never creating
   again; a store that refuses (403, no such bucket, disk full) fails the item as a local error.
 """
+
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from shared.errors import (CanceledError, PermanentModelError, StorageError, StorageUnavailableError,
-                           TransientError, RequeueError, WriteRetryError)
+from shared.errors import (
+    CanceledError,
+    PermanentModelError,
+    RequeueError,
+    StorageError,
+    StorageUnavailableError,
+    TransientError,
+    WriteRetryError,
+)
 from shared.models import ModelSpec
 from shared.request import ImageRequest
 from shared.storage import Store, sniff, write_once
@@ -40,8 +48,9 @@ log = logging.getLogger("workers.outputs")
 class OutputSaver(AttemptStage):
     spool = Spool()
 
-    def conclude(self, ref: AttemptRef, request: ImageRequest, spec: ModelSpec,
-                 view: PredictionView) -> list[dict[str, Any]]:
+    def conclude(
+        self, ref: AttemptRef, request: ImageRequest, spec: ModelSpec, view: PredictionView
+    ) -> list[dict[str, Any]]:
         """The files written for a succeeded prediction (see `save`); the error its end means
         otherwise."""
         if view.status == "succeeded":
@@ -49,23 +58,36 @@ class OutputSaver(AttemptStage):
         if view.status == "failed":
             raise failure_error(view)
         if view.status == "canceled":
-            raise CanceledError("batch canceled" if self.ctx.ledger.is_canceled(ref.batch_id)
-                                else f"prediction {view.id} was canceled at Replicate")
+            raise CanceledError(
+                "batch canceled"
+                if self.ctx.ledger.is_canceled(ref.batch_id)
+                else f"prediction {view.id} was canceled at Replicate"
+            )
         # aborted: the deadline passed before it started; nothing ran, try again
-        raise TransientError(f"prediction {view.id} {view.status}: {view.error or 'never started'}",
-                             prediction_id=view.id)
+        raise TransientError(
+            f"prediction {view.id} {view.status}: {view.error or 'never started'}", prediction_id=view.id
+        )
 
-    def save(self, ref: AttemptRef, request: ImageRequest, spec: ModelSpec, view: PredictionView) -> list[dict[str, Any]]:
+    def save(
+        self, ref: AttemptRef, request: ImageRequest, spec: ModelSpec, view: PredictionView
+    ) -> list[dict[str, Any]]:
         """One record per file written: `url` (store URL or local path), `key` (under the output
         root), `format`, `content_type`, `bytes`, `sha256`."""
         urls = output_urls(view.output)
         if not urls:
-            raise PermanentModelError(f"prediction {view.id} succeeded without any output", prediction_id=view.id)
+            raise PermanentModelError(
+                f"prediction {view.id} succeeded without any output", prediction_id=view.id
+            )
         names = self.reserved_names(ref, request, spec)
         if len(urls) > len(names):
-            log.warning("prediction %s returned %s outputs where %s were reserved at submit; the extra %s are "
-                        "not kept (their names could be another item's)", view.id, len(urls), len(names),
-                        len(urls) - len(names))
+            log.warning(
+                "prediction %s returned %s outputs where %s were reserved at submit; the extra %s are "
+                "not kept (their names could be another item's)",
+                view.id,
+                len(urls),
+                len(names),
+                len(urls) - len(names),
+            )
         store = self.ctx.stores.for_batch(ref.batch_id)
         overwrite = bool(self.ctx.ledger.options(ref.batch_id).get("overwrite"))
         files = []
@@ -74,7 +96,9 @@ class OutputSaver(AttemptStage):
             files.append(self._write(ref, store, name, data, overwrite))
             self.spool.drop(view.id, position)
         if len(urls) > len(names):
-            files[-1]["note"] = f"the model returned {len(urls)} outputs; {len(names)} reserved at submit were kept"
+            files[-1]["note"] = (
+                f"the model returned {len(urls)} outputs; {len(names)} reserved at submit were kept"
+            )
         return files
 
     def reserved_names(self, ref: AttemptRef, request: ImageRequest, spec: ModelSpec) -> list[str]:
@@ -82,7 +106,9 @@ class OutputSaver(AttemptStage):
         asked for (recomputed the way submit did)."""
         output = request.output or f"{ref.batch_id}/{ref.index:04d}.{spec.default_format or 'png'}"
         try:
-            count = self.ctx.models.registry_for(request.models).get(request.model).output_count(request.params)
+            count = (
+                self.ctx.models.registry_for(request.models).get(request.model).output_count(request.params)
+            )
         except Exception:  # noqa: BLE001 - a registry without the item's first model: one name
             count = 1
         return output_names(output, count)
@@ -95,30 +121,48 @@ class OutputSaver(AttemptStage):
             data = self.ctx.downloader.fetch(url)
         except TransientError as exc:
             if exc.status in (404, 410):
-                raise TransientError(f"output of {view.id} is gone ({exc}); a new prediction is needed",
-                                     prediction_id=view.id) from None
-            raise RequeueError(f"{exc}; the finished prediction will be fetched again",
-                               countdown=self._backoff(1)) from None
+                raise TransientError(
+                    f"output of {view.id} is gone ({exc}); a new prediction is needed", prediction_id=view.id
+                ) from None
+            raise RequeueError(
+                f"{exc}; the finished prediction will be fetched again", countdown=self._backoff(1)
+            ) from None
         self.spool.keep(view.id, position, data)
         return data
 
-    def _write(self, ref: AttemptRef, store: Store, name: str, data: bytes, overwrite: bool) -> dict[str, Any]:
+    def _write(
+        self, ref: AttemptRef, store: Store, name: str, data: bytes, overwrite: bool
+    ) -> dict[str, Any]:
         media = sniff(data[:32])
-        key = with_extension(name, media.ext) if media is not None and not name.lower().endswith(
-            ("." + media.ext, ".jpeg" if media.ext == "jpg" else "." + media.ext)) else name
+        key = (
+            with_extension(name, media.ext)
+            if media is not None
+            and not name.lower().endswith(
+                ("." + media.ext, ".jpeg" if media.ext == "jpg" else "." + media.ext)
+            )
+            else name
+        )
         if key != name:
             log.info("output is %s, not what %r says: written as %r", media.mime, name, key)
         written_key = self.ctx.keys.written(ref.batch_id, ref.index)
         own = self.ctx.redis.hexists(written_key, key)  # this item's earlier output may be replaced
         try:
-            result = write_once(store, key, data, overwrite=overwrite or own,
-                                content_type=media.mime if media else None)
+            result = write_once(
+                store, key, data, overwrite=overwrite or own, content_type=media.mime if media else None
+            )
         except StorageUnavailableError as exc:
-            raise WriteRetryError(f"{exc}; the outputs will be written again (no new prediction)",
-                                  countdown=self._backoff(2)) from None
+            raise WriteRetryError(
+                f"{exc}; the outputs will be written again (no new prediction)", countdown=self._backoff(2)
+            ) from None
         except StorageError:
             raise  # a LocalError: the item fails, never a paid fallback
         self.ctx.redis.hset(written_key, key, result.sha256)
         self.ctx.redis.expire(written_key, 60 * 24 * 3600)
-        return {"url": store.url(key), "key": key, "format": media.ext if media else key.rpartition(".")[2],
-                "content_type": media.mime if media else None, "bytes": result.size, "sha256": result.sha256}
+        return {
+            "url": store.url(key),
+            "key": key,
+            "format": media.ext if media else key.rpartition(".")[2],
+            "content_type": media.mime if media else None,
+            "bytes": result.size,
+            "sha256": result.sha256,
+        }

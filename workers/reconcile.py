@@ -16,6 +16,7 @@ the POST could have ended (`posting_at` + that limit). An intent without `postin
 writer that stamps it means no POST was sent at all: nothing to wait for. Until the window has
 ended the attempt is run again later (not counted as a try), never created a second time.
 """
+
 from __future__ import annotations
 
 import logging
@@ -50,14 +51,19 @@ class Reconciler(AttemptStage):
         if record.post_returned_at is not None:
             return SettlingEnd(record.post_returned_at + window, "the earlier create answered ambiguously")
         if record.posting_at is not None:
-            return SettlingEnd(record.posting_at + 2 * window, "the earlier create's POST may still be in flight")
+            return SettlingEnd(
+                record.posting_at + 2 * window, "the earlier create's POST may still be in flight"
+            )
         assert record.intent_at is not None, "only an intent has a settling window"
         if record.posting_marked:
             return SettlingEnd(record.intent_at, "no POST was sent")
-        return SettlingEnd(record.intent_at + window,
-                           "the earlier create (an older worker's) may still be in flight")
+        return SettlingEnd(
+            record.intent_at + window, "the earlier create (an older worker's) may still be in flight"
+        )
 
-    def reconcile(self, ref: AttemptRef, model: str, input_: dict[str, Any], record: CreationRecord) -> str | None:
+    def reconcile(
+        self, ref: AttemptRef, model: str, input_: dict[str, Any], record: CreationRecord
+    ) -> str | None:
         """The prediction the earlier POST created, adopted for this attempt; None once a listing
         that started after the settling window (and went back past the intent) shows none.
         RequeueError while it cannot be told yet."""
@@ -69,15 +75,19 @@ class Reconciler(AttemptStage):
             return adopted
         if listed_at < settling.at:
             left = settling.at - listed_at
-            raise RequeueError(f"no prediction listed for the earlier create yet; {settling.why}, so it may still "
-                               f"appear: listing again in {left:.1f} s before any new creation",
-                               countdown=min(left + random.uniform(0.2, 1.0), self.budget.countdown_cap),
-                               counted=False)
+            raise RequeueError(
+                f"no prediction listed for the earlier create yet; {settling.why}, so it may still "
+                f"appear: listing again in {left:.1f} s before any new creation",
+                countdown=min(left + random.uniform(0.2, 1.0), self.budget.countdown_cap),
+                counted=False,
+            )
         ctx.creations.clear_intent(ref)
         log.info("reconciliation found no prediction for the earlier create; creating one")
         return None
 
-    def _find_and_adopt(self, ref: AttemptRef, model: str, input_: dict[str, Any], *, since: float) -> str | None:
+    def _find_and_adopt(
+        self, ref: AttemptRef, model: str, input_: dict[str, Any], *, since: float
+    ) -> str | None:
         """Page through the account's predictions, newest first, back to `since`: the first with
         this model and input that no other attempt owns becomes this attempt's."""
         ctx = self.ctx
@@ -91,11 +101,16 @@ class Reconciler(AttemptStage):
                     continue
                 if ctx.creations.record_prediction(ref, view.id, origin="adopted"):
                     bind_log_context(prediction=view.id)
-                    ctx.ledger.update_attempt(ref.batch_id, ref.index, ref.attempt, {"prediction_id": view.id})
+                    ctx.ledger.update_attempt(
+                        ref.batch_id, ref.index, ref.attempt, {"prediction_id": view.id}
+                    )
                     log.warning("adopted prediction %s created by an earlier run of this attempt", view.id)
                     return view.id
             times = [t for t in (v.created_ts() for v in views) if t is not None]
             if not cursor or (times and min(times) < since):
                 return None
-        raise RequeueError(f"listed {RECONCILE_MAX_PAGES} pages of predictions without reaching the earlier "
-                           "create; not creating again until it is settled", countdown=self._backoff(2))
+        raise RequeueError(
+            f"listed {RECONCILE_MAX_PAGES} pages of predictions without reaching the earlier "
+            "create; not creating again until it is settled",
+            countdown=self._backoff(2),
+        )

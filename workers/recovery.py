@@ -25,6 +25,7 @@ the slots of those that have ended (with webhooks, the receiver frees them even 
 Cheap by construction: finished batches are skipped on their counters, and only the stale end of
 each batch's `live` zset (shared.ledger) is read, so a sweep touches the suspicious items only.
 """
+
 from __future__ import annotations
 
 import base64
@@ -89,8 +90,16 @@ class Sweeper:
     """`limiter` and `calls` let the sweep also free the slots that dead workers left counted
     for predictions that have ended since (see settle_orphans)."""
 
-    def __init__(self, settings: Settings, redis_client: redis.Redis, app: Celery, *,
-                 quiet: float | None = None, limiter: Limiter | None = None, calls: ReplicateCalls | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        redis_client: redis.Redis,
+        app: Celery,
+        *,
+        quiet: float | None = None,
+        limiter: Limiter | None = None,
+        calls: ReplicateCalls | None = None,
+    ):
         self.settings = settings
         self.redis = redis_client
         self.keys = Keys(settings.key_prefix)
@@ -116,8 +125,9 @@ class Sweeper:
         """settle_orphans, by one worker per orphan_interval fleet-wide (None: another did)."""
         if self.limiter is None or self.calls is None:
             return None
-        if not self.redis.set(self.keys.sweeper_lock + ":orphans", "1", nx=True,
-                              px=int(self.orphan_interval * 1000)):
+        if not self.redis.set(
+            self.keys.sweeper_lock + ":orphans", "1", nx=True, px=int(self.orphan_interval * 1000)
+        ):
             return None
         return self.settle_orphans()
 
@@ -143,8 +153,11 @@ class Sweeper:
             states = self.ledger.item_states(batch_id, indexes)
             done = [i for i in indexes if i not in states or states[i][0] in TERMINAL]
             self.ledger.forget_live(batch_id, done)  # cannot happen through the scripts; self-heal
-            open_ = [(AttemptRef(batch_id, i, states[i][1]), states[i][2])
-                     for i in indexes if i in states and states[i][0] not in TERMINAL]
+            open_ = [
+                (AttemptRef(batch_id, i, states[i][1]), states[i][2])
+                for i in indexes
+                if i in states and states[i][0] not in TERMINAL
+            ]
             pipe = self.redis.pipeline(transaction=False)
             for ref, _model in open_:
                 pipe.exists(ref.claim_key(self.keys))
@@ -163,8 +176,14 @@ class Sweeper:
                 self.ledger.touch(ref.batch_id, [ref.index], now)
                 report.alive += 1
                 continue
-            log.warning("item %s of batch %s (attempt %s, %s) showed no sign of life for %.0f s; "
-                        "sending it again", ref.index, ref.batch_id, ref.attempt, model, self.quiet)
+            log.warning(
+                "item %s of batch %s (attempt %s, %s) showed no sign of life for %.0f s; sending it again",
+                ref.index,
+                ref.batch_id,
+                ref.attempt,
+                model,
+                self.quiet,
+            )
             schedule_attempt(self.scheduler, ref, model, prompt=self._prompt(ref))
             report.resent.append(ref)
         return report
@@ -173,7 +192,9 @@ class Sweeper:
         """The attempt of every message waiting in this fleet's queue (read in chunks, only when
         there are suspects)."""
         found: set[AttemptRef] = set()
-        names = [self.settings.queue] + [f"{self.settings.queue}{PRIORITY_SEPARATOR}{p}" for p in range(1, 10)]
+        names = [self.settings.queue] + [
+            f"{self.settings.queue}{PRIORITY_SEPARATOR}{p}" for p in range(1, 10)
+        ]
         # (every priority list kombu could use, also those the feeder never fills)
         for name in names:
             start = 0
@@ -215,8 +236,10 @@ class Sweeper:
                 prediction_id, nothing_sent = self._creation_state(holder.attempt)
                 if not prediction_id:
                     if nothing_sent and self.limiter.settle(attempt=holder.attempt, orphaned_only=True):
-                        log.warning("freed the slot a dead worker left for attempt %s (no creation was sent)",
-                                    holder.attempt)
+                        log.warning(
+                            "freed the slot a dead worker left for attempt %s (no creation was sent)",
+                            holder.attempt,
+                        )
                         settled.append(holder.attempt)
                     continue
             if not prediction_id:
@@ -228,7 +251,9 @@ class Sweeper:
                 log.info("orphaned prediction %s not checked: %s", prediction_id, exc)
                 continue
             if ended and self.limiter.settle(prediction_id, attempt=holder.attempt, orphaned_only=True):
-                log.warning("freed the slot a dead worker left for prediction %s (it has ended)", prediction_id)
+                log.warning(
+                    "freed the slot a dead worker left for prediction %s (it has ended)", prediction_id
+                )
                 settled.append(prediction_id)
         return settled
 
@@ -252,7 +277,9 @@ class Sweeper:
             # in the batch's own output location (recorded at submit); this worker's OUTPUT_DIR
             # only for batches recorded without one
             info = self.ledger.batch(batch_id)
-            path = self.ledger.write_manifest(batch_id, (info.output_root if info else "") or self.settings.output_dir)
+            path = self.ledger.write_manifest(
+                batch_id, (info.output_root if info else "") or self.settings.output_dir
+            )
             log.info("wrote the missing manifest of batch %s: %s", batch_id, path)
         except OSError as exc:
             log.error("manifest of batch %s cannot be written: %s", batch_id, exc)
@@ -285,7 +312,7 @@ class SweeperThread:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="recovery-sweeper", daemon=True)
 
-    def start(self) -> "SweeperThread":
+    def start(self) -> SweeperThread:
         self._thread.start()
         return self
 

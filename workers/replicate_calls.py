@@ -21,14 +21,16 @@ given), so the client's transport (`BoundedTimeoutTransport`) fills in the confi
 any phase a request leaves unbounded. That is what makes `post_in_flight_limit` true: a stalled
 create ends as an ambiguous timeout instead of holding its thread (and its claim) for ever.
 """
+
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import replicate
@@ -55,8 +57,10 @@ RETRYABLE_FAILURES = (
     re.compile(r"\bplease retry\b"),
     re.compile(r"out\s*of\s*memory|\boom\b|outofmemoryerror"),  # CUDA OOM, OOM-killed runner
     # timed out while starting: setup, boot, cold start, queueing (not a prediction that ran too long)
-    re.compile(r"(?:start|setup|boot|queue|provision|schedul)\w*\W+(?:\w+\W+){0,6}?timed?[\s-]?out"
-               r"|timed?[\s-]?out\W+(?:\w+\W+){0,6}?(?:start|setup|boot|queue|provision|schedul)"),
+    re.compile(
+        r"(?:start|setup|boot|queue|provision|schedul)\w*\W+(?:\w+\W+){0,6}?timed?[\s-]?out"
+        r"|timed?[\s-]?out\W+(?:\w+\W+){0,6}?(?:start|setup|boot|queue|provision|schedul)"
+    ),
 )
 DEFAULT_RETRY_AFTER = 2.0
 _RETRY_AFTER = re.compile(r"~?\s*(\d+(?:\.\d+)?)\s*s")
@@ -82,18 +86,31 @@ class PredictionView:
         return parse_time(self.created_at)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "PredictionView":
-        return cls(id=str(data.get("id")), status=str(data.get("status")), model=data.get("model"),
-                   input=data.get("input"), output=data.get("output"),
-                   error=_error_text(data.get("error")), created_at=data.get("created_at"),
-                   version=data.get("version"), deployment=data.get("deployment"))
+    def from_json(cls, data: dict[str, Any]) -> PredictionView:
+        return cls(
+            id=str(data.get("id")),
+            status=str(data.get("status")),
+            model=data.get("model"),
+            input=data.get("input"),
+            output=data.get("output"),
+            error=_error_text(data.get("error")),
+            created_at=data.get("created_at"),
+            version=data.get("version"),
+            deployment=data.get("deployment"),
+        )
 
     @classmethod
-    def from_client(cls, prediction: Prediction) -> "PredictionView":
-        return cls(id=prediction.id, status=prediction.status, model=getattr(prediction, "model", None),
-                   input=getattr(prediction, "input", None), output=prediction.output,
-                   error=_error_text(prediction.error), created_at=getattr(prediction, "created_at", None),
-                   version=getattr(prediction, "version", None))
+    def from_client(cls, prediction: Prediction) -> PredictionView:
+        return cls(
+            id=prediction.id,
+            status=prediction.status,
+            model=getattr(prediction, "model", None),
+            input=getattr(prediction, "input", None),
+            output=prediction.output,
+            error=_error_text(prediction.error),
+            created_at=getattr(prediction, "created_at", None),
+            version=getattr(prediction, "version", None),
+        )
 
 
 class ReplicateCalls:
@@ -117,28 +134,48 @@ class ReplicateCalls:
         import replicate.model  # noqa: F401
 
         _ = self.client._client
-        PredictionView.from_client(replicate.prediction.Prediction(
-            id="warmup", model="a/b", version="v", status="starting", input={}, output=None, logs=None,
-            error=None, metrics=None, created_at=None, started_at=None, completed_at=None, urls=None))
+        PredictionView.from_client(
+            replicate.prediction.Prediction(
+                id="warmup",
+                model="a/b",
+                version="v",
+                status="starting",
+                input={},
+                output=None,
+                logs=None,
+                error=None,
+                metrics=None,
+                created_at=None,
+                started_at=None,
+                completed_at=None,
+                urls=None,
+            )
+        )
 
     # --- predictions ----------------------------------------------------------------------------
     def create(self, model: str, input: dict[str, Any], *, webhook: str | None = None) -> PredictionView:
         """POST through the endpoint `model` (a reference) names, no Prefer: wait; with `webhook`,
         Replicate calls it when the prediction ends. Errors: see `classify` (`ambiguous` tells
         whether the prediction may exist after all)."""
-        extra: dict[str, Any] = {"webhook": webhook, "webhook_events_filter": ["completed"]} if webhook else {}
+        extra: dict[str, Any] = (
+            {"webhook": webhook, "webhook_events_filter": ["completed"]} if webhook else {}
+        )
         ref = parse_ref(model)
         try:
             if ref.kind == "deployment":
-                prediction = self.client.deployments.predictions.create(deployment=ref.model, input=input, **extra)
+                prediction = self.client.deployments.predictions.create(
+                    deployment=ref.model, input=input, **extra
+                )
             elif ref.kind == "version":
                 prediction = self.client.predictions.create(version=ref.version, input=input, **extra)
             else:
                 prediction = self.client.models.predictions.create(model=ref.model, input=input, **extra)
         except (_V1ValidationError, _V2ValidationError) as exc:
             # The POST went through and the prediction may well exist: reconcile, never create again.
-            raise TransientError(f"create answered an unreadable prediction (bad status: {_invalid_status(exc)})",
-                                 ambiguous=True) from None
+            raise TransientError(
+                f"create answered an unreadable prediction (bad status: {_invalid_status(exc)})",
+                ambiguous=True,
+            ) from None
         except Exception as exc:  # noqa: BLE001 - classified below
             raise classify(exc, during="create") from None
         return PredictionView.from_client(prediction)
@@ -148,8 +185,9 @@ class ReplicateCalls:
             return PredictionView.from_client(self.client.predictions.get(prediction_id))
         except (_V1ValidationError, _V2ValidationError) as exc:
             if _invalid_status(exc):
-                return PredictionView(id=prediction_id, status="aborted",
-                                      error="prediction aborted before it started")
+                return PredictionView(
+                    id=prediction_id, status="aborted", error="prediction aborted before it started"
+                )
             raise TransientError(f"unreadable prediction {prediction_id}") from None
         except Exception as exc:  # noqa: BLE001
             raise classify(exc, during="get") from None
@@ -295,8 +333,9 @@ def classify(exc: BaseException, *, during: str) -> ReplicateCallError | LocalEr
         return TransientError(f"{type(exc).__name__} on {during}", ambiguous=during == "create")
     if isinstance(exc, (TransientError, PermanentModelError, LocalError)):
         return exc
-    return TransientError(f"unexpected {type(exc).__name__} on {during}: {str(exc)[:200]}",
-                          ambiguous=during == "create")
+    return TransientError(
+        f"unexpected {type(exc).__name__} on {during}: {str(exc)[:200]}", ambiguous=during == "create"
+    )
 
 
 def is_ambiguous(exc: BaseException) -> bool:
@@ -370,4 +409,3 @@ def _error_text(error: Any) -> str | None:
     if error is None or error == "":
         return None
     return error if isinstance(error, str) else json.dumps(error)[:1000]
-

@@ -20,6 +20,7 @@ resumes or reconciles instead of paying again.
 Redis unavailability is not a failure of the attempt: it escapes `run` (the claim is kept for the
 re-run) and the task layer (workers.tasks) waits for Redis and runs the attempt again from the top.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,15 @@ from typing import Any
 
 import redis
 
-from shared.errors import (CanceledError, InputError, LocalError, PermanentModelError, RequeueError,
-                           SupersededError, TransientError)
+from shared.errors import (
+    CanceledError,
+    InputError,
+    LocalError,
+    PermanentModelError,
+    RequeueError,
+    SupersededError,
+    TransientError,
+)
 from shared.ledger import TERMINAL
 from shared.logging_setup import bind_log_context, log_context
 from shared.request import ImageRequest
@@ -104,8 +112,13 @@ class AttemptRunner(AttemptStage):
             if job.recheck >= self.budget.max_rechecks:
                 log.error("attempt still claimed after %s checks; leaving it to its holder", job.recheck)
                 return None
-            return NextTask(ref.attempt, model, countdown=self.budget.recheck_interval, recheck=job.recheck + 1,
-                            prompt=self._prompt(ref))
+            return NextTask(
+                ref.attempt,
+                model,
+                countdown=self.budget.recheck_interval,
+                recheck=job.recheck + 1,
+                prompt=self._prompt(ref),
+            )
         self._claim = claim
         keep = False
         try:
@@ -166,9 +179,16 @@ class AttemptRunner(AttemptStage):
         if ctx.ledger.is_canceled(ref.batch_id):
             outcomes.canceled(ref, model, "batch canceled")
             return None
-        t = ctx.ledger.transition(ref.batch_id, ref.index, "running", allowed_from=("pending", "running"),
-                                  expect_attempt=ref.attempt, fields={"task_id": job.task_id or ""},
-                                  attempt=ref.attempt, attempt_update={"model": model, "status": "running"})
+        t = ctx.ledger.transition(
+            ref.batch_id,
+            ref.index,
+            "running",
+            allowed_from=("pending", "running"),
+            expect_attempt=ref.attempt,
+            fields={"task_id": job.task_id or ""},
+            attempt=ref.attempt,
+            attempt_update={"model": model, "status": "running"},
+        )
         if not t.changed:
             return None
         request = ctx.ledger.request(ref.batch_id, ref.index)
@@ -193,13 +213,20 @@ class AttemptRunner(AttemptStage):
             if is_redis_unavailable(exc):
                 raise  # not the attempt's failure: the task waits for Redis and runs it again
             log.exception("unexpected error in attempt")
-            return outcomes.requeue(ref, request, model, RequeueError(
-                f"unexpected {type(exc).__name__}: {str(exc)[:200]}", countdown=self._backoff(0)))
+            return outcomes.requeue(
+                ref,
+                request,
+                model,
+                RequeueError(
+                    f"unexpected {type(exc).__name__}: {str(exc)[:200]}", countdown=self._backoff(0)
+                ),
+            )
         outcomes.succeeded(ref, request, model, files, prediction_id)
         return None
 
-    def _attempt(self, job: Job, claim: Claim, request: ImageRequest,
-                 model: str) -> tuple[list[dict[str, Any]], str]:
+    def _attempt(
+        self, job: Job, claim: Claim, request: ImageRequest, model: str
+    ) -> tuple[list[dict[str, Any]], str]:
         """Resume the recorded prediction, or reconcile an unresolved create, or create; then
         the outputs. Returns (the files written, prediction id)."""
         ctx, ref = self.ctx, job.ref
@@ -236,8 +263,9 @@ class AttemptRunner(AttemptStage):
             return view
         return self._in_flight(job, claim, model, prediction_id, None)
 
-    def _in_flight(self, job: Job, claim: Claim, model: str, prediction_id: str | None,
-                   input_: dict[str, Any] | None) -> PredictionView:
+    def _in_flight(
+        self, job: Job, claim: Claim, model: str, prediction_id: str | None, input_: dict[str, Any] | None
+    ) -> PredictionView:
         """Hold a slot exactly while the prediction is in flight (released before downloading):
         create it (no `prediction_id`) or resume it, and wait for its end."""
         lease = self.creator.acquire_slot(job, model, prediction_id)

@@ -5,6 +5,7 @@ here (keyed by prediction and output position), so the next run on this host wri
 fetching them again, and a run on another host fetches them again while the output URL is valid
 (an hour). Never a new prediction for a write. Files older than a day are removed.
 """
+
 from __future__ import annotations
 
 import os

@@ -7,12 +7,14 @@ The stages (workers.runner drives them): the input (workers.inputs), the creatio
 (workers.reconcile), storing the outputs (workers.outputs), deciding what comes next
 (workers.outcomes).
 """
+
 from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from shared.errors import AcquireTimeoutError, CanceledError, RequeueError, TransientError
 from shared.settings import Settings
@@ -34,7 +36,7 @@ class WaitBudget:
     max_rechecks: int  # then that run is left alone (it has surely ended or died by then)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "WaitBudget":
+    def from_settings(cls, settings: Settings) -> WaitBudget:
         visibility = float(settings.visibility_timeout)
         countdown_cap = max(0.5, min(visibility * 0.2, 300.0))
         recheck_interval = max(0.5, min(claim_ttl(settings) / 2, countdown_cap))
@@ -47,7 +49,7 @@ class WaitBudget:
 
     def backoff(self, streak: int, retry_after: float | None = None) -> float:
         """Exponential with jitter, at least retry_after, never near the visibility timeout."""
-        base = min(self.countdown_cap, 0.5 * (2 ** streak))
+        base = min(self.countdown_cap, 0.5 * (2**streak))
         delay = random.uniform(base / 2, base)
         if retry_after:
             delay = max(delay, float(retry_after) + random.uniform(0, 0.5))
@@ -62,7 +64,9 @@ class AttemptStage:
     def _read(self, batch_id: str, call: Callable[[], T]) -> T:
         """A read-budget call outside the polling loop; failures run the attempt again later."""
         try:
-            self.ctx.limiter.take_read_token(timeout=self.budget.slot_wait, should_stop=self._stopper(batch_id))
+            self.ctx.limiter.take_read_token(
+                timeout=self.budget.slot_wait, should_stop=self._stopper(batch_id)
+            )
         except AcquireTimeoutError:
             if self.ctx.ledger.is_canceled(batch_id):
                 raise CanceledError("batch canceled") from None

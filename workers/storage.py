@@ -5,12 +5,13 @@ crash) never sees half a file, and a redelivered task rewriting the same file is
 Problems on our side (disk full, unwritable directory, a path escaping the root) raise LocalError:
 they fail the item without a paid fallback.
 """
+
 from __future__ import annotations
 
 import errno
 import io
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from shared.atomic_files import write_atomic
 from shared.errors import LocalError
@@ -85,6 +86,10 @@ def substitute_image(key: str) -> tuple[str, bytes]:
 
 
 def _os_reason(exc: OSError) -> str:
-    names = {errno.ENOSPC: "disk full", errno.EACCES: "permission denied", errno.EROFS: "read-only file system",
-             errno.EDQUOT: "quota exceeded"}
+    names = {
+        errno.ENOSPC: "disk full",
+        errno.EACCES: "permission denied",
+        errno.EROFS: "read-only file system",
+        errno.EDQUOT: "quota exceeded",
+    }
     return names.get(exc.errno or 0, exc.strerror or str(exc))

@@ -5,6 +5,7 @@ with the batch; every worker writes the batch's outputs, manifest and gallery th
 own OUTPUT_DIR says. A batch recorded without one (before locations were recorded) uses this
 worker's OUTPUT_DIR.
 """
+
 from __future__ import annotations
 
 import threading

@@ -8,6 +8,7 @@ A Redis outage in the middle (ledger, claim, creation record, limiter, or the br
 follow-up) does not end the task: it waits for Redis, bounded (workers.outage), and runs the
 attempt again from the top, which is idempotent (claim + creation record). Only if Redis stays
 away longer does the exception escape, and the recovery sweep brings the item back later."""
+
 from __future__ import annotations
 
 import logging
@@ -25,11 +26,19 @@ log = logging.getLogger("workers.tasks")
 
 
 @app.task(name=TASK_NAME, bind=True)
-def generate_image(self, batch_id: str, index: int, attempt: int, model: str, recheck: int = 0,
-                   priority: str = "normal") -> None:
+def generate_image(
+    self, batch_id: str, index: int, attempt: int, model: str, recheck: int = 0, priority: str = "normal"
+) -> None:
     settings = app.settings()
-    job = Job(batch_id=batch_id, index=int(index), attempt=int(attempt), model=model,
-              task_id=self.request.id, recheck=int(recheck), priority=str(priority))
+    job = Job(
+        batch_id=batch_id,
+        index=int(index),
+        attempt=int(attempt),
+        model=model,
+        task_id=self.request.id,
+        recheck=int(recheck),
+        priority=str(priority),
+    )
     _room_in_the_broker(settings)
     with log_context(**job.ref.log_fields(), model=model, task_id=job.task_id):
         run_attempt(settings, job)
@@ -66,9 +75,14 @@ def run_attempt(settings: Settings, job: Job, *, outage: OutageWait | None = Non
                 # this task, which holds the follow-up again (the ledger tells it so); never lost.
                 # Holding it is idempotent (one pending send per item), so an outage in the
                 # middle only means doing it again.
-                schedule_attempt(ctx.scheduler, job.ref._replace(attempt=follow_up.attempt), follow_up.model,
-                                 prompt=follow_up.prompt, countdown=follow_up.countdown,
-                                 recheck=follow_up.recheck)
+                schedule_attempt(
+                    ctx.scheduler,
+                    job.ref._replace(attempt=follow_up.attempt),
+                    follow_up.model,
+                    prompt=follow_up.prompt,
+                    countdown=follow_up.countdown,
+                    recheck=follow_up.recheck,
+                )
                 return follow_up
             except Exception as exc:  # noqa: BLE001 - only Redis unavailability is ridden out
                 if not is_redis_unavailable(exc) or not outage.wait(exc):

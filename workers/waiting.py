@@ -11,6 +11,7 @@ Polling starts a little before the model's usual duration: a smoothed average pe
 Redis for the whole fleet and timed from the creation (never from before the creation token: in a
 rate-bound batch that wait is most of a window and would push the first poll late).
 """
+
 from __future__ import annotations
 
 import logging
@@ -19,7 +20,13 @@ from typing import NoReturn
 
 import redis
 
-from shared.errors import AcquireTimeoutError, CanceledError, PermanentModelError, RequeueError, TransientError
+from shared.errors import (
+    AcquireTimeoutError,
+    CanceledError,
+    PermanentModelError,
+    RequeueError,
+    TransientError,
+)
 from shared.limiter import Lease
 from workers.completions import CompletionWatch
 from workers.replicate_calls import PredictionView
@@ -56,15 +63,20 @@ class PredictionWaiter(AttemptStage):
                     raise CanceledError("batch canceled")
                 if lease.lost and not warned_lost:
                     warned_lost = True
-                    log.warning("slot lease lost (Redis unreachable or lease expired); still waiting for "
-                                "prediction %s, which keeps running at Replicate", prediction_id)
+                    log.warning(
+                        "slot lease lost (Redis unreachable or lease expired); still waiting for "
+                        "prediction %s, which keeps running at Replicate",
+                        prediction_id,
+                    )
                 if time.monotonic() > deadline:
                     self._give_up(prediction_id, last_error)
                 try:
                     # Cancel only: a prediction in flight is waited for through a warm shutdown
                     # (its slot cannot be handed to another process while it runs).
-                    ctx.limiter.take_read_token(timeout=self.budget.slot_wait,
-                                                should_stop=lambda: ctx.cancel_watch.is_canceled(batch_id))
+                    ctx.limiter.take_read_token(
+                        timeout=self.budget.slot_wait,
+                        should_stop=lambda: ctx.cancel_watch.is_canceled(batch_id),
+                    )
                 except AcquireTimeoutError:
                     delay = 0.0
                     continue
@@ -77,8 +89,9 @@ class PredictionWaiter(AttemptStage):
                     delay = min(max(float(exc.retry_after or 0), every * 2), MAX_POLL_INTERVAL * 2)
                     continue
                 except PermanentModelError as exc:  # 404: Replicate does not know it (any more)
-                    raise TransientError(f"prediction {prediction_id} cannot be read: {exc}",
-                                         prediction_id=prediction_id) from None
+                    raise TransientError(
+                        f"prediction {prediction_id} cannot be read: {exc}", prediction_id=prediction_id
+                    ) from None
                 last_error = None
                 if view.terminal:
                     self._metric("end_noticed", "poll")
@@ -92,10 +105,14 @@ class PredictionWaiter(AttemptStage):
         """Past the prediction timeout: if the prediction cannot even be read, run the attempt
         again later (it resumes); else cancel it and count a transient failure."""
         if last_error is not None:
-            raise RequeueError(f"cannot read prediction {prediction_id}: {last_error}", countdown=self._backoff(1))
+            raise RequeueError(
+                f"cannot read prediction {prediction_id}: {last_error}", countdown=self._backoff(1)
+            )
         self._cancel_prediction(prediction_id)
-        raise TransientError(f"no result within {self.ctx.settings.prediction_timeout:g} s; canceled",
-                             prediction_id=prediction_id)
+        raise TransientError(
+            f"no result within {self.ctx.settings.prediction_timeout:g} s; canceled",
+            prediction_id=prediction_id,
+        )
 
     def _poll_pacing(self, model: str) -> tuple[float, float]:
         """(first poll after, then every), in seconds.
@@ -114,7 +131,9 @@ class PredictionWaiter(AttemptStage):
         first = FIRST_POLL_FRACTION * expected if expected else every
         return max(first, MIN_POLL_INTERVAL), every
 
-    def _await_news(self, batch_id: str, watch: CompletionWatch | None, seconds: float) -> PredictionView | None:
+    def _await_news(
+        self, batch_id: str, watch: CompletionWatch | None, seconds: float
+    ) -> PredictionView | None:
         """Sleep up to `seconds`; returns early with the prediction if its webhook arrives, or
         with None as soon as the batch is canceled."""
         end = time.monotonic() + seconds

@@ -21,6 +21,7 @@ A prediction whose worker died while it ran still holds an (orphaned) slot in th
 receiver frees it the moment the prediction ends. Stateless apart from Redis: run several behind a
 load balancer. `GET /healthz` answers 200 when Redis does.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,10 +31,11 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import redis
 from aiohttp import web
@@ -80,8 +82,14 @@ class ServerLimits:
 class WebhookReceiver:
     """`run()` serves until SIGTERM/SIGINT; `start()` serves in a thread (tests), `stop()` ends it."""
 
-    def __init__(self, settings: Settings, *, redis_client: redis.Redis | None = None, secret: str | None = None,
-                 limits: ServerLimits = ServerLimits()):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        redis_client: redis.Redis | None = None,
+        secret: str | None = None,
+        limits: ServerLimits = ServerLimits(),
+    ):
         self.settings = settings
         self.limits = limits
         self.redis = redis_client if redis_client is not None else connect(settings)
@@ -119,7 +127,9 @@ class WebhookReceiver:
         try:
             return self._hand_on(headers["webhook-id"].strip(), prediction_id, status, prediction)
         except redis.RedisError as exc:
-            log.warning("webhook for %s not stored (Redis: %s); Replicate will deliver again", prediction_id, exc)
+            log.warning(
+                "webhook for %s not stored (Redis: %s); Replicate will deliver again", prediction_id, exc
+            )
             return self.outcome("unavailable", HTTPStatus.SERVICE_UNAVAILABLE, "try again")
 
     def _hand_on(self, webhook_id: str, prediction_id: str, status: Any, prediction: dict) -> tuple[int, str]:
@@ -193,18 +203,24 @@ class WebhookReceiver:
             try:
                 body = await asyncio.wait_for(request.read(), self.limits.body_timeout)
             except asyncio.TimeoutError:
-                return self._answer(request, "timed_out", HTTPStatus.REQUEST_TIMEOUT, "body too slow", close=True)
+                return self._answer(
+                    request, "timed_out", HTTPStatus.REQUEST_TIMEOUT, "body too slow", close=True
+                )
             except web.HTTPRequestEntityTooLarge:
-                return self._answer(request, "rejected", HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "body too large",
-                                    close=True)
-            status, text = await asyncio.get_running_loop().run_in_executor(self._handlers, self.handle, headers, body)
+                return self._answer(
+                    request, "rejected", HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "body too large", close=True
+                )
+            status, text = await asyncio.get_running_loop().run_in_executor(
+                self._handlers, self.handle, headers, body
+            )
         finally:
             slots.release()
         request[COUNTED] = True
         return web.Response(status=status, text=text)
 
-    def _answer(self, request: web.Request, outcome: str, status: int, text: str, *,
-                close: bool = False) -> web.Response:
+    def _answer(
+        self, request: web.Request, outcome: str, status: int, text: str, *, close: bool = False
+    ) -> web.Response:
         self.count_soon(outcome)
         request[COUNTED] = True
         response = web.Response(status=status, text=text)
@@ -216,17 +232,25 @@ class WebhookReceiver:
         ok = await asyncio.get_running_loop().run_in_executor(None, self.healthy)
         return web.Response(status=200 if ok else 503, text="ok" if ok else "redis down")
 
-    async def serve(self, on_ready: Callable[[], None] = lambda: None, *, handle_signals: bool = False) -> None:
+    async def serve(
+        self, on_ready: Callable[[], None] = lambda: None, *, handle_signals: bool = False
+    ) -> None:
         """Serve until stop() (or SIGTERM/SIGINT with handle_signals)."""
         self._loop, self._stopping = asyncio.get_running_loop(), asyncio.Event()
-        runner = web.AppRunner(self.app(), handle_signals=False, shutdown_timeout=2.0, logger=_ClientErrorLog(),
-                               access_log=log, access_log_class=_access_log(self),
-                               # aiohttp closes a connection idle (or mid-headers) this long; ours
-                               # counts a slow one and cuts it off a little earlier (_guard)
-                               keepalive_timeout=self.limits.header_timeout + 2,
-                               # after an answer given without reading the whole body (refused,
-                               # too slow), drain it this long at most, not aiohttp's 10 s
-                               lingering_time=1.0)
+        runner = web.AppRunner(
+            self.app(),
+            handle_signals=False,
+            shutdown_timeout=2.0,
+            logger=_ClientErrorLog(),
+            access_log=log,
+            access_log_class=_access_log(self),
+            # aiohttp closes a connection idle (or mid-headers) this long; ours
+            # counts a slow one and cuts it off a little earlier (_guard)
+            keepalive_timeout=self.limits.header_timeout + 2,
+            # after an answer given without reading the whole body (refused,
+            # too slow), drain it this long at most, not aiohttp's 10 s
+            lingering_time=1.0,
+        )
         await runner.setup()
         _guard(runner.server, self)
         site = web.TCPSite(runner, self.host, self.port, backlog=1024, reuse_address=True)
@@ -242,7 +266,7 @@ class WebhookReceiver:
             await runner.cleanup()
             self._handlers.shutdown(wait=False, cancel_futures=True)
 
-    def start(self) -> "WebhookReceiver":
+    def start(self) -> WebhookReceiver:
         ready, failed = threading.Event(), []
 
         def run() -> None:
@@ -255,8 +279,10 @@ class WebhookReceiver:
         self._thread = threading.Thread(target=run, name="webhook-receiver", daemon=True)
         self._thread.start()
         if not ready.wait(15) or failed:
-            raise ConfigError(f"the webhook receiver did not start on {self.host}:{self.port}: "
-                              f"{failed[0] if failed else 'timed out'}")
+            raise ConfigError(
+                f"the webhook receiver did not start on {self.host}:{self.port}: "
+                f"{failed[0] if failed else 'timed out'}"
+            )
         return self
 
     def stop(self) -> None:
@@ -264,7 +290,6 @@ class WebhookReceiver:
             self._loop.call_soon_threadsafe(self._stopping.set)
         if self._thread is not None:
             self._thread.join(10)
-
 
 
 def request_problem(headers: Mapping[str, str], length: int | None) -> tuple[int, str] | None:
@@ -326,9 +351,14 @@ def _access_log(receiver: WebhookReceiver) -> type[AbstractAccessLogger]:
         not parse, which never reached the receiver's code) is counted as rejected here."""
 
         def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-            self.logger.debug('%s "%s %s" %s %.3fs', request.remote, request.method, request.path_qs,
-                              response.status, time)
-            if 400 <= response.status < 500 and response.status not in (404, 405) and not request.get(COUNTED):
+            self.logger.debug(
+                '%s "%s %s" %s %.3fs', request.remote, request.method, request.path_qs, response.status, time
+            )
+            if (
+                400 <= response.status < 500
+                and response.status not in (404, 405)
+                and not request.get(COUNTED)
+            ):
                 receiver.count_soon("rejected")
 
         @property

@@ -8,12 +8,13 @@ timestamp tolerance; this module first makes sure the headers have that shape, b
 validator raises plain ValueErrors (not its own errors) on a timestamp that is not a number or a
 signature that is not base64, and answers "malformed" (400) apart from "forged or stale" (401).
 """
+
 from __future__ import annotations
 
 import base64
 import binascii
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 from shared.errors import ConfigError, WebhookRejectedError
 from shared.settings import Settings
@@ -75,7 +76,7 @@ class WebhookVerifier:
     def check(self, headers: Mapping[str, str], body: str) -> None:
         """Return if the delivery is signed with our secret within the tolerance; else raise
         WebhookRejectedError, status 400 (malformed) or 401 (forged, or too old or new)."""
-        from replicate.webhook import MissingWebhookBodyError, WebhookValidationError, Webhooks
+        from replicate.webhook import MissingWebhookBodyError, Webhooks, WebhookValidationError
 
         problem = malformed(headers)
         if problem:
@@ -99,8 +100,12 @@ def signing_secret(settings: Settings) -> str:
         raise ConfigError("set REPLICATE_WEBHOOK_SECRET, or REPLICATE_API_TOKEN to fetch it from Replicate")
     import replicate
 
-    client = replicate.Client(api_token=settings.replicate_api_token, base_url=settings.replicate_base_url or None)
+    client = replicate.Client(
+        api_token=settings.replicate_api_token, base_url=settings.replicate_base_url or None
+    )
     try:
         return client.webhooks.default.secret().key
     except Exception as exc:  # noqa: BLE001 - any failure here means we cannot start
-        raise ConfigError(f"cannot fetch the webhook signing secret from Replicate: {type(exc).__name__}") from None
+        raise ConfigError(
+            f"cannot fetch the webhook signing secret from Replicate: {type(exc).__name__}"
+        ) from None

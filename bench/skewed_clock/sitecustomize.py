@@ -7,6 +7,7 @@ FAKETIME_DONT_FAKE_MONOTONIC=1 (faking both makes every `threading.Event.wait(ti
 process hang: the waits' deadlines are computed on the faked clock and waited for on the real
 one), but then its clock_nanosleep wrapper answers EINVAL to the absolute monotonic sleep that
 Python's `time.sleep` makes. So `time.sleep` waits on an Event here, which is what it means."""
+
 import threading
 import time
 

@@ -7,10 +7,19 @@ every item into routed ImageRequests before anything runs (nothing is written).
 fields.py holds the forms and field names, outputs.py the output paths (and batch ids, which
 become folder names), references.py the reference images.
 """
+
 from producer.prompts.fields import DefaultsProblem
 from producer.prompts.items import ParsedRequests, parse_prompts
 from producer.prompts.outputs import batch_id_problem, default_output, output_names, slugify
 from producer.prompts.reading import load_prompts_file
 
-__all__ = ["DefaultsProblem", "ParsedRequests", "batch_id_problem", "default_output", "load_prompts_file",
-           "output_names", "parse_prompts", "slugify"]
+__all__ = [
+    "DefaultsProblem",
+    "ParsedRequests",
+    "batch_id_problem",
+    "default_output",
+    "load_prompts_file",
+    "output_names",
+    "parse_prompts",
+    "slugify",
+]

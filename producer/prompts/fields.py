@@ -10,12 +10,14 @@ Also accepted: a single object with a `prompt` (one image), the seed tool's name
 `kwargs`, `output_filepath`, any model's own reference input name (`start_image`, `image`,
 `image_prompt`) at item level or inside params, and keys starting with `_` (ignored: comments).
 """
+
 from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from shared.common import type_name
 from shared.errors import Problem
@@ -24,8 +26,12 @@ if TYPE_CHECKING:
     from shared.models import ModelRegistry
 
 ITEM_FIELDS = ("prompt", "model", "params", "image_input", "input_image", "output", "id", "fallback")
-ALIASES = {"model_name": "model", "kwargs": "params", "output_filepath": "output",
-           "reference_images": "image_input"}
+ALIASES = {
+    "model_name": "model",
+    "kwargs": "params",
+    "output_filepath": "output",
+    "reference_images": "image_input",
+}
 DEFAULT_FIELDS = ("model", "params", "image_input", "input_image", "fallback", "items")
 REFERENCE_FIELDS = ("image_input", "input_image")
 
@@ -42,14 +48,18 @@ class DefaultsProblem(Problem):
         return "file defaults, " + (super().__str__() if self.field else self.message)
 
 
-def split_form(data: Any, registry: "ModelRegistry", problems: list[Problem]) -> tuple[list[Any], dict[str, Any]]:
+def split_form(
+    data: Any, registry: ModelRegistry, problems: list[Problem]
+) -> tuple[list[Any], dict[str, Any]]:
     """(items, normalized file defaults) for any of the accepted forms."""
     if isinstance(data, str):
         return [data], {}
     if isinstance(data, list):
         return list(data), {}
     if not isinstance(data, dict):
-        problems.append(Problem(f"expected a list of prompts or an object with 'items', not {type_name(data)}"))
+        problems.append(
+            Problem(f"expected a list of prompts or an object with 'items', not {type_name(data)}")
+        )
         return [], {}
     if "items" not in data:
         if "prompt" in data:
@@ -67,7 +77,7 @@ def split_form(data: Any, registry: "ModelRegistry", problems: list[Problem]) ->
     return items, defaults
 
 
-def check_top_level_keys(data: Mapping[str, Any], registry: "ModelRegistry", problems: list[Problem]) -> None:
+def check_top_level_keys(data: Mapping[str, Any], registry: ModelRegistry, problems: list[Problem]) -> None:
     """Unknown keys of a top-level object without `items`, each named with a did-you-mean."""
     known = set(DEFAULT_FIELDS) | set(ITEM_FIELDS) | set(ALIASES) | registry.reference_param_names()
     for key in data:
@@ -75,15 +85,27 @@ def check_top_level_keys(data: Mapping[str, Any], registry: "ModelRegistry", pro
             continue
         close = difflib.get_close_matches(key, sorted(known), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        problems.append(Problem(
-            f"unknown field {key!r} at the top level.{hint} The top-level object holds 'items' and the "
-            f"shared defaults ({', '.join(k for k in DEFAULT_FIELDS if k != 'items')}), or one item "
-            "with a 'prompt'", field=key))
+        problems.append(
+            Problem(
+                f"unknown field {key!r} at the top level.{hint} The top-level object holds 'items' and the "
+                f"shared defaults ({', '.join(k for k in DEFAULT_FIELDS if k != 'items')}), or one item "
+                "with a 'prompt'",
+                field=key,
+            )
+        )
 
 
-def normalize_fields(raw: Mapping[str, Any], index: int | None, item_id: str | None,
-                     registry: "ModelRegistry", problems: list[Problem], *, for_defaults: bool = False) -> dict[str, Any]:
+def normalize_fields(
+    raw: Mapping[str, Any],
+    index: int | None,
+    item_id: str | None,
+    registry: ModelRegistry,
+    problems: list[Problem],
+    *,
+    for_defaults: bool = False,
+) -> dict[str, Any]:
     """Canonical field names (aliases folded), unknown fields reported with a hint."""
+
     def problem(message: str, fld: str) -> None:
         if for_defaults:
             problems.append(DefaultsProblem(message, field=fld))
@@ -106,21 +128,31 @@ def normalize_fields(raw: Mapping[str, Any], index: int | None, item_id: str | N
             if for_defaults and name in ITEM_FIELDS:
                 problem(f"{key!r} belongs in each item, not in the shared defaults", key)
             elif name in registry.all_param_names():
-                problem(f"unknown field {key!r}; model parameters go under \"params\" "
-                        f"(e.g. \"params\": {{{json.dumps(key)}: ...}})", key)
+                problem(
+                    f'unknown field {key!r}; model parameters go under "params" '
+                    f'(e.g. "params": {{{json.dumps(key)}: ...}})',
+                    key,
+                )
             else:
                 choices = sorted(known | set(ALIASES) | set(REFERENCE_FIELDS))
                 close = difflib.get_close_matches(key, choices, n=1)
                 hint = f" Did you mean {close[0]!r}?" if close else ""
-                problem(f"unknown field {key!r} in the {where}.{hint} Known fields: {', '.join(sorted(known | set(REFERENCE_FIELDS)))}", key)
+                problem(
+                    f"unknown field {key!r} in the {where}.{hint} Known fields: {', '.join(sorted(known | set(REFERENCE_FIELDS)))}",
+                    key,
+                )
             continue
         if name in out:
             problem(f"{key!r} and another name for {name!r} are both given; keep one", key)
             continue
         out[name] = value
     if len(refs) > 1:
-        problem("reference images are given under several names ("
-                + ", ".join(repr(k) for k, _ in refs) + "); use one", refs[1][0])
+        problem(
+            "reference images are given under several names ("
+            + ", ".join(repr(k) for k, _ in refs)
+            + "); use one",
+            refs[1][0],
+        )
     elif refs:
         out["references"] = refs[0]
     return out

@@ -11,22 +11,30 @@ and field) and writes nothing. A fault in what many items share (the file's defa
 Reference image paths are relative to the prompts file's folder (`base_dir`; for data from
 `load_prompts_file` that folder is remembered on the data), else to the current directory.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
+from producer.prompts.fields import (
+    REFERENCE_FIELDS,
+    DefaultsProblem,
+    Report,
+    field_path,
+    item_of,
+    normalize_fields,
+    split_form,
+)
+from producer.prompts.outputs import Outputs, batch_id_problem
+from producer.prompts.references import References
+from producer.prompts.text import text_problems, unencodable
 from shared.common import type_name
 from shared.errors import InputError, Problem, UnknownModelError
 from shared.request import ImageRequest
 from shared.routing import route_item
-
-from producer.prompts.fields import (REFERENCE_FIELDS, DefaultsProblem, Report, field_path, item_of, normalize_fields,
-                                     split_form)
-from producer.prompts.outputs import Outputs, batch_id_problem
-from producer.prompts.references import References
-from producer.prompts.text import text_problems, unencodable
 
 if TYPE_CHECKING:
     from shared.models import ModelRegistry
@@ -53,7 +61,7 @@ def parse_prompts(
     *,
     batch_id: str,
     output_root: Path | None,
-    registry: "ModelRegistry",
+    registry: ModelRegistry,
     model: str | None = None,
     params: dict | None = None,
     overwrite: bool = False,
@@ -79,8 +87,13 @@ def parse_prompts(
     problems += text
     items, defaults = split_form(data, registry, problems)
     if len(items) > MAX_ITEMS:
-        raise InputError(Problem(f"{len(items)} items is above the limit of {MAX_ITEMS} per batch; "
-                                 "split the file into several batches", field="items"))
+        raise InputError(
+            Problem(
+                f"{len(items)} items is above the limit of {MAX_ITEMS} per batch; "
+                "split the file into several batches",
+                field="items",
+            )
+        )
     if not items and not problems:
         problems.append(Problem("no items: the file holds no prompts", field="items"))
     if base_dir is None:
@@ -108,17 +121,29 @@ def parse_prompts(
         raise InputError(problems)
     if context.default_model_items:
         requests.default_model_items = context.default_model_items
-        requests.notes.append(f"no model given for {context.default_model_items} item(s); using "
-                              f"{registry.default_model} (name one with --model, or \"model\" in the file)")
+        requests.notes.append(
+            f"no model given for {context.default_model_items} item(s); using "
+            f'{registry.default_model} (name one with --model, or "model" in the file)'
+        )
     return requests
 
 
 class _Context:
     """What every item needs to be parsed, and what is shared between items (caches, claims)."""
 
-    def __init__(self, *, batch_id: str, root: Path | None, registry: "ModelRegistry", flag_model: str | None,
-                 flag_params: dict[str, Any], defaults: dict[str, Any], overwrite: bool, base_dir: Path,
-                 flag_fallback: bool = True):
+    def __init__(
+        self,
+        *,
+        batch_id: str,
+        root: Path | None,
+        registry: ModelRegistry,
+        flag_model: str | None,
+        flag_params: dict[str, Any],
+        defaults: dict[str, Any],
+        overwrite: bool,
+        base_dir: Path,
+        flag_fallback: bool = True,
+    ):
         self.registry = registry
         self.flag_model = flag_model
         self.flag_fallback = flag_fallback
@@ -133,8 +158,9 @@ class _Context:
         self.shared_hits = 0
         self.default_model_items = 0  # items that got the registry's default model
 
-    def shared_problem(self, problems: list[Problem], message: str, fld: str | None, *,
-                       defaults: bool) -> None:
+    def shared_problem(
+        self, problems: list[Problem], message: str, fld: str | None, *, defaults: bool
+    ) -> None:
         """A problem of the file defaults (defaults=True) or of the command line: once per batch."""
         self.shared_hits += 1
         cls = DefaultsProblem if defaults else Problem
@@ -149,8 +175,9 @@ class _Context:
         if isinstance(raw, str):
             raw = {"prompt": raw}
         if not isinstance(raw, dict):
-            problems.append(Problem(f"an item must be a prompt string or an object, not {type_name(raw)}",
-                                    index=index))
+            problems.append(
+                Problem(f"an item must be a prompt string or an object, not {type_name(raw)}", index=index)
+            )
             return None
         item_id = self._item_id(index, raw, problems)
         shown_id = item_id if raw.get("id") is not None else None  # name the id only if the user gave one
@@ -164,7 +191,9 @@ class _Context:
             if origin == "defaults":
                 return lambda message, fld: self.shared_problem(problems, message, fld, defaults=True)
             if origin == "flags":
-                return lambda message, fld: self.shared_problem(problems, message, _flag_field(fld), defaults=False)
+                return lambda message, fld: self.shared_problem(
+                    problems, message, _flag_field(fld), defaults=False
+                )
             return problem
 
         def failed() -> bool:
@@ -180,8 +209,10 @@ class _Context:
             ref_source, ref_origin = self.defaults.get("references"), "defaults"
         if ref_from_params is not None:
             if fields.get("references") is not None:
-                problem("reference images are given both at item level and inside params; use one",
-                        f"params.{ref_from_params[0]}")
+                problem(
+                    "reference images are given both at item level and inside params; use one",
+                    f"params.{ref_from_params[0]}",
+                )
             else:
                 ref_source, ref_origin = ref_from_params, origins.get(ref_from_params[0], "item")
         ref_field, refs = self.references.resolve(ref_source, from_origin(ref_origin))
@@ -189,13 +220,14 @@ class _Context:
         if model_name is None:
             return None
         try:
-            routed = route_item(model_name, merged_params, len(refs), self.registry, ref_field=ref_field,
-                                prompt=prompt)
+            routed = route_item(
+                model_name, merged_params, len(refs), self.registry, ref_field=ref_field, prompt=prompt
+            )
         except UnknownModelError:
             problem(self.registry.unknown_model_message(model_name), model_field)
             return None
         for p in routed.problems:
-            name = p.field[len("params."):] if p.field and p.field.startswith("params.") else None
+            name = p.field[len("params.") :] if p.field and p.field.startswith("params.") else None
             origin = origins.get(name, "item") if name is not None else "item"
             if origin == "item":
                 problems.append(replace(p, index=index, item_id=shown_id))
@@ -229,21 +261,31 @@ class _Context:
         if value is None:
             item_id = str(index)
         elif isinstance(value, bool) or not isinstance(value, (str, int)):
-            problems.append(Problem(f"id must be a string or an integer, not {type_name(value)}",
-                                    index=index, field="id"))
+            problems.append(
+                Problem(f"id must be a string or an integer, not {type_name(value)}", index=index, field="id")
+            )
             return str(index)
         else:
             item_id = str(value)
             if not item_id.strip():
                 problems.append(Problem("id is empty", index=index, field="id"))
             elif len(item_id) > MAX_ID_CHARS or any(ord(c) < 32 for c in item_id):
-                problems.append(Problem(f"id must be at most {MAX_ID_CHARS} printable characters",
-                                        index=index, field="id"))
+                problems.append(
+                    Problem(
+                        f"id must be at most {MAX_ID_CHARS} printable characters", index=index, field="id"
+                    )
+                )
                 return str(index)
         if item_id in self.ids:
             other = self.ids[item_id]
-            problems.append(Problem(f"id {item_id!r} is also the id of item {other}; ids must be unique",
-                                    index=index, item_id=item_id, field="id"))
+            problems.append(
+                Problem(
+                    f"id {item_id!r} is also the id of item {other}; ids must be unique",
+                    index=index,
+                    item_id=item_id,
+                    field="id",
+                )
+            )
         else:
             self.ids[item_id] = index
         return item_id
@@ -283,11 +325,16 @@ class _Context:
             return value
         return True
 
-    def _model(self, fields: Mapping[str, Any], problem: Report, problems: list[Problem]) -> tuple[str | None, str]:
+    def _model(
+        self, fields: Mapping[str, Any], problem: Report, problems: list[Problem]
+    ) -> tuple[str | None, str]:
         """The item's model: item > --model > file defaults > the registry's default. A bad
         --model or default model is reported once for the batch, not for every item using it."""
-        for value, fld, origin in ((fields.get("model"), "model", "item"), (self.flag_model, "--model", "flags"),
-                                   (self.defaults.get("model"), "model", "defaults")):
+        for value, fld, origin in (
+            (fields.get("model"), "model", "item"),
+            (self.flag_model, "--model", "flags"),
+            (self.defaults.get("model"), "model", "defaults"),
+        ):
             if value is None:
                 continue
             message = None
@@ -305,18 +352,22 @@ class _Context:
         self.default_model_items += 1
         return self.registry.default_model, "model"
 
-    def _params(self, fields: Mapping[str, Any], problem: Report,
-                problems: list[Problem]) -> tuple[dict[str, Any], dict[str, str], tuple[str, Any] | None]:
+    def _params(
+        self, fields: Mapping[str, Any], problem: Report, problems: list[Problem]
+    ) -> tuple[dict[str, Any], dict[str, str], tuple[str, Any] | None]:
         """Defaults < flags < item params; a null removes a key. Reference inputs are taken out.
         Returns (params, where each came from: "defaults" | "flags" | "item", reference entry)."""
         merged: dict[str, Any] = {}
         origins: dict[str, str] = {}
-        for value, origin in ((self.defaults.get("params"), "defaults"), (self.flag_params, "flags"),
-                              (fields.get("params"), "item")):
+        for value, origin in (
+            (self.defaults.get("params"), "defaults"),
+            (self.flag_params, "flags"),
+            (fields.get("params"), "item"),
+        ):
             if value is None:
                 continue
             if not isinstance(value, dict):
-                message = f"params must be an object like {{\"aspect_ratio\": \"16:9\"}}, not {type_name(value)}"
+                message = f'params must be an object like {{"aspect_ratio": "16:9"}}, not {type_name(value)}'
                 if origin == "defaults":
                     self.shared_problem(problems, message, "params", defaults=True)
                 else:
@@ -332,7 +383,9 @@ class _Context:
         reference_names = self.registry.reference_param_names() | set(REFERENCE_FIELDS)
         found = [(k, merged.pop(k)) for k in list(merged) if k in reference_names]
         if len(found) > 1:
-            problem("reference images are given under several names in params; use one", f"params.{found[1][0]}")
+            problem(
+                "reference images are given under several names in params; use one", f"params.{found[1][0]}"
+            )
         return merged, origins, (found[0] if found else None)
 
 
@@ -340,8 +393,11 @@ def _by_item(problem: Problem) -> int:
     return -1 if problem.index is None else problem.index
 
 
-def _text_problems(data: Any, flag_model: Any, flag_params: Mapping[str, Any] | None,
-                   ) -> tuple[list[Problem], set[int] | None]:
+def _text_problems(
+    data: Any,
+    flag_model: Any,
+    flag_params: Mapping[str, Any] | None,
+) -> tuple[list[Problem], set[int] | None]:
     """Every string that cannot be encoded as UTF-8 (producer.prompts.text), as problems; and the
     items holding one, or None when one is in what items share (flags, file defaults)."""
     problems: list[Problem] = []
@@ -375,4 +431,4 @@ def _flag_field(fld: str | None) -> str:
     """How a problem with a `--param` value names its field: `--param num_outputs`."""
     if not fld:
         return "--param"
-    return "--param " + (fld[len("params."):] if fld.startswith("params.") else fld)
+    return "--param " + (fld[len("params.") :] if fld.startswith("params.") else fld)

@@ -8,6 +8,7 @@
 - the extension decides output_format when only it is given; with neither, the model's default
   format is used; with both, they must agree (.jpeg counts as jpg).
 """
+
 from __future__ import annotations
 
 import os
@@ -16,17 +17,30 @@ import unicodedata
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from producer.prompts.fields import Report
 from shared.errors import Problem
 from shared.storage.location import output_names  # noqa: F401  (re-exported: the names an item writes)
-
-from producer.prompts.fields import Report
 
 if TYPE_CHECKING:
     from shared.models import ModelSpec
 
 MAX_OUTPUT_CHARS = 1024
-MEDIA_EXTENSIONS = {"jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff", "avif", "heic",
-                    "mp4", "mov", "webm", "mkv"}
+MEDIA_EXTENSIONS = {
+    "jpg",
+    "jpeg",
+    "png",
+    "webp",
+    "gif",
+    "bmp",
+    "tif",
+    "tiff",
+    "avif",
+    "heic",
+    "mp4",
+    "mov",
+    "webm",
+    "mkv",
+}
 # A batch id becomes a Redis key part and a directory name under OUTPUT_DIR.
 _BATCH_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -35,8 +49,11 @@ def batch_id_problem(batch_id: object) -> Problem | None:
     """Why `batch_id` cannot name a batch, or None if it can."""
     if isinstance(batch_id, str) and _BATCH_ID.match(batch_id) and ".." not in batch_id:
         return None
-    return Problem(f"batch id {batch_id!r} must be 1-64 letters, digits, '.', '_' or '-', starting with a "
-                   "letter or digit (no '..')", field="batch_id")
+    return Problem(
+        f"batch id {batch_id!r} must be 1-64 letters, digits, '.', '_' or '-', starting with a "
+        "letter or digit (no '..')",
+        field="batch_id",
+    )
 
 
 def slugify(text: str, max_chars: int = 40) -> str:
@@ -45,7 +62,7 @@ def slugify(text: str, max_chars: int = 40) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
     if len(slug) > max_chars:
         cut = slug[:max_chars]
-        slug = cut.rsplit("-", 1)[0] if "-" in cut[max_chars // 2:] else cut
+        slug = cut.rsplit("-", 1)[0] if "-" in cut[max_chars // 2 :] else cut
     return slug.strip("-") or "item"
 
 
@@ -64,8 +81,16 @@ class Outputs:
         self.claimed_files: dict[str, tuple[int, str]] = {}  # casefolded resolved path -> (index, id)
         self.resolved_dirs: dict[Path, Path] = {}
 
-    def for_item(self, index: int, item_id: str, given: Any, prompt: str, spec: ModelSpec,
-                 params: dict[str, Any], problem: Report) -> str | None:
+    def for_item(
+        self,
+        index: int,
+        item_id: str,
+        given: Any,
+        prompt: str,
+        spec: ModelSpec,
+        params: dict[str, Any],
+        problem: Report,
+    ) -> str | None:
         """The item's output path (its `given` one made safe, else the default name), with the
         format it promises pinned in `params`; None (with a problem) if it cannot be used."""
         fmt = params.get("output_format")
@@ -109,16 +134,21 @@ class Outputs:
             if os.path.islink(resolved):
                 resolved = resolved.resolve()
             if resolved != self.root_resolved and self.root_resolved not in resolved.parents:
-                problem(f"{name!r} leads outside the output root {str(self.root)!r} through a symbolic link",
-                        "output")
+                problem(
+                    f"{name!r} leads outside the output root {str(self.root)!r} through a symbolic link",
+                    "output",
+                )
                 return False
             if os.path.lexists(resolved):
                 if resolved.is_dir():
                     problem(f"{name!r} is an existing folder", "output")
                     ok = False
                 elif not self.overwrite:
-                    problem(f"{name!r} already exists in {str(self.root)!r}; pass overwrite "
-                            "(--overwrite) to replace it, or choose another output", "output")
+                    problem(
+                        f"{name!r} already exists in {str(self.root)!r}; pass overwrite "
+                        "(--overwrite) to replace it, or choose another output",
+                        "output",
+                    )
                     ok = False
             elif parent.exists() and not parent.is_dir():
                 problem(f"{name!r}: {str(parent)!r} is a file, not a folder", "output")

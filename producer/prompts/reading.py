@@ -1,5 +1,6 @@
 """Reading prompts.json: size, encoding and JSON errors, and every duplicate key and NaN/Infinity
 located by line, column, item and field (json.loads alone would silently keep the last value)."""
+
 from __future__ import annotations
 
 import bisect
@@ -8,10 +9,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+from producer.prompts.fields import DefaultsProblem, field_path, item_of
 from shared.common import type_name
 from shared.errors import InputError, Problem
-
-from producer.prompts.fields import DefaultsProblem, field_path, item_of
 
 MAX_FILE_BYTES = 20 * 1024 * 1024
 # JSON tokens, for locating problems in text that json.loads accepted (strings, punctuation, and
@@ -47,8 +47,10 @@ def load_prompts_file(path: str | Path, *, max_bytes: int = MAX_FILE_BYTES) -> P
     if path.is_dir():
         raise InputError(f"{where}: is a folder, not a prompts file")
     if size > max_bytes:
-        raise InputError(f"{where}: {size / 2**20:.1f} MB is above the {max_bytes / 2**20:g} MB limit "
-                         "for one prompts file; split the batch into several files")
+        raise InputError(
+            f"{where}: {size / 2**20:.1f} MB is above the {max_bytes / 2**20:g} MB limit "
+            "for one prompts file; split the batch into several files"
+        )
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -57,9 +59,13 @@ def load_prompts_file(path: str | Path, *, max_bytes: int = MAX_FILE_BYTES) -> P
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        raise InputError(f"{where}: line {line}: not UTF-8 text (byte {exc.start}); save the file as UTF-8") from None
+        raise InputError(
+            f"{where}: line {line}: not UTF-8 text (byte {exc.start}); save the file as UTF-8"
+        ) from None
     if not text.strip():
-        raise InputError(f"{where}: the file is empty; expected a JSON list of prompts or an object with 'items'")
+        raise InputError(
+            f"{where}: the file is empty; expected a JSON list of prompts or an object with 'items'"
+        )
     duplicates: list[str] = []
     constants: list[str] = []
 
@@ -78,14 +84,18 @@ def load_prompts_file(path: str | Path, *, max_bytes: int = MAX_FILE_BYTES) -> P
     try:
         data = json.loads(text, object_pairs_hook=pairs, parse_constant=no_constants)
     except json.JSONDecodeError as exc:
-        raise InputError(f"{where}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+        raise InputError(
+            f"{where}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        ) from None
     except ValueError as exc:
         raise InputError(f"{where}: invalid JSON: {exc}") from None
     except RecursionError:
         raise InputError(f"{where}: JSON nested too deeply") from None
     if duplicates or constants:
-        raise InputError(_locate_json_problems(text, where, data)
-                         or [Problem(f"{where}: duplicate keys or NaN/Infinity in the JSON, which JSON does not allow")])
+        raise InputError(
+            _locate_json_problems(text, where, data)
+            or [Problem(f"{where}: duplicate keys or NaN/Infinity in the JSON, which JSON does not allow")]
+        )
     if isinstance(data, list):
         result: PromptsList | PromptsDict = PromptsList(data)
     elif isinstance(data, dict):
@@ -93,8 +103,9 @@ def load_prompts_file(path: str | Path, *, max_bytes: int = MAX_FILE_BYTES) -> P
     elif isinstance(data, str):
         result = PromptsList([data])  # a lone prompt string: one image
     else:
-        raise InputError(f"{where}: expected a list of prompts or an object with 'items', "
-                         f"not {type_name(data)}")
+        raise InputError(
+            f"{where}: expected a list of prompts or an object with 'items', not {type_name(data)}"
+        )
     result.source_dir = path.resolve().parent
     return result
 
@@ -148,8 +159,11 @@ def _locate_json_problems(text: str, where: str, data: Any) -> list[Problem]:
                 key = token
             top[2] = key
             if key in top[1]:
-                report(match.start(), path(),
-                       f"duplicate key {key!r} in one object (JSON keeps only the last value); remove one")
+                report(
+                    match.start(),
+                    path(),
+                    f"duplicate key {key!r} in one object (JSON keeps only the last value); remove one",
+                )
             top[1].add(key)
         elif token in _JSON_CONSTANTS:
             report(match.start(), path(), f"{token} is not valid JSON; use a number or null")

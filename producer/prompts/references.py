@@ -1,6 +1,7 @@
 """Reference images of an item: local files (relative to the prompts file's folder, checked to be
 readable images by their content) or http(s) URLs. Also the files given to the file inputs
 (`format: uri`) of a model described by its schema: local files (any kind) or URLs."""
+
 from __future__ import annotations
 
 import os
@@ -10,9 +11,8 @@ from urllib.parse import urlsplit
 
 from PIL import Image, UnidentifiedImageError
 
-from shared.common import type_name
-
 from producer.prompts.fields import Report
+from shared.common import type_name
 
 MAX_REFERENCE_BYTES = 100 * 1024 * 1024  # Replicate's file upload limit
 
@@ -75,7 +75,6 @@ class References:
             return None
         return key
 
-
     def input_files(self, spec: Any, params: dict[str, Any], problem: Report) -> list[str]:
         """Local files given to `spec`'s file inputs, made absolute (in `params` too) and checked
         to be readable files under the upload limit; URLs pass as they are. Returns the paths."""
@@ -109,7 +108,9 @@ def check_file(path: Path) -> str | None:
             return "file not found" if not path.exists() else "not a file"
         size = path.stat().st_size
         if size > MAX_REFERENCE_BYTES:
-            return f"{size / 2**20:.0f} MB is above Replicate's {MAX_REFERENCE_BYTES // 2**20} MB upload limit"
+            return (
+                f"{size / 2**20:.0f} MB is above Replicate's {MAX_REFERENCE_BYTES // 2**20} MB upload limit"
+            )
         if not os.access(path, os.R_OK):
             return "not readable (permissions)"
     except OSError as exc:
@@ -126,7 +127,9 @@ def check_image(path: Path) -> str | None:
             return "not a file"
         size = path.stat().st_size
         if size > MAX_REFERENCE_BYTES:
-            return f"{size / 2**20:.0f} MB is above Replicate's {MAX_REFERENCE_BYTES // 2**20} MB upload limit"
+            return (
+                f"{size / 2**20:.0f} MB is above Replicate's {MAX_REFERENCE_BYTES // 2**20} MB upload limit"
+            )
         if not os.access(path, os.R_OK):
             return "not readable (permissions)"
         Image.open(path).close()  # reads the header only: magic bytes and size

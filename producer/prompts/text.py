@@ -6,9 +6,11 @@ when it cuts a string in the middle of an emoji) decodes to a Python str that no
 takes, and so does an undecodable byte of a command-line argument. Found at submit, such text is
 a problem naming the item and field; found later, it would fail every attempt at the POST.
 """
+
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 __all__ = ["text_problems", "unencodable"]
 
@@ -19,9 +21,11 @@ def unencodable(text: str) -> str | None:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
         character = ascii(text[exc.start])[1:-1]
-        return (f"holds text that cannot be encoded as UTF-8: {character} at character {exc.start + 1} "
-                "(a lone UTF-16 surrogate: a string cut in the middle of an emoji, or bytes that were not "
-                "UTF-8); fix or remove it")
+        return (
+            f"holds text that cannot be encoded as UTF-8: {character} at character {exc.start + 1} "
+            "(a lone UTF-16 surrogate: a string cut in the middle of an emoji, or bytes that were not "
+            "UTF-8); fix or remove it"
+        )
     return None
 
 

@@ -1,6 +1,7 @@
 """Account-wide limiter shared by every worker on every host (see limiter.py, README.md)."""
+
 from shared.limiter.lease import Lease
 from shared.limiter.limiter import Limiter
-from shared.limiter.types import HolderInfo, HolderStatus, Limits, LimiterStatus
+from shared.limiter.types import HolderInfo, HolderStatus, LimiterStatus, Limits
 
 __all__ = ["Limiter", "Lease", "HolderInfo", "HolderStatus", "Limits", "LimiterStatus"]

@@ -10,6 +10,7 @@
 
 Both threads are daemons, start on first use and survive Redis outages (they retry).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 
 
 class ProcessAgent:
-    def __init__(self, limiter: "Limiter"):
+    def __init__(self, limiter: Limiter):
         self.pid = os.getpid()
         # Never contains "/": the scripts find the process of a waiter id by its last "/".
         self.token = f"{socket.gethostname().replace('/', '_')}:{self.pid}:{secrets.token_hex(4)}"
@@ -41,7 +42,7 @@ class ProcessAgent:
         self._limiter = limiter
         self._seq = itertools.count(1)
         self._lock = threading.Lock()
-        self._leases: dict[str, "Lease"] = {}
+        self._leases: dict[str, Lease] = {}
         # Waiters register without listening: most acquire calls are granted at once, and only
         # those that queue make the listener block in Redis (start_waiting).
         self._wake = WakeListener(limiter._listen_client, self.wake_key, name=f"limiter-wake-{self.pid}")
@@ -55,7 +56,7 @@ class ProcessAgent:
         return f"{self.token}/{next(self._seq)}"
 
     # --- registration -----------------------------------------------------------------------------
-    def add_lease(self, lease: "Lease") -> None:
+    def add_lease(self, lease: Lease) -> None:
         with self._lock:
             self._leases[lease.holder_id] = lease
         self._ensure_keeper()
@@ -77,7 +78,7 @@ class ProcessAgent:
     def remove_waiter(self, waiter_id: str) -> None:
         self._wake.unregister(waiter_id)
 
-    def held(self) -> list["Lease"]:
+    def held(self) -> list[Lease]:
         with self._lock:
             return list(self._leases.values())
 
@@ -93,8 +94,12 @@ class ProcessAgent:
             return
         with self._lock:
             if self._keeper is None:
-                self._keeper = threading.Thread(target=run_forever, args=(self._keep_leases, "limiter keeper", self._stop),
-                                                name=f"limiter-keeper-{self.pid}", daemon=True)
+                self._keeper = threading.Thread(
+                    target=run_forever,
+                    args=(self._keep_leases, "limiter keeper", self._stop),
+                    name=f"limiter-keeper-{self.pid}",
+                    daemon=True,
+                )
                 self._keeper.start()
 
     # --- keeper -----------------------------------------------------------------------------------
@@ -143,13 +148,15 @@ class ProcessAgent:
                 moments.append(self._earliest_expiry_at)
         return min(5.0, max(0.005, min(moments) - now))
 
-    def _heartbeat(self, due: list["Lease"], waiters: list[str], sent_at: float) -> None:
+    def _heartbeat(self, due: list[Lease], waiters: list[str], sent_at: float) -> None:
         lim = self._limiter
         payload = {
             "h": [[lease.holder_id, lease.epoch, json.dumps(lease._record)] for lease in due],
             "w": waiters,
         }
-        renewals = replies.heartbeat(lim._call("heartbeat", int(lim.lease_seconds * 1000), json.dumps(payload)))
+        renewals = replies.heartbeat(
+            lim._call("heartbeat", int(lim.lease_seconds * 1000), json.dumps(payload))
+        )
         third = lim.lease_seconds / 3
         for lease, outcome in zip(due, renewals.holders):
             if outcome == 0:

@@ -1,4 +1,5 @@
 """A held slot: renewed in the background by the process's keeper until released or lost."""
+
 from __future__ import annotations
 
 import logging
@@ -30,8 +31,9 @@ class Lease:
     clock); None when the grant needed no wake-up.
     """
 
-    def __init__(self, limiter: "Limiter", holder_id: str, grant: "Grant", record: dict[str, Any],
-                 renewed_at: float):
+    def __init__(
+        self, limiter: Limiter, holder_id: str, grant: Grant, record: dict[str, Any], renewed_at: float
+    ):
         self.holder_id = holder_id
         self.fence = grant.fence
         self.granted_at = grant.granted_at  # Unix seconds on the Redis clock
@@ -106,8 +108,12 @@ class Lease:
         try:
             self._limiter._call("abandon", self.holder_id)
         except Exception as exc:  # noqa: BLE001 - see the docstring
-            log.warning("abandon of %s did not reach Redis (%s); it becomes an orphan when its lease "
-                        "runs out if it was marked as creating", self.holder_id, exc)
+            log.warning(
+                "abandon of %s did not reach Redis (%s); it becomes an orphan when its lease "
+                "runs out if it was marked as creating",
+                self.holder_id,
+                exc,
+            )
 
     def release(self) -> None:
         """Give the slot back and stop renewing. Idempotent. If Redis cannot be reached the slot
@@ -121,13 +127,21 @@ class Lease:
         try:
             self.released_at = replies.drop(self._limiter._call("drop", self.holder_id)).at
         except redis.RedisError as exc:  # pragma: no cover - exercised by the fault suite
-            log.warning("release of %s did not reach Redis (%s); it expires within %.0f s",
-                        self.holder_id, exc, self._limiter.lease_seconds)
+            log.warning(
+                "release of %s did not reach Redis (%s); it expires within %.0f s",
+                self.holder_id,
+                exc,
+                self._limiter.lease_seconds,
+            )
         except Exception as exc:  # noqa: BLE001
-            log.warning("release of %s failed (%s); it expires within %.0f s",
-                        self.holder_id, exc, self._limiter.lease_seconds)
+            log.warning(
+                "release of %s failed (%s); it expires within %.0f s",
+                self.holder_id,
+                exc,
+                self._limiter.lease_seconds,
+            )
 
-    def __enter__(self) -> "Lease":
+    def __enter__(self) -> Lease:
         return self
 
     def __exit__(self, *exc: object) -> None:

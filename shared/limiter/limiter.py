@@ -4,6 +4,7 @@ All state and all time live in Redis (Lua scripts, `TIME`), so hosts with wrong 
 break the limits; see README.md in this folder for the design, the guarantees and what happens
 when Redis restarts.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,7 +14,8 @@ import os
 import random
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import redis
 
@@ -23,7 +25,7 @@ from shared.keys import Keys
 from shared.limiter import replies
 from shared.limiter.agent import ProcessAgent
 from shared.limiter.lease import Lease
-from shared.limiter.types import HolderInfo, Limits, LimiterStatus
+from shared.limiter.types import HolderInfo, LimiterStatus, Limits
 from shared.wakeup import blocking_client, text
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -32,11 +34,39 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 # One file per operation in lua/, each sent after the prelude common.lua.
-SCRIPT_NAMES = ("abandon", "acquire", "adopt", "confirm", "drop", "heartbeat", "pause", "set_limits",
-                "set_prediction", "settle", "status", "token")
+SCRIPT_NAMES = (
+    "abandon",
+    "acquire",
+    "adopt",
+    "confirm",
+    "drop",
+    "heartbeat",
+    "pause",
+    "set_limits",
+    "set_prediction",
+    "settle",
+    "status",
+    "token",
+)
 # The order is the scripts' KEYS order (common.lua).
-KEY_NAMES = ("holders", "info", "fence", "limits", "waiters", "waiter_exp", "ticket", "epoch",
-             "creates", "reads", "pause", "bypred", "byattempt", "woken", "rates", "recovery")
+KEY_NAMES = (
+    "holders",
+    "info",
+    "fence",
+    "limits",
+    "waiters",
+    "waiter_exp",
+    "ticket",
+    "epoch",
+    "creates",
+    "reads",
+    "pause",
+    "bypred",
+    "byattempt",
+    "woken",
+    "rates",
+    "recovery",
+)
 STOP_POLL_SECONDS = 0.25  # how often a waiting call asks should_stop()
 LIMITS_CACHE_SECONDS = 5.0  # how stale `limits()` may be (a run-time change reaches it this late)
 RECOVERY_RECHECK_JITTER = 0.05  # waiters re-check within this after the post-loss freeze ends
@@ -67,13 +97,20 @@ def _window_ms(value: Any) -> float:
     return round(float(value) * 1000, 3)
 
 
-def limit_changes(concurrency_limit: int | None = None, create_limit: int | None = None,
-                  read_limit: int | None = None, rate_window: float | None = None) -> dict[str, int | float]:
+def limit_changes(
+    concurrency_limit: int | None = None,
+    create_limit: int | None = None,
+    read_limit: int | None = None,
+    rate_window: float | None = None,
+) -> dict[str, int | float]:
     """The given limits as the limits hash stores them (the window in ms: `rate_window_ms`),
     only those given. ValueError naming the value if one is out of LIMIT_BOUNDS."""
     changes: dict[str, int | float] = {}
-    for name, value in (("concurrency_limit", concurrency_limit), ("create_limit", create_limit),
-                        ("read_limit", read_limit)):
+    for name, value in (
+        ("concurrency_limit", concurrency_limit),
+        ("create_limit", create_limit),
+        ("read_limit", read_limit),
+    ):
         if value is not None:
             changes[name] = _whole_limit(name, value)
     if rate_window is not None:
@@ -129,15 +166,19 @@ class Limiter:
         self.recheck_interval = float(recheck_interval)
         self.wake_prefix = keys.limiter_key("wake:")
         self._key_list = [keys.limiter_key(name) for name in KEY_NAMES]
-        self._config = json.dumps({
-            **_checked(limits),
-            "wake_prefix": self.wake_prefix,
-            "waiter_ttl_ms": int(self.waiter_ttl * 1000),
-            "orphan_ms": int(max(self.orphan_seconds, 2 * self.lease_seconds) * 1000),
-            "lease_ms": int(self.lease_seconds * 1000),
-            "rate_margin_ms": int(self.rate_margin * 1000),
-        })
-        self._scripts = lua_scripts.register(redis_client, "shared.limiter.lua", SCRIPT_NAMES, prelude="common")
+        self._config = json.dumps(
+            {
+                **_checked(limits),
+                "wake_prefix": self.wake_prefix,
+                "waiter_ttl_ms": int(self.waiter_ttl * 1000),
+                "orphan_ms": int(max(self.orphan_seconds, 2 * self.lease_seconds) * 1000),
+                "lease_ms": int(self.lease_seconds * 1000),
+                "rate_margin_ms": int(self.rate_margin * 1000),
+            }
+        )
+        self._scripts = lua_scripts.register(
+            redis_client, "shared.limiter.lua", SCRIPT_NAMES, prelude="common"
+        )
         self._listen_client = blocking_client(redis_client)
         self._agent_lock = threading.Lock()
         self._agent: ProcessAgent | None = None
@@ -147,13 +188,24 @@ class Limiter:
         self._known_epoch = ""
 
     @classmethod
-    def from_settings(cls, redis_client: redis.Redis, keys: Keys, settings: "Settings", *,
-                      orphan_seconds: float | None = None, **tuning: float) -> "Limiter":
+    def from_settings(
+        cls,
+        redis_client: redis.Redis,
+        keys: Keys,
+        settings: Settings,
+        *,
+        orphan_seconds: float | None = None,
+        **tuning: float,
+    ) -> Limiter:
         """The limiter of a worker or the CLI: the limits and lease of `settings`, orphans kept
         the prediction timeout plus a lease. `tuning`: rate_margin, waiter_ttl, recheck_interval."""
         lease = settings.lease_seconds
-        limits = Limits(concurrency_limit=settings.concurrency_limit, create_limit=settings.create_limit,
-                        read_limit=settings.read_limit, rate_window=settings.rate_window)
+        limits = Limits(
+            concurrency_limit=settings.concurrency_limit,
+            create_limit=settings.create_limit,
+            read_limit=settings.read_limit,
+            rate_window=settings.rate_window,
+        )
         orphan = orphan_seconds or max(settings.prediction_timeout, lease) + lease
         return cls(redis_client, keys, limits, lease_seconds=lease, orphan_seconds=orphan, **tuning)
 
@@ -191,21 +243,31 @@ class Limiter:
             if not granted:
                 self._drop_quietly(holder_id)
 
-    def _wait_for_turn(self, event: threading.Event, queued: replies.Queued, deadline: float | None,
-                       timeout: float | None, should_stop: Callable[[], bool] | None) -> None:
+    def _wait_for_turn(
+        self,
+        event: threading.Event,
+        queued: replies.Queued,
+        deadline: float | None,
+        timeout: float | None,
+        should_stop: Callable[[], bool] | None,
+    ) -> None:
         """Block a queued caller until it should ask again: woken by a freed slot, the end of the
         freeze after a state loss (the reply says when), or the last-resort recheck. Raises
         AcquireTimeoutError on timeout or should_stop."""
         rank, free, recovery_ms = queued
         recheck_at = time.monotonic() + self.recheck_interval * random.uniform(0.8, 1.2)
         if recovery_ms > 0:  # nobody is woken while the slots are frozen: look again at its end
-            recheck_at = min(recheck_at, time.monotonic() + recovery_ms / 1000
-                             + random.uniform(0, RECOVERY_RECHECK_JITTER))
+            recheck_at = min(
+                recheck_at, time.monotonic() + recovery_ms / 1000 + random.uniform(0, RECOVERY_RECHECK_JITTER)
+            )
         while True:
             now = time.monotonic()
             if deadline is not None and now >= deadline:
-                what = (f"the limiter is rebuilding after Redis lost its state ({recovery_ms / 1000:.1f} s left)"
-                        if recovery_ms > 0 else f"place {rank + 1} in line, {max(free, 0)} free")
+                what = (
+                    f"the limiter is rebuilding after Redis lost its state ({recovery_ms / 1000:.1f} s left)"
+                    if recovery_ms > 0
+                    else f"place {rank + 1} in line, {max(free, 0)} free"
+                )
                 raise AcquireTimeoutError(f"no slot within {timeout:g} s ({what})")
             if should_stop is not None and should_stop():
                 raise AcquireTimeoutError("stopped waiting for a slot (should_stop)")
@@ -232,8 +294,16 @@ class Limiter:
         if attempt is not None:
             record["attempt"] = attempt
         sent_at = time.monotonic()
-        grant = replies.adopt(self._call("adopt", holder_id, int(self.lease_seconds * 1000),
-                                         json.dumps(record), prediction_id, attempt or ""))
+        grant = replies.adopt(
+            self._call(
+                "adopt",
+                holder_id,
+                int(self.lease_seconds * 1000),
+                json.dumps(record),
+                prediction_id,
+                attempt or "",
+            )
+        )
         if grant is None:
             return None
         lease = Lease(self, holder_id, grant, record, sent_at)
@@ -241,8 +311,9 @@ class Limiter:
         log.info("adopted the slot of %s for prediction %s", grant.previous_holder, prediction_id)
         return lease
 
-    def settle(self, prediction_id: str | None = None, *, attempt: str | None = None,
-               orphaned_only: bool = False) -> bool:
+    def settle(
+        self, prediction_id: str | None = None, *, attempt: str | None = None, orphaned_only: bool = False
+    ) -> bool:
         """`prediction_id` (or, when no slot is known for it or it is None, the creation of
         `attempt`) is over: terminal, canceled, or known never to have been created. Free the
         slot still counted for it. orphaned_only: only if its holder died, was cut off or
@@ -258,9 +329,13 @@ class Limiter:
         return replies.drop(self._call("drop", holder_id)).holder
 
     # --- rates ----------------------------------------------------------------------------------
-    def take_create_token(self, timeout: float | None = None,
-                          should_stop: Callable[[], bool] | None = None,
-                          holder: Lease | None = None, attempt: str | None = None) -> float:
+    def take_create_token(
+        self,
+        timeout: float | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        holder: Lease | None = None,
+        attempt: str | None = None,
+    ) -> float:
         """Block until a creation may be sent (exact window, honours a global pause). Returns the
         grant time (Unix seconds, Redis clock). AcquireTimeoutError (with .retry_after seconds)
         if it cannot be had within `timeout`.
@@ -276,8 +351,9 @@ class Limiter:
             raise ValueError("attempt must not be empty")
         return self._take("create", timeout, should_stop, holder, attempt)
 
-    def take_read_token(self, timeout: float | None = None,
-                        should_stop: Callable[[], bool] | None = None) -> float:
+    def take_read_token(
+        self, timeout: float | None = None, should_stop: Callable[[], bool] | None = None
+    ) -> float:
         """Block until a read (poll, get, file call) may be sent. Same contract as creations."""
         return self._take("read", timeout, should_stop)
 
@@ -289,8 +365,14 @@ class Limiter:
         seconds = min(seconds, LIMIT_BOUNDS["rate_window"][1])  # a retry_after beyond a day is nonsense
         return replies.pause_until(self._call("pause", max(int(seconds * 1000), 1), reason[:200]))
 
-    def _take(self, kind: str, timeout: float | None, should_stop: Callable[[], bool] | None,
-              holder: Lease | None = None, attempt: str | None = None) -> float:
+    def _take(
+        self,
+        kind: str,
+        timeout: float | None,
+        should_stop: Callable[[], bool] | None,
+        holder: Lease | None = None,
+        attempt: str | None = None,
+    ) -> float:
         agent = self._current_agent()
         deadline = None if timeout is None else time.monotonic() + timeout
         margin_ms = int(self.rate_margin * 1000)
@@ -303,8 +385,9 @@ class Limiter:
             if not token.granted:
                 if token.reason == "busy" or (deadline is not None and time.monotonic() + wait > deadline):
                     what = "creations are paused" if token.reason == "paused" else f"no {kind} token"
-                    raise AcquireTimeoutError(f"{what} for another {wait:.2f} s (timeout {timeout:g} s)",
-                                              retry_after=wait)
+                    raise AcquireTimeoutError(
+                        f"{what} for another {wait:.2f} s (timeout {timeout:g} s)", retry_after=wait
+                    )
                 # paused: sleep it out (a little jitter so the fleet does not resume in lockstep)
                 if not _sleep(wait + random.uniform(0, 0.05), should_stop):
                     raise AcquireTimeoutError(f"stopped waiting for a {kind} token (should_stop)")
@@ -316,9 +399,16 @@ class Limiter:
                 return granted_at
             # The reservation was cancelled (a pause began, or the state was lost): ask again.
 
-    def _await_reservation(self, kind: str, member: str, granted_at: float, wait: float,
-                           deadline: float | None, timeout: float | None,
-                           should_stop: Callable[[], bool] | None) -> float | None:
+    def _await_reservation(
+        self,
+        kind: str,
+        member: str,
+        granted_at: float,
+        wait: float,
+        deadline: float | None,
+        timeout: float | None,
+        should_stop: Callable[[], bool] | None,
+    ) -> float | None:
         """Sleep until a reserved grant time, then confirm it: a limit change may have moved it
         later (sleep again) and a pause may have cancelled it (None: take a new token). Returns
         the grant time the caller goes at. Every reservation is confirmed, so a change of the
@@ -326,8 +416,9 @@ class Limiter:
         while wait > 0:
             if deadline is not None and time.monotonic() + wait > deadline:
                 self._unreserve(kind, member)
-                raise AcquireTimeoutError(f"no {kind} token for another {wait:.2f} s (timeout {timeout:g} s)",
-                                          retry_after=wait)
+                raise AcquireTimeoutError(
+                    f"no {kind} token for another {wait:.2f} s (timeout {timeout:g} s)", retry_after=wait
+                )
             if not _sleep(wait, should_stop):
                 self._unreserve(kind, member)
                 raise AcquireTimeoutError(f"stopped waiting for a {kind} token (should_stop)")
@@ -363,21 +454,34 @@ class Limiter:
         own = self.default_limits
         try:
             concurrency_limit, create, read, rate_window_ms = self.redis.hmget(
-                self.keys.limiter_key("limits"), "concurrency_limit", "create_limit", "read_limit", "rate_window_ms")
+                self.keys.limiter_key("limits"),
+                "concurrency_limit",
+                "create_limit",
+                "read_limit",
+                "rate_window_ms",
+            )
         except redis.RedisError:
             concurrency_limit = create = read = rate_window_ms = None
         value = Limits(
             concurrency_limit=int(_stored("concurrency_limit", concurrency_limit, own.concurrency_limit)),
             create_limit=int(_stored("create_limit", create, own.create_limit)),
             read_limit=int(_stored("read_limit", read, own.read_limit)),
-            rate_window=_stored("rate_window", None if rate_window_ms is None else float(rate_window_ms) / 1000,
-                                float(own.rate_window)),
+            rate_window=_stored(
+                "rate_window",
+                None if rate_window_ms is None else float(rate_window_ms) / 1000,
+                float(own.rate_window),
+            ),
         )
         self._limits_cache = (now, value)
         return value
 
-    def set_limits(self, concurrency_limit: int | None = None, create_limit: int | None = None,
-                   read_limit: int | None = None, rate_window: float | None = None) -> None:
+    def set_limits(
+        self,
+        concurrency_limit: int | None = None,
+        create_limit: int | None = None,
+        read_limit: int | None = None,
+        rate_window: float | None = None,
+    ) -> None:
         """Change the limits for every host at once (no restarts). Only the limits given are
         written: the others stay as they are (workers seed absent ones from their own limits).
         ValueError if a value is outside LIMIT_BOUNDS (nothing is written then).
@@ -427,7 +531,9 @@ class Limiter:
         """Run one script with our config and last seen epoch; remember the epoch it answers
         with and return its result."""
         try:
-            epoch, result = self._scripts[name](keys=self._key_list, args=[self._config, self._known_epoch, *args])
+            epoch, result = self._scripts[name](
+                keys=self._key_list, args=[self._config, self._known_epoch, *args]
+            )
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise RedisUnavailableError(f"limiter cannot reach Redis: {exc}") from exc
         except redis.RedisError as exc:
@@ -440,8 +546,9 @@ def _checked(limits: Limits) -> dict[str, int | float]:
     """A limiter's own limits as the scripts seed them where Redis has none (the limits hash's
     fields). ConfigError naming the limit if one is out of LIMIT_BOUNDS."""
     try:
-        return limit_changes(limits.concurrency_limit, limits.create_limit, limits.read_limit,
-                             limits.rate_window)
+        return limit_changes(
+            limits.concurrency_limit, limits.create_limit, limits.read_limit, limits.rate_window
+        )
     except ValueError as exc:
         raise ConfigError(f"limiter limits: {exc}") from None
 

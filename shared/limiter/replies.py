@@ -1,5 +1,6 @@
 """The limiter scripts' replies, decoded into named results (each script's header in lua/ says
 what it returns; the epoch every reply carries is taken off before, by `Limiter._call`)."""
+
 from __future__ import annotations
 
 import json
@@ -70,8 +71,12 @@ def acquire(raw: list[Any]) -> Grant | Queued:
     if int(raw[0]) == 1:
         fence, granted_at, epoch, _expires, handoff_ms = raw[1:6]
         handoff = float(handoff_ms)
-        return Grant(int(fence), float(granted_at) / 1000, text(epoch),
-                     handoff_seconds=None if handoff < 0 else handoff / 1000)
+        return Grant(
+            int(fence),
+            float(granted_at) / 1000,
+            text(epoch),
+            handoff_seconds=None if handoff < 0 else handoff / 1000,
+        )
     rank, free, recovery_ms = raw[1:4]
     return Queued(int(rank), int(free), float(recovery_ms))
 
@@ -90,8 +95,9 @@ def drop(raw: list[Any]) -> Dropped:
 
 def heartbeat(raw: list[Any]) -> Renewals:
     holders, waiters, epoch, earliest = raw
-    return Renewals([int(h) for h in holders or []], [int(w) for w in waiters or []], text(epoch),
-                    float(earliest))
+    return Renewals(
+        [int(h) for h in holders or []], [int(w) for w in waiters or []], text(epoch), float(earliest)
+    )
 
 
 def token(raw: list[Any]) -> Token:

@@ -1,4 +1,5 @@
 """Plain data the limiter hands in and out: who holds a slot, and a status snapshot."""
+
 from __future__ import annotations
 
 import os

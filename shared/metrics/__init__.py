@@ -1,6 +1,7 @@
 """Prometheus metrics for what Flower cannot show: the limiter, the batches, and counters that
 workers keep in Redis. Workers call the record_*/observe_* functions; an exporter process serves
 them (`producer metrics`, see producer/metrics_server.py)."""
+
 from shared.metrics.recorder import (
     PREDICTION_OUTCOMES,
     WAIT_BUCKETS,

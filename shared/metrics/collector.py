@@ -3,11 +3,13 @@ limiter's status, the ledger's counters of every active batch, and the counters 
 the metrics hash (see recorder.py). Nothing is cached between scrapes, so any number of exporters
 (one per host, or one `producer metrics`) report the same numbers.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -78,8 +80,12 @@ class FleetCollector(Collector):
             "1 if this part of the fleet state was read on this scrape, 0 if it failed or is unavailable",
             labels=["part"],
         )
-        for part, method in (("limiter", self._limiter_metrics), ("ledger", self._ledger_metrics),
-                             ("queue", self._queue_metrics), ("counters", self._counter_metrics)):
+        for part, method in (
+            ("limiter", self._limiter_metrics),
+            ("ledger", self._ledger_metrics),
+            ("queue", self._queue_metrics),
+            ("counters", self._counter_metrics),
+        ):
             try:
                 families = list(method())
             except Exception as exc:  # one broken part must not empty the whole scrape
@@ -103,30 +109,46 @@ class FleetCollector(Collector):
             if value is not None:
                 yield GaugeMetricFamily(f"{NAMESPACE}_{name}", doc, value=float(value))
 
-        yield from gauge("slots_limit", "account-wide concurrency limit (slots)", status.get("concurrency_limit"))
+        yield from gauge(
+            "slots_limit", "account-wide concurrency limit (slots)", status.get("concurrency_limit")
+        )
         yield from gauge("slots_in_use", "slots held right now, across every host", status.get("in_use"))
         yield from gauge("slots_free", "slots free right now", status.get("free"))
         yield from gauge("slot_waiters", "tasks waiting for a slot", status.get("waiters"))
         yield from gauge("slot_utilisation", "in_use / concurrency_limit", status.get("utilisation"))
-        yield from gauge("creations_in_window", "creation tokens granted in the current window",
-                         status.get("creations_in_window"))
-        yield from gauge("creations_reserved", "creation tokens granted for a moment still ahead",
-                         status.get("creations_reserved"))
+        yield from gauge(
+            "creations_in_window",
+            "creation tokens granted in the current window",
+            status.get("creations_in_window"),
+        )
+        yield from gauge(
+            "creations_reserved",
+            "creation tokens granted for a moment still ahead",
+            status.get("creations_reserved"),
+        )
         yield from gauge("create_limit", "creation tokens allowed per window", status.get("create_limit"))
-        yield from gauge("reads_in_window", "read tokens granted in the current window", status.get("reads_in_window"))
-        yield from gauge("reads_reserved", "read tokens granted for a moment still ahead", status.get("reads_reserved"))
+        yield from gauge(
+            "reads_in_window", "read tokens granted in the current window", status.get("reads_in_window")
+        )
+        yield from gauge(
+            "reads_reserved", "read tokens granted for a moment still ahead", status.get("reads_reserved")
+        )
         yield from gauge("read_limit", "read tokens allowed per window", status.get("read_limit"))
         yield from gauge("rate_window_seconds", "length of the rate window", status.get("rate_window"))
         left = status.get("pause_seconds_left")
         if left is None and status.get("paused_until") is not None:
             left = 0.0  # absolute time only: active-ness unknown without Redis time; report 0
         left = max(0.0, float(left or 0.0))
-        yield from gauge("creation_pause_active", "1 while creations are paused after a 429", 1 if left > 0 else 0)
+        yield from gauge(
+            "creation_pause_active", "1 while creations are paused after a 429", 1 if left > 0 else 0
+        )
         yield from gauge("creation_pause_seconds_left", "seconds until creations resume", left)
 
         holders = status.get("holders") or []
         by_host = GaugeMetricFamily(f"{NAMESPACE}_slots_held", "slots held, by host", labels=["host"])
-        by_model = GaugeMetricFamily(f"{NAMESPACE}_slots_held_by_model", "slots held, by model", labels=["model"])
+        by_model = GaugeMetricFamily(
+            f"{NAMESPACE}_slots_held_by_model", "slots held, by model", labels=["model"]
+        )
         counts: dict[str, int] = {}
         model_counts: dict[str, int] = {}
         oldest = 0.0
@@ -142,9 +164,11 @@ class FleetCollector(Collector):
             by_model.add_metric([model], count)
         yield by_host
         yield by_model
-        yield GaugeMetricFamily(f"{NAMESPACE}_slot_oldest_hold_seconds",
-                                "how long the longest-held slot has been held (a stuck holder shows here)",
-                                value=oldest)
+        yield GaugeMetricFamily(
+            f"{NAMESPACE}_slot_oldest_hold_seconds",
+            "how long the longest-held slot has been held (a stuck holder shows here)",
+            value=oldest,
+        )
 
     # --- ledger --------------------------------------------------------------------------------
     def _ledger_metrics(self) -> Iterator[Any]:
@@ -153,11 +177,18 @@ class FleetCollector(Collector):
                 self._ledger = self._ledger_factory()
             except ImportError:
                 return
-        batches = [b for b in self._ledger.list_batches(limit=MAX_BATCHES) if not getattr(b, "finished", False)]
-        active = GaugeMetricFamily(f"{NAMESPACE}_batches_active", "batches not finished yet", value=len(batches))
-        items = GaugeMetricFamily(f"{NAMESPACE}_batch_items", "items of an active batch, by status",
-                                  labels=["batch", "status"])
-        totals = GaugeMetricFamily(f"{NAMESPACE}_batch_items_total", "items in an active batch", labels=["batch"])
+        batches = [
+            b for b in self._ledger.list_batches(limit=MAX_BATCHES) if not getattr(b, "finished", False)
+        ]
+        active = GaugeMetricFamily(
+            f"{NAMESPACE}_batches_active", "batches not finished yet", value=len(batches)
+        )
+        items = GaugeMetricFamily(
+            f"{NAMESPACE}_batch_items", "items of an active batch, by status", labels=["batch", "status"]
+        )
+        totals = GaugeMetricFamily(
+            f"{NAMESPACE}_batch_items_total", "items in an active batch", labels=["batch"]
+        )
         for batch in batches:
             batch_id = str(batch.id)
             totals.add_metric([batch_id], float(batch.total))
@@ -172,12 +203,21 @@ class FleetCollector(Collector):
         from shared.scheduler import Scheduler
 
         depths = Scheduler(self.client, self.keys).depths(self.settings.queue)
-        ready = GaugeMetricFamily(f"{NAMESPACE}_queue_ready", "sends due and waiting for their turn in the "
-                                  "schedule, by batch priority", labels=["priority"])
-        broker = GaugeMetricFamily(f"{NAMESPACE}_queue_broker", "messages in the broker's queue (taken by no "
-                                   "worker yet), by batch priority", labels=["priority"])
-        batches = GaugeMetricFamily(f"{NAMESPACE}_queue_batches", "batches with sends waiting for their turn, "
-                                    "by priority", labels=["priority"])
+        ready = GaugeMetricFamily(
+            f"{NAMESPACE}_queue_ready",
+            "sends due and waiting for their turn in the schedule, by batch priority",
+            labels=["priority"],
+        )
+        broker = GaugeMetricFamily(
+            f"{NAMESPACE}_queue_broker",
+            "messages in the broker's queue (taken by no worker yet), by batch priority",
+            labels=["priority"],
+        )
+        batches = GaugeMetricFamily(
+            f"{NAMESPACE}_queue_batches",
+            "batches with sends waiting for their turn, by priority",
+            labels=["priority"],
+        )
         for priority in depths.ready:
             ready.add_metric([priority], float(depths.ready[priority]))
             broker.add_metric([priority], float(depths.broker.get(priority, 0)))
@@ -185,34 +225,78 @@ class FleetCollector(Collector):
         yield ready
         yield broker
         yield batches
-        yield GaugeMetricFamily(f"{NAMESPACE}_queue_scheduled", "delayed sends not due yet (backoff, "
-                                "retry_after, rechecks)", value=float(depths.scheduled))
-        yield GaugeMetricFamily(f"{NAMESPACE}_queue_max_late_seconds", "the latest a delayed send joined its "
-                                "line after its due time (Redis time), since the schedule began", value=depths.max_late)
+        yield GaugeMetricFamily(
+            f"{NAMESPACE}_queue_scheduled",
+            "delayed sends not due yet (backoff, retry_after, rechecks)",
+            value=float(depths.scheduled),
+        )
+        yield GaugeMetricFamily(
+            f"{NAMESPACE}_queue_max_late_seconds",
+            "the latest a delayed send joined its "
+            "line after its due time (Redis time), since the schedule began",
+            value=depths.max_late,
+        )
 
     # --- counters from workers -----------------------------------------------------------------
     def _counter_metrics(self) -> Iterator[Any]:
         counters = _separate_non_outcomes(read_counters(self.client, self.keys))
         specs = (
-            ("predictions", "predictions_total",
-             "attempts ended, by model and outcome (succeeded, failed, canceled, transient_error)",
-             ["model", "outcome"]),
-            ("resumptions", "predictions_resumed_total",
-             "predictions of an earlier run resumed without a new creation", ["model"]),
-            ("substitutes", "items_substituted_total",
-             "items given the substitute image after every model failed, by last model", ["model"]),
-            ("creations", "creations_total", "predictions created on Replicate (paid calls started)", ["model"]),
+            (
+                "predictions",
+                "predictions_total",
+                "attempts ended, by model and outcome (succeeded, failed, canceled, transient_error)",
+                ["model", "outcome"],
+            ),
+            (
+                "resumptions",
+                "predictions_resumed_total",
+                "predictions of an earlier run resumed without a new creation",
+                ["model"],
+            ),
+            (
+                "substitutes",
+                "items_substituted_total",
+                "items given the substitute image after every model failed, by last model",
+                ["model"],
+            ),
+            (
+                "creations",
+                "creations_total",
+                "predictions created on Replicate (paid calls started)",
+                ["model"],
+            ),
             ("retries", "retries_total", "attempts retried on the same model", ["model", "reason"]),
-            ("fallbacks", "fallbacks_total", "items moved to the next model of their route", ["from_model", "to_model"]),
+            (
+                "fallbacks",
+                "fallbacks_total",
+                "items moved to the next model of their route",
+                ["from_model", "to_model"],
+            ),
             ("rate_limited", "rate_limited_total", "HTTP 429 answers from Replicate", ["kind"]),
-            ("creation_pauses", "creation_pauses_total",
-             "fleet-wide creation pauses set after a 429 on create", []),
-            ("creation_pause_requested_seconds", "creation_pause_requested_seconds_total",
-             "seconds of creation pause asked for after 429s (pauses overlap: not wall time)", []),
-            ("cost_usd", "cost_usd_total",
-             "estimated USD of succeeded predictions (registry prices), by model", ["model"]),
-            ("ends_noticed", "prediction_ends_noticed_total",
-             "how workers learned that a prediction ended (webhook, poll)", ["via"]),
+            (
+                "creation_pauses",
+                "creation_pauses_total",
+                "fleet-wide creation pauses set after a 429 on create",
+                [],
+            ),
+            (
+                "creation_pause_requested_seconds",
+                "creation_pause_requested_seconds_total",
+                "seconds of creation pause asked for after 429s (pauses overlap: not wall time)",
+                [],
+            ),
+            (
+                "cost_usd",
+                "cost_usd_total",
+                "estimated USD of succeeded predictions (registry prices), by model",
+                ["model"],
+            ),
+            (
+                "ends_noticed",
+                "prediction_ends_noticed_total",
+                "how workers learned that a prediction ended (webhook, poll)",
+                ["via"],
+            ),
             ("webhooks", "webhooks_total", "deliveries at the webhook receiver, by outcome", ["outcome"]),
         )
         for source, name, doc, labels in specs:
@@ -223,7 +307,9 @@ class FleetCollector(Collector):
             yield family
         yield self._wait_histogram(counters)
 
-    def _wait_histogram(self, counters: dict[str, list[tuple[dict[str, str], float]]]) -> HistogramMetricFamily:
+    def _wait_histogram(
+        self, counters: dict[str, list[tuple[dict[str, str], float]]]
+    ) -> HistogramMetricFamily:
         family = HistogramMetricFamily(
             f"{NAMESPACE}_limiter_wait_seconds",
             "time spent waiting on the limiter, by kind (slot, create, read, handoff)",
@@ -245,8 +331,9 @@ class FleetCollector(Collector):
         return family
 
 
-def _separate_non_outcomes(counters: dict[str, list[tuple[dict[str, str], float]]]
-                           ) -> dict[str, list[tuple[dict[str, str], float]]]:
+def _separate_non_outcomes(
+    counters: dict[str, list[tuple[dict[str, str], float]]],
+) -> dict[str, list[tuple[dict[str, str], float]]]:
     """Counts written as predictions{outcome=resumed|substituted} (by workers of an older
     version) join their own counters, so fleet_predictions_total holds only ends of attempts."""
     kept, moved = [], {}

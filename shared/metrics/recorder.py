@@ -7,12 +7,14 @@ model name like `black-forest-labs/flux-schnell` needs no escaping). Each call i
 round trip without MULTI: a counter that misses one increment when Redis fails over is acceptable
 for monitoring, and the work itself never waits for, or fails on, its metrics.
 """
+
 from __future__ import annotations
 
 import bisect
 import json
 import logging
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import redis
 
@@ -22,7 +24,24 @@ log = logging.getLogger(__name__)
 
 # Histogram buckets (seconds) for waits on the limiter: a free slot is ~1 ms (one Lua call), a
 # full account queues for whole prediction lengths (tens of seconds to minutes).
-WAIT_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+WAIT_BUCKETS: tuple[float, ...] = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    120,
+    300,
+    600,
+)
 
 # How an attempt on a model ended; each attempt that ends counts exactly once, so
 # succeeded / sum(all outcomes) is the success ratio:
@@ -53,7 +72,12 @@ def decode_field(field: str) -> tuple[str, dict[str, str]]:
     return metric, labels
 
 
-def _apply(client: redis.Redis, keys: Keys, ints: Iterable[tuple[str, int]] = (), floats: Iterable[tuple[str, float]] = ()) -> None:
+def _apply(
+    client: redis.Redis,
+    keys: Keys,
+    ints: Iterable[tuple[str, int]] = (),
+    floats: Iterable[tuple[str, float]] = (),
+) -> None:
     key = metrics_key(keys)
     try:
         pipe = client.pipeline(transaction=False)
@@ -98,8 +122,12 @@ def record_substituted(client: redis.Redis, keys: Keys, model: str) -> None:
 def record_creation_pause(client: redis.Redis, keys: Keys, seconds: float) -> None:
     """A worker paused creations fleet-wide after a 429 on create, for `seconds` (retry_after).
     Pauses overlap (the longest wins), so the seconds are what was asked for, not wall time."""
-    _apply(client, keys, ints=[(encode_field("creation_pauses"), 1)],
-           floats=[(encode_field("creation_pause_requested_seconds"), max(0.0, float(seconds)))])
+    _apply(
+        client,
+        keys,
+        ints=[(encode_field("creation_pauses"), 1)],
+        floats=[(encode_field("creation_pause_requested_seconds"), max(0.0, float(seconds)))],
+    )
 
 
 def record_creation(client: redis.Redis, keys: Keys, model: str) -> None:

@@ -1,10 +1,11 @@
 """The model registry: what every Replicate model we can call accepts, returns and costs.
 
-    registry = load_registry(extra=None)      # built-in data file + optional user file
-    spec = registry.get("flux-dev")           # aliases and case are forgiven; UnknownModelError otherwise
-    ref = registry.schema_ref("stability-ai/sdxl")   # not curated: its published schema describes it
-    registry = registry.with_schemas({ref: schema})  # schema (shared.models.schema_store) -> spec
+registry = load_registry(extra=None)      # built-in data file + optional user file
+spec = registry.get("flux-dev")           # aliases and case are forgiven; UnknownModelError otherwise
+ref = registry.schema_ref("stability-ai/sdxl")   # not curated: its published schema describes it
+registry = registry.with_schemas({ref: schema})  # schema (shared.models.schema_store) -> spec
 """
+
 from shared.models.openapi import ModelSchema, SchemaError
 from shared.models.reference import ModelRef, parse_ref
 from shared.models.registry import BUILTIN_MODELS_FILE, ModelRegistry, load_registry

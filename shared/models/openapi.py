@@ -6,18 +6,28 @@ references to a component of their own, ranges, defaults, `required`) and `Outpu
 list of URIs, text ...). `derive_entry` turns that into a model table of the registry's own file
 format, so a user file can be layered over it like over a built-in model.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Mapping
+from typing import Any
 
 from shared.errors import ParamValueError, SchemaError
 from shared.models.spec import ParamSpec
 
 # Inputs that take the item's reference images when a schema has one of them (first match wins).
-REFERENCE_NAMES = ("image_input", "input_image", "input_images", "image", "start_image", "first_frame_image",
-                   "init_image", "image_prompt")
+REFERENCE_NAMES = (
+    "image_input",
+    "input_image",
+    "input_images",
+    "image",
+    "start_image",
+    "first_frame_image",
+    "init_image",
+    "image_prompt",
+)
 _VIDEO_FORMATS = {"mp4", "webm", "mov", "gif"}
 _VIDEO_WORDS = ("fps", "num_frames", "max_frames", "frames", "video_length", "duration")
 _INT_TYPES = {"integer": "int", "number": "float", "boolean": "bool", "string": "string"}
@@ -37,20 +47,28 @@ class ModelSchema:
     components: Mapping[str, Any] = field(repr=False)  # openapi_schema.components.schemas
 
     @classmethod
-    def from_openapi(cls, ref: str, model: str, version: str | None, openapi: Any) -> "ModelSchema":
+    def from_openapi(cls, ref: str, model: str, version: str | None, openapi: Any) -> ModelSchema:
         schemas = (openapi or {}).get("components", {}).get("schemas") if isinstance(openapi, dict) else None
         if not isinstance(schemas, dict) or not isinstance(schemas.get("Input"), dict):
-            raise SchemaError(f"{ref}: the model publishes no input schema (openapi_schema.components."
-                              "schemas.Input); add it to FLEET_MODELS_FILE with its parameters instead")
+            raise SchemaError(
+                f"{ref}: the model publishes no input schema (openapi_schema.components."
+                "schemas.Input); add it to FLEET_MODELS_FILE with its parameters instead"
+            )
         return cls(ref=ref, model=model, version=version, components=schemas)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ref": self.ref, "model": self.model, "version": self.version, "components": dict(self.components)}
+        return {
+            "ref": self.ref,
+            "model": self.model,
+            "version": self.version,
+            "components": dict(self.components),
+        }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ModelSchema":
-        return cls(ref=data["ref"], model=data["model"], version=data.get("version"),
-                   components=data["components"])
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelSchema:
+        return cls(
+            ref=data["ref"], model=data["model"], version=data.get("version"), components=data["components"]
+        )
 
     @cached_property
     def input_validator(self) -> Any:
@@ -91,16 +109,20 @@ class ModelSchema:
         return flat
 
     def output_shape(self) -> str:
-        """"single" (one file URI) or "list" (a list or iterator of file URIs); SchemaError for
+        """ "single" (one file URI) or "list" (a list or iterator of file URIs); SchemaError for
         outputs that are not files (text, objects), which this fleet cannot store."""
         out = self.resolve(self.output)
         if _is_uri(out):
             return "single"
         if out.get("type") == "array" and _is_uri(self.resolve(out.get("items") or {})):
             return "list"
-        what = "text" if out.get("type") in ("string", "array") else (out.get("type") or "an undescribed value")
-        raise SchemaError(f"{self.ref} returns {what}, not files (its Output schema: {dict(self.output)}); "
-                          "the fleet stores images and videos")
+        what = (
+            "text" if out.get("type") in ("string", "array") else (out.get("type") or "an undescribed value")
+        )
+        raise SchemaError(
+            f"{self.ref} returns {what}, not files (its Output schema: {dict(self.output)}); "
+            "the fleet stores images and videos"
+        )
 
 
 def _is_uri(schema: Mapping[str, Any]) -> bool:
@@ -127,9 +149,12 @@ def derive_entry(schema: ModelSchema) -> dict[str, Any]:
     reference = next((n for n in REFERENCE_NAMES if n in props and _accepts_uri(props[n], schema)[0]), None)
     if reference is not None:
         is_list = _accepts_uri(props[reference], schema)[1]
-        entry.update(reference_param=reference, reference_is_list=is_list,
-                     max_references=int(props[reference].get("maxItems", 10)) if is_list else 1,
-                     reference_required=reference in schema.required)
+        entry.update(
+            reference_param=reference,
+            reference_is_list=is_list,
+            max_references=int(props[reference].get("maxItems", 10)) if is_list else 1,
+            reference_required=reference in schema.required,
+        )
     entry["file_params"] = [n for n, p in props.items() if _accepts_uri(p, schema)[0] and n != reference]
     params: dict[str, dict[str, Any]] = {}
     for name, prop in props.items():
@@ -140,8 +165,9 @@ def derive_entry(schema: ModelSchema) -> dict[str, Any]:
     formats = params.get("output_format", {}).get("values") or []
     default = params.get("output_format", {}).get("default") or (formats[0] if formats else None)
     # A guess a user file can correct (kind, default_format): videos come one file per call.
-    video = output == "single" and (any(str(f) in _VIDEO_FORMATS for f in formats)
-                                    or any(w in props for w in _VIDEO_WORDS))
+    video = output == "single" and (
+        any(str(f) in _VIDEO_FORMATS for f in formats) or any(w in props for w in _VIDEO_WORDS)
+    )
     entry["kind"] = "video" if video else "image"
     entry["default_format"] = str(default) if default else ("mp4" if video else "png")
     return entry
@@ -154,8 +180,12 @@ def _param_entry(prop: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(prop.get("description"), str):
         out["description"] = prop["description"][:300]
     enum = prop.get("enum")
-    if isinstance(enum, list) and enum and all(isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool))
-                                               for v in enum) and len({str(v) for v in enum}) == len(enum):
+    if (
+        isinstance(enum, list)
+        and enum
+        and all(isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool)) for v in enum)
+        and len({str(v) for v in enum}) == len(enum)
+    ):
         out.update(type="enum", values=list(enum))
     else:
         out["type"] = _INT_TYPES.get(str(prop.get("type")), "json") if not enum else "json"
@@ -172,6 +202,8 @@ def _param_entry(prop: Mapping[str, Any]) -> dict[str, Any]:
 def _fits(entry: Mapping[str, Any], value: Any) -> bool:
     spec = ParamSpec("x", entry["type"], tuple(entry.get("values", ())), entry.get("min"), entry.get("max"))
     try:
-        return spec.check(value) == value and not (isinstance(value, str) and spec.type in ("int", "float", "bool"))
+        return spec.check(value) == value and not (
+            isinstance(value, str) and spec.type in ("int", "float", "bool")
+        )
     except ParamValueError:
         return False

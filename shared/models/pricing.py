@@ -10,9 +10,11 @@ a limit is in force. It raises UnpricedModelError (an InputError: exit 2, nothin
 every model of any item's route that has no price and no `--price-per-call`, with the items and
 how to give a price; it returns quietly when every model that may run is priced.
 """
+
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from shared.errors import Problem, UnpricedModelError
 from shared.request import ImageRequest
@@ -21,13 +23,13 @@ if TYPE_CHECKING:
     from shared.models import ModelRegistry
 
 
-def call_cost(request: ImageRequest, model: str, params: dict, registry: "ModelRegistry") -> float | None:
+def call_cost(request: ImageRequest, model: str, params: dict, registry: ModelRegistry) -> float | None:
     """USD for one call of `model` for `request` with `params`; None when nobody gave a price."""
     cost = registry.get(model).cost(params)
     return cost if cost is not None else request.price_per_call
 
 
-def unpriced(requests: Iterable[ImageRequest], registry: "ModelRegistry") -> dict[str, list[int]]:
+def unpriced(requests: Iterable[ImageRequest], registry: ModelRegistry) -> dict[str, list[int]]:
     """Model -> indexes of the items whose route may run it although its price is unknown."""
     found: dict[str, list[int]] = {}
     for request in requests:
@@ -39,17 +41,23 @@ def unpriced(requests: Iterable[ImageRequest], registry: "ModelRegistry") -> dic
     return found
 
 
-def refuse_unpriced(requests: Sequence[ImageRequest], registry: "ModelRegistry", *, limit: str) -> None:
+def refuse_unpriced(requests: Sequence[ImageRequest], registry: ModelRegistry, *, limit: str) -> None:
     """Raise UnpricedModelError when a spending limit (`limit`, e.g. "--max-cost $20" or
     "REPLICATE_DAILY_BUDGET $500") is in force and some item may run a model without a price.
     The limit cannot be kept for a model whose cost is unknown, so nothing is enqueued."""
     problems = []
     for model, indexes in sorted(unpriced(requests, registry).items()):
-        shown = ", ".join(map(str, indexes[:10])) + (f" and {len(indexes) - 10} more" if len(indexes) > 10 else "")
-        problems.append(Problem(
-            f"{model} has no known price and a spending limit ({limit}) is in force, so its cost cannot be "
-            f"kept under it (item(s) {shown}). Give it a price in FLEET_MODELS_FILE "
-            f"([models.\"{model}\"] price = USD, price_unit = \"image\" | \"call\" | \"second\"), or pass "
-            "--price-per-call USD", field="model"))
+        shown = ", ".join(map(str, indexes[:10])) + (
+            f" and {len(indexes) - 10} more" if len(indexes) > 10 else ""
+        )
+        problems.append(
+            Problem(
+                f"{model} has no known price and a spending limit ({limit}) is in force, so its cost cannot be "
+                f"kept under it (item(s) {shown}). Give it a price in FLEET_MODELS_FILE "
+                f'([models."{model}"] price = USD, price_unit = "image" | "call" | "second"), or pass '
+                "--price-per-call USD",
+                field="model",
+            )
+        )
     if problems:
         raise UnpricedModelError(problems)

@@ -7,6 +7,7 @@
 A reference is also how a model is named in the registry, in task arguments and in results, so
 `str(ref)` gives back exactly the text above.
 """
+
 from __future__ import annotations
 
 import re
@@ -49,15 +50,17 @@ def parse_ref(text: object) -> ModelRef:
         raise ValueError(f"a model is named by a string like 'owner/name', not {type(text).__name__}")
     value = text.strip()
     if value.startswith(DEPLOYMENT_PREFIX):
-        match = _MODEL.match(value[len(DEPLOYMENT_PREFIX):])
+        match = _MODEL.match(value[len(DEPLOYMENT_PREFIX) :])
         if match is None:
             raise ValueError(f"{text!r} is not a deployment: write deployments/owner/name")
         return ModelRef(match.group(1), match.group(2), deployment=True)
     model, colon, version = value.partition(":")
     match = _MODEL.match(model)
     if match is None:
-        raise ValueError(f"{text!r} is not a model reference: write owner/name, owner/name:VERSION "
-                         "or deployments/owner/name")
+        raise ValueError(
+            f"{text!r} is not a model reference: write owner/name, owner/name:VERSION "
+            "or deployments/owner/name"
+        )
     if colon and not _VERSION.match(version):
         raise ValueError(f"{text!r}: a version id is 64 lowercase hexadecimal characters, not {version!r}")
     return ModelRef(match.group(1), match.group(2), version=version or None)

@@ -13,14 +13,16 @@ route, aliases or mappings) is an overlay, completed from the schema of the mode
 (`with_schemas`). Models named by no entry at all (any `owner/name`, `owner/name:VERSION`,
 `deployments/owner/name`) are taken from their schema alone: no price, no fallback.
 """
+
 from __future__ import annotations
 
 import difflib
 import json
 import re
 import sys
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -42,9 +44,23 @@ _TOP_KEYS = {"routing", "mappings", "models"}
 _ROUTING_KEYS = {"single_reference_model", "multi_reference_model", "default_model", "max_route_length"}
 _MAPPING_KEYS = {"values", "renames"}
 _MODEL_KEYS = {
-    "kind", "aliases", "description", "reference_param", "max_references", "reference_is_list",
-    "reference_required", "output", "default_format", "price", "price_unit", "price_note",
-    "fallback", "params", "mappings", "prompt_param", "file_params",
+    "kind",
+    "aliases",
+    "description",
+    "reference_param",
+    "max_references",
+    "reference_is_list",
+    "reference_required",
+    "output",
+    "default_format",
+    "price",
+    "price_unit",
+    "price_note",
+    "fallback",
+    "params",
+    "mappings",
+    "prompt_param",
+    "file_params",
 }
 # What makes an entry complete (used as written); without them it is an overlay on the schema.
 _REQUIRED_MODEL_KEYS = ("kind", "output", "default_format")
@@ -146,11 +162,15 @@ class ModelRegistry:
         if failure is not None:
             return f"{failure}{hint}"
         if is_reference(name):
-            return (f"model {name!r} is not in the registry and its schema was not read (it is read from "
-                    f"Replicate at submit, which needs REPLICATE_API_TOKEN and Redis).{hint}")
-        return (f"unknown model {name!r}.{hint} Known models: {', '.join(self.names())}. Any Replicate "
-                "model works too: owner/name, owner/name:VERSION or deployments/owner/name (FLEET_MODELS_FILE "
-                "can give it a price, a route, aliases)")
+            return (
+                f"model {name!r} is not in the registry and its schema was not read (it is read from "
+                f"Replicate at submit, which needs REPLICATE_API_TOKEN and Redis).{hint}"
+            )
+        return (
+            f"unknown model {name!r}.{hint} Known models: {', '.join(self.names())}. Any Replicate "
+            "model works too: owner/name, owner/name:VERSION or deployments/owner/name (FLEET_MODELS_FILE "
+            "can give it a price, a route, aliases)"
+        )
 
     # -- models known by their schema ---------------------------------------------------------------
     def overlay_names(self) -> list[str]:
@@ -177,8 +197,10 @@ class ModelRegistry:
             if target is None or target == ref:
                 errors.append(f"{_where(source, ref, 'fallback')}: unknown model {name!r}")
             elif target in self._specs and self._specs[target].kind != spec.kind:
-                errors.append(f"{_where(source, ref, 'fallback')}: {name!r} makes {self._specs[target].kind}s, "
-                              f"this model makes {spec.kind}s")
+                errors.append(
+                    f"{_where(source, ref, 'fallback')}: {name!r} makes {self._specs[target].kind}s, "
+                    f"this model makes {spec.kind}s"
+                )
             else:
                 fallback.append(target)
         if errors or spec is None:
@@ -187,8 +209,9 @@ class ModelRegistry:
 
         return replace(spec, schema=schema, fallback=tuple(dict.fromkeys(fallback)))
 
-    def with_schemas(self, schemas: Mapping[str, ModelSchema],
-                     failures: Mapping[str, str] | None = None) -> "ModelRegistry":
+    def with_schemas(
+        self, schemas: Mapping[str, ModelSchema], failures: Mapping[str, str] | None = None
+    ) -> ModelRegistry:
         """A registry that also knows the models of `schemas` (ref -> schema), and says why the
         models of `failures` (ref -> reason) are unknown; this one is unchanged."""
         specs = dict(self._specs)
@@ -200,10 +223,16 @@ class ModelRegistry:
                 except SchemaError as exc:  # e.g. a model that returns text
                     failed[ref] = str(exc)
         registry = ModelRegistry(
-            specs, single_reference_model=self.single_reference_model,
-            multi_reference_model=self.multi_reference_model, default_model=self.default_model,
-            max_route_length=self.max_route_length, value_maps=self.value_maps, renames=self.renames,
-            sources=self.sources, overlays={n: o for n, o in self._overlays.items() if n not in specs})
+            specs,
+            single_reference_model=self.single_reference_model,
+            multi_reference_model=self.multi_reference_model,
+            default_model=self.default_model,
+            max_route_length=self.max_route_length,
+            value_maps=self.value_maps,
+            renames=self.renames,
+            sources=self.sources,
+            overlays={n: o for n, o in self._overlays.items() if n not in specs},
+        )
         registry.schema_failures = {**self.schema_failures, **failed}
         return registry
 
@@ -244,7 +273,7 @@ class ModelRegistry:
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
-    def from_data(cls, *layers: tuple[Mapping[str, Any], str]) -> "ModelRegistry":
+    def from_data(cls, *layers: tuple[Mapping[str, Any], str]) -> ModelRegistry:
         """Build from (data, source name) layers, later layers over earlier ones; validates all."""
         errors: list[str] = []
         merged: dict[str, Any] = {"routing": {}, "mappings": {"values": {}, "renames": {}}, "models": {}}
@@ -276,7 +305,9 @@ def _read_file(path: Path) -> dict[str, Any]:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise ConfigError(f"model registry file {str(path)!r} cannot be read: {exc.strerror or exc}") from None
+        raise ConfigError(
+            f"model registry file {str(path)!r} cannot be read: {exc.strerror or exc}"
+        ) from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -285,7 +316,9 @@ def _read_file(path: Path) -> dict[str, Any]:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+            raise ConfigError(
+                f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+            ) from None
     else:
         try:
             data = tomllib.loads(text)
@@ -347,7 +380,9 @@ def _check_shape(data: Mapping[str, Any], source: str, errors: list[str]) -> Non
 
 
 def _check_mappings(mappings: Any, source: str, model: str | None, errors: list[str]) -> None:
-    where = (lambda f: _where(source, model, f))
+    def where(field: str) -> str:
+        return _where(source, model, field)
+
     if not isinstance(mappings, dict):
         errors.append(f"{where('mappings')}: must be a table")
         return
@@ -360,7 +395,9 @@ def _check_mappings(mappings: Any, source: str, model: str | None, errors: list[
     else:
         for param, table in values.items():
             if not isinstance(table, dict):
-                errors.append(f"{where(f'mappings.values.{param}')}: must be a table of value -> [candidates]")
+                errors.append(
+                    f"{where(f'mappings.values.{param}')}: must be a table of value -> [candidates]"
+                )
                 continue
             for value, candidates in table.items():
                 if not isinstance(candidates, list) or not all(
@@ -372,7 +409,9 @@ def _check_mappings(mappings: Any, source: str, model: str | None, errors: list[
         errors.append(f"{where('mappings.renames')}: must be a table of parameter -> [names]")
     else:
         for param, names in renames.items():
-            if not isinstance(names, list) or not all(isinstance(n, str) and _PARAM_NAME.match(n) for n in names):
+            if not isinstance(names, list) or not all(
+                isinstance(n, str) and _PARAM_NAME.match(n) for n in names
+            ):
                 errors.append(f"{where(f'mappings.renames.{param}')}: must be a list of parameter names")
 
 
@@ -381,8 +420,11 @@ def _check_model_shape(name: str, model: Any, source: str, errors: list[str]) ->
         errors.append(f"{_where(source, name, field)}: {message}")
 
     if not is_reference(name):
-        bad(None, "a model name is owner/name, as Replicate spells it (e.g. black-forest-labs/flux-dev), "
-                  "or owner/name:VERSION, or deployments/owner/name")
+        bad(
+            None,
+            "a model name is owner/name, as Replicate spells it (e.g. black-forest-labs/flux-dev), "
+            "or owner/name:VERSION, or deployments/owner/name",
+        )
     if not isinstance(model, dict):
         bad(None, "must be a table of fields")
         return
@@ -394,21 +436,29 @@ def _check_model_shape(name: str, model: Any, source: str, errors: list[str]) ->
         "output": (lambda v: v in OUTPUTS, f"must be one of {', '.join(OUTPUTS)}"),
         "price_unit": (lambda v: v in PRICE_UNITS, f"must be one of {', '.join(PRICE_UNITS)}"),
         "price": (lambda v: is_number(v) and v >= 0, "must be a number >= 0 (USD)"),
-        "default_format": (lambda v: isinstance(v, str) and bool(_FORMAT.match(v)),
-                           "must be a file extension without the dot, e.g. 'png'"),
+        "default_format": (
+            lambda v: isinstance(v, str) and bool(_FORMAT.match(v)),
+            "must be a file extension without the dot, e.g. 'png'",
+        ),
         "max_references": (lambda v: is_int(v) and 0 <= v <= 100, "must be an integer from 0 to 100"),
         "reference_is_list": (lambda v: isinstance(v, bool), "must be true or false"),
         "reference_required": (lambda v: isinstance(v, bool), "must be true or false"),
-        "reference_param": (lambda v: v is None or (isinstance(v, str) and bool(_PARAM_NAME.match(v))),
-                            "must be a parameter name (or absent/null for none)"),
+        "reference_param": (
+            lambda v: v is None or (isinstance(v, str) and bool(_PARAM_NAME.match(v))),
+            "must be a parameter name (or absent/null for none)",
+        ),
         "aliases": (_is_str_list, "must be a list of names"),
         "fallback": (_is_str_list, "must be a list of model names"),
         "description": (lambda v: isinstance(v, str), "must be a string"),
         "price_note": (lambda v: isinstance(v, str), "must be a string"),
-        "prompt_param": (lambda v: v is None or v == "" or (isinstance(v, str) and bool(_PARAM_NAME.match(v))),
-                         "must be the input that takes the prompt ('' for none)"),
-        "file_params": (lambda v: isinstance(v, list) and all(isinstance(n, str) and _PARAM_NAME.match(n) for n in v),
-                        "must be a list of parameter names"),
+        "prompt_param": (
+            lambda v: v is None or v == "" or (isinstance(v, str) and bool(_PARAM_NAME.match(v))),
+            "must be the input that takes the prompt ('' for none)",
+        ),
+        "file_params": (
+            lambda v: isinstance(v, list) and all(isinstance(n, str) and _PARAM_NAME.match(n) for n in v),
+            "must be a list of parameter names",
+        ),
     }
     for key, (ok, message) in checks.items():
         if key in model and not ok(model[key]):
@@ -426,9 +476,13 @@ def _check_model_shape(name: str, model: Any, source: str, errors: list[str]) ->
 def _check_param_shape(pname: str, pspec: Any, bad) -> None:
     field = f"params.{pname}"
     if not _PARAM_NAME.match(pname) or pname in _RESERVED_PARAMS:
-        bad(field, "not a usable parameter name" + (" (the prompt is always passed)" if pname in _RESERVED_PARAMS else ""))
+        bad(
+            field,
+            "not a usable parameter name"
+            + (" (the prompt is always passed)" if pname in _RESERVED_PARAMS else ""),
+        )
     if not isinstance(pspec, dict):
-        bad(field, "must be a table like { type = \"int\", min = 1, max = 4 }")
+        bad(field, 'must be a table like { type = "int", min = 1, max = 4 }')
         return
     for key in pspec:
         if key not in _PARAM_KEYS:
@@ -439,8 +493,10 @@ def _check_param_shape(pname: str, pspec: Any, bad) -> None:
         return
     values = pspec.get("values")
     if ptype == "enum":
-        if not isinstance(values, list) or not values or not all(
-            (isinstance(v, str) or is_int(v)) for v in values
+        if (
+            not isinstance(values, list)
+            or not values
+            or not all((isinstance(v, str) or is_int(v)) for v in values)
         ):
             bad(f"{field}.values", "an enum needs a non-empty list of string or integer values")
             return
@@ -458,8 +514,9 @@ def _check_param_shape(pname: str, pspec: Any, bad) -> None:
     if is_number(lo) and is_number(hi) and lo > hi:
         bad(field, f"min {lo} is above max {hi}")
     if "default" in pspec:
-        spec = ParamSpec(pname, ptype, tuple(values or ()), lo if is_number(lo) else None,
-                         hi if is_number(hi) else None)
+        spec = ParamSpec(
+            pname, ptype, tuple(values or ()), lo if is_number(lo) else None, hi if is_number(hi) else None
+        )
         try:
             if spec.check(pspec["default"]) != pspec["default"] or (
                 isinstance(pspec["default"], str) and ptype in ("int", "float", "bool")
@@ -470,8 +527,9 @@ def _check_param_shape(pname: str, pspec: Any, bad) -> None:
 
 
 # ---------------------------------------------------------------------------------------- merge
-def _merge(merged: dict[str, Any], data: Mapping[str, Any], source: str,
-           origin: dict[tuple[str, str], str]) -> None:
+def _merge(
+    merged: dict[str, Any], data: Mapping[str, Any], source: str, origin: dict[tuple[str, str], str]
+) -> None:
     for key, value in data.get("routing", {}).items():
         merged["routing"][key] = value
         origin[("routing", key)] = source
@@ -496,7 +554,9 @@ def _merge_mappings(target: dict[str, Any], mappings: Mapping[str, Any]) -> None
 
 
 # ---------------------------------------------------------------------------------------- build
-def _build(merged: dict[str, Any], origin: dict[tuple[str, str], str], errors: list[str]) -> ModelRegistry | None:
+def _build(
+    merged: dict[str, Any], origin: dict[tuple[str, str], str], errors: list[str]
+) -> ModelRegistry | None:
     specs: dict[str, ModelSpec] = {}
     overlays: dict[str, tuple[dict[str, Any], str]] = {}
     for name, model in merged["models"].items():
@@ -515,8 +575,10 @@ def _build(merged: dict[str, Any], origin: dict[tuple[str, str], str], errors: l
         for alias in aliases:
             owner = seen.get(alias.casefold())
             if owner is not None and owner != name:
-                errors.append(f"{_where(origin[('models', name)], name, 'aliases')}: "
-                              f"alias {alias!r} is already used by {owner!r}")
+                errors.append(
+                    f"{_where(origin[('models', name)], name, 'aliases')}: "
+                    f"alias {alias!r} is already used by {owner!r}"
+                )
             seen[alias.casefold()] = name
 
     def resolve(name: str) -> str | None:
@@ -524,19 +586,25 @@ def _build(merged: dict[str, Any], origin: dict[tuple[str, str], str], errors: l
         return found
 
     fallbacks = [(spec.name, spec.kind, spec.fallback) for spec in specs.values()]
-    fallbacks += [(name, data.get("kind"), tuple(data.get("fallback", ()))) for name, (data, _) in overlays.items()]
+    fallbacks += [
+        (name, data.get("kind"), tuple(data.get("fallback", ()))) for name, (data, _) in overlays.items()
+    ]
     for name, kind, targets in fallbacks:
         src = origin[("models", name)]
         for fb in targets:
             target = resolve(fb)
             if target is None:
-                errors.append(f"{_where(src, name, 'fallback')}: unknown model {fb!r} (a model only the schema "
-                              "knows needs an entry of its own to be a fallback, e.g. its price)")
+                errors.append(
+                    f"{_where(src, name, 'fallback')}: unknown model {fb!r} (a model only the schema "
+                    "knows needs an entry of its own to be a fallback, e.g. its price)"
+                )
             elif target == name:
                 errors.append(f"{_where(src, name, 'fallback')}: a model cannot fall back to itself")
             elif target in specs and kind is not None and specs[target].kind != kind:
-                errors.append(f"{_where(src, name, 'fallback')}: {fb!r} makes {specs[target].kind}s, "
-                              f"this model makes {kind}s")
+                errors.append(
+                    f"{_where(src, name, 'fallback')}: {fb!r} makes {specs[target].kind}s, "
+                    f"this model makes {kind}s"
+                )
 
     routing = merged["routing"]
     resolved_routing: dict[str, str] = {}
@@ -554,11 +622,17 @@ def _build(merged: dict[str, Any], origin: dict[tuple[str, str], str], errors: l
         resolved_routing[key] = target
         spec = specs[target]
         if key == "single_reference_model" and (spec.max_references < 1 or spec.kind != "image"):
-            errors.append(f"{src}: routing.{key}: {target!r} must be an image model that takes a reference image")
+            errors.append(
+                f"{src}: routing.{key}: {target!r} must be an image model that takes a reference image"
+            )
         if key == "multi_reference_model" and (spec.max_references < 2 or spec.kind != "image"):
-            errors.append(f"{src}: routing.{key}: {target!r} must be an image model that takes several reference images")
+            errors.append(
+                f"{src}: routing.{key}: {target!r} must be an image model that takes several reference images"
+            )
         if key == "default_model" and spec.reference_required:
-            errors.append(f"{src}: routing.{key}: {target!r} needs a reference image; pick a text-to-image model")
+            errors.append(
+                f"{src}: routing.{key}: {target!r} needs a reference image; pick a text-to-image model"
+            )
     if errors:
         return None
 
@@ -573,7 +647,9 @@ def _build(merged: dict[str, Any], origin: dict[tuple[str, str], str], errors: l
         max_route_length=routing.get("max_route_length", 4),
         value_maps=_freeze_value_maps(merged["mappings"].get("values", {})),
         renames={k: tuple(v) for k, v in merged["mappings"].get("renames", {}).items()},
-        overlays={name: (_with_resolved_fallback(data, resolve), src) for name, (data, src) in overlays.items()},
+        overlays={
+            name: (_with_resolved_fallback(data, resolve), src) for name, (data, src) in overlays.items()
+        },
     )
 
 
@@ -600,7 +676,9 @@ def _with_fallback(spec: ModelSpec, fallback: tuple[str, ...]) -> ModelSpec:
     return replace(spec, fallback=tuple(dict.fromkeys(fallback)))
 
 
-def _freeze_value_maps(values: Mapping[str, Mapping[str, list[Any]]]) -> dict[str, dict[str, tuple[Any, ...]]]:
+def _freeze_value_maps(
+    values: Mapping[str, Mapping[str, list[Any]]],
+) -> dict[str, dict[str, tuple[Any, ...]]]:
     return {param: {str(v): tuple(c) for v, c in table.items()} for param, table in values.items()}
 
 

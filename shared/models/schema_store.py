@@ -8,10 +8,12 @@ others wait for the lock and then find it in the cache, so a 5 000-item batch, o
 starting on a new model, reads it once. Every GET spends a read token of the account's budget.
 Entries expire after `ttl` seconds, so a model's new latest version is seen within that time.
 """
+
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import redis
 
@@ -33,8 +35,16 @@ class SchemaStore:
     take_read_token: called before every GET to Replicate (the limiter's read budget).
     """
 
-    def __init__(self, client: redis.Redis, keys: Keys, *, read: Callable[[ModelRef, Callable[[], Any]], ModelSchema],
-                 ttl: float, take_read_token: Callable[[], Any], lock_seconds: float = LOCK_SECONDS):
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        *,
+        read: Callable[[ModelRef, Callable[[], Any]], ModelSchema],
+        ttl: float,
+        take_read_token: Callable[[], Any],
+        lock_seconds: float = LOCK_SECONDS,
+    ):
         self.client = client
         self.keys = keys
         self.read = read
@@ -55,8 +65,9 @@ class SchemaStore:
         found = self.cached(ref)
         if found is not None:
             return found
-        lock = self.client.lock(self.keys.model_schema_lock(ref), timeout=self.lock_seconds,
-                                blocking_timeout=self.lock_seconds)
+        lock = self.client.lock(
+            self.keys.model_schema_lock(ref), timeout=self.lock_seconds, blocking_timeout=self.lock_seconds
+        )
         # Not getting the lock in time means its holder is stuck: read it ourselves all the same.
         held = lock.acquire()
         try:
@@ -65,7 +76,9 @@ class SchemaStore:
                 return found
             schema = self.read(parse_ref(ref), self.take_read_token)
             self.reads += 1
-            self.client.set(self.keys.model_schema(ref), json.dumps(schema.to_dict()), ex=max(int(self.ttl), 1))
+            self.client.set(
+                self.keys.model_schema(ref), json.dumps(schema.to_dict()), ex=max(int(self.ttl), 1)
+            )
             return schema
         finally:
             if held:

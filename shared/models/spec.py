@@ -3,11 +3,13 @@
 Pure data plus the checks that need nothing but the data: whether a value suits a parameter,
 how many files an item makes, what a call costs. Loading and validating files is in registry.py.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from shared.common import is_int, is_number, type_name
 from shared.errors import ParamValueError
@@ -45,7 +47,11 @@ class ParamSpec:
             if self.max is not None:
                 return f"{noun} <= {_num(self.max)}"
             return noun
-        return {"string": "a string", "bool": "true or false", "json": "a JSON value (see the model's schema)"}[self.type]
+        return {
+            "string": "a string",
+            "bool": "true or false",
+            "json": "a JSON value (see the model's schema)",
+        }[self.type]
 
     def check(self, value: Any) -> Any:
         """Return `value` converted to this parameter's type, or raise ParamValueError.
@@ -69,11 +75,17 @@ class ParamSpec:
             return self._check_enum(value)
         number = self._to_number(value)
         if self.min is not None and number < self.min:
-            raise ParamValueError(f"{number!r} is below the minimum: must be {self.allowed()}", "range",
-                               clamped=self._typed(self.min))
+            raise ParamValueError(
+                f"{number!r} is below the minimum: must be {self.allowed()}",
+                "range",
+                clamped=self._typed(self.min),
+            )
         if self.max is not None and number > self.max:
-            raise ParamValueError(f"{number!r} is above the maximum: must be {self.allowed()}", "range",
-                               clamped=self._typed(self.max))
+            raise ParamValueError(
+                f"{number!r} is above the maximum: must be {self.allowed()}",
+                "range",
+                clamped=self._typed(self.max),
+            )
         return number
 
     def _typed(self, bound: float) -> int | float:

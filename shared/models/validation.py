@@ -9,10 +9,12 @@ did-you-mean for names and enum values.
 Not checked here: `format: uri`. Such an input takes a URL or a local file, which the producer
 checks and the worker uploads (like reference images).
 """
+
 from __future__ import annotations
 
 import difflib
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
@@ -20,10 +22,21 @@ from jsonschema.exceptions import ValidationError
 from shared.errors import Problem
 from shared.models.spec import ModelSpec
 
-_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
-               dict: "an object", type(None): "null"}
-_RANGE_KEYWORDS = {"minimum": "below the minimum", "exclusiveMinimum": "below the minimum",
-                   "maximum": "above the maximum", "exclusiveMaximum": "above the maximum"}
+_TYPE_NAMES = {
+    bool: "a boolean",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    list: "a list",
+    dict: "an object",
+    type(None): "null",
+}
+_RANGE_KEYWORDS = {
+    "minimum": "below the minimum",
+    "exclusiveMinimum": "below the minimum",
+    "maximum": "above the maximum",
+    "exclusiveMaximum": "above the maximum",
+}
 
 
 def build_validator(spec_schema: Any) -> Draft202012Validator:
@@ -34,8 +47,9 @@ def build_validator(spec_schema: Any) -> Draft202012Validator:
     return Draft202012Validator(root)
 
 
-def check_input(spec: ModelSpec, values: Mapping[str, Any],
-                field_of: Callable[[str], str] | None = None) -> tuple[dict[str, Any], list[Problem]]:
+def check_input(
+    spec: ModelSpec, values: Mapping[str, Any], field_of: Callable[[str], str] | None = None
+) -> tuple[dict[str, Any], list[Problem]]:
     """(`values` normalized, problems) for the Replicate input `values` of a schema-derived spec.
 
     Normalized: a whole float for an integer input becomes an int (`5.0` -> `5`). `field_of` names
@@ -45,7 +59,9 @@ def check_input(spec: ModelSpec, values: Mapping[str, Any],
     props = schema.properties()
     values = {k: _normalized(props.get(k, {}), v) for k, v in values.items()}
     problems: dict[str, Problem] = {}
-    for error in sorted(schema.input_validator.iter_errors(values), key=lambda e: list(map(str, e.absolute_path))):
+    for error in sorted(
+        schema.input_validator.iter_errors(values), key=lambda e: list(map(str, e.absolute_path))
+    ):
         for name, message in _explain(error, spec, props, values):
             suffix = "" if spec.name in message else f" (model {spec.name})"
             problems.setdefault(name, Problem(message + suffix, field=field_of(name)))
@@ -58,16 +74,20 @@ def _normalized(prop: Mapping[str, Any], value: Any) -> Any:
     return value
 
 
-def _explain(error: ValidationError, spec: ModelSpec, props: Mapping[str, Any],
-             values: Mapping[str, Any]) -> list[tuple[str, str]]:
+def _explain(
+    error: ValidationError, spec: ModelSpec, props: Mapping[str, Any], values: Mapping[str, Any]
+) -> list[tuple[str, str]]:
     """(input name, message) pairs for one jsonschema error."""
     path = list(error.absolute_path)
     if not path:
         if error.validator == "additionalProperties":
             return [(name, _unknown(name, spec, props)) for name in values if name not in props]
         if error.validator == "required":
-            return [(name, f"{name!r} is required{_described(props.get(name))}")
-                    for name in error.validator_value if name not in values]
+            return [
+                (name, f"{name!r} is required{_described(props.get(name))}")
+                for name in error.validator_value
+                if name not in values
+            ]
         return [("input", error.message)]
     name = str(path[0])
     where = name + "".join(f"[{p}]" for p in path[1:])
@@ -80,8 +100,13 @@ def _explain(error: ValidationError, spec: ModelSpec, props: Mapping[str, Any],
         return [(name, f"{value!r} is not allowed: must be {allowed}.{hint}")]
     if error.validator == "type":
         inner = f"{where} " if len(path) > 1 else ""
-        return [(name, f"{inner}must be {allowed}, not {_TYPE_NAMES.get(type(value), type(value).__name__)} "
-                       f"{value!r}")]
+        return [
+            (
+                name,
+                f"{inner}must be {allowed}, not {_TYPE_NAMES.get(type(value), type(value).__name__)} "
+                f"{value!r}",
+            )
+        ]
     if error.validator in _RANGE_KEYWORDS:
         return [(name, f"{value!r} is {_RANGE_KEYWORDS[error.validator]}: must be {allowed}")]
     return [(name, f"{where}: {error.message}")]
@@ -96,16 +121,27 @@ def _allowed(spec: ModelSpec, name: str, error: ValidationError) -> str:
         return "one of " + ", ".join(repr(v) for v in error.validator_value)
     if error.validator == "type":
         kinds = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
-        return " or ".join({"integer": "an integer", "number": "a number", "string": "a string",
-                            "boolean": "true or false", "array": "a list", "object": "an object",
-                            "null": "null"}.get(k, str(k)) for k in kinds)
+        return " or ".join(
+            {
+                "integer": "an integer",
+                "number": "a number",
+                "string": "a string",
+                "boolean": "true or false",
+                "array": "a list",
+                "object": "an object",
+                "null": "null",
+            }.get(k, str(k))
+            for k in kinds
+        )
     return f"{error.validator} {error.validator_value!r}"
 
 
 def _unknown(name: str, spec: ModelSpec, props: Mapping[str, Any]) -> str:
     close = difflib.get_close_matches(name, sorted(props), n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
-    return f"unknown parameter {name!r} for {spec.name}.{hint} It accepts: {', '.join(sorted(props)) or 'none'}"
+    return (
+        f"unknown parameter {name!r} for {spec.name}.{hint} It accepts: {', '.join(sorted(props)) or 'none'}"
+    )
 
 
 def _described(prop: Mapping[str, Any] | None) -> str:

@@ -21,11 +21,13 @@ sends it again after `quiet_after`.
 Layout: see lua/sched_common.lua. Times are Redis TIME; the feeder's wake list is
 `<prefix>:sched:wake`.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import redis
 
@@ -98,9 +100,17 @@ class QueueDepths:
         return sum(self.ready.values()) + self.scheduled + sum(self.broker.values())
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ready": dict(self.ready), "batches": dict(self.batches), "broker": dict(self.broker),
-                "scheduled": self.scheduled, "next_due_in": self.next_due_in, "waiting": self.waiting,
-                "moved": self.moved, "max_late": self.max_late, "fed": self.fed}
+        return {
+            "ready": dict(self.ready),
+            "batches": dict(self.batches),
+            "broker": dict(self.broker),
+            "scheduled": self.scheduled,
+            "next_due_in": self.next_due_in,
+            "waiting": self.waiting,
+            "moved": self.moved,
+            "max_late": self.max_late,
+            "fed": self.fed,
+        }
 
 
 class Scheduler:
@@ -109,8 +119,9 @@ class Scheduler:
     def __init__(self, redis_client: redis.Redis, keys: Keys):
         self.redis = redis_client
         self.keys = keys
-        self._scripts = lua_scripts.register(redis_client, "shared.scheduler.lua", _SCRIPTS,
-                                             prelude="sched_common")
+        self._scripts = lua_scripts.register(
+            redis_client, "shared.scheduler.lua", _SCRIPTS, prelude="sched_common"
+        )
 
     @property
     def wake_key(self) -> str:
@@ -120,19 +131,32 @@ class Scheduler:
     def feeder_lock(self) -> str:
         return f"{self.keys.prefix}:sched:feeder"
 
-    def push(self, batch_id: str, sends: Iterable[tuple[int, int, str]], *, delay: float = 0.0,
-             recheck: int = 0, prompts: dict[int, str] | None = None) -> int:
+    def push(
+        self,
+        batch_id: str,
+        sends: Iterable[tuple[int, int, str]],
+        *,
+        delay: float = 0.0,
+        recheck: int = 0,
+        prompts: dict[int, str] | None = None,
+    ) -> int:
         """Hold a send for each (index, attempt, model) of `batch_id`, due after `delay` seconds
         (Redis time), and wake the feeder. Terminal items are skipped; an item's held send is
         replaced (one for an older attempt is ignored). Returns how many are held."""
         prompts = prompts or {}
-        entries = [(int(i), json.dumps({"a": int(a), "m": str(m), "r": int(recheck),
-                                        "p": _short(prompts.get(int(i), ""))}))
-                   for i, a, m in sends]
+        entries = [
+            (
+                int(i),
+                json.dumps(
+                    {"a": int(a), "m": str(m), "r": int(recheck), "p": _short(prompts.get(int(i), ""))}
+                ),
+            )
+            for i, a, m in sends
+        ]
         held = 0
         for start in range(0, len(entries), PUSH_CHUNK):
             args: list[Any] = [self.keys.prefix, batch_id, repr(round(max(float(delay), 0.0) * 1000, 3))]
-            for index, entry in entries[start:start + PUSH_CHUNK]:
+            for index, entry in entries[start : start + PUSH_CHUNK]:
                 args += [index, entry]
             held += int(self._scripts["push"](args=args))
         return held
@@ -141,15 +165,25 @@ class Scheduler:
         """Move due sends into their lines and take the next ones, keeping the broker's queue at
         `window` messages at most. Returns (the sends, in order; seconds until the next delayed
         send is due, None when there is none)."""
-        reply = self._scripts["take"](args=[self.keys.prefix, limit if limit is not None else window, window,
-                                            *broker_lists(queue)])
+        reply = self._scripts["take"](
+            args=[self.keys.prefix, limit if limit is not None else window, window, *broker_lists(queue)]
+        )
         next_due = float(reply[0])
         sends = []
         for n in range(1, len(reply), 4):
-            batch_id, index, raw, rank = reply[n:n + 4]
+            batch_id, index, raw, rank = reply[n : n + 4]
             entry = json.loads(raw)
-            sends.append(Send(_text(batch_id), int(index), int(entry["a"]), str(entry["m"]), int(entry.get("r") or 0),
-                              str(entry.get("p") or ""), int(rank)))
+            sends.append(
+                Send(
+                    _text(batch_id),
+                    int(index),
+                    int(entry["a"]),
+                    str(entry["m"]),
+                    int(entry.get("r") or 0),
+                    str(entry.get("p") or ""),
+                    int(rank),
+                )
+            )
         return sends, (None if next_due < 0 else next_due / 1000)
 
     def drop_batch(self, batch_id: str) -> int:
@@ -164,14 +198,21 @@ class Scheduler:
         batches = {PRIORITIES[k]: int(reply[2 * k]) for k in range(ranks)}
         ready = {PRIORITIES[k]: int(reply[2 * k + 1]) for k in range(ranks)}
         scheduled, next_due = int(reply[2 * ranks]), float(reply[2 * ranks + 1])
-        lengths = [int(x) for x in reply[2 * ranks + 2:2 * ranks + 2 + len(lists)]]
-        moved, max_late, fed = reply[2 * ranks + 2 + len(lists):]
+        lengths = [int(x) for x in reply[2 * ranks + 2 : 2 * ranks + 2 + len(lists)]]
+        moved, max_late, fed = reply[2 * ranks + 2 + len(lists) :]
         # The broker's lists by the rank they carry (the 4th step, 9, is never used by the feeder).
         broker = {PRIORITIES[k]: lengths[k] for k in range(ranks)}
         broker["normal"] += lengths[3]
-        return QueueDepths(ready=ready, batches=batches, broker=broker, scheduled=scheduled,
-                           next_due_in=None if next_due < 0 else next_due / 1000, moved=int(moved),
-                           max_late=float(max_late) / 1000, fed=int(fed))
+        return QueueDepths(
+            ready=ready,
+            batches=batches,
+            broker=broker,
+            scheduled=scheduled,
+            next_due_in=None if next_due < 0 else next_due / 1000,
+            moved=int(moved),
+            max_late=float(max_late) / 1000,
+            fed=int(fed),
+        )
 
     def nudge(self) -> None:
         """Tell the feeder that a worker took a message (room in the broker): one pipelined call."""

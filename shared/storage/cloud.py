@@ -16,12 +16,14 @@ Credentials come only from the environment, as every AWS/GCP/Azure tool reads th
 project, so they cannot appear in task arguments, results, logs or files; error messages are
 cut to the store's own words (method, address, status, code), which hold no credential.
 """
+
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from datetime import timedelta
-from typing import Any, Iterator
+from typing import Any
 
 from shared.errors import ConfigError, OutputExistsError, StorageError, StorageUnavailableError
 from shared.storage.location import Location, check_key
@@ -32,16 +34,25 @@ from shared.storage.store import Store
 RETRY_BUDGET = timedelta(seconds=20)
 REQUEST_TIMEOUT = timedelta(seconds=30)
 CONNECT_TIMEOUT = timedelta(seconds=5)
-_AWS_VARIABLES = (("AWS_ACCESS_KEY_ID", "access_key_id"), ("AWS_SECRET_ACCESS_KEY", "secret_access_key"),
-                  ("AWS_SESSION_TOKEN", "session_token"), ("AWS_REGION", "region"),
-                  ("AWS_DEFAULT_REGION", "region"))
+_AWS_VARIABLES = (
+    ("AWS_ACCESS_KEY_ID", "access_key_id"),
+    ("AWS_SECRET_ACCESS_KEY", "secret_access_key"),
+    ("AWS_SESSION_TOKEN", "session_token"),
+    ("AWS_REGION", "region"),
+    ("AWS_DEFAULT_REGION", "region"),
+)
 _STATUS = re.compile(r"status code: (\d{3})")
 _CODE = re.compile(r"<Code>([A-Za-z]+)</Code>")
 
 
 class CloudStore(Store):
-    def __init__(self, location: Location, *, environ: dict[str, str] | None = None,
-                 timeout: timedelta = REQUEST_TIMEOUT):
+    def __init__(
+        self,
+        location: Location,
+        *,
+        environ: dict[str, str] | None = None,
+        timeout: timedelta = REQUEST_TIMEOUT,
+    ):
         self.location = location
         self._store = _open(location, dict(os.environ if environ is None else environ), timeout)
 
@@ -53,8 +64,13 @@ class CloudStore(Store):
         try:
             # "create" is one conditional PUT of the whole object; "overwrite" lets obstore use a
             # multipart upload for large objects, completed (made visible) only at the end.
-            obstore.put(self._store, key, data, mode="overwrite" if overwrite else "create",
-                        attributes=attributes or None)
+            obstore.put(
+                self._store,
+                key,
+                data,
+                mode="overwrite" if overwrite else "create",
+                attributes=attributes or None,
+            )
         except Exception as exc:  # noqa: BLE001 - every store error is classified below
             raise _classify(exc, f"cannot write {self.url(key)}") from None
 
@@ -108,8 +124,10 @@ def _open(location: Location, environ: dict[str, str], timeout: timedelta):
         from obstore.store import AzureStore, GCSStore, S3Store
     except ImportError:
         extra = {"s3": "s3", "gs": "gcs", "az": "azure"}[location.scheme]
-        raise ConfigError(f"OUTPUT_DIR {location.url()} needs the object-store extra: "
-                          f"pip install 'replicate-fleet[{extra}]'") from None
+        raise ConfigError(
+            f"OUTPUT_DIR {location.url()} needs the object-store extra: "
+            f"pip install 'replicate-fleet[{extra}]'"
+        ) from None
     client: dict[str, Any] = {"timeout": timeout, "connect_timeout": CONNECT_TIMEOUT}
     retry = {"max_retries": 4, "retry_timeout": RETRY_BUDGET}
     prefix = location.prefix or None
@@ -123,8 +141,14 @@ def _open(location: Location, environ: dict[str, str], timeout: timedelta):
             config: dict[str, Any] = {name: environ[var] for var, name in _AWS_VARIABLES if environ.get(var)}
             if endpoint:
                 config["endpoint"] = endpoint
-            return S3Store(location.bucket, prefix=prefix, config=config or None, client_options=client,
-                           retry_config=retry, credential_provider=_aws_profile(environ))
+            return S3Store(
+                location.bucket,
+                prefix=prefix,
+                config=config or None,
+                client_options=client,
+                retry_config=retry,
+                credential_provider=_aws_profile(environ),
+            )
         if location.scheme == "gs":
             return GCSStore(location.bucket, prefix=prefix, client_options=client, retry_config=retry)
         return AzureStore(location.bucket, prefix=prefix, client_options=client, retry_config=retry)
@@ -154,7 +178,11 @@ def _classify(exc: Exception, what: str) -> StorageError | StorageUnavailableErr
     if isinstance(exc, (e.PermissionDeniedError, e.UnauthenticatedError)):
         return StorageError(f"{what}: access denied ({reason})")
     if isinstance(exc, (FileNotFoundError, e.NotFoundError)):
-        if "NoSuchBucket" in str(exc) or "ContainerNotFound" in str(exc) or "bucket does not exist" in str(exc):
+        if (
+            "NoSuchBucket" in str(exc)
+            or "ContainerNotFound" in str(exc)
+            or "bucket does not exist" in str(exc)
+        ):
             return StorageError(f"{what}: no such bucket ({reason})")
         return StorageError(f"{what}: no such object")
     status = _STATUS.search(str(exc))

@@ -5,20 +5,26 @@ rename, or a hard link when it must not replace anything), and never through a s
 out of the root. Disk full, permissions and read-only file systems are refusals (StorageError);
 the errors a network file system gives while its server is away are "try again later".
 """
+
 from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from shared.atomic_files import write_atomic
 from shared.errors import OutputExistsError, StorageError, StorageUnavailableError
 from shared.storage.location import Location, check_key
 from shared.storage.store import Store
 
-_REASONS = {errno.ENOSPC: "disk full", errno.EACCES: "permission denied", errno.EROFS: "read-only file system",
-            errno.EDQUOT: "quota exceeded", errno.EPERM: "operation not permitted"}
+_REASONS = {
+    errno.ENOSPC: "disk full",
+    errno.EACCES: "permission denied",
+    errno.EROFS: "read-only file system",
+    errno.EDQUOT: "quota exceeded",
+    errno.EPERM: "operation not permitted",
+}
 # A network file system whose server is away answers with these; the same write may work later.
 _TRANSIENT = {errno.ETIMEDOUT, errno.EIO, errno.ESTALE, errno.EAGAIN, errno.EHOSTUNREACH, errno.ECONNREFUSED}
 
@@ -35,10 +41,14 @@ class LocalStore(Store):
         resolved_parent = path.parent.resolve()
         root = self.root.resolve()
         if resolved_parent != root and root not in resolved_parent.parents:
-            raise StorageError(f"output path {key!r} leaves the output root {self.root} through a symbolic link")
+            raise StorageError(
+                f"output path {key!r} leaves the output root {self.root} through a symbolic link"
+            )
         target = resolved_parent / path.name
         if target.is_symlink() and root not in target.resolve().parents:
-            raise StorageError(f"output path {key!r} leaves the output root {self.root} through a symbolic link")
+            raise StorageError(
+                f"output path {key!r} leaves the output root {self.root} through a symbolic link"
+            )
         return target
 
     def put(self, key: str, data: bytes, *, overwrite: bool, content_type: str | None = None) -> None:

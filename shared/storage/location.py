@@ -5,6 +5,7 @@ every S3-compatible store), `gs://bucket/prefix`, `az://container/prefix`. Insid
 has a *key*: a relative POSIX path (`b-20261204-ab12cd/0003_fox.png`) that never starts with `/`,
 never holds `..`, `\\` or NUL, and so cannot leave the root on any store.
 """
+
 from __future__ import annotations
 
 import os
@@ -43,7 +44,7 @@ class Location:
         """The key of an address this root wrote (`url(key)` or, locally, a path under it)."""
         if self.remote:
             base = self.url().rstrip("/") + "/"
-            return address[len(base):] if address.startswith(base) else None
+            return address[len(base) :] if address.startswith(base) else None
         assert self.path is not None
         try:
             return PurePosixPath(Path(address).relative_to(self.path)).as_posix()
@@ -60,15 +61,19 @@ def parse_location(value: str | os.PathLike) -> Location:
     text = os.fspath(value)
     scheme = urlsplit(text).scheme.lower() if "://" in text else ""
     if scheme in ("", "file"):
-        local = text[len("file://"):] if scheme == "file" else text
+        local = text[len("file://") :] if scheme == "file" else text
         return Location("file", path=Path(local).expanduser().resolve())
     if scheme not in REMOTE_SCHEMES:
-        raise ConfigError(f"OUTPUT_DIR {text!r}: unsupported scheme {scheme!r}; use a local path or "
-                          f"{', '.join(s + '://' for s in REMOTE_SCHEMES)}")
+        raise ConfigError(
+            f"OUTPUT_DIR {text!r}: unsupported scheme {scheme!r}; use a local path or "
+            f"{', '.join(s + '://' for s in REMOTE_SCHEMES)}"
+        )
     parts = urlsplit(text)
     if parts.query or parts.fragment or "@" in parts.netloc:
-        raise ConfigError(f"OUTPUT_DIR {text!r}: give the bucket and prefix only; credentials and options "
-                          "come from the standard environment variables")
+        raise ConfigError(
+            f"OUTPUT_DIR {text!r}: give the bucket and prefix only; credentials and options "
+            "come from the standard environment variables"
+        )
     bucket, prefix = parts.netloc, parts.path.strip("/")
     if not bucket:
         raise ConfigError(f"OUTPUT_DIR {text!r} names no bucket")

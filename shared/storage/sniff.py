@@ -3,6 +3,7 @@
 A model asked for WebP may answer JPEG (a fallback model that only makes JPEG, a provider that
 ignores `output_format`), and an URL's suffix may say nothing. The magic numbers decide.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

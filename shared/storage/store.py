@@ -9,13 +9,14 @@ StorageError (refused for good: the item fails as a local error) and StorageUnav
 `write_once` is how outputs are written: an object already there with the very same bytes is a
 write that happened before (a redelivered task, an answer lost on the way back), not a conflict.
 """
+
 from __future__ import annotations
 
 import hashlib
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from shared.errors import OutputExistsError
 from shared.storage.location import Location
@@ -62,8 +63,9 @@ def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def write_once(store: Store, key: str, data: bytes, *, overwrite: bool = False,
-               content_type: str | None = None) -> Written:
+def write_once(
+    store: Store, key: str, data: bytes, *, overwrite: bool = False, content_type: str | None = None
+) -> Written:
     """Put `data` at `key` unless it is there already: the same bytes count as written (an
     earlier run of this write), other bytes raise OutputExistsError unless `overwrite`."""
     digest = sha256_of(data)
@@ -73,8 +75,10 @@ def write_once(store: Store, key: str, data: bytes, *, overwrite: bool = False,
     except OutputExistsError:
         if store.size(key) == len(data) and sha256_of(store.get(key)) == digest:
             return Written(key, len(data), digest, fresh=False)
-        raise OutputExistsError(f"{store.url(key)} exists already with other content; not replaced "
-                                "(submit with --overwrite to allow it)") from None
+        raise OutputExistsError(
+            f"{store.url(key)} exists already with other content; not replaced "
+            "(submit with --overwrite to allow it)"
+        ) from None
 
 
 def probe(store: Store) -> None:

@@ -1,5 +1,6 @@
 """Headless Chromium for the browser tests: one run per call, off the network, no profile kept.
 Tests that use it are marked `needs("browser")` (tests/support/requirements.py)."""
+
 from __future__ import annotations
 
 import re
@@ -16,10 +17,21 @@ def chromium(tmp_path: Path, url: str, *extra: str, budget_ms: int = 5000) -> su
     loopback) and away from any profile, GPU, or sandbox that root cannot use."""
     profile = tmp_path / f"chromium-profile-{len(list(tmp_path.glob('chromium-profile-*')))}"
     argv = [
-        chromium_path(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-dev-shm-usage", f"--user-data-dir={profile}", f"--virtual-time-budget={budget_ms}",
-        "--window-size=1400,900", *extra, url,
+        chromium_path(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+        f"--virtual-time-budget={budget_ms}",
+        "--window-size=1400,900",
+        *extra,
+        url,
     ]
     return subprocess.run(argv, capture_output=True, text=True, timeout=90)
 
@@ -37,8 +49,10 @@ def served_responses(tmp_path: Path, url: str) -> list[list[str]]:
     result = chromium(tmp_path, url, f"--log-net-log={netlog}", "--dump-dom")
     assert result.returncode == 0, result.stderr[-2000:]
     text = netlog.read_text(errors="replace")
-    return [re.findall(r'"((?:[^"\\]|\\.)*)"', block)
-            for block in re.findall(r'"headers":\[("HTTP/[^\]]*)\]', text)]
+    return [
+        re.findall(r'"((?:[^"\\]|\\.)*)"', block)
+        for block in re.findall(r'"headers":\[("HTTP/[^\]]*)\]', text)
+    ]
 
 
 def screenshot(tmp_path: Path, url: str, name: str) -> Path:

@@ -1,5 +1,6 @@
 """A batch through real workers: record it in the ledger and enqueue it, wait for its end, and
 check its files against what the stand-in served."""
+
 from __future__ import annotations
 
 import hashlib
@@ -16,10 +17,17 @@ MODEL = "black-forest-labs/flux-dev"
 
 
 def submit(settings, redis_client, batch_id, prompts, *, model=MODEL, options=None, data=None):
-    requests = parse_prompts(data if data is not None else prompts, batch_id=batch_id,
-                             output_root=Path(settings.output_dir), registry=load_registry(), model=model)
+    requests = parse_prompts(
+        data if data is not None else prompts,
+        batch_id=batch_id,
+        output_root=Path(settings.output_dir),
+        registry=load_registry(),
+        model=model,
+    )
     ledger = Ledger(redis_client, Keys(settings.key_prefix))
-    assert ledger.create_batch(batch_id, requests, output_root=str(settings.output_dir), options=options or {})
+    assert ledger.create_batch(
+        batch_id, requests, output_root=str(settings.output_dir), options=options or {}
+    )
     enqueue_items(settings, batch_id, requests)
     return ledger, requests
 
@@ -28,8 +36,13 @@ def wait_finished(ledger: Ledger, batch_id: str, timeout: float, fleet=None) -> 
     def explain() -> str:
         return f"counts {ledger.batch(batch_id).counts}" + ("\n" + fleet.logs() if fleet else "")
 
-    wait_until(lambda: ledger.batch(batch_id).finished, timeout, f"batch {batch_id} to finish",
-               interval=0.2, explain=explain)
+    wait_until(
+        lambda: ledger.batch(batch_id).finished,
+        timeout,
+        f"batch {batch_id} to finish",
+        interval=0.2,
+        explain=explain,
+    )
 
 
 def wait_manifest(output_dir: str | Path, batch_id: str, timeout: float = 10.0) -> Path:

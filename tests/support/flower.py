@@ -6,6 +6,7 @@ the worker's environment and, as bait, in its Celery config) plus a real Flower 
 producer.flower, against a Redis URL that carries a password. It lets the Flower configuration be
 tested before, and independently of, the real pipeline.
 """
+
 from __future__ import annotations
 
 import os
@@ -96,13 +97,24 @@ class StubFleet:
 
     def send_batch(self, batch_id: str, prompts: list[str]) -> list[str]:
         code = f"from stubapp import send_batch; print(','.join(send_batch({batch_id!r}, {prompts!r})))"
-        out = subprocess.run([sys.executable, "-c", code], cwd=self.app_dir, env=self.env(), capture_output=True,
-                             text=True, timeout=30, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=self.app_dir,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
         return out.stdout.strip().split(",")
 
     def env(self) -> dict[str, str]:
-        return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(self.app_dir),
-                "CELERY_BROKER_URL": self.broker_url, "STUB_QUEUE": self.queue}
+        return {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PYTHONPATH": str(self.app_dir),
+            "CELERY_BROKER_URL": self.broker_url,
+            "STUB_QUEUE": self.queue,
+        }
 
     def output(self) -> str:
         return "".join(p.read_text(errors="replace") for p in self.logs if p.exists())
@@ -125,30 +137,75 @@ def stub_fleet(tmp_path, redis_url, key_prefix):
     (app_dir / "stubapp.py").write_text(textwrap.dedent(STUB_APP))
     broker_url = redis_url_with_password(redis_url)
     queue = f"{key_prefix}-flowerq"
-    settings = Settings.load({"redis_url": broker_url, "key_prefix": key_prefix, "queue": queue,
-                              "replicate_api_token": TOKEN}, environ={}, dotenv_path=None)
-    base_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(app_dir),
-                "REPLICATE_API_TOKEN": TOKEN,  # must be stripped by producer.flower
-                "STUB_QUEUE": queue, "HOME": str(tmp_path)}
+    settings = Settings.load(
+        {"redis_url": broker_url, "key_prefix": key_prefix, "queue": queue, "replicate_api_token": TOKEN},
+        environ={},
+        dotenv_path=None,
+    )
+    base_env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": str(app_dir),
+        "REPLICATE_API_TOKEN": TOKEN,  # must be stripped by producer.flower
+        "STUB_QUEUE": queue,
+        "HOME": str(tmp_path),
+    }
     worker_log, flower_log = tmp_path / "worker.log", tmp_path / "flower.log"
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "stubapp", "worker", "-P", "threads", "-c", "4", "-E",
-         "-n", f"stub-{key_prefix}@%h", "-l", "INFO"],
-        cwd=app_dir, env={**base_env, "CELERY_BROKER_URL": broker_url},
-        stdout=worker_log.open("w"), stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "stubapp",
+            "worker",
+            "-P",
+            "threads",
+            "-c",
+            "4",
+            "-E",
+            "-n",
+            f"stub-{key_prefix}@%h",
+            "-l",
+            "INFO",
+        ],
+        cwd=app_dir,
+        env={**base_env, "CELERY_BROKER_URL": broker_url},
+        stdout=worker_log.open("w"),
+        stderr=subprocess.STDOUT,
     )
     port = free_port()
     db_path = tmp_path / "flower-state" / "flower.db"
-    flower = start_flower(settings, port, f"{FLOWER_USER}:{FLOWER_PASSWORD}", db_path, app="stubapp",
-                          address="127.0.0.1", base_env=base_env, purge_offline_workers=None,
-                          stdout=flower_log.open("w"), stderr=subprocess.STDOUT)
-    fleet = StubFleet(url=f"http://127.0.0.1:{port}", broker_url=broker_url, queue=queue, app_dir=app_dir,
-                      flower=flower, worker=worker, db_path=db_path, logs=[worker_log, flower_log])
+    flower = start_flower(
+        settings,
+        port,
+        f"{FLOWER_USER}:{FLOWER_PASSWORD}",
+        db_path,
+        app="stubapp",
+        address="127.0.0.1",
+        base_env=base_env,
+        purge_offline_workers=None,
+        stdout=flower_log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    fleet = StubFleet(
+        url=f"http://127.0.0.1:{port}",
+        broker_url=broker_url,
+        queue=queue,
+        app_dir=app_dir,
+        flower=flower,
+        worker=worker,
+        db_path=db_path,
+        logs=[worker_log, flower_log],
+    )
     try:
         wait_until(lambda: flower_answers(fleet.url), 30, "Flower to answer", interval=0.2)
         # Flower lists the worker once it has seen its heartbeat/events.
-        wait_until(lambda: f"stub-{key_prefix}" in http_get(f"{fleet.url}/api/workers?refresh=1")[1], 30,
-                   "the worker to show in Flower", interval=0.2)
+        wait_until(
+            lambda: f"stub-{key_prefix}" in http_get(f"{fleet.url}/api/workers?refresh=1")[1],
+            30,
+            "the worker to show in Flower",
+            interval=0.2,
+        )
         yield fleet
     finally:
         stop_process(flower)

@@ -1,4 +1,5 @@
 """The limiter's in-process tests: the `make_limiter` fixture and small tools around a Limiter."""
+
 from __future__ import annotations
 
 import threading
@@ -33,8 +34,13 @@ def make_limiter(redis_client, settings, key_prefix):
 
     def make(concurrency=2, create_limit=5, read_limit=50, window=1.0, lease=1.5, **kwargs) -> Limiter:
         kwargs.setdefault("waiter_ttl", 0.6)
-        s = settings.with_(concurrency_limit=concurrency, create_limit=create_limit,
-                           read_limit=read_limit, rate_window=window, lease_seconds=lease)
+        s = settings.with_(
+            concurrency_limit=concurrency,
+            create_limit=create_limit,
+            read_limit=read_limit,
+            rate_window=window,
+            lease_seconds=lease,
+        )
         limiter = Limiter.from_settings(redis_client, Keys(key_prefix), s, **kwargs)
         made.append(limiter)
         return limiter
@@ -48,6 +54,7 @@ def make_limiter(redis_client, settings, key_prefix):
 
 def start_waiter(limiter: Limiter, name: str, results: list, **kwargs) -> threading.Thread:
     """A thread that acquires; appends (name, lease) or (name, AcquireTimeoutError) to results."""
+
     def run() -> None:
         try:
             lease = limiter.acquire(HolderInfo(task_id=name), **kwargs)

@@ -1,4 +1,5 @@
 """Invariant checks over grant logs (times on the Redis clock, seconds)."""
+
 from __future__ import annotations
 
 

@@ -3,6 +3,7 @@
 Each takes plain arguments (spawn pickles them), builds its own Redis client and Limiter, and
 reports back through Redis lists under the test's key prefix.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,11 @@ from shared.settings import Settings
 
 
 def make_limiter(redis_url: str, prefix: str, opts: dict[str, Any]) -> tuple[redis.Redis, Limiter]:
-    settings = Settings.load({"redis_url": redis_url, "key_prefix": prefix, **opts.get("settings", {})},
-                             environ={}, dotenv_path=None)
+    settings = Settings.load(
+        {"redis_url": redis_url, "key_prefix": prefix, **opts.get("settings", {})},
+        environ={},
+        dotenv_path=None,
+    )
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     limiter = Limiter.from_settings(client, Keys(prefix), settings, **opts.get("limiter", {}))
     return client, limiter
@@ -50,8 +54,15 @@ def skew_clock(offset: float) -> None:
     time.monotonic = lambda: real_mono() + offset  # type: ignore[assignment]
 
 
-def hammer(redis_url: str, prefix: str, opts: dict[str, Any], seed: int, threads: int,
-           duration: float, skew: float = 0.0) -> None:
+def hammer(
+    redis_url: str,
+    prefix: str,
+    opts: dict[str, Any],
+    seed: int,
+    threads: int,
+    duration: float,
+    skew: float = 0.0,
+) -> None:
     """Threads that acquire / (maybe take a creation token) / hold / release at random."""
     if skew:
         skew_clock(skew)
@@ -94,8 +105,12 @@ def hammer(redis_url: str, prefix: str, opts: dict[str, Any], seed: int, threads
     for w in workers:
         w.join()
     limiter.close()
-    client.rpush(f"{prefix}:results", json.dumps({"intervals": intervals, "tokens": tokens, "went": went,
-                                                   "lost": lost, "pid": os.getpid()}))
+    client.rpush(
+        f"{prefix}:results",
+        json.dumps(
+            {"intervals": intervals, "tokens": tokens, "went": went, "lost": lost, "pid": os.getpid()}
+        ),
+    )
 
 
 def observer(redis_url: str, prefix: str, duration: float) -> None:
@@ -104,7 +119,8 @@ def observer(redis_url: str, prefix: str, duration: float) -> None:
     keys = Keys(prefix)
     count_live = client.register_script(
         "local t = redis.call('TIME') local now = t[1] * 1000 + t[2] / 1000 "
-        "return redis.call('ZCOUNT', KEYS[1], '(' .. string.format('%.3f', now), '+inf')")
+        "return redis.call('ZCOUNT', KEYS[1], '(' .. string.format('%.3f', now), '+inf')"
+    )
     holders = keys.limiter_key("holders")
     stop_at = time.monotonic() + duration
     peak, samples = 0, 0
@@ -150,8 +166,9 @@ def queue_up(redis_url: str, prefix: str, opts: dict[str, Any], name: str) -> No
     limiter.close()
 
 
-def queue_up_for(redis_url: str, prefix: str, opts: dict[str, Any], name: str, batch_id: str,
-                 priority: str) -> None:
+def queue_up_for(
+    redis_url: str, prefix: str, opts: dict[str, Any], name: str, batch_id: str, priority: str
+) -> None:
     """queue_up for a waiter of `batch_id` at `priority`."""
     client, limiter = make_limiter(redis_url, prefix, opts)
     lease = limiter.acquire(HolderInfo(task_id=name, batch_id=batch_id, priority=priority), timeout=60)

@@ -6,12 +6,13 @@ reach it (`AWS_ENDPOINT_URL`, keys, region: the standard variables, nothing else
 keeps everything in memory; `MotoServer.pause()` / `resume()` stop and continue the process
 (SIGSTOP / SIGCONT) to play a store that does not answer for a while without losing its objects.
 """
+
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import pytest
 
@@ -58,11 +59,25 @@ def read_only_user(server, bucket: str) -> dict[str, str]:
     import boto3
 
     server.client().create_bucket(Bucket=bucket)
-    iam = boto3.client("iam", endpoint_url=server.url, region_name="us-east-1",
-                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    iam = boto3.client(
+        "iam",
+        endpoint_url=server.url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
     iam.create_user(UserName="reader")
-    iam.put_user_policy(UserName="reader", PolicyName="read-only", PolicyDocument=json.dumps({
-        "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"], "Resource": "*"}]}))
+    iam.put_user_policy(
+        UserName="reader",
+        PolicyName="read-only",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"], "Resource": "*"}
+                ],
+            }
+        ),
+    )
     key = iam.create_access_key(UserName="reader")["AccessKey"]
     return {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}

@@ -1,11 +1,12 @@
 """Running the worker pipeline inside the test process (real Redis, the stand-in over HTTP), for
 the cost-safety details that need a hand between two steps: what happens between the creation
 token and the POST, between the POST's answer and its record, on a stale message."""
+
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from producer.prompts import parse_prompts
 from shared.keys import Keys
@@ -31,8 +32,13 @@ def worker_context(settings, sim=None, **changes) -> Iterator:
 
 def record_batch(settings, redis_client, batch_id: str, prompts: list[str], *, model: str = MODEL):
     """A batch recorded in the ledger and NOT enqueued: the test runs its attempts itself."""
-    requests = parse_prompts(prompts, batch_id=batch_id, output_root=Path(settings.output_dir),
-                             registry=load_registry(), model=model)
+    requests = parse_prompts(
+        prompts,
+        batch_id=batch_id,
+        output_root=Path(settings.output_dir),
+        registry=load_registry(),
+        model=model,
+    )
     ledger = Ledger(redis_client, Keys(settings.key_prefix))
     assert ledger.create_batch(batch_id, requests, output_root=str(settings.output_dir))
     return ledger, requests

@@ -4,6 +4,7 @@ The Redis at FLEET_TEST_REDIS_URL (default 127.0.0.1:6379), in the database FLEE
 (default 15). Every test gets its own key prefix and queue name and deletes what it wrote, so tests
 never touch anyone else's data and several runs can share one server.
 """
+
 from __future__ import annotations
 
 import os

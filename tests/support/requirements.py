@@ -12,14 +12,15 @@ or a CI service's `CI=true`.
     faketime      libfaketime, to run a process with its clock ahead (apt-get install faketime)
     redis-server  the redis-server binary, for private servers, restarts and Sentinel (apt-get install redis-server)
 """
+
 from __future__ import annotations
 
 import functools
 import glob
 import os
 import shutil
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
 
 import pytest
 
@@ -42,17 +43,22 @@ def _no_namespaces() -> str | None:
 
 
 def _no_faketime() -> str | None:
-    found = glob.glob("/usr/lib/*/faketime/libfaketimeMT.so.1") + glob.glob("/usr/lib/faketime/libfaketimeMT.so.1")
+    found = glob.glob("/usr/lib/*/faketime/libfaketimeMT.so.1") + glob.glob(
+        "/usr/lib/faketime/libfaketimeMT.so.1"
+    )
     return None if found else "libfaketime is not installed"
 
 
 TOOLS: dict[str, Tool] = {
-    "browser": Tool(lambda: None if chromium_path() else "headless Chromium is not installed",
-                    "apt-get install chromium"),
+    "browser": Tool(
+        lambda: None if chromium_path() else "headless Chromium is not installed", "apt-get install chromium"
+    ),
     "netns": Tool(_no_namespaces, "run as root with iproute2 installed (apt-get install iproute2)"),
     "faketime": Tool(_no_faketime, "apt-get install faketime"),
-    "redis-server": Tool(lambda: None if shutil.which("redis-server") else "redis-server is not installed",
-                         "apt-get install redis-server"),
+    "redis-server": Tool(
+        lambda: None if shutil.which("redis-server") else "redis-server is not installed",
+        "apt-get install redis-server",
+    ),
 }
 
 
@@ -64,7 +70,7 @@ def required(tool: str, environ: Mapping[str, str] = os.environ) -> bool:
     return "all" in names or tool in names
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def missing(tool: str) -> str | None:
     """Why `tool` cannot be used here (None: it can). Asked once per test process."""
     if tool not in TOOLS:

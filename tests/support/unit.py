@@ -5,14 +5,25 @@ model registry, settings, progress arithmetic, and the ledger's Lua rules on fak
 tests run again on the real Redis in the full suite: fakeredis is never the only proof). A unit
 test that asks for a server or a process fails at once, so the tier stays fast and honest.
 """
+
 from __future__ import annotations
 
 import pytest
 
-SERVER_FIXTURES = frozenset({
-    "redis_url", "redis_client", "settings",  # the real Redis (settings point at it)
-    "sim", "sim_factory", "worker_factory", "stub_fleet", "children", "moto_s3", "s3_bucket",
-})
+SERVER_FIXTURES = frozenset(
+    {
+        "redis_url",
+        "redis_client",
+        "settings",  # the real Redis (settings point at it)
+        "sim",
+        "sim_factory",
+        "worker_factory",
+        "stub_fleet",
+        "children",
+        "moto_s3",
+        "s3_bucket",
+    }
+)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -21,5 +32,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         return
     servers = sorted(SERVER_FIXTURES & set(item.fixturenames))
     if servers:
-        pytest.fail(f"a unit test needs no server or process, but this one uses {', '.join(servers)}: "
-                    "drop the unit mark, or use fakeredis (redis_or_fakeredis)", pytrace=False)
+        pytest.fail(
+            f"a unit test needs no server or process, but this one uses {', '.join(servers)}: "
+            "drop the unit mark, or use fakeredis (redis_or_fakeredis)",
+            pytrace=False,
+        )

@@ -54,6 +54,11 @@ class SimConfig:
     # seconds later all the same (the gateway gave up, Replicate did not): billed, id never told.
     late_create_next: int = 0
     late_create_after: float = 5.0
+    # The next K creates DO create (and bill) the prediction, then, `drop_create_after` seconds
+    # later (or at the end of the `Prefer: wait` asked, if sooner), reset the connection unanswered:
+    # a connection dropped while a sync create was held open. The client never learns the id.
+    drop_create_next: int = 0
+    drop_create_after: float = 1.0
 
     # behaviour
     seed: int | None = None

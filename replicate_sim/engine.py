@@ -185,6 +185,7 @@ class Engine:
         self.ghost_creates = 0
         self.stalled_creates = 0
         self.late_creates = 0
+        self.dropped_creates = 0
         # Bumped by every reset: a late creation scheduled before a reset does not land after it.
         self.generation = getattr(self, "generation", 0) + 1
         self.invalid_requests: Counter[int] = Counter()  # 4xx answered by handlers (404/422/400)
@@ -557,6 +558,7 @@ class Engine:
             "ghost_creates": self.ghost_creates,
             "stalled_creates": self.stalled_creates,
             "late_creates": self.late_creates,
+            "dropped_creates": self.dropped_creates,
             "client_errors": {str(k): v for k, v in self.invalid_requests.items()},
             "unauthorized": self.unauthorized,
             "duplicate_inputs": self.duplicate_inputs,

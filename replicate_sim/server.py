@@ -28,6 +28,7 @@ log = logging.getLogger("replicate_sim")
 ENGINE = web.AppKey("engine", Engine)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PAGE_SIZE = 100
+DROPPED = 499  # the status of a "response" to a connection the stand-in reset (never sent)
 MAX_UPLOAD = 100 * 1024 * 1024
 
 
@@ -118,7 +119,7 @@ async def account_middleware(request: web.Request, handler: Handler) -> web.Stre
     if rejection is not None:
         return throttled(rejection.retry_after or 1, rejection.kind)
     response = await handler(request)
-    if 400 <= response.status < 500:
+    if 400 <= response.status < 500 and response.status != DROPPED:
         engine.invalid_requests[response.status] += 1
     return response
 
@@ -263,14 +264,38 @@ async def _create(
         engine.ghost_creates += 1
         engine.errors_5xx[502] += 1
         return server_error(502)
+    if cfg.drop_create_next > 0:
+        cfg.drop_create_next -= 1
+        return await _drop_connection(request, prediction, wait)
     headers = {}
     if wait is not None:
         headers["Preference-Applied"] = f"wait={wait}"
-        try:
-            await asyncio.wait_for(asyncio.shield(prediction.done.wait()), timeout=wait)
-        except asyncio.TimeoutError:
-            pass  # answered with the prediction as it is now, like Replicate
+        await _hold(prediction, wait)
     return json_response(prediction.to_json(engine.config.output_ttl), status=201, headers=headers)
+
+
+async def _hold(prediction, seconds: float) -> None:
+    """`Prefer: wait`: until the prediction ends or `seconds` pass (then it is answered as it is)."""
+    try:
+        await asyncio.wait_for(asyncio.shield(prediction.done.wait()), timeout=seconds)
+    except asyncio.TimeoutError:
+        pass
+
+
+async def _drop_connection(request: web.Request, prediction, wait: int | None) -> web.StreamResponse:
+    """A created (and billed) prediction whose connection is reset before any answer, after
+    `drop_create_after` s (or at the end of the wait asked, if sooner), whether or not the
+    prediction ended meanwhile: what a client sees when a proxy or the network cuts a sync
+    create that was held open (or its answer on the way)."""
+    engine = request.app[ENGINE]
+    engine.dropped_creates += 1
+    after = engine.config.drop_create_after
+    engine._event("drop", prediction=prediction.id, after=after)
+    await asyncio.sleep(after if wait is None else min(after, wait))
+    if request.transport is not None:
+        request.transport.abort()
+    # Never written: the connection is gone. aiohttp drops a response it cannot send.
+    return web.Response(status=DROPPED)
 
 
 @api("create", "predictions.create")

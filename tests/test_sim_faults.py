@@ -281,3 +281,36 @@ def test_events_timeline_has_creations_and_completions(sim):
     assert kinds == ["create", "complete"] and page["next"] == 2
     assert page["events"][0]["t"] <= page["events"][1]["t"]
     assert sim.events(since=2)["events"] == []
+
+
+def test_dropped_create_bills_the_prediction_and_resets_a_held_connection(sim):
+    """A sync create (`Prefer: wait`) whose connection is cut while it is held: the prediction
+    exists and runs on, the client gets no answer (a transport error, not an HTTP status)."""
+    sim.configure(drop_create_next=1, drop_create_after=0.5)
+    began = time.monotonic()
+    with pytest.raises(httpx.TransportError):
+        httpx.post(
+            f"{sim.url}/v1/models/google/veo-3-fast/predictions",
+            headers={**AUTH, "Prefer": "wait=30"},
+            json={"input": {"prompt": "cut"}},
+            timeout=20,
+        )
+    assert 0.5 <= time.monotonic() - began < 5.0  # cut after drop_create_after, not at the wait's end
+    ledger = sim.ledger()
+    assert ledger["creations"] == 1 and ledger["dropped_creates"] == 1
+    assert ledger["client_errors"] == {}
+    listed = httpx.get(f"{sim.url}/v1/predictions", headers=AUTH).json()["results"]
+    assert [p["input"]["prompt"] for p in listed] == ["cut"]
+    # Only the next K, and a drop never outlasts the wait the client asked for:
+    sim.configure(drop_create_next=1, drop_create_after=30.0)
+    began = time.monotonic()
+    with pytest.raises(httpx.TransportError):
+        httpx.post(
+            f"{sim.url}/v1/models/google/veo-3-fast/predictions",
+            headers={**AUTH, "Prefer": "wait=1"},
+            json={"input": {"prompt": "cut at the wait's end"}},
+            timeout=20,
+        )
+    assert time.monotonic() - began < 10.0
+    assert create_raw(sim, "next one").status_code == 201
+    assert sim.ledger()["dropped_creates"] == 2

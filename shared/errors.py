@@ -146,6 +146,19 @@ class AcquireTimeoutError(LimiterError):
         self.retry_after = retry_after  # seconds until a token would be free, when known
 
 
+class BudgetExceededError(FleetError):
+    """The attempt's price does not fit a spending limit (shared.budget): nothing was created,
+    and the item waits as `held` until the limit is raised or the UTC day turns."""
+
+    def __init__(self, scope: str, limit: int):
+        from shared.budget.money import usd
+
+        self.scope = scope  # "batch" | "daily"
+        self.limit = limit  # micro-USD
+        what = "batch limit" if scope == "batch" else "daily budget"
+        super().__init__(f"{what} {usd(limit)} USD reached")
+
+
 class ReplicateCallError(FleetError):
     """Something went wrong talking to Replicate or with the prediction itself."""
 

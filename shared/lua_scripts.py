@@ -15,7 +15,7 @@ whole text (`user_script:412`); an error is translated back to the file and line
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
@@ -50,15 +50,18 @@ class ScriptSource:
 
 
 @cache
-def source(package: str, name: str, prelude: str | None = None) -> ScriptSource:
-    """`<name>.lua` of `package` (a dotted package name), after `<prelude>.lua` if given.
-    Read once per process."""
-    names = ([prelude] if prelude else []) + [name]
+def source(
+    package: str, name: str, prelude: str | None = None, inserts: tuple[tuple[str, str], ...] = ()
+) -> ScriptSource:
+    """`<name>.lua` of `package` (a dotted package name), after `<prelude>.lua` if given and
+    then each (package, file) of `inserts` (another owner's functions this script calls, e.g.
+    the budget's reservation inside the limiter's token script). Read once per process."""
+    names = ([(package, prelude)] if prelude else []) + list(inserts) + [(package, name)]
     texts = []
-    for file_name in names:
-        text = files(package).joinpath(f"{file_name}.lua").read_text(encoding="utf-8")
+    for owner, file_name in names:
+        text = files(owner).joinpath(f"{file_name}.lua").read_text(encoding="utf-8")
         texts.append(text if text.endswith("\n") else text + "\n")
-    parts = tuple((f"{n}.lua", t.count("\n")) for n, t in zip(names, texts))
+    parts = tuple((f"{n}.lua", t.count("\n")) for (_, n), t in zip(names, texts))
     return ScriptSource(name=name, text="".join(texts), parts=parts)
 
 
@@ -91,7 +94,14 @@ class LuaScript:
 
 
 def register(
-    client: redis.Redis, package: str, names: Iterable[str], *, prelude: str | None = None
+    client: redis.Redis,
+    package: str,
+    names: Iterable[str],
+    *,
+    prelude: str | None = None,
+    inserts: Mapping[str, tuple[tuple[str, str], ...]] | None = None,
 ) -> dict[str, LuaScript]:
-    """The scripts `names` of `package`, each bound to `client`, by name."""
-    return {name: LuaScript(client, source(package, name, prelude)) for name in names}
+    """The scripts `names` of `package`, each bound to `client`, by name; `inserts`: script name
+    -> the (package, file) sent between the prelude and that script."""
+    inserts = inserts or {}
+    return {name: LuaScript(client, source(package, name, prelude, inserts.get(name, ()))) for name in names}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,14 @@ def boolean(raw: str) -> bool:
     raise ValueError(raw)
 
 
+def usd_amount(raw: str) -> Decimal:
+    """REPLICATE_DAILY_BUDGET: USD, kept as its decimal text (money is never a float)."""
+    from shared.budget.money import parse_usd
+
+    parse_usd(raw)  # ValueError for a negative, non-finite or absurd amount
+    return Decimal(raw.strip().lstrip("$").strip())
+
+
 # env name -> (attribute, parser)
 _ENV: dict[str, tuple[str, Any]] = {
     "REDIS_URL": ("redis_url", str),
@@ -36,6 +45,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "REPLICATE_CREATE_LIMIT": ("create_limit", int),
     "REPLICATE_READ_LIMIT": ("read_limit", int),
     "REPLICATE_RATE_WINDOW": ("rate_window", float),
+    "REPLICATE_DAILY_BUDGET": ("daily_budget", usd_amount),
     "OUTPUT_DIR": ("output_dir", lambda raw: output_location(raw)),
     "FLEET_KEY_PREFIX": ("key_prefix", str),
     "FLEET_LEASE_SECONDS": ("lease_seconds", float),
@@ -86,6 +96,9 @@ class Settings:
     create_limit: int = 600
     read_limit: int = 3000
     rate_window: float = 60.0
+    # USD the whole fleet may spend per UTC day (shared.budget); None: no daily budget. Seeds
+    # the fleet's budget in Redis when none is set there; `producer budget set/clear` wins.
+    daily_budget: Decimal | None = None
     # A local folder (Path) or an object-store URL (str: s3://bucket/prefix, gs://..., az://...).
     output_dir: Path | str = Path("./output")
     key_prefix: str = "fleet"  # every Redis key of ours starts with this
@@ -192,6 +205,13 @@ class Settings:
         host, sep, port = self.webhook_listen.rpartition(":")
         if not sep or not port.isdigit():
             raise ConfigError(f"FLEET_WEBHOOK_LISTEN must be host:port, got {self.webhook_listen!r}")
+
+    @property
+    def daily_budget_micro(self) -> int | None:
+        """REPLICATE_DAILY_BUDGET in micro-dollars (None: not set)."""
+        from shared.budget.money import parse_usd
+
+        return None if self.daily_budget is None else parse_usd(self.daily_budget)
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)

@@ -20,7 +20,14 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from shared import lua_scripts
-from shared.errors import AcquireTimeoutError, ConfigError, LimiterError, RedisUnavailableError
+from shared.budget import TOKEN_INSERT, Reservation, budget_keys
+from shared.errors import (
+    AcquireTimeoutError,
+    BudgetExceededError,
+    ConfigError,
+    LimiterError,
+    RedisUnavailableError,
+)
 from shared.keys import Keys
 from shared.limiter import replies
 from shared.limiter.agent import ProcessAgent
@@ -165,7 +172,9 @@ class Limiter:
         self.waiter_ttl = float(waiter_ttl)
         self.recheck_interval = float(recheck_interval)
         self.wake_prefix = keys.limiter_key("wake:")
-        self._key_list = [keys.limiter_key(name) for name in KEY_NAMES]
+        # The budget's keys go last (budget_common.lua finds them there): token.lua reserves an
+        # attempt's price in the same round trip as its creation token.
+        self._key_list = [keys.limiter_key(name) for name in KEY_NAMES] + budget_keys(keys)
         self._config = json.dumps(
             {
                 **_checked(limits),
@@ -177,7 +186,11 @@ class Limiter:
             }
         )
         self._scripts = lua_scripts.register(
-            redis_client, "shared.limiter.lua", SCRIPT_NAMES, prelude="common"
+            redis_client,
+            "shared.limiter.lua",
+            SCRIPT_NAMES,
+            prelude="common",
+            inserts={"token": (TOKEN_INSERT,)},
         )
         self._listen_client = blocking_client(redis_client)
         self._agent_lock = threading.Lock()
@@ -335,6 +348,7 @@ class Limiter:
         should_stop: Callable[[], bool] | None = None,
         holder: Lease | None = None,
         attempt: str | None = None,
+        reservation: Reservation | None = None,
     ) -> float:
         """Block until a creation may be sent (exact window, honours a global pause). Returns the
         grant time (Unix seconds, Redis clock). AcquireTimeoutError (with .retry_after seconds)
@@ -344,12 +358,16 @@ class Limiter:
         (e.g. "batch:index:n") and indexes the attempt, so that if this process dies before it
         records the prediction id, the slot is kept counted (orphaned) rather than freed when
         the lease runs out -- the POST may have created a prediction that runs -- and can be
-        found with adopt(..., attempt=) / settle(attempt=)."""
+        found with adopt(..., attempt=) / settle(attempt=).
+
+        reservation (shared.budget): the same call reserves the attempt's price, and grants no
+        token when it does not fit a spending limit (BudgetExceededError, at once: waiting would
+        not make room). An attempt that holds a reservation already reserves nothing again."""
         if (holder is None) != (attempt is None):
             raise ValueError("holder and attempt go together")
         if attempt is not None and not attempt:
             raise ValueError("attempt must not be empty")
-        return self._take("create", timeout, should_stop, holder, attempt)
+        return self._take("create", timeout, should_stop, holder, attempt, reservation)
 
     def take_read_token(
         self, timeout: float | None = None, should_stop: Callable[[], bool] | None = None
@@ -372,16 +390,20 @@ class Limiter:
         should_stop: Callable[[], bool] | None,
         holder: Lease | None = None,
         attempt: str | None = None,
+        reservation: Reservation | None = None,
     ) -> float:
         agent = self._current_agent()
         deadline = None if timeout is None else time.monotonic() + timeout
         margin_ms = int(self.rate_margin * 1000)
         mark = [holder.holder_id, attempt] if holder is not None and attempt else ["", ""]
+        mark.append(reservation.arg() if reservation is not None else "")
         while True:
             member = agent.new_id()
             max_wait = -1 if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
             token = replies.token(self._call("token", kind, member, margin_ms, max_wait, *mark))
             wait = token.wait
+            if token.refusal is not None:
+                raise BudgetExceededError(*token.refusal)
             if not token.granted:
                 if token.reason == "busy" or (deadline is not None and time.monotonic() + wait > deadline):
                     what = "creations are paused" if token.reason == "paused" else f"no {kind} token"

@@ -52,7 +52,8 @@ class Token(NamedTuple):
     granted: bool
     wait: float  # seconds until the grant; refused: until the pause ends or a token is free
     at_ms: str  # the grant time as the log holds it (ms, Redis clock); '' when refused
-    reason: str  # refused: 'paused' or 'busy'; '' when granted
+    reason: str  # refused: 'paused', 'busy' or 'budget'; '' when granted
+    refusal: tuple[str, int] | None = None  # 'budget': (scope "batch"|"daily", limit micro-USD)
 
     @property
     def at(self) -> float:
@@ -103,6 +104,8 @@ def heartbeat(raw: list[Any]) -> Renewals:
 def token(raw: list[Any]) -> Token:
     if int(raw[0]) == 1:
         return Token(True, float(raw[1]) / 1000, text(raw[2]), "")
+    if text(raw[2]) == "budget":  # {0, 0, 'budget', scope, limit micro-USD}
+        return Token(False, 0.0, "", "budget", (text(raw[3]), int(raw[4])))
     return Token(False, float(raw[1]) / 1000, "", text(raw[2]))
 
 

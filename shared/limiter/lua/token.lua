@@ -1,6 +1,7 @@
 -- Reserve one creation ('create') or read ('read') token: ARGV[3] kind, ARGV[4] grant id,
 -- ARGV[5] safety margin ms, ARGV[6] the longest wait the caller accepts (ms, -1 = any),
--- ARGV[7] holder id and ARGV[8] attempt marker ('' when not given; creations only).
+-- ARGV[7] holder id and ARGV[8] attempt marker ('' when not given; creations only), ARGV[9] the
+-- attempt's reservation (shared/budget: JSON, '' = none; creations only).
 -- Exact sliding window log: a token is granted at the earliest time `at` >= now such that
 -- the R-th most recent grant is at least window+margin before it, so no window of that length
 -- ever holds more than R grants (see next_grant_time). A grant may lie in the future (a
@@ -9,16 +10,20 @@
 -- With a holder, the grant also marks that holder as creating for the attempt (in the same
 -- call): if it dies before it records the prediction id, its slot stays counted as an orphan
 -- (prune_holders), since the POST may have created a prediction that runs.
+-- With a reservation, the grant also reserves the attempt's price (budget_common.lua, sent in
+-- front of this script), and no token is granted when it does not fit a spending limit.
 -- Returns {1, wait_ms, at_ms, holder_marked (0/1)} or {0, wait_ms, reason} (reason 'paused' or
--- 'busy').
+-- 'busy') or {0, 0, 'budget', scope, limit micro-USD}.
 local kind, member = ARGV[3], ARGV[4]
 local margin_ms, max_wait = tonumber(ARGV[5]), tonumber(ARGV[6])
 local holder, attempt = ARGV[7] or '', ARGV[8] or ''
+local reservation = reservation_of(ARGV[9])
 if not RATE_LOG[kind] then fail('unknown token kind ' .. tostring(kind)) end
 if not margin_ms or margin_ms < 0 or not max_wait then fail('bad margin or wait') end
 if (holder == '') ~= (attempt == '') or (holder ~= '' and kind ~= 'create') then
   fail('a holder and its attempt go together, with creation tokens only')
 end
+if reservation and kind ~= 'create' then fail('a reservation goes with a creation token only') end
 local L = limits(false)
 sync_epoch(L)
 if kind == 'create' then
@@ -26,6 +31,12 @@ if kind == 'create' then
   if p and tonumber(p) > NOW then
     return reply({0, fmt(tonumber(p) - NOW), 'paused'})
   end
+end
+
+local budget_today = budget_day(NOW / 1000)
+if reservation then
+  local refused = budget_refusal(reservation, budget_today)
+  if refused then return reply({0, 0, 'budget', refused[1], string.format('%d', refused[2])}) end
 end
 
 local limit = rate_limit(kind, L)
@@ -39,6 +50,7 @@ end
 local at_s = fmt_up(at)
 redis.call('ZADD', RATE_LOG[kind], at_s, member)
 keep_rate_state(kind, at)
+if reservation then budget_reserve(reservation, budget_today) end
 
 -- Mark the holder (only one still counted: a token never brings back a holder that is gone).
 local marked = 0

@@ -1,0 +1,190 @@
+"""Spending limits (shared.budget): money in micro-dollars, the reservation in the creation
+token's round trip, settle / release, held items and their wake-up, racing processes."""
+
+from __future__ import annotations
+
+import multiprocessing
+import random
+from decimal import Decimal
+
+import pytest
+
+from shared.budget import Budget, Reservation, parse_usd, price_micro, usd
+from shared.errors import BudgetExceededError, ConfigError
+from shared.keys import Keys
+from shared.limiter import HolderInfo, Limiter
+from shared.settings import Settings
+
+
+@pytest.mark.unit
+def test_money_is_integer_micro_dollars():
+    assert parse_usd("0.50") == 500_000
+    assert parse_usd("$20") == 20_000_000
+    assert parse_usd(5) == 5_000_000
+    assert price_micro(0.025) == 25_000
+    assert price_micro(0.1 + 0.2) == 300_001  # rounded up: a reservation never under the price
+    assert usd(500_000) == "0.50" and usd(12_500) == "0.0125" and usd(20_000_000) == "20.00"
+    for bad in ("-1", "nan", "inf", "abc", "0.0000001", "1e9"):
+        with pytest.raises(ValueError):
+            parse_usd(bad)
+
+
+@pytest.mark.unit
+def test_daily_budget_setting():
+    s = Settings.load(environ={"REPLICATE_DAILY_BUDGET": "12.5"}, dotenv_path=None)
+    assert s.daily_budget == Decimal("12.5") and s.daily_budget_micro == 12_500_000
+    assert s.as_env()["REPLICATE_DAILY_BUDGET"] == "12.5"
+    with pytest.raises(ConfigError):
+        Settings.load(environ={"REPLICATE_DAILY_BUDGET": "-3"}, dotenv_path=None)
+    assert Settings.load(environ={}, dotenv_path=None).daily_budget_micro is None
+
+
+def _take(limiter: Limiter, marker: str, batch: str, amount: int, daily: int | None = None) -> None:
+    limiter.take_create_token(timeout=5, reservation=Reservation(marker, batch, amount, daily))
+
+
+def test_token_reserves_in_the_same_call_and_refuses_past_the_batch_limit(
+    make_limiter, redis_client, key_prefix
+):
+    limiter = make_limiter(create_limit=1000)
+    budget = Budget(redis_client, Keys(key_prefix))
+    budget.set_batch_limit("b1", parse_usd("0.05"))
+    _take(limiter, "b1:0:1", "b1", 25_000)
+    _take(limiter, "b1:1:1", "b1", 25_000)
+    _take(limiter, "b1:1:1", "b1", 25_000)  # the same attempt asking again reserves nothing more
+    with pytest.raises(BudgetExceededError) as exc:
+        _take(limiter, "b1:2:1", "b1", 25_000)
+    assert str(exc.value) == "batch limit 0.05 USD reached" and exc.value.scope == "batch"
+    assert budget.batch("b1").reserved == 50_000
+    # settled to what it cost; released when nothing was created: room for the third
+    assert budget.settle("b1:0:1") == 25_000
+    assert budget.settle("b1:0:1") is None  # once
+    assert budget.release("b1:1:1")
+    spend = budget.batch("b1")
+    assert (spend.spent, spend.reserved, spend.left) == (25_000, 0, 25_000)
+    _take(limiter, "b1:2:1", "b1", 25_000)
+    assert budget.batch("b1").left == 0
+    # a batch without a limit spends without one, but its spend is counted
+    _take(limiter, "b2:0:1", "b2", 10_000)
+    assert budget.batch("b2").limit is None and budget.batch("b2").reserved == 10_000
+
+
+def test_daily_budget_seeded_from_settings_then_set_and_cleared(make_limiter, redis_client, key_prefix):
+    limiter = make_limiter(create_limit=1000)
+    budget = Budget(redis_client, Keys(key_prefix), daily_default=30_000)
+    assert budget.status().daily_source == "settings"
+    _take(limiter, "a:0:1", "a", 20_000, daily=30_000)
+    with pytest.raises(BudgetExceededError) as exc:
+        _take(limiter, "c:0:1", "c", 20_000, daily=30_000)
+    assert exc.value.scope == "daily" and str(exc.value) == "daily budget 0.03 USD reached"
+    status = budget.status(["a", "c"])
+    assert (status.daily_limit, status.daily_source, status.reserved_today, status.left_today) == (
+        30_000,
+        "redis",
+        20_000,
+        10_000,
+    )
+    budget.set_daily(parse_usd("1"))
+    _take(limiter, "c:0:1", "c", 20_000, daily=30_000)  # the fleet's setting no longer decides
+    budget.set_daily(None)
+    assert budget.status().daily_limit is None
+    _take(limiter, "c:1:1", "c", 5_000_000, daily=30_000)  # cleared: no daily budget
+
+
+def test_a_refused_reservation_takes_no_creation_token(make_limiter, redis_client, key_prefix):
+    limiter = make_limiter(create_limit=2, window=60)
+    Budget(redis_client, Keys(key_prefix)).set_batch_limit("b", 0)
+    for n in range(5):
+        with pytest.raises(BudgetExceededError):
+            _take(limiter, f"b:{n}:1", "b", 1)
+    status = limiter.status()
+    assert status.creations_in_window == status.creations_reserved == 0
+
+
+def test_held_items_wake_when_room_appears(redis_client, key_prefix):
+    budget = Budget(redis_client, Keys(key_prefix))
+    budget.set_batch_limit("b", 50_000)
+    budget.reserve(Reservation("b:0:1", "b", 25_000))
+    budget.reserve(Reservation("b:1:1", "b", 25_000))
+    for index in (2, 3, 4):
+        budget.hold("b", index, 1, 25_000, "batch")
+    assert budget.wake() == {}
+    assert budget.batch("b").held == 3
+    budget.set_batch_limit("b", 100_000)  # room for two more: the two held first
+    assert budget.wake() == {"b": [2, 3]}
+    assert budget.wake() == {}  # not picked again while their sends are on the way
+    budget.unhold("b", 2)  # its run started (and reserved)
+    budget.reserve(Reservation("b:2:1", "b", 25_000))
+    assert budget.wake() == {}  # 3 is still on its way: no room for 4
+    budget.set_batch_limit("b", None)
+    assert budget.wake() == {"b": [4]}
+    assert budget.wake(again_after=0) == {"b": [3, 4]}
+    assert budget.drop_held("b") == 2 and budget.held("b") == {}
+
+
+# --- racing processes -----------------------------------------------------------------------------
+
+
+def _racer(redis_url: str, prefix: str, seed: int, attempts: int, out) -> None:
+    import redis as redis_lib
+
+    client = redis_lib.Redis.from_url(redis_url, decode_responses=True)
+    settings = Settings.load({"redis_url": redis_url, "key_prefix": prefix}, environ={}, dotenv_path=None)
+    limiter = Limiter.from_settings(client, Keys(prefix), settings.with_(create_limit=1_000_000))
+    budget = Budget(client, Keys(prefix))
+    rng = random.Random(seed)
+    granted = []
+    for n in range(attempts):
+        batch = f"b{rng.randrange(3)}"
+        amount = rng.choice([1, 7, 25_000, 33_333, 100_000])
+        marker = f"{batch}:{seed}:{n}"
+        try:
+            with limiter.acquire(HolderInfo(task_id=marker), timeout=30) as lease:
+                limiter.take_create_token(
+                    timeout=30,
+                    holder=lease,
+                    attempt=marker,
+                    reservation=Reservation(marker, batch, amount, 700_000),
+                )
+        except BudgetExceededError:
+            continue
+        granted.append((batch, amount))
+        roll = rng.random()
+        if roll < 0.2:
+            budget.release(marker)  # nothing created
+            granted.pop()
+        elif roll < 0.7:
+            budget.settle(marker)
+        # else: stays reserved (ambiguous, or still running)
+    limiter.close()
+    out.put(granted)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_racing_processes_never_pass_a_limit(redis_url, redis_client, key_prefix, seed):
+    """Eight processes, each with its own Redis connection and limiter, race reservations
+    against three batch limits and one daily budget; with spend and release in between. Every
+    amount ever granted (and not released) adds up to no more than each limit."""
+    rng = random.Random(seed)
+    budget = Budget(redis_client, Keys(key_prefix))
+    limits = {f"b{i}": rng.choice([150_000, 250_000, 400_000]) for i in range(3)}
+    for batch, limit in limits.items():
+        budget.set_batch_limit(batch, limit)
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    procs = [
+        ctx.Process(target=_racer, args=(redis_url, key_prefix, seed * 100 + p, 40, out)) for p in range(8)
+    ]
+    for proc in procs:
+        proc.start()
+    granted = [g for _ in procs for g in out.get(timeout=120)]
+    for proc in procs:
+        proc.join(30)
+    status = budget.status(list(limits))
+    assert status.daily_limit == 700_000
+    assert status.spent_today + status.reserved_today == sum(a for _, a in granted) <= 700_000
+    for spend in status.batches:
+        mine = sum(a for b, a in granted if b == spend.batch_id)
+        assert spend.spent + spend.reserved == mine <= limits[spend.batch_id]
+    # the limits were reached, not avoided: something was refused in each run
+    assert len(granted) < 8 * 40

@@ -90,6 +90,23 @@ class FleetCelery(Celery):
 app = FleetCelery("workers", include=["workers.tasks"])
 
 
+@signals.celeryd_init.connect
+def _refuse_to_start_unless_able(**_: Any) -> None:
+    # Only `celery worker` sends celeryd_init (not flower, inspect, or producers), before its
+    # banner: a worker that cannot work exits here with one line instead of saying "ready".
+    import sys
+
+    from shared.errors import FleetError
+    from workers.preflight import check_can_work
+
+    try:
+        account = check_can_work(app.settings())
+    except FleetError as exc:
+        print(f"error: this worker cannot work and does not start: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    print(f"preflight: token, Redis, output location and {account}: ok", file=sys.stderr, flush=True)
+
+
 @signals.setup_logging.connect
 def _setup_logging(loglevel: Any = None, **_: Any) -> None:
     # Our structured, token-redacting handler instead of Celery's; level from FLEET_LOG_LEVEL.

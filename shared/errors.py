@@ -25,7 +25,8 @@ trouble it is, which decides what happens next (retry, fall back, fail the item,
     ├── LocalError
     ├── CanceledError
     ├── RequeueError                (control flow in a worker's attempt: run it again later)
-    └── SupersededError             (control flow: another run owns the attempt now)
+    ├── SupersededError             (control flow: another run owns the attempt now)
+    └── AttemptFailedError          (raised by a task once its outcome is recorded: Flower's FAILURE)
 """
 
 from __future__ import annotations
@@ -267,3 +268,9 @@ class WriteRetryError(RequeueError):
 class SupersededError(FleetError):
     """Control flow, not a failure: another run owns this attempt now (its claim was taken, or a
     prediction was recorded meanwhile); this run stops without a trace."""
+
+
+class AttemptFailedError(FleetError):
+    """What a task raises once its attempt failed and everything that follows is recorded and
+    held (the item's end, or the next attempt's send): the task shows as FAILURE with this reason
+    in Flower. Nothing acts on it; the message is acked like any other (acks_on_failure)."""

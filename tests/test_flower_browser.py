@@ -159,3 +159,68 @@ def test_flower_during_a_real_batch(settings, redis_client, sim_factory, tmp_pat
     for log in (tmp_path / "flower.log", tmp_path / "worker.log"):
         assert RUN_TOKEN not in log.read_text(errors="replace"), log
     assert RUN_TOKEN not in sim.log(), "the stand-in's log"
+
+
+@pytest.mark.e2e
+def test_flower_shows_failed_retried_and_succeeded_attempts(settings, redis_client, sim_factory, tmp_path):
+    """Issue 18.3: a batch whose first model always fails. Flower, in the browser, shows the failed
+    flux-dev attempts as FAILURE with their reason and the next task of the route, and the final
+    attempts as SUCCESS with their model and files; the first prediction, aborted, shows RETRY."""
+    import json
+
+    sim = sim_factory(always_fail_models=["black-forest-labs/flux-dev"], abort_next=1, latency_scale=0.02)
+    settings = settings.with_(replicate_base_url=sim.url, replicate_api_token=RUN_TOKEN)
+    registry = load_registry()
+    batch_id = f"browser-fail-{settings.key_prefix}"
+    requests = parse_prompts(
+        [f"a windmill in fog, take {i}" for i in range(2)],
+        batch_id=batch_id,
+        output_root=settings.output_dir,
+        registry=registry,
+        model="black-forest-labs/flux-dev",
+    )
+    ledger = Ledger(redis_client, Keys(settings.key_prefix))
+    assert ledger.create_batch(batch_id, requests, output_root=str(settings.output_dir), options={})
+    port = free_port()
+    flower_url = f"http://127.0.0.1:{port}"
+    flower = start_flower(
+        settings,
+        port,
+        f"{FLOWER_USER}:{FLOWER_PASSWORD}",
+        tmp_path / "flower" / "flower.db",
+        address="127.0.0.1",
+        stdout=(tmp_path / "flower.log").open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    worker = compose_worker(settings, "states", tmp_path / "worker.log")
+    try:
+        wait_until(lambda: flower_answers(flower_url), 30, "Flower to answer", interval=0.2)
+        enqueue_items(settings, batch_id, requests)
+        wait_until(lambda: ledger.batch(batch_id).finished, 90, "the batch to finish", interval=0.3)
+
+        def ended() -> dict[str, dict] | None:
+            tasks = json.loads(http_get(f"{flower_url}/api/tasks")[1])
+            mine = {t: info for t, info in tasks.items() if batch_id in (info.get("args") or "")}
+            done = [i for i in mine.values() if i.get("state") in ("SUCCESS", "FAILURE", "RETRY")]
+            return mine if len(done) >= 5 else None  # 2 x (failed, succeeded) + the aborted one
+
+        tasks = wait_until(ended, 30, "every attempt's end in Flower", interval=0.5)
+        states = sorted(info["state"] for info in tasks.values())
+        assert states == ["FAILURE", "FAILURE", "RETRY", "SUCCESS", "SUCCESS"], states
+        failed = next(t for t, info in tasks.items() if info["state"] == "FAILURE")
+        succeeded = next(t for t, info in tasks.items() if info["state"] == "SUCCESS")
+
+        page = dump_dom(tmp_path, with_credentials(f"{flower_url}/tasks"))
+        assert "FAILURE" in page and "SUCCESS" in page and "RETRY" in page
+        detail = dump_dom(tmp_path, with_credentials(f"{flower_url}/task/{failed}"))
+        assert "black-forest-labs/flux-dev failed" in detail and "next: attempt" in detail
+        assert "qwen/qwen-image" in detail
+        detail = dump_dom(tmp_path, with_credentials(f"{flower_url}/task/{succeeded}"))
+        assert "qwen/qwen-image" in detail and batch_id in detail
+        assert RUN_TOKEN not in page + detail
+        screenshot(tmp_path, with_credentials(f"{flower_url}/tasks?state=FAILURE"), "flower-failures.png")
+        assert sim.ledger()["creations"] == 5  # failing tasks were acked, never redelivered
+    finally:
+        worker.stop(timeout=15)
+        stop_process(flower)
+        forget_queue(redis_client, settings.queue)

@@ -12,7 +12,9 @@ away longer does the exception escape, and the recovery sweep brings the item ba
 from __future__ import annotations
 
 import logging
+from typing import Any
 
+from shared.errors import AttemptFailedError
 from shared.logging_setup import log_context
 from shared.settings import Settings
 from workers.celery_app import TASK_NAME, app
@@ -21,14 +23,16 @@ from workers.dispatch import schedule_attempt
 from workers.messages import Job, NextTask
 from workers.outage import OutageWait, is_redis_unavailable
 from workers.runner import AttemptRunner
+from workers.task_states import task_ending
 
 log = logging.getLogger("workers.tasks")
 
 
-@app.task(name=TASK_NAME, bind=True)
+# AttemptFailedError is an expected end (logged without a traceback): workers.task_states.
+@app.task(name=TASK_NAME, bind=True, throws=(AttemptFailedError,))
 def generate_image(
     self, batch_id: str, index: int, attempt: int, model: str, recheck: int = 0, priority: str = "normal"
-) -> None:
+) -> Any:
     settings = app.settings()
     job = Job(
         batch_id=batch_id,
@@ -41,7 +45,20 @@ def generate_image(
     )
     _room_in_the_broker(settings)
     with log_context(**job.ref.log_fields(), model=model, task_id=job.task_id):
-        run_attempt(settings, job)
+        follow_up = run_attempt(settings, job)
+        ending = _ending(settings, job, follow_up)
+    if isinstance(ending, BaseException):
+        raise ending  # everything is recorded and held already: only Flower's state follows
+    return ending
+
+
+def _ending(settings: Settings, job: Job, follow_up: NextTask | None) -> Any:
+    """How this task ends in Flower (workers.task_states); a plain None if that cannot be read."""
+    try:
+        return task_ending(get_context(settings).ledger, job, follow_up)
+    except Exception as exc:  # noqa: BLE001 - the display must never undo a recorded run
+        log.debug("task state not decided: %s", exc)
+        return None
 
 
 def _room_in_the_broker(settings: Settings) -> None:

@@ -763,6 +763,29 @@ def queue_depths(settings: Settings | None = None):
         client.close()
 
 
+def fleet_info(settings: Settings | None = None, *, batches: int = 200):
+    """The fleet on one screen (producer.info.FleetInfo, like `rq info`): queue depth per
+    priority, the workers consuming the queue (host, pid, threads, busy), slots in use and
+    waiting, the windows and a pause, and the unfinished batches among the latest `batches`
+    with their progress. `.to_dict()` is what `producer info --json` prints."""
+    from collections import Counter
+
+    from producer.info import FleetInfo, active_batches, workers_of
+    from workers.dispatch import producer_app
+
+    settings = _settings(settings)
+    limits = _limiter_status_or_none(settings)
+    at_replicate = Counter(h.batch_id for h in (limits.holders if limits else []) if h.batch_id)
+    return FleetInfo(
+        queue=settings.queue,
+        depths=queue_depths(settings),
+        workers=workers_of(producer_app(settings), settings.queue),
+        limits=limits,
+        batches=active_batches(list_batches(settings, limit=batches)),
+        at_replicate=dict(at_replicate),
+    )
+
+
 def limits_status(settings: Settings | None = None):
     """The limiter's LimiterStatus (limits, in use, waiters, holders, window counts, pause)."""
     limiter = _limiter(_settings(settings))

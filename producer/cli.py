@@ -706,6 +706,30 @@ def list_(obj: Context, limit: int, as_json: bool) -> None:
             )
 
 
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@pass_context
+def info(obj: Context, as_json: bool) -> None:
+    """The fleet on one screen (like `rq info`): queue depth per priority, the workers alive
+    (host, pid, threads, busy), slots in use and waiting, the rate windows, a pause, and the
+    active batches with their progress.
+
+    \b
+    Examples:
+      producer info
+      watch -n 2 producer info
+      producer info --json | jq '.workers[] | {name, busy}'
+    """
+    from producer.info import info_lines
+
+    fleet = api.fleet_info(obj.settings())
+    if as_json:
+        click.echo(json.dumps(fleet.to_dict(), default=str))
+        return
+    for line in info_lines(fleet):
+        click.echo(line)
+
+
 # --- limits -------------------------------------------------------------------------------------
 @cli.group(invoke_without_command=True, epilog=EXIT_CODES_HELP)
 @click.option("--json", "as_json", is_flag=True, help="The full status as JSON.")

@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from bench.emulators import ServerProcess, start_server
 from bench.processes import free_port
 
 MOTO_KEYS = {
@@ -27,16 +24,7 @@ MOTO_KEYS = {
 
 
 @dataclass
-class MotoServer:
-    process: subprocess.Popen
-    port: int
-    host: str = "127.0.0.1"
-    env: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
+class MotoServer(ServerProcess):
     def client(self, **keys: str):
         import boto3
 
@@ -52,22 +40,6 @@ class MotoServer:
     def environ(self, **keys: str) -> dict[str, str]:
         return {"AWS_ENDPOINT_URL": self.url, **MOTO_KEYS, **keys}
 
-    def pause(self) -> None:
-        os.kill(self.process.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        os.kill(self.process.pid, signal.SIGCONT)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.resume()
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-
 
 def start_moto(
     log_path: Path, *, host: str = "127.0.0.1", port: int | None = None, env: dict[str, str] | None = None
@@ -77,25 +49,7 @@ def start_moto(
     if binary is None:
         raise RuntimeError("moto_server is not installed: pip install -e '.[test]' (it brings moto[server])")
     port = port or free_port(host)
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(
-            [binary, "-H", host, "-p", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-            start_new_session=True,
-        )
-    server = MotoServer(process, port, host)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(
-                f"moto_server exited with {process.returncode}: {log_path.read_text()[-2000:]}"
-            )
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return server
-        except OSError:
-            time.sleep(0.1)
-    server.stop()
-    raise RuntimeError("moto_server did not answer within 20 s")
+    process = start_server(
+        [binary, "-H", host, "-p", str(port)], log_path, host=host, port=port, env=env, wait=20
+    )
+    return MotoServer(process, port, host)

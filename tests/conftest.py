@@ -11,8 +11,8 @@ pytest_plugins = [
     "tests.support.workers",
     "tests.support.limiter",
     "tests.support.flower",
+    "tests.support.requirements",  # before objstore, which imports it
     "tests.support.objstore",
-    "tests.support.requirements",
     "tests.support.unit",
     "pytester",
 ]

@@ -11,14 +11,18 @@ offer create-only writes unevenly).
 Credentials come only from the environment, as every AWS/GCP/Azure tool reads them:
 `AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
 `AWS_DEFAULT_REGION` (or `AWS_REGION`), `AWS_PROFILE` (through boto3, when installed);
-`GOOGLE_APPLICATION_CREDENTIALS` / `GOOGLE_SERVICE_ACCOUNT`; `AZURE_STORAGE_ACCOUNT_NAME`,
-`AZURE_STORAGE_ACCOUNT_KEY` and the rest of `AzureConfig`. They are never passed around by this
+`GOOGLE_APPLICATION_CREDENTIALS`, `GOOGLE_SERVICE_ACCOUNT`, `GOOGLE_SERVICE_ACCOUNT_KEY`,
+`STORAGE_EMULATOR_HOST` (a GCS emulator, as Google's own clients read it);
+`AZURE_STORAGE_CONNECTION_STRING`, or `AZURE_STORAGE_ACCOUNT_NAME` with
+`AZURE_STORAGE_ACCOUNT_KEY` / `AZURE_STORAGE_SAS_TOKEN` / a service principal, and
+`AZURE_STORAGE_ENDPOINT` (Azurite, sovereign clouds). They are never passed around by this
 project, so they cannot appear in task arguments, results, logs or files; error messages are
 cut to the store's own words (method, address, status, code), which hold no credential.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -40,6 +44,34 @@ _AWS_VARIABLES = (
     ("AWS_SESSION_TOKEN", "session_token"),
     ("AWS_REGION", "region"),
     ("AWS_DEFAULT_REGION", "region"),
+)
+# The variables obstore's Azure and GCS configs know (their own names are accepted as keys), read
+# from the mapping given like the AWS ones; any other AZURE_*/GOOGLE_* variable is left alone.
+_AZURE_VARIABLES = (
+    "AZURE_STORAGE_ACCOUNT_NAME",
+    "AZURE_STORAGE_ACCOUNT_KEY",
+    "AZURE_STORAGE_ACCESS_KEY",
+    "AZURE_STORAGE_MASTER_KEY",
+    "AZURE_STORAGE_SAS_KEY",
+    "AZURE_STORAGE_SAS_TOKEN",
+    "AZURE_STORAGE_TOKEN",
+    "AZURE_STORAGE_CLIENT_ID",
+    "AZURE_STORAGE_CLIENT_SECRET",
+    "AZURE_STORAGE_TENANT_ID",
+    "AZURE_CLIENT_ID",
+    "AZURE_CLIENT_SECRET",
+    "AZURE_TENANT_ID",
+    "AZURE_AUTHORITY_HOST",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "AZURE_STORAGE_ENDPOINT",
+    "AZURE_STORAGE_USE_EMULATOR",
+    "AZURE_USE_AZURE_CLI",
+)
+_GOOGLE_VARIABLES = (
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "GOOGLE_SERVICE_ACCOUNT",
+    "GOOGLE_SERVICE_ACCOUNT_PATH",
+    "GOOGLE_SERVICE_ACCOUNT_KEY",
 )
 _STATUS = re.compile(r"status code: (\d{3})")
 _CODE = re.compile(r"<Code>([A-Za-z]+)</Code>")
@@ -72,7 +104,8 @@ class CloudStore(Store):
                 attributes=attributes or None,
             )
         except Exception as exc:  # noqa: BLE001 - every store error is classified below
-            raise _classify(exc, f"cannot write {self.url(key)}") from None
+            # A PUT creates its object: "not found" can only be the bucket (or container).
+            raise _classify(exc, f"cannot write {self.url(key)}", writing=True) from None
 
     def get(self, key: str) -> bytes:
         import obstore
@@ -150,10 +183,68 @@ def _open(location: Location, environ: dict[str, str], timeout: timedelta):
                 credential_provider=_aws_profile(environ),
             )
         if location.scheme == "gs":
-            return GCSStore(location.bucket, prefix=prefix, client_options=client, retry_config=retry)
-        return AzureStore(location.bucket, prefix=prefix, client_options=client, retry_config=retry)
+            emulator = _gcs_emulator(environ)
+            if emulator.startswith("http://"):
+                client["allow_http"] = True  # an emulator on plain HTTP was asked for
+            config = _gcs_config(environ, emulator)
+            return GCSStore(
+                location.bucket,
+                prefix=prefix,
+                config=config or None,
+                client_options=client,
+                retry_config=retry,
+            )
+        config = _azure_config(environ)
+        if config.get("AZURE_STORAGE_ENDPOINT", "").startswith("http://"):
+            client["allow_http"] = True  # Azurite: its endpoint is plain HTTP
+        return AzureStore(
+            location.bucket, prefix=prefix, config=config or None, client_options=client, retry_config=retry
+        )
     except Exception as exc:  # noqa: BLE001 - obstore raises its own config errors
         raise ConfigError(f"OUTPUT_DIR {location.url()}: {_first_line(exc)}") from None
+
+
+def _azure_config(environ: dict[str, str]) -> dict[str, Any]:
+    """AZURE_STORAGE_CONNECTION_STRING (what the Azure CLI and SDKs read) or the separate variables."""
+    config: dict[str, Any] = {name: environ[name] for name in _AZURE_VARIABLES if environ.get(name)}
+    text = environ.get("AZURE_STORAGE_CONNECTION_STRING", "").strip()
+    if not text:
+        return config
+    parts = dict(
+        (name.strip(), value.strip())
+        for name, _eq, value in (p.partition("=") for p in text.split(";") if p.strip())
+    )
+    if parts.get("UseDevelopmentStorage", "").lower() == "true":
+        config["AZURE_STORAGE_USE_EMULATOR"] = "true"
+    for key, name in (
+        ("AccountName", "AZURE_STORAGE_ACCOUNT_NAME"),
+        ("AccountKey", "AZURE_STORAGE_ACCOUNT_KEY"),
+        ("SharedAccessSignature", "AZURE_STORAGE_SAS_TOKEN"),
+        ("BlobEndpoint", "AZURE_STORAGE_ENDPOINT"),
+    ):
+        if parts.get(key):
+            config.setdefault(name, parts[key])  # a variable set on its own wins over the string
+    if "AZURE_STORAGE_ENDPOINT" not in config and parts.get("EndpointSuffix") and parts.get("AccountName"):
+        protocol = parts.get("DefaultEndpointsProtocol", "https")
+        config["AZURE_STORAGE_ENDPOINT"] = (
+            f"{protocol}://{parts['AccountName']}.blob.{parts['EndpointSuffix']}"
+        )
+    return config
+
+
+def _gcs_emulator(environ: dict[str, str]) -> str:
+    """STORAGE_EMULATOR_HOST (what Google's own clients read) as a URL, or ''."""
+    host = environ.get("STORAGE_EMULATOR_HOST", "").strip().rstrip("/")
+    return host if not host or "://" in host else f"http://{host}"
+
+
+def _gcs_config(environ: dict[str, str], emulator: str) -> dict[str, Any]:
+    """The GOOGLE_* credentials; or, for an emulator, a service account that sends requests to it
+    without OAuth (`gcs_base_url`, `disable_oauth`: how object_store's own tests reach one)."""
+    if emulator:
+        account = {"gcs_base_url": emulator, "disable_oauth": True, "client_email": "", "private_key": ""}
+        return {"service_account_key": json.dumps({**account, "private_key_id": ""})}
+    return {name: environ[name] for name in _GOOGLE_VARIABLES if environ.get(name)}
 
 
 def _aws_profile(environ: dict[str, str]):
@@ -168,7 +259,7 @@ def _aws_profile(environ: dict[str, str]):
     return Boto3CredentialProvider(boto3.Session(profile_name=environ["AWS_PROFILE"]))
 
 
-def _classify(exc: Exception, what: str) -> StorageError | StorageUnavailableError:
+def _classify(exc: Exception, what: str, *, writing: bool = False) -> StorageError | StorageUnavailableError:
     """Refusals for good (the item fails, no paid fallback) apart from no answer (retry later)."""
     from obstore import exceptions as e
 
@@ -179,7 +270,8 @@ def _classify(exc: Exception, what: str) -> StorageError | StorageUnavailableErr
         return StorageError(f"{what}: access denied ({reason})")
     if isinstance(exc, (FileNotFoundError, e.NotFoundError)):
         if (
-            "NoSuchBucket" in str(exc)
+            writing
+            or "NoSuchBucket" in str(exc)
             or "ContainerNotFound" in str(exc)
             or "bucket does not exist" in str(exc)
         ):

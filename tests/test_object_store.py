@@ -208,3 +208,24 @@ def test_azure_takes_the_connection_string_the_azure_tools_use(az_container):
         az_container.server.client().get_blob_client(az_container.name, "cs/b/0.png").get_blob_properties()
     )
     assert props.content_settings.content_type == "image/png"
+
+
+def test_s3_credentials_from_a_profile(s3_bucket, tmp_path, monkeypatch):
+    """AWS_PROFILE with the shared credentials and config files, no keys in the environment: the
+    profile's keys sign the writes (without any, obstore finds no credentials and cannot write)."""
+    (tmp_path / "credentials").write_text(
+        "[fleet]\naws_access_key_id = testing\naws_secret_access_key = testing\n"
+    )
+    (tmp_path / "config").write_text("[profile fleet]\nregion = us-east-1\n")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    env = {"AWS_ENDPOINT_URL": s3_bucket.server.url, "AWS_PROFILE": "fleet"}
+    store = open_store(f"{s3_bucket.url}/profiled", environ=env)
+    probe(store)
+    assert write_once(store, "b/0.png", PNG).fresh
+    assert s3_bucket.keys("profiled/") == {"profiled/b/0.png": PNG}
+    with pytest.raises(ConfigError, match="nobody"):
+        open_store(s3_bucket.url, environ={**env, "AWS_PROFILE": "nobody"})

@@ -282,6 +282,12 @@ MALFORMED = [
         "output",
         "also written by item 0",
     ),
+    (  # a model asked for PNG may answer JPEG: both would be written as fox.jpg
+        [{"prompt": "a", "output": "fox.png"}, {"prompt": "b", "output": "fox.jpg"}],
+        1,
+        "output",
+        "also written by item 0",
+    ),
     (
         [{"prompt": "a", "output": "./d/x.png"}, {"prompt": "b", "output": "d//x.png"}],
         1,

@@ -3,8 +3,10 @@
 - `output` is relative to the output root: no absolute paths, no `..`, no `\\`, and the resolved
   path (symlinks followed) must stay inside the root;
 - two items may not write the same file, compared case-insensitively (the output root may live
-  on, or be copied to, a case-insensitive file system); further outputs of one item (`name_1.ext`,
-  `name_2.ext` for num_outputs > 1) count too;
+  on, or be copied to, a case-insensitive file system) and without the media extension (a worker
+  names each file after the bytes it received: `fox.png` holding a JPEG is written `fox.jpg`, so
+  `fox.png` and `fox.jpg` of two items could land on one object); further outputs of one item
+  (`name_1.ext`, `name_2.ext` for num_outputs > 1) count too;
 - the extension decides output_format when only it is given; with neither, the model's default
   format is used; with both, they must agree (.jpeg counts as jpg).
 """
@@ -157,10 +159,17 @@ class Outputs:
         return ok
 
     def _claim_key(self, index: int, item_id: str, name: str, key: str, problem: Report) -> bool:
+        stem, dot, ext = key.rpartition(".")
+        if dot and "/" not in ext and ext in MEDIA_EXTENSIONS:
+            key = stem  # the extension follows the bytes received: claim every media extension
         if key in self.claimed_files:
             other, other_id = self.claimed_files[key]
             label = f"item {other}" + (f" (id {other_id!r})" if other_id != str(other) else "")
-            problem(f"{name!r} is also written by {label} (names are compared ignoring case)", "output")
+            problem(
+                f"{name!r} is also written by {label} (names are compared ignoring case and the media "
+                "extension, which follows the format the model returns)",
+                "output",
+            )
             return False
         self.claimed_files[key] = (index, item_id)
         return True

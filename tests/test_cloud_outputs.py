@@ -1,0 +1,110 @@
+"""A batch's files on Azure Blob and Google Cloud Storage, end to end on one host: real celery
+workers make the images with the stand-in and write them to a container on Azurite; `producer
+fetch` brings them home from az://, and from gs:// (fake-gcs-server) where another client
+published a finished batch's folder. (The multi-host run with a store outage is S3's, in
+tests/test_fleet_storage.py; it is not repeated per store.)
+
+Workers cannot write to gs:// here: fake-gcs-server implements only GCS's JSON upload API and
+obstore writes through the XML API (tests/test_object_store.py says what that leaves untested)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from producer import api
+from producer.cli import cli
+from shared.storage import sniff
+
+pytestmark = [pytest.mark.e2e]
+
+PROMPTS = [
+    {"prompt": "a red fox in snow", "model": "black-forest-labs/flux-dev"},
+    {"prompt": "a lighthouse at dusk", "model": "black-forest-labs/flux-dev"},
+    {"prompt": "a quiet harbour", "model": "black-forest-labs/flux-dev", "output": "harbour/dawn.png"},
+]
+
+
+def fetch_cli(settings, env: dict[str, str], *args: str):
+    base = ["--redis-url", settings.redis_url, "--env-file", "/nonexistent.env", "fetch", *args]
+    return CliRunner().invoke(cli, base, env={**settings.as_env(), **env})
+
+
+def run_batch(settings, sim, worker_factory, env: dict[str, str]) -> api.Batch:
+    worker_factory(settings, count=1, sim=sim, **env)
+    batch = api.submit(PROMPTS, settings=settings)
+    snap = batch.wait(timeout=120)
+    assert snap.finished and snap.all_succeeded, snap.counts
+    assert sim.ledger()["creations"] == len(PROMPTS)  # one prediction per image, none again
+    return batch
+
+
+def recorded_files(batch: api.Batch) -> dict[str, str]:
+    """key -> sha256 of every output the items recorded."""
+    return {f["key"]: f["sha256"] for record in batch.results() for f in record["files"]}
+
+
+def assert_fetched(home: Path, batch: api.Batch, files: dict[str, str]) -> None:
+    for key, digest in files.items():
+        data = (home / key).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == digest and sniff(data) is not None, key
+    manifest = json.loads((home / batch.id / "manifest.json").read_text())
+    assert [item["status"] for item in manifest["items"]] == ["succeeded"] * len(PROMPTS)
+    assert (home / batch.id / "index.html").is_file()
+
+
+def test_real_workers_write_a_batch_to_azure_and_fetch_brings_it_home(
+    settings, sim, worker_factory, az_container, tmp_path, monkeypatch
+):
+    env = az_container.environ()
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)  # the producer's side: the write probe at submit
+    url = f"{az_container.url}/runs"
+    settings = settings.with_(replicate_base_url=sim.url, output_dir=url)
+    batch = run_batch(settings, sim, worker_factory, env)
+
+    files = recorded_files(batch)
+    assert len(files) == len(PROMPTS) and "harbour/dawn.png" in files  # an item's own path is kept
+    stored = az_container.keys("runs/")
+    for key, digest in files.items():  # every output whole in the container, as recorded
+        assert hashlib.sha256(stored[f"runs/{key}"]).hexdigest() == digest
+    assert {f"runs/{batch.id}/manifest.json", f"runs/{batch.id}/index.html"} <= set(stored)
+    outputs = [o for record in batch.results() for o in record["outputs"]]
+    assert outputs and all(o.startswith(f"{url}/") for o in outputs)  # results name az:// URLs
+
+    home = tmp_path / "home"
+    first = fetch_cli(settings, env, batch.id, "--to", str(home))
+    assert first.exit_code == 0, first.output
+    assert_fetched(home, batch, files)
+    again = fetch_cli(settings, env, batch.id, "--to", str(home))  # resumable: nothing copied twice
+    assert again.exit_code == 0 and f"{len(files)} already there" in again.stdout, again.output
+
+
+def test_fetch_brings_a_batch_home_from_gcs(settings, sim, worker_factory, gs_bucket, tmp_path):
+    """A finished batch's folder published to a bucket by another client (as `gcloud storage
+    rsync` would), its local folder gone: `producer fetch --from gs://...` reads the manifest,
+    lists, sizes and copies every output through obstore, resumably."""
+    out = tmp_path / "out"
+    settings = settings.with_(replicate_base_url=sim.url, output_dir=str(out))
+    batch = run_batch(settings, sim, worker_factory, {})
+    files = recorded_files(batch)
+    for path in sorted(out.rglob("*")):
+        if path.is_file():
+            gs_bucket.put_other(f"published/{path.relative_to(out).as_posix()}", path.read_bytes())
+    shutil.rmtree(out)
+
+    env = gs_bucket.environ()
+    home = tmp_path / "home"
+    args = [batch.id, "--from", f"{gs_bucket.url}/published", "--to", str(home)]
+    first = fetch_cli(settings, env, *args)
+    assert first.exit_code == 0, first.output
+    assert_fetched(home, batch, files)
+    (home / next(iter(files))).write_bytes(b"truncated")  # a damaged copy is fetched again
+    again = fetch_cli(settings, env, *args)
+    assert again.exit_code == 0 and "fetched 1 file(s)" in again.stdout, again.output
+    assert_fetched(home, batch, files)

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from producer.progress import (
     Reporter,
     Snapshot,
@@ -222,6 +224,9 @@ class Batch:
         # explicit new batch id): its BatchInfo, for a note. None otherwise.
         self.duplicate_of: Any = None
         self._ledger_obj = None
+        # The spending limits in force at submit (micro-USD; None: none), for the plan.
+        self.max_cost: int | None = None
+        self.daily_limit: int | None = None
 
     def __repr__(self) -> str:
         return f"Batch({self.id!r}{', dry_run' if self.dry_run else ''})"
@@ -252,6 +257,20 @@ class Batch:
         return snapshot_from_info(
             self.info(), limiter_status=_limiter_status_or_none(self.settings) if with_slots else None
         )
+
+    def spend(self):
+        """The batch's limit, spend, reservations and held items (shared.budget.BatchSpend)."""
+        self.info()
+        return _budget(self.settings, self.ledger.redis).batch(self.id)
+
+    def held_items(self) -> dict[int, str]:
+        """Index -> why each held item waits ("batch limit 0.50 USD reached")."""
+        self.info()
+        return {
+            item.index: item.held_reason or "held by a spending limit"
+            for item in self.ledger.items(self.id)
+            if item.status == "held"
+        }
 
     def results(self) -> list[dict[str, Any]]:
         """The manifest records, one per item, in submission order."""
@@ -311,6 +330,7 @@ class Batch:
 
         self.info()
         result = self.ledger.cancel(self.id)
+        _budget(self.settings, self.ledger.redis).drop_held(self.id)  # held items are canceled too
         # Sends still held in the schedule are dropped (the feeder would skip them anyway: their
         # items are canceled); only the few messages already in the broker need revoking.
         Scheduler(self.ledger.redis, self.ledger.keys).drop_batch(self.id)
@@ -350,8 +370,9 @@ class Batch:
         check_workers: bool = True,
         interval: float = 10.0,
     ) -> Snapshot:
-        """Block until every item is terminal (or `timeout` seconds passed: check `.finished` on the
-        returned snapshot). `progress`: see producer.progress.make_reporter.
+        """Block until every item is terminal, or all that is left is held by a spending limit
+        (`.stalled_on_budget`), or `timeout` seconds passed (check `.finished` on the returned
+        snapshot). `progress`: see producer.progress.make_reporter.
 
         Raises NoWorkerError within a few seconds when unfinished work has no worker consuming
         the queue. Ctrl-C (KeyboardInterrupt) propagates; the batch keeps running either way.
@@ -368,7 +389,7 @@ class Batch:
                 snap = snapshot_from_info(self._info_from(ledger), limiter_status=_safe_status(limiter))
                 if reporter is not None:
                     reporter.update(snap)
-                if snap.finished:
+                if snap.finished or snap.stalled_on_budget:
                     break
                 if pinger is None:
                     pinger = _WorkerWatch(self.settings, enabled=check_workers)
@@ -455,6 +476,7 @@ def submit(
     on_plan: Callable[[Batch], None] | None = None,
     price_per_call: float | None = None,
     fallback: bool = True,
+    max_cost: str | float | None = None,
 ) -> Batch:
     """Validate every item, then record the batch and enqueue one task per item.
 
@@ -478,6 +500,10 @@ def submit(
     fallback: False keeps every item on its first model: a model that fails for good fails the
     item instead of paying for the next model of its route (`"fallback": false` in the file's
     defaults or an item does the same for those items).
+
+    max_cost: the batch's spending limit in USD (else the file's "max_cost"; None: none). Under
+    it, or under the fleet's daily budget, every model an item may run must have a price (or
+    `price_per_call`), else InputError. Items whose next attempt does not fit wait as `held`.
 
     on_plan: called with the validated, not yet recorded Batch (`.requests`, `.notes`,
     `.duplicate_of`) right before it is recorded and enqueued (not for dry runs or for a batch
@@ -520,8 +546,19 @@ def submit(
         )
     registry = getattr(requests, "registry", registry)  # with the schemas of the models it uses
     requests = _priced(requests, registry, price_per_call)
+    limit = _batch_limit(max_cost, getattr(requests, "max_cost", None))
+    daily = _daily_limit(settings, quiet=dry_run)
+    if limit is not None or daily is not None:
+        from shared.budget import usd
+        from shared.models.pricing import refuse_unpriced
+
+        in_force = [f"--max-cost {usd(limit)} USD"] if limit is not None else []
+        in_force += [f"daily budget {usd(daily)} USD"] if daily is not None else []
+        refuse_unpriced(requests, registry, limit=" and ".join(in_force))
     if dry_run:
-        return Batch(batch_id, settings, requests=requests, created=False, dry_run=True, registry=registry)
+        batch = Batch(batch_id, settings, requests=requests, created=False, dry_run=True, registry=registry)
+        batch.max_cost, batch.daily_limit = limit, daily
+        return batch
 
     ledger = _ledger(settings)  # RedisUnavailableError before anything else is imported or written
     from producer.output_checks import check_writable, existing_outputs
@@ -537,6 +574,8 @@ def submit(
         "params": dict(params or {}),
         "priority": priority,
     }
+    if limit is not None:
+        options["max_cost_micro"] = limit
     references = References(requests)  # each distinct local file read once, named by its content
     fingerprint = batch_fingerprint(batch_id, references.for_fingerprint(requests), options)
     store = open_store(settings.output_dir)
@@ -559,6 +598,8 @@ def submit(
         if len(references):
             _upload_references(references, settings)
             requests = references.with_urls(requests)
+        if limit is not None:  # before any item can be sent, so the first one is already limited
+            _budget(settings, ledger.redis).set_batch_limit(batch_id, limit)
     try:
         created = ledger.create_batch(
             batch_id,
@@ -586,7 +627,30 @@ def submit(
     batch = Batch(batch_id, settings, requests=requests, created=created, registry=registry)
     batch.duplicate_of = same
     batch._ledger_obj = ledger
+    batch.max_cost, batch.daily_limit = limit, daily
     return batch
+
+
+def _batch_limit(flag: str | float | None, from_file: int | None) -> int | None:
+    """--max-cost (USD), else the file's "max_cost" (micro-USD): the batch's limit in micro-USD."""
+    return from_file if flag is None else _usd(flag, "--max-cost")
+
+
+def _budget(settings: Settings, client=None):
+    from shared.budget import Budget
+
+    return Budget.from_settings(client if client is not None else _ledger(settings).redis, settings)
+
+
+def _daily_limit(settings: Settings, *, quiet: bool = False) -> int | None:
+    """The fleet's daily budget in force (Redis, else REPLICATE_DAILY_BUDGET). `quiet`: a dry run
+    without Redis falls back to the settings."""
+    try:
+        return _budget(settings).status().daily_limit
+    except (FleetError, redis.RedisError):
+        if not quiet:
+            raise
+        return settings.daily_budget_micro
 
 
 def _upload_references(references, settings: Settings) -> None:
@@ -746,6 +810,58 @@ def fetch_from_store(
 def list_batches(settings: Settings | None = None, limit: int = 20) -> list:
     """The most recent batches (ledger BatchInfo objects), newest first."""
     return list(_ledger(_settings(settings)).list_batches(limit=limit))
+
+
+def budget_status(settings: Settings | None = None, batch_ids: Sequence[str] | None = None):
+    """Today's daily budget (UTC, Redis TIME), spent, reserved, left; and each batch's (the
+    recent ones when `batch_ids` is None). shared.budget.BudgetStatus (`.to_dict()`)."""
+    settings = _settings(settings)
+    if batch_ids is None:
+        batch_ids = [info.id for info in list_batches(settings)]
+    return _budget(settings).status(list(batch_ids))
+
+
+def set_daily_budget(settings: Settings | None, usd_amount: str | float | None) -> int:
+    """The fleet's daily budget from now on (None: no daily budget, whatever
+    REPLICATE_DAILY_BUDGET says); held items that fit now are sent again. Returns how many."""
+    settings = _settings(settings)
+    _budget(settings).set_daily(None if usd_amount is None else _usd(usd_amount, "--daily"))
+    return wake_held(settings)
+
+
+def set_batch_limit(settings: Settings | None, batch_id: str, usd_amount: str | float | None) -> int:
+    """BATCH's spending limit from now on (None: no limit); held items that fit now are sent
+    again. Returns how many."""
+    settings = _settings(settings)
+    batch = open_batch(batch_id, settings)
+    batch.info()
+    limit = None if usd_amount is None else _usd(usd_amount, "--batch")
+    _budget(settings, batch.ledger.redis).set_batch_limit(batch_id, limit)
+    return wake_held(settings)
+
+
+def wake_held(settings: Settings | None = None) -> int:
+    """Send again the held items that fit the room left now (the recovery sweep does the same
+    every sweep interval, e.g. when the UTC day turns). Returns how many were sent."""
+    from shared.budget import Budget
+    from workers.dispatch import send_again
+
+    settings = _settings(settings)
+    client = connect(settings)
+    try:
+        picked = Budget.from_settings(client, settings).wake()
+    finally:
+        client.close()
+    return sum(send_again(settings, batch_id, indexes) for batch_id, indexes in picked.items())
+
+
+def _usd(amount: str | float, flag: str) -> int:
+    from shared.budget import parse_usd
+
+    try:
+        return parse_usd(amount)
+    except ValueError as exc:
+        raise InputError(Problem(f"{flag}: {exc}", field=flag)) from None
 
 
 def queue_depths(settings: Settings | None = None):

@@ -26,6 +26,9 @@ import redis
 from producer import api
 from producer.params import split_params
 from producer.progress import Snapshot, batch_state, format_counts, format_duration
+from shared.budget import price_micro, usd
+from shared.budget.money import usd_number
+from shared.common import format_usd
 from shared.errors import (
     ApiUnreachableError,
     ConfigError,
@@ -220,6 +223,13 @@ def cli(ctx: click.Context, redis_url: str | None, env_file: str) -> None:
     help="Higher priorities get the fleet's free slots first; batches of one priority share "
     "the fleet in turn, so a small one never waits behind a large one.",
 )
+@click.option(
+    "--max-cost",
+    metavar="USD",
+    help="The batch's spending limit (or \"max_cost\" in the file's defaults): every attempt, "
+    "retries and fallbacks included, reserves its price first; items that do not fit wait as "
+    "held until `producer budget set --batch ID USD`.",
+)
 @pass_context
 def submit(
     obj: Context,
@@ -238,6 +248,7 @@ def submit(
     no_fallback: bool,
     price_per_call: float | None,
     priority: str,
+    max_cost: str | None,
 ) -> None:
     """Validate FILE (prompts.json), record a batch and enqueue one task per image.
 
@@ -264,6 +275,7 @@ def submit(
       producer submit prompts.json --again          # the same file once more, on purpose
       producer submit urgent.json --priority high   # ahead of the normal batches running
       producer submit prompts.json --no-fallback    # never pay for a second model
+      producer submit prompts.json --max-cost 20    # never more than $20 for this batch
     """
     if fetch_to is not None and not wait:
         raise click.UsageError("--fetch DIR needs --wait (or run `producer fetch BATCH --to DIR` later)")
@@ -305,6 +317,7 @@ def submit(
         on_plan=None if dry_run else show_plan,
         price_per_call=price_per_call,
         fallback=not no_fallback,
+        max_cost=max_cost,
     )
     requests = batch.requests or []
     if dry_run:
@@ -316,7 +329,8 @@ def submit(
     if batch.created:
         click.echo(
             f"batch {batch.id}: {len(requests)} items queued on {settings.queue!r}"
-            + (f", priority {priority}" if priority != "normal" else ""),
+            + (f", priority {priority}" if priority != "normal" else "")
+            + (f", limit {usd(batch.max_cost)} USD" if batch.max_cost is not None else ""),
             err=err,
         )
     else:
@@ -338,7 +352,13 @@ def submit(
     if as_json:
         click.echo(
             json.dumps(
-                {"batch": batch.id, "items": len(requests), "counts": snap.counts, "finished": snap.finished}
+                {
+                    "batch": batch.id,
+                    "items": len(requests),
+                    "counts": snap.counts,
+                    "finished": snap.finished,
+                    "held": snap.held,
+                }
             )
         )
     sys.exit(_outcome(snap) if fetched_all else EXIT_SOME_FAILED)
@@ -374,8 +394,9 @@ def _print_plan(batch: api.Batch, as_json: bool) -> None:
     from shared.routing import describe_plan, estimate_cost, max_cost, unpriced_items
 
     requests = batch.requests or []
+    cost = estimate_cost(requests, batch.registry)
+    worst = max_cost(requests, batch.registry)
     if as_json:
-        cost = estimate_cost(requests, batch.registry)
         click.echo(
             json.dumps(
                 {
@@ -383,8 +404,10 @@ def _print_plan(batch: api.Batch, as_json: bool) -> None:
                     "items": len(requests),
                     "dry_run": True,
                     "estimated_cost_usd": round(cost, 4),
-                    "max_cost_usd": round(max_cost(requests, batch.registry), 4),
+                    "max_cost_usd": round(worst, 4),
                     "price_unknown_items": unpriced_items(requests, batch.registry),
+                    "batch_limit_usd": usd_number(batch.max_cost),
+                    "daily_budget_usd": usd_number(batch.daily_limit),
                     "plan": [r.to_dict() for r in requests],
                 }
             )
@@ -392,7 +415,29 @@ def _print_plan(batch: api.Batch, as_json: bool) -> None:
         return
     plan = describe_plan(requests, batch.registry)
     click.echo(plan if isinstance(plan, str) else "\n".join(plan))
+    for line in _limit_lines(batch, cost, worst):
+        click.echo(line)
     click.echo("Dry run: nothing was recorded or enqueued.")
+
+
+def _limit_lines(batch: api.Batch, cost: float, worst: float) -> list[str]:
+    """The estimate against the spending limits in force (a dry run)."""
+    lines = []
+    for name, limit in (("batch limit (--max-cost)", batch.max_cost), ("daily budget", batch.daily_limit)):
+        if limit is None:
+            continue
+        estimate, most = price_micro(cost), price_micro(worst)
+        if most <= limit:
+            verdict = "fits, fallbacks included"
+        elif estimate <= limit:
+            verdict = f"fits if few fallbacks run (up to {format_usd(worst)} with every fallback)"
+        else:
+            verdict = (
+                f"does NOT fit: about {estimate * 100 // max(limit, 1) - 100}% over; the items past it "
+                "would wait as held"
+            )
+        lines.append(f"{name}: {usd(limit)} USD; estimate {format_usd(cost)}: {verdict}")
+    return lines
 
 
 # --- following a batch ------------------------------------------------------------------------------
@@ -406,8 +451,11 @@ def _wait(batch: api.Batch, *, progress_stream, as_json: bool = False) -> Snapsh
             err=True,
         )
         sys.exit(EXIT_INTERRUPTED)
-    manifest = _manifest_quietly(batch)
     out = sys.stderr if as_json else sys.stdout
+    if snap.stalled_on_budget:
+        _say_held(batch, snap, out)
+        return snap
+    manifest = _manifest_quietly(batch)
     verdict = "all succeeded" if snap.all_succeeded else format_counts(snap.counts)
     click.echo(
         f"batch {batch.id} finished in {format_duration(snap.elapsed)}: {snap.total} items, {verdict}",
@@ -422,6 +470,23 @@ def _wait(batch: api.Batch, *, progress_stream, as_json: bool = False) -> Snapsh
             file=out,
         )
     return snap
+
+
+def _say_held(batch: api.Batch, snap: Snapshot, out: Any) -> None:
+    """--wait ended with items held by a spending limit: say which limit, and how to go on."""
+    reasons = Counter(batch.held_items().values())
+    click.echo(
+        f"batch {batch.id}: {snap.held} of {snap.total} items HELD by a spending limit "
+        f"({'; '.join(f'{n} x {why}' for why, n in reasons.most_common())}); "
+        f"{format_counts({k: v for k, v in snap.counts.items() if k != 'held'})}",
+        file=out,
+    )
+    click.echo(
+        f"they resume by themselves when the limit is raised (`producer budget set --batch {batch.id} USD`, "
+        "`producer budget set --daily USD`) or the UTC day turns; `producer cancel "
+        f"{batch.id}` ends them; `producer wait {batch.id}` follows again",
+        file=out,
+    )
 
 
 def _manifest_quietly(batch: api.Batch) -> Path | None:
@@ -475,6 +540,8 @@ def status(obj: Context, batch_id: str | None, as_json: bool) -> None:
     batch = api.open_batch(batch_id, settings) if batch_id else api.latest_batch(settings)
     info = batch.info()
     snap = batch.status()
+    spend = batch.spend()
+    held = batch.held_items() if snap.held else {}
     if as_json:
         click.echo(
             json.dumps(
@@ -483,6 +550,8 @@ def status(obj: Context, batch_id: str | None, as_json: bool) -> None:
                     "state": batch_state(snap),
                     "created_at": getattr(info, "created_at", None),
                     "output_root": getattr(info, "output_root", None),
+                    "spend": spend.to_dict(),
+                    "held_items": [{"index": i, "reason": why} for i, why in sorted(held.items())],
                 }
             )
         )
@@ -497,6 +566,32 @@ def status(obj: Context, batch_id: str | None, as_json: bool) -> None:
     click.echo(f"  rate     {rate}, elapsed {format_duration(snap.elapsed)}{eta}")
     if snap.slots_limit:
         click.echo(f"  slots    {snap.slots_in_use}/{snap.slots_limit} in use account-wide")
+    click.echo(f"  spend    {_spend_text(spend)}")
+    if held:
+        for why, indexes in _by_reason(held).items():
+            shown = ", ".join(map(str, indexes[:20])) + (
+                f" and {len(indexes) - 20} more" if len(indexes) > 20 else ""
+            )
+            click.echo(f"  held     {len(indexes)} item(s): {why} (items {shown})")
+        click.echo(
+            f"           raise it: producer budget set --batch {snap.batch_id} USD (or --daily USD); "
+            f"end them: producer cancel {snap.batch_id}"
+        )
+
+
+def _spend_text(spend: Any) -> str:
+    """'0.50 spent, 0.05 reserved of 0.50 USD (0.00 left)' or '... USD (no limit)'."""
+    text = f"{usd(spend.spent)} spent, {usd(spend.reserved)} reserved"
+    if spend.limit is None:
+        return text + " USD (no limit)"
+    return text + f" of {usd(spend.limit)} USD ({usd(max(spend.left, 0))} left)"
+
+
+def _by_reason(held: dict[int, str]) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for index, why in sorted(held.items()):
+        out.setdefault(why, []).append(index)
+    return out
 
 
 def _when(timestamp: Any) -> str:
@@ -670,8 +765,9 @@ def retry(obj: Context, batch_id: str, include_canceled: bool, wait: bool) -> No
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines, one batch per line.")
 @pass_context
 def list_(obj: Context, limit: int, as_json: bool) -> None:
-    """The most recent batches, newest first: id, creation time, state (the words `status`
-    uses: queued, running, canceling, finished, canceled), items done, counts by state.
+    """The most recent batches, newest first: id, creation time, priority, state (the words
+    `status` uses: queued, running, held, canceling, finished, canceled), items done, spend
+    (spent + reserved) against the batch's limit, counts by state.
 
     \b
     Example:
@@ -679,15 +775,21 @@ def list_(obj: Context, limit: int, as_json: bool) -> None:
     """
     from producer.progress import snapshot_from_info
 
-    infos = api.list_batches(obj.settings(), limit=limit)
+    settings = obj.settings()
+    infos = api.list_batches(settings, limit=limit)
     if not infos:
         if not as_json:
             click.echo("no batches yet")
         return
+    spends = {b.batch_id: b for b in api.budget_status(settings, [info.id for info in infos]).batches}
     if not as_json:
-        click.echo(f"{'BATCH':<24} {'CREATED':<23}  {'PRIORITY':<8} {'STATE':<9} {'DONE':>11}  ITEMS")
+        click.echo(
+            f"{'BATCH':<24} {'CREATED':<23}  {'PRIORITY':<8} {'STATE':<9} {'DONE':>11}  "
+            f"{'SPENT/LIMIT USD':<17}  ITEMS"
+        )
     for info in infos:
         snap = snapshot_from_info(info)
+        spend = spends[info.id]
         if as_json:
             click.echo(
                 json.dumps(
@@ -696,13 +798,18 @@ def list_(obj: Context, limit: int, as_json: bool) -> None:
                         "state": batch_state(snap),
                         "created_at": getattr(info, "created_at", None),
                         "priority": info.priority,
+                        "spend": spend.to_dict(),
                     }
                 )
             )
         else:
+            money = (
+                usd(spend.spent + spend.reserved) + "/" + ("-" if spend.limit is None else usd(spend.limit))
+            )
             click.echo(
                 f"{info.id:<24} {_when(getattr(info, 'created_at', None)):<23}  {info.priority:<8} "
-                f"{batch_state(snap):<9} {f'{snap.done}/{snap.total}':>11}  {format_counts(snap.counts)}"
+                f"{batch_state(snap):<9} {f'{snap.done}/{snap.total}':>11}  {money:<17}  "
+                f"{format_counts(snap.counts)}"
             )
 
 
@@ -728,6 +835,108 @@ def info(obj: Context, as_json: bool) -> None:
         return
     for line in info_lines(fleet):
         click.echo(line)
+
+
+# --- budget -------------------------------------------------------------------------------------
+@cli.group(invoke_without_command=True, epilog=EXIT_CODES_HELP)
+@click.option("--batch", "batch_ids", multiple=True, metavar="ID", help="Only these batches (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@click.pass_context
+def budget(ctx: click.Context, batch_ids: tuple[str, ...], as_json: bool) -> None:
+    """Spending limits: today's daily budget (UTC day, by Redis's clock) with what is spent,
+    reserved (predictions being created or running) and left; and the same per batch (the recent
+    ones, or --batch ID), with its held items. Every attempt reserves its price before it is
+    created; items that do not fit wait as held and resume when a limit is raised or the day turns.
+
+    \b
+    Examples:
+      producer budget
+      producer budget --json | jq .left_today_usd
+      producer budget set --daily 50            # the whole fleet, per UTC day
+      producer budget set --batch b-20261205-ab12cd 2.50
+      producer budget clear --daily             # no daily budget (whatever REPLICATE_DAILY_BUDGET says)
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    settings = ctx.find_object(Context).settings()
+    _print_budget(api.budget_status(settings, list(batch_ids) or None), as_json)
+
+
+def _print_budget(status_: Any, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(status_.to_dict()))
+        return
+    source = {"redis": "set for the fleet", "settings": "REPLICATE_DAILY_BUDGET", "none": ""}[
+        status_.daily_source
+    ]
+    limit = "none" if status_.daily_limit is None else f"{usd(status_.daily_limit)} USD ({source})"
+    click.echo(f"today      {status_.day.isoformat()} (UTC)   daily budget {limit}")
+    left = "" if status_.left_today is None else f", {usd(max(status_.left_today, 0))} left"
+    click.echo(f"           {usd(status_.spent_today)} spent, {usd(status_.reserved_today)} reserved{left}")
+    if not status_.batches:
+        return
+    click.echo("")
+    click.echo(f"{'BATCH':<24} {'LIMIT':>10} {'SPENT':>10} {'RESERVED':>10} {'LEFT':>10}  HELD")
+    for b in status_.batches:
+        click.echo(
+            f"{b.batch_id:<24} {'-' if b.limit is None else usd(b.limit):>10} {usd(b.spent):>10} "
+            f"{usd(b.reserved):>10} {'-' if b.left is None else usd(max(b.left, 0)):>10}  {b.held or ''}"
+        )
+
+
+@budget.command("set", epilog=EXIT_CODES_HELP)
+@click.option("--daily", metavar="USD", help="The fleet's budget per UTC day.")
+@click.option("--batch", "batch_limit", nargs=2, metavar="ID USD", help="A batch's limit (its --max-cost).")
+@click.option("--json", "as_json", is_flag=True, help="Print the new status as JSON.")
+@pass_context
+def budget_set(obj: Context, daily: str | None, batch_limit: tuple[str, str] | None, as_json: bool) -> None:
+    """Change a spending limit for the whole fleet at once, without restarting workers. Items
+    held by it that fit now are sent again at once.
+
+    \b
+    Examples:
+      producer budget set --daily 50
+      producer budget set --batch b-20261205-ab12cd 1.00
+    """
+    if daily is None and not batch_limit:
+        raise click.UsageError("give --daily USD or --batch ID USD")
+    settings = obj.settings()
+    woken = 0
+    if daily is not None:
+        woken += api.set_daily_budget(settings, daily)
+    if batch_limit:
+        woken += api.set_batch_limit(settings, batch_limit[0], batch_limit[1])
+    _after_change(settings, woken, [batch_limit[0]] if batch_limit else None, as_json)
+
+
+@budget.command("clear", epilog=EXIT_CODES_HELP)
+@click.option("--daily", is_flag=True, help="No daily budget (over REPLICATE_DAILY_BUDGET).")
+@click.option("--batch", "batch_id", metavar="ID", help="No limit for this batch.")
+@click.option("--json", "as_json", is_flag=True, help="Print the new status as JSON.")
+@pass_context
+def budget_clear(obj: Context, daily: bool, batch_id: str | None, as_json: bool) -> None:
+    """Remove a spending limit; items held by it are sent again at once.
+
+    \b
+    Examples:
+      producer budget clear --daily
+      producer budget clear --batch b-20261205-ab12cd
+    """
+    if not daily and batch_id is None:
+        raise click.UsageError("give --daily or --batch ID")
+    settings = obj.settings()
+    woken = 0
+    if daily:
+        woken += api.set_daily_budget(settings, None)
+    if batch_id is not None:
+        woken += api.set_batch_limit(settings, batch_id, None)
+    _after_change(settings, woken, [batch_id] if batch_id else None, as_json)
+
+
+def _after_change(settings: Settings, woken: int, batch_ids: list[str] | None, as_json: bool) -> None:
+    if not as_json:
+        click.echo(f"{woken} held item(s) sent again" if woken else "no held item fits yet")
+    _print_budget(api.budget_status(settings, batch_ids), as_json)
 
 
 # --- limits -------------------------------------------------------------------------------------

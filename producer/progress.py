@@ -21,7 +21,7 @@ from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Column
 
 # Order in which the counts are shown everywhere.
-STATUSES = ("succeeded", "substituted", "failed", "canceled", "running", "pending")
+STATUSES = ("succeeded", "substituted", "failed", "canceled", "running", "pending", "held")
 TERMINAL = ("succeeded", "substituted", "failed", "canceled")
 
 
@@ -70,9 +70,20 @@ class Snapshot:
         return self.done - self.canceled_count
 
     @property
+    def held(self) -> int:
+        """Items waiting for room in a spending limit (shared.budget)."""
+        return self.counts.get("held", 0)
+
+    @property
+    def stalled_on_budget(self) -> bool:
+        """Nothing left to run but items held by a spending limit: they resume by themselves
+        when the limit is raised or the UTC day turns, not while anyone waits."""
+        return not self.finished and self.held > 0 and self.done + self.held >= self.total
+
+    @property
     def queued(self) -> int:
-        # Items not yet terminal nor running; computed so an item is never shown twice or lost.
-        return max(self.total - self.done - self.running, 0)
+        # Items not yet terminal nor running nor held; computed so an item is never shown twice.
+        return max(self.total - self.done - self.running - self.held, 0)
 
     @property
     def all_succeeded(self) -> bool:
@@ -112,11 +123,13 @@ class Snapshot:
 def batch_state(snap: Snapshot) -> str:
     """One word for where a batch stands, the same in `status`, `list` and `info`: queued (no
     item started), running, canceling (canceled, items still stopping), finished, canceled
-    (finished after a cancel)."""
+    (finished after a cancel), held (all that is left waits for room in a spending limit)."""
     if snap.finished:
         return "canceled" if snap.canceled else "finished"
     if snap.canceled:
         return "canceling"
+    if snap.stalled_on_budget:
+        return "held"
     return "running" if snap.done or snap.running else "queued"
 
 

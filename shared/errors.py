@@ -156,6 +156,7 @@ class BudgetExceededError(FleetError):
 
         self.scope = scope  # "batch" | "daily"
         self.limit = limit  # micro-USD
+        self.amount = 0  # micro-USD the refused attempt needed (set by the worker that was refused)
         what = "batch limit" if scope == "batch" else "daily budget"
         super().__init__(f"{what} {usd(limit)} USD reached")
 

@@ -40,7 +40,9 @@ from shared.errors import DuplicateFingerprintError, StillCancelingError
 from shared.keys import Keys
 from shared.request import ImageRequest
 
-STATUSES = ("pending", "running", "succeeded", "failed", "canceled", "substituted")
+# `held`: the item's next attempt does not fit a spending limit (shared.budget); it waits, parked,
+# without a message or a slot, until the limit is raised or the UTC day turns.
+STATUSES = ("pending", "running", "held", "succeeded", "failed", "canceled", "substituted")
 TERMINAL = frozenset({"succeeded", "failed", "canceled", "substituted"})
 
 # One script per state change in shared/lua/, each sent after the prelude ledger_common.lua.
@@ -141,6 +143,7 @@ class ItemRecord:
     attempts: list[AttemptRecord] = field(default_factory=list)
     base_attempt: int = 1  # first attempt since the last reset (transient retries count from here)
     finished_at: float | None = None
+    held_reason: str | None = None  # status `held`: the spending limit its next attempt waits for
 
     @property
     def terminal(self) -> bool:
@@ -161,6 +164,7 @@ class ItemRecord:
             "attempts": [a.to_result() for a in self.attempts],
             "error": self.error,
             "finished_at": iso_time(self.finished_at),
+            **({"held_reason": self.held_reason} if self.status == "held" else {}),
         }
 
 
@@ -652,6 +656,7 @@ def _item_record(index: int, raw: dict[str, str]) -> ItemRecord:
         attempts=attempts,
         base_attempt=int(raw.get("base_attempt") or 1),
         finished_at=_float(raw.get("finished_at")),
+        held_reason=raw.get("held_reason") or None,
     )
 
 

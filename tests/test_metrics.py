@@ -523,3 +523,24 @@ def test_producer_metrics_listens_on_loopback_unless_given_an_address(settings, 
             process.terminate()
             output = process.communicate(timeout=10)[0]
         assert f"listening on {'0.0.0.0' if wide else '127.0.0.1'}:{port}" in output, output
+
+
+def test_spending_limits_are_exported(settings, redis_client):
+    from shared.budget import Budget, Reservation
+
+    budget = Budget(redis_client, Keys(settings.key_prefix))
+    budget.set_daily(2_000_000)
+    budget.reserve(Reservation("b-m:0:1", "b-m", 25_000))
+    budget.reserve(Reservation("b-m:1:1", "b-m", 25_000))
+    budget.settle("b-m:0:1")
+    budget.hold("b-m", 2, 1, 25_000, "batch")
+    with start_metrics_server(
+        settings, port=0, addr="127.0.0.1", limiter_factory=FakeLimiter, ledger_factory=FakeLedger
+    ) as server:
+        samples = scrape(server.url)
+    assert value(samples, "fleet_exporter_part_up", part="budget") == 1
+    assert value(samples, "fleet_budget_spent_today_usd") == 0.025
+    assert value(samples, "fleet_budget_reserved_usd") == 0.025
+    assert value(samples, "fleet_budget_daily_limit_usd") == 2.0
+    assert value(samples, "fleet_budget_left_today_usd") == 1.95
+    assert value(samples, "fleet_budget_held_items") == 1

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import redis
 
+from shared.budget import Budget
 from shared.keys import Keys
 from shared.ledger import Ledger
 from shared.limiter import Limiter
@@ -51,6 +52,7 @@ class WorkerContext:
     metrics: MetricsRecorder
     completions: CompletionBoard | None  # set when webhooks are configured (FLEET_WEBHOOK_URL)
     scheduler: Scheduler = field(init=False)  # follow-ups are held here until due (shared.scheduler)
+    budget: Budget = field(init=False)  # spending limits: reservations settled, held items
     cancel_watch: CancelWatch = field(init=False)
     stores: BatchStores = field(init=False)  # each batch's output location (a folder or a bucket)
     pid: int = field(default_factory=os.getpid)
@@ -59,6 +61,7 @@ class WorkerContext:
         self.cancel_watch = CancelWatch(self.ledger)
         self.stores = BatchStores(self.ledger, self.settings)
         self.scheduler = Scheduler(self.redis, self.keys)
+        self.budget = Budget.from_settings(self.redis, self.settings)
 
     @classmethod
     def build(cls, settings: Settings) -> WorkerContext:

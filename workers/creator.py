@@ -19,8 +19,10 @@ import logging
 import time
 from typing import Any
 
+from shared.budget import Reservation
 from shared.errors import (
     AcquireTimeoutError,
+    BudgetExceededError,
     CanceledError,
     LocalError,
     PermanentModelError,
@@ -73,12 +75,21 @@ class PredictionCreator(AttemptStage):
         return lease
 
     def create(
-        self, ref: AttemptRef, claim: Claim, model: str, input_: dict[str, Any], lease: Lease
+        self,
+        ref: AttemptRef,
+        claim: Claim,
+        model: str,
+        input_: dict[str, Any],
+        lease: Lease,
+        reservation: Reservation,
     ) -> PredictionView:
-        """Creation token, then the POST; the prediction id is recorded before anything else.
+        """Creation token (with the attempt's price reserved in the same call), then the POST;
+        the prediction id is recorded before anything else.
 
         After a 429 every host pauses for its retry_after and this attempt tries again, without
-        counting it against the model, until `slot_wait` has passed."""
+        counting it against the model, until `slot_wait` has passed (its reservation kept).
+        BudgetExceededError when the price does not fit a spending limit: nothing is created.
+        Every way out that created nothing gives the reservation back."""
         ctx = self.ctx
         give_up_at = time.monotonic() + self.budget.slot_wait
         while True:
@@ -86,12 +97,12 @@ class PredictionCreator(AttemptStage):
             # `posting_at`) stands between the token and the POST.
             ctx.creations.write_intent(ref, model)
             began = time.monotonic()
-            self._take_create_token(ref, lease, timeout=max(give_up_at - began, 0.0))
+            self._take_create_token(ref, lease, reservation, timeout=max(give_up_at - began, 0.0))
             waited = time.monotonic() - began
             try:
                 self._last_check(ref, claim, lease)
             except (CanceledError, RequeueError):
-                ctx.creations.clear_intent(ref)
+                self._created_nothing(ref)
                 raise
             try:
                 view = ctx.calls.create(model, input_, webhook=ctx.settings.webhook_url)
@@ -107,27 +118,47 @@ class PredictionCreator(AttemptStage):
                     raise RequeueError(
                         f"{exc}; reconciling before any new creation", countdown=self._backoff(1)
                     ) from None
-                ctx.creations.clear_intent(ref)
+                self._created_nothing(ref)
                 raise
             except (PermanentModelError, LocalError):
-                ctx.creations.clear_intent(ref)
+                self._created_nothing(ref)
                 raise
             self._metric("slot_wait", waited, "create")
             self._metric("creation", model)
             self._record(ref, lease, view)
             return view
 
-    def _take_create_token(self, ref: AttemptRef, lease: Lease, *, timeout: float) -> None:
+    def _take_create_token(
+        self, ref: AttemptRef, lease: Lease, reservation: Reservation, *, timeout: float
+    ) -> None:
         """The token marks the slot with this attempt: should this worker die inside the POST,
-        the slot stays counted (orphaned) until the attempt is reconciled."""
+        the slot stays counted (orphaned) until the attempt is reconciled. The same call reserves
+        the attempt's price (an orphan's reservation stays until the attempt is reconciled)."""
         try:
             self.ctx.limiter.take_create_token(
-                timeout=timeout, should_stop=self._stopper(ref.batch_id), holder=lease, attempt=ref.marker
+                timeout=timeout,
+                should_stop=self._stopper(ref.batch_id),
+                holder=lease,
+                attempt=ref.marker,
+                reservation=reservation,
             )
-        except AcquireTimeoutError:
+        except BudgetExceededError as exc:
             self.ctx.creations.clear_intent(ref)
+            exc.amount = reservation.amount
+            raise
+        except AcquireTimeoutError:
+            self._created_nothing(ref)
             self._stop_if_canceled_or_shutting_down(ref.batch_id)
             raise RequeueError("no creation token in time; back in the queue", counted=False) from None
+
+    def _created_nothing(self, ref: AttemptRef) -> None:
+        """No POST was sent, or its answer says nothing was created: the intent is cleared and
+        the reservation given back (the attempt reserves again when it next creates)."""
+        self.ctx.creations.clear_intent(ref)
+        try:
+            self.ctx.budget.release(ref.marker)
+        except Exception as exc:  # noqa: BLE001 - kept reserved: the limit errs on the safe side
+            log.warning("could not give back the reservation of %s: %s", ref.marker, exc)
 
     def _last_check(self, ref: AttemptRef, claim: Claim, lease: Lease) -> None:
         """Right before the POST: this run must still own the attempt and the slot, and the

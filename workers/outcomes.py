@@ -22,6 +22,7 @@ from typing import Any
 import redis
 
 from shared.errors import (
+    BudgetExceededError,
     LocalError,
     PermanentModelError,
     RequeueError,
@@ -65,12 +66,43 @@ class Outcomes(AttemptStage):
     def canceled(self, ref: AttemptRef, model: str, reason: str) -> None:
         """Called once this run holds no slot, whatever stage noticed the cancel."""
         self._cancel_recorded_prediction(ref)
+        self._end_reservation(ref)
         self._finish(ref, "canceled", model, error=reason, att_status="canceled")
         self._metric("prediction", model, "canceled")
 
     def local_failure(self, ref: AttemptRef, model: str, exc: LocalError) -> None:
         self._finish(ref, "failed", model, error=str(exc), att_status="failed", kind="local")
         self._metric("prediction", model, "failed")
+
+    def held(self, ref: AttemptRef, model: str, exc: BudgetExceededError) -> None:
+        """The attempt's price does not fit a spending limit: nothing was created and no slot is
+        kept. The item waits as `held` (parked: no message, never sent again by the sweep) until
+        the budget's wake-up sends it again (a limit raised, the UTC day turned)."""
+        ctx = self.ctx
+        ctx.budget.hold(ref.batch_id, ref.index, ref.attempt, exc.amount, exc.scope)
+        ctx.ledger.transition(
+            ref.batch_id,
+            ref.index,
+            "held",
+            allowed_from=("running",),
+            expect_attempt=ref.attempt,
+            fields={"held_reason": str(exc)},
+            attempt=ref.attempt,
+            attempt_update={"model": model, "status": "held", "error": str(exc)},
+        )
+        log.info("held: %s", exc)
+
+    def _end_reservation(self, ref: AttemptRef) -> None:
+        """A canceled attempt's reservation: spent if a prediction was (or may have been)
+        created, given back otherwise."""
+        try:
+            record = self.ctx.creations.get(ref)
+            if record.prediction_id or record.intent_at is not None:
+                self.ctx.budget.settle(ref.marker)
+            else:
+                self.ctx.budget.release(ref.marker)
+        except Exception as exc:  # noqa: BLE001 - kept reserved: the limit errs on the safe side
+            log.warning("could not end the reservation of %s: %s", ref.marker, exc)
 
     # --- the follow-up ----------------------------------------------------------------------------
     def requeue(

@@ -41,10 +41,12 @@ from typing import TYPE_CHECKING
 import redis
 from celery import Celery
 
+from shared.budget import Budget
 from shared.keys import Keys
 from shared.ledger import TERMINAL, Ledger
 from shared.limiter import Limiter
 from shared.scheduler import Scheduler
+from shared.scheduler.schedule import sends_of
 from shared.settings import Settings
 from workers.attempts import AttemptRef, CreationRecords
 from workers.replicate_calls import ReplicateCalls
@@ -84,6 +86,7 @@ class SweepReport:
     resent: list[AttemptRef] = field(default_factory=list)
     pruned: list[str] = field(default_factory=list)  # finished batches past FLEET_BATCH_RETENTION_DAYS
     manifests: list[str] = field(default_factory=list)  # finished batches whose manifest it wrote
+    woken: int = 0  # held items sent again: their spending limit has room now
 
 
 class Sweeper:
@@ -106,6 +109,7 @@ class Sweeper:
         self.ledger = Ledger(redis_client, self.keys)
         self.creations = CreationRecords(redis_client, self.keys)
         self.scheduler = Scheduler(redis_client, self.keys)
+        self.budget = Budget.from_settings(redis_client, settings)
         self.app = app
         self.limiter = limiter
         self.calls = calls
@@ -138,6 +142,9 @@ class Sweeper:
         retention = self.settings.batch_retention_days * 86400
         if retention > 0:
             report.pruned = self.ledger.prune_finished(now - retention)
+            for batch_id in report.pruned:
+                self.budget.forget_batch(batch_id)
+        report.woken = self.wake_held()
         unfinished, no_manifest = self.ledger.batches_to_look_after()
         for batch_id in no_manifest:  # the worker that finished it died first, or lost the reply
             self._write_manifest(batch_id)
@@ -187,6 +194,15 @@ class Sweeper:
             schedule_attempt(self.scheduler, ref, model, prompt=self._prompt(ref))
             report.resent.append(ref)
         return report
+
+    def wake_held(self) -> int:
+        """Items held by a spending limit that fit the room left now (a limit raised, the UTC
+        day turned, reservations given back) are sent again. Returns how many."""
+        woken = 0
+        for batch_id, indexes in self.budget.wake().items():
+            states = self.ledger.item_states(batch_id, indexes)
+            woken += self.scheduler.push(batch_id, sends_of(states, indexes))
+        return woken
 
     def _queued_attempts(self) -> set[AttemptRef]:
         """The attempt of every message waiting in this fleet's queue (read in chunks, only when

@@ -31,7 +31,9 @@ from typing import Any
 
 import redis
 
+from shared.budget import Reservation, price_micro
 from shared.errors import (
+    BudgetExceededError,
     CanceledError,
     InputError,
     LocalError,
@@ -42,6 +44,7 @@ from shared.errors import (
 )
 from shared.ledger import TERMINAL
 from shared.logging_setup import bind_log_context, log_context
+from shared.models import ModelSpec
 from shared.request import ImageRequest
 from shared.scheduler import PARKED
 from workers.attempts import AttemptRef
@@ -105,6 +108,10 @@ class AttemptRunner(AttemptStage):
         if shutting_down():
             # Delivered while this worker stops: hand it back untouched for another worker.
             return NextTask(ref.attempt, model, prompt=self._prompt(ref))
+        if status == "held":
+            # Woken (a limit was raised, the day turned): the run tries to reserve again, and
+            # is held again with a fresh record if it still does not fit.
+            self.ctx.budget.unhold(ref.batch_id, ref.index)
         claim = self._take_claim(ref.claim_key(self.ctx.keys))
         if claim is None:
             # Another live run has this attempt (a redelivered duplicate): do not run it twice,
@@ -183,11 +190,11 @@ class AttemptRunner(AttemptStage):
             ref.batch_id,
             ref.index,
             "running",
-            allowed_from=("pending", "running"),
+            allowed_from=("pending", "running", "held"),
             expect_attempt=ref.attempt,
-            fields={"task_id": job.task_id or ""},
+            fields={"task_id": job.task_id or "", "held_reason": None},
             attempt=ref.attempt,
-            attempt_update={"model": model, "status": "running"},
+            attempt_update={"model": model, "status": "running", "error": None},
         )
         if not t.changed:
             return None
@@ -201,6 +208,9 @@ class AttemptRunner(AttemptStage):
             return None
         except CanceledError as exc:
             outcomes.canceled(ref, model, str(exc))
+            return None
+        except BudgetExceededError as exc:
+            outcomes.held(ref, model, exc)
             return None
         except TransientError as exc:
             return outcomes.after_transient(ref, request, model, exc)
@@ -249,8 +259,21 @@ class AttemptRunner(AttemptStage):
                     # Nothing was created: the slot a dead or cut-off creator left counted for this
                     # attempt (its creation token marked it) is free; this run queues afresh.
                     self._settle(ref)
-            view = self._in_flight(job, claim, model, prediction_id, input_)
+            reservation = Reservation(
+                ref.marker, ref.batch_id, self._price(spec, request), ctx.settings.daily_budget_micro
+            )
+            view = self._in_flight(job, claim, model, prediction_id, input_, reservation)
         return self.outputs.conclude(ref, request, spec, view), view.id
+
+    @staticmethod
+    def _price(spec: ModelSpec, request: ImageRequest) -> int:
+        """What this attempt reserves: the registry's price for the item's params (per-second
+        models: the requested duration), or the item's --price-per-call; 0 when unpriced (submit
+        refuses an unpriced model under a limit)."""
+        cost = spec.cost(request.params)
+        if cost is None:
+            cost = request.price_per_call
+        return 0 if cost is None else price_micro(cost)
 
     def _resume(self, job: Job, claim: Claim, model: str, prediction_id: str) -> PredictionView:
         """The prediction an earlier run created: waited for, never created again."""
@@ -260,18 +283,29 @@ class AttemptRunner(AttemptStage):
         view = self._read(job.batch_id, partial(self.ctx.calls.get, prediction_id))
         if view.terminal:
             self._settle(job.ref, prediction_id)  # a slot its dead holder left counted is free now
+            self._settle_spend(job.ref)
             return view
-        return self._in_flight(job, claim, model, prediction_id, None)
+        return self._in_flight(job, claim, model, prediction_id, None, None)
 
     def _in_flight(
-        self, job: Job, claim: Claim, model: str, prediction_id: str | None, input_: dict[str, Any] | None
+        self,
+        job: Job,
+        claim: Claim,
+        model: str,
+        prediction_id: str | None,
+        input_: dict[str, Any] | None,
+        reservation: Reservation | None,
     ) -> PredictionView:
         """Hold a slot exactly while the prediction is in flight (released before downloading):
-        create it (no `prediction_id`) or resume it, and wait for its end."""
+        create it (no `prediction_id`; `reservation` its price) or resume it, and wait for its
+        end; its reservation is then settled."""
         lease = self.creator.acquire_slot(job, model, prediction_id)
         try:
             if prediction_id is None:
-                prediction_id = self.creator.create(job.ref, claim, model, input_ or {}, lease).id
+                assert reservation is not None
+                prediction_id = self.creator.create(
+                    job.ref, claim, model, input_ or {}, lease, reservation
+                ).id
                 created_here = True
             else:
                 created_here = False
@@ -283,6 +317,7 @@ class AttemptRunner(AttemptStage):
             except Exception as exc:  # noqa: BLE001 - status display only
                 log.debug("could not show the prediction on the lease: %s", exc)
             view = self.waiter.wait(job.batch_id, prediction_id, lease, model)
+            self._settle_spend(job.ref)
             if created_here and view.status == "succeeded":
                 self.waiter.record_latency(model, time.monotonic() - created_at)
             return view

@@ -104,6 +104,15 @@ class AttemptStage:
         except Exception as exc:  # noqa: BLE001 - the orphaned slot then ends at its deadline
             log.warning("could not free the slot left for %s: %s", prediction_id or ref.marker, exc)
 
+    def _settle_spend(self, ref: AttemptRef) -> None:
+        """The attempt's prediction has ended: its reservation becomes spend, at the price
+        reserved (a created prediction counts as paid, whatever its end: the spend never
+        under-counts what Replicate may bill)."""
+        try:
+            self.ctx.budget.settle(ref.marker)
+        except Exception as exc:  # noqa: BLE001 - kept reserved: the limit errs on the safe side
+            log.warning("could not settle the reservation of %s: %s", ref.marker, exc)
+
     def _metric(self, name: str, *args: Any) -> None:
         """`ctx.metrics.<name>(*args)`; the work never fails on its metrics."""
         try:

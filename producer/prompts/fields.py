@@ -4,7 +4,8 @@ unknown fields named with a did-you-mean.
 Forms (design.md):
 1. a list of strings; model and params come from the caller (`--model`, `--param`), else defaults;
 2. a list of objects {prompt, model, params, image_input | input_image, output, id, fallback};
-3. an object with shared defaults (model, params, image_input, fallback) and `items` (strings or objects),
+3. an object with shared defaults (model, params, image_input, fallback, max_cost: the batch's
+   spending limit in USD) and `items` (strings or objects),
    each item overriding the defaults (params merge key by key; a null param removes a default).
 Also accepted: a single object with a `prompt` (one image), the seed tool's names `model_name`,
 `kwargs`, `output_filepath`, any model's own reference input name (`start_image`, `image`,
@@ -32,7 +33,7 @@ ALIASES = {
     "output_filepath": "output",
     "reference_images": "image_input",
 }
-DEFAULT_FIELDS = ("model", "params", "image_input", "input_image", "fallback", "items")
+DEFAULT_FIELDS = ("model", "params", "image_input", "input_image", "fallback", "max_cost", "items")
 REFERENCE_FIELDS = ("image_input", "input_image")
 
 # How a check reports one problem of the item at hand: report(message, field).

@@ -50,6 +50,7 @@ class ParsedRequests(list):
 
     notes: list[str]
     default_model_items: int = 0
+    max_cost: int | None = None  # the file's "max_cost" (micro-USD): the batch's spending limit
 
     def __init__(self, items=(), notes: list[str] | None = None):
         super().__init__(items)
@@ -86,6 +87,7 @@ def parse_prompts(
         raise InputError(sorted(problems + text, key=_by_item))
     problems += text
     items, defaults = split_form(data, registry, problems)
+    max_cost = _max_cost(defaults.pop("max_cost", None), problems)
     if len(items) > MAX_ITEMS:
         raise InputError(
             Problem(
@@ -110,6 +112,7 @@ def parse_prompts(
         flag_fallback=fallback,
     )
     requests = ParsedRequests()
+    requests.max_cost = max_cost
     for index, raw in enumerate(items):
         if index in bad_items:
             continue  # its text problems are reported; the text must not go further
@@ -126,6 +129,22 @@ def parse_prompts(
             f'{registry.default_model} (name one with --model, or "model" in the file)'
         )
     return requests
+
+
+def _max_cost(raw: Any, problems: list[Problem]) -> int | None:
+    """The file's "max_cost" (USD, a number or a string like "0.50") in micro-USD."""
+    from shared.budget import parse_usd
+
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+        problems.append(Problem(f"max_cost must be an amount in USD, not {raw!r}", field="max_cost"))
+        return None
+    try:
+        return parse_usd(raw)
+    except ValueError as exc:
+        problems.append(Problem(f"max_cost: {exc}", field="max_cost"))
+        return None
 
 
 class _Context:

@@ -1,5 +1,5 @@
 -- Cancel a batch. KEYS = batch hash, live zset, item hash x N.
--- Flags the batch; pending items become canceled now, running ones are canceled by their
+-- Flags the batch; pending and held items become canceled now, running ones are canceled by their
 -- workers. Returns {items canceled now, batch finished now, then
 -- the task ids sent for the items canceled now} (their queued messages can be revoked: the items
 -- are final, so no message of theirs is needed any more).
@@ -14,8 +14,9 @@ local n = 0
 local sent = {}
 for i = 3, #KEYS do
   local item = KEYS[i]
-  if redis.call("HGET", item, "status") == "pending" then
-    move(batch, item, "pending", "canceled")
+  local status = redis.call("HGET", item, "status")
+  if status == "pending" or status == "held" then
+    move(batch, item, status, "canceled")
     redis.call("ZREM", KEYS[2], index_of(item))
     redis.call("HSET", item, "error", "batch canceled", "finished_at", string.format("%.6f", t))
     n = n + 1

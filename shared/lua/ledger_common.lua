@@ -11,7 +11,10 @@
 -- change. Terminal items leave it. The workers' recovery sweep re-sends items stale in it.
 
 local TERMINAL = { succeeded = true, failed = true, canceled = true, substituted = true }
-local STATUSES = { "pending", "running", "succeeded", "failed", "canceled", "substituted" }
+local STATUSES = { "pending", "running", "held", "succeeded", "failed", "canceled", "substituted" }
+-- shared.scheduler.PARKED: the sign of life of an item that waits without a message (a send the
+-- schedule holds, or a `held` item): later than any time, so the sweep never sends it again.
+local PARKED = 100000000000
 
 local function now()
   local t = redis.call("TIME")

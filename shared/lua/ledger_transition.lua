@@ -47,6 +47,8 @@ if TERMINAL[new] then
   redis.call("HSET", item, "finished_at", string.format("%.6f", t))
   redis.call("ZREM", KEYS[3], index_of(item))
   finished = check_finished(batch, t)
+elseif new == "held" then
+  alive(KEYS[3], index_of(item), PARKED)
 else
   alive(KEYS[3], index_of(item), t)
 end

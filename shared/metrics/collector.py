@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -84,6 +85,7 @@ class FleetCollector(Collector):
             ("limiter", self._limiter_metrics),
             ("ledger", self._ledger_metrics),
             ("queue", self._queue_metrics),
+            ("budget", self._budget_metrics),
             ("counters", self._counter_metrics),
         ):
             try:
@@ -236,6 +238,60 @@ class FleetCollector(Collector):
             "line after its due time (Redis time), since the schedule began",
             value=depths.max_late,
         )
+
+    # --- spending limits (shared.budget) -----------------------------------------------------------
+    def _budget_metrics(self) -> Iterator[Any]:
+        from shared.budget import Budget
+        from shared.budget.money import MICRO
+
+        budget = Budget.from_settings(self.client, self.settings)
+        totals = budget.totals()
+        status = budget.status()
+
+        def usd_gauge(name: str, doc: str, micro: int | None) -> Iterator[Any]:
+            # No limit: +Inf, so that "left < x" alerts never fire and the series never vanishes.
+            value = math.inf if micro is None else micro / MICRO
+            yield GaugeMetricFamily(f"{NAMESPACE}_{name}", doc, value=value)
+
+        yield from usd_gauge(
+            "budget_spent_today_usd",
+            "USD spent today (UTC day, Redis time): settled predictions",
+            totals["spent_today"],
+        )
+        yield from usd_gauge(
+            "budget_reserved_usd",
+            "USD reserved by attempts being created or running (not settled yet), every day",
+            totals["reserved"],
+        )
+        yield from usd_gauge(
+            "budget_daily_limit_usd", "the fleet's daily budget in force", status.daily_limit
+        )
+        yield from usd_gauge("budget_left_today_usd", "USD left of today's daily budget", status.left_today)
+        yield GaugeMetricFamily(
+            f"{NAMESPACE}_budget_held_items",
+            "items waiting for room in a spending limit (batch limit or daily budget)",
+            value=float(totals["held"]),
+        )
+        if self._ledger is not None:
+            active = [
+                b.id
+                for b in self._ledger.list_batches(limit=MAX_BATCHES)
+                if not getattr(b, "finished", False)
+            ]
+            spent = GaugeMetricFamily(
+                f"{NAMESPACE}_batch_spent_usd",
+                "USD spent and reserved by an active batch",
+                labels=["batch", "kind"],
+            )
+            limits = GaugeMetricFamily(
+                f"{NAMESPACE}_batch_limit_usd", "an active batch's limit", labels=["batch"]
+            )
+            for b in budget.status(active).batches:
+                spent.add_metric([b.batch_id, "spent"], b.spent / MICRO)
+                spent.add_metric([b.batch_id, "reserved"], b.reserved / MICRO)
+                limits.add_metric([b.batch_id], math.inf if b.limit is None else b.limit / MICRO)
+            yield spent
+            yield limits
 
     # --- counters from workers -----------------------------------------------------------------
     def _counter_metrics(self) -> Iterator[Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import random
+from datetime import date
 from decimal import Decimal
 
 import pytest
@@ -188,3 +189,27 @@ def test_racing_processes_never_pass_a_limit(redis_url, redis_client, key_prefix
         assert spend.spent + spend.reserved == mine <= limits[spend.batch_id]
     # the limits were reached, not avoided: something was refused in each run
     assert len(granted) < 8 * 40
+
+
+def test_the_daily_budget_is_per_utc_day_of_redis_time(redis_client, key_prefix):
+    """What the UTC day turning does: today's spend starts from zero, so items held by the
+    daily budget fit again (the day's spend moved to yesterday stands for the clock passing)."""
+    budget = Budget(redis_client, Keys(key_prefix), daily_default=50_000)
+    budget.reserve(Reservation("b:0:1", "b", 25_000, 50_000))
+    budget.reserve(Reservation("b:1:1", "b", 25_000, 50_000))
+    budget.settle("b:0:1")
+    budget.settle("b:1:1")
+    with pytest.raises(BudgetExceededError):
+        budget.reserve(Reservation("b:2:1", "b", 25_000, 50_000))
+    budget.hold("b", 2, 1, 25_000, "daily")
+    assert budget.wake() == {}
+    today = budget.today()
+    state = Keys(key_prefix).limiter_key("budget")
+    assert budget.status().day.toordinal() - date(1970, 1, 1).toordinal() == today
+    redis_client.hset(state, f"spent:d:{today - 1}", redis_client.hget(state, f"spent:d:{today}"))
+    redis_client.hdel(state, f"spent:d:{today}")
+    assert budget.wake() == {"b": [2]}
+    budget.reserve(Reservation("b:2:1", "b", 25_000, 50_000))
+    assert budget.status().spent_today == 0 and budget.status().reserved_today == 25_000
+    # spend settles on the day it was reserved
+    assert budget.settle("b:2:1") == 25_000 and budget.status().spent_today == 25_000

@@ -4,10 +4,16 @@ producer CLI as a user runs it."""
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 
 import pytest
 
+import producer
+import producer.api
+from shared.keys import Keys
+from shared.limiter import Limiter
 from tests.support.sim import wait_quiet
+from tests.support.wait import wait_until
 from tests.test_producer_e2e import cli
 
 pytestmark = pytest.mark.e2e
@@ -82,3 +88,112 @@ def test_cancel_ends_held_items(settings, redis_client, sim, worker_factory, tmp
         json.loads(cli(settings, sim, "budget", "--batch", batch_id, "--json").stdout)["batches"][0]["held"]
         == 0
     )
+
+
+def test_fallbacks_and_failed_predictions_spend_from_the_same_limit(
+    settings, redis_client, sim_factory, worker_factory
+):
+    """flux-dev fails every prediction (billed: it counts), each item falls back to qwen-image:
+    4 items under 0.15 USD make exactly 6 predictions at 0.025, whatever the order."""
+    sim = sim_factory(always_fail_models=[MODEL])
+    worker_factory(settings, count=2, sim=sim)
+    settings = settings.with_(replicate_base_url=sim.url)
+    data = {"model": MODEL, "max_cost": 0.15, "items": [f"a harbour at dawn, {n}" for n in range(4)]}
+    batch = producer.submit(data, settings=settings)
+    snap = batch.wait(timeout=90, poll_interval=0.2)
+    assert snap.stalled_on_budget, snap
+    assert snap.succeeded + snap.held == 4 and snap.succeeded >= 2, snap.counts
+    assert set(batch.held_items().values()) == {"batch limit 0.15 USD reached"}
+    assert wait_quiet(sim)["creations"] == 6
+    spend = batch.spend()
+    assert (spend.spent, spend.reserved, spend.held) == (150_000, 0, snap.held)
+
+
+def test_dry_run_shows_the_estimate_against_the_limits(settings, redis_client, sim, tmp_path):
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps([f"a kite {n}" for n in range(40)]))
+    run = cli(settings, sim, "submit", str(prompts), "--model", MODEL, "--max-cost", "0.50", "--dry-run")
+    assert run.returncode == 0, run.stderr
+    assert "batch limit (--max-cost): 0.50 USD; estimate $1.00: does NOT fit" in run.stdout, run.stdout
+    run = cli(
+        settings, sim, "submit", str(prompts), "--model", MODEL, "--max-cost", "5", "--dry-run", "--json"
+    )
+    plan = json.loads(run.stdout.strip().splitlines()[-1])
+    assert plan["batch_limit_usd"] == 5.0 and plan["estimated_cost_usd"] == 1.0
+    # a model without a price cannot be kept under a limit: refused, nothing recorded
+    run = cli(settings, sim, "submit", str(prompts), "--model", "someone/unpriced-model", "--max-cost", "5")
+    assert run.returncode == 2
+    bad = cli(settings, sim, "submit", str(prompts), "--model", MODEL, "--max-cost", "-1", "--dry-run")
+    assert bad.returncode == 2 and "--max-cost" in bad.stderr
+
+
+@pytest.mark.slow
+def test_daily_budget_is_never_passed_under_a_429_storm_and_sigkills(
+    settings, redis_client, sim_factory, worker_factory
+):
+    """Three workers, a daily budget of 0.30 USD (12 images at 0.025), 30 items, a 429 storm,
+    creates that time out after creating (reconciled), and two workers SIGKILLed while they hold
+    predictions: the stand-in's ledger shows exactly 12 predictions, never one more, and the rest
+    are held with the reason."""
+    settings = settings.with_(
+        visibility_timeout=15, lease_seconds=3.0, concurrency_limit=6, daily_budget=Decimal("0.30")
+    )
+    sim = sim_factory(
+        storm_next=25, storm_retry_after=1, ghost_create_next=2, latency_scale=0.7, image_scale=0.01
+    )
+    fleet = worker_factory(settings, count=3, sim=sim, concurrency=4, FLEET_HTTP_TIMEOUT="2")
+    batch = producer.submit(
+        [f"a paper boat on a canal, {n}" for n in range(30)],
+        model=MODEL,
+        settings=settings.with_(replicate_base_url=sim.url),
+    )
+    limiter = Limiter.from_settings(redis_client, Keys(settings.key_prefix), settings)
+    for _ in range(2):
+        pids = {w.pid: w for w in fleet.workers if w.alive()}
+
+        def victim(pids=pids):
+            holders = [h for h in limiter.status().holders if h.pid in pids and h.prediction_id]
+            return pids[holders[0].pid] if holders else None
+
+        worker = wait_until(victim, 60, "a worker holding a running prediction", explain=fleet.logs)
+        worker.kill()
+        fleet.start_one()
+    limiter.close()
+
+    def settled():
+        snap = batch.status(with_slots=False)
+        return snap.stalled_on_budget and batch.spend().reserved == 0
+
+    wait_until(settled, 150, "every item to end or be held, nothing reserved", explain=fleet.logs)
+    ledger = wait_quiet(sim)
+    assert ledger["rejected_429"]["storm"] == 25 and ledger["duplicate_inputs"] == 0
+    assert ledger["creations"] * 25_000 <= 300_000, ledger["creations"]
+    assert ledger["creations"] == 12
+    snap = batch.status(with_slots=False)
+    assert snap.succeeded == 12 and snap.held == 18, snap.counts
+    assert set(batch.held_items().values()) == {"daily budget 0.30 USD reached"}
+    status = producer.api.budget_status(settings, [batch.id])
+    assert (status.spent_today, status.reserved_today, status.left_today) == (300_000, 0, 0)
+
+
+def test_the_sweep_wakes_held_items_when_room_appears(settings, redis_client, sim, worker_factory):
+    """Room that appears without `producer budget set` (here: the daily budget changed in Redis
+    directly, as the UTC day turning does) is found by the recovery sweep, which sends the held
+    items again."""
+    from shared.budget import Budget
+
+    settings = settings.with_(lease_seconds=2.0, daily_budget=Decimal("0.05"))
+    worker_factory(settings, count=1, sim=sim)
+    batch = producer.submit(
+        [f"a lamp post {n}" for n in range(4)],
+        model=MODEL,
+        settings=settings.with_(replicate_base_url=sim.url),
+    )
+    snap = batch.wait(timeout=60, poll_interval=0.2)
+    assert snap.stalled_on_budget and snap.held == 2, snap.counts
+    Budget(redis_client, Keys(settings.key_prefix)).set_daily(100_000)
+    snap = wait_until(
+        lambda: (s := batch.status(with_slots=False)).finished and s, 60, "the held items to finish"
+    )
+    assert snap.succeeded == 4, snap.counts
+    assert wait_quiet(sim)["creations"] == 4

@@ -20,10 +20,12 @@ demo: venv
 # stand-in, so two of them share 2 cores well (tests/support/redis_db.py gives each its own database).
 PYTEST := $(BIN)/python -m pytest -q -n 2 --dist loadfile
 
-# What CI runs before the tests: lint (pyflakes, bugbear, import order, pyupgrade) and format.
+# What CI runs before the tests: lint (pyflakes, bugbear, import order, pyupgrade), format, and
+# types (mypy over shared, producer, workers, replicate_sim; settings in pyproject.toml).
 check: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 test: venv
 	$(PYTEST)

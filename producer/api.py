@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
@@ -48,6 +48,10 @@ from shared.keys import Keys
 from shared.redis_conn import connect
 from shared.request import ImageRequest
 from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from producer.prompts import ParsedRequests
+    from shared.models import ModelRegistry
 
 # How long `wait` gives workers to answer a ping, and how long without any progress before it
 # asks again (a fleet that died mid-batch is reported instead of waited on forever).
@@ -167,9 +171,10 @@ def validate(
     overwrite: bool = False,
     registry=None,
     fallback: bool = True,
-) -> list[ImageRequest]:
+) -> ParsedRequests:
     """Parse, validate and route every item; InputError with every problem. Writes nothing.
-    The list's `notes` (producer.prompts.ParsedRequests) say what the user should still know.
+    The list's `notes` (producer.prompts.ParsedRequests) say what the user should still know;
+    its `registry` is the one given, with the schemas of the models the items use.
     `fallback=False`: every item stays on its first model (no paid fallback)."""
     from producer.models import with_schemas_for
     from producer.prompts import parse_prompts
@@ -426,12 +431,14 @@ class _WorkerWatch:
         self._pool = (
             concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="worker-ping") if enabled else None
         )
-        self._future = self._ping() if enabled else None
+        self._future = self._ping()
         self._last_ping = time.monotonic()
 
-    def _ping(self):
+    def _ping(self) -> concurrent.futures.Future[list[str]] | None:
         from workers.dispatch import workers_alive
 
+        if self._pool is None:  # not enabled
+            return None
         return self._pool.submit(workers_alive, self.settings, WORKER_PING_SECONDS)
 
     def poll(self, *, stalled_for: float, batch_id: str) -> None:
@@ -516,10 +523,10 @@ def submit(
     if problem is not None:
         raise InputError(problem)
     explicit_id = batch_id is not None
-    batch_id = check_batch_id(batch_id) if explicit_id else new_batch_id()
+    batch_id = check_batch_id(batch_id) if batch_id is not None else new_batch_id()
     registry = _registry(registry, settings)
     try:
-        requests = validate(
+        validated = validate(
             source,
             settings=settings,
             model=model,
@@ -534,7 +541,7 @@ def submit(
         # exist by now, which is not a problem for a submission that enqueues nothing.
         if not explicit_id or dry_run or not _batch_exists(settings, batch_id):
             raise
-        requests = validate(
+        validated = validate(
             source,
             settings=settings,
             model=model,
@@ -544,9 +551,9 @@ def submit(
             registry=registry,
             fallback=fallback,
         )
-    registry = getattr(requests, "registry", registry)  # with the schemas of the models it uses
-    requests = _priced(requests, registry, price_per_call)
-    limit = _batch_limit(max_cost, getattr(requests, "max_cost", None))
+    registry = validated.registry or registry  # with the schemas of the models it uses
+    requests: list[ImageRequest] = _priced(validated, registry, price_per_call)
+    limit = _batch_limit(max_cost, validated.max_cost)
     daily = _daily_limit(settings, quiet=dry_run)
     if limit is not None or daily is not None:
         from shared.budget import usd
@@ -567,7 +574,7 @@ def submit(
     from shared.storage import open_store
     from workers.dispatch import enqueue_items
 
-    options = {
+    options: dict[str, Any] = {
         "substitute_on_failure": bool(substitute_on_failure),
         "overwrite": bool(overwrite),
         "model": model,
@@ -665,7 +672,9 @@ def _upload_references(references, settings: Settings) -> None:
             _close_quietly(limiter)
 
 
-def _priced(requests: Any, registry: Any, price_per_call: float | None) -> Any:
+def _priced(
+    requests: ParsedRequests, registry: ModelRegistry, price_per_call: float | None
+) -> ParsedRequests:
     """The requests with `price_per_call` and their first model's price in words ("price
     unknown" included, which the manifest shows), keeping the list's notes."""
     from dataclasses import replace
@@ -937,13 +946,13 @@ def set_limits(
     limit set is recorded as such (`limit_sources`) until `reset_limits` puts it back."""
     from producer.limits import record_set
 
-    given = {
+    asked = {
         "concurrency_limit": concurrency_limit,
         "create_limit": create_limit,
         "read_limit": read_limit,
         "rate_window": rate_window,
     }
-    given = {name: value for name, value in given.items() if value is not None}
+    given: dict[str, float] = {name: value for name, value in asked.items() if value is not None}
     if not given:
         raise InputError(
             Problem(
@@ -999,8 +1008,9 @@ def generate(
     price_per_call: float | None = None,
     fallback: bool = True,
     **params: Any,
-) -> list[Path]:
-    """One image (or video), blocking: submit a batch of one, wait, return the output paths.
+) -> list[Path | str]:
+    """One image (or video), blocking: submit a batch of one, wait, return the output paths
+    (store URLs where OUTPUT_DIR is an object store).
 
     `image_input=[...]` / `input_image=...` are reference images; other keyword arguments are the
     model's parameters. settings: Settings.load() if None. Raises ReplicateCallError when the

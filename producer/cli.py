@@ -108,6 +108,15 @@ class Context:
 pass_context = click.make_pass_decorator(Context)
 
 
+def fleet_context(ctx: click.Context) -> Context:
+    """The group's Context, for a group callback (they take click's context to see whether a
+    subcommand follows); `cli` sets it before any subcommand runs."""
+    obj = ctx.find_object(Context)
+    if obj is None:  # what pass_context raises too: invoked without the `producer` group
+        raise RuntimeError("producer subcommand invoked without the producer group")
+    return obj
+
+
 @click.group(
     cls=FleetGroup,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
@@ -489,7 +498,7 @@ def _say_held(batch: api.Batch, snap: Snapshot, out: Any) -> None:
     )
 
 
-def _manifest_quietly(batch: api.Batch) -> Path | None:
+def _manifest_quietly(batch: api.Batch) -> Path | str | None:
     try:
         return batch.write_manifest()
     except (FleetError, OSError, AttributeError) as exc:
@@ -858,7 +867,7 @@ def budget(ctx: click.Context, batch_ids: tuple[str, ...], as_json: bool) -> Non
     """
     if ctx.invoked_subcommand is not None:
         return
-    settings = ctx.find_object(Context).settings()
+    settings = fleet_context(ctx).settings()
     _print_budget(api.budget_status(settings, list(batch_ids) or None), as_json)
 
 
@@ -958,7 +967,7 @@ def limits(ctx: click.Context, as_json: bool) -> None:
     """
     if ctx.invoked_subcommand is not None:
         return
-    settings = ctx.find_object(Context).settings()
+    settings = fleet_context(ctx).settings()
     _print_limits(settings, api.limits_status(settings), as_json)
 
 
@@ -1085,7 +1094,7 @@ def models(ctx: click.Context, as_json: bool) -> None:
         return
     from producer.models import list_models
 
-    for row in list_models(ctx.find_object(Context).settings()):
+    for row in list_models(fleet_context(ctx).settings()):
         if as_json:
             click.echo(json.dumps(row))
             continue
@@ -1168,7 +1177,7 @@ def init(ctx: click.Context, token_stdin: bool, base_url: str | None) -> None:
     """
     from producer.account import check_token, stored_token, write_env
 
-    obj = ctx.find_object(Context)
+    obj = fleet_context(ctx)
     if token_stdin:
         token = sys.stdin.readline().strip()
     else:

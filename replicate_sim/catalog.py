@@ -134,6 +134,10 @@ class Catalog:
     def get(self, name: str) -> ModelInfo | None:
         return self._by_name.get(name)
 
+    def latest(self) -> list[ModelInfo]:
+        """Every model's latest version, by name."""
+        return [self._by_name[name] for name in self.names()]
+
     def versions(self, name: str) -> list[ModelInfo]:
         """Every version of a model, newest first (empty for an unknown model)."""
         return list(self._versions.get(name, ()))

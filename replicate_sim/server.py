@@ -15,9 +15,17 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
-from .catalog import Catalog, deployment_json, load_catalog, model_json, validate_input, version_json
+from .catalog import (
+    Catalog,
+    ModelInfo,
+    deployment_json,
+    load_catalog,
+    model_json,
+    validate_input,
+    version_json,
+)
 from .config import SimConfig
 from .engine import TERMINAL, Engine
 from .media import CONTENT_TYPES
@@ -153,6 +161,7 @@ async def _create(
     if not isinstance(body, dict):
         return problem(400, "The request body must be a JSON object.", title="Bad request")
     catalog = engine.catalog
+    model: ModelInfo | None
     if deployment is not None:
         found = catalog.deployment(deployment)
         if found is None:
@@ -381,8 +390,8 @@ async def get_model(request: web.Request) -> web.StreamResponse:
 async def list_models(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE]
     models = [
-        model_json(engine.catalog.get(n), run_count=engine.creations_by_model[n])
-        for n in engine.catalog.names()
+        model_json(model, run_count=engine.creations_by_model[model.name])
+        for model in engine.catalog.latest()
     ]
     return json_response({"previous": None, "next": None, "results": models})
 
@@ -445,7 +454,9 @@ async def create_file(request: web.Request) -> web.StreamResponse:
         )
     content, name, content_type, metadata = None, "file", "application/octet-stream", {}
     reader = await request.multipart()
-    async for part in reader:
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader):
+            continue  # a multipart inside the multipart: no file part of the API's
         if part.name == "content":
             name = part.filename or name
             content_type = part.headers.get("Content-Type", content_type)

@@ -11,6 +11,11 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = logging.getLogger("replicate_sim.webhooks")
 
@@ -45,7 +50,7 @@ class WebhookSender:
         self._secret_of = secret_of
         self._stats = stats
         self._attempts = attempts
-        self._session = None
+        self._session: aiohttp.ClientSession | None = None
         self._chains: dict[str, asyncio.Future] = {}
 
     def send(self, prediction_id: str, url: str, event: str, body: str) -> None:
@@ -53,7 +58,7 @@ class WebhookSender:
         task = asyncio.ensure_future(self._send_after(previous, url, event, body))
         self._chains[prediction_id] = task
         if event == "completed":
-            task.add_done_callback(lambda _t, pid=prediction_id: self._forget(pid, _t))
+            task.add_done_callback(partial(self._forget, prediction_id))
 
     def _forget(self, prediction_id: str, task: asyncio.Future) -> None:
         if self._chains.get(prediction_id) is task:

@@ -48,17 +48,17 @@ class TimeSeries:
         if window != self._max_window:
             self._max, self._left, self._max_window = 0, 0, window
             for right in range(len(self.times)):
-                self._step(right)
+                self._step(right, window)
         return self._max
 
     def _advance(self, window: int) -> None:
         if window != self._max_window:
             self.max_in_any_window(window)
         else:
-            self._step(len(self.times) - 1)
+            self._step(len(self.times) - 1, window)
 
-    def _step(self, right: int) -> None:
-        times, window = self.times, self._max_window
+    def _step(self, right: int, window: int) -> None:
+        times = self.times
         while times[right] - times[self._left] >= window:
             self._left += 1
         self._max = max(self._max, right - self._left + 1)

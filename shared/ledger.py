@@ -27,7 +27,7 @@ import json
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,7 +38,9 @@ import redis
 from shared import lua_scripts
 from shared.errors import DuplicateFingerprintError, StillCancelingError
 from shared.keys import Keys
+from shared.redis_conn import text_map, texts
 from shared.request import ImageRequest
+from shared.storage.location import Location
 
 # `held`: the item's next attempt does not fit a spending limit (shared.budget); it waits, parked,
 # without a message or a slot, until the limit is raised or the UTC day turns.
@@ -258,12 +260,12 @@ class Ledger:
         return info
 
     def batch(self, batch_id: str) -> BatchInfo | None:
-        raw = self.redis.hgetall(self.keys.batch(batch_id))
+        raw = text_map(self.redis.hgetall(self.keys.batch(batch_id)))
         return _batch_info(raw) if raw else None
 
     def list_batches(self, limit: int = 20) -> list[BatchInfo]:
         """Newest first."""
-        ids = self.redis.zrevrange(self.keys.batches, 0, max(limit, 1) - 1)
+        ids = texts(self.redis.zrevrange(self.keys.batches, 0, max(limit, 1) - 1))
         pipe = self.redis.pipeline(transaction=False)
         for batch_id in ids:
             pipe.hgetall(self.keys.batch(batch_id))
@@ -284,7 +286,7 @@ class Ledger:
         return ImageRequest.from_dict(json.loads(raw))
 
     def item(self, batch_id: str, index: int) -> ItemRecord | None:
-        raw = self.redis.hgetall(self.keys.item(batch_id, index))
+        raw = text_map(self.redis.hgetall(self.keys.item(batch_id, index)))
         return _item_record(index, raw) if raw else None
 
     def items(self, batch_id: str) -> list[ItemRecord]:
@@ -437,7 +439,7 @@ class Ledger:
         no_manifest: list[str] = []
         start = 0
         while True:
-            ids = self.redis.zrange(self.keys.batches, start, start + chunk - 1)
+            ids = texts(self.redis.zrange(self.keys.batches, start, start + chunk - 1))
             if not ids:
                 return unfinished, no_manifest
             pipe = self.redis.pipeline(transaction=False)
@@ -458,7 +460,7 @@ class Ledger:
         while it is being looked at (a `producer retry`) is left alone. Looks at no more than
         `scan` of the oldest batches per call. Returns the ids removed."""
         removed = []
-        for batch_id in self.redis.zrangebyscore(self.keys.batches, "-inf", before, start=0, num=scan):
+        for batch_id in texts(self.redis.zrangebyscore(self.keys.batches, "-inf", before, start=0, num=scan)):
             batch_key = self.keys.batch(batch_id)
             with self.redis.pipeline(transaction=True) as pipe:
                 try:
@@ -468,7 +470,7 @@ class Ledger:
                     )
                     if total is not None and (not finished_at or float(finished_at) >= before):
                         continue
-                    fp_key = self._fingerprint_key(fingerprint) if fingerprint else None
+                    fp_key = self._fingerprint_key(_text(fingerprint)) if fingerprint else None
                     if fp_key is not None:
                         pipe.watch(fp_key)
                         if pipe.get(fp_key) != batch_id:
@@ -499,7 +501,7 @@ class Ledger:
     def quiet_items(self, batch_id: str, before: float, limit: int = 1000) -> list[int]:
         """Non-terminal items whose last sign of life is older than `before` (Unix time)."""
         raw = self.redis.zrangebyscore(self.keys.batch_live(batch_id), "-inf", before, start=0, num=limit)
-        return [int(i) for i in raw]
+        return [int(i) for i in texts(raw)]
 
     def touch(self, batch_id: str, indexes: Iterable[int], when: float) -> None:
         """A sign of life seen from outside (a live claim, a queued message) for these items."""
@@ -574,7 +576,7 @@ class Ledger:
         return Path(store.url(manifest_key)) if not store.location.remote else store.url(manifest_key)
 
 
-def item_keys(item: dict[str, Any], location: Any) -> list[str]:
+def item_keys(item: Mapping[str, Any], location: Location) -> list[str]:
     """An item's output keys, relative to the output root: from its `files` records, else from
     its `outputs` addresses (records written before files were recorded)."""
     files = item.get("files") or []

@@ -13,8 +13,9 @@ FLEET_REDIS_SENTINEL_PASSWORD. Clients ask the Sentinels for the current primary
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 import redis
@@ -64,6 +65,18 @@ def connect(settings: Settings, *, ride_out_restarts: bool = False, **kwargs: An
     except redis.RedisError as exc:
         raise RedisUnavailableError(f"cannot reach Redis at {redact_url(settings.redis_url)}: {exc}") from exc
     return client
+
+
+# The fleet's clients decode replies (decode_responses=True in connect), while redis-py types a
+# reply `bytes | str` whatever the client. These say so where a reply is read, at no cost.
+def text_map(reply: Mapping[Any, Any]) -> dict[str, str]:
+    """A hash's reply (HGETALL) as the str mapping a decoding client returns."""
+    return cast(dict[str, str], reply)
+
+
+def texts(reply: Sequence[Any]) -> list[str]:
+    """A list reply (ZRANGE, LPOP n, ...) as the str list a decoding client returns."""
+    return cast(list[str], reply)
 
 
 def is_sentinel_url(url: str) -> bool:

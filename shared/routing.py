@@ -451,8 +451,9 @@ def _model_cost_text(model: str, requests: list[ImageRequest], registry: ModelRe
     costs = [item_cost(r, registry) for r in requests]
     if spec.priced:
         return f"{format_usd(sum(c or 0.0 for c in costs))}  ({spec.price_text()})"
-    if all(c is not None for c in costs):
-        return f"{format_usd(sum(costs))}  (--price-per-call ${requests[0].price_per_call:g}; registry: price unknown)"
+    known = [c for c in costs if c is not None]
+    if len(known) == len(costs):
+        return f"{format_usd(sum(known))}  (--price-per-call ${requests[0].price_per_call:g}; registry: price unknown)"
     return "price unknown"
 
 
@@ -470,18 +471,13 @@ def _capped(lines: list[str], limit: int) -> list[str]:
 
 def _ranges(indexes: list[int], limit: int = 12) -> str:
     """'0-7, 9, 12-14' for a sorted list of indexes, cut after `limit` pieces."""
-    pieces: list[str] = []
-    start = prev = None
+    runs: list[list[int]] = []  # [first, last] of each run of consecutive indexes
     for i in sorted(indexes):
-        if start is None:
-            start = prev = i
-        elif i == prev + 1:
-            prev = i
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
         else:
-            pieces.append(f"{start}-{prev}" if prev != start else f"{start}")
-            start = prev = i
-    if start is not None:
-        pieces.append(f"{start}-{prev}" if prev != start else f"{start}")
+            runs.append([i, i])
+    pieces = [f"{first}-{last}" if last != first else f"{first}" for first, last in runs]
     if len(pieces) > limit:
         return ", ".join(pieces[:limit]) + ", ..."
     return ", ".join(pieces)

@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 import redis
 
+from shared.redis_conn import texts
+
 log = logging.getLogger(__name__)
 
 BLOCK_SECONDS = 2  # one BLPOP lasts at most this long (so stop() and new listeners are noticed)
@@ -109,7 +111,7 @@ class WakeListener:
                 ids = [item[1]]
                 more = self.client.lpop(self.key, 100)
                 if more:
-                    ids.extend(more)
+                    ids.extend(texts(more))
             except Exception as exc:  # noqa: BLE001 - keep listening once Redis is back
                 log.debug("%s: %s", self.name, exc)
                 self._stop.wait(0.5)
@@ -127,6 +129,7 @@ def blocking_client(client: redis.Redis, socket_timeout: float = BLOCK_SECONDS +
     import redis.sentinel
 
     pool = client.connection_pool
+    own: redis.ConnectionPool
     try:
         kwargs = dict(pool.connection_kwargs)
         kwargs["socket_timeout"] = socket_timeout

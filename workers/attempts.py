@@ -35,6 +35,7 @@ import redis
 
 from shared import lua_scripts
 from shared.keys import Keys
+from shared.redis_conn import text_map
 
 RECORD_TTL = 14 * 24 * 3600  # long after Replicate itself forgets the prediction
 _OLDEST_REAL_TIME = 1e9  # an older record wrote post_returned_at = "1" (no time)
@@ -120,7 +121,7 @@ class CreationRecords:
             script.load()
 
     def get(self, ref: AttemptRef) -> CreationRecord:
-        raw = self.redis.hgetall(ref.record_key(self.keys))
+        raw = text_map(self.redis.hgetall(ref.record_key(self.keys)))
         returned = _time(raw.get("post_returned_at"))
         return CreationRecord(
             model=raw.get("model"),

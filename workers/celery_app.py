@@ -75,7 +75,7 @@ class FleetCelery(Celery):
 
     fleet_settings: Settings | None = None
 
-    def on_configure(self) -> None:  # type: ignore[override]  # Celery calls it lazily, once
+    def on_configure(self) -> None:  # Celery calls it lazily, once
         if self.fleet_settings is None:
             self.fleet_settings = Settings.load()
         self.config_from_object(celery_config(self.fleet_settings))

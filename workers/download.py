@@ -57,7 +57,9 @@ def output_scope(settings: Settings) -> AddressScope:
     if not host:
         return AddressScope.PUBLIC  # Replicate itself
     try:
-        addresses = {_address(info[4][0]) for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)}
+        addresses = {
+            _address(str(info[4][0])) for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        }
     except (OSError, ValueError) as exc:
         log.warning(
             "cannot resolve REPLICATE_BASE_URL's host %r (%s): outputs only from public addresses", host, exc

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.errors import InputError, PermanentModelError
+from shared.redis_conn import text_map
 from shared.request import ImageRequest
 from shared.routing import build_input
 from workers.attempts import AttemptRef
@@ -38,7 +39,7 @@ class InputBuilder(AttemptStage):
             return input_
         ctx = self.ctx
         key = ctx.keys.uploads(ref.batch_id, ref.index)
-        cached = ctx.redis.hgetall(key)
+        cached = text_map(ctx.redis.hgetall(key))
 
         def url_for(path: str) -> str:
             if path not in cached:

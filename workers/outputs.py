@@ -142,7 +142,7 @@ class OutputSaver(AttemptStage):
             )
             else name
         )
-        if key != name:
+        if media is not None and key != name:
             log.info("output is %s, not what %r says: written as %r", media.mime, name, key)
         written_key = self.ctx.keys.written(ref.batch_id, ref.index)
         own = self.ctx.redis.hexists(written_key, key)  # this item's earlier output may be replaced

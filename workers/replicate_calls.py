@@ -166,7 +166,7 @@ class ReplicateCalls:
                 prediction = self.client.deployments.predictions.create(
                     deployment=ref.model, input=input, **extra
                 )
-            elif ref.kind == "version":
+            elif ref.kind == "version" and ref.version:  # (kind "version" is a ref with a version)
                 prediction = self.client.predictions.create(version=ref.version, input=input, **extra)
             else:
                 prediction = self.client.models.predictions.create(model=ref.model, input=input, **extra)
@@ -228,7 +228,7 @@ class ReplicateCalls:
                 if version is None:
                     raise SchemaError(f"{ref}: the model has no published version")
                 return ModelSchema.from_openapi(str(ref), ref.model, version.id, version.openapi_schema)
-            model, version_id = ref.model, ref.version
+            model, version_id = ref.model, ref.version or ""  # kind "version": set
             if ref.kind == "deployment":
                 before_read()
                 release = self.client.deployments.get(ref.model).current_release
@@ -308,7 +308,7 @@ def post_in_flight_limit(settings: Settings) -> float:
     It is also the settling window after an ambiguous create: a gateway's 502/504 can come while
     Replicate still creates the prediction, so "none was created" waits this long after the POST."""
     t = client_timeout(settings)
-    return float(t.connect) + float(t.write) + float(t.read) + 5.0
+    return sum(phase or 0.0 for phase in (t.connect, t.write, t.read)) + 5.0  # client_timeout sets each
 
 
 def classify(exc: BaseException, *, during: str) -> ReplicateCallError | LocalError:

@@ -252,6 +252,7 @@ class WebhookReceiver:
             lingering_time=1.0,
         )
         await runner.setup()
+        assert runner.server is not None  # setup() made it
         _guard(runner.server, self)
         site = web.TCPSite(runner, self.host, self.port, backlog=1024, reuse_address=True)
         await site.start()

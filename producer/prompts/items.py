@@ -51,6 +51,7 @@ class ParsedRequests(list):
     notes: list[str]
     default_model_items: int = 0
     max_cost: int | None = None  # the file's "max_cost" (micro-USD): the batch's spending limit
+    registry: ModelRegistry | None = None  # producer.api.validate's: with the models' schemas
 
     def __init__(self, items=(), notes: list[str] | None = None):
         super().__init__(items)
@@ -83,7 +84,7 @@ def parse_prompts(
     if bad_id is not None:
         problems.append(bad_id)
     text, bad_items = _text_problems(data, model, params)
-    if text and bad_items is None:  # in what every item shares: nothing further can be checked
+    if bad_items is None:  # a problem in what every item shares: nothing further can be checked
         raise InputError(sorted(problems + text, key=_by_item))
     problems += text
     items, defaults = split_form(data, registry, problems)

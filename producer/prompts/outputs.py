@@ -97,6 +97,7 @@ class Outputs:
         format it promises pinned in `params`; None (with a problem) if it cannot be used."""
         fmt = params.get("output_format")
         fmt = str(fmt) if fmt is not None else None
+        output: str | None
         if given is None:
             ext = fmt or spec.default_format
             output = default_output(self.batch_id, index, prompt, ext)

@@ -29,7 +29,7 @@ MAX_BATCHES = 50  # active batches reported per scrape: enough for a fleet, boun
 def _status_dict(status: Any) -> dict[str, Any]:
     if hasattr(status, "to_dict"):
         return status.to_dict()
-    if dataclasses.is_dataclass(status):
+    if dataclasses.is_dataclass(status) and not isinstance(status, type):
         return dataclasses.asdict(status)
     return dict(status)
 
@@ -296,7 +296,7 @@ class FleetCollector(Collector):
     # --- counters from workers -----------------------------------------------------------------
     def _counter_metrics(self) -> Iterator[Any]:
         counters = _separate_non_outcomes(read_counters(self.client, self.keys))
-        specs = (
+        specs: tuple[tuple[str, str, str, list[str]], ...] = (
             (
                 "predictions",
                 "predictions_total",
@@ -392,7 +392,8 @@ def _separate_non_outcomes(
 ) -> dict[str, list[tuple[dict[str, str], float]]]:
     """Counts written as predictions{outcome=resumed|substituted} (by workers of an older
     version) join their own counters, so fleet_predictions_total holds only ends of attempts."""
-    kept, moved = [], {}
+    kept: list[tuple[dict[str, str], float]] = []
+    moved: dict[tuple[str, str], float] = {}
     for labels, value in counters.get("predictions", []):
         target = SEPARATE_OUTCOMES.get(labels.get("outcome", ""))
         if target is None:

@@ -83,8 +83,8 @@ def _apply(
         pipe = client.pipeline(transaction=False)
         for field, amount in ints:
             pipe.hincrby(key, field, amount)
-        for field, amount in floats:
-            pipe.hincrbyfloat(key, field, amount)
+        for field, value in floats:
+            pipe.hincrbyfloat(key, field, value)
         pipe.execute()
     except redis.RedisError as exc:
         # Metrics must never fail a paid prediction's bookkeeping.

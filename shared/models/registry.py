@@ -192,14 +192,15 @@ class ModelRegistry:
         errors: list[str] = []
         spec = _build_model(ref, data, source, errors)
         fallback = []
+        kind = spec.kind if spec is not None else None
         for name in spec.fallback if spec is not None else ():
             target = self.resolve(name)
             if target is None or target == ref:
                 errors.append(f"{_where(source, ref, 'fallback')}: unknown model {name!r}")
-            elif target in self._specs and self._specs[target].kind != spec.kind:
+            elif target in self._specs and self._specs[target].kind != kind:
                 errors.append(
                     f"{_where(source, ref, 'fallback')}: {name!r} makes {self._specs[target].kind}s, "
-                    f"this model makes {spec.kind}s"
+                    f"this model makes {kind}s"
                 )
             else:
                 fallback.append(target)
@@ -585,6 +586,7 @@ def _build(
         found = seen.get(name.casefold())
         return found
 
+    fallbacks: list[tuple[str, str | None, tuple[str, ...]]]
     fallbacks = [(spec.name, spec.kind, spec.fallback) for spec in specs.values()]
     fallbacks += [
         (name, data.get("kind"), tuple(data.get("fallback", ()))) for name, (data, _) in overlays.items()
@@ -636,8 +638,10 @@ def _build(
     if errors:
         return None
 
+    # Every fallback resolved (an unknown one is an error above), so none is dropped here.
     resolved_specs = {
-        name: _with_fallback(spec, tuple(resolve(fb) for fb in spec.fallback)) for name, spec in specs.items()
+        name: _with_fallback(spec, tuple(t for fb in spec.fallback if (t := resolve(fb)) is not None))
+        for name, spec in specs.items()
     }
     return ModelRegistry(
         resolved_specs,

@@ -85,7 +85,7 @@ def _explain(
         if error.validator == "required":
             return [
                 (name, f"{name!r} is required{_described(props.get(name))}")
-                for name in error.validator_value
+                for name in _schema_value(error)
                 if name not in values
             ]
         return [("input", error.message)]
@@ -94,7 +94,7 @@ def _explain(
     value = error.instance
     allowed = _allowed(spec, name, error)
     if error.validator == "enum":
-        choices = {str(v).casefold(): v for v in error.validator_value}
+        choices = {str(v).casefold(): v for v in _schema_value(error)}
         close = difflib.get_close_matches(str(value).casefold(), list(choices), n=1, cutoff=0.6)
         hint = f" Did you mean {choices[close[0]]!r}?" if close and choices[close[0]] != value else ""
         return [(name, f"{value!r} is not allowed: must be {allowed}.{hint}")]
@@ -112,15 +112,22 @@ def _explain(
     return [(name, f"{where}: {error.message}")]
 
 
+def _schema_value(error: ValidationError) -> Any:
+    """The failed keyword's value in the schema (the `enum` list, the `type` ...). Always set on
+    the errors a validator yields; jsonschema types it `Any | Unset` for errors made by hand."""
+    return error.validator_value
+
+
 def _allowed(spec: ModelSpec, name: str, error: ValidationError) -> str:
     """What the input takes, in words: the derived parameter's own text when it has one."""
     param = spec.params.get(name)
     if param is not None and param.type != "json" and len(error.absolute_path) == 1:
         return param.allowed()
     if error.validator == "enum":
-        return "one of " + ", ".join(repr(v) for v in error.validator_value)
+        return "one of " + ", ".join(repr(v) for v in _schema_value(error))
     if error.validator == "type":
-        kinds = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+        value = _schema_value(error)
+        kinds = value if isinstance(value, list) else [value]
         return " or ".join(
             {
                 "integer": "an integer",
@@ -133,7 +140,7 @@ def _allowed(spec: ModelSpec, name: str, error: ValidationError) -> str:
             }.get(k, str(k))
             for k in kinds
         )
-    return f"{error.validator} {error.validator_value!r}"
+    return f"{error.validator} {_schema_value(error)!r}"
 
 
 def _unknown(name: str, spec: ModelSpec, props: Mapping[str, Any]) -> str:

@@ -67,7 +67,7 @@ class Send(NamedTuple):
     """One send the feeder took: run `attempt` of item `index` of `batch_id` on `model`."""
 
     batch_id: str
-    index: int
+    index: int  # type: ignore[assignment]  # the field shadows tuple.index(), which nothing calls
     attempt: int
     model: str
     recheck: int

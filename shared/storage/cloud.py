@@ -27,11 +27,14 @@ import os
 import re
 from collections.abc import Iterator
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from shared.errors import ConfigError, OutputExistsError, StorageError, StorageUnavailableError
 from shared.storage.location import Location, check_key
 from shared.storage.store import Store
+
+if TYPE_CHECKING:  # obstore's option types exist only in its stubs
+    from obstore.store import AzureConfig, ClientConfig, GCSConfig, RetryConfig, S3Config
 
 # A write (or a read) that gets no answer is tried this long inside one call, then handed back as
 # StorageUnavailableError: the caller retries later, the prediction is never made again for it.
@@ -161,8 +164,8 @@ def _open(location: Location, environ: dict[str, str], timeout: timedelta):
             f"OUTPUT_DIR {location.url()} needs the object-store extra: "
             f"pip install 'replicate-fleet[{extra}]'"
         ) from None
-    client: dict[str, Any] = {"timeout": timeout, "connect_timeout": CONNECT_TIMEOUT}
-    retry = {"max_retries": 4, "retry_timeout": RETRY_BUDGET}
+    client: ClientConfig = {"timeout": timeout, "connect_timeout": CONNECT_TIMEOUT}
+    retry: RetryConfig = {"max_retries": 4, "retry_timeout": RETRY_BUDGET}
     prefix = location.prefix or None
     try:
         if location.scheme == "s3":
@@ -171,13 +174,16 @@ def _open(location: Location, environ: dict[str, str], timeout: timedelta):
                 client["allow_http"] = True  # a local MinIO / moto: plain HTTP was asked for
             # The standard variables, read from the mapping given (the process's environment by
             # default); anything else (instance roles, web identity) obstore finds by itself.
-            config: dict[str, Any] = {name: environ[var] for var, name in _AWS_VARIABLES if environ.get(var)}
+            # (_AWS_VARIABLES names S3Config's keys; a TypedDict is not built from names in a loop)
+            s3_config = cast(
+                "S3Config", {name: environ[var] for var, name in _AWS_VARIABLES if environ.get(var)}
+            )
             if endpoint:
-                config["endpoint"] = endpoint
+                s3_config["endpoint"] = endpoint
             return S3Store(
                 location.bucket,
                 prefix=prefix,
-                config=config or None,
+                config=s3_config or None,
                 client_options=client,
                 retry_config=retry,
                 credential_provider=_aws_profile(environ),
@@ -186,19 +192,23 @@ def _open(location: Location, environ: dict[str, str], timeout: timedelta):
             emulator = _gcs_emulator(environ)
             if emulator.startswith("http://"):
                 client["allow_http"] = True  # an emulator on plain HTTP was asked for
-            config = _gcs_config(environ, emulator)
+            gcs_config = _gcs_config(environ, emulator)
             return GCSStore(
                 location.bucket,
                 prefix=prefix,
-                config=config or None,
+                config=cast("GCSConfig | None", gcs_config or None),  # (its keys are GCSConfig's)
                 client_options=client,
                 retry_config=retry,
             )
-        config = _azure_config(environ)
-        if config.get("AZURE_STORAGE_ENDPOINT", "").startswith("http://"):
+        azure_config = _azure_config(environ)
+        if azure_config.get("AZURE_STORAGE_ENDPOINT", "").startswith("http://"):
             client["allow_http"] = True  # Azurite: its endpoint is plain HTTP
         return AzureStore(
-            location.bucket, prefix=prefix, config=config or None, client_options=client, retry_config=retry
+            location.bucket,
+            prefix=prefix,
+            config=cast("AzureConfig | None", azure_config or None),  # (its keys are AzureConfig's)
+            client_options=client,
+            retry_config=retry,
         )
     except Exception as exc:  # noqa: BLE001 - obstore raises its own config errors
         raise ConfigError(f"OUTPUT_DIR {location.url()}: {_first_line(exc)}") from None

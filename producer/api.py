@@ -125,7 +125,11 @@ def check_batch_id(batch_id: str) -> str:
 def _ledger(settings: Settings, client=None):
     from shared.ledger import Ledger
 
-    return Ledger(client if client is not None else connect(settings), Keys(settings.key_prefix))
+    return Ledger(
+        client if client is not None else connect(settings),
+        Keys(settings.key_prefix),
+        store_environ=settings.store_environ(),
+    )
 
 
 def _registry(registry=None, settings: Settings | None = None):
@@ -323,7 +327,8 @@ class Batch:
 
         self.info()
         manifest = self.ledger.manifest(self.id, cost_of=self._cost_of)
-        return fetch_batch(manifest, open_store(self.output_root), Path(to), progress=progress)
+        store = open_store(self.output_root, environ=self.settings.store_environ())
+        return fetch_batch(manifest, store, Path(to), progress=progress)
 
     # --- acting --------------------------------------------------------------------------------
     def cancel(self) -> CancelOutcome:
@@ -585,7 +590,7 @@ def submit(
         options["max_cost_micro"] = limit
     references = References(requests)  # each distinct local file read once, named by its content
     fingerprint = batch_fingerprint(batch_id, references.for_fingerprint(requests), options)
-    store = open_store(settings.output_dir)
+    store = open_store(settings.output_dir, environ=settings.store_environ())
     # Every worker writes to this one location (recorded with the batch): refused here, before
     # anything is recorded or paid, if a probe object cannot be written and deleted there.
     check_writable(store)
@@ -796,17 +801,22 @@ def latest_batch(settings: Settings | None = None) -> Batch:
 
 
 def fetch_from_store(
-    batch_id: str, location: str | os.PathLike, to: str | os.PathLike = ".", *, progress: Any = None
+    batch_id: str,
+    location: str | os.PathLike,
+    to: str | os.PathLike = ".",
+    *,
+    progress: Any = None,
+    settings: Settings | None = None,
 ):
     """`Batch.fetch` for a batch Redis no longer holds: its manifest is read from the store at
-    `location` (`<location>/<batch>/manifest.json`)."""
+    `location` (`<location>/<batch>/manifest.json`), opened with the settings' store variables."""
     import json
 
     from producer.fetch import fetch_batch
     from shared.errors import StorageError
     from shared.storage import open_store
 
-    store = open_store(location)
+    store = open_store(location, environ=_settings(settings).store_environ())
     try:
         manifest = json.loads(store.get(f"{check_batch_id(batch_id)}/manifest.json"))
     except StorageError as exc:

@@ -674,7 +674,9 @@ def fetch(obj: Context, batch_id: str, to: str, from_: str | None) -> None:
     """
     settings = obj.settings()
     if from_ is not None:
-        report = api.fetch_from_store(batch_id, output_location(from_), to, progress=sys.stderr)
+        report = api.fetch_from_store(
+            batch_id, output_location(from_), to, progress=sys.stderr, settings=settings
+        )
     else:
         report = api.open_batch(batch_id, settings).fetch(to, progress=sys.stderr)
     sys.exit(EXIT_OK if _print_fetch(report) else EXIT_SOME_FAILED)

@@ -199,9 +199,12 @@ class BatchInfo:
 class Ledger:
     """Thread-safe (redis-py clients are); one per process is plenty."""
 
-    def __init__(self, redis_client: redis.Redis, keys: Keys):
+    def __init__(
+        self, redis_client: redis.Redis, keys: Keys, *, store_environ: Mapping[str, str] | None = None
+    ):
         self.redis = redis_client
         self.keys = keys
+        self.store_environ = store_environ  # for write_manifest (Settings.store_environ())
         self._scripts = lua_scripts.register(redis_client, "shared.lua", _SCRIPTS, prelude="ledger_common")
 
     # --- batches --------------------------------------------------------------------------------
@@ -552,7 +555,10 @@ class Ledger:
         from shared.storage import open_store
 
         data = self.manifest(batch_id, cost_of=cost_of)
-        store = open_store(output_root if output_root is not None else data["batch"]["output_root"])
+        store = open_store(
+            output_root if output_root is not None else data["batch"]["output_root"],
+            environ=None if self.store_environ is None else dict(self.store_environ),
+        )
         page = render_gallery(data, keys_of=lambda item: item_keys(item, store.location))
         # Recorded text that UTF-8 cannot encode (a lone surrogate, from before submit refused it)
         # must not stop the manifest: it is written as a character reference in the page and as a

@@ -2,6 +2,8 @@
 
 `Settings.load()` reads `.env` (python-dotenv, without touching `os.environ`) under the real
 environment, then applies explicit overrides (CLI flags, tests). The token is kept out of `repr`.
+An object store's own variables (AWS_*, AZURE_*, GOOGLE_*, STORAGE_EMULATOR_HOST) in `.env` are
+kept too, out of `repr`, for `store_environ()`: the environment a store is opened with.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ def usd_amount(raw: str) -> Decimal:
 
     parse_usd(raw)  # ValueError for a negative, non-finite or absurd amount
     return Decimal(raw.strip().lstrip("$").strip())
+
+
+def _store_variable(name: str) -> bool:
+    return name.startswith(("AWS_", "AZURE_", "GOOGLE_")) or name == "STORAGE_EMULATOR_HOST"
 
 
 # env name -> (attribute, parser)
@@ -141,6 +147,8 @@ class Settings:
     # With REDIS_URL=sentinel://...: the primary's name, and the Sentinels' own password if any.
     redis_sentinel_master: str = "mymaster"
     redis_sentinel_password: str | None = field(default=None, repr=False)
+    # The object-store variables `.env` holds (credentials among them): see store_environ().
+    dotenv_store: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def load(
@@ -154,8 +162,8 @@ class Settings:
         merged: dict[str, str] = {}
         if dotenv_path is not None and Path(dotenv_path).is_file():
             merged.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+        values: dict[str, Any] = {"dotenv_store": {k: v for k, v in merged.items() if _store_variable(k)}}
         merged.update(os.environ if environ is None else environ)
-        values: dict[str, Any] = {}
         for name, (attr, parse) in _ENV.items():
             raw = merged.get(name)
             if raw is None or raw == "":
@@ -212,6 +220,11 @@ class Settings:
         from shared.budget.money import parse_usd
 
         return None if self.daily_budget is None else parse_usd(self.daily_budget)
+
+    def store_environ(self) -> dict[str, str]:
+        """What an object store is opened with: its variables from `.env` under the environment
+        (the same order as every setting), so credentials may live in either."""
+        return {**self.dotenv_store, **os.environ}
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)

@@ -108,3 +108,27 @@ def test_fetch_brings_a_batch_home_from_gcs(settings, sim, worker_factory, gs_bu
     again = fetch_cli(settings, env, *args)
     assert again.exit_code == 0 and "fetched 1 file(s)" in again.stdout, again.output
     assert_fetched(home, batch, files)
+
+
+def test_store_credentials_in_dotenv_reach_submit_and_fetch(settings, az_container, tmp_path, monkeypatch):
+    """The store's variables may live in `.env` like every setting (the environment wins over
+    it): submit probes the container with them, fetch reads with them. Nothing in os.environ."""
+    for name in az_container.environ():
+        monkeypatch.delenv(name, raising=False)
+    dotenv = tmp_path / "fleet.env"
+    dotenv.write_text("".join(f"{name}={value}\n" for name, value in az_container.environ().items()))
+    prompts = tmp_path / "p.json"
+    prompts.write_text(json.dumps(["a red fox"]))
+    url = f"{az_container.url}/dotenv"
+    base = ["--redis-url", settings.redis_url, "--env-file", str(dotenv)]
+    env = {k: v for k, v in settings.as_env().items() if k != "OUTPUT_DIR"}
+    submitted = CliRunner().invoke(
+        cli, base + ["submit", str(prompts), "--output-dir", url, "--json"], env=env
+    )
+    assert submitted.exit_code == 0, submitted.output
+    assert az_container.keys() == {}  # the probe was written and deleted with the .env's key
+    batch_id = json.loads(submitted.stdout.splitlines()[-1])["batch"]
+    az_container.put_other(f"dotenv/{batch_id}/index.html", b"<html></html>")  # as a worker would
+    fetched = CliRunner().invoke(cli, base + ["fetch", batch_id, "--to", str(tmp_path / "home")], env=env)
+    assert fetched.exit_code == 0, fetched.output
+    assert (tmp_path / "home" / batch_id / "index.html").read_bytes() == b"<html></html>"

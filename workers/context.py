@@ -83,7 +83,7 @@ class WorkerContext:
             settings=settings,
             redis=client,
             keys=keys,
-            ledger=Ledger(client, keys),
+            ledger=Ledger(client, keys, store_environ=settings.store_environ()),
             limiter=limiter,
             claims=ClaimKeeper(client, ttl=claim_ttl(settings)),
             creations=creations,

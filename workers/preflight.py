@@ -42,7 +42,7 @@ def check_can_work(settings: Settings) -> str:
     client.close()
     location = str(settings.output_dir)
     try:
-        probe(open_store(location, timeout=settings.store_timeout))
+        probe(open_store(location, environ=settings.store_environ(), timeout=settings.store_timeout))
     except (StorageError, StorageUnavailableError, OSError) as exc:
         raise ConfigError(f"OUTPUT_DIR {location} cannot be written: {exc}") from None
     try:

@@ -106,7 +106,7 @@ class Sweeper:
         self.settings = settings
         self.redis = redis_client
         self.keys = Keys(settings.key_prefix)
-        self.ledger = Ledger(redis_client, self.keys)
+        self.ledger = Ledger(redis_client, self.keys, store_environ=settings.store_environ())
         self.creations = CreationRecords(redis_client, self.keys)
         self.scheduler = Scheduler(redis_client, self.keys)
         self.budget = Budget.from_settings(redis_client, settings)

@@ -39,5 +39,7 @@ class BatchStores:
         with self._lock:
             store = self._stores.get(root)
             if store is None:
-                store = self._stores[root] = open_store(root, timeout=self.settings.store_timeout)
+                store = self._stores[root] = open_store(
+                    root, environ=self.settings.store_environ(), timeout=self.settings.store_timeout
+                )
             return store

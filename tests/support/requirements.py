@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import glob
+import importlib.util
 import os
 import shutil
 from collections.abc import Callable, Mapping
@@ -52,6 +53,14 @@ def _no_faketime() -> str | None:
     return None if found else "libfaketime is not installed"
 
 
+def _no_azurite() -> str | None:
+    if azurite_binary() is None:
+        return "Azurite (azurite-blob) is not installed"
+    if importlib.util.find_spec("azure.storage.blob") is None:  # the fixtures create containers with it
+        return "azure-storage-blob is not installed"
+    return None
+
+
 TOOLS: dict[str, Tool] = {
     "browser": Tool(
         lambda: None if chromium_path() else "headless Chromium is not installed", "apt-get install chromium"
@@ -63,8 +72,9 @@ TOOLS: dict[str, Tool] = {
         "apt-get install redis-server",
     ),
     "azurite": Tool(
-        lambda: None if azurite_binary() else "Azurite (azurite-blob) is not installed",
-        "npm install --prefix .ci/node azurite@3.37.0, or FLEET_AZURITE=/path/to/azurite-blob",
+        _no_azurite,
+        "npm install --prefix .ci/node azurite@3.37.0, or FLEET_AZURITE=/path/to/azurite-blob; "
+        "pip install -e '.[test]' for Azure's SDK",
     ),
     "fake-gcs-server": Tool(
         lambda: None if fake_gcs_binary() else "fake-gcs-server is not installed",

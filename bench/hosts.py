@@ -41,9 +41,7 @@ from typing import Any
 from bench.processes import RedisServer, kill_tracked, stop_group, track
 
 PREFIX = "fbench"
-BRIDGE = f"{PREFIX}-br0"
 SUBNET = "10.77.0"
-BRIDGE_ADDRESS = f"{SUBNET}.1"
 
 
 class HostsError(RuntimeError):

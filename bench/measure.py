@@ -156,12 +156,3 @@ def command_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, in
     names = set(before) | set(after)
     delta = {n: after.get(n, 0) - before.get(n, 0) for n in names}
     return {n: v for n, v in sorted(delta.items(), key=lambda kv: -kv[1]) if v > 0}
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * q
-    lo, hi = math.floor(k), math.ceil(k)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)

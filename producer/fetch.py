@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -157,7 +156,3 @@ class _Progress:
         if self.stream is not None and self.tty and self.total:
             self.stream.write("\n")
             self.stream.flush()
-
-
-def default_progress() -> TextIO:
-    return sys.stderr

@@ -42,7 +42,6 @@ def iso(epoch: float | None) -> str | None:
 @dataclass
 class Prediction:
     id: str
-    seq: int
     model: ModelInfo
     version: str
     input: dict[str, Any]
@@ -341,7 +340,6 @@ class Engine:
         now_ns = self.now_ns()
         prediction = Prediction(
             id=self._new_id(),
-            seq=len(self.order),
             model=model,
             version=version,
             input=values,

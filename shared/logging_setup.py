@@ -61,10 +61,6 @@ def bind_log_context(**fields: Any) -> None:
     _context.set({**_context.get(), **{k: v for k, v in fields.items() if v is not None}})
 
 
-def current_log_context() -> dict[str, Any]:
-    return dict(_context.get())
-
-
 class ContextAdapter(logging.LoggerAdapter):
     """A logger with fixed fields: `get_logger(__name__, batch=b, item=i).info("created")`."""
 
@@ -283,7 +279,6 @@ def make_handler(
     handler.addFilter(ContextFilter())
     handler.addFilter(RedactingFilter(redactor))
     handler.setFormatter(JsonFormatter(redactor) if json else KeyValueFormatter(redactor))
-    handler._fleet_handler = True  # type: ignore[attr-defined]
     return handler
 
 

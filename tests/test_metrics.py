@@ -155,7 +155,7 @@ def test_outcomes_count_each_attempt_once_and_the_rest_apart(settings, redis_cli
     metrics = MetricsRecorder(redis_client, keys)
     model = "black-forest-labs/flux-dev"
     # item 0: created, worker killed, resumed by another worker, succeeded (one end)
-    metrics.prediction(model, "resumed")  # the call workers/runner.py makes today
+    metrics.prediction(model, "resumed")  # as workers of an older version recorded a resumption
     metrics.prediction(model, "succeeded", 0.025)
     # item 1: a 5xx, then success on the same model (two ends)
     metrics.prediction(model, "transient_error")

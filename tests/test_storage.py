@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import errno
+import io
 import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,8 +14,8 @@ import pytest
 from PIL import Image
 
 from shared.errors import LocalError, TransientError
-from workers.download import Downloader, extension_of, output_urls
-from workers.storage import output_paths, write_stream, write_substitute
+from workers.download import Downloader, output_urls
+from workers.storage import substitute_image, write_stream
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"x" * 2000
 
@@ -37,21 +38,6 @@ def test_output_urls_flattens_every_shape_in_order():
         "https://a/1.png",
         "data:image/png;base64,AA==",
     ]
-    assert extension_of("https://replicate.delivery/x/out-0.webp?sig=1") == "webp"
-    assert extension_of("data:image/jpeg;base64,AA==") == "jpg"
-
-
-def test_output_paths_number_extra_outputs_and_refuse_to_leave_the_root(tmp_path):
-    root = tmp_path / "out"
-    assert [p.name for p in output_paths(root, "b/cat", 3, default_ext="webp")] == [
-        "cat.webp",
-        "cat_1.webp",
-        "cat_2.webp",
-    ]
-    root.mkdir()
-    os.symlink(tmp_path, root / "escape")
-    with pytest.raises(LocalError, match="leaves the output root"):
-        output_paths(root, "escape/x.png", 1)
 
 
 def test_write_stream_is_atomic_capped_and_never_leaves_a_partial_file(tmp_path, monkeypatch):
@@ -100,11 +86,13 @@ def test_a_file_where_the_directory_should_be_is_a_local_error(tmp_path):
         write_stream(tmp_path / "batch" / "0.png", [b"x"], max_bytes=10)
 
 
-def test_substitute_is_a_black_1600x900_image_in_the_requested_format(tmp_path):
-    path = write_substitute(tmp_path / "s.jpg")
-    with Image.open(path) as image:
+def test_substitute_is_a_black_1600x900_image_in_the_requested_format():
+    key, data = substitute_image("b/s.jpg")
+    with Image.open(io.BytesIO(data)) as image:
+        assert key == "b/s.jpg"
         assert image.format == "JPEG" and image.size == (1600, 900) and image.getextrema()[0][1] <= 8
-    assert write_substitute(tmp_path / "video.mp4").suffix == ".png"  # Pillow writes no video
+    assert substitute_image("b/video.mp4")[0] == "b/video.png"  # Pillow writes no video
+    assert substitute_image("b/noext")[0] == "b/noext.png"
 
 
 @pytest.fixture

@@ -232,12 +232,3 @@ def decode_data_uri(uri: str, max_bytes: int) -> bytes:
         return urllib.parse.unquote_to_bytes(payload)
     except (binascii.Error, ValueError) as exc:
         raise LocalError(f"malformed data: URI output: {exc}") from exc
-
-
-def extension_of(url: str) -> str | None:
-    """The file extension an output URI suggests (for items without an explicit output name)."""
-    if url.startswith("data:"):
-        mime = url[5:].split(";", 1)[0].split(",", 1)[0]
-        return {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "video/mp4": "mp4"}.get(mime)
-    suffix = Path(urllib.parse.urlsplit(url).path).suffix.lstrip(".").lower()
-    return suffix or None

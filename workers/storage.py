@@ -1,4 +1,5 @@
-"""Where outputs go and how they are written: atomically, inside the output root, or not at all.
+"""How a download is written to a local file (atomically, capped, or not at all), and the
+substitute image.
 
 Every write is a temporary file in the target directory, fsync, then os.replace, so a reader (or a
 crash) never sees half a file, and a redelivered task rewriting the same file is harmless.
@@ -17,21 +18,6 @@ from shared.atomic_files import write_atomic
 from shared.errors import LocalError
 
 SUBSTITUTE_SIZE = (1600, 900)  # the seed tool's "ultimate fallback": a black 1600x900 image
-
-
-def output_paths(output_root: Path, relative: str, count: int, *, default_ext: str = "png") -> list[Path]:
-    """The files for `count` outputs: `relative` itself, then `_1`, `_2` ... before the extension.
-    Raises LocalError if a path would leave the output root."""
-    root = Path(output_root).resolve()
-    first = (root / relative).resolve()
-    if not first.suffix:
-        first = first.with_suffix("." + default_ext)
-    if first != root and root not in first.parents:
-        raise LocalError(f"output path {relative!r} leaves the output root {root}")
-    paths = [first]
-    for n in range(1, count):
-        paths.append(first.with_name(f"{first.stem}_{n}{first.suffix}"))
-    return paths
 
 
 def write_stream(path: Path, chunks: Iterable[bytes], *, max_bytes: int) -> int:
@@ -53,21 +39,6 @@ def write_stream(path: Path, chunks: Iterable[bytes], *, max_bytes: int) -> int:
         return write_atomic(path, capped())
     except OSError as exc:
         raise LocalError(f"cannot write {path}: {_os_reason(exc)}") from exc
-
-
-def write_substitute(path: Path) -> Path:
-    """The black 1600x900 placeholder, in the format of `path`'s extension (PNG if Pillow does
-    not write that extension, e.g. a video); returns the path written."""
-    from PIL import Image
-
-    formats = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
-    fmt = formats.get(path.suffix.lower())
-    if fmt is None:
-        path, fmt = path.with_suffix(".png"), "PNG"
-    buffer = io.BytesIO()
-    Image.new("RGB", SUBSTITUTE_SIZE, (0, 0, 0)).save(buffer, format=fmt)
-    write_stream(path, [buffer.getvalue()], max_bytes=len(buffer.getvalue()))
-    return path
 
 
 def substitute_image(key: str) -> tuple[str, bytes]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from prometheus_client import CollectorRegistry, generate_latest, start_http_server
+from prometheus_client import CollectorRegistry, start_http_server
 
 from shared.keys import Keys
 from shared.metrics.collector import FleetCollector
@@ -25,11 +25,6 @@ def build_registry(
         FleetCollector(client or connect(settings), Keys(settings.key_prefix), settings, **collector_options)
     )
     return registry
-
-
-def render_metrics(settings: Settings, client: redis.Redis | None = None) -> str:
-    """The exposition text once, without a server (for `producer metrics --once` or debugging)."""
-    return generate_latest(build_registry(settings, client)).decode()
 
 
 @dataclass

@@ -160,10 +160,6 @@ class ModelSpec:
         object.__setattr__(self, "renames", MappingProxyType(dict(self.renames)))
 
     @property
-    def accepts_references(self) -> bool:
-        return self.max_references > 0
-
-    @property
     def formats(self) -> tuple[str, ...]:
         """File formats this model can produce (what its output_format allows, else its default)."""
         spec = self.params.get("output_format")

@@ -7,6 +7,7 @@ FleetError for any of them, InputError for bad input (every problem in `.problem
 from producer.api import (
     Batch,
     CancelOutcome,
+    budget_status,
     generate,
     latest_batch,
     limit_sources,
@@ -14,11 +15,14 @@ from producer.api import (
     list_batches,
     open_batch,
     reset_limits,
+    set_batch_limit,
+    set_daily_budget,
     set_limits,
     submit,
     validate,
 )
 from shared.errors import (
+    BudgetExceededError,
     ConfigError,
     DuplicateBatchError,
     FleetError,
@@ -42,6 +46,9 @@ __all__ = [
     "limit_sources",
     "set_limits",
     "reset_limits",
+    "budget_status",
+    "set_daily_budget",
+    "set_batch_limit",
     "FleetError",
     "InputError",
     "Problem",
@@ -50,4 +57,5 @@ __all__ = [
     "RedisUnavailableError",
     "NoWorkerError",
     "ReplicateCallError",
+    "BudgetExceededError",
 ]

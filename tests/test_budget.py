@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import multiprocessing
 import random
+import uuid
 from datetime import date
 from decimal import Decimal
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from shared.budget import Budget, Reservation, parse_usd, price_micro, usd
 from shared.errors import BudgetExceededError, ConfigError
 from shared.keys import Keys
 from shared.limiter import HolderInfo, Limiter
 from shared.settings import Settings
+from tests.support.redis_db import delete_prefix
 
 
 @pytest.mark.unit
@@ -213,3 +217,85 @@ def test_the_daily_budget_is_per_utc_day_of_redis_time(redis_client, key_prefix)
     assert budget.status().spent_today == 0 and budget.status().reserved_today == 25_000
     # spend settles on the day it was reserved
     assert budget.settle("b:2:1") == 25_000 and budget.status().spent_today == 25_000
+
+
+# --- the accounting, against a model (hypothesis) ---------------------------------------------------
+
+OPS = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("reserve"),
+            st.integers(0, 9),
+            st.sampled_from(["a", "b"]),
+            st.sampled_from([1, 7, 25_000, 99_999]),
+        ),
+        st.tuples(
+            st.just("settle"), st.integers(0, 9), st.none(), st.one_of(st.none(), st.integers(0, 50_000))
+        ),
+        st.tuples(st.just("release"), st.integers(0, 9), st.none(), st.none()),
+        st.tuples(
+            st.just("limit"),
+            st.none(),
+            st.sampled_from(["a", "b"]),
+            st.one_of(st.none(), st.integers(0, 200_000)),
+        ),
+        st.tuples(st.just("daily"), st.none(), st.none(), st.one_of(st.none(), st.integers(0, 300_000))),
+    ),
+    max_size=40,
+)
+
+
+@given(ops=OPS)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_the_accounting_matches_a_model(redis_or_fakeredis, ops):
+    """Any sequence of reservations, settlements, releases and limit changes: the scripts grant
+    exactly the reservations a plain model grants, and spent/reserved add up to the model's."""
+    prefix = f"hyp-{uuid.uuid4().hex[:8]}"
+    budget = Budget(redis_or_fakeredis, Keys(prefix))
+    limits: dict[str, int | None] = {"a": None, "b": None}
+    daily: int | None = None
+    res: dict[str, tuple[str, int]] = {}  # marker -> (batch, amount)
+    spent = {"a": 0, "b": 0}
+    try:
+        for op, n, batch, amount in ops:
+            if op == "reserve":
+                marker = f"{batch}:{n}:1"
+                reserved = {b: sum(a for bb, a in res.values() if bb == b) for b in limits}
+                if marker in res:
+                    fits = True
+                else:
+                    day_room = None if daily is None else daily - sum(spent.values()) - sum(reserved.values())
+                    room = None if limits[batch] is None else limits[batch] - spent[batch] - reserved[batch]
+                    fits = (day_room is None or amount <= day_room) and (room is None or amount <= room)
+                try:
+                    budget.reserve(Reservation(marker, batch, amount))
+                    granted = True
+                except BudgetExceededError:
+                    granted = False
+                assert granted == fits, (op, marker, amount)
+                if fits and marker not in res:
+                    res[marker] = (batch, amount)
+            elif op in ("settle", "release"):
+                marker = next((m for m in sorted(res) if m.split(":")[1] == str(n)), f"x:{n}:1")
+                cost = 0 if op == "release" else amount
+                got = budget.settle(marker, cost)
+                if marker in res:
+                    b, reserved_amount = res.pop(marker)
+                    spent[b] += reserved_amount if cost is None else cost
+                    assert got == (reserved_amount if cost is None else cost)
+                else:
+                    assert got is None
+            elif op == "limit":
+                limits[batch] = amount
+                budget.set_batch_limit(batch, amount)
+            else:
+                daily = amount
+                budget.set_daily(amount)
+            status = budget.status(["a", "b"])
+            assert status.spent_today == sum(spent.values())
+            assert status.reserved_today == sum(a for _, a in res.values())
+            for spend in status.batches:
+                assert spend.spent == spent[spend.batch_id]
+                assert spend.reserved == sum(a for b, a in res.values() if b == spend.batch_id)
+    finally:
+        delete_prefix(redis_or_fakeredis, prefix)

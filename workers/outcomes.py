@@ -94,10 +94,10 @@ class Outcomes(AttemptStage):
 
     def _end_reservation(self, ref: AttemptRef) -> None:
         """A canceled attempt's reservation: spent if a prediction was (or may have been)
-        created, given back otherwise."""
+        created, i.e. its POST was sent; given back otherwise."""
         try:
             record = self.ctx.creations.get(ref)
-            if record.prediction_id or record.intent_at is not None:
+            if record.prediction_id or record.posting_at is not None:
                 self.ctx.budget.settle(ref.marker)
             else:
                 self.ctx.budget.release(ref.marker)
@@ -199,6 +199,7 @@ class Outcomes(AttemptStage):
             self._metric("prediction", model, "failed")
             return None
         self._cancel_recorded_prediction(ref)
+        self._end_reservation(ref)  # its prediction is paid for; the next attempt reserves anew
         return self.after_transient(ref, request, model, TransientError(f"gave up on this attempt: {reason}"))
 
     def _transient_streak(self, ref: AttemptRef, model: str) -> int:

@@ -20,6 +20,7 @@ from shared.errors import AcquireTimeoutError, CanceledError, RequeueError, Tran
 from shared.settings import Settings
 from workers.attempts import AttemptRef
 from workers.context import WorkerContext, claim_ttl, shutting_down
+from workers.outage import is_redis_unavailable
 
 log = logging.getLogger("workers.stage")
 T = TypeVar("T")
@@ -111,6 +112,8 @@ class AttemptStage:
         try:
             self.ctx.budget.settle(ref.marker)
         except Exception as exc:  # noqa: BLE001 - kept reserved: the limit errs on the safe side
+            if is_redis_unavailable(exc):
+                raise  # the task waits for Redis and runs the attempt again: it resumes and settles
             log.warning("could not settle the reservation of %s: %s", ref.marker, exc)
 
     def _metric(self, name: str, *args: Any) -> None:

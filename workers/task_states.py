@@ -11,6 +11,7 @@ acks_on_failure_or_timeout; a raise here is never a redelivery, never a second c
 - a new attempt on the next model of the route (fallback): FAILURE, naming the reason and the
   next task (attempt and model);
 - the item failed (or got the black substitute) on this attempt: FAILURE with the item's error;
+- held by a spending limit (nothing created): SUCCESS, `{"status": "held", "reason"}`;
 - anything else (canceled, a stale or duplicate message, nothing to do): SUCCESS with a word.
 """
 
@@ -50,6 +51,8 @@ def task_ending(ledger: Ledger, job: Job, follow_up: NextTask | None) -> Any:
         return {"model": item.model, "files": [f.get("key") for f in item.files] or list(item.outputs)}
     if item.status in ("failed", "substituted"):
         return AttemptFailedError(f"item {item.status}: {_short(item.error or 'failed')}")
+    if item.status == "held":  # nothing was created: it waits for room in a spending limit
+        return {"status": "held", "attempt": job.attempt, "reason": item.held_reason}
     return {"status": item.status, "attempt": job.attempt}
 
 

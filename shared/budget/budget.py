@@ -187,9 +187,12 @@ class Budget:
         fields = [f"{batch}:{index}" for batch, index in self.held(batch_id)]
         return int(self.redis.hdel(self._held, *fields)) if fields else 0
 
-    def wake(self, again_after: float = 60.0) -> dict[str, list[int]]:
+    def wake(self, again_after: float = 600.0) -> dict[str, list[int]]:
         """The held items that fit the room left now (oldest first), by batch: send them again.
-        Each is not picked again for `again_after` seconds (its run removes the record)."""
+        Each is not picked again for `again_after` seconds (its run removes the record; its
+        amount counts as spoken for meanwhile, so a raise is not over-woken). The send is held
+        in the schedule, whose items the recovery sweep looks after: picking again is only the
+        safety net for a waker that died between picking and sending."""
         flat = self._scripts["wake"](keys=self._keys, args=[_opt(self.daily_default), str(again_after)])
         out: dict[str, list[int]] = {}
         for i in range(0, len(flat), 2):

@@ -1,9 +1,10 @@
 -- Which held items fit now: in the order they were held, each whose amount fits the room left
 -- (daily budget of today, its batch's limit) after the ones picked before it. A picked item is
--- stamped `w` and not picked again for ARGV[2] seconds (its send is on its way; the run removes
+-- stamped `w` and not picked again for ARGV[2] seconds (its send is on its way; its amount is
+-- counted as spoken for meanwhile; the run removes
 -- the record when it starts). ARGV[1] the caller's daily default ('' = none).
 -- Returns a flat list {batch, index, batch, index, ...}.
-local default, again_s = ARGV[1] or '', tonumber(ARGV[2]) or 60
+local default, again_s = ARGV[1] or '', tonumber(ARGV[2]) or 600
 if default ~= '' then micro(default, 'daily default') end
 local now = budget_now_s()
 local day = budget_day(now)

@@ -99,6 +99,9 @@ class CancelOutcome:
     canceled: int  # queued items marked canceled now
     revoked: int  # their task messages revoked (best effort: workers drop them on receipt)
     revoke_error: str | None = None  # why revoking stopped early, if it did
+    stopping: int = 0  # running items (waiting for a slot, at Replicate, saving) their workers stop
+    at_replicate: int = 0  # of those, predictions in flight that the workers cancel at Replicate
+    already_finished: bool = False  # the batch had ended: nothing to cancel, nothing changed
 
     def __int__(self) -> int:
         return self.canceled
@@ -340,12 +343,24 @@ class Batch:
 
         self.info()
         result = self.ledger.cancel(self.id)
+        if result.already_finished:
+            return CancelOutcome(canceled=0, revoked=0, already_finished=True)
         _budget(self.settings, self.ledger.redis).drop_held(self.id)  # held items are canceled too
+        status = _limiter_status_or_none(self.settings)
+        at_replicate = sum(
+            1 for h in (status.holders if status else []) if h.batch_id == self.id and h.prediction_id
+        )
         # Sends still held in the schedule are dropped (the feeder would skip them anyway: their
         # items are canceled); only the few messages already in the broker need revoking.
         Scheduler(self.ledger.redis, self.ledger.keys).drop_batch(self.id)
         revoked, error = revoke_tasks(self.settings, result.task_ids)
-        return CancelOutcome(canceled=result.canceled, revoked=revoked, revoke_error=error)
+        return CancelOutcome(
+            canceled=result.canceled,
+            revoked=revoked,
+            revoke_error=error,
+            stopping=result.stopping,
+            at_replicate=min(at_replicate, result.stopping),
+        )
 
     def retry(self, *, include_canceled: bool = False) -> list[int]:
         """Failed items (and canceled ones with `include_canceled`) back to pending, each with a
@@ -910,7 +925,9 @@ def fleet_info(settings: Settings | None = None, *, batches: int = 200):
 
     settings = _settings(settings)
     limits = _limiter_status_or_none(settings)
-    at_replicate = Counter(h.batch_id for h in (limits.holders if limits else []) if h.batch_id)
+    at_replicate = Counter(
+        h.batch_id for h in (limits.holders if limits else []) if h.batch_id and h.prediction_id
+    )
     return FleetInfo(
         queue=settings.queue,
         depths=queue_depths(settings),

@@ -570,6 +570,12 @@ def status(obj: Context, batch_id: str | None, as_json: bool) -> None:
         f"  created  {_when(getattr(info, 'created_at', None))}   output {getattr(info, 'output_root', '?')}"
     )
     click.echo(f"  items    {snap.total}: {format_counts(snap.counts, keep_zero=('succeeded', 'failed'))}")
+    if snap.running and snap.at_replicate is not None:
+        at = min(snap.at_replicate, snap.running)
+        click.echo(
+            f"  running  {snap.running}: {at} at Replicate, {snap.running - at} waiting for a slot "
+            "(or saving their files)"
+        )
     rate = "-" if snap.per_minute is None else f"{snap.per_minute:.1f} images/min"
     eta = "" if snap.finished else f", ETA {format_duration(snap.eta)}"
     click.echo(f"  rate     {rate}, elapsed {format_duration(snap.elapsed)}{eta}")
@@ -714,17 +720,31 @@ def cancel(obj: Context, batch_id: str) -> None:
     """
     batch = api.open_batch(batch_id, obj.settings())
     outcome = batch.cancel()
+    if outcome.already_finished:
+        click.echo(f"batch {batch.id} is finished: nothing to cancel (it stays {_state_of(batch)})")
+        return
     revoked = f"{outcome.revoked} queued task message(s) revoked"
     if outcome.revoke_error:
         revoked += (
             f" (revoking stopped: {outcome.revoke_error}; workers that get the others "
             "find the items canceled and drop them)"
         )
+    click.echo(f"batch {batch.id} canceled: {outcome.canceled} queued item(s) canceled now, {revoked}")
+    if outcome.stopping:
+        waiting = outcome.stopping - outcome.at_replicate
+        click.echo(
+            f"  {outcome.stopping} running item(s) are being stopped by their workers: "
+            f"{outcome.at_replicate} prediction(s) in flight canceled at Replicate, "
+            f"{waiting} waiting for a slot or saving (nothing more is created); "
+            "`producer status` shows when they are done"
+        )
     click.echo(
-        f"batch {batch.id} canceled: {outcome.canceled} queued items canceled, {revoked}; running "
-        "predictions are being canceled by the workers (producer status shows when they are done). "
-        f"`producer retry {batch.id}` runs failed items again, --include-canceled the canceled ones too."
+        f"  `producer retry {batch.id}` runs failed items again, --include-canceled the canceled ones too."
     )
+
+
+def _state_of(batch: api.Batch) -> str:
+    return batch_state(batch.status(with_slots=False))
 
 
 @cli.command(epilog=EXIT_CODES_HELP)

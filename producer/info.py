@@ -37,7 +37,7 @@ class FleetInfo:
     workers: list[WorkerInfo]
     limits: Any  # shared.limiter LimiterStatus, or None when it could not be read
     batches: list[tuple[Any, Snapshot]] = field(default_factory=list)  # (BatchInfo, Snapshot), newest first
-    at_replicate: dict[str, int] = field(default_factory=dict)  # batch id -> slots its predictions hold
+    at_replicate: dict[str, int] = field(default_factory=dict)  # batch id -> its predictions in flight
 
     def to_dict(self) -> dict[str, Any]:
         return {

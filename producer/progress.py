@@ -37,6 +37,9 @@ class Snapshot:
     canceled: bool = False
     slots_in_use: int | None = None  # account-wide, from the limiter
     slots_limit: int | None = None
+    # This batch's predictions in flight at Replicate (slots its items hold with a prediction id;
+    # None: not read). The rest of `running` waits for a slot or a creation token, or saves.
+    at_replicate: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -143,10 +146,16 @@ def snapshot_from_info(info: Any, *, now: float | None = None, limiter_status: A
     # Every item terminal is the definition of finished (the ledger's flag follows it).
     finished = bool(getattr(info, "finished", False)) or done >= total
     end = _num(getattr(info, "finished_at", None)) if finished else None
-    slots_in_use = slots_limit = None
+    slots_in_use = slots_limit = at_replicate = None
     if limiter_status is not None:
         slots_in_use = int(getattr(limiter_status, "in_use", 0))
         slots_limit = int(getattr(limiter_status, "concurrency_limit", 0))
+        holders = getattr(limiter_status, "holders", None) or []
+        at_replicate = sum(
+            1
+            for h in holders
+            if getattr(h, "batch_id", None) == str(info.id) and getattr(h, "prediction_id", None)
+        )
     return Snapshot(
         batch_id=str(info.id),
         total=total,
@@ -156,6 +165,7 @@ def snapshot_from_info(info: Any, *, now: float | None = None, limiter_status: A
         canceled=bool(getattr(info, "canceled", False)),
         slots_in_use=slots_in_use,
         slots_limit=slots_limit,
+        at_replicate=at_replicate,
     )
 
 
@@ -208,12 +218,33 @@ def _others(snap: Snapshot, separator: str, names: tuple[tuple[str, str], ...]) 
     )
 
 
+def running_text(snap: Snapshot) -> str:
+    """`running N`, split into those at Replicate and those waiting for a slot when known."""
+    if snap.at_replicate is None or not snap.running:
+        return f"running {snap.running}"
+    at = min(snap.at_replicate, snap.running)
+    return f"running {snap.running} ({at} at Replicate, {snap.running - at} waiting for a slot or saving)"
+
+
+def waiting_for(snap: Snapshot) -> str:
+    """What an unfinished batch waits for, in words."""
+    parts = []
+    at = min(snap.at_replicate or 0, snap.running)
+    if at:
+        parts.append(f"{at} prediction(s) at Replicate")
+    if snap.running - at:
+        parts.append(f"{snap.running - at} item(s) waiting for a slot or saving")
+    if snap.queued:
+        parts.append(f"{snap.queued} queued item(s) to be taken by a worker")
+    return ", ".join(parts) or "the workers to record the last items"
+
+
 def format_line(snap: Snapshot) -> str:
     """One self-contained line for logs and pipes."""
     others = _others(snap, ", ", (("substituted", "substituted"), ("canceled", "canceled")))
     return (
         f"batch {snap.batch_id}: {snap.done}/{snap.total} done (ok {snap.succeeded}, "
-        f"failed {snap.failed}{others}), running {snap.running}, queued {snap.queued} | {_pace(snap)}"
+        f"failed {snap.failed}{others}), {running_text(snap)}, queued {snap.queued} | {_pace(snap)}"
     )
 
 
@@ -271,21 +302,48 @@ class TerminalReporter(Reporter):
 
 
 class LineReporter(Reporter):
-    """Plain lines: one every `interval` seconds, plus one whenever the batch ends, so logs stay
-    short for long batches yet always show the final state."""
+    """Plain lines: one every `interval` seconds when something changed, plus one whenever the
+    batch ends, so logs stay short for long batches yet always show the final state; and at
+    least one every `heartbeat` seconds while nothing changes, saying what the batch waits for
+    (a silent log looks like a hang)."""
 
-    def __init__(self, stream: TextIO, interval: float = 10.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        stream: TextIO,
+        interval: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+        heartbeat: float = 30.0,
+    ):
         self.stream = stream
         self.interval = interval
+        self.heartbeat = max(heartbeat, interval)
         self.clock = clock
         self._last_time: float | None = None
         self._last_line: str | None = None
+        self._written_at: float | None = None  # when the last line was written
+        self._changed_at: float | None = None  # when the counts last changed
+        self._last_counts: Any = None
 
     def update(self, snap: Snapshot) -> None:
         now = self.clock()
+        counts = (tuple(sorted(snap.counts.items())), snap.at_replicate)
+        if counts != self._last_counts:
+            self._last_counts, self._changed_at = counts, now
         if self._last_time is None or now - self._last_time >= self.interval or snap.finished:
             self._emit(snap)
             self._last_time = now
+        if (
+            not snap.finished
+            and self._written_at is not None
+            and self._changed_at is not None
+            and now - self._written_at >= self.heartbeat
+        ):
+            unchanged = format_duration(now - self._changed_at)
+            self.stream.write(
+                f"{format_line(snap)} | unchanged for {unchanged}, waiting for {waiting_for(snap)}\n"
+            )
+            self.stream.flush()
+            self._written_at = now
 
     def close(self, snap: Snapshot | None) -> None:
         if snap is not None:
@@ -297,6 +355,7 @@ class LineReporter(Reporter):
             self.stream.write(line + "\n")
             self.stream.flush()
             self._last_line = line
+            self._written_at = self.clock()
 
 
 class CallbackReporter(Reporter):

@@ -57,6 +57,8 @@ class CancelResult:
     canceled: int  # items canceled now (they were pending)
     task_ids: list[str]  # task messages sent for those items (to revoke; they may still be queued)
     finished: bool  # the cancel finished the batch (nothing was running)
+    stopping: int = 0  # items running (waiting for a slot, at Replicate, saving): their workers stop them
+    already_finished: bool = False  # the batch had ended: nothing canceled, the batch not flagged
 
 
 def batch_fingerprint(
@@ -364,21 +366,27 @@ class Ledger:
     def cancel(self, batch_id: str) -> CancelResult:
         """Flag the batch canceled and mark its pending items canceled; workers cancel the
         running ones (and their predictions) when they next look. Returns how many were canceled
-        now, and the task ids sent for them (their messages may still wait in the queue:
-        `producer cancel` revokes them). KeyError if there is no such batch."""
+        now, how many running ones their workers stop, and the task ids sent for the canceled ones
+        (their messages may still wait in the queue: `producer cancel` revokes them). A finished
+        batch is not touched (`already_finished`). KeyError if there is no such batch."""
         total = int(self.redis.hget(self.keys.batch(batch_id), "total") or 0)
         keys = [self.keys.batch(batch_id), self.keys.batch_live(batch_id)]
         keys += [self.keys.item(batch_id, i) for i in range(total)]
-        count, finished, *task_ids = self._scripts["ledger_cancel"](keys=keys, args=[])
-        if int(count) < 0:
+        count, finished, stopping, *task_ids = self._scripts["ledger_cancel"](keys=keys, args=[])
+        if int(count) == -1:
             raise KeyError(f"no batch {batch_id}")
+        if int(count) == -2:
+            return CancelResult(canceled=0, task_ids=[], finished=False, already_finished=True)
         if int(finished):  # nothing was running: no worker will write the manifest
             try:
                 self.write_manifest(batch_id)
             except OSError:
                 pass
         return CancelResult(
-            canceled=int(count), task_ids=[_text(t) for t in task_ids], finished=bool(int(finished))
+            canceled=int(count),
+            task_ids=[_text(t) for t in task_ids],
+            finished=bool(int(finished)),
+            stopping=int(stopping),
         )
 
     def reset_failed(self, batch_id: str, *, include_canceled: bool = False) -> list[int]:

@@ -54,3 +54,68 @@ def test_producer_info_one_view_of_the_fleet(settings, sim_factory, worker_facto
     assert data["limits"]["in_use"] == 2 and data["batches"][0]["batch_id"] == batch.id
     assert set(data["queues"]["ready"]) == {"high", "normal", "low"}
     batch.cancel()
+
+
+def test_status_cancel_limits_and_metrics_say_what_the_account_saw(
+    settings, redis_client, sim_factory, worker_factory, tmp_path
+):
+    """Issue 18.5. The fleet allows 6 in flight where the account allows 2 (429s on create): status
+    tells the items at Replicate from those waiting; cancel on the running batch says what it
+    stopped; afterwards the limiter's creation window holds what the account created (a refused
+    or never-sent create gives its token back) and the metric's `canceled` counts the predictions
+    canceled at Replicate, not the items; cancel on a finished batch has nothing to cancel."""
+    from shared.keys import Keys
+    from shared.limiter import Limiter
+    from shared.metrics.server import start_metrics_server
+    from tests.support.sim import wait_quiet
+    from tests.test_metrics import scrape
+
+    sim = sim_factory(latency_scale=1.0, latency_overrides={FLUX_DEV: 20}, max_in_flight=2, image_scale=0.01)
+    settings = settings.with_(concurrency_limit=6, replicate_base_url=sim.url)
+    worker_factory(settings, count=1, sim=sim, concurrency=8)
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps([f"a lantern in rain, take {i}" for i in range(12)]))
+    batch = api.submit(prompts, settings=settings, model=FLUX_DEV)
+    wait_until(
+        lambda: sim.ledger()["rejected_429"].get("in_flight", 0) >= 3 and batch.status().running >= 6,
+        60,
+        "the account refusing creates while the batch runs",
+        interval=0.3,
+    )
+    shown = cli(settings, sim, "status", batch.id)
+    assert shown.returncode == 0, shown.stderr
+    assert "at Replicate," in shown.stdout and "waiting for a slot" in shown.stdout, shown.stdout
+
+    canceled = cli(settings, sim, "cancel", batch.id)
+    assert canceled.returncode == 0, canceled.stderr
+    out = canceled.stdout
+    stopping = int(out.split(" running item(s) are being stopped")[0].rsplit("\n", 1)[-1].strip())
+    queued = int(out.split(" queued item(s) canceled now")[0].rsplit(" ", 1)[-1])
+    ended_since = batch.status().counts.get("succeeded", 0)  # items may end while cancel runs
+    assert stopping >= 5 and 12 - ended_since <= queued + stopping <= 12, out
+    in_flight = int(out.split(" prediction(s) in flight canceled at Replicate")[0].rsplit(" ", 1)[-1])
+    assert in_flight <= 2, out  # the account's limit: slots held without a prediction are not counted
+    snap = batch.wait(timeout=60, poll_interval=0.3)
+    assert snap.finished and snap.counts.get("canceled", 0) + snap.counts.get("succeeded", 0) == 12
+
+    account = wait_quiet(sim)
+    limiter = Limiter.from_settings(redis_client, Keys(settings.key_prefix), settings)
+    assert limiter.status().creations_in_window == account["creations"], account
+    assert account["predictions_by_status"].get("canceled", 0) >= 1
+    with start_metrics_server(settings, port=0, addr="127.0.0.1") as server:
+        samples = scrape(server.url)
+    canceled_metric = samples.get(
+        ("fleet_predictions_total", (("model", FLUX_DEV), ("outcome", "canceled"))), 0.0
+    )
+    assert canceled_metric == account["predictions_by_status"]["canceled"]
+
+    # A finished batch: nothing to cancel, and it is not marked canceled.
+    done = cli(settings, sim, "cancel", batch.id)
+    assert done.returncode == 0 and "nothing to cancel" in done.stdout
+    finished = api.submit(["a quiet pond"], settings=settings.with_(concurrency_limit=2), model=FLUX_DEV)
+    sim.configure(latency_overrides={FLUX_DEV: 0.1})
+    assert finished.wait(timeout=60, poll_interval=0.3).all_succeeded
+    again = cli(settings, sim, "cancel", finished.id)
+    assert again.returncode == 0 and f"batch {finished.id} is finished: nothing to cancel" in again.stdout
+    assert not finished.info().canceled
+    assert "finished" in cli(settings, sim, "status", finished.id).stdout

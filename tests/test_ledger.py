@@ -166,7 +166,8 @@ def test_cancel_marks_pending_and_flags_running(ledger, tmp_path):
     ledger.create_batch("b1", make_requests(4), output_root=str(tmp_path))
     ledger.transition("b1", 0, "running")
     ledger.transition("b1", 1, "succeeded")
-    assert ledger.cancel("b1").canceled == 2
+    result = ledger.cancel("b1")
+    assert (result.canceled, result.stopping, result.already_finished) == (2, 1, False)
     info = ledger.batch("b1")
     assert info.canceled and not info.finished
     assert counts(ledger, "b1") == {"running": 1, "succeeded": 1, "canceled": 2}
@@ -392,9 +393,9 @@ def test_retry_after_cancel_lifts_the_cancel_once_nothing_runs(ledger, tmp_path)
     ledger.transition("b1", 0, "succeeded")
     assert ledger.batch("b1").finished
 
-    assert ledger.cancel("b1").canceled == 0 and ledger.is_canceled("b1")
-    assert ledger.reset_failed("b1") == []  # nothing failed: the cancel stays
-    assert ledger.is_canceled("b1")
+    # A finished batch has nothing to cancel: it is not flagged (issue 18.5).
+    assert ledger.cancel("b1").already_finished and not ledger.is_canceled("b1")
+    assert ledger.reset_failed("b1") == []  # nothing failed
     assert ledger.reset_failed("b1", include_canceled=True) == [1, 3]
     assert not ledger.is_canceled("b1")
     item = ledger.item("b1", 3)

@@ -118,6 +118,34 @@ def test_line_reporter_prints_periodically_and_the_final_state_once():
     assert lines[-1].startswith("batch b-1: 10/10 done")
 
 
+def test_line_reporter_says_what_it_waits_for_at_least_every_30_s():
+    """Issue 18.7: a batch nobody works on (no worker consumes the queue) is not silent."""
+    out, clock = io.StringIO(), FakeClock()
+    reporter = LineReporter(out, interval=10, clock=clock)
+    for t in range(0, 65):
+        clock.now = t
+        reporter.update(snapshot_from_info(info({"pending": 10}), now=1000 + t))
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3  # t=0, then t=30 and t=60 although nothing changed
+    assert lines[1].endswith("unchanged for 30s, waiting for 10 queued item(s) to be taken by a worker")
+    assert "unchanged for 1m00s" in lines[2] or "unchanged for 60s" in lines[2], lines[2]
+
+
+def test_running_split_into_at_replicate_and_waiting_for_a_slot():
+    """Issue 18.5: the limiter's holders of this batch are at Replicate; the rest waits."""
+    holders = [SimpleNamespace(batch_id="b-1", prediction_id="p")] * 2 + [
+        SimpleNamespace(batch_id="b-1", prediction_id=None),  # a slot, no prediction yet
+        SimpleNamespace(batch_id="b-other", prediction_id="q"),
+    ]
+    snap = snapshot_from_info(
+        info({"running": 7, "pending": 3}),
+        now=1005.0,
+        limiter_status=SimpleNamespace(in_use=3, concurrency_limit=3, holders=holders),
+    )
+    assert "running 7 (2 at Replicate, 5 waiting for a slot or saving)" in format_line(snap)
+    assert snap.to_dict()["at_replicate"] == 2
+
+
 class TTY(io.StringIO):
     encoding = "utf-8"
 

@@ -35,7 +35,8 @@ def test_cancel_of_a_batch_holding_unencodable_text_writes_the_manifest(settings
     result = producer(settings, "cancel", "b-cut")
     assert result.returncode == 0, result.stderr
     assert (
-        "Traceback" not in result.stderr and "batch b-cut canceled: 1 queued items canceled" in result.stdout
+        "Traceback" not in result.stderr
+        and "batch b-cut canceled: 1 queued item(s) canceled now" in result.stdout
     )
 
     manifest = json.loads((output_root / "b-cut" / "manifest.json").read_text(encoding="utf-8"))

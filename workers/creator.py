@@ -101,13 +101,20 @@ class PredictionCreator(AttemptStage):
             waited = time.monotonic() - began
             try:
                 self._last_check(ref, claim, lease)
-            except (CanceledError, RequeueError):
-                self._created_nothing(ref)
+            except (CanceledError, RequeueError, SupersededError) as exc:
+                # No POST was sent: the token leaves the window (it would count a creation the
+                # account never saw: after a cancel, every thread that had one).
+                ctx.limiter.give_back_create_token(lease)
+                if not isinstance(exc, SupersededError):
+                    self._created_nothing(ref)
                 raise
             try:
                 view = ctx.calls.create(model, input_, webhook=ctx.settings.webhook_url)
             except TransientError as exc:
                 if exc.status == 429:
+                    # Refused, so nothing was created and the account did not count it: the
+                    # token leaves the window, which counts the creations the account saw.
+                    ctx.limiter.give_back_create_token(lease)
                     self._pause_creations(ref, model, exc)
                     continue  # the token call sleeps through the pause
                 if is_ambiguous(exc):

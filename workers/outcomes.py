@@ -64,11 +64,13 @@ class Outcomes(AttemptStage):
         self._metric("prediction", model, "succeeded", self._price(model, request))
 
     def canceled(self, ref: AttemptRef, model: str, reason: str) -> None:
-        """Called once this run holds no slot, whatever stage noticed the cancel."""
-        self._cancel_recorded_prediction(ref)
+        """Called once this run holds no slot, whatever stage noticed the cancel. The metric's
+        `canceled` counts predictions canceled at Replicate, not items that never had one."""
+        canceled_at_replicate = self._cancel_recorded_prediction(ref)
         self._end_reservation(ref)
         self._finish(ref, "canceled", model, error=reason, att_status="canceled")
-        self._metric("prediction", model, "canceled")
+        if canceled_at_replicate:
+            self._metric("prediction", model, "canceled")
 
     def local_failure(self, ref: AttemptRef, model: str, exc: LocalError) -> None:
         self._finish(ref, "failed", model, error=str(exc), att_status="failed", kind="local")
@@ -352,16 +354,19 @@ class Outcomes(AttemptStage):
         params, _, _ = adapt_params(request.params, model, registry, strict=False)
         return registry.get(model).cost(params)
 
-    def _cancel_recorded_prediction(self, ref: AttemptRef) -> None:
-        """Called once this run holds no slot: cancels the attempt's prediction, if any, and
+    def _cancel_recorded_prediction(self, ref: AttemptRef) -> bool:
+        """Called once this run holds no slot: cancels the attempt's prediction, if any (True
+        when it is canceled at Replicate now), and
         frees a slot a dead holder left counted for it. An unresolved create (intent, no id) keeps
         its slot counted: a prediction nobody knows may be running, until the orphan deadline."""
         record = self.ctx.creations.get(ref)
         if record.prediction_id:
-            self._cancel_prediction(record.prediction_id)
+            canceled = self._cancel_prediction(record.prediction_id)
             self._settle(ref, record.prediction_id)
-        elif record.intent_at is None:
+            return canceled
+        if record.intent_at is None:
             self._settle(ref)
+        return False
 
     def _price(self, model: str, request: ImageRequest) -> float:
         try:

@@ -192,11 +192,13 @@ class ReplicateCalls:
         except Exception as exc:  # noqa: BLE001
             raise classify(exc, during="get") from None
 
-    def cancel(self, prediction_id: str) -> None:
+    def cancel(self, prediction_id: str) -> str | None:
+        """The prediction's status after the cancel: `canceled`, or the end it had reached
+        already (succeeded, failed); None when the answer does not say."""
         try:
-            self.client.predictions.cancel(prediction_id)
+            return getattr(self.client.predictions.cancel(prediction_id), "status", None)
         except (_V1ValidationError, _V2ValidationError):
-            return  # canceled (or aborted): the answer's shape does not matter
+            return "canceled"  # canceled (or aborted): an answer the client's model cannot read
         except Exception as exc:  # noqa: BLE001
             raise classify(exc, during="cancel") from None
 

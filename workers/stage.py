@@ -88,13 +88,17 @@ class AttemptStage:
     def _backoff(self, streak: int, retry_after: float | None = None) -> float:
         return self.budget.backoff(streak, retry_after)
 
-    def _cancel_prediction(self, prediction_id: str) -> None:
+    def _cancel_prediction(self, prediction_id: str) -> bool:
+        """Cancel it at Replicate; True when it is canceled now (not when it had ended already
+        or the call failed)."""
         try:
             self.ctx.limiter.take_read_token(timeout=10.0)
-            self.ctx.calls.cancel(prediction_id)
-            log.info("canceled prediction %s at Replicate", prediction_id)
+            status = self.ctx.calls.cancel(prediction_id)
         except Exception as exc:  # noqa: BLE001 - best effort; it ends by itself anyway
             log.warning("could not cancel prediction %s: %s", prediction_id, exc)
+            return False
+        log.info("cancel of prediction %s at Replicate: %s", prediction_id, status or "answered")
+        return status in ("canceled", "canceling", None)
 
     def _settle(self, ref: AttemptRef, prediction_id: str | None = None) -> None:
         """Free the slot still counted for this attempt's prediction (or, without one, for the

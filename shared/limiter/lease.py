@@ -45,6 +45,7 @@ class Lease:
         # The info sent with the grant, kept up to date (prediction id, attempt marker): re-sent
         # if Redis forgets us, so a re-registered holder keeps what protects its slot.
         self._record = record
+        self._create_token: str | None = None  # the last creation token granted for this slot
         self._lock = threading.Lock()
         self._ended: str | None = None  # "released" or "abandoned"
         self._lost = threading.Event()
@@ -148,10 +149,12 @@ class Lease:
         self.release()
 
     # --- limiter and keeper side -------------------------------------------------------------------
-    def _mark_creating(self, attempt: str, at_ms: str) -> None:
-        """take_create_token marked this holder in Redis; keep it for a re-registration."""
+    def _mark_creating(self, attempt: str, at_ms: str, token: str | None = None) -> None:
+        """take_create_token marked this holder in Redis; keep it for a re-registration, and the
+        token (its member of the creation window) in case it goes unused (give_back_create_token)."""
         self._record["attempt"] = attempt
         self._record["creating_at"] = at_ms
+        self._create_token = token
 
     def _mark_lost(self, reason: str) -> None:
         if self._ended is not None or self.lost:

@@ -415,7 +415,7 @@ class Limiter:
                     raise AcquireTimeoutError(f"stopped waiting for a {kind} token (should_stop)")
                 continue
             if holder is not None and attempt:
-                holder._mark_creating(attempt, token.at_ms)
+                holder._mark_creating(attempt, token.at_ms, member)
             granted_at = self._await_reservation(kind, member, token.at, wait, deadline, timeout, should_stop)
             if granted_at is not None:
                 return granted_at
@@ -451,6 +451,16 @@ class Limiter:
                 break
             wait, granted_at = check.wait, check.at
         return granted_at
+
+    def give_back_create_token(self, holder: Lease) -> None:
+        """The creation token `holder` was last granted (take_create_token(holder=...)) was not
+        used: no POST was sent (the last check before it found the batch canceled, the attempt
+        owned elsewhere, the worker stopping). It leaves the window, so the window counts the
+        creations the account saw. Only for a token whose POST certainly never started."""
+        member = getattr(holder, "_create_token", None)
+        if member:
+            holder._create_token = None
+            self._unreserve("create", member)
 
     def _unreserve(self, kind: str, member: str) -> None:
         # Taking a reserved grant out only loosens the window for later grants: always safe.

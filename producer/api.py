@@ -21,6 +21,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +42,7 @@ from shared.errors import (
     InputError,
     NoWorkerError,
     Problem,
+    RedisUnavailableError,
     ReplicateCallError,
     StillCancelingError,
 )
@@ -556,7 +558,16 @@ def submit(
             registry=registry,
             fallback=fallback,
         )
-    except InputError:
+    except InputError as exc:
+        if not explicit_id and not again and not dry_run and _only_existing_outputs(exc):
+            # The same file submitted again: its outputs exist because the first batch wrote
+            # them. Say that first (DuplicateBatchError), not "pass --overwrite", which would
+            # only lead to the duplicate refusal next (or, with --again, to paying twice).
+            options_for = partial(_batch_options, substitute_on_failure, overwrite, model, params, priority)
+            _raise_if_duplicate(
+                source, settings, batch_id, registry, fallback, price_per_call, max_cost, options_for
+            )
+            raise
         # The same batch submitted again (a retry after a crash, a second click): its own outputs
         # exist by now, which is not a problem for a submission that enqueues nothing.
         if not explicit_id or dry_run or not _batch_exists(settings, batch_id):
@@ -594,15 +605,7 @@ def submit(
     from shared.storage import open_store
     from workers.dispatch import enqueue_items
 
-    options: dict[str, Any] = {
-        "substitute_on_failure": bool(substitute_on_failure),
-        "overwrite": bool(overwrite),
-        "model": model,
-        "params": dict(params or {}),
-        "priority": priority,
-    }
-    if limit is not None:
-        options["max_cost_micro"] = limit
+    options = _batch_options(substitute_on_failure, overwrite, model, params, priority, limit)
     references = References(requests)  # each distinct local file read once, named by its content
     fingerprint = batch_fingerprint(batch_id, references.for_fingerprint(requests), options)
     store = open_store(settings.output_dir, environ=settings.store_environ())
@@ -678,6 +681,65 @@ def _daily_limit(settings: Settings, *, quiet: bool = False) -> int | None:
         if not quiet:
             raise
         return settings.daily_budget_micro
+
+
+def _only_existing_outputs(exc: InputError) -> bool:
+    """Every problem is an output that exists already (what a resubmitted file meets first)."""
+    return bool(exc.problems) and all(
+        p.field == "output" and "already exists" in p.message for p in exc.problems
+    )
+
+
+def _batch_options(
+    substitute_on_failure: bool, overwrite: bool, model, params, priority: str, limit: int | None
+) -> dict[str, Any]:
+    """The options recorded with a batch (and part of its fingerprint)."""
+    options: dict[str, Any] = {
+        "substitute_on_failure": bool(substitute_on_failure),
+        "overwrite": bool(overwrite),
+        "model": model,
+        "params": dict(params or {}),
+        "priority": priority,
+    }
+    if limit is not None:
+        options["max_cost_micro"] = limit
+    return options
+
+
+def _raise_if_duplicate(
+    source,
+    settings: Settings,
+    batch_id: str,
+    registry,
+    fallback,
+    price_per_call,
+    max_cost,
+    options_for: Callable[[int | None], dict[str, Any]],
+) -> None:
+    """DuplicateBatchError when a batch in Redis has this very content (as `submit` would find
+    it once past the output check); nothing otherwise."""
+    from producer.references import References
+    from shared.ledger import batch_fingerprint
+
+    try:
+        validated = validate(
+            source,
+            settings=settings,
+            model=options_for(None)["model"],
+            params=options_for(None)["params"],
+            batch_id=batch_id,
+            overwrite=True,
+            registry=registry,
+            fallback=fallback,
+        )
+        options = options_for(_batch_limit(max_cost, validated.max_cost))
+        requests = _priced(validated, validated.registry or registry, price_per_call)
+        fingerprint = batch_fingerprint(batch_id, References(requests).for_fingerprint(requests), options)
+        same = _ledger(settings).find_fingerprint(fingerprint)
+    except (InputError, RedisUnavailableError, redis.RedisError):
+        return  # cannot tell: the output problem stands
+    if same is not None:
+        raise _duplicate_batch_error(same)
 
 
 def _upload_references(references, settings: Settings) -> None:

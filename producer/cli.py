@@ -353,6 +353,7 @@ def submit(
             click.echo(f"follow it: producer wait {batch.id}   results: producer results {batch.id} --json")
         else:
             click.echo(json.dumps({"batch": batch.id, "items": len(requests)}))
+        _warn_without_workers(settings)
         return
     snap = _wait(batch, progress_stream=sys.stderr if as_json else sys.stdout, as_json=as_json)
     fetched_all = True
@@ -371,6 +372,19 @@ def submit(
             )
         )
     sys.exit(_outcome(snap) if fetched_all else EXIT_SOME_FAILED)
+
+
+def _warn_without_workers(settings: Settings) -> None:
+    """A batch nobody works on should not look submitted-and-running: say so (on stderr; the exit
+    code stays 0, the batch is recorded and runs once a worker starts)."""
+    from workers.dispatch import workers_alive
+
+    if not workers_alive(settings, timeout=1.0):
+        click.echo(
+            f"warning: no worker consumes queue {settings.queue!r} right now: the batch waits until one "
+            f"starts (`celery -A workers worker -n w1@%h -Q {settings.queue}`)",
+            err=True,
+        )
 
 
 def _print_warnings(requests) -> None:

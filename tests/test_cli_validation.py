@@ -19,7 +19,7 @@ LONG = "a" * 20_000
 
 # (name, prompts.json text, extra CLI args, fragments that must all appear in stderr)
 CASES = [
-    ("bad json", '[{"prompt": "a",}]', [], ["line 1, column 17"]),
+    ("bad json", '[{"prompt": "a",}]', [], ["item 0", "line 1, column 16: a trailing comma"]),
     ("empty file", "", [], ["empty"]),
     ("top-level number", "42", [], ["expected a list"]),
     ("no items", "[]", [], ["no items"]),

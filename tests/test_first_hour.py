@@ -119,3 +119,29 @@ def test_status_cancel_limits_and_metrics_say_what_the_account_saw(
     assert again.returncode == 0 and f"batch {finished.id} is finished: nothing to cancel" in again.stdout
     assert not finished.info().canceled
     assert "finished" in cli(settings, sim, "status", finished.id).stdout
+
+
+def test_submit_without_wait_says_when_no_worker_consumes_the_queue(settings, sim, tmp_path):
+    """Issue 18.7: recorded and queued, exit 0 as before, but not silently."""
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps(["a moth on a lamp"]))
+    result = cli(settings, sim, "submit", str(prompts))
+    assert result.returncode == 0, result.stderr
+    assert f"warning: no worker consumes queue {settings.queue!r} right now" in result.stderr
+    assert "queued" in result.stdout
+
+
+def test_resubmitting_a_file_reports_the_duplicate_before_overwrite(settings, sim, worker_factory, tmp_path):
+    """Issue 18.7: the second submission of a file whose outputs the first one wrote is refused as
+    the duplicate it is, not with "pass --overwrite" (which would lead to that refusal next)."""
+    worker_factory(settings, count=1, sim=sim)
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps([{"prompt": "a snail on a leaf", "output": "snail.webp"}]))
+    first = cli(settings, sim, "submit", str(prompts), "--wait")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "warning: no worker" not in first.stderr
+    again = cli(settings, sim, "submit", str(prompts))
+    assert again.returncode == 2, again.stdout + again.stderr
+    assert "--overwrite" not in again.stderr and "--again" in again.stderr, again.stderr
+    batch_id = json.loads(cli(settings, sim, "list", "--json").stdout.splitlines()[0])["batch_id"]
+    assert batch_id in again.stderr

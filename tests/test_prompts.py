@@ -422,7 +422,7 @@ def test_load_prompts_file_and_relative_references(files, registry, monkeypatch)
     "content, fragment",
     [
         ('[\n  "a",\n  "b"\n  "c"\n]', "line 4, column 3"),
-        ('{"items": [\n"a",\n]}', "line 3, column 1"),
+        ('{"items": [\n"a",\n]}', "item 0: "),  # a trailing comma: named at the comma (below)
         ("", "the file is empty"),
         ("   \n", "the file is empty"),
         ('[{"prompt": "a", "prompt": "b"}]', "line 1, column 18: duplicate key 'prompt'"),
@@ -683,3 +683,48 @@ def test_fallback_must_be_a_boolean(registry, tmp_path):
         "file defaults, field 'fallback': fallback must be true or false, not 'no'",
         "item 2, field 'fallback': fallback must be true or false, not 0",
     ], messages
+
+
+def test_comments_are_accepted_as_in_the_readme(tmp_path):
+    """Issue 18.7: the README's jsonc examples paste as they are (JSONC comments)."""
+    path = tmp_path / "p.jsonc"
+    path.write_text(
+        '{"model": "black-forest-labs/flux-dev", /* the file\'s default model */\n'
+        ' "items": [{"prompt": "a red fox // not a comment", "output": "a/b.png"},  // 1\n'
+        '           {"prompt": "an owl /* nor this */"}]}  // 3. defaults + items\n'
+    )
+    data = load_prompts_file(path)
+    assert data["model"] == "black-forest-labs/flux-dev"
+    assert [i["prompt"] for i in data["items"]] == ["a red fox // not a comment", "an owl /* nor this */"]
+    path.write_text('["a red fox", "a lighthouse"]                                  // 1. strings\n')
+    assert load_prompts_file(path) == ["a red fox", "a lighthouse"]
+    # Comments keep lines and columns: a duplicate key after one is still found where it is.
+    path.write_text('[{"prompt": "x", /* a\ncomment */ "prompt": "y"}]')
+    with pytest.raises(InputError, match=r"line 2, column 12: duplicate key 'prompt'"):
+        load_prompts_file(path)
+    path.write_text('["a fox"] /* never closed')
+    with pytest.raises(InputError, match=r"line 1: a /\* comment is never closed"):
+        load_prompts_file(path)
+
+
+@pytest.mark.parametrize(
+    "content, line, item, field",
+    [
+        ('[\n  "a fox",\n  "an owl",\n]', 3, 1, None),
+        (
+            '{"items": [\n  {"prompt": "a fox"},\n  {"prompt": "an owl",\n   "params": {"seed": 1,}}\n]}',
+            4,
+            1,
+            "params.seed",
+        ),
+        ('{"items": [\n  {"prompt": "a fox"},  // first\n  {"prompt": "an owl"},  // last\n]}', 3, 1, None),
+    ],
+)
+def test_a_trailing_comma_names_its_line_and_the_item(tmp_path, content, line, item, field):
+    path = tmp_path / "p.json"
+    path.write_text(content)
+    with pytest.raises(InputError) as info:
+        load_prompts_file(path)
+    (problem,) = info.value.problems
+    assert f"line {line}, column" in problem.message and "trailing comma" in problem.message
+    assert (problem.index, problem.field) == (item, field)

@@ -1,5 +1,10 @@
 """Reading prompts.json: size, encoding and JSON errors, and every duplicate key and NaN/Infinity
-located by line, column, item and field (json.loads alone would silently keep the last value)."""
+located by line, column, item and field (json.loads alone would silently keep the last value).
+
+Comments are accepted (JSONC: `// ...` to the end of the line and `/* ... */`, never inside a
+string), so the README's examples paste as they are; they are blanked out in place, keeping every
+line and column, and the rest is parsed by the standard json module. Not JSON5 (single quotes,
+unquoted keys, trailing commas): a trailing comma is an error that names its line and the item."""
 
 from __future__ import annotations
 
@@ -18,6 +23,8 @@ MAX_FILE_BYTES = 20 * 1024 * 1024
 # any other run of characters: numbers, true/false/null, NaN/Infinity).
 _JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[{}\[\]:,]|[^\s{}\[\]:,"]+')
 _JSON_CONSTANTS = ("NaN", "Infinity", "-Infinity")
+# A string (kept as it is), a line comment, a block comment, or a block comment never closed.
+_JSONC = re.compile(r'"(?:[^"\\]|\\.)*"|//[^\n]*|/\*[\s\S]*?\*/|/\*[\s\S]*')
 
 
 class PromptsList(list):
@@ -81,11 +88,13 @@ def load_prompts_file(path: str | Path, *, max_bytes: int = MAX_FILE_BYTES) -> P
         constants.append(name)  # reported with its position below, once the whole text parsed
         return None
 
+    text = _blank_comments(text, where)
     try:
         data = json.loads(text, object_pairs_hook=pairs, parse_constant=no_constants)
     except json.JSONDecodeError as exc:
         raise InputError(
-            f"{where}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+            _trailing_comma(text, exc, where)
+            or f"{where}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
         ) from None
     except ValueError as exc:
         raise InputError(f"{where}: invalid JSON: {exc}") from None
@@ -108,6 +117,75 @@ def load_prompts_file(path: str | Path, *, max_bytes: int = MAX_FILE_BYTES) -> P
         )
     result.source_dir = path.resolve().parent
     return result
+
+
+def _blank_comments(text: str, where: str) -> str:
+    """`text` with every comment replaced by spaces (newlines kept, so lines and columns stay)."""
+    if "/" not in text:
+        return text
+
+    def blank(match: re.Match[str]) -> str:
+        found = match.group()
+        if found[0] == '"':
+            return found
+        if found.startswith("/*") and not found.endswith("*/") or found == "/*/":
+            line = text.count("\n", 0, match.start()) + 1
+            raise InputError(f"{where}: line {line}: a /* comment is never closed with */")
+        return re.sub(r"[^\n]", " ", found)
+
+    return _JSONC.sub(blank, text)
+
+
+def _trailing_comma(text: str, exc: json.JSONDecodeError, where: str) -> Problem | None:
+    """The problem for a comma right before a closing bracket, at the comma, naming the item."""
+    if exc.pos >= len(text) or text[exc.pos] not in "]}":
+        return None
+    comma = len(text[: exc.pos].rstrip()) - 1
+    if comma < 0 or text[comma] != ",":
+        return None
+    line = text.count("\n", 0, comma) + 1
+    column = comma - (text.rfind("\n", 0, comma) + 1) + 1
+    at = _path_before(text, comma)
+    if at and isinstance(at[0], int):
+        index, rest = at[0], at[1:]
+    elif len(at) >= 2 and at[0] == "items" and isinstance(at[1], int):
+        index, rest = at[1], at[2:]
+    else:
+        index, rest = None, at
+    return Problem(
+        f"{where}: line {line}, column {column}: a trailing comma before {text[exc.pos]!r} "
+        "(JSON allows none after the last element); remove it",
+        index=index,
+        field=field_path(rest) or None,
+    )
+
+
+def _path_before(text: str, end: int) -> list[Any]:
+    """The JSON path (keys and list indexes) of the value that ends at `end` in `text`."""
+    stack: list[list[Any]] = []  # ["obj", current key, expecting a key] or ["arr", index]
+    for match in _JSON_TOKEN.finditer(text, 0, end):
+        token = match.group()
+        top = stack[-1] if stack else None
+        if token == "{":
+            stack.append(["obj", None, True])
+        elif token == "[":
+            stack.append(["arr", 0])
+        elif token in ("}", "]"):
+            if stack:
+                stack.pop()
+        elif token == ":" and top is not None and top[0] == "obj":
+            top[2] = False
+        elif token == "," and top is not None:
+            if top[0] == "obj":
+                top[2] = True
+            else:
+                top[1] += 1
+        elif token[0] == '"' and top is not None and top[0] == "obj" and top[2]:
+            try:
+                top[1] = json.loads(token)
+            except ValueError:
+                top[1] = token
+    return [frame[1] for frame in stack]
 
 
 def _locate_json_problems(text: str, where: str, data: Any) -> list[Problem]:

@@ -18,9 +18,11 @@ from datetime import timedelta
 
 import pytest
 
+from bench.emulators import AZURITE_ACCOUNT
 from shared.errors import ConfigError, OutputExistsError, StorageError, StorageUnavailableError
 from shared.storage import open_store, parse_location, probe, sniff, write_once
 from shared.storage.sniff import with_extension
+from tests.support.fault_proxy import FaultProxy
 from tests.support.objstore import read_only_user, start_moto
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"p" * 64
@@ -137,7 +139,7 @@ def test_a_read_only_container_is_refused_with_access_denied(az_container):
 
     from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 
-    from bench.emulators import AZURITE_ACCOUNT, AZURITE_KEY
+    from bench.emulators import AZURITE_KEY
 
     sas = generate_container_sas(
         AZURITE_ACCOUNT,
@@ -174,6 +176,43 @@ def test_a_store_that_does_not_answer_is_unavailable_and_the_write_completes_lat
     assert time.monotonic() - began < 60  # bounded: the caller retries, it is not stuck
     write_once(store, "late/0.png", PNG)  # written now, or found written by the timed-out attempt
     assert bucket.keys("late/") == {"late/0.png": PNG}
+
+
+def _through(bucket, proxy_url: str) -> dict[str, str]:
+    """The bucket's environment with its endpoint replaced by `proxy_url`."""
+    endpoint = {
+        "s3": {"AWS_ENDPOINT_URL": proxy_url},
+        "az": {"AZURE_STORAGE_ENDPOINT": f"{proxy_url}/{AZURITE_ACCOUNT}"},
+        "gs": {"STORAGE_EMULATOR_HOST": proxy_url},
+    }[bucket.scheme]
+    return {**bucket.environ(), **endpoint}
+
+
+@pytest.mark.parametrize("scheme", ["s3", "az"])
+def test_5xx_is_retried_in_the_call_then_unavailable_never_a_refusal(request, scheme):
+    """A store answering 503: a few are retried inside the write (it succeeds); a store that keeps
+    answering 503 is "did not answer" (the attempt runs again later), never a local error."""
+    bucket = request.getfixturevalue(BUCKETS[scheme])
+    with FaultProxy(bucket.server.url) as proxy:
+        store = open_store(bucket.url, environ=_through(bucket, proxy.url))
+        proxy.fail("PUT", 2)
+        assert write_once(store, "bad-minute/0.png", PNG).fresh
+        assert proxy.answered_503 == 2
+        proxy.fail("PUT", 1000)
+        with pytest.raises(StorageUnavailableError, match="did not answer"):
+            write_once(store, "bad-minute/1.png", PNG)
+    assert bucket.keys("bad-minute/") == {"bad-minute/0.png": PNG}
+
+
+def test_gcs_5xx_on_a_read_is_retried_then_unavailable(gs_bucket):
+    gs_bucket.put_other("r/0.png", PNG)
+    with FaultProxy(gs_bucket.server.url) as proxy:
+        store = open_store(gs_bucket.url, environ=_through(gs_bucket, proxy.url))
+        proxy.fail("GET", 2)
+        assert store.get("r/0.png") == PNG and proxy.answered_503 == 2
+        proxy.fail("GET", 1000)
+        with pytest.raises(StorageUnavailableError, match="did not answer"):
+            store.get("r/0.png")
 
 
 def test_gcs_reads_sizes_and_lists_what_is_there(gs_bucket):

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
-from bench.fleet import Fleet, submit, wait_finished
+from bench.fleet import submit, wait_finished
 from bench.hosts import Hosts
 from bench.processes import RedisServer
 from bench.throughput import (
@@ -33,6 +33,7 @@ from bench.throughput import (
     fleet_settings,
     prompts_for,
     run_fleet,
+    scenario_fleet,
     sim_options,
 )
 
@@ -51,15 +52,7 @@ def run_fairness(
     """The small batch alone, beside sc.n images at normal priority, and with high priority."""
     sim.reset(**sim_options(sc))
     settings = fleet_settings(sc, redis, hosts.workdir / f"fair-{uuid.uuid4().hex[:6]}")
-    fleet = Fleet(
-        hosts,
-        settings,
-        sim.url,
-        workers_per_host=sc.workers_per_host,
-        concurrency=sc.threads,
-        host_indexes=list(range(1, sc.hosts + 1)),
-        webhooks=sc.webhooks,
-    )
+    fleet = scenario_fleet(sc, hosts, settings, sim.url)
     client = redis.client()
     tag = settings.key_prefix
     try:

@@ -40,6 +40,7 @@ from bench.throughput import (
     _succeeded_with_files,
     fleet_settings,
     prompts_for,
+    scenario_fleet,
     sim_figures,
     sim_options,
 )
@@ -163,16 +164,7 @@ def run_fault(
         http_timeout=plan.http_timeout,
     )
     offsets = {"clock": {3: plan.clock_ahead}, "clock_behind": {3: -plan.clock_ahead}}.get(fault, {})
-    fleet = Fleet(
-        hosts,
-        settings,
-        sim.url,
-        workers_per_host=sc.workers_per_host,
-        concurrency=sc.threads,
-        host_indexes=list(range(1, sc.hosts + 1)),
-        clock_offsets=offsets,
-        webhooks=sc.webhooks,
-    )
+    fleet = scenario_fleet(sc, hosts, settings, sim.url, clock_offsets=offsets)
     client = redis.client(socket_timeout=5, socket_connect_timeout=2)
     stop = threading.Event()
     flog = FaultLog()

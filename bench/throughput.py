@@ -90,6 +90,34 @@ class Scenario:
         workers = self.hosts * self.workers_per_host
         return max(8, math.ceil(self.slots * 1.5 / workers) + 4)
 
+    def time_limit(self, timeout: float | None = None) -> float:
+        """How long a run may take: `timeout`, else five times the issue's bound (120 s at least)."""
+        if timeout:
+            return timeout
+        b = bound(
+            self.n,
+            latency=self.real_latency,
+            slots=self.slots,
+            create_limit=self.create_per_min,
+            window=self.window,
+        )
+        return max(120.0, 5 * b["bound"])
+
+
+def scenario_fleet(sc: Scenario, hosts: Hosts, settings: Settings, sim_url: str, **options: Any) -> Fleet:
+    """The scenario's workers (sc.workers_per_host on hosts 1..sc.hosts, sc.threads each), not
+    started yet; `options` go to Fleet (e.g. clock_offsets)."""
+    return Fleet(
+        hosts,
+        settings,
+        sim_url,
+        workers_per_host=sc.workers_per_host,
+        concurrency=sc.threads,
+        host_indexes=list(range(1, sc.hosts + 1)),
+        webhooks=sc.webhooks,
+        **options,
+    )
+
 
 def prompts_for(n: int, tag: str) -> list[str]:
     # Unique prompts: a duplicate input at the stand-in is then always a paid duplicate.
@@ -222,15 +250,7 @@ def run_fleet(
     sim.reset(**sim_options(sc))
     out = hosts.workdir / f"out-{uuid.uuid4().hex[:6]}"
     settings = fleet_settings(sc, redis, out)
-    fleet = Fleet(
-        hosts,
-        settings,
-        sim.url,
-        workers_per_host=sc.workers_per_host,
-        concurrency=sc.threads,
-        host_indexes=list(range(1, sc.hosts + 1)),
-        webhooks=sc.webhooks,
-    )
+    fleet = scenario_fleet(sc, hosts, settings, sim.url)
     client = redis.client()
     try:
         fleet.start()
@@ -241,17 +261,7 @@ def run_fleet(
         started = time.time()
         batch_id = submit(settings, prompts_for(sc.n, settings.key_prefix), model=sc.model)
         submitted = time.time()
-        limit = timeout or max(
-            120.0,
-            5
-            * bound(
-                sc.n,
-                latency=sc.real_latency,
-                slots=sc.slots,
-                create_limit=sc.create_per_min,
-                window=sc.window,
-            )["bound"],
-        )
+        limit = sc.time_limit(timeout)
         samples = {"next": 0.0}
 
         def tick(now: float, _info: Any) -> None:
@@ -411,17 +421,7 @@ def run_baseline(
         with producer.producer_or_acquire() as pub:
             for i, prompt in enumerate(prompts_for(sc.n, tag)):
                 producer.send_task(TASK_NAME, args=(i, prompt, sc.model), queue=queue, producer=pub)
-        limit = timeout or max(
-            120.0,
-            5
-            * bound(
-                sc.n,
-                latency=sc.real_latency,
-                slots=sc.slots,
-                create_limit=sc.create_per_min,
-                window=sc.window,
-            )["bound"],
-        )
+        limit = sc.time_limit(timeout)
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline and client.hlen(results_key) < sc.n:
             time.sleep(0.2)

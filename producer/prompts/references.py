@@ -120,18 +120,10 @@ def check_file(path: Path) -> str | None:
 
 def check_image(path: Path) -> str | None:
     """None if `path` is a readable image file (by its content, not its name), else why not."""
+    problem = check_file(path)
+    if problem is not None:
+        return problem
     try:
-        if not path.exists():
-            return "file not found"
-        if not path.is_file():
-            return "not a file"
-        size = path.stat().st_size
-        if size > MAX_REFERENCE_BYTES:
-            return (
-                f"{size / 2**20:.0f} MB is above Replicate's {MAX_REFERENCE_BYTES // 2**20} MB upload limit"
-            )
-        if not os.access(path, os.R_OK):
-            return "not readable (permissions)"
         Image.open(path).close()  # reads the header only: magic bytes and size
     except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
         if isinstance(exc, Image.DecompressionBombError):

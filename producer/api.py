@@ -623,6 +623,7 @@ def submit(
             raise _duplicate_batch_error(same)
         plan = Batch(batch_id, settings, requests=requests, created=False, registry=registry)
         plan.duplicate_of = same
+        plan.max_cost, plan.daily_limit = limit, daily
         if on_plan is not None:
             on_plan(plan)
         if len(references):

@@ -311,6 +311,14 @@ def submit(
         # Before anything is recorded or enqueued: what will run, and what routing changed.
         _print_notes(plan)
         _print_compact_plan(plan, err=err)
+        if plan.max_cost is not None or plan.daily_limit is not None:
+            from shared.routing import estimate_cost, max_cost
+
+            requests_ = plan.requests or []
+            for line in _limit_lines(
+                plan, estimate_cost(requests_, plan.registry), max_cost(requests_, plan.registry)
+            ):
+                click.echo(line, err=err)
 
     batch = api.submit(
         file,

@@ -37,6 +37,7 @@ def test_batch_limit_holds_the_rest_and_raising_it_finishes_them(
     batch_id = summary["batch"]
     assert summary["held"] == 20 and summary["counts"]["succeeded"] == 20, summary
     assert "20 of 40 items HELD by a spending limit (20 x batch limit 0.50 USD reached)" in run.stderr
+    assert "batch limit (--max-cost): 0.50 USD; estimate $1.00: does NOT fit" in run.stderr  # the plan
     assert wait_quiet(sim)["creations"] == 20
 
     status = cli(settings, sim, "status", batch_id)

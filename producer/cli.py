@@ -661,7 +661,9 @@ def results(obj: Context, batch_id: str, as_json: bool) -> None:
     for record in records:
         outputs = ", ".join(str(p) for p in record.get("outputs") or [])
         detail = (
-            outputs if record.get("status") in ("succeeded", "substituted") else (record.get("error") or "")
+            outputs
+            if record.get("status") in ("succeeded", "substituted")
+            else (record.get("error") or record.get("held_reason") or "")
         )
         click.echo(
             f"{record.get('index'):>5}  {str(record.get('id'))[:20]:<20}  {record.get('status'):<11}  "

@@ -1010,6 +1010,18 @@ def limits_status(settings: Settings | None = None):
         _close_quietly(limiter)
 
 
+def worker_modes(settings: Settings | None = None) -> list:
+    """The wait mode of each live worker process (shared.presence.WorkerMode), as they publish it."""
+    from shared.presence import live_modes
+
+    settings = _settings(settings)
+    client = connect(settings)
+    try:
+        return live_modes(client, Keys(settings.key_prefix))
+    finally:
+        client.close()
+
+
 def limit_sources(settings: Settings | None = None, status: Any = None) -> list:
     """Each limit in force with where it comes from (producer.limits.LimitSource): this
     environment's settings, another process's, or `producer limits set` (when, from which host)."""

@@ -16,7 +16,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -1019,11 +1019,20 @@ def limits(ctx: click.Context, as_json: bool) -> None:
 
 def _print_limits(settings: Settings, status_: Any, as_json: bool) -> None:
     from producer.limits import holder_lines, limit_lines
+    from shared.presence import describe
 
     sources = api.limit_sources(settings, status_)
+    modes = api.worker_modes(settings)
     if as_json:
         click.echo(
-            json.dumps({**status_.to_dict(), "sources": {s.name: s.to_dict() for s in sources}}, default=str)
+            json.dumps(
+                {
+                    **status_.to_dict(),
+                    "sources": {s.name: s.to_dict() for s in sources},
+                    "workers": [asdict(m) for m in modes],
+                },
+                default=str,
+            )
         )
         return
     s = status_
@@ -1033,6 +1042,7 @@ def _print_limits(settings: Settings, status_: Any, as_json: bool) -> None:
     )
     click.echo(f"creations  {s.creations_in_window}/{s.create_limit} in the last {s.rate_window:g} s")
     click.echo(f"reads      {s.reads_in_window}/{s.read_limit} in the last {s.rate_window:g} s")
+    click.echo(f"wait mode  {describe(modes)}")
     if s.pause_seconds_left:
         click.echo(
             f"paused     creations paused for {s.pause_seconds_left:.1f} s more"

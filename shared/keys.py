@@ -94,6 +94,12 @@ class Keys:
 
     # --- worker statistics ---------------------------------------------------------------------
     @property
+    def workers(self) -> str:
+        """Hash "host:pid" -> the wait mode that worker process runs in (shared.presence)."""
+        return f"{self.prefix}:workers"
+
+    @property
     def model_latency(self) -> str:
-        """Hash model -> smoothed prediction duration in seconds (first poll is timed by it)."""
+        """Hash model -> smoothed prediction duration in seconds (the first poll and a sync
+        create's wait are chosen by it)."""
         return f"{self.prefix}:latency"

@@ -19,6 +19,8 @@ from dotenv import dotenv_values
 
 from shared.errors import ConfigError
 
+WAIT_MODES = ("sync", "webhook", "poll")
+
 
 def boolean(raw: str) -> bool:
     """1/true/yes/on or 0/false/no/off, any case; anything else is a mistake worth saying."""
@@ -68,6 +70,8 @@ _ENV: dict[str, tuple[str, Any]] = {
     "FLEET_WORKER_CONCURRENCY": ("worker_concurrency", int),
     "FLEET_FEED_WINDOW": ("feed_window", int),
     "FLEET_WEBHOOK_URL": ("webhook_url", str),
+    "FLEET_WAIT_MODE": ("wait_mode", str),
+    "FLEET_SYNC_WAIT_MAX": ("sync_wait_max", int),
     "REPLICATE_WEBHOOK_SECRET": ("webhook_secret", str),
     "FLEET_WEBHOOK_LISTEN": ("webhook_listen", str),
     "FLEET_BATCH_RETENTION_DAYS": ("batch_retention_days", float),
@@ -130,6 +134,14 @@ class Settings:
     # Public URL of the webhook receiver (workers/webhook_receiver.py). Set: predictions are created
     # with a webhook and workers learn of their end at once; unset: workers poll on the read budget.
     webhook_url: str | None = None
+    # How workers learn that a prediction ended (see `wait_mode_in_use`): "sync" (create with
+    # `Prefer: wait`, the rest polled, or told by the webhook when FLEET_WEBHOOK_URL is set),
+    # "webhook" (needs FLEET_WEBHOOK_URL) or "poll". None: webhook with a URL, else sync.
+    wait_mode: str | None = None
+    # Longest `Prefer: wait` of a sync create (1-60 s, Replicate's most). The wait of each model is
+    # chosen from its learned duration below this; it also bounds how long a create's prediction
+    # can be unknown to its worker (the settling window grows by it).
+    sync_wait_max: int = 60
     webhook_secret: str | None = field(default=None, repr=False)  # None: the receiver asks Replicate
     webhook_listen: str = "0.0.0.0:8785"  # where the receiver listens (host:port)
     # Seconds each phase of a call to Replicate may take (connect: at most 5); it also bounds how
@@ -204,6 +216,20 @@ class Settings:
             raise ConfigError(f"FLEET_FEED_WINDOW must be at least 1, got {self.feed_window}")
         if self.worker_concurrency is not None and self.worker_concurrency < 1:
             raise ConfigError(f"worker_concurrency must be at least 1, got {self.worker_concurrency}")
+        if self.wait_mode not in (None, *WAIT_MODES):
+            raise ConfigError(
+                f"FLEET_WAIT_MODE must be one of {', '.join(WAIT_MODES)}, got {self.wait_mode!r}"
+            )
+        if self.wait_mode == "webhook" and not self.webhook_url:
+            raise ConfigError("FLEET_WAIT_MODE=webhook needs FLEET_WEBHOOK_URL")
+        if self.wait_mode == "poll" and self.webhook_url:
+            raise ConfigError(
+                "FLEET_WAIT_MODE=poll ignores webhooks: unset FLEET_WEBHOOK_URL (or choose sync/webhook)"
+            )
+        if not 1 <= self.sync_wait_max <= 60:
+            raise ConfigError(
+                f"FLEET_SYNC_WAIT_MAX must be 1-60 seconds (Replicate's range), got {self.sync_wait_max}"
+            )
         if self.webhook_url is not None and not self.webhook_url.startswith(("http://", "https://")):
             raise ConfigError(f"FLEET_WEBHOOK_URL must be an http(s) URL, got {self.webhook_url!r}")
         if "://" in str(self.output_dir):
@@ -225,6 +251,14 @@ class Settings:
         """What an object store is opened with: its variables from `.env` under the environment
         (the same order as every setting), so credentials may live in either."""
         return {**self.dotenv_store, **os.environ}
+
+    @property
+    def wait_mode_in_use(self) -> str:
+        """How workers learn a prediction's end: FLEET_WAIT_MODE, else "webhook" when a webhook URL
+        is set, else "sync" (measured fastest without webhooks: BENCHMARKS.md, "Wait modes")."""
+        if self.wait_mode is not None:
+            return self.wait_mode
+        return "webhook" if self.webhook_url else "sync"
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)

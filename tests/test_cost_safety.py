@@ -206,7 +206,9 @@ def test_a_stalled_create_ends_on_its_timeout_and_the_item_completes_paying_once
         stall_create_seconds=600,
         stall_create_creates=False,
     )
-    settings = settings.with_(http_timeout=1.0)  # settling window 1 + 1 + 1 + 5 = 8 s
+    # settling window 1 + 1 + 1 + 5 = 8 s; poll: a create without a wait (a sync create's read
+    # timeout is its wait longer: tests/test_sync_mode.py)
+    settings = settings.with_(http_timeout=1.0, wait_mode="poll")
     fleet = worker_factory(settings, count=1, sim=sim, FLEET_HTTP_TIMEOUT="1")
     began = time.monotonic()
     ledger, _ = submit(settings, redis_client, "b-stall", ["a kestrel hovering"])

@@ -155,7 +155,9 @@ def test_worker_sigkilled_mid_prediction_loses_nothing_and_pays_once(
     # Each worker runs 4 tasks and both are saturated when the kill comes: kombu moves a message
     # from the queue to its unacked set in two steps (BRPOP, then HSET), and a process killed
     # between them loses that message -- a transport limit this test must not depend on.
-    settings = settings.with_(visibility_timeout=10, lease_seconds=5.0, concurrency_limit=8)
+    # poll: the victim is found by the prediction id on its lease, which a held sync create does
+    # not know yet (a SIGKILL during a held create: tests/test_sync_mode.py)
+    settings = settings.with_(visibility_timeout=10, lease_seconds=5.0, concurrency_limit=8, wait_mode="poll")
     sim = sim_factory(latency_scale=1.0, image_scale=0.01)  # flux-dev ~3 s: plenty of time to kill
     fleet = worker_factory(settings, count=2, sim=sim, concurrency=4)
     prompts = [f"an old tram in the rain, frame {i}" for i in range(12)]
@@ -194,7 +196,8 @@ def test_a_killed_worker_holding_every_slot_never_lets_the_account_go_over(
 ):
     """The killed worker's predictions run on at Replicate: their slots must stay counted after
     its leases run out, until they are resumed (adopted) or seen to have ended."""
-    settings = settings.with_(visibility_timeout=30, lease_seconds=2.0, concurrency_limit=4)
+    # poll: the victim is chosen when its 4 leases show their predictions' ids (see above)
+    settings = settings.with_(visibility_timeout=30, lease_seconds=2.0, concurrency_limit=4, wait_mode="poll")
     sim = sim_factory(latency_scale=2.0, image_scale=0.01)  # flux-dev ~6 s
     holder = worker_factory(settings, count=1, sim=sim, concurrency=4)
     ledger, _ = submit(
@@ -248,7 +251,8 @@ def test_disk_error_fails_the_item_without_a_second_creation(
 def test_cancel_stops_a_running_batch_and_frees_every_slot(
     settings, redis_client, sim_factory, worker_factory
 ):
-    settings = settings.with_(concurrency_limit=4)
+    # poll: a held sync create can only be canceled once its answer comes (workers/README.md)
+    settings = settings.with_(concurrency_limit=4, wait_mode="poll")
     sim = sim_factory(latency_scale=5.0, image_scale=0.01)  # ~15 s predictions: still running at cancel
     fleet = worker_factory(settings, count=2, sim=sim, concurrency=8)
     ledger, _ = submit(settings, redis_client, "b-cancel", [f"a quiet harbour, plate {i}" for i in range(12)])

@@ -8,6 +8,8 @@ claim (one live run at a time, workers.claims), the creation record below, and i
 The creation record of an attempt (a Redis hash, every time from Redis's clock) makes sure no
 attempt ever creates two predictions:
 - `intent_at`: written before the creation token is taken: a POST may follow;
+- `post_wait`: the `Prefer: wait` seconds the POST asks (0: none); a sync create's prediction
+  exists, unknown to its worker, for up to that long, so its settling window is longer by it;
 - `posting_at`: stamped by the last check right before the POST (attempt_post.lua, the same
   script that checks the claim and the batch's cancel flag): a POST may be in flight from then.
   An intent without it (and with `posting_marked`) means no POST was sent: the token wait or the
@@ -100,6 +102,7 @@ class CreationRecord:
     posting_at: float | None = None  # the last check before the POST passed (Redis clock)
     post_returned_at: float | None = None  # when the POST came back (None: unknown or not yet)
     posting_marked: bool = False  # its writer stamps posting_at before any POST (older ones did not)
+    post_wait: float = 0.0  # the `Prefer: wait` of the POST (seconds; 0: none, or an older writer)
 
 
 class CreationRecords:
@@ -133,11 +136,13 @@ class CreationRecords:
             posting_at=_time(raw.get("posting_at")),
             post_returned_at=returned if returned is not None and returned > _OLDEST_REAL_TIME else None,
             posting_marked=raw.get("posting_marked") == "1",
+            post_wait=_time(raw.get("post_wait")) or 0.0,
         )
 
-    def write_intent(self, ref: AttemptRef, model: str) -> float:
-        """Before the creation token; returns the intent time (Unix seconds, Redis clock)."""
-        return float(self._intent(keys=[ref.record_key(self.keys)], args=[model, RECORD_TTL]))
+    def write_intent(self, ref: AttemptRef, model: str, wait: int = 0) -> float:
+        """Before the creation token, with the `Prefer: wait` its POST will ask (0: none);
+        returns the intent time (Unix seconds, Redis clock)."""
+        return float(self._intent(keys=[ref.record_key(self.keys)], args=[model, RECORD_TTL, int(wait)]))
 
     def begin_post(self, ref: AttemptRef, claim_token: str) -> PostCheck:
         """The one round trip between the creation token and the POST: GO with `posting_at`
@@ -163,7 +168,7 @@ class CreationRecords:
 
     def clear_intent(self, ref: AttemptRef) -> None:
         """Nothing was created (429, 4xx, a reconciliation that found nothing)."""
-        self.redis.hdel(ref.record_key(self.keys), "intent_at", "posting_at", "post_returned_at")
+        self.redis.hdel(ref.record_key(self.keys), "intent_at", "posting_at", "post_returned_at", "post_wait")
 
     def record_prediction(self, ref: AttemptRef, prediction_id: str, *, origin: str = "created") -> bool:
         """Bind the prediction to this attempt. False if another attempt owns it already."""
@@ -174,7 +179,7 @@ class CreationRecords:
         key = ref.record_key(self.keys)
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(key, mapping={"prediction_id": prediction_id, "origin": origin})
-        pipe.hdel(key, "intent_at", "posting_at", "post_returned_at")
+        pipe.hdel(key, "intent_at", "posting_at", "post_returned_at", "post_wait")
         pipe.expire(key, RECORD_TTL)
         pipe.execute()
         return True

@@ -123,6 +123,7 @@ def _warm_up(sender: Any = None, **_: Any) -> None:
 
     from workers.context import get_context
     from workers.feeder import start_feeder
+    from workers.presence import start_presence
     from workers.recovery import start_sweeper
 
     try:
@@ -132,6 +133,7 @@ def _warm_up(sender: Any = None, **_: Any) -> None:
         return
     start_sweeper(ctx, app)
     start_feeder(ctx, app)
+    start_presence(ctx)
     try:
         ctx.calls.warm_up()
     except Exception as exc:  # noqa: BLE001 - the first task will report the real problem
@@ -143,8 +145,10 @@ def _shutting_down(**_: Any) -> None:
     # Runs in the signal handler of the main process: only set flags here.
     from workers.context import request_shutdown
     from workers.feeder import stop_feeder
+    from workers.presence import stop_presence
     from workers.recovery import stop_sweeper
 
     request_shutdown()
     stop_sweeper()
     stop_feeder()
+    stop_presence()

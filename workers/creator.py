@@ -3,7 +3,8 @@
     slot (FIFO, bounded wait; or the orphaned slot of the prediction being resumed, adopted)
     -> intent -> creation token (which marks the slot with the attempt)
     -> the last check: ONE round trip (claim still this run's, nothing recorded, batch not
-       canceled, `posting_at` stamped) -> POST -> prediction id recorded at once
+       canceled, `posting_at` stamped) -> POST (sync mode: `Prefer: wait`) -> prediction id
+       recorded at once
 
 Only one round trip stands between the creation token and the POST, so the limiter's window
 margin covers the spread of token-to-arrival delays. A worker killed inside the POST leaves a
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from shared.budget import Reservation
 from shared.errors import (
@@ -40,6 +41,11 @@ from workers.replicate_calls import PredictionView, is_ambiguous
 from workers.stage import AttemptStage
 
 log = logging.getLogger("workers.creator")
+
+
+class Created(NamedTuple):
+    view: PredictionView  # as the create answered: still running, or (sync mode) often ended
+    posted_at: float  # monotonic time the POST was sent: the prediction's duration counts from it
 
 
 class PredictionCreator(AttemptStage):
@@ -82,9 +88,13 @@ class PredictionCreator(AttemptStage):
         input_: dict[str, Any],
         lease: Lease,
         reservation: Reservation,
-    ) -> PredictionView:
+        wait: int = 0,
+    ) -> Created:
         """Creation token (with the attempt's price reserved in the same call), then the POST;
-        the prediction id is recorded before anything else.
+        the prediction id is recorded before anything else. With `wait` (sync mode) the POST
+        asks `Prefer: wait=<wait>`: the answer comes when the prediction ends or `wait` s pass,
+        and until then its id is unknown here (the intent, stamped with the wait, makes the
+        reconciliation wait that much longer before "none" if this worker vanishes meanwhile).
 
         After a 429 every host pauses for its retry_after and this attempt tries again, without
         counting it against the model, until `slot_wait` has passed (its reservation kept).
@@ -95,7 +105,7 @@ class PredictionCreator(AttemptStage):
         while True:
             # The intent goes first, so that only one round trip (the last check, which stamps
             # `posting_at`) stands between the token and the POST.
-            ctx.creations.write_intent(ref, model)
+            ctx.creations.write_intent(ref, model, wait)
             began = time.monotonic()
             self._take_create_token(ref, lease, reservation, timeout=max(give_up_at - began, 0.0))
             waited = time.monotonic() - began
@@ -108,8 +118,9 @@ class PredictionCreator(AttemptStage):
                 if not isinstance(exc, SupersededError):
                     self._created_nothing(ref)
                 raise
+            posted_at = time.monotonic()
             try:
-                view = ctx.calls.create(model, input_, webhook=ctx.settings.webhook_url)
+                view = ctx.calls.create(model, input_, webhook=ctx.settings.webhook_url, wait=wait or None)
             except TransientError as exc:
                 if exc.status == 429:
                     # Refused, so nothing was created and the account did not count it: the
@@ -133,7 +144,7 @@ class PredictionCreator(AttemptStage):
             self._metric("slot_wait", waited, "create")
             self._metric("creation", model)
             self._record(ref, lease, view)
-            return view
+            return Created(view, posted_at)
 
     def _take_create_token(
         self, ref: AttemptRef, lease: Lease, reservation: Reservation, *, timeout: float

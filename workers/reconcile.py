@@ -12,9 +12,10 @@ earlier create, because a gateway can answer 502/504 (or the client time out) wh
 still creates the prediction. The window is the POST's in-flight limit (connect + write + read
 timeouts + 5 s, workers.replicate_calls.post_in_flight_limit), counted from when the ambiguous
 answer came back (`post_returned_at`), or, when the sender died or was cut off, from the latest
-the POST could have ended (`posting_at` + that limit). An intent without `posting_at` from a
-writer that stamps it means no POST was sent at all: nothing to wait for. Until the window has
-ended the attempt is run again later (not counted as a try), never created a second time.
+the POST could have ended (`posting_at` + that limit, longer by a sync create's wait). An intent
+without `posting_at` from a writer that stamps it means no POST was sent at all: nothing to wait
+for. Until the window has ended the attempt is run again later (not counted as a try), never
+created a second time.
 """
 
 from __future__ import annotations
@@ -45,14 +46,19 @@ class Reconciler(AttemptStage):
     def settling_ends_at(self, record: CreationRecord) -> SettlingEnd:
         """When "the earlier create made nothing" may be concluded, and why.
 
-        A record from an older version (no `posting_marked`) keeps that version's rule: the
-        in-flight limit after the intent."""
+        A sync create's wait (`post_wait`) lengthens only the case where its sender died or was
+        cut off: its POST may be held (by a gateway, before it reaches Replicate) as long as the
+        client would have waited for the answer. Once an answer came (`post_returned_at`), the
+        wait is over whatever it was, and the window is the same as without one. A record from
+        an older version (no `posting_marked`) keeps that version's rule: the in-flight limit
+        after the intent."""
         window = post_in_flight_limit(self.ctx.settings)
         if record.post_returned_at is not None:
             return SettlingEnd(record.post_returned_at + window, "the earlier create answered ambiguously")
         if record.posting_at is not None:
             return SettlingEnd(
-                record.posting_at + 2 * window, "the earlier create's POST may still be in flight"
+                record.posting_at + 2 * post_in_flight_limit(self.ctx.settings, record.post_wait),
+                "the earlier create's POST may still be in flight",
             )
         assert record.intent_at is not None, "only an intent has a settling window"
         if record.posting_marked:

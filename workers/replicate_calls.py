@@ -9,17 +9,21 @@ Why some calls go around the client's models:
   error into a view with status "aborted" (an ambiguous-free transient failure);
 - the reconciliation listing reads raw JSON pages (`client._request`), because one `aborted`
   prediction on a page would make the typed `predictions.list` fail as a whole.
-Predictions are created WITHOUT `Prefer: wait`, so the id is known at once, through the endpoint
-the model reference names (shared.models.reference): `owner/name` by model, `owner/name:VERSION`
+Predictions are created through the endpoint the model reference names (shared.models.reference): `owner/name` by model, `owner/name:VERSION`
 through POST /v1/predictions with the version, `deployments/owner/name` through the deployment.
-`read_schema` reads a reference's published OpenAPI schema (the model's latest version, the
+A sync create (`wait=W`, sent as `Prefer: wait=W`) is held by Replicate until the prediction ends
+or W s pass; its id is unknown to the worker until the answer comes (workers.reconcile covers a
+create cut during that wait). `read_schema` reads a reference's published OpenAPI schema (the model's latest version, the
 pinned version, or the version a deployment currently runs).
 
 Every request has bounded connect/write/read/pool timeouts, creations included: replicate 1.0.7
 sends a create without `wait` with `timeout=None` (no timeout at all, whatever the client was
 given), so the client's transport (`BoundedTimeoutTransport`) fills in the configured value for
 any phase a request leaves unbounded. That is what makes `post_in_flight_limit` true: a stalled
-create ends as an ambiguous timeout instead of holding its thread (and its claim) for ever.
+create ends as an ambiguous timeout instead of holding its thread (and its claim) for ever. A
+sync create's read timeout is W + FLEET_HTTP_TIMEOUT: replicate 1.0.7 asks only W + 0.5 s, and an
+answer that left Replicate at W would time out on the way and turn every prediction that outlasts
+its wait into an ambiguous create.
 """
 
 from __future__ import annotations
@@ -153,13 +157,18 @@ class ReplicateCalls:
         )
 
     # --- predictions ----------------------------------------------------------------------------
-    def create(self, model: str, input: dict[str, Any], *, webhook: str | None = None) -> PredictionView:
-        """POST through the endpoint `model` (a reference) names, no Prefer: wait; with `webhook`,
-        Replicate calls it when the prediction ends. Errors: see `classify` (`ambiguous` tells
-        whether the prediction may exist after all)."""
+    def create(
+        self, model: str, input: dict[str, Any], *, webhook: str | None = None, wait: int | None = None
+    ) -> PredictionView:
+        """POST through the endpoint `model` (a reference) names; with `webhook`, Replicate calls
+        it when the prediction ends; with `wait` (1-60 s), the answer is held until the prediction
+        ends or `wait` s pass (`Prefer: wait`: the view is then terminal, or still running).
+        Errors: see `classify` (`ambiguous` tells whether the prediction may exist after all)."""
         extra: dict[str, Any] = (
             {"webhook": webhook, "webhook_events_filter": ["completed"]} if webhook else {}
         )
+        if wait:
+            extra["wait"] = int(wait)  # an int: the client sends `Prefer: wait=N` (True: bare "wait")
         ref = parse_ref(model)
         try:
             if ref.kind == "deployment":
@@ -278,7 +287,8 @@ class BoundedTimeoutTransport(httpx.BaseTransport):
     httpx puts a request's timeouts in `request.extensions["timeout"]`, and `timeout=None` on a
     call means "no timeout": replicate 1.0.7 does exactly that for a create without `wait`. Here
     any missing or None phase (connect, write, read, pool) takes the configured value; phases a
-    request did bound (a `Prefer: wait` create's longer read) are left alone."""
+    request did bound are left alone. A sync create (`Prefer: wait=W`) gets the configured
+    phases with W added to the read, whatever the client asked."""
 
     def __init__(self, timeout: httpx.Timeout, wrapped: httpx.BaseTransport | None = None):
         self._timeouts = timeout.as_dict()
@@ -287,6 +297,12 @@ class BoundedTimeoutTransport(httpx.BaseTransport):
         self._wrapped = wrapped if wrapped is not None else httpx.HTTPTransport()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        wait = prefer_wait(request.headers.get("Prefer"))
+        if wait is not None:
+            # A sync create: Replicate answers after up to `wait` s; the configured phases, with
+            # the wait added to the read (the client's own wait + 0.5 s is too tight).
+            request.extensions["timeout"] = {**self._timeouts, "read": self._timeouts["read"] + wait}
+            return self._wrapped.handle_request(request)
         asked = request.extensions.get("timeout") or {}
         request.extensions["timeout"] = {
             phase: asked.get(phase) if asked.get(phase) is not None else default
@@ -303,14 +319,29 @@ def client_timeout(settings: Settings) -> httpx.Timeout:
     return httpx.Timeout(settings.http_timeout, connect=min(5.0, settings.http_timeout), pool=30.0)
 
 
-def post_in_flight_limit(settings: Settings) -> float:
+def post_in_flight_limit(settings: Settings, wait: float = 0.0) -> float:
     """How long after it started a creation POST can still reach Replicate: connect, write the
-    body, wait for the answer, plus a margin. Until then, "not in the prediction list" does not
-    mean "not created". True because every create carries these timeouts (BoundedTimeoutTransport).
-    It is also the settling window after an ambiguous create: a gateway's 502/504 can come while
-    Replicate still creates the prediction, so "none was created" waits this long after the POST."""
+    body, wait for the answer (a sync create's `wait` longer), plus a margin. Until then, "not in
+    the prediction list" does not mean "not created". True because every create carries these
+    timeouts (BoundedTimeoutTransport). It is also the settling window after an ambiguous create:
+    a gateway's 502/504 can come while Replicate still creates the prediction, so "none was
+    created" waits this long after the POST."""
     t = client_timeout(settings)
-    return sum(phase or 0.0 for phase in (t.connect, t.write, t.read)) + 5.0  # client_timeout sets each
+    # client_timeout sets each phase
+    return sum(phase or 0.0 for phase in (t.connect, t.write, t.read)) + float(wait) + 5.0
+
+
+_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait(?:\s*=\s*(\d+))?(?:$|[,;\s])")
+
+
+def prefer_wait(header: str | None) -> int | None:
+    """Seconds a `Prefer` header asks Replicate to hold the answer (bare `wait`: 60); None: none."""
+    if not header:
+        return None
+    match = _PREFER_WAIT.search(header.strip())
+    if match is None:
+        return None
+    return int(match.group(1)) if match.group(1) else 60
 
 
 def classify(exc: BaseException, *, during: str) -> ReplicateCallError | LocalError:

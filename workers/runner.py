@@ -7,7 +7,8 @@ the follow-up task to send (None when the item needs nothing more):
     -> the creation record: resume its prediction / reconcile an unresolved create / create
     -> slot -> intent -> creation token -> the last check -> POST -> prediction id recorded
        (workers.creator; reconciling: workers.reconcile; the input: workers.inputs)
-    -> its end: the webhook, or polls paced on the read budget (workers.waiting)
+    -> its end: the create's answer (sync mode), the webhook, or polls paced on the read
+       budget (workers.waiting)
     -> slot released at once
     -> download every output (no token, timeouts, byte cap, atomic; workers.outputs)
     -> item succeeded
@@ -301,25 +302,35 @@ class AttemptRunner(AttemptStage):
         end; its reservation is then settled."""
         lease = self.creator.acquire_slot(job, model, prediction_id)
         try:
+            created_at: float | None = None
             if prediction_id is None:
                 assert reservation is not None
-                prediction_id = self.creator.create(
-                    job.ref, claim, model, input_ or {}, lease, reservation
-                ).id
-                created_here = True
-            else:
-                created_here = False
-            # Timed from the prediction's creation, never from before the creation token: in a
-            # rate-bound batch that wait is most of a window and would push the first poll late.
-            created_at = time.monotonic()
+                created = self.creator.create(
+                    job.ref, claim, model, input_ or {}, lease, reservation, wait=self.waiter.sync_wait(model)
+                )
+                # Timed from the POST, never from before the creation token: in a rate-bound
+                # batch that wait is most of a window and would push the first poll late.
+                prediction_id, created_at = created.view.id, created.posted_at
+                if created.view.terminal:  # a sync create answered with the end: the slot goes now
+                    self._metric("end_noticed", "create")
+                    self._settle_spend(job.ref)
+                    self._learn_latency(model, created.view, created_at)
+                    return created.view
             try:
                 lease.set_prediction(prediction_id)
             except Exception as exc:  # noqa: BLE001 - status display only
                 log.debug("could not show the prediction on the lease: %s", exc)
-            view = self.waiter.wait(job.batch_id, prediction_id, lease, model)
+            elapsed = time.monotonic() - created_at if created_at is not None else 0.0
+            view = self.waiter.wait(job.batch_id, prediction_id, lease, model, elapsed)
             self._settle_spend(job.ref)
-            if created_here and view.status == "succeeded":
-                self.waiter.record_latency(model, time.monotonic() - created_at)
+            if created_at is not None:
+                self._learn_latency(model, view, created_at)
             return view
         finally:
             lease.release()
+
+    def _learn_latency(self, model: str, view: PredictionView, created_at: float) -> None:
+        """The model's usual duration (first poll, sync wait) learns from predictions this run
+        created and saw succeed (a resumed one's start is not known here)."""
+        if view.status == "succeeded":
+            self.waiter.record_latency(model, time.monotonic() - created_at)

@@ -1,11 +1,14 @@
-"""Waiting for a prediction's end: its webhook, or polls paced on the account's read budget.
+"""Waiting for a prediction's end: the create's own answer, its webhook, or polls paced on the
+account's read budget.
 
-With FLEET_WEBHOOK_URL, the receiver hands the finished prediction to the waiting thread through
-Redis (workers.completions) within milliseconds and no read is spent; a slow safety poll covers a
-lost delivery. Without it, every prediction in flight polls, paced so that all slots polling
-together stay within POLL_SHARE of the account's read budget (the rest is left for uploads,
-reconciliation and other programs). `Prefer: wait` is never used: the prediction id must be
-recorded before any waiting.
+In sync mode (the default without a webhook URL, Settings.wait_mode_in_use) the create asks
+`Prefer: wait=W`, W chosen per model from its learned duration (`sync_wait`): most predictions
+come back ended in the create's answer, with no read spent and the slot freed at once. Those that
+outlast W are waited for here like the others. With FLEET_WEBHOOK_URL, the receiver hands the
+finished prediction to the waiting thread through Redis (workers.completions) within milliseconds
+and no read is spent; a slow safety poll covers a lost delivery. Otherwise every prediction in
+flight polls, paced so that all slots polling together stay within POLL_SHARE of the account's
+read budget (the rest is left for uploads, reconciliation and other programs).
 
 Polling starts a little before the model's usual duration: a smoothed average per model, kept in
 Redis for the whole fleet and timed from the creation (never from before the creation token: in a
@@ -15,6 +18,7 @@ rate-bound batch that wait is most of a window and would push the first poll lat
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import NoReturn
 
@@ -40,15 +44,39 @@ POLL_SHARE = 0.8  # of the account's read budget that polling may use when every
 FIRST_POLL_FRACTION = 0.7  # of the model's usual duration: most predictions take longer
 SAFETY_POLL_INTERVAL = 30.0  # with webhooks: polls only catch a lost delivery
 LATENCY_SMOOTHING = 0.2
+# A sync create waits SYNC_WAIT_FACTOR x the model's usual duration (lognormal latencies with the
+# seed models' spread rarely go past 3x their mean), at least SYNC_WAIT_MIN s (a shorter wait
+# saves nothing: the thread waits either way), at most Settings.sync_wait_max (60: Replicate's
+# most), which is also the wait for a model whose duration is not known yet.
+SYNC_WAIT_FACTOR = 3.0
+SYNC_WAIT_MIN = 5
+
+
+def sync_wait_seconds(expected: float | None, cap: int) -> int:
+    """The `Prefer: wait` of a sync create for a model whose usual duration is `expected` s."""
+    if expected is None:
+        return cap
+    return int(min(cap, max(SYNC_WAIT_MIN, math.ceil(SYNC_WAIT_FACTOR * expected))))
 
 
 class PredictionWaiter(AttemptStage):
-    def wait(self, batch_id: str, prediction_id: str, lease: Lease, model: str) -> PredictionView:
+    def sync_wait(self, model: str) -> int:
+        """The `Prefer: wait` for a create of `model`: 0 (none) unless the workers run in sync mode."""
+        settings = self.ctx.settings
+        if settings.wait_mode_in_use != "sync":
+            return 0
+        return sync_wait_seconds(self.expected_latency(model), settings.sync_wait_max)
+
+    def wait(
+        self, batch_id: str, prediction_id: str, lease: Lease, model: str, elapsed: float = 0.0
+    ) -> PredictionView:
         """Until the prediction is terminal, told by its webhook (when configured) or a poll on
-        the read budget, whichever comes first. Cancels it if it runs longer than the prediction
+        the read budget, whichever comes first; `elapsed`: seconds it has run already (a sync
+        create that outlasted its wait). Cancels it if it runs longer than the prediction
         timeout; CanceledError when the batch is canceled (the runner cancels the prediction)."""
         ctx = self.ctx
         first, every = self._poll_pacing(model)
+        first = max(first - elapsed, MIN_POLL_INTERVAL)
         deadline = time.monotonic() + ctx.settings.prediction_timeout
         watch = ctx.completions.watch(prediction_id) if ctx.completions is not None else None
         try:

@@ -151,8 +151,9 @@ def record_rate_limited(client: redis.Redis, keys: Keys, kind: str = "create") -
 
 
 def record_end_noticed(client: redis.Redis, keys: Keys, via: str) -> None:
-    """How a worker learned that its prediction ended: "webhook" or "poll". With webhooks
-    configured, ends noticed by polls mean deliveries are not arriving."""
+    """How a worker learned that its prediction ended: "create" (a sync create's answer),
+    "webhook" or "poll". With webhooks configured, ends noticed by polls mean deliveries are not
+    arriving; in sync mode, they are predictions that outlasted their wait."""
     _apply(client, keys, ints=[(encode_field("ends_noticed", via=via), 1)])
 
 

@@ -13,6 +13,8 @@ import uuid
 import pytest
 import redis
 
+from bench.processes import RedisServer, free_port
+
 REDIS_BASE = os.environ.get("FLEET_TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
 # Under pytest-xdist each test process gets a database of its own (15, 14, ...): Celery's
 # broadcasts (inspect, ping) reach every worker on a database, and must only reach this
@@ -87,3 +89,17 @@ def settings(redis_url: str, key_prefix: str, tmp_path):
         environ={},
         dotenv_path=None,
     )
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    """A redis-server of the test's own (append-only, fsync always), for outages: stopped and
+    started again on the same port with its data."""
+    from tests.support.requirements import need  # a plugin registered after this one
+
+    need("redis-server")
+    server = RedisServer(
+        "127.0.0.1", free_port(), tmp_path / "private-redis", appendonly=True, appendfsync="always"
+    ).start()
+    yield server
+    server.kill()

@@ -1,12 +1,14 @@
 -- Record that a creation POST may be sent (before the creation token is taken; the POST itself
 -- is marked by attempt_post.lua's `posting_at`). KEYS[1] the creation record (hash);
--- ARGV[1] model, ARGV[2] ttl seconds. Time from Redis, so that any host can tell how long ago it was.
+-- ARGV[1] model, ARGV[2] ttl seconds, ARGV[3] the `Prefer: wait` seconds the POST will ask ("0":
+-- none; the POST may then be in flight that much longer). Time from Redis, so that any host can
+-- tell how long ago it was.
 -- Returns the intent time (Unix seconds).
 local t = redis.call('TIME')
 local now = string.format('%.6f', tonumber(t[1]) + tonumber(t[2]) / 1e6)
 -- `posting_marked`: this writer stamps `posting_at` before any POST, so an intent without it
 -- means no POST was sent (a record without the mark comes from an older version).
-redis.call('HSET', KEYS[1], 'model', ARGV[1], 'intent_at', now, 'posting_marked', '1')
+redis.call('HSET', KEYS[1], 'model', ARGV[1], 'intent_at', now, 'posting_marked', '1', 'post_wait', ARGV[3] or '0')
 redis.call('HDEL', KEYS[1], 'post_returned_at', 'posting_at')
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 return now

@@ -15,6 +15,7 @@ from bench.throughput import RunResult  # noqa: E402
 
 COLOURS = {
     "fleet": "tab:blue",
+    "fleet-sync": "tab:purple",
     "fleet-polling": "tab:green",
     "baseline-naive": "tab:red",
     "baseline-split": "tab:orange",

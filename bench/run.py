@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.run --all            # the full runs (about three hours on a quiet machine)
     .venv/bin/python -m bench.run --quick          # small versions of everything (a few minutes)
     .venv/bin/python -m bench.run throughput --n 1000 --slots 60 --rate 600 [--baseline]
+    .venv/bin/python -m bench.run modes [--quick]      # sync vs webhook vs polling, 2 s predictions
     .venv/bin/python -m bench.run faults [--ci] [--only kill,partition]
     .venv/bin/python -m bench.run capacity [--sizes 50,100,200]
     .venv/bin/python -m bench.run fairness [--n 2000] [--small 10]   # a small batch beside a large one
@@ -21,6 +22,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,16 +40,15 @@ def _say(text: str) -> None:
 def throughput_section(
     hosts: Hosts, redis, sim, scenarios: list[Scenario], *, compare_ns: set[int], plots: bool = True
 ) -> list[RunResult]:
-    """Every scenario through the fleet as recommended (webhooks); where sc.n is in compare_ns,
-    also the fleet without webhooks (polling on the read budget) and the plain-Celery baselines."""
-    from dataclasses import replace
-
+    """Every scenario through the fleet with webhooks; where sc.n is in compare_ns, also the
+    fleet without webhooks (sync mode, and polling on the read budget) and the plain-Celery
+    baselines."""
     from bench.plots import plot_runs
 
     results: list[RunResult] = []
     for sc in scenarios:
         _say(f"== {sc.name}: window {sc.window:g}s latency {sc.real_latency:g}s threads {sc.threads}")
-        variants = [sc] + ([replace(sc, webhooks=False)] if sc.n in compare_ns else [])
+        variants = [sc] + ([replace(sc, mode="sync"), replace(sc, mode="poll")] if sc.n in compare_ns else [])
         runs = []
         for variant in variants:
             runs.append(run_fleet(variant, hosts, redis, sim, log=_say))
@@ -61,6 +62,52 @@ def throughput_section(
         results.extend(runs)
         _save("throughput", results)
     return results
+
+
+def modes_section(
+    hosts: Hosts, redis, sim, *, quick: bool, n: int | None, slots: int | None
+) -> list[RunResult]:
+    """The same batch with each wait mode (sync, webhook, poll): fast predictions (2 s), where
+    noticing an end late costs the most. Full: 600 images, 60 slots, 600 creations/min, 3 hosts;
+    quick: 90 images, 10 slots."""
+    sc = wait_modes_scenario(quick=quick, n=n, slots=slots)
+    results = []
+    for mode in ("sync", "webhook", "poll"):
+        variant = replace(sc, mode=mode)
+        _say(f"== wait mode {mode}: {variant.name}, latency {variant.real_latency:g}s, {variant.hosts} hosts")
+        results.append(run_fleet(variant, hosts, redis, sim, log=_say))
+        _say(summary_line(results[-1]) + f" reads/image {results[-1].figures['reads_per_image']}")
+    _save("modes", results)
+    _say("\n" + modes_table(results))
+    return results
+
+
+def wait_modes_scenario(*, quick: bool, n: int | None = None, slots: int | None = None) -> Scenario:
+    return Scenario(
+        n=n or (90 if quick else 600),
+        slots=slots or (10 if quick else 60),
+        create_per_min=600,
+        latency=2.0,
+        hosts=3,
+        time_scale=1.0,
+    )
+
+
+def modes_table(results: list[RunResult]) -> str:
+    rows = [
+        "| mode | N | slots | latency s | makespan s | bound s | efficiency | reads / image "
+        "| peak in flight / limit | 429s | duplicates | lost |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        s, f = r.scenario, r.figures
+        rows.append(
+            f"| {r.system} | {s['n']} | {s['slots']} | {f['mean_latency_s']:.2f} | {f['makespan_s']:.1f} | "
+            f"{f['bound_s']:.1f} | {f['efficiency']:.3f} | {f['reads_per_image']} | "
+            f"{f['peak_in_flight']} / {s['slots']} | {f['http_429']} | {f['duplicate_predictions']} | "
+            f"{f['images_lost']} |"
+        )
+    return "\n".join(rows)
 
 
 def faults_section(hosts: Hosts, redis, sim, *, ci: bool, only: list[str] | None) -> list[RunResult]:
@@ -337,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "section",
         nargs="?",
-        choices=("throughput", "faults", "capacity", "fairness", "feed", "clock", "report"),
+        choices=("throughput", "modes", "faults", "capacity", "fairness", "feed", "clock", "report"),
         help="report: rebuild summary.md and BENCHMARKS.md from the saved results, run nothing",
     )
     p.add_argument("--all", action="store_true", help="every figure, full size")
@@ -348,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--baseline",
         action="store_true",
-        help="also run the comparisons: the fleet without webhooks (polling) and plain Celery",
+        help="also run the comparisons: the fleet without webhooks (sync, polling) and plain Celery",
     )
     p.add_argument("--target-rate", type=float, default=10.0, help="real creations/s the time scale aims at")
     p.add_argument("--ci", action="store_true", help="faults: the small CI version")
@@ -387,6 +434,15 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 compare_ns = set(args.n or [200]) if args.baseline else set()
             throughput_section(hosts, redis, sim, scenarios, compare_ns=compare_ns)
+        if args.all or args.quick or args.section == "modes":
+            modes_section(
+                hosts,
+                redis,
+                sim,
+                quick=args.quick,
+                n=(args.n or [None])[0],
+                slots=(args.slots or [None])[0],
+            )
         if args.all or args.quick or args.section == "capacity":
             sizes = tuple(int(x) for x in args.sizes.split(","))
             if args.quick:

@@ -39,6 +39,7 @@ from shared.settings import Settings
 MODEL = "google/imagen-4-ultra"  # single output, no fallback route; catalog mean 8 s, sigma 0.3
 NOMINAL_LATENCY = 8.0
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+SYSTEMS = {"webhook": "fleet", "sync": "fleet-sync", "poll": "fleet-polling"}
 
 
 @dataclass
@@ -56,15 +57,23 @@ class Scenario:
     time_scale: float | None = None  # None: chosen as described above
     model: str = MODEL
     seed: int = 7
-    webhooks: bool = True  # False: workers poll on the read budget (no webhook receiver)
+    # How the workers learn a prediction's end (FLEET_WAIT_MODE): "webhook" (a webhook receiver
+    # runs), "sync" (`Prefer: wait` creates, the default without a webhook URL) or "poll".
+    mode: str = "webhook"
+
+    @property
+    def webhooks(self) -> bool:
+        return self.mode == "webhook"
 
     @property
     def name(self) -> str:
-        return f"n{self.n}-s{self.slots}-r{self.create_per_min}"
+        return f"n{self.n}-s{self.slots}-r{self.create_per_min}" + (
+            f"-l{self.latency:g}" if self.latency != NOMINAL_LATENCY else ""
+        )
 
     @property
     def system(self) -> str:
-        return "fleet" if self.webhooks else "fleet-polling"
+        return SYSTEMS[self.mode]
 
     @property
     def scale(self) -> float:
@@ -155,6 +164,8 @@ def fleet_settings(sc: Scenario, redis: RedisServer, out: Path, **overrides: Any
         "read_limit": sc.read_per_min,
         "rate_window": sc.window,
         "log_level": "WARNING",
+        # webhook: the receiver gives the workers FLEET_WEBHOOK_URL, and with it their mode
+        "wait_mode": None if sc.webhooks else sc.mode,
     }
     values.update(overrides)
     return Settings.load(values, environ={}, dotenv_path=None)

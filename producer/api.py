@@ -998,6 +998,7 @@ def fleet_info(settings: Settings | None = None, *, batches: int = 200):
         limits=limits,
         batches=active_batches(list_batches(settings, limit=batches)),
         at_replicate=dict(at_replicate),
+        wait_modes=worker_modes(settings),
     )
 
 

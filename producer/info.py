@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from producer.progress import Snapshot, batch_state, format_counts, format_duration, snapshot_from_info
+from shared.presence import describe
 from shared.scheduler import QueueDepths
 
 PRIORITIES = ("high", "normal", "low")
@@ -38,12 +39,14 @@ class FleetInfo:
     limits: Any  # shared.limiter LimiterStatus, or None when it could not be read
     batches: list[tuple[Any, Snapshot]] = field(default_factory=list)  # (BatchInfo, Snapshot), newest first
     at_replicate: dict[str, int] = field(default_factory=dict)  # batch id -> its predictions in flight
+    wait_modes: list[Any] = field(default_factory=list)  # shared.presence.WorkerMode of each live worker
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "queue": self.queue,
             "queues": self.depths.to_dict(),
             "workers": [asdict(w) for w in self.workers],
+            "wait_modes": [asdict(m) for m in self.wait_modes],
             "limits": self.limits.to_dict() if self.limits is not None else None,
             "batches": [
                 {
@@ -100,6 +103,7 @@ def info_lines(info: FleetInfo, width: int = 80) -> list[str]:
     busy = sum(w.busy for w in info.workers)
     threads = sum(w.threads or 0 for w in info.workers)
     lines.append(f"workers {len(info.workers)} alive, {busy}/{threads} threads busy")
+    lines.append(f"  wait mode: {describe(info.wait_modes)}")
     if info.workers:
         lines.append(f"  {'NAME':<30} {'HOST':<20} {'PID':>7} {'THREADS':>7} {'BUSY':>5}")
         for w in info.workers:

@@ -163,6 +163,8 @@ def test_without_a_webhook_predictions_come_back_ended_in_their_create_answer(
     as_json = json.loads(CliRunner().invoke(cli, [*base, "--json"], env=settings.as_env()).stdout)
     [worker] = as_json["workers"]
     assert worker["mode"] == "sync" and worker["pid"] == fleet.workers[0].pid
+    info = CliRunner().invoke(cli, [*base[:-1], "info"], env=settings.as_env())
+    assert "wait mode: sync (1 worker process, Prefer: wait up to 60 s)" in info.stdout, info.output
 
 
 @pytest.mark.e2e

@@ -308,8 +308,10 @@ def test_sigterm_hands_back_waiting_tasks_and_pays_once(settings, redis_client, 
     limiter = Limiter.from_settings(redis_client, Keys(settings.key_prefix), settings)
 
     def one_in_flight_three_waiting():
+        # in flight: its id on the lease, or (a sync create held open) the attempt its creation
+        # token marked the slot with
         status = limiter.status()
-        return status.waiters >= 3 and any(h.prediction_id for h in status.holders)
+        return status.waiters >= 3 and any(h.prediction_id or h.attempt for h in status.holders)
 
     wait_until(
         one_in_flight_three_waiting,

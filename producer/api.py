@@ -988,8 +988,12 @@ def fleet_info(settings: Settings | None = None, *, batches: int = 200):
 
     settings = _settings(settings)
     limits = _limiter_status_or_none(settings)
+    # in flight: a prediction id on the slot, or (a sync create held open, its id not known
+    # yet) the attempt its creation token marked the slot with
     at_replicate = Counter(
-        h.batch_id for h in (limits.holders if limits else []) if h.batch_id and h.prediction_id
+        h.batch_id
+        for h in (limits.holders if limits else [])
+        if h.batch_id and (h.prediction_id or h.attempt)
     )
     return FleetInfo(
         queue=settings.queue,

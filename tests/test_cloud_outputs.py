@@ -1,5 +1,6 @@
 """A batch's files on Azure Blob and Google Cloud Storage, end to end on one host: real celery
-workers make the images with the stand-in and write them to a container on Azurite; `producer
+workers make the images with the stand-in and write them to a container on Azurite (the worker's
+credentials in its `.env`, the producer's in its environment: both routes); `producer
 fetch` brings them home from az://, and from gs:// (fake-gcs-server) where another client
 published a finished batch's folder. (The multi-host run with a store outage is S3's, in
 tests/test_fleet_storage.py; it is not repeated per store.)
@@ -35,8 +36,8 @@ def fetch_cli(settings, env: dict[str, str], *args: str):
     return CliRunner().invoke(cli, base, env={**settings.as_env(), **env})
 
 
-def run_batch(settings, sim, worker_factory, env: dict[str, str]) -> api.Batch:
-    worker_factory(settings, count=1, sim=sim, **env)
+def run_batch(settings, sim) -> api.Batch:
+    """PROMPTS through the workers already started, all succeeded, one creation each."""
     batch = api.submit(PROMPTS, settings=settings)
     snap = batch.wait(timeout=120)
     assert snap.finished and snap.all_succeeded, snap.counts
@@ -66,7 +67,11 @@ def test_real_workers_write_a_batch_to_azure_and_fetch_brings_it_home(
         monkeypatch.setenv(name, value)  # the producer's side: the write probe at submit
     url = f"{az_container.url}/runs"
     settings = settings.with_(replicate_base_url=sim.url, output_dir=url)
-    batch = run_batch(settings, sim, worker_factory, env)
+    with monkeypatch.context() as worker_side:  # the worker has the credentials in its .env only
+        for name in env:
+            worker_side.delenv(name)
+        worker_factory(settings, count=1, sim=sim, dotenv=env)
+    batch = run_batch(settings, sim)
 
     files = recorded_files(batch)
     assert len(files) == len(PROMPTS) and "harbour/dawn.png" in files  # an item's own path is kept
@@ -91,7 +96,8 @@ def test_fetch_brings_a_batch_home_from_gcs(settings, sim, worker_factory, gs_bu
     lists, sizes and copies every output through obstore, resumably."""
     out = tmp_path / "out"
     settings = settings.with_(replicate_base_url=sim.url, output_dir=str(out))
-    batch = run_batch(settings, sim, worker_factory, {})
+    worker_factory(settings, count=1, sim=sim)
+    batch = run_batch(settings, sim)
     files = recorded_files(batch)
     for path in sorted(out.rglob("*")):
         if path.is_file():

@@ -145,3 +145,48 @@ def test_resubmitting_a_file_reports_the_duplicate_before_overwrite(settings, si
     assert "--overwrite" not in again.stderr and "--again" in again.stderr, again.stderr
     batch_id = json.loads(cli(settings, sim, "list", "--json").stdout.splitlines()[0])["batch_id"]
     assert batch_id in again.stderr
+
+
+def test_outputs_not_written_are_downloaded_again_never_created_again(
+    settings, sim_factory, worker_factory, s3_bucket, tmp_path, monkeypatch
+):
+    """Issue 18.2: the predictions succeeded but the store stopped answering; the bytes kept on
+    the host are lost too (its spool emptied). The items are finished by downloading the outputs
+    again from their still valid URLs: one creation per item, files identical to what was served."""
+    import hashlib
+    import shutil
+
+    for name, value in s3_bucket.environ().items():
+        monkeypatch.setenv(name, value)
+    sim = slow_sim(sim_factory, seconds=2.0)
+    settings = settings.with_(replicate_base_url=sim.url, output_dir=f"{s3_bucket.url}/runs")
+    worker_tmp = tmp_path / "worker-tmp"
+    worker_tmp.mkdir()
+    fleet = worker_factory(
+        settings, count=1, sim=sim, FLEET_STORE_TIMEOUT="2", TMPDIR=str(worker_tmp), **s3_bucket.environ()
+    )
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps([f"a fern unfurling, study {i}" for i in range(3)]))
+    batch = api.submit(prompts, settings=settings, model=FLUX_DEV)
+    s3_bucket.server.pause()  # the store stops answering before any output is written
+    try:
+        wait_until(
+            lambda: fleet.logs().count("will be written again (no new prediction)") >= 3,
+            90,
+            "every write to fail and be retried",
+            interval=0.5,
+        )
+        spool = next(worker_tmp.glob("replicate-fleet-spool-*"))
+        assert len(list(spool.iterdir())) == 3  # the downloaded bytes were kept ...
+        shutil.rmtree(spool)  # ... and are lost now: only the output URLs are left
+    finally:
+        s3_bucket.server.resume()
+    snap = batch.wait(timeout=120, poll_interval=0.3)
+    assert snap.all_succeeded, (batch.results(), fleet.logs()[-4000:])
+    account = sim.ledger()
+    assert account["creations"] == 3 and account["duplicate_inputs"] == 0  # never created again
+    stored = s3_bucket.keys(f"runs/{batch.id}/")
+    served = set(account["files_served"].values())
+    for record in batch.results():
+        data = stored[f"runs/{record['files'][0]['key']}"]
+        assert hashlib.sha256(data).hexdigest() in served

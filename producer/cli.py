@@ -390,7 +390,7 @@ def _warn_without_workers(settings: Settings) -> None:
     if not workers_alive(settings, timeout=1.0):
         click.echo(
             f"warning: no worker consumes queue {settings.queue!r} right now: the batch waits until one "
-            f"starts (`celery -A workers worker -n w1@%h -Q {settings.queue}`)",
+            f"starts (`celery -A workers worker -n w1@%h`)",
             err=True,
         )
 
@@ -595,8 +595,8 @@ def status(obj: Context, batch_id: str | None, as_json: bool) -> None:
     if snap.running and snap.at_replicate is not None:
         at = min(snap.at_replicate, snap.running)
         click.echo(
-            f"  running  {snap.running}: {at} at Replicate, {snap.running - at} waiting for a slot "
-            "(or saving their files)"
+            f"  running  {snap.running}: {at} at Replicate, {snap.running - at} waiting to be created "
+            "(a slot, the rate, a pause) or saving their files"
         )
     rate = "-" if snap.per_minute is None else f"{snap.per_minute:.1f} images/min"
     eta = "" if snap.finished else f", ETA {format_duration(snap.eta)}"
@@ -759,7 +759,7 @@ def cancel(obj: Context, batch_id: str) -> None:
         click.echo(
             f"  {outcome.stopping} running item(s) are being stopped by their workers: "
             f"{outcome.at_replicate} prediction(s) in flight canceled at Replicate, "
-            f"{waiting} waiting for a slot or saving (nothing more is created); "
+            f"{waiting} waiting to be created or saving (nothing more is created); "
             "`producer status` shows when they are done"
         )
     click.echo(

@@ -219,11 +219,12 @@ def _others(snap: Snapshot, separator: str, names: tuple[tuple[str, str], ...]) 
 
 
 def running_text(snap: Snapshot) -> str:
-    """`running N`, split into those at Replicate and those waiting for a slot when known."""
+    """`running N`, split into those at Replicate and those waiting to be created
+    (for a slot, a creation token, a pause) or saving their files, when known."""
     if snap.at_replicate is None or not snap.running:
         return f"running {snap.running}"
     at = min(snap.at_replicate, snap.running)
-    return f"running {snap.running} ({at} at Replicate, {snap.running - at} waiting for a slot or saving)"
+    return f"running {snap.running} ({at} at Replicate, {snap.running - at} waiting to be created or saving)"
 
 
 def waiting_for(snap: Snapshot) -> str:
@@ -233,7 +234,7 @@ def waiting_for(snap: Snapshot) -> str:
     if at:
         parts.append(f"{at} prediction(s) at Replicate")
     if snap.running - at:
-        parts.append(f"{snap.running - at} item(s) waiting for a slot or saving")
+        parts.append(f"{snap.running - at} item(s) waiting to be created or saving")
     if snap.queued:
         parts.append(f"{snap.queued} queued item(s) to be taken by a worker")
     return ", ".join(parts) or "the workers to record the last items"

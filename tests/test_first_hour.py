@@ -84,7 +84,7 @@ def test_status_cancel_limits_and_metrics_say_what_the_account_saw(
     )
     shown = cli(settings, sim, "status", batch.id)
     assert shown.returncode == 0, shown.stderr
-    assert "at Replicate," in shown.stdout and "waiting for a slot" in shown.stdout, shown.stdout
+    assert "at Replicate," in shown.stdout and "waiting to be created" in shown.stdout, shown.stdout
 
     canceled = cli(settings, sim, "cancel", batch.id)
     assert canceled.returncode == 0, canceled.stderr

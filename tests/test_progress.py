@@ -142,7 +142,7 @@ def test_running_split_into_at_replicate_and_waiting_for_a_slot():
         now=1005.0,
         limiter_status=SimpleNamespace(in_use=3, concurrency_limit=3, holders=holders),
     )
-    assert "running 7 (2 at Replicate, 5 waiting for a slot or saving)" in format_line(snap)
+    assert "running 7 (2 at Replicate, 5 waiting to be created or saving)" in format_line(snap)
     assert snap.to_dict()["at_replicate"] == 2
 
 

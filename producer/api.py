@@ -137,7 +137,7 @@ def _ledger(settings: Settings, client=None):
     )
 
 
-def _registry(registry=None, settings: Settings | None = None):
+def _registry(registry: ModelRegistry | None = None, settings: Settings | None = None) -> ModelRegistry:
     if registry is not None:
         return registry
     from shared.models import load_registry
@@ -178,7 +178,7 @@ def validate(
     params: dict | None = None,
     batch_id: str | None = None,
     overwrite: bool = False,
-    registry=None,
+    registry: ModelRegistry | None = None,
     fallback: bool = True,
 ) -> ParsedRequests:
     """Parse, validate and route every item; InputError with every problem. Writes nothing.
@@ -223,7 +223,7 @@ class Batch:
         requests: Sequence[ImageRequest] | None = None,
         created: bool = True,
         dry_run: bool = False,
-        registry=None,
+        registry: ModelRegistry | None = None,
     ):
         self.id = batch_id
         self.settings = _settings(settings)
@@ -296,10 +296,14 @@ class Batch:
         its store URL."""
         return self.ledger.write_manifest(self.id, cost_of=self._cost_of)
 
+    def model_registry(self) -> ModelRegistry:
+        """The registry the batch was validated with, else the one the workers load."""
+        return self.registry if self.registry is not None else _registry(None, self.settings)
+
     def _cost_of(self, request: ImageRequest, model: str) -> float | None:
         from shared.routing import adapt_params
 
-        registry = self.registry if self.registry is not None else _registry(None, self.settings)
+        registry = self.model_registry()
         params, _, _ = adapt_params(request.params, model, registry, strict=False)
         return registry.get(model).cost(params)
 
@@ -501,7 +505,7 @@ def submit(
     dry_run: bool = False,
     again: bool = False,
     priority: str = "normal",
-    registry=None,
+    registry: ModelRegistry | None = None,
     on_plan: Callable[[Batch], None] | None = None,
     price_per_call: float | None = None,
     fallback: bool = True,
@@ -1111,7 +1115,7 @@ def generate(
     timeout: float | None = None,
     progress: Any = None,
     again: bool = False,
-    registry=None,
+    registry: ModelRegistry | None = None,
     price_per_call: float | None = None,
     fallback: bool = True,
     **params: Any,

@@ -425,8 +425,9 @@ def _print_plan(batch: api.Batch, as_json: bool) -> None:
     from shared.routing import describe_plan, estimate_cost, max_cost, unpriced_items
 
     requests = batch.requests or []
-    cost = estimate_cost(requests, batch.registry)
-    worst = max_cost(requests, batch.registry)
+    registry = batch.model_registry()
+    cost = estimate_cost(requests, registry)
+    worst = max_cost(requests, registry)
     if as_json:
         click.echo(
             json.dumps(
@@ -436,7 +437,7 @@ def _print_plan(batch: api.Batch, as_json: bool) -> None:
                     "dry_run": True,
                     "estimated_cost_usd": round(cost, 4),
                     "max_cost_usd": round(worst, 4),
-                    "price_unknown_items": unpriced_items(requests, batch.registry),
+                    "price_unknown_items": unpriced_items(requests, registry),
                     "batch_limit_usd": usd_number(batch.max_cost),
                     "daily_budget_usd": usd_number(batch.daily_limit),
                     "plan": [r.to_dict() for r in requests],
@@ -444,7 +445,7 @@ def _print_plan(batch: api.Batch, as_json: bool) -> None:
             )
         )
         return
-    plan = describe_plan(requests, batch.registry)
+    plan = describe_plan(requests, registry)
     click.echo(plan if isinstance(plan, str) else "\n".join(plan))
     for line in _limit_lines(batch, cost, worst):
         click.echo(line)

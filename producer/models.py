@@ -17,6 +17,8 @@ from typing import Any
 
 from shared.errors import ConfigError, InputError, LocalError, Problem, SchemaError
 from shared.keys import Keys
+from shared.models.registry import ModelRegistry
+from shared.models.schema_store import SchemaStore
 from shared.models.spec import ModelSpec
 from shared.settings import Settings
 
@@ -54,13 +56,15 @@ def open_schema_store(settings: Settings) -> Iterator[Any]:
         client.close()
 
 
-def _registry(settings: Settings, registry: Any = None) -> Any:
+def _registry(settings: Settings, registry: ModelRegistry | None = None) -> ModelRegistry:
     from producer.api import _registry as load
 
     return load(registry, settings)
 
 
-def list_models(settings: Settings | None = None, *, registry: Any = None) -> list[dict[str, Any]]:
+def list_models(
+    settings: Settings | None = None, *, registry: ModelRegistry | None = None
+) -> list[dict[str, Any]]:
     """One row per registry entry: curated models (complete entries) and the entries that only
     add a price, a route or aliases to a Replicate model (their parameters come from its schema)."""
     from shared.models import load_registry
@@ -89,7 +93,11 @@ def list_models(settings: Settings | None = None, *, registry: Any = None) -> li
 
 
 def describe_model(
-    name: str, settings: Settings | None = None, *, registry: Any = None, store: Any = None
+    name: str,
+    settings: Settings | None = None,
+    *,
+    registry: ModelRegistry | None = None,
+    store: SchemaStore | None = None,
 ) -> dict[str, Any]:
     """Everything about one model: parameters (from its schema unless curated), price, route."""
     settings = settings if settings is not None else Settings.load()
@@ -143,7 +151,7 @@ def _details(spec: ModelSpec) -> dict[str, Any]:
     }
 
 
-def models_named(data: Any, model: str | None, registry: Any) -> set[str]:
+def models_named(data: Any, model: str | None, registry: ModelRegistry) -> set[str]:
     """Every model name a prompts source may use: items' and defaults' "model" (or "model_name"),
     `--model`, the registry's default, and every model their fallback routes may reach."""
     names = {registry.default_model}
@@ -173,8 +181,13 @@ def models_named(data: Any, model: str | None, registry: Any) -> set[str]:
 
 
 def with_schemas_for(
-    data: Any, registry: Any, settings: Settings, *, model: str | None = None, store: Any = None
-) -> Any:
+    data: Any,
+    registry: ModelRegistry,
+    settings: Settings,
+    *,
+    model: str | None = None,
+    store: SchemaStore | None = None,
+) -> ModelRegistry:
     """`registry` extended with the published schema of every model `data` may use that the
     registry does not curate (read once for the fleet; nothing read when all are curated).
     A schema that cannot be had becomes the problem of the items naming that model."""

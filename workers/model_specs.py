@@ -11,10 +11,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable
-from typing import Any
 
 from shared.errors import PermanentModelError
 from shared.models import ModelRegistry, SchemaError
+from shared.models.schema_store import SchemaStore
 
 # Seconds a process reuses the schemas it took from Redis before it looks there again.
 LOCAL_SECONDS = 60.0
@@ -26,7 +26,13 @@ class ModelSpecs:
     store: a shared.models.schema_store.SchemaStore (None: only curated models).
     """
 
-    def __init__(self, registry: ModelRegistry, store: Any = None, *, local_seconds: float = LOCAL_SECONDS):
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        store: SchemaStore | None = None,
+        *,
+        local_seconds: float = LOCAL_SECONDS,
+    ):
         self.base = registry
         self.store = store
         self.local_seconds = local_seconds

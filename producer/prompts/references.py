@@ -13,6 +13,7 @@ from PIL import Image, UnidentifiedImageError
 
 from producer.prompts.fields import Report
 from shared.common import type_name
+from shared.models.spec import ModelSpec
 
 MAX_REFERENCE_BYTES = 100 * 1024 * 1024  # Replicate's file upload limit
 
@@ -75,7 +76,7 @@ class References:
             return None
         return key
 
-    def input_files(self, spec: Any, params: dict[str, Any], problem: Report) -> list[str]:
+    def input_files(self, spec: ModelSpec, params: dict[str, Any], problem: Report) -> list[str]:
         """Local files given to `spec`'s file inputs, made absolute (in `params` too) and checked
         to be readable files under the upload limit; URLs pass as they are. Returns the paths."""
         files: list[str] = []

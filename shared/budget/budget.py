@@ -25,6 +25,7 @@ from shared import lua_scripts
 from shared.budget.money import usd, usd_number
 from shared.errors import BudgetExceededError
 from shared.keys import Keys
+from shared.settings import Settings
 
 KEY_NAMES = ("budget", "budget:res", "budget:held")
 SCRIPT_NAMES = ("reserve", "settle", "hold", "wake")
@@ -123,7 +124,7 @@ class Budget:
         )
 
     @classmethod
-    def from_settings(cls, redis_client: redis.Redis, settings: Any) -> Budget:
+    def from_settings(cls, redis_client: redis.Redis, settings: Settings) -> Budget:
         return cls(redis_client, Keys(settings.key_prefix), settings.daily_budget_micro)
 
     def load(self) -> None:

@@ -314,10 +314,8 @@ def submit(
         if plan.max_cost is not None or plan.daily_limit is not None:
             from shared.routing import estimate_cost, max_cost
 
-            requests_ = plan.requests or []
-            for line in _limit_lines(
-                plan, estimate_cost(requests_, plan.registry), max_cost(requests_, plan.registry)
-            ):
+            requests_, registry = plan.requests or [], plan.model_registry()
+            for line in _limit_lines(plan, estimate_cost(requests_, registry), max_cost(requests_, registry)):
                 click.echo(line, err=err)
 
     batch = api.submit(

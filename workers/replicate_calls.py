@@ -291,9 +291,10 @@ class BoundedTimeoutTransport(httpx.BaseTransport):
     phases with W added to the read, whatever the client asked."""
 
     def __init__(self, timeout: httpx.Timeout, wrapped: httpx.BaseTransport | None = None):
-        self._timeouts = timeout.as_dict()
-        if any(v is None for v in self._timeouts.values()):
-            raise ValueError(f"every phase needs a bound, got {self._timeouts}")
+        phases = timeout.as_dict()
+        if any(v is None for v in phases.values()):
+            raise ValueError(f"every phase needs a bound, got {phases}")
+        self._timeouts: dict[str, float] = {phase: v for phase, v in phases.items() if v is not None}
         self._wrapped = wrapped if wrapped is not None else httpx.HTTPTransport()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:

@@ -21,18 +21,19 @@ local function now()
   return tonumber(t[1]) + tonumber(t[2]) / 1e6
 end
 
-local function terminal_count(batch)
-  local n = 0
-  for status, _ in pairs(TERMINAL) do
-    n = n + tonumber(redis.call("HGET", batch, "n:" .. status) or "0")
-  end
-  return n
-end
-
--- Sets finished_at when every item is terminal; returns 1 the first time that happens.
+-- Sets finished_at when every item is terminal; returns 1 the first time that happens. One read
+-- of the batch hash (total, the terminal counters, finished_at).
 local function check_finished(batch, t)
-  local total = tonumber(redis.call("HGET", batch, "total") or "0")
-  if terminal_count(batch) >= total and redis.call("HEXISTS", batch, "finished_at") == 0 then
+  local fields = { "total", "finished_at" }
+  for status, _ in pairs(TERMINAL) do
+    fields[#fields + 1] = "n:" .. status
+  end
+  local v = redis.call("HMGET", batch, unpack(fields))
+  local done = 0
+  for i = 3, #fields do
+    done = done + tonumber(v[i] or "0")
+  end
+  if done >= tonumber(v[1] or "0") and not v[2] then
     redis.call("HSET", batch, "finished_at", string.format("%.6f", t))
     return 1
   end
@@ -47,11 +48,10 @@ local function move(batch, item, from, to)
   end
 end
 
--- Merge `update` (a decoded JSON object) into the attempt record att:<n>. started_at is kept once
--- set; when the update carries a final status, `seconds` is filled from started_at.
-local function merge_attempt(item, n, update, t)
-  local field = "att:" .. n
-  local raw = redis.call("HGET", item, field)
+-- The attempt record att:<n> (its stored JSON `raw`, or false/nil when absent) with `update` (a
+-- decoded JSON object) merged in, encoded. started_at is kept once set; when the update carries a
+-- final status, `seconds` is filled from started_at.
+local function merged_attempt(raw, n, update, t)
   local record = raw and cjson.decode(raw) or { attempt = tonumber(n) }
   for k, v in pairs(update) do
     if not (k == "started_at" and record.started_at ~= nil and record.started_at ~= cjson.null) then
@@ -65,7 +65,7 @@ local function merge_attempt(item, n, update, t)
     record.seconds = math.floor((t - tonumber(record.started_at)) * 1000 + 0.5) / 1000
     record.final = nil
   end
-  redis.call("HSET", item, field, cjson.encode(record))
+  return cjson.encode(record)
 end
 
 -- Newer sign of life only (GT): an enqueue with a countdown records when its message is due.

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.processes import free_port
 from shared.keys import Keys
 from shared.metrics import (
     PREDICTION_OUTCOMES,
@@ -23,6 +24,7 @@ from shared.metrics import (
     record_prediction,
     record_retry,
 )
+from shared.metrics.batched import FLUSH_INTERVAL
 from shared.metrics.recorder import encode_field
 from shared.metrics.server import start_metrics_server
 from tests.support.e2e import wait_finished
@@ -461,8 +463,19 @@ def test_a_real_batch_shows_up_in_the_metrics(settings, redis_client, sim_factor
     enqueue_items(settings, batch_id, requests)
     wait_finished(ledger, batch_id, 90)
 
+    # Workers write their counters every few seconds (BatchedCounters): scrape until they are in.
     with start_metrics_server(settings, port=0, addr="127.0.0.1") as server:
-        samples = scrape(server.url)
+        samples = wait_until(
+            lambda: (
+                (s := scrape(server.url)).get(
+                    ("fleet_predictions_total", (("model", model), ("outcome", "succeeded")))
+                )
+                == 5
+                and s
+            ),
+            2 * FLUSH_INTERVAL + 10,
+            "the workers' counters written",
+        )
     forget_queue(redis_client, settings.queue)
     assert value(samples, "fleet_predictions_total", model=model, outcome="succeeded") == 5
     assert value(samples, "fleet_creations_total", model=model) == 5
@@ -544,3 +557,40 @@ def test_spending_limits_are_exported(settings, redis_client):
     assert value(samples, "fleet_budget_daily_limit_usd") == 2.0
     assert value(samples, "fleet_budget_left_today_usd") == 1.95
     assert value(samples, "fleet_budget_held_items") == 1
+
+
+def test_a_workers_counters_are_added_up_and_written_once_per_interval(settings, redis_client):
+    """A worker's increments (BatchedCounters) reach Redis as one write per counter and interval,
+    whatever the number of images; a write that fails keeps them for the next one."""
+    import redis
+
+    from shared.metrics.batched import BatchedCounters
+
+    keys = Keys(settings.key_prefix)
+    down = redis.Redis(port=free_port(), socket_connect_timeout=0.2, retry_on_timeout=False)
+    counters = BatchedCounters(down, interval=3600)  # written only when flushed here
+    metrics = MetricsRecorder(counters, keys)
+    try:
+        for _ in range(100):
+            metrics.slot_wait(0.02, "slot")
+            metrics.creation("m")
+            metrics.prediction("m", "succeeded", 0.003)
+        assert read_counters(redis_client, keys) == {}  # nothing written per image
+        counters.flush()  # Redis unreachable: kept
+        counters.client = redis_client
+        counters.flush()
+        counts = {
+            (metric, tuple(sorted(labels.items()))): v
+            for metric, rows in read_counters(redis_client, keys).items()
+            for labels, v in rows
+        }
+        assert counts[("creations", (("model", "m"),))] == 100
+        assert counts[("predictions", (("model", "m"), ("outcome", "succeeded")))] == 100
+        assert counts[("wait_count", (("kind", "slot"),))] == 100
+        assert counts[("cost_usd", (("model", "m"),))] == pytest.approx(0.3)
+        assert len(counts) == 6  # one field per counter: 6 increments per flush, not 600
+        counters.flush()  # nothing new: nothing written
+        assert read_counters(redis_client, keys)["creations"] == [({"model": "m"}, 100.0)]
+    finally:
+        counters.close()
+        down.close()

@@ -17,6 +17,7 @@ import pytest
 
 from replicate_sim.webhooks import new_secret, sign
 from shared.keys import Keys
+from shared.metrics.batched import FLUSH_INTERVAL
 from tests.support.e2e import submit, wait_finished
 from tests.support.limiter import LIVE_LEASE
 from tests.support.wait import wait_until
@@ -423,7 +424,14 @@ def test_workers_learn_of_the_end_from_webhooks_without_polling(
         assert sim_ledger["reads_by_route"].get("predictions.get", 0) == 0, sim_ledger["reads_by_route"]
         assert sim_ledger["webhooks"]["sent"] >= 20
         assert rx.counts["accepted"] == 20
-        counters = counter_values(redis_client, settings)
+        # Workers write their counters every few seconds (BatchedCounters).
+        counters = wait_until(
+            lambda: (
+                (c := counter_values(redis_client, settings)).get(("ends_noticed", "webhook")) == 20 and c
+            ),
+            2 * FLUSH_INTERVAL + 10,
+            "the counters written",
+        )
         assert counters[("ends_noticed", "webhook")] == 20 and ("ends_noticed", "poll") not in counters
         assert counters[("webhooks", "accepted")] == 20
     finally:
@@ -442,7 +450,11 @@ def test_a_lost_webhook_is_caught_by_the_safety_poll(settings, redis_client, sim
     sim_ledger = sim.ledger(detail=False)
     assert sim_ledger["webhooks"]["failed"] >= 2 and sim_ledger["creations"] == 2
     assert 1 <= sim_ledger["reads_by_route"].get("predictions.get", 0) <= 4
-    assert counter_values(redis_client, settings)[("ends_noticed", "poll")] == 2  # what an alert watches
+    wait_until(  # what an alert watches; written every few seconds (BatchedCounters)
+        lambda: counter_values(redis_client, settings).get(("ends_noticed", "poll")) == 2,
+        2 * FLUSH_INTERVAL + 10,
+        "ends noticed by polls counted",
+    )
 
 
 def test_a_delivery_frees_the_slot_a_dead_worker_left_but_never_a_live_one(

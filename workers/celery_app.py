@@ -140,6 +140,17 @@ def _warm_up(sender: Any = None, **_: Any) -> None:
         logging.getLogger("workers").warning("warm-up failed: %s", exc)
 
 
+@signals.worker_shutdown.connect
+def _write_counters(**_: Any) -> None:
+    # The tasks have ended: the counters they added up (shared.metrics.batched) are written now,
+    # not lost with the process.
+    from workers.context import current_context
+
+    ctx = current_context()
+    if ctx is not None:
+        ctx.flush_metrics()
+
+
 @signals.worker_shutting_down.connect
 def _shutting_down(**_: Any) -> None:
     # Runs in the signal handler of the main process: only set flags here.

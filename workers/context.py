@@ -19,6 +19,7 @@ from shared.budget import Budget
 from shared.keys import Keys
 from shared.ledger import Ledger
 from shared.limiter import Limiter
+from shared.metrics.batched import BatchedCounters
 from shared.metrics.recorder import MetricsRecorder
 from shared.models import ModelRegistry, load_registry
 from shared.models.schema_store import SchemaStore
@@ -49,7 +50,7 @@ class WorkerContext:
     downloader: Downloader
     registry: ModelRegistry  # the curated models
     models: ModelSpecs  # curated and schema-described models (registry_for an item's route)
-    metrics: MetricsRecorder
+    metrics: MetricsRecorder  # added up in the process, written every few seconds (BatchedCounters)
     completions: CompletionBoard | None  # set when webhooks are configured (FLEET_WEBHOOK_URL)
     scheduler: Scheduler = field(init=False)  # follow-ups are held here until due (shared.scheduler)
     budget: Budget = field(init=False)  # spending limits: reservations settled, held items
@@ -91,14 +92,20 @@ class WorkerContext:
             downloader=Downloader.from_settings(settings),
             registry=registry,
             models=ModelSpecs(registry, store),
-            metrics=MetricsRecorder(client, keys),
+            metrics=MetricsRecorder(BatchedCounters(client), keys),
             completions=CompletionBoard(client, keys, watch_ttl=settings.prediction_timeout + 600)
             if settings.webhook_url
             else None,
         )
 
+    def flush_metrics(self) -> None:
+        """Write the counters this process added up since their last write (worker shutdown)."""
+        if isinstance(self.metrics.client, BatchedCounters):
+            self.metrics.client.close()
+
     def close(self) -> None:
         for closer in (
+            self.flush_metrics,
             self.limiter.close,
             self.calls.close,
             self.downloader.close,
@@ -161,6 +168,12 @@ def shutting_down() -> bool:
 
 _context: WorkerContext | None = None
 _context_lock = threading.Lock()
+
+
+def current_context() -> WorkerContext | None:
+    """This process's context if it has been built (nothing is built here)."""
+    ctx = _context
+    return ctx if ctx is not None and ctx.pid == os.getpid() else None
 
 
 def get_context(settings: Settings) -> WorkerContext:

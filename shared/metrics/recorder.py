@@ -5,7 +5,9 @@ process and would lose counts at every restart).
 Everything lives in one hash per key prefix; a field names the metric and its labels (JSON, so a
 model name like `black-forest-labs/flux-schnell` needs no escaping). Each call is one pipelined
 round trip without MULTI: a counter that misses one increment when Redis fails over is acceptable
-for monitoring, and the work itself never waits for, or fails on, its metrics.
+for monitoring, and the work itself never waits for, or fails on, its metrics. Workers pass a
+`BatchedCounters` instead of the client (shared.metrics.batched): their increments are added up in
+the process and written once per interval, not once per image.
 """
 
 from __future__ import annotations
@@ -19,8 +21,12 @@ from typing import Any
 import redis
 
 from shared.keys import Keys
+from shared.metrics.batched import BatchedCounters
 
 log = logging.getLogger(__name__)
+
+# Where increments go: Redis at once, or a process's BatchedCounters.
+Sink = redis.Redis | BatchedCounters
 
 # Histogram buckets (seconds) for waits on the limiter: a free slot is ~1 ms (one Lua call), a
 # full account queues for whole prediction lengths (tens of seconds to minutes).
@@ -73,12 +79,15 @@ def decode_field(field: str) -> tuple[str, dict[str, str]]:
 
 
 def _apply(
-    client: redis.Redis,
+    client: Sink,
     keys: Keys,
     ints: Iterable[tuple[str, int]] = (),
     floats: Iterable[tuple[str, float]] = (),
 ) -> None:
     key = metrics_key(keys)
+    if isinstance(client, BatchedCounters):  # a worker's: added up, written once per interval
+        client.add(key, list(ints), list(floats))
+        return
     try:
         pipe = client.pipeline(transaction=False)
         for field, amount in ints:
@@ -91,7 +100,7 @@ def _apply(
         log.warning("metrics update lost: %s", exc)
 
 
-def record_prediction(client: redis.Redis, keys: Keys, model: str, outcome: str, cost: float = 0.0) -> None:
+def record_prediction(client: Sink, keys: Keys, model: str, outcome: str, cost: float = 0.0) -> None:
     """An attempt on `model` ended with `outcome` (one of PREDICTION_OUTCOMES). `cost` in USD: the
     registry's price, passed for succeeded predictions only (see docs/operations.md, "Metrics").
 
@@ -107,19 +116,19 @@ def record_prediction(client: redis.Redis, keys: Keys, model: str, outcome: str,
     _apply(client, keys, ints=[(encode_field("predictions", model=model, outcome=outcome), 1)], floats=floats)
 
 
-def record_resumed(client: redis.Redis, keys: Keys, model: str) -> None:
+def record_resumed(client: Sink, keys: Keys, model: str) -> None:
     """A worker resumed a prediction that an earlier run of the same attempt created (no new
     creation, nothing paid twice). The attempt's end is counted once, later."""
     record_prediction(client, keys, model, "resumed")
 
 
-def record_substituted(client: redis.Redis, keys: Keys, model: str) -> None:
+def record_substituted(client: Sink, keys: Keys, model: str) -> None:
     """An item whose route is exhausted got the substitute image (asked for with
     --substitute-on-failure); `model` is the last one tried, whose attempt counted as failed."""
     record_prediction(client, keys, model, "substituted")
 
 
-def record_creation_pause(client: redis.Redis, keys: Keys, seconds: float) -> None:
+def record_creation_pause(client: Sink, keys: Keys, seconds: float) -> None:
     """A worker paused creations fleet-wide after a 429 on create, for `seconds` (retry_after).
     Pauses overlap (the longest wins), so the seconds are what was asked for, not wall time."""
     _apply(
@@ -130,34 +139,34 @@ def record_creation_pause(client: redis.Redis, keys: Keys, seconds: float) -> No
     )
 
 
-def record_creation(client: redis.Redis, keys: Keys, model: str) -> None:
+def record_creation(client: Sink, keys: Keys, model: str) -> None:
     """A prediction was created on Replicate (a paid call started)."""
     _apply(client, keys, ints=[(encode_field("creations", model=model), 1)])
 
 
-def record_retry(client: redis.Redis, keys: Keys, model: str, reason: str = "transient") -> None:
+def record_retry(client: Sink, keys: Keys, model: str, reason: str = "transient") -> None:
     """An attempt will be retried on the same model (429, 5xx, timeout, connection error)."""
     _apply(client, keys, ints=[(encode_field("retries", model=model, reason=reason), 1)])
 
 
-def record_fallback(client: redis.Redis, keys: Keys, from_model: str, to_model: str) -> None:
+def record_fallback(client: Sink, keys: Keys, from_model: str, to_model: str) -> None:
     """An item moved from one model to the next on its fallback route."""
     _apply(client, keys, ints=[(encode_field("fallbacks", from_model=from_model, to_model=to_model), 1)])
 
 
-def record_rate_limited(client: redis.Redis, keys: Keys, kind: str = "create") -> None:
+def record_rate_limited(client: Sink, keys: Keys, kind: str = "create") -> None:
     """Replicate answered 429 (the limiter pauses creations after it)."""
     _apply(client, keys, ints=[(encode_field("rate_limited", kind=kind), 1)])
 
 
-def record_end_noticed(client: redis.Redis, keys: Keys, via: str) -> None:
+def record_end_noticed(client: Sink, keys: Keys, via: str) -> None:
     """How a worker learned that its prediction ended: "create" (a sync create's answer),
     "webhook" or "poll". With webhooks configured, ends noticed by polls mean deliveries are not
     arriving; in sync mode, they are predictions that outlasted their wait."""
     _apply(client, keys, ints=[(encode_field("ends_noticed", via=via), 1)])
 
 
-def record_webhook(client: redis.Redis, keys: Keys, outcome: str) -> None:
+def record_webhook(client: Sink, keys: Keys, outcome: str) -> None:
     """A delivery at the webhook receiver: accepted, ignored (not a terminal event), duplicate (a
     webhook-id seen before), rejected (malformed, forged, stale or too large), unavailable (Redis
     down; Replicate delivers again), timed_out (a client too slow with its head or body),
@@ -165,7 +174,7 @@ def record_webhook(client: redis.Redis, keys: Keys, outcome: str) -> None:
     _apply(client, keys, ints=[(encode_field("webhooks", outcome=outcome), 1)])
 
 
-def observe_slot_wait(client: redis.Redis, keys: Keys, seconds: float, kind: str = "slot") -> None:
+def observe_slot_wait(client: Sink, keys: Keys, seconds: float, kind: str = "slot") -> None:
     """Time a worker waited on the limiter: kind="slot" (concurrency slot), "create" or "read"
     (rate tokens), "handoff" (release to the next holder's grant; see observe_handoff)."""
     seconds = max(0.0, float(seconds))
@@ -180,7 +189,7 @@ def observe_slot_wait(client: redis.Redis, keys: Keys, seconds: float, kind: str
     )
 
 
-def observe_handoff(client: redis.Redis, keys: Keys, seconds: float | None) -> None:
+def observe_handoff(client: Sink, keys: Keys, seconds: float | None) -> None:
     """Slot hand-off latency: from the release of a slot to the grant of that slot to the next
     waiter (the limiter measures it in Redis time and reports it on the lease as
     `handoff_seconds`, None when the slot was free and nobody waited). None is not recorded."""
@@ -193,7 +202,7 @@ class MetricsRecorder:
     """The same functions bound to one client and key prefix, for code that passes one object
     around: `metrics = MetricsRecorder(redis, keys); metrics.prediction("m", "succeeded", 0.003)`."""
 
-    def __init__(self, client: redis.Redis, keys: Keys):
+    def __init__(self, client: Sink, keys: Keys):
         self.client, self.keys = client, keys
 
     def prediction(self, model: str, outcome: str, cost: float = 0.0) -> None:

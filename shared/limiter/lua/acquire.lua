@@ -20,9 +20,8 @@ local flow = type(rec.batch_id) == 'string' and rec.batch_id or ''
 -- The new waiter's place: (band, tag, arrival) in one score, exact in a double while tags stay
 -- below 1e9 (they restart from 0 whenever the line is empty).
 local function place()
-  local vt = tonumber(redis.call('HGET', K_FAIR, 'vt:' .. band) or '0')
-  local last = tonumber(redis.call('HGET', K_FAIR, 'f:' .. band .. ':' .. flow) or '0')
-  local tag = math.max(vt, last) + 1
+  local tags = redis.call('HMGET', K_FAIR, 'vt:' .. band, 'f:' .. band .. ':' .. flow)
+  local tag = math.max(tonumber(tags[1] or '0'), tonumber(tags[2] or '0')) + 1
   redis.call('HSET', K_FAIR, 'f:' .. band .. ':' .. flow, tag)
   local ticket = redis.call('INCR', K_TICKET)
   return string.format('%.0f', ((band * 1e9) + tag) * 1e6 + (ticket % 1000000))

@@ -122,12 +122,22 @@ local function loss_horizon(L)
   return math.max(CFG.lease_ms, L.rate_window_ms + CFG.rate_margin_ms)
 end
 
+-- The recovery hash's slots_until (false: none), read at most once per call: acquire, release,
+-- settle and the wakes they send each consult it. Kept in step with this call's own writes (and
+-- nothing else writes during a script; key expiry is frozen while it runs).
+local SLOTS_UNTIL = nil  -- nil: not read yet
+local function slots_until()
+  if SLOTS_UNTIL == nil then SLOTS_UNTIL = redis.call('HGET', K_RECOVERY, 'slots_until') end
+  return SLOTS_UNTIL
+end
+
 -- Redis forgot the state while the fleet ran (restart without persistence): the holders still
 -- running at Replicate are unknown until they renew (within a lease), and the creations of the
 -- last window are unknown for good. So for one lease no new slot is granted (renewals put the
 -- live holders back first), and creations pause for window + margin.
 local function begin_recovery(L)
-  redis.call('HSET', K_RECOVERY, 'slots_until', fmt(NOW + CFG.lease_ms), 'since', fmt(NOW))
+  SLOTS_UNTIL = fmt(NOW + CFG.lease_ms)
+  redis.call('HSET', K_RECOVERY, 'slots_until', SLOTS_UNTIL, 'since', fmt(NOW))
   redis.call('HDEL', K_RECOVERY, 'fresh', 'fresh_at')
   redis.call('PEXPIRE', K_RECOVERY, math.ceil(loss_horizon(L)) + 60000)
   set_pause(NOW + L.rate_window_ms + CFG.rate_margin_ms, 'limiter state lost; rate log rebuilt')
@@ -160,7 +170,7 @@ end
 
 -- ms left of the slot freeze that follows a state loss (0 when none).
 local function recovery_ms_left()
-  local u = redis.call('HGET', K_RECOVERY, 'slots_until')
+  local u = slots_until()
   if u and tonumber(u) > NOW then return tonumber(u) - NOW end
   return 0
 end
@@ -168,9 +178,10 @@ end
 -- True once, at the first call after the freeze has ended: that call wakes the line (waiters
 -- that queued before the loss was recognised were never told when the freeze ends).
 local function thawed()
-  local u = redis.call('HGET', K_RECOVERY, 'slots_until')
+  local u = slots_until()
   if u and tonumber(u) <= NOW then
     redis.call('HDEL', K_RECOVERY, 'slots_until')
+    SLOTS_UNTIL = false
     return true
   end
   return false

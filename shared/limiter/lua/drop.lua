@@ -6,8 +6,11 @@ sync_epoch(L)
 local pruned = prune_holders() + prune_waiters()
 if thawed() then pruned = pruned + 1 end  -- wake the line once the freeze is over
 local held = remove_holders({id})
-local waited = redis.call('ZREM', K_WAITERS, id)
-redis.call('ZREM', K_WAITER_EXP, id)
-redis.call('HDEL', K_WOKEN, id)
+local waited = 0
+if held == 0 then  -- a holder is no waiter: its grant took it out of the line (acquire.lua)
+  waited = redis.call('ZREM', K_WAITERS, id)
+  redis.call('ZREM', K_WAITER_EXP, id)
+  redis.call('HDEL', K_WOKEN, id)
+end
 if held + waited + pruned > 0 then wake(L.concurrency_limit) end
 return reply({held, waited, fmt(NOW)})

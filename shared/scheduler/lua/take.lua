@@ -10,7 +10,7 @@ local t = now_ms()
 
 -- 1. Due sends join their batch's line (at most 1000 per call; the rest at the next).
 local due = redis.call('ZRANGEBYSCORE', K_DUE, '-inf', string.format('%.3f', t), 'WITHSCORES', 'LIMIT', 0, 1000)
-local late = tonumber(redis.call('HGET', K_STATS, 'max_late_ms') or '0')
+local late = #due > 0 and tonumber(redis.call('HGET', K_STATS, 'max_late_ms') or '0') or 0
 for n = 1, #due, 2 do
   local member, at = due[n], tonumber(due[n + 1])
   redis.call('ZREM', K_DUE, member)
@@ -26,23 +26,32 @@ for n = 1, #due, 2 do
 end
 if #due > 0 then redis.call('HSET', K_STATS, 'max_late_ms', string.format('%.3f', late)) end
 
--- 2. Room in the broker.
-local queued = 0
-for n = 4, #ARGV do queued = queued + redis.call('LLEN', ARGV[n]) end
-local room = math.min(want, window - queued)
+-- 2. Room in the broker: read once there is something to take (a feeder woken for nothing
+-- does not read the broker's lists).
+local function room_in_broker()
+  local queued = 0
+  for n = 4, #ARGV do queued = queued + redis.call('LLEN', ARGV[n]) end
+  return math.min(want, window - queued)
+end
 
--- 3. Take, in turn.
+-- 3. Take, in turn. Nothing joins a ring during this loop, so a rank found empty stays empty:
+-- the search for the next batch starts at the first rank not known empty.
 local out = {}
-local taken, guard = 0, 0
+local taken, guard, first, room = 0, 0, 0, want
 while taken < room and guard < room + 1000 do
   guard = guard + 1
   local b, rank = nil, nil
-  for k = 0, RANKS - 1 do
+  for k = first, RANKS - 1 do
     local top = redis.call('ZRANGE', k_turns(k), 0, 0)
     if #top > 0 then b, rank = top[1], k; break end
+    first = k + 1
   end
   if b == nil then break end
-  local head = redis.call('ZRANGE', k_ready(b), 0, 0)
+  if guard == 1 then
+    room = room_in_broker()
+    if room <= 0 then break end
+  end
+  local head = redis.call('ZRANGE', k_ready(b), 0, 1)  -- the head, and whether more follow
   if #head == 0 then
     redis.call('ZREM', k_turns(rank), b)
   else
@@ -50,7 +59,7 @@ while taken < room and guard < room + 1000 do
     redis.call('ZREM', k_ready(b), i)
     local raw = redis.call('HGET', k_entry(b), i)
     redis.call('HDEL', k_entry(b), i)
-    if redis.call('ZCARD', k_ready(b)) == 0 then
+    if #head == 1 then
       redis.call('ZREM', k_turns(rank), b)
     else
       redis.call('ZADD', k_turns(rank), redis.call('INCR', K_ROUND), b)

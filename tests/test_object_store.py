@@ -12,6 +12,7 @@ alternative: its XML answers lack ETag and Last-Modified, and HEAD and list are 
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from datetime import timedelta
@@ -268,3 +269,33 @@ def test_s3_credentials_from_a_profile(s3_bucket, tmp_path, monkeypatch):
     assert s3_bucket.keys("profiled/") == {"profiled/b/0.png": PNG}
     with pytest.raises(ConfigError, match="nobody"):
         open_store(s3_bucket.url, environ={**env, "AWS_PROFILE": "nobody"})
+
+
+@pytest.mark.unit
+def test_store_settings_from_the_standard_variables():
+    """What each store is configured with, from the variables their own tools read."""
+    from shared.storage.cloud import _azure_config, _gcs_config, _gcs_emulator
+
+    production = "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=a2V5==;EndpointSuffix=core.chinacloudapi.cn"
+    assert _azure_config({"AZURE_STORAGE_CONNECTION_STRING": production}) == {
+        "AZURE_STORAGE_ACCOUNT_NAME": "acct",
+        "AZURE_STORAGE_ACCOUNT_KEY": "a2V5==",
+        "AZURE_STORAGE_ENDPOINT": "https://acct.blob.core.chinacloudapi.cn",
+    }
+    sas = "BlobEndpoint=https://acct.blob.core.windows.net/;SharedAccessSignature=sv=2024&sp=rw&sig=x%3D"
+    assert _azure_config({"AZURE_STORAGE_CONNECTION_STRING": sas, "AZURE_STORAGE_ACCOUNT_NAME": "mine"}) == {
+        "AZURE_STORAGE_ACCOUNT_NAME": "mine",  # a variable set on its own wins
+        "AZURE_STORAGE_SAS_TOKEN": "sv=2024&sp=rw&sig=x%3D",
+        "AZURE_STORAGE_ENDPOINT": "https://acct.blob.core.windows.net/",
+    }
+    assert _azure_config({"AZURE_STORAGE_CONNECTION_STRING": "UseDevelopmentStorage=true"}) == {
+        "AZURE_STORAGE_USE_EMULATOR": "true"
+    }
+    assert (
+        _azure_config({"AZURE_CLIENT_CERTIFICATE_PATH": "/x", "HOME": "/root"}) == {}
+    )  # unknown: left alone
+    assert _gcs_emulator({"STORAGE_EMULATOR_HOST": "localhost:4443"}) == "http://localhost:4443"
+    key = json.loads(_gcs_config({}, "http://localhost:4443")["service_account_key"])
+    assert key["gcs_base_url"] == "http://localhost:4443" and key["disable_oauth"] is True
+    creds = {"GOOGLE_APPLICATION_CREDENTIALS": "/etc/sa.json", "GOOGLE_CLOUD_PROJECT": "p"}
+    assert _gcs_config(creds, "") == {"GOOGLE_APPLICATION_CREDENTIALS": "/etc/sa.json"}

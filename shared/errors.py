@@ -25,6 +25,8 @@ trouble it is, which decides what happens next (retry, fall back, fail the item,
     ├── LocalError
     ├── CanceledError
     ├── RequeueError                (control flow in a worker's attempt: run it again later)
+    │   ├── WriteRetryError
+    │   └── UnsentPostError         (a creation's POST held back: too late after the last check)
     ├── SupersededError             (control flow: another run owns the attempt now)
     └── AttemptFailedError          (raised by a task once its outcome is recorded: Flower's FAILURE)
 """
@@ -264,6 +266,17 @@ class WriteRetryError(RequeueError):
     same attempt runs again later and writes them (downloading again while the output URLs are
     valid), never creating a prediction again; once the retries are spent, the item fails as a
     local error."""
+
+
+class UnsentPostError(RequeueError):
+    """A creation's POST was held back just before it left the process: more time passed since
+    the last check (which stamped `posting_at`) than the settling window allows for (the process
+    stalled: SIGSTOP, a VM or GC pause). Sent now, it could reach Replicate after another run
+    concluded from `posting_at` that nothing was created, and be paid twice. Nothing was sent;
+    `posting_at` stays, so the attempt's next run reconciles before any creation."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason, counted=False)
 
 
 class SupersededError(FleetError):

@@ -20,10 +20,10 @@ from shared.keys import Keys
 from shared.models import load_registry
 from shared.routing import build_input
 from tests.support.e2e import submit, wait_finished
-from tests.support.pipeline import record_batch, worker_context
+from tests.support.pipeline import mark_running, record_batch, worker_context
 from tests.support.wait import wait_until
 from workers.attempts import AttemptRef, CreationRecords
-from workers.claims import Claim, ClaimKeeper
+from workers.claims import Claim, ClaimKeeper, seen_key
 from workers.outage import is_redis_unavailable
 from workers.reconcile import Reconciler
 from workers.replicate_calls import ReplicateCalls, is_ambiguous, post_in_flight_limit
@@ -47,6 +47,7 @@ def test_a_post_still_in_flight_is_waited_out_and_adopted_not_paid_twice(
     store = CreationRecords(redis_client, keys)
     store.write_intent(AttemptRef("b-inflight", 0, 1), MODEL)
     redis_client.set(keys.claim("b-inflight", 0, 1), "dead-worker", px=1000)
+    mark_running(ledger, "b-inflight", 0)
     assert store.begin_post(AttemptRef("b-inflight", 0, 1), "dead-worker")[0] == "go"
     sent_input, _ = build_input(request, MODEL, load_registry())
 
@@ -90,7 +91,7 @@ def test_a_claim_redis_forgot_is_taken_back_by_its_live_owner(redis_client, key_
     key = f"{key_prefix}:claim:x"
     claim = keeper.try_claim(key)
     assert claim is not None and keeper.try_claim(key) is None
-    redis_client.delete(key)  # a restart from a slightly older append-only file
+    redis_client.delete(key, seen_key(key))  # a restart from a slightly older append-only file
     wait_until(lambda: redis_client.get(key) == claim.token, 3, "the keeper to re-assert the claim")
     assert keeper.try_claim(key) is None and claim.still_ours() and not claim.lost
     redis_client.set(key, "someone else")
@@ -282,7 +283,8 @@ def test_when_an_unresolved_create_may_be_concluded_to_have_made_nothing(setting
     assert window == 8.0
     keys = Keys(settings.key_prefix)
     store = CreationRecords(redis_client, keys)
-    record_batch(settings, redis_client, "b-settle", ["a plover"])
+    ledger, _ = record_batch(settings, redis_client, "b-settle", ["a plover"])
+    mark_running(ledger, "b-settle", 0)
     with worker_context(quick) as ctx:
         reconciler, ref = Reconciler(ctx), AttemptRef("b-settle", 0, 1)
         intent = store.write_intent(ref, MODEL)
@@ -353,6 +355,12 @@ def test_the_last_check_before_a_post_stamps_only_when_the_attempt_is_ours_to_cr
     claim_key = keys.claim("b-check", 0, 1)
     attempt_key = keys.attempt("b-check", 0, 1)
     store.write_intent(AttemptRef("b-check", 0, 1), MODEL)
+    redis_client.set(claim_key, "mine")
+    assert store.begin_post(AttemptRef("b-check", 0, 1), "mine") == ("moved_on", None)  # not running
+    mark_running(ledger, "b-check", 0)
+    redis_client.hset(keys.item("b-check", 0), "attempt", 2)  # another run moved the item on
+    assert store.begin_post(AttemptRef("b-check", 0, 1), "mine") == ("moved_on", None)
+    redis_client.hset(keys.item("b-check", 0), "attempt", 1)
 
     redis_client.set(claim_key, "someone else")
     assert store.begin_post(AttemptRef("b-check", 0, 1), "mine") == ("lost", None)
@@ -384,7 +392,7 @@ def test_cannot_tell_is_not_lost_a_claim_check_without_redis_raises(redis_client
             cut_off.still_ours()
         assert is_redis_unavailable(info.value)
         # taken back after an outage: ours again (also when Redis forgot it), never someone else's
-        redis_client.delete(claim.key)
+        redis_client.delete(claim.key, seen_key(claim.key))
         assert keeper.reassert(claim) is claim and redis_client.get(claim.key) == claim.token
         redis_client.set(claim.key, "another execution")
         assert keeper.reassert(claim) is None and claim.lost

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from shared.errors import AcquireTimeoutError, RedisUnavailableError
+from shared.errors import AcquireTimeoutError, LeaseLostError, RedisUnavailableError
 from shared.keys import Keys
 from shared.limiter import HolderInfo, Limiter
 from tests.support.limiter import start_waiter
@@ -215,10 +215,12 @@ def test_nothing_brings_back_a_force_released_holder(make_limiter, redis_client,
     limiter = make_limiter(concurrency=1, lease=0.6)
     lease = limiter.acquire(HolderInfo(task_id="a"))
     assert limiter.force_release(lease.holder_id)
-    lease.set_prediction("p-late")  # the POST answered after the slot was taken away
-    limiter.take_create_token(holder=lease, attempt=ATTEMPT)
+    assert not lease.set_prediction("p-late")  # the POST answered after the slot was taken away
+    assert lease.lost
+    with pytest.raises(LeaseLostError):  # no token for a holder that is gone: nothing reserved
+        limiter.take_create_token(holder=lease, attempt=ATTEMPT)
     lease.abandon()
-    assert limiter.status().in_use == 0
+    assert limiter.status().in_use == 0 and limiter.status().creations_in_window == 0
     assert index(redis_client, key_prefix, "info") == {}
     assert index(redis_client, key_prefix, "byattempt") == {}
     assert limiter.adopt(HolderInfo(task_id="b"), "p-late", attempt=ATTEMPT) is None

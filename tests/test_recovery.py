@@ -375,6 +375,7 @@ def test_the_orphan_check_frees_a_dead_creators_slot_only_when_no_creation_can_f
     # before its holder expired; b:3 never POSTed but a live execution holds its claim.
     for index in range(4):
         attempts.write_intent(AttemptRef("b", index, 1), "m")
+    redis_client.hset(keys.item("b", 1), mapping={"status": "running", "attempt": 1})
     assert attempts.begin_post(AttemptRef("b", 1, 1), "t1")[0] == "lost"  # no claim: no stamp
     redis_client.set(keys.claim("b", 1, 1), "t1")
     assert attempts.begin_post(AttemptRef("b", 1, 1), "t1")[0] == "go"

@@ -11,7 +11,8 @@ attempt ever creates two predictions:
 - `post_wait`: the `Prefer: wait` seconds the POST asks (0: none); a sync create's prediction
   exists, unknown to its worker, for up to that long, so its settling window is longer by it;
 - `posting_at`: stamped by the last check right before the POST (attempt_post.lua, the same
-  script that checks the claim and the batch's cancel flag): a POST may be in flight from then.
+  script that checks the claim, the item's current attempt, the batch's cancel flag and the
+  slot's lease): a POST may be in flight from then.
   An intent without it (and with `posting_marked`) means no POST was sent: the token wait or the
   last check was interrupted;
 - `post_returned_at`: when the POST came back without a usable answer (5xx, timeout). A gateway
@@ -77,13 +78,22 @@ class AttemptRef(NamedTuple):
 class PostVerdict(str, Enum):
     """What the last check before the POST found (attempt_post.lua's reply code)."""
 
-    GO = "go"  # claim still this run's, nothing recorded, batch not canceled: `posting_at` stamped
+    GO = "go"  # all checks passed: `posting_at` stamped
     LOST = "lost"  # the claim is not this run's any more
     RECORDED = "recorded"  # a prediction is already recorded for the attempt
     CANCELED = "canceled"  # the batch is canceled
+    SLOT_LOST = "slot_lost"  # the slot's lease is not held any more (ran out while this run stalled)
+    MOVED_ON = "moved_on"  # the item is not running this attempt any more
 
 
-_POST_CODES = {1: PostVerdict.GO, 0: PostVerdict.LOST, 2: PostVerdict.RECORDED, 3: PostVerdict.CANCELED}
+_POST_CODES = {
+    1: PostVerdict.GO,
+    0: PostVerdict.LOST,
+    2: PostVerdict.RECORDED,
+    3: PostVerdict.CANCELED,
+    4: PostVerdict.SLOT_LOST,
+    5: PostVerdict.MOVED_ON,
+}
 
 
 class PostCheck(NamedTuple):
@@ -144,14 +154,24 @@ class CreationRecords:
         returns the intent time (Unix seconds, Redis clock)."""
         return float(self._intent(keys=[ref.record_key(self.keys)], args=[model, RECORD_TTL, int(wait)]))
 
-    def begin_post(self, ref: AttemptRef, claim_token: str) -> PostCheck:
+    def begin_post(self, ref: AttemptRef, claim_token: str, slot: tuple[str, int] | None = None) -> PostCheck:
         """The one round trip between the creation token and the POST: GO with `posting_at`
-        stamped if the attempt's claim still holds `claim_token`, no prediction is recorded for
-        the attempt and the batch is not canceled; else LOST, RECORDED or CANCELED, and nothing
-        written. Redis errors propagate: "cannot tell" is not "lost"."""
+        stamped if the attempt's claim still holds `claim_token`, the item is running this
+        attempt, no prediction is recorded for the attempt, the batch is not canceled and the
+        slot (`(holder id, fence)` of its lease) is still held in the limiter; else LOST,
+        MOVED_ON, RECORDED, CANCELED or SLOT_LOST, and nothing written. Redis errors propagate:
+        "cannot tell" is not "lost"."""
+        holder, fence = (slot[0], str(slot[1])) if slot is not None else ("", "")
         code, stamped = self._post(
-            keys=[ref.claim_key(self.keys), self.keys.batch(ref.batch_id), ref.record_key(self.keys)],
-            args=[claim_token, RECORD_TTL],
+            keys=[
+                ref.claim_key(self.keys),
+                self.keys.batch(ref.batch_id),
+                ref.record_key(self.keys),
+                self.keys.item(ref.batch_id, ref.index),
+                self.keys.limiter_key("holders"),
+                self.keys.limiter_key("info"),
+            ],
+            args=[claim_token, RECORD_TTL, ref.attempt, holder, fence],
         )
         verdict = _POST_CODES[int(code)]
         return PostCheck(verdict, float(stamped) if verdict is PostVerdict.GO else None)

@@ -3,8 +3,12 @@
 A claim is `SET key token NX PX ttl` (the key from AttemptRef.claim_key), renewed by one keeper
 thread per process while the run lasts. A second run (a message redelivered by the broker's
 visibility timeout while the first still runs) sees the claim held and backs off; a dead holder's
-claim expires after `ttl`. A renewal that finds the key gone (Redis lost it in a restart from an
-older append-only file, or a failover) takes it back at once, before a second run could. Right
+claim expires after `ttl`. Beside it, a "seen" marker (`<key>:seen`, kept a day) says the claim
+existed: a renewal that finds the claim gone and the marker there knows the claim EXPIRED (its run
+stalled or was cut off longer than `ttl`; the sweep may have sent the attempt again): it is lost
+for good and the run stops before any creation. Only when both are gone (Redis lost them in a
+restart from an older append-only file, or a failover) does the renewal take it back, at once,
+before a second run could. Right
 before a creation the owner checks in Redis that the claim is still its own
 (workers/lua/attempt_post.lua, together with the rest of the last check). The claim is a guard,
 not the only one: the creation record (workers.attempts) still prevents a second creation.
@@ -30,12 +34,20 @@ from shared.wakeup import run_forever, text
 log = logging.getLogger(__name__)
 
 
+SEEN_TTL = 24 * 3600  # a claim that expired is recognised as such for this long (seconds)
+
+
 class Renewal(IntEnum):
     """claim_renew.lua's reply."""
 
-    LOST = 0  # another run holds the claim now
+    LOST = 0  # another run holds the claim now, or it expired
     RENEWED = 1
-    REASSERTED = 2  # the key was gone (Redis lost it): set again for its live owner
+    REASSERTED = 2  # claim and marker were gone (Redis lost them): set again for its live owner
+
+
+def seen_key(claim_key: str) -> str:
+    """The marker that outlives a claim: its claim expired, rather than Redis lost it."""
+    return f"{claim_key}:seen"
 
 
 class Claim:
@@ -67,8 +79,10 @@ class ClaimKeeper:
     def __init__(self, redis_client: redis.Redis, ttl: float = 30.0):
         self.redis = redis_client
         self.ttl_ms = int(ttl * 1000)
-        scripts = lua_scripts.register(redis_client, "workers.lua", ("claim_renew", "claim_release"))
-        self._renew_script, self._release_script = scripts.values()
+        scripts = lua_scripts.register(
+            redis_client, "workers.lua", ("claim_take", "claim_renew", "claim_release")
+        )
+        self._take_script, self._renew_script, self._release_script = scripts.values()
         self._held: dict[str, Claim] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -76,7 +90,7 @@ class ClaimKeeper:
 
     def try_claim(self, key: str) -> Claim | None:
         token = uuid.uuid4().hex
-        if not self.redis.set(key, token, nx=True, px=self.ttl_ms):
+        if not int(self._take_script(keys=[key, seen_key(key)], args=[token, self.ttl_ms, SEEN_TTL])):
             return None
         claim = Claim(self, key, token)
         with self._lock:
@@ -87,8 +101,8 @@ class ClaimKeeper:
     def reassert(self, claim: Claim) -> Claim | None:
         """Take a claim of this process back after a Redis outage interrupted its run: the same
         claim if Redis still holds its token or lost the key (re-set at once), None if another
-        run holds it now. Redis errors propagate."""
-        renewal = Renewal(int(self._renew_script(keys=[claim.key], args=[claim.token, self.ttl_ms])))
+        run holds it now or it expired meanwhile. Redis errors propagate."""
+        renewal = Renewal(int(self._renew(claim)))
         with self._lock:
             if renewal is Renewal.LOST:
                 self._held.pop(claim.token, None)
@@ -98,6 +112,11 @@ class ClaimKeeper:
             self._held[claim.token] = claim
             self._ensure_thread()
         return claim
+
+    def _renew(self, claim: Claim, **client) -> object:
+        return self._renew_script(
+            keys=[claim.key, seen_key(claim.key)], args=[claim.token, self.ttl_ms, SEEN_TTL], **client
+        )
 
     def _release(self, claim: Claim) -> None:
         with self._lock:
@@ -128,7 +147,7 @@ class ClaimKeeper:
             # One round trip for every claim of the process.
             pipe = self.redis.pipeline(transaction=False)
             for claim in held:
-                self._renew_script(keys=[claim.key], args=[claim.token, self.ttl_ms], client=pipe)
+                self._renew(claim, client=pipe)
             try:
                 results = pipe.execute(raise_on_error=False)
             except redis.RedisError as exc:
@@ -143,4 +162,6 @@ class ClaimKeeper:
                     log.warning("claim %s was gone from Redis (restart or failover); re-asserted", claim.key)
                 elif renewal is Renewal.LOST and not claim.lost:
                     claim.lost = True
-                    log.warning("claim %s lost: another run holds the attempt now", claim.key)
+                    with self._lock:
+                        self._held.pop(claim.token, None)  # lost for good: never renewed again
+                    log.warning("claim %s lost: it expired or another run holds the attempt now", claim.key)

@@ -25,11 +25,13 @@ from shared.errors import (
     AcquireTimeoutError,
     BudgetExceededError,
     CanceledError,
+    LeaseLostError,
     LocalError,
     PermanentModelError,
     RequeueError,
     SupersededError,
     TransientError,
+    UnsentPostError,
 )
 from shared.limiter import HolderInfo, Lease
 from shared.logging_setup import bind_log_context
@@ -41,6 +43,11 @@ from workers.replicate_calls import PredictionView, is_ambiguous
 from workers.stage import AttemptStage
 
 log = logging.getLogger("workers.creator")
+
+# The most time a POST may leave after the last check began: the settling window
+# (replicate_calls.post_in_flight_limit) allows 5 s on top of the client's timeouts, and half of
+# that is left for the clocks' rates and the send itself.
+POST_SEND_SLACK = 2.5
 
 
 class Created(NamedTuple):
@@ -110,7 +117,7 @@ class PredictionCreator(AttemptStage):
             self._take_create_token(ref, lease, reservation, timeout=max(give_up_at - began, 0.0))
             waited = time.monotonic() - began
             try:
-                self._last_check(ref, claim, lease)
+                send_by = self._last_check(ref, claim, lease)
             except (CanceledError, RequeueError, SupersededError) as exc:
                 # No POST was sent: the token leaves the window (it would count a creation the
                 # account never saw: after a cancel, every thread that had one).
@@ -120,7 +127,14 @@ class PredictionCreator(AttemptStage):
                 raise
             posted_at = time.monotonic()
             try:
-                view = ctx.calls.create(model, input_, webhook=ctx.settings.webhook_url, wait=wait or None)
+                view = ctx.calls.create(
+                    model, input_, webhook=ctx.settings.webhook_url, wait=wait or None, send_by=send_by
+                )
+            except UnsentPostError:
+                # Held back before it left: the account never saw it. `posting_at` stays, so the
+                # next run reconciles (another may have concluded "none" and created meanwhile).
+                ctx.limiter.give_back_create_token(lease)
+                raise
             except TransientError as exc:
                 if exc.status == 429:
                     # Refused, so nothing was created and the account did not count it: the
@@ -168,6 +182,11 @@ class PredictionCreator(AttemptStage):
             self._created_nothing(ref)
             self._stop_if_canceled_or_shutting_down(ref.batch_id)
             raise RequeueError("no creation token in time; back in the queue", counted=False) from None
+        except LeaseLostError as exc:
+            # The slot's lease ran out while this run stalled (the slot may be another's by now):
+            # nothing was sent; the attempt waits for a slot again.
+            self._created_nothing(ref)
+            raise RequeueError(f"{exc}; back to waiting for a slot", counted=False) from None
 
     def _created_nothing(self, ref: AttemptRef) -> None:
         """No POST was sent, or its answer says nothing was created: the intent is cleared and
@@ -178,14 +197,19 @@ class PredictionCreator(AttemptStage):
         except Exception as exc:  # noqa: BLE001 - kept reserved: the limit errs on the safe side
             log.warning("could not give back the reservation of %s: %s", ref.marker, exc)
 
-    def _last_check(self, ref: AttemptRef, claim: Claim, lease: Lease) -> None:
+    def _last_check(self, ref: AttemptRef, claim: Claim, lease: Lease) -> float:
         """Right before the POST: this run must still own the attempt and the slot, and the
         batch must not be canceled. The waits before it (slot, creation token) can outlast the
-        claim and the lease when this worker was cut off from Redis; the attempt may then have
-        been sent again and be running elsewhere. Local checks first, then ONE round trip: a
-        script checks the claim and the cancel flag and stamps `posting_at`, from when the POST
-        may be in flight. A Redis error there escapes (the task waits and runs the attempt
-        again): "cannot tell" is never taken for "lost"."""
+        claim and the lease when this worker was cut off from Redis or stalled; the attempt may
+        then have been sent again and be running elsewhere, the slot granted to another. Local
+        checks first, then ONE round trip: a script checks the claim, the item's current
+        attempt, the cancel flag and the slot's lease (by fence) in Redis and stamps
+        `posting_at`, from when the POST may be in flight. A Redis error there escapes (the task
+        waits and runs the attempt again): "cannot tell" is never taken for "lost".
+
+        Returns the send-by time (time.monotonic()) of the POST: a reconciliation elsewhere counts
+        its settling window from `posting_at`, which allows POST_SEND_SLACK between the stamp and
+        the send; a POST later than that (this process stalled) is held back, never sent."""
         if shutting_down():
             raise RequeueError("worker shutting down; attempt handed back before any creation", counted=False)
         if claim.lost:
@@ -195,13 +219,22 @@ class PredictionCreator(AttemptStage):
                 f"slot lease lost before the creation ({lease.lost_reason}); attempt handed back",
                 counted=False,
             )
-        verdict = self.ctx.creations.begin_post(ref, claim.token).verdict
+        checked_at = time.monotonic()  # before the stamp: send_by is never later than allowed
+        verdict = self.ctx.creations.begin_post(ref, claim.token, (lease.holder_id, lease.fence)).verdict
+        if verdict is PostVerdict.SLOT_LOST:
+            lease._mark_lost("the lease was not held any more at the last check (checked in Redis)")
+            raise RequeueError(
+                "slot lease ran out before the creation; back to waiting for a slot", counted=False
+            )
+        if verdict is PostVerdict.MOVED_ON:
+            raise SupersededError("the item is not running this attempt any more; another run moved it on")
         if verdict is PostVerdict.CANCELED:
             raise CanceledError("batch canceled")
         if verdict is PostVerdict.LOST:
             raise SupersededError("the attempt's claim expired while waiting; another run owns it")
         if verdict is PostVerdict.RECORDED:
             raise SupersededError("another run recorded a prediction for this attempt while this one waited")
+        return checked_at + POST_SEND_SLACK
 
     def _pause_creations(self, ref: AttemptRef, model: str, exc: TransientError) -> None:
         """A 429 on create: nothing was created, and the account (another program on it, or a

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,7 +43,7 @@ import replicate
 from replicate.exceptions import ReplicateError
 from replicate.prediction import Prediction
 
-from shared.errors import LocalError, PermanentModelError, ReplicateCallError, TransientError
+from shared.errors import LocalError, PermanentModelError, ReplicateCallError, TransientError, UnsentPostError
 from shared.models.openapi import ModelSchema, SchemaError
 from shared.models.reference import ModelRef, parse_ref
 from shared.settings import Settings
@@ -158,18 +160,30 @@ class ReplicateCalls:
 
     # --- predictions ----------------------------------------------------------------------------
     def create(
-        self, model: str, input: dict[str, Any], *, webhook: str | None = None, wait: int | None = None
+        self,
+        model: str,
+        input: dict[str, Any],
+        *,
+        webhook: str | None = None,
+        wait: int | None = None,
+        send_by: float | None = None,
     ) -> PredictionView:
         """POST through the endpoint `model` (a reference) names; with `webhook`, Replicate calls
         it when the prediction ends; with `wait` (1-60 s), the answer is held until the prediction
         ends or `wait` s pass (`Prefer: wait`: the view is then terminal, or still running).
-        Errors: see `classify` (`ambiguous` tells whether the prediction may exist after all)."""
+        Errors: see `classify` (`ambiguous` tells whether the prediction may exist after all). An
+        error raised before the request reached the transport (the body cannot be encoded, the
+        request cannot be built) sent nothing: LocalError, never ambiguous. `send_by`
+        (time.monotonic()): the latest moment the POST may leave; checked in the transport, right
+        before the network, UnsentPostError after it."""
         extra: dict[str, Any] = (
             {"webhook": webhook, "webhook_events_filter": ["completed"]} if webhook else {}
         )
         if wait:
             extra["wait"] = int(wait)  # an int: the client sends `Prefer: wait=N` (True: bare "wait")
         ref = parse_ref(model)
+        fence = _SendFence(send_by)
+        _send_fences.current = fence
         try:
             if ref.kind == "deployment":
                 prediction = self.client.deployments.predictions.create(
@@ -185,8 +199,17 @@ class ReplicateCalls:
                 f"create answered an unreadable prediction (bad status: {_invalid_status(exc)})",
                 ambiguous=True,
             ) from None
+        except UnsentPostError:
+            raise
         except Exception as exc:  # noqa: BLE001 - classified below
+            if not fence.reached:
+                # Nothing left this process: trying again would fail the same way.
+                raise LocalError(
+                    f"the create request could not be built: {type(exc).__name__}: {str(exc)[:200]}"
+                ) from None
             raise classify(exc, during="create") from None
+        finally:
+            _send_fences.current = None
         return PredictionView.from_client(prediction)
 
     def get(self, prediction_id: str) -> PredictionView:
@@ -281,6 +304,18 @@ class ReplicateCalls:
             pass
 
 
+class _SendFence:
+    """One creation POST on its way: whether its request reached the transport (it was built and
+    encoded), and the latest moment (time.monotonic()) it may leave (None: any)."""
+
+    def __init__(self, send_by: float | None):
+        self.send_by = send_by
+        self.reached = False
+
+
+_send_fences = threading.local()  # .current: the _SendFence of this thread's create, if any
+
+
 class BoundedTimeoutTransport(httpx.BaseTransport):
     """An httpx transport that gives every request a timeout for each phase it left unbounded.
 
@@ -298,6 +333,15 @@ class BoundedTimeoutTransport(httpx.BaseTransport):
         self._wrapped = wrapped if wrapped is not None else httpx.HTTPTransport()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        fence: _SendFence | None = getattr(_send_fences, "current", None)
+        if fence is not None and request.method == "POST":
+            fence.reached = True
+            late = time.monotonic() - fence.send_by if fence.send_by is not None else 0.0
+            if late > 0:
+                raise UnsentPostError(
+                    f"creation POST held back: {late:.1f} s past its send-by time (this process stalled "
+                    "after the last check); reconciling before any creation"
+                )
         wait = prefer_wait(request.headers.get("Prefer"))
         if wait is not None:
             # A sync create: Replicate answers after up to `wait` s; the configured phases, with

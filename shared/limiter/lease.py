@@ -46,6 +46,8 @@ class Lease:
         # if Redis forgets us, so a re-registered holder keeps what protects its slot.
         self._record = record
         self._create_token: str | None = None  # the last creation token granted for this slot
+        # The fence goes with it: a re-registered holder is still this grant (holds() in Lua).
+        record["fence"] = str(grant.fence)
         self._lock = threading.Lock()
         self._ended: str | None = None  # "released" or "abandoned"
         self._lost = threading.Event()
@@ -82,18 +84,29 @@ class Lease:
             raise LeaseLostError(f"slot lease {self.holder_id} lost: {self.lost_reason}")
 
     # --- actions --------------------------------------------------------------------------------
-    def set_prediction(self, prediction_id: str) -> None:
+    def set_prediction(self, prediction_id: str) -> bool:
         """Record the prediction id on the slot (status, settle/adopt by prediction, and a slot
         kept counted if this holder dies). The attempt marker stays. Also on an abandoned or lost
         lease: it never brings back a holder that is gone. A Redis error is logged, not raised
-        (the attempt marker, if any, already protects the slot)."""
+        (the attempt marker, if any, already protects the slot). False when Redis no longer
+        counts this holder (force-released, or expired without a marker): the lease is then
+        lost, as its next renewal would find, and the prediction runs without a slot of its own."""
         self._record["prediction_id"] = prediction_id
         if self.released:
-            return
+            return False
         try:
-            self._limiter._call("set_prediction", self.holder_id, prediction_id)
+            counted = int(self._limiter._call("set_prediction", self.holder_id, prediction_id)) == 1
         except Exception as exc:  # noqa: BLE001 - must never fail the task
             log.warning("could not record prediction id on lease %s: %s", self.holder_id, exc)
+            return True  # cannot tell: the renewals decide
+        if not counted and not self.abandoned:
+            log.error(
+                "prediction %s runs on a slot the limiter no longer counts (lease %s)",
+                prediction_id,
+                self.holder_id,
+            )
+            self._mark_lost("the holder was not counted when its prediction was recorded")
+        return counted
 
     def abandon(self) -> None:
         """For an ambiguous creation (the POST may have created a prediction nobody knows): stop

@@ -358,7 +358,9 @@ class Limiter:
         (e.g. "batch:index:n") and indexes the attempt, so that if this process dies before it
         records the prediction id, the slot is kept counted (orphaned) rather than freed when
         the lease runs out -- the POST may have created a prediction that runs -- and can be
-        found with adopt(..., attempt=) / settle(attempt=).
+        found with adopt(..., attempt=) / settle(attempt=). With a holder, the token is only
+        granted while Redis still counts that lease as held (same fence, not run out, not an
+        orphan): LeaseLostError (and `holder.lost`) otherwise, with nothing reserved.
 
         reservation (shared.budget): the same call reserves the attempt's price, and grants no
         token when it does not fit a spending limit (BudgetExceededError, at once: waiting would
@@ -397,11 +399,17 @@ class Limiter:
         margin_ms = int(self.rate_margin * 1000)
         mark = [holder.holder_id, attempt] if holder is not None and attempt else ["", ""]
         mark.append(reservation.arg() if reservation is not None else "")
+        mark.append(str(holder.fence) if holder is not None and attempt else "")
         while True:
             member = agent.new_id()
             max_wait = -1 if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
             token = replies.token(self._call("token", kind, member, margin_ms, max_wait, *mark))
             wait = token.wait
+            if token.reason == "lost" and holder is not None:
+                # The slot went to someone else while this holder stalled: creating now would
+                # put one prediction more in flight than the limit.
+                holder._mark_lost("the lease ran out before the creation token (checked in Redis)")
+                holder.check()
             if token.refusal is not None:
                 raise BudgetExceededError(*token.refusal)
             if not token.granted:

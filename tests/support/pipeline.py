@@ -44,6 +44,21 @@ def record_batch(settings, redis_client, batch_id: str, prompts: list[str], *, m
     return ledger, requests
 
 
+def mark_running(ledger: Ledger, batch_id: str, index: int, attempt: int = 1, model: str = MODEL) -> None:
+    """The item running `attempt`, as a run's first step leaves it (the last check before a POST
+    requires it)."""
+    t = ledger.transition(
+        batch_id,
+        index,
+        "running",
+        allowed_from=("pending", "running"),
+        expect_attempt=attempt,
+        attempt=attempt,
+        attempt_update={"model": model, "status": "running"},
+    )
+    assert t.changed, t
+
+
 def held_sends(settings, redis_client) -> int:
     """Everything waiting to run: sends the schedule holds (ready or delayed) and messages in the
     broker (shared.scheduler.QueueDepths.waiting)."""

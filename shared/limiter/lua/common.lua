@@ -273,6 +273,19 @@ local function prune_holders()
   return remove_holders(gone)
 end
 
+-- Does holder `id` still hold its lease, as granted with `fence`? Counted, not past its expiry
+-- (a lease that ran out is dead even before a prune removes it), not an orphan (its holder was
+-- cut off or abandoned it: a renewal may take an orphan back, a creation must not go ahead on
+-- one) and the same grant (the fence). What a creation must prove right before its POST
+-- (token.lua; workers/lua/attempt_post.lua checks the same on the same keys).
+local function holds(id, fence)
+  local expiry = redis.call('ZSCORE', K_HOLDERS, id)
+  if not expiry or tonumber(expiry) < NOW then return false end
+  local rec = decode_info(id)
+  if not rec or rec.orphaned_at ~= nil or rec.abandoned_at ~= nil then return false end
+  return fence == '' or tostring(rec.fence) == fence
+end
+
 -- The counted holder a name in an index points at, or nil.
 local function counted_holder(index, name)
   if name == nil or name == '' then return nil end

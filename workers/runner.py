@@ -44,6 +44,7 @@ from shared.errors import (
     TransientError,
 )
 from shared.ledger import TERMINAL
+from shared.limiter import Lease
 from shared.logging_setup import bind_log_context, log_context
 from shared.models import ModelSpec
 from shared.request import ImageRequest
@@ -301,6 +302,7 @@ class AttemptRunner(AttemptStage):
         create it (no `prediction_id`; `reservation` its price) or resume it, and wait for its
         end; its reservation is then settled."""
         lease = self.creator.acquire_slot(job, model, prediction_id)
+        view: PredictionView | None = None
         try:
             created_at: float | None = None
             if prediction_id is None:
@@ -312,10 +314,11 @@ class AttemptRunner(AttemptStage):
                 # batch that wait is most of a window and would push the first poll late.
                 prediction_id, created_at = created.view.id, created.posted_at
                 if created.view.terminal:  # a sync create answered with the end: the slot goes now
+                    view = created.view
                     self._metric("end_noticed", "create")
                     self._settle_spend(job.ref)
-                    self._learn_latency(model, created.view, created_at)
-                    return created.view
+                    self._learn_latency(model, view, created_at)
+                    return view
             try:
                 lease.set_prediction(prediction_id)
             except Exception as exc:  # noqa: BLE001 - status display only
@@ -327,7 +330,20 @@ class AttemptRunner(AttemptStage):
                 self._learn_latency(model, view, created_at)
             return view
         finally:
+            self._free_slot(lease, prediction_id, view)
+
+    @staticmethod
+    def _free_slot(lease: Lease, prediction_id: str | None, view: PredictionView | None) -> None:
+        """The slot is given back only when nothing runs on it: no prediction was created (an
+        ambiguous create already abandoned it), or its prediction is known to be terminal. A run
+        that stops while its prediction may still run (a Redis error or a refused token while
+        waiting, the deadline's requeue, a bug) abandons it instead: the slot stays counted, an
+        orphan, until the attempt's next run adopts it or the sweep settles it once the prediction
+        has ended, so the fleet never has more predictions in flight than slots."""
+        if prediction_id is None or (view is not None and view.terminal):
             lease.release()
+        else:
+            lease.abandon()
 
     def _learn_latency(self, model: str, view: PredictionView, created_at: float) -> None:
         """The model's usual duration (first poll, sync wait) learns from predictions this run

@@ -1,0 +1,36 @@
+"""A running prediction's slot is never freed while the prediction may still run: a run that
+stops before its prediction ended abandons the slot (an orphan, still counted) instead of
+releasing it. Real worker processes, the real Redis, the stand-in over HTTP."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.e2e import submit, wait_finished
+from tests.support.sim import wait_quiet
+from tests.support.wait import wait_until
+
+
+@pytest.mark.e2e
+def test_a_run_that_stops_while_its_prediction_runs_keeps_the_slot_counted(
+    settings, redis_client, sim_factory, worker_factory
+):
+    """Concurrency 1. Item A's prediction runs ~15 s; the stand-in then refuses the fleet's token
+    (401 on the poll), so A's run ends as a local failure while its prediction still runs. A
+    second batch submitted then must not create until that prediction has ended: the stand-in
+    never sees two in flight."""
+    sim = sim_factory(latency_scale=1.0, latency_overrides={"black-forest-labs/flux-dev": 15.0})
+    s = settings.with_(concurrency_limit=1)
+    ledger, _ = submit(s, redis_client, "b-run", ["a crane in the mist"])
+    fleet = worker_factory(s, count=1, sim=sim, FLEET_LEASE_SECONDS="3")
+    wait_until(lambda: sim.ledger(detail=False)["in_flight"] == 1, 30, "A's prediction to run")
+    sim.configure(token="not-the-fleets-token")
+    wait_finished(ledger, "b-run", 60, fleet)
+    assert ledger.item("b-run", 0).status == "failed"
+    sim.configure(token=None)
+    assert sim.ledger(detail=False)["in_flight"] == 1, "A's prediction ended too early for the test"
+    submit(s, redis_client, "b-next", ["a heron at dusk"])
+    wait_finished(ledger, "b-next", 90, fleet)
+    quiet = wait_quiet(sim)
+    assert ledger.item("b-next", 0).status == "succeeded"
+    assert quiet["creations"] == 2 and quiet["peak_in_flight"] == 1, quiet

@@ -10,6 +10,7 @@ import json
 import os
 from typing import Any
 
+from shared.budget import Reservation
 from shared.settings import Settings
 from tests.support.limiter_procs import blpop_wait
 
@@ -33,7 +34,8 @@ def create_after_a_stall(
     ctx.redis.rpush(f"{lists}:report", json.dumps({"held": lease.holder_id, "pid": os.getpid()}))
     blpop_wait(ctx.redis, f"{lists}:go", 120)
     try:
-        outcome = {"created": creator.create(job.ref, claim, model, input_, lease).id}
+        reservation = Reservation(job.ref.marker, batch_id, 0)  # no budget in these tests
+        outcome = {"created": creator.create(job.ref, claim, model, input_, lease, reservation).id}
     except Exception as exc:  # noqa: BLE001 - reported to the test
         outcome = {"error": type(exc).__name__, "message": str(exc)}
     ctx.redis.rpush(f"{lists}:report", json.dumps(outcome))
@@ -77,7 +79,7 @@ def post_after_the_last_check(
     assert claim is not None
     lease = creator.acquire_slot(job, model)
     ctx.creations.write_intent(job.ref, model)
-    creator._take_create_token(job.ref, lease, timeout=10)
+    creator._take_create_token(job.ref, lease, Reservation(job.ref.marker, batch_id, 0), timeout=10)
     send_by = creator._last_check(job.ref, claim, lease)
     ctx.redis.rpush(f"{lists}:report", json.dumps({"checked": True, "pid": os.getpid()}))
     blpop_wait(ctx.redis, f"{lists}:go", 120)

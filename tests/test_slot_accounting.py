@@ -22,7 +22,8 @@ def test_a_run_that_stops_while_its_prediction_runs_keeps_the_slot_counted(
     sim = sim_factory(latency_scale=1.0, latency_overrides={"black-forest-labs/flux-dev": 15.0})
     s = settings.with_(concurrency_limit=1)
     ledger, _ = submit(s, redis_client, "b-run", ["a crane in the mist"])
-    fleet = worker_factory(s, count=1, sim=sim, FLEET_LEASE_SECONDS="3")
+    # Polling: the poll is what the stand-in refuses (a sync create would hold the answer open).
+    fleet = worker_factory(s, count=1, sim=sim, FLEET_LEASE_SECONDS="3", FLEET_WAIT_MODE="poll")
     wait_until(lambda: sim.ledger(detail=False)["in_flight"] == 1, 30, "A's prediction to run")
     sim.configure(token="not-the-fleets-token")
     wait_finished(ledger, "b-run", 60, fleet)

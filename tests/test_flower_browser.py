@@ -167,6 +167,7 @@ def test_flower_shows_failed_retried_and_succeeded_attempts(settings, redis_clie
     flux-dev attempts as FAILURE with their reason and the next task of the route, and the final
     attempts as SUCCESS with their model and files; the first prediction, aborted, shows RETRY."""
     import json
+    from collections import Counter
 
     sim = sim_factory(always_fail_models=["black-forest-labs/flux-dev"], abort_next=1, latency_scale=0.02)
     settings = settings.with_(replicate_base_url=sim.url, replicate_api_token=RUN_TOKEN)
@@ -201,12 +202,16 @@ def test_flower_shows_failed_retried_and_succeeded_attempts(settings, redis_clie
         def ended() -> dict[str, dict] | None:
             tasks = json.loads(http_get(f"{flower_url}/api/tasks")[1])
             mine = {t: info for t, info in tasks.items() if batch_id in (info.get("args") or "")}
-            done = [i for i in mine.values() if i.get("state") in ("SUCCESS", "FAILURE", "RETRY")]
-            return mine if len(done) >= 5 else None  # 2 x (failed, succeeded) + the aborted one
+            states = Counter(i.get("state") for i in mine.values())
+            return mine if states["SUCCESS"] >= 2 and states["FAILURE"] >= 2 and states["RETRY"] else None
 
         tasks = wait_until(ended, 30, "every attempt's end in Flower", interval=0.5)
-        states = sorted(info["state"] for info in tasks.values())
-        assert states == ["FAILURE", "FAILURE", "RETRY", "SUCCESS", "SUCCESS"], states
+        states = Counter(info["state"] for info in tasks.values())
+        # 2 x (flux-dev failed, qwen succeeded) + the aborted one (more RETRY on a loaded machine:
+        # a run handed back for later, e.g. no slot in time, is a RETRY of the same attempt too)
+        assert states["FAILURE"] == 2 and states["SUCCESS"] == 2 and states["RETRY"] >= 1, [
+            (info["args"], info["state"], info.get("exception")) for info in tasks.values()
+        ]
         failed = next(t for t, info in tasks.items() if info["state"] == "FAILURE")
         succeeded = next(t for t, info in tasks.items() if info["state"] == "SUCCESS")
 

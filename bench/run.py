@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.run --all            # the full runs (about three hours on a quiet machine)
     .venv/bin/python -m bench.run --quick          # small versions of everything (a few minutes)
     .venv/bin/python -m bench.run throughput --n 1000 --slots 60 --rate 600 [--baseline]
-    .venv/bin/python -m bench.run modes [--quick]      # sync vs webhook vs polling, 2 s predictions
+    .venv/bin/python -m bench.run modes [--n 90 --slots 10]  # sync vs webhook vs polling, 2 s predictions
     .venv/bin/python -m bench.run faults [--ci] [--only kill,partition]
     .venv/bin/python -m bench.run capacity [--sizes 50,100,200]
     .venv/bin/python -m bench.run fairness [--n 2000] [--small 10]   # a small batch beside a large one
@@ -516,6 +516,9 @@ def report_saved(*, to_doc: bool = True) -> int:
         when=meta.get("when"),
     )
     text += scheduling_summary(runs("fairness"), runs("feed"), runs("clock"))
+    modes = runs("modes")
+    if modes:
+        text += "\n### Wait modes (`bench.run modes`)\n\n" + modes_table(modes) + "\n"
     (RESULTS_DIR / "summary.md").write_text(text)
     if to_doc:
         update_doc(text)

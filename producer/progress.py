@@ -106,7 +106,7 @@ class Snapshot:
         substituted; never canceled); 0 when finished, None when unknown."""
         if self.finished:
             return 0.0
-        if self.processed == 0 or self.elapsed <= 0:
+        if self.processed == 0 or self.elapsed <= 0 or self.stalled_on_budget:
             return None
         return (self.total - self.done) / (self.processed / self.elapsed)
 
@@ -245,7 +245,8 @@ def format_line(snap: Snapshot) -> str:
     others = _others(snap, ", ", (("substituted", "substituted"), ("canceled", "canceled")))
     return (
         f"batch {snap.batch_id}: {snap.done}/{snap.total} done (ok {snap.succeeded}, "
-        f"failed {snap.failed}{others}), {running_text(snap)}, queued {snap.queued} | {_pace(snap)}"
+        f"failed {snap.failed}{others}), {running_text(snap)}, queued {snap.queued}"
+        f"{f', held {snap.held}' if snap.held else ''} | {_pace(snap)}"
     )
 
 
@@ -254,7 +255,7 @@ def bar_text(snap: Snapshot) -> str:
     others = _others(snap, "  ", (("substituted", "subst"), ("canceled", "canceled")))
     return (
         f"{snap.done}/{snap.total}  ok {snap.succeeded}  failed {snap.failed}{others}  "
-        f"running {snap.running}  queued {snap.queued} | {_pace(snap)}"
+        f"running {snap.running}  queued {snap.queued}{f'  held {snap.held}' if snap.held else ''} | {_pace(snap)}"
     )
 
 

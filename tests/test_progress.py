@@ -246,3 +246,14 @@ def test_terminal_bar_shows_canceled_and_substituted_counts():
         assert text in bar, (text, bar)
     plain = render_bar(snapshot_from_info(info({"succeeded": 3, "pending": 7}), now=1060.0), 200)
     assert "subst" not in plain and "canceled" not in plain
+
+
+def test_a_batch_whose_rest_is_held_by_a_spending_limit():
+    from producer.progress import batch_state
+
+    snap = snapshot_from_info(info({"succeeded": 6, "held": 4}), now=1010.0)
+    assert snap.stalled_on_budget and not snap.finished and batch_state(snap) == "held"
+    assert (snap.held, snap.queued, snap.eta) == (4, 0, None)
+    assert ", held 4 |" in format_line(snap)
+    running = snapshot_from_info(info({"succeeded": 5, "running": 1, "held": 4}), now=1010.0)
+    assert not running.stalled_on_budget and batch_state(running) == "running"

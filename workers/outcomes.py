@@ -92,6 +92,12 @@ class Outcomes(AttemptStage):
             attempt=ref.attempt,
             attempt_update={"model": model, "status": "held", "error": str(exc)},
         )
+        if ctx.ledger.is_canceled(ref.batch_id):
+            # A cancel that ran before this item was held would leave it held in a canceled
+            # batch (the cancel ends the held items it finds, and this one was running then).
+            ctx.budget.unhold(ref.batch_id, ref.index)
+            self.canceled(ref, model, "batch canceled")
+            return
         log.info("held: %s", exc)
 
     def _end_reservation(self, ref: AttemptRef) -> None:

@@ -24,6 +24,7 @@ import logging
 import threading
 import uuid
 from enum import IntEnum
+from typing import Any
 
 import redis
 
@@ -113,7 +114,7 @@ class ClaimKeeper:
             self._ensure_thread()
         return claim
 
-    def _renew(self, claim: Claim, **client) -> object:
+    def _renew(self, claim: Claim, **client) -> Any:  # the reply, or the pipeline when queued
         return self._renew_script(
             keys=[claim.key, seen_key(claim.key)], args=[claim.token, self.ttl_ms, SEEN_TTL], **client
         )

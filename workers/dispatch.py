@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from celery import Celery
 from kombu import Producer
@@ -107,25 +107,10 @@ def enqueue_items(settings: Settings, batch_id: str, requests: Iterable[ImageReq
     (create_batch or reset_failed first), held in the schedule until the feeder takes it. Items
     already terminal are skipped, and an item has one pending send at most, so enqueueing a batch
     twice never makes two creations. Returns how many sends are held."""
-    requests = list(requests)
-    if not requests:
-        return 0
-    client = connect(settings)
-    try:
-        ledger = Ledger(client, Keys(settings.key_prefix))
-        scheduler = Scheduler(client, ledger.keys)
-        held = 0
-        for start in range(0, len(requests), 2000):
-            chunk = requests[start : start + 2000]
-            states = ledger.item_states(batch_id, [r.index for r in chunk])
-            held += scheduler.push(
-                batch_id,
-                sends_of(states, [r.index for r in chunk]),
-                prompts={r.index: r.prompt for r in chunk},
-            )
-        return held
-    finally:
-        client.close()
+    prompts = {r.index: r.prompt for r in requests}
+    return _hold_sends(
+        settings, batch_id, list(prompts), lambda _ledger, chunk: {i: prompts[i] for i in chunk}
+    )
 
 
 def send_again(settings: Settings, batch_id: str, indexes: Sequence[int]) -> int:
@@ -133,20 +118,38 @@ def send_again(settings: Settings, batch_id: str, indexes: Sequence[int]) -> int
     one, held in the schedule like any send (its priority and turn kept). For items that waited
     without a message (e.g. held by a spending limit that was raised since). Idempotent. Returns
     how many sends are held."""
+
+    def recorded_prompts(ledger: Ledger, chunk: list[int]) -> dict[int, str]:
+        pipe = ledger.redis.pipeline(transaction=False)
+        for index in chunk:
+            pipe.hget(ledger.keys.item(batch_id, index), "request")
+        return {i: json.loads(raw).get("prompt", "") for i, raw in zip(chunk, pipe.execute()) if raw}
+
+    return _hold_sends(settings, batch_id, [int(i) for i in indexes], recorded_prompts)
+
+
+SEND_CHUNK = 2000  # items read and held per round trip
+
+
+def _hold_sends(
+    settings: Settings,
+    batch_id: str,
+    indexes: list[int],
+    prompts_of: Callable[[Ledger, list[int]], dict[int, str]],
+) -> int:
+    """Hold a send for each non-terminal item among `indexes` (its recorded attempt and model),
+    SEND_CHUNK at a time, with the prompts Flower shows; returns how many are held."""
+    if not indexes:
+        return 0
     client = connect(settings)
     try:
         ledger = Ledger(client, Keys(settings.key_prefix))
         scheduler = Scheduler(client, ledger.keys)
         held = 0
-        for start in range(0, len(indexes), 2000):
-            chunk = [int(i) for i in indexes[start : start + 2000]]
-            pipe = client.pipeline(transaction=False)
-            for index in chunk:
-                pipe.hget(ledger.keys.item(batch_id, index), "request")
-            prompts = {i: json.loads(raw).get("prompt", "") for i, raw in zip(chunk, pipe.execute()) if raw}
-            held += scheduler.push(
-                batch_id, sends_of(ledger.item_states(batch_id, chunk), chunk), prompts=prompts
-            )
+        for start in range(0, len(indexes), SEND_CHUNK):
+            chunk = indexes[start : start + SEND_CHUNK]
+            sends = sends_of(ledger.item_states(batch_id, chunk), chunk)
+            held += scheduler.push(batch_id, sends, prompts=prompts_of(ledger, chunk))
         return held
     finally:
         client.close()

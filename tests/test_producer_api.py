@@ -186,7 +186,7 @@ def test_status_results_list_cancel_retry_through_the_cli(settings, redis_client
     assert batch.status().counts["pending"] == 2
 
     canceled = runner.invoke(cli, base_args(settings) + ["cancel", batch.id], env=env)
-    assert canceled.exit_code == 0 and "2 queued items canceled" in canceled.stdout
+    assert canceled.exit_code == 0 and "2 queued item(s) canceled now" in canceled.stdout
     snap = batch.status()
     assert snap.finished and snap.counts["canceled"] == 2 and snap.succeeded == 1
 
@@ -219,7 +219,16 @@ def test_status_without_an_id_is_the_latest_batch_and_list_speaks_its_words(sett
     }
     assert words == {newest.id: "finished", older.id: "canceled"}
     listed = runner.invoke(cli, base_args(settings) + ["list"], env=env).stdout.splitlines()
-    assert listed[0].split() == ["BATCH", "CREATED", "PRIORITY", "STATE", "DONE", "ITEMS"]
+    assert listed[0].split() == [
+        "BATCH",
+        "CREATED",
+        "PRIORITY",
+        "STATE",
+        "DONE",
+        "SPENT/LIMIT",
+        "USD",
+        "ITEMS",
+    ]
     assert listed[1].startswith(newest.id) and " finished " in listed[1] and " 2/2 " in listed[1]
     assert listed[2].startswith(older.id) and " canceled " in listed[2] and " 3/3 " in listed[2]
     for row, batch_id in ((listed[1], newest.id), (listed[2], older.id)):
@@ -500,7 +509,7 @@ def test_cancel_revokes_the_queued_messages_of_the_items_it_cancels(settings, re
     ledger.transition(batch.id, 0, "running")  # item 0 runs: its worker cancels it, nothing to revoke
     result = CliRunner().invoke(cli, base_args(settings) + ["cancel", batch.id], env=settings.as_env())
     assert result.exit_code == 0, result.output
-    assert "2 queued items canceled, 2 queued task message(s) revoked" in result.stdout
+    assert "2 queued item(s) canceled now, 2 queued task message(s) revoked" in result.stdout
     running_task = redis_client.hget(Keys(settings.key_prefix).item(batch.id, 0), "sent_tasks")
     assert sorted(revoked) == sorted(set(sent) - {running_task}) and len(revoked) == 2
     assert int(batch.cancel()) == 0  # nothing new to cancel or revoke

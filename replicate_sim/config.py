@@ -23,6 +23,9 @@ class SimConfig:
     data_uri_outputs: bool = False  # outputs as data: URIs instead of http URLs
     output_ttl: float | None = 3600.0  # outputs removed (data_removed) this long after completion
     max_wait: int = 60  # longest `Prefer: wait`
+    # Seconds a held create (`Prefer: wait=N`) whose prediction outlasted N is answered after the
+    # N s: Replicate's own time to answer, which a client's read timeout of N + 0.5 s may not cover.
+    wait_overrun: float = 0.0
 
     # failures on demand
     fail_rate: float = 0.0  # share of predictions that end `failed`

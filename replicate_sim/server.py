@@ -279,16 +279,17 @@ async def _create(
     headers = {}
     if wait is not None:
         headers["Preference-Applied"] = f"wait={wait}"
-        await _hold(prediction, wait)
+        await _hold(prediction, wait, engine.config.wait_overrun)
     return json_response(prediction.to_json(engine.config.output_ttl), status=201, headers=headers)
 
 
-async def _hold(prediction, seconds: float) -> None:
-    """`Prefer: wait`: until the prediction ends or `seconds` pass (then it is answered as it is)."""
+async def _hold(prediction, seconds: float, overrun: float = 0.0) -> None:
+    """`Prefer: wait`: until the prediction ends or `seconds` pass (then it is answered as it is,
+    `overrun` s later)."""
     try:
         await asyncio.wait_for(asyncio.shield(prediction.done.wait()), timeout=seconds)
     except asyncio.TimeoutError:
-        pass
+        await asyncio.sleep(overrun)
 
 
 async def _drop_connection(request: web.Request, prediction, wait: int | None) -> web.StreamResponse:

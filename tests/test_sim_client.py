@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -267,6 +268,15 @@ def test_prefer_wait_times_out_with_a_running_prediction(sim_factory):
     )
     assert raw.status_code == 201 and raw.headers["Preference-Applied"] == "wait=1"
     assert raw.json()["status"] in ("starting", "processing")
+    sim.configure(wait_overrun=1.0)  # answered a second after the wait ran out
+    began = time.monotonic()
+    late = httpx.post(
+        f"{sim.url}/v1/models/google/veo-3-fast/predictions",
+        timeout=10,
+        headers={"Authorization": f"Bearer {TOKEN}", "Prefer": "wait=1"},
+        json={"input": {"prompt": "late answer"}},
+    )
+    assert late.status_code == 201 and time.monotonic() - began >= 2.0
 
 
 class _Receiver(BaseHTTPRequestHandler):

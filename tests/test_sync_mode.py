@@ -171,7 +171,10 @@ def test_without_a_webhook_predictions_come_back_ended_in_their_create_answer(
 def test_a_prediction_that_outlasts_its_wait_is_polled_to_its_end(
     settings, redis_client, sim_factory, worker_factory
 ):
-    sim = sim_factory(latency_scale=1.0, image_scale=0.01, latency_overrides={MODEL: 3.0})
+    """Replicate answers a held create a little after its wait when the prediction outlasts it
+    (1.5 s here): the answer is read (replicate 1.0.7's own read timeout of wait + 0.5 s would
+    turn it into an ambiguous create and a reconciliation), and the end comes from polls."""
+    sim = sim_factory(latency_scale=1.0, image_scale=0.01, latency_overrides={MODEL: 5.0}, wait_overrun=1.5)
     settings = settings.with_(sync_wait_max=1)
     fleet = worker_factory(settings, count=1, sim=sim, concurrency=2)
     ledger, _ = submit(settings, redis_client, "b-outlast", ["a slow heron"])

@@ -398,3 +398,24 @@ def test_the_orphan_check_frees_a_dead_creators_slot_only_when_no_creation_can_f
     assert sorted(sweeper.settle_orphans()) == ["b:0:1", "p-ended"]
     assert sorted(h.attempt for h in limiter.status().holders) == ["b:1:1", "b:3:1"]
     limiter.close()
+
+
+@pytest.mark.e2e
+def test_one_batch_the_sweep_cannot_handle_never_stops_it_for_the_others(
+    settings, redis_client, sim_factory, worker_factory
+):
+    """A batch whose stored state makes the sweep fail (an item's attempt that is not a number:
+    bad stored text of an older or buggy writer) is skipped and logged; a lost message of
+    another batch is still sent again, and paid once."""
+    from tests.support.pipeline import record_batch
+
+    settings = settings.with_(lease_seconds=2.0)  # quiet after 5 s
+    sim = sim_factory(latency_scale=0.02, image_scale=0.01)
+    record_batch(settings, redis_client, "b-broken", ["a broken gate"])
+    redis_client.hset(Keys(settings.key_prefix).item("b-broken", 0), "attempt", "one")
+    ledger, _ = record_batch(settings, redis_client, "b-orphaned", ["a lamp post in snow"])  # never sent
+    fleet = worker_factory(settings, count=1, sim=sim)
+    wait_finished(ledger, "b-orphaned", 60, fleet)
+    assert ledger.item("b-orphaned", 0).status == "succeeded"
+    assert wait_quiet(sim)["creations"] == 1
+    assert "batch b-broken skipped" in fleet.logs(tail=10**6)

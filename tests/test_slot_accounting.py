@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+from shared.keys import Keys
+from shared.limiter import Limiter
 from tests.support.e2e import submit, wait_finished
 from tests.support.sim import wait_quiet
 from tests.support.wait import wait_until
@@ -35,3 +37,29 @@ def test_a_run_that_stops_while_its_prediction_runs_keeps_the_slot_counted(
     quiet = wait_quiet(sim)
     assert ledger.item("b-next", 0).status == "succeeded"
     assert quiet["creations"] == 2 and quiet["peak_in_flight"] == 1, quiet
+
+
+@pytest.mark.e2e
+def test_a_create_that_cannot_leave_the_process_fails_the_item_at_once(
+    settings, redis_client, sim_factory, worker_factory
+):
+    """Stored text the POST cannot encode (a lone surrogate, written by an older producer or by
+    hand): the request never left the process, so the create is not ambiguous. The item fails
+    with that local reason at once: no orphaned slot, no settling wait, nothing created."""
+    sim = sim_factory()
+    ledger, _ = submit(settings, redis_client, "b-surrogate", ["a moth at the window"])
+    item_key = Keys(settings.key_prefix).item("b-surrogate", 0)
+    stored = redis_client.hget(item_key, "request")
+    assert '"a moth at the window"' in stored
+    redis_client.hset(item_key, "request", stored.replace('"a moth at the window"', '"a moth \\ud83d"'))
+    fleet = worker_factory(settings, count=1, sim=sim)
+    wait_finished(ledger, "b-surrogate", 30, fleet)
+    item = ledger.item("b-surrogate", 0)
+    assert item.status == "failed" and "could not be built" in (item.error or ""), item
+    assert len(item.attempts) == 1, item.attempts
+    limiter = Limiter.from_settings(redis_client, Keys(settings.key_prefix), settings)
+    try:
+        assert limiter.status().in_use == 0  # no slot left counted for a prediction that cannot exist
+    finally:
+        limiter.close()
+    assert wait_quiet(sim)["creations"] == 0

@@ -87,6 +87,7 @@ class SweepReport:
     pruned: list[str] = field(default_factory=list)  # finished batches past FLEET_BATCH_RETENTION_DAYS
     manifests: list[str] = field(default_factory=list)  # finished batches whose manifest it wrote
     woken: int = 0  # held items sent again: their spending limit has room now
+    failed: list[str] = field(default_factory=list)  # batches a part of the sweep failed on (logged)
 
 
 class Sweeper:
@@ -147,61 +148,89 @@ class Sweeper:
         report.woken = self.wake_held()
         unfinished, no_manifest = self.ledger.batches_to_look_after()
         for batch_id in no_manifest:  # the worker that finished it died first, or lost the reply
-            self._write_manifest(batch_id)
-            report.manifests.append(batch_id)
+            if self._write_manifest(batch_id):
+                report.manifests.append(batch_id)
+            else:
+                report.failed.append(batch_id)
         cutoff = now - self.quiet
         suspects: list[tuple[AttemptRef, str]] = []  # (attempt, model)
         for batch_id in unfinished:
             report.batches += 1
-            indexes = self.ledger.quiet_items(batch_id, cutoff, limit=CANDIDATES_PER_BATCH)
-            if not indexes:
-                continue
-            report.quiet += len(indexes)
-            states = self.ledger.item_states(batch_id, indexes)
-            done = [i for i in indexes if i not in states or states[i][0] in TERMINAL]
-            self.ledger.forget_live(batch_id, done)  # cannot happen through the scripts; self-heal
-            open_ = [
-                (AttemptRef(batch_id, i, states[i][1]), states[i][2])
-                for i in indexes
-                if i in states and states[i][0] not in TERMINAL
-            ]
-            pipe = self.redis.pipeline(transaction=False)
-            for ref, _model in open_:
-                pipe.exists(ref.claim_key(self.keys))
-            claimed = [bool(n) for n in pipe.execute()] if open_ else []
-            alive = [ref.index for (ref, _), held in zip(open_, claimed) if held]
-            self.ledger.touch(batch_id, alive, now)
-            report.alive += len(alive)
-            suspects += [suspect for suspect, held in zip(open_, claimed) if not held]
+            try:
+                suspects += self._quiet_suspects(batch_id, cutoff, now, report)
+            except Exception as exc:  # noqa: BLE001 - one batch must never stop the sweep for the others
+                if _redis_down(exc):
+                    raise
+                report.failed.append(batch_id)
+                log.exception("recovery sweep: batch %s skipped (%s); the other batches go on", batch_id, exc)
         if not suspects:
             return report
         queued = self._queued_attempts()
         from workers.dispatch import schedule_attempt
 
         for ref, model in suspects:
-            if ref in queued:
-                self.ledger.touch(ref.batch_id, [ref.index], now)
-                report.alive += 1
-                continue
-            log.warning(
-                "item %s of batch %s (attempt %s, %s) showed no sign of life for %.0f s; sending it again",
-                ref.index,
-                ref.batch_id,
-                ref.attempt,
-                model,
-                self.quiet,
-            )
-            schedule_attempt(self.scheduler, ref, model, prompt=self._prompt(ref))
-            report.resent.append(ref)
+            try:
+                if ref in queued:
+                    self.ledger.touch(ref.batch_id, [ref.index], now)
+                    report.alive += 1
+                    continue
+                log.warning(
+                    "item %s of batch %s (attempt %s, %s) showed no sign of life for %.0f s; sending it again",
+                    ref.index,
+                    ref.batch_id,
+                    ref.attempt,
+                    model,
+                    self.quiet,
+                )
+                schedule_attempt(self.scheduler, ref, model, prompt=self._prompt(ref))
+                report.resent.append(ref)
+            except Exception as exc:  # noqa: BLE001 - one item must never stop the sweep for the others
+                if _redis_down(exc):
+                    raise
+                report.failed.append(ref.batch_id)
+                log.exception(
+                    "recovery sweep: item %s of batch %s not sent again (%s)", ref.index, ref.batch_id, exc
+                )
         return report
+
+    def _quiet_suspects(
+        self, batch_id: str, cutoff: float, now: float, report: SweepReport
+    ) -> list[tuple[AttemptRef, str]]:
+        """The items of one unfinished batch quiet since `cutoff` that no live run claims:
+        (attempt, model) to send again unless a message for them waits in the queue."""
+        indexes = self.ledger.quiet_items(batch_id, cutoff, limit=CANDIDATES_PER_BATCH)
+        if not indexes:
+            return []
+        report.quiet += len(indexes)
+        states = self.ledger.item_states(batch_id, indexes)
+        done = [i for i in indexes if i not in states or states[i][0] in TERMINAL]
+        self.ledger.forget_live(batch_id, done)  # cannot happen through the scripts; self-heal
+        open_ = [
+            (AttemptRef(batch_id, i, states[i][1]), states[i][2])
+            for i in indexes
+            if i in states and states[i][0] not in TERMINAL
+        ]
+        pipe = self.redis.pipeline(transaction=False)
+        for ref, _model in open_:
+            pipe.exists(ref.claim_key(self.keys))
+        claimed = [bool(n) for n in pipe.execute()] if open_ else []
+        alive = [ref.index for (ref, _), held in zip(open_, claimed) if held]
+        self.ledger.touch(batch_id, alive, now)
+        report.alive += len(alive)
+        return [suspect for suspect, held in zip(open_, claimed) if not held]
 
     def wake_held(self) -> int:
         """Items held by a spending limit that fit the room left now (a limit raised, the UTC
         day turned, reservations given back) are sent again. Returns how many."""
         woken = 0
         for batch_id, indexes in self.budget.wake().items():
-            states = self.ledger.item_states(batch_id, indexes)
-            woken += self.scheduler.push(batch_id, sends_of(states, indexes))
+            try:
+                states = self.ledger.item_states(batch_id, indexes)
+                woken += self.scheduler.push(batch_id, sends_of(states, indexes))
+            except Exception as exc:  # noqa: BLE001 - one batch must never stop the sweep for the others
+                if _redis_down(exc):
+                    raise
+                log.exception("recovery sweep: held items of batch %s not woken (%s)", batch_id, exc)
         return woken
 
     def _queued_attempts(self) -> set[AttemptRef]:
@@ -288,7 +317,7 @@ class Sweeper:
         sent = record.posting_at is not None or (record.intent_at is not None and not record.posting_marked)
         return None, not sent and not claimed
 
-    def _write_manifest(self, batch_id: str) -> None:
+    def _write_manifest(self, batch_id: str) -> bool:
         try:
             # in the batch's own output location (recorded at submit); this worker's OUTPUT_DIR
             # only for batches recorded without one
@@ -297,14 +326,23 @@ class Sweeper:
                 batch_id, (info.output_root if info else "") or self.settings.output_dir
             )
             log.info("wrote the missing manifest of batch %s: %s", batch_id, path)
-        except OSError as exc:
+            return True
+        except Exception as exc:  # noqa: BLE001 - one batch must never stop the sweep for the others
+            if _redis_down(exc):
+                raise
             log.error("manifest of batch %s cannot be written: %s", batch_id, exc)
+            return False
 
     def _prompt(self, ref: AttemptRef) -> str:
         try:
             return self.ledger.request(ref.batch_id, ref.index).prompt
-        except (KeyError, redis.RedisError):
+        except (KeyError, ValueError, TypeError, redis.RedisError):  # the prompt only names the task
             return ""
+
+
+def _redis_down(exc: BaseException) -> bool:
+    """Redis itself is unreachable: the whole sweep stops (the next one tries again)."""
+    return isinstance(exc, (redis.ConnectionError, redis.TimeoutError))
 
 
 def task_arguments(raw: str | bytes) -> AttemptRef | None:

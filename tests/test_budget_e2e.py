@@ -198,3 +198,17 @@ def test_the_sweep_wakes_held_items_when_room_appears(settings, redis_client, si
     )
     assert snap.succeeded == 4, snap.counts
     assert wait_quiet(sim)["creations"] == 4
+
+
+def test_the_daily_budget_is_set_and_cleared_at_run_time(settings, redis_client, sim):
+    shown = json.loads(cli(settings, sim, "budget", "--json").stdout)
+    assert (shown["daily_limit_usd"], shown["daily_limit_from"]) == (None, "none")
+    run = cli(settings, sim, "budget", "set", "--daily", "12.50")
+    assert run.returncode == 0 and "daily budget 12.50 USD (set for the fleet)" in run.stdout, run.stdout
+    shown = json.loads(cli(settings, sim, "budget", "--json").stdout)
+    assert (shown["daily_limit_usd"], shown["left_today_usd"]) == (12.5, 12.5)
+    assert cli(settings, sim, "budget", "clear", "--daily").returncode == 0
+    assert json.loads(cli(settings, sim, "budget", "--json").stdout)["daily_limit_usd"] is None
+    assert cli(settings, sim, "budget", "set", "--daily", "-3").returncode == 2
+    assert cli(settings, sim, "budget", "set", "--batch", "b-nope", "1").returncode == 2
+    assert cli(settings, sim, "budget", "set").returncode == 2

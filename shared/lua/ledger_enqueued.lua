@@ -10,21 +10,23 @@ local due = t + tonumber(ARGV[1] or "0")
 local n = 0
 for i = 2, #KEYS do
   local item = KEYS[i]
-  local status = redis.call("HGET", item, "status")
+  local v = redis.call("HMGET", item, "status", "sent_tasks")
+  local status = v[1]
   if status and not TERMINAL[status] then
-    redis.call("HSET", item, "enqueued_at", string.format("%.6f", t))
+    local sets = { "enqueued_at", string.format("%.6f", t) }
     local id = ARGV[i]
     if id and id ~= "" then
       local ids = {}
-      for old in string.gmatch(redis.call("HGET", item, "sent_tasks") or "", "%S+") do
+      for old in string.gmatch(v[2] or "", "%S+") do
         table.insert(ids, old)
       end
       table.insert(ids, id)
       while #ids > MAX_SENT_TASKS do
         table.remove(ids, 1)
       end
-      redis.call("HSET", item, "sent_tasks", table.concat(ids, " "))
+      sets[3], sets[4] = "sent_tasks", table.concat(ids, " ")
     end
+    redis.call("HSET", item, unpack(sets))
     alive(KEYS[1], index_of(item), due)
     n = n + 1
   end

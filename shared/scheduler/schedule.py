@@ -215,12 +215,10 @@ class Scheduler:
         )
 
     def nudge(self) -> None:
-        """Tell the feeder that a worker took a message (room in the broker): one pipelined call."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.rpush(self.wake_key, "1")
-        pipe.ltrim(self.wake_key, -8, -1)
-        pipe.pexpire(self.wake_key, 60000)
-        pipe.execute()
+        """Tell the feeder that a worker took a message (room in the broker): one command (the
+        feeder's take empties the list; capped at 8 tokens like wake_feeder in sched_common.lua)."""
+        if self.redis.rpush(self.wake_key, "1") > 8:
+            self.redis.ltrim(self.wake_key, -8, -1)
 
     def held(self, batch_id: str) -> dict[int, dict[str, Any]]:
         """The sends held for a batch, by item (tests, diagnostics)."""

@@ -53,7 +53,8 @@ local recovering = recovery_ms_left()
 local free = L.concurrency_limit - redis.call('ZCARD', K_HOLDERS)
 if recovering > 0 then free = 0 end
 local rank = redis.call('ZRANK', K_WAITERS, id)
-if not rank then
+local newcomer = not rank
+if newcomer then
   redis.call('ZADD', K_WAITERS, place(), id)
   rank = redis.call('ZRANK', K_WAITERS, id)
 end
@@ -77,8 +78,9 @@ if rank < free then
   return reply({1, fence, fmt(NOW), ep, expires, handoff})
 end
 
--- Not admitted: a wake that brought it here is spent (the next one measures afresh).
-redis.call('HDEL', K_WOKEN, id)
+-- Not admitted: a wake that brought it here is spent (the next one measures afresh). A newcomer
+-- was never woken (a waiter's wake is forgotten with it).
+if not newcomer then redis.call('HDEL', K_WOKEN, id) end
 redis.call('ZADD', K_WAITER_EXP, fmt(NOW + CFG.waiter_ttl_ms), id)
 if pruned > 0 then wake(L.concurrency_limit) end
 return reply({0, rank, free, fmt(recovering)})

@@ -194,11 +194,14 @@ end
 
 -- --- holders ---------------------------------------------------------------------------------
 -- Fences start from Redis time in microseconds, so they keep increasing across a state loss.
+-- (One INCR when the counter exists; a 1 means it did not, and it is seeded then.)
 local function next_fence()
-  if redis.call('EXISTS', K_FENCE) == 0 then
-    redis.call('SET', K_FENCE, string.format('%.0f', NOW * 1000))
+  local fence = redis.call('INCR', K_FENCE)
+  if fence == 1 then
+    fence = tonumber(string.format('%.0f', NOW * 1000)) + 1
+    redis.call('SET', K_FENCE, string.format('%.0f', fence))
   end
-  return redis.call('INCR', K_FENCE)
+  return fence
 end
 
 local function decode_info(id)

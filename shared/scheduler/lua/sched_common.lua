@@ -63,8 +63,9 @@ local function make_ready(b, i, rank)
   join_turns(b, rank)
 end
 
+-- One token on the feeder's wake list. The feeder's take empties the list (take.lua), so it
+-- holds only the nudges of the moments since; at most 8 when no feeder runs. No expiry: the
+-- take deletes the key, and a stale one holds at most 8 tokens (a few wakes of the next feeder).
 local function wake_feeder()
-  redis.call('RPUSH', K_WAKE, '1')
-  redis.call('LTRIM', K_WAKE, -8, -1)
-  redis.call('PEXPIRE', K_WAKE, 60000)
+  if redis.call('RPUSH', K_WAKE, '1') > 8 then redis.call('LTRIM', K_WAKE, -8, -1) end
 end

@@ -7,6 +7,9 @@
 -- Returns {ms until the next due send (-1: none), then per send: batch, index, entry JSON, rank}.
 local want, window = tonumber(ARGV[2]), tonumber(ARGV[3])
 local t = now_ms()
+-- The nudges so far are answered by this take (it reads the broker's lists and the lines after
+-- them, atomically): the feeder sleeps until the next one instead of waking once per token.
+redis.call('DEL', K_WAKE)
 
 -- 1. Due sends join their batch's line (at most 1000 per call; the rest at the next).
 local due = redis.call('ZRANGEBYSCORE', K_DUE, '-inf', string.format('%.3f', t), 'WITHSCORES', 'LIMIT', 0, 1000)

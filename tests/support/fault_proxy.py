@@ -78,7 +78,7 @@ class FaultProxy:
                 if self.command != "HEAD":
                     self.wfile.write(data)
 
-            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _relay  # noqa: N815
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _relay
 
             def log_message(self, *args) -> None:
                 pass

@@ -19,8 +19,8 @@ from shared.errors import RedisUnavailableError, TransientError
 from shared.keys import Keys
 from shared.models import load_registry
 from shared.routing import build_input
+from tests.support.attempt_path import mark_running, record_batch, worker_context
 from tests.support.e2e import submit, wait_finished
-from tests.support.pipeline import mark_running, record_batch, worker_context
 from tests.support.wait import wait_until
 from workers.attempts import AttemptRef, CreationRecords
 from workers.claims import Claim, ClaimKeeper, seen_key

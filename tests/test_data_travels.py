@@ -24,7 +24,7 @@ def base_args(settings) -> list[str]:
 
 
 def queue_length(redis_client, settings) -> int:
-    from tests.support.pipeline import held_sends
+    from tests.support.attempt_path import held_sends
 
     return held_sends(settings, redis_client)
 
@@ -58,7 +58,7 @@ def test_references_are_read_once_by_content_uploaded_once_and_travel_as_urls(
     assert str(tmp_path) not in json.dumps([r.to_dict() for r in batch.requests or []] + [list(recorded)])
     assert queue_length(redis_client, settings) == 5
     from shared.scheduler import broker_lists
-    from tests.support.pipeline import feed
+    from tests.support.attempt_path import feed
 
     assert len(feed(settings, redis_client)) == 5  # what a worker's feeder puts into the broker
     messages = [redis_client.lrange(name, 0, -1) for name in broker_lists(settings.queue)]

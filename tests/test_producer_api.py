@@ -27,7 +27,7 @@ def base_args(settings):
 
 def queue_length(redis_client, settings) -> int:
     """Sends waiting to run (held by the schedule or in the broker: workers feed them)."""
-    from tests.support.pipeline import held_sends
+    from tests.support.attempt_path import held_sends
 
     return held_sends(settings, redis_client)
 
@@ -480,7 +480,7 @@ def test_submit_prints_notes_plan_and_routing_warnings_before_enqueueing(
 def queued_task_ids(redis_client, settings) -> list[str]:
     """The ids of the messages in the broker, after one round of the feeder."""
     from shared.scheduler import broker_lists
-    from tests.support.pipeline import feed
+    from tests.support.attempt_path import feed
 
     feed(settings, redis_client)
     return [

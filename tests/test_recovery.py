@@ -16,8 +16,8 @@ from shared.keys import Keys
 from shared.ledger import Ledger
 from shared.limiter import HolderInfo, Limiter
 from shared.scheduler import Scheduler
+from tests.support.attempt_path import feed, held_sends
 from tests.support.e2e import submit, wait_finished
-from tests.support.pipeline import feed, held_sends
 from tests.support.sim import wait_quiet
 from tests.support.wait import wait_until
 from tests.support.workers import messages_pending
@@ -155,7 +155,7 @@ def test_a_stale_message_forwards_the_current_attempt_when_it_is_due_not_at_once
     """A redelivered message of attempt 1 arrives while attempt 2 waits out its backoff (sent with
     a 20 s countdown). It re-sends attempt 2 (its follow-up may have been lost) with the time left
     until it is due, not with countdown 0, which would skip the backoff / retry_after."""
-    from tests.support.pipeline import record_batch, worker_context
+    from tests.support.attempt_path import record_batch, worker_context
     from workers.runner import AttemptRunner, Job, NextTask
 
     ledger, _ = record_batch(settings, redis_client, "b-stale", ["a tern over the surf", "a second tern"])
@@ -407,7 +407,7 @@ def test_one_batch_the_sweep_cannot_handle_never_stops_it_for_the_others(
     """A batch whose stored state makes the sweep fail (an item's attempt that is not a number:
     bad stored text of an older or buggy writer) is skipped and logged; a lost message of
     another batch is still sent again, and paid once."""
-    from tests.support.pipeline import record_batch
+    from tests.support.attempt_path import record_batch
 
     settings = settings.with_(lease_seconds=2.0)  # quiet after 5 s
     sim = sim_factory(latency_scale=0.02, image_scale=0.01)

@@ -18,8 +18,8 @@ from shared.keys import Keys
 from shared.ledger import Ledger
 from shared.limiter import Limiter
 from shared.scheduler import Scheduler
+from tests.support.attempt_path import MODEL, record_batch, worker_context
 from tests.support.e2e import submit, wait_finished
-from tests.support.pipeline import MODEL, record_batch, worker_context
 from tests.support.wait import wait_until
 from workers import tasks
 from workers.attempts import AttemptRef

@@ -17,8 +17,8 @@ from shared.limiter import HolderInfo, Limiter
 from shared.models import load_registry
 from shared.routing import build_input
 from tests.support import stall_procs
+from tests.support.attempt_path import MODEL, mark_running, record_batch
 from tests.support.limiter_procs import blpop_wait
-from tests.support.pipeline import MODEL, mark_running, record_batch
 from tests.support.sim import wait_quiet
 from tests.support.wait import wait_until
 from workers.creator import POST_SEND_SLACK

@@ -19,8 +19,8 @@ from shared.keys import Keys
 from shared.ledger import Ledger
 from shared.presence import WorkerMode, describe
 from shared.settings import Settings
+from tests.support.attempt_path import MODEL, record_batch, worker_context
 from tests.support.e2e import submit, wait_finished
-from tests.support.pipeline import MODEL, record_batch, worker_context
 from tests.support.wait import wait_until
 from workers.attempts import AttemptRef, CreationRecords
 from workers.reconcile import Reconciler

@@ -11,7 +11,7 @@ a fixture by name and never imports it; helpers are imported from their module:
     limiter         in-process limiters: make_limiter; start_waiter, lose_limiter_state, redis_now
     limiter_checks  invariants over grant logs (overlap, windows)
     limiter_procs   child-process bodies for the limiter's multi-process tests
-    pipeline        the worker pipeline run inside the test process
+    attempt_path    the attempt path (workers/README.md) run inside the test process
     e2e             submit a batch to real workers and wait for it
     flower          a stub Celery worker and a real Flower: stub_fleet
     bench           network-namespace hosts for the bench harness tests

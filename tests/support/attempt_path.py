@@ -1,6 +1,6 @@
-"""Running the worker pipeline inside the test process (real Redis, the stand-in over HTTP), for
-the cost-safety details that need a hand between two steps: what happens between the creation
-token and the POST, between the POST's answer and its record, on a stale message."""
+"""Running the attempt path (workers/README.md) inside the test process (real Redis, the stand-in
+over HTTP), for the cost-safety details that need a hand between two steps: what happens between
+the creation token and the POST, between the POST's answer and its record, on a stale message."""
 
 from __future__ import annotations
 

@@ -21,6 +21,7 @@ from shared.models import load_registry
 from shared.routing import build_input
 from tests.support.attempt_path import mark_running, record_batch, worker_context
 from tests.support.e2e import submit, wait_finished
+from tests.support.sim import wait_quiet
 from tests.support.wait import wait_until
 from workers.attempts import AttemptRef, CreationRecords
 from workers.claims import Claim, ClaimKeeper, seen_key
@@ -527,3 +528,37 @@ def _slots_in_use(redis_client, settings) -> int:
     from shared.limiter import Limiter
 
     return Limiter.from_settings(redis_client, Keys(settings.key_prefix), settings).status().in_use
+
+
+@pytest.mark.e2e
+def test_a_listed_prediction_whose_input_was_removed_means_cannot_tell_never_create(
+    settings, redis_client, sim_factory, worker_factory
+):
+    """The earlier POST of an attempt answered 502 but created its prediction; by the time the
+    attempt is reconciled, the stand-in has removed that prediction's input (as Replicate does
+    after about an hour). The listing shows a prediction of the same model from that time that
+    matches nothing: "none was created" cannot be concluded. The item fails saying so, and
+    nothing is created a second time."""
+    sim = sim_factory(latency_scale=0.02, image_scale=0.01, output_ttl=0.5)
+    settings = settings.with_(http_timeout=1.0)  # settling window: 1 + 1 + 1 + 5 s
+    ledger, [request] = record_batch(settings, redis_client, "b-removed", ["an owl on a fence"])
+    mark_running(ledger, "b-removed", 0)
+    ref, keys = AttemptRef("b-removed", 0, 1), Keys(settings.key_prefix)
+    store = CreationRecords(redis_client, keys)
+    store.write_intent(ref, MODEL)
+    redis_client.set(keys.claim("b-removed", 0, 1), "dead-worker", px=500)
+    assert store.begin_post(ref, "dead-worker")[0] == "go"
+    sent_input, _ = build_input(request, MODEL, load_registry())
+    calls = ReplicateCalls(settings.with_(replicate_base_url=sim.url))
+    made = calls.create(MODEL, sent_input)
+    store.mark_post_returned(ref)  # ... and its answer was a 502
+    wait_until(lambda: not calls.get(made.id).input, 15, "the stand-in to remove the input")
+
+    from workers.dispatch import enqueue_items
+
+    enqueue_items(settings, "b-removed", [request])
+    fleet = worker_factory(settings, count=1, sim=sim, FLEET_HTTP_TIMEOUT="1")
+    wait_finished(ledger, "b-removed", 60, fleet)
+    item = ledger.item("b-removed", 0)
+    assert item.status == "failed" and "cannot tell" in (item.error or ""), item
+    assert wait_quiet(sim)["creations"] == 1

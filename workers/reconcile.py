@@ -7,6 +7,11 @@ first, on the read budget) and adopts the one created for the same model referen
 by that pinned version, or by that deployment: workers.replicate_calls.created_for) with the same
 input that no other attempt owns.
 
+A listed prediction of the same model from that time whose input was removed (Replicate removes
+inputs and outputs about an hour after the end) could be the earlier create's: then nobody can
+tell, and the attempt fails with that reason (LocalError: never created on a guess, no paid
+fallback), rather than concluding "none".
+
 "None was created" is only concluded by a listing that starts after the settling window of the
 earlier create, because a gateway can answer 502/504 (or the client time out) while Replicate
 still creates the prediction. The window is the POST's in-flight limit (connect + write + read
@@ -25,7 +30,7 @@ import random
 from functools import partial
 from typing import Any, NamedTuple
 
-from shared.errors import RequeueError
+from shared.errors import LocalError, RequeueError
 from shared.logging_setup import bind_log_context
 from workers.attempts import AttemptRef, CreationRecord
 from workers.replicate_calls import created_for, post_in_flight_limit, same_input
@@ -76,7 +81,9 @@ class Reconciler(AttemptStage):
         ctx = self.ctx
         settling = self.settling_ends_at(record)
         listed_at = ctx.creations.redis_now()  # before the listing: it must start after the window
-        adopted = self._find_and_adopt(ref, model, input_, since=(record.intent_at or 0.0) - RECONCILE_SKEW)
+        adopted, unknown = self._find_and_adopt(
+            ref, model, input_, since=(record.intent_at or 0.0) - RECONCILE_SKEW
+        )
         if adopted is not None:
             return adopted
         if listed_at < settling.at:
@@ -87,21 +94,43 @@ class Reconciler(AttemptStage):
                 countdown=min(left + random.uniform(0.2, 1.0), self.budget.countdown_cap),
                 counted=False,
             )
+        if unknown:
+            # One of them may be the earlier create's: "none was created" cannot be concluded,
+            # and creating on a guess could pay twice. They have ended (Replicate removes inputs
+            # after the end), so a slot left counted for this attempt is free.
+            self._settle(ref)
+            raise LocalError(
+                f"cannot tell whether the earlier create made a prediction: {len(unknown)} listed "
+                f"prediction(s) of {model} from that time have their input removed (Replicate keeps "
+                f"inputs about an hour), e.g. {', '.join(unknown[:3])}; not creating again"
+            )
         ctx.creations.clear_intent(ref)
         log.info("reconciliation found no prediction for the earlier create; creating one")
         return None
 
     def _find_and_adopt(
         self, ref: AttemptRef, model: str, input_: dict[str, Any], *, since: float
-    ) -> str | None:
+    ) -> tuple[str | None, list[str]]:
         """Page through the account's predictions, newest first, back to `since`: the first with
-        this model and input that no other attempt owns becomes this attempt's."""
+        this model and input that no other attempt owns becomes this attempt's. Returns (the
+        adopted id or None, the ids of unowned predictions of this model since `since` whose
+        input was removed: any of them could be the earlier create's, nobody can tell)."""
         ctx = self.ctx
         cursor: str | None = None
+        unknown: list[str] = []
         for _ in range(RECONCILE_MAX_PAGES):
             views, cursor = self._read(ref.batch_id, partial(ctx.calls.list_page, cursor))
             for view in views:
-                if not created_for(model, view) or not same_input(input_, view.input):
+                if not created_for(model, view):
+                    continue
+                if not view.input:  # removed: it may or may not be ours
+                    created = view.created_ts()
+                    if (created is None or created >= since) and not ctx.creations.owned_by_other(
+                        view.id, ref
+                    ):
+                        unknown.append(view.id)
+                    continue
+                if not same_input(input_, view.input):
                     continue
                 if ctx.creations.owned_by_other(view.id, ref):
                     continue
@@ -111,10 +140,10 @@ class Reconciler(AttemptStage):
                         ref.batch_id, ref.index, ref.attempt, {"prediction_id": view.id}
                     )
                     log.warning("adopted prediction %s created by an earlier run of this attempt", view.id)
-                    return view.id
+                    return view.id, unknown
             times = [t for t in (v.created_ts() for v in views) if t is not None]
             if not cursor or (times and min(times) < since):
-                return None
+                return None, unknown
         raise RequeueError(
             f"listed {RECONCILE_MAX_PAGES} pages of predictions without reaching the earlier "
             "create; not creating again until it is settled",

@@ -378,8 +378,22 @@ class Batch:
         from workers.dispatch import enqueue_items
 
         self.info()
+        # An item whose prediction succeeded but whose outputs were not written (the output
+        # location refused them) is retried on that prediction: downloaded again while its
+        # output URL is valid (an hour; after that the next attempt creates anew), never paid twice.
+        unwritten = {
+            item.index: record
+            for item in self.ledger.items(self.id)
+            if item.status == "failed" and (record := _unwritten_prediction(item)) is not None
+        }
         try:
-            indexes = list(self.ledger.reset_failed(self.id, include_canceled=include_canceled))
+            indexes = list(
+                self.ledger.reset_failed(
+                    self.id,
+                    include_canceled=include_canceled,
+                    models={index: str(record.model) for index, record in unwritten.items()},
+                )
+            )
         except StillCancelingError as exc:
             raise InputError(
                 Problem(
@@ -388,6 +402,14 @@ class Batch:
                     field="BATCH",
                 )
             ) from None
+        if unwritten:
+            from workers.attempts import AttemptRef, CreationRecords
+
+            records = CreationRecords(self.ledger.redis, self.ledger.keys)
+            for index in set(indexes) & set(unwritten):
+                record = unwritten[index]
+                old = AttemptRef(self.id, index, record.attempt)
+                records.carry_over(old, old._replace(attempt=record.attempt + 1), str(record.prediction_id))
         if indexes:
             enqueue_items(self.settings, self.id, [self.ledger.request(self.id, i) for i in indexes])
         return indexes
@@ -686,6 +708,18 @@ def _daily_limit(settings: Settings, *, quiet: bool = False) -> int | None:
         if not quiet:
             raise
         return settings.daily_budget_micro
+
+
+def _unwritten_prediction(item: Any) -> Any:
+    """The last attempt of a failed item when its prediction exists and the item failed after it
+    as a local error (its outputs could not be written or fetched): that prediction can be
+    resumed instead of paid for again. None otherwise."""
+    if not item.attempts:
+        return None
+    last = max(item.attempts, key=lambda a: a.attempt)
+    if last.attempt != item.attempt or last.kind != "local" or not last.prediction_id or not last.model:
+        return None
+    return last
 
 
 def _only_existing_outputs(exc: InputError) -> bool:

@@ -777,7 +777,9 @@ def _state_of(batch: api.Batch) -> str:
 @pass_context
 def retry(obj: Context, batch_id: str, include_canceled: bool, wait: bool) -> None:
     """Re-enqueue the failed items of BATCH (only those, unless --include-canceled), each with a
-    new attempt on the first model of its route.
+    new attempt on the first model of its route. An item whose prediction succeeded but whose
+    outputs could not be written resumes that prediction instead (downloaded again while its
+    output URL is valid, an hour): it is not paid for twice.
 
     After `producer cancel`, retry lifts the batch's cancel so the re-enqueued items run (the
     canceled items stay canceled unless --include-canceled). It waits for nothing: while items

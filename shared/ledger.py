@@ -389,10 +389,12 @@ class Ledger:
             stopping=int(stopping),
         )
 
-    def reset_failed(self, batch_id: str, *, include_canceled: bool = False) -> list[int]:
+    def reset_failed(
+        self, batch_id: str, *, include_canceled: bool = False, models: Mapping[int, str] | None = None
+    ) -> list[int]:
         """Failed items (and canceled ones with `include_canceled`) back to pending (fresh
-        attempt number, first model of the route), for `producer retry`. Returns their indexes;
-        the caller enqueues them.
+        attempt number, first model of the route, or `models[index]`), for `producer retry`.
+        Returns their indexes; the caller enqueues them.
 
         On a canceled batch the cancel is lifted when anything is reset, so the workers run the
         reset items instead of canceling them again; StillCancelingError is raised (nothing changed)
@@ -400,7 +402,8 @@ class Ledger:
         items = self.items(batch_id)
         keys = [self.keys.batch(batch_id), self.keys.batch_live(batch_id)]
         keys += [self.keys.item(batch_id, it.index) for it in items]
-        args = ["1" if include_canceled else "0"] + [it.request.model for it in items]
+        models = models or {}
+        args = ["1" if include_canceled else "0"] + [models.get(it.index, it.request.model) for it in items]
         outcome, *rest = self._scripts["ledger_reset"](keys=keys, args=args)
         if int(outcome) < 0:
             (still_open,) = rest

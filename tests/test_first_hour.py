@@ -190,3 +190,33 @@ def test_outputs_not_written_are_downloaded_again_never_created_again(
     for record in batch.results():
         data = stored[f"runs/{record['files'][0]['key']}"]
         assert hashlib.sha256(data).hexdigest() in served
+
+
+def test_retry_of_an_item_whose_outputs_were_refused_resumes_its_prediction(
+    settings, sim_factory, worker_factory, tmp_path
+):
+    """Issue 18.2: the prediction succeeded, the output location refused the file (here a file
+    stands where its folder should be: a refusal, so the item fails at once, no paid fallback).
+    Once the location is fixed, `producer retry` finishes the item on the same prediction,
+    downloading its output again: never created again."""
+    sim = slow_sim(sim_factory, seconds=3.0)
+    settings = settings.with_(replicate_base_url=sim.url)
+    fleet = worker_factory(settings, count=1, sim=sim)
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps([{"prompt": "a kingfisher diving", "output": "birds/kingfisher.webp"}]))
+    batch = api.submit(prompts, settings=settings, model=FLUX_DEV)
+    blocker = settings.output_dir / "birds"
+    blocker.write_text("a file where the folder should be")  # while the prediction runs
+    snap = batch.wait(timeout=60, poll_interval=0.3)
+    [record] = batch.results()
+    assert snap.counts.get("failed") == 1 and record["attempts"][0]["prediction_id"], record
+    assert sim.ledger()["creations"] == 1
+
+    blocker.unlink()
+    retried = cli(settings, sim, "retry", batch.id, "--wait")
+    assert retried.returncode == 0, retried.stdout + retried.stderr + fleet.logs()[-3000:]
+    [record] = batch.results()
+    assert record["status"] == "succeeded" and (settings.output_dir / "birds").is_dir()
+    first, second = record["attempts"]
+    assert second["prediction_id"] == first["prediction_id"] and second["model"] == FLUX_DEV
+    assert sim.ledger()["creations"] == 1  # the same prediction, its output downloaded again

@@ -204,6 +204,17 @@ class CreationRecords:
         pipe.execute()
         return True
 
+    def carry_over(self, old: AttemptRef, new: AttemptRef, prediction_id: str) -> bool:
+        """Give `old`'s prediction to `new` (`producer retry` of an item whose prediction succeeded
+        but whose outputs were not written): `new` resumes it, downloading its outputs again
+        instead of paying for another. False (nothing changed) if another attempt owns it."""
+        owner_key = self.keys.prediction_owner(prediction_id)
+        owner = self.redis.get(owner_key)
+        if owner is not None and owner != old.marker:
+            return False
+        self.redis.set(owner_key, new.marker, ex=RECORD_TTL)
+        return self.record_prediction(new, prediction_id, origin="retried")
+
     def owned_by_other(self, prediction_id: str, ref: AttemptRef) -> bool:
         owner = self.redis.get(self.keys.prediction_owner(prediction_id))
         return owner is not None and owner != ref.marker

@@ -71,7 +71,9 @@ def test_status_cancel_limits_and_metrics_say_what_the_account_saw(
     from tests.test_metrics import scrape
 
     sim = sim_factory(latency_scale=1.0, latency_overrides={FLUX_DEV: 20}, max_in_flight=2, image_scale=0.01)
-    settings = settings.with_(concurrency_limit=6, replicate_base_url=sim.url)
+    # Polling: a sync create (Prefer: wait) is answered only when its prediction is done, too late
+    # to cancel it; with polls (or webhooks) a prediction in flight has an id to cancel.
+    settings = settings.with_(concurrency_limit=6, replicate_base_url=sim.url, wait_mode="poll")
     worker_factory(settings, count=1, sim=sim, concurrency=8)
     prompts = tmp_path / "prompts.json"
     prompts.write_text(json.dumps([f"a lantern in rain, take {i}" for i in range(12)]))
@@ -102,12 +104,17 @@ def test_status_cancel_limits_and_metrics_say_what_the_account_saw(
     limiter = Limiter.from_settings(redis_client, Keys(settings.key_prefix), settings)
     assert limiter.status().creations_in_window == account["creations"], account
     assert account["predictions_by_status"].get("canceled", 0) >= 1
+    key = ("fleet_predictions_total", (("model", FLUX_DEV), ("outcome", "canceled")))
     with start_metrics_server(settings, port=0, addr="127.0.0.1") as server:
+        # the workers' counters reach Redis within their flush interval
+        wait_until(
+            lambda: scrape(server.url).get(key, 0.0) == account["predictions_by_status"]["canceled"],
+            20,
+            "the canceled predictions in fleet_predictions_total",
+            interval=0.5,
+        )
         samples = scrape(server.url)
-    canceled_metric = samples.get(
-        ("fleet_predictions_total", (("model", FLUX_DEV), ("outcome", "canceled"))), 0.0
-    )
-    assert canceled_metric == account["predictions_by_status"]["canceled"]
+    assert samples.get(key, 0.0) == account["predictions_by_status"]["canceled"]  # not the items
 
     # A finished batch: nothing to cancel, and it is not marked canceled.
     done = cli(settings, sim, "cancel", batch.id)

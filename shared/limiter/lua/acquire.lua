@@ -52,8 +52,30 @@ end
 local recovering = recovery_ms_left()
 local free = L.concurrency_limit - redis.call('ZCARD', K_HOLDERS)
 if recovering > 0 then free = 0 end
+-- The slot goes to the caller: a new fence, its info, its lease. `woken`: when the wake that
+-- brought it here was sent (nil if none).
+local function grant(woken)
+  local fence = next_fence()
+  rec.fence = string.format('%.0f', fence)
+  rec.acquired_at = fmt(NOW)
+  rec.epoch = ep
+  save_holder(id, rec)
+  local expires = fmt(NOW + lease_ms)
+  redis.call('ZADD', K_HOLDERS, expires, id)
+  if pruned > 0 then wake(L.concurrency_limit) end
+  local handoff = woken and fmt(NOW - tonumber(woken)) or -1
+  return reply({1, fence, fmt(NOW), ep, expires, handoff})
+end
+
 local rank = redis.call('ZRANK', K_WAITERS, id)
 local newcomer = not rank
+if newcomer and free > 0 and redis.call('ZCARD', K_WAITERS) == 0 then
+  -- Nobody waits and a slot is free: the slot is the newcomer's at once. Joining the line and
+  -- leaving it in the same call would leave the same state (an empty line restarts its tags),
+  -- with a dozen more commands.
+  redis.call('DEL', K_FAIR)
+  return grant(nil)
+end
 if newcomer then
   redis.call('ZADD', K_WAITERS, place(), id)
   rank = redis.call('ZRANK', K_WAITERS, id)
@@ -66,16 +88,7 @@ if rank < free then
   redis.call('ZREM', K_WAITER_EXP, id)
   local woken = redis.call('HGET', K_WOKEN, id)
   redis.call('HDEL', K_WOKEN, id)
-  local fence = next_fence()
-  rec.fence = string.format('%.0f', fence)
-  rec.acquired_at = fmt(NOW)
-  rec.epoch = ep
-  save_holder(id, rec)
-  local expires = fmt(NOW + lease_ms)
-  redis.call('ZADD', K_HOLDERS, expires, id)
-  if pruned > 0 then wake(L.concurrency_limit) end
-  local handoff = woken and fmt(NOW - tonumber(woken)) or -1
-  return reply({1, fence, fmt(NOW), ep, expires, handoff})
+  return grant(woken)
 end
 
 -- Not admitted: a wake that brought it here is spent (the next one measures afresh). A newcomer

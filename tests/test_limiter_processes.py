@@ -7,7 +7,6 @@ results come back through Redis lists under the test's key prefix.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import signal
 import threading
@@ -22,25 +21,6 @@ from tests.support import limiter_procs as procs
 from tests.support.limiter import LIVE_LEASE, lose_limiter_state, redis_now
 from tests.support.limiter_checks import max_overlap, most_in_any_window, tightest_window
 from tests.support.wait import wait_until
-
-SPAWN = multiprocessing.get_context("spawn")
-
-
-@pytest.fixture
-def children():
-    started: list = []
-
-    def start(target, *args):
-        proc = SPAWN.Process(target=target, args=args, daemon=True)
-        proc.start()
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        if proc.is_alive():
-            proc.kill()
-        proc.join(5)
 
 
 def opts(concurrency=1, create_limit=100, window=1.0, lease=1.0, **limiter):

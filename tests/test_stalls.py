@@ -5,7 +5,6 @@ path (tests/support/stall_procs.py) in a child process, the real Redis, the stan
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import signal
 import time
@@ -23,26 +22,6 @@ from tests.support.sim import wait_quiet
 from tests.support.wait import wait_until
 from workers.creator import POST_SEND_SLACK
 from workers.replicate_calls import ReplicateCalls
-
-SPAWN = multiprocessing.get_context("spawn")
-
-
-@pytest.fixture
-def children():
-    started: list = []
-
-    def start(target, *args):
-        proc = SPAWN.Process(target=target, args=args, daemon=True)
-        proc.start()
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        if proc.is_alive():
-            os.kill(proc.pid, signal.SIGCONT)
-            proc.kill()
-        proc.join(5)
 
 
 def report(redis_client, lists: str, timeout: float = 60) -> dict:

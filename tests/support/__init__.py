@@ -8,7 +8,8 @@ a fixture by name and never imports it; helpers are imported from their module:
     sim             the Replicate stand-in: sim, sim_factory; wait_quiet (its ledger stops changing)
     workers         real `celery -A workers worker` processes: worker_factory, compose_worker,
                     messages_pending (on top of bench/processes.py, the harness bench/ uses too)
-    limiter         in-process limiters: make_limiter; start_waiter, lose_limiter_state, redis_now
+    limiter         in-process limiters: make_limiter; start_waiter, lose_limiter_state, redis_now;
+                    children (spawned child processes, killed at the end of the test)
     limiter_checks  invariants over grant logs (overlap, windows)
     limiter_procs   child-process bodies for the limiter's multi-process tests
     attempt_path    the attempt path (workers/README.md) run inside the test process

@@ -1,7 +1,11 @@
-"""The limiter's in-process tests: the `make_limiter` fixture and small tools around a Limiter."""
+"""The limiter's tests: the `make_limiter` fixture and small tools around a Limiter; the
+`children` fixture for tests that run real processes (tests/support/limiter_procs.py)."""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import signal
 import threading
 
 import pytest
@@ -25,6 +29,29 @@ return t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
 # keeper thread being held up for up to a second (a loaded 2-core machine). Tests sleep multiples
 # of it, so what they prove (a hold longer than N leases) does not depend on the value.
 LIVE_LEASE = 1.5
+
+
+SPAWN = multiprocessing.get_context("spawn")
+
+
+@pytest.fixture
+def children():
+    """start(target, *args): a spawned child process (target and args picklable), killed at the
+    end of the test if it still runs (woken first, in case the test stopped it with SIGSTOP)."""
+    started: list = []
+
+    def start(target, *args):
+        proc = SPAWN.Process(target=target, args=args, daemon=True)
+        proc.start()
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.is_alive():
+            os.kill(proc.pid, signal.SIGCONT)
+            proc.kill()
+        proc.join(5)
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ token's round trip, settle / release, held items and their wake-up, racing proce
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import random
 import uuid
@@ -299,3 +300,27 @@ def test_the_accounting_matches_a_model(redis_or_fakeredis, ops):
                 assert spend.reserved == sum(a for b, a in res.values() if b == spend.batch_id)
     finally:
         delete_prefix(redis_or_fakeredis, prefix)
+
+
+@pytest.mark.unit
+def test_what_an_attempt_reserves():
+    """The registry's price for the item's params (per image x outputs, per call, per second x the
+    requested duration), else the item's --price-per-call; in micro-dollars."""
+    from shared.models import load_registry
+    from shared.request import ImageRequest
+    from workers.runner import AttemptRunner
+
+    registry = load_registry()
+
+    def reserved(model: str, params: dict, price_per_call: float | None = None) -> int:
+        request = ImageRequest(0, "0", "p", model, model, params=params, price_per_call=price_per_call)
+        return AttemptRunner._price(registry.get(model), request)
+
+    assert reserved("black-forest-labs/flux-dev", {}) == 25_000
+    assert reserved("black-forest-labs/flux-dev", {"num_outputs": 4}) == 100_000
+    assert reserved("google/veo-3-fast", {}) == 3_320_000
+    assert reserved("kwaivgi/kling-v2.1-master", {"duration": 10}) == 2_800_000
+    unpriced = dataclasses.replace(registry.get("black-forest-labs/flux-dev"), price=None)
+    request = ImageRequest(0, "0", "p", "x/y", "x/y", price_per_call=0.5)
+    assert AttemptRunner._price(unpriced, request) == 500_000
+    assert AttemptRunner._price(unpriced, dataclasses.replace(request, price_per_call=None)) == 0

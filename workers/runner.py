@@ -32,7 +32,7 @@ from typing import Any
 
 import redis
 
-from shared.budget import Reservation, price_micro
+from shared.budget import Reservation
 from shared.errors import (
     BudgetExceededError,
     CanceledError,
@@ -47,6 +47,7 @@ from shared.ledger import TERMINAL
 from shared.limiter import Lease
 from shared.logging_setup import bind_log_context, log_context
 from shared.models import ModelSpec
+from shared.models.pricing import call_cost_micro
 from shared.request import ImageRequest
 from shared.scheduler import PARKED
 from workers.attempts import AttemptRef
@@ -272,10 +273,8 @@ class AttemptRunner(AttemptStage):
         """What this attempt reserves: the registry's price for the item's params (per-second
         models: the requested duration), or the item's --price-per-call; 0 when unpriced (submit
         refuses an unpriced model under a limit)."""
-        cost = spec.cost(request.params)
-        if cost is None:
-            cost = request.price_per_call
-        return 0 if cost is None else price_micro(cost)
+        cost = call_cost_micro(spec, request.params, request.price_per_call)
+        return 0 if cost is None else cost
 
     def _resume(self, job: Job, claim: Claim, model: str, prediction_id: str) -> PredictionView:
         """The prediction an earlier run created: waited for, never created again."""

@@ -13,20 +13,43 @@ how to give a price; it returns quietly when every model that may run is priced.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping, Sequence
+from decimal import ROUND_CEILING, Decimal
+from typing import TYPE_CHECKING, Any
 
 from shared.errors import Problem, UnpricedModelError
 from shared.request import ImageRequest
 
 if TYPE_CHECKING:
-    from shared.models import ModelRegistry
+    from shared.models import ModelRegistry, ModelSpec
 
 
 def call_cost(request: ImageRequest, model: str, params: dict, registry: ModelRegistry) -> float | None:
     """USD for one call of `model` for `request` with `params`; None when nobody gave a price."""
     cost = registry.get(model).cost(params)
     return cost if cost is not None else request.price_per_call
+
+
+def call_cost_micro(
+    spec: ModelSpec, params: Mapping[str, Any], price_per_call: float | None = None
+) -> int | None:
+    """What a spending limit reserves for one call: micro-USD, exact (integers and decimals,
+    never float products: $0.28/s x 10 s is 2 800 000, not 2 800 001), rounded up. The same rule
+    as ModelSpec.cost; a model without a price costs `price_per_call` (None: unknown)."""
+    from shared.budget.money import price_micro
+
+    if spec.price is None:
+        return None if price_per_call is None else price_micro(price_per_call)
+    unit = price_micro(spec.price)
+    if spec.price_unit == "call":
+        return unit
+    if spec.price_unit == "second":
+        duration = params.get("duration")
+        if duration is None and "duration" in spec.params:
+            duration = spec.params["duration"].default
+        seconds = Decimal(str(duration or 0))
+        return int((unit * seconds).to_integral_value(rounding=ROUND_CEILING))
+    return unit * spec.output_count(params)
 
 
 def unpriced(requests: Iterable[ImageRequest], registry: ModelRegistry) -> dict[str, list[int]]:

@@ -13,6 +13,7 @@ trouble it is, which decides what happens next (retry, fall back, fail the item,
     │   └── DuplicateBatchError     (the same content is a batch in Redis already)
     ├── DuplicateFingerprintError   (the ledger's atomic check behind DuplicateBatchError)
     ├── StillCancelingError         (retry while a canceled batch's items still run)
+    ├── BatchBeingRecordedError     (another producer is recording the same batch id right now)
     ├── RedisUnavailableError
     ├── NoWorkerError
     ├── LimiterError
@@ -112,6 +113,17 @@ class DuplicateFingerprintError(FleetError):
 
     def __init__(self, batch_id: str):
         super().__init__(f"batch {batch_id} has the same content")
+        self.batch_id = batch_id
+
+
+class BatchBeingRecordedError(FleetError):
+    """Another producer is recording a batch with this id right now (its items are being staged),
+    or one that died doing so less than half a minute ago; nothing was recorded."""
+
+    def __init__(self, batch_id: str):
+        super().__init__(
+            f"batch {batch_id} is being recorded by another producer right now; try again in a minute"
+        )
         self.batch_id = batch_id
 
 

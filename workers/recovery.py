@@ -146,6 +146,14 @@ class Sweeper:
             for batch_id in report.pruned:
                 self.budget.forget_batch(batch_id)
         report.woken = self.wake_held()
+        for batch_id in self.ledger.staged_batches():  # recorded, but its producer died before
+            try:  # its items stopped expiring
+                self.ledger.persist_staged(batch_id)
+            except Exception as exc:  # noqa: BLE001 - one batch must never stop the sweep for the others
+                if _redis_down(exc):
+                    raise
+                report.failed.append(batch_id)
+                log.exception("recovery sweep: the items of batch %s not persisted (%s)", batch_id, exc)
         unfinished, no_manifest = self.ledger.batches_to_look_after()
         for batch_id in no_manifest:  # the worker that finished it died first, or lost the reply
             if self._write_manifest(batch_id):

@@ -12,29 +12,23 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from bench.processes import free_port
-from producer.flower import start_flower
-from producer.prompts import parse_prompts
-from shared.keys import Keys
-from shared.ledger import Ledger
 from shared.models import load_registry
+from tests.support.attempt_path import record_batch
 from tests.support.browser import dump_dom, screenshot, served_responses
 from tests.support.flower import (
     FLOWER_PASSWORD,
     FLOWER_USER,
     REDIS_PASSWORD,
     TOKEN,
-    flower_answers,
+    flower_beside_a_worker,
     http_get,
-    stop_process,
 )
 from tests.support.wait import wait_until
-from tests.support.workers import compose_worker, forget_queue, pick_image_model
+from tests.support.workers import pick_image_model
 from workers.dispatch import enqueue_items
 
 pytestmark = [pytest.mark.browser, pytest.mark.needs("browser")]
@@ -96,69 +90,54 @@ def test_flower_during_a_real_batch(settings, redis_client, sim_factory, tmp_pat
     """The real pipeline: the project's worker (as compose runs it), the stand-in, a small batch;
     Flower (started by producer.flower) opened in Chromium while the batch runs, and the
     screenshot taken while predictions are still in flight."""
-    import json
 
     sim = sim_factory(latency_scale=BROWSER_BATCH_LATENCY)
     settings = settings.with_(replicate_base_url=sim.url, replicate_api_token=RUN_TOKEN, concurrency_limit=3)
     registry = load_registry()
     batch_id = f"browser-{settings.key_prefix}"
-    requests = parse_prompts(
+    ledger, requests = record_batch(
+        settings,
+        redis_client,
+        batch_id,
         [f"a paper boat on a pond, take {i}" for i in range(6)],
-        batch_id=batch_id,
-        output_root=settings.output_dir,
-        registry=registry,
         model=pick_image_model(registry),
     )
-    ledger = Ledger(redis_client, Keys(settings.key_prefix))
-    assert ledger.create_batch(batch_id, requests, output_root=str(settings.output_dir), options={})
-
-    port = free_port()
-    flower_url = f"http://127.0.0.1:{port}"
-    flower = start_flower(
-        settings,
-        port,
-        f"{FLOWER_USER}:{FLOWER_PASSWORD}",
-        tmp_path / "flower" / "flower.db",
-        address="127.0.0.1",
-        stdout=(tmp_path / "flower.log").open("w"),
-        stderr=subprocess.STDOUT,
-    )
-    worker = compose_worker(settings, "browser", tmp_path / "worker.log")
-    try:
-        wait_until(lambda: flower_answers(flower_url), 30, "Flower to answer", interval=0.2)
-        enqueue_items(settings, batch_id, requests)
-
-        def batch_tasks() -> dict[str, dict]:
-            tasks = json.loads(http_get(f"{flower_url}/api/tasks")[1])
-            return {t: info for t, info in tasks.items() if batch_id in (info.get("args") or "")}
-
-        def started() -> list[str] | None:
-            tasks = batch_tasks()
-            return (
-                list(tasks)
-                if len(tasks) >= len(requests)
-                and any(info.get("state") == "STARTED" for info in tasks.values())
-                else None
-            )
-
-        task_ids = wait_until(started, 60, "the batch's tasks in Flower, some started", interval=0.5)
-        check_tasks_page(tmp_path, flower_url, batch_id, task_ids, "flower.png", token=RUN_TOKEN)
-        # The screenshot is of a batch in progress: tasks were still running after it was taken.
-        states = {info.get("state") for info in batch_tasks().values()}
-        assert states & set(RUNNING_STATES), f"every task had ended before the screenshot: {states}"
-        assert not ledger.batch(batch_id).finished
-        assert RUN_TOKEN not in http_get(f"{flower_url}/api/tasks")[1]
-    finally:
+    with flower_beside_a_worker(settings, redis_client, tmp_path, "browser") as flower_url:
         try:
-            ledger.cancel(batch_id)  # the worker stops waiting at once instead of for ~20 s predictions
-        except Exception:  # noqa: BLE001 - cleanup only
-            pass
-        worker.stop(timeout=15)
-        stop_process(flower)
-        forget_queue(redis_client, settings.queue)
+            enqueue_items(settings, batch_id, requests)
+            _during_the_batch(tmp_path, flower_url, ledger, batch_id, requests)
+        finally:
+            try:
+                ledger.cancel(batch_id)  # the worker stops waiting at once, not after ~20 s predictions
+            except Exception:  # noqa: BLE001 - cleanup only
+                pass
     for log in (tmp_path / "flower.log", tmp_path / "worker.log"):
         assert RUN_TOKEN not in log.read_text(errors="replace"), log
     assert RUN_TOKEN not in sim.log(), "the stand-in's log"
+
+
+def _during_the_batch(tmp_path, flower_url, ledger, batch_id, requests) -> None:
+    import json
+
+    def batch_tasks() -> dict[str, dict]:
+        tasks = json.loads(http_get(f"{flower_url}/api/tasks")[1])
+        return {t: info for t, info in tasks.items() if batch_id in (info.get("args") or "")}
+
+    def started() -> list[str] | None:
+        tasks = batch_tasks()
+        return (
+            list(tasks)
+            if len(tasks) >= len(requests) and any(info.get("state") == "STARTED" for info in tasks.values())
+            else None
+        )
+
+    task_ids = wait_until(started, 60, "the batch's tasks in Flower, some started", interval=0.5)
+    check_tasks_page(tmp_path, flower_url, batch_id, task_ids, "flower.png", token=RUN_TOKEN)
+    # The screenshot is of a batch in progress: tasks were still running after it was taken.
+    states = {info.get("state") for info in batch_tasks().values()}
+    assert states & set(RUNNING_STATES), f"every task had ended before the screenshot: {states}"
+    assert not ledger.batch(batch_id).finished
+    assert RUN_TOKEN not in http_get(f"{flower_url}/api/tasks")[1]
 
 
 @pytest.mark.e2e
@@ -171,31 +150,15 @@ def test_flower_shows_failed_retried_and_succeeded_attempts(settings, redis_clie
 
     sim = sim_factory(always_fail_models=["black-forest-labs/flux-dev"], abort_next=1, latency_scale=0.02)
     settings = settings.with_(replicate_base_url=sim.url, replicate_api_token=RUN_TOKEN)
-    registry = load_registry()
     batch_id = f"browser-fail-{settings.key_prefix}"
-    requests = parse_prompts(
+    ledger, requests = record_batch(
+        settings,
+        redis_client,
+        batch_id,
         [f"a windmill in fog, take {i}" for i in range(2)],
-        batch_id=batch_id,
-        output_root=settings.output_dir,
-        registry=registry,
         model="black-forest-labs/flux-dev",
     )
-    ledger = Ledger(redis_client, Keys(settings.key_prefix))
-    assert ledger.create_batch(batch_id, requests, output_root=str(settings.output_dir), options={})
-    port = free_port()
-    flower_url = f"http://127.0.0.1:{port}"
-    flower = start_flower(
-        settings,
-        port,
-        f"{FLOWER_USER}:{FLOWER_PASSWORD}",
-        tmp_path / "flower" / "flower.db",
-        address="127.0.0.1",
-        stdout=(tmp_path / "flower.log").open("w"),
-        stderr=subprocess.STDOUT,
-    )
-    worker = compose_worker(settings, "states", tmp_path / "worker.log")
-    try:
-        wait_until(lambda: flower_answers(flower_url), 30, "Flower to answer", interval=0.2)
+    with flower_beside_a_worker(settings, redis_client, tmp_path, "states") as flower_url:
         enqueue_items(settings, batch_id, requests)
         wait_until(lambda: ledger.batch(batch_id).finished, 90, "the batch to finish", interval=0.3)
 
@@ -225,7 +188,3 @@ def test_flower_shows_failed_retried_and_succeeded_attempts(settings, redis_clie
         assert RUN_TOKEN not in page + detail
         screenshot(tmp_path, with_credentials(f"{flower_url}/tasks?state=FAILURE"), "flower-failures.png")
         assert sim.ledger()["creations"] == 5  # failing tasks were acked, never redelivered
-    finally:
-        worker.stop(timeout=15)
-        stop_process(flower)
-        forget_queue(redis_client, settings.queue)

@@ -9,6 +9,7 @@ tested before, and independently of, the real pipeline.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import textwrap
 import urllib.error
 import urllib.request
 from base64 import b64encode
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -220,3 +222,31 @@ def flower_answers(url: str) -> bool:
         return http_get(f"{url}/healthcheck", auth=False, timeout=2)[0] == 200
     except OSError:
         return False
+
+
+@contextlib.contextmanager
+def flower_beside_a_worker(settings: Settings, redis_client, tmp_path: Path, name: str) -> Iterator[str]:
+    """A real Flower (producer.flower, basic auth, logging to tmp_path/flower.log) beside one
+    project worker as compose runs it (tmp_path/worker.log); yields Flower's URL once it answers.
+    Both stopped, and the worker's queue forgotten, at the end."""
+    from tests.support.workers import compose_worker, forget_queue
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    flower = start_flower(
+        settings,
+        port,
+        f"{FLOWER_USER}:{FLOWER_PASSWORD}",
+        tmp_path / "flower" / "flower.db",
+        address="127.0.0.1",
+        stdout=(tmp_path / "flower.log").open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    worker = compose_worker(settings, name, tmp_path / "worker.log")
+    try:
+        wait_until(lambda: flower_answers(url), 30, "Flower to answer", interval=0.2)
+        yield url
+    finally:
+        worker.stop(timeout=15)
+        stop_process(flower)
+        forget_queue(redis_client, settings.queue)

@@ -326,7 +326,7 @@ class Ledger:
 
     def staged_batches(self) -> list[str]:
         """Recorded batches whose items may still expire (their producer died before persisting)."""
-        return sorted(texts(self.redis.smembers(self._staged_batches)))
+        return sorted(_text(member) for member in self.redis.smembers(self._staged_batches))
 
     @property
     def _staged_batches(self) -> str:

@@ -19,7 +19,7 @@ from shared.keys import Keys
 from shared.ledger import Ledger
 from shared.presence import WorkerMode, describe
 from shared.settings import Settings
-from tests.support.attempt_path import MODEL, record_batch, worker_context
+from tests.support.attempt_path import MODEL, mark_running, record_batch, worker_context
 from tests.support.e2e import submit, wait_finished
 from tests.support.wait import wait_until
 from workers.attempts import AttemptRef, CreationRecords
@@ -113,7 +113,8 @@ def test_a_held_creates_wait_lengthens_its_settling_only_while_no_answer_came(se
     window = post_in_flight_limit(quick)
     keys = Keys(settings.key_prefix)
     records = CreationRecords(redis_client, keys)
-    record_batch(settings, redis_client, "b-wait", ["a grebe"])
+    ledger, _ = record_batch(settings, redis_client, "b-wait", ["a grebe"])
+    mark_running(ledger, "b-wait", 0)  # the last check wants the item running this attempt
     ref = AttemptRef("b-wait", 0, 1)
     with worker_context(quick) as ctx:
         reconciler = Reconciler(ctx)

@@ -32,6 +32,7 @@ from producer.progress import (
     Snapshot,
     format_counts,
     format_duration,
+    in_flight_by_batch,
     make_reporter,
     snapshot_from_info,
 )
@@ -353,9 +354,7 @@ class Batch:
             return CancelOutcome(canceled=0, revoked=0, already_finished=True)
         _budget(self.settings, self.ledger.redis).drop_held(self.id)  # held items are canceled too
         status = _limiter_status_or_none(self.settings)
-        at_replicate = sum(
-            1 for h in (status.holders if status else []) if h.batch_id == self.id and h.prediction_id
-        )
+        at_replicate = in_flight_by_batch(status.holders if status else []).get(self.id, 0)
         # Sends still held in the schedule are dropped (the feeder would skip them anyway: their
         # items are canceled); only the few messages already in the broker need revoking.
         Scheduler(self.ledger.redis, self.ledger.keys).drop_batch(self.id)
@@ -1019,20 +1018,13 @@ def fleet_info(settings: Settings | None = None, *, batches: int = 200):
     priority, the workers consuming the queue (host, pid, threads, busy), slots in use and
     waiting, the windows and a pause, and the unfinished batches among the latest `batches`
     with their progress. `.to_dict()` is what `producer info --json` prints."""
-    from collections import Counter
 
     from producer.info import FleetInfo, active_batches, workers_of
     from workers.dispatch import producer_app
 
     settings = _settings(settings)
     limits = _limiter_status_or_none(settings)
-    # in flight: a prediction id on the slot, or (a sync create held open, its id not known
-    # yet) the attempt its creation token marked the slot with
-    at_replicate = Counter(
-        h.batch_id
-        for h in (limits.holders if limits else [])
-        if h.batch_id and (h.prediction_id or h.attempt)
-    )
+    at_replicate = in_flight_by_batch(limits.holders if limits else [])
     return FleetInfo(
         queue=settings.queue,
         depths=queue_depths(settings),

@@ -757,7 +757,8 @@ def cancel(obj: Context, batch_id: str) -> None:
         waiting = outcome.stopping - outcome.at_replicate
         click.echo(
             f"  {outcome.stopping} running item(s) are being stopped by their workers: "
-            f"{outcome.at_replicate} prediction(s) in flight canceled at Replicate, "
+            f"{outcome.at_replicate} prediction(s) at Replicate, canceled there as soon as their "
+            "workers have their ids, "
             f"{waiting} waiting to be created or saving (nothing more is created); "
             "`producer status` shows when they are done"
         )

@@ -136,6 +136,18 @@ def batch_state(snap: Snapshot) -> str:
     return "running" if snap.done or snap.running else "queued"
 
 
+def in_flight_by_batch(holders: Any) -> dict[str, int]:
+    """Predictions in flight at Replicate per batch, from the limiter's holders: a slot with a
+    prediction id, or marked with an attempt by its creation token (its POST sent, e.g. a sync
+    create held open until the prediction ends, its id not known yet)."""
+    found: dict[str, int] = {}
+    for h in holders:
+        batch_id = getattr(h, "batch_id", None)
+        if batch_id and (getattr(h, "prediction_id", None) or getattr(h, "attempt", None)):
+            found[batch_id] = found.get(batch_id, 0) + 1
+    return found
+
+
 def snapshot_from_info(info: Any, *, now: float | None = None, limiter_status: Any = None) -> Snapshot:
     """A Snapshot from a ledger BatchInfo (attributes per the ledger contract)."""
     now = time.time() if now is None else now
@@ -150,12 +162,7 @@ def snapshot_from_info(info: Any, *, now: float | None = None, limiter_status: A
     if limiter_status is not None:
         slots_in_use = int(getattr(limiter_status, "in_use", 0))
         slots_limit = int(getattr(limiter_status, "concurrency_limit", 0))
-        holders = getattr(limiter_status, "holders", None) or []
-        at_replicate = sum(
-            1
-            for h in holders
-            if getattr(h, "batch_id", None) == str(info.id) and getattr(h, "prediction_id", None)
-        )
+        at_replicate = in_flight_by_batch(getattr(limiter_status, "holders", None) or []).get(str(info.id), 0)
     return Snapshot(
         batch_id=str(info.id),
         total=total,

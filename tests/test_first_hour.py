@@ -95,7 +95,7 @@ def test_status_cancel_limits_and_metrics_say_what_the_account_saw(
     queued = int(out.split(" queued item(s) canceled now")[0].rsplit(" ", 1)[-1])
     ended_since = batch.status().counts.get("succeeded", 0)  # items may end while cancel runs
     assert stopping >= 5 and 12 - ended_since <= queued + stopping <= 12, out
-    in_flight = int(out.split(" prediction(s) in flight canceled at Replicate")[0].rsplit(" ", 1)[-1])
+    in_flight = int(out.split(" prediction(s) at Replicate, canceled there")[0].rsplit(" ", 1)[-1])
     assert in_flight <= 2, out  # the account's limit: slots held without a prediction are not counted
     snap = batch.wait(timeout=60, poll_interval=0.3)
     assert snap.finished and snap.counts.get("canceled", 0) + snap.counts.get("succeeded", 0) == 12

@@ -169,6 +169,12 @@ class Lease:
         self._record["creating_at"] = at_ms
         self._create_token = token
 
+    def _unmark_creating(self, attempt: str) -> None:
+        """give_back_create_token took the marker off in Redis: a re-registration must not put it back."""
+        if self._record.get("attempt") == attempt:
+            self._record.pop("attempt", None)
+            self._record.pop("creating_at", None)
+
     def _mark_lost(self, reason: str) -> None:
         if self._ended is not None or self.lost:
             return

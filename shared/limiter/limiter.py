@@ -47,6 +47,7 @@ SCRIPT_NAMES = (
     "adopt",
     "confirm",
     "drop",
+    "give_back",
     "heartbeat",
     "pause",
     "set_limits",
@@ -463,12 +464,20 @@ class Limiter:
     def give_back_create_token(self, holder: Lease) -> None:
         """The creation token `holder` was last granted (take_create_token(holder=...)) was not
         used: no POST was sent (the last check before it found the batch canceled, the attempt
-        owned elsewhere, the worker stopping). It leaves the window, so the window counts the
-        creations the account saw. Only for a token whose POST certainly never started."""
-        member = getattr(holder, "_create_token", None)
-        if member:
-            holder._create_token = None
-            self._unreserve("create", member)
+        owned elsewhere, the worker stopping), or it was refused with a 429. It leaves the window,
+        so the window counts the creations the account saw, and the slot loses the attempt's
+        marker (lua/give_back.lua). Only for a token whose POST certainly created nothing. Best
+        effort: on a Redis error the token stays counted (the window errs on the safe side)."""
+        member, attempt = getattr(holder, "_create_token", None), holder.attempt
+        if not member or not attempt:
+            return
+        holder._create_token = None
+        try:
+            self._call("give_back", holder.holder_id, member, attempt)
+        except (RedisUnavailableError, LimiterError) as exc:
+            log.debug("creation token of %s not given back: %s", holder.holder_id, exc)
+            return
+        holder._unmark_creating(attempt)
 
     def _unreserve(self, kind: str, member: str) -> None:
         # Taking a reserved grant out only loosens the window for later grants: always safe.

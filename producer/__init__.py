@@ -20,6 +20,7 @@ from producer.api import (
     set_limits,
     submit,
     validate,
+    worker_modes,
 )
 from shared.errors import (
     BudgetExceededError,
@@ -44,6 +45,7 @@ __all__ = [
     "list_batches",
     "limits_status",
     "limit_sources",
+    "worker_modes",
     "set_limits",
     "reset_limits",
     "budget_status",

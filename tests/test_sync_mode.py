@@ -13,6 +13,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
+import producer
 from producer.cli import cli
 from shared.errors import ConfigError
 from shared.keys import Keys
@@ -165,6 +166,7 @@ def test_without_a_webhook_predictions_come_back_ended_in_their_create_answer(
     as_json = json.loads(CliRunner().invoke(cli, [*base, "--json"], env=settings.as_env()).stdout)
     [worker] = as_json["workers"]
     assert worker["mode"] == "sync" and worker["pid"] == fleet.workers[0].pid
+    assert [m.mode for m in producer.worker_modes(settings)] == ["sync"]  # the Python API
     info = CliRunner().invoke(cli, [*base[:-1], "info"], env=settings.as_env())
     assert "wait mode: sync (1 worker process, Prefer: wait up to 60 s)" in info.stdout, info.output
 

@@ -84,13 +84,15 @@ def test_a_loss_first_seen_by_a_process_that_knew_nothing_is_still_recognised(
 def test_without_room_a_holder_forgotten_by_redis_learns_it_is_lost(make_limiter, redis_client, key_prefix):
     """Processes that never saw the old state took every slot before the renewals came: the
     holders that were forgotten are told they lost their slot; fences keep increasing."""
-    limiter = make_limiter(concurrency=2, lease=0.9)
+    # A long lease: the unaware grants must come before a's and b's first renewal (due a third
+    # of a lease after their grant), which a loaded machine could delay past a 0.3 s renewal.
+    limiter = make_limiter(concurrency=2, lease=6.0)
     a = limiter.acquire(HolderInfo(task_id="a"))
     b = limiter.acquire(HolderInfo(task_id="b"))
     lose_limiter_state(redis_client, key_prefix)
-    other = make_limiter(concurrency=2, lease=5)
+    other = make_limiter(concurrency=2, lease=6.0)
     grabbed = [other.acquire(HolderInfo(task_id=f"new{i}"), timeout=0) for i in range(2)]
-    assert a.wait_lost(timeout=3) and b.wait_lost(timeout=3)
+    assert a.wait_lost(timeout=6.0) and b.wait_lost(timeout=6.0)
     assert {h.task_id for h in limiter.status().holders} == {"new0", "new1"}
     assert all(g.fence > max(a.fence, b.fence) for g in grabbed)
 
@@ -113,7 +115,9 @@ def test_an_abandoned_slot_is_put_back_as_an_orphan_if_the_loss_came_first(
 ):
     """The renewal that re-registers a holder can cross its abandon(); the keeper then abandons
     it again, so the slot ends as an orphan, not as a live lease nor a free slot."""
-    limiter = make_limiter(concurrency=1, lease=0.9)
+    # A long lease: the keeper's own first renewal (a third of it after the grant) must not
+    # re-register the holder before the crossing this test plays by hand.
+    limiter = make_limiter(concurrency=1, lease=6.0)
     lease = limiter.acquire(HolderInfo(task_id="a"))
     limiter.take_create_token(holder=lease, attempt="b:0:1")
     lose_limiter_state(redis_client, key_prefix)

@@ -746,6 +746,33 @@ def _batch_info(raw: dict[str, str]) -> BatchInfo:
 
 
 def _item_record(index: int, raw: dict[str, str]) -> ItemRecord:
+    """An item as stored; one whose stored text cannot be read (written by hand, by an older or
+    broken writer) comes back with what could be read and says so in its error, instead of
+    raising: a manifest, `producer cancel` or the sweep must not fail for the whole batch."""
+    try:
+        return _decoded_item(index, raw)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        problem = f"stored record unreadable ({type(exc).__name__}: {str(exc)[:160]})"
+        return ItemRecord(
+            index=index,
+            request=ImageRequest(
+                index=index, id=str(index), prompt="", requested_model="", model=raw.get("current_model", "")
+            ),
+            status=raw.get("status") or "failed",
+            attempt=_int(raw.get("attempt")),
+            current_model=raw.get("current_model", ""),
+            error=f"{raw['error']}; {problem}" if raw.get("error") else problem,
+        )
+
+
+def _int(raw: str | None) -> int:
+    try:
+        return int(raw or 0)
+    except ValueError:
+        return 0
+
+
+def _decoded_item(index: int, raw: dict[str, str]) -> ItemRecord:
     attempts = sorted(
         (AttemptRecord.from_json(v) for k, v in raw.items() if k.startswith("att:")), key=lambda a: a.attempt
     )

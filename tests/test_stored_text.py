@@ -62,3 +62,34 @@ def producer(settings, *args: str) -> subprocess.CompletedProcess:
         errors="strict",
         timeout=60,
     )
+
+
+def test_cancel_status_and_results_of_a_batch_whose_stored_records_cannot_be_read(
+    settings, redis_client, tmp_path
+):
+    """Stored records no writer of ours produces (a request that is not JSON, an attempt that is
+    not a number: written by hand or by a broken version) never make the CLI print a traceback:
+    the items are shown with what could be read and the reason on the item."""
+    ledger = Ledger(redis_client, Keys(settings.key_prefix))
+    requests = [
+        ImageRequest(
+            index=i, id=str(i), prompt=f"a hare {i}", requested_model="m/a", model="m/a", output=f"b/{i}.png"
+        )
+        for i in range(3)
+    ]
+    assert ledger.create_batch("b-garbled", requests, output_root=str(tmp_path / "out"))
+    keys = Keys(settings.key_prefix)
+    redis_client.hset(keys.item("b-garbled", 1), "request", "{not json")
+    redis_client.hset(keys.item("b-garbled", 2), "attempt", "one")
+    for args in (("cancel", "b-garbled"), ("status", "b-garbled"), ("results", "b-garbled", "--json")):
+        result = producer(settings, *args)
+        assert result.returncode == 0 and "Traceback" not in result.stderr, (args, result.stderr)
+    records = [
+        json.loads(line) for line in producer(settings, "results", "b-garbled", "--json").stdout.splitlines()
+    ]
+    assert [r["status"] for r in records] == ["canceled"] * 3
+    assert (
+        "stored record unreadable" in records[1]["error"]
+        and "stored record unreadable" in records[2]["error"]
+    )
+    assert records[0]["prompt"] == "a hare 0"

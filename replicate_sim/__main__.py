@@ -117,7 +117,7 @@ async def serve(
     # A deep accept backlog so hundreds of clients connecting at once are not dropped and retried.
     site = web.TCPSite(runner, host, port, backlog=4096, reuse_address=True)
     await site.start()
-    actual_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    actual_port = runner.addresses[0][1]
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "") else ("[::1]" if host == "::" else host)
     info = {
         "replicate_sim": "listening",

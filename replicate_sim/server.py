@@ -44,6 +44,8 @@ def api(kind: str, route: str) -> Callable[[Handler], Handler]:
     """Tag a handler with the limit it counts against ("create" or "read") and a route name."""
 
     def tag(handler: Handler) -> Handler:
+        # The tags ride on the function (account_middleware reads them); a Callable type has no
+        # attributes, hence the ignores.
         handler.sim_kind = kind  # type: ignore[attr-defined]
         handler.sim_route = route  # type: ignore[attr-defined]
         return handler
@@ -123,7 +125,7 @@ async def account_middleware(request: web.Request, handler: Handler) -> web.Stre
     status = engine.injected_error()
     if status is not None:
         return server_error(status)
-    rejection = engine.admit(kind, handler.sim_route)  # type: ignore[attr-defined]
+    rejection = engine.admit(kind, handler.sim_route)  # type: ignore[attr-defined]  # api()'s tag
     if rejection is not None:
         return throttled(rejection.retry_after or 1, rejection.kind)
     response = await handler(request)

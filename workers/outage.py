@@ -55,10 +55,11 @@ _UNAVAILABLE += tuple(
 def is_redis_unavailable(exc: BaseException) -> bool:
     """True for Redis (or broker) unavailability, also when wrapped (`raise X from redis_error`)."""
     seen = 0
-    while exc is not None and seen < 8:
-        if isinstance(exc, _UNAVAILABLE):
+    current: BaseException | None = exc
+    while current is not None and seen < 8:
+        if isinstance(current, _UNAVAILABLE):
             return True
-        exc = exc.__cause__  # type: ignore[assignment]
+        current = current.__cause__
         seen += 1
     return False
 

@@ -51,6 +51,7 @@ from shared.settings import Settings
 try:  # the client builds its models with pydantic's v1 API when pydantic 2 is installed
     from pydantic.v1 import ValidationError as _V1ValidationError
 except ImportError:  # pragma: no cover
+    # pydantic 1: the same class, under its own name
     from pydantic import ValidationError as _V1ValidationError  # type: ignore[assignment]
 from pydantic import ValidationError as _V2ValidationError
 
@@ -476,9 +477,9 @@ def _canon(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
-def _invalid_status(exc: Exception) -> bool:
+def _invalid_status(exc: _V1ValidationError | _V2ValidationError) -> bool:
     try:
-        return any("status" in tuple(e.get("loc", ())) for e in exc.errors())  # type: ignore[attr-defined]
+        return any("status" in tuple(e.get("loc", ())) for e in exc.errors())
     except Exception:  # noqa: BLE001
         return False
 

@@ -328,7 +328,7 @@ def _guard(server: web.Server, receiver: WebhookReceiver) -> None:
         receiver._awaiting_head.add(handler)
         asyncio.get_running_loop().call_later(limits.header_timeout, cut_off_if_silent, handler)
 
-    server.connection_made = connection_made  # type: ignore[method-assign]
+    server.connection_made = connection_made  # type: ignore[method-assign]  # the guard wraps aiohttp's
 
 
 class _ClientErrorLog(logging.LoggerAdapter):

@@ -113,3 +113,32 @@ def test_a_send_held_and_fed(client):
     empty = commands(client, lambda: scheduler.take("q", window=8))
     assert sum(used.values()) <= 36, used
     assert "llen" not in empty, empty
+
+
+def test_a_models_usual_duration_is_read_once_per_few_seconds(client):
+    """A run reads the model's usual duration twice (its sync wait, its first poll) and records
+    it once: three commands per image before; a process keeps it for a few seconds."""
+    from workers.latencies import SMOOTHING, ModelLatencies
+
+    other = ModelLatencies(client, "w:latency")  # another process
+    latencies = ModelLatencies(client, "w:latency")
+    assert latencies.expected("m") is None
+    other.record("m", 2.0)
+    assert other.expected("m") == 2.0
+
+    def images() -> None:
+        for _ in range(20):
+            latencies.expected("m")
+            latencies.expected("m")
+            latencies.record("m", 4.0)
+
+    used = commands(client, images)
+    # No read within `fresh` s of the last one: the process smooths onto the value it saw (none
+    # yet here, so it starts from its own durations; the other process's 2.0 is overwritten).
+    assert used == {"hset": 20}, used
+    fresh = ModelLatencies(client, "w:latency", fresh=0)
+    assert commands(client, lambda: fresh.expected("m")) == {"hget": 1}
+    assert fresh.expected("m") == pytest.approx(4.0)
+    latencies.fresh = 0
+    latencies.record("m", 9.0)
+    assert fresh.expected("m") == pytest.approx((1 - SMOOTHING) * 4.0 + SMOOTHING * 9.0)

@@ -30,6 +30,7 @@ from workers.attempts import CreationRecords
 from workers.claims import ClaimKeeper
 from workers.completions import CompletionBoard
 from workers.download import Downloader
+from workers.latencies import ModelLatencies
 from workers.model_specs import ModelSpecs
 from workers.replicate_calls import ReplicateCalls
 from workers.stores import BatchStores
@@ -56,6 +57,7 @@ class WorkerContext:
     budget: Budget = field(init=False)  # spending limits: reservations settled, held items
     cancel_watch: CancelWatch = field(init=False)
     stores: BatchStores = field(init=False)  # each batch's output location (a folder or a bucket)
+    latencies: ModelLatencies = field(init=False)  # each model's usual duration, shared by the fleet
     pid: int = field(default_factory=os.getpid)
 
     def __post_init__(self) -> None:
@@ -63,6 +65,7 @@ class WorkerContext:
         self.stores = BatchStores(self.ledger, self.settings)
         self.scheduler = Scheduler(self.redis, self.keys)
         self.budget = Budget.from_settings(self.redis, self.settings)
+        self.latencies = ModelLatencies(self.redis, self.keys.model_latency)
 
     @classmethod
     def build(cls, settings: Settings) -> WorkerContext:

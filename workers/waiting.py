@@ -22,8 +22,6 @@ import math
 import time
 from typing import NoReturn
 
-import redis
-
 from shared.errors import (
     AcquireTimeoutError,
     CanceledError,
@@ -43,7 +41,6 @@ MIN_POLL_INTERVAL = 0.1
 POLL_SHARE = 0.8  # of the account's read budget that polling may use when every slot polls
 FIRST_POLL_FRACTION = 0.7  # of the model's usual duration: most predictions take longer
 SAFETY_POLL_INTERVAL = 30.0  # with webhooks: polls only catch a lost delivery
-LATENCY_SMOOTHING = 0.2
 # A sync create waits SYNC_WAIT_FACTOR x the model's usual duration (lognormal latencies with the
 # seed models' spread rarely go past 3x their mean), at least SYNC_WAIT_MIN s (a shorter wait
 # saves nothing: the thread waits either way), at most Settings.sync_wait_max (60: Replicate's
@@ -180,17 +177,7 @@ class PredictionWaiter(AttemptStage):
 
     def expected_latency(self, model: str) -> float | None:
         """The model's usual duration (seconds), None until one prediction of it has succeeded."""
-        try:
-            value = self.ctx.redis.hget(self.ctx.keys.model_latency, model)
-        except redis.RedisError:
-            return None
-        return float(value) if value else None
+        return self.ctx.latencies.expected(model)
 
     def record_latency(self, model: str, seconds: float) -> None:
-        key = self.ctx.keys.model_latency
-        try:
-            old = self.ctx.redis.hget(key, model)
-            new = seconds if not old else (1 - LATENCY_SMOOTHING) * float(old) + LATENCY_SMOOTHING * seconds
-            self.ctx.redis.hset(key, model, f"{new:.3f}")
-        except redis.RedisError:
-            pass
+        self.ctx.latencies.record(model, seconds)

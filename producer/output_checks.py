@@ -3,18 +3,20 @@
 The location is decided once, at submit, and recorded with the batch; every worker writes there.
 So the producer checks it the way the workers will use it (shared.storage): it writes and deletes
 a probe object, and on an object store it looks up which of the batch's output names exist
-already (a local folder is checked name by name during validation, producer.prompts).
+already, in any format a worker may write them in (a local folder is checked name by name during
+validation, producer.prompts).
 """
 
 from __future__ import annotations
 
 import posixpath
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from shared.errors import InputError, Problem, StorageError, StorageUnavailableError
 from shared.request import ImageRequest
 from shared.storage import Store, probe
+from shared.storage.sniff import written_names
 
 LIST_FROM = 50  # names in one folder from which one listing is cheaper than a HEAD per name
 
@@ -35,7 +37,9 @@ def check_writable(store: Store) -> None:
 
 def existing_outputs(store: Store, requests: Sequence[ImageRequest], registry, *, overwrite: bool) -> None:
     """InputError (item and field per name) for the outputs that exist in the store already,
-    unless `overwrite`. Folders with many names are listed once; lone names get a HEAD each."""
+    unless `overwrite`. A name counts as taken when any object its worker may write is there:
+    the name, or its stem in another format (shared.storage.sniff.written_names). Folders with
+    many such keys are listed once; the others get a HEAD per key."""
     if overwrite:
         return
     from producer.prompts import output_names
@@ -51,24 +55,39 @@ def existing_outputs(store: Store, requests: Sequence[ImageRequest], registry, *
     problems: list[Problem] = []
     try:
         for folder, names in by_folder.items():
-            if len(names) >= LIST_FROM:
+            keys = {name: written_names(name) for _r, name in names}
+            if sum(map(len, keys.values())) >= LIST_FROM:
                 present = {key for key, _size in store.list(folder)}
-                taken = [(r, n) for r, n in names if n in present]
+                exists: Callable[[str], bool] = present.__contains__
             else:
-                taken = [(r, n) for r, n in names if store.size(n) is not None]
-            problems += [
-                Problem(
-                    f"{name!r} already exists in {store.url()}; pass overwrite (--overwrite) to "
-                    "replace it, or choose another output",
-                    index=r.index,
-                    item_id=r.id,
-                    field="output",
-                )
-                for r, name in taken
-            ]
+                exists = _head(store)
+            for request, name in names:
+                found = next((key for key in keys[name] if exists(key)), None)
+                if found is not None:
+                    problems.append(_exists_problem(store, request, name, found))
     except (StorageError, StorageUnavailableError) as exc:
         raise InputError(
             Problem(f"cannot look into the output location {store.url()}: {exc}", field="OUTPUT_DIR")
         ) from None
     if problems:
         raise InputError(problems)
+
+
+def _head(store: Store) -> Callable[[str], bool]:
+    return lambda key: store.size(key) is not None
+
+
+def _exists_problem(store: Store, request: ImageRequest, name: str, found: str) -> Problem:
+    if found == name:
+        what = f"{name!r} already exists in {store.url()}"
+    else:
+        what = (
+            f"{found!r} already exists in {store.url()}, and {name!r} would be written as {found!r} "
+            "if the model returns that format (files are named after the bytes received)"
+        )
+    return Problem(
+        f"{what}; pass overwrite (--overwrite) to allow replacing it, or choose another output",
+        index=request.index,
+        item_id=request.id,
+        field="output",
+    )

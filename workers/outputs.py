@@ -10,7 +10,10 @@ submit (shared.storage, workers.stores): a folder or an object store.
   item's file). The extension follows the bytes received (magic numbers), whatever the URL or the
   asked-for format said; the manifest records each file's format.
 - Never over another's object: a conditional write, unless the batch was submitted with
-  --overwrite or the object is this item's own earlier output (recorded in Redis).
+  --overwrite or the object is this item's own earlier output (recorded in Redis). The key is
+  always one of `written_names(reserved name)`: the reserved name, or its stem with the
+  extension of the bytes. That is all --overwrite reaches, and what submit refuses as existing
+  without it: a file of the stem in another format is never touched.
 - Errors: an output that is gone (404/410) needs a new prediction; other download trouble fetches
   the same finished prediction again later. A store that does not answer runs the same attempt
   again later (WriteRetryError), which writes what it kept or downloads again, never creating

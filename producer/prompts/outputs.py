@@ -7,6 +7,10 @@
   names each file after the bytes it received: `fox.png` holding a JPEG is written `fox.jpg`, so
   `fox.png` and `fox.jpg` of two items could land on one object); further outputs of one item
   (`name_1.ext`, `name_2.ext` for num_outputs > 1) count too;
+- nor a file that exists already (unless overwrite) in any name a worker may give it: the name
+  or its stem with another extension the bytes can give (shared.storage.sniff.written_names),
+  so that a JPEG answer to `fox.png` is never refused (or, with overwrite, never replaces
+  `fox.jpg` unannounced) after the prediction was paid for;
 - the extension decides output_format when only it is given; with neither, the model's default
   format is used; with both, they must agree (.jpeg counts as jpg).
 """
@@ -22,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from producer.prompts.fields import Report
 from shared.errors import Problem
 from shared.storage.location import output_names  # noqa: F401  (re-exported: the names an item writes)
+from shared.storage.sniff import written_names
 
 if TYPE_CHECKING:
     from shared.models import ModelSpec
@@ -82,6 +87,7 @@ class Outputs:
         self.overwrite = overwrite
         self.claimed_files: dict[str, tuple[int, str]] = {}  # casefolded resolved path -> (index, id)
         self.resolved_dirs: dict[Path, Path] = {}
+        self.listed_dirs: dict[Path, dict[str, str]] = {}
 
     def for_item(
         self,
@@ -156,8 +162,39 @@ class Outputs:
             elif parent.exists() and not parent.is_dir():
                 problem(f"{name!r}: {str(parent)!r} is a file, not a folder", "output")
                 ok = False
+            elif not self.overwrite:
+                ok = self._no_other_format(name, parent, problem) and ok
             ok = self._claim_key(index, item_id, name, str(resolved).casefold(), problem) and ok
         return ok
+
+    def _no_other_format(self, name: str, parent: Path, problem: Report) -> bool:
+        """False (with a problem) when the folder holds the name's stem in another format: the
+        model may return that format and the worker would then write (or be refused) that file."""
+        present = self._files_in(parent)
+        for other in written_names(PurePosixPath(name).name)[1:]:
+            existing = present.get(other.casefold())
+            if existing is not None:
+                shown = str(PurePosixPath(name).parent / existing) if "/" in name else existing
+                problem(
+                    f"{shown!r} already exists in {str(self.root)!r}, and {name!r} would be written "
+                    f"as {shown!r} if the model returns that format (files are named after the bytes "
+                    "received); pass overwrite (--overwrite) to allow replacing it, or choose another "
+                    "output",
+                    "output",
+                )
+                return False
+        return True
+
+    def _files_in(self, folder: Path) -> dict[str, str]:
+        # One listing per folder (casefolded name -> name), however many items write there.
+        listed = self.listed_dirs.get(folder)
+        if listed is None:
+            try:
+                listed = {entry.name.casefold(): entry.name for entry in os.scandir(folder)}
+            except OSError:  # no such folder yet: nothing in it
+                listed = {}
+            self.listed_dirs[folder] = listed
+        return listed
 
     def _claim_key(self, index: int, item_id: str, name: str, key: str, problem: Report) -> bool:
         stem, dot, ext = key.rpartition(".")

@@ -46,6 +46,19 @@ def sniff(head: bytes) -> MediaType | None:
     return None
 
 
+def written_names(name: str) -> list[str]:
+    """Every key a worker may write for the reserved name `name`, the name first: the name itself
+    (bytes it cannot tell) and its stem with each extension bytes can give it (`fox.png` holding
+    a JPEG is written `fox.jpg`). These are the item's objects for that name: submit refuses them
+    when one exists already, and they are all that `--overwrite` lets the item replace."""
+    names = [name]
+    for media in BY_EXTENSION.values():
+        other = with_extension(name, media.ext)
+        if other not in names:
+            names.append(other)
+    return names
+
+
 def with_extension(key: str, ext: str) -> str:
     """`key` with its extension replaced by `ext` (added when it has none)."""
     folder, slash, name = key.rpartition("/")

@@ -594,3 +594,41 @@ def test_a_workers_counters_are_added_up_and_written_once_per_interval(settings,
     finally:
         counters.close()
         down.close()
+
+
+@pytest.mark.e2e
+def test_a_worker_writes_its_counters_when_it_stops(settings, redis_client, sim_factory, worker_factory):
+    """A worker adds its counters up and writes them every few seconds; a warm shutdown (SIGTERM,
+    what `docker compose stop` sends) writes what it added since, so nothing is lost to a stop."""
+    from producer.prompts import parse_prompts
+    from shared.ledger import Ledger
+    from shared.models import load_registry
+    from workers.dispatch import enqueue_items
+
+    sim = sim_factory(latency_scale=0.05, image_scale=0.01)
+    settings = settings.with_(replicate_base_url=sim.url)
+    registry = load_registry()
+    model = pick_image_model(registry)
+    batch_id = f"stop-{settings.key_prefix}"
+    requests = parse_prompts(
+        [f"a lighthouse at dusk, take {i}" for i in range(3)],
+        batch_id=batch_id,
+        output_root=settings.output_dir,
+        registry=registry,
+        model=model,
+    )
+    ledger = Ledger(redis_client, Keys(settings.key_prefix))
+    assert ledger.create_batch(batch_id, requests, output_root=str(settings.output_dir), options={})
+    fleet = worker_factory(settings, count=1, sim=sim, concurrency=4)
+    enqueue_items(settings, batch_id, requests)
+    wait_finished(ledger, batch_id, 90)
+    fleet.stop()  # SIGTERM; returns once the process is gone
+    assert fleet.workers[0].proc.returncode == 0, fleet.logs()  # a warm shutdown, not SIGKILLed
+    forget_queue(redis_client, settings.queue)
+    counters = {
+        (metric, tuple(sorted(labels.items()))): v
+        for metric, rows in read_counters(redis_client, Keys(settings.key_prefix)).items()
+        for labels, v in rows
+    }
+    assert counters.get(("predictions", (("model", model), ("outcome", "succeeded")))) == 3, counters
+    assert counters.get(("creations", (("model", model),))) == 3, counters

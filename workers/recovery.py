@@ -22,6 +22,10 @@ Redis does not grow for ever; the manifest written next to the outputs stays. Mo
 sixth of a lease) one worker checks the predictions whose worker died while they ran, and frees
 the slots of those that have ended (with webhooks, the receiver frees them even sooner).
 
+Each worker's sweeper thread also prunes this host's spool (workers.spool) when it starts and
+every hour: downloaded outputs older than a day, unless their item is still unfinished (its
+write may be retried, and its output URL may have expired). Never on an attempt's path.
+
 Cheap by construction: finished batches are skipped on their counters, and only the stale end of
 each batch's `live` zset (shared.ledger) is read, so a sweep touches the suspicious items only.
 """
@@ -50,6 +54,7 @@ from shared.scheduler.schedule import sends_of
 from shared.settings import Settings
 from workers.attempts import AttemptRef, CreationRecords
 from workers.replicate_calls import ReplicateCalls
+from workers.spool import Spool
 
 if TYPE_CHECKING:  # pragma: no cover
     from workers.context import WorkerContext
@@ -60,6 +65,7 @@ MIN_QUIET_SECONDS = 5.0
 CANDIDATES_PER_BATCH = 2000  # per sweep; the rest waits for the next one
 QUEUE_SCAN_CHUNK = 1000
 PRIORITY_SEPARATOR = "\x06\x16"  # kombu's Redis transport: queue name + sep + priority
+SPOOL_PRUNE_INTERVAL = 3600.0  # files live a day: an hour late is nothing
 
 
 def quiet_after(settings: Settings) -> float:
@@ -103,6 +109,7 @@ class Sweeper:
         quiet: float | None = None,
         limiter: Limiter | None = None,
         calls: ReplicateCalls | None = None,
+        spool: Spool | None = None,
     ):
         self.settings = settings
         self.redis = redis_client
@@ -117,6 +124,7 @@ class Sweeper:
         self.quiet = quiet_after(settings) if quiet is None else quiet
         self.interval = sweep_interval(settings)
         self.orphan_interval = orphan_check_interval(settings)
+        self.spool = spool or Spool()
 
     def try_sweep(self) -> SweepReport | None:
         """Sweep unless another worker did within the interval (the lock is left to expire, so
@@ -135,6 +143,29 @@ class Sweeper:
         ):
             return None
         return self.settle_orphans()
+
+    def prune_spool(self) -> int:
+        """This host's spool without the files no attempt awaits any more (see workers.spool);
+        how many were removed. Every worker prunes its own host: no fleet-wide lock."""
+        removed = self.spool.prune(self._output_awaited)
+        if removed:
+            log.info(
+                "spool: removed %s downloaded output(s) older than a day, no longer awaited", len(removed)
+            )
+        return len(removed)
+
+    def _output_awaited(self, prediction_id: str) -> bool:
+        """Whether the item that owns `prediction_id` is unfinished (its write may be retried).
+        A prediction nobody owns any more, or whose item or batch is gone, is not awaited."""
+        marker = self.redis.get(self.keys.prediction_owner(prediction_id))
+        if marker is None:
+            return False
+        try:
+            ref = AttemptRef.from_marker(str(marker))
+        except ValueError:
+            return False
+        item = self.ledger.item(ref.batch_id, ref.index)
+        return item is not None and item.status not in TERMINAL
 
     def sweep(self) -> SweepReport:
         report = SweepReport()
@@ -314,7 +345,7 @@ class Sweeper:
         """For the attempt an orphaned slot's marker names: (the prediction it recorded, whether
         no creation was sent and none can be any more: no `posting_at`, no live claim)."""
         try:
-            ref = AttemptRef.from_marker(marker)
+            ref = AttemptRef.from_marker(str(marker))
             record = self.creations.get(ref)
             claimed = self.redis.exists(ref.claim_key(self.keys))
         except (ValueError, redis.RedisError) as exc:
@@ -384,7 +415,14 @@ class SweeperThread:
     def _run(self) -> None:
         sweeper = self.sweeper
         next_sweep = time.monotonic() + sweeper.interval * random.uniform(0.5, 1.0)
+        next_prune = time.monotonic()  # at start, then hourly
         while not self._stop.wait(sweeper.orphan_interval * random.uniform(0.8, 1.0)):
+            if time.monotonic() >= next_prune:
+                next_prune = time.monotonic() + SPOOL_PRUNE_INTERVAL
+                try:
+                    sweeper.prune_spool()
+                except Exception as exc:  # noqa: BLE001 - kept until the next prune
+                    log.warning("spool not pruned: %s", exc)
             try:
                 sweeper.try_settle_orphans()
                 if time.monotonic() < next_sweep:

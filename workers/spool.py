@@ -3,7 +3,13 @@
 A store that does not answer makes the attempt run again later; the bytes it had downloaded stay
 here (keyed by prediction and output position), so the next run on this host writes them without
 fetching them again, and a run on another host fetches them again while the output URL is valid
-(an hour). Never a new prediction for a write. Files older than a day are removed.
+(an hour). Never a new prediction for a write.
+
+Files older than a day are removed (`prune`, by the recovery sweeper thread of each worker when
+it starts and every hour after, never by an attempt), except those of a prediction whose item is
+still unfinished: its write may still be retried, and after an hour the kept bytes are the only
+copy left (the output URL has expired). Bytes of an item that ended (written, failed, canceled)
+are no longer awaited by any attempt.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from shared.atomic_files import write_atomic
@@ -46,11 +53,28 @@ class Spool:
         except OSError:
             pass
 
-    def prune(self, now: float | None = None) -> None:
+    def prune(self, awaited: Callable[[str], bool], now: float | None = None) -> list[Path]:
+        """Remove the files older than MAX_AGE unless `awaited(prediction_id)` says an attempt
+        may still write them; the removed paths. An error of `awaited` (Redis away: cannot
+        tell) ends the pruning there, keeping the rest for the next time."""
         now = time.time() if now is None else now
+        removed: list[Path] = []
         try:
-            for path in self.folder.iterdir():
-                if now - path.stat().st_mtime > MAX_AGE:
-                    path.unlink(missing_ok=True)
-        except OSError:
-            pass
+            paths = list(self.folder.iterdir())
+        except OSError:  # no spool on this host (yet)
+            return removed
+        for path in paths:
+            try:
+                if now - path.stat().st_mtime <= MAX_AGE:
+                    continue
+            except OSError:  # removed meanwhile (written by its attempt)
+                continue
+            prediction_id = path.name.rpartition("-")[0]
+            if prediction_id and awaited(prediction_id):
+                continue
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:
+                continue
+            removed.append(path)
+        return removed

@@ -33,20 +33,26 @@ def test_a_worker_prunes_old_spool_files_that_no_attempt_awaits(
     spool.mkdir(parents=True, mode=0o700)
     old = time.time() - TWO_DAYS
     orphan, fresh, awaited = spool / "orphanpred0001-0", spool / "freshpred0001-0", spool / "awaitedpred01-0"
-    for path in (orphan, fresh, awaited):
+    other = spool / "otherattempt1-0"  # of an attempt the item is not on
+    for path in (orphan, fresh, awaited, other):
         path.write_bytes(b"\x89PNG\r\n\x1a\n downloaded output")
     os.utime(orphan, (old, old))
     os.utime(awaited, (old, old))
+    os.utime(other, (old, old))
     # The awaited file's prediction belongs to the unfinished item (what record_prediction writes).
-    redis_client.set(
-        Keys(settings.key_prefix).prediction_owner("awaitedpred01"), AttemptRef(batch.id, 0, 1).marker
-    )
+    owner = Keys(settings.key_prefix).prediction_owner
+    redis_client.set(owner("awaitedpred01"), AttemptRef(batch.id, 0, 1).marker)
+    redis_client.set(owner("otherattempt1"), AttemptRef(batch.id, 0, 7).marker)
 
     fleet = worker_factory(settings, count=1, sim=sim, TMPDIR=str(worker_tmp))
-    wait_until(lambda: not orphan.exists(), 60, "the old orphan spool file to be removed", interval=0.5)
+    wait_until(
+        lambda: not orphan.exists() and not other.exists(),
+        60,
+        "the old unawaited files removed",
+        interval=0.5,
+    )
     assert fresh.exists(), "a file younger than a day is kept"
     assert awaited.exists(), "the bytes of an unfinished item are kept, however old"
-    assert (
-        batch.status(with_slots=False).counts.get("succeeded", 0) == 0
-    )  # the item was unfinished throughout
-    assert "spool: removed 1 downloaded output(s)" in fleet.logs()
+    unfinished = batch.status(with_slots=False).counts.get("succeeded", 0) == 0
+    assert unfinished, "the item stayed unfinished throughout (its file had to be kept)"
+    assert "spool: removed 2 downloaded output(s)" in fleet.logs()

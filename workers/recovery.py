@@ -155,8 +155,10 @@ class Sweeper:
         return len(removed)
 
     def _output_awaited(self, prediction_id: str) -> bool:
-        """Whether the item that owns `prediction_id` is unfinished (its write may be retried).
-        A prediction nobody owns any more, or whose item or batch is gone, is not awaited."""
+        """Whether the attempt that owns `prediction_id` is still its item's current one, the item
+        unfinished: a write of its outputs may still be tried (`producer retry` hands the
+        prediction to the new attempt, which counts). A prediction nobody owns any more, of an
+        attempt the item has moved past, or whose item or batch is gone, is not awaited."""
         marker = self.redis.get(self.keys.prediction_owner(prediction_id))
         if marker is None:
             return False
@@ -165,7 +167,7 @@ class Sweeper:
         except ValueError:
             return False
         item = self.ledger.item(ref.batch_id, ref.index)
-        return item is not None and item.status not in TERMINAL
+        return item is not None and item.status not in TERMINAL and item.attempt == ref.attempt
 
     def sweep(self) -> SweepReport:
         report = SweepReport()

@@ -6,10 +6,10 @@ fetching them again, and a run on another host fetches them again while the outp
 (an hour). Never a new prediction for a write.
 
 Files older than a day are removed (`prune`, by the recovery sweeper thread of each worker when
-it starts and every hour after, never by an attempt), except those of a prediction whose item is
-still unfinished: its write may still be retried, and after an hour the kept bytes are the only
-copy left (the output URL has expired). Bytes of an item that ended (written, failed, canceled)
-are no longer awaited by any attempt.
+it starts and every hour after, never by an attempt), except those of a prediction whose attempt is
+still its unfinished item's current one: its write may still be retried, and after an hour the
+kept bytes are the only copy left (the output URL has expired). Bytes of an item that ended
+(written, failed, canceled) or moved on to another attempt are awaited by no attempt.
 """
 
 from __future__ import annotations

@@ -54,7 +54,10 @@ from shared.settings import Settings
 
 if TYPE_CHECKING:
     from producer.prompts import ParsedRequests
+    from producer.references import References
+    from shared.ledger import Ledger
     from shared.models import ModelRegistry
+    from shared.storage.store import Store
 
 # How long `wait` gives workers to answer a ping, and how long without any progress before it
 # asks again (a fleet that died mid-batch is reported instead of waited on forever).
@@ -572,95 +575,198 @@ def submit(
     explicit_id = batch_id is not None
     batch_id = check_batch_id(batch_id) if batch_id is not None else new_batch_id()
     registry = _registry(registry, settings)
+    options_for = partial(_batch_options, substitute_on_failure, overwrite, model, params, priority)
+    validate_as = partial(
+        validate,
+        source,
+        settings=settings,
+        model=model,
+        params=params,
+        batch_id=batch_id,
+        registry=registry,
+        fallback=fallback,
+    )
+    validated = _validated(
+        validate_as,
+        settings,
+        batch_id,
+        registry,
+        overwrite=overwrite,
+        explicit_id=explicit_id,
+        again=again,
+        dry_run=dry_run,
+        price_per_call=price_per_call,
+        max_cost=max_cost,
+        options_for=options_for,
+    )
+    registry = validated.registry or registry  # with the schemas of the models it uses
+    requests: list[ImageRequest] = _priced(validated, registry, price_per_call)
+    limit = _batch_limit(max_cost, validated.max_cost)
+    daily = _daily_limit(settings, quiet=dry_run)
+    _refuse_unpriced(requests, registry, limit, daily)
+    plan = _Plan(batch_id, settings, requests, registry, limit, daily)
+    if dry_run:
+        return plan.batch(created=False, dry_run=True)
+    return _record_and_enqueue(
+        plan,
+        options_for(limit),
+        overwrite=overwrite,
+        explicit_id=explicit_id,
+        unique=not explicit_id and not again,
+        on_plan=on_plan,
+    )
+
+
+def _validated(
+    validate_as: Callable[..., ParsedRequests],
+    settings: Settings,
+    batch_id: str,
+    registry: ModelRegistry,
+    *,
+    overwrite: bool,
+    explicit_id: bool,
+    again: bool,
+    dry_run: bool,
+    price_per_call: float | None,
+    max_cost: str | float | None,
+    options_for: Callable[[int | None], dict[str, Any]],
+) -> ParsedRequests:
+    """`validate_as(overwrite=...)`, knowing what a submission of the same input again meets
+    first: outputs that exist already."""
     try:
-        validated = validate(
-            source,
-            settings=settings,
-            model=model,
-            params=params,
-            batch_id=batch_id,
-            overwrite=overwrite,
-            registry=registry,
-            fallback=fallback,
-        )
+        return validate_as(overwrite=overwrite)
     except InputError as exc:
         if not explicit_id and not again and not dry_run and _only_existing_outputs(exc):
             # The same file submitted again: its outputs exist because the first batch wrote
             # them. Say that first (DuplicateBatchError), not "pass --overwrite", which would
             # only lead to the duplicate refusal next (or, with --again, to paying twice).
-            options_for = partial(_batch_options, substitute_on_failure, overwrite, model, params, priority)
             _raise_if_duplicate(
-                source, settings, batch_id, registry, fallback, price_per_call, max_cost, options_for
+                validate_as, settings, batch_id, registry, price_per_call, max_cost, options_for
             )
             raise
         # The same batch submitted again (a retry after a crash, a second click): its own outputs
         # exist by now, which is not a problem for a submission that enqueues nothing.
         if not explicit_id or dry_run or not _batch_exists(settings, batch_id):
             raise
-        validated = validate(
-            source,
-            settings=settings,
-            model=model,
-            params=params,
-            batch_id=batch_id,
-            overwrite=True,
-            registry=registry,
-            fallback=fallback,
-        )
-    registry = validated.registry or registry  # with the schemas of the models it uses
-    requests: list[ImageRequest] = _priced(validated, registry, price_per_call)
-    limit = _batch_limit(max_cost, validated.max_cost)
-    daily = _daily_limit(settings, quiet=dry_run)
-    if limit is not None or daily is not None:
-        from shared.budget import usd
-        from shared.models.pricing import refuse_unpriced
+        return validate_as(overwrite=True)
 
-        in_force = [f"--max-cost {usd(limit)} USD"] if limit is not None else []
-        in_force += [f"daily budget {usd(daily)} USD"] if daily is not None else []
-        refuse_unpriced(requests, registry, limit=" and ".join(in_force))
-    if dry_run:
-        batch = Batch(batch_id, settings, requests=requests, created=False, dry_run=True, registry=registry)
-        batch.max_cost, batch.daily_limit = limit, daily
+
+@dataclass
+class _Plan:
+    """A validated, priced submission: what `submit` records, or a dry run shows."""
+
+    batch_id: str
+    settings: Settings
+    requests: list[ImageRequest]
+    registry: ModelRegistry
+    limit: int | None  # the batch's spending limit (micro-USD)
+    daily: int | None  # the fleet's daily budget in force (micro-USD)
+
+    def batch(self, *, created: bool, dry_run: bool = False, duplicate_of: Any = None) -> Batch:
+        batch = Batch(
+            self.batch_id,
+            self.settings,
+            requests=self.requests,
+            created=created,
+            dry_run=dry_run,
+            registry=self.registry,
+        )
+        batch.duplicate_of = duplicate_of
+        batch.max_cost, batch.daily_limit = self.limit, self.daily
         return batch
 
-    ledger = _ledger(settings)  # RedisUnavailableError before anything else is imported or written
-    from producer.output_checks import check_writable, existing_outputs
+
+def _refuse_unpriced(
+    requests: Sequence[ImageRequest], registry: ModelRegistry, limit: int | None, daily: int | None
+) -> None:
+    """Under a spending limit every model an item may run must have a price: InputError otherwise."""
+    if limit is None and daily is None:
+        return
+    from shared.budget import usd
+    from shared.models.pricing import refuse_unpriced
+
+    in_force = [f"--max-cost {usd(limit)} USD"] if limit is not None else []
+    in_force += [f"daily budget {usd(daily)} USD"] if daily is not None else []
+    refuse_unpriced(requests, registry, limit=" and ".join(in_force))
+
+
+def _record_and_enqueue(
+    plan: _Plan,
+    options: dict[str, Any],
+    *,
+    overwrite: bool,
+    explicit_id: bool,
+    unique: bool,
+    on_plan: Callable[[Batch], None] | None,
+) -> Batch:
+    """Record the planned batch and enqueue its items (for an id that exists already, only the
+    items its first submission never enqueued). `unique`: refuse content another batch has."""
+    ledger = _ledger(plan.settings)  # RedisUnavailableError before anything else is imported or written
+    from producer.output_checks import check_writable
     from producer.references import References
     from shared.ledger import batch_fingerprint
     from shared.storage import open_store
-    from workers.dispatch import enqueue_items
 
-    options = _batch_options(substitute_on_failure, overwrite, model, params, priority, limit)
-    references = References(requests)  # each distinct local file read once, named by its content
-    fingerprint = batch_fingerprint(batch_id, references.for_fingerprint(requests), options)
-    store = open_store(settings.output_dir, environ=settings.store_environ())
+    references = References(plan.requests)  # each distinct local file read once, named by its content
+    fingerprint = batch_fingerprint(plan.batch_id, references.for_fingerprint(plan.requests), options)
+    store = open_store(plan.settings.output_dir, environ=plan.settings.store_environ())
     # Every worker writes to this one location (recorded with the batch): refused here, before
     # anything is recorded or paid, if a probe object cannot be written and deleted there.
     check_writable(store)
-    unique = not explicit_id and not again
-    exists = explicit_id and ledger.batch(batch_id) is not None
     same = None  # another batch still in Redis with this content
-    if not exists:
-        if store.location.remote:
-            existing_outputs(store, requests, registry, overwrite=overwrite)
-        same = ledger.find_fingerprint(fingerprint)
-        if same is not None and unique:
-            raise _duplicate_batch_error(same)
-        plan = Batch(batch_id, settings, requests=requests, created=False, registry=registry)
-        plan.duplicate_of = same
-        plan.max_cost, plan.daily_limit = limit, daily
-        if on_plan is not None:
-            on_plan(plan)
-        if len(references):
-            _upload_references(references, settings)
-            requests = references.with_urls(requests)
-        if limit is not None:  # before any item can be sent, so the first one is already limited
-            _budget(settings, ledger.redis).set_batch_limit(batch_id, limit)
+    if not (explicit_id and ledger.batch(plan.batch_id) is not None):
+        same = _prepare_new_batch(
+            plan, ledger, store, references, fingerprint, overwrite=overwrite, unique=unique, on_plan=on_plan
+        )
+    created = _create_batch(ledger, plan, store.url(), options, fingerprint, unique=unique)
+    _enqueue(ledger, plan, fingerprint, created=created)
+    batch = plan.batch(created=created, duplicate_of=same)
+    batch._ledger_obj = ledger
+    return batch
+
+
+def _prepare_new_batch(
+    plan: _Plan,
+    ledger: Ledger,
+    store: Store,
+    references: References,
+    fingerprint: str,
+    *,
+    overwrite: bool,
+    unique: bool,
+    on_plan: Callable[[Batch], None] | None,
+) -> Any:
+    """The last checks and steps before a new batch is recorded: its outputs on a remote store,
+    another batch with the same content (refused when `unique`, else returned), the plan shown,
+    the reference files uploaded (`plan.requests` then point at their URLs), the batch's
+    spending limit set."""
+    from producer.output_checks import existing_outputs
+
+    if store.location.remote:
+        existing_outputs(store, plan.requests, plan.registry, overwrite=overwrite)
+    same = ledger.find_fingerprint(fingerprint)
+    if same is not None and unique:
+        raise _duplicate_batch_error(same)
+    if on_plan is not None:
+        on_plan(plan.batch(created=False, duplicate_of=same))
+    if len(references):
+        _upload_references(references, plan.settings)
+        plan.requests = references.with_urls(plan.requests)
+    if plan.limit is not None:  # before any item can be sent, so the first one is already limited
+        _budget(plan.settings, ledger.redis).set_batch_limit(plan.batch_id, plan.limit)
+    return same
+
+
+def _create_batch(
+    ledger: Ledger, plan: _Plan, output_root: str, options: dict[str, Any], fingerprint: str, *, unique: bool
+) -> bool:
+    """Record the batch (False: its id exists already); DuplicateBatchError when an identical
+    submission recorded its batch since the check."""
     try:
-        created = ledger.create_batch(
-            batch_id,
-            requests,
-            output_root=store.url(),
+        return ledger.create_batch(
+            plan.batch_id,
+            plan.requests,
+            output_root=output_root,
             options=options,
             fingerprint=fingerprint,
             unique_fingerprint=unique,
@@ -670,21 +776,25 @@ def submit(
         if info is None:
             raise
         raise _duplicate_batch_error(info) from None
+
+
+def _enqueue(ledger: Ledger, plan: _Plan, fingerprint: str, *, created: bool) -> None:
+    """One task per item of a batch just recorded; for an id that existed, the same items are
+    required and only those never enqueued are sent."""
+    from workers.dispatch import enqueue_items
+
     if created:
-        enqueue_items(settings, batch_id, requests)
-    else:
-        _check_same_items(ledger, batch_id, requests, fingerprint)
-        # A producer that died between recording the batch and enqueueing it left items no
-        # message was ever sent for: sending those is finishing the first submission, not
-        # enqueuing anything new (items already sent or finished are left alone).
-        never_sent = set(ledger.never_enqueued(batch_id))
-        if never_sent:
-            enqueue_items(settings, batch_id, [ledger.request(batch_id, i) for i in sorted(never_sent)])
-    batch = Batch(batch_id, settings, requests=requests, created=created, registry=registry)
-    batch.duplicate_of = same
-    batch._ledger_obj = ledger
-    batch.max_cost, batch.daily_limit = limit, daily
-    return batch
+        enqueue_items(plan.settings, plan.batch_id, plan.requests)
+        return
+    _check_same_items(ledger, plan.batch_id, plan.requests, fingerprint)
+    # A producer that died between recording the batch and enqueueing it left items no
+    # message was ever sent for: sending those is finishing the first submission, not
+    # enqueuing anything new (items already sent or finished are left alone).
+    never_sent = set(ledger.never_enqueued(plan.batch_id))
+    if never_sent:
+        enqueue_items(
+            plan.settings, plan.batch_id, [ledger.request(plan.batch_id, i) for i in sorted(never_sent)]
+        )
 
 
 def _batch_limit(flag: str | float | None, from_file: int | None) -> int | None:
@@ -745,13 +855,12 @@ def _batch_options(
 
 
 def _raise_if_duplicate(
-    source,
+    validate_as: Callable[..., ParsedRequests],
     settings: Settings,
     batch_id: str,
-    registry,
-    fallback,
-    price_per_call,
-    max_cost,
+    registry: ModelRegistry,
+    price_per_call: float | None,
+    max_cost: str | float | None,
     options_for: Callable[[int | None], dict[str, Any]],
 ) -> None:
     """DuplicateBatchError when a batch in Redis has this very content (as `submit` would find
@@ -760,16 +869,7 @@ def _raise_if_duplicate(
     from shared.ledger import batch_fingerprint
 
     try:
-        validated = validate(
-            source,
-            settings=settings,
-            model=options_for(None)["model"],
-            params=options_for(None)["params"],
-            batch_id=batch_id,
-            overwrite=True,
-            registry=registry,
-            fallback=fallback,
-        )
+        validated = validate_as(overwrite=True)
         options = options_for(_batch_limit(max_cost, validated.max_cost))
         requests = _priced(validated, validated.registry or registry, price_per_call)
         fingerprint = batch_fingerprint(batch_id, References(requests).for_fingerprint(requests), options)

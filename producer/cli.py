@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -289,35 +290,10 @@ def submit(
     if fetch_to is not None and not wait:
         raise click.UsageError("--fetch DIR needs --wait (or run `producer fetch BATCH --to DIR` later)")
     settings = obj.settings(output_dir=output_location(output_dir) if output_dir else None)
-    param_values, param_problems = split_params(params)
-    if param_problems:
-        # Report these together with everything else wrong in the input (validation writes nothing).
-        try:
-            api.validate(
-                file,
-                settings=settings,
-                model=model,
-                params=param_values,
-                batch_id=batch_id,
-                overwrite=overwrite,
-                fallback=not no_fallback,
-            )
-        except InputError as exc:
-            raise InputError(param_problems + exc.problems) from None
-        raise InputError(param_problems)
+    param_values = _checked_params(
+        params, file, settings, model=model, batch_id=batch_id, overwrite=overwrite, fallback=not no_fallback
+    )
     err = as_json  # with --json, stdout carries only JSON
-
-    def show_plan(plan: api.Batch) -> None:
-        # Before anything is recorded or enqueued: what will run, and what routing changed.
-        _print_notes(plan)
-        _print_compact_plan(plan, err=err)
-        if plan.max_cost is not None or plan.daily_limit is not None:
-            from shared.routing import estimate_cost, max_cost
-
-            requests_, registry = plan.requests or [], plan.model_registry()
-            for line in _limit_lines(plan, estimate_cost(requests_, registry), max_cost(requests_, registry)):
-                click.echo(line, err=err)
-
     batch = api.submit(
         file,
         settings=settings,
@@ -329,21 +305,75 @@ def submit(
         dry_run=dry_run,
         again=again,
         priority=priority,
-        on_plan=None if dry_run else show_plan,
+        on_plan=None if dry_run else partial(_show_plan, err=err),
         price_per_call=price_per_call,
         fallback=not no_fallback,
         max_cost=max_cost,
     )
-    requests = batch.requests or []
     if dry_run:
-        _print_notes(batch)
-        if as_json:  # the text plan lists the warnings itself
-            _print_warnings(requests)
-        _print_plan(batch, as_json)
+        _print_dry_run(batch, as_json)
         return
+    _print_submitted(batch, settings, priority, err=err)
+    if not wait:
+        _print_follow_up(batch, settings, as_json)
+        return
+    _wait_and_exit(batch, fetch_to, as_json)
+
+
+def _checked_params(
+    params: tuple[str, ...],
+    file: str,
+    settings: Settings,
+    *,
+    model: str | None,
+    batch_id: str | None,
+    overwrite: bool,
+    fallback: bool,
+) -> dict[str, Any]:
+    """The --param values; InputError when one is malformed, together with every other problem
+    of the input (validation writes nothing)."""
+    param_values, param_problems = split_params(params)
+    if not param_problems:
+        return param_values
+    try:
+        api.validate(
+            file,
+            settings=settings,
+            model=model,
+            params=param_values,
+            batch_id=batch_id,
+            overwrite=overwrite,
+            fallback=fallback,
+        )
+    except InputError as exc:
+        raise InputError(param_problems + exc.problems) from None
+    raise InputError(param_problems)
+
+
+def _show_plan(plan: api.Batch, *, err: bool) -> None:
+    """Before anything is recorded or enqueued: what will run, and what routing changed."""
+    _print_notes(plan)
+    _print_compact_plan(plan, err=err)
+    if plan.max_cost is not None or plan.daily_limit is not None:
+        from shared.routing import estimate_cost, max_cost
+
+        requests, registry = plan.requests or [], plan.model_registry()
+        for line in _limit_lines(plan, estimate_cost(requests, registry), max_cost(requests, registry)):
+            click.echo(line, err=err)
+
+
+def _print_dry_run(batch: api.Batch, as_json: bool) -> None:
+    _print_notes(batch)
+    if as_json:  # the text plan lists the warnings itself
+        _print_warnings(batch.requests or [])
+    _print_plan(batch, as_json)
+
+
+def _print_submitted(batch: api.Batch, settings: Settings, priority: str, *, err: bool) -> None:
+    """What the submission did: the items queued, or nothing new for a batch id that exists."""
     if batch.created:
         click.echo(
-            f"batch {batch.id}: {len(requests)} items queued on {settings.queue!r}"
+            f"batch {batch.id}: {len(batch.requests or [])} items queued on {settings.queue!r}"
             + (f", priority {priority}" if priority != "normal" else "")
             + (f", limit {usd(batch.max_cost)} USD" if batch.max_cost is not None else ""),
             err=err,
@@ -354,13 +384,19 @@ def submit(
             f"`producer wait {batch.id}`; `producer retry {batch.id}` re-enqueues failed items.",
             err=True,
         )
-    if not wait:
-        if not as_json:
-            click.echo(f"follow it: producer wait {batch.id}   results: producer results {batch.id} --json")
-        else:
-            click.echo(json.dumps({"batch": batch.id, "items": len(requests)}))
-        _warn_without_workers(settings)
-        return
+
+
+def _print_follow_up(batch: api.Batch, settings: Settings, as_json: bool) -> None:
+    """Without --wait: how to follow the batch, and a warning when no worker runs it."""
+    if not as_json:
+        click.echo(f"follow it: producer wait {batch.id}   results: producer results {batch.id} --json")
+    else:
+        click.echo(json.dumps({"batch": batch.id, "items": len(batch.requests or [])}))
+    _warn_without_workers(settings)
+
+
+def _wait_and_exit(batch: api.Batch, fetch_to: str | None, as_json: bool) -> None:
+    """--wait: the progress until the batch ends, the outputs fetched (--fetch), the exit code."""
     snap = _wait(batch, progress_stream=sys.stderr if as_json else sys.stdout, as_json=as_json)
     fetched_all = True
     if fetch_to is not None:
@@ -370,7 +406,7 @@ def submit(
             json.dumps(
                 {
                     "batch": batch.id,
-                    "items": len(requests),
+                    "items": len(batch.requests or []),
                     "counts": snap.counts,
                     "finished": snap.finished,
                     "held": snap.held,

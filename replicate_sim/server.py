@@ -27,7 +27,7 @@ from .catalog import (
     version_json,
 )
 from .config import SimConfig
-from .engine import TERMINAL, Engine
+from .engine import TERMINAL, Engine, Prediction
 from .media import CONTENT_TYPES
 from .webhooks import EVENTS
 
@@ -156,20 +156,64 @@ async def _create(
     request: web.Request, model_name: str | None, route: str, deployment: str | None = None
 ) -> web.StreamResponse:
     engine = request.app[ENGINE]
+    body = await _json_object(request)
+    if isinstance(body, web.Response):
+        return body
+    target = _target(engine.catalog, body, model_name, deployment)
+    if isinstance(target, web.Response):
+        return target
+    model, version = target
+    wait = parse_prefer(request.headers.get("Prefer"), engine.config.max_wait)
+    if wait == -1:
+        return problem(400, f"Prefer: wait=N needs 1 <= N <= {engine.config.max_wait}", title="Bad request")
+    hook = _webhook(body)
+    if isinstance(hook, web.Response):
+        return hook
+    webhook, events = hook
+    values = body.get("input", {})
+    invalid = validate_input(model, values, strict=engine.config.strict_inputs)
+    if invalid:
+        detail = "\n".join(f"- {p.field}: {p.description}" for p in invalid)
+        return problem(
+            422, detail, title="Input validation failed", invalid_fields=[p.to_dict() for p in invalid]
+        )
+    where: dict[str, Any] = {
+        "version": version,
+        "base_url": base_url(request),
+        "webhook": webhook,
+        "webhook_events": frozenset(events),
+        "route": route,
+        "deployment": deployment,
+    }
+    failed = await _fault_before_create(engine, model, values, where)
+    if failed is not None:
+        return failed
+    prediction = engine.create_prediction(model, values, **where)
+    return await _answer_create(request, engine, prediction, wait)
+
+
+async def _json_object(request: web.Request) -> dict[str, Any] | web.Response:
+    """The request's JSON object body, or the 400 that refuses it."""
     try:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
         return problem(400, "The request body is not valid JSON.", title="Bad request")
     if not isinstance(body, dict):
         return problem(400, "The request body must be a JSON object.", title="Bad request")
-    catalog = engine.catalog
-    model: ModelInfo | None
+    return body
+
+
+def _target(
+    catalog: Catalog, body: dict[str, Any], model_name: str | None, deployment: str | None
+) -> tuple[ModelInfo, str] | web.Response:
+    """The model a create runs and the version it reports (from the deployment, the model's
+    route, or the body's "version"), or the 404/422 Replicate answers when there is none."""
     if deployment is not None:
         found = catalog.deployment(deployment)
         if found is None:
             return problem(404, f"Deployment {deployment} not found.", title="Not found")
-        model, version = found.model, found.model.version_id
-    elif model_name is not None:
+        return found.model, found.model.version_id
+    if model_name is not None:
         model = catalog.get(model_name)
         if model is None:
             return problem(
@@ -177,23 +221,24 @@ async def _create(
                 f"Model {model_name} not found (replicate-sim knows: {', '.join(catalog.names())}).",
                 title="Not found",
             )
-        version = "hidden" if model.official else model.version_id
-    else:
-        ref = body.get("version")
-        model = catalog.resolve_version_ref(ref) if isinstance(ref, str) else None
-        if model is None:
-            return problem(
-                422,
-                "Invalid version or not permitted",
-                title="Invalid version",
-                invalid_fields=[
-                    {"type": "invalid", "field": "version", "description": "Invalid version or not permitted"}
-                ],
-            )
-        version = model.version_id
-    wait = parse_prefer(request.headers.get("Prefer"), engine.config.max_wait)
-    if wait == -1:
-        return problem(400, f"Prefer: wait=N needs 1 <= N <= {engine.config.max_wait}", title="Bad request")
+        return model, "hidden" if model.official else model.version_id
+    ref = body.get("version")
+    model = catalog.resolve_version_ref(ref) if isinstance(ref, str) else None
+    if model is None:
+        return problem(
+            422,
+            "Invalid version or not permitted",
+            title="Invalid version",
+            invalid_fields=[
+                {"type": "invalid", "field": "version", "description": "Invalid version or not permitted"}
+            ],
+        )
+    return model, model.version_id
+
+
+def _webhook(body: dict[str, Any]) -> tuple[str | None, list[str]] | web.Response:
+    """The create's webhook URL and events (all of them unless filtered), or the 422 that
+    refuses them."""
     webhook = body.get("webhook")
     events = body.get("webhook_events_filter")
     if body.get("webhook_completed") and not webhook:
@@ -222,13 +267,14 @@ async def _create(
                 }
             ],
         )
-    values = body.get("input", {})
-    invalid = validate_input(model, values, strict=engine.config.strict_inputs)
-    if invalid:
-        detail = "\n".join(f"- {p.field}: {p.description}" for p in invalid)
-        return problem(
-            422, detail, title="Input validation failed", invalid_fields=[p.to_dict() for p in invalid]
-        )
+    return webhook, events
+
+
+async def _fault_before_create(
+    engine: Engine, model: ModelInfo, values: dict[str, Any], where: dict[str, Any]
+) -> web.Response | None:
+    """The injected faults that strike before the prediction exists (a create held with no
+    answer, a gateway's 504 for a prediction created later): their answer, else None."""
     cfg = engine.config
     if cfg.stall_create_next > 0:
         # Held with no answer (the client's read timeout is what ends it on its side); the
@@ -247,31 +293,20 @@ async def _create(
         engine.late_creates += 1
         engine.errors_5xx[504] += 1
         engine._event("late_create", after=cfg.late_create_after)
-        engine.create_later(
-            cfg.late_create_after,
-            model,
-            values,
-            version=version,
-            base_url=base_url(request),
-            webhook=webhook,
-            webhook_events=frozenset(events),
-            route=route,
-            deployment=deployment,
-        )
+        engine.create_later(cfg.late_create_after, model, values, **where)
         return server_error(504)
-    prediction = engine.create_prediction(
-        model,
-        values,
-        version=version,
-        base_url=base_url(request),
-        webhook=webhook,
-        webhook_events=frozenset(events),
-        route=route,
-        deployment=deployment,
-    )
-    if engine.config.ghost_create_next > 0:
+    return None
+
+
+async def _answer_create(
+    request: web.Request, engine: Engine, prediction: Prediction, wait: int | None
+) -> web.StreamResponse:
+    """The answer to a create that made its prediction: lost or cut when a fault is injected,
+    else 201, held first for `Prefer: wait`."""
+    cfg = engine.config
+    if cfg.ghost_create_next > 0:
         # Created and billed, but the answer is lost on the way: the client cannot know the id.
-        engine.config.ghost_create_next -= 1
+        cfg.ghost_create_next -= 1
         engine.ghost_creates += 1
         engine.errors_5xx[502] += 1
         return server_error(502)
@@ -281,8 +316,8 @@ async def _create(
     headers = {}
     if wait is not None:
         headers["Preference-Applied"] = f"wait={wait}"
-        await _hold(prediction, wait, engine.config.wait_overrun)
-    return json_response(prediction.to_json(engine.config.output_ttl), status=201, headers=headers)
+        await _hold(prediction, wait, cfg.wait_overrun)
+    return json_response(prediction.to_json(cfg.output_ttl), status=201, headers=headers)
 
 
 async def _hold(prediction, seconds: float, overrun: float = 0.0) -> None:

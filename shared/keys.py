@@ -52,6 +52,12 @@ class Keys:
     def claim(self, batch_id: str, index: int, attempt: int) -> str:
         return f"{self.prefix}:claim:{batch_id}:{index}:{attempt}"
 
+    def unresolved_creates(self, model: str) -> str:
+        """The attempts that wrote an intent to create on `model` (zset: marker -> intent time):
+        where a held sync create of a canceled batch looks for the unresolved creates of other
+        batches whose prediction could match the one it is about to cancel. The last hour's."""
+        return f"{self.prefix}:unresolved:{model}"
+
     def prediction_owner(self, prediction_id: str) -> str:
         """Which (batch, item, attempt) a prediction belongs to, so reconciliation never adopts
         another item's prediction with an identical input."""

@@ -190,9 +190,8 @@ def test_cancel_mid_batch_then_retry_including_canceled_finishes_every_item(
 
     from tests.support.wait import wait_until
 
-    # poll: a held sync create can only be canceled once its answer comes, and its prediction has
-    # ended by then (kept, like an item that ended before the cancel): docs/operations.md
-    settings = settings.with_(concurrency_limit=3, wait_mode="poll")
+    # The default wait mode (sync): the predictions running at the cancel are inside held creates.
+    settings = settings.with_(concurrency_limit=3)
     sim = sim_factory(latency_scale=3.0, image_scale=0.01)  # several seconds each: running at cancel
     fleet = worker_factory(settings, count=1, sim=sim, concurrency=4)  # takes 4 tasks, 12 stay queued
     settings = settings.with_(replicate_base_url=sim.url)

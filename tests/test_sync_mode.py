@@ -15,9 +15,12 @@ from click.testing import CliRunner
 
 import producer
 from producer.cli import cli
+from shared.budget import Budget
 from shared.errors import ConfigError
 from shared.keys import Keys
 from shared.ledger import Ledger
+from shared.models import load_registry
+from shared.models.pricing import call_cost_micro
 from shared.presence import WorkerMode, describe
 from shared.settings import Settings
 from tests.support.attempt_path import MODEL, mark_running, record_batch, worker_context
@@ -321,3 +324,81 @@ def test_a_redis_outage_during_a_held_create_is_ridden_out_and_pays_once(
     wait_finished(ledger, "b-redisheld", 60, fleet)
 
     _one_creation_adopted(sim, client, settings, ledger, "b-redisheld")
+
+
+def _listed(sim) -> dict[str, dict]:
+    """Every prediction the stand-in has, as its API lists them (one page holds a test's)."""
+    response = httpx.get(
+        f"{sim.url}/v1/predictions", headers={"Authorization": "Bearer r8_sim_test"}, timeout=10
+    )
+    response.raise_for_status()
+    return {p["id"]: p for p in response.json()["results"]}
+
+
+def _unix(iso: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+@pytest.mark.e2e
+def test_a_cancel_reaches_predictions_whose_creates_are_held_open(
+    settings, redis_client, sim_factory, worker_factory
+):
+    """`producer cancel` while every prediction of the batch runs inside a held create (30 s
+    predictions, a 60 s wait: their ids unknown to the workers): each is found by its model and
+    input and canceled at Replicate within seconds of the cancel, not when its create would have
+    answered; no second creation; every item ends canceled, its slot released."""
+    sim = sim_factory(latency_scale=1.0, image_scale=0.01, latency_overrides={MODEL: 30.0})
+    settings = settings.with_(wait_mode="sync", sync_wait_max=60)
+    fleet = worker_factory(settings, count=1, sim=sim, concurrency=6)
+    prompts = [f"a held heron {i}" for i in range(4)]
+    ledger, _ = submit(settings, redis_client, "b-heldcancel", prompts)
+    wait_until(
+        lambda: sim.ledger(detail=False)["in_flight"] == 4, 30, "4 predictions in flight", explain=fleet.logs
+    )
+
+    base = ["--redis-url", settings.redis_url, "--env-file", "/nonexistent"]
+    canceled_at = time.time()
+    done = CliRunner().invoke(cli, [*base, "cancel", "b-heldcancel"], env=settings.as_env())
+    assert done.exit_code == 0, done.output
+    wait_finished(ledger, "b-heldcancel", 20, fleet)  # the predictions would run 30 s
+
+    assert ledger.batch("b-heldcancel").counts["canceled"] == len(prompts)
+    listed = _listed(sim)
+    assert len(listed) == len(prompts) and sim.ledger(detail=False)["creations"] == len(prompts)
+    for prediction in listed.values():
+        assert prediction["status"] == "canceled", prediction
+        assert _unix(prediction["completed_at"]) - canceled_at < 10, prediction  # not at its end (30 s)
+    for index in range(len(prompts)):  # each attempt's prediction is known, and its slot free
+        assert ledger.item("b-heldcancel", index).attempts[-1].prediction_id in listed
+    assert producer.limits_status(settings).in_use == 0
+    # Each reservation settled as spend (a canceled prediction is billed for the time it ran).
+    spend = Budget.from_settings(redis_client, settings).batch("b-heldcancel")
+    assert spend.reserved == 0 and spend.spent == len(prompts) * call_cost_micro(
+        load_registry().get(MODEL), ledger.request("b-heldcancel", 0).params
+    )
+
+
+@pytest.mark.e2e
+def test_a_held_create_is_not_canceled_when_another_batch_may_own_its_prediction(
+    settings, redis_client, sim_factory, worker_factory
+):
+    """Two batches send the same model the same input, both creates held; one batch is
+    canceled. The two predictions cannot be told apart while the creates are held, so neither is
+    canceled then (the other batch's prediction is never canceled): both run to their end."""
+    sim = sim_factory(latency_scale=1.0, image_scale=0.01, latency_overrides={MODEL: 8.0})
+    settings = settings.with_(wait_mode="sync", sync_wait_max=60)
+    fleet = worker_factory(settings, count=1, sim=sim, concurrency=4)
+    ledger, _ = submit(settings, redis_client, "b-twin-a", ["the same grebe"])
+    submit(settings, redis_client, "b-twin-b", ["the same grebe"])
+    wait_until(
+        lambda: sim.ledger(detail=False)["in_flight"] == 2, 30, "2 predictions in flight", explain=fleet.logs
+    )
+    ledger.cancel("b-twin-a")
+    wait_finished(ledger, "b-twin-b", 60, fleet)
+    wait_finished(ledger, "b-twin-a", 60, fleet)
+
+    assert ledger.item("b-twin-b", 0).status == "succeeded"
+    assert [p["status"] for p in _listed(sim).values()] == ["succeeded", "succeeded"]
+    assert "cannot be told from another batch's" in fleet.logs(tail=200_000)

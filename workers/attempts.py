@@ -25,7 +25,9 @@ A run that finds a `prediction_id` resumes it; one that finds an intent without 
 between POST and record, or an ambiguous 5xx/timeout on the POST) reconciles: it lists recent
 predictions and adopts the one with the same model and input before creating anew.
 `prediction:<id>` holds the marker of the attempt that owns a prediction, so two items with
-identical inputs can never adopt the same prediction.
+identical inputs can never adopt the same prediction. `unresolved:<model>` indexes the last
+hour's intents by model: a held sync create of a canceled batch looks there for the unresolved
+creates of other batches whose prediction it could otherwise take for its own (workers.held_cancel).
 """
 
 from __future__ import annotations
@@ -152,7 +154,28 @@ class CreationRecords:
     def write_intent(self, ref: AttemptRef, model: str, wait: int = 0) -> float:
         """Before the creation token, with the `Prefer: wait` its POST will ask (0: none);
         returns the intent time (Unix seconds, Redis clock)."""
-        return float(self._intent(keys=[ref.record_key(self.keys)], args=[model, RECORD_TTL, int(wait)]))
+        return float(
+            self._intent(
+                keys=[ref.record_key(self.keys), self.keys.unresolved_creates(model)],
+                args=[model, RECORD_TTL, int(wait), ref.marker],
+            )
+        )
+
+    def unresolved_of_model(self, model: str) -> list[AttemptRef]:
+        """The attempts whose create on `model` is unresolved now (an intent, no prediction id):
+        each may have a prediction running that nobody owns yet. From the model's index of
+        intents (the last hour's), each read against its creation record."""
+        refs = []
+        for marker in self.redis.zrange(self.keys.unresolved_creates(model), 0, -1):
+            try:
+                refs.append(AttemptRef.from_marker(str(marker)))
+            except ValueError:
+                continue
+        pipe = self.redis.pipeline(transaction=False)
+        for ref in refs:
+            pipe.hmget(ref.record_key(self.keys), "intent_at", "prediction_id")
+        rows = pipe.execute() if refs else []
+        return [ref for ref, (intent, predicted) in zip(refs, rows) if intent and not predicted]
 
     def begin_post(self, ref: AttemptRef, claim_token: str, slot: tuple[str, int] | None = None) -> PostCheck:
         """The one round trip between the creation token and the POST: GO with `posting_at`

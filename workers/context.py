@@ -30,6 +30,7 @@ from workers.attempts import CreationRecords
 from workers.claims import ClaimKeeper
 from workers.completions import CompletionBoard
 from workers.download import Downloader
+from workers.held_creates import HeldCreates
 from workers.latencies import ModelLatencies
 from workers.model_specs import ModelSpecs
 from workers.replicate_calls import ReplicateCalls
@@ -56,12 +57,14 @@ class WorkerContext:
     scheduler: Scheduler = field(init=False)  # follow-ups are held here until due (shared.scheduler)
     budget: Budget = field(init=False)  # spending limits: reservations settled, held items
     cancel_watch: CancelWatch = field(init=False)
+    held_creates: HeldCreates = field(init=False)  # sync creates held open, watched for a cancel
     stores: BatchStores = field(init=False)  # each batch's output location (a folder or a bucket)
     latencies: ModelLatencies = field(init=False)  # each model's usual duration, shared by the fleet
     pid: int = field(default_factory=os.getpid)
 
     def __post_init__(self) -> None:
         self.cancel_watch = CancelWatch(self.ledger)
+        self.held_creates = HeldCreates(self.cancel_watch)
         self.stores = BatchStores(self.ledger, self.settings)
         self.scheduler = Scheduler(self.redis, self.keys)
         self.budget = Budget.from_settings(self.redis, self.settings)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, NamedTuple
 
 from shared.budget import Reservation
@@ -37,10 +38,12 @@ from shared.limiter import HolderInfo, Lease
 from shared.logging_setup import bind_log_context
 from workers.attempts import AttemptRef, PostVerdict
 from workers.claims import Claim
-from workers.context import shutting_down
+from workers.context import WorkerContext, shutting_down
+from workers.held_cancel import HeldCreateCanceler
+from workers.held_creates import HeldCreate
 from workers.messages import Job
 from workers.replicate_calls import PredictionView, is_ambiguous
-from workers.stage import AttemptStage
+from workers.stage import AttemptStage, WaitBudget
 
 log = logging.getLogger("workers.creator")
 
@@ -56,6 +59,10 @@ class Created(NamedTuple):
 
 
 class PredictionCreator(AttemptStage):
+    def __init__(self, ctx: WorkerContext, budget: WaitBudget | None = None):
+        super().__init__(ctx, budget)
+        self._held_canceler = HeldCreateCanceler(ctx, self.budget)
+
     def acquire_slot(self, job: Job, model: str, prediction_id: str | None = None) -> Lease:
         """A slot for the prediction about to be created, or for the running one being resumed:
         the slot its dead holder left counted is taken over at once (no second slot, no queueing
@@ -117,7 +124,7 @@ class PredictionCreator(AttemptStage):
             self._take_create_token(ref, lease, reservation, timeout=max(give_up_at - began, 0.0))
             waited = time.monotonic() - began
             try:
-                send_by = self._last_check(ref, claim, lease)
+                send_by, posting_at = self._last_check(ref, claim, lease)
             except (CanceledError, RequeueError, SupersededError) as exc:
                 # No POST was sent: the token leaves the window (it would count a creation the
                 # account never saw: after a cancel, every thread that had one).
@@ -127,9 +134,10 @@ class PredictionCreator(AttemptStage):
                 raise
             posted_at = time.monotonic()
             try:
-                view = ctx.calls.create(
-                    model, input_, webhook=ctx.settings.webhook_url, wait=wait or None, send_by=send_by
-                )
+                with self._watched(ref, model, input_, posting_at, wait):
+                    view = ctx.calls.create(
+                        model, input_, webhook=ctx.settings.webhook_url, wait=wait or None, send_by=send_by
+                    )
             except UnsentPostError:
                 # Held back before it left: the account never saw it. `posting_at` stays, so the
                 # next run reconciles (another may have concluded "none" and created meanwhile).
@@ -197,7 +205,18 @@ class PredictionCreator(AttemptStage):
         except Exception as exc:  # noqa: BLE001 - kept reserved: the limit errs on the safe side
             log.warning("could not give back the reservation of %s: %s", ref.marker, exc)
 
-    def _last_check(self, ref: AttemptRef, claim: Claim, lease: Lease) -> float:
+    def _watched(
+        self, ref: AttemptRef, model: str, input_: dict[str, Any], posting_at: float, wait: int
+    ) -> AbstractContextManager[None]:
+        """A held sync create is watched for its batch's cancel while it is open: its prediction
+        (whose id only the answer tells) is then found and canceled at Replicate
+        (workers.held_creates, workers.held_cancel). A create without a wait answers at once."""
+        if not wait:
+            return nullcontext()
+        held = HeldCreate(ref, model, input_, posting_at, self._held_canceler.cancel)
+        return self.ctx.held_creates.holding(held)
+
+    def _last_check(self, ref: AttemptRef, claim: Claim, lease: Lease) -> tuple[float, float]:
         """Right before the POST: this run must still own the attempt and the slot, and the
         batch must not be canceled. The waits before it (slot, creation token) can outlast the
         claim and the lease when this worker was cut off from Redis or stalled; the attempt may
@@ -207,9 +226,10 @@ class PredictionCreator(AttemptStage):
         `posting_at`, from when the POST may be in flight. A Redis error there escapes (the task
         waits and runs the attempt again): "cannot tell" is never taken for "lost".
 
-        Returns the send-by time (time.monotonic()) of the POST: a reconciliation elsewhere counts
-        its settling window from `posting_at`, which allows POST_SEND_SLACK between the stamp and
-        the send; a POST later than that (this process stalled) is held back, never sent."""
+        Returns the send-by time (time.monotonic()) of the POST and `posting_at` (Unix seconds,
+        Redis clock). A reconciliation elsewhere counts its settling window from `posting_at`,
+        which allows POST_SEND_SLACK between the stamp and the send; a POST later than that (this
+        process stalled) is held back, never sent."""
         if shutting_down():
             raise RequeueError("worker shutting down; attempt handed back before any creation", counted=False)
         if claim.lost:
@@ -220,7 +240,8 @@ class PredictionCreator(AttemptStage):
                 counted=False,
             )
         checked_at = time.monotonic()  # before the stamp: send_by is never later than allowed
-        verdict = self.ctx.creations.begin_post(ref, claim.token, (lease.holder_id, lease.fence)).verdict
+        check = self.ctx.creations.begin_post(ref, claim.token, (lease.holder_id, lease.fence))
+        verdict = check.verdict
         if verdict is PostVerdict.SLOT_LOST:
             lease._mark_lost("the lease was not held any more at the last check (checked in Redis)")
             raise RequeueError(
@@ -234,7 +255,8 @@ class PredictionCreator(AttemptStage):
             raise SupersededError("the attempt's claim expired while waiting; another run owns it")
         if verdict is PostVerdict.RECORDED:
             raise SupersededError("another run recorded a prediction for this attempt while this one waited")
-        return checked_at + POST_SEND_SLACK
+        assert check.posting_at is not None, "GO always stamps posting_at"
+        return checked_at + POST_SEND_SLACK, check.posting_at
 
     def _pause_creations(self, ref: AttemptRef, model: str, exc: TransientError) -> None:
         """A 429 on create: nothing was created, and the account (another program on it, or a

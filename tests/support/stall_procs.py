@@ -80,7 +80,7 @@ def post_after_the_last_check(
     lease = creator.acquire_slot(job, model)
     ctx.creations.write_intent(job.ref, model)
     creator._take_create_token(job.ref, lease, Reservation(job.ref.marker, batch_id, 0), timeout=10)
-    send_by = creator._last_check(job.ref, claim, lease)
+    send_by, _ = creator._last_check(job.ref, claim, lease)
     ctx.redis.rpush(f"{lists}:report", json.dumps({"checked": True, "pid": os.getpid()}))
     blpop_wait(ctx.redis, f"{lists}:go", 120)
     try:

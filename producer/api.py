@@ -20,7 +20,7 @@ import concurrent.futures
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -661,6 +661,7 @@ class _Plan:
     registry: ModelRegistry
     limit: int | None  # the batch's spending limit (micro-USD)
     daily: int | None  # the fleet's daily budget in force (micro-USD)
+    notes: list[str] = field(default_factory=list)  # found while recording (what --overwrite replaces)
 
     def batch(self, *, created: bool, dry_run: bool = False, duplicate_of: Any = None) -> Batch:
         batch = Batch(
@@ -671,6 +672,7 @@ class _Plan:
             dry_run=dry_run,
             registry=self.registry,
         )
+        batch.notes += self.notes
         batch.duplicate_of = duplicate_of
         batch.max_cost, batch.daily_limit = self.limit, self.daily
         return batch
@@ -743,7 +745,7 @@ def _prepare_new_batch(
     from producer.output_checks import existing_outputs
 
     if store.location.remote:
-        existing_outputs(store, plan.requests, plan.registry, overwrite=overwrite)
+        plan.notes += existing_outputs(store, plan.requests, plan.registry, overwrite=overwrite)
     same = ledger.find_fingerprint(fingerprint)
     if same is not None and unique:
         raise _duplicate_batch_error(same)

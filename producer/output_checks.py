@@ -35,14 +35,16 @@ def check_writable(store: Store) -> None:
         ) from None
 
 
-def existing_outputs(store: Store, requests: Sequence[ImageRequest], registry, *, overwrite: bool) -> None:
+def existing_outputs(
+    store: Store, requests: Sequence[ImageRequest], registry, *, overwrite: bool
+) -> list[str]:
     """InputError (item and field per name) for the outputs that exist in the store already,
     unless `overwrite`. A name counts as taken when any object its worker may write is there:
     the name, or its stem in another format (shared.storage.sniff.written_names). Folders with
-    many such keys are listed once; the others get a HEAD per key."""
-    if overwrite:
-        return
+    many such keys are listed once; the others get a HEAD per key. With `overwrite`: the notes
+    that say which objects of another format than asked may be replaced."""
     from producer.prompts import output_names
+    from producer.prompts.outputs import other_format_exists, replaceable_note
 
     by_folder: dict[str, list[tuple[ImageRequest, str]]] = defaultdict(list)
     for request in requests:
@@ -53,6 +55,7 @@ def existing_outputs(store: Store, requests: Sequence[ImageRequest], registry, *
         for name in output_names(request.output, count):
             by_folder[posixpath.dirname(name)].append((request, name))
     problems: list[Problem] = []
+    replaceable: list[tuple[int, str, str]] = []
     try:
         for folder, names in by_folder.items():
             keys = {name: written_names(name) for _r, name in names}
@@ -63,31 +66,30 @@ def existing_outputs(store: Store, requests: Sequence[ImageRequest], registry, *
                 exists = _head(store)
             for request, name in names:
                 found = next((key for key in keys[name] if exists(key)), None)
-                if found is not None:
-                    problems.append(_exists_problem(store, request, name, found))
+                if found is None or (overwrite and found == name):
+                    continue
+                if overwrite:
+                    replaceable.append((request.index, name, found))
+                    continue
+                problems.append(
+                    Problem(
+                        f"{name!r} already exists in {store.url()}; pass overwrite (--overwrite) to "
+                        "allow replacing it, or choose another output"
+                        if found == name
+                        else other_format_exists(name, found, store.url()),
+                        index=request.index,
+                        item_id=request.id,
+                        field="output",
+                    )
+                )
     except (StorageError, StorageUnavailableError) as exc:
         raise InputError(
             Problem(f"cannot look into the output location {store.url()}: {exc}", field="OUTPUT_DIR")
         ) from None
     if problems:
         raise InputError(problems)
+    return [replaceable_note(replaceable)] if replaceable else []
 
 
 def _head(store: Store) -> Callable[[str], bool]:
     return lambda key: store.size(key) is not None
-
-
-def _exists_problem(store: Store, request: ImageRequest, name: str, found: str) -> Problem:
-    if found == name:
-        what = f"{name!r} already exists in {store.url()}"
-    else:
-        what = (
-            f"{found!r} already exists in {store.url()}, and {name!r} would be written as {found!r} "
-            "if the model returns that format (files are named after the bytes received)"
-        )
-    return Problem(
-        f"{what}; pass overwrite (--overwrite) to allow replacing it, or choose another output",
-        index=request.index,
-        item_id=request.id,
-        field="output",
-    )

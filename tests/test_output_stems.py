@@ -56,6 +56,9 @@ def test_a_local_file_of_the_same_stem_refuses_the_submit_before_anything_is_pai
     # --overwrite: the item may replace the objects of its own stem, and only those.
     done = cli(settings, sim, "submit", str(prompts), "--overwrite", "--wait")
     assert done.returncode == 0, done.stdout + done.stderr + fleet.logs()[-3000:]
+    # said before anything was enqueued: the file replaced is not the one the user named
+    assert "note: --overwrite: 1 existing file(s)" in done.stderr, done.stderr
+    assert "'cats/cat.jpg' (item 1, asked as 'cats/cat.webp')" in done.stderr, done.stderr
     assert (cats / "cat.jpg").read_bytes().startswith(JPEG_MAGIC)
     assert (cats / "cat_1.jpg").read_bytes() == b"another stem"
     assert not (cats / "cat.webp").exists()
@@ -86,6 +89,7 @@ def test_an_object_of_the_same_stem_in_s3_refuses_the_submit_and_overwrite_repla
 
     fleet = worker_factory(settings, count=1, sim=sim, **s3_bucket.environ())
     batch = api.submit(one, settings=settings, overwrite=True)
+    assert any("'cats/cat.jpg' (item 0, asked as 'cats/cat.webp')" in note for note in batch.notes)
     snap = batch.wait(timeout=120, poll_interval=0.3)
     assert snap.all_succeeded, (batch.results(), fleet.logs()[-3000:])
     stored = s3_bucket.keys("runs/cats/")

@@ -28,7 +28,7 @@ from producer.prompts.fields import (
     normalize_fields,
     split_form,
 )
-from producer.prompts.outputs import Outputs, batch_id_problem
+from producer.prompts.outputs import Outputs, batch_id_problem, replaceable_note
 from producer.prompts.references import References
 from producer.prompts.text import text_problems, unencodable
 from shared.common import type_name
@@ -123,6 +123,8 @@ def parse_prompts(
     problems.sort(key=_by_item)
     if problems:
         raise InputError(problems)
+    if context.outputs.replaceable:
+        requests.notes.append(replaceable_note(context.outputs.replaceable))
     if context.default_model_items:
         requests.default_model_items = context.default_model_items
         requests.notes.append(

@@ -88,6 +88,8 @@ class Outputs:
         self.claimed_files: dict[str, tuple[int, str]] = {}  # casefolded resolved path -> (index, id)
         self.resolved_dirs: dict[Path, Path] = {}
         self.listed_dirs: dict[Path, dict[str, str]] = {}
+        # (index, name, existing file of its stem in another format) that overwrite may replace
+        self.replaceable: list[tuple[int, str, str]] = []
 
     def for_item(
         self,
@@ -162,28 +164,24 @@ class Outputs:
             elif parent.exists() and not parent.is_dir():
                 problem(f"{name!r}: {str(parent)!r} is a file, not a folder", "output")
                 ok = False
-            elif not self.overwrite:
-                ok = self._no_other_format(name, parent, problem) and ok
+            elif (other := self._other_format(name, parent)) is not None:
+                if self.overwrite:  # agreed to, but the user named another file: a note says so
+                    self.replaceable.append((index, name, other))
+                else:
+                    problem(other_format_exists(name, other, repr(str(self.root))), "output")
+                    ok = False
             ok = self._claim_key(index, item_id, name, str(resolved).casefold(), problem) and ok
         return ok
 
-    def _no_other_format(self, name: str, parent: Path, problem: Report) -> bool:
-        """False (with a problem) when the folder holds the name's stem in another format: the
-        model may return that format and the worker would then write (or be refused) that file."""
+    def _other_format(self, name: str, parent: Path) -> str | None:
+        """The existing file of the name's stem in another format, if the folder holds one: the
+        model may return that format, and the worker would then write (or be refused) it."""
         present = self._files_in(parent)
         for other in written_names(PurePosixPath(name).name)[1:]:
             existing = present.get(other.casefold())
             if existing is not None:
-                shown = str(PurePosixPath(name).parent / existing) if "/" in name else existing
-                problem(
-                    f"{shown!r} already exists in {str(self.root)!r}, and {name!r} would be written "
-                    f"as {shown!r} if the model returns that format (files are named after the bytes "
-                    "received); pass overwrite (--overwrite) to allow replacing it, or choose another "
-                    "output",
-                    "output",
-                )
-                return False
-        return True
+                return str(PurePosixPath(name).parent / existing) if "/" in name else existing
+        return None
 
     def _files_in(self, folder: Path) -> dict[str, str]:
         # One listing per folder (casefolded name -> name), however many items write there.
@@ -218,6 +216,27 @@ class Outputs:
         if cached is None:
             cached = self.resolved_dirs[directory] = directory.resolve()
         return cached
+
+
+def other_format_exists(name: str, existing: str, where: str) -> str:
+    """The problem of a name whose stem exists in another format, without overwrite."""
+    return (
+        f"{existing!r} already exists in {where}, and {name!r} would be written as {existing!r} if "
+        "the model returns that format (files are named after the bytes received); pass overwrite "
+        "(--overwrite) to allow replacing it, or choose another output"
+    )
+
+
+def replaceable_note(found: list[tuple[int, str, str]]) -> str:
+    """What --overwrite allows beyond the names given: files of their stems in another format."""
+    shown = ", ".join(
+        f"{existing!r} (item {index}, asked as {name!r})" for index, name, existing in found[:3]
+    )
+    more = f" and {len(found) - 3} more" if len(found) > 3 else ""
+    return (
+        f"--overwrite: {len(found)} existing file(s) in another format than asked are replaced if the "
+        f"model returns that format (files are named after the bytes received): {shown}{more}"
+    )
 
 
 def clean_output(given: Any, problem: Report) -> str | None:

@@ -24,6 +24,7 @@ import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -231,41 +232,8 @@ def _interrupt(signum, frame) -> None:
 
 
 def run(args, base, workdir: Path, stack: ExitStack, api, FleetError, InputError) -> int:
-    from replicate_sim.control import start_sim
-
-    # --- Redis -------------------------------------------------------------------------------
-    redis_url = base.redis_url
-    if redis_answers(redis_url):
-        say(f"using the Redis at {redact(redis_url)}")
-    else:
-        say(f"no Redis answers at {redact(redis_url)}; starting a private one")
-        redis_url = start_redis(stack, workdir)
-
-    # --- Replicate or the stand-in -------------------------------------------------------------
-    overrides: dict = {"redis_url": redis_url}
-    if args.real:
-        if not base.replicate_api_token:
-            raise SystemExit("[demo] --real needs REPLICATE_API_TOKEN (run `producer init`)")
-        say("--real: calling Replicate with your token; this spends money")
-        # A separate prefix would split the account's limits from a real fleet: share them.
-    else:
-        if base.replicate_api_token and not base.replicate_base_url:
-            say(
-                "a real token is configured but the demo uses the free stand-in (pass --real to use Replicate)"
-            )
-        sim = start_sim(latency_scale=args.latency_scale, image_scale=0.25)
-        stack.callback(sim.stop)
-        say(f"started the Replicate stand-in at {sim.url}")
-        overrides.update(
-            replicate_base_url=sim.url,
-            replicate_api_token="r8_demo_stand_in_token",
-            key_prefix=args.prefix,
-            queue=args.prefix,
-        )
-    # The demo owns OUTPUT_DIR/demo: running it again replaces its own files (examples/prompts.json
-    # names some outputs explicitly), never anything else under OUTPUT_DIR.
-    overrides["output_dir"] = Path(base.output_dir).resolve() / "demo"
-    settings = base.with_(**overrides)
+    redis_url = _redis_url(base, workdir, stack)
+    settings, sim = _demo_settings(args, base, redis_url, stack)
 
     # --- workers -------------------------------------------------------------------------------
     env = {**os.environ, **settings.as_env(), "PYTHONPATH": str(ROOT)}
@@ -288,17 +256,69 @@ def run(args, base, workdir: Path, stack: ExitStack, api, FleetError, InputError
             print(f"error: {problem}", file=sys.stderr)
         return 2
     say(f"submitted batch {batch.id}: {len(batch.requests or [])} images")
+    snap = _wait_or_cancel(batch, FleetError)
+    _report(batch, snap, settings, base, private_redis=redis_url != base.redis_url)
+    if sim is not None:
+        _say_sim_ledger(sim)
+    return 0 if snap.all_succeeded else 1
+
+
+def _redis_url(base, workdir: Path, stack: ExitStack) -> str:
+    """The Redis at REDIS_URL when it answers, else a private one started here (stopped with `stack`)."""
+    if redis_answers(base.redis_url):
+        say(f"using the Redis at {redact(base.redis_url)}")
+        return base.redis_url
+    say(f"no Redis answers at {redact(base.redis_url)}; starting a private one")
+    return start_redis(stack, workdir)
+
+
+def _demo_settings(args, base, redis_url: str, stack: ExitStack) -> tuple[Any, Any]:
+    """The demo's settings, and the stand-in it started (None with --real: Replicate itself)."""
+    from replicate_sim.control import start_sim
+
+    overrides: dict = {"redis_url": redis_url}
+    sim = None
+    if args.real:
+        if not base.replicate_api_token:
+            raise SystemExit("[demo] --real needs REPLICATE_API_TOKEN (run `producer init`)")
+        say("--real: calling Replicate with your token; this spends money")
+        # A separate prefix would split the account's limits from a real fleet: share them.
+    else:
+        if base.replicate_api_token and not base.replicate_base_url:
+            say(
+                "a real token is configured but the demo uses the free stand-in (pass --real to use Replicate)"
+            )
+        sim = start_sim(latency_scale=args.latency_scale, image_scale=0.25)
+        stack.callback(sim.stop)
+        say(f"started the Replicate stand-in at {sim.url}")
+        overrides.update(
+            replicate_base_url=sim.url,
+            replicate_api_token="r8_demo_stand_in_token",
+            key_prefix=args.prefix,
+            queue=args.prefix,
+        )
+    # The demo owns OUTPUT_DIR/demo: running it again replaces its own files (examples/prompts.json
+    # names some outputs explicitly), never anything else under OUTPUT_DIR.
+    overrides["output_dir"] = Path(base.output_dir).resolve() / "demo"
+    return base.with_(**overrides), sim
+
+
+def _wait_or_cancel(batch, FleetError) -> Any:
+    """The batch followed to its end; on Ctrl-C it is canceled first (the workers are about to
+    stop: no prediction keeps running, or with --real costing money, for a demo nobody watches)."""
     try:
-        snap = batch.wait(progress=sys.stdout, interval=2.0)
+        return batch.wait(progress=sys.stdout, interval=2.0)
     except KeyboardInterrupt:
-        # The workers are about to stop: cancel the batch so no prediction keeps running (or,
-        # with --real, costing money) for a demo nobody watches any more.
         try:
             batch.cancel()
             say(f"canceled batch {batch.id}")
         except FleetError as exc:
             say(f"could not cancel batch {batch.id}: {exc}")
         raise
+
+
+def _report(batch, snap, settings, base, *, private_redis: bool) -> None:
+    """Each item's outcome and files, then where the files, the manifest and the results are."""
     manifest = batch.write_manifest()
     records = batch.results()
     print()
@@ -319,29 +339,17 @@ def run(args, base, workdir: Path, stack: ExitStack, api, FleetError, InputError
         )
     )
     say(f"manifest: {manifest}")
-    if redis_url == base.redis_url:
+    if not private_redis:
         prefix = "" if settings.key_prefix == base.key_prefix else f"FLEET_KEY_PREFIX={settings.key_prefix} "
         say(f"results:  {prefix}.venv/bin/producer results {batch.id} --json")
     else:
         say("results:  in the manifest (the private Redis stops now)")
-    if not args.real:
-        ledger = sim.ledger(detail=False)
-        say(
-            "stand-in ledger: "
-            + json.dumps(
-                {
-                    k: ledger.get(k)
-                    for k in (
-                        "creations",
-                        "peak_in_flight",
-                        "max_creations_in_window",
-                        "rejected_429",
-                        "duplicate_inputs",
-                    )
-                }
-            )
-        )
-    return 0 if snap.all_succeeded else 1
+
+
+def _say_sim_ledger(sim) -> None:
+    ledger = sim.ledger(detail=False)
+    keys = ("creations", "peak_in_flight", "max_creations_in_window", "rejected_429", "duplicate_inputs")
+    say("stand-in ledger: " + json.dumps({k: ledger.get(k) for k in keys}))
 
 
 def redact(url: str) -> str:

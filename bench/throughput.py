@@ -357,83 +357,27 @@ def run_baseline(
     mode "naive": every worker runs `slots` at once (each sized to the account's limit, as the seed
     tool's processes were); "split": -c slots/workers, the static split. Both split the creation
     rate across workers with Celery's per-worker `rate_limit`."""
-    import sys
-
     from celery import Celery
 
     from bench.baseline_app import TASK_NAME
-    from bench.fleet import REPO_ROOT
 
     sim.reset(**sim_options(sc))
     tag = uuid.uuid4().hex[:8]
     queue, results_key = f"baseline-{tag}-q", f"baseline-{tag}:results"
-    out = hosts.workdir / f"baseline-out-{tag}"
-    workers = sc.hosts * sc.workers_per_host
-    per_worker_rate = sc.create_per_min / sc.window / workers  # per second
-    # split: the slots dealt out as evenly as possible (10 over 3 workers: 4, 3, 3)
-    split = [sc.slots // workers + (1 if i < sc.slots % workers else 0) for i in range(workers)]
-    threads_of = [sc.slots] * workers if mode == "naive" else [max(1, t) for t in split]
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("REPLICATE_", "FLEET_", "CELERY_", "BASELINE_"))
-    }
-    env.update(
-        {
-            "BASELINE_BROKER_URL": redis.url,
-            "BASELINE_QUEUE": queue,
-            "BASELINE_RESULTS_KEY": results_key,
-            "BASELINE_RATE_LIMIT": f"{per_worker_rate * 60:.4f}/m",
-            "BASELINE_OUTPUT_DIR": str(out),
-            "REPLICATE_BASE_URL": sim.url,
-            "REPLICATE_API_TOKEN": "r8_bench_not_a_real_token",
-            "PYTHONPATH": str(REPO_ROOT),
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    procs = []
+    threads_of = _baseline_threads(sc, mode)
+    env = _baseline_env(sc, redis, sim, queue, results_key, out=hosts.workdir / f"baseline-out-{tag}")
+    procs: list[Any] = []
     client = redis.client()
     producer = Celery("baseline-producer", broker=redis.url, set_as_current=False)
     producer.conf.update(task_default_queue=queue, broker_connection_retry_on_startup=True)
     try:
-        for w in range(workers):
-            host, k = w % sc.hosts + 1, w // sc.hosts
-            argv = [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "bench.baseline_app",
-                "worker",
-                "-n",
-                f"b{host}-{k}-{tag}@bench",
-                "-c",
-                str(threads_of[w]),
-                "--pool",
-                "threads",
-                "-Q",
-                queue,
-                "--without-mingle",
-                "--without-gossip",
-                "-l",
-                "WARNING",
-            ]
-            procs.append(
-                hosts.popen(
-                    host,
-                    argv,
-                    env=env,
-                    log_path=hosts.workdir / f"baseline-{tag}-{host}-{k}.log",
-                    cwd=REPO_ROOT,
-                )
-            )
+        _start_baseline_workers(sc, hosts, queue, tag, threads_of, env, into=procs)
         _wait_baseline_ready(producer, queue, len(procs))
         started = time.time()
         with producer.producer_or_acquire() as pub:
             for i, prompt in enumerate(prompts_for(sc.n, tag)):
                 producer.send_task(TASK_NAME, args=(i, prompt, sc.model), queue=queue, producer=pub)
-        limit = sc.time_limit(timeout)
-        deadline = time.monotonic() + limit
+        deadline = time.monotonic() + sc.time_limit(timeout)
         while time.monotonic() < deadline and client.hlen(results_key) < sc.n:
             time.sleep(0.2)
         finished_at = time.time()
@@ -456,6 +400,87 @@ def run_baseline(
             client.delete(key)
         client.delete(queue, results_key)
         client.close()
+
+
+def _baseline_threads(sc: Scenario, mode: str) -> list[int]:
+    """Each baseline worker's threads: the account's slots each ("naive"), or the slots dealt out
+    as evenly as possible ("split": 10 over 3 workers: 4, 3, 3)."""
+    workers = sc.hosts * sc.workers_per_host
+    if mode == "naive":
+        return [sc.slots] * workers
+    split = [sc.slots // workers + (1 if i < sc.slots % workers else 0) for i in range(workers)]
+    return [max(1, t) for t in split]
+
+
+def _baseline_env(
+    sc: Scenario, redis: RedisServer, sim: Any, queue: str, results_key: str, *, out: Path
+) -> dict[str, str]:
+    """The baseline workers' environment: none of the fleet's settings, the creation rate split
+    across the workers (Celery's per-worker rate_limit)."""
+    from bench.fleet import REPO_ROOT
+
+    per_worker_rate = sc.create_per_min / sc.window / (sc.hosts * sc.workers_per_host)  # per second
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("REPLICATE_", "FLEET_", "CELERY_", "BASELINE_"))
+    }
+    env.update(
+        {
+            "BASELINE_BROKER_URL": redis.url,
+            "BASELINE_QUEUE": queue,
+            "BASELINE_RESULTS_KEY": results_key,
+            "BASELINE_RATE_LIMIT": f"{per_worker_rate * 60:.4f}/m",
+            "BASELINE_OUTPUT_DIR": str(out),
+            "REPLICATE_BASE_URL": sim.url,
+            "REPLICATE_API_TOKEN": "r8_bench_not_a_real_token",
+            "PYTHONPATH": str(REPO_ROOT),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+def _start_baseline_workers(
+    sc: Scenario,
+    hosts: Hosts,
+    queue: str,
+    tag: str,
+    threads_of: list[int],
+    env: dict[str, str],
+    *,
+    into: list[Any],
+) -> None:
+    """One plain Celery worker process per entry of `threads_of`, spread over the hosts; each
+    appended to `into` as soon as it starts (the caller stops them, even if a later one fails)."""
+    import sys
+
+    from bench.fleet import REPO_ROOT
+
+    for w, threads in enumerate(threads_of):
+        host, k = w % sc.hosts + 1, w // sc.hosts
+        argv = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "bench.baseline_app",
+            "worker",
+            "-n",
+            f"b{host}-{k}-{tag}@bench",
+            "-c",
+            str(threads),
+            "--pool",
+            "threads",
+            "-Q",
+            queue,
+            "--without-mingle",
+            "--without-gossip",
+            "-l",
+            "WARNING",
+        ]
+        log_path = hosts.workdir / f"baseline-{tag}-{host}-{k}.log"
+        into.append(hosts.popen(host, argv, env=env, log_path=log_path, cwd=REPO_ROOT))
 
 
 def _wait_baseline_ready(app: Any, queue: str, count: int, timeout: float = 60.0) -> None:

@@ -8,6 +8,7 @@ import logging
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -245,6 +246,96 @@ def _child_env(settings: Settings, **extra: str) -> dict[str, str]:
     return env
 
 
+class _Run:
+    """The processes a run starts (producer CLI, receiver, exporter) with `settings`, and
+    everything each printed, by name."""
+
+    def __init__(self, settings: Settings, tmp_path: Path):
+        self.settings = settings
+        self.tmp_path = tmp_path
+        self.outputs: dict[str, str] = {}
+        self.processes: list[subprocess.Popen] = []
+
+    def start(self, name: str, argv: list[str], **env: str) -> subprocess.Popen:
+        """A long-running process in its own session, logging to tmp_path/NAME.log."""
+        log = (self.tmp_path / f"{name}.log").open("w")
+        process = subprocess.Popen(
+            argv,
+            env=_child_env(self.settings, **env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.processes.append(process)
+        return process
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [sys.executable, "-m", "producer.cli", "--env-file", "/nonexistent", *args],
+            env=_child_env(self.settings),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=self.tmp_path,
+        )
+        self.outputs["producer " + " ".join(args)] = result.stdout + result.stderr
+        return result
+
+    def stop(self) -> None:
+        import os
+        import signal
+
+        for process in self.processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+
+    def collect_files(self) -> None:
+        """Add the processes' logs and every file the run wrote (outputs, manifest)."""
+        for path in self.tmp_path.glob("*.log"):
+            self.outputs[path.name] = path.read_text(errors="replace")
+        for path in Path(self.settings.output_dir).rglob("*"):
+            if path.is_file():
+                self.outputs[str(path)] = path.read_bytes().decode("latin-1")
+
+
+def _answers(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _start_webhook_receiver(run: _Run, port: int) -> None:
+    from tests.support.wait import wait_until
+
+    bin_dir = Path(sys.executable).parent
+    argv = [str(bin_dir / "fleet-webhooks"), "--listen", f"127.0.0.1:{port}", "--env-file", "/nonexistent"]
+    run.start("webhooks", argv)
+    wait_until(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), 30, "the webhook receiver", interval=0.2)
+
+
+def _scrape_metrics(run: _Run, port: int) -> str:
+    """`producer metrics` started, and its /metrics page once it answers."""
+    import urllib.request
+
+    from tests.support.wait import wait_until
+
+    argv = [sys.executable, "-m", "producer.cli", "--env-file", "/nonexistent"]
+    run.start("metrics", [*argv, "metrics", "--port", str(port), "--addr", "127.0.0.1"])
+    metrics_url = f"http://127.0.0.1:{port}/metrics"
+    wait_until(lambda: _answers(metrics_url), 30, "the metrics exporter", interval=0.2)
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        return response.read().decode()
+
+
 @pytest.mark.e2e
 def test_the_token_never_appears_in_anything_a_run_prints_or_writes(
     tmp_path, settings, redis_client, sim_factory, worker_factory
@@ -254,118 +345,45 @@ def test_the_token_never_appears_in_anything_a_run_prints_or_writes(
     workers' logs, the webhook receiver's log (it fetched its signing secret with the token), the
     stand-in's log, the metrics exporter's log and its /metrics page, the files and the manifest —
     none contains the token."""
-    import json
-    import os
-    import signal
     import time
-    import urllib.request
-    from pathlib import Path
 
     from bench.processes import free_port
     from shared.keys import Keys
     from shared.metrics import read_counters
-    from tests.support.wait import wait_until
 
     sim = sim_factory(token=TOKEN, latency_scale=0.02)
-    run = settings.with_(replicate_api_token=TOKEN, replicate_base_url=sim.url, log_level="DEBUG")
-    bin_dir = Path(sys.executable).parent
-    outputs: dict[str, str] = {}
-    processes: list[subprocess.Popen] = []
-
-    def start(name: str, argv: list[str], **env: str) -> subprocess.Popen:
-        log = (tmp_path / f"{name}.log").open("w")
-        process = subprocess.Popen(
-            argv,
-            env=_child_env(run, **env),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        processes.append(process)
-        return process
-
-    def cli(*args: str) -> subprocess.CompletedProcess:
-        result = subprocess.run(
-            [sys.executable, "-m", "producer.cli", "--env-file", "/nonexistent", *args],
-            env=_child_env(run),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            cwd=tmp_path,
-        )
-        outputs["producer " + " ".join(args)] = result.stdout + result.stderr
-        return result
-
-    def answers(url: str) -> bool:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
+    run = _Run(
+        settings.with_(replicate_api_token=TOKEN, replicate_base_url=sim.url, log_level="DEBUG"), tmp_path
+    )
     hook_port, metrics_port = free_port(), free_port()
     try:
-        start(
-            "webhooks",
-            [
-                str(bin_dir / "fleet-webhooks"),
-                "--listen",
-                f"127.0.0.1:{hook_port}",
-                "--env-file",
-                "/nonexistent",
-            ],
-        )
-        wait_until(
-            lambda: answers(f"http://127.0.0.1:{hook_port}/healthz"), 30, "the webhook receiver", interval=0.2
-        )
+        _start_webhook_receiver(run, hook_port)
         fleet = worker_factory(
-            run, count=1, sim=sim, FLEET_WEBHOOK_URL=f"http://127.0.0.1:{hook_port}/webhooks/replicate"
+            run.settings,
+            count=1,
+            sim=sim,
+            FLEET_WEBHOOK_URL=f"http://127.0.0.1:{hook_port}/webhooks/replicate",
         )
         prompts = tmp_path / "prompts.json"
         prompts.write_text(json.dumps([f"a red kite over a hill, take {i}" for i in range(4)]))
 
-        submitted = cli(
+        submitted = run.cli(
             "submit", str(prompts), "-m", "black-forest-labs/flux-dev", "--batch-id", "tok-run", "--wait"
         )
         assert submitted.returncode == 0, submitted.stdout + submitted.stderr + fleet.logs()
-        records = [json.loads(line) for line in cli("results", "tok-run", "--json").stdout.splitlines()]
+        records = [json.loads(line) for line in run.cli("results", "tok-run", "--json").stdout.splitlines()]
         assert [r["status"] for r in records] == ["succeeded"] * 4
-        assert cli("status", "tok-run").returncode == 0
-        assert cli("limits").returncode == 0
-        assert cli("limits", "--json").returncode == 0
+        assert run.cli("status", "tok-run").returncode == 0
+        assert run.cli("limits").returncode == 0
+        assert run.cli("limits", "--json").returncode == 0
 
-        start(
-            "metrics",
-            [
-                sys.executable,
-                "-m",
-                "producer.cli",
-                "--env-file",
-                "/nonexistent",
-                "metrics",
-                "--port",
-                str(metrics_port),
-                "--addr",
-                "127.0.0.1",
-            ],
-        )
-        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
-        wait_until(lambda: answers(metrics_url), 30, "the metrics exporter", interval=0.2)
-        with urllib.request.urlopen(metrics_url, timeout=10) as response:
-            outputs["GET /metrics"] = response.read().decode()
+        run.outputs["GET /metrics"] = _scrape_metrics(run, metrics_port)
         assert (
             'fleet_predictions_total{model="black-forest-labs/flux-dev",outcome="succeeded"} 4.0'
-            in outputs["GET /metrics"]
+            in run.outputs["GET /metrics"]
         )
     finally:
-        for process in processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
+        run.stop()
     time.sleep(0.1)
 
     # Not vacuous: the stand-in accepted only TOKEN, and the receiver (whose signing secret was
@@ -374,13 +392,10 @@ def test_the_token_never_appears_in_anything_a_run_prints_or_writes(
     counters = read_counters(redis_client, Keys(settings.key_prefix))
     assert sum(v for labels, v in counters.get("webhooks", []) if labels.get("outcome") == "accepted") == 4
 
+    outputs = run.outputs
     outputs["stand-in log"] = sim.log()
     outputs["workers"] = fleet.logs(tail=10**7)
-    for path in tmp_path.glob("*.log"):
-        outputs[path.name] = path.read_text(errors="replace")
-    for path in Path(run.output_dir).rglob("*"):
-        if path.is_file():
-            outputs[str(path)] = path.read_bytes().decode("latin-1")
+    run.collect_files()
     assert any(p.endswith("manifest.json") for p in outputs), list(outputs)
     assert "DEBUG" in outputs["workers"] and "level=" in outputs["webhooks.log"]
     for name, text in outputs.items():

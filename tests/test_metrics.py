@@ -567,7 +567,7 @@ def test_a_workers_counters_are_added_up_and_written_once_per_interval(settings,
     from shared.metrics.batched import BatchedCounters
 
     keys = Keys(settings.key_prefix)
-    down = redis.Redis(port=free_port(), socket_connect_timeout=0.2, retry_on_timeout=False)
+    down = redis.Redis(port=free_port(), socket_connect_timeout=0.2)
     counters = BatchedCounters(down, interval=3600)  # written only when flushed here
     metrics = MetricsRecorder(counters, keys)
     try:

@@ -303,25 +303,6 @@ class _Run:
                 self.outputs[str(path)] = path.read_bytes().decode("latin-1")
 
 
-def _answers(url: str) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
-def _start_webhook_receiver(run: _Run, port: int) -> None:
-    from tests.support.wait import wait_until
-
-    bin_dir = Path(sys.executable).parent
-    argv = [str(bin_dir / "fleet-webhooks"), "--listen", f"127.0.0.1:{port}", "--env-file", "/nonexistent"]
-    run.start("webhooks", argv)
-    wait_until(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), 30, "the webhook receiver", interval=0.2)
-
-
 def _page(url: str) -> str:
     """The page at `url`, or "" while nothing answers there."""
     import urllib.request
@@ -331,6 +312,16 @@ def _page(url: str) -> str:
             return response.read().decode()
     except OSError:
         return ""
+
+
+def _start_webhook_receiver(run: _Run, port: int) -> None:
+    from tests.support.wait import wait_until
+
+    bin_dir = Path(sys.executable).parent
+    argv = [str(bin_dir / "fleet-webhooks"), "--listen", f"127.0.0.1:{port}", "--env-file", "/nonexistent"]
+    run.start("webhooks", argv)
+    healthz = f"http://127.0.0.1:{port}/healthz"
+    wait_until(lambda: _page(healthz) == "ok", 30, "the webhook receiver", interval=0.2)
 
 
 def _metrics_page(run: _Run, port: int, *, showing: str) -> str:

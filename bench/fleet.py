@@ -209,7 +209,7 @@ class Fleet:
 
 def submit(
     settings: Settings,
-    prompts: list[str],
+    prompts: list[str] | list[dict[str, str]],
     *,
     model: str,
     batch_id: str | None = None,

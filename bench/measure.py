@@ -112,7 +112,11 @@ class Series:
 def bound(n: int, *, latency: float, slots: int, create_limit: int, window: float) -> dict[str, float]:
     """Issue 7's bound: max(N * L / slots, last creation the rate allows + L). With an exact sliding
     window of R per W s, creation k (0-based) comes no earlier than floor(k / R) * W, so the last
-    at floor((N-1) / R) * W."""
+    at floor((N-1) / R) * W.
+
+    L is the mean of the latencies the run drew, so for a mix of models N * L / slots is the work
+    itself, sum(latencies) / slots: a true lower bound whatever the mix. No scheduler reaches it:
+    the slots empty one by one in the last wave, which ideal_makespan adds."""
     by_slots = n * latency / slots
     windows = math.floor((n - 1) / create_limit) if n > 0 else 0
     by_rate = windows * window + latency
@@ -127,7 +131,11 @@ def ideal_makespan(latencies: list[float], *, slots: int, create_limit: int, win
     The formula bound uses the *mean* latency for the last wave, which no scheduler reaches: the
     batch ends with the slowest prediction of the last wave (lognormal latencies), and slots free
     up one at a time. This is the figure an ideal online scheduler would achieve on this very run,
-    so makespan / ideal is the overhead of the fleet itself."""
+    so makespan / ideal is the overhead of the fleet itself. For a mix of models (1.5-15 s) that
+    tail is sum(latencies) / slots plus up to the longest latency: at 5000 images and 60 slots
+    ideal / bound is about 1.02, at 60 images and 10 slots about 1.15 (list scheduling in the
+    order the fleet created them; an order by latency could shorten the tail, but no online
+    scheduler knows the latencies in advance)."""
     free_at = [0.0] * min(slots, max(len(latencies), 1))  # when each slot frees, as a heap
     starts: list[float] = []
     end = 0.0

@@ -9,6 +9,10 @@ overheads that do not scale (network, task hand-off). s is chosen per scenario s
 limit runs at about `target_rate` creations per real second (default 10/s, what 2 cores carry
 with room to spare), but never so small that the scaled latency drops under `min_latency`
 (default 2 s: the workers' polling has a 0.25 s floor); s <= 1.
+
+A scenario runs one model (`model`, mean `latency`) or a mix (`mix`: the items dealt over several
+models in turn, each at its own mean; `seed_mix()` is the built-in registry's). The stand-in draws
+each prediction's latency from its model's lognormal (the catalog's sigma) around the scaled mean.
 """
 
 from __future__ import annotations
@@ -57,9 +61,27 @@ class Scenario:
     time_scale: float | None = None  # None: chosen as described above
     model: str = MODEL
     seed: int = 7
+    # The models the items are dealt over in turn, each with its nominal mean latency; empty:
+    # every item on `model` at `latency`. With a mix, `latency` is set to the items' mean.
+    mix: tuple[tuple[str, float], ...] = ()
     # How the workers learn a prediction's end (FLEET_WAIT_MODE): "webhook" (a webhook receiver
     # runs), "sync" (`Prefer: wait` creates, the default without a webhook URL) or "poll".
     mode: str = "webhook"
+
+    def __post_init__(self) -> None:
+        if self.mix:
+            means = dict(self.mix)
+            self.latency = sum(means[m] for m in self.item_models()) / max(self.n, 1)
+
+    @property
+    def means(self) -> dict[str, float]:
+        """Nominal mean latency per model the batch uses."""
+        return dict(self.mix) if self.mix else {self.model: self.latency}
+
+    def item_models(self) -> list[str]:
+        """Item i's model: the mix's models in turn, or `model`."""
+        models = [m for m, _ in self.mix] or [self.model]
+        return [models[i % len(models)] for i in range(self.n)]
 
     @property
     def webhooks(self) -> bool:
@@ -67,9 +89,11 @@ class Scenario:
 
     @property
     def name(self) -> str:
-        return f"n{self.n}-s{self.slots}-r{self.create_per_min}" + (
-            f"-l{self.latency:g}" if self.latency != NOMINAL_LATENCY else ""
-        )
+        if self.mix:
+            latency = "-mix"
+        else:
+            latency = f"-l{self.latency:g}" if self.latency != NOMINAL_LATENCY else ""
+        return f"n{self.n}-s{self.slots}-r{self.create_per_min}{latency}"
 
     @property
     def system(self) -> str:
@@ -81,7 +105,7 @@ class Scenario:
             return self.time_scale
         nominal = min(self.slots / self.latency, self.create_per_min / 60.0)  # images per nominal s
         s = nominal / self.target_rate
-        s = max(s, self.min_latency / self.latency)
+        s = max(s, self.min_latency / min(self.means.values()))  # the fastest model's too
         return min(1.0, s)
 
     @property
@@ -133,13 +157,37 @@ def prompts_for(n: int, tag: str) -> list[str]:
     return [f"bench {tag} image {i:05d}: a lighthouse at dusk, variation {i}" for i in range(n)]
 
 
+def batch_items(sc: Scenario, tag: str) -> list[dict[str, str]]:
+    """The scenario's batch as prompt-file items, each naming its model."""
+    return [
+        {"prompt": prompt, "model": model}
+        for prompt, model in zip(prompts_for(sc.n, tag), sc.item_models(), strict=True)
+    ]
+
+
+def seed_mix() -> tuple[tuple[str, float], ...]:
+    """The built-in registry's image models that run on a prompt alone, each with the mean latency
+    the stand-in's catalog gives it (3-10 s; lognormal, sigma 0.3: about 1.5-15 s per prediction).
+    Left out: the videos (a minute and more) and the edit model that needs an input image."""
+    from replicate_sim.catalog import load_catalog
+    from shared.models.registry import load_registry
+
+    catalog = load_catalog()
+    mix = []
+    for spec in load_registry():
+        info = catalog.get(spec.name)
+        if spec.kind == "image" and not spec.reference_required and info is not None:
+            mix.append((spec.name, info.latency_mean))
+    return tuple(mix)
+
+
 def sim_options(sc: Scenario) -> dict[str, Any]:
     return {
         "create_limit": sc.create_per_min,
         "read_limit": sc.read_per_min,
         "window": sc.window,
         "latency_scale": 1.0,
-        "latency_overrides": {sc.model: sc.real_latency},
+        "latency_overrides": {model: round(mean * sc.scale, 3) for model, mean in sc.means.items()},
         "image_scale": 0.002,
         "max_in_flight": None,
         "seed": sc.seed,
@@ -201,6 +249,10 @@ def sim_figures(sc: Scenario, sim: Any, started: float, finished: float, n_done:
         "ideal_s": round(ideal, 2),
         "efficiency_vs_ideal": round(ideal / makespan, 3) if makespan > 0 else 0.0,
         "mean_latency_s": round(latency, 3),
+        # the spread the stand-in drew (a mix of models should span about 1.5-15 s)
+        "latency_range_s": [round(min(series.latencies), 2), round(max(series.latencies), 2)]
+        if series.latencies
+        else None,
         "peak_in_flight": ledger.get("peak_in_flight"),
         "slot_limit": sc.slots,
         "mean_in_flight": round(series.mean_in_flight(started, finished), 2),
@@ -270,7 +322,7 @@ def run_fleet(
         cpu_before = sum(w.last_stats.cpu_seconds for w in fleet.workers if w.last_stats)
         cmds_before, rcpu_before = redis_commands(client), redis_cpu(client)
         started = time.time()
-        batch_id = submit(settings, prompts_for(sc.n, settings.key_prefix), model=sc.model)
+        batch_id = submit(settings, batch_items(sc, settings.key_prefix), model=sc.model)
         submitted = time.time()
         limit = sc.time_limit(timeout)
         samples = {"next": 0.0}
@@ -375,8 +427,10 @@ def run_baseline(
         _wait_baseline_ready(producer, queue, len(procs))
         started = time.time()
         with producer.producer_or_acquire() as pub:
-            for i, prompt in enumerate(prompts_for(sc.n, tag)):
-                producer.send_task(TASK_NAME, args=(i, prompt, sc.model), queue=queue, producer=pub)
+            for i, item in enumerate(batch_items(sc, tag)):
+                producer.send_task(
+                    TASK_NAME, args=(i, item["prompt"], item["model"]), queue=queue, producer=pub
+                )
         deadline = time.monotonic() + sc.time_limit(timeout)
         while time.monotonic() < deadline and client.hlen(results_key) < sc.n:
             time.sleep(0.2)

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 import redis
 from celery import Celery
 
+from shared import lua_scripts
 from shared.keys import Keys
 from shared.ledger import Ledger
 from shared.scheduler import Scheduler, Send
@@ -50,13 +51,6 @@ LOCK_SECONDS = 3.0  # a dead feeder is replaced within this (plus a second)
 RENEW_SECONDS = 1.0
 IDLE_WAIT_SECONDS = 1.0  # the longest the feeder sleeps without a nudge
 DEFAULT_WINDOW = 8
-
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
 
 
 def feed_window(settings: Settings) -> int:
@@ -113,7 +107,7 @@ class FeederThread:
         self.token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._stop = threading.Event()
         self._listen = blocking_client(feeder.redis)
-        self._renew = feeder.redis.register_script(_RENEW)
+        self._renew = lua_scripts.register(feeder.redis, "workers.lua", ("feeder_renew",))["feeder_renew"]
         self._thread = threading.Thread(
             target=run_forever, args=(self._run, "feeder", self._stop), name="feeder", daemon=True
         )

@@ -30,13 +30,12 @@ import redis
 from kombu.transport import redis as kombu_redis
 from kombu.utils.json import dumps
 
+from shared import lua_scripts
+
 _original_connparams = kombu_redis.Channel._connparams
 
-# ZADD the delivery tag with Redis's own time (seconds, as kombu's float stamps).
-_STAMP_SCRIPT = """
-local t = redis.call('TIME')
-return redis.call('ZADD', KEYS[1], string.format('%d.%06d', t[1], t[2]), ARGV[1])
-"""
+# ZADD the delivery tag with Redis's own time; sent with EVAL inside kombu's pipeline.
+_STAMP_SCRIPT = lua_scripts.source("workers.lua", "unacked_stamp").text
 
 
 def _connparams(self: Any, asynchronous: bool = False) -> dict[str, Any]:

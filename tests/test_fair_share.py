@@ -1,9 +1,9 @@
 """Priorities and fair share on real workers (issue 17, items 2 and 3): a small batch submitted
-while a large one keeps every slot busy finishes close to its time alone, sooner still with
---priority high; the feeder SIGKILLed mid-batch loses nothing, pays nothing twice, and the next
-one keeps the turns. Durations are the ledger's own (created_at -> finished_at, Redis time) and
-compared with the same small batch alone on the same fleet, never with a fixed number; the
-full-size figures (2 000 images) are in bench/ (python -m bench.run fairness)."""
+while a large one keeps every slot busy takes turns with it instead of waiting behind it, and with
+--priority high goes first; the feeder SIGKILLed mid-batch loses nothing, pays nothing twice, and
+the next one keeps the turns. The verdict counts work (how many of the large batch's items end
+while the small one runs), not seconds, so a loaded machine cannot change it; the seconds, at
+full size (2 000 images), are in bench/ (python -m bench.run fairness)."""
 
 from __future__ import annotations
 
@@ -62,20 +62,34 @@ def test_a_small_batch_beside_a_large_one_finishes_near_its_time_alone(
 
     big = submit(settings, "big", BIG)
     wait_until(lambda: ledger.batch(big).done >= 2 * SLOTS, 60, "the big batch to fill the fleet")
-    same = submit(settings, "same", SMALL)
-    wait_finished(ledger, same, 60, fleet)
-    urgent = submit(settings, "urgent", SMALL, priority="high")
-    wait_finished(ledger, urgent, 60, fleet)
+
+    def big_items_done_while(tag: str, priority: str = "normal") -> tuple[str, int]:
+        """The small batch run beside the big one, and how many big items ended meanwhile: work
+        done, not seconds, so a loaded machine cannot change the verdict (the seconds are in
+        bench.run fairness)."""
+        before = ledger.batch(big).done
+        small = submit(settings, tag, SMALL, priority=priority)
+        wait_finished(ledger, small, 60, fleet)
+        return small, ledger.batch(big).done - before
+
+    same, big_beside_same = big_items_done_while("same")
+    urgent, big_beside_urgent = big_items_done_while("urgent", priority="high")
     assert not ledger.batch(big).finished, "the big batch must still be running for the comparison"
+    remaining_at_start = BIG - 2 * SLOTS
     wait_finished(ledger, big, 240, fleet)
 
     beside, high = duration(ledger, same), duration(ledger, urgent)
     print(
-        f"\nsmall batch alone {time_alone:.2f} s, beside {BIG} images {beside:.2f} s, "
-        f"high priority {high:.2f} s"
+        f"\nsmall batch alone {time_alone:.2f} s, beside {BIG} images {beside:.2f} s "
+        f"({big_beside_same} big items ended meanwhile), high priority {high:.2f} s "
+        f"({big_beside_urgent} big items ended meanwhile)"
     )
-    assert beside <= 3 * time_alone + 1.0
-    assert high <= 1.5 * time_alone + 1.0
+    # FIFO would finish every remaining big item (> 140) first. Fair share takes turns: the
+    # small batch's items, about as many big ones, plus what was already running or in the
+    # broker's window (FLEET_FEED_WINDOW); high priority only the latter.
+    feed_window = 8
+    assert big_beside_same <= 2 * SMALL + 2 * SLOTS + feed_window + SLOTS < remaining_at_start // 3
+    assert big_beside_urgent <= 2 * SLOTS + feed_window and big_beside_urgent < big_beside_same
     sim_ledger = sim.ledger()
     assert sim_ledger["creations"] == BIG + 3 * SMALL and sim_ledger["duplicate_inputs"] == 0
     assert sim_ledger["peak_in_flight"] <= SLOTS

@@ -139,8 +139,10 @@ def test_daily_budget_is_never_passed_under_a_429_storm_and_sigkills(
     settings = settings.with_(
         visibility_timeout=15, lease_seconds=3.0, concurrency_limit=6, daily_budget=Decimal("0.30")
     )
+    # Predictions of several seconds: the 12 the budget allows must still be running when the
+    # second victim is looked for (at 0.7 x the model's latency they could all have ended).
     sim = sim_factory(
-        storm_next=25, storm_retry_after=1, ghost_create_next=2, latency_scale=0.7, image_scale=0.01
+        storm_next=25, storm_retry_after=1, ghost_create_next=2, latency_scale=2.5, image_scale=0.01
     )
     fleet = worker_factory(settings, count=3, sim=sim, concurrency=4, FLEET_HTTP_TIMEOUT="2")
     batch = producer.submit(

@@ -437,21 +437,19 @@ def test_serve_metrics_blocks_until_stopped(settings, redis_client):
     assert not thread.is_alive()
 
 
-@pytest.mark.e2e
-def test_a_real_batch_shows_up_in_the_metrics(settings, redis_client, sim_factory, worker_factory):
-    """Workers of the project's app increment the Redis counters; the exporter shows them."""
+def _run_batch(settings, redis_client, sim, worker_factory, prompt: str, n: int):
+    """`n` images of one image model through one real worker, to the end: (the batch, the model, the
+    fleet)."""
     from producer.prompts import parse_prompts
     from shared.ledger import Ledger
     from shared.models import load_registry
     from workers.dispatch import enqueue_items
 
-    sim = sim_factory()
-    settings = settings.with_(replicate_base_url=sim.url, concurrency_limit=3)
     registry = load_registry()
     model = pick_image_model(registry)
     batch_id = f"metrics-{settings.key_prefix}"
     requests = parse_prompts(
-        [f"a quiet harbour, take {i}" for i in range(5)],
+        [f"{prompt}, take {i}" for i in range(n)],
         batch_id=batch_id,
         output_root=settings.output_dir,
         registry=registry,
@@ -459,9 +457,18 @@ def test_a_real_batch_shows_up_in_the_metrics(settings, redis_client, sim_factor
     )
     ledger = Ledger(redis_client, Keys(settings.key_prefix))
     assert ledger.create_batch(batch_id, requests, output_root=str(settings.output_dir), options={})
-    worker_factory(settings, count=1, sim=sim, concurrency=4)
+    fleet = worker_factory(settings, count=1, sim=sim, concurrency=4)
     enqueue_items(settings, batch_id, requests)
     wait_finished(ledger, batch_id, 90)
+    return batch_id, model, fleet
+
+
+@pytest.mark.e2e
+def test_a_real_batch_shows_up_in_the_metrics(settings, redis_client, sim_factory, worker_factory):
+    """Workers of the project's app increment the Redis counters; the exporter shows them."""
+    sim = sim_factory()
+    settings = settings.with_(replicate_base_url=sim.url, concurrency_limit=3)
+    batch_id, model, _ = _run_batch(settings, redis_client, sim, worker_factory, "a quiet harbour", 5)
 
     # Workers write their counters every few seconds (BatchedCounters): scrape until they are in.
     with start_metrics_server(settings, port=0, addr="127.0.0.1") as server:
@@ -483,7 +490,10 @@ def test_a_real_batch_shows_up_in_the_metrics(settings, redis_client, sim_factor
     assert value(samples, "fleet_limiter_wait_seconds_count", kind="slot") >= 5
     assert value(samples, "fleet_slots_in_use") == 0
     assert value(samples, "fleet_slots_limit") == 3
-    assert ("fleet_batch_items_total", (("batch", batch_id),)) not in samples  # finished: not active
+    assert (
+        "fleet_batch_items_total",
+        (("batch", batch_id),),
+    ) not in samples  # finished: not active
 
 
 def _answers_on(host: str, port: int) -> bool:
@@ -600,28 +610,9 @@ def test_a_workers_counters_are_added_up_and_written_once_per_interval(settings,
 def test_a_worker_writes_its_counters_when_it_stops(settings, redis_client, sim_factory, worker_factory):
     """A worker adds its counters up and writes them every few seconds; a warm shutdown (SIGTERM,
     what `docker compose stop` sends) writes what it added since, so nothing is lost to a stop."""
-    from producer.prompts import parse_prompts
-    from shared.ledger import Ledger
-    from shared.models import load_registry
-    from workers.dispatch import enqueue_items
-
     sim = sim_factory(latency_scale=0.05, image_scale=0.01)
     settings = settings.with_(replicate_base_url=sim.url)
-    registry = load_registry()
-    model = pick_image_model(registry)
-    batch_id = f"stop-{settings.key_prefix}"
-    requests = parse_prompts(
-        [f"a lighthouse at dusk, take {i}" for i in range(3)],
-        batch_id=batch_id,
-        output_root=settings.output_dir,
-        registry=registry,
-        model=model,
-    )
-    ledger = Ledger(redis_client, Keys(settings.key_prefix))
-    assert ledger.create_batch(batch_id, requests, output_root=str(settings.output_dir), options={})
-    fleet = worker_factory(settings, count=1, sim=sim, concurrency=4)
-    enqueue_items(settings, batch_id, requests)
-    wait_finished(ledger, batch_id, 90)
+    _, model, fleet = _run_batch(settings, redis_client, sim, worker_factory, "a lighthouse at dusk", 3)
     fleet.stop()  # SIGTERM; returns once the process is gone
     assert fleet.workers[0].proc.returncode == 0, fleet.logs()  # a warm shutdown, not SIGKILLed
     forget_queue(redis_client, settings.queue)

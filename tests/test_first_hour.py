@@ -31,10 +31,12 @@ def test_producer_info_one_view_of_the_fleet(settings, sim_factory, worker_facto
     batch = api.submit(prompts, settings=settings, model=FLUX_DEV)
 
     def full():
+        # A slot is taken a moment before its creation token marks it as at Replicate: wait for both.
         info = api.fleet_info(settings)
-        return info if info.limits.in_use == 2 and info.limits.waiters >= 1 else None
+        marked = info.at_replicate.get(batch.id) == 2
+        return info if info.limits.in_use == 2 and info.limits.waiters >= 1 and marked else None
 
-    info = wait_until(full, 60, "two slots in use and someone waiting", interval=0.3)
+    info = wait_until(full, 60, "two slots in use, both at Replicate, and someone waiting", interval=0.3)
     pids = sorted(w.pid for w in fleet.workers)
     assert sorted(w.pid for w in info.workers) == pids
     assert all(w.threads == 3 for w in info.workers) and sum(w.busy for w in info.workers) >= 3

@@ -29,7 +29,7 @@ READ_TOKEN_WAIT = 60.0
 @contextlib.contextmanager
 def open_schema_store(settings: Settings) -> Iterator[Any]:
     """A SchemaStore on the fleet's Redis, reading through the official client with read tokens."""
-    from producer.api import _close_quietly, _limiter
+    from producer.api.connections import _close_quietly, _limiter
     from shared.models.schema_store import SchemaStore
     from shared.redis_conn import connect
     from workers.replicate_calls import ReplicateCalls
@@ -57,7 +57,7 @@ def open_schema_store(settings: Settings) -> Iterator[Any]:
 
 
 def _registry(settings: Settings, registry: ModelRegistry | None = None) -> ModelRegistry:
-    from producer.api import _registry as load
+    from producer.api.connections import _registry as load
 
     return load(registry, settings)
 

@@ -18,7 +18,7 @@ import replicate
 from click.testing import CliRunner
 from replicate.exceptions import ReplicateError
 
-from producer.api import _limiter
+from producer.api.connections import _limiter
 from producer.cli import cli
 from shared.keys import Keys
 from shared.models.openapi import SchemaError

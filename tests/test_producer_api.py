@@ -271,7 +271,7 @@ def test_ctrl_c_stops_waiting_without_cancelling(settings, redis_client, monkeyp
     def interrupted(_seconds):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("producer.api.time.sleep", interrupted)
+    monkeypatch.setattr("producer.api.waiting.time.sleep", interrupted)
     result = CliRunner().invoke(cli, base_args(settings) + ["wait", batch.id], env=settings.as_env())
     assert result.exit_code == 130
     assert (
@@ -501,7 +501,7 @@ def test_cancel_revokes_the_queued_messages_of_the_items_it_cancels(settings, re
         return real_revoke(self, task_id, *args, **kwargs)
 
     monkeypatch.setattr(Control, "revoke", recording_revoke)
-    monkeypatch.setattr("producer.api.REVOKE_CHUNK", 2)
+    monkeypatch.setattr("producer.api.canceling.REVOKE_CHUNK", 2)
     batch = producer.submit(PROMPTS, settings=settings)
     sent = queued_task_ids(redis_client, settings)
     ledger = Ledger(redis_client, Keys(settings.key_prefix))
@@ -577,7 +577,7 @@ def test_submit_and_generate_without_settings_use_the_environment(
     assert producer.open_batch(batch.id).id == batch.id
     assert batch.id in [info.id for info in producer.list_batches()]
     assert producer.limits_status().concurrency_limit == settings.concurrency_limit
-    monkeypatch.setattr("producer.api.WORKER_PING_SECONDS", 0.5)
+    monkeypatch.setattr("producer.api.waiting.WORKER_PING_SECONDS", 0.5)
     with pytest.raises(NoWorkerError):  # it got as far as waiting for a worker: submitted without settings
         producer.generate(
             "a paper boat on a pond", "black-forest-labs/flux-dev", aspect_ratio="1:1", timeout=30

@@ -5,6 +5,7 @@
     .venv/bin/python -m bench.run throughput --n 1000 --slots 60 --rate 600 [--baseline]
     .venv/bin/python -m bench.run modes [--n 90 --slots 10]  # sync vs webhook vs polling, 2 s predictions
     .venv/bin/python -m bench.run modes --mix [--n 5000] [--only sync]  # the seed models' 1-15 s mix
+    .venv/bin/python -m bench.run modes --sigma 0      # every prediction exactly 2 s: ideal = bound
     .venv/bin/python -m bench.run faults [--ci] [--only kill,partition]
     .venv/bin/python -m bench.run capacity [--sizes 50,100,200]
     .venv/bin/python -m bench.run fairness [--n 2000] [--small 10]   # a small batch beside a large one
@@ -85,13 +86,14 @@ def modes_section(
     slots: int | None,
     mix: bool = False,
     only: list[str] | None = None,
+    sigma: float | None = None,
 ) -> list[RunResult]:
     """The same batch with each wait mode (`only`: those of them), in real seconds (time scale 1),
     600 creations and 3000 reads per 60 s, 3 hosts. Default: fast predictions (2 s), where noticing
     an end late costs the most; sync, webhook, poll; full 600 images and 60 slots, quick 90 and 10.
     mix: the items dealt over the seed models (seed_mix, about 1.5-15 s each); sync and webhook
     (polling is the slow mode already at 2 s); full 5000 images and 60 slots, quick 120 and 10."""
-    sc = wait_modes_scenario(quick=quick, n=n, slots=slots, mix=mix)
+    sc = replace(wait_modes_scenario(quick=quick, n=n, slots=slots, mix=mix), latency_sigma=sigma)
     results = []
     for mode in only or (("sync", "webhook") if mix else ("sync", "webhook", "poll")):
         variant = replace(sc, mode=mode)
@@ -438,6 +440,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--mix", action="store_true", help="modes: items spread over the seed models (1-15 s), N=5000"
     )
+    p.add_argument(
+        "--sigma",
+        type=float,
+        help="modes: every prediction's lognormal spread (default the stand-in's 0.3; 0: exactly the mean)",
+    )
     p.add_argument("--sizes", default="50,100,200,400", help="capacity: threads per process to try")
     p.add_argument("--small", type=int, default=10, help="fairness: images in the small batch")
     p.add_argument("--hosts", type=int, default=3)
@@ -484,6 +491,7 @@ def main(argv: list[str] | None = None) -> int:
                 slots=(args.slots or [None])[0],
                 mix=args.mix,
                 only=args.only.split(",") if args.only and args.section == "modes" else None,
+                sigma=args.sigma,
             )
         if args.all or args.quick or args.section == "capacity":
             sizes = tuple(int(x) for x in args.sizes.split(","))

@@ -67,6 +67,9 @@ class Scenario:
     # How the workers learn a prediction's end (FLEET_WAIT_MODE): "webhook" (a webhook receiver
     # runs), "sync" (`Prefer: wait` creates, the default without a webhook URL) or "poll".
     mode: str = "webhook"
+    # Every prediction's lognormal spread (None: the stand-in catalog's, 0.3). 0: each takes
+    # exactly its model's mean, so the ideal schedule is the bare bound N x L / slots.
+    latency_sigma: float | None = None
 
     def __post_init__(self) -> None:
         if self.mix:
@@ -93,7 +96,8 @@ class Scenario:
             latency = "-mix"
         else:
             latency = f"-l{self.latency:g}" if self.latency != NOMINAL_LATENCY else ""
-        return f"n{self.n}-s{self.slots}-r{self.create_per_min}{latency}"
+        spread = "" if self.latency_sigma is None else f"-sigma{self.latency_sigma:g}"
+        return f"n{self.n}-s{self.slots}-r{self.create_per_min}{latency}{spread}"
 
     @property
     def system(self) -> str:
@@ -188,6 +192,7 @@ def sim_options(sc: Scenario) -> dict[str, Any]:
         "window": sc.window,
         "latency_scale": 1.0,
         "latency_overrides": {model: round(mean * sc.scale, 3) for model, mean in sc.means.items()},
+        "latency_sigma": sc.latency_sigma,
         "image_scale": 0.002,
         "max_in_flight": None,
         "seed": sc.seed,

@@ -18,6 +18,9 @@ class SimConfig:
     # time and size
     latency_scale: float = 1.0  # multiplies each model's latency distribution; 0 = instant
     latency_overrides: dict[str, float] = field(default_factory=dict)  # model -> mean seconds
+    # Every model's lognormal spread instead of the catalog's (0: each prediction takes exactly its
+    # mean, so a batch's ideal schedule is the bare bound N x L / slots); None: the catalog's.
+    latency_sigma: float | None = None
     starting_fraction: float = 0.15  # share of a prediction's time spent in `starting`
     image_scale: float = 1.0  # output area = ~1 megapixel * image_scale
     data_uri_outputs: bool = False  # outputs as data: URIs instead of http URLs
@@ -91,7 +94,7 @@ class SimConfig:
         return data
 
 
-_OPTIONAL_NUMBERS = {"max_in_flight": int, "output_ttl": float, "seed": int}
+_OPTIONAL_NUMBERS = {"max_in_flight": int, "output_ttl": float, "seed": int, "latency_sigma": float}
 _OPTIONAL_STRINGS = {"token", "public_url", "webhook_secret"}
 
 

@@ -319,7 +319,7 @@ class Engine:
         if mean <= 0:
             total = 0.0
         else:
-            sigma = model.latency_sigma
+            sigma = model.latency_sigma if cfg.latency_sigma is None else cfg.latency_sigma
             total = self.rng.lognormvariate(math.log(mean) - sigma * sigma / 2, sigma)
         start_delay = total * cfg.starting_fraction
         return outcome, error, start_delay, total - start_delay

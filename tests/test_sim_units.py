@@ -14,6 +14,7 @@ from PIL import Image
 from replicate_sim import media
 from replicate_sim.catalog import load_catalog, openapi_schema, validate_input
 from replicate_sim.config import SimConfig
+from replicate_sim.engine import Engine
 from replicate_sim.webhooks import sign
 from replicate_sim.window import TimeSeries
 
@@ -189,3 +190,24 @@ def test_config_update_checks_before_changing_anything():
     assert config.create_limit == 600
     config.update({"model_fail_rates": {"a/b": "0.5"}, "max_in_flight": None, "data_uri_outputs": "true"})
     assert config.model_fail_rates == {"a/b": 0.5} and config.data_uri_outputs is True
+
+
+# --- latency ---------------------------------------------------------------------------------------
+
+
+def test_latency_sigma_zero_makes_every_prediction_take_exactly_its_mean():
+    """The modes bench's `--sigma 0`: with the catalog's spread the draws differ; with none, each
+    prediction takes the model's mean (so a batch's ideal schedule is the bare bound)."""
+    model = CATALOG.get("google/imagen-4-ultra")
+    assert model is not None
+    spread = Engine(SimConfig(seed=1, latency_overrides={model.name: 2.0}), CATALOG)
+    exact = Engine(SimConfig(seed=1, latency_overrides={model.name: 2.0}, latency_sigma=0.0), CATALOG)
+
+    def totals(engine: Engine) -> set[float]:
+        return {round(sum(engine._plan(model, {"prompt": "p"})[2:]), 9) for _ in range(20)}
+
+    assert len(totals(spread)) == 20
+    assert totals(exact) == {2.0}
+    cfg = SimConfig()
+    cfg.update({"latency_sigma": "0"})
+    assert cfg.latency_sigma == 0.0

@@ -1,0 +1,5 @@
+"""The stand-in's HTTP routes, one module per resource: `common` (the route tag, the JSON and
+problem answers), `gate` (the middleware every /v1 call passes: auth, injected 5xx, the
+account's limits), `predictions`, `models` (models, versions, deployments, account, webhook
+secret), `files`, `delivery` (output downloads, replicate.delivery's part) and `sim` (the
+private /_sim control routes). replicate_sim.server puts them together in one app."""

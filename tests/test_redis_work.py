@@ -142,3 +142,33 @@ def test_a_models_usual_duration_is_read_once_per_few_seconds(client):
     latencies.fresh = 0
     latencies.record("m", 9.0)
     assert fresh.expected("m") == pytest.approx((1 - SMOOTHING) * 4.0 + SMOOTHING * 9.0)
+
+
+def test_a_broker_message_delivered_and_acknowledged(private_redis, client):
+    """kombu's bookkeeping of one message, delivered unacknowledged and then acknowledged
+    (workers.kombu_patches): one script call each, the same keys as kombu's own (10 commands
+    before, 8 of them sent by the client: MULTI, EVAL, HSET, EXEC, MULTI, ZREM, HDEL, EXEC)."""
+    from kombu import Connection
+
+    from workers import kombu_patches
+
+    kombu_patches.apply()
+    with Connection(private_redis.url) as connection:
+        queue = connection.SimpleQueue("work-q")
+        queue.put({"n": 0})
+        queue.get(timeout=5).ack()  # warm: bindings, script cache
+        queue.put({"n": 1})
+
+        def deliver_and_ack() -> None:
+            message = queue.get(timeout=5)
+            assert client.zcard("unacked_index") == 1 and client.hlen("unacked") == 1
+            message.ack()
+
+        used = commands(client, deliver_and_ack)
+        queue.close()
+    used.pop("zcard"), used.pop("hlen")  # the test's own reads
+    assert client.zcard("unacked_index") == 0 and client.hlen("unacked") == 0
+    # Delivery: the list's pop (as kombu), then EVALSHA (TIME, ZADD, HSET); ack: EVALSHA (ZREM, HDEL).
+    assert used.get("multi", 0) == 0 and used.get("exec", 0) == 0, used
+    assert used["evalsha"] == 2, used
+    assert sum(n for name, n in used.items() if name not in ("rpop", "lpop", "brpop", "llen")) <= 7, used

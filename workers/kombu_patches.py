@@ -1,4 +1,4 @@
-"""Two corrections to kombu 5.7's Redis transport, applied once on import of workers.celery_app.
+"""Corrections to kombu 5.7's Redis transport, applied once on import of workers.celery_app.
 
 1. **A lost broker connection killed the worker.** When the Redis broker goes away, celery's
    consumer first `collect()`s the broken connection (which detaches its transport:
@@ -18,12 +18,20 @@
    (QoS.restore_visible). A worker whose clock runs 60 s ahead therefore redelivered every
    message the others were running as soon as it was 60 s short of the visibility timeout (all of
    them, with a short timeout), and one 60 s behind had its own messages taken from it. Both
-   stamps are Redis `TIME` now: the stamp is written by a one-line script in the same pipeline,
-   and the restore compares with Redis's clock, so no host's clock moves anyone's messages.
+   stamps are Redis `TIME` now: the stamp is written by the script that records the delivery
+   (3.), and the restore compares with Redis's clock, so no host's clock moves anyone's messages.
+
+3. **Four client commands per delivery and per acknowledgement.** kombu records a delivered
+   message with MULTI, ZADD (the unacked index), HSET (the message, for redelivery), EXEC, and
+   forgets it on ack with MULTI, ZREM, HDEL, EXEC (issue 16.4: Redis CPU follows the commands a
+   client sends). One small script each does the same atomically (`workers/lua/unacked_*.lua`):
+   per message 8 client commands become 2 EVALSHA, 10 commands (inside scripts counted) 7.
+   Redelivery is unchanged: the same keys, the same stamps, kombu's own restore reads them.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import redis
@@ -34,8 +42,25 @@ from shared import lua_scripts
 
 _original_connparams = kombu_redis.Channel._connparams
 
-# ZADD the delivery tag with Redis's own time; sent with EVAL inside kombu's pipeline.
-_STAMP_SCRIPT = lua_scripts.source("workers.lua", "unacked_stamp").text
+
+class _BrokerScript:
+    """One script called on whichever client kombu hands out (EVALSHA; after a Redis restart
+    empties the script cache, SCRIPT LOAD and again, once)."""
+
+    def __init__(self, name: str):
+        self.text = lua_scripts.source("workers.lua", name).text
+        self.sha = hashlib.sha1(self.text.encode()).hexdigest()
+
+    def __call__(self, client: Any, keys: list[Any], args: list[Any]) -> Any:
+        try:
+            return client.evalsha(self.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            client.script_load(self.text)
+            return client.evalsha(self.sha, len(keys), *keys, *args)
+
+
+_APPEND = _BrokerScript("unacked_append")  # ZADD stamped with Redis TIME + HSET of the message
+_REMOVE = _BrokerScript("unacked_remove")  # ZREM + HDEL
 
 
 def _connparams(self: Any, asynchronous: bool = False) -> dict[str, Any]:
@@ -45,14 +70,36 @@ def _connparams(self: Any, asynchronous: bool = False) -> dict[str, Any]:
 
 
 def _append(self: Any, message: Any, delivery_tag: Any) -> None:
-    """QoS.append with the unacked stamp taken from Redis TIME (same pipeline, no extra trip)."""
+    """QoS.append: the message kept and stamped with Redis TIME, in one script call."""
     delivery = message.delivery_info
     exchange, routing_key = delivery["exchange"], delivery["routing_key"]
-    with self.pipe_or_acquire() as pipe:
-        pipe.eval(_STAMP_SCRIPT, 1, self.unacked_index_key, delivery_tag).hset(
-            self.unacked_key, delivery_tag, dumps([message._raw, exchange, routing_key])
-        ).execute()
+    with self.channel.conn_or_acquire() as client:
+        _APPEND(
+            client,
+            [self.unacked_index_key, self.unacked_key],
+            [delivery_tag, dumps([message._raw, exchange, routing_key])],
+        )
         kombu_redis.virtual.QoS.append(self, message, delivery_tag)
+
+
+def _forget(self: Any, delivery_tag: Any) -> None:
+    with self.channel.conn_or_acquire() as client:
+        _REMOVE(client, [self.unacked_index_key, self.unacked_key], [delivery_tag])
+
+
+def _ack(self: Any, delivery_tag: Any) -> None:
+    """QoS.ack (kombu 5.7) with the unacked index and message removed in one script call."""
+    _forget(self, delivery_tag)
+    kombu_redis.virtual.QoS.ack(self, delivery_tag)
+
+
+def _reject(self: Any, delivery_tag: Any, requeue: bool = False) -> None:
+    """QoS.reject (kombu 5.7): a requeue is kombu's own restore; a drop is one script call."""
+    if requeue:
+        self.restore_by_tag(delivery_tag, leftmost=True)
+    else:
+        _forget(self, delivery_tag)
+    kombu_redis.virtual.QoS.ack(self, delivery_tag)
 
 
 def _restore_visible(self: Any, start: int = 0, num: int = 10, interval: int = 10) -> None:
@@ -87,5 +134,9 @@ def apply() -> None:
         kombu_redis.Channel._connparams = _connparams  # type: ignore[method-assign]
     if kombu_redis.QoS.append is not _append:
         kombu_redis.QoS.append = _append  # type: ignore[method-assign]
+    if kombu_redis.QoS.ack is not _ack:
+        kombu_redis.QoS.ack = _ack  # type: ignore[method-assign]
+    if kombu_redis.QoS.reject is not _reject:
+        kombu_redis.QoS.reject = _reject  # type: ignore[method-assign]
     if kombu_redis.QoS.restore_visible is not _restore_visible:
         kombu_redis.QoS.restore_visible = _restore_visible  # type: ignore[method-assign]

@@ -63,6 +63,13 @@ def broker_lists(queue: str) -> list[str]:
     return [queue] + [f"{queue}{KOMBU_PRIORITY_SEPARATOR}{step}" for step in (3, 6, 9)]
 
 
+def fed_lists(queue: str) -> list[str]:
+    """The lists the feeder fills (one per rank: steps 0, 3, 6), all the take counts against its
+    window. Only the feeder sends into the broker (workers.dispatch), and a redelivered message
+    returns to the list it came from, so step 9 stays empty: one LLEN per take fewer."""
+    return [queue] + [f"{queue}{KOMBU_PRIORITY_SEPARATOR}{_BROKER_PRIORITY[k]}" for k in (1, 2)]
+
+
 class Send(NamedTuple):
     """One send the feeder took: run `attempt` of item `index` of `batch_id` on `model`."""
 
@@ -166,7 +173,7 @@ class Scheduler:
         `window` messages at most. Returns (the sends, in order; seconds until the next delayed
         send is due, None when there is none)."""
         reply = self._scripts["take"](
-            args=[self.keys.prefix, limit if limit is not None else window, window, *broker_lists(queue)]
+            args=[self.keys.prefix, limit if limit is not None else window, window, *fed_lists(queue)]
         )
         next_due = float(reply[0])
         sends = []

@@ -11,8 +11,15 @@ local t = now_ms()
 -- them, atomically): the feeder sleeps until the next one instead of waking once per token.
 redis.call('DEL', K_WAKE)
 
--- 1. Due sends join their batch's line (at most 1000 per call; the rest at the next).
-local due = redis.call('ZRANGEBYSCORE', K_DUE, '-inf', string.format('%.3f', t), 'WITHSCORES', 'LIMIT', 0, 1000)
+-- 1. Due sends join their batch's line (at most 1000 per call; the rest at the next). The first
+-- delayed send is read first: when it is not due yet (most takes), it is also the next due time
+-- returned at the end, and nothing else of the due zset is read.
+local cutoff = string.format('%.3f', t)
+local first_due = redis.call('ZRANGE', K_DUE, 0, 0, 'WITHSCORES')
+local due = {}
+if #first_due > 0 and tonumber(first_due[2]) <= tonumber(cutoff) then
+  due = redis.call('ZRANGEBYSCORE', K_DUE, '-inf', cutoff, 'WITHSCORES', 'LIMIT', 0, 1000)
+end
 local late = #due > 0 and tonumber(redis.call('HGET', K_STATS, 'max_late_ms') or '0') or 0
 for n = 1, #due, 2 do
   local member, at = due[n], tonumber(due[n + 1])
@@ -80,7 +87,8 @@ while taken < room and guard < room + 1000 do
 end
 if taken > 0 then redis.call('HINCRBY', K_STATS, 'fed', taken) end
 
-local next_due = redis.call('ZRANGE', K_DUE, 0, 0, 'WITHSCORES')
+-- Nothing left the due zset unless step 1 moved sends (this loop only reads and writes lines).
+local next_due = #due > 0 and redis.call('ZRANGE', K_DUE, 0, 0, 'WITHSCORES') or first_due
 local result = { #next_due > 0 and string.format('%.3f', math.max(tonumber(next_due[2]) - t, 0)) or '-1' }
 for _, v in ipairs(out) do result[#result + 1] = v end
 return result

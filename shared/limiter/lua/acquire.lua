@@ -38,7 +38,7 @@ local function served(score)
 end
 local L = limits(false)
 local ep = sync_epoch(L)
-local pruned = prune_holders() + prune_waiters()
+local pruned = prune()
 if thawed() then pruned = pruned + 1 end  -- wake the line once the freeze is over
 
 -- A retried call whose first reply was lost: hand back the same grant.
@@ -61,6 +61,7 @@ local function grant(woken)
   rec.epoch = ep
   save_holder(id, rec)
   local expires = fmt(NOW + lease_ms)
+  note_expiry(NOW + lease_ms)
   redis.call('ZADD', K_HOLDERS, expires, id)
   if pruned > 0 then wake(L.concurrency_limit) end
   local handoff = woken and fmt(NOW - tonumber(woken)) or -1
@@ -94,6 +95,7 @@ end
 -- Not admitted: a wake that brought it here is spent (the next one measures afresh). A newcomer
 -- was never woken (a waiter's wake is forgotten with it).
 if not newcomer then redis.call('HDEL', K_WOKEN, id) end
+note_expiry(NOW + CFG.waiter_ttl_ms)
 redis.call('ZADD', K_WAITER_EXP, fmt(NOW + CFG.waiter_ttl_ms), id)
 if pruned > 0 then wake(L.concurrency_limit) end
 return reply({0, rank, free, fmt(recovering)})

@@ -9,7 +9,7 @@ local rec = cjson.decode(ARGV[5])
 local prediction_id, attempt = ARGV[6], ARGV[7]
 local L = limits(false)
 local ep = sync_epoch(L)
-local pruned = prune_holders() + prune_waiters()
+local pruned = prune()
 if thawed() then pruned = pruned + 1 end  -- wake the line once the freeze is over
 local previous = holder_of(prediction_id, attempt)
 if not previous then
@@ -28,6 +28,7 @@ rec.epoch = ep
 rec.adopted_from = previous
 save_holder(id, rec)
 local expires = fmt(NOW + lease_ms)
+note_expiry(NOW + lease_ms)
 redis.call('ZADD', K_HOLDERS, expires, id)
 if pruned > 0 then wake(L.concurrency_limit) end
 return reply({1, fence, fmt(NOW), ep, expires, previous})

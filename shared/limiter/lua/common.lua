@@ -9,7 +9,17 @@
 --   5 waiters    ZSET waiter id -> ticket (arrival order)
 --   6 waiter_exp ZSET waiter id -> registration expiry (ms)
 --   7 ticket     STRING counter for waiter tickets
---   8 epoch      STRING id of this incarnation of the limiter state (changes if Redis lost it)
+--   8 epoch      HASH the limiter's own state, read with ONE HMGET per call (layout 2):
+--                id: this incarnation of the limiter state (changes if Redis lost it);
+--                layout: '2'; prune_at: no holder lease nor waiter registration expires before
+--                this (ms; absent = now), so a call prunes only once it has passed;
+--                slots_until, since: the state was lost while the fleet ran;
+--                fresh, fresh_at: the current epoch was made by a caller that knew none.
+--                Layout 1 kept the id in a STRING here and the recovery marks in KEYS[16]. The
+--                HASH is what keeps old and new workers apart: a layout-1 script's GET on it fails
+--                (WRONGTYPE) before it writes anything of a slot, so an old worker can never admit
+--                beside new ones; a layout-2 script that finds the layout-1 STRING converts it
+--                (same epoch, recovery marks carried over, prune due at once), see read_state().
 --   9 creates    ZSET grant id -> grant time (ms); future scores are reservations
 --  10 reads      ZSET grant id -> grant time (ms)
 --  11 pause      HASH until (ms), reason
@@ -17,8 +27,7 @@
 --  13 byattempt  HASH attempt marker -> holder id, for holders that took a creation token for it
 --  14 woken      HASH waiter id -> when a freed slot woke it (ms): the hand-off latency
 --  15 rates      HASH create|read -> time of the newest grant dropped from that log (ms)
---  16 recovery   HASH slots_until, since (ms): the state was lost while the fleet ran;
---                fresh, fresh_at: the current epoch was made by a caller that knew none
+--  16 recovery   layout 1 only (its marks now live in KEYS[8]); read once when converting
 -- ARGV[1] is the caller's config JSON:
 --   concurrency_limit, create_limit, read_limit, rate_window_ms: its own limits, written only
 --     into fields the limits hash lacks (same names as the hash's fields);
@@ -37,11 +46,8 @@ local CFG = cjson.decode(ARGV[1])
 local KNOWN_EPOCH = ARGV[2] or ''
 local EPOCH = ''  -- set by sync_epoch(); sent back with every reply
 
-local function redis_now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
-end
-local NOW = redis_now_ms()
+local TIME = redis.call('TIME')  -- once per call: NOW, and the id of a new epoch
+local NOW = tonumber(TIME[1]) * 1000 + tonumber(TIME[2]) / 1000
 
 local function fail(message)
   error({err = 'ERR limiter: ' .. message})
@@ -122,24 +128,58 @@ local function loss_horizon(L)
   return math.max(CFG.lease_ms, L.rate_window_ms + CFG.rate_margin_ms)
 end
 
--- The recovery hash's slots_until (false: none), read at most once per call: acquire, release,
--- settle and the wakes they send each consult it. Kept in step with this call's own writes (and
--- nothing else writes during a script; key expiry is frozen while it runs).
-local SLOTS_UNTIL = nil  -- nil: not read yet
-local function slots_until()
-  if SLOTS_UNTIL == nil then SLOTS_UNTIL = redis.call('HGET', K_RECOVERY, 'slots_until') end
-  return SLOTS_UNTIL
+-- The state hash (KEYS[8]), read once per call by sync_epoch() (every script calls it first)
+-- and kept in step with this call's own writes (nothing else writes while a script runs).
+local LAYOUT = '2'
+local STATE_FIELDS = {'id', 'layout', 'prune_at', 'slots_until', 'fresh', 'fresh_at'}
+local ST = {}  -- field -> string, or false when absent
+local PRUNE_AT = 0  -- ST.prune_at as a number (0 when absent: a prune is due)
+
+local function state_set(...)
+  local kv = {...}
+  redis.call('HSET', K_EPOCH, unpack(kv))
+  for i = 1, #kv, 2 do ST[kv[i]] = kv[i + 1] end
 end
+
+-- Layout 1 (before issue 16.4) kept the epoch in a STRING at KEYS[8] and the recovery marks in
+-- KEYS[16]: convert them in place, once. From then on layout-1 scripts fail on the HASH.
+local function convert_layout_1()
+  local e = redis.call('GET', K_EPOCH)
+  local r = redis.call('HMGET', K_RECOVERY, 'slots_until', 'since', 'fresh', 'fresh_at')
+  redis.call('DEL', K_EPOCH, K_RECOVERY)
+  local kv = {'id', e, 'layout', LAYOUT, 'prune_at', '0'}
+  local names = {'slots_until', 'since', 'fresh', 'fresh_at'}
+  for i, name in ipairs(names) do
+    if r[i] then kv[#kv + 1] = name; kv[#kv + 1] = r[i] end
+  end
+  redis.call('HSET', K_EPOCH, unpack(kv))
+end
+
+local function read_state()
+  local v = redis.pcall('HMGET', K_EPOCH, unpack(STATE_FIELDS))
+  if v.err then
+    if redis.call('TYPE', K_EPOCH).ok ~= 'string' then fail('state key: ' .. v.err) end
+    convert_layout_1()
+    v = redis.call('HMGET', K_EPOCH, unpack(STATE_FIELDS))
+  end
+  for i, field in ipairs(STATE_FIELDS) do ST[field] = v[i] end
+  if ST.id and ST.layout ~= LAYOUT then
+    fail('the limiter state has layout ' .. tostring(ST.layout) .. ', these scripts know ' .. LAYOUT
+         .. ' only: do not mix worker versions')
+  end
+  PRUNE_AT = tonumber(ST.prune_at or '0') or 0
+end
+
+local function slots_until() return ST.slots_until end
 
 -- Redis forgot the state while the fleet ran (restart without persistence): the holders still
 -- running at Replicate are unknown until they renew (within a lease), and the creations of the
 -- last window are unknown for good. So for one lease no new slot is granted (renewals put the
 -- live holders back first), and creations pause for window + margin.
 local function begin_recovery(L)
-  SLOTS_UNTIL = fmt(NOW + CFG.lease_ms)
-  redis.call('HSET', K_RECOVERY, 'slots_until', SLOTS_UNTIL, 'since', fmt(NOW))
-  redis.call('HDEL', K_RECOVERY, 'fresh', 'fresh_at')
-  redis.call('PEXPIRE', K_RECOVERY, math.ceil(loss_horizon(L)) + 60000)
+  state_set('slots_until', fmt(NOW + CFG.lease_ms), 'since', fmt(NOW))
+  redis.call('HDEL', K_EPOCH, 'fresh', 'fresh_at')
+  ST.fresh, ST.fresh_at = false, false
   set_pause(NOW + L.rate_window_ms + CFG.rate_margin_ms, 'limiter state lost; rate log rebuilt')
 end
 
@@ -149,20 +189,19 @@ end
 -- caller after a loss knew no epoch (a process that just started), the loss is recognised at
 -- the first call of one that did, as long as that can still matter (loss_horizon).
 local function sync_epoch(L)
-  local e = redis.call('GET', K_EPOCH)
+  read_state()
+  local e = ST.id
   if not e then
-    local t = redis.call('TIME')
-    e = t[1] .. '.' .. t[2]
-    redis.call('SET', K_EPOCH, e)
+    e = TIME[1] .. '.' .. TIME[2]
+    state_set('id', e, 'layout', LAYOUT, 'prune_at', '0')
+    PRUNE_AT = 0
     if KNOWN_EPOCH ~= '' then
       begin_recovery(L)
     else
-      redis.call('HSET', K_RECOVERY, 'fresh', e, 'fresh_at', fmt(NOW))
-      redis.call('PEXPIRE', K_RECOVERY, math.ceil(loss_horizon(L)) + 60000)
+      state_set('fresh', e, 'fresh_at', fmt(NOW))
     end
   elseif KNOWN_EPOCH ~= '' and KNOWN_EPOCH ~= e then
-    local r = redis.call('HMGET', K_RECOVERY, 'fresh', 'fresh_at')
-    if r[1] == e and NOW - tonumber(r[2]) <= loss_horizon(L) then begin_recovery(L) end
+    if ST.fresh == e and NOW - tonumber(ST.fresh_at) <= loss_horizon(L) then begin_recovery(L) end
   end
   EPOCH = e
   return e
@@ -180,8 +219,8 @@ end
 local function thawed()
   local u = slots_until()
   if u and tonumber(u) <= NOW then
-    redis.call('HDEL', K_RECOVERY, 'slots_until')
-    SLOTS_UNTIL = false
+    redis.call('HDEL', K_EPOCH, 'slots_until')
+    ST.slots_until = false
     return true
   end
   return false
@@ -250,10 +289,22 @@ local function may_have_prediction(rec)
   return type(rec.prediction_id) == 'string' or type(rec.attempt) == 'string'
 end
 
+-- Every score written into holders or waiter_exp goes through here: prune_at stays a lower
+-- bound of both sets' earliest expiry, which is what lets prune() skip its reads while nothing
+-- can have expired. (Renewals move scores later: a bound that is too early only costs one
+-- prune that finds nothing and moves the bound.)
+local function note_expiry(at)
+  if at < PRUNE_AT then
+    PRUNE_AT = at
+    state_set('prune_at', fmt(at))
+  end
+end
+
 -- Keep the slot counted, marked orphaned, for at most CFG.orphan_ms ms.
 local function orphan(id, rec)
   rec.orphaned_at = fmt(NOW)
   save_holder(id, rec)
+  note_expiry(NOW + CFG.orphan_ms)
   redis.call('ZADD', K_HOLDERS, fmt(NOW + CFG.orphan_ms), id)
 end
 
@@ -316,6 +367,25 @@ local function prune_waiters()
   local dead = redis.call('ZRANGEBYSCORE', K_WAITER_EXP, '-inf', fmt(NOW))
   forget_waiters(dead)
   return #dead
+end
+
+local FAR = 1e15  -- prune_at when both sets are empty (ms: the year 33658)
+
+-- Expired holders and waiters out (prune_holders, prune_waiters), but only once prune_at has
+-- passed: before it nothing can have expired, and a call costs no read at all. `force`: prune
+-- regardless (set_limits). Afterwards prune_at is the earliest expiry left. Returns how many
+-- slots and places were freed.
+local function prune(force)
+  if not force and PRUNE_AT > NOW then return 0 end
+  local n = prune_holders() + prune_waiters()
+  local at = FAR
+  local h = redis.call('ZRANGE', K_HOLDERS, 0, 0, 'WITHSCORES')
+  if #h > 0 then at = math.min(at, tonumber(h[2])) end
+  local w = redis.call('ZRANGE', K_WAITER_EXP, 0, 0, 'WITHSCORES')
+  if #w > 0 then at = math.min(at, tonumber(w[2])) end
+  PRUNE_AT = at
+  state_set('prune_at', fmt(at))
+  return n
 end
 
 local function process_of(member)

@@ -3,7 +3,7 @@
 local id = ARGV[3]
 local L = limits(false)
 sync_epoch(L)
-local pruned = prune_holders() + prune_waiters()
+local pruned = prune()
 if thawed() then pruned = pruned + 1 end  -- wake the line once the freeze is over
 local held = remove_holders({id})
 local waited = 0

@@ -11,9 +11,11 @@ local infos = {}
 for i, h in ipairs(holders) do infos[i] = cjson.decode(h[3]) end
 local L = limits(false)
 local ep = sync_epoch(L)
-local pruned = prune_holders() + prune_waiters()
+local pruned = prune()
 if thawed() then pruned = pruned + 1 end  -- wake the line once the freeze is over
 local expires = fmt(NOW + lease_ms)
+-- Renewals only move an expiry later, except an orphan's that becomes a lease again, and a
+-- re-registration: prune_at must not lie after either (note_expiry writes only then).
 
 -- A holder counted in Redis: renew it. One whose deadline lies beyond a lease is an orphan: if
 -- it was cut off and is back, it is an ordinary lease again; if it abandoned its lease, a
@@ -25,6 +27,7 @@ local function renew(id)
     rec.orphaned_at = nil
     save_holder(id, rec)
   end
+  note_expiry(NOW + lease_ms)
   redis.call('ZADD', K_HOLDERS, 'XX', expires, id)
   return 1
 end
@@ -43,6 +46,7 @@ for i, h in ipairs(holders) do
     local rec = infos[i]
     rec.epoch = ep
     save_holder(id, rec)
+    note_expiry(NOW + lease_ms)
     redis.call('ZADD', K_HOLDERS, expires, id)
     out_h[i] = 2
   else
@@ -54,6 +58,7 @@ local out_w = {}
 local waiter_expires = fmt(NOW + CFG.waiter_ttl_ms)
 for i, w in ipairs(req.w or {}) do
   if redis.call('ZSCORE', K_WAITERS, w) then
+    note_expiry(NOW + CFG.waiter_ttl_ms)  -- only ever writes if Redis's clock stepped back
     redis.call('ZADD', K_WAITER_EXP, waiter_expires, w)
     out_w[i] = 1
   else

@@ -54,8 +54,7 @@ local moved, span = 0, L.rate_window_ms + margin_ms
 if changes.create_limit or changes.rate_window_ms then moved = moved + replan('create', L.create_limit, span) end
 if changes.read_limit or changes.rate_window_ms then moved = moved + replan('read', L.read_limit, span) end
 if changes.concurrency_limit then
-  prune_holders()
-  prune_waiters()
+  prune(true)
   wake(L.concurrency_limit)
 end
 return reply({L.concurrency_limit, L.create_limit, L.read_limit, fmt(L.rate_window_ms), moved})

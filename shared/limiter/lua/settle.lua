@@ -7,7 +7,7 @@
 local prediction_id, attempt, orphaned_only = ARGV[3], ARGV[4], ARGV[5] == '1'
 local L = limits(false)
 sync_epoch(L)
-local pruned = prune_holders() + prune_waiters()
+local pruned = prune()
 if thawed() then pruned = pruned + 1 end  -- wake the line once the freeze is over
 local holder = holder_of(prediction_id, attempt)
 if holder and orphaned_only then

@@ -1,9 +1,9 @@
--- A snapshot in one round trip. It prunes first, like every other script (so a dead holder whose
+-- A snapshot in one round trip. It prunes first (when due), like every other script (so a dead holder whose
 -- prediction may still run shows as orphaned, and a freed slot reaches the next waiter); it never
 -- seeds the limits. Returns one JSON string; times are relative to Redis "now" except now_ms.
 local L = limits(true)
 sync_epoch(L)
-if prune_holders() + prune_waiters() > 0 or thawed() then wake(L.concurrency_limit) end
+if prune() > 0 or thawed() then wake(L.concurrency_limit) end
 local live = '(' .. fmt(NOW)
 local holders = {}
 local rows = redis.call('ZRANGEBYSCORE', K_HOLDERS, live, '+inf', 'WITHSCORES')
@@ -30,7 +30,7 @@ local out = {
   reads_reserved = redis.call('ZCOUNT', K_READS, live, '+inf'),
   pause_ms_left = 0,
   recovery_ms_left = recovery_ms_left(),
-  epoch = redis.call('GET', K_EPOCH) or '',
+  epoch = EPOCH,
   fence = redis.call('GET', K_FENCE) or '0',
   holders = holders,
 }

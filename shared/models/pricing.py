@@ -44,10 +44,7 @@ def call_cost_micro(
     if spec.price_unit == "call":
         return unit
     if spec.price_unit == "second":
-        duration = params.get("duration")
-        if duration is None and "duration" in spec.params:
-            duration = spec.params["duration"].default
-        seconds = Decimal(str(duration or 0))
+        seconds = Decimal(str(spec.billed_seconds(params)))
         return int((unit * seconds).to_integral_value(rounding=ROUND_CEILING))
     return unit * spec.output_count(params)
 

@@ -24,9 +24,16 @@ from typing import Any
 from shared.errors import ConfigError, Problem, UnknownModelError
 from shared.models.openapi import ModelSchema, SchemaError, derive_entry
 from shared.models.reference import is_reference, parse_ref
-from shared.models.registry_build import _build, _build_model, _layer, _merge
-from shared.models.registry_files import BUILTIN_MODELS_FILE, _read_file, tomllib
-from shared.models.registry_shape import _check_shape, _error_text, _where
+from shared.models.registry_build import (
+    build_model,
+    build_parts,
+    kind_mismatch,
+    layer_overlay,
+    merge_layer,
+    with_fallback,
+)
+from shared.models.registry_files import BUILTIN_MODELS_FILE, read_file, tomllib
+from shared.models.registry_shape import check_shape, error_text, place
 from shared.models.spec import ModelSpec
 
 __all__ = ["BUILTIN_MODELS_FILE", "ModelRegistry", "load_registry", "tomllib"]
@@ -150,29 +157,24 @@ class ModelRegistry:
         SchemaError (output not files) or ConfigError (an entry that does not fit the schema)."""
         entry = derive_entry(schema)
         overlay, source = self._overlays.get(ref, ({}, f"<schema of {ref}>"))
-        data = _layer(entry, overlay)
+        data = layer_overlay(entry, overlay)
         if not any(k in overlay for k in _PRICE_KEYS):
             data.update(self._inherited_price(ref))
         errors: list[str] = []
-        spec = _build_model(ref, data, source, errors)
+        spec = build_model(ref, data, source, errors)
         fallback = []
         kind = spec.kind if spec is not None else None
         for name in spec.fallback if spec is not None else ():
             target = self.resolve(name)
             if target is None or target == ref:
-                errors.append(f"{_where(source, ref, 'fallback')}: unknown model {name!r}")
+                errors.append(f"{place(source, ref, 'fallback')}: unknown model {name!r}")
             elif target in self._specs and self._specs[target].kind != kind:
-                errors.append(
-                    f"{_where(source, ref, 'fallback')}: {name!r} makes {self._specs[target].kind}s, "
-                    f"this model makes {kind}s"
-                )
+                errors.append(kind_mismatch(source, ref, name, self._specs[target].kind, kind))
             else:
                 fallback.append(target)
         if errors or spec is None:
-            raise ConfigError(_error_text(errors))
-        from dataclasses import replace
-
-        return replace(spec, schema=schema, fallback=tuple(dict.fromkeys(fallback)))
+            raise ConfigError(error_text(errors))
+        return with_fallback(spec, tuple(fallback), schema=schema)
 
     def with_schemas(
         self, schemas: Mapping[str, ModelSchema], failures: Mapping[str, str] | None = None
@@ -245,21 +247,20 @@ class ModelRegistry:
         origin: dict[tuple[str, str], str] = {}  # (section, key) -> source that last set it
         for data, source in layers:
             before = len(errors)
-            _check_shape(data, source, errors)
+            check_shape(data, source, errors)
             if len(errors) == before:  # merge only well-formed files, so later checks see sane data
-                _merge(merged, data, source, origin)
+                merge_layer(merged, data, source, origin)
         if errors:
-            raise ConfigError(_error_text(errors))
-        registry = _build(merged, origin, errors)
-        if errors or registry is None:
-            raise ConfigError(_error_text(errors))
-        registry.sources = tuple(Path(s) for _, s in layers if not s.startswith("<"))
-        return registry
+            raise ConfigError(error_text(errors))
+        parts = build_parts(merged, origin, errors)
+        if errors or parts is None:
+            raise ConfigError(error_text(errors))
+        return cls(**parts, sources=tuple(Path(s) for _, s in layers if not s.startswith("<")))
 
 
 def load_registry(extra: str | Path | None = None) -> ModelRegistry:
     """The built-in models, extended/overridden by the user file `extra` (TOML, or JSON by suffix)."""
-    layers = [(_read_file(BUILTIN_MODELS_FILE), str(BUILTIN_MODELS_FILE))]
+    layers = [(read_file(BUILTIN_MODELS_FILE), str(BUILTIN_MODELS_FILE))]
     if extra is not None and str(extra) != "":
-        layers.append((_read_file(Path(extra)), str(extra)))
+        layers.append((read_file(Path(extra)), str(extra)))
     return ModelRegistry.from_data(*layers)

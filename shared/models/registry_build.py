@@ -5,17 +5,15 @@ that is not complete is kept as an overlay for its model's schema to complete.""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from dataclasses import replace
+from typing import Any
 
 from shared.models.reference import parse_ref
-from shared.models.registry_shape import _REQUIRED_MODEL_KEYS, _where
+from shared.models.registry_shape import REQUIRED_MODEL_KEYS, place
 from shared.models.spec import ModelSpec, ParamSpec
 
-if TYPE_CHECKING:
-    from shared.models.registry import ModelRegistry
 
-
-def _merge(
+def merge_layer(
     merged: dict[str, Any], data: Mapping[str, Any], source: str, origin: dict[tuple[str, str], str]
 ) -> None:
     for key, value in data.get("routing", {}).items():
@@ -42,16 +40,17 @@ def _merge_mappings(target: dict[str, Any], mappings: Mapping[str, Any]) -> None
 
 
 # ---------------------------------------------------------------------------------------- build
-def _build(
+def build_parts(
     merged: dict[str, Any], origin: dict[tuple[str, str], str], errors: list[str]
-) -> ModelRegistry | None:
+) -> dict[str, Any] | None:
+    """ModelRegistry's arguments for the merged layers, or None with `errors` said."""
     specs: dict[str, ModelSpec] = {}
     overlays: dict[str, tuple[dict[str, Any], str]] = {}
     for name, model in merged["models"].items():
-        if not all(key in model for key in _REQUIRED_MODEL_KEYS):
+        if not all(key in model for key in REQUIRED_MODEL_KEYS):
             overlays[str(parse_ref(name))] = (model, origin[("models", name)])
             continue
-        spec = _build_model(name, model, origin[("models", name)], errors)
+        spec = build_model(name, model, origin[("models", name)], errors)
         if spec is not None:
             specs[name] = spec
 
@@ -64,7 +63,7 @@ def _build(
             owner = seen.get(alias.casefold())
             if owner is not None and owner != name:
                 errors.append(
-                    f"{_where(origin[('models', name)], name, 'aliases')}: "
+                    f"{place(origin[('models', name)], name, 'aliases')}: "
                     f"alias {alias!r} is already used by {owner!r}"
                 )
             seen[alias.casefold()] = name
@@ -84,16 +83,13 @@ def _build(
             target = resolve(fb)
             if target is None:
                 errors.append(
-                    f"{_where(src, name, 'fallback')}: unknown model {fb!r} (a model only the schema "
+                    f"{place(src, name, 'fallback')}: unknown model {fb!r} (a model only the schema "
                     "knows needs an entry of its own to be a fallback, e.g. its price)"
                 )
             elif target == name:
-                errors.append(f"{_where(src, name, 'fallback')}: a model cannot fall back to itself")
+                errors.append(f"{place(src, name, 'fallback')}: a model cannot fall back to itself")
             elif target in specs and kind is not None and specs[target].kind != kind:
-                errors.append(
-                    f"{_where(src, name, 'fallback')}: {fb!r} makes {specs[target].kind}s, "
-                    f"this model makes {kind}s"
-                )
+                errors.append(kind_mismatch(src, name, fb, specs[target].kind, kind))
 
     routing = merged["routing"]
     resolved_routing: dict[str, str] = {}
@@ -124,21 +120,21 @@ def _build(
             )
     if errors:
         return None
-    from shared.models.registry import ModelRegistry
 
     # Every fallback resolved (an unknown one is an error above), so none is dropped here.
     resolved_specs = {
-        name: _with_fallback(spec, tuple(t for fb in spec.fallback if (t := resolve(fb)) is not None))
+        name: with_fallback(spec, tuple(t for fb in spec.fallback if (t := resolve(fb)) is not None))
         for name, spec in specs.items()
     }
-    return ModelRegistry(
-        resolved_specs,
+    value_maps, renames = freeze_mappings(merged["mappings"])
+    return dict(
+        specs=resolved_specs,
         single_reference_model=resolved_routing["single_reference_model"],
         multi_reference_model=resolved_routing["multi_reference_model"],
         default_model=resolved_routing["default_model"],
         max_route_length=routing.get("max_route_length", 4),
-        value_maps=_freeze_value_maps(merged["mappings"].get("values", {})),
-        renames={k: tuple(v) for k, v in merged["mappings"].get("renames", {}).items()},
+        value_maps=value_maps,
+        renames=renames,
         overlays={
             name: (_with_resolved_fallback(data, resolve), src) for name, (data, src) in overlays.items()
         },
@@ -151,7 +147,7 @@ def _with_resolved_fallback(data: dict[str, Any], resolve) -> dict[str, Any]:
     return {**data, "fallback": [resolve(fb) or fb for fb in data["fallback"]]}
 
 
-def _layer(derived: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+def layer_overlay(derived: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
     """`overlay` (a registry entry) over `derived` (a schema's entry): keys replace, params merge
     per parameter; a reference input the overlay names is taken out of the parameters."""
     data = {**derived, **{k: v for k, v in overlay.items() if k != "params"}}
@@ -162,23 +158,30 @@ def _layer(derived: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, 
     return data
 
 
-def _with_fallback(spec: ModelSpec, fallback: tuple[str, ...]) -> ModelSpec:
-    from dataclasses import replace
-
-    return replace(spec, fallback=tuple(dict.fromkeys(fallback)))
-
-
-def _freeze_value_maps(
-    values: Mapping[str, Mapping[str, list[Any]]],
-) -> dict[str, dict[str, tuple[Any, ...]]]:
-    return {param: {str(v): tuple(c) for v, c in table.items()} for param, table in values.items()}
+def with_fallback(spec: ModelSpec, fallback: tuple[str, ...], **changes: Any) -> ModelSpec:
+    """`spec` with its resolved fallback route (each model once, in order), and any `changes`."""
+    return replace(spec, fallback=tuple(dict.fromkeys(fallback)), **changes)
 
 
-def _build_model(name: str, model: dict[str, Any], source: str, errors: list[str]) -> ModelSpec | None:
+def kind_mismatch(source: str, name: str, fallback: str, fallback_kind: str, kind: str | None) -> str:
+    """The problem of a fallback that makes another kind of output than its model."""
+    return f"{place(source, name, 'fallback')}: {fallback!r} makes {fallback_kind}s, this model makes {kind}s"
+
+
+def freeze_mappings(
+    mappings: Mapping[str, Any],
+) -> tuple[dict[str, dict[str, tuple[Any, ...]]], dict[str, tuple[str, ...]]]:
+    """A [mappings] table (global or a model's) as (value maps, renames), its lists as tuples."""
+    values = mappings.get("values", {})
+    value_maps = {param: {str(v): tuple(c) for v, c in table.items()} for param, table in values.items()}
+    return value_maps, {k: tuple(v) for k, v in mappings.get("renames", {}).items()}
+
+
+def build_model(name: str, model: dict[str, Any], source: str, errors: list[str]) -> ModelSpec | None:
     def bad(field: str | None, message: str) -> None:
-        errors.append(f"{_where(source, name, field)}: {message}")
+        errors.append(f"{place(source, name, field)}: {message}")
 
-    missing = [key for key in _REQUIRED_MODEL_KEYS if key not in model]
+    missing = [key for key in REQUIRED_MODEL_KEYS if key not in model]
     for key in missing:
         bad(key, "is required for a new model")
     if missing:
@@ -222,7 +225,7 @@ def _build_model(name: str, model: dict[str, Any], source: str, errors: list[str
         bad("output", "video models return a single file")
     if len(errors) > before:
         return None
-    mappings = model.get("mappings", {})
+    value_maps, renames = freeze_mappings(model.get("mappings", {}))
     return ModelSpec(
         name=name,
         kind=model["kind"],
@@ -239,8 +242,8 @@ def _build_model(name: str, model: dict[str, Any], source: str, errors: list[str
         aliases=tuple(model.get("aliases", ())),
         description=model.get("description", ""),
         price_note=model.get("price_note", ""),
-        value_maps=_freeze_value_maps(mappings.get("values", {})),
-        renames={k: tuple(v) for k, v in mappings.get("renames", {}).items()},
+        value_maps=value_maps,
+        renames=renames,
         prompt_param=model.get("prompt_param", "prompt") or None,
         file_params=tuple(model.get("file_params", ())),
     )

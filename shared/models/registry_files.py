@@ -18,7 +18,7 @@ from shared.errors import ConfigError
 BUILTIN_MODELS_FILE = Path(__file__).with_name("builtin.toml")
 
 
-def _read_file(path: Path) -> dict[str, Any]:
+def read_file(path: Path) -> dict[str, Any]:
     try:
         raw = path.read_bytes()
     except OSError as exc:

@@ -38,13 +38,13 @@ _MODEL_KEYS = {
     "file_params",
 }
 # What makes an entry complete (used as written); without them it is an overlay on the schema.
-_REQUIRED_MODEL_KEYS = ("kind", "output", "default_format")
+REQUIRED_MODEL_KEYS = ("kind", "output", "default_format")
 _PARAM_KEYS = {"type", "values", "min", "max", "default", "description"}
 # The prompt is passed by every model as "prompt"; reference inputs are declared apart.
 _RESERVED_PARAMS = {"prompt"}
 
 
-def _error_text(errors: list[str]) -> str:
+def error_text(errors: list[str]) -> str:
     return "invalid model registry:\n" + "\n".join(f"  {e}" for e in errors)
 
 
@@ -54,7 +54,7 @@ def _unknown_key(key: str, known: set[str]) -> str:
     return f"unknown key {key!r}{hint}; known keys: {', '.join(sorted(known))}"
 
 
-def _where(source: str, model: str | None, field: str | None) -> str:
+def place(source: str, model: str | None, field: str | None) -> str:
     parts = [source]
     if model is not None:
         parts.append(f"model {model!r}")
@@ -67,7 +67,7 @@ def _is_str_list(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(v, str) and v for v in value)
 
 
-def _check_shape(data: Mapping[str, Any], source: str, errors: list[str]) -> None:
+def check_shape(data: Mapping[str, Any], source: str, errors: list[str]) -> None:
     """Types and known keys of one file on its own (a file may be partial: an override)."""
     for key in data:
         if key not in _TOP_KEYS:
@@ -95,7 +95,7 @@ def _check_shape(data: Mapping[str, Any], source: str, errors: list[str]) -> Non
 
 def _check_mappings(mappings: Any, source: str, model: str | None, errors: list[str]) -> None:
     def where(field: str) -> str:
-        return _where(source, model, field)
+        return place(source, model, field)
 
     if not isinstance(mappings, dict):
         errors.append(f"{where('mappings')}: must be a table")
@@ -131,7 +131,7 @@ def _check_mappings(mappings: Any, source: str, model: str | None, errors: list[
 
 def _check_model_shape(name: str, model: Any, source: str, errors: list[str]) -> None:
     def bad(field: str | None, message: str) -> None:
-        errors.append(f"{_where(source, name, field)}: {message}")
+        errors.append(f"{place(source, name, field)}: {message}")
 
     if not is_reference(name):
         bad(

@@ -185,11 +185,16 @@ class ModelSpec:
         if self.price_unit == "call":
             return self.price
         if self.price_unit == "second":
-            duration = params.get("duration")
-            if duration is None and "duration" in self.params:
-                duration = self.params["duration"].default
-            return self.price * float(duration or 0)
+            return self.price * float(self.billed_seconds(params))
         return self.price * self.output_count(params)
+
+    def billed_seconds(self, params: Mapping[str, Any]) -> Any:
+        """What a price per second bills for one call: its `duration`, else the model's default,
+        else 0 (as given: pricing.call_cost_micro counts it exactly, as a decimal)."""
+        duration = params.get("duration")
+        if duration is None and "duration" in self.params:
+            duration = self.params["duration"].default
+        return duration or 0
 
     def price_text(self) -> str:
         if self.price is None:

@@ -16,6 +16,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PAGE_SIZE = 100
 DROPPED = 499  # the status of a "response" to a connection the stand-in reset (never sent)
 MAX_UPLOAD = 100 * 1024 * 1024
+# The two resources whose routes both predictions and the catalog hang under.
+MODEL = "/v1/models/{owner}/{name}"
+DEPLOYMENT = "/v1/deployments/{owner}/{name}"
 
 
 def api(kind: str, route: str) -> Callable[[Handler], Handler]:
@@ -41,6 +44,19 @@ def problem(
     return web.Response(
         status=status, text=json.dumps(body), content_type="application/problem+json", headers=headers
     )
+
+
+def not_found(detail: str = "Not found.") -> web.Response:
+    return problem(404, detail, title="Not found")
+
+
+def bad_request(detail: str) -> web.Response:
+    return problem(400, detail, title="Bad request")
+
+
+def one_page(results: list[Any]) -> web.Response:
+    """A list that Replicate would page, whole on one page (no cursor either way)."""
+    return json_response({"previous": None, "next": None, "results": results})
 
 
 def throttled(retry_after: int, kind: str) -> web.Response:
@@ -71,6 +87,11 @@ def base_url(request: web.Request) -> str:
     if engine.config.public_url:
         return engine.config.public_url.rstrip("/")
     return f"{request.scheme}://{request.host}"
+
+
+def owner_name(request: web.Request) -> str:
+    """The `owner/name` of a model or deployment route (MODEL, DEPLOYMENT)."""
+    return f"{request.match_info['owner']}/{request.match_info['name']}"
 
 
 def json_response(data: Any, status: int = 200, headers: dict | None = None) -> web.Response:

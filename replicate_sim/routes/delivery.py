@@ -33,3 +33,9 @@ async def web_page(request: web.Request) -> web.StreamResponse:
     if prediction is None:
         raise web.HTTPNotFound()
     return json_response(prediction.to_json(request.app[ENGINE].config.output_ttl))
+
+
+def add_routes(router: web.UrlDispatcher) -> None:
+    """Output downloads and prediction pages."""
+    router.add_get("/delivery/{id}/{filename}", download_output)
+    router.add_get("/p/{id}", web_page)

@@ -6,18 +6,18 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..catalog import deployment_json, model_json, version_json
-from .common import ENGINE, api, json_response, problem
+from .common import DEPLOYMENT, ENGINE, MODEL, api, json_response, not_found, one_page, owner_name
 
 
 def _model_or_none(request: web.Request):
-    return request.app[ENGINE].catalog.get(f"{request.match_info['owner']}/{request.match_info['name']}")
+    return request.app[ENGINE].catalog.get(owner_name(request))
 
 
 @api("read", "models.get")
 async def get_model(request: web.Request) -> web.StreamResponse:
     model = _model_or_none(request)
     if model is None:
-        return problem(404, "Not found.", title="Not found")
+        return not_found()
     return json_response(model_json(model, run_count=request.app[ENGINE].creations_by_model[model.name]))
 
 
@@ -28,41 +28,37 @@ async def list_models(request: web.Request) -> web.StreamResponse:
         model_json(model, run_count=engine.creations_by_model[model.name])
         for model in engine.catalog.latest()
     ]
-    return json_response({"previous": None, "next": None, "results": models})
+    return one_page(models)
 
 
 @api("read", "models.versions.list")
 async def list_versions(request: web.Request) -> web.StreamResponse:
-    versions = request.app[ENGINE].catalog.versions(
-        f"{request.match_info['owner']}/{request.match_info['name']}"
-    )
+    versions = request.app[ENGINE].catalog.versions(owner_name(request))
     if not versions:
-        return problem(404, "Not found.", title="Not found")
-    return json_response({"previous": None, "next": None, "results": [version_json(v) for v in versions]})
+        return not_found()
+    return one_page([version_json(v) for v in versions])
 
 
 @api("read", "models.versions.get")
 async def get_version(request: web.Request) -> web.StreamResponse:
     model = request.app[ENGINE].catalog.by_version(request.match_info["version"])
-    if model is None or model.name != f"{request.match_info['owner']}/{request.match_info['name']}":
-        return problem(404, "Not found.", title="Not found")
+    if model is None or model.name != owner_name(request):
+        return not_found()
     return json_response(version_json(model))
 
 
 @api("read", "deployments.get")
 async def get_deployment(request: web.Request) -> web.StreamResponse:
-    found = request.app[ENGINE].catalog.deployment(
-        f"{request.match_info['owner']}/{request.match_info['name']}"
-    )
+    found = request.app[ENGINE].catalog.deployment(owner_name(request))
     if found is None:
-        return problem(404, "Not found.", title="Not found")
+        return not_found()
     return json_response(deployment_json(found))
 
 
 @api("read", "deployments.list")
 async def list_deployments(request: web.Request) -> web.StreamResponse:
     found = request.app[ENGINE].catalog.deployments()
-    return json_response({"previous": None, "next": None, "results": [deployment_json(d) for d in found]})
+    return one_page([deployment_json(d) for d in found])
 
 
 @api("read", "account.get")
@@ -75,3 +71,15 @@ async def get_account(request: web.Request) -> web.StreamResponse:
 @api("read", "webhooks.secret")
 async def get_webhook_secret(request: web.Request) -> web.StreamResponse:
     return json_response({"key": request.app[ENGINE].config.webhook_secret})
+
+
+def add_routes(router: web.UrlDispatcher) -> None:
+    """The catalog's routes (models, versions, deployments), the account's and the webhook secret's."""
+    router.add_get("/v1/models", list_models)
+    router.add_get(MODEL, get_model)
+    router.add_get(f"{MODEL}/versions", list_versions)
+    router.add_get(f"{MODEL}/versions/{{version}}", get_version)
+    router.add_get("/v1/deployments", list_deployments)
+    router.add_get(DEPLOYMENT, get_deployment)
+    router.add_get("/v1/account", get_account)
+    router.add_get("/v1/webhooks/default/secret", get_webhook_secret)

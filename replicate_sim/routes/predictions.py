@@ -13,7 +13,21 @@ from aiohttp import web
 from ..catalog import Catalog, ModelInfo, validate_input
 from ..engine import Engine, Prediction
 from ..webhooks import EVENTS
-from .common import DROPPED, ENGINE, PAGE_SIZE, api, base_url, json_response, problem, server_error
+from .common import (
+    DEPLOYMENT,
+    DROPPED,
+    ENGINE,
+    MODEL,
+    PAGE_SIZE,
+    api,
+    bad_request,
+    base_url,
+    json_response,
+    not_found,
+    owner_name,
+    problem,
+    server_error,
+)
 
 
 def parse_prefer(value: str | None, max_wait: int) -> int | None:
@@ -44,7 +58,7 @@ async def _create(
     model, version = target
     wait = parse_prefer(request.headers.get("Prefer"), engine.config.max_wait)
     if wait == -1:
-        return problem(400, f"Prefer: wait=N needs 1 <= N <= {engine.config.max_wait}", title="Bad request")
+        return bad_request(f"Prefer: wait=N needs 1 <= N <= {engine.config.max_wait}")
     hook = _webhook(body)
     if isinstance(hook, web.Response):
         return hook
@@ -76,9 +90,9 @@ async def _json_object(request: web.Request) -> dict[str, Any] | web.Response:
     try:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
-        return problem(400, "The request body is not valid JSON.", title="Bad request")
+        return bad_request("The request body is not valid JSON.")
     if not isinstance(body, dict):
-        return problem(400, "The request body must be a JSON object.", title="Bad request")
+        return bad_request("The request body must be a JSON object.")
     return body
 
 
@@ -90,15 +104,13 @@ def _target(
     if deployment is not None:
         found = catalog.deployment(deployment)
         if found is None:
-            return problem(404, f"Deployment {deployment} not found.", title="Not found")
+            return not_found(f"Deployment {deployment} not found.")
         return found.model, found.model.version_id
     if model_name is not None:
         model = catalog.get(model_name)
         if model is None:
-            return problem(
-                404,
-                f"Model {model_name} not found (replicate-sim knows: {', '.join(catalog.names())}).",
-                title="Not found",
+            return not_found(
+                f"Model {model_name} not found (replicate-sim knows: {', '.join(catalog.names())})."
             )
         return model, "hidden" if model.official else model.version_id
     ref = body.get("version")
@@ -226,9 +238,7 @@ async def _drop_connection(request: web.Request, prediction, wait: int | None) -
 
 @api("create", "predictions.create")
 async def create_by_model(request: web.Request) -> web.StreamResponse:
-    return await _create(
-        request, f"{request.match_info['owner']}/{request.match_info['name']}", "models.predictions.create"
-    )
+    return await _create(request, owner_name(request), "models.predictions.create")
 
 
 @api("create", "predictions.create")
@@ -242,7 +252,7 @@ async def create_by_deployment(request: web.Request) -> web.StreamResponse:
         request,
         None,
         "deployments.predictions.create",
-        deployment=f"{request.match_info['owner']}/{request.match_info['name']}",
+        deployment=owner_name(request),
     )
 
 
@@ -254,7 +264,7 @@ def _prediction_or_404(request: web.Request):
 async def get_prediction(request: web.Request) -> web.StreamResponse:
     prediction = _prediction_or_404(request)
     if prediction is None:
-        return problem(404, "Not found.", title="Not found")
+        return not_found()
     return json_response(prediction.to_json(request.app[ENGINE].config.output_ttl))
 
 
@@ -263,7 +273,7 @@ async def cancel_prediction(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE]
     prediction = _prediction_or_404(request)
     if prediction is None:
-        return problem(404, "Not found.", title="Not found")
+        return not_found()
     engine.cancel(prediction)
     return json_response(prediction.to_json(engine.config.output_ttl))
 
@@ -274,7 +284,7 @@ async def list_predictions(request: web.Request) -> web.StreamResponse:
     try:
         before = int(request.query.get("cursor", len(engine.order)))
     except ValueError:
-        return problem(400, "Invalid cursor.", title="Bad request")
+        return bad_request("Invalid cursor.")
     before = max(0, min(before, len(engine.order)))
     start = max(0, before - PAGE_SIZE)
     page = [p.to_json(engine.config.output_ttl) for p in reversed(engine.order[start:before])]
@@ -286,3 +296,13 @@ async def list_predictions(request: web.Request) -> web.StreamResponse:
             "results": page,
         }
     )
+
+
+def add_routes(router: web.UrlDispatcher) -> None:
+    """Predictions' routes, on `router`."""
+    router.add_post(f"{MODEL}/predictions", create_by_model)
+    router.add_post("/v1/predictions", create_by_version)
+    router.add_get("/v1/predictions", list_predictions)
+    router.add_get("/v1/predictions/{id}", get_prediction)
+    router.add_post("/v1/predictions/{id}/cancel", cancel_prediction)
+    router.add_post(f"{DEPLOYMENT}/predictions", create_by_deployment)

@@ -7,7 +7,7 @@ import json
 
 from aiohttp import web
 
-from .common import ENGINE, json_response, problem
+from .common import ENGINE, bad_request, json_response, problem
 
 
 async def sim_health(request: web.Request) -> web.StreamResponse:
@@ -55,10 +55,20 @@ async def sim_reset(request: web.Request) -> web.StreamResponse:
         try:
             changes = await request.json()
         except json.JSONDecodeError:
-            return problem(400, "body must be JSON (config changes) or empty", title="Bad request")
+            return bad_request("body must be JSON (config changes) or empty")
     try:
         engine.config.update(changes or {})
     except (ValueError, TypeError) as exc:
         return problem(400, str(exc), title="Bad config")
     await engine.reset()
     return json_response({"ok": True, "config": engine.config.to_dict()})
+
+
+def add_routes(router: web.UrlDispatcher) -> None:
+    """The /_sim control routes."""
+    router.add_get("/_sim/health", sim_health)
+    router.add_get("/_sim/ledger", sim_ledger)
+    router.add_get("/_sim/events", sim_events)
+    router.add_get("/_sim/config", sim_get_config)
+    router.add_post("/_sim/config", sim_set_config)
+    router.add_post("/_sim/reset", sim_reset)

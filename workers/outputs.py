@@ -14,6 +14,10 @@ submit (shared.storage, workers.stores): a folder or an object store.
   always one of `written_names(reserved name)`: the reserved name, or its stem with the
   extension of the bytes. That is all --overwrite reaches, and what submit refuses as existing
   without it: a file of the stem in another format is never touched.
+- Only the run that holds the attempt's claim concludes: a run whose claim was lost while it
+  waited (stalled past the claim's ttl; another run resumed the same prediction) writes no file,
+  no name and no outcome (SupersededError, checked in Redis before concluding and before each
+  write); the end, the files and the manifest are the claim holder's.
 - Errors: an output that is gone (404/410) needs a new prediction; other download trouble fetches
   the same finished prediction again later. A store that does not answer runs the same attempt
   again later (WriteRetryError), which writes what it kept or downloads again, never creating
@@ -40,10 +44,12 @@ from shared.storage import Store, sniff, write_once
 from shared.storage.location import output_names
 from shared.storage.sniff import with_extension
 from workers.attempts import AttemptRef
+from workers.claims import Claim
 from workers.download import output_urls
 from workers.replicate_calls import PredictionView, failure_error
 from workers.spool import Spool
 from workers.stage import AttemptStage
+from workers.waiting import ensure_still_owner
 
 log = logging.getLogger("workers.outputs")
 
@@ -52,12 +58,19 @@ class OutputSaver(AttemptStage):
     spool = Spool()
 
     def conclude(
-        self, ref: AttemptRef, request: ImageRequest, spec: ModelSpec, view: PredictionView
+        self,
+        ref: AttemptRef,
+        request: ImageRequest,
+        spec: ModelSpec,
+        view: PredictionView,
+        claim: Claim | None = None,
     ) -> list[dict[str, Any]]:
         """The files written for a succeeded prediction (see `save`); the error its end means
-        otherwise."""
+        otherwise. SupersededError when `claim` (this run's) is lost: whatever the end, it is
+        the claim holder's to record."""
+        ensure_still_owner(self.ctx.claims, claim, "concluding")
         if view.status == "succeeded":
-            return self.save(ref, request, spec, view)
+            return self.save(ref, request, spec, view, claim)
         if view.status == "failed":
             raise failure_error(view)
         if view.status == "canceled":
@@ -72,10 +85,16 @@ class OutputSaver(AttemptStage):
         )
 
     def save(
-        self, ref: AttemptRef, request: ImageRequest, spec: ModelSpec, view: PredictionView
+        self,
+        ref: AttemptRef,
+        request: ImageRequest,
+        spec: ModelSpec,
+        view: PredictionView,
+        claim: Claim | None = None,
     ) -> list[dict[str, Any]]:
         """One record per file written: `url` (store URL or local path), `key` (under the output
-        root), `format`, `content_type`, `bytes`, `sha256`."""
+        root), `format`, `content_type`, `bytes`, `sha256`. Each write is preceded by a check
+        that `claim` is still this run's (a download may take long enough to lose it)."""
         urls = output_urls(view.output)
         if not urls:
             raise PermanentModelError(
@@ -96,6 +115,7 @@ class OutputSaver(AttemptStage):
         files = []
         for position, (url, name) in enumerate(zip(urls, names)):
             data = self._bytes(view, position, url)
+            ensure_still_owner(self.ctx.claims, claim, f"writing {name}")
             files.append(self._write(ref, store, name, data, overwrite))
             self.spool.drop(view.id, position)
         if len(urls) > len(names):

@@ -266,7 +266,7 @@ class AttemptRunner(AttemptStage):
                 ref.marker, ref.batch_id, self._price(spec, request), ctx.settings.daily_budget_micro
             )
             view = self._in_flight(job, claim, model, prediction_id, input_, reservation)
-        return self.outputs.conclude(ref, request, spec, view), view.id
+        return self.outputs.conclude(ref, request, spec, view, claim), view.id
 
     @staticmethod
     def _price(spec: ModelSpec, request: ImageRequest) -> int:
@@ -323,7 +323,7 @@ class AttemptRunner(AttemptStage):
             except Exception as exc:  # noqa: BLE001 - status display only
                 log.debug("could not show the prediction on the lease: %s", exc)
             elapsed = time.monotonic() - created_at if created_at is not None else 0.0
-            view = self.waiter.wait(job.batch_id, prediction_id, lease, model, elapsed)
+            view = self.waiter.wait(job.batch_id, prediction_id, lease, model, elapsed, claim)
             self._settle_spend(job.ref)
             if created_at is not None:
                 self._learn_latency(model, view, created_at)

@@ -10,6 +10,11 @@ and no read is spent; a slow safety poll covers a lost delivery. Otherwise every
 flight polls, paced so that all slots polling together stay within POLL_SHARE of the account's
 read budget (the rest is left for uploads, reconciliation and other programs).
 
+A run whose claim is lost while it waits (its process stalled past the claim's ttl, or Redis lost
+the claim and another run took the attempt) stops here (SupersededError): the run that holds the
+claim now resumes the same prediction and writes its outputs; this one writes nothing
+(`ensure_still_owner`, checked again by workers.outputs before every write).
+
 Polling starts a little before the model's usual duration: a smoothed average per model, kept in
 Redis for the whole fleet and timed from the creation (never from before the creation token: in a
 rate-bound batch that wait is most of a window and would push the first poll late).
@@ -19,7 +24,9 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
+import weakref
 from typing import NoReturn
 
 from shared.errors import (
@@ -27,9 +34,11 @@ from shared.errors import (
     CanceledError,
     PermanentModelError,
     RequeueError,
+    SupersededError,
     TransientError,
 )
 from shared.limiter import Lease
+from workers.claims import Claim, ClaimKeeper
 from workers.completions import CompletionWatch
 from workers.replicate_calls import PredictionView
 from workers.stage import AttemptStage
@@ -49,6 +58,36 @@ SYNC_WAIT_FACTOR = 3.0
 SYNC_WAIT_MIN = 5
 
 
+# A claim confirmed in Redis this recently cannot have expired since: its ttl is 3 s at least and
+# the keeper renews it every third of that. Monotonic time counts a stall of the process (SIGSTOP),
+# so a run resumed from one asks Redis again. Saves a round trip when the writes follow the end.
+CLAIM_FRESH_SECONDS = 1.0
+_confirmed: weakref.WeakKeyDictionary[Claim, float] = weakref.WeakKeyDictionary()
+_confirmed_lock = threading.Lock()
+
+
+def ensure_still_owner(claims: ClaimKeeper, claim: Claim | None, before: str) -> None:
+    """SupersededError unless `claim` is still this run's. Asks Redis (one GET) unless it was
+    confirmed there within CLAIM_FRESH_SECONDS: the keeper's flag may not have caught up yet (a
+    process resumed from a stall runs this thread first). A claim Redis lost with its marker
+    (restart, failover) is taken back, as the keeper would; an expired one or another run's is
+    lost. Redis errors propagate: "cannot tell" is not "lost" (the task waits for Redis and runs
+    the attempt again)."""
+    if claim is None:
+        return
+    if claim.lost:
+        raise SupersededError(f"the attempt's claim was lost before {before}; another run owns it")
+    asked_at = time.monotonic()
+    with _confirmed_lock:
+        confirmed_at = _confirmed.get(claim)
+    if confirmed_at is not None and asked_at - confirmed_at < CLAIM_FRESH_SECONDS:
+        return
+    if not claim.still_ours() and claims.reassert(claim) is None:
+        raise SupersededError(f"the attempt's claim was lost before {before}; another run owns it")
+    with _confirmed_lock:
+        _confirmed[claim] = asked_at
+
+
 def sync_wait_seconds(expected: float | None, cap: int) -> int:
     """The `Prefer: wait` of a sync create for a model whose usual duration is `expected` s."""
     if expected is None:
@@ -65,12 +104,19 @@ class PredictionWaiter(AttemptStage):
         return sync_wait_seconds(self.expected_latency(model), settings.sync_wait_max)
 
     def wait(
-        self, batch_id: str, prediction_id: str, lease: Lease, model: str, elapsed: float = 0.0
+        self,
+        batch_id: str,
+        prediction_id: str,
+        lease: Lease,
+        model: str,
+        elapsed: float = 0.0,
+        claim: Claim | None = None,
     ) -> PredictionView:
         """Until the prediction is terminal, told by its webhook (when configured) or a poll on
         the read budget, whichever comes first; `elapsed`: seconds it has run already (a sync
         create that outlasted its wait). Cancels it if it runs longer than the prediction
-        timeout; CanceledError when the batch is canceled (the runner cancels the prediction)."""
+        timeout; CanceledError when the batch is canceled (the runner cancels the prediction);
+        SupersededError once `claim` (this run's) is lost: the end is then the new owner's."""
         ctx = self.ctx
         first, every = self._poll_pacing(model)
         first = max(first - elapsed, MIN_POLL_INTERVAL)
@@ -82,10 +128,13 @@ class PredictionWaiter(AttemptStage):
             while True:
                 pushed = self._await_news(batch_id, watch, delay)
                 if pushed is not None:
+                    ensure_still_owner(ctx.claims, claim, "its prediction's end")
                     self._metric("end_noticed", "webhook")
                     return pushed
                 if ctx.cancel_watch.is_canceled(batch_id):
                     raise CanceledError("batch canceled")
+                if claim is not None and claim.lost:  # the keeper's flag: no Redis call per poll
+                    raise SupersededError("the attempt's claim was lost while waiting; another run owns it")
                 if lease.lost and not warned_lost:
                     warned_lost = True
                     log.warning(
@@ -119,6 +168,7 @@ class PredictionWaiter(AttemptStage):
                     ) from None
                 last_error = None
                 if view.terminal:
+                    ensure_still_owner(ctx.claims, claim, "its prediction's end")
                     self._metric("end_noticed", "poll")
                     return view
                 delay = every

@@ -67,6 +67,50 @@ def test_an_attempts_ledger_transitions(client):
     assert used.get("hget", 0) == 0, used  # one HMGET per script, no field-by-field reads
 
 
+def test_an_attempts_ledger_writes_are_two_transitions(client):
+    """The run path's ledger writes of one attempt: running, then its end; the input rides on the
+    creation's intent and the prediction id on its record (workers/lua/attempt_intent.lua,
+    attempt_record.lua), so the manifest shows both as before, the input before any POST. Four
+    ledger_transition calls per attempt before (two of them update_attempt's), and the record
+    was SET NX + MULTI/HSET/HDEL/EXPIRE/EXEC: 8 round trips, now 4."""
+    from workers.attempts import AttemptRef, CreationRecords
+
+    ledger = Ledger(client, Keys("w"))
+    records = CreationRecords(client, Keys("w"))
+    assert ledger.create_batch("b", make_requests(2, "b"), output_root="/out", options={})
+
+    def attempt(index: int) -> None:
+        ref = AttemptRef("b", index, 1)
+        ledger.transition(
+            "b", index, "running", allowed_from=("pending",), attempt=1, attempt_update={"model": "m"}
+        )
+        records.write_intent(ref, "m", 0, '{"prompt": "p"}')
+        assert records.record_prediction(ref, f"p{index}", in_ledger=True)
+        ledger.transition(
+            "b",
+            index,
+            "succeeded",
+            expect_attempt=1,
+            fields={"error": None, "model": "m"},
+            attempt=1,
+            attempt_update={"status": "succeeded", "final": True},
+        )
+
+    attempt(0)  # scripts loaded
+    used = commands(client, lambda: attempt(1))
+    item = ledger.manifest("b")["items"][1]
+    assert item["status"] == "succeeded", item
+    assert item["attempts"][0]["input"] == {"prompt": "p"} and item["attempts"][0]["prediction_id"] == "p1"
+    assert used.get("evalsha", 0) == 4, used  # the round trips: four scripts, nothing else
+    assert set(used) <= {"evalsha", *LUA_ONLY}, used
+    assert sum(used.values()) <= 38, used
+
+
+# Commands only the scripts send (the client never does, in an attempt's ledger writes).
+LUA_ONLY = {"hmget", "hset", "hsetnx", "hdel", "hincrby", "zadd", "zrem", "zremrangebyscore", "time"}
+LUA_ONLY |= {"expire", "set", "get"}
+
+
 def test_a_workers_counters_cost_nothing_per_image(client):
     """A dozen increments per image were a dozen commands; added up in the process they are none
     until the interval's one write (each counter once)."""

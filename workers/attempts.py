@@ -123,16 +123,22 @@ class CreationRecords:
     def __init__(self, redis_client: redis.Redis, keys: Keys):
         self.redis = redis_client
         self.keys = keys
+        # The intent and the record also write the item's attempt record (its input, its
+        # prediction id) with the ledger's own merge (shared/lua/ledger_common.lua).
+        ledger_merge = (("shared.lua", "ledger_common"),)
         scripts = lua_scripts.register(
-            redis_client, "workers.lua", ("attempt_intent", "attempt_post", "attempt_stamp")
+            redis_client,
+            "workers.lua",
+            ("attempt_intent", "attempt_post", "attempt_stamp", "attempt_record"),
+            inserts={"attempt_intent": ledger_merge, "attempt_record": ledger_merge},
         )
-        self._intent, self._post, self._stamp = scripts.values()
+        self._intent, self._post, self._stamp, self._record = scripts.values()
 
     def preload(self) -> None:
         """Load the scripts into Redis now (worker start): the check between the creation token
         and the POST is then one EVALSHA, not EVALSHA + NOSCRIPT + SCRIPT LOAD + EVALSHA on the
         first creation (after a Redis restart the client reloads them transparently, once)."""
-        for script in (self._intent, self._post, self._stamp):
+        for script in (self._intent, self._post, self._stamp, self._record):
             script.load()
 
     def get(self, ref: AttemptRef) -> CreationRecord:
@@ -151,13 +157,20 @@ class CreationRecords:
             post_wait=_time(raw.get("post_wait")) or 0.0,
         )
 
-    def write_intent(self, ref: AttemptRef, model: str, wait: int = 0) -> float:
+    def write_intent(self, ref: AttemptRef, model: str, wait: int = 0, input_json: str = "") -> float:
         """Before the creation token, with the `Prefer: wait` its POST will ask (0: none);
-        returns the intent time (Unix seconds, Redis clock)."""
+        returns the intent time (Unix seconds, Redis clock). `input_json`: the input that POST
+        sends, recorded in the same round trip in the item's attempt record (`attempts[].input`
+        of the manifest) while the item runs this attempt; so it is there before any POST."""
         return float(
             self._intent(
-                keys=[ref.record_key(self.keys), self.keys.unresolved_creates(model)],
-                args=[model, RECORD_TTL, int(wait), ref.marker],
+                keys=[
+                    ref.record_key(self.keys),
+                    self.keys.unresolved_creates(model),
+                    self.keys.item(ref.batch_id, ref.index),
+                    self.keys.batch_live(ref.batch_id),
+                ],
+                args=[model, RECORD_TTL, int(wait), ref.marker, ref.attempt, input_json],
             )
         )
 
@@ -213,19 +226,22 @@ class CreationRecords:
         """Nothing was created (429, 4xx, a reconciliation that found nothing)."""
         self.redis.hdel(ref.record_key(self.keys), "intent_at", "posting_at", "post_returned_at", "post_wait")
 
-    def record_prediction(self, ref: AttemptRef, prediction_id: str, *, origin: str = "created") -> bool:
-        """Bind the prediction to this attempt. False if another attempt owns it already."""
-        owner_key = self.keys.prediction_owner(prediction_id)
-        if not self.redis.set(owner_key, ref.marker, nx=True, ex=RECORD_TTL):
-            if self.redis.get(owner_key) != ref.marker:
-                return False
-        key = ref.record_key(self.keys)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(key, mapping={"prediction_id": prediction_id, "origin": origin})
-        pipe.hdel(key, "intent_at", "posting_at", "post_returned_at", "post_wait")
-        pipe.expire(key, RECORD_TTL)
-        pipe.execute()
-        return True
+    def record_prediction(
+        self, ref: AttemptRef, prediction_id: str, *, origin: str = "created", in_ledger: bool = False
+    ) -> bool:
+        """Bind the prediction to this attempt (one script: its owner, the creation record and,
+        with `in_ledger`, the id in the item's attempt record while the item runs this attempt,
+        as `Ledger.update_attempt` would). False (nothing changed) if another attempt owns it."""
+        recorded = self._record(
+            keys=[
+                self.keys.prediction_owner(prediction_id),
+                ref.record_key(self.keys),
+                self.keys.item(ref.batch_id, ref.index),
+                self.keys.batch_live(ref.batch_id),
+            ],
+            args=[ref.marker, prediction_id, origin, RECORD_TTL, ref.attempt, "1" if in_ledger else ""],
+        )
+        return int(recorded) == 1
 
     def carry_over(self, old: AttemptRef, new: AttemptRef, prediction_id: str) -> bool:
         """Give `old`'s prediction to `new` (`producer retry` of an item whose prediction succeeded

@@ -16,6 +16,7 @@ keeps the intent and the slot counted: the next run reconciles before any new cr
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from contextlib import AbstractContextManager, nullcontext
@@ -116,10 +117,14 @@ class PredictionCreator(AttemptStage):
         Every way out that created nothing gives the reservation back."""
         ctx = self.ctx
         give_up_at = time.monotonic() + self.budget.slot_wait
+        # The input this attempt sends, in the manifest (`attempts[].input`): what was asked of
+        # each model of a fallback chain, reference files as their uploaded URLs. Recorded by the
+        # intent's script, so it is in the ledger before any POST.
+        input_json = json.dumps(input_)
         while True:
             # The intent goes first, so that only one round trip (the last check, which stamps
             # `posting_at`) stands between the token and the POST.
-            ctx.creations.write_intent(ref, model, wait)
+            ctx.creations.write_intent(ref, model, wait, input_json)
             began = time.monotonic()
             self._take_create_token(ref, lease, reservation, timeout=max(give_up_at - began, 0.0))
             waited = time.monotonic() - began
@@ -271,7 +276,7 @@ class PredictionCreator(AttemptStage):
     def _record(self, ref: AttemptRef, lease: Lease, view: PredictionView) -> None:
         """The prediction id, recorded the moment the POST answers, before any waiting."""
         ctx = self.ctx
-        if not ctx.creations.record_prediction(ref, view.id):
+        if not ctx.creations.record_prediction(ref, view.id, in_ledger=True):
             # Another attempt owns this prediction already: an item with the identical input
             # reconciling its own unresolved create adopted it between our POST's answer and
             # this record. Ours is then unknown to us: reconcile it, never go on without one.
@@ -285,8 +290,7 @@ class PredictionCreator(AttemptStage):
                 f"prediction {view.id} was taken by another attempt with the same input; reconciling",
                 countdown=self._backoff(1),
             )
-        bind_log_context(prediction=view.id)
-        ctx.ledger.update_attempt(ref.batch_id, ref.index, ref.attempt, {"prediction_id": view.id})
+        bind_log_context(prediction=view.id)  # in the attempt's ledger record too (same script)
         log.info("created prediction %s", view.id)
 
     def _leave_to_reconciliation(self, ref: AttemptRef, lease: Lease) -> None:

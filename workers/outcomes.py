@@ -42,6 +42,20 @@ log = logging.getLogger("workers.outcomes")
 
 
 class Outcomes(AttemptStage):
+    # The input the run built for its attempt (JSON text), merged into the attempt's record with
+    # its end or requeue: the creation's intent records it before any POST (workers.attempts),
+    # but a run that stops before the intent (a cancel or a requeue while it waits for a slot)
+    # still shows what it would have sent, as when the input had a ledger write of its own.
+    _input: tuple[AttemptRef, str] | None = None
+
+    def note_input(self, ref: AttemptRef, input_json: str) -> None:
+        self._input = (ref, input_json)
+
+    def _with_input(self, ref: AttemptRef, update: dict[str, Any]) -> dict[str, Any]:
+        if self._input is not None and self._input[0] == ref:
+            update["input"] = self._input[1]
+        return update
+
     # --- the item's end ---------------------------------------------------------------------------
     def succeeded(
         self,
@@ -90,7 +104,7 @@ class Outcomes(AttemptStage):
             expect_attempt=ref.attempt,
             fields={"held_reason": str(exc)},
             attempt=ref.attempt,
-            attempt_update={"model": model, "status": "held", "error": str(exc)},
+            attempt_update=self._with_input(ref, {"model": model, "status": "held", "error": str(exc)}),
         )
         if ctx.ledger.is_canceled(ref.batch_id):
             # A cancel that ran before this item was held would leave it held in a canceled
@@ -133,7 +147,9 @@ class Outcomes(AttemptStage):
                 return self._give_up(ref, request, model, again.reason)
             self._metric("retry", model, "resume")
         log.info("attempt runs again later: %s", again.reason)
-        ctx.ledger.update_attempt(ref.batch_id, ref.index, ref.attempt, {"error": again.reason})
+        ctx.ledger.update_attempt(
+            ref.batch_id, ref.index, ref.attempt, self._with_input(ref, {"error": again.reason})
+        )
         return NextTask(ref.attempt, model, countdown=again.countdown, prompt=request.prompt)
 
     def after_transient(
@@ -285,13 +301,10 @@ class Outcomes(AttemptStage):
             expect_attempt=ref.attempt,
             fields={"attempt": ref.attempt + 1, "current_model": next_model},
             attempt=ref.attempt,
-            attempt_update={
-                "model": model,
-                "status": att_status,
-                "error": error,
-                "kind": kind,
-                "final": True,
-            },
+            attempt_update=self._with_input(
+                ref,
+                {"model": model, "status": att_status, "error": error, "kind": kind, "final": True},
+            ),
         )
         if not t.changed:
             return None
@@ -335,7 +348,7 @@ class Outcomes(AttemptStage):
             expect_attempt=ref.attempt,
             fields=fields,
             attempt=ref.attempt,
-            attempt_update=update,
+            attempt_update=self._with_input(ref, update),
         )
         if t.changed:
             log.info("item %s%s", status, f": {error}" if error and status != "succeeded" else "")

@@ -134,11 +134,9 @@ class Reconciler(AttemptStage):
                     continue
                 if ctx.creations.owned_by_other(view.id, ref):
                     continue
-                if ctx.creations.record_prediction(ref, view.id, origin="adopted"):
+                # The id goes into the attempt's ledger record in the same script.
+                if ctx.creations.record_prediction(ref, view.id, origin="adopted", in_ledger=True):
                     bind_log_context(prediction=view.id)
-                    ctx.ledger.update_attempt(
-                        ref.batch_id, ref.index, ref.attempt, {"prediction_id": view.id}
-                    )
                     log.warning("adopted prediction %s created by an earlier run of this attempt", view.id)
                     return view.id, unknown
             times = [t for t in (v.created_ts() for v in views) if t is not None]

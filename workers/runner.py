@@ -252,9 +252,10 @@ class AttemptRunner(AttemptStage):
             view = self._resume(job, claim, model, record.prediction_id)
         else:
             input_ = self.inputs.build(ref, request, model)
-            # The input this attempt sends, in the manifest (`attempts[].input`): what was asked of
-            # each model of a fallback chain, reference files as their uploaded URLs.
-            ctx.ledger.update_attempt(ref.batch_id, ref.index, ref.attempt, {"input": json.dumps(input_)})
+            # The input reaches the manifest (`attempts[].input`) with the creation's intent
+            # (before any POST; workers.creator), or with this attempt's end or requeue if the
+            # run stops before that (a cancel while waiting for a slot): no round trip of its own.
+            self.outcomes.note_input(ref, json.dumps(input_))
             prediction_id = None
             if record.intent_at is not None:
                 prediction_id = self.reconciler.reconcile(ref, model, input_, record)

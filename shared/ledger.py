@@ -60,6 +60,7 @@ CREATE_CHUNK = 500  # items per staging call: a few ms of Redis each (20 000 in 
 PERSIST_CHUNK = 2000  # PERSIST commands per pipeline round trip
 STAGING_TTL_MS = 30_000  # a producer's hold on a batch id while it stages (renewed per chunk)
 STAGED_TTL = 3600  # staged items of a batch never recorded (its producer died) expire
+OPTIONS_FRESH = 60.0  # seconds a process keeps a batch's options (they never change after submit)
 _EXISTS, _CREATED, _DUPLICATE, _BUSY = 0, 1, 2, 3  # ledger_create.lua's (and ledger_stage.lua's) answers
 
 
@@ -219,6 +220,7 @@ class Ledger:
         self.keys = keys
         self.store_environ = store_environ  # for write_manifest (Settings.store_environ())
         self._scripts = lua_scripts.register(redis_client, "shared.lua", _SCRIPTS, prelude="ledger_common")
+        self._options: dict[str, tuple[float, dict[str, Any]]] = {}  # batch id -> (read at, options)
 
     # --- batches --------------------------------------------------------------------------------
     def create_batch(
@@ -367,8 +369,20 @@ class Ledger:
         return self.redis.hget(self.keys.batch(batch_id), "canceled") == "1"
 
     def options(self, batch_id: str) -> dict[str, Any]:
+        """The batch's options as recorded at submit. They never change afterwards, so a process
+        reads them once per batch and keeps them OPTIONS_FRESH seconds (a run read them up to
+        three times per image: issue 16.4); the cancel flag is never kept (`is_canceled`)."""
+        now = time.monotonic()
+        kept = self._options.get(batch_id)
+        if kept is not None and now - kept[0] < OPTIONS_FRESH:
+            return dict(kept[1])
         raw = self.redis.hget(self.keys.batch(batch_id), "options")
-        return json.loads(raw) if raw else {}
+        options = json.loads(raw) if raw else {}
+        if raw:  # a batch not (yet) recorded is asked again next time
+            if len(self._options) >= 1000:
+                self._options.clear()
+            self._options[batch_id] = (now, options)
+        return dict(options)
 
     # --- items ----------------------------------------------------------------------------------
     def request(self, batch_id: str, index: int) -> ImageRequest:

@@ -106,6 +106,38 @@ def test_an_attempts_ledger_writes_are_two_transitions(client):
     assert sum(used.values()) <= 38, used
 
 
+def test_the_start_of_a_run_is_one_round_trip(client):
+    """The stale check (HMGET), the claim (claim_take), the cancel flag (HGET), the running
+    transition, the request (HGET) and the creation record (HGETALL) were six round trips before
+    any work; workers/lua/attempt_start.lua does them in one, atomically. A duplicate finds the
+    claim held and writes nothing; a stale attempt is told so."""
+    from workers.attempts import AttemptRef
+    from workers.claims import ClaimKeeper
+    from workers.run_start import CLAIMED, OTHER, RUN, RunStarter
+
+    ledger = Ledger(client, Keys("w"))
+    assert ledger.create_batch("b", make_requests(2, "b"), output_root="/out", options={})
+    keeper = ClaimKeeper(client, ttl=30)
+    starter = RunStarter(client, Keys("w"), keeper)
+    first = starter.start(AttemptRef("b", 0, 1), "t0")  # script loaded
+    assert first.verdict == RUN and first.claim is not None
+    started: list = []
+    used = commands(client, lambda: started.append(starter.start(AttemptRef("b", 1, 1), "t1")))
+    (start,) = started
+    assert start.verdict == RUN and start.claim is not None and start.record is not None
+    assert start.request().index == 1 and ledger.item("b", 1).status == "running"
+    assert used.get("evalsha", 0) == 1, used
+    assert set(used) <= {"evalsha", *LUA_ONLY, "hget", "hgetall"}, used
+    assert sum(used.values()) <= 13, used
+    again: list = []
+    duplicate = commands(client, lambda: again.append(starter.start(AttemptRef("b", 1, 1), "t2")))
+    assert again[0].verdict == CLAIMED and again[0].claim is None
+    assert "hset" not in duplicate and "hincrby" not in duplicate, duplicate
+    assert starter.start(AttemptRef("b", 1, 2), "t3").verdict == OTHER
+    for claim in (first.claim, start.claim):
+        claim.release()
+
+
 # Commands only the scripts send (the client never does, in an attempt's ledger writes).
 LUA_ONLY = {"hmget", "hset", "hsetnx", "hdel", "hincrby", "zadd", "zrem", "zremrangebyscore", "time"}
 LUA_ONLY |= {"expire", "set", "get"}

@@ -32,6 +32,7 @@ creates of other batches whose prediction it could otherwise take for its own (w
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import NamedTuple
@@ -142,20 +143,7 @@ class CreationRecords:
             script.load()
 
     def get(self, ref: AttemptRef) -> CreationRecord:
-        raw = text_map(self.redis.hgetall(ref.record_key(self.keys)))
-        returned = _time(raw.get("post_returned_at"))
-        return CreationRecord(
-            model=raw.get("model"),
-            intent_at=_time(raw.get("intent_at")),
-            post_returned=bool(raw.get("post_returned_at")),
-            prediction_id=raw.get("prediction_id") or None,
-            tries=int(raw.get("tries") or 0),
-            created_here=raw.get("origin") == "created",
-            posting_at=_time(raw.get("posting_at")),
-            post_returned_at=returned if returned is not None and returned > _OLDEST_REAL_TIME else None,
-            posting_marked=raw.get("posting_marked") == "1",
-            post_wait=_time(raw.get("post_wait")) or 0.0,
-        )
+        return creation_record(text_map(self.redis.hgetall(ref.record_key(self.keys))))
 
     def write_intent(self, ref: AttemptRef, model: str, wait: int = 0, input_json: str = "") -> float:
         """Before the creation token, with the `Prefer: wait` its POST will ask (0: none);
@@ -271,3 +259,20 @@ def _time(raw: str | None) -> float | None:
         return float(raw) if raw else None
     except ValueError:
         return None
+
+
+def creation_record(raw: Mapping[str, str]) -> CreationRecord:
+    """A creation record from its hash's fields (HGETALL)."""
+    returned = _time(raw.get("post_returned_at"))
+    return CreationRecord(
+        model=raw.get("model"),
+        intent_at=_time(raw.get("intent_at")),
+        post_returned=bool(raw.get("post_returned_at")),
+        prediction_id=raw.get("prediction_id") or None,
+        tries=int(raw.get("tries") or 0),
+        created_here=raw.get("origin") == "created",
+        posting_at=_time(raw.get("posting_at")),
+        post_returned_at=returned if returned is not None and returned > _OLDEST_REAL_TIME else None,
+        posting_marked=raw.get("posting_marked") == "1",
+        post_wait=_time(raw.get("post_wait")) or 0.0,
+    )

@@ -46,6 +46,11 @@ class Renewal(IntEnum):
     REASSERTED = 2  # claim and marker were gone (Redis lost them): set again for its live owner
 
 
+def new_token() -> str:
+    """A claim's token: its run's name on the claim."""
+    return uuid.uuid4().hex
+
+
 def seen_key(claim_key: str) -> str:
     """The marker that outlives a claim: its claim expired, rather than Redis lost it."""
     return f"{claim_key}:seen"
@@ -90,9 +95,14 @@ class ClaimKeeper:
         self._thread: threading.Thread | None = None
 
     def try_claim(self, key: str) -> Claim | None:
-        token = uuid.uuid4().hex
+        token = new_token()
         if not int(self._take_script(keys=[key, seen_key(key)], args=[token, self.ttl_ms, SEEN_TTL])):
             return None
+        return self.hold(key, token)
+
+    def hold(self, key: str, token: str) -> Claim:
+        """A claim taken in Redis by another script (workers/lua/attempt_start.lua sets it as
+        claim_take.lua does, with the run's first checks), from now on renewed and released here."""
         claim = Claim(self, key, token)
         with self._lock:
             self._held[token] = claim

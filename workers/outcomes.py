@@ -17,6 +17,7 @@ current one, so a stale or duplicate run changes nothing.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -41,12 +42,28 @@ from workers.storage import substitute_image
 log = logging.getLogger("workers.outcomes")
 
 
+@dataclass(frozen=True)
+class ItemEnd:
+    """What a run's last ledger write left in the item (what `producer results` would read back
+    for it now): the task's state in Flower is decided from it without reading the item again
+    (workers.task_states)."""
+
+    status: str
+    attempt: int  # the attempt whose run wrote it
+    model: str | None = None  # the model that produced the output (succeeded)
+    files: tuple[str, ...] = ()  # the output keys (or addresses) written
+    error: str | None = None  # the item's error
+    held_reason: str | None = None
+    attempt_error: str | None = None  # the error in the attempt's own record
+
+
 class Outcomes(AttemptStage):
     # The input the run built for its attempt (JSON text), merged into the attempt's record with
     # its end or requeue: the creation's intent records it before any POST (workers.attempts),
     # but a run that stops before the intent (a cancel or a requeue while it waits for a slot)
     # still shows what it would have sent, as when the input had a ledger write of its own.
     _input: tuple[AttemptRef, str] | None = None
+    ended: ItemEnd | None = None  # what this run's last ledger write left (None: wrote nothing)
 
     def note_input(self, ref: AttemptRef, input_json: str) -> None:
         self._input = (ref, input_json)
@@ -96,7 +113,7 @@ class Outcomes(AttemptStage):
         the budget's wake-up sends it again (a limit raised, the UTC day turned)."""
         ctx = self.ctx
         ctx.budget.hold(ref.batch_id, ref.index, ref.attempt, exc.amount, exc.scope)
-        ctx.ledger.transition(
+        t = ctx.ledger.transition(
             ref.batch_id,
             ref.index,
             "held",
@@ -106,6 +123,8 @@ class Outcomes(AttemptStage):
             attempt=ref.attempt,
             attempt_update=self._with_input(ref, {"model": model, "status": "held", "error": str(exc)}),
         )
+        if t.changed:
+            self.ended = ItemEnd("held", ref.attempt, held_reason=str(exc), attempt_error=str(exc))
         if ctx.ledger.is_canceled(ref.batch_id):
             # A cancel that ran before this item was held would leave it held in a canceled
             # batch (the cancel ends the held items it finds, and this one was running then).
@@ -147,9 +166,10 @@ class Outcomes(AttemptStage):
                 return self._give_up(ref, request, model, again.reason)
             self._metric("retry", model, "resume")
         log.info("attempt runs again later: %s", again.reason)
-        ctx.ledger.update_attempt(
+        if ctx.ledger.update_attempt(
             ref.batch_id, ref.index, ref.attempt, self._with_input(ref, {"error": again.reason})
-        )
+        ):
+            self.ended = ItemEnd("running", ref.attempt, attempt_error=again.reason)
         return NextTask(ref.attempt, model, countdown=again.countdown, prompt=request.prompt)
 
     def after_transient(
@@ -308,6 +328,7 @@ class Outcomes(AttemptStage):
         )
         if not t.changed:
             return None
+        self.ended = ItemEnd("pending", ref.attempt, attempt_error=error)
         return NextTask(ref.attempt + 1, next_model, countdown=countdown, prompt=request.prompt)
 
     def _finish(
@@ -351,6 +372,14 @@ class Outcomes(AttemptStage):
             attempt_update=self._with_input(ref, update),
         )
         if t.changed:
+            self.ended = ItemEnd(
+                status,
+                ref.attempt,
+                model=fields.get("model"),
+                files=tuple(str(f.get("key")) for f in files or []) or tuple(outputs or ()),
+                error=error,
+                attempt_error=update["error"],
+            )
             log.info("item %s%s", status, f": {error}" if error and status != "succeeded" else "")
         if t.batch_finished:
             self._write_manifest(ref.batch_id)

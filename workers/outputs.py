@@ -179,8 +179,10 @@ class OutputSaver(AttemptStage):
             ) from None
         except StorageError:
             raise  # a LocalError: the item fails, never a paid fallback
-        self.ctx.redis.hset(written_key, key, result.sha256)
-        self.ctx.redis.expire(written_key, 60 * 24 * 3600)
+        pipe = self.ctx.redis.pipeline(transaction=False)  # one round trip
+        pipe.hset(written_key, key, result.sha256)
+        pipe.expire(written_key, 60 * 24 * 3600)
+        pipe.execute()
         return {
             "url": store.url(key),
             "key": key,

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -43,14 +44,14 @@ from shared.errors import (
     SupersededError,
     TransientError,
 )
-from shared.ledger import TERMINAL
+from shared.ledger import TERMINAL as TERMINAL_STATUSES
 from shared.limiter import Lease
 from shared.logging_setup import bind_log_context, log_context
 from shared.models import ModelSpec
 from shared.models.pricing import call_cost_micro
 from shared.request import ImageRequest
 from shared.scheduler import PARKED
-from workers.attempts import AttemptRef
+from workers.attempts import AttemptRef, CreationRecord
 from workers.claims import Claim
 from workers.context import WorkerContext, shutting_down
 from workers.creator import PredictionCreator
@@ -61,6 +62,7 @@ from workers.outcomes import Outcomes
 from workers.outputs import OutputSaver
 from workers.reconcile import Reconciler
 from workers.replicate_calls import PredictionView
+from workers.run_start import CANCELED, CLAIMED, HELD, MISSING, OTHER, TERMINAL, RunStarter, Start
 from workers.stage import AttemptStage
 from workers.waiting import PredictionWaiter
 
@@ -79,6 +81,7 @@ class AttemptRunner(AttemptStage):
         self.waiter = PredictionWaiter(ctx, self.budget)
         self.outputs = OutputSaver(ctx, self.budget)
         self.outcomes = Outcomes(ctx, self.budget)
+        self.starter = RunStarter(ctx.redis, ctx.keys, ctx.claims)
 
     # --- entry ----------------------------------------------------------------------------------
     def run(self, job: Job) -> NextTask | None:
@@ -86,14 +89,60 @@ class AttemptRunner(AttemptStage):
             return self._run(job)
 
     def _run(self, job: Job) -> NextTask | None:
+        if self._claim is not None or shutting_down():
+            return self._run_stepwise(job)
+        # The common start: one round trip (workers.run_start) for the item's state, the claim,
+        # the cancel flag, the running transition, the request and the creation record.
+        ref = job.ref
+        start = self.starter.start(ref, job.task_id or "")
+        if start.verdict == HELD:
+            # Woken (a limit was raised, the day turned): the run tries to reserve again, and
+            # is held again with a fresh record if it still does not fit.
+            self.ctx.budget.unhold(ref.batch_id, ref.index)
+            start = self.starter.start(ref, job.task_id or "", unheld=True)
+        if start.verdict == MISSING:
+            log.warning("no such item in the ledger; nothing to do")
+            return None
+        if start.verdict == TERMINAL:
+            return None
+        if start.verdict == OTHER:
+            return self._not_current(ref, start.status, start.attempt, start.model)
+        if start.verdict == CLAIMED or start.claim is None:
+            return self._claimed_elsewhere(job, start.model, _prompt_of(start))
+        claim = start.claim
+        if start.verdict == CANCELED:
+            return self._holding(claim, lambda: self.outcomes.canceled(ref, start.model, "batch canceled"))
+        return self._holding(
+            claim, lambda: self._run_started(job, claim, start.request(), start.model, start.record)
+        )
+
+    def _run_stepwise(self, job: Job) -> NextTask | None:
+        """The start step by step (a claim kept across a Redis outage is re-asserted; a worker
+        shutting down hands a current attempt back untouched)."""
         ref = job.ref
         state = self.ctx.ledger.item_states(ref.batch_id, [ref.index]).get(ref.index)
         if state is None:
             log.warning("no such item in the ledger; nothing to do")
             return None
         status, current, model = state
-        if status in TERMINAL:
+        if status in TERMINAL_STATUSES:
             return None
+        if ref.attempt != current:
+            return self._not_current(ref, status, current, model)
+        if shutting_down():
+            # Delivered while this worker stops: hand it back untouched for another worker.
+            return NextTask(ref.attempt, model, prompt=self._prompt(ref))
+        if status == "held":
+            # Woken (a limit was raised, the day turned): the run tries to reserve again, and
+            # is held again with a fresh record if it still does not fit.
+            self.ctx.budget.unhold(ref.batch_id, ref.index)
+        claim = self._take_claim(ref.claim_key(self.ctx.keys))
+        if claim is None:
+            return self._claimed_elsewhere(job, model, self._prompt(ref))
+        return self._holding(claim, lambda: self._run_claimed(job, claim, model))
+
+    def _not_current(self, ref: AttemptRef, status: str, current: int, model: str) -> NextTask | None:
+        """A message for an attempt that is not the item's current one (a non-terminal item)."""
         if ref.attempt < current:
             if status == "pending" and ref.attempt == current - 1:
                 # This attempt ended but its follow-up may never have been held (killed between
@@ -105,37 +154,32 @@ class AttemptRunner(AttemptStage):
                     return None
                 return NextTask(current, model, countdown=due_in, prompt=self._prompt(ref))
             return None
-        if ref.attempt > current:
-            log.error("attempt %s is ahead of the ledger's %s; ignored", ref.attempt, current)
+        log.error("attempt %s is ahead of the ledger's %s; ignored", ref.attempt, current)
+        return None
+
+    def _claimed_elsewhere(self, job: Job, model: str, prompt: str) -> NextTask | None:
+        """Another live run has this attempt (a redelivered duplicate): do not run it twice,
+        but do not drop it either, in case that run dies after our ack."""
+        if job.recheck >= self.budget.max_rechecks:
+            log.error("attempt still claimed after %s checks; leaving it to its holder", job.recheck)
             return None
-        if shutting_down():
-            # Delivered while this worker stops: hand it back untouched for another worker.
-            return NextTask(ref.attempt, model, prompt=self._prompt(ref))
-        if status == "held":
-            # Woken (a limit was raised, the day turned): the run tries to reserve again, and
-            # is held again with a fresh record if it still does not fit.
-            self.ctx.budget.unhold(ref.batch_id, ref.index)
-        claim = self._take_claim(ref.claim_key(self.ctx.keys))
-        if claim is None:
-            # Another live run has this attempt (a redelivered duplicate): do not run it twice,
-            # but do not drop it either, in case that run dies after our ack.
-            if job.recheck >= self.budget.max_rechecks:
-                log.error("attempt still claimed after %s checks; leaving it to its holder", job.recheck)
-                return None
-            return NextTask(
-                ref.attempt,
-                model,
-                countdown=self.budget.recheck_interval,
-                recheck=job.recheck + 1,
-                prompt=self._prompt(ref),
-            )
+        return NextTask(
+            job.attempt,
+            model,
+            countdown=self.budget.recheck_interval,
+            recheck=job.recheck + 1,
+            prompt=prompt,
+        )
+
+    def _holding(self, claim: Claim, body: Callable[[], NextTask | None]) -> NextTask | None:
+        """`body` run under this run's claim, released after it, except when Redis went away
+        mid-attempt: the task runs it again once Redis answers, and this claim (still renewed
+        by the keeper) is taken back then instead of being given up."""
         self._claim = claim
         keep = False
         try:
-            return self._run_claimed(job, claim, model)
+            return body()
         except Exception as exc:
-            # Redis went away mid-attempt: the task runs it again once Redis answers, and this
-            # claim (still renewed by the keeper) is taken back then instead of being given up.
             keep = is_redis_unavailable(exc)
             raise
         finally:
@@ -184,7 +228,8 @@ class AttemptRunner(AttemptStage):
 
     # --- a claimed run ------------------------------------------------------------------------------
     def _run_claimed(self, job: Job, claim: Claim, model: str) -> NextTask | None:
-        """The attempt, and what follows it (workers.outcomes) for each way it can end."""
+        """The step-by-step start's last steps (the cancel flag, the running transition, the
+        request), then the attempt (`_run_started`)."""
         ctx, ref, outcomes = self.ctx, job.ref, self.outcomes
         if ctx.ledger.is_canceled(ref.batch_id):
             outcomes.canceled(ref, model, "batch canceled")
@@ -201,9 +246,16 @@ class AttemptRunner(AttemptStage):
         )
         if not t.changed:
             return None
-        request = ctx.ledger.request(ref.batch_id, ref.index)
+        return self._run_started(job, claim, ctx.ledger.request(ref.batch_id, ref.index), model, None)
+
+    def _run_started(
+        self, job: Job, claim: Claim, request: ImageRequest, model: str, record: CreationRecord | None
+    ) -> NextTask | None:
+        """The item runs this attempt (claimed, running): the attempt, and what follows it
+        (workers.outcomes) for each way it can end. `record`: the creation record, if read."""
+        ref, outcomes = job.ref, self.outcomes
         try:
-            files, prediction_id = self._attempt(job, claim, request, model)
+            files, prediction_id = self._attempt(job, claim, request, model, record)
         except RequeueError as again:
             return outcomes.requeue(ref, request, model, again)
         except SupersededError as exc:
@@ -238,7 +290,7 @@ class AttemptRunner(AttemptStage):
         return None
 
     def _attempt(
-        self, job: Job, claim: Claim, request: ImageRequest, model: str
+        self, job: Job, claim: Claim, request: ImageRequest, model: str, record: CreationRecord | None
     ) -> tuple[list[dict[str, Any]], str]:
         """Resume the recorded prediction, or reconcile an unresolved create, or create; then
         the outputs. Returns (the files written, prediction id)."""
@@ -247,7 +299,8 @@ class AttemptRunner(AttemptStage):
             spec = ctx.models.registry_for(request.models).get(model)
         except InputError as exc:
             raise LocalError(f"this worker's model registry does not know {model}: {exc}") from None
-        record = ctx.creations.get(ref)
+        if record is None:
+            record = ctx.creations.get(ref)
         if record.prediction_id:
             view = self._resume(job, claim, model, record.prediction_id)
         else:
@@ -350,3 +403,10 @@ class AttemptRunner(AttemptStage):
         created and saw succeed (a resumed one's start is not known here)."""
         if view.status == "succeeded":
             self.waiter.record_latency(model, time.monotonic() - created_at)
+
+
+def _prompt_of(start: Start) -> str:
+    try:
+        return start.request().prompt
+    except (KeyError, ValueError):
+        return ""

@@ -25,15 +25,19 @@ from celery.exceptions import Retry
 from shared.errors import AttemptFailedError
 from shared.ledger import Ledger
 from workers.messages import Job, NextTask
+from workers.outcomes import ItemEnd
 
 log = logging.getLogger("workers.tasks")
 
 MAX_REASON = 300  # characters of an error shown in Flower
 
 
-def task_ending(ledger: Ledger, job: Job, follow_up: NextTask | None) -> Any:
-    """The task's return value, or the exception (Retry, AttemptFailedError) it should raise."""
-    error = _attempt_error(ledger, job) if follow_up is not None else None
+def task_ending(ledger: Ledger, job: Job, follow_up: NextTask | None, known: ItemEnd | None = None) -> Any:
+    """The task's return value, or the exception (Retry, AttemptFailedError) it should raise.
+    `known`: what the run's last ledger write left in the item (workers.outcomes), so that the
+    item is not read again (issue 16.4); without it the item is read."""
+    item = known or _item_end(ledger, job)
+    error = item.attempt_error if item is not None and follow_up is not None else None
     if follow_up is not None:
         when = f"in {follow_up.countdown:g} s" if follow_up.countdown else "now"
         if follow_up.attempt == job.attempt:
@@ -44,11 +48,10 @@ def task_ending(ledger: Ledger, job: Job, follow_up: NextTask | None) -> Any:
             f"{job.model} failed: {_short(error or 'failed')}; "
             f"next: attempt {follow_up.attempt} on {follow_up.model}"
         )
-    item = ledger.item(job.batch_id, job.index)
     if item is None or item.attempt != job.attempt:
         return {"status": "nothing to do", "attempt": job.attempt}
     if item.status == "succeeded":
-        return {"model": item.model, "files": [f.get("key") for f in item.files] or list(item.outputs)}
+        return {"model": item.model, "files": list(item.files)}
     if item.status in ("failed", "substituted"):
         return AttemptFailedError(f"item {item.status}: {_short(item.error or 'failed')}")
     if item.status == "held":  # nothing was created: it waits for room in a spending limit
@@ -63,12 +66,21 @@ def _retry(what: str, reason: str) -> Retry:
     return Retry(text, exc=AttemptFailedError(text))
 
 
-def _attempt_error(ledger: Ledger, job: Job) -> str | None:
+def _item_end(ledger: Ledger, job: Job) -> ItemEnd | None:
+    """The item as the ledger has it (None: no such item), with `job`'s attempt's error."""
     item = ledger.item(job.batch_id, job.index)
-    for record in item.attempts if item is not None else []:
-        if record.attempt == job.attempt:
-            return record.error
-    return None
+    if item is None:
+        return None
+    errors = [record.error for record in item.attempts if record.attempt == job.attempt]
+    return ItemEnd(
+        item.status,
+        item.attempt,
+        model=item.model,
+        files=tuple(str(f.get("key")) for f in item.files) or tuple(item.outputs),
+        error=item.error,
+        held_reason=item.held_reason,
+        attempt_error=errors[0] if errors else None,
+    )
 
 
 def _short(text: str) -> str:

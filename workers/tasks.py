@@ -22,6 +22,7 @@ from workers.context import get_context
 from workers.dispatch import schedule_attempt
 from workers.messages import Job, NextTask
 from workers.outage import OutageWait, is_redis_unavailable
+from workers.outcomes import ItemEnd
 from workers.runner import AttemptRunner
 from workers.task_states import task_ending
 
@@ -45,17 +46,19 @@ def generate_image(
     )
     _room_in_the_broker(settings)
     with log_context(**job.ref.log_fields(), model=model, task_id=job.task_id):
-        follow_up = run_attempt(settings, job)
-        ending = _ending(settings, job, follow_up)
+        ended: list[ItemEnd] = []
+        follow_up = run_attempt(settings, job, ended=ended)
+        ending = _ending(settings, job, follow_up, ended[-1] if ended else None)
     if isinstance(ending, BaseException):
         raise ending  # everything is recorded and held already: only Flower's state follows
     return ending
 
 
-def _ending(settings: Settings, job: Job, follow_up: NextTask | None) -> Any:
-    """How this task ends in Flower (workers.task_states); a plain None if that cannot be read."""
+def _ending(settings: Settings, job: Job, follow_up: NextTask | None, known: ItemEnd | None) -> Any:
+    """How this task ends in Flower (workers.task_states), from what the run wrote (`known`) or
+    read from the ledger; a plain None if that cannot be read."""
     try:
-        return task_ending(get_context(settings).ledger, job, follow_up)
+        return task_ending(get_context(settings).ledger, job, follow_up, known)
     except Exception as exc:  # noqa: BLE001 - the display must never undo a recorded run
         log.debug("task state not decided: %s", exc)
         return None
@@ -70,9 +73,12 @@ def _room_in_the_broker(settings: Settings) -> None:
         log.debug("feeder not nudged: %s", exc)
 
 
-def run_attempt(settings: Settings, job: Job, *, outage: OutageWait | None = None) -> NextTask | None:
+def run_attempt(
+    settings: Settings, job: Job, *, outage: OutageWait | None = None, ended: list[ItemEnd] | None = None
+) -> NextTask | None:
     """Run the attempt for `job` and send the follow-up it asks for, riding out Redis outages.
-    Returns the follow-up (sent), or None."""
+    Returns the follow-up (sent), or None. `ended` gets what the run's last ledger write left in
+    the item, if it wrote one (the task's state in Flower is decided from it)."""
     outage = outage or OutageWait(settings)
     runner: AttemptRunner | None = None
     ran = False
@@ -107,3 +113,5 @@ def run_attempt(settings: Settings, job: Job, *, outage: OutageWait | None = Non
     finally:
         if runner is not None:
             runner.drop_kept_claim()
+            if ended is not None and runner.outcomes.ended is not None:
+                ended.append(runner.outcomes.ended)

@@ -5,8 +5,10 @@ fetch` brings them home from az://, and from gs:// (fake-gcs-server) where anoth
 published a finished batch's folder. (The multi-host run with a store outage is S3's, in
 tests/test_fleet_storage.py; it is not repeated per store.)
 
-Workers cannot write to gs:// here: fake-gcs-server implements only GCS's JSON upload API and
-obstore writes through the XML API (tests/test_object_store.py says what that leaves untested)."""
+Workers cannot write to gs:// here: fake-gcs-server (1.54.0) implements only GCS's JSON upload
+API and obstore writes through the XML API, and no flag or option bridges them
+(tests/test_object_store.py, FAKE_GCS_WRITES, says which request gets which answer, and what that
+leaves untested)."""
 
 from __future__ import annotations
 

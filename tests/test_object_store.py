@@ -2,13 +2,17 @@
 (moto's S3 server, Azurite for Azure Blob, fake-gcs-server for GCS), reached by obstore over HTTP
 with the standard environment variables: the same guarantees on every store.
 
-fake-gcs-server (1.54, the newest build obtainable here) implements GCS's JSON upload API only:
-obstore, like every object_store client, writes through the XML API (`PUT /bucket/object` with
-`x-goog-if-generation-match: 0`), which it answers `400 invalid uploadType`. So on gs:// the
-reads, listings, size, error classification and time-outs are tested here; the write guarantees
-(`store` below) run on gs:// as strict expected failures with that reason, and start counting
-(XPASS fails the run) the day the emulator takes the XML API. gcp-storage-emulator is no
-alternative: its XML answers lack ETag and Last-Modified, and HEAD and list are not implemented."""
+fake-gcs-server (1.54.0, the newest build obtainable here) has no XML-API object upload, and
+obstore, like every object_store client, writes through the XML API only: `PUT /<bucket>/<key>`
+with `x-goog-if-generation-match: 0`. Checked 2026-12-05 (FAKE_GCS_WRITES says what answers it):
+no flag of the emulator and no option of obstore's GCS store changes that. object_store's own
+CI runs a fork (the image tustvold/fake-gcs-server, from fsouza/fake-gcs-server#1164, never
+merged; issue #331 still open), which is not packaged anywhere this project installs from.
+So on gs:// the reads, listings, size, error classification and time-outs are tested here; the
+write guarantees (`store` below) run on gs:// as strict expected failures with that reason, and
+start counting (XPASS fails the run) the day the emulator takes the XML API. gcp-storage-emulator
+is no alternative: its XML answers lack ETag and Last-Modified, and HEAD and list are not
+implemented."""
 
 from __future__ import annotations
 
@@ -30,8 +34,14 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"p" * 64
 JPEG = b"\xff\xd8\xff\xe0" + b"j" * 64
 BUCKETS = {"s3": "s3_bucket", "az": "az_container", "gs": "gs_bucket"}
 FAKE_GCS_WRITES = (
-    "fake-gcs-server answers obstore's XML-API PUT with 400 invalid uploadType (it implements only "
-    "the JSON upload API): no write to gs:// can be tested against it"
+    "fake-gcs-server 1.54.0 takes no XML-API upload: obstore's `PUT /<bucket>/<key>` "
+    '(x-goog-if-generation-match: 0) is answered `400 {"message": "invalid uploadType"}` with '
+    "-public-host set (alike with -scheme http or both, -external-url, host 127.0.0.1 or localhost), "
+    "and `404` (no such bucket: the Host header is read as the bucket) without it; its signed-URL "
+    "PUT (`?X-Goog-Algorithm=...`, which obstore never sends) stores the object but ignores the "
+    "precondition (a second write replaces the first) and sends no ETag header; obstore's GCS "
+    "options (service account key with gcs_base_url and disable_oauth, skip_signature, allow_http) "
+    "only choose where the same PUT goes and how it is signed"
 )
 GS_WRITES = pytest.param(
     "gs", marks=pytest.mark.xfail(strict=True, raises=StorageError, reason=FAKE_GCS_WRITES)

@@ -17,6 +17,8 @@ Choices (see the design notes in workers/README.md):
 - no Celery countdown or ETA anywhere: an ETA is a moment on the sender's clock. Delays are held
   in Redis (shared.scheduler), and kombu's visibility bookkeeping is kept on Redis's clock
   (workers.kombu_patches), so no host's clock moves anyone's work.
+- task events on (Flower), published a few at a time: one message per quarter second and worker
+  at most, instead of one per event (workers.event_batching).
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ from celery import Celery, signals
 
 from shared.redis_conn import celery_transport_options
 from shared.settings import Settings
-from workers import kombu_patches
+from workers import event_batching, kombu_patches
 
 kombu_patches.apply()
+event_batching.apply()
 
 TASK_NAME = "workers.generate_image"
 DEFAULT_CONCURRENCY = 32  # threads per worker process; FLEET_WORKER_CONCURRENCY or `-c N` override

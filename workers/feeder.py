@@ -1,7 +1,8 @@
 """The feeder: moves held sends from the schedule (shared.scheduler) into the broker.
 
 One worker process of the fleet feeds at a time: it holds `<prefix>:sched:feeder` (SET NX PX,
-renewed every second), and any other process takes over within a few seconds of its death. The
+renewed every second), and any other process takes over within a few seconds of its death (the
+others try again just after the lock would lapse, not every second). The
 lock is for efficiency only, never for correctness: every take is one atomic script, so two
 feeders at once (a stalled holder coming back) send nothing twice; they only fill the broker's
 window twice over for a moment.
@@ -47,7 +48,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("workers.feeder")
 
-LOCK_SECONDS = 3.0  # a dead feeder is replaced within this (plus a second)
+LOCK_SECONDS = 3.0  # a dead feeder is replaced within this (plus a few hundred ms)
 RENEW_SECONDS = 1.0
 IDLE_WAIT_SECONDS = 1.0  # the longest the feeder sleeps without a nudge
 DEFAULT_WINDOW = 8
@@ -112,6 +113,7 @@ class FeederThread:
             target=run_forever, args=(self._run, "feeder", self._stop), name="feeder", daemon=True
         )
         self.leading = False
+        self.retry_in = RENEW_SECONDS  # while another process feeds: seconds to the next try
 
     def start(self) -> FeederThread:
         self._thread.start()
@@ -128,7 +130,16 @@ class FeederThread:
             if not self.leading:
                 log.warning("lost the feeder lock; another worker feeds now")
         if not self.leading:
-            self.leading = bool(self.feeder.redis.set(lock, self.token, nx=True, px=ms))
+            # The lock's remaining time comes with the attempt (one round trip): a process that
+            # does not feed tries again just after the holder's lock would lapse, not every
+            # second (the holder renews it every second, so that is ~2-3 s away), and a dead
+            # holder is replaced within LOCK_SECONDS plus a few hundred ms.
+            pipe = self.feeder.redis.pipeline(transaction=False)
+            pipe.set(lock, self.token, nx=True, px=ms)
+            pipe.pttl(lock)
+            got, left_ms = pipe.execute()
+            self.leading = bool(got)
+            self.retry_in = min(max(int(left_ms), 0) / 1000, LOCK_SECONDS) + random.uniform(0.05, 0.25)
             if self.leading:
                 log.info("this worker feeds the fleet now")
         return self.leading
@@ -139,7 +150,7 @@ class FeederThread:
             try:
                 if time.monotonic() >= renew_at or not self.leading:
                     if not self._hold_lock():
-                        self._stop.wait(RENEW_SECONDS * random.uniform(0.5, 1.0))
+                        self._stop.wait(self.retry_in)
                         continue
                     renew_at = time.monotonic() + RENEW_SECONDS
                 sends, next_due = self.feeder.feed_once()

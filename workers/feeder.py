@@ -42,6 +42,7 @@ from shared.settings import Settings
 from shared.wakeup import blocking_client, run_forever
 from workers.attempts import AttemptRef
 from workers.dispatch import send_attempt
+from workers.once import OnePerProcess
 
 if TYPE_CHECKING:  # pragma: no cover
     from workers.context import WorkerContext
@@ -164,20 +165,13 @@ class FeederThread:
                 self._stop.wait(0.5)
 
 
-_thread: FeederThread | None = None
-_thread_lock = threading.Lock()
+_feeder: OnePerProcess[FeederThread] = OnePerProcess()
 
 
 def start_feeder(ctx: WorkerContext, app: Celery) -> FeederThread:
     """Start this process's feeder thread (once)."""
-    global _thread
-    with _thread_lock:
-        if _thread is None:
-            _thread = FeederThread(Feeder(ctx.settings, ctx.redis, app)).start()
-        return _thread
+    return _feeder.start(lambda: FeederThread(Feeder(ctx.settings, ctx.redis, app)).start())
 
 
 def stop_feeder() -> None:
-    thread = _thread  # no lock: this runs inside a signal handler
-    if thread is not None:
-        thread.stop()
+    _feeder.stop()

@@ -53,6 +53,7 @@ from shared.scheduler import Scheduler
 from shared.scheduler.schedule import sends_of
 from shared.settings import Settings
 from workers.attempts import AttemptRef, CreationRecords
+from workers.once import OnePerProcess
 from workers.replicate_calls import ReplicateCalls
 from workers.spool import Spool
 
@@ -438,21 +439,17 @@ class SweeperThread:
                 log.warning("recovery sweep sent %s item(s) again", len(report.resent))
 
 
-_thread: SweeperThread | None = None
-_thread_lock = threading.Lock()
+_sweeper: OnePerProcess[SweeperThread] = OnePerProcess()
 
 
 def start_sweeper(ctx: WorkerContext, app: Celery) -> SweeperThread:
     """Start this process's sweeper thread (once), with the process's WorkerContext."""
-    global _thread
-    with _thread_lock:
-        if _thread is None:
-            sweeper = Sweeper(ctx.settings, ctx.redis, app, limiter=ctx.limiter, calls=ctx.calls)
-            _thread = SweeperThread(sweeper).start()
-        return _thread
+    return _sweeper.start(
+        lambda: SweeperThread(
+            Sweeper(ctx.settings, ctx.redis, app, limiter=ctx.limiter, calls=ctx.calls)
+        ).start()
+    )
 
 
 def stop_sweeper() -> None:
-    thread = _thread  # no lock: this runs inside a signal handler
-    if thread is not None:
-        thread.stop()
+    _sweeper.stop()

@@ -1,6 +1,6 @@
 """One command for every figure of BENCHMARKS.md.
 
-    .venv/bin/python -m bench.run --all            # the full runs (about three hours on a quiet machine)
+    .venv/bin/python -m bench.run --all            # the full runs (about 3.5 hours on a quiet machine)
     .venv/bin/python -m bench.run --quick          # small versions of everything (a few minutes)
     .venv/bin/python -m bench.run throughput --n 1000 --slots 60 --rate 600 [--baseline]
     .venv/bin/python -m bench.run modes [--n 90 --slots 10]  # sync vs webhook vs polling, 2 s predictions
@@ -11,6 +11,9 @@
     .venv/bin/python -m bench.run fairness [--n 2000] [--small 10]   # a small batch beside a large one
     .venv/bin/python -m bench.run feed [--n 2000]      # one large batch: the feeder vs direct enqueueing
     .venv/bin/python -m bench.run clock                # 60 images, one host's clock +60 s / -60 s
+
+--all runs the wait modes twice: the 2 s batch and the seed models' latency mix (`modes --mix`),
+both into bench/results/modes.json and the same "Wait modes" table of the report.
 
 Needs root for the network namespaces (falls back to plain processes and says so). Starts its own
 redis-server (port 6390) and stand-in (port 8790) on the hosts' bridge; never touches the shared
@@ -107,6 +110,25 @@ def modes_section(
     _save("modes", results)
     _say("\n" + modes_table(results))
     return results
+
+
+def modes_runs(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """modes_section's arguments for each wait-modes run the command asks for: `modes` once (with
+    or without --mix); --all both the 2 s batch and the latency mix (each to modes.json, one
+    table); --quick the 2 s batch only (the mix's shortest useful run takes minutes per mode)."""
+    if not (args.all or args.quick or args.section == "modes"):
+        return []
+    run = {
+        "quick": args.quick,
+        "n": (args.n or [None])[0],
+        "slots": (args.slots or [None])[0],
+        "mix": args.mix,
+        "only": args.only.split(",") if args.only and args.section == "modes" else None,
+        "sigma": args.sigma,
+    }
+    if args.all and not args.mix:
+        return [run, {**run, "mix": True}]
+    return [run]
 
 
 def wait_modes_scenario(
@@ -416,7 +438,7 @@ def update_doc(text: str) -> None:
     DOC.write_text(f"{head}{START}\n{text}\n{END}{tail}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
     p.add_argument(
         "section",
@@ -450,6 +472,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hosts", type=int, default=3)
     p.add_argument("--update-doc", action="store_true", help="write the summary into BENCHMARKS.md")
     p.add_argument("--no-isolation", action="store_true", help="plain processes instead of namespaces")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
     args = p.parse_args(argv)
     if not (args.all or args.quick or args.section):
         p.error("give a section, --all or --quick")
@@ -481,18 +508,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 compare_ns = set(args.n or [200]) if args.baseline else set()
             throughput_section(hosts, redis, sim, scenarios, compare_ns=compare_ns)
-        if args.all or args.quick or args.section == "modes":
-            modes_section(
-                hosts,
-                redis,
-                sim,
-                quick=args.quick,
-                n=(args.n or [None])[0],
-                slots=(args.slots or [None])[0],
-                mix=args.mix,
-                only=args.only.split(",") if args.only and args.section == "modes" else None,
-                sigma=args.sigma,
-            )
+        for modes_run in modes_runs(args):
+            modes_section(hosts, redis, sim, **modes_run)
         if args.all or args.quick or args.section == "capacity":
             sizes = tuple(int(x) for x in args.sizes.split(","))
             if args.quick:

@@ -61,3 +61,24 @@ def test_for_a_mix_the_bound_is_the_work_over_the_slots_and_the_ideal_adds_the_l
     assert b["by_slots"] == pytest.approx(sum(latencies) / 4)
     ideal = ideal_makespan(latencies, slots=4, create_limit=600, window=60)
     assert b["bound"] <= ideal <= b["bound"] + max(latencies)
+
+
+def _modes_runs(*argv: str) -> list[dict]:
+    from bench.run import modes_runs, parser
+
+    return modes_runs(parser().parse_args(list(argv)))
+
+
+def test_all_runs_the_latency_mix_beside_the_two_second_batch_into_the_same_report():
+    """`bench.run --all` runs the wait modes on the 2 s batch and on the seed models' mix (full
+    sizes: the defaults of wait_modes_scenario); both save to modes.json, whose runs make the
+    report's one "Wait modes" table. A single `modes` run is unchanged."""
+    runs = _modes_runs("--all")
+    assert [r["mix"] for r in runs] == [False, True]
+    assert all(r["n"] is None and r["slots"] is None and not r["quick"] for r in runs)
+    assert wait_modes_scenario(quick=False, mix=True).name != wait_modes_scenario(quick=False).name
+    assert [r["mix"] for r in _modes_runs("--all", "--mix")] == [True]
+    assert [r["mix"] for r in _modes_runs("--quick")] == [False]
+    assert [r["mix"] for r in _modes_runs("modes", "--mix")] == [True]
+    assert [r["mix"] for r in _modes_runs("modes")] == [False]
+    assert _modes_runs("throughput") == []

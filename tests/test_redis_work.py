@@ -180,6 +180,23 @@ def test_a_slot_taken_and_released(client):
     assert sum(used.values()) <= 21, used
 
 
+def test_a_creation_token_for_a_holder(client):
+    """The creation token of a held slot (the check that the holder still holds its lease, the
+    window, the holder marked as creating for its next attempt): 20 commands (EVALSHA included)
+    after issue 16.4's layout 2, 16 now: the holder's info read once (holds() hands it on), the
+    log counted once, the drop markers' expiry set when written instead of EXISTS + PTTL +
+    PEXPIRE per grant. (A budget reservation adds the budget's own commands.)"""
+    limiter = Limiter(client, Keys("w"), Limits(2, 600, 3000, 60.0), lease_seconds=600, orphan_seconds=1200)
+    try:
+        lease = limiter.acquire(HolderInfo(task_id="t"), timeout=5)
+        limiter.take_create_token(timeout=5, holder=lease, attempt="b:0:1")
+        used = commands(client, lambda: limiter.take_create_token(timeout=5, holder=lease, attempt="b:0:2"))
+        lease.release()
+    finally:
+        limiter.close()
+    assert sum(used.values()) <= 16, used
+
+
 def test_a_send_held_and_fed(client):
     """push + take of one send (40 before; 36 until the take read the due zset once when nothing
     is due and stopped counting the broker's step-9 list, which the feeder never fills: 34); a

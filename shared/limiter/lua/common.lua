@@ -337,7 +337,7 @@ local function holds(id, fence)
   if not expiry or tonumber(expiry) < NOW then return false end
   local rec = decode_info(id)
   if not rec or rec.orphaned_at ~= nil or rec.abandoned_at ~= nil then return false end
-  return fence == '' or tostring(rec.fence) == fence
+  return (fence == '' or tostring(rec.fence) == fence) and rec
 end
 
 -- The counted holder a name in an index points at, or nil.
@@ -429,16 +429,25 @@ end
 -- Drop grants that have left the window, but always keep the `keep` (= limit) most recent, and
 -- remember the time of the newest grant dropped. So a window grown at run time still finds the
 -- grants it needs (the limit-th most recent is never dropped), and a limit grown at run time
--- knows an upper bound for the ones that were dropped.
+-- knows an upper bound for the ones that were dropped. Returns how many grants the log keeps
+-- (next_grant_time's `count`: one ZCARD per call), and counts the old ones only when the log is
+-- longer than `keep`.
+-- The marker is a grant time that has passed (only grants at least `span` old are dropped), so it
+-- matters at most MAX_WINDOW_MS + margin from now: its expiry is set when it is written (the
+-- EXISTS + PTTL + PEXPIRE per grant of layout 1 kept it alive no longer than needed either).
 local function prune_log(kind, keep, span)
   local log = RATE_LOG[kind]
-  local n = math.min(redis.call('ZCOUNT', log, '-inf', fmt(NOW - span)),
-                     redis.call('ZCARD', log) - keep)
+  local count = redis.call('ZCARD', log)
+  if count <= keep then return count end
+  local n = math.min(redis.call('ZCOUNT', log, '-inf', fmt(NOW - span)), count - keep)
   if n > 0 then
     local newest = redis.call('ZRANGE', log, n - 1, n - 1, 'WITHSCORES')
     redis.call('HSET', K_RATES, kind, newest[2])
+    redis.call('PEXPIRE', K_RATES, MAX_WINDOW_MS + CFG.rate_margin_ms + 60000)
     redis.call('ZREMRANGEBYRANK', log, 0, n - 1)
+    count = count - n
   end
+  return count
 end
 
 -- The earliest moment `at` >= now (and >= every grant already in the log, so grants keep
@@ -447,9 +456,9 @@ end
 -- limit most recent, so the log holds fewer only if the limit grew since (or a reservation was
 -- given back): the missing grants were dropped, hence are no later than the newest dropped one,
 -- a bound that is safe, and exact unless the limit grew.
-local function next_grant_time(kind, limit, span)
+local function next_grant_time(kind, limit, span, count)
   local log = RATE_LOG[kind]
-  local count = redis.call('ZCARD', log)
+  count = count or redis.call('ZCARD', log)
   local at, rth = NOW, nil
   if count >= limit then
     rth = redis.call('ZRANGE', log, count - limit, count - limit, 'WITHSCORES')[2]
@@ -462,12 +471,9 @@ local function next_grant_time(kind, limit, span)
   return at
 end
 
--- The log and the drop markers live a day past the last grant: a window may grow to a day. (The
--- markers are shared by both logs, so their expiry is only ever pushed later.)
+-- The log lives a day past its last grant: a window may grow to a day. (The drop markers get
+-- their expiry when written, prune_log.)
 local function keep_rate_state(kind, last_at)
   local ttl = math.ceil(math.max(last_at - NOW, 0) + MAX_WINDOW_MS + CFG.rate_margin_ms) + 60000
   redis.call('PEXPIRE', RATE_LOG[kind], ttl)
-  if redis.call('EXISTS', K_RATES) == 1 and redis.call('PTTL', K_RATES) < ttl then
-    redis.call('PEXPIRE', K_RATES, ttl)
-  end
 end

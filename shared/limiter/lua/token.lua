@@ -32,7 +32,8 @@ end
 if reservation and kind ~= 'create' then fail('a reservation goes with a creation token only') end
 local L = limits(false)
 sync_epoch(L)
-if holder ~= '' and not holds(holder, fence) then
+local held = holder ~= '' and holds(holder, fence)  -- its info, read once
+if holder ~= '' and not held then
   return reply({0, 0, 'lost'})
 end
 if kind == 'create' then
@@ -50,8 +51,7 @@ end
 
 local limit = rate_limit(kind, L)
 local span = L.rate_window_ms + margin_ms
-prune_log(kind, limit, span)
-local at = next_grant_time(kind, limit, span)
+local at = next_grant_time(kind, limit, span, prune_log(kind, limit, span))
 local wait = at - NOW
 if max_wait >= 0 and wait > max_wait then
   return reply({0, fmt(wait), 'busy'})
@@ -62,8 +62,8 @@ keep_rate_state(kind, at)
 if reservation then budget_reserve(reservation, budget_today) end
 
 -- Mark the holder: should it die before it records the prediction id, its slot stays counted.
-if holder ~= '' then
-  local rec = decode_info(holder)
+if held then
+  local rec = held
   if rec.attempt ~= attempt then unindex(K_BYATTEMPT, rec.attempt, holder) end
   rec.attempt = attempt
   rec.creating_at = at_s

@@ -1,7 +1,8 @@
 """What one model accepts, returns and costs (`ModelSpec`), and one of its parameters (`ParamSpec`).
 
 Pure data plus the checks that need nothing but the data: whether a value suits a parameter,
-how many files an item makes, what a call costs. Loading and validating files is in registry.py.
+how many files an item makes, what a call costs. Files are read in registry_files, checked in
+registry_shape and built into specs in registry_build; registry.py holds the result.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from aiohttp import web
 from .catalog import Catalog, load_catalog
 from .config import SimConfig
 from .engine import TERMINAL, Engine
-from .routes import delivery, files, models, predictions, sim
+from .routes import creates, delivery, files, models, predictions, sim
 from .routes.common import ENGINE, MAX_UPLOAD
 from .routes.gate import account_middleware
 
@@ -22,7 +22,7 @@ def build_app(config: SimConfig, catalog: Catalog | None = None) -> web.Applicat
     engine = Engine(config, catalog or load_catalog())
     app = web.Application(middlewares=[account_middleware], client_max_size=MAX_UPLOAD + 1024 * 1024)
     app[ENGINE] = engine
-    for routes in (predictions, models, files, delivery, sim):
+    for routes in (creates, predictions, models, files, delivery, sim):
         routes.add_routes(app.router)
 
     async def shutdown(app: web.Application) -> None:

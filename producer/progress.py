@@ -197,10 +197,25 @@ def format_duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
-def format_counts(counts: Mapping[str, int], *, keep_zero: tuple[str, ...] = ()) -> str:
-    parts = [f"{s} {counts.get(s, 0)}" for s in STATUSES if counts.get(s, 0) or s in keep_zero]
-    parts += [f"{k} {v}" for k, v in counts.items() if k not in STATUSES and v]
-    return ", ".join(parts) or "nothing yet"
+def format_age(seconds: float) -> str:
+    """'42s', '5m', '3h', '12d': an age in its largest whole unit."""
+    whole = max(int(seconds), 0)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if whole >= size:
+            return f"{whole // size}{unit}"
+    return f"{whole}s"
+
+
+# The states in fewer letters, where a line must fit 80 columns (`producer list`).
+SHORT_STATUS = {"succeeded": "ok", "substituted": "subst", "running": "run", "pending": "pend"}
+
+
+def format_counts(counts: Mapping[str, int], *, keep_zero: tuple[str, ...] = (), short: bool = False) -> str:
+    """'succeeded 3, failed 1'; short: 'ok 3 failed 1' (SHORT_STATUS)."""
+    names = SHORT_STATUS if short else {}
+    parts = [f"{names.get(s, s)} {counts.get(s, 0)}" for s in STATUSES if counts.get(s, 0) or s in keep_zero]
+    parts += [f"{names.get(k, k)} {v}" for k, v in counts.items() if k not in STATUSES and v]
+    return (" " if short else ", ").join(parts) or "nothing yet"
 
 
 def _pace(snap: Snapshot) -> str:

@@ -358,6 +358,41 @@ def test_limits_table_fits_80_columns(settings, redis_client):
     assert all(line[:end].rstrip().endswith(str(os.getpid())) for line in lines[header + 1 : header + 3])
 
 
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    "counts, total, priority, limit",
+    [
+        ({"succeeded": 998, "failed": 2}, 1000, "normal", None),
+        ({"succeeded": 400, "running": 60, "pending": 540}, 1000, "normal", None),
+        ({"succeeded": 40, "running": 6, "pending": 54}, 100, "high", 20_000_000),
+        ({"succeeded": 12, "held": 88}, 100, "low", 500_000),
+        ({"succeeded": 3, "canceled": 7}, 10, "normal", 1_000_000),
+    ],
+)
+def test_list_fits_80_columns(counts, total, priority, limit):
+    """`producer list` was 93+ columns wide; a default batch id with up to three states, 1000
+    items, or a limit, now fits 80, every field still there (an age, short state words)."""
+    from types import SimpleNamespace
+
+    from producer.api import BatchOverview
+    from producer.cli.batches import LIST_HEADER, list_row
+    from producer.progress import snapshot_from_info
+
+    now = 1_796_000_000.0
+    info = SimpleNamespace(
+        id="b-20261205-ab12cd", created_at=now - 3 * 3600 - 5, priority=priority, total=total, counts=counts
+    )
+    spend = SimpleNamespace(spent=12_340_000, reserved=10_000, limit=limit)
+    row = list_row(BatchOverview(info, snapshot_from_info(info, now=now), spend), now)
+    assert len(LIST_HEADER) <= 80 and len(row) <= 80, f"{LIST_HEADER}\n{row}"
+    assert row.startswith("b-20261205-ab12cd 3h   ")
+    done = sum(n for state, n in counts.items() if state in ("succeeded", "failed", "canceled"))
+    assert f" {done}/{total} " in row and " 12.35/" in row
+    assert ("norm" if priority == "normal" else priority) in row.split()
+    short = {"succeeded": "ok", "running": "run", "pending": "pend"}
+    assert row.endswith(" ".join(f"{short.get(state, state)} {n}" for state, n in counts.items()))
+
+
 # --- init --------------------------------------------------------------------------------------------
 SECRET = "r8_Secret_Token_For_Init_Test_123"
 

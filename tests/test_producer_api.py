@@ -219,16 +219,9 @@ def test_status_without_an_id_is_the_latest_batch_and_list_speaks_its_words(sett
     }
     assert words == {newest.id: "finished", older.id: "canceled"}
     listed = runner.invoke(cli, base_args(settings) + ["list"], env=env).stdout.splitlines()
-    assert listed[0].split() == [
-        "BATCH",
-        "CREATED",
-        "PRIORITY",
-        "STATE",
-        "DONE",
-        "SPENT/LIMIT",
-        "USD",
-        "ITEMS",
-    ]
+    # The header's words since `list` fits 80 columns (they were CREATED, PRIORITY, SPENT/LIMIT USD).
+    assert listed[0].split() == ["BATCH", "AGE", "PRIO", "STATE", "DONE", "USD", "ITEMS"]
+    assert max(len(line) for line in listed) <= 80, "\n".join(listed)
     assert listed[1].startswith(newest.id) and " finished " in listed[1] and " 2/2 " in listed[1]
     assert listed[2].startswith(older.id) and " canceled " in listed[2] and " 3/3 " in listed[2]
     for row, batch_id in ((listed[1], newest.id), (listed[2], older.id)):

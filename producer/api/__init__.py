@@ -15,7 +15,7 @@ Redis already has (the same file twice) raises DuplicateBatchError instead of pa
 
 One module per job: validation (ids, the source, `validate`), submission (`submit`; with
 pricing and resubmission), one_image (`generate`), batch (the `Batch` handle; its cancel, retry
-and wait in canceling, retrying, waiting), fleet (`list_batches`, `queue_depths`, `fleet_info`),
+and wait in canceling, retrying, waiting), fleet (`list_batches`, `queue_depths`, `fleet_info`), overview (`batch_overviews`),
 limits, budget; connections opens the ledger, registry, budget and limiter from settings.
 """
 
@@ -25,6 +25,7 @@ from producer.api.canceling import CancelOutcome, revoke_tasks
 from producer.api.fleet import fleet_info, list_batches, queue_depths, worker_modes
 from producer.api.limits import limit_sources, limits_status, reset_limits, set_limits
 from producer.api.one_image import generate
+from producer.api.overview import BatchOverview, batch_overviews
 from producer.api.submission import submit
 from producer.api.validation import check_batch_id, load_source, new_batch_id, validate
 from shared.errors import (
@@ -55,6 +56,8 @@ __all__ = [
     "revoke_tasks",
     # the fleet
     "list_batches",
+    "batch_overviews",
+    "BatchOverview",
     "queue_depths",
     "fleet_info",
     "worker_modes",

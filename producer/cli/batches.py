@@ -11,7 +11,7 @@ import click
 from producer import api
 from producer.cli.app import Context, pass_context
 from producer.cli.exits import EXIT_CODES_HELP
-from producer.progress import batch_state, format_counts, format_duration
+from producer.progress import batch_state, format_age, format_counts, format_duration
 from shared.budget import usd
 
 
@@ -139,49 +139,45 @@ def results(obj: Context, batch_id: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines, one batch per line.")
 @pass_context
 def list_(obj: Context, limit: int, as_json: bool) -> None:
-    """The most recent batches, newest first: id, creation time, priority, state (the words
-    `status` uses: queued, running, held, canceling, finished, canceled), items done, spend
-    (spent + reserved) against the batch's limit, counts by state.
+    """The most recent batches, newest first, in 80 columns: id, age (3h: created 3 hours ago),
+    priority (norm = normal),
+    state (the words `status` uses: queued, running, held, canceling, finished, canceled), items
+    done, spend in USD (spent + reserved) against the batch's limit, counts by state (ok =
+    succeeded, subst = substituted, run = running, pend = pending). --json has every field in full.
 
     \b
     Example:
       producer list -n 5
     """
-    from producer.progress import snapshot_from_info
-
-    settings = obj.settings()
-    infos = api.list_batches(settings, limit=limit)
-    if not infos:
+    overviews = api.batch_overviews(obj.settings(), limit=limit)
+    if not overviews:
         if not as_json:
             click.echo("no batches yet")
         return
-    spends = {b.batch_id: b for b in api.budget_status(settings, [info.id for info in infos]).batches}
     if not as_json:
-        click.echo(
-            f"{'BATCH':<24} {'CREATED':<23}  {'PRIORITY':<8} {'STATE':<9} {'DONE':>11}  "
-            f"{'SPENT/LIMIT USD':<17}  ITEMS"
-        )
-    for info in infos:
-        snap = snapshot_from_info(info)
-        spend = spends[info.id]
-        if as_json:
-            click.echo(
-                json.dumps(
-                    {
-                        **snap.to_dict(),
-                        "state": batch_state(snap),
-                        "created_at": getattr(info, "created_at", None),
-                        "priority": info.priority,
-                        "spend": spend.to_dict(),
-                    }
-                )
-            )
-        else:
-            money = (
-                usd(spend.spent + spend.reserved) + "/" + ("-" if spend.limit is None else usd(spend.limit))
-            )
-            click.echo(
-                f"{info.id:<24} {_when(getattr(info, 'created_at', None)):<23}  {info.priority:<8} "
-                f"{batch_state(snap):<9} {f'{snap.done}/{snap.total}':>11}  {money:<17}  "
-                f"{format_counts(snap.counts)}"
-            )
+        click.echo(LIST_HEADER)
+    now = time.time()
+    for overview in overviews:
+        click.echo(json.dumps(overview.to_dict()) if as_json else list_row(overview, now))
+
+
+# `producer list` fits 80 columns for a default batch id (17 characters) and up to three states:
+# an age, not a date, and short words. A longer id, more states or larger sums push the rest of
+# a line right; nothing is cut.
+LIST_HEADER = f"{'BATCH':<17} {'AGE':<4} {'PRIO':<4} {'STATE':<9} {'DONE':>9} {'USD':<9} ITEMS"
+SHORT_PRIORITY = {"normal": "norm"}
+
+
+def list_row(overview: api.BatchOverview, now: float) -> str:
+    """One batch's line under LIST_HEADER."""
+    info, snap, spend = overview.info, overview.snapshot, overview.spend
+    try:
+        age = format_age(now - float(info.created_at))
+    except (AttributeError, TypeError, ValueError):  # as `status` says of a missing time
+        age = "?"
+    money = usd(spend.spent + spend.reserved) + "/" + ("-" if spend.limit is None else usd(spend.limit))
+    return (
+        f"{info.id:<17} {age:<4} {SHORT_PRIORITY.get(info.priority, info.priority):<4} "
+        f"{overview.state:<9} {f'{snap.done}/{snap.total}':>9} {money:<9} "
+        f"{format_counts(snap.counts, short=True)}"
+    )

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from producer.api.canceling import CancelOutcome, cancel_batch
+from producer.api.canceling import cancel_batch
 from producer.api.connections import _budget, _ledger, _limiter_status_or_none, _registry, _settings
 from producer.api.retrying import retry_batch
 from producer.api.validation import check_batch_id
@@ -170,46 +170,10 @@ class Batch:
         return fetch_batch(manifest, store, Path(to), progress=progress)
 
     # --- acting --------------------------------------------------------------------------------
-    def cancel(self) -> CancelOutcome:
-        """Flags the batch canceled: queued (pending) items become canceled at once and their
-        task messages are revoked (best effort: a worker that gets one anyway sees the item is
-        canceled and does nothing); workers cancel the running predictions at Replicate and free
-        their slots. `int()` of the outcome is how many items were canceled now."""
-        return cancel_batch(self)
-
-    def retry(self, *, include_canceled: bool = False) -> list[int]:
-        """Failed items (and canceled ones with `include_canceled`) back to pending, each with a
-        fresh attempt on the first model of its route, and enqueued again; returns their indexes.
-
-        On a canceled batch this lifts the cancel, so the retried items run (the other canceled
-        items stay canceled); it is refused (InputError) while items of that batch are still
-        running, i.e. still being canceled."""
-        return retry_batch(self, include_canceled=include_canceled)
-
-    def wait(
-        self,
-        progress: Any = None,
-        timeout: float | None = None,
-        *,
-        poll_interval: float = 1.0,
-        check_workers: bool = True,
-        interval: float = 10.0,
-    ) -> Snapshot:
-        """Block until every item is terminal, or all that is left is held by a spending limit
-        (`.stalled_on_budget`), or `timeout` seconds passed (check `.finished` on the returned
-        snapshot). `progress`: see producer.progress.make_reporter.
-
-        Raises NoWorkerError within a few seconds when unfinished work has no worker consuming
-        the queue. Ctrl-C (KeyboardInterrupt) propagates; the batch keeps running either way.
-        """
-        return wait_for(
-            self,
-            progress,
-            timeout,
-            poll_interval=poll_interval,
-            check_workers=check_workers,
-            interval=interval,
-        )
+    # Acting on the batch, each in a module of its own (the functions take the batch first).
+    cancel = cancel_batch
+    retry = retry_batch
+    wait = wait_for
 
 
 def open_batch(batch_id: str, settings: Settings | None = None) -> Batch:

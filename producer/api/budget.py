@@ -6,10 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from producer.api.batch import open_batch
-from producer.api.connections import _budget, _settings
+from producer.api.connections import _budget, _redis, _settings
 from producer.api.fleet import list_batches
 from shared.errors import InputError, Problem
-from shared.redis_conn import connect
 from shared.settings import Settings
 
 
@@ -48,11 +47,8 @@ def wake_held(settings: Settings | None = None) -> int:
     from workers.dispatch import send_again
 
     settings = _settings(settings)
-    client = connect(settings)
-    try:
+    with _redis(settings) as client:
         picked = Budget.from_settings(client, settings).wake()
-    finally:
-        client.close()
     return sum(send_again(settings, batch_id, indexes) for batch_id, indexes in picked.items())
 
 

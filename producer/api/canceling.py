@@ -33,7 +33,10 @@ class CancelOutcome:
 
 
 def cancel_batch(batch: Batch) -> CancelOutcome:
-    """`Batch.cancel`."""
+    """Flags the batch canceled: queued (pending) items become canceled at once and their
+    task messages are revoked (best effort: a worker that gets one anyway sees the item is
+    canceled and does nothing); workers cancel the running predictions at Replicate and free
+    their slots. `int()` of the outcome is how many items were canceled now."""
     from shared.scheduler import Scheduler
 
     batch.info()

@@ -3,7 +3,9 @@ the limiter (each imported when first needed, so `import producer` stays light).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 from shared.errors import FleetError
 from shared.keys import Keys
@@ -84,3 +86,23 @@ def _close_quietly(limiter) -> None:
         limiter.close()
     except Exception:  # noqa: BLE001
         pass
+
+
+@contextmanager
+def _redis(settings: Settings) -> Iterator[Any]:
+    """A Redis client of the fleet for a few calls, closed after them."""
+    client = connect(settings)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@contextmanager
+def _open_limiter(settings: Settings) -> Iterator[Any]:
+    """The limiter for a few calls, closed after them (quietly: what they returned stands)."""
+    limiter = _limiter(settings)
+    try:
+        yield limiter
+    finally:
+        _close_quietly(limiter)

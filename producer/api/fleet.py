@@ -3,10 +3,9 @@ wait modes (`producer list`, `producer info`)."""
 
 from __future__ import annotations
 
-from producer.api.connections import _ledger, _limiter_status_or_none, _settings
+from producer.api.connections import _ledger, _limiter_status_or_none, _redis, _settings
 from producer.progress import in_flight_by_batch
 from shared.keys import Keys
-from shared.redis_conn import connect
 from shared.settings import Settings
 
 
@@ -23,11 +22,8 @@ def queue_depths(settings: Settings | None = None):
     from shared.scheduler import Scheduler
 
     settings = _settings(settings)
-    client = connect(settings)
-    try:
+    with _redis(settings) as client:
         return Scheduler(client, Keys(settings.key_prefix)).depths(settings.queue)
-    finally:
-        client.close()
 
 
 def fleet_info(settings: Settings | None = None, *, batches: int = 200):
@@ -58,8 +54,5 @@ def worker_modes(settings: Settings | None = None) -> list:
     from shared.presence import live_modes
 
     settings = _settings(settings)
-    client = connect(settings)
-    try:
+    with _redis(settings) as client:
         return live_modes(client, Keys(settings.key_prefix))
-    finally:
-        client.close()

@@ -6,20 +6,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from producer.api.connections import _close_quietly, _limiter, _settings
+from producer.api.connections import _open_limiter, _redis, _settings
 from shared.errors import InputError, Problem
 from shared.keys import Keys
-from shared.redis_conn import connect
 from shared.settings import Settings
 
 
 def limits_status(settings: Settings | None = None):
     """The limiter's LimiterStatus (limits, in use, waiters, holders, window counts, pause)."""
-    limiter = _limiter(_settings(settings))
-    try:
+    with _open_limiter(_settings(settings)) as limiter:
         return limiter.status()
-    finally:
-        _close_quietly(limiter)
 
 
 def limit_sources(settings: Settings | None = None, status: Any = None) -> list:
@@ -29,11 +25,8 @@ def limit_sources(settings: Settings | None = None, status: Any = None) -> list:
 
     settings = _settings(settings)
     status = status if status is not None else limits_status(settings)
-    client = connect(settings)
-    try:
+    with _redis(settings) as client:
         return sources(client, Keys(settings.key_prefix), status, settings)
-    finally:
-        client.close()
 
 
 def set_limits(
@@ -63,16 +56,13 @@ def set_limits(
             )
         )
     settings = _settings(settings)
-    limiter = _limiter(settings)
-    try:
+    with _open_limiter(settings) as limiter:
         try:
             limiter.set_limits(**given)
         except ValueError as exc:
             raise InputError(Problem(str(exc), field="limits")) from exc
         record_set(limiter.redis, limiter.keys, given)
         return limiter.status()
-    finally:
-        _close_quietly(limiter)
 
 
 def reset_limits(settings: Settings | None = None, names: Sequence[str] | None = None):
@@ -88,10 +78,7 @@ def reset_limits(settings: Settings | None = None, names: Sequence[str] | None =
             Problem(f"unknown limit {unknown[0]!r}: one of {', '.join(LIMIT_NAMES)}", field="limits")
         )
     settings = _settings(settings)
-    limiter = _limiter(settings)
-    try:
+    with _open_limiter(settings) as limiter:
         limiter.set_limits(**{name: getattr(settings, name) for name in names})
         forget_set(limiter.redis, limiter.keys, names)
         return limiter.status()
-    finally:
-        _close_quietly(limiter)

@@ -12,7 +12,12 @@ if TYPE_CHECKING:
 
 
 def retry_batch(batch: Batch, *, include_canceled: bool = False) -> list[int]:
-    """`Batch.retry`."""
+    """Failed items (and canceled ones with `include_canceled`) back to pending, each with a
+    fresh attempt on the first model of its route, and enqueued again; returns their indexes.
+
+    On a canceled batch this lifts the cancel, so the retried items run (the other canceled
+    items stay canceled); it is refused (InputError) while items of that batch are still
+    running, i.e. still being canceled."""
     from workers.dispatch import enqueue_items
 
     batch.info()

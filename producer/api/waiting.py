@@ -30,7 +30,13 @@ def wait_for(
     check_workers: bool = True,
     interval: float = 10.0,
 ) -> Snapshot:
-    """`Batch.wait`."""
+    """Block until every item is terminal, or all that is left is held by a spending limit
+    (`.stalled_on_budget`), or `timeout` seconds passed (check `.finished` on the returned
+    snapshot). `progress`: see producer.progress.make_reporter.
+
+    Raises NoWorkerError within a few seconds when unfinished work has no worker consuming
+    the queue. Ctrl-C (KeyboardInterrupt) propagates; the batch keeps running either way.
+    """
     reporter: Reporter | None = make_reporter(progress, interval=interval)
     ledger = batch.ledger
     limiter = _limiter_or_none(batch.settings)

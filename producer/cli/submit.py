@@ -161,25 +161,28 @@ def submit(
     if fetch_to is not None and not wait:
         raise click.UsageError("--fetch DIR needs --wait (or run `producer fetch BATCH --to DIR` later)")
     settings = obj.settings(output_dir=output_location(output_dir) if output_dir else None)
-    param_values = _checked_params(
-        params, file, settings, model=model, batch_id=batch_id, overwrite=overwrite, fallback=not no_fallback
-    )
+    # What validating and submitting FILE share (a malformed --param is reported together with
+    # every other problem of the input, found by the same validation).
+    inputs: dict[str, Any] = {
+        "settings": settings,
+        "model": model,
+        "batch_id": batch_id,
+        "overwrite": overwrite,
+        "fallback": not no_fallback,
+    }
+    param_values = _checked_params(params, file, inputs)
     err = as_json  # with --json, stdout carries only JSON
     batch = api.submit(
         file,
-        settings=settings,
-        model=model,
         params=param_values,
-        batch_id=batch_id,
-        overwrite=overwrite,
         substitute_on_failure=substitute_on_failure,
         dry_run=dry_run,
         again=again,
         priority=priority,
         on_plan=None if dry_run else partial(_show_plan, err=err),
         price_per_call=price_per_call,
-        fallback=not no_fallback,
         max_cost=max_cost,
+        **inputs,
     )
     if dry_run:
         _print_dry_run(batch, as_json)
@@ -191,31 +194,14 @@ def submit(
     _wait_and_exit(batch, fetch_to, as_json)
 
 
-def _checked_params(
-    params: tuple[str, ...],
-    file: str,
-    settings: Settings,
-    *,
-    model: str | None,
-    batch_id: str | None,
-    overwrite: bool,
-    fallback: bool,
-) -> dict[str, Any]:
+def _checked_params(params: tuple[str, ...], file: str, inputs: dict[str, Any]) -> dict[str, Any]:
     """The --param values; InputError when one is malformed, together with every other problem
-    of the input (validation writes nothing)."""
+    of the input (validation writes nothing). `inputs`: api.validate's other keyword arguments."""
     param_values, param_problems = split_params(params)
     if not param_problems:
         return param_values
     try:
-        api.validate(
-            file,
-            settings=settings,
-            model=model,
-            params=param_values,
-            batch_id=batch_id,
-            overwrite=overwrite,
-            fallback=fallback,
-        )
+        api.validate(file, params=param_values, **inputs)
     except InputError as exc:
         raise InputError(param_problems + exc.problems) from None
     raise InputError(param_problems)

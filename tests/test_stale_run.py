@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+import producer
 from shared.keys import Keys
 from shared.metrics.batched import FLUSH_INTERVAL
 from shared.metrics.recorder import read_counters
@@ -86,3 +87,5 @@ def test_a_run_whose_claim_was_lost_while_it_waited_writes_no_outputs_and_ends_n
     )
     assert counted == 1 and _succeeded_counted(redis_client, settings) == 1, "success counted twice"
     assert "claim was lost" in a.log(), a.log()
+    # A's slot was adopted by B and given back at the end; A leaves no orphan counted.
+    wait_until(lambda: producer.limits_status(settings).in_use == 0, 10, "every slot to come back")

@@ -87,5 +87,8 @@ def test_a_run_whose_claim_was_lost_while_it_waited_writes_no_outputs_and_ends_n
     )
     assert counted == 1 and _succeeded_counted(redis_client, settings) == 1, "success counted twice"
     assert "claim was lost" in a.log(), a.log()
+    # Nor did it learn the model's duration from a wait its stall lengthened (B resumed or adopted
+    # the prediction: a run that did not create it learns nothing from it).
+    assert redis_client.hget(Keys(settings.key_prefix).model_latency, MODEL) is None
     # A's slot was adopted by B and given back at the end; A leaves no orphan counted.
     wait_until(lambda: producer.limits_status(settings).in_use == 0, 10, "every slot to come back")

@@ -64,7 +64,7 @@ from workers.reconcile import Reconciler
 from workers.replicate_calls import PredictionView
 from workers.run_start import CANCELED, CLAIMED, HELD, MISSING, OTHER, TERMINAL, RunStarter, Start
 from workers.stage import AttemptStage
-from workers.waiting import PredictionWaiter
+from workers.waiting import PredictionWaiter, ensure_still_owner
 
 __all__ = ["AttemptRunner", "Job", "NextTask"]
 
@@ -368,6 +368,7 @@ class AttemptRunner(AttemptStage):
                 prediction_id, created_at = created.view.id, created.posted_at
                 if created.view.terminal:  # a sync create answered with the end: the slot goes now
                     view = created.view
+                    ensure_still_owner(self.ctx.claims, claim, "its prediction's end")  # a stall lost it?
                     self._metric("end_noticed", "create")
                     self._settle_spend(job.ref)
                     self._learn_latency(model, view, created_at)

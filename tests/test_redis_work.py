@@ -138,6 +138,42 @@ def test_the_start_of_a_run_is_one_round_trip(client):
         claim.release()
 
 
+def test_the_end_of_a_run_releases_its_claim_in_the_same_round_trip(client):
+    """The final transition and the claim's release were two scripts (ledger_transition,
+    claim_release); the transition now releases the claim it is handed (if it still holds the
+    token) in the same round trip. Another run's claim is never released."""
+    from workers.claims import ClaimKeeper
+
+    ledger = Ledger(client, Keys("w"))
+    assert ledger.create_batch("b", make_requests(3, "b"), output_root="/out", options={})
+    keeper = ClaimKeeper(client, ttl=30)
+    claims = [keeper.try_claim(f"w:claim:b:{i}:1") for i in range(3)]
+    assert all(claims)
+
+    def end(index: int, token: str | None = None) -> None:
+        claim = claims[index]
+        assert claim is not None
+        ledger.transition(
+            "b",
+            index,
+            "succeeded",
+            fields={"error": None, "model": "m"},
+            attempt=1,
+            attempt_update={"status": "succeeded", "final": True},
+            release_claim=(claim.key, token or claim.token),
+        )
+
+    end(0)  # script loaded
+    used = commands(client, lambda: end(1))
+    assert used.get("evalsha", 0) == 1 and set(used) <= {"evalsha", *LUA_ONLY, "del"}, used
+    assert client.get("w:claim:b:1:1") is None and client.get("w:claim:b:0:1") is None
+    end(2, token="another run's")
+    assert client.get("w:claim:b:2:1") is not None  # not this token's: left alone
+    for claim in claims:
+        assert claim is not None
+        claim.release()
+
+
 # Commands only the scripts send (the client never does, in an attempt's ledger writes).
 LUA_ONLY = {"hmget", "hset", "hsetnx", "hdel", "hincrby", "zadd", "zrem", "zremrangebyscore", "time"}
 LUA_ONLY |= {"expire", "set", "get"}

@@ -66,6 +66,11 @@ class Claim:
     def release(self) -> None:
         self._keeper._release(self)
 
+    def released_in_redis(self) -> None:
+        """Another script released the claim in Redis (the run's final ledger transition):
+        stop renewing it; a later `release` does nothing."""
+        self._keeper._forget(self)
+
     def still_ours(self) -> bool:
         """Ask Redis (one GET). False if the claim expired and someone else may run the attempt.
         Raises RedisUnavailableError when Redis cannot be asked: "cannot tell" is not "lost" (a
@@ -128,6 +133,10 @@ class ClaimKeeper:
         return self._renew_script(
             keys=[claim.key, seen_key(claim.key)], args=[claim.token, self.ttl_ms, SEEN_TTL], **client
         )
+
+    def _forget(self, claim: Claim) -> None:
+        with self._lock:
+            self._held.pop(claim.token, None)
 
     def _release(self, claim: Claim) -> None:
         with self._lock:

@@ -35,6 +35,7 @@ from shared.errors import (
 from shared.request import ImageRequest
 from shared.storage import write_once
 from workers.attempts import AttemptRef
+from workers.claims import Claim
 from workers.messages import NextTask
 from workers.stage import AttemptStage
 from workers.storage import substitute_image
@@ -64,6 +65,22 @@ class Outcomes(AttemptStage):
     # still shows what it would have sent, as when the input had a ledger write of its own.
     _input: tuple[AttemptRef, str] | None = None
     ended: ItemEnd | None = None  # what this run's last ledger write left (None: wrote nothing)
+    # The run's claim: released by the ledger transition that ends the attempt (one round trip
+    # for both), set by the runner while it holds the claim.
+    claim: Claim | None = None
+
+    def _releasing(self, ref: AttemptRef) -> tuple[str, str] | None:
+        claim = self.claim
+        if claim is None or claim.key != ref.claim_key(self.ctx.keys):
+            return None
+        return claim.key, claim.token
+
+    def _released(self, ref: AttemptRef) -> None:
+        """The transition that carried the claim's release was answered: the claim is gone."""
+        claim = self.claim
+        if claim is not None and claim.key == ref.claim_key(self.ctx.keys):
+            claim.released_in_redis()
+            self.claim = None
 
     def note_input(self, ref: AttemptRef, input_json: str) -> None:
         self._input = (ref, input_json)
@@ -325,7 +342,9 @@ class Outcomes(AttemptStage):
                 ref,
                 {"model": model, "status": att_status, "error": error, "kind": kind, "final": True},
             ),
+            release_claim=self._releasing(ref),
         )
+        self._released(ref)
         if not t.changed:
             return None
         self.ended = ItemEnd("pending", ref.attempt, attempt_error=error)
@@ -370,7 +389,9 @@ class Outcomes(AttemptStage):
             fields=fields,
             attempt=ref.attempt,
             attempt_update=self._with_input(ref, update),
+            release_claim=self._releasing(ref),
         )
+        self._released(ref)
         if t.changed:
             self.ended = ItemEnd(
                 status,

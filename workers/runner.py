@@ -176,6 +176,7 @@ class AttemptRunner(AttemptStage):
         mid-attempt: the task runs it again once Redis answers, and this claim (still renewed
         by the keeper) is taken back then instead of being given up."""
         self._claim = claim
+        self.outcomes.claim = claim  # the attempt's end releases it in the same round trip
         keep = False
         try:
             return body()
@@ -183,9 +184,10 @@ class AttemptRunner(AttemptStage):
             keep = is_redis_unavailable(exc)
             raise
         finally:
+            self.outcomes.claim = None
             if not keep:
                 self._claim = None
-                claim.release()
+                claim.release()  # nothing to do if the attempt's end released it
 
     def _take_claim(self, key: str) -> Claim | None:
         """This run's claim: the one kept from a run that a Redis outage interrupted (taken

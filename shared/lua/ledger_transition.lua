@@ -3,9 +3,15 @@
 -- ARGV[1] new status, ARGV[2] allowed current statuses (comma list, "" = any non-terminal),
 -- ARGV[3] expected current attempt ("" = any), ARGV[4] item fields JSON (string values; JSON null
 -- deletes the field), ARGV[5] attempt number ("" = none), ARGV[6] attempt update JSON.
+-- Optional: KEYS[4] the attempt's claim and ARGV[7] its token: the claim is released (deleted if
+-- still this token's, as claim_release.lua does) in the same round trip, whatever the answer: a
+-- run's end and its claim's release were two round trips.
 -- Returns {changed 0|1, status before, batch finished now 0|1, current attempt}.
 -- One read of the item (status, attempt, the attempt's record) and one write of its fields.
 local batch, item = KEYS[1], KEYS[2]
+if KEYS[4] and redis.call("GET", KEYS[4]) == ARGV[7] then
+  redis.call("DEL", KEYS[4])
+end
 local att_field = ARGV[5] ~= "" and ("att:" .. ARGV[5]) or nil
 local v = redis.call("HMGET", item, "status", "attempt", att_field or "status")
 local cur, attempt = v[1], v[2] or "0"

@@ -29,7 +29,7 @@ READ_TOKEN_WAIT = 60.0
 @contextlib.contextmanager
 def open_schema_store(settings: Settings) -> Iterator[Any]:
     """A SchemaStore on the fleet's Redis, reading through the official client with read tokens."""
-    from producer.api.connections import _close_quietly, _limiter
+    from producer.api.connections import close_quietly, open_limiter
     from shared.models.schema_store import SchemaStore
     from shared.redis_conn import connect
     from workers.replicate_calls import ReplicateCalls
@@ -41,7 +41,7 @@ def open_schema_store(settings: Settings) -> Iterator[Any]:
             "reading a model's schema from Replicate needs REPLICATE_API_TOKEN (`producer init` stores it)"
         ) from None
     client = connect(settings)
-    limiter = _limiter(settings, client)
+    limiter = open_limiter(settings, client)
     try:
         yield SchemaStore(
             client,
@@ -51,13 +51,13 @@ def open_schema_store(settings: Settings) -> Iterator[Any]:
             take_read_token=lambda: limiter.take_read_token(timeout=READ_TOKEN_WAIT),
         )
     finally:
-        _close_quietly(limiter)
+        close_quietly(limiter)
         calls.close()
         client.close()
 
 
 def _registry(settings: Settings, registry: ModelRegistry | None = None) -> ModelRegistry:
-    from producer.api.connections import _registry as load
+    from producer.api.connections import registry_or_load as load
 
     return load(registry, settings)
 

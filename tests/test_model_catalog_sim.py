@@ -18,7 +18,7 @@ import replicate
 from click.testing import CliRunner
 from replicate.exceptions import ReplicateError
 
-from producer.api.connections import _limiter
+from producer.api.connections import open_limiter
 from producer.cli import cli
 from shared.keys import Keys
 from shared.models.openapi import SchemaError
@@ -167,7 +167,7 @@ def test_a_schema_is_read_once_for_the_fleet_and_spends_read_tokens(sim, setting
     """32 threads in 4 stores (as on 4 hosts) ask for the same schemas at once: one GET each."""
     settings = settings.with_(replicate_base_url=sim.url, schema_ttl=120)
     calls = ReplicateCalls(settings)
-    limiter = _limiter(settings, redis_client)
+    limiter = open_limiter(settings, redis_client)
     stores = [
         SchemaStore(
             redis_client,

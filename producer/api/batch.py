@@ -10,7 +10,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from producer.api.canceling import cancel_batch
-from producer.api.connections import _budget, _ledger, _limiter_status_or_none, _registry, _settings
+from producer.api.connections import (
+    limiter_status_or_none,
+    open_budget,
+    open_ledger,
+    registry_or_load,
+    settings_or_load,
+)
 from producer.api.retrying import retry_batch
 from producer.api.validation import check_batch_id
 from producer.api.waiting import wait_for
@@ -56,7 +62,7 @@ class Batch:
         registry: ModelRegistry | None = None,
     ):
         self.id = batch_id
-        self.settings = _settings(settings)
+        self.settings = settings_or_load(settings)
         self.requests = list(requests) if requests is not None else None
         # What validation wants the user to know (e.g. the default model was used).
         self.notes: list[str] = list(getattr(requests, "notes", None) or [])
@@ -80,7 +86,7 @@ class Batch:
         if self.dry_run:
             raise FleetError(f"batch {self.id} is a dry run: nothing was recorded")
         if self._ledger_obj is None:
-            self._ledger_obj = _ledger(self.settings)
+            self._ledger_obj = open_ledger(self.settings)
         return self._ledger_obj
 
     # --- reading -------------------------------------------------------------------------------
@@ -99,13 +105,13 @@ class Batch:
     def status(self, *, with_slots: bool = True) -> Snapshot:
         """Counts by state, rate, elapsed, ETA (one ledger read) and the account's slots."""
         return snapshot_from_info(
-            self.info(), limiter_status=_limiter_status_or_none(self.settings) if with_slots else None
+            self.info(), limiter_status=limiter_status_or_none(self.settings) if with_slots else None
         )
 
     def spend(self):
         """The batch's limit, spend, reservations and held items (shared.budget.BatchSpend)."""
         self.info()
-        return _budget(self.settings, self.ledger.redis).batch(self.id)
+        return open_budget(self.settings, self.ledger.redis).batch(self.id)
 
     def held_items(self) -> dict[int, str]:
         """Index -> why each held item waits ("batch limit 0.50 USD reached")."""
@@ -128,7 +134,7 @@ class Batch:
 
     def model_registry(self) -> ModelRegistry:
         """The registry the batch was validated with, else the one the workers load."""
-        return self.registry if self.registry is not None else _registry(None, self.settings)
+        return self.registry if self.registry is not None else registry_or_load(None, self.settings)
 
     def _cost_of(self, request: ImageRequest, model: str) -> float | None:
         from shared.routing import adapt_params
@@ -178,15 +184,15 @@ class Batch:
 
 def open_batch(batch_id: str, settings: Settings | None = None) -> Batch:
     """A handle on an existing batch; InputError if Redis has no such batch."""
-    batch = Batch(check_batch_id(batch_id), _settings(settings))
+    batch = Batch(check_batch_id(batch_id), settings_or_load(settings))
     batch.info()
     return batch
 
 
 def latest_batch(settings: Settings | None = None) -> Batch:
     """A handle on the most recently created batch; InputError when Redis holds none."""
-    settings = _settings(settings)
-    newest = _ledger(settings).list_batches(limit=1)
+    settings = settings_or_load(settings)
+    newest = open_ledger(settings).list_batches(limit=1)
     if not newest:
         raise InputError(
             Problem(
@@ -213,7 +219,7 @@ def fetch_from_store(
     from shared.errors import StorageError
     from shared.storage import open_store
 
-    store = open_store(location, environ=_settings(settings).store_environ())
+    store = open_store(location, environ=settings_or_load(settings).store_environ())
     try:
         manifest = json.loads(store.get(f"{check_batch_id(batch_id)}/manifest.json"))
     except StorageError as exc:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from producer.api.batch import open_batch
-from producer.api.connections import _budget, _redis, _settings
+from producer.api.connections import fleet_redis, open_budget, settings_or_load
 from producer.api.fleet import list_batches
 from shared.errors import InputError, Problem
 from shared.settings import Settings
@@ -15,28 +15,28 @@ from shared.settings import Settings
 def budget_status(settings: Settings | None = None, batch_ids: Sequence[str] | None = None):
     """Today's daily budget (UTC, Redis TIME), spent, reserved, left; and each batch's (the
     recent ones when `batch_ids` is None). shared.budget.BudgetStatus (`.to_dict()`)."""
-    settings = _settings(settings)
+    settings = settings_or_load(settings)
     if batch_ids is None:
         batch_ids = [info.id for info in list_batches(settings)]
-    return _budget(settings).status(list(batch_ids))
+    return open_budget(settings).status(list(batch_ids))
 
 
 def set_daily_budget(settings: Settings | None, usd_amount: str | float | None) -> int:
     """The fleet's daily budget from now on (None: no daily budget, whatever
     REPLICATE_DAILY_BUDGET says); held items that fit now are sent again. Returns how many."""
-    settings = _settings(settings)
-    _budget(settings).set_daily(None if usd_amount is None else _usd(usd_amount, "--daily"))
+    settings = settings_or_load(settings)
+    open_budget(settings).set_daily(None if usd_amount is None else _usd(usd_amount, "--daily"))
     return wake_held(settings)
 
 
 def set_batch_limit(settings: Settings | None, batch_id: str, usd_amount: str | float | None) -> int:
     """BATCH's spending limit from now on (None: no limit); held items that fit now are sent
     again. Returns how many."""
-    settings = _settings(settings)
+    settings = settings_or_load(settings)
     batch = open_batch(batch_id, settings)
     batch.info()
     limit = None if usd_amount is None else _usd(usd_amount, "--batch")
-    _budget(settings, batch.ledger.redis).set_batch_limit(batch_id, limit)
+    open_budget(settings, batch.ledger.redis).set_batch_limit(batch_id, limit)
     return wake_held(settings)
 
 
@@ -46,8 +46,8 @@ def wake_held(settings: Settings | None = None) -> int:
     from shared.budget import Budget
     from workers.dispatch import send_again
 
-    settings = _settings(settings)
-    with _redis(settings) as client:
+    settings = settings_or_load(settings)
+    with fleet_redis(settings) as client:
         picked = Budget.from_settings(client, settings).wake()
     return sum(send_again(settings, batch_id, indexes) for batch_id, indexes in picked.items())
 

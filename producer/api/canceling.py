@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from producer.api.connections import _budget, _limiter_status_or_none
+from producer.api.connections import limiter_status_or_none, open_budget
 from producer.progress import in_flight_by_batch
 from shared.settings import Settings
 
@@ -43,8 +43,8 @@ def cancel_batch(batch: Batch) -> CancelOutcome:
     result = batch.ledger.cancel(batch.id)
     if result.already_finished:
         return CancelOutcome(canceled=0, revoked=0, already_finished=True)
-    _budget(batch.settings, batch.ledger.redis).drop_held(batch.id)  # held items are canceled too
-    status = _limiter_status_or_none(batch.settings)
+    open_budget(batch.settings, batch.ledger.redis).drop_held(batch.id)  # held items are canceled too
+    status = limiter_status_or_none(batch.settings)
     at_replicate = in_flight_by_batch(status.holders if status else []).get(batch.id, 0)
     # Sends still held in the schedule are dropped (the feeder would skip them anyway: their
     # items are canceled); only the few messages already in the broker need revoking.

@@ -16,12 +16,12 @@ if TYPE_CHECKING:
     from shared.models import ModelRegistry
 
 
-def _settings(settings: Settings | None) -> Settings:
+def settings_or_load(settings: Settings | None) -> Settings:
     """The given settings, else the environment's and .env's (Settings.load())."""
     return settings if settings is not None else Settings.load()
 
 
-def _ledger(settings: Settings, client=None):
+def open_ledger(settings: Settings, client=None):
     from shared.ledger import Ledger
 
     return Ledger(
@@ -31,7 +31,9 @@ def _ledger(settings: Settings, client=None):
     )
 
 
-def _registry(registry: ModelRegistry | None = None, settings: Settings | None = None) -> ModelRegistry:
+def registry_or_load(
+    registry: ModelRegistry | None = None, settings: Settings | None = None
+) -> ModelRegistry:
     if registry is not None:
         return registry
     from shared.models import load_registry
@@ -40,13 +42,13 @@ def _registry(registry: ModelRegistry | None = None, settings: Settings | None =
     return load_registry(extra=settings.models_file if settings is not None else None)
 
 
-def _budget(settings: Settings, client=None):
+def open_budget(settings: Settings, client=None):
     from shared.budget import Budget
 
-    return Budget.from_settings(client if client is not None else _ledger(settings).redis, settings)
+    return Budget.from_settings(client if client is not None else open_ledger(settings).redis, settings)
 
 
-def _limiter(settings: Settings, client=None):
+def open_limiter(settings: Settings, client=None):
     from shared.limiter import Limiter
 
     return Limiter.from_settings(
@@ -54,25 +56,25 @@ def _limiter(settings: Settings, client=None):
     )
 
 
-def _limiter_or_none(settings: Settings):
+def limiter_or_none(settings: Settings):
     """Progress shows slots when the limiter is available; waiting must not depend on it."""
     try:
-        return _limiter(settings)
+        return open_limiter(settings)
     except FleetError:
         return None
 
 
-def _limiter_status_or_none(settings: Settings):
-    limiter = _limiter_or_none(settings)
+def limiter_status_or_none(settings: Settings):
+    limiter = limiter_or_none(settings)
     if limiter is None:
         return None
     try:
-        return _safe_status(limiter)
+        return safe_status(limiter)
     finally:
-        _close_quietly(limiter)
+        close_quietly(limiter)
 
 
-def _safe_status(limiter):
+def safe_status(limiter):
     if limiter is None:
         return None
     try:
@@ -81,7 +83,7 @@ def _safe_status(limiter):
         return None
 
 
-def _close_quietly(limiter) -> None:
+def close_quietly(limiter) -> None:
     try:
         limiter.close()
     except Exception:  # noqa: BLE001
@@ -89,7 +91,7 @@ def _close_quietly(limiter) -> None:
 
 
 @contextmanager
-def _redis(settings: Settings) -> Iterator[Any]:
+def fleet_redis(settings: Settings) -> Iterator[Any]:
     """A Redis client of the fleet for a few calls, closed after them."""
     client = connect(settings)
     try:
@@ -99,10 +101,10 @@ def _redis(settings: Settings) -> Iterator[Any]:
 
 
 @contextmanager
-def _open_limiter(settings: Settings) -> Iterator[Any]:
+def fleet_limiter(settings: Settings) -> Iterator[Any]:
     """The limiter for a few calls, closed after them (quietly: what they returned stands)."""
-    limiter = _limiter(settings)
+    limiter = open_limiter(settings)
     try:
         yield limiter
     finally:
-        _close_quietly(limiter)
+        close_quietly(limiter)

@@ -3,7 +3,7 @@ wait modes (`producer list`, `producer info`)."""
 
 from __future__ import annotations
 
-from producer.api.connections import _ledger, _limiter_status_or_none, _redis, _settings
+from producer.api.connections import fleet_redis, limiter_status_or_none, open_ledger, settings_or_load
 from producer.progress import in_flight_by_batch
 from shared.keys import Keys
 from shared.settings import Settings
@@ -11,7 +11,7 @@ from shared.settings import Settings
 
 def list_batches(settings: Settings | None = None, limit: int = 20) -> list:
     """The most recent batches (ledger BatchInfo objects), newest first."""
-    return list(_ledger(_settings(settings)).list_batches(limit=limit))
+    return list(open_ledger(settings_or_load(settings)).list_batches(limit=limit))
 
 
 def queue_depths(settings: Settings | None = None):
@@ -21,8 +21,8 @@ def queue_depths(settings: Settings | None = None):
     retry_after, rechecks) and when the next one is due. One script call."""
     from shared.scheduler import Scheduler
 
-    settings = _settings(settings)
-    with _redis(settings) as client:
+    settings = settings_or_load(settings)
+    with fleet_redis(settings) as client:
         return Scheduler(client, Keys(settings.key_prefix)).depths(settings.queue)
 
 
@@ -35,8 +35,8 @@ def fleet_info(settings: Settings | None = None, *, batches: int = 200):
     from producer.info import FleetInfo, active_batches, workers_of
     from workers.dispatch import producer_app
 
-    settings = _settings(settings)
-    limits = _limiter_status_or_none(settings)
+    settings = settings_or_load(settings)
+    limits = limiter_status_or_none(settings)
     at_replicate = in_flight_by_batch(limits.holders if limits else [])
     return FleetInfo(
         queue=settings.queue,
@@ -53,6 +53,6 @@ def worker_modes(settings: Settings | None = None) -> list:
     """The wait mode of each live worker process (shared.presence.WorkerMode), as they publish it."""
     from shared.presence import live_modes
 
-    settings = _settings(settings)
-    with _redis(settings) as client:
+    settings = settings_or_load(settings)
+    with fleet_redis(settings) as client:
         return live_modes(client, Keys(settings.key_prefix))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from producer.api.connections import _open_limiter, _redis, _settings
+from producer.api.connections import fleet_limiter, fleet_redis, settings_or_load
 from shared.errors import InputError, Problem
 from shared.keys import Keys
 from shared.settings import Settings
@@ -14,7 +14,7 @@ from shared.settings import Settings
 
 def limits_status(settings: Settings | None = None):
     """The limiter's LimiterStatus (limits, in use, waiters, holders, window counts, pause)."""
-    with _open_limiter(_settings(settings)) as limiter:
+    with fleet_limiter(settings_or_load(settings)) as limiter:
         return limiter.status()
 
 
@@ -23,9 +23,9 @@ def limit_sources(settings: Settings | None = None, status: Any = None) -> list:
     environment's settings, another process's, or `producer limits set` (when, from which host)."""
     from producer.limits import sources
 
-    settings = _settings(settings)
+    settings = settings_or_load(settings)
     status = status if status is not None else limits_status(settings)
-    with _redis(settings) as client:
+    with fleet_redis(settings) as client:
         return sources(client, Keys(settings.key_prefix), status, settings)
 
 
@@ -55,8 +55,8 @@ def set_limits(
                 field="limits",
             )
         )
-    settings = _settings(settings)
-    with _open_limiter(settings) as limiter:
+    settings = settings_or_load(settings)
+    with fleet_limiter(settings) as limiter:
         try:
             limiter.set_limits(**given)
         except ValueError as exc:
@@ -77,8 +77,8 @@ def reset_limits(settings: Settings | None = None, names: Sequence[str] | None =
         raise InputError(
             Problem(f"unknown limit {unknown[0]!r}: one of {', '.join(LIMIT_NAMES)}", field="limits")
         )
-    settings = _settings(settings)
-    with _open_limiter(settings) as limiter:
+    settings = settings_or_load(settings)
+    with fleet_limiter(settings) as limiter:
         limiter.set_limits(**{name: getattr(settings, name) for name in names})
         forget_set(limiter.redis, limiter.keys, names)
         return limiter.status()

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from producer.api.connections import _settings
+from producer.api.connections import settings_or_load
 from producer.api.submission import submit
 from shared.errors import FleetError, ReplicateCallError
 from shared.settings import Settings
@@ -38,7 +38,7 @@ def generate(
     InputError for bad input, DuplicateBatchError when the very same request is a batch in Redis
     already (`again=True` makes it once more, paying again).
     """
-    settings = _settings(settings)
+    settings = settings_or_load(settings)
     item: dict[str, Any] = {"prompt": prompt, "model": model}
     for ref in ("image_input", "input_image"):
         if ref in params:

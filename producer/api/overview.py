@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from producer.api.budget import budget_status
-from producer.api.connections import _settings
+from producer.api.connections import settings_or_load
 from producer.api.fleet import list_batches
 from producer.progress import Snapshot, batch_state, snapshot_from_info
 from shared.settings import Settings
@@ -39,7 +39,7 @@ class BatchOverview:
 
 def batch_overviews(settings: Settings | None = None, limit: int = 20) -> list[BatchOverview]:
     """The most recent batches, newest first, each with its progress and spend."""
-    settings = _settings(settings)
+    settings = settings_or_load(settings)
     infos = list_batches(settings, limit=limit)
     if not infos:
         return []

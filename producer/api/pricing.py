@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import redis
 
 from producer.api.budget import _usd
-from producer.api.connections import _budget
+from producer.api.connections import open_budget
 from shared.errors import FleetError, InputError, Problem
 from shared.request import ImageRequest
 from shared.settings import Settings
@@ -67,7 +67,7 @@ def _daily_limit(settings: Settings, *, quiet: bool = False) -> int | None:
     """The fleet's daily budget in force (Redis, else REPLICATE_DAILY_BUDGET). `quiet`: a dry run
     without Redis falls back to the settings."""
     try:
-        return _budget(settings).status().daily_limit
+        return open_budget(settings).status().daily_limit
     except (FleetError, redis.RedisError):
         if not quiet:
             raise

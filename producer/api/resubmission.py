@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from producer.api.batch import describe_batch
-from producer.api.connections import _ledger
+from producer.api.connections import open_ledger
 from producer.api.pricing import _batch_limit, _priced
 from shared.errors import DuplicateBatchError, FleetError, InputError, Problem, RedisUnavailableError
 from shared.request import ImageRequest
@@ -87,7 +87,7 @@ def _raise_if_duplicate(
         options = options_for(_batch_limit(max_cost, validated.max_cost))
         requests = _priced(validated, validated.registry or registry, price_per_call)
         fingerprint = batch_fingerprint(batch_id, References(requests).for_fingerprint(requests), options)
-        same = _ledger(settings).find_fingerprint(fingerprint)
+        same = open_ledger(settings).find_fingerprint(fingerprint)
     except (InputError, RedisUnavailableError, redis.RedisError):
         return  # cannot tell: the output problem stands
     if same is not None:
@@ -103,7 +103,7 @@ def _only_existing_outputs(exc: InputError) -> bool:
 
 def _batch_exists(settings: Settings, batch_id: str) -> bool:
     try:
-        return _ledger(settings).batch(batch_id) is not None
+        return open_ledger(settings).batch(batch_id) is not None
     except FleetError:
         return False  # Redis down: the input problems are what the user must see
 

@@ -9,7 +9,14 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from producer.api.batch import Batch
-from producer.api.connections import _budget, _close_quietly, _ledger, _limiter_or_none, _registry, _settings
+from producer.api.connections import (
+    close_quietly,
+    limiter_or_none,
+    open_budget,
+    open_ledger,
+    registry_or_load,
+    settings_or_load,
+)
 from producer.api.pricing import _batch_limit, _daily_limit, _priced, _refuse_unpriced
 from producer.api.resubmission import _check_same_items, _duplicate_batch_error, _validated
 from producer.api.validation import check_batch_id, new_batch_id, validate
@@ -75,13 +82,13 @@ def submit(
     """
     from shared.scheduler import priority_problem
 
-    settings = _settings(settings)
+    settings = settings_or_load(settings)
     problem = priority_problem(priority)
     if problem is not None:
         raise InputError(problem)
     explicit_id = batch_id is not None
     batch_id = check_batch_id(batch_id) if batch_id is not None else new_batch_id()
-    registry = _registry(registry, settings)
+    registry = registry_or_load(registry, settings)
     options_for = partial(_batch_options, substitute_on_failure, overwrite, model, params, priority)
     validate_as = partial(
         validate,
@@ -162,7 +169,7 @@ def _record_and_enqueue(
 ) -> Batch:
     """Record the planned batch and enqueue its items (for an id that exists already, only the
     items its first submission never enqueued). `unique`: refuse content another batch has."""
-    ledger = _ledger(plan.settings)  # RedisUnavailableError before anything else is imported or written
+    ledger = open_ledger(plan.settings)  # RedisUnavailableError before anything else is imported or written
     from producer.output_checks import check_writable
     from producer.references import References
     from shared.ledger import batch_fingerprint
@@ -214,7 +221,7 @@ def _prepare_new_batch(
         _upload_references(references, plan.settings)
         plan.requests = references.with_urls(plan.requests)
     if plan.limit is not None:  # before any item can be sent, so the first one is already limited
-        _budget(plan.settings, ledger.redis).set_batch_limit(plan.batch_id, plan.limit)
+        open_budget(plan.settings, ledger.redis).set_batch_limit(plan.batch_id, plan.limit)
     return same
 
 
@@ -277,10 +284,10 @@ def _batch_options(
 def _upload_references(references, settings: Settings) -> None:
     """Upload the batch's distinct local reference files, each on a read token of the account's
     shared budget (the files API counts as a read)."""
-    limiter = _limiter_or_none(settings)
+    limiter = limiter_or_none(settings)
     try:
         take = (lambda: limiter.take_read_token(timeout=120.0)) if limiter is not None else None
         references.upload(settings, take_read_token=take)
     finally:
         if limiter is not None:
-            _close_quietly(limiter)
+            close_quietly(limiter)

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from producer.api.connections import _registry, _settings
+from producer.api.connections import registry_or_load, settings_or_load
 from shared.errors import InputError, Problem
 from shared.settings import Settings
 
@@ -70,11 +70,11 @@ def validate(
     from producer.prompts import parse_prompts
     from shared.storage import parse_location
 
-    settings = _settings(settings)
+    settings = settings_or_load(settings)
     batch_id = check_batch_id(batch_id) if batch_id is not None else new_batch_id()
     data = load_source(source)
     # Models outside the registry are described by their published schema (read once, cached).
-    registry = with_schemas_for(data, _registry(registry, settings), settings, model=model)
+    registry = with_schemas_for(data, registry_or_load(registry, settings), settings, model=model)
     # A folder is checked name by name here; on an object store, `submit` looks for existing
     # outputs once it has probed that the store can be written.
     requests = parse_prompts(

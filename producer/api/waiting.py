@@ -7,7 +7,7 @@ import concurrent.futures
 import time
 from typing import TYPE_CHECKING, Any
 
-from producer.api.connections import _close_quietly, _limiter_or_none, _safe_status
+from producer.api.connections import close_quietly, limiter_or_none, safe_status
 from producer.progress import Reporter, Snapshot, make_reporter, snapshot_from_info
 from shared.errors import InputError, NoWorkerError, Problem
 from shared.settings import Settings
@@ -39,14 +39,14 @@ def wait_for(
     """
     reporter: Reporter | None = make_reporter(progress, interval=interval)
     ledger = batch.ledger
-    limiter = _limiter_or_none(batch.settings)
+    limiter = limiter_or_none(batch.settings)
     deadline = None if timeout is None else time.monotonic() + timeout
     pinger: _WorkerWatch | None = None  # started only if there is something left to wait for
     snap: Snapshot | None = None
     try:
         last_done, last_change = -1, time.monotonic()
         while True:
-            snap = snapshot_from_info(_batch_info(ledger, batch.id), limiter_status=_safe_status(limiter))
+            snap = snapshot_from_info(_batch_info(ledger, batch.id), limiter_status=safe_status(limiter))
             if reporter is not None:
                 reporter.update(snap)
             if snap.finished or snap.stalled_on_budget:
@@ -66,7 +66,7 @@ def wait_for(
         if reporter is not None:
             reporter.close(snap)
         if limiter is not None:
-            _close_quietly(limiter)
+            close_quietly(limiter)
     return snap
 
 

@@ -16,9 +16,11 @@ prediction nor one another program of the account created:
 - the candidates (running or ended) are counted against the fleet's own unresolved creates of
   that input whose POST left (the canceled batches': the held one and its twins). More candidates
   than creates means another program created one with the same input in that window: nothing is
-  canceled by listing; fewer means a POST is still on its way: looked for again. (What remains:
-  another program's prediction listed in the place of one of the fleet's not yet listed, in the
-  moment between a POST leaving and its prediction appearing.)
+  canceled by listing; fewer means a POST is still on its way: looked for again, and so is an
+  equal count while the fleet's latest POST is younger than LIST_SETTLE (its prediction may not
+  be listed yet, and another program's could stand in its place). What remains: a POST whose
+  prediction appears more than a second after it left, while another program's with the same
+  input was listed in its place.
 Either way the held create is then left to its answer, which carries the prediction's id: the
 run cancels that one by id (workers.runner, the usual cancel path). A prediction not listed yet
 (the POST still on its way) is looked for again every FIND_RETRY s until the create answers.
@@ -44,6 +46,11 @@ from workers.stage import AttemptStage
 log = logging.getLogger("workers.held_cancel")
 
 FIND_RETRY = 1.0  # seconds between listings while the prediction is not listed yet
+# A POST leaves within workers.creator.POST_SEND_SLACK (2.5 s) of its `posting_at` or not at all,
+# and its prediction is listed within moments of arriving: POST_SEND_SLACK + 1 s (tests pin it).
+# Until the fleet's latest such POST is this old, a listed prediction could stand in the place of
+# its not yet listed one: the count is not trusted.
+LIST_SETTLE = 3.5
 MAX_PAGES = 5  # pages of 100 listed per look: the held create is among the newest
 READ_WAIT = 10.0  # seconds a read token is waited for
 
@@ -111,9 +118,13 @@ class HeldCreateCanceler(AttemptStage):
                 break
         if len(candidates) > intents.twins:
             found.foreign = len(candidates)  # one at least is not the fleet's: none can be told
-        elif len(candidates) == intents.twins:
-            # Each of the fleet's creates has its prediction listed. Fewer: one still on its way,
-            # and a listed one could be another program's in its place: look again.
+        elif (
+            len(candidates) == intents.twins
+            and ctx.creations.redis_now() - intents.latest_post >= LIST_SETTLE
+        ):
+            # Each of the fleet's creates has its prediction listed. Fewer (or a POST so recent
+            # that its prediction may not be listed yet): a listed one could be another
+            # program's in the place of one still on its way: look again.
             found.ours = [view.id for view in candidates if not view.terminal]
         return found
 
@@ -133,7 +144,7 @@ class HeldCreateCanceler(AttemptStage):
         batches' sent the held create's input (itself included) with the earliest of their POSTs."""
         ctx = self.ctx
         others: list[dict[str, Any] | None] = []
-        twins, earliest = 1, held.posting_at
+        twins, earliest, latest = 1, held.posting_at, held.posting_at
         refs = [ref for ref in ctx.creations.unresolved_of_model(held.model) if ref != held.ref]
         for ref, sent in zip(refs, self._inputs(refs)):
             if not ctx.ledger.is_canceled(ref.batch_id):
@@ -144,8 +155,8 @@ class HeldCreateCanceler(AttemptStage):
             # known is not counted as the fleet's (counting it could cancel another's).
             if sent is not None and posting_at is not None and same_input(held.input, sent):
                 twins += 1
-                earliest = min(earliest, posting_at)
-        return Intents(others, twins, earliest)
+                earliest, latest = min(earliest, posting_at), max(latest, posting_at)
+        return Intents(others, twins, earliest, latest)
 
     def _inputs(self, refs: list[AttemptRef]) -> list[dict[str, Any] | None]:
         """The input each attempt sent, from its ledger record (None: not known)."""
@@ -170,6 +181,7 @@ class Intents:
     others: list[dict[str, Any] | None]  # inputs of unresolved creates of batches not canceled
     twins: int  # unresolved creates of canceled batches with the held input, POST sent (>= 1)
     earliest_post: float  # the earliest `posting_at` among those (Unix seconds, Redis clock)
+    latest_post: float  # and the latest
 
 
 @dataclass

@@ -307,22 +307,3 @@ def test_a_broker_message_delivered_and_acknowledged(private_redis, client):
     assert used.get("multi", 0) == 0 and used.get("exec", 0) == 0, used
     assert used["evalsha"] == 2, used
     assert sum(n for name, n in used.items() if name not in ("rpop", "lpop", "brpop", "llen")) <= 7, used
-
-
-def test_a_completion_watched_and_notified(client):
-    """A worker's watch (SET, GET) and the webhook's notify (SET, GET, RPUSH, and PEXPIRE only
-    when the push creates the wake list: 5 commands inside before, a PEXPIRE on every push). A
-    list nobody reads still expires."""
-    from workers.completions import CompletionBoard
-
-    keys = Keys("w")
-    board = CompletionBoard(client, keys)
-    wake = "w:completion-wake:nobody-reads"
-    board.notify({"id": "p0", "status": "succeeded"})  # warm: the script cache (nobody waits for p0)
-    for pid in ("p1", "p2"):
-        board._watch(keys=[keys.completion(pid), keys.completion_watch(pid)], args=[wake, 60000])
-    first = commands(client, lambda: board.notify({"id": "p1", "status": "succeeded"}))
-    second = commands(client, lambda: board.notify({"id": "p2", "status": "succeeded"}))
-    assert first == {"evalsha": 1, "set": 1, "get": 1, "rpush": 1, "pexpire": 1}, first
-    assert second == {"evalsha": 1, "set": 1, "get": 1, "rpush": 1}, second
-    assert client.lrange(wake, 0, -1) == ["p1", "p2"] and 0 < client.pttl(wake) <= 60000

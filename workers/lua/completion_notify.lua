@@ -5,8 +5,6 @@
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 local wake_list = redis.call('GET', KEYS[2])
 if not wake_list then return 0 end
--- The wake list's expiry (a dead process's list goes) is set when the list is created: a live
--- listener empties it within milliseconds (the key goes with its last id), so a list that lives
--- 60 s has nobody reading it. Not set again on every push (issue 16.4: one command per image).
-if redis.call('RPUSH', wake_list, ARGV[3]) == 1 then redis.call('PEXPIRE', wake_list, 60000) end
+redis.call('RPUSH', wake_list, ARGV[3])
+redis.call('PEXPIRE', wake_list, 60000)
 return 1

@@ -5,10 +5,15 @@ of the waiter's process; this listener BLPOPs the list and sets the Event regist
 A list, unlike pub/sub, keeps a signal until it is read, so a signal sent after a thread
 registered but before it started waiting is never lost, and 100 waiting threads cost one
 connection, not 100. The thread blocks in Redis only while some registered waiter is listening.
+
+A token is either the waiter's id, or a JSON object whose "w" is the id and whose other fields
+are what the waiter was handed (the limiter's direct hand-off: the slot's grant); `take_payload`
+returns it once.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable
@@ -32,6 +37,7 @@ class WakeListener:
         self.name = name
         self._lock = threading.Lock()
         self._events: dict[str, threading.Event] = {}
+        self._payloads: dict[str, dict[str, str]] = {}  # waiter id -> what its token carried
         self._listening = threading.Event()  # some registered waiter is actually waiting
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -54,6 +60,7 @@ class WakeListener:
     def unregister(self, waiter_id: str) -> None:
         with self._lock:
             self._events.pop(waiter_id, None)
+            self._payloads.pop(waiter_id, None)
             if not self._events:
                 self._listening.clear()
 
@@ -67,6 +74,15 @@ class WakeListener:
 
     def __len__(self) -> int:
         return len(self._events)
+
+    def __contains__(self, waiter_id: object) -> bool:
+        with self._lock:
+            return waiter_id in self._events
+
+    def take_payload(self, waiter_id: str) -> dict[str, str] | None:
+        """What the last token for `waiter_id` carried besides its id (once), or None."""
+        with self._lock:
+            return self._payloads.pop(waiter_id, None)
 
     def wake(self, waiter_id: str) -> None:
         """Set a waiter's Event from this process (e.g. after learning it must act again)."""
@@ -117,9 +133,12 @@ class WakeListener:
                 self._stop.wait(0.5)
                 continue
             with self._lock:
-                for waiter_id in ids:
-                    event = self._events.get(text(waiter_id))
+                for token in ids:
+                    waiter_id, payload = _parse(text(token))
+                    event = self._events.get(waiter_id)
                     if event is not None:
+                        if payload is not None:
+                            self._payloads[waiter_id] = payload
                         event.set()
 
 
@@ -158,6 +177,18 @@ def run_forever(loop: Callable[[], None], name: str, stop: threading.Event) -> N
         except Exception:  # noqa: BLE001
             log.exception("%s crashed; restarting it", name)
             stop.wait(0.5)
+
+
+def _parse(token: str) -> tuple[str, dict[str, str] | None]:
+    """(waiter id, payload or None). Ids never start with "{" (the limiter's are host:pid:...)."""
+    if not token.startswith("{"):
+        return token, None
+    try:
+        payload = json.loads(token)
+        return str(payload["w"]), payload
+    except (ValueError, KeyError, TypeError):
+        log.warning("unreadable wake token %.80r", token)
+        return token, None
 
 
 def text(value: str | bytes) -> str:

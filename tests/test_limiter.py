@@ -73,15 +73,42 @@ def test_a_woken_waiter_reports_the_handoff_from_the_release(make_limiter, redis
 def test_a_wake_that_does_not_lead_to_a_grant_leaves_no_handoff_record(
     make_limiter, redis_client, key_prefix
 ):
+    """The plain wake, for a waiter without a record to be handed the slot with (since the direct
+    hand-off of issue 16.4 a queued caller always leaves one; this ghost's is taken away, so the
+    release only wakes it, as every release did before)."""
     limiter = make_limiter(concurrency=1, recheck_interval=600)
     woken = Keys(key_prefix).limiter_key("woken")
     held = limiter.acquire(HolderInfo(task_id="holder"))
     # a waiter of a process that is gone: woken by the release, never comes back
     limiter._call("acquire", "ghost-host:1:dead/1", 1500, json.dumps({"task_id": "ghost"}))
+    redis_client.hdel(Keys(key_prefix).limiter_key("info"), "ghost-host:1:dead/1")
     held.release()
     assert redis_client.hkeys(woken) == ["ghost-host:1:dead/1"]
     assert wait_until(lambda: limiter.status().waiters == 0, timeout=3)  # pruned after waiter_ttl
     assert redis_client.hlen(woken) == 0
+
+
+def test_a_dead_waiter_handed_the_slot_holds_it_only_its_short_lease(make_limiter, redis_client, key_prefix):
+    """Direct hand-off: the release grants the slot to the head waiter in the same script. If
+    that waiter's process is gone, the slot is its for min(waiter_ttl, lease) only (a dead waiter
+    blocked the head of the line that long before), then the next one gets it; no record is
+    left behind."""
+    keys = Keys(key_prefix)
+    limiter = make_limiter(concurrency=1, recheck_interval=600, waiter_ttl=0.6)
+    held = limiter.acquire(HolderInfo(task_id="holder"))
+    ghost = "ghost-host:1:dead/1"
+    limiter._call("acquire", ghost, 1500, json.dumps({"task_id": "ghost"}))
+    held.release()
+    assert redis_client.zscore(keys.limiter_key("holders"), ghost) is not None  # handed over
+    assert [h.task_id for h in limiter.status().holders] == ["ghost"] and limiter.status().waiters == 0
+    assert redis_client.lrange(keys.limiter_key("wake:ghost-host:1:dead"), 0, -1)[0].startswith("{")
+    started = time.monotonic()
+    nxt = limiter.acquire(HolderInfo(task_id="next"), timeout=5)
+    assert time.monotonic() - started < 0.6 + 0.5
+    assert nxt.fence > held.fence and [h.task_id for h in limiter.status().holders] == ["next"]
+    assert redis_client.hlen(keys.limiter_key("woken")) == 0
+    assert redis_client.hkeys(keys.limiter_key("info")) == [nxt.holder_id]
+    nxt.release()
 
 
 def test_waiters_are_granted_in_arrival_order(make_limiter):

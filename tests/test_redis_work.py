@@ -7,6 +7,9 @@ on purpose, with the reason."""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections import Counter
 from collections.abc import Callable
 
 import pytest
@@ -214,6 +217,58 @@ def test_a_slot_taken_and_released(client):
     finally:
         limiter.close()
     assert sum(used.values()) <= 21, used
+
+
+def test_a_queued_image_costs_one_acquire_call(client, monkeypatch):
+    """Direct hand-off (issue 16.4): the release grants the freed slot to the head waiter in the
+    same script and the wake token carries the grant, so a queued caller calls acquire once (it
+    called twice before: queued, then again when woken). Counted: the release and everything the
+    waiter does until it holds the slot (the drop with the hand-off, the listener's BLPOP + LPOP;
+    the short handed-over lease is renewed with the process's next waiter refresh, not at once):
+    33 commands before, 23 now."""
+    limiter = Limiter(
+        client,
+        Keys("w"),
+        Limits(1, 600, 3000, 60.0),
+        lease_seconds=600,
+        orphan_seconds=1200,
+        recheck_interval=600,
+    )
+    calls: Counter[str] = Counter()
+    real_call = limiter._call
+
+    def counting(name: str, *args: object) -> object:
+        calls[name] += 1
+        return real_call(name, *args)
+
+    monkeypatch.setattr(limiter, "_call", counting)
+    waiters = Keys("w").limiter_key("waiters")
+
+    def queue_behind_one() -> tuple[dict[str, int], list]:
+        held = limiter.acquire(HolderInfo(task_id="first"), timeout=5)
+        got: list = []
+        waiter = threading.Thread(
+            target=lambda: got.append(limiter.acquire(HolderInfo(task_id="queued"), timeout=10))
+        )
+        waiter.start()
+        deadline = time.monotonic() + 5
+        while client.zcard(waiters) == 0 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(0.1)  # the listener blocks in BLPOP
+        used = commands(client, lambda: (held.release(), waiter.join(10), time.sleep(0.1)))
+        got[0].release()
+        return used, got
+
+    try:
+        queue_behind_one()  # connections made, scripts loaded
+        calls.clear()
+        used, got = queue_behind_one()
+    finally:
+        limiter.close()
+    assert got[0].handoff_seconds == 0.0
+    assert calls["acquire"] == 2, calls  # one for each image: the first's, and the queued one's
+    # 23, and one BLPOP more if the listener's 2 s block happens to end meanwhile
+    assert sum(used.values()) <= 24, used
 
 
 def test_a_creation_token_for_a_holder(client):

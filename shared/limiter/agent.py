@@ -50,6 +50,9 @@ class ProcessAgent:
         self._stop = threading.Event()
         self._keeper: threading.Thread | None = None
         self._next_waiter_refresh = 0.0
+        # waiter id -> when (monotonic, sent) the last refresh found it still waiting: a hand-off
+        # to it came later (a lower bound of its grant's moment, for the lease's deadline)
+        self._waiting_seen: dict[str, float] = {}
         self._earliest_expiry_at: float | None = None
 
     def new_id(self) -> str:
@@ -77,6 +80,17 @@ class ProcessAgent:
 
     def remove_waiter(self, waiter_id: str) -> None:
         self._wake.unregister(waiter_id)
+        with self._lock:
+            self._waiting_seen.pop(waiter_id, None)
+
+    def take_handoff(self, waiter_id: str) -> tuple[dict[str, str], float] | None:
+        """The grant a release handed to this waiter (its wake token's payload), with the moment
+        the last refresh still saw it waiting (0.0: none), or None."""
+        payload = self._wake.take_payload(waiter_id)
+        if payload is None:
+            return None
+        with self._lock:
+            return payload, self._waiting_seen.get(waiter_id, 0.0)
 
     def held(self) -> list[Lease]:
         with self._lock:
@@ -112,8 +126,10 @@ class ProcessAgent:
                 leases = list(self._leases.values())
             waiters = self._wake.ids() if self._wake.listening else []
             now = time.monotonic()
-            # Renew what is due, and whatever would fall due soon, in the same call.
-            due = [lease for lease in leases if lease._renew_due <= now + third / 2]
+            # Renew what is due, and whatever would fall due soon, in the same call. (A slot just
+            # handed over has a short first lease: "soon" is half a third of that, so its first
+            # renewal is not pulled in at once but goes with this process's next waiter refresh.)
+            due = [lease for lease in leases if lease._renew_due <= now + min(third, lease._third) / 2]
             refresh_waiters = bool(waiters) and (
                 now >= self._next_waiter_refresh
                 or (self._earliest_expiry_at is not None and now >= self._earliest_expiry_at)
@@ -175,12 +191,19 @@ class ProcessAgent:
                     lim._call("abandon", lease.holder_id)
                     continue
             lease._renew_due = sent_at + third
+            lease._third = third
             lease._deadline = sent_at + lim.lease_seconds
         if waiters:
             self._next_waiter_refresh = sent_at + lim.waiter_ttl / 3
             for waiter_id, outcome in zip(waiters, renewals.waiters):
                 if outcome == 0:
-                    self._wake.wake(waiter_id)  # it was pruned or forgotten: let it register again
+                    # pruned or forgotten: let it register again (or, if a release handed it
+                    # the slot, acquire hands back that grant)
+                    self._wake.wake(waiter_id)
+                else:
+                    with self._lock:  # (remove_waiter unregisters first, then pops under this lock)
+                        if waiter_id in self._wake:
+                            self._waiting_seen[waiter_id] = sent_at
         # Look again right when the next lease anywhere runs out: if its holder is dead, this
         # process's waiters get the slot within milliseconds, not at the next refresh.
         earliest = renewals.earliest_expiry_ms

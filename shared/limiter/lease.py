@@ -32,7 +32,13 @@ class Lease:
     """
 
     def __init__(
-        self, limiter: Limiter, holder_id: str, grant: Grant, record: dict[str, Any], renewed_at: float
+        self,
+        limiter: Limiter,
+        holder_id: str,
+        grant: Grant,
+        record: dict[str, Any],
+        renewed_at: float,
+        first_lease: float | None = None,
     ):
         self.holder_id = holder_id
         self.fence = grant.fence
@@ -53,8 +59,11 @@ class Lease:
         self._lost = threading.Event()
         # Monotonic times kept by the keeper: next renewal, and the latest moment the lease can
         # still be valid (measured from *before* the last successful call, so conservative).
-        self._renew_due = renewed_at + limiter.lease_seconds / 3
-        self._deadline = renewed_at + limiter.lease_seconds
+        # `first_lease`: a slot handed over by a release runs that long until its first renewal.
+        first = limiter.lease_seconds if first_lease is None else first_lease
+        self._third = first / 3  # how far ahead the keeper renews it with other renewals due
+        self._renew_due = renewed_at + first / 3
+        self._deadline = renewed_at + first
 
     # --- state ----------------------------------------------------------------------------------
     @property

@@ -252,10 +252,30 @@ class Limiter:
                     return lease
                 agent.start_waiting()
                 self._wait_for_turn(event, reply, deadline, timeout, should_stop)
+                handed = agent.take_handoff(holder_id)
+                if handed is not None:
+                    lease = self._handed_lease(holder_id, record, handed, sent_at)
+                    agent.add_lease(lease)
+                    granted = True
+                    return lease
         finally:
             agent.remove_waiter(holder_id)
             if not granted:
                 self._drop_quietly(holder_id)
+
+    def _handed_lease(
+        self, holder_id: str, record: dict[str, Any], handed: tuple[dict[str, str], float], sent_at: float
+    ) -> Lease:
+        """The lease a release handed over (common.lua wake()): it runs min(waiter_ttl, lease)
+        from its grant until the keeper's first renewal. The grant came after this waiter's last
+        acquire call was sent and after the last refresh that still found it waiting, so its
+        deadline counts from the later of the two (conservative). Before creating, its holder
+        proves the grant in Redis like any other (token.lua holds(): counted, same fence)."""
+        payload, seen_waiting = handed
+        first_lease = min(self.waiter_ttl, self.lease_seconds)
+        return Lease(
+            self, holder_id, replies.handed_off(payload), record, max(sent_at, seen_waiting), first_lease
+        )
 
     def _wait_for_turn(
         self,

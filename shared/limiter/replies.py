@@ -68,6 +68,12 @@ class Confirmation(NamedTuple):
     at: float = 0.0  # the new grant time when moved (Unix seconds, Redis clock)
 
 
+def handed_off(payload: dict[str, str]) -> Grant:
+    """The grant a release handed to a waiter in its wake token (common.lua wake()): granted in
+    the release itself, so its hand-off took no time on the Redis clock."""
+    return Grant(int(payload["f"]), float(payload["at"]) / 1000, text(payload["e"]), handoff_seconds=0.0)
+
+
 def acquire(raw: list[Any]) -> Grant | Queued:
     if int(raw[0]) == 1:
         fence, granted_at, epoch, _expires, handoff_ms = raw[1:6]

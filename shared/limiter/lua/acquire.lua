@@ -1,7 +1,8 @@
 -- Take a slot for ARGV[3] (holder/waiter id) with a lease of ARGV[4] ms, info JSON ARGV[5].
 -- Returns {1, fence, granted_at, epoch, expires_at, handoff_ms} (handoff_ms: since the event that
 -- freed the slot woke this waiter, -1 if it was not woken) or
--- {0, rank, free, recovery_ms_left}.
+-- {0, rank, free, recovery_ms_left}. A queued caller's record is kept with it (in info), so a
+-- release can grant it the slot directly (common.lua wake()): it then never calls again.
 -- A caller is admitted only if its rank among live waiters is below the free slots. The line is
 -- ordered by priority (rec.priority: high, normal, low), then fairly among batches (rec.batch_id)
 -- of one priority, then by arrival: each waiter gets a start tag one past the later of its
@@ -12,7 +13,6 @@
 -- the reply says when that ends, and waiters re-check then.
 local id, lease_ms = ARGV[3], tonumber(ARGV[4])
 local rec = cjson.decode(ARGV[5])
-local K_FAIR = K_WAITERS .. ':fair'  -- HASH vt:<band> (tag served last), f:<band>:<batch> (its last tag)
 local BANDS = {high = 0, normal = 1, low = 2}
 local band = BANDS[rec.priority] or 1
 local flow = type(rec.batch_id) == 'string' and rec.batch_id or ''
@@ -27,26 +27,23 @@ local function place()
   return string.format('%.0f', ((band * 1e9) + tag) * 1e6 + (ticket % 1000000))
 end
 
--- A waiter leaves the line with a grant: the tag served last moves on; an empty line starts over.
-local function served(score)
-  if score then
-    local tag = math.floor(tonumber(score) / 1e6) - band * 1e9
-    local key = 'vt:' .. band
-    if tag > tonumber(redis.call('HGET', K_FAIR, key) or '0') then redis.call('HSET', K_FAIR, key, tag) end
-  end
-  if redis.call('ZCARD', K_WAITERS) == 0 then redis.call('DEL', K_FAIR) end
-end
 local L = limits(false)
 local ep = sync_epoch(L)
 local pruned = prune()
 if thawed() then pruned = pruned + 1 end  -- wake the line once the freeze is over
 
--- A retried call whose first reply was lost: hand back the same grant.
-if redis.call('ZSCORE', K_HOLDERS, id) then
+-- A retried call whose first reply was lost, or a waiter that a release handed the slot to
+-- (wake()) before its wake token reached it: hand back the same grant, its lease a full one from
+-- now (the caller's lease counts from its call; a handed-over slot had a short one).
+local held_until = redis.call('ZSCORE', K_HOLDERS, id)
+if held_until then
   if pruned > 0 then wake(L.concurrency_limit) end
   local cur = decode_info(id) or {}
-  return reply({1, tonumber(cur.fence or 0), cur.acquired_at or fmt(NOW), cur.epoch or ep,
-                redis.call('ZSCORE', K_HOLDERS, id), -1})
+  if tonumber(held_until) < NOW + lease_ms and cur.orphaned_at == nil then
+    held_until = fmt(NOW + lease_ms)
+    redis.call('ZADD', K_HOLDERS, 'XX', held_until, id)
+  end
+  return reply({1, tonumber(cur.fence or 0), cur.acquired_at or fmt(NOW), cur.epoch or ep, held_until, -1})
 end
 
 local recovering = recovery_ms_left()
@@ -79,13 +76,15 @@ if newcomer and free > 0 and redis.call('ZCARD', K_WAITERS) == 0 then
 end
 if newcomer then
   redis.call('ZADD', K_WAITERS, place(), id)
+  redis.call('HSET', K_INFO, id, ARGV[5])  -- what a release hands the slot over with (wake())
   rank = redis.call('ZRANK', K_WAITERS, id)
 end
 
 if rank < free then
   local score = redis.call('ZSCORE', K_WAITERS, id)
   redis.call('ZREM', K_WAITERS, id)
-  served(score)
+  if score then served_tag(score) end
+  line_served()
   redis.call('ZREM', K_WAITER_EXP, id)
   local woken = redis.call('HGET', K_WOKEN, id)
   redis.call('HDEL', K_WOKEN, id)

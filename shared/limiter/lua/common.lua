@@ -3,7 +3,9 @@
 -- KEYS (same order for every script; all carry the limiter's hash tag, so one cluster slot):
 --   1 holders    ZSET holder id -> lease expiry (ms, Redis time)
 --   2 info       HASH holder id -> JSON (host, pid, task_id, ..., fence, acquired_at, epoch,
---                prediction_id, attempt, creating_at, orphaned_at, abandoned_at)
+--                prediction_id, attempt, creating_at, orphaned_at, abandoned_at); also a
+--                waiter id -> the record it queued with, so that a release can hand the slot
+--                to it directly (wake()); inert until then (only ids in holders count)
 --   3 fence      STRING counter, one INCR per grant
 --   4 limits     HASH concurrency_limit, create_limit, read_limit, rate_window_ms
 --   5 waiters    ZSET waiter id -> ticket (arrival order)
@@ -25,7 +27,8 @@
 --  11 pause      HASH until (ms), reason
 --  12 bypred     HASH prediction id -> holder id, for holders whose prediction is known
 --  13 byattempt  HASH attempt marker -> holder id, for holders that took a creation token for it
---  14 woken      HASH waiter id -> when a freed slot woke it (ms): the hand-off latency
+--  14 woken      HASH waiter id -> when a freed slot woke it (ms): the hand-off latency, for
+--                waiters woken without a grant (wake(): only those with no record)
 --  15 rates      HASH create|read -> time of the newest grant dropped from that log (ms)
 --  16 recovery   layout 1 only (its marks now live in KEYS[8]); read once when converting
 -- ARGV[1] is the caller's config JSON:
@@ -359,6 +362,7 @@ local function forget_waiters(ids)
     in_chunks('ZREM', K_WAITERS, ids)
     in_chunks('ZREM', K_WAITER_EXP, ids)
     in_chunks('HDEL', K_WOKEN, ids)
+    in_chunks('HDEL', K_INFO, ids)  -- their records (never a holder's: a grant ends the wait)
   end
 end
 
@@ -392,24 +396,72 @@ local function process_of(member)
   return string.match(member, '^(.*)/[^/]*$') or member
 end
 
--- Tell the first `free` waiters that their turn may have come: one token on their process's
--- wake list (a list, not pub/sub: a token waits there until the listener pops it). The moment of
--- the first wake is kept per waiter (HSETNX: a second wake does not hide how long the slot
--- waited); acquire reports it as the hand-off latency. While the slots are frozen after a state
--- loss nobody can be admitted, so nobody is woken: waiters re-check when the freeze ends.
+-- --- the line's fair order (acquire.lua places waiters; grants, here and there, serve them) ---
+local K_FAIR = K_WAITERS .. ':fair'  -- HASH vt:<band> (tag served last), f:<band>:<batch> (its last tag)
+
+-- A waiter's score is ((band * 1e9) + tag) * 1e6 + ticket (acquire.lua place()): the tag served
+-- last in its band moves on to its tag.
+local function served_tag(score)
+  local s = tonumber(score)
+  local band = math.floor(s / 1e15)
+  local tag = math.floor(s / 1e6) - band * 1e9
+  local key = 'vt:' .. band
+  if tag > tonumber(redis.call('HGET', K_FAIR, key) or '0') then redis.call('HSET', K_FAIR, key, tag) end
+end
+
+-- After grants left the line: an empty line starts its tags over.
+local function line_served()
+  if redis.call('ZCARD', K_WAITERS) == 0 then redis.call('DEL', K_FAIR) end
+end
+
+-- The first `free` waiters get the freed slots, in this call (direct hand-off, issue 16.4): each
+-- becomes a holder (new fence, the record it queued with) with a lease of min(waiter_ttl,
+-- lease), and the grant travels in the wake token on its process's wake list (a list, not
+-- pub/sub: it waits there until the listener pops it), so the woken waiter does not call acquire
+-- again; its keeper renews the short lease to a full one. A waiter that died just before holds
+-- the slot only that short lease (a dead waiter blocked the head of the line as long before).
+-- The slots are counted like every grant (limit - ZCARD holders), so a newcomer's acquire in the
+-- same instant sees them taken. A waiter without a record (none in layout 2) is only woken, as
+-- before: its acquire call takes the slot, and the wake's moment is kept (HSETNX) as its hand-off
+-- latency. While the slots are frozen after a state loss nobody is admitted, so nobody is woken:
+-- waiters re-check when the freeze ends.
 local function wake(concurrency_limit)
   if recovery_ms_left() > 0 then return 0 end
   local free = concurrency_limit - redis.call('ZCARD', K_HOLDERS)
   if free <= 0 then return 0 end
-  local first = redis.call('ZRANGE', K_WAITERS, 0, free - 1)
+  local first = redis.call('ZRANGE', K_WAITERS, 0, free - 1, 'WITHSCORES')
+  if #first == 0 then return 0 end
   local now_s = fmt(NOW)
-  for _, w in ipairs(first) do
+  local ttl = math.min(CFG.waiter_ttl_ms, CFG.lease_ms)
+  local expires = fmt(NOW + ttl)
+  local granted = {}
+  for i = 1, #first, 2 do
+    local w = first[i]
     local chan = CFG.wake_prefix .. process_of(w)
-    redis.call('RPUSH', chan, w)
+    local raw = redis.call('HGET', K_INFO, w)
+    if raw then
+      local rec = cjson.decode(raw)
+      rec.fence = string.format('%.0f', next_fence())
+      rec.acquired_at = now_s
+      rec.epoch = EPOCH
+      save_holder(w, rec)
+      redis.call('ZADD', K_HOLDERS, expires, w)
+      served_tag(first[i + 1])
+      granted[#granted + 1] = w
+      redis.call('RPUSH', chan, cjson.encode({w = w, f = rec.fence, at = now_s, e = EPOCH, x = expires}))
+    else
+      redis.call('RPUSH', chan, w)
+      redis.call('HSETNX', K_WOKEN, w, now_s)
+    end
     redis.call('PEXPIRE', chan, 60000)
-    redis.call('HSETNX', K_WOKEN, w, now_s)
   end
-  return #first
+  if #granted > 0 then
+    note_expiry(NOW + ttl)
+    in_chunks('ZREM', K_WAITERS, granted)
+    in_chunks('ZREM', K_WAITER_EXP, granted)
+    line_served()
+  end
+  return #first / 2
 end
 
 local function ms_to_earliest_expiry()

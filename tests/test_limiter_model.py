@@ -5,7 +5,9 @@ after every step the scripts' decisions must match the model's.
 The contract (shared/limiter/README.md): a caller is admitted only if its place among the live
 waiters is below the free slots (limit - holders), so waiters are served in arrival order and
 nobody is admitted while the account is at or over its limit (after a shrink, holders finish
-first); a release or a larger limit wakes exactly the first `free` waiters, no one else."""
+first); a release or a larger limit hands the freed slots to exactly the first `free` waiters
+(issue 16.4's direct hand-off: they become holders in that same script, and the wake token
+each gets carries its grant), no one else."""
 
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ class SemaphoreModel(RuleBasedStateMachine):
         self.limit = 0
         self.holders: set[str] = set()
         self.queue: list[str] = []  # waiters in arrival order
-        self.woken: set[str] = set()  # wake tokens the scripts pushed since the last check
+        self.woken: set[str] = set()  # waiters handed a slot (a wake token each) since the last check
 
     @initialize(limit=st.integers(1, 4))
     def start(self, limit: int) -> None:
@@ -50,7 +52,10 @@ class SemaphoreModel(RuleBasedStateMachine):
         return self.limit - len(self.holders)
 
     def _expect_wake(self) -> None:
-        self.woken |= set(self.queue[: max(self._free(), 0)])
+        handed = self.queue[: max(self._free(), 0)]
+        self.woken |= set(handed)
+        self.queue = self.queue[len(handed) :]
+        self.holders |= set(handed)
 
     @rule(caller=st.sampled_from(IDS))
     def acquire(self, caller: str) -> None:
@@ -98,11 +103,14 @@ class SemaphoreModel(RuleBasedStateMachine):
         status = self.limiter.status()
         assert status.in_use == len(self.holders) and status.waiters == len(self.queue)
         assert {h.holder_id for h in status.holders} == self.holders
-        pushed = set(self.client.lrange(self.wake_key, 0, -1))
+        tokens = [json.loads(t) for t in self.client.lrange(self.wake_key, 0, -1)]
         self.client.delete(self.wake_key)
-        # Woken: exactly the first `free` waiters at some release since the last step (a waiter
-        # woken and then admitted by its own retry is gone from the queue, not from `woken`).
+        # Handed a slot: exactly the first `free` waiters at some release since the last step,
+        # each token carrying the grant status shows (its fence), unless released since.
+        pushed = {t["w"] for t in tokens}
         assert pushed == self.woken, (pushed, self.woken, self.queue)
+        fences = {h.holder_id: h.fence for h in status.holders}
+        assert all(int(t["f"]) == fences[t["w"]] for t in tokens if t["w"] in fences)
         self.woken = set()
 
     def teardown(self) -> None:

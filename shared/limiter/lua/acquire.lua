@@ -43,7 +43,8 @@ if held_until then
     held_until = fmt(NOW + lease_ms)
     redis.call('ZADD', K_HOLDERS, 'XX', held_until, id)
   end
-  return reply({1, tonumber(cur.fence or 0), cur.acquired_at or fmt(NOW), cur.epoch or ep, held_until, -1})
+  local handoff = cur.handed_over == 1 and 0 or -1  -- a handed-over slot took no time to hand over
+  return reply({1, tonumber(cur.fence or 0), cur.acquired_at or fmt(NOW), cur.epoch or ep, held_until, handoff})
 end
 
 local recovering = recovery_ms_left()

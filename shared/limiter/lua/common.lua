@@ -444,6 +444,7 @@ local function wake(concurrency_limit)
       rec.fence = string.format('%.0f', next_fence())
       rec.acquired_at = now_s
       rec.epoch = EPOCH
+      rec.handed_over = 1  -- (acquire.lua: should the waiter call again before it sees the token)
       save_holder(w, rec)
       redis.call('ZADD', K_HOLDERS, expires, w)
       served_tag(first[i + 1])

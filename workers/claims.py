@@ -1,7 +1,9 @@
 """Claims: at most one live run of an attempt at a time.
 
 A claim is `SET key token NX PX ttl` (the key from AttemptRef.claim_key), renewed by one keeper
-thread per process while the run lasts. A second run (a message redelivered by the broker's
+thread per process while the run lasts. A run usually takes it with its first checks
+(workers/lua/attempt_start.lua, `ClaimKeeper.hold`) and releases it with its final ledger
+transition (`Claim.released_in_redis`); claim_take.lua and claim_release.lua do it alone otherwise. A second run (a message redelivered by the broker's
 visibility timeout while the first still runs) sees the claim held and backs off; a dead holder's
 claim expires after `ttl`. Beside it, a "seen" marker (`<key>:seen`, kept a day) says the claim
 existed: a renewal that finds the claim gone and the marker there knows the claim EXPIRED (its run

@@ -3,7 +3,7 @@
 `AttemptRunner(ctx).run(job)` runs the attempt `job.ref` with the item's current model and returns
 the follow-up task to send (None when the item needs nothing more):
 
-    ledger check -> claim the attempt -> item running
+    ledger check -> claim the attempt -> item running (one round trip: workers.run_start)
     -> the creation record: resume its prediction / reconcile an unresolved create / create
     -> slot -> intent -> creation token -> the last check -> POST -> prediction id recorded
        (workers.creator; reconciling: workers.reconcile; the input: workers.inputs)
@@ -11,7 +11,7 @@ the follow-up task to send (None when the item needs nothing more):
        budget (workers.waiting)
     -> slot released at once
     -> download every output (no token, timeouts, byte cap, atomic; workers.outputs)
-    -> item succeeded
+    -> item succeeded (the claim released in the same round trip)
 
 What follows a failure (a new attempt on the same model or the next one, the same attempt later,
 the item's end) is decided in workers.outcomes. Work that must continue with the SAME attempt (a

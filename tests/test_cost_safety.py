@@ -15,7 +15,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from shared.errors import RedisUnavailableError, TransientError
+from shared.errors import CanceledError, RedisUnavailableError, TransientError
 from shared.keys import Keys
 from shared.models import load_registry
 from shared.routing import build_input
@@ -347,6 +347,30 @@ def test_one_redis_round_trip_between_the_creation_token_and_the_post(settings, 
     item = ledger.item("b-onetrip", 0)
     assert item.status == "succeeded"
     assert sim.ledger(detail=False)["creations"] == 1
+
+
+def test_a_run_canceled_before_its_intent_shows_its_input_and_releases_its_claim(settings, redis_client, sim):
+    """The input is recorded by the creation's intent (before any POST; issue 16.4) instead of
+    a ledger write of its own. A run that stops before its intent (canceled while it waits for a
+    slot) carries it in its end: the manifest shows what it would have sent, as before. That end
+    releases the run's claim in the same round trip."""
+    keys = Keys(settings.key_prefix)
+    ledger, _ = record_batch(settings, redis_client, "b-early", ["a kingfisher on a branch"])
+    with worker_context(settings, sim) as ctx:
+        runner = AttemptRunner(ctx)
+
+        def canceled_while_waiting(*args, **kwargs):
+            raise CanceledError("batch canceled")
+
+        runner.creator.acquire_slot = canceled_while_waiting
+        assert runner.run(Job("b-early", 0, 1, MODEL)) is None
+    item = ledger.manifest("b-early")["items"][0]
+    assert item["status"] == "canceled", item
+    [attempt] = item["attempts"]
+    assert attempt["input"]["prompt"] == "a kingfisher on a branch", attempt
+    assert "intent_at" not in redis_client.hgetall(keys.attempt("b-early", 0, 1))  # never posted
+    assert redis_client.get(keys.claim("b-early", 0, 1)) is None
+    assert sim.ledger(detail=False)["creations"] == 0
 
 
 def test_the_last_check_before_a_post_stamps_only_when_the_attempt_is_ours_to_create(settings, redis_client):

@@ -66,6 +66,7 @@ def test_status_cancel_limits_and_metrics_say_what_the_account_saw(
     stopped; afterwards the limiter's creation window holds what the account created (a refused
     or never-sent create gives its token back) and the metric's `canceled` counts the predictions
     canceled at Replicate, not the items; cancel on a finished batch has nothing to cancel."""
+    from producer.progress import in_flight_by_batch
     from shared.keys import Keys
     from shared.limiter import Limiter
     from shared.metrics.server import start_metrics_server
@@ -80,8 +81,21 @@ def test_status_cancel_limits_and_metrics_say_what_the_account_saw(
     prompts = tmp_path / "prompts.json"
     prompts.write_text(json.dumps([f"a lantern in rain, take {i}" for i in range(12)]))
     batch = api.submit(prompts, settings=settings, model=FLUX_DEV)
+    limiter = Limiter.from_settings(redis_client, Keys(settings.key_prefix), settings)
+
+    def marked_at_replicate() -> int:
+        return in_flight_by_batch(limiter.status().holders).get(batch.id, 0)
+
+    # Read once the refused creates have been answered: a 429 pauses creations on every host for
+    # its retry_after (the time until the account's first prediction ends, ~20 s), so the slots
+    # marked by a creation token are then the 2 with predictions. A create still waiting for its
+    # 429 is counted as possibly at Replicate, rightly; reading then would race with its answer.
     wait_until(
-        lambda: sim.ledger()["rejected_429"].get("in_flight", 0) >= 3 and batch.status().running >= 6,
+        lambda: (
+            sim.ledger()["rejected_429"].get("in_flight", 0) >= 3
+            and batch.status().running >= 6
+            and marked_at_replicate() == 2
+        ),
         60,
         "the account refusing creates while the batch runs",
         interval=0.3,
@@ -103,7 +117,6 @@ def test_status_cancel_limits_and_metrics_say_what_the_account_saw(
     assert snap.finished and snap.counts.get("canceled", 0) + snap.counts.get("succeeded", 0) == 12
 
     account = wait_quiet(sim)
-    limiter = Limiter.from_settings(redis_client, Keys(settings.key_prefix), settings)
     assert limiter.status().creations_in_window == account["creations"], account
     assert account["predictions_by_status"].get("canceled", 0) >= 1
     key = ("fleet_predictions_total", (("model", FLUX_DEV), ("outcome", "canceled")))

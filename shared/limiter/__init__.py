@@ -1,4 +1,4 @@
-"""Account-wide limiter shared by every worker on every host (see limiter.py, README.md)."""
+"""Account-wide limiter shared by every worker on every host (see README.md; `Limiter` is in limiter.py)."""
 
 from shared.limiter.lease import Lease
 from shared.limiter.limiter import Limiter

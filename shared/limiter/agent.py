@@ -27,14 +27,14 @@ from shared.limiter import replies
 from shared.wakeup import WakeListener, run_forever
 
 if TYPE_CHECKING:  # pragma: no cover
+    from shared.limiter.core import LimiterCore
     from shared.limiter.lease import Lease
-    from shared.limiter.limiter import Limiter
 
 log = logging.getLogger(__name__)
 
 
 class ProcessAgent:
-    def __init__(self, limiter: Limiter):
+    def __init__(self, limiter: LimiterCore):
         self.pid = os.getpid()
         # Never contains "/": the scripts find the process of a waiter id by its last "/".
         self.token = f"{socket.gethostname().replace('/', '_')}:{self.pid}:{secrets.token_hex(4)}"

@@ -12,7 +12,7 @@ from shared.errors import LeaseLostError
 from shared.limiter import replies
 
 if TYPE_CHECKING:  # pragma: no cover
-    from shared.limiter.limiter import Limiter
+    from shared.limiter.core import LimiterCore
     from shared.limiter.replies import Grant
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ class Lease:
 
     def __init__(
         self,
-        limiter: Limiter,
+        limiter: LimiterCore,
         holder_id: str,
         grant: Grant,
         record: dict[str, Any],

@@ -170,9 +170,7 @@ class ProcessAgent:
             "h": [[lease.holder_id, lease.epoch, json.dumps(lease._record)] for lease in due],
             "w": waiters,
         }
-        renewals = replies.heartbeat(
-            lim._call("heartbeat", int(lim.lease_seconds * 1000), json.dumps(payload))
-        )
+        renewals = replies.heartbeat(lim._call("heartbeat", lim._lease_ms, json.dumps(payload)))
         third = lim.lease_seconds / 3
         for lease, outcome in zip(due, renewals.holders):
             if outcome == 0:

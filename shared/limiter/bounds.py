@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from shared.common import is_number
 from shared.errors import ConfigError
 from shared.limiter.types import Limits
 
@@ -23,16 +24,14 @@ LIMIT_BOUNDS: dict[str, tuple[float, float]] = {
 
 def _whole_limit(name: str, value: Any) -> int:
     low, high = LIMIT_BOUNDS[name]
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or int(value) != value or not low <= value <= high:
+    if not is_number(value) or int(value) != value or not low <= value <= high:
         raise ValueError(f"{name} must be a whole number from {low:g} to {high:g}, got {value!r}")
     return int(value)
 
 
 def _window_ms(value: Any) -> float:
     low, high = LIMIT_BOUNDS["rate_window"]
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or not low <= value <= high:
+    if not is_number(value) or not low <= value <= high:
         raise ValueError(f"rate_window must be from {low:g} to {high:g} seconds, got {value!r}")
     return round(float(value) * 1000, 3)
 
@@ -58,7 +57,7 @@ def limit_changes(
     return changes
 
 
-def _checked(limits: Limits) -> dict[str, int | float]:
+def checked_limits(limits: Limits) -> dict[str, int | float]:
     """A limiter's own limits as the scripts seed them where Redis has none (the limits hash's
     fields). ConfigError naming the limit if one is out of LIMIT_BOUNDS."""
     try:
@@ -69,7 +68,7 @@ def _checked(limits: Limits) -> dict[str, int | float]:
         raise ConfigError(f"limiter limits: {exc}") from None
 
 
-def _stored(name: str, value: Any, default: float) -> float:
+def stored_limit(name: str, value: Any, default: float) -> float:
     """A limit read from Redis, or the default if it is absent or out of bounds (as the
     scripts do)."""
     low, high = LIMIT_BOUNDS[name]

@@ -8,7 +8,7 @@ import time
 import redis
 
 from shared.limiter import replies
-from shared.limiter.bounds import _stored, limit_changes
+from shared.limiter.bounds import limit_changes, stored_limit
 from shared.limiter.core import LimiterCore
 from shared.limiter.types import LimiterStatus, Limits
 
@@ -18,7 +18,6 @@ LIMITS_CACHE_SECONDS = 5.0  # how stale `limits()` may be (a run-time change rea
 class Control(LimiterCore):
     """What an operator or a pacing caller asks of the Limiter as a whole."""
 
-    # --- visibility and control -----------------------------------------------------------------
     def status(self) -> LimiterStatus:
         """One consistent snapshot (one script call): limits, slots, waiters, holders, window
         counts, pause."""
@@ -43,10 +42,12 @@ class Control(LimiterCore):
         except redis.RedisError:
             concurrency_limit = create = read = rate_window_ms = None
         value = Limits(
-            concurrency_limit=int(_stored("concurrency_limit", concurrency_limit, own.concurrency_limit)),
-            create_limit=int(_stored("create_limit", create, own.create_limit)),
-            read_limit=int(_stored("read_limit", read, own.read_limit)),
-            rate_window=_stored(
+            concurrency_limit=int(
+                stored_limit("concurrency_limit", concurrency_limit, own.concurrency_limit)
+            ),
+            create_limit=int(stored_limit("create_limit", create, own.create_limit)),
+            read_limit=int(stored_limit("read_limit", read, own.read_limit)),
+            rate_window=stored_limit(
                 "rate_window",
                 None if rate_window_ms is None else float(rate_window_ms) / 1000,
                 float(own.rate_window),
@@ -71,5 +72,5 @@ class Control(LimiterCore):
         callers are sleeping towards are moved later if the new limits require it."""
         changes = limit_changes(concurrency_limit, create_limit, read_limit, rate_window)
         if changes:
-            self._call("set_limits", json.dumps(changes), int(self.rate_margin * 1000))
+            self._call("set_limits", json.dumps(changes), self._margin_ms)
             self._limits_cache = None

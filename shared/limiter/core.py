@@ -21,7 +21,7 @@ from shared.budget import TOKEN_INSERT, budget_keys
 from shared.errors import LimiterError, RedisUnavailableError
 from shared.keys import Keys
 from shared.limiter.agent import ProcessAgent
-from shared.limiter.bounds import _checked
+from shared.limiter.bounds import checked_limits
 from shared.limiter.lease import Lease
 from shared.limiter.types import Limits
 from shared.wakeup import blocking_client, text
@@ -94,17 +94,20 @@ class LimiterCore:
         self.waiter_ttl = float(waiter_ttl)
         self.recheck_interval = float(recheck_interval)
         self.wake_prefix = keys.limiter_key("wake:")
+        # As the scripts take them (ARGV), computed once: the config and every call agree.
+        self._lease_ms = int(self.lease_seconds * 1000)
+        self._margin_ms = int(self.rate_margin * 1000)
         # The budget's keys go last (budget_common.lua finds them there): token.lua reserves an
         # attempt's price in the same round trip as its creation token.
         self._key_list = [keys.limiter_key(name) for name in KEY_NAMES] + budget_keys(keys)
         self._config = json.dumps(
             {
-                **_checked(limits),
+                **checked_limits(limits),
                 "wake_prefix": self.wake_prefix,
                 "waiter_ttl_ms": int(self.waiter_ttl * 1000),
                 "orphan_ms": int(max(self.orphan_seconds, 2 * self.lease_seconds) * 1000),
-                "lease_ms": int(self.lease_seconds * 1000),
-                "rate_margin_ms": int(self.rate_margin * 1000),
+                "lease_ms": self._lease_ms,
+                "rate_margin_ms": self._margin_ms,
             }
         )
         self._scripts = lua_scripts.register(

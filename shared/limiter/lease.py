@@ -123,11 +123,8 @@ class Lease:
         or the orphan deadline), instead of giving it back. Idempotent; never raises; a no-op
         after release(). If Redis cannot be reached, the lease runs out and an attempt marker
         (take_create_token(holder=, attempt=)) makes it an orphan all the same."""
-        with self._lock:
-            if self._ended is not None:
-                return
-            self._ended = "abandoned"
-        self._limiter._forget_lease(self)
+        if not self._end("abandoned"):
+            return
         try:
             self._limiter._call("abandon", self.holder_id)
         except Exception as exc:  # noqa: BLE001 - see the docstring
@@ -142,27 +139,29 @@ class Lease:
         """Give the slot back and stop renewing. Idempotent. If Redis cannot be reached the slot
         still comes back on its own when the lease runs out (renewals have stopped). A no-op
         after abandon(): the slot then stays counted on purpose."""
-        with self._lock:
-            if self._ended is not None:
-                return
-            self._ended = "released"
-        self._limiter._forget_lease(self)
+        if not self._end("released"):
+            return
         try:
             self.released_at = replies.drop(self._limiter._call("drop", self.holder_id)).at
-        except redis.RedisError as exc:  # pragma: no cover - exercised by the fault suite
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            what = "did not reach Redis" if isinstance(exc, redis.RedisError) else "failed"
             log.warning(
-                "release of %s did not reach Redis (%s); it expires within %.0f s",
+                "release of %s %s (%s); it expires within %.0f s",
                 self.holder_id,
+                what,
                 exc,
                 self._limiter.lease_seconds,
             )
-        except Exception as exc:  # noqa: BLE001
-            log.warning(
-                "release of %s failed (%s); it expires within %.0f s",
-                self.holder_id,
-                exc,
-                self._limiter.lease_seconds,
-            )
+
+    def _end(self, how: str) -> bool:
+        """release() or abandon(): True for the first of them (the keeper stops renewing this
+        lease), False for any later call."""
+        with self._lock:
+            if self._ended is not None:
+                return False
+            self._ended = how
+        self._limiter._forget_lease(self)
+        return True
 
     def __enter__(self) -> Lease:
         return self

@@ -22,7 +22,6 @@ log = logging.getLogger(__name__)
 class Rates(LimiterCore):
     """The creation and read windows' side of the Limiter (README.md, "Rates")."""
 
-    # --- rates ----------------------------------------------------------------------------------
     def take_create_token(
         self,
         timeout: float | None = None,
@@ -77,14 +76,13 @@ class Rates(LimiterCore):
     ) -> float:
         agent = self._current_agent()
         deadline = None if timeout is None else time.monotonic() + timeout
-        margin_ms = int(self.rate_margin * 1000)
         mark = [holder.holder_id, attempt] if holder is not None and attempt else ["", ""]
         mark.append(reservation.arg() if reservation is not None else "")
         mark.append(str(holder.fence) if holder is not None and attempt else "")
         while True:
             member = agent.new_id()
             max_wait = -1 if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
-            token = replies.token(self._call("token", kind, member, margin_ms, max_wait, *mark))
+            token = replies.token(self._call("token", kind, member, self._margin_ms, max_wait, *mark))
             wait = token.wait
             if token.reason == "lost" and holder is not None:
                 # The slot went to someone else while this holder stalled: creating now would
@@ -96,12 +94,10 @@ class Rates(LimiterCore):
             if not token.granted:
                 if token.reason == "busy" or (deadline is not None and time.monotonic() + wait > deadline):
                     what = "creations are paused" if token.reason == "paused" else f"no {kind} token"
-                    raise AcquireTimeoutError(
-                        f"{what} for another {wait:.2f} s (timeout {timeout:g} s)", retry_after=wait
-                    )
+                    raise _too_long(what, wait, timeout)
                 # paused: sleep it out (a little jitter so the fleet does not resume in lockstep)
                 if not _sleep(wait + random.uniform(0, 0.05), should_stop):
-                    raise AcquireTimeoutError(f"stopped waiting for a {kind} token (should_stop)")
+                    raise _stopped(kind)
                 continue
             if holder is not None and attempt:
                 holder._mark_creating(attempt, token.at_ms, member)
@@ -127,12 +123,10 @@ class Rates(LimiterCore):
         while wait > 0:
             if deadline is not None and time.monotonic() + wait > deadline:
                 self._unreserve(kind, member)
-                raise AcquireTimeoutError(
-                    f"no {kind} token for another {wait:.2f} s (timeout {timeout:g} s)", retry_after=wait
-                )
+                raise _too_long(f"no {kind} token", wait, timeout)
             if not _sleep(wait, should_stop):
                 self._unreserve(kind, member)
-                raise AcquireTimeoutError(f"stopped waiting for a {kind} token (should_stop)")
+                raise _stopped(kind)
             check = replies.confirmation(self._call("confirm", kind, member))
             if check.state == "gone":
                 return None
@@ -166,6 +160,16 @@ class Rates(LimiterCore):
             self.redis.zrem(key, member)
         except redis.RedisError:
             pass
+
+
+def _too_long(what: str, wait: float, timeout: float | None) -> AcquireTimeoutError:
+    """`what` lasts beyond the caller's timeout (only asked with a timeout); `.retry_after` says
+    when to try again."""
+    return AcquireTimeoutError(f"{what} for another {wait:.2f} s (timeout {timeout:g} s)", retry_after=wait)
+
+
+def _stopped(kind: str) -> AcquireTimeoutError:
+    return AcquireTimeoutError(f"stopped waiting for a {kind} token (should_stop)")
 
 
 def _sleep(seconds: float, should_stop: Callable[[], bool] | None) -> bool:

@@ -37,14 +37,13 @@ class Slots(LimiterCore):
         holder_id = agent.new_id()
         record = info.to_record()
         record_json = json.dumps(record)
-        lease_ms = int(self.lease_seconds * 1000)
         deadline = None if timeout is None else time.monotonic() + timeout
         event = agent.add_waiter(holder_id)
         granted = False
         try:
             while True:
                 sent_at = time.monotonic()
-                reply = replies.acquire(self._call("acquire", holder_id, lease_ms, record_json))
+                reply = replies.acquire(self._call("acquire", holder_id, self._lease_ms, record_json))
                 if isinstance(reply, replies.Grant):
                     lease = Lease(self, holder_id, reply, record, sent_at)
                     agent.add_lease(lease)
@@ -132,7 +131,7 @@ class Slots(LimiterCore):
             self._call(
                 "adopt",
                 holder_id,
-                int(self.lease_seconds * 1000),
+                self._lease_ms,
                 json.dumps(record),
                 prediction_id,
                 attempt or "",

@@ -3,6 +3,11 @@
 All state and all time live in Redis (Lua scripts, `TIME`), so hosts with wrong clocks cannot
 break the limits; see README.md in this folder for the design, the guarantees and what happens
 when Redis restarts.
+
+`Limiter` is one class per job, put together: `Slots` (slots.py: acquire, adopt, settle,
+force_release), `Rates` (rates.py: the creation and read tokens, giving one back, the pause) and
+`Control` (control.py: status, limits, set_limits), each on `LimiterCore` (core.py: the
+parameters, the script calls with the epoch, the process agent). The limits' bounds: bounds.py.
 """
 
 from __future__ import annotations

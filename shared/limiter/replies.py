@@ -1,5 +1,6 @@
 """The limiter scripts' replies, decoded into named results (each script's header in lua/ says
-what it returns; the epoch every reply carries is taken off before, by `Limiter._call`)."""
+what it returns; the epoch every reply carries is taken off before, by `LimiterCore._call` in
+core.py)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,234 @@
+"""What the ledger stores, read back: the record types of a batch, an item, an attempt and a
+script's answer, and the parsing of their stored text (hash fields, JSON), which never raises for
+an item whose text cannot be read."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from shared.request import ImageRequest
+
+# `held`: the item's next attempt does not fit a spending limit (shared.budget); it waits, parked,
+# without a message or a slot, until the limit is raised or the UTC day turns.
+STATUSES = ("pending", "running", "held", "succeeded", "failed", "canceled", "substituted")
+TERMINAL = frozenset({"succeeded", "failed", "canceled", "substituted"})
+
+
+@dataclass(frozen=True)
+class CancelResult:
+    canceled: int  # items canceled now (they were pending)
+    task_ids: list[str]  # task messages sent for those items (to revoke; they may still be queued)
+    finished: bool  # the cancel finished the batch (nothing was running)
+    stopping: int = 0  # items running (waiting for a slot, at Replicate, saving): their workers stop them
+    already_finished: bool = False  # the batch had ended: nothing canceled, the batch not flagged
+
+
+@dataclass
+class AttemptRecord:
+    attempt: int
+    model: str | None = None
+    prediction_id: str | None = None
+    status: str | None = None  # running, succeeded, failed, canceled, retry (transient, retried)
+    error: str | None = None
+    seconds: float | None = None
+    started_at: float | None = None  # Unix time (Redis clock)
+    kind: str | None = None  # error class: transient, permanent, local, canceled
+    # The prediction's input as this attempt sent it (reference files as their uploaded URLs),
+    # kept as JSON text so that Redis's cjson cannot change it (an empty list, a float's digits).
+    input: str | None = None
+
+    @classmethod
+    def from_json(cls, raw: str) -> AttemptRecord:
+        data = json.loads(raw)
+        known = {k: data.get(k) for k in cls.__dataclass_fields__ if k in data}
+        known["attempt"] = int(data.get("attempt") or 0)
+        return cls(**known)
+
+    def to_result(self) -> dict[str, Any]:
+        return {
+            "attempt": self.attempt,
+            "model": self.model,
+            "prediction_id": self.prediction_id,
+            "status": self.status,
+            "error": self.error,
+            "started_at": iso_time(self.started_at),
+            "seconds": self.seconds,
+            "input": _json_or_none(self.input),
+        }
+
+
+@dataclass
+class ItemRecord:
+    index: int
+    request: ImageRequest
+    status: str
+    attempt: int  # the current (latest) attempt number
+    current_model: str  # the model the current attempt uses
+    model: str | None = None  # the model that produced the output
+    outputs: list[str] = field(default_factory=list)
+    # per output: {"key" (relative to the output root), "format", "content_type", "bytes", "sha256"}
+    files: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    attempts: list[AttemptRecord] = field(default_factory=list)
+    base_attempt: int = 1  # first attempt since the last reset (transient retries count from here)
+    finished_at: float | None = None
+    held_reason: str | None = None  # status `held`: the spending limit its next attempt waits for
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    def to_result(self) -> dict[str, Any]:
+        """The manifest / `producer results --json` record."""
+        return {
+            "index": self.index,
+            "id": self.request.id,
+            "prompt": self.request.prompt,
+            "requested_model": self.request.requested_model,
+            "model": self.model,
+            "price": self.request.price or None,  # of the first model, at submit; "price unknown" included
+            "status": self.status,
+            "outputs": list(self.outputs),
+            "files": [dict(f) for f in self.files],
+            "attempts": [a.to_result() for a in self.attempts],
+            "error": self.error,
+            "finished_at": iso_time(self.finished_at),
+            **({"held_reason": self.held_reason} if self.status == "held" else {}),
+        }
+
+
+@dataclass
+class BatchInfo:
+    id: str
+    created_at: float
+    total: int
+    output_root: str
+    options: dict[str, Any]
+    canceled: bool
+    counts: dict[str, int]
+    finished: bool
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def done(self) -> int:
+        return sum(self.counts.get(s, 0) for s in TERMINAL)
+
+    @property
+    def priority(self) -> str:
+        """high, normal or low (recorded in the options at submit; normal for older batches)."""
+        return str(self.options.get("priority") or "normal")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Transition:
+    changed: bool
+    previous: str  # status before (or "missing")
+    batch_finished: bool  # this change finished the batch (exactly one caller sees True)
+    attempt: int  # the item's current attempt after the call
+
+    @classmethod
+    def from_reply(cls, reply: Sequence[Any]) -> Transition:
+        """ledger_transition.lua's {changed, status before, batch finished, current attempt}."""
+        changed, previous, batch_finished, attempt = reply
+        return cls(
+            changed=int(changed) == 1,
+            previous=_text(previous),
+            batch_finished=int(batch_finished) == 1,
+            attempt=int(attempt),
+        )
+
+
+def iso_time(unix: float | None) -> str | None:
+    """A Unix time as ISO 8601 in UTC with milliseconds ('2026-12-04T22:25:43.441Z'), as the
+    manifest writes every time."""
+    if unix is None:
+        return None
+    moment = datetime.fromtimestamp(float(unix), tz=timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _json_or_none(raw: str | None) -> Any:
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return None
+
+
+def _float(value: str | None) -> float | None:
+    return float(value) if value not in (None, "") else None
+
+
+def _batch_info(raw: dict[str, str]) -> BatchInfo:
+    counts = {s: int(raw.get(f"n:{s}") or 0) for s in STATUSES}
+    return BatchInfo(
+        id=raw["id"],
+        created_at=float(raw["created_at"]),
+        total=int(raw["total"]),
+        output_root=raw.get("output_root", ""),
+        options=json.loads(raw.get("options") or "{}"),
+        canceled=raw.get("canceled") == "1",
+        counts=counts,
+        finished=bool(raw.get("finished_at")),
+        started_at=_float(raw.get("started_at")),
+        finished_at=_float(raw.get("finished_at")),
+    )
+
+
+def _item_record(index: int, raw: dict[str, str]) -> ItemRecord:
+    """An item as stored; one whose stored text cannot be read (written by hand, by an older or
+    broken writer) comes back with what could be read and says so in its error, instead of
+    raising: a manifest, `producer cancel` or the sweep must not fail for the whole batch."""
+    try:
+        return _decoded_item(index, raw)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        problem = f"stored record unreadable ({type(exc).__name__}: {str(exc)[:160]})"
+        return ItemRecord(
+            index=index,
+            request=ImageRequest(
+                index=index, id=str(index), prompt="", requested_model="", model=raw.get("current_model", "")
+            ),
+            status=raw.get("status") or "failed",
+            attempt=_int(raw.get("attempt")),
+            current_model=raw.get("current_model", ""),
+            error=f"{raw['error']}; {problem}" if raw.get("error") else problem,
+        )
+
+
+def _int(raw: str | None) -> int:
+    try:
+        return int(raw or 0)
+    except ValueError:
+        return 0
+
+
+def _decoded_item(index: int, raw: dict[str, str]) -> ItemRecord:
+    attempts = sorted(
+        (AttemptRecord.from_json(v) for k, v in raw.items() if k.startswith("att:")), key=lambda a: a.attempt
+    )
+    return ItemRecord(
+        index=index,
+        request=ImageRequest.from_dict(json.loads(raw["request"])),
+        status=raw["status"],
+        attempt=int(raw.get("attempt") or 0),
+        current_model=raw.get("current_model", ""),
+        model=raw.get("model") or None,
+        outputs=json.loads(raw["outputs"]) if raw.get("outputs") else [],
+        files=json.loads(raw["files"]) if raw.get("files") else [],
+        error=raw.get("error") or None,
+        attempts=attempts,
+        base_attempt=int(raw.get("base_attempt") or 1),
+        finished_at=_float(raw.get("finished_at")),
+        held_reason=raw.get("held_reason") or None,
+    )
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

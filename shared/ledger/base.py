@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import redis
@@ -39,3 +39,18 @@ class LedgerBase:
 
     def _fingerprint_key(self, fingerprint: str) -> str:
         return f"{self.keys.prefix}:fingerprint:{fingerprint}"
+
+    def _total(self, batch_id: str) -> int:
+        """How many items the batch has (0: no such batch)."""
+        return int(self.redis.hget(self.keys.batch(batch_id), "total") or 0)
+
+    def _read_items(self, batch_id: str, indexes: Iterable[int], *fields: str) -> list[Any]:
+        """Each item's hash (HGETALL), or these `fields` of it (HMGET), in one pipelined round
+        trip; a missing item answers {} (or Nones)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for index in indexes:
+            if fields:
+                pipe.hmget(self.keys.item(batch_id, index), *fields)
+            else:
+                pipe.hgetall(self.keys.item(batch_id, index))
+        return pipe.execute()

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from shared.errors import StillCancelingError
 from shared.ledger.manifest import LedgerManifests
-from shared.ledger.records import CancelResult, _text
+from shared.ledger.records import CancelResult, as_text
 
 
 class LedgerCancelReset(LedgerManifests):
@@ -19,9 +19,8 @@ class LedgerCancelReset(LedgerManifests):
         now, how many running ones their workers stop, and the task ids sent for the canceled ones
         (their messages may still wait in the queue: `producer cancel` revokes them). A finished
         batch is not touched (`already_finished`). KeyError if there is no such batch."""
-        total = int(self.redis.hget(self.keys.batch(batch_id), "total") or 0)
         keys = [self.keys.batch(batch_id), self.keys.batch_live(batch_id)]
-        keys += [self.keys.item(batch_id, i) for i in range(total)]
+        keys += [self.keys.item(batch_id, i) for i in range(self._total(batch_id))]
         count, finished, stopping, *task_ids = self._scripts["ledger_cancel"](keys=keys, args=[])
         if int(count) == -1:
             raise KeyError(f"no batch {batch_id}")
@@ -34,7 +33,7 @@ class LedgerCancelReset(LedgerManifests):
                 pass
         return CancelResult(
             canceled=int(count),
-            task_ids=[_text(t) for t in task_ids],
+            task_ids=[as_text(t) for t in task_ids],
             finished=bool(int(finished)),
             stopping=int(stopping),
         )

@@ -9,8 +9,10 @@ from collections.abc import Iterable, Sequence
 import redis
 
 from shared.ledger.base import LedgerBase
-from shared.ledger.records import _text
+from shared.ledger.records import as_text
 from shared.redis_conn import texts
+
+ENQUEUED_CHUNK = 500  # items per ledger_enqueued.lua call
 
 
 class LedgerLiveness(LedgerBase):
@@ -31,24 +33,19 @@ class LedgerLiveness(LedgerBase):
         if ids and len(ids) != len(indexes):
             raise ValueError("task_ids must match indexes one to one")
         recorded = 0
-        for start in range(0, len(indexes), 500):
-            chunk = indexes[start : start + 500]
+        for start in range(0, len(indexes), ENQUEUED_CHUNK):
+            chunk = indexes[start : start + ENQUEUED_CHUNK]
             keys = [self.keys.batch_live(batch_id)] + [self.keys.item(batch_id, i) for i in chunk]
-            args = [repr(float(max(countdown, 0.0)))] + ids[start : start + 500]
+            args = [repr(float(max(countdown, 0.0)))] + ids[start : start + ENQUEUED_CHUNK]
             recorded += int(self._scripts["ledger_enqueued"](keys=keys, args=args))
         return recorded
 
     def never_enqueued(self, batch_id: str) -> list[int]:
         """Pending items no message was ever recorded for (a producer that died between
         create_batch and enqueue_items)."""
-        total = int(self.redis.hget(self.keys.batch(batch_id), "total") or 0)
-        pipe = self.redis.pipeline(transaction=False)
-        for index in range(total):
-            pipe.hmget(self.keys.item(batch_id, index), "status", "enqueued_at")
+        replies = self._read_items(batch_id, range(self._total(batch_id)), "status", "enqueued_at")
         return [
-            i
-            for i, (status, enqueued_at) in enumerate(pipe.execute())
-            if status == "pending" and not enqueued_at
+            i for i, (status, enqueued_at) in enumerate(replies) if status == "pending" and not enqueued_at
         ]
 
     def batches_to_look_after(self, chunk: int = 500) -> tuple[list[str], list[str]]:
@@ -89,7 +86,7 @@ class LedgerLiveness(LedgerBase):
                     )
                     if total is not None and (not finished_at or float(finished_at) >= before):
                         continue
-                    fp_key = self._fingerprint_key(_text(fingerprint)) if fingerprint else None
+                    fp_key = self._fingerprint_key(as_text(fingerprint)) if fingerprint else None
                     if fp_key is not None:
                         pipe.watch(fp_key)
                         if pipe.get(fp_key) != batch_id:

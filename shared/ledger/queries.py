@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from shared.ledger.base import LedgerBase
-from shared.ledger.records import BatchInfo, ItemRecord, _batch_info, _item_record, _text
+from shared.ledger.records import BatchInfo, ItemRecord, as_text, batch_info_from, item_record_from
 from shared.redis_conn import text_map, texts
 from shared.request import ImageRequest
 
@@ -23,21 +23,21 @@ class LedgerQueries(LedgerBase):
         """The content fingerprint recorded with a batch (None for batches recorded before
         fingerprints existed, or without one)."""
         value = self.redis.hget(self.keys.batch(batch_id), "fingerprint")
-        return _text(value) if value is not None else None
+        return as_text(value) if value is not None else None
 
     def find_fingerprint(self, fingerprint: str) -> BatchInfo | None:
         """The latest batch still in Redis whose content has this fingerprint, if any."""
         batch_id = self.redis.get(self._fingerprint_key(fingerprint))
         if not batch_id:
             return None
-        info = self.batch(_text(batch_id))
+        info = self.batch(as_text(batch_id))
         if info is None or self.fingerprint_of(info.id) != fingerprint:
             return None  # that batch is gone (pruned, deleted): no duplicate any more
         return info
 
     def batch(self, batch_id: str) -> BatchInfo | None:
         raw = text_map(self.redis.hgetall(self.keys.batch(batch_id)))
-        return _batch_info(raw) if raw else None
+        return batch_info_from(raw) if raw else None
 
     def list_batches(self, limit: int = 20) -> list[BatchInfo]:
         """Newest first."""
@@ -45,7 +45,7 @@ class LedgerQueries(LedgerBase):
         pipe = self.redis.pipeline(transaction=False)
         for batch_id in ids:
             pipe.hgetall(self.keys.batch(batch_id))
-        return [_batch_info(raw) for raw in pipe.execute() if raw]
+        return [batch_info_from(raw) for raw in pipe.execute() if raw]
 
     def is_canceled(self, batch_id: str) -> bool:
         return self.redis.hget(self.keys.batch(batch_id), "canceled") == "1"
@@ -75,24 +75,19 @@ class LedgerQueries(LedgerBase):
 
     def item(self, batch_id: str, index: int) -> ItemRecord | None:
         raw = text_map(self.redis.hgetall(self.keys.item(batch_id, index)))
-        return _item_record(index, raw) if raw else None
+        return item_record_from(index, raw) if raw else None
 
     def items(self, batch_id: str) -> list[ItemRecord]:
         """Every item in submission order (one pipelined round trip)."""
-        total = int(self.redis.hget(self.keys.batch(batch_id), "total") or 0)
-        pipe = self.redis.pipeline(transaction=False)
-        for index in range(total):
-            pipe.hgetall(self.keys.item(batch_id, index))
-        return [_item_record(i, raw) for i, raw in enumerate(pipe.execute()) if raw]
+        raws = self._read_items(batch_id, range(self._total(batch_id)))
+        return [item_record_from(i, raw) for i, raw in enumerate(raws) if raw]
 
     def item_states(self, batch_id: str, indexes: Iterable[int]) -> dict[int, tuple[str, int, str]]:
         """(status, current attempt, current model) per item, one round trip."""
         indexes = list(indexes)
-        pipe = self.redis.pipeline(transaction=False)
-        for index in indexes:
-            pipe.hmget(self.keys.item(batch_id, index), "status", "attempt", "current_model")
+        replies = self._read_items(batch_id, indexes, "status", "attempt", "current_model")
         out = {}
-        for index, (status, attempt, model) in zip(indexes, pipe.execute()):
+        for index, (status, attempt, model) in zip(indexes, replies):
             if status is not None:
                 out[index] = (status, int(attempt or 0), model or "")
         return out

@@ -140,7 +140,7 @@ class Transition:
         changed, previous, batch_finished, attempt = reply
         return cls(
             changed=int(changed) == 1,
-            previous=_text(previous),
+            previous=as_text(previous),
             batch_finished=int(batch_finished) == 1,
             attempt=int(attempt),
         )
@@ -166,7 +166,8 @@ def _float(value: str | None) -> float | None:
     return float(value) if value not in (None, "") else None
 
 
-def _batch_info(raw: dict[str, str]) -> BatchInfo:
+def batch_info_from(raw: dict[str, str]) -> BatchInfo:
+    """A batch's stored hash (fields and `n:<status>` counters) as a BatchInfo."""
     counts = {s: int(raw.get(f"n:{s}") or 0) for s in STATUSES}
     return BatchInfo(
         id=raw["id"],
@@ -182,7 +183,7 @@ def _batch_info(raw: dict[str, str]) -> BatchInfo:
     )
 
 
-def _item_record(index: int, raw: dict[str, str]) -> ItemRecord:
+def item_record_from(index: int, raw: dict[str, str]) -> ItemRecord:
     """An item as stored; one whose stored text cannot be read (written by hand, by an older or
     broken writer) comes back with what could be read and says so in its error, instead of
     raising: a manifest, `producer cancel` or the sweep must not fail for the whole batch."""
@@ -230,5 +231,6 @@ def _decoded_item(index: int, raw: dict[str, str]) -> ItemRecord:
     )
 
 
-def _text(value: Any) -> str:
+def as_text(value: Any) -> str:
+    """A reply as str, whether the client decodes replies (the fleet's do) or not."""
     return value.decode() if isinstance(value, bytes) else str(value)

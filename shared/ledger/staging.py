@@ -9,7 +9,7 @@ from typing import Any
 
 from shared.errors import BatchBeingRecordedError, DuplicateFingerprintError
 from shared.ledger.queries import LedgerQueries
-from shared.ledger.records import _text
+from shared.ledger.records import as_text
 from shared.request import ImageRequest
 
 CREATE_CHUNK = 500  # items per staging call: a few ms of Redis each (20 000 in one call: ~330 ms)
@@ -84,7 +84,7 @@ class LedgerStaging(LedgerQueries):
         outcome, other_batch = self._scripts["ledger_create"](keys=keys, args=args)
         if int(outcome) == _DUPLICATE:
             self._unstage(batch_id, len(requests))  # staged under our token: nobody else's
-            raise DuplicateFingerprintError(_text(other_batch))
+            raise DuplicateFingerprintError(as_text(other_batch))
         if int(outcome) == _BUSY:
             raise BatchBeingRecordedError(batch_id)  # our staging expired (stalled) and was taken
         if int(outcome) != _CREATED:
@@ -117,7 +117,7 @@ class LedgerStaging(LedgerQueries):
         """A recorded batch's items stop expiring (staged items do), in chunks of commands that
         each take microseconds. Called by create_batch; the recovery sweep calls it for a batch
         whose producer died in between (`staged_batches`)."""
-        total = int(self.redis.hget(self.keys.batch(batch_id), "total") or 0)
+        total = self._total(batch_id)
         for start in range(0, total, PERSIST_CHUNK):
             pipe = self.redis.pipeline(transaction=False)
             for index in range(start, min(start + PERSIST_CHUNK, total)):
@@ -127,4 +127,4 @@ class LedgerStaging(LedgerQueries):
 
     def staged_batches(self) -> list[str]:
         """Recorded batches whose items may still expire (their producer died before persisting)."""
-        return sorted(_text(member) for member in self.redis.smembers(self._staged_batches))
+        return sorted(as_text(member) for member in self.redis.smembers(self._staged_batches))

@@ -41,6 +41,16 @@ class Keys:
         return f"{self.prefix}:batch:{batch_id}:live"
 
     @property
+    def staged_batches(self) -> str:
+        """Set of recorded batches whose items may still expire (their producer died before it
+        persisted them; the recovery sweep finishes the job)."""
+        return f"{self.batches}:staged"
+
+    def fingerprint(self, fingerprint: str) -> str:
+        """The latest batch with this content (shared.ledger.identity.batch_fingerprint)."""
+        return f"{self.prefix}:fingerprint:{fingerprint}"
+
+    @property
     def sweeper_lock(self) -> str:
         """Held by the one worker that runs the recovery sweep this round."""
         return f"{self.prefix}:sweeper"

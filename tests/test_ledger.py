@@ -349,7 +349,7 @@ def test_pruning_a_batch_forgets_its_fingerprint_but_not_a_newer_owner(ledger, t
         ledger.create_batch(batch_id, make_requests(1, batch_id), output_root=root, fingerprint=fp)
         ledger.transition(batch_id, 0, "succeeded")
     assert ledger.prune_finished(before=float(ledger.redis.time()[0]) + 10, scan=2) == ["old", "older"]
-    assert not ledger.redis.exists(ledger._fingerprint_key("a" * 64))
+    assert not ledger.redis.exists(ledger.keys.fingerprint("a" * 64))
     assert ledger.find_fingerprint("b" * 64).id == "newer"  # "older" did not take it away
 
 

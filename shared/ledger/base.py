@@ -33,13 +33,6 @@ class LedgerBase:
         self._scripts = lua_scripts.register(redis_client, "shared.lua", _SCRIPTS, prelude="ledger_common")
         self._options: dict[str, tuple[float, dict[str, Any]]] = {}  # batch id -> (read at, options)
 
-    @property
-    def _staged_batches(self) -> str:
-        return f"{self.keys.batches}:staged"
-
-    def _fingerprint_key(self, fingerprint: str) -> str:
-        return f"{self.keys.prefix}:fingerprint:{fingerprint}"
-
     def _total(self, batch_id: str) -> int:
         """How many items the batch has (0: no such batch)."""
         return int(self.redis.hget(self.keys.batch(batch_id), "total") or 0)

@@ -86,7 +86,7 @@ class LedgerLiveness(LedgerBase):
                     )
                     if total is not None and (not finished_at or float(finished_at) >= before):
                         continue
-                    fp_key = self._fingerprint_key(as_text(fingerprint)) if fingerprint else None
+                    fp_key = self.keys.fingerprint(as_text(fingerprint)) if fingerprint else None
                     if fp_key is not None:
                         pipe.watch(fp_key)
                         if pipe.get(fp_key) != batch_id:

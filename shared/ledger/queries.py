@@ -27,7 +27,7 @@ class LedgerQueries(LedgerBase):
 
     def find_fingerprint(self, fingerprint: str) -> BatchInfo | None:
         """The latest batch still in Redis whose content has this fingerprint, if any."""
-        batch_id = self.redis.get(self._fingerprint_key(fingerprint))
+        batch_id = self.redis.get(self.keys.fingerprint(fingerprint))
         if not batch_id:
             return None
         info = self.batch(as_text(batch_id))

@@ -62,14 +62,14 @@ class LedgerStaging(LedgerQueries):
                 return False
             if staged == _BUSY:
                 raise BatchBeingRecordedError(batch_id)
-        fp_key = self._fingerprint_key(fingerprint) if fingerprint else self.keys.batch(batch_id)
+        fp_key = self.keys.fingerprint(fingerprint) if fingerprint else self.keys.batch(batch_id)
         keys = [
             self.keys.batches,
             self.keys.batch(batch_id),
             self.keys.batch_live(batch_id),
             fp_key,
             self.keys.batch_key(batch_id, "staging"),
-            self._staged_batches,
+            self.keys.staged_batches,
         ]
         args = [
             batch_id,
@@ -123,8 +123,8 @@ class LedgerStaging(LedgerQueries):
             for index in range(start, min(start + PERSIST_CHUNK, total)):
                 pipe.persist(self.keys.item(batch_id, index))
             pipe.execute()
-        self.redis.srem(self._staged_batches, batch_id)
+        self.redis.srem(self.keys.staged_batches, batch_id)
 
     def staged_batches(self) -> list[str]:
         """Recorded batches whose items may still expire (their producer died before persisting)."""
-        return sorted(as_text(member) for member in self.redis.smembers(self._staged_batches))
+        return sorted(as_text(member) for member in self.redis.smembers(self.keys.staged_batches))

@@ -9,7 +9,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from shared.ledger.base import LedgerBase
-from shared.ledger.records import BatchInfo, ItemRecord, as_text, batch_info_from, item_record_from
+from shared.ledger.records import BatchInfo, ItemRecord, as_text
+from shared.ledger.stored import batch_info_from, item_record_from
 from shared.redis_conn import text_map, texts
 from shared.request import ImageRequest
 

@@ -1,7 +1,7 @@
 -- Prelude of every ledger script (ledger_*.lua): lua_scripts.py sends it in front of each one.
 -- Each script is one state change, atomic with the batch's counters.
 --
--- Layout (see ledger.py): the batch hash holds the batch fields and one counter per status
+-- Layout (see shared/ledger/ledger.py): the batch hash holds the batch fields and one counter per status
 -- ("n:<status>"); each item hash holds "status", "attempt" (the current attempt number),
 -- "current_model", the request JSON, the outcome fields, and one "att:<n>" JSON record per attempt.
 -- Time always comes from Redis (TIME) so every host writes comparable timestamps.

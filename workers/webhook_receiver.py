@@ -148,12 +148,21 @@ class WebhookReceiver:
                 pass
             raise
         log.debug("prediction %s %s (worker waiting: %s)", prediction_id, status, woke)
-        try:  # its worker died while it ran: the slot it left counted is free now
+        if not woke:
+            self._settle_orphan(prediction_id)
+        return self.outcome("accepted", HTTPStatus.OK, "ok")
+
+    def _settle_orphan(self, prediction_id: str) -> None:
+        """Nobody waits for this prediction: its worker may have died while it ran, so the slot it
+        left counted is free now. Not asked when a worker waits (the common case, one script per
+        image saved): that run holds the slot and gives it back itself; were an orphan left all
+        the same, the recovery sweep settles it once the prediction has ended (the slot stays
+        counted meanwhile: the safe side)."""
+        try:
             if self.limiter.settle(prediction_id, orphaned_only=True):
                 log.info("freed the slot a dead worker left for prediction %s", prediction_id)
         except FleetError as exc:
             log.debug("orphaned slot of %s not settled here: %s", prediction_id, exc)
-        return self.outcome("accepted", HTTPStatus.OK, "ok")
 
     def outcome(self, outcome: str, status: int, text: str) -> tuple[int, str]:
         """Count an outcome, here and in Redis for the metrics; the answer to give."""

@@ -77,7 +77,15 @@ def test_sigterm_mid_batch_loses_nothing_and_pays_nothing_twice(
         # SIGTERM, as `docker compose stop` sends it, while every slot holds a prediction in flight
         # and further tasks of this worker wait for a slot.
         at_sigterm = wait_until(
-            lambda: (lambda st: st if st.in_use >= slots and st.waiters >= 2 else None)(limiter.status()),
+            # a slot counts once its prediction exists (an id, or the attempt its creation token
+            # marked): with the direct hand-off a slot is taken a moment before its create
+            lambda: (
+                lambda st: (
+                    st
+                    if sum(1 for h in st.holders if h.prediction_id or h.attempt) >= slots and st.waiters >= 2
+                    else None
+                )
+            )(limiter.status()),
             60,
             "predictions in flight and tasks waiting for a slot on worker a",
         )

@@ -200,7 +200,11 @@ def test_outputs_not_written_are_downloaded_again_never_created_again(
         )
         spool = next(worker_tmp.glob("replicate-fleet-spool-*"))
         assert len(list(spool.iterdir())) == 3  # the downloaded bytes were kept ...
-        shutil.rmtree(spool)  # ... and are lost now: only the output URLs are left
+        # ... and are lost now: only the output URLs are left (a retry may be downloading into
+        # the spool at this moment: remove until it is gone)
+        wait_until(
+            lambda: shutil.rmtree(spool, ignore_errors=True) or not spool.exists(), 10, "the spool removed"
+        )
     finally:
         s3_bucket.server.resume()
     snap = batch.wait(timeout=120, poll_interval=0.3)

@@ -160,6 +160,13 @@ def redis_cpu(client: Any) -> float:
     return float(info.get("used_cpu_sys", 0)) + float(info.get("used_cpu_user", 0))
 
 
+def redis_round_trips(client: Any) -> int:
+    """Requests Redis has read so far (INFO stats total_reads_processed): one per round trip,
+    however many commands a pipeline carries. Redis's CPU follows them (a read and a reply
+    each, and a wake-up of an idle server), more than the commands they carry."""
+    return int(client.info("stats").get("total_reads_processed", 0))
+
+
 def command_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     names = set(before) | set(after)
     delta = {n: after.get(n, 0) - before.get(n, 0) for n in names}

@@ -300,8 +300,8 @@ def _steady(r: RunResult, b: dict[str, float]) -> str:
 def cost_table(results: list[RunResult]) -> str:
     rows = [
         "| system | scenario | workers | worker CPU s / 1000 images | peak RSS / worker MB | Redis commands / image (incl. inside Lua) "
-        "| Redis CPU s / 1000 images | API reads / image | top Redis commands / image |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "| Redis round trips / image | Redis CPU s / 1000 images | API reads / image | top Redis commands / image |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
         if not r.system.startswith("fleet"):
@@ -310,7 +310,7 @@ def cost_table(results: list[RunResult]) -> str:
         top = ", ".join(f"{k} {v}" for k, v in list(f.get("redis_top_cmds_per_image", {}).items())[:5])
         rows.append(
             f"| {r.system} | {r.scenario['name']} | {f['workers']} | {f['worker_cpu_s_per_1000']} | {f['worker_peak_rss_mb']} | "
-            f"{f['redis_cmds_per_image']} | {f['redis_cpu_s_per_1000']} | {f['reads_per_image']} | {top} |"
+            f"{f['redis_cmds_per_image']} | {f.get('redis_round_trips_per_image', '-')} | {f['redis_cpu_s_per_1000']} | {f['reads_per_image']} | {top} |"
         )
     return "\n".join(rows)
 

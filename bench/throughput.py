@@ -36,6 +36,7 @@ from bench.measure import (
     ideal_makespan,
     redis_commands,
     redis_cpu,
+    redis_round_trips,
 )
 from bench.processes import RedisServer, stop_group
 from shared.settings import Settings
@@ -326,6 +327,7 @@ def run_fleet(
         fleet.sample()
         cpu_before = sum(w.last_stats.cpu_seconds for w in fleet.workers if w.last_stats)
         cmds_before, rcpu_before = redis_commands(client), redis_cpu(client)
+        trips_before = redis_round_trips(client)
         started = time.time()
         batch_id = submit(settings, batch_items(sc, settings.key_prefix), model=sc.model)
         submitted = time.time()
@@ -342,6 +344,7 @@ def run_fleet(
         )
         polls = getattr(wait_finished, "polls", 0)
         cmds_after, rcpu_after = redis_commands(client), redis_cpu(client)
+        trips_after = redis_round_trips(client)
         cost = fleet.cost()
         counts = dict(info.counts) if info else {}
         done = _succeeded_with_files(settings, batch_id, client)
@@ -358,6 +361,8 @@ def run_fleet(
                 "workers": cost["worker_processes"],
                 "redis_cmds_per_image": round(total_cmds / sc.n, 1),
                 "redis_top_cmds_per_image": {k: round(v / sc.n, 2) for k, v in list(delta.items())[:8]},
+                # minus the harness's own polls and its INFO calls
+                "redis_round_trips_per_image": round((trips_after - trips_before - polls - 4) / sc.n, 1),
                 "redis_cpu_s_per_1000": round((rcpu_after - rcpu_before) * 1000 / sc.n, 2),
             }
         )

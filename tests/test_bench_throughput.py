@@ -32,6 +32,8 @@ def test_fleet_stays_within_both_limits_and_loses_nothing(bench_env):
     assert f["max_creations_in_window"] <= sc.create_per_min
     assert f["http_429"] == 0 and f["duplicate_predictions"] == 0 and f["creations"] == sc.n
     assert f["redis_cmds_per_image"] > 0 and f["worker_cpu_s_per_1000"] > 0
+    # a round trip carries one command or more (a pipeline, a script); never the reverse
+    assert 0 < f["redis_round_trips_per_image"] <= f["redis_cmds_per_image"]
 
 
 def test_baseline_without_a_global_limiter_goes_over_the_slot_limit(bench_env):

@@ -22,6 +22,7 @@ from importlib.resources import files
 from typing import Any
 
 import redis
+from redis.commands.core import Script
 
 # How Redis names a line of the script it runs: "user_script:12: ..." in a Lua error, and
 # "... on @user_script:12." after any error raised while a script runs (Redis 7).
@@ -66,13 +67,18 @@ def source(
 
 
 class LuaScript:
-    """One script bound to a client. Call it like a redis-py Script; a `ResponseError` it raises
-    names the file and line (`client=` a pipeline: the error surfaces at `execute()`, as is)."""
+    """One script, bound to a client or (`client=None`) unbound: each call of an unbound script
+    names its client (`client=`, e.g. whichever connection kombu hands out). Call it like a
+    redis-py Script; a `ResponseError` it raises names the file and line (`client=` a pipeline:
+    the error surfaces at `execute()`, as is)."""
 
-    def __init__(self, client: redis.Redis, src: ScriptSource):
+    def __init__(self, client: redis.Redis | None, src: ScriptSource):
         self.source = src
         self._client = client
-        self._script = client.register_script(src.text)
+        # Bytes: redis-py's Script encodes a str with its registered client's encoder, which an
+        # unbound script does not have (UTF-8 is that encoder's default). The None is only ever
+        # used by a call without `client=`, which an unbound script does not make.
+        self._script = Script(client, src.text.encode())  # type: ignore[arg-type]
 
     def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = (), client: Any = None) -> Any:
         try:
@@ -83,6 +89,7 @@ class LuaScript:
 
     def load(self) -> None:
         """SCRIPT LOAD now (at worker start), so the first call is one EVALSHA."""
+        assert self._client is not None, "an unbound script is loaded by its first call"
         try:
             self._client.script_load(self.source.text)
         except redis.ResponseError as exc:  # a compile error names its line too

@@ -80,3 +80,20 @@ def test_a_script_without_a_prelude_names_its_file(redis_client, key_prefix):
         intent(keys=[f"{key_prefix}:attempt"], args=["some/model", "not a number"])  # the ttl
     line = line_of("workers.lua", "attempt_intent.lua", "redis.call('EXPIRE', KEYS[1], ARGV[2])")
     assert f"@attempt_intent.lua:{line}." in str(caught.value), caught.value
+
+
+def test_an_unbound_script_runs_on_the_client_each_call_names(private_redis):
+    """`LuaScript(None, ...)` (kombu's unacked bookkeeping, workers.kombu_patches): no client until
+    a call names one; after a Redis restart empties the script cache it loads itself again, and
+    its errors name their file and line like a bound script's."""
+    append = lua_scripts.LuaScript(None, lua_scripts.source("workers.lua", "unacked_append"))
+    client = redis.Redis.from_url(private_redis.url, decode_responses=True)
+    client.script_flush()  # as after a restart (its own server: others' scripts stay cached)
+    keys, args = ["unacked_index", "unacked"], ["tag", "message"]
+    append(keys=keys, args=args, client=client)
+    assert client.zrange("unacked_index", 0, -1) == ["tag"] and client.hget("unacked", "tag") == "message"
+    client.set("unacked_index", "not a zset")
+    with pytest.raises(redis.ResponseError) as caught:
+        append(keys=keys, args=args, client=client)
+    line = line_of("workers.lua", "unacked_append.lua", "redis.call('ZADD'")
+    assert f"@unacked_append.lua:{line}." in str(caught.value), caught.value

@@ -31,36 +31,20 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import redis
 from kombu.transport import redis as kombu_redis
 from kombu.utils.json import dumps
 
-from shared import lua_scripts
+from shared.lua_scripts import LuaScript, source
 
 _original_connparams = kombu_redis.Channel._connparams
 
 
-class _BrokerScript:
-    """One script called on whichever client kombu hands out (EVALSHA; after a Redis restart
-    empties the script cache, SCRIPT LOAD and again, once)."""
-
-    def __init__(self, name: str):
-        self.text = lua_scripts.source("workers.lua", name).text
-        self.sha = hashlib.sha1(self.text.encode()).hexdigest()
-
-    def __call__(self, client: Any, keys: list[Any], args: list[Any]) -> Any:
-        try:
-            return client.evalsha(self.sha, len(keys), *keys, *args)
-        except redis.exceptions.NoScriptError:
-            client.script_load(self.text)
-            return client.evalsha(self.sha, len(keys), *keys, *args)
-
-
-_APPEND = _BrokerScript("unacked_append")  # ZADD stamped with Redis TIME + HSET of the message
-_REMOVE = _BrokerScript("unacked_remove")  # ZREM + HDEL
+# Unbound: each call runs on whichever client kombu hands out.
+_APPEND = LuaScript(None, source("workers.lua", "unacked_append"))  # ZADD at Redis TIME, HSET
+_REMOVE = LuaScript(None, source("workers.lua", "unacked_remove"))  # ZREM + HDEL
 
 
 def _connparams(self: Any, asynchronous: bool = False) -> dict[str, Any]:
@@ -75,16 +59,16 @@ def _append(self: Any, message: Any, delivery_tag: Any) -> None:
     exchange, routing_key = delivery["exchange"], delivery["routing_key"]
     with self.channel.conn_or_acquire() as client:
         _APPEND(
-            client,
-            [self.unacked_index_key, self.unacked_key],
-            [delivery_tag, dumps([message._raw, exchange, routing_key])],
+            keys=[self.unacked_index_key, self.unacked_key],
+            args=[delivery_tag, dumps([message._raw, exchange, routing_key])],
+            client=client,
         )
         kombu_redis.virtual.QoS.append(self, message, delivery_tag)
 
 
 def _forget(self: Any, delivery_tag: Any) -> None:
     with self.channel.conn_or_acquire() as client:
-        _REMOVE(client, [self.unacked_index_key, self.unacked_key], [delivery_tag])
+        _REMOVE(keys=[self.unacked_index_key, self.unacked_key], args=[delivery_tag], client=client)
 
 
 def _ack(self: Any, delivery_tag: Any) -> None:

@@ -79,6 +79,12 @@ def texts(reply: Sequence[Any]) -> list[str]:
     return cast(list[str], reply)
 
 
+def as_text(value: Any) -> str:
+    """One reply value as str, whether the client decodes replies (the fleet's do) or not (a
+    script's client, kombu's): bytes decoded, anything else through str()."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def is_sentinel_url(url: str) -> bool:
     return url.startswith("sentinel://")
 

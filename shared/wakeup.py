@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import redis
 
-from shared.redis_conn import texts
+from shared.redis_conn import as_text, texts
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ class WakeListener:
                 continue
             with self._lock:
                 for token in ids:
-                    waiter_id, payload = _parse(text(token))
+                    waiter_id, payload = _parse(as_text(token))
                     event = self._events.get(waiter_id)
                     if event is not None:
                         if payload is not None:
@@ -189,7 +189,3 @@ def _parse(token: str) -> tuple[str, dict[str, str] | None]:
     except (ValueError, KeyError, TypeError):
         log.warning("unreadable wake token %.80r", token)
         return token, None
-
-
-def text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -32,7 +32,8 @@ import redis
 
 from shared import lua_scripts
 from shared.errors import RedisUnavailableError
-from shared.wakeup import run_forever, text
+from shared.redis_conn import as_text as text  # the name Claim calls it by
+from shared.wakeup import run_forever
 
 log = logging.getLogger(__name__)
 

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
 
 import redis
 
 from shared import lua_scripts
 from shared.keys import Keys
+from shared.redis_conn import as_text
 from shared.request import ImageRequest
 from workers.attempts import AttemptRef, CreationRecord, creation_record
 from workers.claims import SEEN_TTL, Claim, ClaimKeeper, new_token, seen_key
@@ -78,17 +78,13 @@ class RunStarter:
             args=[ref.attempt, token, self.claims.ttl_ms, SEEN_TTL, task_id, "1" if unheld else ""],
         )
         verdict, status, attempt, model, *rest = reply
-        start = Start(_text(verdict), _text(status), int(attempt), _text(model))
+        start = Start(as_text(verdict), as_text(status), int(attempt), as_text(model))
         if start.verdict not in (CLAIMED, CANCELED, RUN):
             return start
-        request_json = _text(rest[0])
+        request_json = as_text(rest[0])
         claim = self.claims.hold(claim_key, token) if start.verdict != CLAIMED else None
         record = None
         if start.verdict == RUN:
-            flat = [_text(x) for x in rest[1]]
+            flat = [as_text(x) for x in rest[1]]
             record = creation_record(dict(zip(flat[::2], flat[1::2])))
         return Start(start.verdict, start.status, start.attempt, start.model, request_json, claim, record)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -25,6 +25,7 @@ from shared import lua_scripts
 from shared.budget.money import usd, usd_number
 from shared.errors import BudgetExceededError
 from shared.keys import Keys
+from shared.redis_conn import as_text
 from shared.settings import Settings
 
 KEY_NAMES = ("budget", "budget:res", "budget:held")
@@ -140,7 +141,7 @@ class Budget:
             reservation = replace(reservation, daily_default=self.daily_default)
         reply = self._scripts["reserve"](keys=self._keys, args=[reservation.arg()])
         if int(reply[0]) == 0:
-            raise BudgetExceededError(_text(reply[1]), int(reply[2]))
+            raise BudgetExceededError(as_text(reply[1]), int(reply[2]))
         return int(reply[1]) == 1
 
     def settle(self, marker: str, cost: int | None = None) -> int | None:
@@ -157,7 +158,7 @@ class Budget:
 
     def reservation(self, marker: str) -> int | None:
         raw = self.redis.hget(self._res, marker)
-        return None if raw is None else int(_text(raw).split(" ", 1)[0])
+        return None if raw is None else int(as_text(raw).split(" ", 1)[0])
 
     # --- held items -------------------------------------------------------------------------------
     def hold(self, batch_id: str, index: int, attempt: int, amount: int, scope: str) -> None:
@@ -172,8 +173,8 @@ class Budget:
         out: dict[tuple[str, int], dict[str, Any]] = {}
         match = None if batch_id is None else f"{_glob_escape(batch_id)}:*"
         for key, raw in self.redis.hscan_iter(self._held, match=match, count=1000):
-            batch, _, index = _text(key).rpartition(":")
-            rec = json.loads(_text(raw))
+            batch, _, index = as_text(key).rpartition(":")
+            rec = json.loads(as_text(raw))
             out[(batch, int(index))] = {
                 "amount": int(rec.get("a", 0)),
                 "attempt": int(rec.get("n", 0)),
@@ -197,7 +198,7 @@ class Budget:
         flat = self._scripts["wake"](keys=self._keys, args=[_opt(self.daily_default), str(again_after)])
         out: dict[str, list[int]] = {}
         for i in range(0, len(flat), 2):
-            out.setdefault(_text(flat[i]), []).append(int(flat[i + 1]))
+            out.setdefault(as_text(flat[i]), []).append(int(flat[i + 1]))
         return out
 
     # --- limits -----------------------------------------------------------------------------------
@@ -230,7 +231,7 @@ class Budget:
         fields = ["daily", f"spent:d:{day}", f"reserved:d:{day}"]
         for b in batch_ids:
             fields += [f"limit:{b}", f"spent:b:{b}", f"reserved:b:{b}"]
-        values = [None if v is None else _text(v) for v in self.redis.hmget(self._state, fields)]
+        values = [None if v is None else as_text(v) for v in self.redis.hmget(self._state, fields)]
         daily, source = values[0], "redis"
         if daily is None:
             daily, source = _opt(self.daily_default) or "none", "settings"
@@ -267,7 +268,7 @@ class Budget:
         out = {"spent_today": 0, "reserved_today": 0, "reserved": 0, "held": 0}
         day = self.today()
         for key, value in self.redis.hscan_iter(self._state, count=1000):
-            name = _text(key)
+            name = as_text(key)
             if name == f"spent:d:{day}":
                 out["spent_today"] = int(value)
             elif name == f"reserved:d:{day}":
@@ -286,10 +287,6 @@ def reason(scope: str, limit: int) -> str:
 
 def _opt(micro: int | None) -> str:
     return "" if micro is None else str(int(micro))
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _glob_escape(text: str) -> str:

@@ -7,7 +7,8 @@ from collections.abc import Mapping
 
 from shared.errors import StillCancelingError
 from shared.ledger.manifest import LedgerManifests
-from shared.ledger.records import CancelResult, as_text
+from shared.ledger.records import CancelResult
+from shared.redis_conn import as_text
 
 
 class LedgerCancelReset(LedgerManifests):

@@ -9,8 +9,7 @@ from collections.abc import Iterable, Sequence
 import redis
 
 from shared.ledger.base import LedgerBase
-from shared.ledger.records import as_text
-from shared.redis_conn import texts
+from shared.redis_conn import as_text, texts
 
 ENQUEUED_CHUNK = 500  # items per ledger_enqueued.lua call
 

@@ -9,9 +9,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from shared.ledger.base import LedgerBase
-from shared.ledger.records import BatchInfo, ItemRecord, as_text
+from shared.ledger.records import BatchInfo, ItemRecord
 from shared.ledger.stored import batch_info_from, item_record_from
-from shared.redis_conn import text_map, texts
+from shared.redis_conn import as_text, text_map, texts
 from shared.request import ImageRequest
 
 OPTIONS_FRESH = 60.0  # seconds a process keeps a batch's options (they never change after submit)

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from shared.redis_conn import as_text
 from shared.request import ImageRequest
 
 # `held`: the item's next attempt does not fit a spending limit (shared.budget); it waits, parked,
@@ -159,8 +160,3 @@ def _json_or_none(raw: str | None) -> Any:
         return json.loads(raw) if raw else None
     except ValueError:
         return None
-
-
-def as_text(value: Any) -> str:
-    """A reply as str, whether the client decodes replies (the fleet's do) or not."""
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -9,7 +9,7 @@ from typing import Any
 
 from shared.errors import BatchBeingRecordedError, DuplicateFingerprintError
 from shared.ledger.queries import LedgerQueries
-from shared.ledger.records import as_text
+from shared.redis_conn import as_text
 from shared.request import ImageRequest
 
 CREATE_CHUNK = 500  # items per staging call: a few ms of Redis each (20 000 in one call: ~330 ms)

@@ -24,7 +24,8 @@ from shared.limiter.agent import ProcessAgent
 from shared.limiter.bounds import checked_limits
 from shared.limiter.lease import Lease
 from shared.limiter.types import Limits
-from shared.wakeup import blocking_client, text
+from shared.redis_conn import as_text
+from shared.wakeup import blocking_client
 
 log = logging.getLogger(__name__)
 
@@ -164,5 +165,5 @@ class LimiterCore:
             raise RedisUnavailableError(f"limiter cannot reach Redis: {exc}") from exc
         except redis.RedisError as exc:
             raise LimiterError(f"limiter script {name} failed: {exc}") from exc
-        self._known_epoch = text(epoch)
+        self._known_epoch = as_text(epoch)
         return result

@@ -8,7 +8,7 @@ import json
 from typing import Any, NamedTuple
 
 from shared.limiter.types import HolderStatus, LimiterStatus
-from shared.wakeup import text
+from shared.redis_conn import as_text
 
 
 class Grant(NamedTuple):
@@ -72,7 +72,7 @@ class Confirmation(NamedTuple):
 def handed_off(payload: dict[str, str]) -> Grant:
     """The grant a release handed to a waiter in its wake token (common.lua wake()): granted in
     the release itself, so its hand-off took no time on the Redis clock."""
-    return Grant(int(payload["f"]), float(payload["at"]) / 1000, text(payload["e"]), handoff_seconds=0.0)
+    return Grant(int(payload["f"]), float(payload["at"]) / 1000, as_text(payload["e"]), handoff_seconds=0.0)
 
 
 def acquire(raw: list[Any]) -> Grant | Queued:
@@ -82,7 +82,7 @@ def acquire(raw: list[Any]) -> Grant | Queued:
         return Grant(
             int(fence),
             float(granted_at) / 1000,
-            text(epoch),
+            as_text(epoch),
             handoff_seconds=None if handoff < 0 else handoff / 1000,
         )
     rank, free, recovery_ms = raw[1:4]
@@ -93,7 +93,7 @@ def adopt(raw: list[Any]) -> Grant | None:
     if int(raw[0]) != 1:
         return None
     fence, granted_at, epoch, _expires, previous = raw[1:6]
-    return Grant(int(fence), float(granted_at) / 1000, text(epoch), previous_holder=text(previous))
+    return Grant(int(fence), float(granted_at) / 1000, as_text(epoch), previous_holder=as_text(previous))
 
 
 def drop(raw: list[Any]) -> Dropped:
@@ -104,16 +104,16 @@ def drop(raw: list[Any]) -> Dropped:
 def heartbeat(raw: list[Any]) -> Renewals:
     holders, waiters, epoch, earliest = raw
     return Renewals(
-        [int(h) for h in holders or []], [int(w) for w in waiters or []], text(epoch), float(earliest)
+        [int(h) for h in holders or []], [int(w) for w in waiters or []], as_text(epoch), float(earliest)
     )
 
 
 def token(raw: list[Any]) -> Token:
     if int(raw[0]) == 1:
-        return Token(True, float(raw[1]) / 1000, text(raw[2]), "")
-    if text(raw[2]) == "budget":  # {0, 0, 'budget', scope, limit micro-USD}
-        return Token(False, 0.0, "", "budget", (text(raw[3]), int(raw[4])))
-    return Token(False, float(raw[1]) / 1000, "", text(raw[2]))
+        return Token(True, float(raw[1]) / 1000, as_text(raw[2]), "")
+    if as_text(raw[2]) == "budget":  # {0, 0, 'budget', scope, limit micro-USD}
+        return Token(False, 0.0, "", "budget", (as_text(raw[3]), int(raw[4])))
+    return Token(False, float(raw[1]) / 1000, "", as_text(raw[2]))
 
 
 def confirmation(raw: list[Any]) -> Confirmation:

@@ -22,6 +22,7 @@ import redis
 
 from shared.keys import Keys
 from shared.metrics.batched import BatchedCounters
+from shared.redis_conn import as_text
 
 log = logging.getLogger(__name__)
 
@@ -247,11 +248,9 @@ def read_counters(client: redis.Redis, keys: Keys) -> dict[str, list[tuple[dict[
     raw = client.hgetall(metrics_key(keys))
     result: dict[str, list[tuple[dict[str, str], float]]] = {}
     for field, value in raw.items():
-        field = field.decode() if isinstance(field, bytes) else field
-        value = value.decode() if isinstance(value, bytes) else value
         try:
-            metric, labels = decode_field(field)
-            number = float(value)
+            metric, labels = decode_field(as_text(field))
+            number = float(as_text(value))
         except (ValueError, TypeError):
             continue  # a foreign field: ignore rather than break the scrape
         result.setdefault(metric, []).append((labels, number))

@@ -34,6 +34,7 @@ import redis
 from shared import lua_scripts
 from shared.errors import Problem
 from shared.keys import Keys
+from shared.redis_conn import as_text
 
 PRIORITIES = ("high", "normal", "low")  # rank 0, 1, 2
 PARKED = 1e11  # the live-zset score of an item whose send the scheduler holds (lua: PARKED)
@@ -182,7 +183,7 @@ class Scheduler:
             entry = json.loads(raw)
             sends.append(
                 Send(
-                    _text(batch_id),
+                    as_text(batch_id),
                     int(index),
                     int(entry["a"]),
                     str(entry["m"]),
@@ -235,10 +236,6 @@ class Scheduler:
 
 def _short(prompt: str) -> str:
     return prompt if len(prompt) <= 40 else prompt[:40] + "..."
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def sends_of(states: dict[int, tuple[str, int, str]], indexes: Sequence[int]) -> list[tuple[int, int, str]]:

@@ -11,6 +11,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import redis
@@ -41,27 +42,44 @@ def client(private_redis):
     client.close()
 
 
+def ledger_with_batch(client: redis.Redis, size: int = 2) -> Ledger:
+    """A ledger holding batch "b" of `size` pending items."""
+    ledger = Ledger(client, Keys("w"))
+    assert ledger.create_batch("b", make_requests(size, "b"), output_root="/out", options={})
+    return ledger
+
+
+def start_attempt(ledger: Ledger, index: int) -> None:
+    """Item `index` of batch "b" running its attempt 1, on model "m"."""
+    ledger.transition(
+        "b", index, "running", allowed_from=("pending",), attempt=1, attempt_update={"model": "m"}
+    )
+
+
+def succeed_attempt(ledger: Ledger, index: int, **options: Any) -> None:
+    """Attempt 1 of item `index` of batch "b" succeeded on model "m" (options: the transition's
+    own, e.g. expect_attempt=, release_claim=)."""
+    ledger.transition(
+        "b",
+        index,
+        "succeeded",
+        fields={"error": None, "model": "m"},
+        attempt=1,
+        attempt_update={"status": "succeeded", "final": True},
+        **options,
+    )
+
+
 def test_an_attempts_ledger_transitions(client):
     """Running, the input and the prediction id recorded, succeeded: 51 commands before, in four
     scripts (the item hash read and written field by field, the batch's counters one by one)."""
-    ledger = Ledger(client, Keys("w"))
-    assert ledger.create_batch("b", make_requests(2, "b"), output_root="/out", options={})
+    ledger = ledger_with_batch(client)
 
     def attempt(index: int) -> None:
-        ledger.transition(
-            "b", index, "running", allowed_from=("pending",), attempt=1, attempt_update={"model": "m"}
-        )
+        start_attempt(ledger, index)
         ledger.update_attempt("b", index, 1, {"input": '{"prompt": "p"}'})
         ledger.update_attempt("b", index, 1, {"prediction_id": "p1"})
-        ledger.transition(
-            "b",
-            index,
-            "succeeded",
-            expect_attempt=1,
-            fields={"error": None, "model": "m"},
-            attempt=1,
-            attempt_update={"status": "succeeded", "final": True},
-        )
+        succeed_attempt(ledger, index, expect_attempt=1)
 
     attempt(0)  # scripts loaded
     used = commands(client, lambda: attempt(1))
@@ -78,26 +96,15 @@ def test_an_attempts_ledger_writes_are_two_transitions(client):
     was SET NX + MULTI/HSET/HDEL/EXPIRE/EXEC: 8 round trips, now 4."""
     from workers.attempts import AttemptRef, CreationRecords
 
-    ledger = Ledger(client, Keys("w"))
+    ledger = ledger_with_batch(client)
     records = CreationRecords(client, Keys("w"))
-    assert ledger.create_batch("b", make_requests(2, "b"), output_root="/out", options={})
 
     def attempt(index: int) -> None:
         ref = AttemptRef("b", index, 1)
-        ledger.transition(
-            "b", index, "running", allowed_from=("pending",), attempt=1, attempt_update={"model": "m"}
-        )
+        start_attempt(ledger, index)
         records.write_intent(ref, "m", 0, '{"prompt": "p"}')
         assert records.record_prediction(ref, f"p{index}", in_ledger=True)
-        ledger.transition(
-            "b",
-            index,
-            "succeeded",
-            expect_attempt=1,
-            fields={"error": None, "model": "m"},
-            attempt=1,
-            attempt_update={"status": "succeeded", "final": True},
-        )
+        succeed_attempt(ledger, index, expect_attempt=1)
 
     attempt(0)  # scripts loaded
     used = commands(client, lambda: attempt(1))
@@ -118,8 +125,7 @@ def test_the_start_of_a_run_is_one_round_trip(client):
     from workers.claims import ClaimKeeper
     from workers.run_start import CLAIMED, OTHER, RUN, RunStarter
 
-    ledger = Ledger(client, Keys("w"))
-    assert ledger.create_batch("b", make_requests(2, "b"), output_root="/out", options={})
+    ledger = ledger_with_batch(client)
     keeper = ClaimKeeper(client, ttl=30)
     starter = RunStarter(client, Keys("w"), keeper)
     first = starter.start(AttemptRef("b", 0, 1), "t0")  # script loaded
@@ -147,8 +153,7 @@ def test_the_end_of_a_run_releases_its_claim_in_the_same_round_trip(client):
     token) in the same round trip. Another run's claim is never released."""
     from workers.claims import ClaimKeeper
 
-    ledger = Ledger(client, Keys("w"))
-    assert ledger.create_batch("b", make_requests(3, "b"), output_root="/out", options={})
+    ledger = ledger_with_batch(client, 3)
     keeper = ClaimKeeper(client, ttl=30)
     claims = [keeper.try_claim(f"w:claim:b:{i}:1") for i in range(3)]
     assert all(claims)
@@ -156,15 +161,7 @@ def test_the_end_of_a_run_releases_its_claim_in_the_same_round_trip(client):
     def end(index: int, token: str | None = None) -> None:
         claim = claims[index]
         assert claim is not None
-        ledger.transition(
-            "b",
-            index,
-            "succeeded",
-            fields={"error": None, "model": "m"},
-            attempt=1,
-            attempt_update={"status": "succeeded", "final": True},
-            release_claim=(claim.key, token or claim.token),
-        )
+        succeed_attempt(ledger, index, release_claim=(claim.key, token or claim.token))
 
     end(0)  # script loaded
     used = commands(client, lambda: end(1))
@@ -292,8 +289,7 @@ def test_a_send_held_and_fed(client):
     """push + take of one send (40 before; 36 until the take read the due zset once when nothing
     is due and stopped counting the broker's step-9 list, which the feeder never fills: 34); a
     take with nothing to take reads no broker list, and with nothing due no range of due sends."""
-    ledger = Ledger(client, Keys("w"))
-    assert ledger.create_batch("b", make_requests(2, "b"), output_root="/out", options={})
+    ledger_with_batch(client)
     scheduler = Scheduler(client, Keys("w"))
     scheduler.push("b", [(0, 1, "m")])
     scheduler.take("q", window=8)

@@ -2,7 +2,8 @@
 way Flower reads them (celery.events.State over the broker's event stream), from a real worker
 and the stand-in. A batch whose first model always fails and whose first prediction is aborted:
 the aborted attempt shows RETRY, the failed flux-dev attempt FAILURE naming its reason and the next
-task, the final attempt SUCCESS with its model and files."""
+task, the final attempt SUCCESS with its model and files. A task's last state reaches Flower even
+when its worker is stopped right after it ended."""
 
 from __future__ import annotations
 
@@ -88,3 +89,29 @@ def test_attempt_states_as_flower_shows_them(settings, redis_client, sim_factory
     assert settings.replicate_api_token not in repr([t.as_dict() for t in tasks])
     # Failing tasks are acked like the others: nothing is redelivered, nothing created twice.
     assert sim.ledger()["creations"] == 3
+
+
+def test_a_success_reaches_flower_when_the_worker_stops_right_after(
+    settings, redis_client, sim_factory, worker_factory, events
+):
+    """A worker holds its task events up to EVENT_FLUSH_SECONDS before publishing them
+    (workers.event_batching): a SIGTERM (`docker compose stop`) moments after a task ended must
+    not drop its SUCCESS, which would leave Flower showing the task unfinished forever."""
+    fleet = worker_factory(settings, count=1, sim=sim_factory(latency_scale=0.02))
+    ledger, _ = submit(settings, redis_client, "b-stop-events", ["a lighthouse at dusk"])
+
+    def succeeded() -> bool:
+        item = ledger.item("b-stop-events", 0)
+        return item is not None and item.status == "succeeded"
+
+    # Polled often: the SIGTERM must come within the flush delay of the task's end.
+    wait_until(succeeded, 60, "the item's success", interval=0.01, explain=fleet.logs)
+    fleet.workers[0].stop()  # SIGTERM: a warm shutdown; returns once the worker has exited
+    assert not fleet.workers[0].alive()
+    wait_until(
+        lambda: [t for t in batch_tasks(events, "b-stop-events") if t.state == "SUCCESS"],
+        10,
+        "the task's SUCCESS event",
+        interval=0.2,
+        explain=lambda: repr([(t.name, t.state) for t in batch_tasks(events, "b-stop-events")]),
+    )

@@ -1,7 +1,7 @@
 """Wake waiting threads from Redis: one blocking listener per process and list.
 
 Whoever decides that a wait is over (usually a Lua script) RPUSHes the waiter's id onto the list
-of the waiter's process; this listener BLPOPs the list and sets the Event registered for that id.
+of the waiter's process; this listener pops the list (blocking) and sets the Event registered for that id.
 A list, unlike pub/sub, keeps a signal until it is read, so a signal sent after a thread
 registered but before it started waiting is never lost, and 100 waiting threads cost one
 connection, not 100. The thread blocks in Redis only while some registered waiter is listening.
@@ -24,7 +24,8 @@ from shared.redis_conn import as_text, texts
 
 log = logging.getLogger(__name__)
 
-BLOCK_SECONDS = 2  # one BLPOP lasts at most this long (so stop() and new listeners are noticed)
+BLOCK_SECONDS = 2  # one blocking pop lasts at most this long (so stop() and new listeners are noticed)
+DRAIN_COUNT = 100  # tokens taken in one pop at most (the rest in the next, at once)
 
 
 class WakeListener:
@@ -41,6 +42,7 @@ class WakeListener:
         self._listening = threading.Event()  # some registered waiter is actually waiting
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._blmpop = True  # until the server says it has no BLMPOP
 
     def register(self, waiter_id: str, *, listen: bool = True) -> threading.Event:
         """The Event set when `waiter_id` is pushed. Register before the call that may lead to
@@ -95,7 +97,7 @@ class WakeListener:
         self._stop.set()
         self._listening.set()
         if self._thread is not None:
-            try:  # unblock the BLPOP now rather than at its timeout
+            try:  # unblock the blocking pop now rather than at its timeout
                 self.client.rpush(self.key, "")
                 self.client.pexpire(self.key, 1000)
             except Exception:  # noqa: BLE001 - it stops at its timeout anyway
@@ -121,13 +123,7 @@ class WakeListener:
             if not self._listening.wait(BLOCK_SECONDS) or self._stop.is_set():
                 continue
             try:
-                item = self.client.blpop([self.key], timeout=BLOCK_SECONDS)
-                if item is None:
-                    continue
-                ids = [item[1]]
-                more = self.client.lpop(self.key, 100)
-                if more:
-                    ids.extend(texts(more))
+                ids = self._pop()
             except Exception as exc:  # noqa: BLE001 - keep listening once Redis is back
                 log.debug("%s: %s", self.name, exc)
                 self._stop.wait(0.5)
@@ -140,6 +136,26 @@ class WakeListener:
                         if payload is not None:
                             self._payloads[waiter_id] = payload
                         event.set()
+
+    def _pop(self) -> list[str]:
+        """The tokens pushed since the last pop, waiting up to BLOCK_SECONDS for the first: one
+        round trip (BLMPOP with a count), where BLPOP + an LPOP draining the rest were two per
+        wake (issue 16.4: ~1.9 LPOP per image beside 2.9 BLPOP). Servers before Redis 7.0 have
+        no BLMPOP: there, the two commands."""
+        if self._blmpop:
+            try:
+                popped = self.client.blmpop(BLOCK_SECONDS, 1, self.key, direction="LEFT", count=DRAIN_COUNT)
+                return texts(popped[1]) if popped else []
+            except redis.ResponseError as exc:
+                if "unknown command" not in str(exc).lower():
+                    raise
+                log.info("%s: the server has no BLMPOP (Redis < 7.0); BLPOP + LPOP instead", self.name)
+                self._blmpop = False
+        item = self.client.blpop([self.key], timeout=BLOCK_SECONDS)
+        if item is None:
+            return []
+        more = self.client.lpop(self.key, DRAIN_COUNT - 1)
+        return [as_text(item[1]), *texts(more or [])]
 
 
 def blocking_client(client: redis.Redis, socket_timeout: float = BLOCK_SECONDS + 5) -> redis.Redis:

@@ -17,6 +17,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import redis
 
@@ -38,7 +39,7 @@ class WakeListener:
         self.name = name
         self._lock = threading.Lock()
         self._events: dict[str, threading.Event] = {}
-        self._payloads: dict[str, dict[str, str]] = {}  # waiter id -> what its token carried
+        self._payloads: dict[str, dict[str, Any]] = {}  # waiter id -> what its token carried
         self._listening = threading.Event()  # some registered waiter is actually waiting
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -81,7 +82,7 @@ class WakeListener:
         with self._lock:
             return waiter_id in self._events
 
-    def take_payload(self, waiter_id: str) -> dict[str, str] | None:
+    def take_payload(self, waiter_id: str) -> dict[str, Any] | None:
         """What the last token for `waiter_id` carried besides its id (once), or None."""
         with self._lock:
             return self._payloads.pop(waiter_id, None)
@@ -195,7 +196,7 @@ def run_forever(loop: Callable[[], None], name: str, stop: threading.Event) -> N
             stop.wait(0.5)
 
 
-def _parse(token: str) -> tuple[str, dict[str, str] | None]:
+def _parse(token: str) -> tuple[str, dict[str, Any] | None]:
     """(waiter id, payload or None). Ids never start with "{" (the limiter's are host:pid:...)."""
     if not token.startswith("{"):
         return token, None

@@ -405,3 +405,38 @@ def test_a_wake_listener_without_blmpop_pops_as_before(client, monkeypatch):
     finally:
         listener.stop()
     assert not listener._blmpop
+
+
+def test_a_webhooks_news_costs_the_worker_no_read_and_no_clean_up(client):
+    """The end of a watched prediction, from the watch to the watch closed: the worker's watch
+    script, the receiver's notify script and the listener's pop. The worker then read the stored
+    prediction (GET) and deleted it with the watch (DEL): five round trips and 11 commands, now
+    three and 10, as the wake token carries the prediction and the notify ends the watch (its
+    DEL inside the script). Arrived before the watch: the watch script takes it, and nothing is
+    left to delete either."""
+    from workers.completions import CompletionBoard
+
+    keys = Keys("w")
+    worker, receiver = CompletionBoard(client, keys), CompletionBoard(client, keys)
+    finished = {"id": "p1", "status": "succeeded", "output": ["https://replicate.delivery/p1/out.png"]}
+
+    def watched_then_finished(pid: str) -> dict | None:
+        with worker.watch(pid) as watch:
+            time.sleep(0.1)  # the listener blocks in Redis
+            assert receiver.notify({**finished, "id": pid}) is True
+            return watch.wait(5)
+
+    try:
+        watched_then_finished("p0")  # scripts loaded, the listener started
+        got: list = []
+        used = commands(client, lambda: got.append(watched_then_finished("p1")))
+        assert got[0] is not None and got[0]["output"] == finished["output"]
+        assert sum(used.values()) <= 10 and used["evalsha"] == 2, used
+        assert client.pttl(keys.completion("p1")) <= 60_000 and not client.exists(keys.completion_watch("p1"))
+
+        assert receiver.notify({**finished, "id": "p2"}) is False
+        early = commands(client, lambda: worker.watch("p2").close())
+        assert early == {"evalsha": 1, "get": 1, "del": 1}, early  # the script's GET and DEL
+        assert not client.exists(keys.completion("p2"), keys.completion_watch("p2"))
+    finally:
+        worker.close()

@@ -21,7 +21,7 @@ from shared.metrics.batched import FLUSH_INTERVAL
 from tests.support.e2e import submit, wait_finished
 from tests.support.limiter import LIVE_LEASE
 from tests.support.wait import wait_until
-from workers.completions import CompletionBoard
+from workers.completions import HANDED_COPY_TTL, CompletionBoard
 from workers.webhook_receiver import (
     PATH,
     REPLAY_WINDOW_SECONDS,
@@ -68,11 +68,10 @@ def test_a_completion_reaches_its_waiter_whichever_comes_first(redis_client, key
             got = watch.wait(5)
             woke_after = time.monotonic() - sent_at[0]
         assert got["id"] == "late" and woke_after < 0.2, woke_after
-        # consumed: nothing stays behind
+        # consumed: nothing stays behind but the handed-over copy, which expires by itself
         keys = Keys(key_prefix)
-        assert not redis_client.exists(
-            keys.completion("late"), keys.completion_watch("late"), keys.completion("early")
-        )
+        assert not redis_client.exists(keys.completion_watch("late"), keys.completion("early"))
+        assert 0 < redis_client.pttl(keys.completion("late")) <= HANDED_COPY_TTL * 1000
     finally:
         board.close()
 
@@ -549,3 +548,20 @@ def test_the_receivers_log_never_shows_the_token_or_the_signing_secret(settings,
     assert "Traceback" not in text and "malformed HTTP request" in text, text  # one line, no traceback
     assert token not in text and token[3:20] not in text, text
     assert secret not in text and secret.removeprefix("whsec_")[:16] not in text, text
+
+
+def test_a_bare_wake_from_a_receiver_of_the_version_before_is_read(redis_client, key_prefix):
+    """A receiver of the version before stored the prediction and pushed the bare id (no
+    prediction in the token, the watch left): the worker reads it and cleans both up, as then."""
+    keys = Keys(key_prefix)
+    board = CompletionBoard(redis_client, keys)
+    try:
+        with board.watch("old") as watch:
+            wake_list = redis_client.get(keys.completion_watch("old"))
+            redis_client.set(keys.completion("old"), json.dumps(prediction("old")), px=60_000)
+            redis_client.rpush(wake_list, "old")
+            got = watch.wait(5)
+        assert got is not None and got["id"] == "old"
+        assert not redis_client.exists(keys.completion("old"), keys.completion_watch("old"))
+    finally:
+        board.close()

@@ -6,12 +6,15 @@ flight a fair share is one poll per prediction every ~1.5 s, so on average ~0.75
 lost per image. Through the webhook receiver (workers/webhook_receiver.py) the news arrives within
 milliseconds and costs no read at all.
 
-- The receiver calls `notify(prediction)`: one script stores the trimmed prediction
-  (`completion:<id>`, kept COMPLETION_TTL) and, if a worker waits for it, pushes the id onto that
-  worker process's wake list.
-- A worker calls `watch(id)`: one script records the process's wake list for the prediction and
-  returns the prediction if it has arrived already; otherwise the thread waits on an Event set by
-  the process's listener (shared.wakeup). Either order of arrival and watch works.
+- The receiver calls `notify(prediction)`: if a worker waits for it, one script pushes a token
+  carrying the trimmed prediction onto that worker process's wake list and ends the watch;
+  otherwise it stores the prediction (`completion:<id>`, kept COMPLETION_TTL).
+- A worker calls `watch(id)`: one script returns (and takes) the prediction if it has arrived
+  already, or records the process's wake list for it; then the thread waits on an Event set by
+  the process's listener (shared.wakeup), and the token hands it the prediction. Either order of
+  arrival and watch works, and neither leaves the worker a read or a clean-up to do: the news
+  of one image costs the receiver's script, the watch and a share of one pop (issue 16.4: a GET
+  and a DEL per image fewer).
 
 Webhooks can be lost (receiver down, network): waiting workers keep a slow safety poll, so a lost
 webhook costs time, never the image.
@@ -36,6 +39,10 @@ from shared.wakeup import WakeListener, blocking_client
 log = logging.getLogger(__name__)
 
 COMPLETION_TTL = 3600.0  # Replicate removes outputs after an hour; nobody needs the news longer
+# The copy kept after the token handed the prediction over: for a waiter that reads it instead (a
+# worker of the version before, during a rolling upgrade; a run redelivered at once). Short, as
+# nobody deletes it.
+HANDED_COPY_TTL = 60.0
 KEPT_FIELDS = ("id", "status", "model", "version", "output", "error", "created_at", "completed_at")
 
 
@@ -57,9 +64,10 @@ class CompletionBoard:
         """Store a terminal prediction and wake its waiter. True if a worker was waiting."""
         pid = str(prediction["id"])
         trimmed = {k: prediction.get(k) for k in KEPT_FIELDS}
+        token = json.dumps({"w": pid, "prediction": trimmed})
         woke = self._notify(
             keys=[self.keys.completion(pid), self.keys.completion_watch(pid)],
-            args=[json.dumps(trimmed), int(COMPLETION_TTL * 1000), pid],
+            args=[json.dumps(trimmed), int(COMPLETION_TTL * 1000), token, int(HANDED_COPY_TTL * 1000)],
         )
         return bool(int(woke))
 
@@ -68,7 +76,7 @@ class CompletionBoard:
         """Start waiting for `prediction_id` (use as a context manager, or call close())."""
         listener = self._process_listener()
         event = listener.register(prediction_id)
-        watch = CompletionWatch(self, prediction_id, event)
+        watch = CompletionWatch(self, listener, prediction_id, event)
         try:
             raw = self._watch(
                 keys=[self.keys.completion(prediction_id), self.keys.completion_watch(prediction_id)],
@@ -79,6 +87,7 @@ class CompletionBoard:
             raw = None
         if raw:
             watch._arrived(raw)
+            watch.settled = True  # the script took it: nothing to clean up
         return watch
 
     def _process_listener(self) -> WakeListener:
@@ -95,9 +104,11 @@ class CompletionBoard:
             return self._listener
 
     def _forget(self, watch: CompletionWatch) -> None:
-        listener = self._listener
-        if listener is not None:
-            listener.unregister(watch.prediction_id)
+        watch.listener.unregister(watch.prediction_id)
+        if watch.settled:
+            return
+        # Not handed over by a token (the end came by a poll, the wait was given up, a receiver
+        # of the version before pushed the bare id): the watch, and what was read, go.
         keys = [self.keys.completion_watch(watch.prediction_id)]
         if watch.prediction is not None:
             keys.append(self.keys.completion(watch.prediction_id))  # consumed
@@ -113,16 +124,24 @@ class CompletionBoard:
 
 
 class CompletionWatch:
-    def __init__(self, board: CompletionBoard, prediction_id: str, event: threading.Event):
+    def __init__(
+        self, board: CompletionBoard, listener: WakeListener, prediction_id: str, event: threading.Event
+    ):
         self.board = board
+        self.listener = listener
         self.prediction_id = prediction_id
         self.prediction: dict[str, Any] | None = None
+        self.settled = False  # Redis holds nothing of this watch any more (the scripts took it)
         self._event = event
 
     def wait(self, timeout: float) -> dict[str, Any] | None:
         """The finished prediction if its webhook arrives within `timeout` s (or has already)."""
         if self.prediction is None and self._event.wait(max(timeout, 0)):
             self._event.clear()
+            handed = (self.listener.take_payload(self.prediction_id) or {}).get("prediction")
+            if isinstance(handed, dict):
+                self.prediction, self.settled = handed, True
+                return self.prediction
             try:
                 raw = self.board.redis.get(self.board.keys.completion(self.prediction_id))
             except redis.RedisError as exc:

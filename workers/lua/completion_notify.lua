@@ -1,10 +1,18 @@
 -- A terminal prediction arrived (webhook). KEYS[1] completion:<id>, KEYS[2] watch:<id>.
--- ARGV[1] the prediction JSON, ARGV[2] how long to keep it (ms), ARGV[3] prediction id.
--- Stores the prediction for whoever asks later, and wakes the process that waits for it now.
+-- ARGV[1] the prediction JSON, ARGV[2] how long to keep it for a later watch (ms), ARGV[3] the
+-- wake token (JSON: the waiter's id and the prediction), ARGV[4] how long to keep it once handed
+-- to a waiting process (ms).
+-- A process waits: the token hands it the prediction (no GET to follow) and the watch is consumed
+-- (no DEL to follow); a copy stays ARGV[4] ms, for a waiter that reads it instead (a worker of the
+-- version before, or a run redelivered at once). Nobody waits (yet): stored for the watch.
 -- Returns 1 if a waiter was woken, 0 if nobody waits (yet).
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 local wake_list = redis.call('GET', KEYS[2])
-if not wake_list then return 0 end
+if not wake_list then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[4])
 redis.call('RPUSH', wake_list, ARGV[3])
 redis.call('PEXPIRE', wake_list, 60000)
+redis.call('DEL', KEYS[2])
 return 1

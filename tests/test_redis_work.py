@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import redis
 
-from bench.measure import command_delta, redis_commands
+from bench.measure import command_delta, redis_commands, redis_round_trips
 from shared.keys import Keys
 from shared.ledger import Ledger
 from shared.limiter import HolderInfo, Limiter, Limits
@@ -34,6 +34,14 @@ def commands(client: redis.Redis, step: Callable[[], object]) -> dict[str, int]:
     delta = command_delta(before, redis_commands(client))
     delta["info"] = delta.get("info", 0) - 1
     return {name: n for name, n in delta.items() if n > 0}
+
+
+def round_trips(client: redis.Redis, step: Callable[[], object]) -> int:
+    """The round trips `step` made (without the INFO that counts them): the server's reads, as
+    the steps here send one command or one pipeline at a time."""
+    before = redis_round_trips(client)
+    step()
+    return redis_round_trips(client) - before - 1
 
 
 @pytest.fixture
@@ -440,3 +448,53 @@ def test_a_webhooks_news_costs_the_worker_no_read_and_no_clean_up(client):
         assert not client.exists(keys.completion("p2"), keys.completion_watch("p2"))
     finally:
         worker.close()
+
+
+def test_a_webhook_delivery_is_one_script(private_redis, client, tmp_path):
+    """A terminal delivery at the receiver: its replay check was a SET NX of its own before the
+    notify script (two round trips, and a DEL to undo it when the script failed); it rides in the
+    script now. A replay changes nothing and is still answered 200. (The outcome's counter is
+    counted apart: the metrics.)"""
+    from replicate_sim.webhooks import new_secret, sign
+    from shared.settings import Settings
+    from workers.webhook_receiver import WebhookReceiver
+
+    settings = Settings.load(
+        {
+            "redis_url": private_redis.url,
+            "key_prefix": "w",
+            "output_dir": tmp_path,
+            "replicate_api_token": "r8_x",
+        },
+        environ={},
+        dotenv_path=None,
+    )
+    secret = new_secret()
+    receiver = WebhookReceiver(settings, redis_client=client, secret=secret)
+
+    def deliver(pid: str, webhook_id: str) -> tuple[int, str]:
+        body = json.dumps({"id": pid, "status": "succeeded", "output": ["https://replicate.delivery/x.png"]})
+        ts = int(time.time())
+        headers = {
+            "webhook-id": webhook_id,
+            "webhook-timestamp": str(ts),
+            "webhook-signature": sign(secret, webhook_id, ts, body),
+            "content-type": "application/json",
+        }
+        return receiver.handle(headers, body.encode())
+
+    def without_metrics(used: dict[str, int]) -> dict[str, int]:
+        return {name: n for name, n in used.items() if name not in ("hincrby", "hincrbyfloat")}
+
+    client.set(Keys("w").completion_watch("p1"), "w:completion-wake:a-worker")  # a worker waits for p1
+    deliver("p0", "msg_0")  # scripts loaded
+    answers: list = []
+    used = without_metrics(commands(client, lambda: answers.append(deliver("p1", "msg_1"))))
+    assert answers == [(200, "ok")]
+    assert used.get("evalsha") == 1 and sum(used.values()) <= 7, used  # SET NX, GET, SET, RPUSH, PEXPIRE, DEL
+    replay = without_metrics(commands(client, lambda: answers.append(deliver("p1", "msg_1"))))
+    assert answers[-1] == (200, "already received")
+    assert replay == {"evalsha": 1, "set": 1}, replay
+    receiver.metrics = MetricsRecorder(BatchedCounters(client, interval=3600), Keys("w"))  # counted apart
+    client.set(Keys("w").completion_watch("p2"), "w:completion-wake:a-worker")
+    assert round_trips(client, lambda: deliver("p2", "msg_2")) == 1

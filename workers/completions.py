@@ -28,7 +28,7 @@ import os
 import secrets
 import socket
 import threading
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 
@@ -46,6 +46,13 @@ HANDED_COPY_TTL = 60.0
 KEPT_FIELDS = ("id", "status", "model", "version", "output", "error", "created_at", "completed_at")
 
 
+class Delivery(NamedTuple):
+    """A webhook delivery to remember (its id's key, for how long): a replay is handed on once."""
+
+    seen_key: str
+    remember_seconds: int
+
+
 class CompletionBoard:
     """One per process (workers) or per receiver. Thread-safe."""
 
@@ -60,16 +67,24 @@ class CompletionBoard:
         self._pid = 0
 
     # --- receiver side ----------------------------------------------------------------------------
-    def notify(self, prediction: dict[str, Any]) -> bool:
-        """Store a terminal prediction and wake its waiter. True if a worker was waiting."""
+    def notify(self, prediction: dict[str, Any], *, delivery: Delivery | None = None) -> bool | None:
+        """Store a terminal prediction and wake its waiter. True if a worker was waiting; None if
+        `delivery` (its webhook-seen key) was recorded before: nothing done."""
         pid = str(prediction["id"])
         trimmed = {k: prediction.get(k) for k in KEPT_FIELDS}
         token = json.dumps({"w": pid, "prediction": trimmed})
-        woke = self._notify(
-            keys=[self.keys.completion(pid), self.keys.completion_watch(pid)],
-            args=[json.dumps(trimmed), int(COMPLETION_TTL * 1000), token, int(HANDED_COPY_TTL * 1000)],
-        )
-        return bool(int(woke))
+        keys = [self.keys.completion(pid), self.keys.completion_watch(pid)]
+        args: list[str | int] = [
+            json.dumps(trimmed),
+            int(COMPLETION_TTL * 1000),
+            token,
+            int(HANDED_COPY_TTL * 1000),
+        ]
+        if delivery is not None:
+            keys.append(delivery.seen_key)
+            args += [delivery.remember_seconds, pid]
+        woke = int(self._notify(keys=keys, args=args))
+        return None if woke < 0 else bool(woke)
 
     # --- worker side ------------------------------------------------------------------------------
     def watch(self, prediction_id: str) -> CompletionWatch:

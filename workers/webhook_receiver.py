@@ -48,7 +48,7 @@ from shared.limiter import Limiter
 from shared.metrics.recorder import MetricsRecorder
 from shared.redis_conn import connect
 from shared.settings import Settings
-from workers.completions import CompletionBoard
+from workers.completions import CompletionBoard, Delivery
 from workers.webhook_signatures import TOLERANCE_SECONDS, WebhookVerifier, malformed, signing_secret
 
 __all__ = ["PATH", "ServerLimits", "WebhookReceiver", "main", "signing_secret"]
@@ -134,23 +134,23 @@ class WebhookReceiver:
 
     def _hand_on(self, webhook_id: str, prediction_id: str, status: Any, prediction: dict) -> tuple[int, str]:
         seen = self.keys.webhook_delivery(webhook_id)
-        if not self.redis.set(seen, prediction_id, nx=True, ex=REPLAY_WINDOW_SECONDS):
-            log.info("webhook %s for %s received before; not handed on again", webhook_id, prediction_id)
-            return self.outcome("duplicate", HTTPStatus.OK, "already received")
         if status not in TERMINAL:  # start/output/logs events: nothing to hand over
+            if not self.redis.set(seen, prediction_id, nx=True, ex=REPLAY_WINDOW_SECONDS):
+                return self._duplicate(webhook_id, prediction_id)
             return self.outcome("ignored", HTTPStatus.OK, "ignored")
-        try:
-            woke = self.board.notify(prediction)
-        except redis.RedisError:
-            try:  # let Replicate's next delivery of it through
-                self.redis.delete(seen)
-            except redis.RedisError:
-                pass
-            raise
+        # The replay check rides in the notify script (one round trip per image, not two); a
+        # failed call records nothing, so Replicate's next delivery of it gets through.
+        woke = self.board.notify(prediction, delivery=Delivery(seen, REPLAY_WINDOW_SECONDS))
+        if woke is None:
+            return self._duplicate(webhook_id, prediction_id)
         log.debug("prediction %s %s (worker waiting: %s)", prediction_id, status, woke)
         if not woke:
             self._settle_orphan(prediction_id)
         return self.outcome("accepted", HTTPStatus.OK, "ok")
+
+    def _duplicate(self, webhook_id: str, prediction_id: str) -> tuple[int, str]:
+        log.info("webhook %s for %s received before; not handed on again", webhook_id, prediction_id)
+        return self.outcome("duplicate", HTTPStatus.OK, "already received")
 
     def _settle_orphan(self, prediction_id: str) -> None:
         """Nobody waits for this prediction: its worker may have died while it ran, so the slot it

@@ -1,6 +1,8 @@
 """A running prediction's slot is never freed while the prediction may still run: a run that
 stops before its prediction ended abandons the slot (an orphan, still counted) instead of
-releasing it. Real worker processes, the real Redis, the stand-in over HTTP."""
+releasing it; one whose prediction ended gives it back before anything else. Real worker
+processes (the attempt in the test process where a hand is needed), the real Redis, the stand-in
+over HTTP."""
 
 from __future__ import annotations
 
@@ -8,9 +10,12 @@ import pytest
 
 from shared.keys import Keys
 from shared.limiter import Limiter
+from tests.support.attempt_path import MODEL, record_batch, worker_context
 from tests.support.e2e import submit, wait_finished
 from tests.support.sim import wait_quiet
 from tests.support.wait import wait_until
+from workers.attempts import AttemptRef
+from workers.runner import AttemptRunner, Job
 
 
 @pytest.mark.e2e
@@ -63,3 +68,34 @@ def test_a_create_that_cannot_leave_the_process_fails_the_item_at_once(
     finally:
         limiter.close()
     assert wait_quiet(sim)["creations"] == 0
+
+
+@pytest.mark.parametrize("mode", ["sync", "poll"])
+def test_the_slot_is_back_before_anything_that_follows_the_predictions_end(mode, settings, redis_client, sim):
+    """Issue 16: the slot is held exactly as long as the prediction runs. The claim check, the
+    spend settle and the model's duration learnt (Redis round trips) all come after the slot is
+    given back, whether the create answers with the end (sync) or a poll finds it (poll)."""
+    batch = f"b-back-{mode}"
+    ledger, _ = record_batch(settings, redis_client, batch, ["a wren on a fence"])
+    claim_key = AttemptRef(batch, 0, 1).claim_key(Keys(settings.key_prefix))
+    limiter = Limiter.from_settings(redis_client, Keys(settings.key_prefix), settings)
+    in_use: dict[str, int] = {}  # slots counted when each step began
+
+    def noting(step, call):
+        def noted(*args, **kwargs):
+            if step != "claim check" or args[:2] == ("GET", claim_key):
+                in_use.setdefault(step, limiter.status().in_use)
+            return call(*args, **kwargs)
+
+        return noted
+
+    try:
+        with worker_context(settings, sim, wait_mode=mode) as ctx:
+            ctx.redis.execute_command = noting("claim check", ctx.redis.execute_command)
+            ctx.budget.settle = noting("spend settle", ctx.budget.settle)
+            ctx.latencies.record = noting("duration learnt", ctx.latencies.record)
+            assert AttemptRunner(ctx).run(Job(batch, 0, 1, MODEL)) is None
+    finally:
+        limiter.close()
+    assert ledger.item(batch, 0).status == "succeeded"
+    assert in_use == {"claim check": 0, "spend settle": 0, "duration learnt": 0}, in_use

@@ -9,7 +9,7 @@ the follow-up task to send (None when the item needs nothing more):
        (workers.creator; reconciling: workers.reconcile; the input: workers.inputs)
     -> its end: the create's answer (sync mode), the webhook, or polls paced on the read
        budget (workers.waiting)
-    -> slot released at once
+    -> slot released at once; then the claim checked, the reservation settled
     -> download every output (no token, timeouts, byte cap, atomic; workers.outputs)
     -> item succeeded (the claim released in the same round trip)
 
@@ -353,13 +353,14 @@ class AttemptRunner(AttemptStage):
         input_: dict[str, Any] | None,
         reservation: Reservation | None,
     ) -> PredictionView:
-        """Hold a slot exactly while the prediction is in flight (released before downloading):
-        create it (no `prediction_id`; `reservation` its price) or resume it, and wait for its
-        end; its reservation is then settled."""
+        """Hold a slot exactly while the prediction is in flight: create it (no `prediction_id`;
+        `reservation` its price) or resume it, and wait for its end. The slot goes back the moment
+        the end is known; only then the claim is checked, the reservation settled and the
+        model's duration learnt (Redis round trips the slot must not wait for)."""
         lease = self.creator.acquire_slot(job, model, prediction_id)
         view: PredictionView | None = None
+        created_at: float | None = None
         try:
-            created_at: float | None = None
             if prediction_id is None:
                 assert reservation is not None
                 created = self.creator.create(
@@ -368,25 +369,20 @@ class AttemptRunner(AttemptStage):
                 # Timed from the POST, never from before the creation token: in a rate-bound
                 # batch that wait is most of a window and would push the first poll late.
                 prediction_id, created_at = created.view.id, created.posted_at
-                if created.view.terminal:  # a sync create answered with the end: the slot goes now
+                if created.view.terminal:  # a sync create answered with the end
                     view = created.view
-                    ensure_still_owner(self.ctx.claims, claim, "its prediction's end")  # a stall lost it?
                     self._metric("end_noticed", "create")
-                    self._settle_spend(job.ref)
-                    self._learn_latency(model, view, created_at)
-                    return view
-            try:
-                lease.set_prediction(prediction_id)
-            except Exception as exc:  # noqa: BLE001 - status display only
-                log.debug("could not show the prediction on the lease: %s", exc)
-            elapsed = time.monotonic() - created_at if created_at is not None else 0.0
-            view = self.waiter.wait(job.batch_id, prediction_id, lease, model, elapsed, claim)
-            self._settle_spend(job.ref)
-            if created_at is not None:
-                self._learn_latency(model, view, created_at)
-            return view
+            if view is None:
+                lease.set_prediction(prediction_id)  # never raises (a Redis error is logged)
+                elapsed = time.monotonic() - created_at if created_at is not None else 0.0
+                view = self.waiter.wait(job.batch_id, prediction_id, lease, model, elapsed, claim)
         finally:
             self._free_slot(lease, prediction_id, view)
+        ensure_still_owner(self.ctx.claims, claim, "its prediction's end")  # a stall lost it?
+        self._settle_spend(job.ref)
+        if created_at is not None:
+            self._learn_latency(model, view, created_at)
+        return view
 
     @staticmethod
     def _free_slot(lease: Lease, prediction_id: str | None, view: PredictionView | None) -> None:

@@ -11,9 +11,10 @@ flight polls, paced so that all slots polling together stay within POLL_SHARE of
 read budget (the rest is left for uploads, reconciliation and other programs).
 
 A run whose claim is lost while it waits (its process stalled past the claim's ttl, or Redis lost
-the claim and another run took the attempt) stops here (SupersededError): the run that holds the
-claim now resumes the same prediction and writes its outputs; this one writes nothing
-(`ensure_still_owner`, checked again by workers.outputs before every write).
+the claim and another run took the attempt) stops (SupersededError): here once the keeper finds it
+lost, else when the prediction's end is known and its slot given back (workers.runner asks Redis:
+`ensure_still_owner`, checked again by workers.outputs before every write). The run that holds the
+claim now resumes the same prediction and writes its outputs; this one writes nothing.
 
 Polling starts a little before the model's usual duration: a smoothed average per model, kept in
 Redis for the whole fleet and timed from the creation (never from before the creation token: in a
@@ -116,7 +117,8 @@ class PredictionWaiter(AttemptStage):
         the read budget, whichever comes first; `elapsed`: seconds it has run already (a sync
         create that outlasted its wait). Cancels it if it runs longer than the prediction
         timeout; CanceledError when the batch is canceled (the runner cancels the prediction);
-        SupersededError once `claim` (this run's) is lost: the end is then the new owner's."""
+        SupersededError once the keeper finds `claim` (this run's) lost. The end returned is not
+        checked against the claim in Redis: the caller does, once the slot is back."""
         ctx = self.ctx
         first, every = self._poll_pacing(model)
         first = max(first - elapsed, MIN_POLL_INTERVAL)
@@ -128,7 +130,6 @@ class PredictionWaiter(AttemptStage):
             while True:
                 pushed = self._await_news(batch_id, watch, delay)
                 if pushed is not None:
-                    ensure_still_owner(ctx.claims, claim, "its prediction's end")
                     self._metric("end_noticed", "webhook")
                     return pushed
                 if ctx.cancel_watch.is_canceled(batch_id):
@@ -168,7 +169,6 @@ class PredictionWaiter(AttemptStage):
                     ) from None
                 last_error = None
                 if view.terminal:
-                    ensure_still_owner(ctx.claims, claim, "its prediction's end")
                     self._metric("end_noticed", "poll")
                     return view
                 delay = every

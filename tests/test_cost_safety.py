@@ -15,7 +15,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from shared.errors import CanceledError, RedisUnavailableError, TransientError
+from shared.errors import CanceledError, RedisUnavailableError, SupersededError, TransientError
 from shared.keys import Keys
 from shared.models import load_registry
 from shared.routing import build_input
@@ -23,6 +23,7 @@ from tests.support.attempt_path import mark_running, record_batch, worker_contex
 from tests.support.e2e import submit, wait_finished
 from tests.support.sim import wait_quiet
 from tests.support.wait import wait_until
+from workers import claims
 from workers.attempts import AttemptRef, CreationRecords
 from workers.claims import Claim, ClaimKeeper, seen_key
 from workers.outage import is_redis_unavailable
@@ -423,6 +424,31 @@ def test_cannot_tell_is_not_lost_a_claim_check_without_redis_raises(redis_client
         assert keeper.reassert(claim) is None and claim.lost
     finally:
         claim.release()
+
+
+def test_a_claim_is_ours_until_redis_says_otherwise_and_one_lost_with_its_marker_is_taken_back(
+    redis_client, key_prefix, monkeypatch
+):
+    """Claim.ensure_ours, checked at the prediction's end and before every write: Redis is asked
+    unless it confirmed the claim within CLAIM_FRESH_SECONDS; another run's claim is lost for
+    good; a claim Redis lost together with its marker (restart, failover) is ours again."""
+    keeper = ClaimKeeper(redis_client, ttl=5)
+    claim = keeper.try_claim(f"{key_prefix}:claim:z")
+    forgotten = keeper.try_claim(f"{key_prefix}:claim:w")
+    try:
+        claim.ensure_ours("writing")
+        redis_client.set(claim.key, "another execution")
+        claim.ensure_ours("writing")  # confirmed just now: Redis is not asked again
+        monkeypatch.setattr(claims, "CLAIM_FRESH_SECONDS", 0.0)
+        with pytest.raises(SupersededError, match="lost before writing"):
+            claim.ensure_ours("writing")
+        assert claim.lost and redis_client.get(claim.key) == "another execution"
+        redis_client.delete(forgotten.key, seen_key(forgotten.key))
+        forgotten.ensure_ours("writing")
+        assert not forgotten.lost and redis_client.get(forgotten.key) == forgotten.token
+    finally:
+        claim.release()
+        forgotten.release()
 
 
 # --- a fresh prediction adopted by an identical item before its creator records it ----------------

@@ -61,19 +61,22 @@ def test_outputs_beyond_the_reserved_names_are_refused_and_never_overwrite_anoth
     other.write_bytes(b"the other item's image")
     three = sim_prediction_urls(sim, count=3)
     ctx = WorkerContext.build(settings)
+    first, second = ref(batch.id, 0), ref(batch.id, 0, attempt=2)
+    claims = [claimed(ctx, first), claimed(ctx, second)]  # as the runs writing them hold them
     try:
         saver = OutputSaver(ctx)
         request = ctx.ledger.request(batch.id, 0)
         view = PredictionView(id="p-three", status="succeeded", output=three)
-        files = saver.save(ref(batch.id, 0), request, ctx.registry.get(request.model), view)
+        files = saver.save(first, request, ctx.registry.get(request.model), view, claims[0])
         assert [f["key"] for f in files] == ["f/fox.png"] and "3 outputs" in files[0]["note"]
         assert other.read_bytes() == b"the other item's image"
         # the same item's later attempt may replace its own earlier output (other bytes)
         again = saver.save(
-            ref(batch.id, 0, attempt=2),
+            second,
             request,
             ctx.registry.get(request.model),
             PredictionView(id="p-again", status="succeeded", output=three[1:2]),
+            claims[1],
         )
         assert again[0]["sha256"] != files[0]["sha256"]
         # ... but item 1 may not replace item 0's file (another item's object): a local error
@@ -84,6 +87,8 @@ def test_outputs_beyond_the_reserved_names_are_refused_and_never_overwrite_anoth
             )
         assert request1.output == "f/fox_1.png"
     finally:
+        for claim in claims:
+            claim.release()
         ctx.close()
 
 
@@ -91,6 +96,12 @@ def ref(batch_id: str, index: int, attempt: int = 1):
     from workers.attempts import AttemptRef
 
     return AttemptRef(batch_id, index, attempt)
+
+
+def claimed(ctx, attempt):
+    claim = ctx.claims.try_claim(attempt.claim_key(ctx.keys))
+    assert claim is not None
+    return claim
 
 
 def sim_prediction_urls(sim, count: int) -> list[str]:

@@ -12,8 +12,11 @@ for good and the run stops before any creation. Only when both are gone (Redis l
 restart from an older append-only file, or a failover) does the renewal take it back, at once,
 before a second run could. Right
 before a creation the owner checks in Redis that the claim is still its own
-(workers/lua/attempt_post.lua, together with the rest of the last check). The claim is a guard,
-not the only one: the creation record (workers.attempts) still prevents a second creation.
+(workers/lua/attempt_post.lua, together with the rest of the last check); once its prediction has
+ended, and before every output is written, it checks again (`Claim.ensure_ours`): a run whose
+claim was lost stops (SupersededError) and writes nothing, the claim holder resumes the same
+prediction. The claim is a guard, not the only one: the creation record (workers.attempts) still
+prevents a second creation.
 
 When Redis cannot be reached the answer is "cannot tell", never "lost": `still_ours` and
 `reassert` raise, and the task runs the attempt again once Redis answers (workers.tasks), taking
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from enum import IntEnum
 from typing import Any
@@ -31,7 +35,7 @@ from typing import Any
 import redis
 
 from shared import lua_scripts
-from shared.errors import RedisUnavailableError
+from shared.errors import RedisUnavailableError, SupersededError
 from shared.redis_conn import as_text as text  # the name Claim calls it by
 from shared.wakeup import run_forever
 
@@ -39,6 +43,10 @@ log = logging.getLogger(__name__)
 
 
 SEEN_TTL = 24 * 3600  # a claim that expired is recognised as such for this long (seconds)
+# A claim confirmed in Redis this recently cannot have expired since: its ttl is 3 s at least and
+# the keeper renews it every third of that. Monotonic time counts a stall of the process (SIGSTOP),
+# so a run resumed from one asks Redis again. Saves a round trip when the writes follow the end.
+CLAIM_FRESH_SECONDS = 1.0
 
 
 class Renewal(IntEnum):
@@ -65,9 +73,31 @@ class Claim:
         self.token = token
         self._keeper = keeper
         self.lost = False  # a renewal found someone else's token (or none)
+        # Monotonic time of the last confirmation in Redis by ensure_ours (only its run's thread
+        # reads and writes it; the keeper never does).
+        self._confirmed_at: float | None = None
 
     def release(self) -> None:
         self._keeper._release(self)
+
+    def ensure_ours(self, before: str) -> None:
+        """SupersededError unless this claim is still its run's. Asks Redis (one GET) unless it
+        was confirmed there within CLAIM_FRESH_SECONDS: the keeper's flag may not have caught up
+        yet (a process resumed from a stall runs this thread first). A claim Redis lost with its
+        marker (restart, failover) is taken back, as the keeper would; an expired one or another
+        run's is lost. Redis errors propagate: "cannot tell" is not "lost" (the task waits for
+        Redis and runs the attempt again)."""
+        if self.lost or not self._confirmed():
+            raise SupersededError(f"the attempt's claim was lost before {before}; another run owns it")
+
+    def _confirmed(self) -> bool:
+        asked_at = time.monotonic()
+        if self._confirmed_at is not None and asked_at - self._confirmed_at < CLAIM_FRESH_SECONDS:
+            return True
+        if not self.still_ours() and self._keeper.reassert(self) is None:
+            return False
+        self._confirmed_at = asked_at
+        return True
 
     def released_in_redis(self) -> None:
         """Another script released the claim in Redis (the run's final ledger transition):

@@ -49,7 +49,6 @@ from workers.download import output_urls
 from workers.replicate_calls import PredictionView, failure_error
 from workers.spool import Spool
 from workers.stage import AttemptStage
-from workers.waiting import ensure_still_owner
 
 log = logging.getLogger("workers.outputs")
 
@@ -63,12 +62,12 @@ class OutputSaver(AttemptStage):
         request: ImageRequest,
         spec: ModelSpec,
         view: PredictionView,
-        claim: Claim | None = None,
+        claim: Claim,
     ) -> list[dict[str, Any]]:
         """The files written for a succeeded prediction (see `save`); the error its end means
         otherwise. SupersededError when `claim` (this run's) is lost: whatever the end, it is
         the claim holder's to record."""
-        ensure_still_owner(self.ctx.claims, claim, "concluding")
+        claim.ensure_ours("concluding")
         if view.status == "succeeded":
             return self.save(ref, request, spec, view, claim)
         if view.status == "failed":
@@ -90,7 +89,7 @@ class OutputSaver(AttemptStage):
         request: ImageRequest,
         spec: ModelSpec,
         view: PredictionView,
-        claim: Claim | None = None,
+        claim: Claim,
     ) -> list[dict[str, Any]]:
         """One record per file written: `url` (store URL or local path), `key` (under the output
         root), `format`, `content_type`, `bytes`, `sha256`. Each write is preceded by a check
@@ -115,7 +114,7 @@ class OutputSaver(AttemptStage):
         files = []
         for position, (url, name) in enumerate(zip(urls, names)):
             data = self._bytes(view, position, url)
-            ensure_still_owner(self.ctx.claims, claim, f"writing {name}")
+            claim.ensure_ours(f"writing {name}")
             files.append(self._write(ref, store, name, data, overwrite))
             self.spool.drop(view.id, position)
         if len(urls) > len(names):

@@ -64,7 +64,7 @@ from workers.reconcile import Reconciler
 from workers.replicate_calls import PredictionView
 from workers.run_start import CANCELED, CLAIMED, HELD, MISSING, OTHER, TERMINAL, RunStarter, Start
 from workers.stage import AttemptStage
-from workers.waiting import PredictionWaiter, ensure_still_owner
+from workers.waiting import PredictionWaiter
 
 __all__ = ["AttemptRunner", "Job", "NextTask"]
 
@@ -375,10 +375,10 @@ class AttemptRunner(AttemptStage):
             if view is None:
                 lease.set_prediction(prediction_id)  # never raises (a Redis error is logged)
                 elapsed = time.monotonic() - created_at if created_at is not None else 0.0
-                view = self.waiter.wait(job.batch_id, prediction_id, lease, model, elapsed, claim)
+                view = self.waiter.wait(job.batch_id, prediction_id, lease, model, claim, elapsed)
         finally:
             self._free_slot(lease, prediction_id, view)
-        ensure_still_owner(self.ctx.claims, claim, "its prediction's end")  # a stall lost it?
+        claim.ensure_ours("its prediction's end")  # a stall lost it?
         self._settle_spend(job.ref)
         if created_at is not None:
             self._learn_latency(model, view, created_at)

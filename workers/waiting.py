@@ -13,7 +13,7 @@ read budget (the rest is left for uploads, reconciliation and other programs).
 A run whose claim is lost while it waits (its process stalled past the claim's ttl, or Redis lost
 the claim and another run took the attempt) stops (SupersededError): here once the keeper finds it
 lost, else when the prediction's end is known and its slot given back (workers.runner asks Redis:
-`ensure_still_owner`, checked again by workers.outputs before every write). The run that holds the
+`Claim.ensure_ours`, checked again by workers.outputs before every write). The run that holds the
 claim now resumes the same prediction and writes its outputs; this one writes nothing.
 
 Polling starts a little before the model's usual duration: a smoothed average per model, kept in
@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
-import weakref
 from typing import NoReturn
 
 from shared.errors import (
@@ -39,7 +37,7 @@ from shared.errors import (
     TransientError,
 )
 from shared.limiter import Lease
-from workers.claims import Claim, ClaimKeeper
+from workers.claims import Claim
 from workers.completions import CompletionWatch
 from workers.replicate_calls import PredictionView
 from workers.stage import AttemptStage
@@ -57,36 +55,6 @@ SAFETY_POLL_INTERVAL = 30.0  # with webhooks: polls only catch a lost delivery
 # most), which is also the wait for a model whose duration is not known yet.
 SYNC_WAIT_FACTOR = 3.0
 SYNC_WAIT_MIN = 5
-
-
-# A claim confirmed in Redis this recently cannot have expired since: its ttl is 3 s at least and
-# the keeper renews it every third of that. Monotonic time counts a stall of the process (SIGSTOP),
-# so a run resumed from one asks Redis again. Saves a round trip when the writes follow the end.
-CLAIM_FRESH_SECONDS = 1.0
-_confirmed: weakref.WeakKeyDictionary[Claim, float] = weakref.WeakKeyDictionary()
-_confirmed_lock = threading.Lock()
-
-
-def ensure_still_owner(claims: ClaimKeeper, claim: Claim | None, before: str) -> None:
-    """SupersededError unless `claim` is still this run's. Asks Redis (one GET) unless it was
-    confirmed there within CLAIM_FRESH_SECONDS: the keeper's flag may not have caught up yet (a
-    process resumed from a stall runs this thread first). A claim Redis lost with its marker
-    (restart, failover) is taken back, as the keeper would; an expired one or another run's is
-    lost. Redis errors propagate: "cannot tell" is not "lost" (the task waits for Redis and runs
-    the attempt again)."""
-    if claim is None:
-        return
-    if claim.lost:
-        raise SupersededError(f"the attempt's claim was lost before {before}; another run owns it")
-    asked_at = time.monotonic()
-    with _confirmed_lock:
-        confirmed_at = _confirmed.get(claim)
-    if confirmed_at is not None and asked_at - confirmed_at < CLAIM_FRESH_SECONDS:
-        return
-    if not claim.still_ours() and claims.reassert(claim) is None:
-        raise SupersededError(f"the attempt's claim was lost before {before}; another run owns it")
-    with _confirmed_lock:
-        _confirmed[claim] = asked_at
 
 
 def sync_wait_seconds(expected: float | None, cap: int) -> int:
@@ -110,8 +78,8 @@ class PredictionWaiter(AttemptStage):
         prediction_id: str,
         lease: Lease,
         model: str,
+        claim: Claim,
         elapsed: float = 0.0,
-        claim: Claim | None = None,
     ) -> PredictionView:
         """Until the prediction is terminal, told by its webhook (when configured) or a poll on
         the read budget, whichever comes first; `elapsed`: seconds it has run already (a sync
@@ -134,7 +102,7 @@ class PredictionWaiter(AttemptStage):
                     return pushed
                 if ctx.cancel_watch.is_canceled(batch_id):
                     raise CanceledError("batch canceled")
-                if claim is not None and claim.lost:  # the keeper's flag: no Redis call per poll
+                if claim.lost:  # the keeper's flag: no Redis call per poll
                     raise SupersededError("the attempt's claim was lost while waiting; another run owns it")
                 if lease.lost and not warned_lost:
                     warned_lost = True

@@ -4,17 +4,22 @@ real Redis, within one process; the multi-process proof is in test_limiter_proce
 Each Limiter object stands for one process: it remembers the epoch it last saw, and a script
 that finds no epoch while the caller knew one starts the recovery: no new slot for one lease
 (live holders re-register through their renewals first) and creations paused for one window
-plus margin. A first start (nobody knew an epoch) has no delay.
+plus margin. A first start (nobody knew an epoch) has no delay. Last, a slot given back while
+Redis is down (a redis-server of the test's own, stopped).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from shared.errors import AcquireTimeoutError
-from shared.limiter import HolderInfo
+from shared.keys import Keys
+from shared.limiter import HolderInfo, Limiter
 from tests.support.limiter import LIVE_LEASE, lose_limiter_state, start_waiter
 from tests.support.wait import wait_until
 
@@ -147,3 +152,19 @@ def test_a_waiter_queued_before_the_loss_was_recognised_is_woken_when_the_freeze
     assert results == []
     assert wait_until(lambda: results, timeout=2.5)
     assert not isinstance(results[0][1], AcquireTimeoutError)
+
+
+def test_a_release_while_redis_is_down_says_it_did_not_reach_redis(
+    private_redis, settings, key_prefix, caplog
+):
+    """The operator reads an outage, not a failure (the slot comes back when its lease runs out)."""
+    client = private_redis.client(socket_timeout=1, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
+    limiter = Limiter.from_settings(client, Keys(key_prefix), settings)
+    try:
+        lease = limiter.acquire(HolderInfo(task_id="cut off"), timeout=0)
+        private_redis.stop()
+        with caplog.at_level(logging.WARNING, logger="shared.limiter.lease"):
+            lease.release()
+        assert f"release of {lease.holder_id} did not reach Redis" in caplog.text, caplog.text
+    finally:
+        limiter.close()

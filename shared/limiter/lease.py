@@ -6,9 +6,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
-import redis
-
-from shared.errors import LeaseLostError
+from shared.errors import LeaseLostError, RedisUnavailableError
 from shared.limiter import replies
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -144,7 +142,7 @@ class Lease:
         try:
             self.released_at = replies.drop(self._limiter._call("drop", self.holder_id)).at
         except Exception as exc:  # noqa: BLE001 - see the docstring
-            what = "did not reach Redis" if isinstance(exc, redis.RedisError) else "failed"
+            what = "did not reach Redis" if isinstance(exc, RedisUnavailableError) else "failed"
             log.warning(
                 "release of %s %s (%s); it expires within %.0f s",
                 self.holder_id,

@@ -8,6 +8,12 @@ sizes a wait as well as the latest one. Updates from several processes were neve
 smooth, write); with the cache a process smooths onto the value it last saw, so an update of
 another process within those seconds may be overwritten: the average stays an average of recent
 durations, which is all that uses it.
+
+A process also writes a model's average at most once per `fresh` seconds (the first update at
+once, so the fleet learns a new model's duration from its first prediction): one HSET per image
+was a round trip per image (issue 16.4), and the others read it at most that often anyway. The
+process's own average takes every duration; its updates since the last write are lost only if
+it stops within those seconds.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ class ModelLatencies:
     def __init__(self, client: redis.Redis, key: str, *, fresh: float = FRESH_SECONDS):
         self.client, self.key, self.fresh = client, key, fresh
         self._known: dict[str, tuple[float, float | None]] = {}  # model -> (monotonic when, value)
+        self._written: dict[str, float] = {}  # model -> monotonic time of this process's last write
         self._lock = threading.Lock()
 
     def expected(self, model: str) -> float | None:
@@ -47,11 +54,19 @@ class ModelLatencies:
         """A prediction of `model` took `seconds` (creation to end). Never raises."""
         old = self.expected(model)
         new = seconds if not old else (1 - SMOOTHING) * old + SMOOTHING * seconds
-        try:
-            self.client.hset(self.key, model, f"{new:.3f}")
-        except redis.RedisError:
-            return
+        if self._write_due(model):
+            try:
+                self.client.hset(self.key, model, f"{new:.3f}")
+            except redis.RedisError:
+                return
+            with self._lock:
+                self._written[model] = time.monotonic()
         self._remember(model, float(f"{new:.3f}"))
+
+    def _write_due(self, model: str) -> bool:
+        with self._lock:
+            written = self._written.get(model)
+        return written is None or time.monotonic() - written >= self.fresh
 
     def _cached(self, model: str) -> tuple[float, float | None] | None:
         with self._lock:
@@ -64,4 +79,5 @@ class ModelLatencies:
         with self._lock:
             if len(self._known) > 1000:
                 self._known.clear()
+                self._written.clear()
             self._known[model] = (time.monotonic(), value)

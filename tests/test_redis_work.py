@@ -500,3 +500,32 @@ def test_a_webhook_delivery_is_one_script(private_redis, client, tmp_path):
     assert round_trips(client, lambda: deliver("p2", "msg_2")) == 1
     written = commands(client, receiver._counters.flush)
     assert written == {"hincrby": 2}, written  # accepted 3, duplicate 1: one write each
+
+
+def test_an_output_written_asks_nothing_before_it_is_written(client, tmp_path):
+    """An output's write: whether this item wrote the key before (HEXISTS) was asked before every
+    write, a round trip per image for a rare case; it is asked only when other bytes are there.
+    The record of what was written is one pipelined round trip. An item still replaces its own
+    earlier output, never another's."""
+    from types import SimpleNamespace
+
+    from shared.errors import OutputExistsError
+    from shared.storage.local import LocalStore
+    from shared.storage.location import parse_location
+    from workers.attempts import AttemptRef
+    from workers.outputs import OutputSaver
+    from workers.stage import WaitBudget
+
+    budget = WaitBudget(countdown_cap=60, slot_wait=5, recheck_interval=5, max_rechecks=1)
+    saver = OutputSaver(SimpleNamespace(keys=Keys("w"), redis=client), budget=budget)  # type: ignore[arg-type]
+    store = LocalStore(parse_location(str(tmp_path)))
+    png = b"\x89PNG\r\n\x1a\n"
+    assert (
+        round_trips(client, lambda: saver._write(AttemptRef("b", 0, 1), store, "a.png", png + b"0", False))
+        == 1
+    )
+    saver._write(AttemptRef("b", 0, 2), store, "a.png", png + b"2", False)  # its own: replaced
+    assert (tmp_path / "a.png").read_bytes() == png + b"2"
+    with pytest.raises(OutputExistsError):
+        saver._write(AttemptRef("b", 1, 1), store, "a.png", png + b"1", False)  # another item's
+    assert (tmp_path / "a.png").read_bytes() == png + b"2"

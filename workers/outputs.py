@@ -31,6 +31,7 @@ from typing import Any
 
 from shared.errors import (
     CanceledError,
+    OutputExistsError,
     PermanentModelError,
     RequeueError,
     StorageError,
@@ -40,7 +41,7 @@ from shared.errors import (
 )
 from shared.models import ModelSpec
 from shared.request import ImageRequest
-from shared.storage import Store, sniff, write_once
+from shared.storage import Store, Written, sniff, write_once
 from shared.storage.location import output_names
 from shared.storage.sniff import with_extension
 from workers.attempts import AttemptRef
@@ -152,6 +153,19 @@ class OutputSaver(AttemptStage):
         self.spool.keep(view.id, position, data)
         return data
 
+    def _write_once(
+        self, store: Store, key: str, data: bytes, overwrite: bool, written_key: str, content_type: str | None
+    ) -> Written:
+        """write_once, replacing other bytes at `key` only with `overwrite` or when this item wrote
+        them (an earlier run's output). Asked only when other bytes are there: one HEXISTS per
+        output was a round trip per image (issue 16.4), for a case that is rare."""
+        try:
+            return write_once(store, key, data, overwrite=overwrite, content_type=content_type)
+        except OutputExistsError:
+            if overwrite or not self.ctx.redis.hexists(written_key, key):
+                raise
+        return write_once(store, key, data, overwrite=True, content_type=content_type)
+
     def _write(
         self, ref: AttemptRef, store: Store, name: str, data: bytes, overwrite: bool
     ) -> dict[str, Any]:
@@ -167,11 +181,8 @@ class OutputSaver(AttemptStage):
         if media is not None and key != name:
             log.info("output is %s, not what %r says: written as %r", media.mime, name, key)
         written_key = self.ctx.keys.written(ref.batch_id, ref.index)
-        own = self.ctx.redis.hexists(written_key, key)  # this item's earlier output may be replaced
         try:
-            result = write_once(
-                store, key, data, overwrite=overwrite or own, content_type=media.mime if media else None
-            )
+            result = self._write_once(store, key, data, overwrite, written_key, media.mime if media else None)
         except StorageUnavailableError as exc:
             raise WriteRetryError(
                 f"{exc}; the outputs will be written again (no new prediction)", countdown=self._backoff(2)

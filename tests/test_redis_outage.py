@@ -84,7 +84,8 @@ def test_an_outage_right_after_the_creation_is_ridden_out_and_the_prediction_res
     settings, redis_client, sim, monkeypatch
 ):
     """Redis fails right after the prediction's record (its answer lost: the record, which
-    writes the id into the ledger in the same script since issue 16.4, was done): the task
+    writes the id into the ledger and onto the slot in the same script since issue 16.4, was
+    done): the task
     waits, runs the attempt again, keeps its claim, resumes the recorded prediction. One
     creation, no try counted, the item done."""
     keys = Keys(settings.key_prefix)
@@ -93,7 +94,7 @@ def test_an_outage_right_after_the_creation_is_ridden_out_and_the_prediction_res
         monkeypatch.setattr(tasks, "get_context", lambda _settings: ctx)
         claim_key = keys.claim("b-blip", 0, 1)
         tokens = []
-        real_record = ctx.creations.record_prediction
+        real_record = ctx.creations.record_on_slot
         lost = []
 
         def record(*args, **kwargs):
@@ -104,7 +105,7 @@ def test_an_outage_right_after_the_creation_is_ridden_out_and_the_prediction_res
                 raise redis.ConnectionError("Error 111 connecting. Connection refused.")
             return recorded
 
-        ctx.creations.record_prediction = record
+        ctx.creations.record_on_slot = record
         probes = []
         outage = OutageWait(settings, probe=lambda: probes.append(1) or True)
         assert tasks.run_attempt(settings, Job("b-blip", 0, 1, MODEL), outage=outage) is None

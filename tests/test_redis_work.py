@@ -295,6 +295,34 @@ def test_a_creation_token_for_a_holder(client):
     assert sum(used.values()) <= 16, used
 
 
+def test_the_prediction_id_is_one_round_trip(client):
+    """The moment the POST answers: the prediction bound to its attempt (owner, creation record,
+    the ledger's attempt record) and shown on the slot, in one script call
+    (workers/lua/attempt_record_slot.lua). Two before (attempt_record.lua, then the limiter's
+    set_prediction.lua with its own prelude): 2 EVALSHAs and 20 commands in all; 18 now (one
+    EVALSHA, and one TIME: the record's time is the limiter's). The gain is mostly a round trip
+    and a script call, what Redis's CPU goes to (BENCHMARKS.md), not commands."""
+    from workers.attempts import AttemptRef, CreationRecords
+
+    ledger = Ledger(client, Keys("w"))
+    records = CreationRecords(client, Keys("w"))
+    assert ledger.create_batch("b", make_requests(2, "b"), output_root="/out", options={})
+    limiter = Limiter(client, Keys("w"), Limits(2, 600, 3000, 60.0), lease_seconds=600, orphan_seconds=1200)
+    try:
+        for index in (0, 1):
+            ledger.transition("b", index, "running", allowed_from=("pending",), attempt=1)
+        lease = limiter.acquire(HolderInfo(task_id="t"), timeout=5)
+        limiter.take_create_token(timeout=5, holder=lease, attempt="b:0:1")
+        assert records.record_on_slot(AttemptRef("b", 0, 1), "p0", lease)  # scripts loaded
+        used = commands(client, lambda: records.record_on_slot(AttemptRef("b", 1, 1), "p1", lease))
+        assert limiter.status().holders[0].prediction_id == "p1"
+        lease.release()
+    finally:
+        limiter.close()
+    assert used.get("evalsha", 0) == 1, used
+    assert sum(used.values()) <= 18, used
+
+
 def test_a_send_held_and_fed(client):
     """push + take of one send (40 before; 36 until the take read the due zset once when nothing
     is due and stopped counting the broker's step-9 list, which the feeder never fills: 34); a

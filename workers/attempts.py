@@ -32,6 +32,7 @@ creates of other batches whose prediction it could otherwise take for its own (w
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -40,11 +41,15 @@ from typing import NamedTuple
 import redis
 
 from shared import lua_scripts
+from shared.errors import LimiterError
 from shared.keys import Keys
+from shared.limiter import Lease
 from shared.redis_conn import text_map
 
 RECORD_TTL = 14 * 24 * 3600  # long after Replicate itself forgets the prediction
 _OLDEST_REAL_TIME = 1e9  # an older record wrote post_returned_at = "1" (no time)
+
+log = logging.getLogger(__name__)
 
 
 class AttemptRef(NamedTuple):
@@ -127,19 +132,25 @@ class CreationRecords:
         # The intent and the record also write the item's attempt record (its input, its
         # prediction id) with the ledger's own merge (shared/lua/ledger_common.lua).
         ledger_merge = (("shared.lua", "ledger_common"),)
+        bind = (*ledger_merge, ("workers.lua", "attempt_bind"))
         scripts = lua_scripts.register(
             redis_client,
             "workers.lua",
-            ("attempt_intent", "attempt_post", "attempt_stamp", "attempt_record"),
-            inserts={"attempt_intent": ledger_merge, "attempt_record": ledger_merge},
+            ("attempt_intent", "attempt_post", "attempt_stamp", "attempt_record", "attempt_record_slot"),
+            inserts={
+                "attempt_intent": ledger_merge,
+                "attempt_record": bind,
+                # The limiter's prelude first: the slot's part is a limiter step (call_with).
+                "attempt_record_slot": (("shared.limiter.lua", "common"), *bind),
+            },
         )
-        self._intent, self._post, self._stamp, self._record = scripts.values()
+        self._intent, self._post, self._stamp, self._record, self._record_slot = scripts.values()
 
     def preload(self) -> None:
         """Load the scripts into Redis now (worker start): the check between the creation token
         and the POST is then one EVALSHA, not EVALSHA + NOSCRIPT + SCRIPT LOAD + EVALSHA on the
         first creation (after a Redis restart the client reloads them transparently, once)."""
-        for script in (self._intent, self._post, self._stamp, self._record):
+        for script in (self._intent, self._post, self._stamp, self._record, self._record_slot):
             script.load()
 
     def get(self, ref: AttemptRef) -> CreationRecord:
@@ -221,15 +232,43 @@ class CreationRecords:
         with `in_ledger`, the id in the item's attempt record while the item runs this attempt,
         as `Ledger.update_attempt` would). False (nothing changed) if another attempt owns it."""
         recorded = self._record(
-            keys=[
-                self.keys.prediction_owner(prediction_id),
-                ref.record_key(self.keys),
-                self.keys.item(ref.batch_id, ref.index),
-                self.keys.batch_live(ref.batch_id),
-            ],
+            keys=self._bind_keys(ref, prediction_id),
             args=[ref.marker, prediction_id, origin, RECORD_TTL, ref.attempt, "1" if in_ledger else ""],
         )
         return int(recorded) == 1
+
+    def record_on_slot(self, ref: AttemptRef, prediction_id: str, lease: Lease) -> bool:
+        """`record_prediction(ref, prediction_id, in_ledger=True)` and, only if that recorded it,
+        `lease.set_prediction(prediction_id)`: one round trip (attempt_record_slot.lua) instead
+        of two. False (nothing changed, the slot included) if another attempt owns the prediction.
+        The record is what cost safety needs, the slot's id a display and a help: should the
+        call fail other than by Redis being out of reach (the limiter's part refused, say), the
+        two steps run apart, as before (the record raising as it does, the slot's failure
+        logged). Redis out of reach raises (RedisUnavailableError), as the record alone does."""
+        try:
+            return lease.set_prediction_if(
+                prediction_id,
+                self._record_slot,
+                keys=self._bind_keys(ref, prediction_id),
+                args=[ref.marker, "created", RECORD_TTL, ref.attempt],
+            )
+        except LimiterError as exc:
+            log.warning(
+                "prediction %s and its slot in one call failed (%s); one at a time", prediction_id, exc
+            )
+        if not self.record_prediction(ref, prediction_id, in_ledger=True):
+            return False
+        lease.set_prediction(prediction_id)  # never raises
+        return True
+
+    def _bind_keys(self, ref: AttemptRef, prediction_id: str) -> list[str]:
+        """bind_prediction()'s keys (workers/lua/attempt_bind.lua), in its order."""
+        return [
+            self.keys.prediction_owner(prediction_id),
+            ref.record_key(self.keys),
+            self.keys.item(ref.batch_id, ref.index),
+            self.keys.batch_live(ref.batch_id),
+        ]
 
     def carry_over(self, old: AttemptRef, new: AttemptRef, prediction_id: str) -> bool:
         """Give `old`'s prediction to `new` (`producer retry` of an item whose prediction succeeded

@@ -274,9 +274,11 @@ class PredictionCreator(AttemptStage):
         log.warning("429 on create; creations paused %.1f s for every worker", seconds)
 
     def _record(self, ref: AttemptRef, lease: Lease, view: PredictionView) -> None:
-        """The prediction id, recorded the moment the POST answers, before any waiting."""
+        """The prediction id, recorded the moment the POST answers, before any waiting, and shown
+        on the slot in the same round trip (only if recorded: a slot never shows a prediction
+        another attempt owns)."""
         ctx = self.ctx
-        if not ctx.creations.record_prediction(ref, view.id, in_ledger=True):
+        if not ctx.creations.record_on_slot(ref, view.id, lease):
             # Another attempt owns this prediction already: an item with the identical input
             # reconciling its own unresolved create adopted it between our POST's answer and
             # this record. Ours is then unknown to us: reconcile it, never go on without one.

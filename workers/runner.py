@@ -373,7 +373,8 @@ class AttemptRunner(AttemptStage):
                     view = created.view
                     self._metric("end_noticed", "create")
             if view is None:
-                lease.set_prediction(prediction_id)  # never raises (a Redis error is logged)
+                if created_at is None:  # resumed or adopted (a creation's record showed it on the slot)
+                    lease.set_prediction(prediction_id)  # never raises (a Redis error is logged)
                 elapsed = time.monotonic() - created_at if created_at is not None else 0.0
                 view = self.waiter.wait(job.batch_id, prediction_id, lease, model, claim, elapsed)
         finally:

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -157,13 +158,21 @@ class LimiterCore:
     def _call(self, name: str, *args: Any) -> Any:
         """Run one script with our config and last seen epoch; remember the epoch it answers
         with and return its result."""
+        return self._run(self._scripts[name], self._key_list, args)
+
+    def call_with(self, script: lua_scripts.LuaScript, keys: Sequence[str], *args: Any) -> Any:
+        """Run another owner's `script` that does a limiter step in its own round trip: it is sent
+        after common.lua (lua_scripts inserts), its KEYS are the limiter's (the budget's last) then
+        `keys`, its ARGV our config, our last seen epoch, then `args`, and it replies as every
+        limiter script does (common.lua's reply()). Errors as `_call`'s."""
+        return self._run(script, [*self._key_list, *keys], args)
+
+    def _run(self, script: lua_scripts.LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
         try:
-            epoch, result = self._scripts[name](
-                keys=self._key_list, args=[self._config, self._known_epoch, *args]
-            )
+            epoch, result = script(keys=keys, args=[self._config, self._known_epoch, *args])
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise RedisUnavailableError(f"limiter cannot reach Redis: {exc}") from exc
         except redis.RedisError as exc:
-            raise LimiterError(f"limiter script {name} failed: {exc}") from exc
+            raise LimiterError(f"limiter script {script.source.name} failed: {exc}") from exc
         self._known_epoch = as_text(epoch)
         return result

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from shared.errors import LeaseLostError, RedisUnavailableError
 from shared.limiter import replies
 
 if TYPE_CHECKING:  # pragma: no cover
+    from shared import lua_scripts
     from shared.limiter.core import LimiterCore
     from shared.limiter.replies import Grant
 
@@ -106,6 +108,25 @@ class Lease:
         except Exception as exc:  # noqa: BLE001 - must never fail the task
             log.warning("could not record prediction id on lease %s: %s", self.holder_id, exc)
             return True  # cannot tell: the renewals decide
+        return self._shown(prediction_id, counted)
+
+    def set_prediction_if(
+        self, prediction_id: str, script: lua_scripts.LuaScript, keys: Sequence[str], args: Sequence[Any]
+    ) -> bool:
+        """set_prediction() inside another owner's step that decides whether this slot gets the
+        prediction at all, in one round trip: `script` (LimiterCore.call_with; ARGV after the
+        limiter's: this holder id, `prediction_id`, then `args`) replies {done, counted} and puts
+        the id on the slot only when done. Returns done; a slot no longer counted is lost, as
+        with set_prediction(). Errors raise, with nothing changed here (the caller decides)."""
+        done, counted = self._limiter.call_with(script, keys, self.holder_id, prediction_id, *args)
+        if int(done) != 1:
+            return False
+        self._record["prediction_id"] = prediction_id
+        self._shown(prediction_id, int(counted) == 1)
+        return True
+
+    def _shown(self, prediction_id: str, counted: bool) -> bool:
+        """The limiter answered whether it counts this holder as it recorded `prediction_id`."""
         if not counted and not self.abandoned:
             log.error(
                 "prediction %s runs on a slot the limiter no longer counts (lease %s)",

@@ -286,6 +286,18 @@ local function remove_holders(ids)
   return held
 end
 
+-- Record the prediction id in a holder's info and index (set_prediction.lua, and the workers'
+-- attempt_record_slot.lua). Keeps the attempt marker. Never brings back a holder that is gone
+-- (released, expired, force-released): returns 1 if recorded, 0 if the holder is not counted.
+local function show_prediction(id, prediction_id)
+  local rec = redis.call('ZSCORE', K_HOLDERS, id) and decode_info(id)
+  if not rec then return 0 end
+  unindex(K_BYPRED, rec.prediction_id, id)
+  rec.prediction_id = prediction_id
+  save_holder(id, rec)
+  return 1
+end
+
 -- A holder that may have a prediction running at Replicate: it has recorded one, or it took a
 -- creation token for an attempt (it may have died inside the POST, the prediction unknown).
 local function may_have_prediction(rec)

@@ -36,7 +36,7 @@ import redis
 
 from shared import lua_scripts
 from shared.errors import RedisUnavailableError, SupersededError
-from shared.redis_conn import as_text as text  # the name Claim calls it by
+from shared.redis_conn import as_text
 from shared.wakeup import run_forever
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ class Claim:
             value = self._keeper.redis.get(self.key)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise RedisUnavailableError(f"cannot tell whether claim {self.key} is still ours: {exc}") from exc
-        return text(value) == self.token if value is not None else False
+        return as_text(value) == self.token if value is not None else False
 
 
 class ClaimKeeper:

@@ -557,3 +557,31 @@ def test_an_output_written_asks_nothing_before_it_is_written(client, tmp_path):
     with pytest.raises(OutputExistsError):
         saver._write(AttemptRef("b", 1, 1), store, "a.png", png + b"1", False)  # another item's
     assert (tmp_path / "a.png").read_bytes() == png + b"2"
+
+
+def test_a_delivered_message_nudges_the_feeder_in_its_own_script(private_redis, client, monkeypatch):
+    """The feeder learns that a worker took a message (room in the broker) from a token on its
+    wake list. The task pushed it when it started (RPUSH, a round trip per image); the script
+    that records the delivery pushes it now, capped as the feeder's other wakes are."""
+    from kombu import Connection
+
+    from shared.scheduler import WAKE_TOKENS_KEPT, feeder_wake_key
+    from workers import kombu_patches
+
+    kombu_patches.apply()
+    wake = feeder_wake_key(Keys("w"))
+    monkeypatch.setattr(kombu_patches._FeederWake, "key", None)
+    kombu_patches.wake_feeder_on_delivery(wake, WAKE_TOKENS_KEPT)
+    with Connection(private_redis.url) as connection:
+        queue = connection.SimpleQueue("work-q")
+        for n in range(WAKE_TOKENS_KEPT + 3):
+            queue.put({"n": n})
+        queue.get(timeout=5).ack()  # warm: bindings, script cache
+        client.delete(wake)
+        used = commands(client, lambda: queue.get(timeout=5))
+        assert used["evalsha"] == 1 and used["rpush"] == 1, used  # inside the delivery's script
+        assert client.llen(wake) == 1
+        for _ in range(WAKE_TOKENS_KEPT + 1):
+            queue.get(timeout=5)
+        queue.close()
+    assert client.llen(wake) == WAKE_TOKENS_KEPT

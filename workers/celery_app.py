@@ -124,13 +124,19 @@ def _warm_up(sender: Any = None, **_: Any) -> None:
     # pay for them between its creation token and its POST.
     import logging
 
+    from shared.keys import Keys
+    from shared.scheduler import WAKE_TOKENS_KEPT, feeder_wake_key
     from workers.context import get_context
     from workers.feeder import start_feeder
     from workers.presence import start_presence
     from workers.recovery import start_sweeper
 
+    # Every message this process takes from the broker tells the feeder there is room (in the
+    # script that records the delivery: no round trip of its own).
+    settings = app.settings()
+    kombu_patches.wake_feeder_on_delivery(feeder_wake_key(Keys(settings.key_prefix)), WAKE_TOKENS_KEPT)
     try:
-        ctx = get_context(app.settings())
+        ctx = get_context(settings)
     except Exception as exc:  # noqa: BLE001 - the first task will report the real problem
         logging.getLogger("workers").warning("worker context not built: %s", exc)
         return

@@ -11,7 +11,7 @@ The feeder keeps the broker's queue at `FLEET_FEED_WINDOW` messages at most (8 b
 worker with a free thread takes a message within milliseconds, so a short queue keeps every
 thread busy, and the messages it holds are the only ones a newly submitted batch has to wait
 behind. It does not poll: it blocks on its wake list (`<prefix>:sched:wake`), which every push
-(a submission, a follow-up) and every worker that takes a message (workers.tasks) nudges, with
+(a submission, a follow-up) and every message a worker takes (workers.kombu_patches) nudges, with
 a timeout at the next delayed send's due time (Redis time) and at most a second.
 
 A send the feeder took but never delivered (SIGKILL between the take and the broker) is not lost:

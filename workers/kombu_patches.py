@@ -27,6 +27,9 @@
    client sends). One small script each does the same atomically (`workers/lua/unacked_*.lua`):
    per message 8 client commands become 2 EVALSHA, 10 commands (inside scripts counted) 7.
    Redelivery is unchanged: the same keys, the same stamps, kombu's own restore reads them.
+   The delivery's script also nudges the feeder (`wake_feeder_on_delivery`): the message left
+   the broker's list, so there is room for the next one; the worker's own RPUSH when the task
+   started was one more round trip per image.
 """
 
 from __future__ import annotations
@@ -47,6 +50,19 @@ _APPEND = LuaScript(None, source("workers.lua", "unacked_append"))  # ZADD at Re
 _REMOVE = LuaScript(None, source("workers.lua", "unacked_remove"))  # ZREM + HDEL
 
 
+class _FeederWake:
+    """The list a delivery nudges (the feeder's wake list, shared.scheduler), once a worker set it."""
+
+    key: str | None = None
+    keep: int = 8
+
+
+def wake_feeder_on_delivery(key: str, keep: int) -> None:
+    """From now on every message delivered in this process nudges `key` (capped at `keep`
+    tokens), in the script that records the delivery."""
+    _FeederWake.key, _FeederWake.keep = key, keep
+
+
 def _connparams(self: Any, asynchronous: bool = False) -> dict[str, Any]:
     if getattr(self.connection, "client", None) is None:
         raise redis.ConnectionError("the broker connection was already closed")
@@ -54,15 +70,17 @@ def _connparams(self: Any, asynchronous: bool = False) -> dict[str, Any]:
 
 
 def _append(self: Any, message: Any, delivery_tag: Any) -> None:
-    """QoS.append: the message kept and stamped with Redis TIME, in one script call."""
+    """QoS.append: the message kept and stamped with Redis TIME (and the feeder nudged), in one
+    script call."""
     delivery = message.delivery_info
     exchange, routing_key = delivery["exchange"], delivery["routing_key"]
+    keys = [self.unacked_index_key, self.unacked_key]
+    args: list[Any] = [delivery_tag, dumps([message._raw, exchange, routing_key])]
+    if _FeederWake.key is not None:
+        keys.append(_FeederWake.key)
+        args.append(_FeederWake.keep)
     with self.channel.conn_or_acquire() as client:
-        _APPEND(
-            keys=[self.unacked_index_key, self.unacked_key],
-            args=[delivery_tag, dumps([message._raw, exchange, routing_key])],
-            client=client,
-        )
+        _APPEND(keys=keys, args=args, client=client)
         kombu_redis.virtual.QoS.append(self, message, delivery_tag)
 
 

@@ -44,7 +44,6 @@ def generate_image(
         recheck=int(recheck),
         priority=str(priority),
     )
-    _room_in_the_broker(settings)
     with log_context(**job.ref.log_fields(), model=model, task_id=job.task_id):
         ended: list[ItemEnd] = []
         follow_up = run_attempt(settings, job, ended=ended)
@@ -62,15 +61,6 @@ def _ending(settings: Settings, job: Job, follow_up: NextTask | None, known: Ite
     except Exception as exc:  # noqa: BLE001 - the display must never undo a recorded run
         log.debug("task state not decided: %s", exc)
         return None
-
-
-def _room_in_the_broker(settings: Settings) -> None:
-    """This message left the broker: the feeder may put the next one in (best effort; without
-    it the feeder looks again within a second)."""
-    try:
-        get_context(settings).scheduler.nudge()
-    except Exception as exc:  # noqa: BLE001 - the attempt matters more than the nudge
-        log.debug("feeder not nudged: %s", exc)
 
 
 def run_attempt(

@@ -3,21 +3,25 @@
 from shared.scheduler.schedule import (
     PARKED,
     PRIORITIES,
+    WAKE_TOKENS_KEPT,
     QueueDepths,
     Scheduler,
     Send,
     broker_lists,
     broker_priority,
+    feeder_wake_key,
     priority_problem,
 )
 
 __all__ = [
     "PARKED",
     "PRIORITIES",
+    "WAKE_TOKENS_KEPT",
     "QueueDepths",
     "Scheduler",
     "Send",
     "broker_lists",
     "broker_priority",
+    "feeder_wake_key",
     "priority_problem",
 ]

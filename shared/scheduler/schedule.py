@@ -39,6 +39,16 @@ from shared.redis_conn import as_text
 PRIORITIES = ("high", "normal", "low")  # rank 0, 1, 2
 PARKED = 1e11  # the live-zset score of an item whose send the scheduler holds (lua: PARKED)
 KOMBU_PRIORITY_SEPARATOR = "\x06\x16"  # kombu's Redis transport: queue name + sep + priority
+# Wake tokens the feeder's list keeps at most (its take empties it): as wake_feeder in
+# lua/sched_common.lua, and a worker's delivery nudge (workers.kombu_patches).
+WAKE_TOKENS_KEPT = 8
+
+
+def feeder_wake_key(keys: Keys) -> str:
+    """The feeder's wake list: pushed by every push here and every message a worker takes."""
+    return f"{keys.prefix}:sched:wake"
+
+
 # The broker priority of each rank (kombu's Redis transport serves 0 first; steps 0, 3, 6, 9): a
 # high-priority message overtakes the few normal ones already in the broker.
 _BROKER_PRIORITY = {0: 0, 1: 3, 2: 6}
@@ -133,7 +143,7 @@ class Scheduler:
 
     @property
     def wake_key(self) -> str:
-        return f"{self.keys.prefix}:sched:wake"
+        return feeder_wake_key(self.keys)
 
     @property
     def feeder_lock(self) -> str:
@@ -221,12 +231,6 @@ class Scheduler:
             max_late=float(max_late) / 1000,
             fed=int(fed),
         )
-
-    def nudge(self) -> None:
-        """Tell the feeder that a worker took a message (room in the broker): one command (the
-        feeder's take empties the list; capped at 8 tokens like wake_feeder in sched_common.lua)."""
-        if self.redis.rpush(self.wake_key, "1") > 8:
-            self.redis.ltrim(self.wake_key, -8, -1)
 
     def held(self, batch_id: str) -> dict[int, dict[str, Any]]:
         """The sends held for a batch, by item (tests, diagnostics)."""

@@ -423,7 +423,8 @@ def test_a_wake_takes_every_pushed_token_in_one_round_trip(client):
     finally:
         listener.stop()
     assert listener.take_payload("c") == {"w": "c", "grant": "1"}
-    assert used == {"rpush": 1, "blmpop": 1}, used
+    # (one pop more only if the listener's 2 s block ended meanwhile: a stall of the machine)
+    assert used.pop("rpush") == 1 and 1 <= used.pop("blmpop") <= 2 and used == {}, used
 
 
 def test_a_wake_listener_without_blmpop_pops_as_before(client, monkeypatch):
@@ -470,7 +471,9 @@ def test_a_webhooks_news_costs_the_worker_no_read_and_no_clean_up(client):
         got: list = []
         used = commands(client, lambda: got.append(watched_then_finished("p1")))
         assert got[0] is not None and got[0]["output"] == finished["output"]
-        assert sum(used.values()) <= 10 and used["evalsha"] == 2, used
+        # (and one pop more if the listener's 2 s block happens to end meanwhile)
+        assert 1 <= used.pop("blmpop") <= 2 and "lpop" not in used, used
+        assert sum(used.values()) <= 9 and used["evalsha"] == 2, used
         assert client.pttl(keys.completion("p1")) <= 60_000 and not client.exists(keys.completion_watch("p1"))
 
         assert receiver.notify({**finished, "id": "p2"}) is False

@@ -309,16 +309,21 @@ def test_when_an_unresolved_create_may_be_concluded_to_have_made_nothing(setting
 # --- between the creation token and the POST ---------------------------------------------------------
 
 
-def test_one_redis_round_trip_between_the_creation_token_and_the_post(settings, redis_client, sim):
+@pytest.mark.parametrize("path", ["at once", "steps"])
+def test_one_redis_round_trip_between_the_creation_token_and_the_post(settings, redis_client, sim, path):
     """The checks between the token and the POST (claim still ours, batch not canceled) are one
     script, which also stamps `posting_at`: the in-flight window starts there, not at the intent
-    written before the (possibly long) token wait."""
+    written before the (possibly long) token wait. When the token is free at once, the intent,
+    the token and that check are all that one script (workers/lua/attempt_create.lua): counted
+    from before it, one round trip in all; when the token needs a wait (forced here), the three
+    steps, and one round trip after the token."""
     ledger, _ = record_batch(settings, redis_client, "b-onetrip", ["a cormorant drying its wings"])
     with worker_context(settings, sim) as ctx:
         main = threading.get_ident()
         seen: dict = {"armed": False, "commands": []}
         real_execute = ctx.redis.execute_command
         real_token = ctx.limiter.take_create_token
+        real_at_once = ctx.creations.begin_at_once
         real_create = ctx.calls.create
 
         def execute(*args, **kwargs):
@@ -331,6 +336,12 @@ def test_one_redis_round_trip_between_the_creation_token_and_the_post(settings, 
             seen["armed"] = True
             return granted
 
+        def at_once(*args, **kwargs):
+            if path == "steps":
+                return None  # as when the token needs a wait
+            seen["armed"] = True
+            return real_at_once(*args, **kwargs)
+
         def create(*args, **kwargs):
             seen["armed"] = False
             seen["record"] = redis_client.hgetall(Keys(settings.key_prefix).attempt("b-onetrip", 0, 1))
@@ -338,6 +349,7 @@ def test_one_redis_round_trip_between_the_creation_token_and_the_post(settings, 
 
         ctx.redis.execute_command = execute
         ctx.limiter.take_create_token = token
+        ctx.creations.begin_at_once = at_once
         ctx.calls.create = create
         assert AttemptRunner(ctx).run(Job("b-onetrip", 0, 1, MODEL)) is None
 

@@ -75,11 +75,28 @@ def test_a_refusal_raised_on_purpose_names_where_it_was_raised(limiter):
 
 
 def test_a_script_without_a_prelude_names_its_file(redis_client, key_prefix):
-    (intent,) = lua_scripts.register(redis_client, "workers.lua", ["attempt_intent"]).values()
+    (stamp,) = lua_scripts.register(redis_client, "workers.lua", ["attempt_stamp"]).values()
     with pytest.raises(redis.ResponseError) as caught:
-        intent(keys=[f"{key_prefix}:attempt"], args=["some/model", "not a number"])  # the ttl
-    line = line_of("workers.lua", "attempt_intent.lua", "redis.call('EXPIRE', KEYS[1], ARGV[2])")
-    assert f"@attempt_intent.lua:{line}." in str(caught.value), caught.value
+        stamp(keys=[f"{key_prefix}:attempt"], args=["posting_at", "not a number"])  # the ttl
+    line = line_of("workers.lua", "attempt_stamp.lua", "redis.call('EXPIRE', KEYS[1], ARGV[2])")
+    assert f"@attempt_stamp.lua:{line}." in str(caught.value), caught.value
+
+
+def test_an_error_in_an_inserted_function_names_the_insert(redis_client, key_prefix):
+    """attempt_intent.lua calls attempt_common.lua's function (sent in front of it, after
+    ledger_common.lua): the error names the line of the insert, not of the text sent."""
+    inserts = {"attempt_intent": (("shared.lua", "ledger_common"), ("workers.lua", "attempt_common"))}
+    (intent,) = lua_scripts.register(
+        redis_client, "workers.lua", ["attempt_intent"], inserts=inserts
+    ).values()
+    with pytest.raises(redis.ResponseError) as caught:
+        intent(
+            keys=[f"{key_prefix}:attempt", f"{key_prefix}:unresolved"], args=["some/model", "not a number"]
+        )
+    lines = files("workers.lua").joinpath("attempt_common.lua").read_text().splitlines()
+    start = line_of("workers.lua", "attempt_common.lua", "local function attempt_write_intent(")
+    line = next(n for n in range(start, len(lines)) if "redis.call('EXPIRE', record, ttl)" in lines[n - 1])
+    assert f"@attempt_common.lua:{line}." in str(caught.value), caught.value
 
 
 def test_an_unbound_script_runs_on_the_client_each_call_names(private_redis):

@@ -122,9 +122,13 @@ def test_an_outage_right_after_the_creation_is_ridden_out_and_the_prediction_res
     assert sim_ledger["creations"] == 1 and sim_ledger["duplicate_inputs"] == 0
 
 
-def test_the_claim_of_an_interrupted_run_is_taken_back_not_lost(settings, redis_client, sim, monkeypatch):
-    """The outage hits the last check before the POST (the claim + cancel script). Before, a
-    Redis error there read as "claim lost" and the run stopped as superseded with no follow-up.
+@pytest.mark.parametrize("step", ["begin_at_once", "begin_post"])
+def test_the_claim_of_an_interrupted_run_is_taken_back_not_lost(
+    settings, redis_client, sim, monkeypatch, step
+):
+    """The outage hits the last check before the POST (the claim + cancel script; or the one
+    call that does the intent, the token and that check when the token is free at once). Before,
+    a Redis error there read as "claim lost" and the run stopped as superseded with no follow-up.
     Now the run is repeated with the same claim token and creates once."""
     keys = Keys(settings.key_prefix)
     ledger, _ = record_batch(settings, redis_client, "b-check-outage", ["a wren on a fence"])
@@ -132,13 +136,15 @@ def test_the_claim_of_an_interrupted_run_is_taken_back_not_lost(settings, redis_
         monkeypatch.setattr(tasks, "get_context", lambda _settings: ctx)
         claim_key = keys.claim("b-check-outage", 0, 1)
         seen_tokens = []
-        real_begin = ctx.creations.begin_post
+        real_begin = getattr(ctx.creations, step)
 
-        def begin_post(*args, **kwargs):
+        def begin(*args, **kwargs):
             seen_tokens.append(redis_client.get(claim_key))
             return real_begin(*args, **kwargs)
 
-        ctx.creations.begin_post = _FailOnce(begin_post, redis.TimeoutError("Timeout reading from socket"))
+        if step == "begin_post":  # the steps one by one, as when the token needs a wait
+            ctx.creations.begin_at_once = lambda *args, **kwargs: None
+        setattr(ctx.creations, step, _FailOnce(begin, redis.TimeoutError("Timeout reading from socket")))
         outage = OutageWait(settings, probe=lambda: True)
         assert tasks.run_attempt(settings, Job("b-check-outage", 0, 1, MODEL), outage=outage) is None
         assert outage.reruns == 1

@@ -323,6 +323,51 @@ def test_the_prediction_id_is_one_round_trip(client):
     assert sum(used.values()) <= 18, used
 
 
+def test_the_creation_before_its_post_is_one_round_trip(client):
+    """The intent, the creation token (its price reserved, the slot marked with the attempt) and
+    the last check before the POST (its `posting_at` stamp) were three scripts and three round
+    trips per image: 3 EVALSHA and 42 commands in all (still so when the token needs a wait).
+    When the token is free at once they are one script (workers/lua/attempt_create.lua): 1
+    EVALSHA and 36 commands, the same writes (one TIME instead of three, the slot's lease read
+    once instead of by the token and again by the last check)."""
+    from shared.budget import Reservation
+    from workers.attempts import AttemptRef, CreationRecords, Intent, PostVerdict
+
+    keys = Keys("w")
+    ledger = Ledger(client, keys)
+    assert ledger.create_batch("b", make_requests(4, "b"), output_root="/out", options={})
+    records = CreationRecords(client, keys)
+    limiter = Limiter(client, keys, Limits(4, 600, 3000, 60.0), lease_seconds=600, orphan_seconds=1200)
+
+    def creation(index: int, at_once: bool) -> None:
+        ledger.transition("b", index, "running", allowed_from=("pending",), attempt=1)
+        client.set(f"w:claim:b:{index}:1", "mine")
+        lease = limiter.acquire(HolderInfo(task_id=f"t{index}"), timeout=5)
+        ref = AttemptRef("b", index, 1)
+        reservation, intent = Reservation(ref.marker, "b", 1000), Intent("m", 0, '{"prompt": "p"}')
+
+        def steps() -> None:
+            if at_once:
+                check = records.begin_at_once(limiter, ref, "mine", lease, reservation, intent)
+                assert check is not None and check.verdict is PostVerdict.GO
+                return
+            records.write_intent(ref, *intent)
+            limiter.take_create_token(timeout=5, holder=lease, attempt=ref.marker, reservation=reservation)
+            assert records.begin_post(ref, "mine", (lease.holder_id, lease.fence)).verdict is PostVerdict.GO
+
+        used[at_once] = commands(client, steps)
+
+    used: dict[bool, dict[str, int]] = {}
+    try:
+        for index in range(4):  # 0 and 1: scripts loaded
+            creation(index, at_once=index % 2 == 0)
+    finally:
+        limiter.close()
+    steps, at_once = used[False], used[True]
+    assert steps["evalsha"] == 3 and at_once["evalsha"] == 1, (steps, at_once)
+    assert sum(at_once.values()) <= 36 < sum(steps.values()), (steps, at_once)
+
+
 def test_a_send_held_and_fed(client):
     """push + take of one send (40 before; 36 until the take read the due zset once when nothing
     is due and stopped counting the broker's step-9 list, which the feeder never fills: 34); a

@@ -41,9 +41,11 @@ from typing import NamedTuple
 import redis
 
 from shared import lua_scripts
+from shared.budget import Reservation
 from shared.errors import LimiterError
 from shared.keys import Keys
-from shared.limiter import Lease
+from shared.limiter import Lease, Limiter
+from shared.limiter.core import TOKEN_PARTS
 from shared.redis_conn import text_map
 
 RECORD_TTL = 14 * 24 * 3600  # long after Replicate itself forgets the prediction
@@ -104,6 +106,19 @@ _POST_CODES = {
 }
 
 
+# attempt_create.lua's token reason when the token could be granted but the last check refused.
+DECLINED = "declined"
+
+
+class Intent(NamedTuple):
+    """What an attempt's intent records: the model, the `Prefer: wait` seconds its POST asks (0:
+    none) and the input it sends, as JSON text ("": not recorded)."""
+
+    model: str
+    wait: int = 0
+    input_json: str = ""
+
+
 class PostCheck(NamedTuple):
     verdict: PostVerdict
     posting_at: float | None  # Unix seconds, Redis clock; set only with GO
@@ -133,24 +148,37 @@ class CreationRecords:
         # prediction id) with the ledger's own merge (shared/lua/ledger_common.lua).
         ledger_merge = (("shared.lua", "ledger_common"),)
         bind = (*ledger_merge, ("workers.lua", "attempt_bind"))
+        before_post = (*ledger_merge, ("workers.lua", "attempt_common"))
         scripts = lua_scripts.register(
             redis_client,
             "workers.lua",
-            ("attempt_intent", "attempt_post", "attempt_stamp", "attempt_record", "attempt_record_slot"),
+            (
+                "attempt_intent",
+                "attempt_post",
+                "attempt_stamp",
+                "attempt_record",
+                "attempt_record_slot",
+                "attempt_create",
+            ),
             inserts={
-                "attempt_intent": ledger_merge,
+                "attempt_intent": before_post,
+                "attempt_post": before_post,
                 "attempt_record": bind,
                 # The limiter's prelude first: the slot's part is a limiter step (call_with).
                 "attempt_record_slot": (("shared.limiter.lua", "common"), *bind),
+                # The limiter's token in the same call: its prelude and functions go first.
+                "attempt_create": (*TOKEN_PARTS, *before_post),
             },
         )
-        self._intent, self._post, self._stamp, self._record, self._record_slot = scripts.values()
+        self._intent, self._post, self._stamp, self._record, self._record_slot, self._create = (
+            scripts.values()
+        )
 
     def preload(self) -> None:
-        """Load the scripts into Redis now (worker start): the check between the creation token
-        and the POST is then one EVALSHA, not EVALSHA + NOSCRIPT + SCRIPT LOAD + EVALSHA on the
-        first creation (after a Redis restart the client reloads them transparently, once)."""
-        for script in (self._intent, self._post, self._stamp, self._record, self._record_slot):
+        """Load the scripts into Redis now (worker start): the step between the slot and the
+        POST is then one EVALSHA, not EVALSHA + NOSCRIPT + SCRIPT LOAD + EVALSHA on the first
+        creation (after a Redis restart the client reloads them transparently, once)."""
+        for script in (self._intent, self._post, self._stamp, self._record, self._record_slot, self._create):
             script.load()
 
     def get(self, ref: AttemptRef) -> CreationRecord:
@@ -210,6 +238,44 @@ class CreationRecords:
         )
         verdict = _POST_CODES[int(code)]
         return PostCheck(verdict, float(stamped) if verdict is PostVerdict.GO else None)
+
+    def begin_at_once(
+        self,
+        limiter: Limiter,
+        ref: AttemptRef,
+        claim_token: str,
+        lease: Lease,
+        reservation: Reservation | None,
+        intent: Intent,
+    ) -> PostCheck | None:
+        """write_intent, the creation token (Limiter.take_create_token with `lease`, the
+        attempt's marker and `reservation`) and begin_post in ONE round trip and atomically
+        (workers/lua/attempt_create.lua), when the token can be granted at once: GO with
+        `posting_at` when all of it is written; LOST, MOVED_ON, RECORDED or CANCELED (the last
+        check's verdicts) with nothing written; None when the token needs a wait (or creations
+        are paused), nothing written: the caller takes the three steps one by one. The token's
+        other refusals raise as take_create_token's (LeaseLostError, BudgetExceededError), and
+        Redis errors propagate: "cannot tell" is not "lost"."""
+        token, (code, stamped) = limiter.create_token_with(
+            self._create,
+            [
+                ref.claim_key(self.keys),
+                self.keys.batch(ref.batch_id),
+                ref.record_key(self.keys),
+                self.keys.item(ref.batch_id, ref.index),
+                self.keys.unresolved_creates(intent.model),
+                self.keys.batch_live(ref.batch_id),
+            ],
+            [claim_token, RECORD_TTL, ref.attempt, intent.model, int(intent.wait), intent.input_json],
+            holder=lease,
+            attempt=ref.marker,
+            reservation=reservation,
+        )
+        if token.granted:
+            return PostCheck(PostVerdict.GO, float(stamped))
+        if token.reason == DECLINED:
+            return PostCheck(_POST_CODES[int(code)], None)
+        return None
 
     def mark_post_returned(self, ref: AttemptRef) -> float:
         """The POST answered, but not with a prediction we could record (5xx, timeout): it is

@@ -6,8 +6,11 @@
        canceled, `posting_at` stamped) -> POST (sync mode: `Prefer: wait`) -> prediction id
        recorded at once
 
-Only one round trip stands between the creation token and the POST, so the limiter's window
-margin covers the spread of token-to-arrival delays. A worker killed inside the POST leaves a
+When the token can be granted at once (most creations under the rate), the intent, the token
+and the last check are ONE call (workers/lua/attempt_create.lua), all written or none; when it
+needs a wait (or creations are paused) they are the three steps above. Either way at most one
+round trip stands between the creation token and the POST, so the limiter's window margin
+covers the spread of token-to-arrival delays. A worker killed inside the POST leaves a
 slot that stays counted (the token marked it with the attempt) until the attempt is reconciled.
 A 429 on create means nothing was created: every host pauses creations for its retry_after and
 the same attempt goes on (never counted against the model). An ambiguous answer (5xx, timeout)
@@ -19,7 +22,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, NamedTuple
 
 from shared.budget import Reservation
@@ -37,7 +41,7 @@ from shared.errors import (
 )
 from shared.limiter import HolderInfo, Lease
 from shared.logging_setup import bind_log_context
-from workers.attempts import AttemptRef, PostVerdict
+from workers.attempts import AttemptRef, Intent, PostCheck, PostVerdict
 from workers.claims import Claim
 from workers.context import WorkerContext, shutting_down
 from workers.held_cancel import HeldCreateCanceler
@@ -120,19 +124,24 @@ class PredictionCreator(AttemptStage):
         # The input this attempt sends, in the manifest (`attempts[].input`): what was asked of
         # each model of a fallback chain, reference files as their uploaded URLs. Recorded by the
         # intent's script, so it is in the ledger before any POST.
-        input_json = json.dumps(input_)
+        intent = Intent(model, wait, json.dumps(input_))
         while True:
-            # The intent goes first, so that only one round trip (the last check, which stamps
-            # `posting_at`) stands between the token and the POST.
-            ctx.creations.write_intent(ref, model, wait, input_json)
             began = time.monotonic()
-            self._take_create_token(ref, lease, reservation, timeout=max(give_up_at - began, 0.0))
+            at_once = self._create_at_once(ref, claim, lease, reservation, intent)
+            if at_once is None:
+                # The token needs a wait (or creations are paused): the steps one by one. The
+                # intent goes first, so that only one round trip (the last check, which stamps
+                # `posting_at`) stands between the token and the POST.
+                ctx.creations.write_intent(ref, *intent)
+                timeout = max(give_up_at - time.monotonic(), 0.0)
+                self._take_create_token(ref, lease, reservation, timeout=timeout)
             waited = time.monotonic() - began
             try:
-                send_by, posting_at = self._last_check(ref, claim, lease)
+                send_by, posting_at = self._last_check(ref, claim, lease, at_once)
             except (CanceledError, RequeueError, SupersededError) as exc:
                 # No POST was sent: the token leaves the window (it would count a creation the
-                # account never saw: after a cancel, every thread that had one).
+                # account never saw: after a cancel, every thread that had one). A refusal of
+                # the call that does it all at once took no token: nothing to give back.
                 ctx.limiter.give_back_create_token(lease)
                 if not isinstance(exc, SupersededError):
                     self._created_nothing(ref)
@@ -173,13 +182,29 @@ class PredictionCreator(AttemptStage):
             self._record(ref, lease, view)
             return Created(view, posted_at)
 
+    def _create_at_once(
+        self, ref: AttemptRef, claim: Claim, lease: Lease, reservation: Reservation, intent: Intent
+    ) -> tuple[PostCheck, float] | None:
+        """The intent, the creation token and the last check's script in ONE round trip, when
+        the token can be granted at once (workers/lua/attempt_create.lua): all of it written
+        (GO) or none of it (the last check's verdict). Returns that check and the moment
+        (time.monotonic()) the call began, which is before its stamp (`_last_check` counts the
+        send-by time from it); None when the token needs a wait (or creations are paused):
+        nothing was written. The token's refusals are the slow path's (_token_refusals)."""
+        began = time.monotonic()
+        with self._token_refusals(ref, reservation):
+            check = self.ctx.creations.begin_at_once(
+                self.ctx.limiter, ref, claim.token, lease, reservation, intent
+            )
+        return None if check is None else (check, began)
+
     def _take_create_token(
         self, ref: AttemptRef, lease: Lease, reservation: Reservation, *, timeout: float
     ) -> None:
         """The token marks the slot with this attempt: should this worker die inside the POST,
         the slot stays counted (orphaned) until the attempt is reconciled. The same call reserves
         the attempt's price (an orphan's reservation stays until the attempt is reconciled)."""
-        try:
+        with self._token_refusals(ref, reservation):
             self.ctx.limiter.take_create_token(
                 timeout=timeout,
                 should_stop=self._stopper(ref.batch_id),
@@ -187,6 +212,14 @@ class PredictionCreator(AttemptStage):
                 attempt=ref.marker,
                 reservation=reservation,
             )
+
+    @contextmanager
+    def _token_refusals(self, ref: AttemptRef, reservation: Reservation) -> Iterator[None]:
+        """What a refused creation token means for the attempt, whichever call took it: nothing
+        was created, so the intent is cleared (and the reservation given back, unless the price
+        itself was refused)."""
+        try:
+            yield
         except BudgetExceededError as exc:
             self.ctx.creations.clear_intent(ref)
             exc.amount = reservation.amount
@@ -221,7 +254,9 @@ class PredictionCreator(AttemptStage):
         held = HeldCreate(ref, model, input_, posting_at, self._held_canceler.cancel)
         return self.ctx.held_creates.holding(held)
 
-    def _last_check(self, ref: AttemptRef, claim: Claim, lease: Lease) -> tuple[float, float]:
+    def _last_check(
+        self, ref: AttemptRef, claim: Claim, lease: Lease, done: tuple[PostCheck, float] | None = None
+    ) -> tuple[float, float]:
         """Right before the POST: this run must still own the attempt and the slot, and the
         batch must not be canceled. The waits before it (slot, creation token) can outlast the
         claim and the lease when this worker was cut off from Redis or stalled; the attempt may
@@ -230,6 +265,9 @@ class PredictionCreator(AttemptStage):
         attempt, the cancel flag and the slot's lease (by fence) in Redis and stamps
         `posting_at`, from when the POST may be in flight. A Redis error there escapes (the task
         waits and runs the attempt again): "cannot tell" is never taken for "lost".
+
+        `done`: that script's check was already made, with the intent and the token, by
+        `_create_at_once` (and when its call began): its verdict is taken the same way.
 
         Returns the send-by time (time.monotonic()) of the POST and `posting_at` (Unix seconds,
         Redis clock). A reconciliation elsewhere counts its settling window from `posting_at`,
@@ -244,8 +282,11 @@ class PredictionCreator(AttemptStage):
                 f"slot lease lost before the creation ({lease.lost_reason}); attempt handed back",
                 counted=False,
             )
-        checked_at = time.monotonic()  # before the stamp: send_by is never later than allowed
-        check = self.ctx.creations.begin_post(ref, claim.token, (lease.holder_id, lease.fence))
+        if done is not None:
+            check, checked_at = done
+        else:
+            checked_at = time.monotonic()  # before the stamp: send_by is never later than allowed
+            check = self.ctx.creations.begin_post(ref, claim.token, (lease.holder_id, lease.fence))
         verdict = check.verdict
         if verdict is PostVerdict.SLOT_LOST:
             lease._mark_lost("the lease was not held any more at the last check (checked in Redis)")

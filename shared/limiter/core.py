@@ -66,6 +66,11 @@ KEY_NAMES = (
     "recovery",
 )
 STOP_POLL_SECONDS = 0.25  # how often a waiting call asks should_stop()
+# What is sent in front of token.lua after the prelude: the budget's functions, then the tokens'.
+TOKEN_INSERTS = (TOKEN_INSERT, ("shared.limiter.lua", "token_common"))
+# What another owner's script that takes a creation token in its own call (Rates.create_token_with)
+# is sent after: the prelude, then TOKEN_INSERTS; its own functions may follow.
+TOKEN_PARTS = (("shared.limiter.lua", "common"), *TOKEN_INSERTS)
 
 
 class LimiterCore:
@@ -102,6 +107,7 @@ class LimiterCore:
         # The budget's keys go last (budget_common.lua finds them there): token.lua reserves an
         # attempt's price in the same round trip as its creation token.
         self._key_list = [keys.limiter_key(name) for name in KEY_NAMES] + budget_keys(keys)
+        self._own_keys = len(KEY_NAMES)
         self._config = json.dumps(
             {
                 **checked_limits(limits),
@@ -117,7 +123,7 @@ class LimiterCore:
             "shared.limiter.lua",
             SCRIPT_NAMES,
             prelude="common",
-            inserts={"token": (TOKEN_INSERT,)},
+            inserts={"token": TOKEN_INSERTS},
         )
         self._listen_client = blocking_client(redis_client)
         self._agent_lock = threading.Lock()
@@ -162,10 +168,13 @@ class LimiterCore:
 
     def call_with(self, script: lua_scripts.LuaScript, keys: Sequence[str], *args: Any) -> Any:
         """Run another owner's `script` that does a limiter step in its own round trip: it is sent
-        after common.lua (lua_scripts inserts), its KEYS are the limiter's (the budget's last) then
-        `keys`, its ARGV our config, our last seen epoch, then `args`, and it replies as every
-        limiter script does (common.lua's reply()). Errors as `_call`'s."""
-        return self._run(script, [*self._key_list, *keys], args)
+        after common.lua (lua_scripts inserts), its KEYS are the limiter's 16 (common.lua finds
+        them by position), then `keys` (from KEYS[17]), then the budget's (last, as in every
+        limiter script: budget_common.lua finds them there), its ARGV our config, our last seen
+        epoch, then `args`, and it replies as every limiter script does (common.lua's reply()).
+        Errors as `_call`'s."""
+        own = self._own_keys
+        return self._run(script, [*self._key_list[:own], *keys, *self._key_list[own:]], args)
 
     def _run(self, script: lua_scripts.LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
         try:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import redis
 
@@ -15,6 +16,7 @@ from shared.limiter import replies
 from shared.limiter.bounds import LIMIT_BOUNDS
 from shared.limiter.core import STOP_POLL_SECONDS, LimiterCore
 from shared.limiter.lease import Lease
+from shared.lua_scripts import LuaScript
 
 log = logging.getLogger(__name__)
 
@@ -76,21 +78,13 @@ class Rates(LimiterCore):
     ) -> float:
         agent = self._current_agent()
         deadline = None if timeout is None else time.monotonic() + timeout
-        mark = [holder.holder_id, attempt] if holder is not None and attempt else ["", ""]
-        mark.append(reservation.arg() if reservation is not None else "")
-        mark.append(str(holder.fence) if holder is not None and attempt else "")
         while True:
             member = agent.new_id()
             max_wait = -1 if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
-            token = replies.token(self._call("token", kind, member, self._margin_ms, max_wait, *mark))
+            args = self._token_args(kind, member, max_wait, holder, attempt, reservation)
+            token = replies.token(self._call("token", *args))
             wait = token.wait
-            if token.reason == "lost" and holder is not None:
-                # The slot went to someone else while this holder stalled: creating now would
-                # put one prediction more in flight than the limit.
-                holder._mark_lost("the lease ran out before the creation token (checked in Redis)")
-                holder.check()
-            if token.refusal is not None:
-                raise BudgetExceededError(*token.refusal)
+            _refused_outright(token, holder)
             if not token.granted:
                 if token.reason == "busy" or (deadline is not None and time.monotonic() + wait > deadline):
                     what = "creations are paused" if token.reason == "paused" else f"no {kind} token"
@@ -105,6 +99,60 @@ class Rates(LimiterCore):
             if granted_at is not None:
                 return granted_at
             # The reservation was cancelled (a pause began, or the state was lost): ask again.
+
+    def create_token_with(
+        self,
+        script: LuaScript,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        *,
+        holder: Lease,
+        attempt: str,
+        reservation: Reservation | None = None,
+    ) -> tuple[replies.Token, list[Any]]:
+        """A creation token for `holder` and `attempt`, only if it can be granted at once (no
+        wait), taken inside `script`: another owner's script, sent after TOKEN_PARTS (core.py),
+        that takes the token in the same call as its own step and only together with it
+        (workers/lua/attempt_create.lua: the intent and the last check before the POST). Its
+        KEYS and ARGV as `call_with`'s, the token's own arguments (token_common.lua) first in
+        `args`; it answers reply({token, ...}).
+
+        Returns the token (granted: the holder is marked creating, as by take_create_token;
+        refused 'paused' or 'busy': a wait is needed; or refused for a reason of the script's
+        own step) and the rest of the answer. LeaseLostError and BudgetExceededError as
+        take_create_token."""
+        if not attempt:
+            raise ValueError("attempt must not be empty")
+        member = self._current_agent().new_id()
+        token_args = self._token_args("create", member, 0, holder, attempt, reservation)
+        answer = self.call_with(script, keys, *token_args, *args)
+        token = replies.token(answer[0])
+        _refused_outright(token, holder)
+        if token.granted:
+            holder._mark_creating(attempt, token.at_ms, member)
+        return token, list(answer[1:])
+
+    def _token_args(
+        self,
+        kind: str,
+        member: str,
+        max_wait: int,
+        holder: Lease | None,
+        attempt: str | None,
+        reservation: Reservation | None,
+    ) -> list[Any]:
+        """token_common.lua's ARGV[3..10]."""
+        marked = holder is not None and bool(attempt)
+        return [
+            kind,
+            member,
+            self._margin_ms,
+            max_wait,
+            holder.holder_id if holder is not None and marked else "",
+            attempt if marked else "",
+            reservation.arg() if reservation is not None else "",
+            str(holder.fence) if holder is not None and marked else "",
+        ]
 
     def _await_reservation(
         self,
@@ -160,6 +208,18 @@ class Rates(LimiterCore):
             self.redis.zrem(key, member)
         except redis.RedisError:
             pass
+
+
+def _refused_outright(token: replies.Token, holder: Lease | None) -> None:
+    """The refusals no wait mends: LeaseLostError when the holder does not hold its lease any
+    more (`holder.lost` set), BudgetExceededError when the price does not fit a spending limit."""
+    if token.reason == "lost" and holder is not None:
+        # The slot went to someone else while this holder stalled: creating now would put one
+        # prediction more in flight than the limit.
+        holder._mark_lost("the lease ran out before the creation token (checked in Redis)")
+        holder.check()
+    if token.refusal is not None:
+        raise BudgetExceededError(*token.refusal)
 
 
 def _too_long(what: str, wait: float, timeout: float | None) -> AcquireTimeoutError:

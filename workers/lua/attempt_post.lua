@@ -1,6 +1,7 @@
 -- The last check before a creation POST, in one round trip (nothing else stands between the
 -- creation token and the POST): the claim is still this run's, the item is still running this
--- attempt, no prediction is recorded for the attempt yet, the batch is not canceled, and the
+-- attempt, no prediction is recorded for the attempt yet, the batch is not canceled
+-- (attempt_common.lua's attempt_post_refusal, sent in front after ledger_common.lua), and the
 -- slot's lease is still held in the limiter (by fence); then `posting_at` (Redis time) is stamped
 -- on the creation record, from when a POST may be in flight.
 -- KEYS[1] the attempt's claim, KEYS[2] the batch hash, KEYS[3] the creation record (hash),
@@ -11,24 +12,15 @@
 -- recorded for the attempt, 3 the batch is canceled, 4 the slot's lease is not held any more (it
 -- ran out while this run stalled: the slot may be someone else's now), 5 the item moved on (its
 -- current attempt is another, or it is not running); codes other than 1 stamp nothing.
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return {0, ''}
-end
-if redis.call('HGET', KEYS[3], 'prediction_id') then
-  return {2, ''}
-end
-if redis.call('HGET', KEYS[2], 'canceled') == '1' then
-  return {3, ''}
-end
-local item = redis.call('HMGET', KEYS[4], 'status', 'attempt')
-if item[1] ~= 'running' or item[2] ~= ARGV[3] then
-  return {5, ''}
+local refused = attempt_post_refusal(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[3])
+if refused then
+  return {refused, ''}
 end
 local t = redis.call('TIME')
 local holder = ARGV[4]
 if holder ~= '' then
   -- The limiter's holds() (shared/limiter/lua/common.lua), on the same keys: counted, not run
-  -- out, not an orphan, the same grant.
+  -- out, not an orphan, the same grant. (attempt_create.lua calls holds() itself.)
   local now_ms = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
   local expiry = redis.call('ZSCORE', KEYS[5], holder)
   local raw = redis.call('HGET', KEYS[6], holder)
@@ -40,7 +32,4 @@ if holder ~= '' then
     return {4, ''}
   end
 end
-local now = string.format('%.6f', tonumber(t[1]) + tonumber(t[2]) / 1e6)
-redis.call('HSET', KEYS[3], 'posting_at', now)
-redis.call('EXPIRE', KEYS[3], ARGV[2])
-return {1, now}
+return {1, attempt_stamp_posting(t, KEYS[3], ARGV[2])}

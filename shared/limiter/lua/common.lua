@@ -31,6 +31,8 @@
 --                waiters woken without a grant (wake(): only those with no record)
 --  15 rates      HASH create|read -> time of the newest grant dropped from that log (ms)
 --  16 recovery   layout 1 only (its marks now live in KEYS[8]); read once when converting
+-- then another owner's script's own keys from KEYS[17] (LimiterCore.call_with), and the budget's
+-- three always last (budget_common.lua).
 -- ARGV[1] is the caller's config JSON:
 --   concurrency_limit, create_limit, read_limit, rate_window_ms: its own limits, written only
 --     into fields the limits hash lacks (same names as the hash's fields);

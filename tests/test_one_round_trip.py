@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import pytest
 
+from shared.budget import Budget, Reservation
 from shared.keys import Keys
 from shared.ledger import Ledger
-from shared.limiter import HolderInfo
+from shared.limiter import HolderInfo, Limiter
+from tests.support.attempt_path import MODEL, record_batch, worker_context
 from tests.test_ledger import make_requests
 from workers.attempts import AttemptRef, CreationRecords
+from workers.runner import AttemptRunner, Job
 
 REF = AttemptRef("b", 0, 1)
 
@@ -87,3 +90,67 @@ def test_a_failed_slot_part_never_costs_the_record(make_limiter, running, redis_
     assert records.get(REF).prediction_id == "p-1"
     assert ledger.item("b", 0).attempts[0].prediction_id == "p-1"
     assert lease._record["prediction_id"] == "p-1"  # re-registered with it, should Redis forget
+
+
+# --- the end: the slot released and the spend settled -------------------------------------------
+def test_the_end_releases_the_slot_and_settles_the_spend(make_limiter, redis_client, key_prefix):
+    limiter = make_limiter(concurrency=1)
+    budget = Budget(redis_client, Keys(key_prefix))
+    lease = limiter.acquire(HolderInfo(task_id="t", batch_id="b", index=0))
+    limiter.take_create_token(
+        holder=lease, attempt=REF.marker, reservation=Reservation(REF.marker, "b", 25_000)
+    )
+    assert lease.release_settling(REF.marker)
+    assert lease.released and limiter.status().in_use == 0
+    assert budget.reservation(REF.marker) is None and budget.status().spent_today == 25_000
+    assert not lease.release_settling(REF.marker)  # ended already: the caller would settle (a no-op)
+
+
+def broken_at_the_end(settings, redis_client, sim, key: str, batch: str):
+    """Run item 0 of `batch` (sync mode: the create answers with the end) with `key` turned into
+    a list right after the prediction is recorded (a type no version writes: every script that
+    reads it fails), and put back afterwards. Returns (slots in use, the attempt's reservation)."""
+    record_batch(settings, redis_client, batch, ["a wren on a fence"])
+    keys = Keys(settings.key_prefix)
+    limiter = Limiter.from_settings(redis_client, keys, settings)
+    saved: list[bytes] = []
+    try:
+        with worker_context(settings, sim, wait_mode="sync") as ctx:
+            real = ctx.creations.record_on_slot
+
+            def record_then_break(*args, **kwargs):
+                recorded = real(*args, **kwargs)
+                saved.append(redis_client.dump(key))
+                redis_client.delete(key)
+                redis_client.rpush(key, "not what the scripts wrote")
+                return recorded
+
+            ctx.creations.record_on_slot = record_then_break
+            assert AttemptRunner(ctx).run(Job(batch, 0, 1, MODEL)) is None
+        redis_client.delete(key)
+        if saved[0] is not None:
+            redis_client.restore(key, 0, saved[0])
+        return limiter.status().in_use, Budget(redis_client, keys).reservation(f"{batch}:0:1")
+    finally:
+        limiter.close()
+
+
+def test_a_failed_settle_never_keeps_the_slot(settings, redis_client, sim):
+    """The budget's part of the end fails (its reservations' hash unreadable): the slot is given
+    back all the same, at once (the reservation stays: the limit errs on the safe side). Failed
+    with the settle first in the fused script: the error stopped the script before the release."""
+    in_use, reserved = broken_at_the_end(
+        settings, redis_client, sim, Keys(settings.key_prefix).limiter_key("budget:res"), "b-settle-fails"
+    )
+    assert in_use == 0 and reserved is not None
+
+
+def test_a_failed_release_never_leaves_the_spend_unsettled(settings, redis_client, sim):
+    """The limiter's part of the end fails (its state unreadable: the script stops before any
+    write): the spend is settled all the same, by the run's own settle (the slot comes back when
+    its lease runs out, or as an orphan the sweep settles, as with any release that fails).
+    Failed with the fused call alone: the settle went down with the release."""
+    in_use, reserved = broken_at_the_end(
+        settings, redis_client, sim, Keys(settings.key_prefix).limiter_key("epoch"), "b-release-fails"
+    )
+    assert reserved is None and in_use == 1  # (released when its lease runs out)

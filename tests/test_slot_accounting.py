@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from shared.budget import Budget
 from shared.keys import Keys
 from shared.limiter import Limiter
 from tests.support.attempt_path import MODEL, record_batch, worker_context
@@ -72,9 +73,10 @@ def test_a_create_that_cannot_leave_the_process_fails_the_item_at_once(
 
 @pytest.mark.parametrize("mode", ["sync", "poll"])
 def test_the_slot_is_back_before_anything_that_follows_the_predictions_end(mode, settings, redis_client, sim):
-    """Issue 16: the slot is held exactly as long as the prediction runs. The claim check, the
-    spend settle and the model's duration learnt (Redis round trips) all come after the slot is
-    given back, whether the create answers with the end (sync) or a poll finds it (poll)."""
+    """Issue 16: the slot is held exactly as long as the prediction runs. The claim check and the
+    model's duration learnt (Redis round trips) come after the slot is given back, whether the
+    create answers with the end (sync) or a poll finds it (poll); the spend is settled in the
+    release's own round trip (issue 16.4: drop_settle.lua), so no settle call of its own."""
     batch = f"b-back-{mode}"
     ledger, _ = record_batch(settings, redis_client, batch, ["a wren on a fence"])
     claim_key = AttemptRef(batch, 0, 1).claim_key(Keys(settings.key_prefix))
@@ -98,4 +100,5 @@ def test_the_slot_is_back_before_anything_that_follows_the_predictions_end(mode,
     finally:
         limiter.close()
     assert ledger.item(batch, 0).status == "succeeded"
-    assert in_use == {"claim check": 0, "spend settle": 0, "duration learnt": 0}, in_use
+    assert in_use == {"claim check": 0, "duration learnt": 0}, in_use
+    assert Budget(redis_client, Keys(settings.key_prefix)).reservation(f"{batch}:0:1") is None  # settled

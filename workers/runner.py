@@ -9,7 +9,8 @@ the follow-up task to send (None when the item needs nothing more):
        (workers.creator; reconciling: workers.reconcile; the input: workers.inputs)
     -> its end: the create's answer (sync mode), the webhook, or polls paced on the read
        budget (workers.waiting)
-    -> slot released at once; then the claim checked, the reservation settled
+    -> slot released at once, the reservation settled in the same round trip; then the claim
+       checked
     -> download every output (no token, timeouts, byte cap, atomic; workers.outputs)
     -> item succeeded (the claim released in the same round trip)
 
@@ -355,8 +356,9 @@ class AttemptRunner(AttemptStage):
     ) -> PredictionView:
         """Hold a slot exactly while the prediction is in flight: create it (no `prediction_id`;
         `reservation` its price) or resume it, and wait for its end. The slot goes back the moment
-        the end is known; only then the claim is checked, the reservation settled and the
-        model's duration learnt (Redis round trips the slot must not wait for)."""
+        the end is known, with the reservation settled in the same round trip; only then the
+        claim is checked and the model's duration learnt (Redis round trips the slot must not
+        wait for)."""
         lease = self.creator.acquire_slot(job, model, prediction_id)
         view: PredictionView | None = None
         created_at: float | None = None
@@ -378,25 +380,33 @@ class AttemptRunner(AttemptStage):
                 elapsed = time.monotonic() - created_at if created_at is not None else 0.0
                 view = self.waiter.wait(job.batch_id, prediction_id, lease, model, claim, elapsed)
         finally:
-            self._free_slot(lease, prediction_id, view)
+            settled = self._free_slot(lease, job.ref, prediction_id, view)
         claim.ensure_ours("its prediction's end")  # a stall lost it?
-        self._settle_spend(job.ref)
+        if not settled:
+            self._settle_spend(job.ref)
         if created_at is not None:
             self._learn_latency(model, view, created_at)
         return view
 
     @staticmethod
-    def _free_slot(lease: Lease, prediction_id: str | None, view: PredictionView | None) -> None:
+    def _free_slot(
+        lease: Lease, ref: AttemptRef, prediction_id: str | None, view: PredictionView | None
+    ) -> bool:
         """The slot is given back only when nothing runs on it: no prediction was created (an
-        ambiguous create already abandoned it), or its prediction is known to be terminal. A run
-        that stops while its prediction may still run (a Redis error or a refused token while
-        waiting, the deadline's requeue, a bug) abandons it instead: the slot stays counted, an
-        orphan, until the attempt's next run adopts it or the sweep settles it once the prediction
-        has ended, so the fleet never has more predictions in flight than slots."""
-        if prediction_id is None or (view is not None and view.terminal):
+        ambiguous create already abandoned it), or its prediction is known to be terminal; then
+        its spend is settled in the same round trip (Lease.release_settling: True when it was,
+        else the caller settles it on its own). A run that stops while its prediction may still
+        run (a Redis error or a refused token while waiting, the deadline's requeue, a bug)
+        abandons it instead: the slot stays counted, an orphan, until the attempt's next run
+        adopts it or the sweep settles it once the prediction has ended, so the fleet never has
+        more predictions in flight than slots."""
+        if prediction_id is None:
             lease.release()
+        elif view is not None and view.terminal:
+            return lease.release_settling(ref.marker)
         else:
             lease.abandon()
+        return False
 
     def _learn_latency(self, model: str, view: PredictionView, created_at: float) -> None:
         """The model's usual duration (first poll, sync wait) learns from predictions this run

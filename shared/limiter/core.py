@@ -37,6 +37,7 @@ SCRIPT_NAMES = (
     "adopt",
     "confirm",
     "drop",
+    "drop_settle",
     "give_back",
     "heartbeat",
     "pause",
@@ -123,7 +124,9 @@ class LimiterCore:
             "shared.limiter.lua",
             SCRIPT_NAMES,
             prelude="common",
-            inserts={"token": TOKEN_INSERTS},
+            # The budget's functions: the token reserves an attempt's price, drop_settle settles
+            # it as it releases the slot (one round trip each).
+            inserts={"token": TOKEN_INSERTS, "drop_settle": (TOKEN_INSERT,)},
         )
         self._listen_client = blocking_client(redis_client)
         self._agent_lock = threading.Lock()

@@ -158,19 +158,48 @@ class Lease:
         """Give the slot back and stop renewing. Idempotent. If Redis cannot be reached the slot
         still comes back on its own when the lease runs out (renewals have stopped). A no-op
         after abandon(): the slot then stays counted on purpose."""
+        if self._end("released"):
+            self._drop()
+
+    def release_settling(self, marker: str) -> bool:
+        """release(), and the spend of attempt `marker` settled at the price it reserved (as
+        `Budget.settle(marker)`) in the same round trip: drop_settle.lua, the budget's settle after
+        the limiter's drop in one script. True when the settle is done (whether a reservation was
+        held or not); False when the caller must still settle, with its own error handling: this
+        lease had ended already (released, or abandoned: then nothing is given back), or the call
+        failed. A failed call is never worse than the two steps apart: the release is tried again
+        alone (unless Redis is out of reach), so a settle that fails never keeps the slot, and a
+        release that fails (logged, as release()'s) leaves the settle to the caller."""
         if not self._end("released"):
-            return
+            return False
+        try:
+            held, waited, at, _settled = self._limiter._call("drop_settle", self.holder_id, marker, "")
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            if isinstance(exc, RedisUnavailableError):
+                self._release_failed(exc)
+            else:
+                log.warning("release of %s with its settle failed (%s); released alone", self.holder_id, exc)
+                self._drop()
+            return False
+        self.released_at = replies.drop([held, waited, at]).at
+        return True
+
+    def _drop(self) -> None:
+        """The release's own script call (drop.lua); a failure is logged (see release())."""
         try:
             self.released_at = replies.drop(self._limiter._call("drop", self.holder_id)).at
-        except Exception as exc:  # noqa: BLE001 - see the docstring
-            what = "did not reach Redis" if isinstance(exc, RedisUnavailableError) else "failed"
-            log.warning(
-                "release of %s %s (%s); it expires within %.0f s",
-                self.holder_id,
-                what,
-                exc,
-                self._limiter.lease_seconds,
-            )
+        except Exception as exc:  # noqa: BLE001 - see release()
+            self._release_failed(exc)
+
+    def _release_failed(self, exc: Exception) -> None:
+        what = "did not reach Redis" if isinstance(exc, RedisUnavailableError) else "failed"
+        log.warning(
+            "release of %s %s (%s); it expires within %.0f s",
+            self.holder_id,
+            what,
+            exc,
+            self._limiter.lease_seconds,
+        )
 
     def _end(self, how: str) -> bool:
         """release() or abandon(): True for the first of them (the keeper stops renewing this

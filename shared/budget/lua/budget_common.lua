@@ -1,5 +1,6 @@
 -- Prelude of the budget's scripts (shared/budget/lua/*.lua), and sent between the limiter's
--- common.lua and token.lua, so that a creation token and its reservation are one round trip.
+-- common.lua and token.lua, so that a creation token and its reservation are one round trip (and
+-- drop_settle.lua: a slot released and its attempt's spend settled).
 -- KEYS: the budget's three keys are always the LAST three of a script's KEYS (the limiter
 -- appends them to its own list); all carry the limiter's hash tag:
 --   state  HASH  daily -> micro-USD per UTC day, or 'none' (cleared; absent: seeded from the
@@ -100,4 +101,32 @@ local function budget_reserve(r, day)
   redis.call('HINCRBY', KB_STATE, 'reserved:d:' .. day, string.format('%d', r.a))
   redis.call('HINCRBY', KB_STATE, 'reserved:b:' .. r.b, string.format('%d', r.a))
   return 1
+end
+
+-- A settle's request, checked before any write: the cost of attempt `marker` (micro-USD), nil
+-- for '' (what was reserved).
+local function settle_request(marker, cost_arg)
+  if marker == nil or marker == '' then budget_fail('settle needs an attempt marker') end
+  if cost_arg == nil or cost_arg == '' then return nil end
+  return micro(cost_arg, 'cost')
+end
+
+-- Settle the reservation of attempt `marker` (settle.lua, and the limiter's drop_settle.lua): it
+-- cost `cost` micro-USD (nil = what was reserved; 0 = nothing was created: it is released).
+-- Spent counts on the day and batch the reservation was made for. Returns {1, amount reserved,
+-- cost} or {0} when the attempt holds no reservation (settled already, or none was made).
+local function budget_settle(marker, cost)
+  local rec = redis.call('HGET', KB_RES, marker)
+  if not rec then return {0} end
+  local amount, day, batch = string.match(rec, '^(%d+) (%d+) (.+)$')
+  amount = tonumber(amount)
+  if cost == nil then cost = amount end
+  redis.call('HDEL', KB_RES, marker)
+  redis.call('HINCRBY', KB_STATE, 'reserved:d:' .. day, string.format('%d', -amount))
+  redis.call('HINCRBY', KB_STATE, 'reserved:b:' .. batch, string.format('%d', -amount))
+  if cost > 0 then
+    redis.call('HINCRBY', KB_STATE, 'spent:d:' .. day, string.format('%d', cost))
+    redis.call('HINCRBY', KB_STATE, 'spent:b:' .. batch, string.format('%d', cost))
+  end
+  return {1, string.format('%d', amount), string.format('%d', cost)}
 end

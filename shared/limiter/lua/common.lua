@@ -544,3 +544,20 @@ local function keep_rate_state(kind, last_at)
   local ttl = math.ceil(math.max(last_at - NOW, 0) + MAX_WINDOW_MS + CFG.rate_margin_ms) + 60000
   redis.call('PEXPIRE', RATE_LOG[kind], ttl)
 end
+
+-- --- release ---------------------------------------------------------------------------------
+-- Release holder `id`, or withdraw it from the line (drop.lua, drop_settle.lua); idempotent.
+-- Wakes whoever is next. Returns held (1: it was a holder), waited (1: it was a waiter).
+local function drop_member(id, L)
+  local pruned = prune()
+  if thawed() then pruned = pruned + 1 end  -- wake the line once the freeze is over
+  local held = remove_holders({id})
+  local waited = 0
+  if held == 0 then  -- a holder is no waiter: its grant took it out of the line (acquire.lua)
+    waited = redis.call('ZREM', K_WAITERS, id)
+    redis.call('ZREM', K_WAITER_EXP, id)
+    redis.call('HDEL', K_WOKEN, id)
+  end
+  if held + waited + pruned > 0 then wake(L.concurrency_limit) end
+  return held, waited
+end

@@ -87,6 +87,12 @@ class LuaScript:
             self._locate(exc)
             raise
 
+    @property
+    def sha(self) -> str:
+        """Its SHA1, for an EVALSHA sent in a pipeline beside a command that is not a script (a
+        call with `client=` a pipeline makes redis-py ask SCRIPT EXISTS first: one more request)."""
+        return str(self._script.sha)
+
     def load(self) -> None:
         """SCRIPT LOAD now (at worker start), so the first call is one EVALSHA."""
         assert self._client is not None, "an unbound script is loaded by its first call"

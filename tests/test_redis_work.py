@@ -702,3 +702,34 @@ def test_an_idle_worker_asks_the_broker_every_ten_seconds_not_every_second(
             assert time.monotonic() - began < 1.5
             sender.close()
         queue.close()
+
+
+def test_an_idle_feeder_renews_its_lock_in_the_request_that_waits(private_redis, client, tmp_path):
+    """The feeding process with nothing to feed (workers.feeder): per second a take, and a wait
+    on its wake list that carries the lock's renewal: 2 requests a second (3 before: the
+    renewal, the take, the wait), and the lock stays held."""
+    from shared.settings import Settings
+    from workers.celery_app import app
+    from workers.feeder import LOCK_SECONDS, Feeder, FeederThread
+
+    values = {
+        "redis_url": private_redis.url,
+        "key_prefix": "w",
+        "queue": "w-q",
+        "output_dir": tmp_path / "output",
+        "replicate_api_token": "r8_test_token_not_real",
+    }
+    settings = Settings.load(values, environ={}, dotenv_path=None)
+    feeder = FeederThread(Feeder(settings, client, app)).start()
+    try:
+        time.sleep(1.5)  # the lock taken, the scripts loaded
+        assert feeder.leading
+        trips = round_trips(client, lambda: time.sleep(5.0))
+        assert trips <= 11, trips  # 15-16 before
+        lock = feeder.feeder.scheduler.feeder_lock
+        assert client.get(lock) == feeder.token and client.pttl(lock) > (LOCK_SECONDS - 1.2) * 1000
+        client.script_flush()  # as after a restart: the renewal that rides with a wait loads it again
+        time.sleep(LOCK_SECONDS + 0.5)
+        assert feeder.leading and client.get(lock) == feeder.token
+    finally:
+        feeder.stop()

@@ -123,13 +123,16 @@ class FeederThread:
     def stop(self) -> None:
         self._stop.set()
 
+    def _renewed(self, held: bool) -> None:
+        self.leading = held
+        if not held:
+            log.warning("lost the feeder lock; another worker feeds now")
+
     def _hold_lock(self) -> bool:
         lock = self.feeder.scheduler.feeder_lock
         ms = int(LOCK_SECONDS * 1000)
         if self.leading:
-            self.leading = bool(self._renew(keys=[lock], args=[self.token, ms]))
-            if not self.leading:
-                log.warning("lost the feeder lock; another worker feeds now")
+            self._renewed(bool(self._renew(keys=[lock], args=[self.token, ms])))
         if not self.leading:
             # The lock's remaining time comes with the attempt (one round trip): a process that
             # does not feed tries again just after the holder's lock would lapse, not every
@@ -145,6 +148,26 @@ class FeederThread:
                 log.info("this worker feeds the fleet now")
         return self.leading
 
+    def _wait(self, wait: float, *, renew: bool) -> None:
+        """Block on the wake list up to `wait` s. With `renew`, the lock's renewal rides in the
+        same request, ahead of the block (issue 16.4: an idle holder renewed, took and waited in
+        three requests a second; now two): its outcome is known when the block ends, which is
+        soon enough for a lock that is for efficiency only."""
+        wake = [self.feeder.scheduler.wake_key]
+        if not renew:
+            self._listen.blpop(wake, timeout=wait)
+            return
+        lock, ms = self.feeder.scheduler.feeder_lock, int(LOCK_SECONDS * 1000)
+        pipe = self._listen.pipeline(transaction=False)
+        pipe.evalsha(self._renew.sha, 1, lock, self.token, ms)
+        pipe.blpop(wake, timeout=wait)
+        renewed, _ = pipe.execute(raise_on_error=False)
+        if isinstance(renewed, redis.exceptions.NoScriptError):  # Redis restarted: load it, renew
+            renewed = self._renew(keys=[lock], args=[self.token, ms])
+        elif isinstance(renewed, Exception):
+            raise renewed
+        self._renewed(bool(renewed))
+
     def _run(self) -> None:
         renew_at = 0.0
         while not self._stop.is_set():
@@ -158,8 +181,11 @@ class FeederThread:
                 if len(sends) >= self.feeder.window:
                     continue  # the broker may have room again already
                 wait = IDLE_WAIT_SECONDS if next_due is None else min(max(next_due, 0.001), IDLE_WAIT_SECONDS)
-                wait = min(wait, max(renew_at - time.monotonic(), 0.001))
-                self._listen.blpop([self.feeder.scheduler.wake_key], timeout=wait)
+                began = time.monotonic()
+                renew = began + wait >= renew_at  # the renewal falls due during this wait
+                self._wait(wait, renew=renew)
+                if renew:  # renewed as the wait began; next due after this wait (<= 1 s) at the latest
+                    renew_at = began + wait + 0.05
             except Exception as exc:  # noqa: BLE001 - the feeder must outlive any outage
                 log.warning("feeder round failed: %s", exc)
                 self._stop.wait(0.5)

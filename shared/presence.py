@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 import redis
 
 from shared.keys import Keys
+from shared.lua_scripts import LuaScript, source
 from shared.settings import Settings
 
 PUBLISH_EVERY = 10.0
@@ -36,13 +37,18 @@ class WorkerMode:
         return f"{self.host}:{self.pid}"
 
 
+# `seen` is stamped by the script on Redis's clock: one request per publish, not TIME then HSET
+# (issue 16.4: an idle fleet's presence was 2 requests per process every PUBLISH_EVERY).
+_PUBLISH = LuaScript(None, source("shared.lua", "presence_publish"))
+
+
 def publish(client: redis.Redis, keys: Keys, settings: Settings) -> None:
     """This process's mode, seen now."""
-    sec, usec = client.time()
-    entry = WorkerMode(
-        socket.gethostname(), os.getpid(), settings.wait_mode_in_use, settings.sync_wait_max, sec + usec / 1e6
+    mode = WorkerMode(
+        socket.gethostname(), os.getpid(), settings.wait_mode_in_use, settings.sync_wait_max, 0.0
     )
-    client.hset(keys.workers, entry.name, json.dumps(asdict(entry)))
+    fields = {name: value for name, value in asdict(mode).items() if name != "seen"}
+    _PUBLISH(keys=[keys.workers], args=[mode.name, json.dumps(fields)], client=client)
 
 
 def live_modes(client: redis.Redis, keys: Keys) -> list[WorkerMode]:

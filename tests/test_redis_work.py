@@ -733,3 +733,28 @@ def test_an_idle_feeder_renews_its_lock_in_the_request_that_waits(private_redis,
         assert feeder.leading and client.get(lock) == feeder.token
     finally:
         feeder.stop()
+
+
+def test_a_workers_presence_is_one_request(client, tmp_path):
+    """A worker process publishes its wait mode every PUBLISH_EVERY s (shared.presence): one
+    script that stamps it on Redis's clock (TIME then HSET from the client before: 2 requests),
+    read back as before."""
+    from shared.presence import live_modes, publish
+    from shared.settings import Settings
+
+    settings = Settings.load(
+        {
+            "redis_url": "redis://unused",
+            "key_prefix": "w",
+            "output_dir": tmp_path,
+            "replicate_api_token": "r8_x",
+        },
+        environ={},
+        dotenv_path=None,
+    )
+    publish(client, Keys("w"), settings)  # the script loaded
+    assert round_trips(client, lambda: publish(client, Keys("w"), settings)) == 1
+    sec, usec = client.time()
+    (mode,) = live_modes(client, Keys("w"))
+    assert mode.mode == settings.wait_mode_in_use and mode.sync_wait_max == settings.sync_wait_max
+    assert 0 <= sec + usec / 1e6 - mode.seen < 1.0

@@ -19,6 +19,7 @@ import re
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from typing import Any
@@ -48,14 +49,15 @@ def measure_window(client: Any, seconds: float) -> dict[str, Any]:
 
 def monitor_sources(port: int, host: str, seconds: float) -> list[tuple[str, int]]:
     """MONITOR for `seconds`: (command and first argument, with digits and ids masked) -> count."""
-    proc = subprocess.Popen(
-        ["stdbuf", "-oL", "redis-cli", "-h", host, "-p", str(port), "monitor"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    time.sleep(seconds)
-    proc.terminate()
-    out, _ = proc.communicate(timeout=10)
+    with tempfile.TemporaryFile("w+") as log:  # a file, not a pipe nobody reads while it fills
+        proc = subprocess.Popen(
+            ["stdbuf", "-oL", "redis-cli", "-h", host, "-p", str(port), "monitor"], stdout=log
+        )
+        time.sleep(seconds)
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.seek(0)
+        out = log.read()
     counts: collections.Counter[str] = collections.Counter()
     for line in out.splitlines():
         match = MONITOR_LINE.match(line)

@@ -12,7 +12,9 @@ worker with a free thread takes a message within milliseconds, so a short queue 
 thread busy, and the messages it holds are the only ones a newly submitted batch has to wait
 behind. It does not poll: it blocks on its wake list (`<prefix>:sched:wake`), which every push
 (a submission, a follow-up) and every message a worker takes (workers.kombu_patches) nudges, with
-a timeout at the next delayed send's due time (Redis time) and at most a second.
+a timeout at the next delayed send's due time (Redis time) and at most a second. The wait, the
+take after it and (when due) the lock's renewal ahead of it go to Redis as one request: an idle
+feeder costs one request a second.
 
 A send the feeder took but never delivered (SIGKILL between the take and the broker) is not lost:
 the take gave its item a sign of life, and the recovery sweep sends it again after
@@ -29,7 +31,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import redis
 from celery import Celery
@@ -37,7 +39,7 @@ from celery import Celery
 from shared import lua_scripts
 from shared.keys import Keys
 from shared.ledger import Ledger
-from shared.scheduler import Scheduler, Send
+from shared.scheduler import Scheduler, Send, take_reply
 from shared.settings import Settings
 from shared.wakeup import blocking_client, run_forever
 from workers.attempts import AttemptRef
@@ -75,8 +77,13 @@ class Feeder:
         """Take and send the next sends. Returns (what was sent, seconds until the next delayed
         send is due or None)."""
         sends, next_due = self.scheduler.take(self.settings.queue, window=self.window)
+        self.send(sends)
+        return sends, next_due
+
+    def send(self, sends: list[Send]) -> None:
+        """Put sends the take removed from the schedule into the broker, recorded on their items."""
         if not sends:
-            return sends, next_due
+            return
         sent: dict[str, tuple[list[int], list[str]]] = defaultdict(lambda: ([], []))
         with self.app.producer_or_acquire() as producer:
             for send in sends:
@@ -97,7 +104,6 @@ class Feeder:
                 ids.append(task_id)
         for batch_id, (indexes, ids) in sent.items():
             self.ledger.mark_enqueued(batch_id, indexes, task_ids=ids)
-        return sends, next_due
 
 
 class FeederThread:
@@ -148,47 +154,64 @@ class FeederThread:
                 log.info("this worker feeds the fleet now")
         return self.leading
 
-    def _wait(self, wait: float, *, renew: bool) -> None:
-        """Block on the wake list up to `wait` s. With `renew`, the lock's renewal rides in the
-        same request, ahead of the block (issue 16.4: an idle holder renewed, took and waited in
-        three requests a second; now two): its outcome is known when the block ends, which is
-        soon enough for a lock that is for efficiency only."""
-        wake = [self.feeder.scheduler.wake_key]
-        if not renew:
-            self._listen.blpop(wake, timeout=wait)
-            return
-        lock, ms = self.feeder.scheduler.feeder_lock, int(LOCK_SECONDS * 1000)
+    def _wait_and_take(self, wait: float, *, renew: bool) -> tuple[list[Send], float | None] | None:
+        """Block on the wake list up to `wait` s, then take and send: one request (issue 16.4:
+        an idle holder renewed its lock, took and waited in three requests a second; now one).
+        With `renew`, the lock's renewal rides ahead of the block; its outcome is known when the
+        block ends, soon enough for a lock that is for efficiency only. Returns the take (its
+        sends already sent), or None when it must be called on its own (Redis restarted)."""
+        scheduler = self.feeder.scheduler
+        lock, ms = scheduler.feeder_lock, int(LOCK_SECONDS * 1000)
         pipe = self._listen.pipeline(transaction=False)
-        pipe.evalsha(self._renew.sha, 1, lock, self.token, ms)
-        pipe.blpop(wake, timeout=wait)
-        renewed, _ = pipe.execute(raise_on_error=False)
-        if isinstance(renewed, redis.exceptions.NoScriptError):  # Redis restarted: load it, renew
-            renewed = self._renew(keys=[lock], args=[self.token, ms])
-        elif isinstance(renewed, Exception):
-            raise renewed
-        self._renewed(bool(renewed))
+        if renew:
+            pipe.evalsha(self._renew.sha, 1, lock, self.token, ms)
+        pipe.blpop([scheduler.wake_key], timeout=wait)
+        scheduler.take_in(pipe, self.feeder.settings.queue, window=self.feeder.window)
+        replies = pipe.execute(raise_on_error=False)
+        if renew:
+            renewed = replies[0]
+            if isinstance(renewed, redis.exceptions.NoScriptError):  # loaded by the normal call
+                renewed = self._renew(keys=[lock], args=[self.token, ms])
+            self._renewed(bool(_raised(renewed)))
+        taken = replies[-1]
+        if isinstance(taken, redis.exceptions.NoScriptError):
+            return None
+        sends, next_due = take_reply(_raised(taken))
+        self.feeder.send(sends)
+        return sends, next_due
 
     def _run(self) -> None:
         renew_at = 0.0
+        taken: tuple[list[Send], float | None] | None = None  # the last wait's take, sent
         while not self._stop.is_set():
             try:
                 if time.monotonic() >= renew_at or not self.leading:
                     if not self._hold_lock():
+                        taken = None
                         self._stop.wait(self.retry_in)
                         continue
                     renew_at = time.monotonic() + RENEW_SECONDS
-                sends, next_due = self.feeder.feed_once()
+                sends, next_due = taken if taken is not None else self.feeder.feed_once()
+                taken = None
                 if len(sends) >= self.feeder.window:
                     continue  # the broker may have room again already
                 wait = IDLE_WAIT_SECONDS if next_due is None else min(max(next_due, 0.001), IDLE_WAIT_SECONDS)
                 began = time.monotonic()
                 renew = began + wait >= renew_at  # the renewal falls due during this wait
-                self._wait(wait, renew=renew)
+                taken = self._wait_and_take(wait, renew=renew)
                 if renew:  # renewed as the wait began; next due after this wait (<= 1 s) at the latest
                     renew_at = began + wait + 0.05
             except Exception as exc:  # noqa: BLE001 - the feeder must outlive any outage
+                taken = None
                 log.warning("feeder round failed: %s", exc)
                 self._stop.wait(0.5)
+
+
+def _raised(reply: Any) -> Any:
+    """A pipeline's reply, or the error it carries raised."""
+    if isinstance(reply, Exception):
+        raise reply
+    return reply
 
 
 _feeder: OnePerProcess[FeederThread] = OnePerProcess()

@@ -11,6 +11,7 @@ from shared.scheduler.schedule import (
     broker_priority,
     feeder_wake_key,
     priority_problem,
+    take_reply,
 )
 
 __all__ = [
@@ -24,4 +25,5 @@ __all__ = [
     "broker_priority",
     "feeder_wake_key",
     "priority_problem",
+    "take_reply",
 ]

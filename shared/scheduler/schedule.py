@@ -131,6 +131,28 @@ class QueueDepths:
         }
 
 
+def take_reply(reply: Sequence[Any]) -> tuple[list[Send], float | None]:
+    """The take script's reply: (the sends, in order; seconds until the next delayed send is due,
+    None when there is none)."""
+    next_due = float(reply[0])
+    sends = []
+    for n in range(1, len(reply), 4):
+        batch_id, index, raw, rank = reply[n : n + 4]
+        entry = json.loads(raw)
+        sends.append(
+            Send(
+                as_text(batch_id),
+                int(index),
+                int(entry["a"]),
+                str(entry["m"]),
+                int(entry.get("r") or 0),
+                str(entry.get("p") or ""),
+                int(rank),
+            )
+        )
+    return sends, (None if next_due < 0 else next_due / 1000)
+
+
 class Scheduler:
     """Thread-safe (one Redis client); cheap to build."""
 
@@ -183,26 +205,16 @@ class Scheduler:
         """Move due sends into their lines and take the next ones, keeping the broker's queue at
         `window` messages at most. Returns (the sends, in order; seconds until the next delayed
         send is due, None when there is none)."""
-        reply = self._scripts["take"](
-            args=[self.keys.prefix, limit if limit is not None else window, window, *fed_lists(queue)]
-        )
-        next_due = float(reply[0])
-        sends = []
-        for n in range(1, len(reply), 4):
-            batch_id, index, raw, rank = reply[n : n + 4]
-            entry = json.loads(raw)
-            sends.append(
-                Send(
-                    as_text(batch_id),
-                    int(index),
-                    int(entry["a"]),
-                    str(entry["m"]),
-                    int(entry.get("r") or 0),
-                    str(entry.get("p") or ""),
-                    int(rank),
-                )
-            )
-        return sends, (None if next_due < 0 else next_due / 1000)
+        return take_reply(self._scripts["take"](args=self._take_args(queue, window, limit)))
+
+    def take_in(self, pipe: Any, queue: str, *, window: int) -> None:
+        """The same take queued on `pipe` as a plain EVALSHA, behind what the pipeline holds
+        (a script called with client= a pipeline costs a SCRIPT EXISTS request first); its reply
+        goes to take_reply, and a NoScriptError (Redis restarted) means: call take()."""
+        pipe.evalsha(self._scripts["take"].sha, 0, *self._take_args(queue, window, None))
+
+    def _take_args(self, queue: str, window: int, limit: int | None) -> list[Any]:
+        return [self.keys.prefix, limit if limit is not None else window, window, *fed_lists(queue)]
 
     def drop_batch(self, batch_id: str) -> int:
         """Forget every send held for the batch (it was canceled). Returns how many."""

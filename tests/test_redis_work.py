@@ -225,6 +225,32 @@ def test_a_slot_taken_and_released(client):
     assert sum(used.values()) <= 21, used
 
 
+def test_a_heartbeat_reads_each_lease_once(client):
+    """A process's heartbeat renewing 4 leases: one ZSCORE and one ZADD per lease. Before, each
+    renewal read its score twice (8 ZSCOREs), and the script decoded every lease's info JSON, though
+    only a lease from another epoch (Redis lost the state) is ever re-registered with it."""
+    limiter = Limiter(client, Keys("w"), Limits(4, 600, 3000, 60.0), lease_seconds=600, orphan_seconds=1200)
+    try:
+        leases = [limiter.acquire(HolderInfo(task_id=f"t{i}"), timeout=5) for i in range(4)]
+        payload = {
+            "h": [[lease.holder_id, lease.epoch, json.dumps(lease._record)] for lease in leases],
+            "w": [],
+        }
+
+        def heartbeat() -> list:
+            return limiter._call("heartbeat", 600_000, json.dumps(payload))
+
+        renewed = heartbeat()[0]
+        used = commands(client, heartbeat)
+        for lease in leases:
+            lease.release()
+    finally:
+        limiter.close()
+    assert [int(r) for r in renewed] == [1, 1, 1, 1]
+    assert used.get("zscore", 0) == 4 and used.get("zadd", 0) == 4, used
+    assert sum(used.values()) <= 13, used
+
+
 def test_a_queued_image_costs_one_acquire_call(client, monkeypatch):
     """Direct hand-off (issue 16.4): the release grants the freed slot to the head waiter in the
     same script and the wake token carries the grant, so a queued caller calls acquire once (it

@@ -7,12 +7,17 @@
 local lease_ms = tonumber(ARGV[3])
 local req = cjson.decode(ARGV[4])
 local holders = req.h or {}
-local infos = {}
-for i, h in ipairs(holders) do infos[i] = cjson.decode(h[3]) end
 local L = limits(false)
 local ep = sync_epoch(L)
 local pruned = prune()
 if thawed() then pruned = pruned + 1 end  -- wake the line once the freeze is over
+-- A holder's info is needed only to re-register it, which only one from another epoch can be: a
+-- decode costs more than the renewal itself, so the others' are never decoded. Still all before
+-- the first renewal (only the limiter's own upkeep, above, writes before them).
+local infos = {}
+for i, h in ipairs(holders) do
+  if h[2] ~= ep then infos[i] = cjson.decode(h[3]) end
+end
 local expires = fmt(NOW + lease_ms)
 -- Renewals only move an expiry later, except an orphan's that becomes a lease again, and a
 -- re-registration: prune_at must not lie after either (note_expiry writes only then).
@@ -20,8 +25,8 @@ local expires = fmt(NOW + lease_ms)
 -- A holder counted in Redis: renew it. One whose deadline lies beyond a lease is an orphan: if
 -- it was cut off and is back, it is an ordinary lease again; if it abandoned its lease, a
 -- renewal that was already on its way must not undo that.
-local function renew(id)
-  if tonumber(redis.call('ZSCORE', K_HOLDERS, id)) > NOW + lease_ms then
+local function renew(id, score)
+  if tonumber(score) > NOW + lease_ms then
     local rec = decode_info(id) or {}
     if rec.abandoned_at ~= nil then return 0 end
     rec.orphaned_at = nil
@@ -35,8 +40,9 @@ end
 local out_h = {}
 for i, h in ipairs(holders) do
   local id, holder_epoch = h[1], h[2]
-  if redis.call('ZSCORE', K_HOLDERS, id) then
-    out_h[i] = renew(id)
+  local score = redis.call('ZSCORE', K_HOLDERS, id)
+  if score then
+    out_h[i] = renew(id, score)
   elseif holder_epoch ~= ep and redis.call('ZCARD', K_HOLDERS) < L.concurrency_limit then
     -- Redis forgot it (a different epoch); its prediction, if any, runs at Replicate and counts
     -- whether we know it or not, so it goes in before any waiter (the freeze after the loss

@@ -257,7 +257,8 @@ def test_a_queued_image_costs_one_acquire_call(client, monkeypatch):
     called twice before: queued, then again when woken). Counted: the release and everything the
     waiter does until it holds the slot (the drop with the hand-off, the listener's BLMPOP, which
     was BLPOP + LPOP; the short handed-over lease is renewed with the process's next waiter
-    refresh, not at once): 33 commands before, 23, 22 with the one-command pop."""
+    refresh, not at once): 33 commands before, 23, 22 with the one-command pop, 21 as the hand-off
+    reads the line one waiter past the free slots (it knows the line is empty without a ZCARD)."""
     limiter = Limiter(
         client,
         Keys("w"),
@@ -299,8 +300,8 @@ def test_a_queued_image_costs_one_acquire_call(client, monkeypatch):
         limiter.close()
     assert got[0].handoff_seconds == 0.0
     assert calls["acquire"] == 2, calls  # one for each image: the first's, and the queued one's
-    # 22, and one pop more if the listener's 2 s block happens to end meanwhile
-    assert sum(used.values()) <= 23, used
+    # 21, and one pop more if the listener's 2 s block happens to end meanwhile
+    assert sum(used.values()) <= 22, used
     assert "lpop" not in used and used.get("blmpop", 0) <= 2, used
 
 

@@ -438,13 +438,19 @@ end
 -- same instant sees them taken. A waiter without a record (none in layout 2) is only woken, as
 -- before: its acquire call takes the slot, and the wake's moment is kept (HSETNX) as its hand-off
 -- latency. While the slots are frozen after a state loss nobody is admitted, so nobody is woken:
--- waiters re-check when the freeze ends.
+-- waiters re-check when the freeze ends. The line is read one waiter past the free slots: if
+-- that one exists, the line goes on after the grants, and line_served()'s ZCARD is not needed.
 local function wake(concurrency_limit)
   if recovery_ms_left() > 0 then return 0 end
   local free = concurrency_limit - redis.call('ZCARD', K_HOLDERS)
   if free <= 0 then return 0 end
-  local first = redis.call('ZRANGE', K_WAITERS, 0, free - 1, 'WITHSCORES')
+  local first = redis.call('ZRANGE', K_WAITERS, 0, free, 'WITHSCORES')
   if #first == 0 then return 0 end
+  local more = #first > 2 * free  -- a waiter beyond the free slots (not woken now)
+  if more then  -- drop its member and score
+    first[#first] = nil
+    first[#first] = nil
+  end
   local now_s = fmt(NOW)
   local ttl = math.min(CFG.waiter_ttl_ms, CFG.lease_ms)
   local expires = fmt(NOW + ttl)
@@ -474,7 +480,8 @@ local function wake(concurrency_limit)
     note_expiry(NOW + ttl)
     in_chunks('ZREM', K_WAITERS, granted)
     in_chunks('ZREM', K_WAITER_EXP, granted)
-    line_served()
+    -- Empty now only if nobody was beyond and every one woken was granted: as line_served().
+    if not more and #granted == #first / 2 then redis.call('DEL', K_FAIR) end
   end
   return #first / 2
 end

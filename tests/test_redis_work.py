@@ -696,43 +696,6 @@ def test_a_delivered_message_nudges_the_feeder_in_its_own_script(private_redis, 
     assert client.llen(wake) == WAKE_TOKENS_KEPT
 
 
-def test_an_idle_worker_asks_the_broker_every_ten_seconds_not_every_second(
-    private_redis, client, monkeypatch
-):
-    """An idle consumer's BRPOP (workers.kombu_patches, 4.): one blocking pop in 3 s, where kombu's
-    1 s block sent 3 (60 a minute per worker process before, 6 now); a message pushed meanwhile
-    is still taken at once; and a half-open connection is still found within kombu's default bound."""
-    from kombu import Connection
-    from kombu.transport import redis as kombu_redis
-
-    from workers import kombu_patches
-
-    kombu_patches.apply()
-    monkeypatch.setattr(kombu_redis.Transport, "brpop_timeout", kombu_redis.Transport.brpop_timeout)
-    options: dict[str, Any] = {}
-    kombu_patches.lengthen_consumer_block(options)
-    with Connection(private_redis.url, transport_options=options) as connection:
-        channel = connection.default_channel
-        assert channel.brpop_timeout + 2 * channel.health_check_interval <= 1 + 2 * 25
-        queue = connection.SimpleQueue("idle-q")
-        queue.put({"n": 0})
-        queue.get(timeout=5).ack()  # warm: bindings, script cache
-
-        def idle() -> None:
-            with pytest.raises(queue.Empty):
-                queue.get(timeout=3.0)
-
-        assert commands(client, idle).get("brpop", 0) <= 1
-        with Connection(private_redis.url) as producer:  # a message sent during the block
-            sender = producer.SimpleQueue("idle-q")
-            threading.Timer(0.5, sender.put, args=({"n": 1},)).start()
-            began = time.monotonic()
-            assert queue.get(timeout=5).payload == {"n": 1}
-            assert time.monotonic() - began < 1.5
-            sender.close()
-        queue.close()
-
-
 def test_an_idle_feeder_renews_its_lock_in_the_request_that_waits(private_redis, client, tmp_path):
     """The feeding process with nothing to feed (workers.feeder): per second one request, the
     lock's renewal, the wait on its wake list and the take after it (3 before: the renewal, the

@@ -102,9 +102,6 @@ def _refuse_to_start_unless_able(**_: Any) -> None:
     from shared.errors import FleetError
     from workers.preflight import check_can_work
 
-    # An idle consumer blocks on the broker 10 s at a time instead of 1 s (workers.kombu_patches,
-    # 4.): set here, in worker processes only, before the consumer connects.
-    kombu_patches.lengthen_consumer_block(app.conf.broker_transport_options)
     try:
         account = check_can_work(app.settings())
     except FleetError as exc:

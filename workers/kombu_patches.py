@@ -30,16 +30,6 @@
    The delivery's script also nudges the feeder (`wake_feeder_on_delivery`): the message left
    the broker's list, so there is room for the next one; the worker's own RPUSH when the task
    started was one more round trip per image.
-
-4. **An idle worker asked the broker every second.** kombu's consumer blocks in BRPOP for
-   `Transport.brpop_timeout` (1 s) and sends the next one when it times out: 60 requests a
-   minute per worker process with nothing to do (180 of an idle 3-process fleet's ~600). A
-   pushed message ends the block at once whatever its length, so a worker blocks longer
-   (`lengthen_consumer_block`, worker processes only). The timeout is also the part of kombu's
-   check of a half-open BRPOP connection (dropped once its reply is `brpop_timeout +
-   health_check_interval` overdue, checked every `health_check_interval`); the worker's
-   health_check_interval is shortened with it, so that bound (`brpop_timeout + 2 *
-   health_check_interval`) stays within kombu's default (1 + 2 * 25 = 51 s).
 """
 
 from __future__ import annotations
@@ -71,18 +61,6 @@ def wake_feeder_on_delivery(key: str, keep: int) -> None:
     """From now on every message delivered in this process nudges `key` (capped at `keep`
     tokens), in the script that records the delivery."""
     _FeederWake.key, _FeederWake.keep = key, keep
-
-
-CONSUMER_BLOCK_SECONDS = 10
-CONSUMER_HEALTH_CHECK_SECONDS = 20  # 10 + 2 * 20 = 50 s <= kombu's 51 s (4. above)
-
-
-def lengthen_consumer_block(transport_options: dict[str, Any]) -> None:
-    """In a worker process, before its consumer connects: BRPOP blocks CONSUMER_BLOCK_SECONDS
-    (not 1 s), and `transport_options` (the app's broker_transport_options) get the health check
-    interval that keeps a half-open connection's detection within kombu's default bound."""
-    kombu_redis.Transport.brpop_timeout = CONSUMER_BLOCK_SECONDS
-    transport_options["health_check_interval"] = CONSUMER_HEALTH_CHECK_SECONDS
 
 
 def _connparams(self: Any, asynchronous: bool = False) -> dict[str, Any]:

@@ -147,11 +147,8 @@ class Lease:
         try:
             self._limiter._call("abandon", self.holder_id)
         except Exception as exc:  # noqa: BLE001 - see the docstring
-            log.warning(
-                "abandon of %s did not reach Redis (%s); it becomes an orphan when its lease "
-                "runs out if it was marked as creating",
-                self.holder_id,
-                exc,
+            self._end_failed(
+                "abandon", exc, "it becomes an orphan when its lease runs out if it was marked as creating"
             )
 
     def release(self) -> None:
@@ -192,14 +189,12 @@ class Lease:
             self._release_failed(exc)
 
     def _release_failed(self, exc: Exception) -> None:
-        what = "did not reach Redis" if isinstance(exc, RedisUnavailableError) else "failed"
-        log.warning(
-            "release of %s %s (%s); it expires within %.0f s",
-            self.holder_id,
-            what,
-            exc,
-            self._limiter.lease_seconds,
-        )
+        self._end_failed("release", exc, f"it expires within {self._limiter.lease_seconds:.0f} s")
+
+    def _end_failed(self, what: str, exc: Exception, then: str) -> None:
+        """A release's or an abandon's call failed: an outage said as one, anything else as a failure."""
+        how = "did not reach Redis" if isinstance(exc, RedisUnavailableError) else "failed"
+        log.warning("%s of %s %s (%s); %s", what, self.holder_id, how, exc, then)
 
     def _end(self, how: str) -> bool:
         """release() or abandon(): True for the first of them (the keeper stops renewing this

@@ -17,7 +17,13 @@ for i = 1, #raw, 2 do
     table.insert(entries, rec)
   end
 end
-table.sort(entries, function(x, y) return (x.t or 0) < (y.t or 0) end)
+-- Held in the same instant (one hold after another within Redis's clock tick): by key, so the
+-- order is the same on every call (Lua's sort is not stable; CI once saw 4 before 3).
+table.sort(entries, function(x, y)
+  local tx, ty = x.t or 0, y.t or 0
+  if tx ~= ty then return tx < ty end
+  return x.key < y.key
+end)
 local day_room = daily_room(day, default)
 local rooms = {}
 local function room_of(batch)
